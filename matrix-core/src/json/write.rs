@@ -1,0 +1,102 @@
+//! Canonical serialisation.
+
+use super::{Number, Object, Value};
+
+/// The canonical JSON bytes of `value`.
+pub fn to_canonical_vec(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    self::value(value, &mut out);
+    out
+}
+
+/// The canonical JSON text of `value`.
+pub fn to_canonical_string(value: &Value) -> String {
+    let bytes = to_canonical_vec(value);
+    // The writer only emits valid UTF-8: strings come from `String`s, the rest is ASCII.
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+pub(crate) fn value(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(Number::Int(i)) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
+        }
+        Value::Number(Number::Raw(raw)) => out.extend_from_slice(raw.as_bytes()),
+        Value::String(s) => string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                self::value(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(object) => self::object(object, out),
+    }
+}
+
+pub(crate) fn object(object: &Object, out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (key, value)) in object.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(key, out);
+        out.push(b':');
+        self::value(value, out);
+    }
+    out.push(b'}');
+}
+
+/// What each byte below 0x80 becomes: 0 = itself, b'u' = `\u00XX`, else `\` + that byte.
+const ESCAPE: [u8; 128] = {
+    let mut table = [0u8; 128];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = b'u';
+        i += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+pub(crate) fn string(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = if b < 0x80 { ESCAPE[b as usize] } else { 0 };
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if escape == b'u' {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', escape]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}

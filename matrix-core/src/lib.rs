@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+
+pub mod auth;
+pub mod b64;
+pub mod hash;
+pub mod json;
+pub mod pdu;
+pub mod redaction;
+pub mod room_version;
+pub mod signing;
+pub mod xmatrix;
+
+/// Matrix identifier types from ruma, so that our crates and the rest of the Rust Matrix
+/// ecosystem speak the same types.
+pub mod ids {
+    pub use ruma_common::{
+        EventId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId,
+        RoomAliasId, RoomId, RoomVersionId, ServerName, UserId,
+    };
+}
+
+pub use auth::{AuthEvent, AuthRejection, AuthState};
+pub use json::{Number, Object, Value};
+pub use pdu::{Pdu, PduError};
+pub use room_version::RoomVersionRules;
+pub use signing::{KeyRing, PublicKey, SigningKey, Verified, VerifyError, VerifyKeys};
