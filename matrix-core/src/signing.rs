@@ -341,10 +341,10 @@ pub fn required_signers<'a>(
         let event_id = event.get_str("event_id").ok_or(VerifyError::MalformedEvent("event_id"))?;
         servers.push(server_of(event_id).ok_or(VerifyError::MalformedEvent("event_id"))?);
     }
+    // A non-string value is ignored here (the authorization rules reject it).
     if rules.auth.restricted_join
-        && let Some(user) = content.and_then(|c| c.get("join_authorised_via_users_server"))
+        && let Some(user) = content.and_then(|c| c.get_str("join_authorised_via_users_server"))
     {
-        let user = user.as_str().ok_or(VerifyError::MalformedEvent("join_authorised_via"))?;
         servers.push(server_of(user).ok_or(VerifyError::MalformedEvent("join_authorised_via"))?);
     }
     servers.sort_unstable();
