@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use benches::events::{self, Event};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use matrix_core::{KeyRing, RoomVersionRules, b64, hash, json, signing};
+use matrix_core::{KeyRing, Pdu, RoomVersionRules, b64, hash, json, signing};
 use ruma::signatures as rs;
 
 fn group_for(c: &mut Criterion, event: &Event) {
@@ -35,12 +35,14 @@ fn group_for(c: &mut Criterion, event: &Event) {
         ruma::CanonicalJsonValue::Object(o) => o,
         _ => unreachable!("events are objects"),
     };
-    group.bench_function("content_hash/ours", |b| b.iter(|| hash::content_hash(black_box(ours_obj))));
+    // Our event type keeps its canonical bytes (made once on receipt, for the size check).
+    let pdu = Pdu::new_unchecked(ours_obj.clone(), rules);
+    group.bench_function("content_hash/ours", |b| b.iter(|| hash::content_hash(black_box(&pdu))));
     group.bench_function("content_hash/ruma", |b| {
         b.iter(|| events::ruma_content_hash(black_box(theirs_obj)))
     });
     group.bench_function("reference_hash/ours", |b| {
-        b.iter(|| b64::encode_url_safe(hash::reference_hash(black_box(ours_obj), rules)))
+        b.iter(|| b64::encode_url_safe(hash::reference_hash(black_box(&pdu), rules)))
     });
     group.bench_function("reference_hash/ruma", |b| {
         b.iter(|| events::ruma_reference_hash(black_box(theirs_obj), &ruma_rules))
@@ -68,8 +70,13 @@ fn group_for(c: &mut Criterion, event: &Event) {
             || theirs_obj.clone(),
             |mut o| {
                 if as_event {
-                    rs::hash_and_sign_event("example.org", &ruma_key, &mut o, &ruma_rules.redaction)
-                        .expect("signs");
+                    rs::hash_and_sign_event(
+                        "example.org",
+                        &ruma_key,
+                        &mut o,
+                        &ruma_rules.redaction,
+                    )
+                    .expect("signs");
                 } else {
                     rs::sign_json("example.org", &ruma_key, &mut o).expect("signs");
                 }
@@ -80,10 +87,11 @@ fn group_for(c: &mut Criterion, event: &Event) {
     });
 
     let (signed_ours, signed_theirs) = events::signed_pair(ours_obj, as_event);
+    let signed_pdu = Pdu::new_unchecked(signed_ours.clone(), rules);
     group.bench_function("verify/ours", |b| {
         b.iter(|| {
             if as_event {
-                signing::verify_event(black_box(&signed_ours), &keyring, rules).map(drop)
+                signing::verify_event(black_box(&signed_pdu), &keyring, rules).map(drop)
             } else {
                 signing::verify_json(black_box(&signed_ours), "example.org", &keyring)
             }
@@ -100,6 +108,24 @@ fn group_for(c: &mut Criterion, event: &Event) {
             .expect("verifies")
         })
     });
+
+    // Receipt: bytes to a format-checked event with its id.
+    let bytes = json::to_canonical_vec(ours);
+    if as_event {
+        group.bench_function("receive/ours", |b| {
+            b.iter(|| Pdu::from_slice(black_box(&bytes), rules).expect("valid"))
+        });
+        group.bench_function("receive/ruma", |b| {
+            b.iter(|| {
+                let object: ruma::CanonicalJsonObject =
+                    serde_json::from_slice(black_box(&bytes)).expect("valid");
+                ruma::state_res::check_pdu_format(&object, &ruma_rules.event_format)
+                    .expect("valid");
+                let id = rs::reference_hash(&object, &ruma_rules).expect("hash");
+                (object, id)
+            })
+        });
+    }
     group.finish();
 }
 
@@ -112,8 +138,11 @@ fn core(c: &mut Criterion) {
     let key = events::signing_key();
     let mut keyring = KeyRing::new();
     keyring.insert("example.org", key.key_id(), key.public_key());
-    let batch = events::signed_messages(1_000);
-    let refs: Vec<&matrix_core::Object> = batch.iter().collect();
+    let batch: Vec<Pdu> = events::signed_messages(1_000)
+        .into_iter()
+        .map(|event| Pdu::new_unchecked(event, rules))
+        .collect();
+    let refs: Vec<&Pdu> = batch.iter().collect();
     let mut group = c.benchmark_group("verify_1000_events");
     group.throughput(Throughput::Elements(1_000));
     group.sample_size(20);
@@ -126,7 +155,7 @@ fn core(c: &mut Criterion) {
     group.bench_function("one_by_one", |b| {
         b.iter(|| {
             for event in &refs {
-                signing::verify_event(black_box(event), &keyring, rules).expect("verifies");
+                signing::verify_event(black_box(*event), &keyring, rules).expect("verifies");
             }
         })
     });

@@ -120,7 +120,12 @@ pub mod events {
         let mut signed = object.clone();
         signed.remove("signatures");
         if as_event {
-            signing::hash_and_sign_event(&mut signed, "example.org", &signing_key(), &RoomVersionRules::V11);
+            signing::hash_and_sign_event(
+                &mut signed,
+                "example.org",
+                &signing_key(),
+                &RoomVersionRules::V11,
+            );
         } else {
             signing::sign_json(&mut signed, "example.org", &signing_key());
         }

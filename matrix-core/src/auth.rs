@@ -454,7 +454,8 @@ pub fn check<E: AuthEvent>(
     let create = state.get("m.room.create", "");
     let create = match create {
         Some(create) if rules.room_id_from_create_event => {
-            if !create.event_id().get(1..).is_some_and(|id| event.room_id().get(1..) == Some(id)) {
+            let room_of_create = create.event_id().strip_prefix('$');
+            if room_of_create.is_none() || event.room_id().strip_prefix('!') != room_of_create {
                 return Err(AuthRejection::RoomIdNotCreateEvent);
             }
             create
@@ -584,7 +585,13 @@ fn check_member<'s, E: AuthEvent>(
             let mut prev = event.prev_event_ids();
             let only_prev_is_create =
                 prev.next() == Some(create.event_id()) && prev.next().is_none();
-            if only_prev_is_create && target == create.sender() {
+            // The creator: the create event's sender from v11, `content.creator` before.
+            let creator = if rules.auth.creator_is_sender {
+                Some(create.sender())
+            } else {
+                create.content().get_str("creator")
+            };
+            if only_prev_is_create && Some(target) == creator {
                 return Ok(());
             }
             if sender != target {

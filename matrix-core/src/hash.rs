@@ -7,8 +7,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::b64;
-use crate::json::Object;
-use crate::redaction::write_redacted;
+use crate::redaction::{EventJson, write_redacted};
 use crate::room_version::{EventIdFormat, RoomVersionRules};
 
 /// Keys left out of the content hash.
@@ -17,7 +16,7 @@ const CONTENT_HASH_DROP: &[&str] = &["hashes", "signatures", "unsigned"];
 const REFERENCE_HASH_DROP: &[&str] = &["signatures", "unsigned"];
 
 /// The canonical bytes the content hash covers.
-pub fn content_hash_input(event: &Object) -> Vec<u8> {
+pub fn content_hash_input(event: &(impl EventJson + ?Sized)) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
     write_redacted(event, None, CONTENT_HASH_DROP, &mut out);
     out
@@ -25,12 +24,12 @@ pub fn content_hash_input(event: &Object) -> Vec<u8> {
 
 /// The SHA-256 content hash of `event`: canonical JSON without `hashes`, `signatures` and
 /// `unsigned`.
-pub fn content_hash(event: &Object) -> [u8; 32] {
+pub fn content_hash(event: &(impl EventJson + ?Sized)) -> [u8; 32] {
     Sha256::digest(content_hash_input(event)).into()
 }
 
 /// The SHA-256 reference hash of `event`: its redacted form without `signatures` and `unsigned`.
-pub fn reference_hash(event: &Object, rules: &RoomVersionRules) -> [u8; 32] {
+pub fn reference_hash(event: &(impl EventJson + ?Sized), rules: &RoomVersionRules) -> [u8; 32] {
     let mut out = Vec::with_capacity(512);
     write_redacted(event, Some(&rules.redaction), REFERENCE_HASH_DROP, &mut out);
     Sha256::digest(out).into()
@@ -38,9 +37,9 @@ pub fn reference_hash(event: &Object, rules: &RoomVersionRules) -> [u8; 32] {
 
 /// The event id of `event` in a room of `rules`' version: for rooms 1-2 the `event_id` the
 /// event carries (if it is a string), otherwise `$` + the base64 reference hash.
-pub fn event_id(event: &Object, rules: &RoomVersionRules) -> Option<String> {
+pub fn event_id(event: &(impl EventJson + ?Sized), rules: &RoomVersionRules) -> Option<String> {
     let encoded = match rules.event_id_format {
-        EventIdFormat::Opaque => return event.get_str("event_id").map(str::to_owned),
+        EventIdFormat::Opaque => return event.json().get_str("event_id").map(str::to_owned),
         EventIdFormat::ReferenceHashStandard => b64::encode(reference_hash(event, rules)),
         EventIdFormat::ReferenceHashUrlSafe => b64::encode_url_safe(reference_hash(event, rules)),
     };

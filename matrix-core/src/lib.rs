@@ -22,5 +22,6 @@ pub mod ids {
 pub use auth::{AuthEvent, AuthRejection, AuthState};
 pub use json::{Number, Object, Value};
 pub use pdu::{Pdu, PduError};
+pub use redaction::EventJson;
 pub use room_version::RoomVersionRules;
 pub use signing::{KeyRing, PublicKey, SigningKey, Verified, VerifyError, VerifyKeys};

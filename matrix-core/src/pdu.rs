@@ -14,8 +14,11 @@
 //! # Ok::<(), matrix_core::pdu::PduError>(())
 //! ```
 
+use std::ops::Range;
+
 use crate::hash;
-use crate::json::{self, JsonError, MAX_SAFE_INT, Object, Value};
+use crate::json::{self, JsonError, MAX_SAFE_INT, Object, Value, write};
+use crate::redaction::{EventJson, Spans};
 use crate::room_version::{EventFormat, RoomVersionRules};
 
 /// The largest PDU, in bytes of canonical JSON including signatures.
@@ -84,12 +87,68 @@ pub enum PduError {
 }
 
 /// A format-checked PDU with its event id.
+///
+/// It keeps the event's canonical JSON next to the parsed object, with the place of each member,
+/// so hashing, signing and verification copy bytes instead of serialising again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pdu {
     event_id: String,
     room_id: String,
     json: Object,
+    canonical: Canonical,
     rules: &'static RoomVersionRules,
+}
+
+/// The canonical bytes of an event and the ranges of its members (see [`Spans`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Canonical {
+    bytes: Box<[u8]>,
+    members: Box<[Range<u32>]>,
+    content: Box<[Range<u32>]>,
+}
+
+impl Canonical {
+    fn new(json: &Object) -> Self {
+        fn member(out: &mut Vec<u8>, key: &str) -> usize {
+            let start = out.len();
+            write::string(key, out);
+            out.push(b':');
+            start
+        }
+        let range = |start: usize, end: usize| start as u32..end as u32;
+        let mut out = Vec::with_capacity(1024);
+        let mut members = Vec::with_capacity(json.len());
+        let mut content_members = Vec::new();
+        out.push(b'{');
+        for (i, (key, value)) in json.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let start = member(&mut out, key);
+            match (key, value) {
+                ("content", Value::Object(content)) => {
+                    out.push(b'{');
+                    for (j, (key, value)) in content.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        let start = member(&mut out, key);
+                        write::value(value, &mut out);
+                        content_members.push(range(start, out.len()));
+                    }
+                    out.push(b'}');
+                }
+                _ => write::value(value, &mut out),
+            }
+            members.push(range(start, out.len()));
+        }
+        out.push(b'}');
+        Canonical {
+            bytes: out.into_boxed_slice(),
+            members: members.into_boxed_slice(),
+            content: content_members.into_boxed_slice(),
+        }
+    }
 }
 
 fn wrong(field: &'static str, expected: &'static str) -> PduError {
@@ -150,11 +209,12 @@ fn check_edges(
 /// identifier syntax and lengths, edge counts, depth, size. Does not check hashes, signatures
 /// or authorization.
 pub fn check_format(json: &Object, rules: &RoomVersionRules) -> Result<(), PduError> {
-    let size = json.canonical_len();
-    if size > MAX_PDU_BYTES {
-        return Err(PduError::TooLarge { size });
-    }
+    check_size(json.canonical_len())?;
     check_format_fields(json, rules)
+}
+
+fn check_size(size: usize) -> Result<(), PduError> {
+    if size > MAX_PDU_BYTES { Err(PduError::TooLarge { size }) } else { Ok(()) }
 }
 
 fn check_format_fields(json: &Object, rules: &RoomVersionRules) -> Result<(), PduError> {
@@ -255,27 +315,47 @@ impl Pdu {
 
     /// Format-checks an event object and computes its event id.
     pub fn from_object(json: Object, rules: &'static RoomVersionRules) -> Result<Self, PduError> {
-        check_format(&json, rules)?;
-        Ok(Self::new_unchecked(json, rules))
+        let canonical = Canonical::new(&json);
+        check_size(canonical.bytes.len())?;
+        check_format_fields(&json, rules)?;
+        Ok(Self::build(json, canonical, None, rules))
     }
 
     /// Wraps an event without format checks (for events read back from trusted storage, or for
     /// benchmarks). The accessors never panic, but answer `""`/`None` for missing fields.
     pub fn new_unchecked(json: Object, rules: &'static RoomVersionRules) -> Self {
-        let event_id = hash::event_id(&json, rules).unwrap_or_default();
-        Self::with_event_id(json, event_id, rules)
+        let canonical = Canonical::new(&json);
+        Self::build(json, canonical, None, rules)
     }
 
     /// Wraps an event with a known event id, without format checks or hashing.
     pub fn with_event_id(json: Object, event_id: String, rules: &'static RoomVersionRules) -> Self {
-        let room_id = match json.get_str("room_id") {
+        let canonical = Canonical::new(&json);
+        Self::build(json, canonical, Some(event_id), rules)
+    }
+
+    fn build(
+        json: Object,
+        canonical: Canonical,
+        event_id: Option<String>,
+        rules: &'static RoomVersionRules,
+    ) -> Self {
+        let mut pdu =
+            Pdu { event_id: String::new(), room_id: String::new(), json, canonical, rules };
+        pdu.event_id = event_id.unwrap_or_else(|| hash::event_id(&pdu, rules).unwrap_or_default());
+        pdu.room_id = match pdu.json.get_str("room_id") {
             Some(room_id) => room_id.to_owned(),
             None if rules.room_id_from_create_event => {
-                hash::room_id_from_create_event_id(&event_id)
+                hash::room_id_from_create_event_id(&pdu.event_id)
             }
             None => String::new(),
         };
-        Pdu { event_id, room_id, json, rules }
+        pdu
+    }
+
+    /// The event's canonical JSON, as kept.
+    pub fn canonical_bytes(&self) -> &[u8] {
+        &self.canonical.bytes
     }
 
     /// The event id.
@@ -342,6 +422,19 @@ impl Pdu {
     /// The ids in `auth_events`.
     pub fn auth_events(&self) -> impl Iterator<Item = &str> + '_ {
         edge_ids(&self.json, "auth_events")
+    }
+}
+
+impl EventJson for Pdu {
+    fn json(&self) -> &Object {
+        &self.json
+    }
+    fn spans(&self) -> Option<Spans<'_>> {
+        Some(Spans {
+            bytes: &self.canonical.bytes,
+            members: &self.canonical.members,
+            content: &self.canonical.content,
+        })
     }
 }
 

@@ -107,18 +107,57 @@ pub fn redact_content(rules: &RedactionRules, event_type: &str, content: &Object
     out
 }
 
+/// An event whose canonical JSON can be written with some top-level keys left out and,
+/// optionally, redacted: a plain [`Object`] (serialised on the spot) or a
+/// [`crate::pdu::Pdu`] (copied from the canonical bytes it keeps).
+pub trait EventJson {
+    /// The event's JSON.
+    fn json(&self) -> &Object;
+    /// The canonical bytes of each top-level member and each member of `content`, if kept.
+    fn spans(&self) -> Option<Spans<'_>> {
+        None
+    }
+}
+
+impl EventJson for Object {
+    fn json(&self) -> &Object {
+        self
+    }
+}
+
+/// Where each member of an event (and of its `content`) sits in its canonical bytes: the
+/// range of `"key":value`, in the order of the object's entries.
+#[derive(Debug, Clone, Copy)]
+pub struct Spans<'a> {
+    /// The canonical JSON of the whole event.
+    pub bytes: &'a [u8],
+    /// One range per top-level entry.
+    pub members: &'a [std::ops::Range<u32>],
+    /// One range per entry of `content` (empty if `content` is not an object).
+    pub content: &'a [std::ops::Range<u32>],
+}
+
+impl Spans<'_> {
+    fn copy(&self, range: &std::ops::Range<u32>, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.bytes[range.start as usize..range.end as usize]);
+    }
+}
+
 /// Serialises `event` canonically, leaving out the top-level keys in `drop` and, when `redact`
-/// is given, everything the redaction algorithm removes. No copy of the event is made.
-pub(crate) fn write_redacted(
-    event: &Object,
+/// is given, everything the redaction algorithm removes. No copy of the event is made; members
+/// are copied from the event's canonical bytes when it keeps them.
+pub fn write_redacted(
+    event: &(impl EventJson + ?Sized),
     redact: Option<&RedactionRules>,
     drop: &[&str],
     out: &mut Vec<u8>,
 ) {
-    let event_type = event.get_str("type").unwrap_or_default();
+    let spans = event.spans();
+    let json = event.json();
+    let event_type = json.get_str("type").unwrap_or_default();
     out.push(b'{');
     let mut first = true;
-    for (key, value) in event {
+    for (i, (key, value)) in json.iter().enumerate() {
         if drop.contains(&key) {
             continue;
         }
@@ -131,22 +170,36 @@ pub(crate) fn write_redacted(
             out.push(b',');
         }
         first = false;
-        write::string(key, out);
-        out.push(b':');
         match (redact, key, value) {
             (Some(rules), "content", Value::Object(content)) => {
-                write_content(rules, event_type, content, out);
+                write::string(key, out);
+                out.push(b':');
+                let content_spans = spans.map(|s| (s, s.content));
+                write_content(rules, event_type, content, content_spans, out);
             }
-            _ => write::value(value, out),
+            _ => match spans {
+                Some(spans) => spans.copy(&spans.members[i], out),
+                None => {
+                    write::string(key, out);
+                    out.push(b':');
+                    write::value(value, out);
+                }
+            },
         }
     }
     out.push(b'}');
 }
 
-fn write_content(rules: &RedactionRules, event_type: &str, content: &Object, out: &mut Vec<u8>) {
+fn write_content(
+    rules: &RedactionRules,
+    event_type: &str,
+    content: &Object,
+    spans: Option<(Spans<'_>, &[std::ops::Range<u32>])>,
+    out: &mut Vec<u8>,
+) {
     out.push(b'{');
     let mut first = true;
-    for (key, value) in content {
+    for (i, (key, value)) in content.iter().enumerate() {
         let keep = content_key(rules, event_type, key);
         let signed = match (keep, value) {
             (Keep::Drop, _) => continue,
@@ -158,6 +211,10 @@ fn write_content(rules: &RedactionRules, event_type: &str, content: &Object, out
             out.push(b',');
         }
         first = false;
+        if let (None, Some((spans, ranges))) = (signed, spans) {
+            spans.copy(&ranges[i], out);
+            continue;
+        }
         write::string(key, out);
         out.push(b':');
         match signed {

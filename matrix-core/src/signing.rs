@@ -21,7 +21,7 @@ use ed25519_dalek::{Signer as _, VerifyingKey};
 use crate::b64;
 use crate::hash::content_hash;
 use crate::json::Object;
-use crate::redaction::write_redacted;
+use crate::redaction::{EventJson, write_redacted};
 use crate::room_version::{EventIdFormat, RoomVersionRules};
 
 /// Keys left out of what a signature covers.
@@ -219,7 +219,7 @@ pub fn signing_input(object: &Object) -> Vec<u8> {
 
 /// The canonical bytes a signature on an event covers: its redacted form without `signatures`
 /// and `unsigned`.
-pub fn event_signing_input(event: &Object, rules: &RoomVersionRules) -> Vec<u8> {
+pub fn event_signing_input(event: &(impl EventJson + ?Sized), rules: &RoomVersionRules) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
     write_redacted(event, Some(&rules.redaction), SIGNING_DROP, &mut out);
     out
@@ -352,8 +352,8 @@ pub fn required_signers<'a>(
     Ok(servers)
 }
 
-fn hash_matches(event: &Object) -> bool {
-    let claimed = event.get_object("hashes").and_then(|h| h.get_str("sha256"));
+fn hash_matches(event: &(impl EventJson + ?Sized)) -> bool {
+    let claimed = event.json().get_object("hashes").and_then(|h| h.get_str("sha256"));
     claimed.and_then(b64::decode_array::<32>).is_some_and(|claimed| claimed == content_hash(event))
 }
 
@@ -362,13 +362,13 @@ fn hash_matches(event: &Object) -> bool {
 /// `Ok(Verified::Signatures)` means the content hash is wrong and the event must be redacted
 /// before use, as the spec requires.
 pub fn verify_event(
-    event: &Object,
+    event: &(impl EventJson + ?Sized),
     keys: &impl VerifyKeys,
     rules: &RoomVersionRules,
 ) -> Result<Verified, VerifyError> {
     let mut checks = Vec::new();
-    for server in required_signers(event, rules)? {
-        checks_for(event, server, keys, &mut checks)?;
+    for server in required_signers(event.json(), rules)? {
+        checks_for(event.json(), server, keys, &mut checks)?;
     }
     run_checks(&checks, &event_signing_input(event, rules))?;
     Ok(if hash_matches(event) { Verified::All } else { Verified::Signatures })
@@ -378,8 +378,8 @@ pub fn verify_event(
 /// fails, each event is checked on its own to find the bad ones. The result for each event is
 /// the same as [`verify_event`]'s (batch verification is cofactored: it could only differ on
 /// signatures crafted with small-order components, which then fall back to the strict check).
-pub fn verify_events_batch(
-    events: &[&Object],
+pub fn verify_events_batch<E: EventJson + ?Sized>(
+    events: &[&E],
     keys: &impl VerifyKeys,
     rules: &RoomVersionRules,
 ) -> Vec<Result<Verified, VerifyError>> {
@@ -391,10 +391,10 @@ pub fn verify_events_batch(
         .iter()
         .map(|event| {
             let mut checks = Vec::new();
-            for server in required_signers(event, rules)? {
-                checks_for(event, server, keys, &mut checks)?;
+            for server in required_signers(event.json(), rules)? {
+                checks_for(event.json(), server, keys, &mut checks)?;
             }
-            Ok(Prepared { checks, message: event_signing_input(event, rules) })
+            Ok(Prepared { checks, message: event_signing_input(*event, rules) })
         })
         .collect();
 
@@ -419,7 +419,7 @@ pub fn verify_events_batch(
             if !batch_ok {
                 run_checks(&p.checks, &p.message)?;
             }
-            Ok(if hash_matches(event) { Verified::All } else { Verified::Signatures })
+            Ok(if hash_matches(*event) { Verified::All } else { Verified::Signatures })
         })
         .collect()
 }

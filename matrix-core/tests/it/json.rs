@@ -4,7 +4,8 @@ use matrix_core::json::{self, JsonError, MAX_DEPTH, Number, Value};
 
 #[test]
 fn strict_rejects_what_canonical_json_forbids() {
-    let cases: [(&[u8], fn(&JsonError) -> bool); 9] = [
+    type Case = (&'static [u8], fn(&JsonError) -> bool);
+    let cases: [Case; 9] = [
         (br#"{"a":1.0}"#, |e| matches!(e, JsonError::Float { .. })),
         (br#"{"a":1e3}"#, |e| matches!(e, JsonError::Float { .. })),
         (br#"{"a":9007199254740992}"#, |e| matches!(e, JsonError::IntegerOutOfRange { .. })),

@@ -1,5 +1,6 @@
 //! The one integration-test binary of matrix-core.
 
+mod auth_rules;
 mod json;
 mod pdu;
 mod ruma_oracle;

@@ -190,6 +190,13 @@ proptest! {
         let reference = rs::reference_hash(&theirs, &ruma_rules).expect("hash");
         prop_assert_eq!(hash::event_id(&event, rules).expect("id"), format!("${reference}"));
 
+        // A Pdu (which copies members from its canonical bytes) hashes like the object.
+        let pdu = Pdu::new_unchecked(event.clone(), rules);
+        prop_assert_eq!(hash::content_hash(&pdu), hash::content_hash(&event));
+        prop_assert_eq!(hash::reference_hash(&pdu, rules), hash::reference_hash(&event, rules));
+        prop_assert_eq!(signing::event_signing_input(&pdu, rules), signing::event_signing_input(&event, rules));
+        prop_assert_eq!(pdu.canonical_bytes(), json::to_canonical_vec(&Value::Object(event.clone())));
+
         let redacted = redaction::redact(&event, rules);
         let ruma_redacted = ruma::canonical_json::redact(theirs, &ruma_rules.redaction, None).expect("redacts");
         prop_assert_eq!(format!("{redacted:?}"), ruma_string(&ruma_redacted));
@@ -224,6 +231,8 @@ proptest! {
         // a tampered one only fails where some signature is required.
         let required = signing::required_signers(&ours, rules).expect("signers");
         prop_assert_eq!(our_verdict.is_ok(), !tamper || required.is_empty());
+        let pdu = Pdu::new_unchecked(ours.clone(), rules);
+        prop_assert_eq!(signing::verify_event(&pdu, &keys, rules), our_verdict.clone());
         // Batch verification agrees with one-by-one verification.
         let batch = signing::verify_events_batch(&[&ours, &ours], &keys, rules);
         prop_assert!(batch.iter().all(|r| r.is_ok() == our_verdict.is_ok()));
@@ -329,10 +338,14 @@ fn pdu(
     Pdu::with_event_id(object, id.to_owned(), rules)
 }
 
+/// Users' levels, named levels (ban, kick, invite, state_default, events_default), and the
+/// level of `m.room.name`.
+type Levels = (Vec<i64>, Vec<Option<i64>>, Option<i64>);
+
 #[derive(Debug, Clone)]
 struct AuthCase {
     memberships: Vec<Option<&'static str>>,
-    levels: Option<(Vec<i64>, Vec<Option<i64>>, Option<i64>)>,
+    levels: Option<Levels>,
     join_rule: Option<&'static str>,
     additional_creator: bool,
     event_kind: usize,
@@ -340,10 +353,10 @@ struct AuthCase {
     target: usize,
     membership: &'static str,
     via: Option<usize>,
-    new_levels: (Vec<i64>, Vec<Option<i64>>, Option<i64>),
+    new_levels: Levels,
 }
 
-fn arb_levels() -> impl Strategy<Value = (Vec<i64>, Vec<Option<i64>>, Option<i64>)> {
+fn arb_levels() -> impl Strategy<Value = Levels> {
     let level = prop::sample::select(vec![0i64, 10, 50, 100]);
     (
         prop::collection::vec(level.clone(), 4),
@@ -397,10 +410,7 @@ fn arb_auth_case() -> impl Strategy<Value = AuthCase> {
         )
 }
 
-fn levels_json(
-    (users, named, event_level): &(Vec<i64>, Vec<Option<i64>>, Option<i64>),
-    skip_creators: &[&str],
-) -> String {
+fn levels_json((users, named, event_level): &Levels, skip_creators: &[&str]) -> String {
     let users: Vec<String> = USERS
         .iter()
         .zip(users)
@@ -518,7 +528,7 @@ fn run_auth_case(
         .collect();
     let theirs = ruma::state_res::check_state_dependent_auth_rules(
         &ruma_rules(version).authorization,
-        &RumaEvent::new(&event),
+        RumaEvent::new(&event),
         |kind: &StateEventType, key: &str| ruma_state.get(&(kind.clone(), key.to_owned())),
     );
     (ours, theirs)
