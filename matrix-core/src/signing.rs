@@ -173,12 +173,35 @@ impl PublicKey {
         b64::encode(self.0.as_bytes())
     }
 
-    /// Checks `signature` over `message`, with the strict checks libsodium makes (no
-    /// small-order `R`, canonical `S`).
+    /// Checks `signature` over `message` with the checks libsodium (and so Synapse) makes: the
+    /// key is not of small order (refused when the key is made), `R` is canonical and not of
+    /// small order, `S` is canonical.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        if r_has_small_order(signature) {
+            return false;
+        }
+        // dalek's cofactorless check compares the recomputed `R` in canonical encoding with the
+        // signature's bytes, so a non-canonical `R` never matches, and refuses a non-canonical
+        // `S`.
         let signature = ed25519_dalek::Signature::from_bytes(signature);
-        self.0.verify_strict(message, &signature).is_ok()
+        ed25519_dalek::Verifier::verify(&self.0, message, &signature).is_ok()
     }
+}
+
+/// Whether the `R` half of a signature encodes a point of small order (one of the eight
+/// torsion points, either sign). Checked on the bytes, as libsodium does, without decompressing.
+fn r_has_small_order(signature: &[u8; 64]) -> bool {
+    static SMALL_ORDER: std::sync::LazyLock<[[u8; 32]; 8]> = std::sync::LazyLock::new(|| {
+        curve25519_dalek::constants::EIGHT_TORSION.map(|point| {
+            let mut bytes = point.compress().to_bytes();
+            bytes[31] &= 0x7f;
+            bytes
+        })
+    });
+    let mut r = [0u8; 32];
+    r.copy_from_slice(&signature[..32]);
+    r[31] &= 0x7f;
+    SMALL_ORDER.contains(&r)
 }
 
 /// Where verification finds public keys: by server name and key id.
@@ -376,8 +399,9 @@ pub fn verify_event(
 
 /// [`verify_event`] over many events with one ed25519 batch verification; where the batch
 /// fails, each event is checked on its own to find the bad ones. The result for each event is
-/// the same as [`verify_event`]'s (batch verification is cofactored: it could only differ on
-/// signatures crafted with small-order components, which then fall back to the strict check).
+/// [`verify_event`]'s, except for one kind of signature no honest signer makes: batch
+/// verification is cofactored, so an `R` with a torsion component (but not of small order,
+/// which is refused in both paths) can pass the batch while the one-by-one check refuses it.
 pub fn verify_events_batch<E: EventJson + ?Sized>(
     events: &[&E],
     keys: &impl VerifyKeys,
@@ -398,18 +422,25 @@ pub fn verify_events_batch<E: EventJson + ?Sized>(
         })
         .collect();
 
+    let mut batch_ok = true;
     let mut messages: Vec<&[u8]> = Vec::new();
     let mut signatures = Vec::new();
     let mut verifying_keys = Vec::new();
     for p in prepared.iter().flatten() {
         for check in &p.checks {
+            if r_has_small_order(&check.signature) {
+                // Not for the batch: the one-by-one fallback refuses it.
+                batch_ok = false;
+                continue;
+            }
             messages.push(&p.message);
             signatures.push(ed25519_dalek::Signature::from_bytes(&check.signature));
             verifying_keys.push(check.key.0);
         }
     }
-    let batch_ok = messages.is_empty()
-        || ed25519_dalek::verify_batch(&messages, &signatures, &verifying_keys).is_ok();
+    batch_ok = batch_ok
+        && (messages.is_empty()
+            || ed25519_dalek::verify_batch(&messages, &signatures, &verifying_keys).is_ok());
 
     prepared
         .into_iter()

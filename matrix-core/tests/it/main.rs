@@ -4,5 +4,6 @@ mod auth_rules;
 mod json;
 mod pdu;
 mod ruma_oracle;
+mod signing;
 mod vectors;
 mod xmatrix;
