@@ -17,10 +17,18 @@ pub fn canonical_json(data: &[u8]) {
         let parsed = if strict { json::parse_strict(data) } else { json::parse_lenient(data) };
         if let Ok(value) = parsed {
             let canonical = json::to_canonical_vec(&value);
-            let again = if strict { json::parse_strict(&canonical) } else { json::parse_lenient(&canonical) };
+            let again = if strict {
+                json::parse_strict(&canonical)
+            } else {
+                json::parse_lenient(&canonical)
+            };
             let again = again.expect("canonical output parses");
             assert_eq!(again, value, "round trip changes the value");
-            assert_eq!(json::to_canonical_vec(&again), canonical, "canonical form is not a fixed point");
+            assert_eq!(
+                json::to_canonical_vec(&again),
+                canonical,
+                "canonical form is not a fixed point"
+            );
         }
     }
 }
