@@ -38,6 +38,11 @@ fn group_for(c: &mut Criterion, event: &Event) {
     // Our event type keeps its canonical bytes (made once on receipt, for the size check).
     let pdu = Pdu::new_unchecked(ours_obj.clone(), rules);
     group.bench_function("content_hash/ours", |b| b.iter(|| hash::content_hash(black_box(&pdu))));
+    // The floor: SHA-256 alone over the bytes the content hash covers.
+    let input = hash::content_hash_input(&pdu);
+    group.bench_function("content_hash/sha256_floor", |b| {
+        b.iter(|| <sha2::Sha256 as sha2::Digest>::digest(black_box(&input)))
+    });
     group.bench_function("content_hash/ruma", |b| {
         b.iter(|| events::ruma_content_hash(black_box(theirs_obj)))
     });

@@ -26,6 +26,10 @@ def fmt(ns):
     return f"{ns:.3g} ns"
 
 
+def floor_name(name):
+    return name[:-6].rsplit("_", 1)[1].upper()
+
+
 rows = []
 for group in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "report"):
     names = {p.name for p in group.iterdir() if p.is_dir()}
@@ -33,6 +37,9 @@ for group in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "repor
         if name.endswith("_ours") and name[:-5] + "_ruma" in names:
             ours, peer = median_ns(group / name), median_ns(group / (name[:-5] + "_ruma"))
             rows.append((group.name, name[:-5], "ruma", fmt(peer), fmt(ours), peer / ours))
+        if name.endswith("_floor"):
+            op, floor = name[:-6].rsplit("_", 1)[0], median_ns(group / name)
+            rows.append((group.name, f"{op} ({floor_name(name)} alone)", "-", "-", fmt(floor), None))
     if {"batch", "one_by_one"} <= names:
         ours, peer = median_ns(group / "batch"), median_ns(group / "one_by_one")
         rows.append((group.name, "verify", "one-by-one", fmt(peer), fmt(ours), peer / ours))
@@ -40,4 +47,5 @@ for group in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "repor
 print("| input | operation | anchor | anchor time | our time | speed-up |")
 print("|---|---|---|---|---|---|")
 for group, op, anchor, peer, ours, ratio in rows:
-    print(f"| {group} | {op} | {anchor} | {peer} | {ours} | **{ratio:.2f}x** |")
+    speedup = "-" if ratio is None else f"**{ratio:.2f}x**"
+    print(f"| {group} | {op} | {anchor} | {peer} | {ours} | {speedup} |")
