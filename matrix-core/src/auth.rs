@@ -314,6 +314,19 @@ fn creators<'a, E: AuthEvent>(rules: &RoomVersionRules, create: &'a E) -> Vec<&'
     creators
 }
 
+/// The power level of `user` in a room with these power levels and create events (either may
+/// be unknown): what state resolution orders senders by. Room version 12 creators are
+/// infinitely powerful (`i128::MAX`); before, the creator has 100 when there are no power levels.
+pub fn user_power_level<E: AuthEvent>(
+    rules: &RoomVersionRules,
+    power_levels: Option<&E>,
+    create: Option<&E>,
+    user: &str,
+) -> i128 {
+    let creators = create.map(|create| creators(rules, create)).unwrap_or_default();
+    PowerLevels::new(rules, power_levels.map(|e| e.content()), &creators).user(user)
+}
+
 /// The `(type, state_key)` pairs the auth events selection algorithm picks for `event`.
 pub fn auth_types_for_event<E: AuthEvent>(
     rules: &RoomVersionRules,
@@ -482,7 +495,7 @@ pub fn check<E: AuthEvent>(
 
     let creators = creators(rules, create);
     let power_levels_event = state.get("m.room.power_levels", "");
-    let levels = PowerLevels::new(rules, power_levels_event.map(|e| e.content()), &creators)?;
+    let levels = PowerLevels::new(rules, power_levels_event.map(|e| e.content()), &creators);
     let membership_of = |user: &str| {
         state
             .get("m.room.member", user)

@@ -50,11 +50,11 @@ impl<'a> PowerLevels<'a> {
         rules: &'a RoomVersionRules,
         content: Option<&'a Object>,
         creators: &'a [&'a str],
-    ) -> Result<Self, AuthRejection> {
+    ) -> Self {
         let named = |name: &str, default: i64| {
             content.and_then(|c| c.get(name)).and_then(|v| parse_level(v, rules)).unwrap_or(default)
         };
-        Ok(PowerLevels {
+        PowerLevels {
             rules,
             content,
             creators,
@@ -65,7 +65,7 @@ impl<'a> PowerLevels<'a> {
             redact: named("redact", 50).into(),
             events_default: named("events_default", 0).into(),
             state_default: named("state_default", 50).into(),
-        })
+        }
     }
 
     /// The power level of `user`. Room version 12 creators are infinitely powerful.

@@ -1,0 +1,155 @@
+#![doc = include_str!("../README.md")]
+
+mod graph;
+mod v1;
+mod v2;
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+
+use matrix_core::room_version::StateResAlgorithm;
+use matrix_core::{AuthEvent, Pdu, RoomVersionRules};
+use rustc_hash::FxHashMap;
+
+/// What state resolution reads of an event, on top of what the authorization rules read.
+pub trait StateEvent: AuthEvent {
+    /// `origin_server_ts`.
+    fn origin_server_ts(&self) -> i64;
+    /// The ids of `auth_events` (for room version 12, without the create event, which the
+    /// room id names).
+    fn auth_event_ids(&self) -> impl Iterator<Item = &str>;
+    /// `depth` (only state resolution v1 reads it).
+    fn depth(&self) -> i64;
+    /// Whether the event was rejected: rejected events are never used as auth events.
+    fn rejected(&self) -> bool {
+        false
+    }
+}
+
+impl StateEvent for Pdu {
+    fn origin_server_ts(&self) -> i64 {
+        Pdu::origin_server_ts(self)
+    }
+    fn auth_event_ids(&self) -> impl Iterator<Item = &str> {
+        self.auth_events()
+    }
+    fn depth(&self) -> i64 {
+        Pdu::depth(self)
+    }
+}
+
+/// Where state resolution finds events by id.
+pub trait EventSource<E> {
+    /// The event with this id, if known.
+    fn event(&self, event_id: &str) -> Option<&E>;
+}
+
+impl<E, S: BuildHasher> EventSource<E> for HashMap<String, E, S> {
+    fn event(&self, event_id: &str) -> Option<&E> {
+        self.get(event_id)
+    }
+}
+
+impl<E> EventSource<E> for BTreeMap<String, E> {
+    fn event(&self, event_id: &str) -> Option<&E> {
+        self.get(event_id)
+    }
+}
+
+/// A resolved state: `(type, state_key)` to event id, borrowed from the events.
+pub type StateMap<'a> = FxHashMap<(&'a str, &'a str), &'a str>;
+
+/// Why states could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// An event (of a state set, or an auth event of one) is not in the source.
+    #[error("event {event_id} is missing{}", needed_by.as_ref().map(|by| format!(" (an auth event of {by})")).unwrap_or_default())]
+    MissingEvent {
+        /// The missing event.
+        event_id: String,
+        /// The event whose auth event it is, if any.
+        needed_by: Option<String>,
+    },
+    /// An event belongs to another room than the first state event.
+    #[error("event {event_id} is in another room")]
+    WrongRoom {
+        /// The event.
+        event_id: String,
+    },
+    /// A state set lists a message event (no state key).
+    #[error("event {event_id} in a state set is not a state event")]
+    NotStateEvent {
+        /// The event.
+        event_id: String,
+    },
+    /// A state set lists two events for the same `(type, state_key)`.
+    #[error("a state set lists two events for the key of {event_id}")]
+    DuplicateKey {
+        /// The second event.
+        event_id: String,
+    },
+    /// The auth events form a cycle.
+    #[error("auth events form a cycle through {event_id}")]
+    Cycle {
+        /// An event on the cycle.
+        event_id: String,
+    },
+    /// More than `u32::MAX` events.
+    #[error("too many events")]
+    TooLarge,
+}
+
+/// Optional inputs of [`resolve_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResolveOptions<'c> {
+    /// The algorithm, instead of the room version's.
+    pub algorithm: Option<StateResAlgorithm>,
+    /// The full auth chain of each state set (the union of its events' auth chains), for callers
+    /// that keep them; otherwise they are computed from the events' `auth_events`.
+    pub auth_chains: Option<&'c [Vec<&'c str>]>,
+}
+
+/// Resolves `state_sets` (each the event ids of one fork's state) with the room version's
+/// algorithm, loading events and their auth events from `source`.
+pub fn resolve<'a, E: StateEvent + 'a>(
+    rules: &RoomVersionRules,
+    state_sets: &[Vec<&str>],
+    source: &'a impl EventSource<E>,
+) -> Result<StateMap<'a>, ResolveError> {
+    resolve_with(rules, state_sets, source, ResolveOptions::default())
+}
+
+/// [`resolve`] with options: another algorithm, or precomputed auth chains.
+pub fn resolve_with<'a, E: StateEvent + 'a>(
+    rules: &RoomVersionRules,
+    state_sets: &[Vec<&str>],
+    source: &'a impl EventSource<E>,
+    options: ResolveOptions<'_>,
+) -> Result<StateMap<'a>, ResolveError> {
+    let Some(first) = state_sets.iter().flatten().next() else {
+        return Ok(StateMap::default());
+    };
+    let room_id = source
+        .event(first)
+        .ok_or_else(|| ResolveError::MissingEvent {
+            event_id: (*first).to_owned(),
+            needed_by: None,
+        })?
+        .room_id();
+    let roots = state_sets.iter().flatten().copied();
+    let roots = roots.chain(options.auth_chains.into_iter().flatten().flatten().copied());
+    let graph = graph::Graph::load(source, roots, room_id)?;
+    let sets = state_sets
+        .iter()
+        .map(|set| set.iter().map(|id| graph.index(id).ok_or(ResolveError::TooLarge)).collect())
+        .collect::<Result<Vec<Vec<graph::Ix>>, _>>()?;
+    let chains = options.auth_chains.map(|chains| {
+        chains.iter().map(|chain| chain.iter().filter_map(|id| graph.index(id)).collect()).collect()
+    });
+    match options.algorithm.unwrap_or(rules.state_res) {
+        StateResAlgorithm::V1 => v1::resolve(rules, &graph, &sets),
+        StateResAlgorithm::V2 => v2::resolve(rules, &graph, &sets, chains, false),
+        _ => v2::resolve(rules, &graph, &sets, chains, true),
+    }
+}
