@@ -1,4 +1,8 @@
-//! Shared inputs of the benchmarks: realistic events, keys, and ruma's side of each comparison.
+//! Shared inputs of the benchmarks: realistic events and rooms, keys, and ruma's side of each
+//! comparison.
+
+pub mod rooms;
+pub mod ruma_stateres;
 
 pub mod events {
     use base64::Engine as _;

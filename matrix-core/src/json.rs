@@ -250,6 +250,14 @@ impl Object {
         self.entries.binary_search_by(|(k, _)| k.as_str().cmp(key))
     }
 
+    /// The index of `key` among the entries (in key order).
+    pub fn index_of(&self, key: &str) -> Option<usize> {
+        self.position(key).ok()
+    }
+    /// The value of the entry at `index` (in key order).
+    pub fn value_at(&self, index: usize) -> Option<&Value> {
+        self.entries.get(index).map(|(_, v)| v)
+    }
     /// The value at `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.position(key).ok().map(|i| &self.entries[i].1)

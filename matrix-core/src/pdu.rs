@@ -96,7 +96,38 @@ pub struct Pdu {
     room_id: String,
     json: Object,
     canonical: Canonical,
+    fields: Fields,
     rules: &'static RoomVersionRules,
+}
+
+/// Where the fields the accessors read sit among the event's entries, found once so that
+/// accessors (called many times by authorization and state resolution) skip the key search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fields {
+    kind: u32,
+    sender: u32,
+    state_key: u32,
+    content: u32,
+    origin_server_ts: u32,
+    depth: u32,
+    prev_events: u32,
+    auth_events: u32,
+}
+
+impl Fields {
+    fn new(json: &Object) -> Self {
+        let at = |key| json.index_of(key).and_then(|i| u32::try_from(i).ok()).unwrap_or(u32::MAX);
+        Fields {
+            kind: at("type"),
+            sender: at("sender"),
+            state_key: at("state_key"),
+            content: at("content"),
+            origin_server_ts: at("origin_server_ts"),
+            depth: at("depth"),
+            prev_events: at("prev_events"),
+            auth_events: at("auth_events"),
+        }
+    }
 }
 
 /// The canonical bytes of an event and the ranges of its members (see [`Spans`]).
@@ -340,8 +371,9 @@ impl Pdu {
         event_id: Option<String>,
         rules: &'static RoomVersionRules,
     ) -> Self {
+        let fields = Fields::new(&json);
         let mut pdu =
-            Pdu { event_id: String::new(), room_id: String::new(), json, canonical, rules };
+            Pdu { event_id: String::new(), room_id: String::new(), json, canonical, fields, rules };
         pdu.event_id = event_id.unwrap_or_else(|| hash::event_id(&pdu, rules).unwrap_or_default());
         pdu.room_id = match pdu.json.get_str("room_id") {
             Some(room_id) => room_id.to_owned(),
@@ -384,28 +416,32 @@ impl Pdu {
     }
     /// The event type.
     pub fn kind(&self) -> &str {
-        self.json.get_str("type").unwrap_or_default()
+        self.field(self.fields.kind).and_then(Value::as_str).unwrap_or_default()
     }
     /// The sender's user id.
     pub fn sender(&self) -> &str {
-        self.json.get_str("sender").unwrap_or_default()
+        self.field(self.fields.sender).and_then(Value::as_str).unwrap_or_default()
     }
     /// The state key, for state events.
     pub fn state_key(&self) -> Option<&str> {
-        self.json.get_str("state_key")
+        self.field(self.fields.state_key).and_then(Value::as_str)
     }
     /// The content (empty if absent).
     pub fn content(&self) -> &Object {
         static EMPTY: Object = Object::new();
-        self.json.get_object("content").unwrap_or(&EMPTY)
+        self.field(self.fields.content).and_then(Value::as_object).unwrap_or(&EMPTY)
+    }
+
+    fn field(&self, index: u32) -> Option<&Value> {
+        self.json.value_at(index as usize)
     }
     /// `origin_server_ts`.
     pub fn origin_server_ts(&self) -> i64 {
-        self.json.get("origin_server_ts").and_then(Value::as_i64).unwrap_or_default()
+        self.field(self.fields.origin_server_ts).and_then(Value::as_i64).unwrap_or_default()
     }
     /// `depth`.
     pub fn depth(&self) -> i64 {
-        self.json.get("depth").and_then(Value::as_i64).unwrap_or_default()
+        self.field(self.fields.depth).and_then(Value::as_i64).unwrap_or_default()
     }
     /// The event this redaction redacts (top level before v11, in `content` from v11).
     pub fn redacts(&self) -> Option<&str> {
@@ -417,11 +453,11 @@ impl Pdu {
     }
     /// The ids in `prev_events`.
     pub fn prev_events(&self) -> impl Iterator<Item = &str> + '_ {
-        edge_ids(&self.json, "prev_events")
+        edge_ids(self.field(self.fields.prev_events))
     }
     /// The ids in `auth_events`.
     pub fn auth_events(&self) -> impl Iterator<Item = &str> + '_ {
-        edge_ids(&self.json, "auth_events")
+        edge_ids(self.field(self.fields.auth_events))
     }
 }
 
@@ -438,12 +474,10 @@ impl EventJson for Pdu {
     }
 }
 
-fn edge_ids<'a>(json: &'a Object, field: &str) -> impl Iterator<Item = &'a str> + 'a {
-    json.get(field).and_then(Value::as_array).unwrap_or_default().iter().filter_map(|item| {
-        match item {
-            Value::String(id) => Some(id.as_str()),
-            Value::Array(pair) => pair.first().and_then(Value::as_str),
-            _ => None,
-        }
+fn edge_ids(field: Option<&Value>) -> impl Iterator<Item = &str> {
+    field.and_then(Value::as_array).unwrap_or_default().iter().filter_map(|item| match item {
+        Value::String(id) => Some(id.as_str()),
+        Value::Array(pair) => pair.first().and_then(Value::as_str),
+        _ => None,
     })
 }

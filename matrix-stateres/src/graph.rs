@@ -13,7 +13,7 @@ pub(crate) struct Graph<'a, E> {
     ids: FxHashMap<&'a str, Ix>,
     /// `auth[i]` are the indices of event `i`'s auth events (those that exist).
     auth: Vec<Box<[Ix]>>,
-    /// The room's create event, if loaded.
+    /// The room's create event, where the caller loaded it (room version 12).
     pub(crate) create: Option<Ix>,
 }
 
@@ -38,21 +38,23 @@ impl Bits {
 }
 
 impl<'a, E: StateEvent> Graph<'a, E> {
-    /// Loads `roots` and everything reachable from them through `auth_events`. Every event must
-    /// be in `source` and in `room_id`.
+    /// Loads `roots` and everything reachable from them through `auth_events`; also returns the
+    /// index of each root, in order. Every event must be in `source` and in `room_id`.
     pub(crate) fn load<'r>(
         source: &'a impl EventSource<E>,
         roots: impl IntoIterator<Item = &'r str>,
         room_id: &str,
-    ) -> Result<Self, ResolveError> {
+    ) -> Result<(Self, Vec<Ix>), ResolveError> {
         let mut graph =
             Graph { events: Vec::new(), ids: FxHashMap::default(), auth: Vec::new(), create: None };
         let mut queue: Vec<Ix> = Vec::new();
+        let mut root_ixs = Vec::new();
         for root in roots {
             let (ix, new) = graph.add(source, root, room_id, None)?;
             if new {
                 queue.push(ix);
             }
+            root_ixs.push(ix);
         }
         while let Some(ix) = queue.pop() {
             let event = graph.events[ix as usize];
@@ -66,7 +68,7 @@ impl<'a, E: StateEvent> Graph<'a, E> {
             }
             graph.auth[ix as usize] = auth.into_boxed_slice();
         }
-        Ok(graph)
+        Ok((graph, root_ixs))
     }
 
     /// The index of an event, added if new (then `true`).
@@ -88,9 +90,6 @@ impl<'a, E: StateEvent> Graph<'a, E> {
             return Err(ResolveError::WrongRoom { event_id: id.to_owned() });
         }
         let ix = Ix::try_from(self.events.len()).map_err(|_| ResolveError::TooLarge)?;
-        if event.kind() == "m.room.create" && event.state_key() == Some("") {
-            self.create = Some(ix);
-        }
         self.events.push(event);
         self.ids.insert(event.event_id(), ix);
         self.auth.push(Box::new([]));

@@ -110,11 +110,11 @@ pub struct ResolveOptions<'c> {
     pub auth_chains: Option<&'c [Vec<&'c str>]>,
 }
 
-/// Resolves `state_sets` (each the event ids of one fork's state) with the room version's
-/// algorithm, loading events and their auth events from `source`.
+/// Resolves `state_sets` (the state of each fork: `(type, state_key)` to event id) with the room
+/// version's algorithm, loading events and their auth events from `source`.
 pub fn resolve<'a, E: StateEvent + 'a>(
     rules: &RoomVersionRules,
-    state_sets: &[Vec<&str>],
+    state_sets: &[StateMap<'a>],
     source: &'a impl EventSource<E>,
 ) -> Result<StateMap<'a>, ResolveError> {
     resolve_with(rules, state_sets, source, ResolveOptions::default())
@@ -123,11 +123,11 @@ pub fn resolve<'a, E: StateEvent + 'a>(
 /// [`resolve`] with options: another algorithm, or precomputed auth chains.
 pub fn resolve_with<'a, E: StateEvent + 'a>(
     rules: &RoomVersionRules,
-    state_sets: &[Vec<&str>],
+    state_sets: &[StateMap<'a>],
     source: &'a impl EventSource<E>,
     options: ResolveOptions<'_>,
 ) -> Result<StateMap<'a>, ResolveError> {
-    let Some(first) = state_sets.iter().flatten().next() else {
+    let Some(first) = state_sets.iter().flat_map(|set| set.values()).next() else {
         return Ok(StateMap::default());
     };
     let room_id = source
@@ -137,19 +137,41 @@ pub fn resolve_with<'a, E: StateEvent + 'a>(
             needed_by: None,
         })?
         .room_id();
-    let roots = state_sets.iter().flatten().copied();
-    let roots = roots.chain(options.auth_chains.into_iter().flatten().flatten().copied());
-    let graph = graph::Graph::load(source, roots, room_id)?;
-    let sets = state_sets
-        .iter()
-        .map(|set| set.iter().map(|id| graph.index(id).ok_or(ResolveError::TooLarge)).collect())
-        .collect::<Result<Vec<Vec<graph::Ix>>, _>>()?;
-    let chains = options.auth_chains.map(|chains| {
-        chains.iter().map(|chain| chain.iter().filter_map(|id| graph.index(id)).collect()).collect()
-    });
     match options.algorithm.unwrap_or(rules.state_res) {
-        StateResAlgorithm::V1 => v1::resolve(rules, &graph, &sets),
-        StateResAlgorithm::V2 => v2::resolve(rules, &graph, &sets, chains, false),
-        _ => v2::resolve(rules, &graph, &sets, chains, true),
+        StateResAlgorithm::V1 => {
+            let roots = state_sets.iter().flat_map(|set| set.values().copied());
+            let (graph, _) = graph::Graph::load(source, roots, room_id)?;
+            let sets: Vec<Vec<graph::Ix>> = state_sets
+                .iter()
+                .map(|set| set.values().filter_map(|id| graph.index(id)).collect())
+                .collect();
+            v1::resolve(rules, &graph, &sets)
+        }
+        algorithm => {
+            let v2_1 = algorithm != StateResAlgorithm::V2;
+            v2::resolve(rules, state_sets, source, room_id, options.auth_chains, v2_1)
+        }
     }
+}
+
+/// A state map built from a list of state event ids (each event's `(type, state_key)` read
+/// from `source`), for callers that hold state as lists.
+pub fn state_map_from_ids<'a, E: StateEvent + 'a>(
+    ids: &[&str],
+    source: &'a impl EventSource<E>,
+) -> Result<StateMap<'a>, ResolveError> {
+    let mut map = StateMap::with_capacity_and_hasher(ids.len(), Default::default());
+    for id in ids {
+        let event = source.event(id).ok_or_else(|| ResolveError::MissingEvent {
+            event_id: (*id).to_owned(),
+            needed_by: None,
+        })?;
+        let state_key = event
+            .state_key()
+            .ok_or_else(|| ResolveError::NotStateEvent { event_id: (*id).to_owned() })?;
+        if map.insert((event.kind(), state_key), event.event_id()).is_some() {
+            return Err(ResolveError::DuplicateKey { event_id: (*id).to_owned() });
+        }
+    }
+    Ok(map)
 }

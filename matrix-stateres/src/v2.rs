@@ -8,51 +8,30 @@ use matrix_core::auth::{self, AuthState};
 use rustc_hash::FxHashMap;
 
 use crate::graph::{Bits, Graph, Ix};
-use crate::{ResolveError, StateEvent, StateMap};
+use crate::{EventSource, ResolveError, StateEvent, StateMap};
 
-/// `(type, state_key)` interned.
-type Key = u32;
-
-/// The state keys of the events, interned.
-struct Keys<'a> {
-    ids: FxHashMap<(&'a str, &'a str), Key>,
-    /// `of[ix]`: the key of event `ix`, if it is a state event.
-    of: Vec<Option<Key>>,
-}
-
-impl<'a> Keys<'a> {
-    fn new<E: StateEvent>(graph: &Graph<'a, E>) -> Self {
-        let mut ids = FxHashMap::default();
-        let of = graph
-            .events
-            .iter()
-            .map(|event| {
-                let state_key = event.state_key()?;
-                let next = ids.len() as Key;
-                Some(*ids.entry((event.kind(), state_key)).or_insert(next))
-            })
-            .collect();
-        Keys { ids, of }
-    }
-    fn get(&self, kind: &str, state_key: &str) -> Option<Key> {
-        self.ids.get(&(kind, state_key)).copied()
-    }
-}
-
-/// The state the authorization rules see during the iterative auth checks: the partially
-/// resolved state, then the event's own (non-rejected) auth events, then the room's create
-/// event (which room version 12 events do not list).
-struct CheckState<'g, 'a, E> {
+/// The state the authorization rules see during the iterative auth checks: the events applied
+/// so far over the starting state (the unconflicted state map for v2, nothing for v2.1), then
+/// the event's own (non-rejected) auth events, then the room's create event (which room
+/// version 12 events do not list).
+struct CheckState<'g, 'a, E, S> {
     graph: &'g Graph<'a, E>,
-    keys: &'g Keys<'a>,
-    partial: &'g FxHashMap<Key, Ix>,
+    source: &'a S,
+    applied: &'g FxHashMap<(&'a str, &'a str), Ix>,
+    base: Option<&'g StateMap<'a>>,
     auth: &'g [Ix],
 }
 
-impl<E: StateEvent> AuthState<E> for CheckState<'_, '_, E> {
+impl<'a, E: StateEvent + 'a, S: EventSource<E>> AuthState<E> for CheckState<'_, 'a, E, S> {
     fn get(&self, kind: &str, state_key: &str) -> Option<&E> {
-        if let Some(&ix) = self.keys.get(kind, state_key).and_then(|key| self.partial.get(&key)) {
+        // The maps' keys, shortened to the lifetime of the question.
+        let applied: &FxHashMap<(&str, &str), Ix> = self.applied;
+        if let Some(&ix) = applied.get(&(kind, state_key)) {
             return Some(self.graph.event(ix));
+        }
+        let base: Option<&StateMap<'_>> = self.base;
+        if let Some(id) = base.and_then(|base| base.get(&(kind, state_key))) {
+            return self.source.event(id);
         }
         let from_auth = self.auth.iter().map(|&ix| self.graph.event(ix)).find(|event| {
             event.kind() == kind && event.state_key() == Some(state_key) && !event.rejected()
@@ -78,65 +57,132 @@ fn is_power_event<E: StateEvent>(event: &E) -> bool {
     }
 }
 
-pub(crate) fn resolve<'a, E: StateEvent>(
+/// Whether two ids are the same: usually the very same string, else equal text.
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+/// The unconflicted state map, and each set's conflicted event ids.
+///
+/// State maps built from one event store share their id strings, so events are first counted
+/// by the address of their id (no string is read); only entries not found in every set that way
+/// are compared by key and text.
+#[allow(clippy::type_complexity)]
+fn split<'a>(sets: &[StateMap<'a>]) -> Result<(StateMap<'a>, Vec<Vec<&'a str>>), ResolveError> {
+    let (first, others) = sets.split_first().ok_or(ResolveError::TooLarge)?;
+    let address = |id: &str| (id.as_ptr() as usize, id.len());
+    let mut counts: FxHashMap<(usize, usize), usize> =
+        FxHashMap::with_capacity_and_hasher(first.len() + first.len() / 8, Default::default());
+    for set in sets {
+        for &id in set.values() {
+            *counts.entry(address(id)).or_default() += 1;
+        }
+    }
+    let in_all = |id: &str| counts.get(&address(id)).is_some_and(|&count| count == sets.len());
+    let mut unconflicted = first.clone();
+    for (key, &id) in first {
+        if !in_all(id)
+            && !others.iter().all(|set| set.get(key).is_some_and(|other| same(other, id)))
+        {
+            unconflicted.remove(key);
+        }
+    }
+    let conflicted = sets
+        .iter()
+        .map(|set| {
+            set.iter()
+                .filter(|&(key, &id)| {
+                    !in_all(id) && !unconflicted.get(key).is_some_and(|&other| same(other, id))
+                })
+                .map(|(_, &id)| id)
+                .collect()
+        })
+        .collect();
+    Ok((unconflicted, conflicted))
+}
+
+pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
     rules: &RoomVersionRules,
-    graph: &Graph<'a, E>,
-    sets: &[Vec<Ix>],
-    chains: Option<Vec<Vec<Ix>>>,
+    sets: &[StateMap<'a>],
+    source: &'a S,
+    room_id: &str,
+    chains: Option<&[Vec<&str>]>,
     v2_1: bool,
 ) -> Result<StateMap<'a>, ResolveError> {
-    let keys = Keys::new(graph);
-    let n = graph.len();
+    // Unconflicted state map and conflicted state set. Only the conflicted events (and what the
+    // auth difference needs) are ever read.
+    let (unconflicted, conflicted_ids) = split(sets)?;
 
-    // Unconflicted state map and conflicted state set.
-    let mut first: FxHashMap<Key, (Ix, usize, bool)> = FxHashMap::default();
-    for set in sets {
-        let mut seen_in_set = Bits::new(keys.ids.len());
-        for &ix in set {
-            let key = keys.of[ix as usize].ok_or_else(|| ResolveError::NotStateEvent {
-                event_id: graph.event(ix).event_id().to_owned(),
-            })?;
-            if !seen_in_set.insert(key) {
-                return Err(ResolveError::DuplicateKey {
-                    event_id: graph.event(ix).event_id().to_owned(),
-                });
+    // The auth difference from given chains is plain counting.
+    let given_difference: Option<Vec<&str>> = chains.map(|chains| {
+        let mut counts: FxHashMap<&str, usize> = FxHashMap::default();
+        for chain in chains {
+            for &id in chain {
+                *counts.entry(id).or_default() += 1;
             }
-            let entry = first.entry(key).or_insert((ix, 0, false));
-            entry.1 += 1;
-            entry.2 |= entry.0 != ix;
         }
-    }
-    let is_conflicted_key = |key: Key| {
-        first.get(&key).is_some_and(|&(_, count, differs)| differs || count < sets.len())
+        counts.into_iter().filter(|&(_, count)| count < chains.len()).map(|(id, _)| id).collect()
+    });
+
+    // Load the conflicted events, then (without chains) the unconflicted ones, whose auth
+    // chains are in every set's chain; then everything their auth events reach.
+    // Room version 12 events do not list the create event: load it by the room id.
+    let create_id = rules
+        .room_id_from_create_event
+        .then(|| format!("${}", room_id.get(1..).unwrap_or_default()));
+    let conflicted_roots = conflicted_ids.iter().flatten().copied();
+    let unconflicted_roots = chains.is_none().then(|| unconflicted.values().copied());
+    let difference_roots = given_difference.iter().flatten().copied();
+    let (mut graph, roots) = Graph::load(
+        source,
+        conflicted_roots
+            .chain(unconflicted_roots.into_iter().flatten())
+            .chain(difference_roots)
+            .chain(create_id.as_deref()),
+        room_id,
+    )?;
+    graph.create = create_id.as_deref().and_then(|id| graph.index(id));
+    let n = graph.len();
+    let conflicted_count: usize = conflicted_ids.iter().map(Vec::len).sum();
+    let conflicted_by_set: Vec<&[Ix]> = {
+        let mut rest = &roots[..conflicted_count];
+        conflicted_ids
+            .iter()
+            .map(|ids| {
+                let (these, tail) = rest.split_at(ids.len());
+                rest = tail;
+                these
+            })
+            .collect()
     };
-    let mut unconflicted: FxHashMap<Key, Ix> = FxHashMap::default();
-    for (&key, &(ix, _, _)) in &first {
-        if !is_conflicted_key(key) {
-            unconflicted.insert(key, ix);
-        }
-    }
     let mut in_conflicted = Bits::new(n);
     let mut conflicted: Vec<Ix> = Vec::new();
-    for set in sets {
-        for &ix in set {
-            if is_conflicted_key(keys.of[ix as usize].unwrap_or_default())
-                && in_conflicted.insert(ix)
-            {
-                conflicted.push(ix);
-            }
+    for &ix in &roots[..conflicted_count] {
+        if graph.event(ix).state_key().is_none() {
+            return Err(ResolveError::NotStateEvent {
+                event_id: graph.event(ix).event_id().to_owned(),
+            });
+        }
+        if in_conflicted.insert(ix) {
+            conflicted.push(ix);
         }
     }
 
     // Full conflicted set: conflicted state, auth difference, (v2.1) conflicted subgraph.
     let mut in_full = in_conflicted.clone();
     let mut full = conflicted.clone();
-    for ix in auth_difference(graph, sets, &unconflicted, &in_conflicted, chains) {
+    let others = &roots[conflicted_count..roots.len() - usize::from(create_id.is_some())];
+    let difference = match given_difference {
+        Some(_) => others.to_vec(),
+        None => auth_difference(&graph, &conflicted_by_set, others),
+    };
+    for ix in difference {
         if in_full.insert(ix) {
             full.push(ix);
         }
     }
     if v2_1 {
-        for ix in conflicted_subgraph(graph, &conflicted) {
+        for ix in conflicted_subgraph(&graph, &conflicted) {
             if in_full.insert(ix) {
                 full.push(ix);
             }
@@ -146,66 +192,57 @@ pub(crate) fn resolve<'a, E: StateEvent>(
     // Power events and the full-conflicted-set events of their auth chains, power ordered.
     let power: Vec<Ix> =
         full.iter().copied().filter(|&ix| is_power_event(graph.event(ix))).collect();
-    let (sorted_power, in_power) = reverse_topological_power_order(rules, graph, &power, &in_full)?;
+    let (sorted_power, in_power) =
+        reverse_topological_power_order(rules, &graph, &power, &in_full)?;
 
     // Iterative auth checks over the power events.
-    let mut partial: FxHashMap<Key, Ix> =
-        if v2_1 { FxHashMap::default() } else { unconflicted.clone() };
-    iterative_auth_checks(rules, graph, &keys, &mut partial, &sorted_power);
+    let base = (!v2_1).then_some(&unconflicted);
+    let mut applied: FxHashMap<(&'a str, &'a str), Ix> = FxHashMap::default();
+    iterative_auth_checks(rules, &graph, source, base, &mut applied, &sorted_power);
 
     // The other events, in mainline order of the resolved power levels.
     let rest: Vec<Ix> = full.iter().copied().filter(|&ix| !in_power.contains(ix)).collect();
-    let power_levels =
-        keys.get("m.room.power_levels", "").and_then(|key| partial.get(&key)).copied();
-    let rest = mainline_order(graph, power_levels, rest);
-    iterative_auth_checks(rules, graph, &keys, &mut partial, &rest);
+    let power_levels = match applied.get(&("m.room.power_levels", "")) {
+        Some(&ix) => Some(ix),
+        None => {
+            base.and_then(|b| b.get(&("m.room.power_levels", ""))).and_then(|id| graph.index(id))
+        }
+    };
+    let rest = mainline_order(&graph, power_levels, rest);
+    iterative_auth_checks(rules, &graph, source, base, &mut applied, &rest);
 
     // The unconflicted state wins.
-    partial.extend(unconflicted);
-    Ok(partial
-        .into_values()
-        .map(|ix| {
-            let event = graph.event(ix);
-            ((event.kind(), event.state_key().unwrap_or_default()), event.event_id())
-        })
-        .collect())
+    let mut resolved = unconflicted;
+    for (key, ix) in applied {
+        resolved.entry(key).or_insert(graph.event(ix).event_id());
+    }
+    Ok(resolved)
 }
 
 /// The auth difference: events in some but not all state sets' full auth chains.
 ///
-/// Without precomputed chains, the chains are split: everything the unconflicted state's auth
-/// chains reach is in every set's chain (so never in the difference), and only the conflicted
-/// events' chains outside it are walked per set.
+/// Everything the unconflicted events' auth chains reach is in every set's chain (so never in
+/// the difference); only the conflicted events' chains outside it are walked, per set.
 fn auth_difference<E: StateEvent>(
     graph: &Graph<'_, E>,
-    sets: &[Vec<Ix>],
-    unconflicted: &FxHashMap<Key, Ix>,
-    in_conflicted: &Bits,
-    chains: Option<Vec<Vec<Ix>>>,
+    conflicted_by_set: &[&[Ix]],
+    unconflicted: &[Ix],
 ) -> Vec<Ix> {
     let n = graph.len();
+    let mut common = Bits::new(n);
+    graph.ancestors(unconflicted.iter().copied(), &mut common, None);
     let mut counts = vec![0u32; n];
     let mut touched: Vec<Ix> = Vec::new();
-    let chains = chains.unwrap_or_else(|| {
-        let mut common = Bits::new(n);
-        graph.ancestors(unconflicted.values().copied(), &mut common, None);
-        sets.iter()
-            .map(|set| {
-                let mut seen = common.clone();
-                let starts = set.iter().copied().filter(|&ix| in_conflicted.contains(ix));
-                graph.ancestors(starts, &mut seen, Some(&common))
-            })
-            .collect()
-    });
-    for chain in &chains {
-        for &ix in chain {
+    for starts in conflicted_by_set {
+        let mut seen = common.clone();
+        for ix in graph.ancestors(starts.iter().copied(), &mut seen, Some(&common)) {
             if counts[ix as usize] == 0 {
                 touched.push(ix);
             }
             counts[ix as usize] += 1;
         }
     }
-    let all = chains.len() as u32;
+    let all = conflicted_by_set.len() as u32;
     touched.into_iter().filter(|&ix| counts[ix as usize] < all).collect()
 }
 
@@ -385,23 +422,24 @@ fn mainline_order<E: StateEvent>(
     keyed.into_iter().map(|(_, _, _, ix)| ix).collect()
 }
 
-/// Applies each event in turn to `partial` if the authorization rules allow it there.
-fn iterative_auth_checks<'a, E: StateEvent>(
+/// Applies each event in turn if the authorization rules allow it on the state so far.
+fn iterative_auth_checks<'a, E: StateEvent + 'a, S: EventSource<E>>(
     rules: &RoomVersionRules,
     graph: &Graph<'a, E>,
-    keys: &Keys<'a>,
-    partial: &mut FxHashMap<Key, Ix>,
+    source: &'a S,
+    base: Option<&StateMap<'a>>,
+    applied: &mut FxHashMap<(&'a str, &'a str), Ix>,
     events: &[Ix],
 ) {
     for &ix in events {
         let event = graph.event(ix);
-        let Some(key) = keys.of[ix as usize] else { continue };
+        let (kind, Some(state_key)) = (event.kind(), event.state_key()) else { continue };
         if event.rejected() {
             continue;
         }
-        let state = CheckState { graph, keys, partial, auth: graph.auth(ix) };
+        let state = CheckState { graph, source, applied, base, auth: graph.auth(ix) };
         if auth::check(rules, event, &state).is_ok() {
-            partial.insert(key, ix);
+            applied.insert((kind, state_key), ix);
         }
     }
 }

@@ -10,6 +10,7 @@
 //! taken as given.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use matrix_core::json::{self, Value};
 use matrix_core::room_version::StateResAlgorithm;
 use matrix_core::{Pdu, RoomVersionRules};
 use matrix_stateres::{ResolveOptions, StateMap};
+use rustc_hash::FxBuildHasher;
 
 const USAGE: &str = "usage: stateres (resolve | bench) FILE.json";
 
@@ -24,7 +26,7 @@ const USAGE: &str = "usage: stateres (resolve | bench) FILE.json";
 struct Input {
     rules: &'static RoomVersionRules,
     algorithm: Option<StateResAlgorithm>,
-    events: HashMap<String, Pdu>,
+    events: HashMap<String, Pdu, FxBuildHasher>,
     state_sets: Vec<Vec<String>>,
 }
 
@@ -45,7 +47,7 @@ fn parse(bytes: &[u8]) -> Result<Input, String> {
         Some(_) => return Err("state_res must be \"v2.0\" or \"v2.1\"".into()),
     };
     let pdus = field(top, "pdus")?.as_array().ok_or("pdus must be an array")?;
-    let mut events = HashMap::with_capacity(pdus.len());
+    let mut events = HashMap::with_capacity_and_hasher(pdus.len(), FxBuildHasher);
     for (i, pdu) in pdus.iter().enumerate() {
         let object = pdu.as_object().ok_or_else(|| format!("pdus[{i}] is not an object"))?;
         let id = object
@@ -81,8 +83,15 @@ fn parse(bytes: &[u8]) -> Result<Input, String> {
 }
 
 fn resolve(input: &Input) -> Result<StateMap<'_>, String> {
-    let sets: Vec<Vec<&str>> =
-        input.state_sets.iter().map(|set| set.iter().map(String::as_str).collect()).collect();
+    let sets = input
+        .state_sets
+        .iter()
+        .map(|set| {
+            let ids: Vec<&str> = set.iter().map(String::as_str).collect();
+            matrix_stateres::state_map_from_ids(&ids, &input.events)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid state set: {e}"))?;
     let options = ResolveOptions { algorithm: input.algorithm, ..ResolveOptions::default() };
     matrix_stateres::resolve_with(input.rules, &sets, &input.events, options)
         .map_err(|e| format!("cannot resolve: {e}"))
@@ -97,7 +106,8 @@ fn print_state(state: &StateMap<'_>) {
         .map(|(kind, key, id)| Value::Array(vec![kind.into(), key.into(), id.into()]))
         .collect();
     let out: json::Object = [("resolved_state", Value::Array(rows))].into_iter().collect();
-    println!("{}", Value::Object(out));
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout().lock(), "{}", Value::Object(out));
 }
 
 fn bench(input: &Input) -> Result<(), String> {
@@ -119,6 +129,7 @@ fn bench(input: &Input) -> Result<(), String> {
     let events = input.events.len();
     println!("resolves: {}", times.len());
     println!("median time per resolve: {:.3} ms", median.as_secs_f64() * 1e3);
+    println!("fastest resolve: {:.3} ms", times[0].as_secs_f64() * 1e3);
     println!("input events: {events}");
     println!("events per second: {:.0}", events as f64 / median.as_secs_f64());
     Ok(())

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use matrix_core::json::{self, Value};
 use matrix_core::room_version::StateResAlgorithm;
 use matrix_core::{Pdu, RoomVersionRules};
-use matrix_stateres::{ResolveError, ResolveOptions, resolve_with};
+use matrix_stateres::{ResolveError, ResolveOptions, resolve_with, state_map_from_ids};
 
 pub(crate) struct Fixture {
     pub(crate) rules: &'static RoomVersionRules,
@@ -77,8 +77,13 @@ pub(crate) fn run(
     fixture: &Fixture,
     sets: &[Vec<String>],
 ) -> Result<Vec<(String, String, String)>, ResolveError> {
-    let sets: Vec<Vec<&str>> =
-        sets.iter().map(|s| s.iter().map(String::as_str).collect()).collect();
+    let sets = sets
+        .iter()
+        .map(|set| {
+            let ids: Vec<&str> = set.iter().map(String::as_str).collect();
+            state_map_from_ids(&ids, &fixture.events)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let options = ResolveOptions { algorithm: fixture.algorithm, ..ResolveOptions::default() };
     let state = resolve_with(fixture.rules, &sets, &fixture.events, options)?;
     let mut rows: Vec<(String, String, String)> =
