@@ -1,3 +1,4 @@
 //! The one integration-test binary of matrix-stateres.
 
 mod fixtures;
+mod ruma_oracle;
