@@ -36,8 +36,10 @@ fn field<'v>(object: &'v json::Object, name: &str) -> Result<&'v Value, String> 
 
 fn parse(bytes: &[u8]) -> Result<Input, String> {
     let value = json::parse_lenient(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
-    let top = value.as_object().ok_or("the input must be a JSON object")?;
-    let version = field(top, "room_version")?.as_str().ok_or("room_version must be a string")?;
+    let Value::Object(mut top) = value else {
+        return Err("the input must be a JSON object".into());
+    };
+    let version = field(&top, "room_version")?.as_str().ok_or("room_version must be a string")?;
     let rules = RoomVersionRules::get(version)
         .ok_or_else(|| format!("unknown room version {version:?}"))?;
     let algorithm = match top.get("state_res").map(|v| v.as_str()) {
@@ -46,10 +48,13 @@ fn parse(bytes: &[u8]) -> Result<Input, String> {
         Some(Some("v2.1")) => Some(StateResAlgorithm::V2_1),
         Some(_) => return Err("state_res must be \"v2.0\" or \"v2.1\"".into()),
     };
-    let pdus = field(top, "pdus")?.as_array().ok_or("pdus must be an array")?;
+    // Taken out of the document, so each event is moved into its Pdu, not copied.
+    let Some(Value::Array(pdus)) = top.remove("pdus") else {
+        return Err("missing field \"pdus\" (an array)".into());
+    };
     let mut events = HashMap::with_capacity_and_hasher(pdus.len(), FxBuildHasher);
-    for (i, pdu) in pdus.iter().enumerate() {
-        let object = pdu.as_object().ok_or_else(|| format!("pdus[{i}] is not an object"))?;
+    for (i, pdu) in pdus.into_iter().enumerate() {
+        let Value::Object(object) = pdu else { return Err(format!("pdus[{i}] is not an object")) };
         let id = object
             .get_str("event_id")
             .ok_or_else(|| format!("pdus[{i}] has no string event_id"))?
@@ -59,12 +64,12 @@ fn parse(bytes: &[u8]) -> Result<Input, String> {
                 return Err(format!("pdus[{i}] ({id}) has no string {name}"));
             }
         }
-        let pdu = Pdu::with_event_id(object.clone(), id.clone(), rules);
+        let pdu = Pdu::with_event_id(object, id.clone(), rules);
         if events.insert(id.clone(), pdu).is_some() {
             return Err(format!("event {id} is listed twice"));
         }
     }
-    let sets = field(top, "state_sets")?.as_array().ok_or("state_sets must be an array")?;
+    let sets = field(&top, "state_sets")?.as_array().ok_or("state_sets must be an array")?;
     let state_sets = sets
         .iter()
         .enumerate()

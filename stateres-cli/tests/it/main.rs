@@ -47,7 +47,11 @@ fn bad_input_is_a_clear_error() {
     let cases = [
         ("not-json", "{", "invalid JSON"),
         ("version", r#"{"room_version":"99","pdus":[],"state_sets":[]}"#, "unknown room version"),
-        ("no-pdus", r#"{"room_version":"11","state_sets":[]}"#, "missing field \"pdus\""),
+        (
+            "no-pdus",
+            r#"{"room_version":"11","state_sets":[]}"#,
+            "missing field \"pdus\" (an array)",
+        ),
         (
             "no-id",
             r#"{"room_version":"11","pdus":[{"type":"t"}],"state_sets":[]}"#,
