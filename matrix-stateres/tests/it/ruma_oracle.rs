@@ -58,3 +58,12 @@ fn generated_forks_conflict() {
         assert!(resolved.iter().any(|(k, _, _)| k == kind), "{kind} missing");
     }
 }
+
+/// The generator writes the same bytes for the same spec, and other bytes for another seed.
+#[test]
+fn generator_is_deterministic() {
+    let spec = RoomSpec { version: "11", members: 50, servers: 7, fork_events: 10, seed: 42 };
+    let json = generate(spec).to_json();
+    assert_eq!(json, generate(spec).to_json());
+    assert_ne!(json, generate(RoomSpec { seed: 43, ..spec }).to_json());
+}
