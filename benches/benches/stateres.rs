@@ -44,6 +44,14 @@ fn stateres(c: &mut Criterion) {
         let theirs =
             RumaRoom::rows(&ruma.resolve(&version, ruma_chains.clone()).expect("resolves"));
         assert_eq!(ours, theirs, "{members} members: ours and ruma's differ");
+        let options = ResolveOptions { auth_chains: Some(&chains), ..ResolveOptions::default() };
+        let ours_given = benches::rooms::rows(
+            &resolve_with(room.rules, &sets, &events, options).expect("resolves"),
+        );
+        assert_eq!(
+            ours_given, theirs,
+            "{members} members: ours given the chains and ruma's differ"
+        );
 
         let mut group = c.benchmark_group(format!("stateres_{members}"));
         group.sample_size(10);
@@ -53,7 +61,6 @@ fn stateres(c: &mut Criterion) {
         group.bench_function("with_auth_chains/ruma", |b| {
             b.iter(|| ruma.resolve(&version, ruma.auth_chains()).expect("resolves"))
         });
-        let options = ResolveOptions { auth_chains: Some(&chains), ..ResolveOptions::default() };
         group.bench_function("resolve_only/ours", |b| {
             b.iter(|| {
                 resolve_with(room.rules, black_box(&sets), &events, options).expect("resolves")

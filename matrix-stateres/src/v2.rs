@@ -133,12 +133,17 @@ pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
     let conflicted_roots = conflicted_ids.iter().flatten().copied();
     let unconflicted_roots = chains.is_none().then(|| unconflicted.values().copied());
     let difference_roots = given_difference.iter().flatten().copied();
+    // The unconflicted power levels (the mainline's start when no power event wins) and, for
+    // room version 12, the create event: loaded whatever else is.
+    let unconflicted_power_levels = unconflicted.get(&("m.room.power_levels", "")).copied();
+    let extras = [unconflicted_power_levels, create_id.as_deref()];
+    let extra_count = extras.iter().flatten().count();
     let (mut graph, roots) = Graph::load(
         source,
         conflicted_roots
             .chain(unconflicted_roots.into_iter().flatten())
             .chain(difference_roots)
-            .chain(create_id.as_deref()),
+            .chain(extras.into_iter().flatten()),
         room_id,
     )?;
     graph.create = create_id.as_deref().and_then(|id| graph.index(id));
@@ -171,7 +176,7 @@ pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
     // Full conflicted set: conflicted state, auth difference, (v2.1) conflicted subgraph.
     let mut in_full = in_conflicted.clone();
     let mut full = conflicted.clone();
-    let others = &roots[conflicted_count..roots.len() - usize::from(create_id.is_some())];
+    let others = &roots[conflicted_count..roots.len() - extra_count];
     let difference = match given_difference {
         Some(_) => others.to_vec(),
         None => auth_difference(&graph, &conflicted_by_set, others),

@@ -4,7 +4,7 @@
 
 use benches::rooms::{self, RoomSpec, generate};
 use benches::ruma_stateres::RumaRoom;
-use matrix_stateres::{StateMap, resolve, state_map_from_ids};
+use matrix_stateres::{ResolveOptions, StateMap, resolve, resolve_with, state_map_from_ids};
 use proptest::prelude::*;
 
 fn ours(room: &rooms::Room, sets: &[Vec<String>]) -> Vec<(String, String, String)> {
@@ -17,6 +17,27 @@ fn ours(room: &rooms::Room, sets: &[Vec<String>]) -> Vec<(String, String, String
         })
         .collect();
     rooms::rows(&resolve(room.rules, &maps, &events).expect("resolves"))
+}
+
+/// Ours again, given the auth chains (as a server that keeps them would).
+fn ours_with_chains(room: &rooms::Room, sets: &[Vec<String>]) -> Vec<(String, String, String)> {
+    let events = room.by_id_fx();
+    let maps: Vec<StateMap<'_>> = sets
+        .iter()
+        .map(|set| {
+            let ids: Vec<&str> = set.iter().map(String::as_str).collect();
+            state_map_from_ids(&ids, &events).expect("valid state")
+        })
+        .collect();
+    let chain_ids: Vec<Vec<String>> = RumaRoom::new(&room.events, sets)
+        .auth_chains()
+        .iter()
+        .map(|chain| chain.iter().map(|id| id.to_string()).collect())
+        .collect();
+    let chains: Vec<Vec<&str>> =
+        chain_ids.iter().map(|c| c.iter().map(String::as_str).collect()).collect();
+    let options = ResolveOptions { auth_chains: Some(&chains), ..ResolveOptions::default() };
+    rooms::rows(&resolve_with(room.rules, &maps, &events, options).expect("resolves"))
 }
 
 fn theirs(room: &rooms::Room, sets: &[Vec<String>]) -> Vec<(String, String, String)> {
@@ -40,7 +61,9 @@ proptest! {
         let room = generate(RoomSpec { version, members, servers, fork_events, seed });
         let mut sets = room.state_sets.clone();
         sets.rotate_left(rotate);
-        prop_assert_eq!(ours(&room, &sets), theirs(&room, &sets));
+        let expected = theirs(&room, &sets);
+        prop_assert_eq!(ours(&room, &sets), expected.clone());
+        prop_assert_eq!(ours_with_chains(&room, &sets), expected);
     }
 }
 
