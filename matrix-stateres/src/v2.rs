@@ -5,7 +5,7 @@ use std::collections::BinaryHeap;
 
 use matrix_core::RoomVersionRules;
 use matrix_core::auth::{self, AuthState};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::graph::{Bits, Graph, Ix};
 use crate::{EventSource, ResolveError, StateEvent, StateMap};
@@ -131,7 +131,24 @@ pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
         .room_id_from_create_event
         .then(|| format!("${}", room_id.get(1..).unwrap_or_default()));
     let conflicted_roots = conflicted_ids.iter().flatten().copied();
-    let unconflicted_roots = chains.is_none().then(|| unconflicted.values().copied());
+    // Without chains: what the unconflicted events' auth chains reach is in every set's chain.
+    // Only their auth events are collected (a handful of distinct ones: create, power levels,
+    // join rules, earlier memberships); the unconflicted events themselves are not loaded.
+    let unconflicted_auth = match chains {
+        Some(_) => None,
+        None => {
+            let mut direct: FxHashSet<&'a str> = FxHashSet::default();
+            for &id in unconflicted.values() {
+                let event = source.event(id).ok_or_else(|| ResolveError::MissingEvent {
+                    event_id: id.to_owned(),
+                    needed_by: None,
+                })?;
+                direct.extend(event.auth_event_ids());
+            }
+            Some(direct)
+        }
+    };
+    let unconflicted_roots = unconflicted_auth.iter().flatten().copied();
     let difference_roots = given_difference.iter().flatten().copied();
     // The unconflicted power levels (the mainline's start when no power event wins) and, for
     // room version 12, the create event: loaded whatever else is.
@@ -141,7 +158,7 @@ pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
     let (mut graph, roots) = Graph::load(
         source,
         conflicted_roots
-            .chain(unconflicted_roots.into_iter().flatten())
+            .chain(unconflicted_roots)
             .chain(difference_roots)
             .chain(extras.into_iter().flatten()),
         room_id,
@@ -226,16 +243,20 @@ pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
 
 /// The auth difference: events in some but not all state sets' full auth chains.
 ///
-/// Everything the unconflicted events' auth chains reach is in every set's chain (so never in
-/// the difference); only the conflicted events' chains outside it are walked, per set.
+/// Everything the unconflicted events' auth chains reach (their auth events and all above) is
+/// in every set's chain, so never in the difference; only the conflicted events' chains outside
+/// it are walked, per set.
 fn auth_difference<E: StateEvent>(
     graph: &Graph<'_, E>,
     conflicted_by_set: &[&[Ix]],
-    unconflicted: &[Ix],
+    unconflicted_auth: &[Ix],
 ) -> Vec<Ix> {
     let n = graph.len();
     let mut common = Bits::new(n);
-    graph.ancestors(unconflicted.iter().copied(), &mut common, None);
+    for &ix in unconflicted_auth {
+        common.insert(ix);
+    }
+    graph.ancestors(unconflicted_auth.iter().copied(), &mut common, None);
     let mut counts = vec![0u32; n];
     let mut touched: Vec<Ix> = Vec::new();
     for starts in conflicted_by_set {
