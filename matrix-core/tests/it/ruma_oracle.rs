@@ -9,13 +9,11 @@ use matrix_core::{
 };
 use proptest::prelude::*;
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
-    OwnedRoomId, OwnedUserId, RoomId, UserId,
-    events::{StateEventType, TimelineEventType},
+    CanonicalJsonObject, CanonicalJsonValue,
+    events::StateEventType,
     room_version_rules::RoomVersionRules as RumaRules,
     signatures::{self as rs, Ed25519KeyPair},
 };
-use serde_json::value::RawValue;
 
 fn ruma_rules(id: &str) -> RumaRules {
     ruma::RoomVersionId::try_from(id).expect("known").rules().expect("rules")
@@ -242,73 +240,8 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // Authorization rules against ruma-state-res (room versions 6-12).
 
-/// An event as ruma-state-res wants it.
-#[derive(Debug)]
-struct RumaEvent {
-    event_id: OwnedEventId,
-    room_id: Option<OwnedRoomId>,
-    sender: OwnedUserId,
-    kind: TimelineEventType,
-    content: Box<RawValue>,
-    state_key: Option<String>,
-    prev_events: Vec<OwnedEventId>,
-    auth_events: Vec<OwnedEventId>,
-    redacts: Option<OwnedEventId>,
-}
-
-impl RumaEvent {
-    fn new(pdu: &Pdu) -> Self {
-        let content = json::to_canonical_string(&Value::Object(pdu.content().clone()));
-        RumaEvent {
-            event_id: EventId::parse(pdu.event_id()).expect("event id"),
-            room_id: pdu.has_room_id().then(|| RoomId::parse(pdu.room_id()).expect("room id")),
-            sender: UserId::parse(pdu.sender()).expect("user id"),
-            kind: pdu.kind().into(),
-            content: RawValue::from_string(content).expect("json"),
-            state_key: pdu.state_key().map(str::to_owned),
-            prev_events: pdu.prev_events().map(|id| EventId::parse(id).expect("id")).collect(),
-            auth_events: pdu.auth_events().map(|id| EventId::parse(id).expect("id")).collect(),
-            redacts: pdu.redacts().map(|id| EventId::parse(id).expect("id")),
-        }
-    }
-}
-
-impl ruma::state_res::Event for RumaEvent {
-    type Id = OwnedEventId;
-    fn event_id(&self) -> &Self::Id {
-        &self.event_id
-    }
-    fn room_id(&self) -> Option<&RoomId> {
-        self.room_id.as_deref()
-    }
-    fn sender(&self) -> &UserId {
-        &self.sender
-    }
-    fn origin_server_ts(&self) -> MilliSecondsSinceUnixEpoch {
-        MilliSecondsSinceUnixEpoch(ruma::uint!(1))
-    }
-    fn event_type(&self) -> &TimelineEventType {
-        &self.kind
-    }
-    fn content(&self) -> &RawValue {
-        &self.content
-    }
-    fn state_key(&self) -> Option<&str> {
-        self.state_key.as_deref()
-    }
-    fn prev_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
-        Box::new(self.prev_events.iter())
-    }
-    fn auth_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
-        Box::new(self.auth_events.iter())
-    }
-    fn redacts(&self) -> Option<&Self::Id> {
-        self.redacts.as_ref()
-    }
-    fn rejected(&self) -> bool {
-        false
-    }
-}
+/// Events as ruma-state-res reads them (shared with the benchmarks).
+use benches::ruma_stateres::RumaPdu as RumaEvent;
 
 const USERS: [&str; 4] =
     ["@alice:example.org", "@bob:example.org", "@carol:other.example", "@dave:other.example"];

@@ -7,28 +7,26 @@ use benches::ruma_stateres::RumaRoom;
 use matrix_stateres::{ResolveOptions, StateMap, resolve, resolve_with, state_map_from_ids};
 use proptest::prelude::*;
 
-fn ours(room: &rooms::Room, sets: &[Vec<String>]) -> Vec<(String, String, String)> {
-    let events = room.by_id_fx();
-    let maps: Vec<StateMap<'_>> = sets
-        .iter()
+/// The state sets as state maps over `events`.
+fn maps<'a>(events: &'a Events, sets: &[Vec<String>]) -> Vec<StateMap<'a>> {
+    sets.iter()
         .map(|set| {
             let ids: Vec<&str> = set.iter().map(String::as_str).collect();
-            state_map_from_ids(&ids, &events).expect("valid state")
+            state_map_from_ids(&ids, events).expect("valid state")
         })
-        .collect();
-    rooms::rows(&resolve(room.rules, &maps, &events).expect("resolves"))
+        .collect()
+}
+
+type Events = std::collections::HashMap<String, matrix_core::Pdu, rustc_hash::FxBuildHasher>;
+
+fn ours(room: &rooms::Room, sets: &[Vec<String>]) -> Vec<(String, String, String)> {
+    let events = room.by_id_fx();
+    rooms::rows(&resolve(room.rules, &maps(&events, sets), &events).expect("resolves"))
 }
 
 /// Ours again, given the auth chains (as a server that keeps them would).
 fn ours_with_chains(room: &rooms::Room, sets: &[Vec<String>]) -> Vec<(String, String, String)> {
     let events = room.by_id_fx();
-    let maps: Vec<StateMap<'_>> = sets
-        .iter()
-        .map(|set| {
-            let ids: Vec<&str> = set.iter().map(String::as_str).collect();
-            state_map_from_ids(&ids, &events).expect("valid state")
-        })
-        .collect();
     let chain_ids: Vec<Vec<String>> = RumaRoom::new(&room.events, sets)
         .auth_chains()
         .iter()
@@ -37,7 +35,9 @@ fn ours_with_chains(room: &rooms::Room, sets: &[Vec<String>]) -> Vec<(String, St
     let chains: Vec<Vec<&str>> =
         chain_ids.iter().map(|c| c.iter().map(String::as_str).collect()).collect();
     let options = ResolveOptions { auth_chains: Some(&chains), ..ResolveOptions::default() };
-    rooms::rows(&resolve_with(room.rules, &maps, &events, options).expect("resolves"))
+    rooms::rows(
+        &resolve_with(room.rules, &maps(&events, sets), &events, options).expect("resolves"),
+    )
 }
 
 fn theirs(room: &rooms::Room, sets: &[Vec<String>]) -> Vec<(String, String, String)> {
