@@ -166,3 +166,40 @@ fn bad_input_is_a_typed_error() {
         Err(ResolveError::NotStateEvent { event_id: id })
     );
 }
+
+/// State maps whose strings are not the events' own (as when read from a database) resolve the
+/// same: the split falls back from comparing addresses to comparing text.
+#[test]
+fn state_maps_with_their_own_strings_resolve_the_same() {
+    for path in fixture_paths() {
+        let fixture = load(&path);
+        // (type, state_key, event_id) copied out of the events.
+        let owned: Vec<Vec<(String, String, String)>> = fixture
+            .state_sets
+            .iter()
+            .map(|set| {
+                set.iter()
+                    .map(|id| {
+                        let event = &fixture.events[id];
+                        let key = event.state_key().expect("state event").to_owned();
+                        (event.kind().to_owned(), key, id.clone())
+                    })
+                    .collect()
+            })
+            .collect();
+        let maps: Vec<matrix_stateres::StateMap<'_>> = owned
+            .iter()
+            .map(|set| {
+                set.iter().map(|(k, s, id)| ((k.as_str(), s.as_str()), id.as_str())).collect()
+            })
+            .collect();
+        let options = ResolveOptions { algorithm: fixture.algorithm, ..ResolveOptions::default() };
+        let state = resolve_with(fixture.rules, &maps, &fixture.events, options).expect("resolves");
+        let mut rows: Vec<(String, String, String)> = state
+            .into_iter()
+            .map(|((k, s), id)| (k.to_owned(), s.to_owned(), id.to_owned()))
+            .collect();
+        rows.sort();
+        assert_eq!(rows, fixture.expected, "{}", path.display());
+    }
+}
