@@ -85,8 +85,8 @@ fn word_needs_escape(word: u64) -> bool {
         != 0
 }
 
-/// Whether any byte of `bytes` must be escaped, 8 bytes at a time (the tail padded with a byte
-/// that never needs escaping).
+/// Whether any byte of `bytes` must be escaped: 8 bytes at a time, then the tail byte by byte
+/// (copying the tail into a padded word would cost a store-to-load stall per string).
 #[inline]
 fn needs_escape(bytes: &[u8]) -> bool {
     let mut chunks = bytes.chunks_exact(8);
@@ -96,10 +96,7 @@ fn needs_escape(bytes: &[u8]) -> bool {
         word.copy_from_slice(chunk);
         any |= word_needs_escape(u64::from_le_bytes(word));
     }
-    let tail = chunks.remainder();
-    let mut word = [b'a'; 8];
-    word[..tail.len()].copy_from_slice(tail);
-    any || word_needs_escape(u64::from_le_bytes(word))
+    any || chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 pub(crate) fn string(s: &str, out: &mut Vec<u8>) {
