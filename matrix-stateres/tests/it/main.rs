@@ -2,3 +2,4 @@
 
 mod fixtures;
 mod ruma_oracle;
+mod v1;
