@@ -9,10 +9,13 @@ use matrix_stateres::{resolve, state_map_from_ids};
 const ALICE: &str = "@alice:example.org";
 const BOB: &str = "@bob:example.org";
 
-fn room(extra: &[(&str, &str, &str, &str, i64, &[&str])]) -> HashMap<String, Pdu> {
+/// `(event_id, type, sender, content, depth, auth_events)`; members are their sender's.
+type Spec = (&'static str, &'static str, &'static str, &'static str, i64, &'static [&'static str]);
+
+fn room(extra: &[Spec]) -> HashMap<String, Pdu> {
     let rules = &RoomVersionRules::V1;
     let mut events = HashMap::new();
-    let base: [(&str, &str, &str, &str, i64, &[&str]); 4] = [
+    let base: [Spec; 4] = [
         (
             "$create:example.org",
             "m.room.create",
