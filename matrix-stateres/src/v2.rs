@@ -67,9 +67,10 @@ fn same(a: &str, b: &str) -> bool {
 /// State maps built from one event store share their id strings, so events are first counted
 /// by the address of their id (no string is read); only entries not found in every set that way
 /// are compared by key and text.
-#[allow(clippy::type_complexity)]
-fn split<'a>(sets: &[StateMap<'a>]) -> Result<(StateMap<'a>, Vec<Vec<&'a str>>), ResolveError> {
-    let (first, others) = sets.split_first().ok_or(ResolveError::TooLarge)?;
+fn split<'a>(sets: &[StateMap<'a>]) -> Split<'a> {
+    let Some((first, others)) = sets.split_first() else {
+        return Split { unconflicted: StateMap::default(), conflicted: Vec::new() };
+    };
     let address = |id: &str| (id.as_ptr() as usize, id.len());
     let mut counts: FxHashMap<(usize, usize), usize> =
         FxHashMap::with_capacity_and_hasher(first.len() + first.len() / 8, Default::default());
@@ -98,7 +99,13 @@ fn split<'a>(sets: &[StateMap<'a>]) -> Result<(StateMap<'a>, Vec<Vec<&'a str>>),
                 .collect()
         })
         .collect();
-    Ok((unconflicted, conflicted))
+    Split { unconflicted, conflicted }
+}
+
+/// The unconflicted state map, and each set's conflicted event ids.
+struct Split<'a> {
+    unconflicted: StateMap<'a>,
+    conflicted: Vec<Vec<&'a str>>,
 }
 
 pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
@@ -111,7 +118,7 @@ pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
 ) -> Result<StateMap<'a>, ResolveError> {
     // Unconflicted state map and conflicted state set. Only the conflicted events (and what the
     // auth difference needs) are ever read.
-    let (unconflicted, conflicted_ids) = split(sets)?;
+    let Split { unconflicted, conflicted: conflicted_ids } = split(sets);
 
     // The auth difference from given chains is plain counting.
     let given_difference: Option<Vec<&str>> = chains.map(|chains| {
