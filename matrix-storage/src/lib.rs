@@ -1,0 +1,193 @@
+#![doc = include_str!("../README.md")]
+
+pub mod memory;
+mod model;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use async_trait::async_trait;
+
+pub use model::*;
+
+/// What went wrong in a backend. Opaque: engine errors never appear in signatures; the
+/// [`ErrorKind`] says what a caller can do about it. Not-found is `Ok(None)`, never an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct StorageError {
+    kind: ErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// The kind of a [`StorageError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The store cannot be reached or read (I/O error, lost connection, full disk).
+    #[error("storage unavailable")]
+    Unavailable,
+    /// The stored data is not what this version reads (corrupt, or written by a newer schema).
+    #[error("storage corrupt or from a newer version")]
+    Corrupt,
+    /// The write conflicts with what is stored (a user or room that already exists...).
+    #[error("conflict")]
+    Conflict,
+    /// The write refers to something that is not stored (a parent snapshot, a user...).
+    #[error("reference to something not stored")]
+    MissingReference,
+}
+
+impl StorageError {
+    /// A new error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        StorageError { kind, message: message.into(), source: None }
+    }
+    /// A new error of `kind` caused by a backend's error.
+    pub fn with_source(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StorageError { kind, message: message.into(), source: Some(Box::new(source)) }
+    }
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+/// The result of a storage operation.
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Events: PDUs by id, kept as received, with their status and graph edges.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// The event with this id.
+    async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
+    /// The union of the auth chains of `event_ids` (their auth events, recursively; the events
+    /// themselves are not included unless one is an ancestor of another). Ids not stored are
+    /// skipped.
+    async fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>>;
+}
+
+/// State snapshots, stored as deltas against a parent snapshot.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// The event at `(kind, state_key)` in a snapshot.
+    async fn state_get(
+        &self,
+        snapshot: SnapshotId,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<String>>;
+    /// The whole state of a snapshot, sorted by `(type, state_key)`.
+    async fn state_full(&self, snapshot: SnapshotId) -> Result<Vec<StateEntry>>;
+}
+
+/// Rooms: version, current state, forward extremities, membership and the timeline's stream
+/// order.
+#[async_trait]
+pub trait RoomStore: Send + Sync {
+    /// A room's version, current state and forward extremities.
+    async fn room(&self, room_id: &str) -> Result<Option<RoomInfo>>;
+    /// A user's membership in a room.
+    async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>>;
+    /// The rooms a user has a membership in, with that membership, sorted by room id.
+    async fn rooms_of_user(&self, user_id: &str) -> Result<Vec<(String, String)>>;
+    /// The members of a room with their membership, sorted by user id.
+    async fn members(&self, room_id: &str) -> Result<Vec<(String, String)>>;
+    /// The highest stream position a reader may read up to: every event at or below it is
+    /// committed, and no event that commits later gets a position at or below it.
+    async fn stream_position(&self) -> Result<StreamPos>;
+    /// Timeline events of all rooms with positions in `(after, upto]`, oldest first, at most
+    /// `limit`.
+    async fn stream_range(
+        &self,
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<StreamItem>>;
+    /// A room's timeline before (backwards) or after (forwards) `from`, at most `limit`,
+    /// nearest first.
+    async fn timeline(
+        &self,
+        room_id: &str,
+        from: StreamPos,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<StreamItem>>;
+}
+
+/// Accounts: users, devices and access tokens.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// A user.
+    async fn user(&self, user_id: &str) -> Result<Option<User>>;
+    /// A device of a user.
+    async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>>;
+    /// A user's devices, sorted by device id.
+    async fn devices(&self, user_id: &str) -> Result<Vec<Device>>;
+    /// Who an access token belongs to.
+    async fn token(&self, token: &str) -> Result<Option<TokenOwner>>;
+}
+
+/// Signing keys: ours, and remote servers' with their validity.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Our signing keys, sorted by key id.
+    async fn our_keys(&self) -> Result<Vec<OurKey>>;
+    /// A remote server's key.
+    async fn remote_key(&self, server: &str, key_id: &str) -> Result<Option<RemoteKey>>;
+}
+
+/// Federation queues: inbound transactions seen, outbound items per destination.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Whether a transaction from `origin` was already processed.
+    async fn transaction_seen(&self, origin: &str, txn_id: &str) -> Result<bool>;
+    /// The oldest unacknowledged outbound items for `destination`, at most `limit`.
+    async fn outbound(&self, destination: &str, limit: usize) -> Result<Vec<OutboundItem>>;
+    /// The retry state of a destination.
+    async fn retry(&self, destination: &str) -> Result<Option<RetryState>>;
+}
+
+/// Account data, global (`room_id` `None`) or per room.
+#[async_trait]
+pub trait AccountDataStore: Send + Sync {
+    /// One item of account data.
+    async fn account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+    ) -> Result<Option<Vec<u8>>>;
+    /// All of a user's account data, sorted by (room, type).
+    async fn all_account_data(&self, user_id: &str) -> Result<Vec<AccountDataItem>>;
+}
+
+/// Media metadata.
+#[async_trait]
+pub trait MediaStore: Send + Sync {
+    /// The metadata of a media item.
+    async fn media(&self, media_id: &str) -> Result<Option<Media>>;
+}
+
+/// A whole store: every domain, and atomic writes through one change set.
+#[async_trait]
+pub trait Storage:
+    EventStore
+    + StateStore
+    + RoomStore
+    + AccountStore
+    + KeyStore
+    + QueueStore
+    + AccountDataStore
+    + MediaStore
+{
+    /// Applies every change of `changes` in one transaction: all or nothing. When it returns
+    /// `Ok`, the changes are durable (they survive a crash of the process or the machine, as
+    /// far as the backend's medium allows; see the backend's docs).
+    async fn apply(&self, changes: ChangeSet) -> Result<Applied>;
+}

@@ -1,0 +1,513 @@
+//! The in-memory backend: for tests and embedding. Nothing survives the process.
+//!
+//! One lock guards the whole store, so a change set is applied atomically and stream positions
+//! are assigned in commit order: [`RoomStore::stream_position`] is simply the last position
+//! assigned, and no reader can see a later position before an earlier one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::{
+    AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet, Device, Direction,
+    ErrorKind, EventStore, KeyStore, Media, MediaStore, OurKey, OutboundItem, QueueStore,
+    RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef, StateEntry,
+    StateStore, Storage, StorageError, StoredEvent, StreamItem, StreamPos, TokenOwner, User,
+};
+
+/// Every this many deltas, a snapshot is stored whole, so lookups walk at most this far.
+const FULL_EVERY: u32 = 64;
+
+type StateKey = (String, String);
+
+#[derive(Debug)]
+struct Snapshot {
+    parent: Option<u64>,
+    /// Delta against the parent (`None` removes the key), or the whole state if no parent.
+    changes: HashMap<StateKey, Option<String>>,
+    depth: u32,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    version: String,
+    current_state: Option<SnapshotId>,
+    extremities: BTreeSet<String>,
+    members: BTreeMap<String, String>,
+    timeline: BTreeMap<u64, String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    events: HashMap<String, StoredEvent>,
+    snapshots: Vec<Snapshot>,
+    rooms: HashMap<String, Room>,
+    user_rooms: HashMap<String, BTreeMap<String, String>>,
+    stream: BTreeMap<u64, (String, String)>,
+    users: HashMap<String, User>,
+    devices: BTreeMap<(String, String), Device>,
+    tokens: HashMap<String, TokenOwner>,
+    our_keys: BTreeMap<String, OurKey>,
+    remote_keys: HashMap<(String, String), RemoteKey>,
+    transactions: HashSet<(String, String)>,
+    queues: HashMap<String, BTreeMap<u64, std::sync::Arc<[u8]>>>,
+    next_queue_id: HashMap<String, u64>,
+    retries: HashMap<String, RetryState>,
+    account_data: BTreeMap<(String, Option<String>, String), Vec<u8>>,
+    media: HashMap<String, Media>,
+}
+
+/// The in-memory store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        self.inner
+            .lock()
+            .map_err(|_| StorageError::new(ErrorKind::Unavailable, "a writer panicked"))
+    }
+}
+
+impl Inner {
+    fn snapshot(&self, id: SnapshotId) -> Option<&Snapshot> {
+        usize::try_from(id.0).ok().and_then(|i| self.snapshots.get(i))
+    }
+
+    fn state_get(&self, id: SnapshotId, key: &StateKey) -> Option<String> {
+        let mut next = self.snapshot(id);
+        while let Some(snapshot) = next {
+            if let Some(value) = snapshot.changes.get(key) {
+                return value.clone();
+            }
+            next = snapshot.parent.and_then(|p| self.snapshot(SnapshotId(p)));
+        }
+        None
+    }
+
+    fn state_full(&self, id: SnapshotId) -> BTreeMap<StateKey, String> {
+        // Walk from the snapshot up; the first value seen for a key wins.
+        let mut seen: HashMap<&StateKey, Option<&String>> = HashMap::new();
+        let mut next = self.snapshot(id);
+        while let Some(snapshot) = next {
+            for (key, value) in &snapshot.changes {
+                seen.entry(key).or_insert(value.as_ref());
+            }
+            next = snapshot.parent.and_then(|p| self.snapshot(SnapshotId(p)));
+        }
+        seen.into_iter().filter_map(|(k, v)| Some((k.clone(), v?.clone()))).collect()
+    }
+
+    /// Checks everything `changes` refers to, so that applying cannot fail half-way.
+    fn validate(&self, changes: &ChangeSet) -> Result<()> {
+        let missing = |what: String| Err(StorageError::new(ErrorKind::MissingReference, what));
+        let snapshot_ok = |r: &SnapshotRef| match r {
+            SnapshotRef::New => changes.snapshot.is_some(),
+            SnapshotRef::Existing(id) => self.snapshot(*id).is_some(),
+        };
+        if let Some(parent) = changes.snapshot.as_ref().and_then(|s| s.parent)
+            && self.snapshot(parent).is_none()
+        {
+            return missing(format!("parent snapshot {}", parent.0));
+        }
+        for event in &changes.events {
+            if event.state_after.as_ref().is_some_and(|r| !snapshot_ok(r)) {
+                return missing(format!("state snapshot of {}", event.event_id));
+            }
+        }
+        let mut creating = HashSet::new();
+        for room in &changes.rooms {
+            if room.create_with_version.is_some() {
+                if self.rooms.contains_key(&room.room_id) || !creating.insert(&room.room_id) {
+                    return Err(StorageError::new(
+                        ErrorKind::Conflict,
+                        format!("room {} exists", room.room_id),
+                    ));
+                }
+            } else if !self.rooms.contains_key(&room.room_id) && !creating.contains(&room.room_id) {
+                return missing(format!("room {}", room.room_id));
+            }
+            if room.current_state.as_ref().is_some_and(|r| !snapshot_ok(r)) {
+                return missing(format!("current state of {}", room.room_id));
+            }
+        }
+        let mut new_users = HashSet::new();
+        for user in &changes.new_users {
+            if self.users.contains_key(&user.user_id) || !new_users.insert(&user.user_id) {
+                return Err(StorageError::new(
+                    ErrorKind::Conflict,
+                    format!("user {} exists", user.user_id),
+                ));
+            }
+        }
+        for user in &changes.updated_users {
+            if !self.users.contains_key(&user.user_id) && !new_users.contains(&user.user_id) {
+                return missing(format!("user {}", user.user_id));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, changes: ChangeSet) -> Applied {
+        let mut applied = Applied::default();
+        let new_snapshot = changes.snapshot.map(|new| {
+            let id = self.snapshots.len() as u64;
+            let parent_depth = new.parent.and_then(|p| self.snapshot(p)).map_or(0, |s| s.depth);
+            let snapshot = if new.parent.is_some() && parent_depth + 1 >= FULL_EVERY {
+                // Store this one whole: lookups never walk more than FULL_EVERY snapshots.
+                let mut full: HashMap<StateKey, Option<String>> = new
+                    .parent
+                    .map(|p| self.state_full(p))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, Some(v)))
+                    .collect();
+                for (kind, state_key, value) in new.changes {
+                    full.insert((kind, state_key), value);
+                }
+                full.retain(|_, v| v.is_some());
+                Snapshot { parent: None, changes: full, depth: 0 }
+            } else {
+                Snapshot {
+                    parent: new.parent.map(|p| p.0),
+                    changes: new.changes.into_iter().map(|(k, s, v)| ((k, s), v)).collect(),
+                    depth: if new.parent.is_some() { parent_depth + 1 } else { 0 },
+                }
+            };
+            self.snapshots.push(snapshot);
+            SnapshotId(id)
+        });
+        applied.snapshot = new_snapshot;
+        let resolve = |r: SnapshotRef| match r {
+            SnapshotRef::New => new_snapshot,
+            SnapshotRef::Existing(id) => Some(id),
+        };
+
+        for room in changes.rooms {
+            let record = self.rooms.entry(room.room_id.clone()).or_default();
+            if let Some(version) = room.create_with_version {
+                record.version = version;
+            }
+            if let Some(state) = room.current_state {
+                record.current_state = resolve(state);
+            }
+            if let Some(extremities) = room.forward_extremities {
+                record.extremities = extremities.into_iter().collect();
+            }
+            for (user, membership) in room.memberships {
+                record.members.insert(user.clone(), membership.clone());
+                self.user_rooms.entry(user).or_default().insert(room.room_id.clone(), membership);
+            }
+        }
+
+        let mut next_pos = self.stream.last_key_value().map_or(1, |(&pos, _)| pos + 1);
+        for event in changes.events {
+            let stream = event.in_timeline.then(|| {
+                let pos = next_pos;
+                next_pos += 1;
+                self.stream.insert(pos, (event.room_id.clone(), event.event_id.clone()));
+                if let Some(room) = self.rooms.get_mut(&event.room_id) {
+                    room.timeline.insert(pos, event.event_id.clone());
+                }
+                applied.stream.push(StreamPos(pos));
+                StreamPos(pos)
+            });
+            let stored = StoredEvent {
+                event_id: event.event_id.clone(),
+                room_id: event.room_id,
+                json: event.json,
+                status: event.status,
+                auth_events: event.auth_events,
+                prev_events: event.prev_events,
+                stream,
+                state_after: event.state_after.and_then(resolve),
+            };
+            self.events.insert(event.event_id, stored);
+        }
+
+        for user in changes.new_users.into_iter().chain(changes.updated_users) {
+            self.users.insert(user.user_id.clone(), user);
+        }
+        for device in changes.devices {
+            self.devices.insert((device.user_id.clone(), device.device_id.clone()), device);
+        }
+        for (user, device) in changes.deleted_devices {
+            self.devices.remove(&(user.clone(), device.clone()));
+            self.tokens.retain(|_, owner| owner.user_id != user || owner.device_id != device);
+        }
+        for (token, owner) in changes.new_tokens {
+            self.tokens.insert(token, owner);
+        }
+        for token in changes.deleted_tokens {
+            self.tokens.remove(&token);
+        }
+        for key in changes.our_keys {
+            self.our_keys.insert(key.key_id.clone(), key);
+        }
+        for key in changes.remote_keys {
+            self.remote_keys.insert((key.server.clone(), key.key_id.clone()), key);
+        }
+        self.transactions.extend(changes.seen_transactions);
+        for (destination, payload) in changes.enqueue {
+            let next = self.next_queue_id.entry(destination.clone()).or_insert(1);
+            let id = *next;
+            *next += 1;
+            self.queues.entry(destination).or_default().insert(id, payload);
+            applied.enqueued.push(id);
+        }
+        for (destination, upto) in changes.acknowledge {
+            if let Some(queue) = self.queues.get_mut(&destination) {
+                *queue = queue.split_off(&(upto + 1));
+            }
+        }
+        for (destination, retry) in changes.retries {
+            match retry {
+                Some(retry) => self.retries.insert(destination, retry),
+                None => self.retries.remove(&destination),
+            };
+        }
+        for (user, room, kind, content) in changes.account_data {
+            self.account_data.insert((user, room, kind), content);
+        }
+        for media in changes.media {
+            self.media.insert(media.media_id.clone(), media);
+        }
+        applied
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
+        Ok(self.lock()?.events.get(event_id).cloned())
+    }
+
+    async fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>> {
+        let inner = self.lock()?;
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut stack: Vec<&str> = event_ids
+            .iter()
+            .filter_map(|id| inner.events.get(*id))
+            .flat_map(|e| e.auth_events.iter().map(String::as_str))
+            .collect();
+        while let Some(id) = stack.pop() {
+            if seen.insert(id.to_owned())
+                && let Some(event) = inner.events.get(id)
+            {
+                stack.extend(event.auth_events.iter().map(String::as_str));
+            }
+        }
+        Ok(seen.into_iter().collect())
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn state_get(
+        &self,
+        snapshot: SnapshotId,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<String>> {
+        Ok(self.lock()?.state_get(snapshot, &(kind.to_owned(), state_key.to_owned())))
+    }
+
+    async fn state_full(&self, snapshot: SnapshotId) -> Result<Vec<StateEntry>> {
+        Ok(self
+            .lock()?
+            .state_full(snapshot)
+            .into_iter()
+            .map(|((kind, state_key), event_id)| StateEntry { kind, state_key, event_id })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl RoomStore for MemoryStore {
+    async fn room(&self, room_id: &str) -> Result<Option<RoomInfo>> {
+        Ok(self.lock()?.rooms.get(room_id).map(|room| RoomInfo {
+            version: room.version.clone(),
+            current_state: room.current_state,
+            forward_extremities: room.extremities.iter().cloned().collect(),
+        }))
+    }
+
+    async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>> {
+        Ok(self.lock()?.rooms.get(room_id).and_then(|r| r.members.get(user_id).cloned()))
+    }
+
+    async fn rooms_of_user(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .lock()?
+            .user_rooms
+            .get(user_id)
+            .map(|rooms| rooms.iter().map(|(r, m)| (r.clone(), m.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    async fn members(&self, room_id: &str) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .lock()?
+            .rooms
+            .get(room_id)
+            .map(|room| room.members.iter().map(|(u, m)| (u.clone(), m.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    async fn stream_position(&self) -> Result<StreamPos> {
+        Ok(StreamPos(self.lock()?.stream.last_key_value().map_or(0, |(&pos, _)| pos)))
+    }
+
+    async fn stream_range(
+        &self,
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<StreamItem>> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let inner = self.lock()?;
+        Ok(inner
+            .stream
+            .range(after.0 + 1..=upto.0)
+            .take(limit)
+            .map(|(&pos, (room, event))| StreamItem {
+                pos: StreamPos(pos),
+                room_id: room.clone(),
+                event_id: event.clone(),
+            })
+            .collect())
+    }
+
+    async fn timeline(
+        &self,
+        room_id: &str,
+        from: StreamPos,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<StreamItem>> {
+        let inner = self.lock()?;
+        let Some(room) = inner.rooms.get(room_id) else { return Ok(Vec::new()) };
+        let item = |(&pos, event): (&u64, &String)| StreamItem {
+            pos: StreamPos(pos),
+            room_id: room_id.to_owned(),
+            event_id: event.clone(),
+        };
+        Ok(match direction {
+            Direction::Backwards => {
+                room.timeline.range(..from.0).rev().take(limit).map(item).collect()
+            }
+            Direction::Forwards => {
+                room.timeline.range(from.0 + 1..).take(limit).map(item).collect()
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl AccountStore for MemoryStore {
+    async fn user(&self, user_id: &str) -> Result<Option<User>> {
+        Ok(self.lock()?.users.get(user_id).cloned())
+    }
+    async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>> {
+        Ok(self.lock()?.devices.get(&(user_id.to_owned(), device_id.to_owned())).cloned())
+    }
+    async fn devices(&self, user_id: &str) -> Result<Vec<Device>> {
+        let inner = self.lock()?;
+        let from = (user_id.to_owned(), String::new());
+        Ok(inner
+            .devices
+            .range(from..)
+            .take_while(|((user, _), _)| user == user_id)
+            .map(|(_, d)| d.clone())
+            .collect())
+    }
+    async fn token(&self, token: &str) -> Result<Option<TokenOwner>> {
+        Ok(self.lock()?.tokens.get(token).cloned())
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn our_keys(&self) -> Result<Vec<OurKey>> {
+        Ok(self.lock()?.our_keys.values().cloned().collect())
+    }
+    async fn remote_key(&self, server: &str, key_id: &str) -> Result<Option<RemoteKey>> {
+        Ok(self.lock()?.remote_keys.get(&(server.to_owned(), key_id.to_owned())).cloned())
+    }
+}
+
+#[async_trait]
+impl QueueStore for MemoryStore {
+    async fn transaction_seen(&self, origin: &str, txn_id: &str) -> Result<bool> {
+        Ok(self.lock()?.transactions.contains(&(origin.to_owned(), txn_id.to_owned())))
+    }
+    async fn outbound(&self, destination: &str, limit: usize) -> Result<Vec<OutboundItem>> {
+        Ok(self
+            .lock()?
+            .queues
+            .get(destination)
+            .map(|queue| {
+                queue
+                    .iter()
+                    .take(limit)
+                    .map(|(&id, payload)| OutboundItem { id, payload: payload.clone() })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+    async fn retry(&self, destination: &str) -> Result<Option<RetryState>> {
+        Ok(self.lock()?.retries.get(destination).copied())
+    }
+}
+
+#[async_trait]
+impl AccountDataStore for MemoryStore {
+    async fn account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let key = (user_id.to_owned(), room_id.map(str::to_owned), kind.to_owned());
+        Ok(self.lock()?.account_data.get(&key).cloned())
+    }
+    async fn all_account_data(&self, user_id: &str) -> Result<Vec<AccountDataItem>> {
+        Ok(self
+            .lock()?
+            .account_data
+            .iter()
+            .filter(|((user, _, _), _)| user == user_id)
+            .map(|((_, room, kind), content)| AccountDataItem {
+                room_id: room.clone(),
+                kind: kind.clone(),
+                content: content.clone(),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl MediaStore for MemoryStore {
+    async fn media(&self, media_id: &str) -> Result<Option<Media>> {
+        Ok(self.lock()?.media.get(media_id).cloned())
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStore {
+    async fn apply(&self, changes: ChangeSet) -> Result<Applied> {
+        let mut inner = self.lock()?;
+        inner.validate(&changes)?;
+        Ok(inner.apply(changes))
+    }
+}

@@ -1,0 +1,303 @@
+//! What the stores hold, and the change set that writes it.
+
+use std::sync::Arc;
+
+/// A position in the global stream of timeline events (starts at 1; 0 is "before anything").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StreamPos(pub u64);
+
+/// A state snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SnapshotId(pub u64);
+
+/// Reading direction of a timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Older events first from `from` (exclusive).
+    Backwards,
+    /// Newer events first from `from` (exclusive).
+    Forwards,
+}
+
+/// How an event was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventStatus {
+    /// Accepted into the room's DAG.
+    Accepted,
+    /// Known, but not part of the room's DAG here (fetched for auth or state).
+    Outlier,
+    /// Failed the authorization rules.
+    Rejected,
+    /// Passed its own auth events but not the current state.
+    SoftFailed,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The event id.
+    pub event_id: String,
+    /// The room.
+    pub room_id: String,
+    /// The event's canonical JSON as received.
+    pub json: Arc<[u8]>,
+    /// How it was received.
+    pub status: EventStatus,
+    /// Its `auth_events`.
+    pub auth_events: Vec<String>,
+    /// Its `prev_events`.
+    pub prev_events: Vec<String>,
+    /// Its position in the timeline, if it is in one.
+    pub stream: Option<StreamPos>,
+    /// The room state after it, if known.
+    pub state_after: Option<SnapshotId>,
+}
+
+/// One entry of a state map.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StateEntry {
+    /// The event type.
+    pub kind: String,
+    /// The state key.
+    pub state_key: String,
+    /// The event id.
+    pub event_id: String,
+}
+
+/// What the room store knows about a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// The room version id.
+    pub version: String,
+    /// The current state, if any.
+    pub current_state: Option<SnapshotId>,
+    /// The forward extremities, sorted.
+    pub forward_extremities: Vec<String>,
+}
+
+/// One timeline event in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamItem {
+    /// Its position.
+    pub pos: StreamPos,
+    /// Its room.
+    pub room_id: String,
+    /// The event.
+    pub event_id: String,
+}
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The user id.
+    pub user_id: String,
+    /// The password hash (PHC string), if the user can log in with a password.
+    pub password_hash: Option<String>,
+    /// Server administrator.
+    pub admin: bool,
+    /// Deactivated accounts keep their id but can no longer log in.
+    pub deactivated: bool,
+}
+
+/// A device of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The owner.
+    pub user_id: String,
+    /// The device id.
+    pub device_id: String,
+    /// The display name.
+    pub display_name: Option<String>,
+}
+
+/// Whom an access token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    /// The user.
+    pub user_id: String,
+    /// The device.
+    pub device_id: String,
+}
+
+/// One of our signing keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OurKey {
+    /// `ed25519:...`.
+    pub key_id: String,
+    /// The seed, base64.
+    pub seed: String,
+    /// When it stopped being used, if it did (ms since the epoch).
+    pub expired_ts: Option<i64>,
+}
+
+/// A remote server's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteKey {
+    /// The server.
+    pub server: String,
+    /// `ed25519:...`.
+    pub key_id: String,
+    /// The public key, base64.
+    pub public_key: String,
+    /// Valid until (ms since the epoch).
+    pub valid_until_ts: i64,
+}
+
+/// An item queued for a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundItem {
+    /// Its position in the destination's queue.
+    pub id: u64,
+    /// The payload (a PDU or EDU, serialised).
+    pub payload: Arc<[u8]>,
+}
+
+/// How often a destination failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryState {
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Not before this time (ms since the epoch).
+    pub retry_after_ts: i64,
+}
+
+/// One item of account data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountDataItem {
+    /// The room, or `None` for global account data.
+    pub room_id: Option<String>,
+    /// The type.
+    pub kind: String,
+    /// The content (JSON).
+    pub content: Vec<u8>,
+}
+
+/// Media metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    /// The media id.
+    pub media_id: String,
+    /// The content type.
+    pub content_type: Option<String>,
+    /// The size in bytes.
+    pub size: u64,
+    /// The file name given at upload.
+    pub upload_name: Option<String>,
+    /// Who uploaded it.
+    pub uploader: String,
+    /// When (ms since the epoch).
+    pub created_ts: i64,
+}
+
+/// A new event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The event id.
+    pub event_id: String,
+    /// The room.
+    pub room_id: String,
+    /// Its canonical JSON as received.
+    pub json: Arc<[u8]>,
+    /// How it was received.
+    pub status: EventStatus,
+    /// Its `auth_events`.
+    pub auth_events: Vec<String>,
+    /// Its `prev_events`.
+    pub prev_events: Vec<String>,
+    /// Whether it gets a position in the timeline.
+    pub in_timeline: bool,
+    /// The state after it: the change set's new snapshot, or an existing one.
+    pub state_after: Option<SnapshotRef>,
+}
+
+/// A snapshot named in a change set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotRef {
+    /// The snapshot this change set creates.
+    New,
+    /// A stored snapshot.
+    Existing(SnapshotId),
+}
+
+/// A new state snapshot: a parent and the entries that differ from it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewSnapshot {
+    /// The snapshot this one changes, or `None` for a state built from nothing.
+    pub parent: Option<SnapshotId>,
+    /// `(type, state_key)` set to an event id, or removed (`None`).
+    pub changes: Vec<(String, String, Option<String>)>,
+}
+
+/// Changes to a room other than its events.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoomChanges {
+    /// The room.
+    pub room_id: String,
+    /// The room version, when creating the room.
+    pub create_with_version: Option<String>,
+    /// The new current state.
+    pub current_state: Option<SnapshotRef>,
+    /// The new forward extremities.
+    pub forward_extremities: Option<Vec<String>>,
+    /// Membership changes: `(user, membership)`.
+    pub memberships: Vec<(String, String)>,
+}
+
+/// Everything one write changes, applied atomically by [`crate::Storage::apply`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ChangeSet {
+    /// New events.
+    pub events: Vec<NewEvent>,
+    /// A new state snapshot (named [`SnapshotRef::New`] elsewhere in this change set).
+    pub snapshot: Option<NewSnapshot>,
+    /// Room changes.
+    pub rooms: Vec<RoomChanges>,
+    /// Users to create (a user that exists is a [`crate::ErrorKind::Conflict`]).
+    pub new_users: Vec<User>,
+    /// Users to replace (password, admin, deactivation).
+    pub updated_users: Vec<User>,
+    /// Devices to create or replace.
+    pub devices: Vec<Device>,
+    /// Devices to delete `(user, device)`, with their tokens.
+    pub deleted_devices: Vec<(String, String)>,
+    /// Access tokens to add.
+    pub new_tokens: Vec<(String, TokenOwner)>,
+    /// Access tokens to delete.
+    pub deleted_tokens: Vec<String>,
+    /// Our keys to add or replace.
+    pub our_keys: Vec<OurKey>,
+    /// Remote keys to add or replace.
+    pub remote_keys: Vec<RemoteKey>,
+    /// Inbound transactions `(origin, txn_id)` now processed.
+    pub seen_transactions: Vec<(String, String)>,
+    /// Outbound items to queue `(destination, payload)`.
+    pub enqueue: Vec<(String, Arc<[u8]>)>,
+    /// Outbound items acknowledged: everything of `destination` up to and including `id`.
+    pub acknowledge: Vec<(String, u64)>,
+    /// Retry states to set (`None` clears).
+    pub retries: Vec<(String, Option<RetryState>)>,
+    /// Account data to set `(user, room, type, content)`.
+    pub account_data: Vec<(String, Option<String>, String, Vec<u8>)>,
+    /// Media metadata to add.
+    pub media: Vec<Media>,
+}
+
+impl ChangeSet {
+    /// An empty change set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// What [`crate::Storage::apply`] assigned.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// The stream position of each new timeline event, in the change set's order.
+    pub stream: Vec<StreamPos>,
+    /// The id of the new snapshot, if the change set made one.
+    pub snapshot: Option<SnapshotId>,
+    /// The queue ids of the enqueued items, in order.
+    pub enqueued: Vec<u64>,
+}
