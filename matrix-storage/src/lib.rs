@@ -1,7 +1,10 @@
 #![doc = include_str!("../README.md")]
 
+mod codec;
 pub mod memory;
 mod model;
+#[cfg(feature = "sled")]
+pub mod sled;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

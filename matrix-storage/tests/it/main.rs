@@ -6,3 +6,77 @@ mod memory {
             as std::sync::Arc<dyn matrix_storage::Storage>
     });
 }
+
+mod sled {
+    matrix_storage::storage_conformance!(async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = matrix_storage::sled::SledStore::open(
+            dir.path(),
+            &matrix_storage::sled::SledOptions::default(),
+        )
+        .expect("opens");
+        // The directory lives as long as the test process; sled keeps files open.
+        std::mem::forget(dir);
+        std::sync::Arc::new(store) as std::sync::Arc<dyn matrix_storage::Storage>
+    });
+}
+
+/// The sled store keeps everything across a close and a reopen, and refuses a store written
+/// by a newer schema.
+mod sled_reopen {
+    use matrix_storage::sled::{SledOptions, SledStore};
+    use matrix_storage::{
+        ChangeSet, ErrorKind, NewSnapshot, RoomChanges, RoomStore, SnapshotRef, StateStore, Storage,
+    };
+
+    #[tokio::test]
+    async fn reopen_keeps_everything() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (snapshot, pos) = {
+            let store = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
+            let mut changes = ChangeSet::new();
+            changes.snapshot = Some(NewSnapshot {
+                parent: None,
+                changes: vec![("m.room.create".into(), String::new(), Some("$c".into()))],
+            });
+            changes.rooms.push(RoomChanges {
+                room_id: "!r".into(),
+                create_with_version: Some("12".into()),
+                current_state: Some(SnapshotRef::New),
+                ..RoomChanges::default()
+            });
+            let applied = store.apply(changes).await.expect("applies");
+            (applied.snapshot.expect("snapshot"), store_position(&store).await)
+        };
+        let store = SledStore::open(dir.path(), &SledOptions::default()).expect("reopens");
+        assert_eq!(
+            store.state_get(snapshot, "m.room.create", "").await.expect("reads").as_deref(),
+            Some("$c")
+        );
+        let room = store.room("!r").await.expect("reads").expect("room");
+        assert_eq!(room.current_state, Some(snapshot));
+        assert_eq!(store_position(&store).await, pos);
+    }
+
+    async fn store_position(store: &SledStore) -> matrix_storage::StreamPos {
+        store.stream_position().await.expect("reads")
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        drop(SledStore::open(dir.path(), &SledOptions::default()).expect("opens"));
+        {
+            let db = sled::open(dir.path()).expect("raw open");
+            let tree = db.open_tree("matrix").expect("tree");
+            let mut key = vec![b'M'];
+            key.extend_from_slice(&6u32.to_be_bytes());
+            key.extend_from_slice(b"schema");
+            tree.insert(key, 99u64.to_be_bytes().to_vec()).expect("writes");
+            db.flush().expect("flushes");
+        }
+        let err = SledStore::open(dir.path(), &SledOptions::default()).expect_err("newer schema");
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(err.to_string().contains("newer version"), "{err}");
+    }
+}

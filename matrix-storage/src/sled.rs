@@ -1,0 +1,999 @@
+//! The sled backend: the embedded default, one directory, nothing else to run.
+//!
+//! Everything lives in one sled tree under table-prefixed keys, so a change set is one sled
+//! transaction. **Durability:** [`Storage::apply`] returns after the transaction committed and
+//! sled's `flush` (write and fsync) returned: an acknowledged change set survives a crash.
+//! Change sets are committed one at a time (sled 0.34's transactions stall under heavy
+//! contention, and `flush_async` deadlocked under 32 concurrent writers here); group commit
+//! is future work.
+//! **Stream order:** positions come from a counter read and written inside the transaction,
+//! under the writer lock, so a position is only handed out after every lower one committed,
+//! and [`RoomStore::stream_position`] (the counter minus one) never passes an uncommitted
+//! event.
+//! **State snapshots** are deltas against a parent, with `(type, state_key)` and event ids
+//! interned to `u64`; every 64th snapshot of a chain is stored whole so lookups stay short.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use ::sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use async_trait::async_trait;
+
+use crate::codec::{Dec, Enc};
+use crate::{
+    AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet, Device, Direction,
+    ErrorKind, EventStatus, EventStore, KeyStore, Media, MediaStore, OurKey, OutboundItem,
+    QueueStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef,
+    StateEntry, StateStore, Storage, StorageError, StoredEvent, StreamItem, StreamPos, TokenOwner,
+    User,
+};
+
+/// The schema this code writes and reads.
+const SCHEMA: u64 = 1;
+/// Every this many deltas, a snapshot is stored whole.
+const FULL_EVERY: u64 = 64;
+
+// Tables (the first byte of every key).
+const META: u8 = b'M';
+const EVENT: u8 = b'E';
+const SNAPSHOT: u8 = b'S';
+const KEY_ID: u8 = b'K';
+const KEY_OF: u8 = b'k';
+const EVENT_NID: u8 = b'N';
+const EVENT_OF: u8 = b'n';
+const ROOM: u8 = b'R';
+const MEMBER: u8 = b'm';
+const USER_ROOM: u8 = b'u';
+const STREAM: u8 = b'T';
+const TIMELINE: u8 = b't';
+const USER: u8 = b'U';
+const DEVICE: u8 = b'D';
+const TOKEN: u8 = b'O';
+const DEVICE_TOKEN: u8 = b'o';
+const OUR_KEY: u8 = b'Y';
+const REMOTE_KEY: u8 = b'y';
+const TXN: u8 = b'X';
+const QUEUE: u8 = b'Q';
+const RETRY: u8 = b'Z';
+const ACCOUNT_DATA: u8 = b'A';
+const MEDIA: u8 = b'F';
+
+/// Options of the sled backend.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SledOptions {
+    /// sled's page cache, in bytes.
+    pub cache_capacity: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions { cache_capacity: 64 * 1024 * 1024 }
+    }
+}
+
+/// The sled store.
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    db: ::sled::Db,
+    tree: ::sled::Tree,
+    /// One change set at a time: sled 0.34's transactions can stall under heavy contention,
+    /// and a single writer makes stream positions follow commit order.
+    writer: Arc<std::sync::Mutex<()>>,
+}
+
+fn unavailable(error: ::sled::Error) -> StorageError {
+    match error {
+        ::sled::Error::Corruption { .. } | ::sled::Error::Unsupported(_) => {
+            StorageError::with_source(ErrorKind::Corrupt, "the sled store is corrupt", error)
+        }
+        other => StorageError::with_source(ErrorKind::Unavailable, "sled failed", other),
+    }
+}
+
+fn meta(name: &str) -> Vec<u8> {
+    Enc::table(META).str(name).done()
+}
+
+fn u64_of(bytes: &[u8]) -> Result<u64> {
+    Dec::new(bytes).u64()
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `path`. A store written by a newer schema, or a file
+    /// sled cannot read, is an error of kind [`ErrorKind::Corrupt`].
+    pub fn open(path: impl AsRef<Path>, options: &SledOptions) -> Result<Self> {
+        let db = ::sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity)
+            .open()
+            .map_err(unavailable)?;
+        let tree = db.open_tree("matrix").map_err(unavailable)?;
+        match tree.get(meta("schema")).map_err(unavailable)? {
+            None => {
+                tree.insert(meta("schema"), Enc::default().u64(SCHEMA).done())
+                    .map_err(unavailable)?;
+                db.flush().map_err(unavailable)?;
+            }
+            Some(version) => {
+                let version = u64_of(&version)?;
+                if version > SCHEMA {
+                    return Err(StorageError::new(
+                        ErrorKind::Corrupt,
+                        format!(
+                            "the store was written by a newer version (schema {version}, this reads {SCHEMA})"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(SledStore { db, tree, writer: Arc::new(std::sync::Mutex::new(())) })
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<::sled::IVec>> {
+        self.tree.get(key).map_err(unavailable)
+    }
+
+    fn scan(
+        &self,
+        prefix: Vec<u8>,
+    ) -> impl Iterator<Item = Result<(::sled::IVec, ::sled::IVec)>> + '_ {
+        self.tree.scan_prefix(prefix).map(|r| r.map_err(unavailable))
+    }
+
+    fn counter(&self, name: &str) -> Result<u64> {
+        self.get(&meta(name))?.map_or(Ok(0), |v| u64_of(&v))
+    }
+
+    fn snapshot_record(&self, id: u64) -> Result<Option<SnapshotRecord>> {
+        self.get(&Enc::table(SNAPSHOT).u64(id).done())?
+            .map(|v| SnapshotRecord::decode(&v))
+            .transpose()
+    }
+
+    /// The whole state of a snapshot as interned ids.
+    fn state_ids(&self, id: u64) -> Result<BTreeMap<u64, u64>> {
+        walk_full(id, |s| self.snapshot_record(s))
+    }
+
+    fn key_name(&self, key: u64) -> Result<(String, String)> {
+        let value = self.get(&Enc::table(KEY_OF).u64(key).done())?.ok_or_else(dangling)?;
+        let mut dec = Dec::new(&value);
+        Ok((dec.str()?, dec.str()?))
+    }
+
+    fn event_name(&self, nid: u64) -> Result<String> {
+        let value = self.get(&Enc::table(EVENT_OF).u64(nid).done())?.ok_or_else(dangling)?;
+        Dec::new(&value).str()
+    }
+}
+
+fn dangling() -> StorageError {
+    StorageError::new(ErrorKind::Corrupt, "a stored reference points nowhere")
+}
+
+/// A stored snapshot: parent, depth in its delta chain, and `key -> event` (0 removes).
+#[derive(Debug, Clone)]
+struct SnapshotRecord {
+    parent: Option<u64>,
+    depth: u64,
+    changes: Vec<(u64, u64)>,
+}
+
+impl SnapshotRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut enc = Enc::default().bool(self.parent.is_some()).u64(self.parent.unwrap_or(0));
+        enc = enc.u64(self.depth).u64(self.changes.len() as u64);
+        for &(key, event) in &self.changes {
+            enc = enc.u64(key).u64(event);
+        }
+        enc.done()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut dec = Dec::new(bytes);
+        let has_parent = dec.bool()?;
+        let parent = dec.u64()?;
+        let depth = dec.u64()?;
+        let count = dec.u64()?;
+        let mut changes = Vec::with_capacity(count.min(1 << 20) as usize);
+        for _ in 0..count {
+            changes.push((dec.u64()?, dec.u64()?));
+        }
+        Ok(SnapshotRecord { parent: has_parent.then_some(parent), depth, changes })
+    }
+}
+
+/// The whole state of snapshot `id`, reading records with `get`.
+fn walk_full(
+    id: u64,
+    mut get: impl FnMut(u64) -> Result<Option<SnapshotRecord>>,
+) -> Result<BTreeMap<u64, u64>> {
+    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut next = Some(id);
+    let mut steps = 0;
+    while let Some(current) = next {
+        let Some(record) = get(current)? else { break };
+        for &(key, event) in &record.changes {
+            seen.entry(key).or_insert(event);
+        }
+        next = record.parent;
+        steps += 1;
+        if steps > FULL_EVERY * 4 {
+            return Err(StorageError::new(ErrorKind::Corrupt, "a snapshot chain loops"));
+        }
+    }
+    seen.retain(|_, event| *event != 0);
+    Ok(seen)
+}
+
+fn status_code(status: EventStatus) -> u64 {
+    match status {
+        EventStatus::Accepted => 0,
+        EventStatus::Outlier => 1,
+        EventStatus::Rejected => 2,
+        EventStatus::SoftFailed => 3,
+    }
+}
+
+fn status_of(code: u64) -> Result<EventStatus> {
+    Ok(match code {
+        0 => EventStatus::Accepted,
+        1 => EventStatus::Outlier,
+        2 => EventStatus::Rejected,
+        3 => EventStatus::SoftFailed,
+        _ => return Err(StorageError::new(ErrorKind::Corrupt, "unknown event status")),
+    })
+}
+
+fn encode_event(event: &StoredEvent) -> Vec<u8> {
+    let mut enc = Enc::default()
+        .str(&event.room_id)
+        .bytes(&event.json)
+        .u64(status_code(event.status))
+        .u64(event.stream.map_or(0, |p| p.0))
+        .bool(event.state_after.is_some())
+        .u64(event.state_after.map_or(0, |s| s.0))
+        .u64(event.auth_events.len() as u64);
+    for id in &event.auth_events {
+        enc = enc.str(id);
+    }
+    enc = enc.u64(event.prev_events.len() as u64);
+    for id in &event.prev_events {
+        enc = enc.str(id);
+    }
+    enc.done()
+}
+
+fn decode_event(event_id: &str, bytes: &[u8]) -> Result<StoredEvent> {
+    let mut dec = Dec::new(bytes);
+    let room_id = dec.str()?;
+    let json: Arc<[u8]> = Arc::from(dec.bytes()?);
+    let status = status_of(dec.u64()?)?;
+    let stream = dec.u64()?;
+    let has_state = dec.bool()?;
+    let state = dec.u64()?;
+    let list = |dec: &mut Dec<'_>| -> Result<Vec<String>> {
+        let count = dec.u64()?;
+        (0..count).map(|_| dec.str()).collect()
+    };
+    let auth_events = list(&mut dec)?;
+    let prev_events = list(&mut dec)?;
+    Ok(StoredEvent {
+        event_id: event_id.to_owned(),
+        room_id,
+        json,
+        status,
+        auth_events,
+        prev_events,
+        stream: (stream != 0).then_some(StreamPos(stream)),
+        state_after: has_state.then_some(SnapshotId(state)),
+    })
+}
+
+fn encode_room(info: &RoomInfo) -> Vec<u8> {
+    let mut enc = Enc::default()
+        .str(&info.version)
+        .bool(info.current_state.is_some())
+        .u64(info.current_state.map_or(0, |s| s.0))
+        .u64(info.forward_extremities.len() as u64);
+    for id in &info.forward_extremities {
+        enc = enc.str(id);
+    }
+    enc.done()
+}
+
+fn decode_room(bytes: &[u8]) -> Result<RoomInfo> {
+    let mut dec = Dec::new(bytes);
+    let version = dec.str()?;
+    let has_state = dec.bool()?;
+    let state = dec.u64()?;
+    let count = dec.u64()?;
+    let forward_extremities = (0..count).map(|_| dec.str()).collect::<Result<_>>()?;
+    Ok(RoomInfo {
+        version,
+        current_state: has_state.then_some(SnapshotId(state)),
+        forward_extremities,
+    })
+}
+
+fn encode_user(user: &User) -> Vec<u8> {
+    Enc::default()
+        .opt_str(user.password_hash.as_deref())
+        .bool(user.admin)
+        .bool(user.deactivated)
+        .done()
+}
+
+fn decode_user(user_id: &str, bytes: &[u8]) -> Result<User> {
+    let mut dec = Dec::new(bytes);
+    Ok(User {
+        user_id: user_id.to_owned(),
+        password_hash: dec.opt_str()?,
+        admin: dec.bool()?,
+        deactivated: dec.bool()?,
+    })
+}
+
+type Tx = TransactionalTree;
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StorageError>>;
+
+fn abort<T>(error: StorageError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(error))
+}
+
+fn tx_decode<T>(result: Result<T>) -> TxResult<T> {
+    result.map_err(ConflictableTransactionError::Abort)
+}
+
+/// Reads and bumps a counter in the transaction; returns the value before.
+fn bump(tx: &Tx, name: &str, by: u64, start: u64) -> TxResult<u64> {
+    let current = match tx.get(meta(name))? {
+        Some(v) => tx_decode(u64_of(&v))?,
+        None => start,
+    };
+    tx.insert(meta(name), Enc::default().u64(current + by).done())?;
+    Ok(current)
+}
+
+/// The interned id of a `(type, state_key)`, made if new.
+fn intern_key(tx: &Tx, kind: &str, state_key: &str) -> TxResult<u64> {
+    let key = Enc::table(KEY_ID).str(kind).str(state_key).done();
+    if let Some(v) = tx.get(&key)? {
+        return tx_decode(u64_of(&v));
+    }
+    let id = bump(tx, "next_key", 1, 1)?;
+    tx.insert(key, Enc::default().u64(id).done())?;
+    tx.insert(Enc::table(KEY_OF).u64(id).done(), Enc::default().str(kind).str(state_key).done())?;
+    Ok(id)
+}
+
+/// The interned id of an event id, made if new.
+fn intern_event(tx: &Tx, event_id: &str) -> TxResult<u64> {
+    let key = Enc::table(EVENT_NID).str(event_id).done();
+    if let Some(v) = tx.get(&key)? {
+        return tx_decode(u64_of(&v));
+    }
+    let id = bump(tx, "next_event", 1, 1)?;
+    tx.insert(key, Enc::default().u64(id).done())?;
+    tx.insert(Enc::table(EVENT_OF).u64(id).done(), Enc::default().str(event_id).done())?;
+    Ok(id)
+}
+
+fn tx_snapshot(tx: &Tx, id: u64) -> Result<Option<SnapshotRecord>> {
+    tx.get(Enc::table(SNAPSHOT).u64(id).done())
+        .map_err(|e| StorageError::new(ErrorKind::Unavailable, e.to_string()))?
+        .map(|v| SnapshotRecord::decode(&v))
+        .transpose()
+}
+
+fn missing<T>(what: String) -> TxResult<T> {
+    abort(StorageError::new(ErrorKind::MissingReference, what))
+}
+
+/// The whole change set, inside one transaction.
+fn apply_in(tx: &Tx, changes: &ChangeSet) -> TxResult<Applied> {
+    let mut applied = Applied::default();
+
+    // The new snapshot.
+    if let Some(new) = &changes.snapshot {
+        let parent = match new.parent {
+            Some(parent) => match tx_decode(tx_snapshot(tx, parent.0))? {
+                Some(record) => Some((parent.0, record)),
+                None => return missing(format!("parent snapshot {}", parent.0)),
+            },
+            None => None,
+        };
+        let mut delta = Vec::with_capacity(new.changes.len());
+        for (kind, state_key, event) in &new.changes {
+            let key = intern_key(tx, kind, state_key)?;
+            let nid = match event {
+                Some(event) => intern_event(tx, event)?,
+                None => 0,
+            };
+            delta.push((key, nid));
+        }
+        let record = match parent {
+            Some((parent_id, record)) if record.depth + 1 >= FULL_EVERY => {
+                let mut full = tx_decode(walk_full(parent_id, |s| tx_snapshot(tx, s)))?;
+                for (key, nid) in delta {
+                    full.insert(key, nid);
+                }
+                full.retain(|_, nid| *nid != 0);
+                SnapshotRecord { parent: None, depth: 0, changes: full.into_iter().collect() }
+            }
+            Some((parent_id, record)) => {
+                SnapshotRecord { parent: Some(parent_id), depth: record.depth + 1, changes: delta }
+            }
+            None => SnapshotRecord { parent: None, depth: 0, changes: delta },
+        };
+        let id = bump(tx, "next_snapshot", 1, 0)?;
+        tx.insert(Enc::table(SNAPSHOT).u64(id).done(), record.encode())?;
+        applied.snapshot = Some(SnapshotId(id));
+    }
+    let resolve = |r: &SnapshotRef| -> TxResult<SnapshotId> {
+        match r {
+            SnapshotRef::New => match applied.snapshot {
+                Some(id) => Ok(id),
+                None => missing("the change set's new snapshot".to_owned()),
+            },
+            SnapshotRef::Existing(id) => match tx_decode(tx_snapshot(tx, id.0))? {
+                Some(_) => Ok(*id),
+                None => missing(format!("snapshot {}", id.0)),
+            },
+        }
+    };
+
+    // Rooms.
+    for room in &changes.rooms {
+        let key = Enc::table(ROOM).str(&room.room_id).done();
+        let existing = tx.get(&key)?;
+        let mut info = match (existing, &room.create_with_version) {
+            (Some(_), Some(_)) => {
+                return abort(StorageError::new(
+                    ErrorKind::Conflict,
+                    format!("room {} exists", room.room_id),
+                ));
+            }
+            (None, Some(version)) => RoomInfo {
+                version: version.clone(),
+                current_state: None,
+                forward_extremities: Vec::new(),
+            },
+            (Some(bytes), None) => tx_decode(decode_room(&bytes))?,
+            (None, None) => return missing(format!("room {}", room.room_id)),
+        };
+        if let Some(state) = &room.current_state {
+            info.current_state = Some(resolve(state)?);
+        }
+        if let Some(extremities) = &room.forward_extremities {
+            let sorted: BTreeSet<&String> = extremities.iter().collect();
+            info.forward_extremities = sorted.into_iter().cloned().collect();
+        }
+        tx.insert(key, encode_room(&info))?;
+        for (user, membership) in &room.memberships {
+            let value = Enc::default().str(membership).done();
+            tx.insert(Enc::table(MEMBER).str(&room.room_id).str(user).done(), value.clone())?;
+            tx.insert(Enc::table(USER_ROOM).str(user).str(&room.room_id).done(), value)?;
+        }
+    }
+
+    // Events, with stream positions in order.
+    let timeline_count = changes.events.iter().filter(|e| e.in_timeline).count() as u64;
+    let mut next_pos =
+        if timeline_count > 0 { bump(tx, "next_stream", timeline_count, 1)? } else { 0 };
+    for event in &changes.events {
+        let stream = if event.in_timeline {
+            let pos = next_pos;
+            next_pos += 1;
+            tx.insert(
+                Enc::table(STREAM).u64(pos).done(),
+                Enc::default().str(&event.room_id).str(&event.event_id).done(),
+            )?;
+            tx.insert(
+                Enc::table(TIMELINE).str(&event.room_id).u64(pos).done(),
+                Enc::default().str(&event.event_id).done(),
+            )?;
+            applied.stream.push(StreamPos(pos));
+            Some(StreamPos(pos))
+        } else {
+            None
+        };
+        let state_after = match &event.state_after {
+            Some(r) => Some(resolve(r)?),
+            None => None,
+        };
+        let stored = StoredEvent {
+            event_id: event.event_id.clone(),
+            room_id: event.room_id.clone(),
+            json: event.json.clone(),
+            status: event.status,
+            auth_events: event.auth_events.clone(),
+            prev_events: event.prev_events.clone(),
+            stream,
+            state_after,
+        };
+        tx.insert(Enc::table(EVENT).str(&event.event_id).done(), encode_event(&stored))?;
+    }
+
+    // Accounts.
+    for user in &changes.new_users {
+        let key = Enc::table(USER).str(&user.user_id).done();
+        if tx.get(&key)?.is_some() {
+            return abort(StorageError::new(
+                ErrorKind::Conflict,
+                format!("user {} exists", user.user_id),
+            ));
+        }
+        tx.insert(key, encode_user(user))?;
+    }
+    for user in &changes.updated_users {
+        let key = Enc::table(USER).str(&user.user_id).done();
+        if tx.get(&key)?.is_none() {
+            return missing(format!("user {}", user.user_id));
+        }
+        tx.insert(key, encode_user(user))?;
+    }
+    for device in &changes.devices {
+        tx.insert(
+            Enc::table(DEVICE).str(&device.user_id).str(&device.device_id).done(),
+            Enc::default().opt_str(device.display_name.as_deref()).done(),
+        )?;
+    }
+    for (token, owner) in &changes.new_tokens {
+        tx.insert(
+            Enc::table(TOKEN).str(token).done(),
+            Enc::default().str(&owner.user_id).str(&owner.device_id).done(),
+        )?;
+        // Indexed by device too, so deleting a device finds its tokens.
+        tx.insert(
+            Enc::table(DEVICE_TOKEN).str(&owner.user_id).str(&owner.device_id).str(token).done(),
+            vec![],
+        )?;
+    }
+    for token in &changes.deleted_tokens {
+        delete_token(tx, token)?;
+    }
+    for (user, device) in &changes.deleted_devices {
+        tx.remove(Enc::table(DEVICE).str(user).str(device).done())?;
+        // Its tokens are found before the transaction (which cannot scan) and removed there.
+    }
+
+    // Keys.
+    for key in &changes.our_keys {
+        tx.insert(
+            Enc::table(OUR_KEY).str(&key.key_id).done(),
+            Enc::default()
+                .str(&key.seed)
+                .bool(key.expired_ts.is_some())
+                .i64(key.expired_ts.unwrap_or(0))
+                .done(),
+        )?;
+    }
+    for key in &changes.remote_keys {
+        tx.insert(
+            Enc::table(REMOTE_KEY).str(&key.server).str(&key.key_id).done(),
+            Enc::default().str(&key.public_key).i64(key.valid_until_ts).done(),
+        )?;
+    }
+
+    // Federation queues.
+    for (origin, txn) in &changes.seen_transactions {
+        tx.insert(Enc::table(TXN).str(origin).str(txn).done(), vec![])?;
+    }
+    for (destination, payload) in &changes.enqueue {
+        let id = bump(tx, &format!("queue/{destination}"), 1, 1)?;
+        tx.insert(Enc::table(QUEUE).str(destination).u64(id).done(), payload.to_vec())?;
+        applied.enqueued.push(id);
+    }
+    for (destination, retry) in &changes.retries {
+        let key = Enc::table(RETRY).str(destination).done();
+        match retry {
+            Some(r) => {
+                tx.insert(
+                    key,
+                    Enc::default().u64(u64::from(r.failures)).i64(r.retry_after_ts).done(),
+                )?;
+            }
+            None => {
+                tx.remove(key)?;
+            }
+        }
+    }
+
+    // Account data and media.
+    for (user, room, kind, content) in &changes.account_data {
+        tx.insert(
+            Enc::table(ACCOUNT_DATA).str(user).opt_str(room.as_deref()).str(kind).done(),
+            content.clone(),
+        )?;
+    }
+    for media in &changes.media {
+        tx.insert(
+            Enc::table(MEDIA).str(&media.media_id).done(),
+            Enc::default()
+                .opt_str(media.content_type.as_deref())
+                .u64(media.size)
+                .opt_str(media.upload_name.as_deref())
+                .str(&media.uploader)
+                .i64(media.created_ts)
+                .done(),
+        )?;
+    }
+    Ok(applied)
+}
+
+fn delete_token(tx: &Tx, token: &str) -> TxResult<()> {
+    if let Some(owner) = tx.remove(Enc::table(TOKEN).str(token).done())? {
+        let mut dec = Dec::new(&owner);
+        let (user, device) = (tx_decode(dec.str())?, tx_decode(dec.str())?);
+        tx.remove(Enc::table(DEVICE_TOKEN).str(&user).str(&device).str(token).done())?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Storage for SledStore {
+    async fn apply(&self, changes: ChangeSet) -> Result<Applied> {
+        self.commit(&changes)
+    }
+}
+
+impl SledStore {
+    /// Commits a change set and flushes it to disk.
+    fn commit(&self, changes: &ChangeSet) -> Result<Applied> {
+        let _writer = self
+            .writer
+            .lock()
+            .map_err(|_| StorageError::new(ErrorKind::Unavailable, "a writer panicked"))?;
+        // What a transaction cannot scan for, read first: the tokens of deleted devices and the
+        // queue entries acknowledged. Both are only ever removed, so reading them early is safe.
+        let mut tokens: Vec<String> = Vec::new();
+        for (user, device) in &changes.deleted_devices {
+            for entry in self.scan(Enc::table(DEVICE_TOKEN).str(user).str(device).done()) {
+                let (key, _) = entry?;
+                let mut dec = Dec::new(&key).skip_table()?;
+                let (_, _, token) = (dec.str()?, dec.str()?, dec.str()?);
+                tokens.push(token);
+            }
+        }
+        let mut acknowledged: Vec<::sled::IVec> = Vec::new();
+        for (destination, upto) in &changes.acknowledge {
+            for entry in self.scan(Enc::table(QUEUE).str(destination).done()) {
+                let (key, _) = entry?;
+                let mut dec = Dec::new(&key).skip_table()?;
+                let (_, id) = (dec.str()?, dec.u64()?);
+                if id > *upto {
+                    break;
+                }
+                acknowledged.push(key);
+            }
+        }
+        let result = self.tree.transaction(|tx| {
+            let applied = apply_in(tx, changes)?;
+            for token in &tokens {
+                delete_token(tx, token)?;
+            }
+            for key in &acknowledged {
+                tx.remove(key.clone())?;
+            }
+            Ok(applied)
+        });
+        let applied = match result {
+            Ok(applied) => applied,
+            Err(TransactionError::Abort(error)) => return Err(error),
+            Err(TransactionError::Storage(error)) => return Err(unavailable(error)),
+        };
+        self.db.flush().map_err(unavailable)?;
+        Ok(applied)
+    }
+}
+
+#[async_trait]
+impl EventStore for SledStore {
+    async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
+        self.get(&Enc::table(EVENT).str(event_id).done())?
+            .map(|v| decode_event(event_id, &v))
+            .transpose()
+    }
+
+    async fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>> {
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut stack: Vec<String> = Vec::new();
+        for id in event_ids {
+            if let Some(event) = self.event(id).await? {
+                stack.extend(event.auth_events);
+            }
+        }
+        while let Some(id) = stack.pop() {
+            if seen.insert(id.clone())
+                && let Some(event) = self.event(&id).await?
+            {
+                stack.extend(event.auth_events);
+            }
+        }
+        Ok(seen.into_iter().collect())
+    }
+}
+
+#[async_trait]
+impl StateStore for SledStore {
+    async fn state_get(
+        &self,
+        snapshot: SnapshotId,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<String>> {
+        let Some(key) = self.get(&Enc::table(KEY_ID).str(kind).str(state_key).done())? else {
+            return Ok(None);
+        };
+        let key = u64_of(&key)?;
+        let mut next = Some(snapshot.0);
+        let mut steps = 0;
+        while let Some(current) = next {
+            let Some(record) = self.snapshot_record(current)? else { return Ok(None) };
+            if let Some(&(_, nid)) = record.changes.iter().find(|(k, _)| *k == key) {
+                return if nid == 0 { Ok(None) } else { self.event_name(nid).map(Some) };
+            }
+            next = record.parent;
+            steps += 1;
+            if steps > FULL_EVERY * 4 {
+                return Err(StorageError::new(ErrorKind::Corrupt, "a snapshot chain loops"));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn state_full(&self, snapshot: SnapshotId) -> Result<Vec<StateEntry>> {
+        let mut entries = Vec::new();
+        for (key, nid) in self.state_ids(snapshot.0)? {
+            let (kind, state_key) = self.key_name(key)?;
+            entries.push(StateEntry { kind, state_key, event_id: self.event_name(nid)? });
+        }
+        entries.sort();
+        Ok(entries)
+    }
+}
+
+#[async_trait]
+impl RoomStore for SledStore {
+    async fn room(&self, room_id: &str) -> Result<Option<RoomInfo>> {
+        self.get(&Enc::table(ROOM).str(room_id).done())?.map(|v| decode_room(&v)).transpose()
+    }
+
+    async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>> {
+        self.get(&Enc::table(MEMBER).str(room_id).str(user_id).done())?
+            .map(|v| Dec::new(&v).str())
+            .transpose()
+    }
+
+    async fn rooms_of_user(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        let mut rooms = Vec::new();
+        for entry in self.scan(Enc::table(USER_ROOM).str(user_id).done()) {
+            let (key, value) = entry?;
+            let mut dec = Dec::new(&key).skip_table()?;
+            let (_, room) = (dec.str()?, dec.str()?);
+            rooms.push((room, Dec::new(&value).str()?));
+        }
+        rooms.sort();
+        Ok(rooms)
+    }
+
+    async fn members(&self, room_id: &str) -> Result<Vec<(String, String)>> {
+        let mut members = Vec::new();
+        for entry in self.scan(Enc::table(MEMBER).str(room_id).done()) {
+            let (key, value) = entry?;
+            let mut dec = Dec::new(&key).skip_table()?;
+            let (_, user) = (dec.str()?, dec.str()?);
+            members.push((user, Dec::new(&value).str()?));
+        }
+        members.sort();
+        Ok(members)
+    }
+
+    async fn stream_position(&self) -> Result<StreamPos> {
+        Ok(StreamPos(self.counter("next_stream")?.saturating_sub(1)))
+    }
+
+    async fn stream_range(
+        &self,
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<StreamItem>> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let from = Enc::table(STREAM).u64(after.0 + 1).done();
+        let to = Enc::table(STREAM).u64(upto.0).done();
+        let mut items = Vec::new();
+        for entry in self.tree.range(from..=to).take(limit) {
+            let (key, value) = entry.map_err(unavailable)?;
+            let pos = Dec::new(&key).skip_table()?.u64()?;
+            let mut dec = Dec::new(&value);
+            items.push(StreamItem {
+                pos: StreamPos(pos),
+                room_id: dec.str()?,
+                event_id: dec.str()?,
+            });
+        }
+        Ok(items)
+    }
+
+    async fn timeline(
+        &self,
+        room_id: &str,
+        from: StreamPos,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<StreamItem>> {
+        let start = Enc::table(TIMELINE).str(room_id).u64(0).done();
+        let end = Enc::table(TIMELINE).str(room_id).u64(u64::MAX).done();
+        let at = Enc::table(TIMELINE).str(room_id).u64(from.0).done();
+        let item = |entry: ::sled::Result<(::sled::IVec, ::sled::IVec)>| -> Result<StreamItem> {
+            let (key, value) = entry.map_err(unavailable)?;
+            let mut dec = Dec::new(&key).skip_table()?;
+            let (_, pos) = (dec.str()?, dec.u64()?);
+            Ok(StreamItem {
+                pos: StreamPos(pos),
+                room_id: room_id.to_owned(),
+                event_id: Dec::new(&value).str()?,
+            })
+        };
+        match direction {
+            Direction::Backwards => {
+                self.tree.range(start..at).rev().take(limit).map(item).collect()
+            }
+            Direction::Forwards => {
+                let after = Enc::table(TIMELINE).str(room_id).u64(from.0.saturating_add(1)).done();
+                self.tree.range(after..=end).take(limit).map(item).collect()
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AccountStore for SledStore {
+    async fn user(&self, user_id: &str) -> Result<Option<User>> {
+        self.get(&Enc::table(USER).str(user_id).done())?
+            .map(|v| decode_user(user_id, &v))
+            .transpose()
+    }
+    async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>> {
+        self.get(&Enc::table(DEVICE).str(user_id).str(device_id).done())?
+            .map(|v| {
+                Ok(Device {
+                    user_id: user_id.to_owned(),
+                    device_id: device_id.to_owned(),
+                    display_name: Dec::new(&v).opt_str()?,
+                })
+            })
+            .transpose()
+    }
+    async fn devices(&self, user_id: &str) -> Result<Vec<Device>> {
+        let mut devices = Vec::new();
+        for entry in self.scan(Enc::table(DEVICE).str(user_id).done()) {
+            let (key, value) = entry?;
+            let mut dec = Dec::new(&key).skip_table()?;
+            let (_, device_id) = (dec.str()?, dec.str()?);
+            devices.push(Device {
+                user_id: user_id.to_owned(),
+                device_id,
+                display_name: Dec::new(&value).opt_str()?,
+            });
+        }
+        devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        Ok(devices)
+    }
+    async fn token(&self, token: &str) -> Result<Option<TokenOwner>> {
+        self.get(&Enc::table(TOKEN).str(token).done())?
+            .map(|v| {
+                let mut dec = Dec::new(&v);
+                Ok(TokenOwner { user_id: dec.str()?, device_id: dec.str()? })
+            })
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl KeyStore for SledStore {
+    async fn our_keys(&self) -> Result<Vec<OurKey>> {
+        let mut keys = Vec::new();
+        for entry in self.scan(Enc::table(OUR_KEY).done()) {
+            let (key, value) = entry?;
+            let key_id = Dec::new(&key).skip_table()?.str()?;
+            let mut dec = Dec::new(&value);
+            let seed = dec.str()?;
+            let expired = dec.bool()?;
+            let ts = dec.i64()?;
+            keys.push(OurKey { key_id, seed, expired_ts: expired.then_some(ts) });
+        }
+        keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        Ok(keys)
+    }
+    async fn remote_key(&self, server: &str, key_id: &str) -> Result<Option<RemoteKey>> {
+        self.get(&Enc::table(REMOTE_KEY).str(server).str(key_id).done())?
+            .map(|v| {
+                let mut dec = Dec::new(&v);
+                Ok(RemoteKey {
+                    server: server.to_owned(),
+                    key_id: key_id.to_owned(),
+                    public_key: dec.str()?,
+                    valid_until_ts: dec.i64()?,
+                })
+            })
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl QueueStore for SledStore {
+    async fn transaction_seen(&self, origin: &str, txn_id: &str) -> Result<bool> {
+        Ok(self.get(&Enc::table(TXN).str(origin).str(txn_id).done())?.is_some())
+    }
+    async fn outbound(&self, destination: &str, limit: usize) -> Result<Vec<OutboundItem>> {
+        let mut items = Vec::new();
+        for entry in self.scan(Enc::table(QUEUE).str(destination).done()).take(limit) {
+            let (key, value) = entry?;
+            let mut dec = Dec::new(&key).skip_table()?;
+            let (_, id) = (dec.str()?, dec.u64()?);
+            items.push(OutboundItem { id, payload: Arc::from(&value[..]) });
+        }
+        Ok(items)
+    }
+    async fn retry(&self, destination: &str) -> Result<Option<RetryState>> {
+        self.get(&Enc::table(RETRY).str(destination).done())?
+            .map(|v| {
+                let mut dec = Dec::new(&v);
+                let failures = u32::try_from(dec.u64()?).map_err(|_| dangling())?;
+                Ok(RetryState { failures, retry_after_ts: dec.i64()? })
+            })
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl AccountDataStore for SledStore {
+    async fn account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .get(&Enc::table(ACCOUNT_DATA).str(user_id).opt_str(room_id).str(kind).done())?
+            .map(|v| v.to_vec()))
+    }
+    async fn all_account_data(&self, user_id: &str) -> Result<Vec<AccountDataItem>> {
+        let mut items = Vec::new();
+        for entry in self.scan(Enc::table(ACCOUNT_DATA).str(user_id).done()) {
+            let (key, value) = entry?;
+            let mut dec = Dec::new(&key).skip_table()?;
+            let _user = dec.str()?;
+            let room_id = dec.opt_str()?;
+            let kind = dec.str()?;
+            items.push(AccountDataItem { room_id, kind, content: value.to_vec() });
+        }
+        items.sort_by(|a, b| (&a.room_id, &a.kind).cmp(&(&b.room_id, &b.kind)));
+        Ok(items)
+    }
+}
+
+#[async_trait]
+impl MediaStore for SledStore {
+    async fn media(&self, media_id: &str) -> Result<Option<Media>> {
+        self.get(&Enc::table(MEDIA).str(media_id).done())?
+            .map(|v| {
+                let mut dec = Dec::new(&v);
+                Ok(Media {
+                    media_id: media_id.to_owned(),
+                    content_type: dec.opt_str()?,
+                    size: dec.u64()?,
+                    upload_name: dec.opt_str()?,
+                    uploader: dec.str()?,
+                    created_ts: dec.i64()?,
+                })
+            })
+            .transpose()
+    }
+}
