@@ -1,4 +1,7 @@
-//! The one integration-test binary of matrix-storage: the conformance suite on every backend.
+//! The one integration-test binary of matrix-storage: the conformance suite on every backend,
+//! and the crash test.
+
+mod crash;
 
 mod memory {
     matrix_storage::storage_conformance!(async {
