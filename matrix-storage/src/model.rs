@@ -225,7 +225,8 @@ pub enum SnapshotRef {
 pub struct NewSnapshot {
     /// The snapshot this one changes, or `None` for a state built from nothing.
     pub parent: Option<SnapshotId>,
-    /// `(type, state_key)` set to an event id, or removed (`None`).
+    /// `(type, state_key)` set to an event id, or removed (`None`); applied in order, so of
+    /// two changes to one key the later wins.
     pub changes: Vec<(String, String, Option<String>)>,
 }
 

@@ -404,14 +404,15 @@ fn apply_in(tx: &Tx, changes: &ChangeSet) -> TxResult<Applied> {
             },
             None => None,
         };
-        let mut delta = Vec::with_capacity(new.changes.len());
+        // Applied in order: of two changes to one key, the later wins.
+        let mut delta: BTreeMap<u64, u64> = BTreeMap::new();
         for (kind, state_key, event) in &new.changes {
             let key = intern_key(tx, kind, state_key)?;
             let nid = match event {
                 Some(event) => intern_event(tx, event)?,
                 None => 0,
             };
-            delta.push((key, nid));
+            delta.insert(key, nid);
         }
         let record = match parent {
             Some((parent_id, record)) if record.depth + 1 >= FULL_EVERY => {
@@ -422,10 +423,12 @@ fn apply_in(tx: &Tx, changes: &ChangeSet) -> TxResult<Applied> {
                 full.retain(|_, nid| *nid != 0);
                 SnapshotRecord { parent: None, depth: 0, changes: full.into_iter().collect() }
             }
-            Some((parent_id, record)) => {
-                SnapshotRecord { parent: Some(parent_id), depth: record.depth + 1, changes: delta }
-            }
-            None => SnapshotRecord { parent: None, depth: 0, changes: delta },
+            Some((parent_id, record)) => SnapshotRecord {
+                parent: Some(parent_id),
+                depth: record.depth + 1,
+                changes: delta.into_iter().collect(),
+            },
+            None => SnapshotRecord { parent: None, depth: 0, changes: delta.into_iter().collect() },
         };
         let id = bump(tx, "next_snapshot", 1, 0)?;
         tx.insert(Enc::table(SNAPSHOT).u64(id).done(), record.encode())?;
@@ -541,6 +544,8 @@ fn apply_in(tx: &Tx, changes: &ChangeSet) -> TxResult<Applied> {
         )?;
     }
     for (token, owner) in &changes.new_tokens {
+        // A token given to another device leaves its old device's index.
+        delete_token(tx, token)?;
         tx.insert(
             Enc::table(TOKEN).str(token).done(),
             Enc::default().str(&owner.user_id).str(&owner.device_id).done(),
@@ -648,13 +653,13 @@ impl SledStore {
             .map_err(|_| StorageError::new(ErrorKind::Unavailable, "a writer panicked"))?;
         // What a transaction cannot scan for, read first: the tokens of deleted devices and the
         // queue entries acknowledged. Both are only ever removed, so reading them early is safe.
-        let mut tokens: Vec<String> = Vec::new();
+        let mut tokens: Vec<(String, &str, &str)> = Vec::new();
         for (user, device) in &changes.deleted_devices {
             for entry in self.scan(Enc::table(DEVICE_TOKEN).str(user).str(device).done()) {
                 let (key, _) = entry?;
                 let mut dec = Dec::new(&key).skip_table()?;
                 let (_, _, token) = (dec.str()?, dec.str()?, dec.str()?);
-                tokens.push(token);
+                tokens.push((token, user, device));
             }
         }
         let mut acknowledged: Vec<::sled::IVec> = Vec::new();
@@ -671,8 +676,13 @@ impl SledStore {
         }
         let result = self.tree.transaction(|tx| {
             let applied = apply_in(tx, changes)?;
-            for token in &tokens {
-                delete_token(tx, token)?;
+            for (token, user, device) in &tokens {
+                // Only if the token still belongs to the deleted device.
+                let owner = tx.get(Enc::table(TOKEN).str(token).done())?;
+                let current = Enc::default().str(user).str(device).done();
+                if owner.is_some_and(|o| o[..] == current[..]) {
+                    delete_token(tx, token)?;
+                }
             }
             for key in &acknowledged {
                 tx.remove(key.clone())?;
