@@ -1,0 +1,189 @@
+//! matrix-storage backends: durable appends (1 and 32 writers), state lookups in a
+//! 50,000-member room, and bytes on disk per message event.
+//!
+//! Run: `cargo bench -p benches --bench storage`. The disk figure is printed, not timed.
+
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use matrix_storage::memory::MemoryStore;
+use matrix_storage::sled::{SledOptions, SledStore};
+use matrix_storage::{
+    ChangeSet, EventStatus, NewEvent, NewSnapshot, RoomChanges, SnapshotId, SnapshotRef, Storage,
+};
+
+/// A message event of about 1 KB, with the state delta of a message (none) or a join (one).
+fn change(n: u64, parent: Option<SnapshotId>, join: bool) -> ChangeSet {
+    let mut c = ChangeSet::new();
+    let id = format!("$event{n:012}");
+    if join {
+        c.snapshot = Some(NewSnapshot {
+            parent,
+            changes: vec![(
+                "m.room.member".into(),
+                format!("@user{n}:example.org"),
+                Some(id.clone()),
+            )],
+        });
+    }
+    c.events.push(NewEvent {
+        event_id: id,
+        room_id: "!room".into(),
+        json: Arc::from(vec![b'x'; 1000]),
+        status: EventStatus::Accepted,
+        auth_events: vec!["$create".into(), "$power".into()],
+        prev_events: vec![format!("$event{:012}", n.saturating_sub(1))],
+        in_timeline: true,
+        state_after: join.then_some(SnapshotRef::New).or(parent.map(SnapshotRef::Existing)),
+    });
+    c
+}
+
+fn sled_store(dir: &std::path::Path) -> Arc<dyn Storage> {
+    Arc::new(SledStore::open(dir, &SledOptions::default()).expect("opens"))
+}
+
+async fn with_room(store: &Arc<dyn Storage>) {
+    let mut c = ChangeSet::new();
+    c.rooms.push(RoomChanges {
+        room_id: "!room".into(),
+        create_with_version: Some("12".into()),
+        ..RoomChanges::default()
+    });
+    store.apply(c).await.expect("room");
+}
+
+/// A snapshot chain of `members` joins; returns the last snapshot.
+async fn members(store: &Arc<dyn Storage>, count: u64) -> SnapshotId {
+    let mut parent = None;
+    for n in 0..count {
+        let mut c = change(n, parent, true);
+        c.events.clear();
+        parent = store.apply(c).await.expect("applies").snapshot;
+    }
+    parent.expect("a snapshot")
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn storage(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let mut group = c.benchmark_group("append_durable");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(20);
+    let dir = tempfile::tempdir().expect("dir");
+    let sled = sled_store(dir.path());
+    runtime.block_on(with_room(&sled));
+    let mut n = 0;
+    group.bench_function("sled/1_writer", |b| {
+        b.iter(|| {
+            n += 1;
+            runtime.block_on(sled.apply(change(n, None, false))).expect("applies")
+        })
+    });
+    let memory: Arc<dyn Storage> = Arc::new(MemoryStore::new());
+    runtime.block_on(with_room(&memory));
+    group.bench_function("memory/1_writer", |b| {
+        b.iter(|| {
+            n += 1;
+            runtime.block_on(memory.apply(change(n, None, false))).expect("applies")
+        })
+    });
+    group.throughput(Throughput::Elements(32 * 16));
+    for (name, store) in [("sled/32_writers", sled.clone()), ("memory/32_writers", memory.clone())]
+    {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    n += 1_000;
+                    n
+                },
+                |base| {
+                    runtime.block_on(async {
+                        let tasks: Vec<_> = (0..32u64)
+                            .map(|w| {
+                                let store = store.clone();
+                                tokio::spawn(async move {
+                                    for i in 0..16u64 {
+                                        store
+                                            .apply(change(base * 1_000 + w * 16 + i, None, false))
+                                            .await
+                                            .expect("applies");
+                                    }
+                                })
+                            })
+                            .collect();
+                        for t in tasks {
+                            t.await.expect("writer");
+                        }
+                    })
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+
+    // State lookups at the end of a 50,000-join delta chain.
+    let mut group = c.benchmark_group("state_50k_members");
+    let lookup_dir = tempfile::tempdir().expect("dir");
+    let stores: [(&str, Arc<dyn Storage>); 2] =
+        [("sled", sled_store(lookup_dir.path())), ("memory", Arc::new(MemoryStore::new()))];
+    for (name, store) in stores {
+        let head = runtime.block_on(members(&store, 50_000));
+        let mut i = 0u64;
+        group.bench_function(format!("lookup/{name}"), |b| {
+            b.iter(|| {
+                i = (i + 7_919) % 50_000;
+                let key = format!("@user{i}:example.org");
+                runtime
+                    .block_on(store.state_get(head, "m.room.member", &key))
+                    .expect("reads")
+                    .expect("member")
+            })
+        });
+        group.sample_size(10);
+        group.bench_function(format!("full/{name}"), |b| {
+            b.iter(|| runtime.block_on(store.state_full(head)).expect("reads").len())
+        });
+    }
+    group.finish();
+
+    // Bytes on disk per message event in a 10,000-member room, beyond the event's JSON.
+    let disk_dir = tempfile::tempdir().expect("dir");
+    let disk = sled_store(disk_dir.path());
+    runtime.block_on(async {
+        with_room(&disk).await;
+        let head = members(&disk, 10_000).await;
+        let before = dir_size(disk_dir.path());
+        for m in 0..5_000u64 {
+            disk.apply(change(1_000_000 + m, Some(head), false)).await.expect("applies");
+        }
+        let after = dir_size(disk_dir.path());
+        let per_event = (after.saturating_sub(before)) as f64 / 5_000.0;
+        println!(
+            "sled: {per_event:.0} bytes on disk per 1,000-byte message event (10,000-member room)"
+        );
+    });
+}
+
+criterion_group!(benches, storage);
+criterion_main!(benches);
