@@ -82,12 +82,32 @@ mod sled_reopen {
         store.stream_position().await.expect("reads")
     }
 
+    /// Opens, retrying while a handle closed a moment ago still holds sled's file lock.
+    fn open_when_unlocked(path: &std::path::Path) -> matrix_storage::Result<SledStore> {
+        for _ in 0..200 {
+            match SledStore::open(path, &SledOptions::default()) {
+                Err(e) if e.kind() == ErrorKind::Unavailable => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+        panic!("the store stayed locked for 2 s");
+    }
+
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        drop(SledStore::open(dir.path(), &SledOptions::default()).expect("opens"));
+        drop(open_when_unlocked(dir.path()).expect("opens"));
         {
-            let db = sled::open(dir.path()).expect("raw open");
+            let db = (0..200)
+                .find_map(|_| {
+                    sled::open(dir.path()).ok().or_else(|| {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        None
+                    })
+                })
+                .expect("raw open");
             let tree = db.open_tree("matrix").expect("tree");
             let mut key = vec![b'M'];
             key.extend_from_slice(&6u32.to_be_bytes());
@@ -95,7 +115,7 @@ mod sled_reopen {
             tree.insert(key, 99u64.to_be_bytes().to_vec()).expect("writes");
             db.flush().expect("flushes");
         }
-        let err = SledStore::open(dir.path(), &SledOptions::default()).expect_err("newer schema");
+        let err = open_when_unlocked(dir.path()).expect_err("newer schema");
         assert_eq!(err.kind(), ErrorKind::Corrupt);
         assert!(err.to_string().contains("newer version"), "{err}");
     }
