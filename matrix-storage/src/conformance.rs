@@ -492,6 +492,30 @@ pub async fn missing_references_are_refused(store: Store) {
     assert_eq!(store.apply(twice).await.expect_err("created twice").kind(), ErrorKind::Conflict);
 }
 
+/// Runs `writers` tasks at once, each applying `per_writer` change sets made by
+/// `make(writer, i)`, yielding between them; returns when all are done.
+async fn spawn_writers(
+    store: &Store,
+    writers: usize,
+    per_writer: usize,
+    make: fn(usize, usize) -> ChangeSet,
+) {
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..per_writer {
+                    store.apply(make(w, i)).await.expect("applies");
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer finished");
+    }
+}
+
 /// 32 writers at once: every write lands, stream positions are unique and without gaps.
 pub async fn concurrent_writers_lose_nothing(store: Store) {
     let mut changes = ChangeSet::new();
@@ -499,21 +523,13 @@ pub async fn concurrent_writers_lose_nothing(store: Store) {
     apply(&store, changes).await;
     let writers = 32;
     let per_writer = 20;
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..per_writer {
-                let mut changes = ChangeSet::new();
-                changes.events = vec![event(&format!("$w{w}-{i}"), "!r", &[], true)];
-                changes.account_data = vec![(format!("@w{w}:x"), None, format!("n{i}"), vec![1])];
-                store.apply(changes).await.expect("applies");
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("writer finished");
-    }
+    spawn_writers(&store, writers, per_writer, |w, i| {
+        let mut changes = ChangeSet::new();
+        changes.events = vec![event(&format!("$w{w}-{i}"), "!r", &[], true)];
+        changes.account_data = vec![(format!("@w{w}:x"), None, format!("n{i}"), vec![1])];
+        changes
+    })
+    .await;
     let head = store.stream_position().await.expect("reads");
     let all = store.stream_range(StreamPos(0), head, usize::MAX).await.expect("reads");
     assert_eq!(all.len(), writers * per_writer);
@@ -537,18 +553,17 @@ pub async fn readers_never_skip_an_event(store: Store) {
     apply(&store, changes).await;
     let writers = 8;
     let per_writer = 25;
-    let mut tasks = Vec::new();
-    for w in 0..writers {
+    let write = {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..per_writer {
+        tokio::spawn(async move {
+            spawn_writers(&store, writers, per_writer, |w, i| {
                 let mut changes = ChangeSet::new();
                 changes.events = vec![event(&format!("$r{w}-{i}"), "!r", &[], true)];
-                store.apply(changes).await.expect("applies");
-                tokio::task::yield_now().await;
-            }
-        }));
-    }
+                changes
+            })
+            .await;
+        })
+    };
     let total = writers * per_writer;
     let mut seen: Vec<String> = Vec::new();
     let mut last = StreamPos(0);
@@ -565,9 +580,7 @@ pub async fn readers_never_skip_an_event(store: Store) {
         }
         tokio::task::yield_now().await;
     }
-    for task in tasks {
-        task.await.expect("writer finished");
-    }
+    write.await.expect("writers finished");
     let head = store.stream_position().await.expect("reads");
     for item in store.stream_range(last, head, usize::MAX).await.expect("reads") {
         seen.push(item.event_id);

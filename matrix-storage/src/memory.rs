@@ -220,17 +220,8 @@ impl Inner {
                 applied.stream.push(StreamPos(pos));
                 StreamPos(pos)
             });
-            let stored = StoredEvent {
-                event_id: event.event_id.clone(),
-                room_id: event.room_id,
-                json: event.json,
-                status: event.status,
-                auth_events: event.auth_events,
-                prev_events: event.prev_events,
-                stream,
-                state_after: event.state_after.and_then(resolve),
-            };
-            self.events.insert(event.event_id, stored);
+            let state_after = event.state_after.and_then(resolve);
+            self.events.insert(event.event_id.clone(), event.into_stored(stream, state_after));
         }
 
         for user in changes.new_users.into_iter().chain(changes.updated_users) {

@@ -211,6 +211,26 @@ pub struct NewEvent {
     pub state_after: Option<SnapshotRef>,
 }
 
+impl NewEvent {
+    /// The stored form, once the backend assigned its position and resolved its snapshot.
+    pub(crate) fn into_stored(
+        self,
+        stream: Option<StreamPos>,
+        state_after: Option<SnapshotId>,
+    ) -> StoredEvent {
+        StoredEvent {
+            event_id: self.event_id,
+            room_id: self.room_id,
+            json: self.json,
+            status: self.status,
+            auth_events: self.auth_events,
+            prev_events: self.prev_events,
+            stream,
+            state_after,
+        }
+    }
+}
+
 /// A snapshot named in a change set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotRef {

@@ -142,6 +142,20 @@ impl SledStore {
         self.tree.scan_prefix(prefix).map(|r| r.map_err(unavailable))
     }
 
+    /// Under `prefix` (a table and one string), the second key string and the string value of
+    /// each entry, sorted.
+    fn pairs(&self, prefix: Vec<u8>) -> Result<Vec<(String, String)>> {
+        let mut pairs = Vec::new();
+        for entry in self.scan(prefix) {
+            let (key, value) = entry?;
+            let mut dec = Dec::new(&key).skip_table()?;
+            let (_, second) = (dec.str()?, dec.str()?);
+            pairs.push((second, Dec::new(&value).str()?));
+        }
+        pairs.sort();
+        Ok(pairs)
+    }
+
     fn counter(&self, name: &str) -> Result<u64> {
         self.get(&meta(name))?.map_or(Ok(0), |v| u64_of(&v))
     }
@@ -506,16 +520,7 @@ fn apply_in(tx: &Tx, changes: &ChangeSet) -> TxResult<Applied> {
             Some(r) => Some(resolve(r)?),
             None => None,
         };
-        let stored = StoredEvent {
-            event_id: event.event_id.clone(),
-            room_id: event.room_id.clone(),
-            json: event.json.clone(),
-            status: event.status,
-            auth_events: event.auth_events.clone(),
-            prev_events: event.prev_events.clone(),
-            stream,
-            state_after,
-        };
+        let stored = event.clone().into_stored(stream, state_after);
         tx.insert(Enc::table(EVENT).str(&event.event_id).done(), encode_event(&stored))?;
     }
 
@@ -778,27 +783,11 @@ impl RoomStore for SledStore {
     }
 
     async fn rooms_of_user(&self, user_id: &str) -> Result<Vec<(String, String)>> {
-        let mut rooms = Vec::new();
-        for entry in self.scan(Enc::table(USER_ROOM).str(user_id).done()) {
-            let (key, value) = entry?;
-            let mut dec = Dec::new(&key).skip_table()?;
-            let (_, room) = (dec.str()?, dec.str()?);
-            rooms.push((room, Dec::new(&value).str()?));
-        }
-        rooms.sort();
-        Ok(rooms)
+        self.pairs(Enc::table(USER_ROOM).str(user_id).done())
     }
 
     async fn members(&self, room_id: &str) -> Result<Vec<(String, String)>> {
-        let mut members = Vec::new();
-        for entry in self.scan(Enc::table(MEMBER).str(room_id).done()) {
-            let (key, value) = entry?;
-            let mut dec = Dec::new(&key).skip_table()?;
-            let (_, user) = (dec.str()?, dec.str()?);
-            members.push((user, Dec::new(&value).str()?));
-        }
-        members.sort();
-        Ok(members)
+        self.pairs(Enc::table(MEMBER).str(room_id).done())
     }
 
     async fn stream_position(&self) -> Result<StreamPos> {
