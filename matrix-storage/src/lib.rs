@@ -3,6 +3,8 @@
 mod codec;
 pub mod memory;
 mod model;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sled")]
 pub mod sled;
 
@@ -40,6 +42,9 @@ pub enum ErrorKind {
     /// The write refers to something that is not stored (a parent snapshot, a user...).
     #[error("reference to something not stored")]
     MissingReference,
+    /// The options a store was opened with are not usable (a URL that does not parse...).
+    #[error("invalid options")]
+    InvalidOptions,
 }
 
 impl StorageError {

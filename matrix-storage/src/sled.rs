@@ -1,15 +1,17 @@
 //! The sled backend: the embedded default, one directory, nothing else to run.
 //!
 //! Everything lives in one sled tree under table-prefixed keys, so a change set is one sled
-//! transaction. **Durability:** [`Storage::apply`] returns after the transaction committed and
-//! sled's `flush` (write and fsync) returned: an acknowledged change set survives a crash.
-//! Change sets are committed one at a time (sled 0.34's transactions stall under heavy
-//! contention, and `flush_async` deadlocked under 32 concurrent writers here); group commit
-//! is future work.
+//! transaction. **Durability:** [`Storage::apply`] returns once the transaction committed and
+//! a sled `flush` (write and fsync) that began after the commit returned: an acknowledged
+//! change set survives a crash. Transactions are committed one at a time under a writer lock
+//! (sled 0.34's transactions stall under heavy contention), and flushed by **group commit**:
+//! one flusher thread runs one flush for every transaction committed before it began, so
+//! concurrent writers share an fsync instead of queueing for one each.
 //! **Stream order:** positions come from a counter read and written inside the transaction,
-//! under the writer lock, so a position is only handed out after every lower one committed,
-//! and [`RoomStore::stream_position`] (the counter minus one) never passes an uncommitted
-//! event.
+//! under the writer lock, so positions follow commit order. [`RoomStore::stream_position`]
+//! is the stream head of the last successful flush: a reader never passes an event that is
+//! not yet committed, nor one that is not yet on disk (which a crash could lose, and whose
+//! position would then be handed out again).
 //! **State snapshots** are deltas against a parent, with `(type, state_key)` and event ids
 //! interned to `u64`; every 64th snapshot of a chain is stored whole so lookups stay short.
 
@@ -20,6 +22,11 @@ use std::sync::Arc;
 use ::sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use async_trait::async_trait;
 
+mod flusher;
+mod snapshots;
+
+use self::flusher::Flusher;
+use self::snapshots::{FULL_EVERY, SnapshotCache, SnapshotRecord, lookup, walk_full};
 use crate::codec::{Dec, Enc};
 use crate::{
     AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet, Device, Direction,
@@ -31,8 +38,6 @@ use crate::{
 
 /// The schema this code writes and reads.
 const SCHEMA: u64 = 1;
-/// Every this many deltas, a snapshot is stored whole.
-const FULL_EVERY: u64 = 64;
 
 // Tables (the first byte of every key).
 const META: u8 = b'M';
@@ -65,22 +70,26 @@ const MEDIA: u8 = b'F';
 pub struct SledOptions {
     /// sled's page cache, in bytes.
     pub cache_capacity: u64,
+    /// How many decoded state entries (16 bytes each) the snapshot cache keeps.
+    pub snapshot_cache_entries: u64,
 }
 
 impl Default for SledOptions {
     fn default() -> Self {
-        SledOptions { cache_capacity: 64 * 1024 * 1024 }
+        SledOptions { cache_capacity: 64 * 1024 * 1024, snapshot_cache_entries: 1 << 20 }
     }
 }
 
 /// The sled store.
 #[derive(Debug, Clone)]
 pub struct SledStore {
-    db: ::sled::Db,
     tree: ::sled::Tree,
     /// One change set at a time: sled 0.34's transactions can stall under heavy contention,
     /// and a single writer makes stream positions follow commit order.
     writer: Arc<std::sync::Mutex<()>>,
+    /// Group commit: flushes for every writer committed before the flush began.
+    flusher: Arc<Flusher>,
+    snapshots: Arc<SnapshotCache>,
 }
 
 fn unavailable(error: ::sled::Error) -> StorageError {
@@ -128,7 +137,16 @@ impl SledStore {
                 }
             }
         }
-        Ok(SledStore { db, tree, writer: Arc::new(std::sync::Mutex::new(())) })
+        let stream_head = match tree.get(meta("next_stream")).map_err(unavailable)? {
+            Some(next) => u64_of(&next)?.saturating_sub(1),
+            None => 0,
+        };
+        Ok(SledStore {
+            tree,
+            writer: Arc::new(std::sync::Mutex::new(())),
+            flusher: Arc::new(Flusher::start(db, stream_head)?),
+            snapshots: Arc::new(SnapshotCache::new(options.snapshot_cache_entries)),
+        })
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<::sled::IVec>> {
@@ -160,10 +178,12 @@ impl SledStore {
         self.get(&meta(name))?.map_or(Ok(0), |v| u64_of(&v))
     }
 
-    fn snapshot_record(&self, id: u64) -> Result<Option<SnapshotRecord>> {
-        self.get(&Enc::table(SNAPSHOT).u64(id).done())?
-            .map(|v| SnapshotRecord::decode(&v))
-            .transpose()
+    fn snapshot_record(&self, id: u64) -> Result<Option<Arc<SnapshotRecord>>> {
+        self.snapshots.get(id, || {
+            self.get(&Enc::table(SNAPSHOT).u64(id).done())?
+                .map(|v| SnapshotRecord::decode(&v))
+                .transpose()
+        })
     }
 
     /// The whole state of a snapshot as interned ids.
@@ -185,60 +205,6 @@ impl SledStore {
 
 fn dangling() -> StorageError {
     StorageError::new(ErrorKind::Corrupt, "a stored reference points nowhere")
-}
-
-/// A stored snapshot: parent, depth in its delta chain, and `key -> event` (0 removes).
-#[derive(Debug, Clone)]
-struct SnapshotRecord {
-    parent: Option<u64>,
-    depth: u64,
-    changes: Vec<(u64, u64)>,
-}
-
-impl SnapshotRecord {
-    fn encode(&self) -> Vec<u8> {
-        let mut enc = Enc::default().bool(self.parent.is_some()).u64(self.parent.unwrap_or(0));
-        enc = enc.u64(self.depth).u64(self.changes.len() as u64);
-        for &(key, event) in &self.changes {
-            enc = enc.u64(key).u64(event);
-        }
-        enc.done()
-    }
-    fn decode(bytes: &[u8]) -> Result<Self> {
-        let mut dec = Dec::new(bytes);
-        let has_parent = dec.bool()?;
-        let parent = dec.u64()?;
-        let depth = dec.u64()?;
-        let count = dec.u64()?;
-        let mut changes = Vec::with_capacity(count.min(1 << 20) as usize);
-        for _ in 0..count {
-            changes.push((dec.u64()?, dec.u64()?));
-        }
-        Ok(SnapshotRecord { parent: has_parent.then_some(parent), depth, changes })
-    }
-}
-
-/// The whole state of snapshot `id`, reading records with `get`.
-fn walk_full(
-    id: u64,
-    mut get: impl FnMut(u64) -> Result<Option<SnapshotRecord>>,
-) -> Result<BTreeMap<u64, u64>> {
-    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut next = Some(id);
-    let mut steps = 0;
-    while let Some(current) = next {
-        let Some(record) = get(current)? else { break };
-        for &(key, event) in &record.changes {
-            seen.entry(key).or_insert(event);
-        }
-        next = record.parent;
-        steps += 1;
-        if steps > FULL_EVERY * 4 {
-            return Err(StorageError::new(ErrorKind::Corrupt, "a snapshot chain loops"));
-        }
-    }
-    seen.retain(|_, event| *event != 0);
-    Ok(seen)
 }
 
 fn status_code(status: EventStatus) -> u64 {
@@ -394,10 +360,15 @@ fn intern_event(tx: &Tx, event_id: &str) -> TxResult<u64> {
     Ok(id)
 }
 
-fn tx_snapshot(tx: &Tx, id: u64) -> Result<Option<SnapshotRecord>> {
+/// A snapshot record read in a transaction: from the cache (committed records only), else
+/// from the transaction, without caching it (it could be this transaction's own).
+fn tx_snapshot(tx: &Tx, cache: &SnapshotCache, id: u64) -> Result<Option<Arc<SnapshotRecord>>> {
+    if let Some(record) = cache.cached(id) {
+        return Ok(Some(record));
+    }
     tx.get(Enc::table(SNAPSHOT).u64(id).done())
         .map_err(|e| StorageError::new(ErrorKind::Unavailable, e.to_string()))?
-        .map(|v| SnapshotRecord::decode(&v))
+        .map(|v| SnapshotRecord::decode(&v).map(Arc::new))
         .transpose()
 }
 
@@ -406,13 +377,13 @@ fn missing<T>(what: String) -> TxResult<T> {
 }
 
 /// The whole change set, inside one transaction.
-fn apply_in(tx: &Tx, changes: &ChangeSet) -> TxResult<Applied> {
+fn apply_in(tx: &Tx, cache: &SnapshotCache, changes: &ChangeSet) -> TxResult<Applied> {
     let mut applied = Applied::default();
 
     // The new snapshot.
     if let Some(new) = &changes.snapshot {
         let parent = match new.parent {
-            Some(parent) => match tx_decode(tx_snapshot(tx, parent.0))? {
+            Some(parent) => match tx_decode(tx_snapshot(tx, cache, parent.0))? {
                 Some(record) => Some((parent.0, record)),
                 None => return missing(format!("parent snapshot {}", parent.0)),
             },
@@ -430,7 +401,7 @@ fn apply_in(tx: &Tx, changes: &ChangeSet) -> TxResult<Applied> {
         }
         let record = match parent {
             Some((parent_id, record)) if record.depth + 1 >= FULL_EVERY => {
-                let mut full = tx_decode(walk_full(parent_id, |s| tx_snapshot(tx, s)))?;
+                let mut full = tx_decode(walk_full(parent_id, |s| tx_snapshot(tx, cache, s)))?;
                 for (key, nid) in delta {
                     full.insert(key, nid);
                 }
@@ -454,7 +425,7 @@ fn apply_in(tx: &Tx, changes: &ChangeSet) -> TxResult<Applied> {
                 Some(id) => Ok(id),
                 None => missing("the change set's new snapshot".to_owned()),
             },
-            SnapshotRef::Existing(id) => match tx_decode(tx_snapshot(tx, id.0))? {
+            SnapshotRef::Existing(id) => match tx_decode(tx_snapshot(tx, cache, id.0))? {
                 Some(_) => Ok(*id),
                 None => missing(format!("snapshot {}", id.0)),
             },
@@ -645,13 +616,20 @@ fn delete_token(tx: &Tx, token: &str) -> TxResult<()> {
 #[async_trait]
 impl Storage for SledStore {
     async fn apply(&self, changes: ChangeSet) -> Result<Applied> {
-        self.commit(&changes)
+        let (applied, durable) = self.commit(&changes)?;
+        match durable.await {
+            Ok(result) => result.map(|()| applied),
+            Err(_) => Err(StorageError::new(ErrorKind::Unavailable, "the flusher stopped")),
+        }
     }
 }
 
 impl SledStore {
-    /// Commits a change set and flushes it to disk.
-    fn commit(&self, changes: &ChangeSet) -> Result<Applied> {
+    /// Commits a change set; the receiver says when it is on disk.
+    fn commit(
+        &self,
+        changes: &ChangeSet,
+    ) -> Result<(Applied, tokio::sync::oneshot::Receiver<Result<()>>)> {
         let _writer = self
             .writer
             .lock()
@@ -680,7 +658,7 @@ impl SledStore {
             }
         }
         let result = self.tree.transaction(|tx| {
-            let applied = apply_in(tx, changes)?;
+            let applied = apply_in(tx, &self.snapshots, changes)?;
             for (token, user, device) in &tokens {
                 // Only if the token still belongs to the deleted device.
                 let owner = tx.get(Enc::table(TOKEN).str(token).done())?;
@@ -699,8 +677,9 @@ impl SledStore {
             Err(TransactionError::Abort(error)) => return Err(error),
             Err(TransactionError::Storage(error)) => return Err(unavailable(error)),
         };
-        self.db.flush().map_err(unavailable)?;
-        Ok(applied)
+        // Numbered under the writer lock, so that numbers follow commit order.
+        let durable = self.flusher.committed(self.counter("next_stream")?.saturating_sub(1))?;
+        Ok((applied, durable))
     }
 }
 
@@ -742,21 +721,10 @@ impl StateStore for SledStore {
         let Some(key) = self.get(&Enc::table(KEY_ID).str(kind).str(state_key).done())? else {
             return Ok(None);
         };
-        let key = u64_of(&key)?;
-        let mut next = Some(snapshot.0);
-        let mut steps = 0;
-        while let Some(current) = next {
-            let Some(record) = self.snapshot_record(current)? else { return Ok(None) };
-            if let Some(&(_, nid)) = record.changes.iter().find(|(k, _)| *k == key) {
-                return if nid == 0 { Ok(None) } else { self.event_name(nid).map(Some) };
-            }
-            next = record.parent;
-            steps += 1;
-            if steps > FULL_EVERY * 4 {
-                return Err(StorageError::new(ErrorKind::Corrupt, "a snapshot chain loops"));
-            }
+        match lookup(snapshot.0, u64_of(&key)?, |s| self.snapshot_record(s))? {
+            Some(nid) => self.event_name(nid).map(Some),
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     async fn state_full(&self, snapshot: SnapshotId) -> Result<Vec<StateEntry>> {
@@ -791,7 +759,7 @@ impl RoomStore for SledStore {
     }
 
     async fn stream_position(&self) -> Result<StreamPos> {
-        Ok(StreamPos(self.counter("next_stream")?.saturating_sub(1)))
+        Ok(StreamPos(self.flusher.durable_stream()))
     }
 
     async fn stream_range(

@@ -1,8 +1,9 @@
 //! The one integration-test binary of matrix-storage: the conformance suite on every backend,
-//! and the crash test.
+//! reopening, the crash test and the model-based test.
 
 mod crash;
 mod model;
+mod postgres;
 
 /// Reopens a sled store just closed in this process: sled releases its file lock when its
 /// background flusher lets go of the last handle, which can take a moment.
@@ -44,42 +45,21 @@ mod sled {
 /// The sled store keeps everything across a close and a reopen, and refuses a store written
 /// by a newer schema.
 mod sled_reopen {
+    use matrix_storage::ErrorKind;
     use matrix_storage::sled::{SledOptions, SledStore};
-    use matrix_storage::{
-        ChangeSet, ErrorKind, NewSnapshot, RoomChanges, RoomStore, SnapshotRef, StateStore, Storage,
-    };
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reopen_keeps_everything() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (snapshot, pos) = {
-            let store = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
-            let mut changes = ChangeSet::new();
-            changes.snapshot = Some(NewSnapshot {
-                parent: None,
-                changes: vec![("m.room.create".into(), String::new(), Some("$c".into()))],
-            });
-            changes.rooms.push(RoomChanges {
-                room_id: "!r".into(),
-                create_with_version: Some("12".into()),
-                current_state: Some(SnapshotRef::New),
-                ..RoomChanges::default()
-            });
-            let applied = store.apply(changes).await.expect("applies");
-            (applied.snapshot.expect("snapshot"), store_position(&store).await)
-        };
-        let store = crate::reopen(dir.path()).await;
-        assert_eq!(
-            store.state_get(snapshot, "m.room.create", "").await.expect("reads").as_deref(),
-            Some("$c")
-        );
-        let room = store.room("!r").await.expect("reads").expect("room");
-        assert_eq!(room.current_state, Some(snapshot));
-        assert_eq!(store_position(&store).await, pos);
-    }
-
-    async fn store_position(store: &SledStore) -> matrix_storage::StreamPos {
-        store.stream_position().await.expect("reads")
+        let path = dir.path().to_owned();
+        matrix_storage::conformance::reopen_keeps_everything(|| {
+            let path = path.clone();
+            async move {
+                std::sync::Arc::new(crate::reopen(&path).await)
+                    as std::sync::Arc<dyn matrix_storage::Storage>
+            }
+        })
+        .await;
     }
 
     /// Opens, retrying while a handle closed a moment ago still holds sled's file lock.

@@ -1,0 +1,801 @@
+//! The PostgreSQL backend (sqlx): for larger deployments, and later for several processes on
+//! one database.
+//!
+//! **Schema:** versioned migrations (`migrations/` in this crate) run when the store opens;
+//! a database that has migrations this build does not know was written by a newer version and
+//! is refused ([`ErrorKind::Corrupt`]). [`PostgresOptions::schema`] puts the tables in a
+//! schema of their own.
+//!
+//! **Durability:** a change set is one transaction; [`Storage::apply`] returns once `COMMIT`
+//! returned, with `synchronous_commit = on` set on every connection, so an acknowledged change
+//! set is in PostgreSQL's write-ahead log on disk. PostgreSQL groups the WAL flushes of
+//! concurrent commits by itself. The transaction runs in a task of its own, so a caller that
+//! stops waiting never leaves it half done.
+//!
+//! **Stream order:** positions are handed out by this process in the order transactions
+//! reserve them, and [`RoomStore::stream_position`] is one below the lowest position whose
+//! transaction has not finished, so a reader never passes an event that could still commit
+//! (a failed transaction leaves a gap, never a late event). This needs a single writing
+//! process per database: the store holds an advisory lock for as long as it is open, and a
+//! second store on the same database and schema waits for it
+//! ([`PostgresOptions::lock_timeout`]) and then fails with a clear error.
+//!
+//! **State snapshots** are deltas against a parent over interned ids, as in the sled backend;
+//! every 64th snapshot of a chain is stored whole; lookups are one recursive query.
+
+mod apply;
+mod stream;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, Row};
+
+use self::stream::StreamTracker;
+use crate::{
+    AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet, Device, Direction,
+    ErrorKind, EventStatus, EventStore, KeyStore, Media, MediaStore, OurKey, OutboundItem,
+    QueueStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, StateEntry,
+    StateStore, Storage, StorageError, StoredEvent, StreamItem, StreamPos, TokenOwner, User,
+};
+
+/// The migrations, in order: `(version, description, SQL)`.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+
+/// Every this many deltas, a snapshot is stored whole.
+const FULL_EVERY: i32 = 64;
+
+/// The first key of our advisory lock ("MXST"); the second is a hash of the schema.
+const LOCK_SPACE: i32 = 0x4d58_5354;
+
+/// Options of the PostgreSQL backend.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PostgresOptions {
+    /// A connection URL: `postgres://user@host:port/database` (or `host=/run/postgresql` for
+    /// a socket).
+    pub url: String,
+    /// The schema for the tables (created if missing); `None` uses the server's search path.
+    /// Only ASCII letters, digits and `_`.
+    pub schema: Option<String>,
+    /// The most connections the pool opens.
+    pub max_connections: u32,
+    /// Connections the pool keeps open when idle.
+    pub min_connections: u32,
+    /// How long a query waits for a free connection before it fails.
+    pub acquire_timeout: Duration,
+    /// How long opening waits for another store on the same database and schema to close.
+    pub lock_timeout: Duration,
+    /// The `application_name` of the store's connections, as `pg_stat_activity` shows them.
+    pub application_name: String,
+}
+
+impl PostgresOptions {
+    /// Options for the database at `url`, with default pool settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresOptions {
+            url: url.into(),
+            schema: None,
+            max_connections: 16,
+            min_connections: 1,
+            acquire_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(10),
+            application_name: "matrix-storage".to_owned(),
+        }
+    }
+
+    /// The same options with the tables in `schema`.
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+}
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    stream: Arc<StreamTracker>,
+    /// The connection holding the advisory lock, closed with the store.
+    lock: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
+}
+
+/// Maps a sqlx error; `doing` says what failed ("reading an event").
+pub(crate) fn db_error(doing: &str, error: sqlx::Error) -> StorageError {
+    let kind = match &error {
+        sqlx::Error::Database(e) => match e.code().as_deref() {
+            Some("23505") => ErrorKind::Conflict,
+            Some("23503") => ErrorKind::MissingReference,
+            // Undefined table or column: not the schema this build reads.
+            Some("42P01" | "42703") => ErrorKind::Corrupt,
+            _ => ErrorKind::Unavailable,
+        },
+        sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::TypeNotFound { .. } => ErrorKind::Corrupt,
+        _ => ErrorKind::Unavailable,
+    };
+    StorageError::with_source(kind, format!("PostgreSQL, {doing}: {error}"), error)
+}
+
+/// `?` for sqlx results, naming what was being done.
+pub(crate) trait Doing<T> {
+    fn doing(self, what: &str) -> Result<T>;
+}
+
+impl<T> Doing<T> for std::result::Result<T, sqlx::Error> {
+    fn doing(self, what: &str) -> Result<T> {
+        self.map_err(|e| db_error(what, e))
+    }
+}
+
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = std::result::Result<Vec<Migration>, sqlx::error::BoxDynError>>
+                + Send,
+        >,
+    > {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+fn migration_error(error: sqlx::migrate::MigrateError) -> StorageError {
+    use sqlx::migrate::MigrateError;
+    match error {
+        MigrateError::VersionMissing(version) => StorageError::new(
+            ErrorKind::Corrupt,
+            format!(
+                "the database was written by a newer version (migration {version} is unknown to \
+                 this build, which knows 1 to {})",
+                MIGRATIONS.len()
+            ),
+        ),
+        MigrateError::VersionMismatch(version) => StorageError::new(
+            ErrorKind::Corrupt,
+            format!("migration {version} in the database differs from this build's"),
+        ),
+        MigrateError::Dirty(version) => StorageError::new(
+            ErrorKind::Corrupt,
+            format!("migration {version} failed part-way earlier; repair the database first"),
+        ),
+        MigrateError::Execute(e) => db_error("migrating the schema", e),
+        other => StorageError::with_source(ErrorKind::Unavailable, "migrating the schema", other),
+    }
+}
+
+fn invalid(message: String) -> StorageError {
+    StorageError::new(ErrorKind::InvalidOptions, message)
+}
+
+impl PostgresStore {
+    /// Connects, creates the schema if asked, runs the migrations and takes the database's
+    /// writer lock. An unreachable server is [`ErrorKind::Unavailable`]; a database written
+    /// by a newer version is [`ErrorKind::Corrupt`]; bad options are
+    /// [`ErrorKind::InvalidOptions`].
+    pub async fn open(options: &PostgresOptions) -> Result<Self> {
+        let mut connect: PgConnectOptions = options
+            .url
+            .parse()
+            .map_err(|e| invalid(format!("the PostgreSQL URL does not parse: {e}")))?;
+        // Acknowledged means on disk, whatever the server's default.
+        let mut settings = vec![("synchronous_commit", "on".to_owned())];
+        if let Some(schema) = &options.schema {
+            if schema.is_empty() || !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(invalid(format!(
+                    "the schema name {schema:?} is not made of ASCII letters, digits and _"
+                )));
+            }
+            settings.push(("search_path", schema.clone()));
+        }
+        connect = connect
+            .options(settings.iter().map(|(k, v)| (*k, v.as_str())))
+            .application_name(&options.application_name);
+
+        let mut lock = PgConnection::connect_with(&connect).await.doing("connecting")?;
+        if let Some(schema) = &options.schema {
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .execute(&mut lock)
+                .await
+                .doing("creating the schema")?;
+        }
+        take_lock(&mut lock, options.lock_timeout).await?;
+
+        let mut migrator = Migrator::new(Embedded).await.map_err(migration_error)?;
+        // Our own lock already keeps other stores out of this schema.
+        migrator.set_locking(false);
+        migrator.run(&mut lock).await.map_err(migration_error)?;
+
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(stream), 0) FROM events")
+            .fetch_one(&mut lock)
+            .await
+            .doing("reading the stream head")?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .min_connections(options.min_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .doing("connecting the pool")?;
+        Ok(PostgresStore {
+            pool,
+            stream: StreamTracker::new(u64::try_from(head).unwrap_or(0)),
+            lock: Arc::new(tokio::sync::Mutex::new(Some(lock))),
+        })
+    }
+
+    /// Closes the pool and releases the writer lock, so that another store can open the
+    /// database at once. (Dropping the store releases it too, once the server notices.)
+    pub async fn close(&self) {
+        self.pool.close().await;
+        if let Some(lock) = self.lock.lock().await.take() {
+            // Closing the session releases its advisory lock.
+            let _ = lock.close().await;
+        }
+    }
+}
+
+/// Takes the session's advisory lock on the current schema, waiting up to `timeout`.
+async fn take_lock(connection: &mut PgConnection, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext(current_schema()))")
+                .bind(LOCK_SPACE)
+                .fetch_one(&mut *connection)
+                .await
+                .doing("taking the writer lock")?;
+        if locked {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(StorageError::new(
+                ErrorKind::Unavailable,
+                "another process has this PostgreSQL database (and schema) open; one writer \
+                 process per database",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> Result<u64> {
+    u64::try_from(n).map_err(|_| StorageError::new(ErrorKind::Corrupt, "a negative id"))
+}
+
+fn status_code(status: EventStatus) -> i16 {
+    match status {
+        EventStatus::Accepted => 0,
+        EventStatus::Outlier => 1,
+        EventStatus::Rejected => 2,
+        EventStatus::SoftFailed => 3,
+    }
+}
+
+fn status_of(code: i16) -> Result<EventStatus> {
+    Ok(match code {
+        0 => EventStatus::Accepted,
+        1 => EventStatus::Outlier,
+        2 => EventStatus::Rejected,
+        3 => EventStatus::SoftFailed,
+        _ => return Err(StorageError::new(ErrorKind::Corrupt, "unknown event status")),
+    })
+}
+
+/// The chain of snapshot `$1` up to its whole ancestor, nearest first (`n` counts the steps).
+const CHAIN: &str = "WITH RECURSIVE chain(id, parent, n) AS ( \
+        SELECT id, parent, 0 FROM snapshots WHERE id = $1 \
+        UNION ALL \
+        SELECT s.id, s.parent, c.n + 1 FROM chain c JOIN snapshots s ON s.id = c.parent \
+        WHERE c.n < 256 \
+    ), latest AS ( \
+        SELECT DISTINCT ON (e.key) e.key, e.event FROM chain c \
+        JOIN snapshot_entries e ON e.snapshot = c.id ORDER BY e.key, c.n \
+    ) ";
+
+fn stream_item(row: &PgRow) -> Result<StreamItem> {
+    Ok(StreamItem {
+        pos: StreamPos(to_u64(row.try_get(0).doing("reading the stream")?)?),
+        room_id: row.try_get(1).doing("reading the stream")?,
+        event_id: row.try_get(2).doing("reading the stream")?,
+    })
+}
+
+fn pairs(rows: Vec<PgRow>, doing: &str) -> Result<Vec<(String, String)>> {
+    rows.iter()
+        .map(|row| Ok((row.try_get(0).doing(doing)?, row.try_get(1).doing(doing)?)))
+        .collect()
+}
+
+#[async_trait]
+impl Storage for PostgresStore {
+    async fn apply(&self, changes: ChangeSet) -> Result<Applied> {
+        // In a task of its own: a caller that stops waiting cannot cut the transaction short
+        // between its commit and the release of its stream positions.
+        let store = self.clone();
+        tokio::spawn(async move { apply::apply(&store.pool, &store.stream, changes).await })
+            .await
+            .map_err(|e| {
+            StorageError::with_source(ErrorKind::Unavailable, "the writing task failed", e)
+        })?
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
+        const DOING: &str = "reading an event";
+        let row = sqlx::query(
+            "SELECT room_id, json, status, stream, state_after, auth_events, prev_events \
+             FROM events WHERE event_id = $1",
+        )
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await
+        .doing(DOING)?;
+        let Some(row) = row else { return Ok(None) };
+        let json: Vec<u8> = row.try_get(1).doing(DOING)?;
+        let stream: Option<i64> = row.try_get(3).doing(DOING)?;
+        let state: Option<i64> = row.try_get(4).doing(DOING)?;
+        Ok(Some(StoredEvent {
+            event_id: event_id.to_owned(),
+            room_id: row.try_get(0).doing(DOING)?,
+            json: Arc::from(json),
+            status: status_of(row.try_get(2).doing(DOING)?)?,
+            auth_events: row.try_get(5).doing(DOING)?,
+            prev_events: row.try_get(6).doing(DOING)?,
+            stream: stream.map(to_u64).transpose()?.map(StreamPos),
+            state_after: state.map(to_u64).transpose()?.map(SnapshotId),
+        }))
+    }
+
+    async fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>> {
+        let ids: Vec<&str> = event_ids.to_vec();
+        sqlx::query_scalar(
+            "WITH RECURSIVE chain(id) AS ( \
+                SELECT unnest(auth_events) FROM events WHERE event_id = ANY($1) \
+                UNION \
+                SELECT unnest(e.auth_events) FROM chain c JOIN events e ON e.event_id = c.id \
+            ) SELECT id FROM chain ORDER BY id COLLATE \"C\"",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .doing("walking an auth chain")
+    }
+}
+
+#[async_trait]
+impl StateStore for PostgresStore {
+    async fn state_get(
+        &self,
+        snapshot: SnapshotId,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<String>> {
+        let row: Option<Option<String>> = sqlx::query_scalar(
+            "WITH RECURSIVE chain(id, parent, n) AS ( \
+                SELECT id, parent, 0 FROM snapshots WHERE id = $1 \
+                UNION ALL \
+                SELECT s.id, s.parent, c.n + 1 FROM chain c JOIN snapshots s ON s.id = c.parent \
+                WHERE c.n < 256 \
+            ) SELECT n.event_id FROM chain c \
+            JOIN snapshot_entries e ON e.snapshot = c.id \
+            LEFT JOIN event_nids n ON n.nid = e.event \
+            WHERE e.key = (SELECT id FROM state_keys WHERE kind = $2 AND state_key = $3) \
+            ORDER BY c.n LIMIT 1",
+        )
+        .bind(to_i64(snapshot.0))
+        .bind(kind)
+        .bind(state_key)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("looking up state")?;
+        Ok(row.flatten())
+    }
+
+    async fn state_full(&self, snapshot: SnapshotId) -> Result<Vec<StateEntry>> {
+        const DOING: &str = "reading a whole state";
+        let rows = sqlx::query(&format!(
+            "{CHAIN} SELECT k.kind, k.state_key, n.event_id FROM latest l \
+             JOIN state_keys k ON k.id = l.key JOIN event_nids n ON n.nid = l.event \
+             ORDER BY k.kind COLLATE \"C\", k.state_key COLLATE \"C\""
+        ))
+        .bind(to_i64(snapshot.0))
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StateEntry {
+                    kind: row.try_get(0).doing(DOING)?,
+                    state_key: row.try_get(1).doing(DOING)?,
+                    event_id: row.try_get(2).doing(DOING)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl RoomStore for PostgresStore {
+    async fn room(&self, room_id: &str) -> Result<Option<RoomInfo>> {
+        const DOING: &str = "reading a room";
+        let row = sqlx::query(
+            "SELECT version, current_state, forward_extremities FROM rooms WHERE room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_optional(&self.pool)
+        .await
+        .doing(DOING)?;
+        let Some(row) = row else { return Ok(None) };
+        let state: Option<i64> = row.try_get(1).doing(DOING)?;
+        let mut forward_extremities: Vec<String> = row.try_get(2).doing(DOING)?;
+        forward_extremities.sort();
+        Ok(Some(RoomInfo {
+            version: row.try_get(0).doing(DOING)?,
+            current_state: state.map(to_u64).transpose()?.map(SnapshotId),
+            forward_extremities,
+        }))
+    }
+
+    async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2")
+            .bind(room_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .doing("reading a membership")
+    }
+
+    async fn rooms_of_user(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        const DOING: &str = "reading a user's rooms";
+        let rows = sqlx::query(
+            "SELECT room_id, membership FROM memberships WHERE user_id = $1 \
+             ORDER BY room_id COLLATE \"C\"",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        pairs(rows, DOING)
+    }
+
+    async fn members(&self, room_id: &str) -> Result<Vec<(String, String)>> {
+        const DOING: &str = "reading a room's members";
+        let rows = sqlx::query(
+            "SELECT user_id, membership FROM memberships WHERE room_id = $1 \
+             ORDER BY user_id COLLATE \"C\"",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        pairs(rows, DOING)
+    }
+
+    async fn stream_position(&self) -> Result<StreamPos> {
+        Ok(StreamPos(self.stream.head()))
+    }
+
+    async fn stream_range(
+        &self,
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<StreamItem>> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT stream, room_id, event_id FROM events WHERE stream > $1 AND stream <= $2 \
+             ORDER BY stream LIMIT $3",
+        )
+        .bind(to_i64(after.0))
+        .bind(to_i64(upto.0))
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading the stream")?;
+        rows.iter().map(stream_item).collect()
+    }
+
+    async fn timeline(
+        &self,
+        room_id: &str,
+        from: StreamPos,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<StreamItem>> {
+        let query = match direction {
+            Direction::Backwards => {
+                "SELECT stream, room_id, event_id FROM events \
+                 WHERE room_id = $1 AND stream < $2 ORDER BY stream DESC LIMIT $3"
+            }
+            Direction::Forwards => {
+                "SELECT stream, room_id, event_id FROM events \
+                 WHERE room_id = $1 AND stream > $2 ORDER BY stream LIMIT $3"
+            }
+        };
+        let rows = sqlx::query(query)
+            .bind(room_id)
+            .bind(to_i64(from.0))
+            .bind(to_i64(limit as u64))
+            .fetch_all(&self.pool)
+            .await
+            .doing("reading a timeline")?;
+        rows.iter().map(stream_item).collect()
+    }
+}
+
+#[async_trait]
+impl AccountStore for PostgresStore {
+    async fn user(&self, user_id: &str) -> Result<Option<User>> {
+        const DOING: &str = "reading a user";
+        let row =
+            sqlx::query("SELECT password_hash, admin, deactivated FROM users WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await
+                .doing(DOING)?;
+        row.map(|row| {
+            Ok(User {
+                user_id: user_id.to_owned(),
+                password_hash: row.try_get(0).doing(DOING)?,
+                admin: row.try_get(1).doing(DOING)?,
+                deactivated: row.try_get(2).doing(DOING)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>> {
+        let name: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT display_name FROM devices WHERE user_id = $1 AND device_id = $2",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("reading a device")?;
+        Ok(name.map(|display_name| Device {
+            user_id: user_id.to_owned(),
+            device_id: device_id.to_owned(),
+            display_name,
+        }))
+    }
+
+    async fn devices(&self, user_id: &str) -> Result<Vec<Device>> {
+        const DOING: &str = "reading devices";
+        let rows = sqlx::query(
+            "SELECT device_id, display_name FROM devices WHERE user_id = $1 \
+             ORDER BY device_id COLLATE \"C\"",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Device {
+                    user_id: user_id.to_owned(),
+                    device_id: row.try_get(0).doing(DOING)?,
+                    display_name: row.try_get(1).doing(DOING)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn token(&self, token: &str) -> Result<Option<TokenOwner>> {
+        const DOING: &str = "reading an access token";
+        let row = sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE token = $1")
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await
+            .doing(DOING)?;
+        row.map(|row| {
+            Ok(TokenOwner {
+                user_id: row.try_get(0).doing(DOING)?,
+                device_id: row.try_get(1).doing(DOING)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn our_keys(&self) -> Result<Vec<OurKey>> {
+        const DOING: &str = "reading our keys";
+        let rows = sqlx::query(
+            "SELECT key_id, seed, expired_ts FROM our_keys ORDER BY key_id COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        rows.iter()
+            .map(|row| {
+                Ok(OurKey {
+                    key_id: row.try_get(0).doing(DOING)?,
+                    seed: row.try_get(1).doing(DOING)?,
+                    expired_ts: row.try_get(2).doing(DOING)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn remote_key(&self, server: &str, key_id: &str) -> Result<Option<RemoteKey>> {
+        const DOING: &str = "reading a remote key";
+        let row = sqlx::query(
+            "SELECT public_key, valid_until_ts FROM remote_keys WHERE server = $1 AND key_id = $2",
+        )
+        .bind(server)
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await
+        .doing(DOING)?;
+        row.map(|row| {
+            Ok(RemoteKey {
+                server: server.to_owned(),
+                key_id: key_id.to_owned(),
+                public_key: row.try_get(0).doing(DOING)?,
+                valid_until_ts: row.try_get(1).doing(DOING)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl QueueStore for PostgresStore {
+    async fn transaction_seen(&self, origin: &str, txn_id: &str) -> Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM inbound_transactions WHERE origin = $1 AND txn_id = $2)",
+        )
+        .bind(origin)
+        .bind(txn_id)
+        .fetch_one(&self.pool)
+        .await
+        .doing("reading a transaction id")
+    }
+
+    async fn outbound(&self, destination: &str, limit: usize) -> Result<Vec<OutboundItem>> {
+        const DOING: &str = "reading an outbound queue";
+        let rows = sqlx::query(
+            "SELECT id, payload FROM outbound_queue WHERE destination = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(destination)
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        rows.iter()
+            .map(|row| {
+                let payload: Vec<u8> = row.try_get(1).doing(DOING)?;
+                Ok(OutboundItem {
+                    id: to_u64(row.try_get(0).doing(DOING)?)?,
+                    payload: Arc::from(payload),
+                })
+            })
+            .collect()
+    }
+
+    async fn retry(&self, destination: &str) -> Result<Option<RetryState>> {
+        const DOING: &str = "reading a retry state";
+        let row = sqlx::query(
+            "SELECT failures, retry_after_ts FROM destination_retries WHERE destination = $1",
+        )
+        .bind(destination)
+        .fetch_optional(&self.pool)
+        .await
+        .doing(DOING)?;
+        row.map(|row| {
+            let failures: i64 = row.try_get(0).doing(DOING)?;
+            Ok(RetryState {
+                failures: u32::try_from(failures)
+                    .map_err(|_| StorageError::new(ErrorKind::Corrupt, "a failure count"))?,
+                retry_after_ts: row.try_get(1).doing(DOING)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl AccountDataStore for PostgresStore {
+    async fn account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        sqlx::query_scalar(
+            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND kind = $3",
+        )
+        .bind(user_id)
+        .bind(room_id.unwrap_or(""))
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("reading account data")
+    }
+
+    async fn all_account_data(&self, user_id: &str) -> Result<Vec<AccountDataItem>> {
+        const DOING: &str = "reading account data";
+        let rows = sqlx::query(
+            "SELECT room_id, kind, content FROM account_data WHERE user_id = $1 \
+             ORDER BY room_id COLLATE \"C\", kind COLLATE \"C\"",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        rows.iter()
+            .map(|row| {
+                let room: String = row.try_get(0).doing(DOING)?;
+                Ok(AccountDataItem {
+                    room_id: (!room.is_empty()).then_some(room),
+                    kind: row.try_get(1).doing(DOING)?,
+                    content: row.try_get(2).doing(DOING)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl MediaStore for PostgresStore {
+    async fn media(&self, media_id: &str) -> Result<Option<Media>> {
+        const DOING: &str = "reading media metadata";
+        let row = sqlx::query(
+            "SELECT content_type, size, upload_name, uploader, created_ts FROM media \
+             WHERE media_id = $1",
+        )
+        .bind(media_id)
+        .fetch_optional(&self.pool)
+        .await
+        .doing(DOING)?;
+        row.map(|row| {
+            Ok(Media {
+                media_id: media_id.to_owned(),
+                content_type: row.try_get(0).doing(DOING)?,
+                size: to_u64(row.try_get(1).doing(DOING)?)?,
+                upload_name: row.try_get(2).doing(DOING)?,
+                uploader: row.try_get(3).doing(DOING)?,
+                created_ts: row.try_get(4).doing(DOING)?,
+            })
+        })
+        .transpose()
+    }
+}

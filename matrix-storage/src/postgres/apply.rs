@@ -1,0 +1,513 @@
+//! One change set, one transaction. The writes follow the in-memory backend's order (the
+//! oracle of the model test): snapshot, rooms, events, accounts, keys, queues, account data,
+//! media.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Row};
+
+use super::stream::StreamTracker;
+use super::{CHAIN, Doing, FULL_EVERY, status_code, to_i64, to_u64};
+use crate::{
+    Applied, ChangeSet, ErrorKind, NewSnapshot, Result, SnapshotId, SnapshotRef, StorageError,
+};
+
+fn missing(what: String) -> StorageError {
+    StorageError::new(ErrorKind::MissingReference, what)
+}
+
+fn conflict(what: String) -> StorageError {
+    StorageError::new(ErrorKind::Conflict, what)
+}
+
+/// Applies `changes` in one transaction; returns once it committed.
+pub(super) async fn apply(
+    pool: &PgPool,
+    stream: &Arc<StreamTracker>,
+    changes: ChangeSet,
+) -> Result<Applied> {
+    let mut tx = pool.begin().await.doing("starting a transaction")?;
+    let mut applied = Applied::default();
+    if let Some(new) = &changes.snapshot {
+        applied.snapshot = Some(write_snapshot(&mut tx, new).await?);
+    }
+    let resolve = |r: SnapshotRef| -> Result<i64> {
+        match r {
+            SnapshotRef::New => applied
+                .snapshot
+                .map(|s| to_i64(s.0))
+                .ok_or_else(|| missing("the change set's new snapshot".to_owned())),
+            // An unknown snapshot fails the foreign key: a missing reference.
+            SnapshotRef::Existing(id) => Ok(to_i64(id.0)),
+        }
+    };
+
+    for room in &changes.rooms {
+        let creating = room.create_with_version.is_some();
+        if let Some(version) = &room.create_with_version {
+            let created = sqlx::query(
+                "INSERT INTO rooms (room_id, version, current_state, forward_extremities) \
+                 VALUES ($1, $2, NULL, '{}') ON CONFLICT DO NOTHING",
+            )
+            .bind(&room.room_id)
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .doing("creating a room")?;
+            if created.rows_affected() == 0 {
+                return Err(conflict(format!("room {} exists", room.room_id)));
+            }
+        }
+        let state = room.current_state.map(resolve).transpose()?;
+        let extremities = room.forward_extremities.as_ref().map(|list| {
+            list.iter().collect::<BTreeSet<_>>().into_iter().cloned().collect::<Vec<String>>()
+        });
+        if !creating || state.is_some() || extremities.is_some() {
+            let updated = sqlx::query(
+                "UPDATE rooms SET current_state = COALESCE($2, current_state), \
+                 forward_extremities = COALESCE($3, forward_extremities) WHERE room_id = $1",
+            )
+            .bind(&room.room_id)
+            .bind(state)
+            .bind(extremities)
+            .execute(&mut *tx)
+            .await
+            .doing("updating a room")?;
+            if updated.rows_affected() == 0 {
+                return Err(missing(format!("room {}", room.room_id)));
+            }
+        }
+        if !room.memberships.is_empty() {
+            // Of two changes to one user, the later wins (one row per user per statement).
+            let latest: BTreeMap<&String, &String> =
+                room.memberships.iter().map(|(u, m)| (u, m)).collect();
+            let (users, memberships): (Vec<&String>, Vec<&String>) = latest.into_iter().unzip();
+            sqlx::query(
+                "INSERT INTO memberships (room_id, user_id, membership) \
+                 SELECT $1, * FROM unnest($2::text[], $3::text[]) \
+                 ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership",
+            )
+            .bind(&room.room_id)
+            .bind(users)
+            .bind(memberships)
+            .execute(&mut *tx)
+            .await
+            .doing("writing memberships")?;
+        }
+    }
+
+    // Positions are reserved as late as possible: readers wait for them until the commit.
+    let timeline = changes.events.iter().filter(|e| e.in_timeline).count() as u64;
+    let mut reservation = (timeline > 0).then(|| stream.reserve(timeline));
+    let mut next = reservation.as_ref().map_or(0, |r| r.first());
+    for event in &changes.events {
+        let position = event.in_timeline.then(|| {
+            next += 1;
+            next - 1
+        });
+        let state_after = event.state_after.map(resolve).transpose()?;
+        sqlx::query(
+            "INSERT INTO events (event_id, room_id, json, status, stream, state_after, \
+             auth_events, prev_events) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (event_id) DO UPDATE SET room_id = excluded.room_id, \
+             json = excluded.json, status = excluded.status, stream = excluded.stream, \
+             state_after = excluded.state_after, auth_events = excluded.auth_events, \
+             prev_events = excluded.prev_events",
+        )
+        .bind(&event.event_id)
+        .bind(&event.room_id)
+        .bind(&*event.json)
+        .bind(status_code(event.status))
+        .bind(position.map(to_i64))
+        .bind(state_after)
+        .bind(&event.auth_events)
+        .bind(&event.prev_events)
+        .execute(&mut *tx)
+        .await
+        .doing("writing an event")?;
+        if let Some(position) = position {
+            applied.stream.push(crate::StreamPos(position));
+        }
+    }
+
+    write_accounts(&mut tx, &changes).await?;
+    write_keys_and_queues(&mut tx, &changes, &mut applied).await?;
+    write_account_data_and_media(&mut tx, &changes).await?;
+
+    if let Some(reservation) = &mut reservation {
+        reservation.committing();
+    }
+    tx.commit().await.doing("committing")?;
+    // Only now may readers pass the positions.
+    drop(reservation);
+    Ok(applied)
+}
+
+/// Interns `(type, state_key)`s; returns their ids.
+async fn intern_keys(
+    tx: &mut PgConnection,
+    keys: &[(&str, &str)],
+) -> Result<HashMap<(String, String), i64>> {
+    const DOING: &str = "interning state keys";
+    let kinds: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let state_keys: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let select = "SELECT s.id, s.kind, s.state_key FROM state_keys s \
+                  JOIN unnest($1::text[], $2::text[]) AS i(kind, state_key) \
+                  ON s.kind = i.kind AND s.state_key = i.state_key";
+    let mut found = HashMap::new();
+    for attempt in 0..2 {
+        let rows = sqlx::query(select)
+            .bind(&kinds)
+            .bind(&state_keys)
+            .fetch_all(&mut *tx)
+            .await
+            .doing(DOING)?;
+        for row in rows {
+            found.insert((row.try_get(1).doing(DOING)?, row.try_get(2).doing(DOING)?), {
+                row.try_get(0).doing(DOING)?
+            });
+        }
+        if found.len() == keys.len() || attempt == 1 {
+            break;
+        }
+        // Sorted input: concurrent writers interning the same new keys wait in one order.
+        sqlx::query(
+            "INSERT INTO state_keys (kind, state_key) \
+             SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&kinds)
+        .bind(&state_keys)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    if found.len() != keys.len() {
+        return Err(StorageError::new(ErrorKind::Unavailable, "a state key could not be interned"));
+    }
+    Ok(found)
+}
+
+/// Interns event ids; returns their numbers.
+async fn intern_events(tx: &mut PgConnection, ids: &[&str]) -> Result<HashMap<String, i64>> {
+    const DOING: &str = "interning event ids";
+    let mut found = HashMap::new();
+    for attempt in 0..2 {
+        let rows = sqlx::query("SELECT nid, event_id FROM event_nids WHERE event_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await
+            .doing(DOING)?;
+        for row in rows {
+            found.insert(row.try_get(1).doing(DOING)?, row.try_get(0).doing(DOING)?);
+        }
+        if found.len() == ids.len() || attempt == 1 {
+            break;
+        }
+        sqlx::query(
+            "INSERT INTO event_nids (event_id) SELECT * FROM unnest($1::text[]) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(ids)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    if found.len() != ids.len() {
+        return Err(StorageError::new(ErrorKind::Unavailable, "an event id could not be interned"));
+    }
+    Ok(found)
+}
+
+/// Writes a new snapshot: a delta against its parent, or whole every [`FULL_EVERY`] deltas.
+async fn write_snapshot(tx: &mut PgConnection, new: &NewSnapshot) -> Result<SnapshotId> {
+    const DOING: &str = "writing a state snapshot";
+    let parent_depth: Option<i32> = match new.parent {
+        Some(parent) => {
+            let depth = sqlx::query_scalar("SELECT depth FROM snapshots WHERE id = $1")
+                .bind(to_i64(parent.0))
+                .fetch_optional(&mut *tx)
+                .await
+                .doing(DOING)?;
+            Some(depth.ok_or_else(|| missing(format!("parent snapshot {}", parent.0)))?)
+        }
+        None => None,
+    };
+    // Applied in order: of two changes to one key, the later wins. Sorted, for interning.
+    let delta: BTreeMap<(&str, &str), Option<&str>> = new
+        .changes
+        .iter()
+        .map(|(kind, state_key, event)| ((kind.as_str(), state_key.as_str()), event.as_deref()))
+        .collect();
+    let keys: Vec<(&str, &str)> = delta.keys().copied().collect();
+    let events: Vec<&str> =
+        delta.values().flatten().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    let key_ids = if keys.is_empty() { HashMap::new() } else { intern_keys(tx, &keys).await? };
+    let nids = if events.is_empty() { HashMap::new() } else { intern_events(tx, &events).await? };
+    let mut entry_keys = Vec::with_capacity(delta.len());
+    let mut entry_events = Vec::with_capacity(delta.len());
+    let not_interned = || StorageError::new(ErrorKind::Unavailable, "interning failed");
+    for ((kind, state_key), event) in &delta {
+        let key = key_ids.get(&((*kind).to_owned(), (*state_key).to_owned()));
+        entry_keys.push(*key.ok_or_else(not_interned)?);
+        entry_events.push(match event {
+            Some(e) => Some(*nids.get(*e).ok_or_else(not_interned)?),
+            None => None,
+        });
+    }
+
+    let id: i64 = sqlx::query_scalar("SELECT nextval('snapshot_ids')")
+        .fetch_one(&mut *tx)
+        .await
+        .doing(DOING)?;
+    let whole = parent_depth.is_some_and(|depth| depth + 1 >= FULL_EVERY);
+    let (parent, depth) = match (new.parent, parent_depth) {
+        (Some(parent), Some(depth)) if !whole => (Some(to_i64(parent.0)), depth + 1),
+        _ => (None, 0),
+    };
+    sqlx::query("INSERT INTO snapshots (id, parent, depth) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(parent)
+        .bind(depth)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    if let (true, Some(parent)) = (whole, new.parent) {
+        // The parent's whole state without the keys this snapshot changes, then the changes.
+        sqlx::query(&format!(
+            "{CHAIN} INSERT INTO snapshot_entries (snapshot, key, event) \
+             SELECT $2, key, event FROM latest \
+             WHERE event IS NOT NULL AND NOT (key = ANY($3::int8[]))"
+        ))
+        .bind(to_i64(parent.0))
+        .bind(id)
+        .bind(&entry_keys)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    if !entry_keys.is_empty() {
+        sqlx::query(
+            "INSERT INTO snapshot_entries (snapshot, key, event) \
+             SELECT $1, * FROM unnest($2::int8[], $3::int8[]) AS d(key, event) \
+             WHERE NOT $4 OR d.event IS NOT NULL",
+        )
+        .bind(id)
+        .bind(&entry_keys)
+        .bind(&entry_events)
+        .bind(whole || parent.is_none())
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    Ok(SnapshotId(to_u64(id)?))
+}
+
+async fn write_accounts(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()> {
+    const DOING: &str = "writing accounts";
+    for user in &changes.new_users {
+        let created = sqlx::query(
+            "INSERT INTO users (user_id, password_hash, admin, deactivated) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&user.user_id)
+        .bind(&user.password_hash)
+        .bind(user.admin)
+        .bind(user.deactivated)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+        if created.rows_affected() == 0 {
+            return Err(conflict(format!("user {} exists", user.user_id)));
+        }
+    }
+    for user in &changes.updated_users {
+        let updated = sqlx::query(
+            "UPDATE users SET password_hash = $2, admin = $3, deactivated = $4 \
+             WHERE user_id = $1",
+        )
+        .bind(&user.user_id)
+        .bind(&user.password_hash)
+        .bind(user.admin)
+        .bind(user.deactivated)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+        if updated.rows_affected() == 0 {
+            return Err(missing(format!("user {}", user.user_id)));
+        }
+    }
+    for device in &changes.devices {
+        sqlx::query(
+            "INSERT INTO devices (user_id, device_id, display_name) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = excluded.display_name",
+        )
+        .bind(&device.user_id)
+        .bind(&device.device_id)
+        .bind(&device.display_name)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    for (user, device) in &changes.deleted_devices {
+        sqlx::query(
+            "WITH gone AS (DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2) \
+             DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
+        )
+        .bind(user)
+        .bind(device)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    for (token, owner) in &changes.new_tokens {
+        sqlx::query(
+            "INSERT INTO access_tokens (token, user_id, device_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (token) DO UPDATE SET user_id = excluded.user_id, \
+             device_id = excluded.device_id",
+        )
+        .bind(token)
+        .bind(&owner.user_id)
+        .bind(&owner.device_id)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    if !changes.deleted_tokens.is_empty() {
+        sqlx::query("DELETE FROM access_tokens WHERE token = ANY($1)")
+            .bind(&changes.deleted_tokens)
+            .execute(&mut *tx)
+            .await
+            .doing(DOING)?;
+    }
+    Ok(())
+}
+
+async fn write_keys_and_queues(
+    tx: &mut PgConnection,
+    changes: &ChangeSet,
+    applied: &mut Applied,
+) -> Result<()> {
+    const DOING: &str = "writing keys and queues";
+    for key in &changes.our_keys {
+        sqlx::query(
+            "INSERT INTO our_keys (key_id, seed, expired_ts) VALUES ($1, $2, $3) \
+             ON CONFLICT (key_id) DO UPDATE SET seed = excluded.seed, \
+             expired_ts = excluded.expired_ts",
+        )
+        .bind(&key.key_id)
+        .bind(&key.seed)
+        .bind(key.expired_ts)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    for key in &changes.remote_keys {
+        sqlx::query(
+            "INSERT INTO remote_keys (server, key_id, public_key, valid_until_ts) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (server, key_id) DO UPDATE SET \
+             public_key = excluded.public_key, valid_until_ts = excluded.valid_until_ts",
+        )
+        .bind(&key.server)
+        .bind(&key.key_id)
+        .bind(&key.public_key)
+        .bind(key.valid_until_ts)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    for (origin, txn_id) in &changes.seen_transactions {
+        sqlx::query(
+            "INSERT INTO inbound_transactions (origin, txn_id) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(origin)
+        .bind(txn_id)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    for (destination, payload) in &changes.enqueue {
+        // The head row stays locked until the commit: a destination's ids follow commit order.
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO outbound_heads (destination, next_id) VALUES ($1, 2) \
+             ON CONFLICT (destination) DO UPDATE SET next_id = outbound_heads.next_id + 1 \
+             RETURNING next_id - 1",
+        )
+        .bind(destination)
+        .fetch_one(&mut *tx)
+        .await
+        .doing(DOING)?;
+        sqlx::query("INSERT INTO outbound_queue (destination, id, payload) VALUES ($1, $2, $3)")
+            .bind(destination)
+            .bind(id)
+            .bind(&**payload)
+            .execute(&mut *tx)
+            .await
+            .doing(DOING)?;
+        applied.enqueued.push(to_u64(id)?);
+    }
+    for (destination, upto) in &changes.acknowledge {
+        sqlx::query("DELETE FROM outbound_queue WHERE destination = $1 AND id <= $2")
+            .bind(destination)
+            .bind(to_i64(*upto))
+            .execute(&mut *tx)
+            .await
+            .doing(DOING)?;
+    }
+    for (destination, retry) in &changes.retries {
+        match retry {
+            Some(retry) => sqlx::query(
+                "INSERT INTO destination_retries (destination, failures, retry_after_ts) \
+                 VALUES ($1, $2, $3) ON CONFLICT (destination) DO UPDATE SET \
+                 failures = excluded.failures, retry_after_ts = excluded.retry_after_ts",
+            )
+            .bind(destination)
+            .bind(i64::from(retry.failures))
+            .bind(retry.retry_after_ts),
+            None => sqlx::query("DELETE FROM destination_retries WHERE destination = $1")
+                .bind(destination),
+        }
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    Ok(())
+}
+
+async fn write_account_data_and_media(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()> {
+    const DOING: &str = "writing account data and media";
+    for (user, room, kind, content) in &changes.account_data {
+        sqlx::query(
+            "INSERT INTO account_data (user_id, room_id, kind, content) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id, room_id, kind) DO UPDATE SET content = excluded.content",
+        )
+        .bind(user)
+        .bind(room.as_deref().unwrap_or(""))
+        .bind(kind)
+        .bind(content)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    for media in &changes.media {
+        sqlx::query(
+            "INSERT INTO media (media_id, content_type, size, upload_name, uploader, created_ts) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (media_id) DO UPDATE SET \
+             content_type = excluded.content_type, size = excluded.size, \
+             upload_name = excluded.upload_name, uploader = excluded.uploader, \
+             created_ts = excluded.created_ts",
+        )
+        .bind(&media.media_id)
+        .bind(&media.content_type)
+        .bind(to_i64(media.size))
+        .bind(&media.upload_name)
+        .bind(&media.uploader)
+        .bind(media.created_ts)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Group commit: one thread flushes (write + fsync) for every change set committed before the
+//! flush began, and wakes their writers together.
+//!
+//! A writer commits its transaction under the writer lock, takes the next commit number while
+//! still holding it (so numbers follow commit order), then waits for the flusher to report a
+//! durable number at or past its own. A flush covers every transaction committed before it
+//! started, so while one fsync runs, the writers that commit meanwhile are all made durable by
+//! the next one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use crate::{ErrorKind, Result, StorageError};
+
+#[derive(Debug, Default)]
+struct State {
+    /// The number of the last committed transaction.
+    committed: u64,
+    /// The stream head after the last committed transaction.
+    stream_head: u64,
+    /// Writers waiting for their commit number to be durable.
+    waiters: Vec<(u64, oneshot::Sender<Result<()>>)>,
+    /// Set when the store closes: the flusher flushes what is pending and stops.
+    closing: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// The stream head of the last flush that succeeded: readers never see past it, so an
+    /// event a reader saw is never lost in a crash (and its position never handed out again).
+    durable_stream: AtomicU64,
+}
+
+/// The flusher thread, stopped (after a last flush) and joined when dropped.
+#[derive(Debug)]
+pub(super) struct Flusher {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn poisoned() -> StorageError {
+    StorageError::new(ErrorKind::Unavailable, "the flusher panicked")
+}
+
+impl Flusher {
+    /// Starts the flusher thread for `db`, whose stream head on disk is `stream_head`.
+    pub(super) fn start(db: ::sled::Db, stream_head: u64) -> Result<Self> {
+        let shared = Arc::new(Shared::default());
+        shared.durable_stream.store(stream_head, Ordering::Release);
+        shared.state.lock().map_err(|_| poisoned())?.stream_head = stream_head;
+        let thread = std::thread::Builder::new()
+            .name("sled-flusher".into())
+            .spawn({
+                let shared = shared.clone();
+                move || run(&shared, &db)
+            })
+            .map_err(|e| {
+                StorageError::with_source(ErrorKind::Unavailable, "cannot start the flusher", e)
+            })?;
+        Ok(Flusher { shared, thread: Some(thread) })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        self.shared.state.lock().map_err(|_| poisoned())
+    }
+
+    /// The highest stream position on disk.
+    pub(super) fn durable_stream(&self) -> u64 {
+        self.shared.durable_stream.load(Ordering::Acquire)
+    }
+
+    /// Called under the writer lock right after a transaction committed, with the stream head
+    /// after it: the receiver says when the transaction is on disk.
+    pub(super) fn committed(&self, stream_head: u64) -> Result<oneshot::Receiver<Result<()>>> {
+        let (send, receive) = oneshot::channel();
+        let mut state = self.lock()?;
+        state.committed += 1;
+        state.stream_head = stream_head;
+        let number = state.committed;
+        state.waiters.push((number, send));
+        drop(state);
+        self.shared.wake.notify_one();
+        Ok(receive)
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.shared.state.lock() {
+            state.closing = true;
+        }
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            // A panicked flusher has already failed its waiters; nothing more to do here.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The flusher loop: wait for commits, flush, wake every writer the flush covered.
+fn run(shared: &Shared, db: &::sled::Db) {
+    let mut durable = 0u64;
+    loop {
+        let Ok(mut state) = shared.state.lock() else { return };
+        while state.committed == durable && !state.closing {
+            state = match shared.wake.wait(state) {
+                Ok(state) => state,
+                Err(_) => return,
+            };
+        }
+        if state.committed == durable {
+            return; // Closing, and nothing is pending.
+        }
+        let (target, stream_head) = (state.committed, state.stream_head);
+        drop(state);
+
+        let flushed = db.flush().map(drop).map_err(|e| e.to_string());
+        if flushed.is_ok() {
+            shared.durable_stream.store(stream_head, Ordering::Release);
+        }
+
+        let Ok(mut state) = shared.state.lock() else { return };
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut state.waiters).into_iter().partition(|(n, _)| *n <= target);
+        state.waiters = waiting;
+        drop(state);
+        durable = target;
+        for (_, waiter) in done {
+            let result = match &flushed {
+                Ok(()) => Ok(()),
+                Err(message) => Err(StorageError::new(
+                    ErrorKind::Unavailable,
+                    format!("sled could not flush to disk: {message}"),
+                )),
+            };
+            // A writer that stopped waiting (its task was dropped) needs no answer.
+            let _ = waiter.send(result);
+        }
+    }
+}
