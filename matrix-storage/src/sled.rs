@@ -19,12 +19,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use ::sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use async_trait::async_trait;
 
+mod batch;
 mod flusher;
 mod snapshots;
 
+use self::batch::Tx;
 use self::flusher::Flusher;
 use self::snapshots::{FULL_EVERY, SnapshotCache, SnapshotRecord, lookup, walk_full};
 use crate::codec::{Dec, Enc};
@@ -315,21 +316,11 @@ fn decode_user(user_id: &str, bytes: &[u8]) -> Result<User> {
     })
 }
 
-type Tx = TransactionalTree;
-type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StorageError>>;
-
-fn abort<T>(error: StorageError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(error))
-}
-
-fn tx_decode<T>(result: Result<T>) -> TxResult<T> {
-    result.map_err(ConflictableTransactionError::Abort)
-}
 
 /// Reads and bumps a counter in the transaction; returns the value before.
-fn bump(tx: &Tx, name: &str, by: u64, start: u64) -> TxResult<u64> {
+fn bump(tx: &Tx<'_>, name: &str, by: u64, start: u64) -> Result<u64> {
     let current = match tx.get(meta(name))? {
-        Some(v) => tx_decode(u64_of(&v))?,
+        Some(v) => u64_of(&v)?,
         None => start,
     };
     tx.insert(meta(name), Enc::default().u64(current + by).done())?;
@@ -337,10 +328,10 @@ fn bump(tx: &Tx, name: &str, by: u64, start: u64) -> TxResult<u64> {
 }
 
 /// The interned id of a `(type, state_key)`, made if new.
-fn intern_key(tx: &Tx, kind: &str, state_key: &str) -> TxResult<u64> {
+fn intern_key(tx: &Tx<'_>, kind: &str, state_key: &str) -> Result<u64> {
     let key = Enc::table(KEY_ID).str(kind).str(state_key).done();
     if let Some(v) = tx.get(&key)? {
-        return tx_decode(u64_of(&v));
+        return u64_of(&v);
     }
     let id = bump(tx, "next_key", 1, 1)?;
     tx.insert(key, Enc::default().u64(id).done())?;
@@ -349,10 +340,10 @@ fn intern_key(tx: &Tx, kind: &str, state_key: &str) -> TxResult<u64> {
 }
 
 /// The interned id of an event id, made if new.
-fn intern_event(tx: &Tx, event_id: &str) -> TxResult<u64> {
+fn intern_event(tx: &Tx<'_>, event_id: &str) -> Result<u64> {
     let key = Enc::table(EVENT_NID).str(event_id).done();
     if let Some(v) = tx.get(&key)? {
-        return tx_decode(u64_of(&v));
+        return u64_of(&v);
     }
     let id = bump(tx, "next_event", 1, 1)?;
     tx.insert(key, Enc::default().u64(id).done())?;
@@ -362,28 +353,27 @@ fn intern_event(tx: &Tx, event_id: &str) -> TxResult<u64> {
 
 /// A snapshot record read in a transaction: from the cache (committed records only), else
 /// from the transaction, without caching it (it could be this transaction's own).
-fn tx_snapshot(tx: &Tx, cache: &SnapshotCache, id: u64) -> Result<Option<Arc<SnapshotRecord>>> {
+fn tx_snapshot(tx: &Tx<'_>, cache: &SnapshotCache, id: u64) -> Result<Option<Arc<SnapshotRecord>>> {
     if let Some(record) = cache.cached(id) {
         return Ok(Some(record));
     }
-    tx.get(Enc::table(SNAPSHOT).u64(id).done())
-        .map_err(|e| StorageError::new(ErrorKind::Unavailable, e.to_string()))?
+    tx.get(Enc::table(SNAPSHOT).u64(id).done())?
         .map(|v| SnapshotRecord::decode(&v).map(Arc::new))
         .transpose()
 }
 
-fn missing<T>(what: String) -> TxResult<T> {
-    abort(StorageError::new(ErrorKind::MissingReference, what))
+fn missing<T>(what: String) -> Result<T> {
+    Err(StorageError::new(ErrorKind::MissingReference, what))
 }
 
 /// The whole change set, inside one transaction.
-fn apply_in(tx: &Tx, cache: &SnapshotCache, changes: &ChangeSet) -> TxResult<Applied> {
+fn apply_in(tx: &Tx<'_>, cache: &SnapshotCache, changes: &ChangeSet) -> Result<Applied> {
     let mut applied = Applied::default();
 
     // The new snapshot.
     if let Some(new) = &changes.snapshot {
         let parent = match new.parent {
-            Some(parent) => match tx_decode(tx_snapshot(tx, cache, parent.0))? {
+            Some(parent) => match tx_snapshot(tx, cache, parent.0)? {
                 Some(record) => Some((parent.0, record)),
                 None => return missing(format!("parent snapshot {}", parent.0)),
             },
@@ -401,7 +391,7 @@ fn apply_in(tx: &Tx, cache: &SnapshotCache, changes: &ChangeSet) -> TxResult<App
         }
         let record = match parent {
             Some((parent_id, record)) if record.depth + 1 >= FULL_EVERY => {
-                let mut full = tx_decode(walk_full(parent_id, |s| tx_snapshot(tx, cache, s)))?;
+                let mut full = walk_full(parent_id, |s| tx_snapshot(tx, cache, s))?;
                 for (key, nid) in delta {
                     full.insert(key, nid);
                 }
@@ -419,13 +409,13 @@ fn apply_in(tx: &Tx, cache: &SnapshotCache, changes: &ChangeSet) -> TxResult<App
         tx.insert(Enc::table(SNAPSHOT).u64(id).done(), record.encode())?;
         applied.snapshot = Some(SnapshotId(id));
     }
-    let resolve = |r: &SnapshotRef| -> TxResult<SnapshotId> {
+    let resolve = |r: &SnapshotRef| -> Result<SnapshotId> {
         match r {
             SnapshotRef::New => match applied.snapshot {
                 Some(id) => Ok(id),
                 None => missing("the change set's new snapshot".to_owned()),
             },
-            SnapshotRef::Existing(id) => match tx_decode(tx_snapshot(tx, cache, id.0))? {
+            SnapshotRef::Existing(id) => match tx_snapshot(tx, cache, id.0)? {
                 Some(_) => Ok(*id),
                 None => missing(format!("snapshot {}", id.0)),
             },
@@ -438,7 +428,7 @@ fn apply_in(tx: &Tx, cache: &SnapshotCache, changes: &ChangeSet) -> TxResult<App
         let existing = tx.get(&key)?;
         let mut info = match (existing, &room.create_with_version) {
             (Some(_), Some(_)) => {
-                return abort(StorageError::new(
+                return Err(StorageError::new(
                     ErrorKind::Conflict,
                     format!("room {} exists", room.room_id),
                 ));
@@ -448,7 +438,7 @@ fn apply_in(tx: &Tx, cache: &SnapshotCache, changes: &ChangeSet) -> TxResult<App
                 current_state: None,
                 forward_extremities: Vec::new(),
             },
-            (Some(bytes), None) => tx_decode(decode_room(&bytes))?,
+            (Some(bytes), None) => decode_room(&bytes)?,
             (None, None) => return missing(format!("room {}", room.room_id)),
         };
         if let Some(state) = &room.current_state {
@@ -499,7 +489,7 @@ fn apply_in(tx: &Tx, cache: &SnapshotCache, changes: &ChangeSet) -> TxResult<App
     for user in &changes.new_users {
         let key = Enc::table(USER).str(&user.user_id).done();
         if tx.get(&key)?.is_some() {
-            return abort(StorageError::new(
+            return Err(StorageError::new(
                 ErrorKind::Conflict,
                 format!("user {} exists", user.user_id),
             ));
@@ -604,10 +594,10 @@ fn apply_in(tx: &Tx, cache: &SnapshotCache, changes: &ChangeSet) -> TxResult<App
     Ok(applied)
 }
 
-fn delete_token(tx: &Tx, token: &str) -> TxResult<()> {
+fn delete_token(tx: &Tx<'_>, token: &str) -> Result<()> {
     if let Some(owner) = tx.remove(Enc::table(TOKEN).str(token).done())? {
         let mut dec = Dec::new(&owner);
-        let (user, device) = (tx_decode(dec.str())?, tx_decode(dec.str())?);
+        let (user, device) = (dec.str()?, dec.str()?);
         tx.remove(Enc::table(DEVICE_TOKEN).str(&user).str(&device).str(token).done())?;
     }
     Ok(())
@@ -657,26 +647,20 @@ impl SledStore {
                 acknowledged.push(key);
             }
         }
-        let result = self.tree.transaction(|tx| {
-            let applied = apply_in(tx, &self.snapshots, changes)?;
-            for (token, user, device) in &tokens {
-                // Only if the token still belongs to the deleted device.
-                let owner = tx.get(Enc::table(TOKEN).str(token).done())?;
-                let current = Enc::default().str(user).str(device).done();
-                if owner.is_some_and(|o| o[..] == current[..]) {
-                    delete_token(tx, token)?;
-                }
+        let tx = Tx::new(&self.tree);
+        let applied = apply_in(&tx, &self.snapshots, changes)?;
+        for (token, user, device) in &tokens {
+            // Only if the token still belongs to the deleted device.
+            let owner = tx.get(Enc::table(TOKEN).str(token).done())?;
+            let current = Enc::default().str(user).str(device).done();
+            if owner.is_some_and(|o| o[..] == current[..]) {
+                delete_token(&tx, token)?;
             }
-            for key in &acknowledged {
-                tx.remove(key.clone())?;
-            }
-            Ok(applied)
-        });
-        let applied = match result {
-            Ok(applied) => applied,
-            Err(TransactionError::Abort(error)) => return Err(error),
-            Err(TransactionError::Storage(error)) => return Err(unavailable(error)),
-        };
+        }
+        for key in &acknowledged {
+            tx.remove(key)?;
+        }
+        tx.commit()?;
         // Numbered under the writer lock, so that numbers follow commit order.
         let durable = self.flusher.committed(self.counter("next_stream")?.saturating_sub(1))?;
         Ok((applied, durable))

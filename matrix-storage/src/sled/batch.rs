@@ -1,0 +1,60 @@
+//! A change set's writes, buffered over the tree and applied as one atomic sled batch.
+//!
+//! Change sets are applied one at a time under the writer lock, so reads need no isolation
+//! from other writers: a read sees this change set's own buffered writes, else the tree.
+//! (sled's transactions would give the same here at several times the cost: about 110 µs
+//! for a one-event change set, against a few µs for a batch.)
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use ::sled::{Batch, IVec, Tree};
+
+use super::unavailable;
+use crate::Result;
+
+/// Buffered writes over a tree.
+#[derive(Debug)]
+pub(super) struct Tx<'a> {
+    tree: &'a Tree,
+    /// Key to new value, or `None` for a removal.
+    pending: RefCell<BTreeMap<Vec<u8>, Option<IVec>>>,
+}
+
+impl<'a> Tx<'a> {
+    pub(super) fn new(tree: &'a Tree) -> Self {
+        Tx { tree, pending: RefCell::new(BTreeMap::new()) }
+    }
+
+    /// The value at `key`, as this change set left it so far.
+    pub(super) fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<IVec>> {
+        if let Some(value) = self.pending.borrow().get(key.as_ref()) {
+            return Ok(value.clone());
+        }
+        self.tree.get(key).map_err(unavailable)
+    }
+
+    pub(super) fn insert(&self, key: impl Into<Vec<u8>>, value: impl Into<IVec>) -> Result<()> {
+        self.pending.borrow_mut().insert(key.into(), Some(value.into()));
+        Ok(())
+    }
+
+    /// Removes `key`; returns the value it had.
+    pub(super) fn remove(&self, key: impl AsRef<[u8]>) -> Result<Option<IVec>> {
+        let old = self.get(key.as_ref())?;
+        self.pending.borrow_mut().insert(key.as_ref().to_vec(), None);
+        Ok(old)
+    }
+
+    /// Applies every buffered write at once: after a crash, all of them or none are there.
+    pub(super) fn commit(self) -> Result<()> {
+        let mut batch = Batch::default();
+        for (key, value) in self.pending.into_inner() {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        self.tree.apply_batch(batch).map_err(unavailable)
+    }
+}
