@@ -1,12 +1,14 @@
 //! matrix-storage backends: durable appends (1 and 32 writers), state lookups in a
 //! 50,000-member room, and bytes on disk per message event.
 //!
-//! Run: `cargo bench -p benches --bench storage`. The disk figure is printed, not timed.
+//! Run: `cargo bench -p benches --bench storage`; PostgreSQL is included when `DATABASE_URL`
+//! is set (a schema of its own per run). The disk figures are printed, not timed.
 
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use matrix_storage::memory::MemoryStore;
+use matrix_storage::postgres::{PostgresOptions, PostgresStore};
 use matrix_storage::sled::{SledOptions, SledStore};
 use matrix_storage::{
     ChangeSet, EventStatus, NewEvent, NewSnapshot, RoomChanges, SnapshotId, SnapshotRef, Storage,
@@ -41,6 +43,39 @@ fn change(n: u64, parent: Option<SnapshotId>, join: bool) -> ChangeSet {
 
 fn sled_store(dir: &std::path::Path) -> Arc<dyn Storage> {
     Arc::new(SledStore::open(dir, &SledOptions::default()).expect("opens"))
+}
+
+/// A PostgreSQL store in a new schema (and the schema's name), if `DATABASE_URL` is set.
+fn postgres_store(runtime: &tokio::runtime::Runtime) -> Option<(Arc<dyn Storage>, String)> {
+    let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+        println!("PostgreSQL skipped: DATABASE_URL is not set");
+        return None;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let schema = format!("bench_{nanos}");
+    let options = PostgresOptions::new(url).with_schema(&schema);
+    let store = runtime.block_on(PostgresStore::open(&options)).expect("PostgreSQL opens");
+    Some((Arc::new(store), schema))
+}
+
+/// Bytes on disk of the tables (with indexes and TOAST) of a PostgreSQL schema.
+async fn postgres_bytes(schema: &str) -> u64 {
+    use sqlx::Connection as _;
+    let url = std::env::var("DATABASE_URL").expect("set");
+    let mut connection = sqlx::PgConnection::connect(&url).await.expect("connects");
+    // Make the space used visible: a checkpoint writes out what is only in the WAL.
+    sqlx::query("CHECKPOINT").execute(&mut connection).await.ok();
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::int8 FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r'",
+    )
+    .bind(schema)
+    .fetch_one(&mut connection)
+    .await
+    .expect("sizes");
+    u64::try_from(bytes).unwrap_or(0)
 }
 
 async fn with_room(store: &Arc<dyn Storage>) {
@@ -107,9 +142,22 @@ fn storage(c: &mut Criterion) {
             runtime.block_on(memory.apply(change(n, None, false))).expect("applies")
         })
     });
+    let postgres = postgres_store(&runtime);
+    if let Some((store, _)) = &postgres {
+        runtime.block_on(with_room(store));
+        group.bench_function("postgres/1_writer", |b| {
+            b.iter(|| {
+                n += 1;
+                runtime.block_on(store.apply(change(n, None, false))).expect("applies")
+            })
+        });
+    }
     group.throughput(Throughput::Elements(32 * 16));
-    for (name, store) in [("sled/32_writers", sled.clone()), ("memory/32_writers", memory.clone())]
-    {
+    let mut many = vec![("sled/32_writers", sled.clone()), ("memory/32_writers", memory.clone())];
+    if let Some((store, _)) = &postgres {
+        many.push(("postgres/32_writers", store.clone()));
+    }
+    for (name, store) in many {
         group.bench_function(name, |b| {
             b.iter_batched(
                 || {
@@ -145,8 +193,11 @@ fn storage(c: &mut Criterion) {
     // State lookups at the end of a 50,000-join delta chain.
     let mut group = c.benchmark_group("state_50k_members");
     let lookup_dir = tempfile::tempdir().expect("dir");
-    let stores: [(&str, Arc<dyn Storage>); 2] =
-        [("sled", sled_store(lookup_dir.path())), ("memory", Arc::new(MemoryStore::new()))];
+    let mut stores: Vec<(&str, Arc<dyn Storage>)> =
+        vec![("sled", sled_store(lookup_dir.path())), ("memory", Arc::new(MemoryStore::new()))];
+    if let Some((store, _)) = postgres_store(&runtime) {
+        stores.push(("postgres", store));
+    }
     for (name, store) in stores {
         let head = runtime.block_on(members(&store, 50_000));
         let mut i = 0u64;
@@ -183,6 +234,22 @@ fn storage(c: &mut Criterion) {
             "sled: {per_event:.0} bytes on disk per 1,000-byte message event (10,000-member room)"
         );
     });
+    if let Some((store, schema)) = postgres_store(&runtime) {
+        runtime.block_on(async {
+            with_room(&store).await;
+            let head = members(&store, 10_000).await;
+            let before = postgres_bytes(&schema).await;
+            for m in 0..5_000u64 {
+                store.apply(change(1_000_000 + m, Some(head), false)).await.expect("applies");
+            }
+            let after = postgres_bytes(&schema).await;
+            let per_event = (after.saturating_sub(before)) as f64 / 5_000.0;
+            println!(
+                "postgres: {per_event:.0} bytes on disk per 1,000-byte message event \
+                 (10,000-member room; tables, indexes and TOAST)"
+            );
+        });
+    }
 }
 
 criterion_group!(benches, storage);

@@ -1,14 +1,15 @@
 //! The sled backend: the embedded default, one directory, nothing else to run.
 //!
 //! Everything lives in one sled tree under table-prefixed keys, so a change set is one sled
-//! transaction. **Durability:** [`Storage::apply`] returns once the transaction committed and
-//! a sled `flush` (write and fsync) that began after the commit returned: an acknowledged
-//! change set survives a crash. Transactions are committed one at a time under a writer lock
-//! (sled 0.34's transactions stall under heavy contention), and flushed by **group commit**:
-//! one flusher thread runs one flush for every transaction committed before it began, so
-//! concurrent writers share an fsync instead of queueing for one each.
-//! **Stream order:** positions come from a counter read and written inside the transaction,
-//! under the writer lock, so positions follow commit order. [`RoomStore::stream_position`]
+//! batch. **Durability:** [`Storage::apply`] returns once the batch was applied and a sled
+//! `flush` (write and fsync) that began after it returned: an acknowledged change set
+//! survives a crash. Change sets are applied one at a time under a writer lock, each as one
+//! atomic sled batch (reads see the change set's own pending writes; no sled transaction is
+//! needed, and those cost several times more), and flushed by **group commit**: one flusher
+//! thread runs one flush for every batch applied before it began, so concurrent writers share
+//! an fsync instead of queueing for one each.
+//! **Stream order:** the next position is kept under the writer lock (and found again at open
+//! from the last stream entry), so positions follow commit order. [`RoomStore::stream_position`]
 //! is the stream head of the last successful flush: a reader never passes an event that is
 //! not yet committed, nor one that is not yet on disk (which a crash could lose, and whose
 //! position would then be handed out again).
@@ -85,9 +86,9 @@ impl Default for SledOptions {
 #[derive(Debug, Clone)]
 pub struct SledStore {
     tree: ::sled::Tree,
-    /// One change set at a time: sled 0.34's transactions can stall under heavy contention,
-    /// and a single writer makes stream positions follow commit order.
-    writer: Arc<std::sync::Mutex<()>>,
+    /// One change set at a time, which makes stream positions follow commit order; it holds
+    /// the next stream position.
+    writer: Arc<std::sync::Mutex<u64>>,
     /// Group commit: flushes for every writer committed before the flush began.
     flusher: Arc<Flusher>,
     snapshots: Arc<SnapshotCache>,
@@ -138,13 +139,15 @@ impl SledStore {
                 }
             }
         }
-        let stream_head = match tree.get(meta("next_stream")).map_err(unavailable)? {
-            Some(next) => u64_of(&next)?.saturating_sub(1),
+        // The head is the last position in the stream table (kept in memory from here on, so
+        // that an append writes no counter).
+        let stream_head = match tree.scan_prefix([STREAM]).next_back() {
+            Some(entry) => Dec::new(&entry.map_err(unavailable)?.0).skip_table()?.u64()?,
             None => 0,
         };
         Ok(SledStore {
             tree,
-            writer: Arc::new(std::sync::Mutex::new(())),
+            writer: Arc::new(std::sync::Mutex::new(stream_head + 1)),
             flusher: Arc::new(Flusher::start(db, stream_head)?),
             snapshots: Arc::new(SnapshotCache::new(options.snapshot_cache_entries)),
         })
@@ -173,10 +176,6 @@ impl SledStore {
         }
         pairs.sort();
         Ok(pairs)
-    }
-
-    fn counter(&self, name: &str) -> Result<u64> {
-        self.get(&meta(name))?.map_or(Ok(0), |v| u64_of(&v))
     }
 
     fn snapshot_record(&self, id: u64) -> Result<Option<Arc<SnapshotRecord>>> {
@@ -316,8 +315,7 @@ fn decode_user(user_id: &str, bytes: &[u8]) -> Result<User> {
     })
 }
 
-
-/// Reads and bumps a counter in the transaction; returns the value before.
+/// Reads and bumps a counter in the change set; returns the value before.
 fn bump(tx: &Tx<'_>, name: &str, by: u64, start: u64) -> Result<u64> {
     let current = match tx.get(meta(name))? {
         Some(v) => u64_of(&v)?,
@@ -351,8 +349,8 @@ fn intern_event(tx: &Tx<'_>, event_id: &str) -> Result<u64> {
     Ok(id)
 }
 
-/// A snapshot record read in a transaction: from the cache (committed records only), else
-/// from the transaction, without caching it (it could be this transaction's own).
+/// A snapshot record read while applying a change set: from the cache (committed records only), else
+/// from the pending writes or the tree, without caching it (it could be this change set's own).
 fn tx_snapshot(tx: &Tx<'_>, cache: &SnapshotCache, id: u64) -> Result<Option<Arc<SnapshotRecord>>> {
     if let Some(record) = cache.cached(id) {
         return Ok(Some(record));
@@ -366,8 +364,14 @@ fn missing<T>(what: String) -> Result<T> {
     Err(StorageError::new(ErrorKind::MissingReference, what))
 }
 
-/// The whole change set, inside one transaction.
-fn apply_in(tx: &Tx<'_>, cache: &SnapshotCache, changes: &ChangeSet) -> Result<Applied> {
+/// The whole change set, as buffered writes.
+/// `next_stream` is the first free stream position.
+fn apply_in(
+    tx: &Tx<'_>,
+    cache: &SnapshotCache,
+    changes: &ChangeSet,
+    next_stream: u64,
+) -> Result<Applied> {
     let mut applied = Applied::default();
 
     // The new snapshot.
@@ -457,9 +461,7 @@ fn apply_in(tx: &Tx<'_>, cache: &SnapshotCache, changes: &ChangeSet) -> Result<A
     }
 
     // Events, with stream positions in order.
-    let timeline_count = changes.events.iter().filter(|e| e.in_timeline).count() as u64;
-    let mut next_pos =
-        if timeline_count > 0 { bump(tx, "next_stream", timeline_count, 1)? } else { 0 };
+    let mut next_pos = next_stream;
     for event in &changes.events {
         let stream = if event.in_timeline {
             let pos = next_pos;
@@ -527,7 +529,7 @@ fn apply_in(tx: &Tx<'_>, cache: &SnapshotCache, changes: &ChangeSet) -> Result<A
     }
     for (user, device) in &changes.deleted_devices {
         tx.remove(Enc::table(DEVICE).str(user).str(device).done())?;
-        // Its tokens are found before the transaction (which cannot scan) and removed there.
+        // Its tokens are found before applying and removed there.
     }
 
     // Keys.
@@ -620,11 +622,11 @@ impl SledStore {
         &self,
         changes: &ChangeSet,
     ) -> Result<(Applied, tokio::sync::oneshot::Receiver<Result<()>>)> {
-        let _writer = self
+        let mut next_stream = self
             .writer
             .lock()
             .map_err(|_| StorageError::new(ErrorKind::Unavailable, "a writer panicked"))?;
-        // What a transaction cannot scan for, read first: the tokens of deleted devices and the
+        // Scans, done first: the tokens of deleted devices and the
         // queue entries acknowledged. Both are only ever removed, so reading them early is safe.
         let mut tokens: Vec<(String, &str, &str)> = Vec::new();
         for (user, device) in &changes.deleted_devices {
@@ -648,7 +650,7 @@ impl SledStore {
             }
         }
         let tx = Tx::new(&self.tree);
-        let applied = apply_in(&tx, &self.snapshots, changes)?;
+        let applied = apply_in(&tx, &self.snapshots, changes, *next_stream)?;
         for (token, user, device) in &tokens {
             // Only if the token still belongs to the deleted device.
             let owner = tx.get(Enc::table(TOKEN).str(token).done())?;
@@ -662,7 +664,8 @@ impl SledStore {
         }
         tx.commit()?;
         // Numbered under the writer lock, so that numbers follow commit order.
-        let durable = self.flusher.committed(self.counter("next_stream")?.saturating_sub(1))?;
+        *next_stream += applied.stream.len() as u64;
+        let durable = self.flusher.committed(*next_stream - 1)?;
         Ok((applied, durable))
     }
 }

@@ -1,24 +1,37 @@
-//! A writer for the crash test: applies change sets to a sled store in a loop and prints
-//! `ack N` after each one is acknowledged, until it is killed.
+//! A writer for the crash test: applies change sets in a loop and prints `ack N` after each
+//! one is acknowledged, until it is killed.
 //!
-//! `crash-writer DIR START` writes events `$crash-START`, `$crash-START+1`, ...
+//! `crash-writer sled DIR START` or `crash-writer postgres URL SCHEMA START` writes events
+//! `$crash-START`, `$crash-START+1`, ... each with a user `@crash-N:x` in the same change set.
 
 use std::io::Write as _;
 use std::sync::Arc;
 
+use matrix_storage::postgres::{PostgresOptions, PostgresStore};
 use matrix_storage::sled::{SledOptions, SledStore};
 use matrix_storage::{ChangeSet, EventStatus, NewEvent, RoomChanges, Storage, User};
 
+fn usage() -> ! {
+    eprintln!("usage: crash-writer sled DIR START | crash-writer postgres URL SCHEMA START");
+    std::process::exit(2);
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let (Some(dir), Some(start)) = (args.next(), args.next().and_then(|s| s.parse::<u64>().ok()))
-    else {
-        eprintln!("usage: crash-writer DIR START");
-        std::process::exit(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (store, start): (Arc<dyn Storage>, &str) = match args.as_slice() {
+        [backend, dir, start] if backend == "sled" => (
+            Arc::new(SledStore::open(dir, &SledOptions::default()).expect("the store opens")),
+            start,
+        ),
+        [backend, url, schema, start] if backend == "postgres" => {
+            let options = PostgresOptions::new(url).with_schema(schema);
+            (Arc::new(PostgresStore::open(&options).await.expect("the store opens")), start)
+        }
+        _ => usage(),
     };
-    let store = SledStore::open(&dir, &SledOptions::default()).expect("the store opens");
-    if matrix_storage::RoomStore::room(&store, "!crash").await.expect("reads").is_none() {
+    let Ok(start) = start.parse::<u64>() else { usage() };
+    if store.room("!crash").await.expect("reads").is_none() {
         let mut changes = ChangeSet::new();
         changes.rooms.push(RoomChanges {
             room_id: "!crash".into(),

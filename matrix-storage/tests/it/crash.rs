@@ -1,24 +1,25 @@
-//! Crash durability: a child process writes change sets to a sled store and reports each one
-//! acknowledged; it is killed with SIGKILL at varying points; the store then reopens and holds
-//! every acknowledged write, consistently (events, their stream positions, the users written in
-//! the same change sets).
+//! Crash durability: a child process writes change sets and reports each one acknowledged; it
+//! is killed with SIGKILL at varying points; the store then reopens and holds every
+//! acknowledged write, consistently (events, their stream positions, the users written in the
+//! same change sets, a stream without gaps). For sled and for PostgreSQL.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use matrix_storage::sled::{SledOptions, SledStore};
-use matrix_storage::{AccountStore, EventStore, RoomStore, StreamPos};
+use matrix_storage::{Storage, StreamPos};
 
-#[tokio::test]
-async fn acknowledged_writes_survive_sigkill() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = dir.path().to_str().expect("utf-8 path").to_owned();
+/// Runs the writer with `args` (then the first event number) six times, killing it each time;
+/// returns the numbers acknowledged.
+fn write_and_kill(args: &[&str]) -> Vec<u64> {
     let mut next = 0u64;
     let mut acknowledged: Vec<u64> = Vec::new();
     for round in 0..6u64 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
-            .args([&path, &next.to_string()])
+            .args(args)
+            .arg(next.to_string())
             .stdout(Stdio::piped())
             .spawn()
             .expect("the writer starts");
@@ -50,12 +51,14 @@ async fn acknowledged_writes_survive_sigkill() {
         next = acknowledged.last().map_or(next, |n| n + 1) + 1_000;
     }
     assert!(acknowledged.len() >= 100, "only {} writes acknowledged", acknowledged.len());
+    acknowledged
+}
 
-    let store =
-        SledStore::open(dir.path(), &SledOptions::default()).expect("reopens after SIGKILL");
+/// Every acknowledged write is in `store`, and the stream has no gap below its head.
+async fn check(store: &dyn Storage, acknowledged: &[u64]) {
     let head = store.stream_position().await.expect("reads");
     let mut positions = Vec::new();
-    for n in &acknowledged {
+    for n in acknowledged {
         let event = store.event(&format!("$crash-{n}")).await.expect("reads");
         let event = event.unwrap_or_else(|| panic!("acknowledged event {n} lost"));
         let pos = event.stream.expect("in the timeline");
@@ -66,10 +69,27 @@ async fn acknowledged_writes_survive_sigkill() {
             "user {n} lost"
         );
     }
-    // Consistent: the stream holds exactly what was committed, with no gap below the head.
     let all = store.stream_range(StreamPos(0), head, usize::MAX).await.expect("reads");
     assert_eq!(all.len() as u64, head.0, "the stream has a gap");
     positions.sort();
     positions.dedup();
     assert_eq!(positions.len(), acknowledged.len());
+}
+
+#[tokio::test]
+async fn sled_keeps_acknowledged_writes_through_sigkill() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().to_str().expect("utf-8 path");
+    let acknowledged = write_and_kill(&["sled", path]);
+    let store = SledStore::open(dir.path(), &SledOptions::default()).expect("reopens");
+    check(&store, &acknowledged).await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_acknowledged_writes_through_sigkill() {
+    let Some(url) = crate::postgres::database_url() else { return };
+    let schema = crate::postgres::fresh_schema();
+    let acknowledged = write_and_kill(&["postgres", &url, &schema]);
+    let store = Arc::new(crate::postgres::open(&url, &schema).await);
+    check(&*store, &acknowledged).await;
 }
