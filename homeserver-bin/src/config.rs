@@ -1,0 +1,200 @@
+//! The config file: TOML with nested sections, every key optional, unknown keys refused, and
+//! any key overridable from the environment (`HOMESERVER__SECTION__KEY=value`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use matrix_homeserver::{Config, LimitsConfig, RegistrationConfig, WellKnownConfig};
+use serde::{Deserialize, Serialize};
+
+/// The example config, with every key and its default (`homeserver generate-config`).
+pub(crate) const EXAMPLE: &str = include_str!("../homeserver.example.toml");
+
+/// The prefix of environment overrides.
+const ENV_PREFIX: &str = "HOMESERVER__";
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) server: ServerSection,
+    pub(crate) storage: StorageSection,
+    pub(crate) registration: RegistrationConfig,
+    pub(crate) limits: LimitsConfig,
+    pub(crate) well_known: WellKnownConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ServerSection {
+    pub(crate) name: String,
+    pub(crate) listen: String,
+    pub(crate) data_dir: PathBuf,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            name: "localhost".to_owned(),
+            listen: "127.0.0.1:8008".to_owned(),
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StorageBackend {
+    #[default]
+    Sled,
+    Postgres,
+}
+
+impl StorageBackend {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            StorageBackend::Sled => "sled",
+            StorageBackend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct StorageSection {
+    pub(crate) backend: StorageBackend,
+    pub(crate) postgres_url: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads `path` (or nothing: the defaults), then applies the environment's overrides.
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading the config file {}", path.display()))?,
+            None => String::new(),
+        };
+        let origin = path.map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
+        Self::parse(&text, std::env::vars(), &origin)
+    }
+
+    /// Parses `text`, with overrides from `env` (`HOMESERVER__SECTION__KEY`).
+    pub(crate) fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        origin: &str,
+    ) -> anyhow::Result<Self> {
+        let mut table: toml::Table =
+            toml::from_str(text).with_context(|| format!("{origin} is not valid TOML"))?;
+        for (name, raw) in env {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+            set(&mut table, &keys, parse_value(&raw))
+                .with_context(|| format!("the environment variable {name}"))?;
+        }
+        table
+            .try_into::<FileConfig>()
+            .with_context(|| format!("the configuration from {origin} (and the environment)"))
+    }
+
+    /// The library's settings.
+    pub(crate) fn homeserver(&self) -> Config {
+        let mut config = Config::new(self.server.name.clone());
+        config.registration = self.registration.clone();
+        config.limits = self.limits.clone();
+        config.well_known = self.well_known.clone();
+        config
+    }
+}
+
+/// A TOML value as written (`8008`, `true`, `["a"]`), or else the text as a string.
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set(table: &mut toml::Table, keys: &[String], value: toml::Value) -> anyhow::Result<()> {
+    match keys {
+        [] => anyhow::bail!("names no key"),
+        [key] => {
+            table.insert(key.clone(), value);
+            Ok(())
+        }
+        [section, rest @ ..] => {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(inner) = entry else {
+                anyhow::bail!("{section} is not a section");
+            };
+            set(inner, rest, value)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn the_example_is_the_defaults_and_names_every_key() {
+        let example = FileConfig::parse(EXAMPLE, no_env(), "the example").expect("parses");
+        assert_eq!(example, FileConfig::default());
+        // Every key the structs write is in the example (the unset ones, commented out).
+        let defaults = toml::to_string(&FileConfig::default()).expect("serialises");
+        let defaults: toml::Table = toml::from_str(&defaults).expect("parses");
+        for (section, keys) in &defaults {
+            assert!(EXAMPLE.contains(&format!("[{section}]")), "section {section}");
+            for key in keys.as_table().expect("a section").keys() {
+                assert!(EXAMPLE.contains(&format!("\n{key} = ")), "{section}.{key}");
+            }
+        }
+        for optional in ["postgres_url", "client_base_url", "server"] {
+            assert!(EXAMPLE.contains(&format!("# {optional} = ")), "{optional}");
+        }
+    }
+
+    #[test]
+    fn the_checked_in_example_is_what_generate_config_prints() {
+        let file = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/homeserver.example.toml"
+        ))
+        .expect("reads");
+        assert_eq!(file, EXAMPLE);
+    }
+
+    #[test]
+    fn nested_sections_and_environment_overrides() {
+        let text = "[server]\nname = \"example.org\"\n[registration]\nmode = \"open\"\n";
+        let env = vec![
+            ("HOMESERVER__SERVER__LISTEN".to_owned(), "0.0.0.0:8448".to_owned()),
+            ("HOMESERVER__LIMITS__MAX_REQUEST_BYTES".to_owned(), "4096".to_owned()),
+            ("HOMESERVER__REGISTRATION__TOKENS".to_owned(), "[\"a\", \"b\"]".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let config = FileConfig::parse(text, env, "test").expect("parses");
+        assert_eq!(config.server.name, "example.org");
+        assert_eq!(config.server.listen, "0.0.0.0:8448");
+        assert_eq!(config.limits.max_request_bytes, 4096);
+        assert_eq!(config.registration.tokens, ["a", "b"]);
+        assert_eq!(config.registration.mode, matrix_homeserver::RegistrationMode::Open);
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_by_name() {
+        let err =
+            FileConfig::parse("[server]\nnmae = \"x\"\n", no_env(), "test").expect_err("a typo");
+        assert!(format!("{err:#}").contains("nmae"), "{err:#}");
+        let err = FileConfig::parse("[sever]\n", no_env(), "test").expect_err("a typo");
+        assert!(format!("{err:#}").contains("sever"), "{err:#}");
+        let env = vec![("HOMESERVER__SERVER__PORT".to_owned(), "1".to_owned())];
+        let err = FileConfig::parse("", env, "test").expect_err("unknown");
+        assert!(format!("{err:#}").contains("port"), "{err:#}");
+    }
+}

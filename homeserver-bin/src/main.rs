@@ -1,0 +1,176 @@
+//! `homeserver`: the reference binary. Reads a TOML config file (every key optional), opens the
+//! storage (sled in a data directory by default), and serves the client-server API.
+
+mod config;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use matrix_homeserver::Homeserver;
+use matrix_storage::Storage;
+
+use crate::config::{FileConfig, StorageBackend};
+
+#[derive(Debug, Parser)]
+#[command(name = "homeserver", version, about = "A lightweight Matrix homeserver")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the homeserver.
+    Serve {
+        /// The config file; without one, the defaults (see `generate-config`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Prints an example config file with every key, commented.
+    GenerateConfig,
+    /// Creates a user account (whatever the registration settings say).
+    RegisterUser {
+        /// The config file of the server the user is for.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The user name (the localpart of the user id).
+        username: String,
+        /// The password to log in with.
+        #[arg(long)]
+        password: String,
+        /// Makes the user a server administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve { config } => serve(config.as_deref()).await,
+        Command::GenerateConfig => {
+            print!("{}", config::EXAMPLE);
+            Ok(())
+        }
+        Command::RegisterUser { config, username, password, admin } => {
+            let config = FileConfig::load(config.as_deref())?;
+            let homeserver = build(&config).await?;
+            let user_id = homeserver
+                .create_user(&username, Some(&password), admin)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("created {user_id}{}", if admin { " (administrator)" } else { "" });
+            Ok(())
+        }
+    }
+}
+
+async fn open_storage(config: &FileConfig) -> anyhow::Result<Arc<dyn Storage>> {
+    match config.storage.backend {
+        StorageBackend::Sled => {
+            let path = config.server.data_dir.join("sled");
+            let store = matrix_storage::sled::SledStore::open(
+                &path,
+                &matrix_storage::sled::SledOptions::default(),
+            )
+            .with_context(|| format!("opening the sled store in {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        StorageBackend::Postgres => {
+            let Some(url) = &config.storage.postgres_url else {
+                bail!("storage.backend is \"postgres\" but storage.postgres_url is not set");
+            };
+            let options = matrix_storage::postgres::PostgresOptions::new(url);
+            let store = matrix_storage::postgres::PostgresStore::open(&options)
+                .await
+                .context("opening the PostgreSQL store")?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+async fn build(config: &FileConfig) -> anyhow::Result<Homeserver> {
+    std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
+        format!("creating the data directory {}", config.server.data_dir.display())
+    })?;
+    let storage = open_storage(config).await?;
+    Ok(Homeserver::builder().config(config.homeserver()).storage(storage).build().await?)
+}
+
+/// Reads the signing key in the data directory, or makes one (file mode 0600).
+fn signing_key(data_dir: &Path) -> anyhow::Result<(matrix_core::SigningKey, bool)> {
+    let path = data_dir.join("signing.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let mut words = text.split_whitespace();
+        let (Some("ed25519"), Some(version), Some(seed)) =
+            (words.next(), words.next(), words.next())
+        else {
+            bail!("{} is not a signing key (\"ed25519 VERSION SEED\")", path.display());
+        };
+        let key = matrix_core::SigningKey::from_base64_seed(version, seed)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        return Ok((key, false));
+    }
+    let key = matrix_core::SigningKey::generate("a_1")
+        .map_err(|e| anyhow::anyhow!("generating a signing key: {e}"))?;
+    let version = key.key_id().trim_start_matches("ed25519:").to_owned();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(
+        &mut file,
+        format!("ed25519 {version} {}\n", key.seed_base64()).as_bytes(),
+    )?;
+    file.sync_all()?;
+    Ok((key, true))
+}
+
+/// Ctrl-C, or SIGTERM (what service managers send).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let config = FileConfig::load(config_path)?;
+    let homeserver = build(&config).await?;
+    let (key, created) = signing_key(&config.server.data_dir)?;
+    let key_path = config.server.data_dir.join("signing.key");
+    if created {
+        eprintln!("generated the signing key {} in {}", key.key_id(), key_path.display());
+    } else {
+        eprintln!("signing key {} from {}", key.key_id(), key_path.display());
+    }
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.server.listen))?;
+    eprintln!(
+        "serving {} on http://{} (storage: {}, registration: {:?}), ready in {:?}",
+        config.server.name,
+        listener.local_addr()?,
+        config.storage.backend.name(),
+        config.registration.mode,
+        started.elapsed()
+    );
+    let shutdown = async {
+        stop_signal().await;
+        eprintln!("shutting down");
+    };
+    homeserver.serve(listener, shutdown).await.context("serving")?;
+    Ok(())
+}

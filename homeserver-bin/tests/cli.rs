@@ -1,0 +1,100 @@
+//! The binary as a user runs it: `generate-config`, `register-user`, and `serve` with zero
+//! set-up (a data directory, a signing key with mode 0600, an answering API).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn homeserver() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_homeserver"))
+}
+
+#[test]
+fn generate_config_prints_the_example() {
+    let output = homeserver().arg("generate-config").output().expect("runs");
+    assert!(output.status.success());
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/homeserver.example.toml"))
+            .expect("reads");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), example);
+}
+
+#[test]
+fn a_bad_config_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten_on = \"x\"\n").expect("writes");
+    let output = homeserver().args(["serve", "--config"]).arg(&path).output().expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listen_on"), "{stderr}");
+}
+
+/// Writes a config for a server in `dir` on a free loopback port; returns its path and URL.
+fn config_in(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let path = dir.join("homeserver.toml");
+    let text = format!(
+        "[server]\nname = \"test.local\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n",
+        dir.join("data").display().to_string()
+    );
+    std::fs::write(&path, text).expect("writes");
+    (path, format!("127.0.0.1:{port}"))
+}
+
+#[test]
+fn serve_starts_with_a_signing_key_and_answers() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let (config, address) = config_in(dir.path());
+    let created = homeserver()
+        .args(["register-user", "--config"])
+        .arg(&config)
+        .args(["admin", "--password", "pw", "--admin"])
+        .output()
+        .expect("runs");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(String::from_utf8_lossy(&created.stdout).contains("@admin:test.local"));
+
+    let mut child = homeserver()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut said = Vec::new();
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let ready = line.contains("serving");
+        said.push(line);
+        if ready {
+            break;
+        }
+    }
+    assert!(said.iter().any(|l| l.contains("generated the signing key")), "{said:?}");
+    let key = dir.path().join("data/signing.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).expect("the key exists").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // A plain HTTP/1.1 request over loopback.
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(&address).expect("connects");
+    stream
+        .write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("writes");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("reads");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"versions\""), "{response}");
+    child.kill().expect("stops");
+    child.wait().expect("reaped");
+}

@@ -1,0 +1,108 @@
+//! The one place that picks an HTTP status and a Matrix errcode.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// A client-server API error: a status, an errcode and a message, sent as Matrix JSON.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{errcode}: {message}")]
+pub struct ApiError {
+    status: StatusCode,
+    errcode: &'static str,
+    message: String,
+    /// A whole body to send instead (the user-interactive auth's 401).
+    body: Option<Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, errcode, message: message.into(), body: None }
+    }
+
+    /// The errcode (`M_FORBIDDEN`).
+    pub fn errcode(&self) -> &'static str {
+        self.errcode
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", message)
+    }
+    pub(crate) fn missing_token() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", "no access token was given")
+    }
+    pub(crate) fn unknown_token() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", "the access token is not known")
+    }
+    pub(crate) fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", message)
+    }
+    pub(crate) fn not_json() -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", "the request body is not JSON")
+    }
+    pub(crate) fn invalid_param(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", message)
+    }
+    pub(crate) fn unrecognized() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "unrecognized request")
+    }
+    pub(crate) fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED", "method not allowed here")
+    }
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "M_NOT_FOUND", message)
+    }
+    pub(crate) fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            format!("the request body is over {limit} bytes"),
+        )
+    }
+    pub(crate) fn user_in_use() -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_USER_IN_USE", "the user id is taken")
+    }
+    pub(crate) fn invalid_username(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_INVALID_USERNAME", message)
+    }
+    pub(crate) fn user_deactivated() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "M_USER_DEACTIVATED", "the account is deactivated")
+    }
+    pub(crate) fn guest_access_forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN", "guests may not register here")
+    }
+    pub(crate) fn unknown_login_type() -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", "this login type is not supported")
+    }
+    pub(crate) fn unknown(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", message)
+    }
+    /// The user-interactive authentication's answer: 401 with the flows to follow.
+    pub(crate) fn auth_required(body: Value) -> Self {
+        let mut error = Self::new(StatusCode::UNAUTHORIZED, "M_FORBIDDEN", "authentication needed");
+        error.body = Some(body);
+        error
+    }
+}
+
+impl From<matrix_storage::StorageError> for ApiError {
+    fn from(error: matrix_storage::StorageError) -> Self {
+        // The details are the operator's, not the client's.
+        eprintln!("storage error: {error}");
+        ApiError::unknown("the server could not reach its storage")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            self.body.unwrap_or_else(|| json!({"errcode": self.errcode, "error": self.message}));
+        (self.status, Json(body)).into_response()
+    }
+}

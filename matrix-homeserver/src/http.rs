@@ -1,0 +1,131 @@
+//! The client-server HTTP API: the router, the request and response adapters for ruma's
+//! endpoint types, and authentication. Handlers live in one file per endpoint group; each
+//! authenticates, calls one service method and returns.
+
+mod account;
+mod discovery;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::BytesMut;
+use ruma::api::{IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt};
+use ruma::{OwnedDeviceId, OwnedUserId};
+
+use crate::State;
+use crate::error::ApiError;
+
+/// The router of every endpoint this server answers.
+pub(crate) fn router(state: Arc<State>) -> Router {
+    use axum::routing::MethodRouter;
+    // Any other method on a known path: 405 with M_UNRECOGNIZED.
+    fn route(method: MethodRouter<Arc<State>>) -> MethodRouter<Arc<State>> {
+        method.fallback(|| async { ApiError::method_not_allowed() })
+    }
+    Router::new()
+        .route("/_matrix/client/versions", route(get(discovery::versions)))
+        .route("/.well-known/matrix/client", route(get(discovery::well_known_client)))
+        .route("/.well-known/matrix/server", route(get(discovery::well_known_server)))
+        .route("/_matrix/client/v3/capabilities", route(get(discovery::capabilities)))
+        .route("/_matrix/client/v3/register", route(post(account::register)))
+        .route("/_matrix/client/v3/register/available", route(get(account::available)))
+        .route("/_matrix/client/v3/login", route(get(account::login_types).post(account::login)))
+        .route("/_matrix/client/v3/logout", route(post(account::logout)))
+        .route("/_matrix/client/v3/logout/all", route(post(account::logout_all)))
+        .route("/_matrix/client/v3/account/whoami", route(get(account::whoami)))
+        .fallback(|| async { ApiError::unrecognized() })
+        .with_state(state)
+}
+
+/// A request parsed into ruma's type for its endpoint.
+pub(crate) struct Ruma<T>(pub(crate) T);
+
+fn request_error(error: ruma::api::error::FromHttpRequestError) -> ApiError {
+    use ruma::api::error::{DeserializationError, FromHttpRequestError};
+    match error {
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
+            if e.is_syntax() || e.is_eof() {
+                ApiError::not_json()
+            } else {
+                ApiError::bad_json(e.to_string())
+            }
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Ident(e)) => {
+            ApiError::invalid_param(e.to_string())
+        }
+        FromHttpRequestError::Deserialization(e) => ApiError::invalid_param(e.to_string()),
+        FromHttpRequestError::MethodMismatch { .. } => ApiError::method_not_allowed(),
+        other => ApiError::bad_json(other.to_string()),
+    }
+}
+
+impl<T: IncomingRequest + Send> FromRequest<Arc<State>> for Ruma<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<State>) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let args: Vec<String> =
+            match Path::<Vec<String>>::from_request_parts(&mut parts, state).await {
+                Ok(Path(args)) => args,
+                Err(_) => Vec::new(),
+            };
+        let limit = state.config.limits.max_request_bytes;
+        let bytes =
+            axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let request = http::Request::from_parts(parts, bytes.as_ref());
+        T::try_from_http_request(request, &args).map(Ruma).map_err(request_error)
+    }
+}
+
+/// A response sent as ruma serialises it.
+pub(crate) struct RumaResponse<R>(pub(crate) R);
+
+impl<R: OutgoingResponse> IntoResponse for RumaResponse<R> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<BytesMut>() {
+            Ok(response) => response.map(|body| Body::from(body.freeze())).into_response(),
+            Err(e) => {
+                ApiError::unknown(format!("the response did not serialise: {e}")).into_response()
+            }
+        }
+    }
+}
+
+/// The result of a handler.
+pub(crate) type ApiResult<R> = Result<RumaResponse<R>, ApiError>;
+
+/// The user and device of the request's access token (`Authorization: Bearer`, or the
+/// deprecated `access_token` query parameter).
+#[derive(Debug, Clone)]
+pub(crate) struct Auth {
+    pub(crate) user_id: OwnedUserId,
+    pub(crate) device_id: OwnedDeviceId,
+}
+
+fn access_token(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        return value.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+    }
+    let query = parts.uri.query()?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "access_token").then(|| value.to_owned())
+    })
+}
+
+impl FromRequestParts<Arc<State>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        let token = access_token(parts).ok_or_else(ApiError::missing_token)?;
+        let (user_id, device_id) = state.accounts.authenticate(&token).await?;
+        Ok(Auth { user_id, device_id })
+    }
+}

@@ -1,0 +1,147 @@
+//! Accounts: register (with the user-interactive auth flow), availability, login, logout,
+//! whoami.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use ruma::api::client::account::{get_username_availability, register, whoami};
+use ruma::api::client::session::{get_login_types, login, logout, logout_all};
+use ruma::api::client::uiaa::{AuthData, UserIdentifier};
+use serde_json::json;
+
+use super::{ApiResult, Auth, Ruma, RumaResponse};
+use crate::config::RegistrationMode;
+use crate::error::ApiError;
+use crate::services::accounts::DeviceRequest;
+
+type AppState = State<Arc<crate::State>>;
+
+/// The 401 that starts (or continues) the user-interactive auth of a registration.
+fn registration_flows(stage: &str) -> Result<ApiError, ApiError> {
+    let mut session = [0u8; 16];
+    getrandom::fill(&mut session).map_err(|_| ApiError::unknown("no randomness available"))?;
+    Ok(ApiError::auth_required(json!({
+        "flows": [{"stages": [stage]}],
+        "params": {},
+        "session": matrix_core::b64::encode_url_safe(session),
+    })))
+}
+
+pub(super) async fn register(
+    State(state): AppState,
+    Ruma(request): Ruma<register::v3::Request>,
+) -> ApiResult<register::v3::Response> {
+    if request.kind == register::RegistrationKind::Guest {
+        return Err(ApiError::guest_access_forbidden());
+    }
+    let registration = &state.config.registration;
+    let stage = match registration.mode {
+        RegistrationMode::Open => "m.login.dummy",
+        RegistrationMode::Token => "m.login.registration_token",
+        _ => return Err(ApiError::forbidden("registration is closed on this server")),
+    };
+    match (&request.auth, registration.mode) {
+        (None, _) => return Err(registration_flows(stage)?),
+        (Some(AuthData::Dummy(_)), RegistrationMode::Open) => {}
+        (Some(AuthData::RegistrationToken(given)), RegistrationMode::Token) => {
+            let known = registration.tokens.iter().any(|t| {
+                // Compared in constant time: a token is a secret.
+                t.len() == given.token.len()
+                    && t.bytes().zip(given.token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+            });
+            if !known {
+                return Err(ApiError::forbidden("the registration token is not valid"));
+            }
+        }
+        (Some(_), _) => return Err(registration_flows(stage)?),
+    }
+    let device = (!request.inhibit_login).then(|| DeviceRequest {
+        device_id: request.device_id.clone(),
+        display_name: request.initial_device_display_name.clone(),
+    });
+    let (user_id, session) = state
+        .accounts
+        .create_user(request.username.as_deref(), request.password.clone(), false, device)
+        .await?;
+    let mut response = register::v3::Response::new(user_id);
+    if let Some(session) = session {
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+    }
+    Ok(RumaResponse(response))
+}
+
+pub(super) async fn available(
+    State(state): AppState,
+    Ruma(request): Ruma<get_username_availability::v3::Request>,
+) -> ApiResult<get_username_availability::v3::Response> {
+    if state.accounts.available(&request.username).await? {
+        Ok(RumaResponse(get_username_availability::v3::Response::new(true)))
+    } else {
+        Err(ApiError::user_in_use())
+    }
+}
+
+pub(super) async fn login_types(
+    Ruma(_): Ruma<get_login_types::v3::Request>,
+) -> ApiResult<get_login_types::v3::Response> {
+    use get_login_types::v3::{LoginType, PasswordLoginType};
+    Ok(RumaResponse(get_login_types::v3::Response::new(vec![LoginType::Password(
+        PasswordLoginType::new(),
+    )])))
+}
+
+pub(super) async fn login(
+    State(state): AppState,
+    Ruma(request): Ruma<login::v3::Request>,
+) -> ApiResult<login::v3::Response> {
+    let login::v3::LoginInfo::Password(password) = request.login_info else {
+        return Err(ApiError::unknown_login_type());
+    };
+    let user = match &password.identifier {
+        Some(UserIdentifier::Matrix(id)) => id.user.clone(),
+        Some(_) => return Err(ApiError::unknown_login_type()),
+        None => {
+            #[allow(deprecated)]
+            let user = password.user.clone();
+            user.ok_or_else(|| ApiError::bad_json("no user was named"))?
+        }
+    };
+    let device = DeviceRequest {
+        device_id: request.device_id,
+        display_name: request.initial_device_display_name,
+    };
+    let session = state.accounts.login_password(&user, password.password, device).await?;
+    Ok(RumaResponse(login::v3::Response::new(
+        session.user_id,
+        session.access_token,
+        session.device_id,
+    )))
+}
+
+pub(super) async fn logout(
+    State(state): AppState,
+    auth: Auth,
+    Ruma(_): Ruma<logout::v3::Request>,
+) -> ApiResult<logout::v3::Response> {
+    state.accounts.logout(&auth.user_id, auth.device_id.as_str()).await?;
+    Ok(RumaResponse(logout::v3::Response::new()))
+}
+
+pub(super) async fn logout_all(
+    State(state): AppState,
+    auth: Auth,
+    Ruma(_): Ruma<logout_all::v3::Request>,
+) -> ApiResult<logout_all::v3::Response> {
+    state.accounts.logout_all(&auth.user_id).await?;
+    Ok(RumaResponse(logout_all::v3::Response::new()))
+}
+
+pub(super) async fn whoami(
+    auth: Auth,
+    Ruma(_): Ruma<whoami::v3::Request>,
+) -> ApiResult<whoami::v3::Response> {
+    let mut response = whoami::v3::Response::new(auth.user_id, false);
+    response.device_id = Some(auth.device_id);
+    Ok(RumaResponse(response))
+}

@@ -1,0 +1,3 @@
+//! The services: domain logic over the storage traits, with no HTTP in them.
+
+pub(crate) mod accounts;

@@ -1,0 +1,270 @@
+//! Accounts: users, passwords (argon2id), devices and access tokens.
+//!
+//! Access tokens are stored by their SHA-256, never as given: a stolen database holds no
+//! usable token, and looking one up leaks nothing about a token's bytes through timing.
+
+use std::sync::{Arc, OnceLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use matrix_storage::{ChangeSet, Device, Storage, TokenOwner, User};
+use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// A logged-in device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The user.
+    pub user_id: OwnedUserId,
+    /// The device.
+    pub device_id: OwnedDeviceId,
+    /// The access token (only ever handed out here; stored hashed).
+    pub access_token: String,
+}
+
+/// The device a login or registration asks for.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeviceRequest {
+    pub(crate) device_id: Option<OwnedDeviceId>,
+    pub(crate) display_name: Option<String>,
+}
+
+pub(crate) struct Accounts {
+    storage: Arc<dyn Storage>,
+    server_name: OwnedServerName,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|_| ApiError::unknown("no randomness available"))?;
+    Ok(bytes)
+}
+
+/// A random string of `len` characters from `alphabet`.
+fn random_string(alphabet: &[u8], len: usize) -> Result<String, ApiError> {
+    let bytes = random_bytes::<32>()?;
+    Ok(bytes[..len]
+        .iter()
+        .map(|b| char::from(alphabet[usize::from(*b) % alphabet.len()]))
+        .collect())
+}
+
+/// The storage key of an access token.
+pub(crate) fn token_key(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hasher() -> argon2::Argon2<'static> {
+    // argon2id with the crate's defaults (OWASP's minimum: 19 MiB, 2 passes, 1 lane).
+    argon2::Argon2::default()
+}
+
+async fn hash_password(password: String) -> Result<String, ApiError> {
+    let salt = random_bytes::<16>()?;
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::encode_b64(&salt).map_err(|e| ApiError::unknown(e.to_string()))?;
+        hasher()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|e| ApiError::unknown(format!("hashing the password: {e}")))
+    })
+    .await
+    .map_err(|_| ApiError::unknown("the hashing task failed"))?
+}
+
+/// A hash nobody's password matches, checked for unknown users so that a login takes as long
+/// whether or not the user exists.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| {
+        let salt = SaltString::encode_b64(b"matrix-homeserver").expect("a valid salt");
+        hasher().hash_password(b"decoy", &salt).map(|h| h.to_string()).unwrap_or_default()
+    })
+}
+
+async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| decoy_hash().to_owned());
+        let Ok(parsed) = PasswordHash::new(&hash) else { return false };
+        hasher().verify_password(password.as_bytes(), &parsed).is_ok() && known
+    })
+    .await
+    .map_err(|_| ApiError::unknown("the hashing task failed"))
+}
+
+/// Checks a localpart against the user id grammar (lower case ASCII letters, digits and
+/// `._=-/+`), with the whole id at most 255 bytes.
+fn check_localpart(localpart: &str, server_name: &str) -> Result<(), ApiError> {
+    if localpart.is_empty() {
+        return Err(ApiError::invalid_username("the user name is empty"));
+    }
+    if !localpart
+        .bytes()
+        .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'))
+    {
+        return Err(ApiError::invalid_username("a user name may only contain a-z, 0-9 and ._=-/+"));
+    }
+    if localpart.len() + server_name.len() + 2 > 255 {
+        return Err(ApiError::invalid_username("the user id would be over 255 bytes"));
+    }
+    Ok(())
+}
+
+impl Accounts {
+    pub(crate) fn new(storage: Arc<dyn Storage>, server_name: OwnedServerName) -> Self {
+        Accounts { storage, server_name }
+    }
+
+    fn user_id(&self, localpart: &str) -> Result<OwnedUserId, ApiError> {
+        check_localpart(localpart, self.server_name.as_str())?;
+        UserId::parse(format!("@{localpart}:{}", self.server_name))
+            .map_err(|e| ApiError::invalid_username(e.to_string()))
+    }
+
+    /// The user a login names: a full id on this server, or a localpart.
+    fn named_user(&self, name: &str) -> Option<OwnedUserId> {
+        let id = if name.starts_with('@') {
+            UserId::parse(name).ok()?
+        } else {
+            UserId::parse(format!("@{}:{}", name.to_lowercase(), self.server_name)).ok()?
+        };
+        (id.server_name() == self.server_name).then_some(id)
+    }
+
+    /// Whether a localpart is free (an invalid one is an error).
+    pub(crate) async fn available(&self, localpart: &str) -> Result<bool, ApiError> {
+        let user_id = self.user_id(localpart)?;
+        Ok(self.storage.user(user_id.as_str()).await?.is_none())
+    }
+
+    /// Creates a user (no device); `localpart` `None` picks a free random one.
+    pub(crate) async fn create_user(
+        &self,
+        localpart: Option<&str>,
+        password: Option<String>,
+        admin: bool,
+        device: Option<DeviceRequest>,
+    ) -> Result<(OwnedUserId, Option<Session>), ApiError> {
+        let user_id = match localpart {
+            Some(localpart) => self.user_id(localpart)?,
+            None => self.user_id(&random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 12)?)?,
+        };
+        let password_hash = match password {
+            Some(password) => Some(hash_password(password).await?),
+            None => None,
+        };
+        let mut changes = ChangeSet::new();
+        changes.new_users.push(User {
+            user_id: user_id.to_string(),
+            password_hash,
+            admin,
+            deactivated: false,
+        });
+        let session = match device {
+            Some(device) => Some(self.new_session(&mut changes, &user_id, device)?),
+            None => None,
+        };
+        match self.storage.apply(changes).await {
+            Ok(_) => Ok((user_id, session)),
+            Err(e) if e.kind() == matrix_storage::ErrorKind::Conflict => {
+                Err(ApiError::user_in_use())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Adds a device and its access token to `changes`.
+    fn new_session(
+        &self,
+        changes: &mut ChangeSet,
+        user_id: &UserId,
+        device: DeviceRequest,
+    ) -> Result<Session, ApiError> {
+        let device_id = match device.device_id {
+            Some(id) => id,
+            None => OwnedDeviceId::from(random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 10)?),
+        };
+        let token_bytes = random_bytes::<32>()?;
+        let access_token = format!("mht_{}", matrix_core::b64::encode_url_safe(token_bytes));
+        changes.devices.push(Device {
+            user_id: user_id.to_string(),
+            device_id: device_id.to_string(),
+            display_name: device.display_name,
+        });
+        changes.new_tokens.push((
+            token_key(&access_token),
+            TokenOwner { user_id: user_id.to_string(), device_id: device_id.to_string() },
+        ));
+        Ok(Session { user_id: user_id.to_owned(), device_id, access_token })
+    }
+
+    /// Logs in with a password: a new device (or the one named) with a new token.
+    pub(crate) async fn login_password(
+        &self,
+        user: &str,
+        password: String,
+        device: DeviceRequest,
+    ) -> Result<Session, ApiError> {
+        let wrong = || ApiError::forbidden("wrong user name or password");
+        let stored = match self.named_user(user) {
+            Some(user_id) => self.storage.user(user_id.as_str()).await?,
+            None => None,
+        };
+        let hash = stored.as_ref().and_then(|u| u.password_hash.clone());
+        // Checked even for unknown users (against a decoy), so timing tells nothing.
+        if !verify_password(password, hash).await? {
+            return Err(wrong());
+        }
+        let stored = stored.ok_or_else(wrong)?;
+        if stored.deactivated {
+            return Err(ApiError::user_deactivated());
+        }
+        let user_id = UserId::parse(&stored.user_id).map_err(|_| wrong())?;
+        if let Some(existing) = &device.device_id {
+            // Logging in again on a device replaces its tokens: the old device goes first.
+            self.logout(&user_id, existing.as_str()).await?;
+        }
+        let mut changes = ChangeSet::new();
+        let session = self.new_session(&mut changes, &user_id, device)?;
+        self.storage.apply(changes).await?;
+        Ok(session)
+    }
+
+    /// Who an access token belongs to.
+    pub(crate) async fn authenticate(
+        &self,
+        token: &str,
+    ) -> Result<(OwnedUserId, OwnedDeviceId), ApiError> {
+        let owner =
+            self.storage.token(&token_key(token)).await?.ok_or_else(ApiError::unknown_token)?;
+        let user_id = UserId::parse(&owner.user_id).map_err(|_| ApiError::unknown_token())?;
+        Ok((user_id, OwnedDeviceId::from(owner.device_id)))
+    }
+
+    /// Deletes a device and its tokens.
+    pub(crate) async fn logout(&self, user_id: &UserId, device_id: &str) -> Result<(), ApiError> {
+        let mut changes = ChangeSet::new();
+        changes.deleted_devices.push((user_id.to_string(), device_id.to_owned()));
+        self.storage.apply(changes).await?;
+        Ok(())
+    }
+
+    /// Deletes every device of a user, with their tokens.
+    pub(crate) async fn logout_all(&self, user_id: &UserId) -> Result<(), ApiError> {
+        let mut changes = ChangeSet::new();
+        for device in self.storage.devices(user_id.as_str()).await? {
+            changes.deleted_devices.push((user_id.to_string(), device.device_id));
+        }
+        self.storage.apply(changes).await?;
+        Ok(())
+    }
+}

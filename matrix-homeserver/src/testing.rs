@@ -1,0 +1,86 @@
+//! A homeserver for tests: in memory, on a loopback port, registration open.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let server = matrix_homeserver::testing::TestHomeserver::start().await;
+//! let alice = server.register_user("alice", "secret").await;
+//! assert_eq!(alice.user_id.as_str(), "@alice:localhost");
+//! // Any HTTP client can now talk to `server.base_url()` with `alice.access_token`.
+//! assert!(server.base_url().starts_with("http://127.0.0.1:"));
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use matrix_storage::memory::MemoryStore;
+use tokio::sync::oneshot;
+
+use crate::{Config, Homeserver, RegistrationMode, Session};
+
+/// A running in-memory homeserver; stopped when dropped.
+#[derive(Debug)]
+pub struct TestHomeserver {
+    homeserver: Homeserver,
+    base_url: String,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestHomeserver {
+    /// Starts one with server name `localhost` and open registration.
+    pub async fn start() -> Self {
+        let mut config = Config::new("localhost");
+        config.registration.mode = RegistrationMode::Open;
+        Self::start_with(config).await
+    }
+
+    /// Starts one with these settings (in memory, on a loopback port).
+    pub async fn start_with(config: Config) -> Self {
+        let homeserver = Homeserver::builder()
+            .config(config)
+            .storage(Arc::new(MemoryStore::new()))
+            .build()
+            .await
+            .expect("the test homeserver builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let address = listener.local_addr().expect("the port's address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = homeserver.clone();
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = server.serve(listener, shutdown).await {
+                eprintln!("the test homeserver stopped: {e}");
+            }
+        });
+        TestHomeserver { homeserver, base_url: format!("http://{address}"), stop: Some(stop) }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The homeserver itself.
+    pub fn homeserver(&self) -> &Homeserver {
+        &self.homeserver
+    }
+
+    /// Creates `@localpart:localhost` with `password` and logs it in on a new device.
+    pub async fn register_user(&self, localpart: &str, password: &str) -> Session {
+        self.homeserver
+            .create_user(localpart, Some(password), false)
+            .await
+            .expect("the user is created");
+        self.homeserver.login(localpart, password).await.expect("the user logs in")
+    }
+}
+
+impl Drop for TestHomeserver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
