@@ -600,6 +600,31 @@ pub async fn readers_never_skip_an_event(store: Store) {
     assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), total, "no event seen twice");
 }
 
+/// What `reopen_keeps_everything` compares before and after the reopen.
+type Everything = (
+    Option<crate::StoredEvent>,
+    Option<crate::RoomInfo>,
+    Vec<StateEntry>,
+    Vec<(String, String)>,
+    Option<User>,
+    Option<TokenOwner>,
+    Vec<crate::OutboundItem>,
+    Vec<crate::AccountDataItem>,
+);
+
+async fn everything(store: &Store, snapshot: SnapshotId) -> Everything {
+    (
+        store.event("$m").await.expect("reads"),
+        store.room("!r").await.expect("reads"),
+        store.state_full(snapshot).await.expect("reads"),
+        store.members("!r").await.expect("reads"),
+        store.user("@a:x").await.expect("reads"),
+        store.token("tok").await.expect("reads"),
+        store.outbound("b.example", 10).await.expect("reads"),
+        store.all_account_data("@a:x").await.expect("reads"),
+    )
+}
+
 /// Reopening keeps everything: `open` opens the same durable store each time it is called
 /// (the previous handle is dropped first). Positions after the reopen continue the stream.
 pub async fn reopen_keeps_everything<F, Fut>(open: F)
@@ -635,29 +660,11 @@ where
     let snapshot = applied.snapshot.expect("a snapshot");
     let head = store.stream_position().await.expect("reads");
     assert_eq!(head, applied.stream[1]);
-    let before = (
-        store.event("$m").await.expect("reads"),
-        store.room("!r").await.expect("reads"),
-        store.state_full(snapshot).await.expect("reads"),
-        store.members("!r").await.expect("reads"),
-        store.user("@a:x").await.expect("reads"),
-        store.token("tok").await.expect("reads"),
-        store.outbound("b.example", 10).await.expect("reads"),
-        store.all_account_data("@a:x").await.expect("reads"),
-    );
+    let before = everything(&store, snapshot).await;
     drop(store);
 
     let store = open().await;
-    let after = (
-        store.event("$m").await.expect("reads"),
-        store.room("!r").await.expect("reads"),
-        store.state_full(snapshot).await.expect("reads"),
-        store.members("!r").await.expect("reads"),
-        store.user("@a:x").await.expect("reads"),
-        store.token("tok").await.expect("reads"),
-        store.outbound("b.example", 10).await.expect("reads"),
-        store.all_account_data("@a:x").await.expect("reads"),
-    );
+    let after = everything(&store, snapshot).await;
     assert_eq!(before, after);
     assert!(before.0.is_some() && before.4.is_some() && !before.6.is_empty());
     assert_eq!(store.stream_position().await.expect("reads"), head);

@@ -314,15 +314,26 @@ fn status_of(code: i16) -> Result<EventStatus> {
 }
 
 /// The chain of snapshot `$1` up to its whole ancestor, nearest first (`n` counts the steps).
-const CHAIN: &str = "WITH RECURSIVE chain(id, parent, n) AS ( \
-        SELECT id, parent, 0 FROM snapshots WHERE id = $1 \
-        UNION ALL \
-        SELECT s.id, s.parent, c.n + 1 FROM chain c JOIN snapshots s ON s.id = c.parent \
-        WHERE c.n < 256 \
-    ), latest AS ( \
+macro_rules! chain {
+    () => {
+        "WITH RECURSIVE chain(id, parent, n) AS ( \
+            SELECT id, parent, 0 FROM snapshots WHERE id = $1 \
+            UNION ALL \
+            SELECT s.id, s.parent, c.n + 1 FROM chain c JOIN snapshots s ON s.id = c.parent \
+            WHERE c.n < 256 \
+        )"
+    };
+}
+
+/// [`chain!`], then `latest`: the whole state of snapshot `$1` as `(key, event)` (a NULL event
+/// is a removal).
+const CHAIN: &str = concat!(
+    chain!(),
+    ", latest AS ( \
         SELECT DISTINCT ON (e.key) e.key, e.event FROM chain c \
         JOIN snapshot_entries e ON e.snapshot = c.id ORDER BY e.key, c.n \
-    ) ";
+    ) "
+);
 
 fn stream_item(row: &PgRow) -> Result<StreamItem> {
     Ok(StreamItem {
@@ -404,18 +415,14 @@ impl StateStore for PostgresStore {
         kind: &str,
         state_key: &str,
     ) -> Result<Option<String>> {
-        let row: Option<Option<String>> = sqlx::query_scalar(
-            "WITH RECURSIVE chain(id, parent, n) AS ( \
-                SELECT id, parent, 0 FROM snapshots WHERE id = $1 \
-                UNION ALL \
-                SELECT s.id, s.parent, c.n + 1 FROM chain c JOIN snapshots s ON s.id = c.parent \
-                WHERE c.n < 256 \
-            ) SELECT n.event_id FROM chain c \
+        let row: Option<Option<String>> = sqlx::query_scalar(concat!(
+            chain!(),
+            " SELECT n.event_id FROM chain c \
             JOIN snapshot_entries e ON e.snapshot = c.id \
             LEFT JOIN event_nids n ON n.nid = e.event \
             WHERE e.key = (SELECT id FROM state_keys WHERE kind = $2 AND state_key = $3) \
             ORDER BY c.n LIMIT 1",
-        )
+        ))
         .bind(to_i64(snapshot.0))
         .bind(kind)
         .bind(state_key)
