@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use matrix_homeserver::{Config, LimitsConfig, RegistrationConfig, WellKnownConfig};
+use matrix_homeserver::{
+    Config, LimitsConfig, RateLimitsConfig, RegistrationConfig, WellKnownConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// The example config, with every key and its default (`homeserver generate-config`).
@@ -21,6 +23,7 @@ pub(crate) struct FileConfig {
     pub(crate) registration: RegistrationConfig,
     pub(crate) limits: LimitsConfig,
     pub(crate) well_known: WellKnownConfig,
+    pub(crate) rate_limits: RateLimitsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +104,10 @@ impl FileConfig {
         let mut config = Config::new(self.server.name.clone());
         config.registration = self.registration.clone();
         config.limits = self.limits.clone();
+        if config.limits.media_path.is_none() {
+            config.limits.media_path = Some(self.server.data_dir.join("media"));
+        }
+        config.rate_limits = self.rate_limits;
         config.well_known = self.well_known.clone();
         config
     }
@@ -154,7 +161,7 @@ mod tests {
                 assert!(EXAMPLE.contains(&format!("\n{key} = ")), "{section}.{key}");
             }
         }
-        for optional in ["postgres_url", "client_base_url", "server"] {
+        for optional in ["postgres_url", "client_base_url", "server", "media_path"] {
             assert!(EXAMPLE.contains(&format!("# {optional} = ")), "{optional}");
         }
     }

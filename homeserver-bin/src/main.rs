@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::RegisterUser { config, username, password, admin } => {
             let config = FileConfig::load(config.as_deref())?;
-            let homeserver = build(&config).await?;
+            let homeserver = build(&config, None).await?;
             let user_id = homeserver
                 .create_user(&username, Some(&password), admin)
                 .await
@@ -91,12 +91,19 @@ async fn open_storage(config: &FileConfig) -> anyhow::Result<Arc<dyn Storage>> {
     }
 }
 
-async fn build(config: &FileConfig) -> anyhow::Result<Homeserver> {
+async fn build(
+    config: &FileConfig,
+    key: Option<matrix_core::SigningKey>,
+) -> anyhow::Result<Homeserver> {
     std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
         format!("creating the data directory {}", config.server.data_dir.display())
     })?;
     let storage = open_storage(config).await?;
-    Ok(Homeserver::builder().config(config.homeserver()).storage(storage).build().await?)
+    let mut builder = Homeserver::builder().config(config.homeserver()).storage(storage);
+    if let Some(key) = key {
+        builder = builder.signing_key(key);
+    }
+    Ok(builder.build().await?)
 }
 
 /// Reads the signing key in the data directory, or makes one (file mode 0600).
@@ -148,7 +155,9 @@ async fn stop_signal() {
 async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let config = FileConfig::load(config_path)?;
-    let homeserver = build(&config).await?;
+    std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
+        format!("creating the data directory {}", config.server.data_dir.display())
+    })?;
     let (key, created) = signing_key(&config.server.data_dir)?;
     let key_path = config.server.data_dir.join("signing.key");
     if created {
@@ -156,6 +165,7 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     } else {
         eprintln!("signing key {} from {}", key.key_id(), key_path.display());
     }
+    let homeserver = build(&config, Some(key)).await?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Everything the homeserver can be told. Every field has a default, and the defaults are the
 /// secure ones: registration closed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
@@ -17,6 +17,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// What `/.well-known/matrix/*` answers.
     pub well_known: WellKnownConfig,
+    /// Rate limits (on by default).
+    pub rate_limits: RateLimitsConfig,
 }
 
 impl Default for Config {
@@ -26,6 +28,7 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             limits: LimitsConfig::default(),
             well_known: WellKnownConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
         }
     }
 }
@@ -69,11 +72,19 @@ pub struct RegistrationConfig {
 pub struct LimitsConfig {
     /// The largest request body accepted, in bytes (larger: 413 `M_TOO_LARGE`).
     pub max_request_bytes: usize,
+    /// The largest media upload accepted, in bytes.
+    pub max_media_bytes: usize,
+    /// Where uploaded media is kept; unset: in memory (tests, embedding), lost on restart.
+    pub media_path: Option<std::path::PathBuf>,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_request_bytes: 1024 * 1024 }
+        LimitsConfig {
+            max_request_bytes: 1024 * 1024,
+            max_media_bytes: 50 * 1024 * 1024,
+            media_path: None,
+        }
     }
 }
 
@@ -86,4 +97,60 @@ pub struct WellKnownConfig {
     pub client_base_url: Option<String>,
     /// The federation endpoint (`matrix.example.org:443`); unset: 404.
     pub server: Option<String>,
+}
+
+/// One rate limit: a bucket of `burst_count` actions that refills at `per_second` (Synapse's
+/// `rc_*` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Actions regained per second.
+    pub per_second: f64,
+    /// The most actions in a burst.
+    pub burst_count: f64,
+}
+
+impl RateLimit {
+    /// A limit of `burst_count` refilled at `per_second`.
+    pub const fn new(per_second: f64, burst_count: f64) -> Self {
+        RateLimit { per_second, burst_count }
+    }
+}
+
+/// Rate limits per user (messages, joins) and per client address (login, registration).
+/// Exceeding one answers 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RateLimitsConfig {
+    /// Whether the limits apply at all.
+    pub enabled: bool,
+    /// Sending events, per user (Synapse's `rc_message`).
+    pub message: RateLimit,
+    /// Logging in, per client address (`rc_login.address`).
+    pub login: RateLimit,
+    /// Registering, per client address (`rc_registration`).
+    pub registration: RateLimit,
+    /// Joining rooms, per user (`rc_joins.local`).
+    pub joins: RateLimit,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        // Synapse's defaults, except login, which allows a few more attempts in a burst.
+        RateLimitsConfig {
+            enabled: true,
+            message: RateLimit::new(0.2, 10.0),
+            login: RateLimit::new(0.17, 5.0),
+            registration: RateLimit::new(0.17, 3.0),
+            joins: RateLimit::new(0.1, 10.0),
+        }
+    }
+}
+
+impl RateLimitsConfig {
+    /// No limits (for tests and benchmarks).
+    pub fn disabled() -> Self {
+        RateLimitsConfig { enabled: false, ..Self::default() }
+    }
 }

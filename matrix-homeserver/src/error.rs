@@ -83,6 +83,34 @@ impl ApiError {
     pub(crate) fn unknown(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", message)
     }
+    pub(crate) fn limit_exceeded(retry_after_ms: u64) -> Self {
+        let mut error =
+            Self::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", "too many requests");
+        error.body = Some(json!({"errcode": "M_LIMIT_EXCEEDED", "error": "too many requests",
+                                 "retry_after_ms": retry_after_ms}));
+        error
+    }
+    pub(crate) fn room_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "M_NOT_FOUND", "no such room on this server")
+    }
+    pub(crate) fn room_in_use() -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_ROOM_IN_USE", "the room alias is taken")
+    }
+    pub(crate) fn alias_exists() -> Self {
+        Self::new(StatusCode::CONFLICT, "M_UNKNOWN", "the alias exists already")
+    }
+    pub(crate) fn unsupported_room_version(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION", message)
+    }
+    pub(crate) fn event_too_large() -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", "the event is over 65536 bytes")
+    }
+    pub(crate) fn bad_state(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_BAD_STATE", message)
+    }
+    pub(crate) fn missing_param(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_MISSING_PARAM", message)
+    }
     /// The user-interactive authentication's answer: 401 with the flows to follow.
     pub(crate) fn auth_required(body: Value) -> Self {
         let mut error = Self::new(StatusCode::UNAUTHORIZED, "M_FORBIDDEN", "authentication needed");

@@ -3,7 +3,13 @@
 //! authenticates, calls one service method and returns.
 
 mod account;
+mod directory;
 mod discovery;
+mod e2ee;
+mod media;
+mod rooms;
+mod sync;
+mod user;
 
 use std::sync::Arc;
 
@@ -16,17 +22,13 @@ use axum::routing::{get, post};
 use bytes::BytesMut;
 use ruma::api::{IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt};
 use ruma::{OwnedDeviceId, OwnedUserId};
+use serde::de::DeserializeOwned;
 
 use crate::State;
 use crate::error::ApiError;
 
 /// The router of every endpoint this server answers.
 pub(crate) fn router(state: Arc<State>) -> Router {
-    use axum::routing::MethodRouter;
-    // Any other method on a known path: 405 with M_UNRECOGNIZED.
-    fn route(method: MethodRouter<Arc<State>>) -> MethodRouter<Arc<State>> {
-        method.fallback(|| async { ApiError::method_not_allowed() })
-    }
     Router::new()
         .route("/_matrix/client/versions", route(get(discovery::versions)))
         .route("/.well-known/matrix/client", route(get(discovery::well_known_client)))
@@ -35,11 +37,126 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/_matrix/client/v3/register", route(post(account::register)))
         .route("/_matrix/client/v3/register/available", route(get(account::available)))
         .route("/_matrix/client/v3/login", route(get(account::login_types).post(account::login)))
+        // Still called by some clients (matrix-commander).
+        .route("/_matrix/client/r0/login", route(get(account::login_types).post(account::login)))
         .route("/_matrix/client/v3/logout", route(post(account::logout)))
         .route("/_matrix/client/v3/logout/all", route(post(account::logout_all)))
         .route("/_matrix/client/v3/account/whoami", route(get(account::whoami)))
+        .merge(rooms::routes())
+        .merge(directory::routes())
+        .merge(user::routes())
+        .merge(sync::routes())
+        .merge(e2ee::routes())
+        .merge(media::routes())
         .fallback(|| async { ApiError::unrecognized() })
         .with_state(state)
+}
+
+pub(crate) type Routes = Router<Arc<State>>;
+
+/// A route whose other methods answer 405 `M_UNRECOGNIZED`.
+pub(crate) fn route(
+    method: axum::routing::MethodRouter<Arc<State>>,
+) -> axum::routing::MethodRouter<Arc<State>> {
+    method.fallback(|| async { ApiError::method_not_allowed() })
+}
+
+/// A handler's JSON answer.
+pub(crate) type JsonResult = Result<axum::Json<serde_json::Value>, ApiError>;
+
+/// The JSON body of a request, parsed into `T` (limits and errcodes as for [`Ruma`]).
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<State>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<State>) -> Result<Self, ApiError> {
+        let limit = state.config.limits.max_request_bytes;
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|_| ApiError::too_large(limit))?;
+        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        serde_json::from_slice(bytes).map(JsonBody).map_err(|e| {
+            if e.is_syntax() || e.is_eof() {
+                ApiError::not_json()
+            } else {
+                ApiError::bad_json(e.to_string())
+            }
+        })
+    }
+}
+
+/// The raw body of a request (event contents are parsed by matrix-core's strict parser).
+pub(crate) struct RawBody(pub(crate) bytes::Bytes);
+
+impl FromRequest<Arc<State>> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<State>) -> Result<Self, ApiError> {
+        let limit = state.config.limits.max_request_bytes;
+        axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map(RawBody)
+            .map_err(|_| ApiError::too_large(limit))
+    }
+}
+
+/// Path parameters, percent-decoded.
+pub(crate) struct Params<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<Arc<State>> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| Params(t))
+            .map_err(|e| ApiError::invalid_param(e.body_text()))
+    }
+}
+
+/// Query parameters (unknown ones are ignored, as clients send extra ones).
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<Arc<State>> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(t)| Query(t))
+            .map_err(|e| ApiError::invalid_param(e.body_text()))
+    }
+}
+
+/// The client's address (for per-address rate limits).
+pub(crate) fn client_address(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// The client's address, as an extractor.
+pub(crate) struct ClientAddress(pub(crate) String);
+
+impl FromRequestParts<Arc<State>> for ClientAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<State>) -> Result<Self, ApiError> {
+        Ok(ClientAddress(client_address(parts)))
+    }
+}
+
+/// A room id from a path, checked.
+pub(crate) fn room_id(text: &str) -> Result<ruma::OwnedRoomId, ApiError> {
+    ruma::RoomId::parse(text).map_err(|e| ApiError::invalid_param(format!("not a room id: {e}")))
+}
+
+/// A user id from a path or body, checked.
+pub(crate) fn user_id(text: &str) -> Result<OwnedUserId, ApiError> {
+    ruma::UserId::parse(text).map_err(|e| ApiError::invalid_param(format!("not a user id: {e}")))
 }
 
 /// A request parsed into ruma's type for its endpoint.

@@ -13,17 +13,51 @@ use std::sync::Arc;
 use matrix_storage::Storage;
 use ruma::{OwnedServerName, OwnedUserId, ServerName};
 
-pub use config::{Config, LimitsConfig, RegistrationConfig, RegistrationMode, WellKnownConfig};
+pub use config::{
+    Config, LimitsConfig, RateLimit, RateLimitsConfig, RegistrationConfig, RegistrationMode,
+    WellKnownConfig,
+};
 pub use error::ApiError;
 pub use services::accounts::Session;
 
 use services::accounts::{Accounts, DeviceRequest};
+use services::ephemeral::Ephemeral;
+use services::rate_limit::RateLimiter;
+use services::rooms::Rooms;
+use services::sync::Sync;
 
 /// What every handler shares.
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) accounts: Accounts,
+    pub(crate) rooms: Arc<Rooms>,
+    pub(crate) sync: Sync,
+    pub(crate) ephemeral: Arc<Ephemeral>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) media: services::media::Media,
+}
+
+impl State {
+    /// Writes one item of a user's account data and tells waiting syncs.
+    pub(crate) async fn user_data_put(
+        &self,
+        user: &ruma::UserId,
+        room: Option<&str>,
+        kind: &str,
+        content: Vec<u8>,
+    ) -> Result<(), ApiError> {
+        let mut changes = matrix_storage::ChangeSet::new();
+        changes.account_data.push((
+            user.to_string(),
+            room.map(str::to_owned),
+            kind.to_owned(),
+            content,
+        ));
+        self.rooms.storage().apply(changes).await?;
+        self.ephemeral.account_data_written(user.as_str(), room, kind);
+        Ok(())
+    }
 }
 
 /// Why a homeserver could not be built.
@@ -36,6 +70,9 @@ pub enum BuildError {
     /// The server name is not a valid server name.
     #[error("the server name {0:?} is not valid: {1}")]
     ServerName(String, String),
+    /// No signing key was given and none could be generated.
+    #[error("no signing key: {0}")]
+    SigningKey(String),
 }
 
 /// Builds a [`Homeserver`].
@@ -43,6 +80,7 @@ pub enum BuildError {
 pub struct HomeserverBuilder {
     config: Config,
     storage: Option<Arc<dyn Storage>>,
+    signing_key: Option<matrix_core::SigningKey>,
 }
 
 impl std::fmt::Debug for HomeserverBuilder {
@@ -64,13 +102,36 @@ impl HomeserverBuilder {
         self
     }
 
+    /// The key our events are signed with (a new random one otherwise, which suits tests:
+    /// a server that federates must keep its key).
+    pub fn signing_key(mut self, key: matrix_core::SigningKey) -> Self {
+        self.signing_key = Some(key);
+        self
+    }
+
     /// Checks the settings and builds the homeserver.
     pub async fn build(self) -> Result<Homeserver, BuildError> {
         let storage = self.storage.ok_or(BuildError::NoStorage)?;
         let server_name: OwnedServerName = ServerName::parse(&self.config.server_name)
             .map_err(|e| BuildError::ServerName(self.config.server_name.clone(), e.to_string()))?;
-        let accounts = Accounts::new(storage, server_name);
-        Ok(Homeserver { state: Arc::new(State { config: self.config, accounts }) })
+        let key = match self.signing_key {
+            Some(key) => key,
+            None => matrix_core::SigningKey::generate("auto")
+                .map_err(|e| BuildError::SigningKey(e.to_string()))?,
+        };
+        let ephemeral = Arc::new(Ephemeral::new());
+        let rooms =
+            Arc::new(Rooms::new(storage.clone(), server_name.clone(), key, ephemeral.clone()));
+        let state = State {
+            accounts: Accounts::new(storage.clone(), server_name),
+            sync: Sync::new(rooms.clone(), ephemeral.clone()),
+            limiter: RateLimiter::new(self.config.rate_limits),
+            media: services::media::Media::new(storage, self.config.limits.media_path.clone()),
+            rooms,
+            ephemeral,
+            config: self.config,
+        };
+        Ok(Homeserver { state: Arc::new(state) })
     }
 }
 
@@ -98,7 +159,9 @@ impl Homeserver {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, http::router(self.state)).with_graceful_shutdown(shutdown).await
+        let app =
+            http::router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
     }
 
     /// Creates an account as an administrator would (registration settings do not apply):
@@ -123,5 +186,17 @@ impl Homeserver {
             .accounts
             .login_password(user, password.to_owned(), DeviceRequest::default())
             .await
+    }
+
+    /// Creates a room as `creator` would with `createRoom` and no options but `name` (a
+    /// private chat of the default room version); answers its id.
+    pub async fn create_room(
+        &self,
+        creator: &ruma::UserId,
+        name: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let request =
+            services::rooms::CreateRoom { name: name.map(str::to_owned), ..Default::default() };
+        self.state.rooms.create_room(creator, request).await
     }
 }

@@ -1,3 +1,9 @@
 //! The services: domain logic over the storage traits, with no HTTP in them.
 
 pub(crate) mod accounts;
+pub(crate) mod ephemeral;
+pub(crate) mod media;
+pub(crate) mod rate_limit;
+pub(crate) mod records;
+pub(crate) mod rooms;
+pub(crate) mod sync;

@@ -8,6 +8,8 @@
 //! assert_eq!(alice.user_id.as_str(), "@alice:localhost");
 //! // Any HTTP client can now talk to `server.base_url()` with `alice.access_token`.
 //! assert!(server.base_url().starts_with("http://127.0.0.1:"));
+//! let room_id = server.create_room(&alice, Some("Tea")).await;
+//! assert!(room_id.starts_with('!'));
 //! # }
 //! ```
 
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use matrix_storage::memory::MemoryStore;
 use tokio::sync::oneshot;
 
-use crate::{Config, Homeserver, RegistrationMode, Session};
+use crate::{Config, Homeserver, RateLimitsConfig, RegistrationMode, Session};
 
 /// A running in-memory homeserver; stopped when dropped.
 #[derive(Debug)]
@@ -27,10 +29,11 @@ pub struct TestHomeserver {
 }
 
 impl TestHomeserver {
-    /// Starts one with server name `localhost` and open registration.
+    /// Starts one with server name `localhost`, open registration and no rate limits.
     pub async fn start() -> Self {
         let mut config = Config::new("localhost");
         config.registration.mode = RegistrationMode::Open;
+        config.rate_limits = RateLimitsConfig::disabled();
         Self::start_with(config).await
     }
 
@@ -74,6 +77,12 @@ impl TestHomeserver {
             .await
             .expect("the user is created");
         self.homeserver.login(localpart, password).await.expect("the user logs in")
+    }
+
+    /// Creates a private room of `creator`'s (the default room version), named `name` if
+    /// given; answers the room id.
+    pub async fn create_room(&self, creator: &Session, name: Option<&str>) -> String {
+        self.homeserver.create_room(&creator.user_id, name).await.expect("the room is created")
     }
 }
 

@@ -9,10 +9,11 @@ use ruma::api::client::session::{get_login_types, login, logout, logout_all};
 use ruma::api::client::uiaa::{AuthData, UserIdentifier};
 use serde_json::json;
 
-use super::{ApiResult, Auth, Ruma, RumaResponse};
+use super::{ApiResult, Auth, ClientAddress, Ruma, RumaResponse};
 use crate::config::RegistrationMode;
 use crate::error::ApiError;
 use crate::services::accounts::DeviceRequest;
+use crate::services::rate_limit::Action;
 
 type AppState = State<Arc<crate::State>>;
 
@@ -29,6 +30,7 @@ fn registration_flows(stage: &str) -> Result<ApiError, ApiError> {
 
 pub(super) async fn register(
     State(state): AppState,
+    ClientAddress(address): ClientAddress,
     Ruma(request): Ruma<register::v3::Request>,
 ) -> ApiResult<register::v3::Response> {
     if request.kind == register::RegistrationKind::Guest {
@@ -55,6 +57,7 @@ pub(super) async fn register(
         }
         (Some(_), _) => return Err(registration_flows(stage)?),
     }
+    state.limiter.check(Action::Registration, &address)?;
     let device = (!request.inhibit_login).then(|| DeviceRequest {
         device_id: request.device_id.clone(),
         display_name: request.initial_device_display_name.clone(),
@@ -93,8 +96,10 @@ pub(super) async fn login_types(
 
 pub(super) async fn login(
     State(state): AppState,
+    ClientAddress(address): ClientAddress,
     Ruma(request): Ruma<login::v3::Request>,
 ) -> ApiResult<login::v3::Response> {
+    state.limiter.check(Action::Login, &address)?;
     let login::v3::LoginInfo::Password(password) = request.login_info else {
         return Err(ApiError::unknown_login_type());
     };

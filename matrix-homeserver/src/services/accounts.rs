@@ -267,4 +267,99 @@ impl Accounts {
         self.storage.apply(changes).await?;
         Ok(())
     }
+
+    /// Whether `password` is the user's (for the user-interactive auth's password stage).
+    pub(crate) async fn check_password(
+        &self,
+        user_id: &UserId,
+        password: String,
+    ) -> Result<bool, ApiError> {
+        let hash = self.storage.user(user_id.as_str()).await?.and_then(|u| u.password_hash);
+        verify_password(password, hash).await
+    }
+
+    /// Sets a new password; with `logout_others`, deletes every other device.
+    pub(crate) async fn set_password(
+        &self,
+        user_id: &UserId,
+        password: String,
+        keep_device: Option<&str>,
+        logout_others: bool,
+    ) -> Result<(), ApiError> {
+        let mut user =
+            self.storage.user(user_id.as_str()).await?.ok_or_else(ApiError::unknown_token)?;
+        user.password_hash = Some(hash_password(password).await?);
+        let mut changes = ChangeSet::new();
+        changes.updated_users.push(user);
+        if logout_others {
+            for device in self.storage.devices(user_id.as_str()).await? {
+                if Some(device.device_id.as_str()) != keep_device {
+                    changes.deleted_devices.push((user_id.to_string(), device.device_id));
+                }
+            }
+        }
+        self.storage.apply(changes).await?;
+        Ok(())
+    }
+
+    /// Marks an account deactivated and deletes its devices.
+    pub(crate) async fn deactivate(&self, user_id: &UserId) -> Result<(), ApiError> {
+        let mut user =
+            self.storage.user(user_id.as_str()).await?.ok_or_else(ApiError::unknown_token)?;
+        user.deactivated = true;
+        user.password_hash = None;
+        let mut changes = ChangeSet::new();
+        changes.updated_users.push(user);
+        for device in self.storage.devices(user_id.as_str()).await? {
+            changes.deleted_devices.push((user_id.to_string(), device.device_id));
+        }
+        self.storage.apply(changes).await?;
+        Ok(())
+    }
+
+    /// A user's devices.
+    pub(crate) async fn devices(&self, user_id: &UserId) -> Result<Vec<Device>, ApiError> {
+        Ok(self.storage.devices(user_id.as_str()).await?)
+    }
+
+    /// One device of a user.
+    pub(crate) async fn device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> Result<Device, ApiError> {
+        self.storage
+            .device(user_id.as_str(), device_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such device"))
+    }
+
+    /// Renames a device.
+    pub(crate) async fn rename_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<String>,
+    ) -> Result<(), ApiError> {
+        let mut device = self.device(user_id, device_id).await?;
+        device.display_name = name;
+        let mut changes = ChangeSet::new();
+        changes.devices.push(device);
+        self.storage.apply(changes).await?;
+        Ok(())
+    }
+
+    /// Deletes devices (with their tokens); unknown ones are skipped.
+    pub(crate) async fn delete_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[String],
+    ) -> Result<(), ApiError> {
+        let mut changes = ChangeSet::new();
+        for device_id in device_ids {
+            changes.deleted_devices.push((user_id.to_string(), device_id.clone()));
+        }
+        self.storage.apply(changes).await?;
+        Ok(())
+    }
 }

@@ -3,7 +3,9 @@
 
 mod account;
 mod discovery;
+mod rooms;
 mod spec;
+mod sync;
 
 use serde_json::Value;
 
@@ -11,7 +13,7 @@ use serde_json::Value;
 pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 impl Client {

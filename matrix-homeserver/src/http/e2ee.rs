@@ -1,0 +1,160 @@
+//! Enough of end-to-end encryption for clients to start: device keys and one-time keys of
+//! local users (upload, query, claim, changes) and to-device messages. Kept in memory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Auth, JsonBody, JsonResult, Params, Query, Routes, route};
+use crate::error::ApiError;
+
+type AppState = State<Arc<crate::State>>;
+
+pub(super) fn routes() -> Routes {
+    Router::new()
+        .route("/_matrix/client/v3/keys/upload", route(post(upload)))
+        .route("/_matrix/client/v3/keys/query", route(post(query)))
+        .route("/_matrix/client/v3/keys/claim", route(post(claim)))
+        .route("/_matrix/client/v3/keys/changes", route(get(changes)))
+        .route("/_matrix/client/v3/sendToDevice/{kind}/{txn}", route(put(send_to_device)))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct UploadBody {
+    device_keys: Option<Value>,
+    #[serde(default)]
+    one_time_keys: BTreeMap<String, Value>,
+    #[serde(default)]
+    fallback_keys: BTreeMap<String, Value>,
+}
+
+async fn upload(
+    State(state): AppState,
+    auth: Auth,
+    JsonBody(body): JsonBody<UploadBody>,
+) -> JsonResult {
+    if let Some(keys) = &body.device_keys
+        && (keys["user_id"] != auth.user_id.as_str()
+            || keys["device_id"] != auth.device_id.as_str())
+    {
+        return Err(ApiError::invalid_param("the device keys are not of this device"));
+    }
+    let counts = state.ephemeral.upload_keys(
+        auth.user_id.as_str(),
+        auth.device_id.as_str(),
+        body.device_keys,
+        body.one_time_keys,
+        body.fallback_keys,
+    );
+    Ok(Json(json!({"one_time_key_counts": counts})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct QueryBody {
+    #[serde(default)]
+    device_keys: BTreeMap<String, Vec<String>>,
+}
+
+async fn query(
+    State(state): AppState,
+    _auth: Auth,
+    JsonBody(body): JsonBody<QueryBody>,
+) -> JsonResult {
+    let mut device_keys = serde_json::Map::new();
+    let mut failures = serde_json::Map::new();
+    for (user, devices) in body.device_keys {
+        match ruma::UserId::parse(&user) {
+            Ok(id) if id.server_name().as_str() == state.rooms.server_name().as_str() => {
+                let keys = state.ephemeral.device_keys(&user, &devices);
+                device_keys.insert(user, json!(keys));
+            }
+            Ok(id) => {
+                failures.insert(
+                    id.server_name().to_string(),
+                    json!({"error": "federation is not available yet"}),
+                );
+            }
+            Err(_) => return Err(ApiError::invalid_param(format!("{user:?} is not a user id"))),
+        }
+    }
+    Ok(Json(json!({"device_keys": device_keys, "failures": failures})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ClaimBody {
+    #[serde(default)]
+    one_time_keys: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+async fn claim(
+    State(state): AppState,
+    _auth: Auth,
+    JsonBody(body): JsonBody<ClaimBody>,
+) -> JsonResult {
+    let mut claimed = serde_json::Map::new();
+    for (user, devices) in body.one_time_keys {
+        let mut by_device = serde_json::Map::new();
+        for (device, algorithm) in devices {
+            if let Some((key_id, key)) = state.ephemeral.claim_key(&user, &device, &algorithm) {
+                by_device.insert(device, json!({ key_id: key }));
+            }
+        }
+        claimed.insert(user, Value::Object(by_device));
+    }
+    Ok(Json(json!({"one_time_keys": claimed, "failures": {}})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ChangesQuery {
+    from: Option<String>,
+}
+
+async fn changes(
+    State(state): AppState,
+    _auth: Auth,
+    Query(query): Query<ChangesQuery>,
+) -> JsonResult {
+    let since = query
+        .from
+        .as_deref()
+        .and_then(crate::services::sync::Token::parse)
+        .ok_or_else(|| ApiError::invalid_param("from must be a sync token"))?;
+    Ok(Json(json!({"changed": state.ephemeral.keys_changed_since(since.counter), "left": []})))
+}
+
+#[derive(Debug, Deserialize)]
+struct ToDeviceBody {
+    messages: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+async fn send_to_device(
+    State(state): AppState,
+    auth: Auth,
+    Params((kind, _txn)): Params<(String, String)>,
+    JsonBody(body): JsonBody<ToDeviceBody>,
+) -> JsonResult {
+    let mut deliveries = Vec::new();
+    for (user, devices) in body.messages {
+        let Ok(id) = ruma::UserId::parse(&user) else { continue };
+        if id.server_name().as_str() != state.rooms.server_name().as_str() {
+            continue;
+        }
+        for (device, content) in devices {
+            if device == "*" {
+                for known in state.accounts.devices(&id).await? {
+                    deliveries.push((user.clone(), known.device_id, content.clone()));
+                }
+            } else {
+                deliveries.push((user.clone(), device, content));
+            }
+        }
+    }
+    state.ephemeral.send_to_device(auth.user_id.as_str(), &kind, deliveries);
+    Ok(Json(json!({})))
+}

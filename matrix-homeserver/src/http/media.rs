@@ -1,0 +1,125 @@
+//! Media: upload (the legacy path clients still use), download (legacy and authenticated),
+//! and the upload limit.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Auth, JsonResult, Params, Query, Routes, route};
+use crate::error::ApiError;
+
+type AppState = State<Arc<crate::State>>;
+
+pub(super) fn routes() -> Routes {
+    Router::new()
+        .route("/_matrix/media/v3/upload", route(post(upload)))
+        .route("/_matrix/media/v3/config", route(get(config)))
+        .route("/_matrix/client/v1/media/config", route(get(config)))
+        .route("/_matrix/media/v3/download/{server}/{id}", route(get(download)))
+        .route("/_matrix/media/v3/download/{server}/{id}/{name}", route(get(download_named)))
+        .route("/_matrix/client/v1/media/download/{server}/{id}", route(get(download_authed)))
+        .route(
+            "/_matrix/client/v1/media/download/{server}/{id}/{name}",
+            route(get(download_authed_named)),
+        )
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct UploadQuery {
+    filename: Option<String>,
+}
+
+async fn upload(
+    State(state): AppState,
+    auth: Auth,
+    Query(query): Query<UploadQuery>,
+    request: Request,
+) -> JsonResult {
+    let content_type = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let limit = state.config.limits.max_media_bytes;
+    let bytes = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::too_large(limit))?;
+    let id = state.media.upload(auth.user_id.as_str(), content_type, query.filename, bytes).await?;
+    Ok(Json(json!({"content_uri": format!("mxc://{}/{id}", state.rooms.server_name())})))
+}
+
+async fn config(State(state): AppState, _auth: Auth) -> JsonResult {
+    Ok(Json(json!({"m.upload.size": state.config.limits.max_media_bytes})))
+}
+
+async fn serve(
+    state: &crate::State,
+    server: &str,
+    id: &str,
+    name: Option<&str>,
+) -> Result<Response, ApiError> {
+    if server != state.rooms.server_name().as_str() {
+        return Err(ApiError::not_found(
+            "remote media needs federation, which this server does not speak yet",
+        ));
+    }
+    let file = state.media.download(id).await?;
+    let content_type = file.content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
+    let name = name.map(str::to_owned).or(file.upload_name);
+    let disposition = match name {
+        // Only a plain name goes into the header; anything else is left out.
+        Some(name) if name.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') => {
+            format!("attachment; filename=\"{name}\"")
+        }
+        _ => "attachment".to_owned(),
+    };
+    Ok((
+        [
+            (http::header::CONTENT_TYPE, content_type),
+            (http::header::CONTENT_DISPOSITION, disposition),
+            (
+                http::header::HeaderName::from_static("content-security-policy"),
+                "sandbox; default-src 'none'".to_owned(),
+            ),
+        ],
+        Body::from(file.bytes),
+    )
+        .into_response())
+}
+
+async fn download(
+    State(state): AppState,
+    Params((server, id)): Params<(String, String)>,
+) -> Result<Response, ApiError> {
+    serve(&state, &server, &id, None).await
+}
+
+async fn download_named(
+    State(state): AppState,
+    Params((server, id, name)): Params<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    serve(&state, &server, &id, Some(&name)).await
+}
+
+async fn download_authed(
+    State(state): AppState,
+    _auth: Auth,
+    Params((server, id)): Params<(String, String)>,
+) -> Result<Response, ApiError> {
+    serve(&state, &server, &id, None).await
+}
+
+async fn download_authed_named(
+    State(state): AppState,
+    _auth: Auth,
+    Params((server, id, name)): Params<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    serve(&state, &server, &id, Some(&name)).await
+}

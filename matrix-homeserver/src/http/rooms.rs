@@ -1,0 +1,681 @@
+//! Rooms: createRoom, membership, state, events, sending, redaction, pagination, context,
+//! typing, receipts and read markers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post, put};
+use matrix_storage::Direction;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Auth, JsonBody, JsonResult, Params, Query, RawBody, Routes, room_id, route, user_id};
+use crate::error::ApiError;
+use crate::services::rate_limit::Action;
+use crate::services::rooms::{CreateRoom, Draft, EventFilter, Preset, parse_content};
+use crate::services::sync::{parse_filter, parse_room_token, room_token};
+
+type AppState = State<Arc<crate::State>>;
+
+pub(super) fn routes() -> Routes {
+    const R: &str = "/_matrix/client/v3/rooms/{room}";
+    Router::new()
+        .route("/_matrix/client/v3/createRoom", route(post(create_room)))
+        .route("/_matrix/client/v3/join/{room}", route(post(join_by_id_or_alias)))
+        .route("/_matrix/client/v3/joined_rooms", route(get(joined_rooms)))
+        .route(&format!("{R}/join"), route(post(join)))
+        .route(&format!("{R}/leave"), route(post(leave)))
+        .route(&format!("{R}/forget"), route(post(forget)))
+        .route(&format!("{R}/invite"), route(post(invite)))
+        .route(&format!("{R}/kick"), route(post(kick)))
+        .route(&format!("{R}/ban"), route(post(ban)))
+        .route(&format!("{R}/unban"), route(post(unban)))
+        .route(&format!("{R}/members"), route(get(members)))
+        .route(&format!("{R}/joined_members"), route(get(joined_members)))
+        .route(&format!("{R}/state"), route(get(state_all)))
+        .route(&format!("{R}/state/{{kind}}"), route(get(state_get_empty).put(state_put_empty)))
+        .route(&format!("{R}/state/{{kind}}/"), route(get(state_get_empty).put(state_put_empty)))
+        .route(&format!("{R}/state/{{kind}}/{{key}}"), route(get(state_get).put(state_put)))
+        .route(&format!("{R}/event/{{event}}"), route(get(event)))
+        .route(&format!("{R}/send/{{kind}}/{{txn}}"), route(put(send)))
+        .route(&format!("{R}/redact/{{event}}/{{txn}}"), route(put(redact)))
+        .route(&format!("{R}/messages"), route(get(messages)))
+        .route(&format!("{R}/context/{{event}}"), route(get(context)))
+        .route(&format!("{R}/typing/{{user}}"), route(put(typing)))
+        .route(&format!("{R}/receipt/{{kind}}/{{event}}"), route(post(receipt)))
+        .route(&format!("{R}/read_markers"), route(post(read_markers)))
+}
+
+fn object(value: &Value, what: &str) -> Result<matrix_core::Object, ApiError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| ApiError::bad_json(e.to_string()))?;
+    let rules =
+        matrix_core::RoomVersionRules::get("12").ok_or_else(|| ApiError::unknown("no rules"))?;
+    parse_content(&bytes, rules).map_err(|_| {
+        ApiError::bad_json(format!("{what} must be a JSON object of canonical JSON values"))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateRoomBody {
+    #[serde(default)]
+    visibility: Option<String>,
+    room_alias_name: Option<String>,
+    name: Option<String>,
+    topic: Option<String>,
+    #[serde(default)]
+    invite: Vec<String>,
+    room_version: Option<String>,
+    creation_content: Option<Value>,
+    #[serde(default)]
+    initial_state: Vec<InitialState>,
+    preset: Option<String>,
+    #[serde(default)]
+    is_direct: bool,
+    power_level_content_override: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InitialState {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    state_key: String,
+    content: Value,
+}
+
+async fn create_room(
+    State(state): AppState,
+    auth: Auth,
+    JsonBody(body): JsonBody<CreateRoomBody>,
+) -> JsonResult {
+    state.limiter.check(Action::Message, auth.user_id.as_str())?;
+    let preset = match body.preset.as_deref() {
+        None => None,
+        Some("private_chat") => Some(Preset::PrivateChat),
+        Some("trusted_private_chat") => Some(Preset::TrustedPrivateChat),
+        Some("public_chat") => Some(Preset::PublicChat),
+        Some(other) => return Err(ApiError::invalid_param(format!("unknown preset {other:?}"))),
+    };
+    let public = match body.visibility.as_deref() {
+        None | Some("private") => false,
+        Some("public") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_param(format!("unknown visibility {other:?}")));
+        }
+    };
+    let mut initial_state = Vec::new();
+    for event in &body.initial_state {
+        initial_state.push((
+            event.kind.clone(),
+            event.state_key.clone(),
+            object(&event.content, "initial_state content")?,
+        ));
+    }
+    let invite = body.invite.iter().map(|u| user_id(u)).collect::<Result<Vec<_>, _>>()?;
+    let request = CreateRoom {
+        version: body.room_version,
+        preset,
+        public,
+        creation_content: body
+            .creation_content
+            .as_ref()
+            .map(|c| object(c, "creation_content"))
+            .transpose()?,
+        power_levels_override: body
+            .power_level_content_override
+            .as_ref()
+            .map(|c| object(c, "power_level_content_override"))
+            .transpose()?,
+        initial_state,
+        name: body.name,
+        topic: body.topic,
+        alias_localpart: body.room_alias_name,
+        invite,
+        is_direct: body.is_direct,
+    };
+    let room_id = state.rooms.create_room(&auth.user_id, request).await?;
+    Ok(Json(json!({"room_id": room_id})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+async fn join(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    state.limiter.check(Action::Join, auth.user_id.as_str())?;
+    state.rooms.join(room.as_str(), &auth.user_id, body.reason).await?;
+    Ok(Json(json!({"room_id": room})))
+}
+
+async fn join_by_id_or_alias(
+    State(state): AppState,
+    auth: Auth,
+    Params(target): Params<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> JsonResult {
+    let room = if target.starts_with('#') {
+        state.rooms.resolve_alias(&target).await?.room_id
+    } else {
+        room_id(&target)?.to_string()
+    };
+    state.limiter.check(Action::Join, auth.user_id.as_str())?;
+    state.rooms.join(&room, &auth.user_id, body.reason).await?;
+    Ok(Json(json!({"room_id": room})))
+}
+
+async fn leave(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    state.rooms.leave(room.as_str(), &auth.user_id, body.reason).await?;
+    Ok(Json(json!({})))
+}
+
+async fn forget(State(state): AppState, auth: Auth, Params(room): Params<String>) -> JsonResult {
+    let room = room_id(&room)?;
+    state.rooms.forget(room.as_str(), &auth.user_id).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+struct TargetBody {
+    user_id: String,
+    reason: Option<String>,
+}
+
+async fn invite(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+    JsonBody(body): JsonBody<TargetBody>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    let target = user_id(&body.user_id)?;
+    state.rooms.invite(room.as_str(), &auth.user_id, &target, body.reason, false).await?;
+    Ok(Json(json!({})))
+}
+
+async fn kick(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+    JsonBody(body): JsonBody<TargetBody>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    let target = user_id(&body.user_id)?;
+    state.rooms.kick(room.as_str(), &auth.user_id, &target, body.reason).await?;
+    Ok(Json(json!({})))
+}
+
+async fn ban(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+    JsonBody(body): JsonBody<TargetBody>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    let target = user_id(&body.user_id)?;
+    state.rooms.set_membership(room.as_str(), &auth.user_id, &target, "ban", body.reason).await?;
+    Ok(Json(json!({})))
+}
+
+async fn unban(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+    JsonBody(body): JsonBody<TargetBody>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    let target = user_id(&body.user_id)?;
+    state.rooms.unban(room.as_str(), &auth.user_id, &target, body.reason).await?;
+    Ok(Json(json!({})))
+}
+
+async fn joined_rooms(State(state): AppState, auth: Auth) -> JsonResult {
+    let rooms: Vec<String> = state
+        .rooms
+        .storage()
+        .rooms_of_user(auth.user_id.as_str())
+        .await?
+        .into_iter()
+        .filter(|(_, m)| m == "join")
+        .map(|(r, _)| r)
+        .collect();
+    Ok(Json(json!({"joined_rooms": rooms})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct MembersQuery {
+    membership: Option<String>,
+    not_membership: Option<String>,
+}
+
+async fn members(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+    Query(query): Query<MembersQuery>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    let mut chunk = Vec::new();
+    for pdu in state.rooms.member_events(room.as_str(), &auth.user_id).await? {
+        let membership = pdu.content().get_str("membership").unwrap_or_default();
+        if query.membership.as_deref().is_some_and(|m| m != membership)
+            || query.not_membership.as_deref() == Some(membership)
+        {
+            continue;
+        }
+        chunk.push(state.rooms.show(&pdu, None).await?);
+    }
+    Ok(Json(json!({"chunk": chunk})))
+}
+
+async fn joined_members(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    let mut joined = serde_json::Map::new();
+    for pdu in state.rooms.member_events(room.as_str(), &auth.user_id).await? {
+        let content = pdu.content();
+        if content.get_str("membership") == Some("join") {
+            let mut member = serde_json::Map::new();
+            if let Some(name) = content.get_str("displayname") {
+                member.insert("display_name".to_owned(), json!(name));
+            }
+            if let Some(url) = content.get_str("avatar_url") {
+                member.insert("avatar_url".to_owned(), json!(url));
+            }
+            joined.insert(pdu.state_key().unwrap_or_default().to_owned(), Value::Object(member));
+        }
+    }
+    Ok(Json(json!({"joined": joined})))
+}
+
+async fn state_all(State(state): AppState, auth: Auth, Params(room): Params<String>) -> JsonResult {
+    let room = room_id(&room)?;
+    let snapshot = state.rooms.visibility(room.as_str(), &auth.user_id).await?.snapshot();
+    let events = state.rooms.state_events(snapshot).await?;
+    Ok(Json(Value::Array(state.rooms.show_all(&events, None).await?)))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct StateQuery {
+    format: Option<String>,
+}
+
+async fn get_state(
+    state: &crate::State,
+    user: &ruma::UserId,
+    room: &str,
+    kind: &str,
+    key: &str,
+    format: Option<&str>,
+) -> JsonResult {
+    let room = room_id(room)?;
+    let snapshot = state.rooms.visibility(room.as_str(), user).await?.snapshot();
+    let pdu = state
+        .rooms
+        .state_pdu(snapshot, kind, key)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such state event"))?;
+    let event = state.rooms.show(&pdu, None).await?;
+    if format == Some("event") { Ok(Json(event)) } else { Ok(Json(event["content"].clone())) }
+}
+
+async fn state_get_empty(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, kind)): Params<(String, String)>,
+    Query(q): Query<StateQuery>,
+) -> JsonResult {
+    get_state(&state, &auth.user_id, &room, &kind, "", q.format.as_deref()).await
+}
+
+async fn state_get(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, kind, key)): Params<(String, String, String)>,
+    Query(q): Query<StateQuery>,
+) -> JsonResult {
+    get_state(&state, &auth.user_id, &room, &kind, &key, q.format.as_deref()).await
+}
+
+async fn put_state(
+    state: &crate::State,
+    auth: &Auth,
+    room: &str,
+    kind: &str,
+    key: &str,
+    body: &[u8],
+) -> JsonResult {
+    let room = room_id(room)?;
+    let rules = state
+        .rooms
+        .rules(room.as_str())
+        .await?
+        .ok_or_else(|| ApiError::forbidden("you are not in this room"))?;
+    let content = parse_content(body, rules)?;
+    if kind == "m.room.member" {
+        return Err(ApiError::forbidden("use the membership endpoints to change memberships"));
+    }
+    let pdu =
+        state.rooms.append(room.as_str(), &auth.user_id, Draft::state(kind, key, content)).await?;
+    Ok(Json(json!({"event_id": pdu.event_id()})))
+}
+
+async fn state_put_empty(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, kind)): Params<(String, String)>,
+    RawBody(body): RawBody,
+) -> JsonResult {
+    put_state(&state, &auth, &room, &kind, "", &body).await
+}
+
+async fn state_put(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, kind, key)): Params<(String, String, String)>,
+    RawBody(body): RawBody,
+) -> JsonResult {
+    put_state(&state, &auth, &room, &kind, &key, &body).await
+}
+
+async fn event(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, event)): Params<(String, String)>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    let pdu = state.rooms.event_for(room.as_str(), &auth.user_id, &event).await?;
+    Ok(Json(state.rooms.show(&pdu, Some(auth.device_id.as_str())).await?))
+}
+
+async fn send(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, kind, txn)): Params<(String, String, String)>,
+    RawBody(body): RawBody,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    state.limiter.check(Action::Message, auth.user_id.as_str())?;
+    let rules = state
+        .rooms
+        .rules(room.as_str())
+        .await?
+        .ok_or_else(|| ApiError::forbidden("you are not in this room"))?;
+    let content = parse_content(&body, rules)?;
+    let event_id = state
+        .rooms
+        .send_once(
+            room.as_str(),
+            &auth.user_id,
+            auth.device_id.as_str(),
+            &txn,
+            Draft::message(&kind, content),
+        )
+        .await?;
+    Ok(Json(json!({"event_id": event_id})))
+}
+
+async fn redact(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, event, txn)): Params<(String, String, String)>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    state.limiter.check(Action::Message, auth.user_id.as_str())?;
+    let event_id = state
+        .rooms
+        .redact(room.as_str(), &auth.user_id, auth.device_id.as_str(), &txn, &event, body.reason)
+        .await?;
+    Ok(Json(json!({"event_id": event_id})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct MessagesQuery {
+    from: Option<String>,
+    dir: Option<String>,
+    limit: Option<usize>,
+    filter: Option<String>,
+}
+
+/// A room event filter given inline as JSON.
+fn room_event_filter(text: Option<&str>) -> Result<(EventFilter, bool), ApiError> {
+    let Some(text) = text else { return Ok((EventFilter::default(), false)) };
+    let json: Value = serde_json::from_str(text)
+        .map_err(|_| ApiError::invalid_param("the filter is not JSON"))?;
+    let filter = parse_filter(&json!({"room": {"timeline": json.clone()}}));
+    Ok((filter.timeline, json["lazy_load_members"].as_bool().unwrap_or(false)))
+}
+
+async fn messages(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+    Query(query): Query<MessagesQuery>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    let direction = match query.dir.as_deref() {
+        Some("b") => Direction::Backwards,
+        Some("f") => Direction::Forwards,
+        Some(_) => return Err(ApiError::invalid_param("dir must be b or f")),
+        None => return Err(ApiError::missing_param("dir is required")),
+    };
+    let from = match query.from.as_deref() {
+        Some(token) => Some(
+            parse_room_token(token)
+                .ok_or_else(|| ApiError::invalid_param("not a pagination token"))?,
+        ),
+        None => None,
+    };
+    let (filter, lazy) = room_event_filter(query.filter.as_deref())?;
+    let (start, chunk) = state
+        .rooms
+        .messages(room.as_str(), &auth.user_id, from, direction, query.limit.unwrap_or(10), &filter)
+        .await?;
+    let mut response = json!({
+        "start": room_token(start),
+        "chunk": state.rooms.show_all(&chunk.events, Some(auth.device_id.as_str())).await?,
+    });
+    if let Some(next) = chunk.next {
+        response["end"] = json!(room_token(next));
+    }
+    if lazy {
+        response["state"] = json!(lazy_members(&state, &auth, room.as_str(), &chunk.events).await?);
+    }
+    Ok(Json(response))
+}
+
+/// The member events of the senders of `events` (lazy-loading members).
+async fn lazy_members(
+    state: &crate::State,
+    auth: &Auth,
+    room: &str,
+    events: &[Arc<matrix_core::Pdu>],
+) -> Result<Vec<Value>, ApiError> {
+    let snapshot = state.rooms.visibility(room, &auth.user_id).await?.snapshot();
+    let mut senders: Vec<&str> = events.iter().map(|e| e.sender()).collect();
+    senders.sort_unstable();
+    senders.dedup();
+    let mut out = Vec::new();
+    for sender in senders {
+        if let Some(pdu) = state.rooms.state_pdu(snapshot, "m.room.member", sender).await? {
+            out.push(state.rooms.show(&pdu, None).await?);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ContextQuery {
+    limit: Option<usize>,
+    filter: Option<String>,
+}
+
+async fn context(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, event)): Params<(String, String)>,
+    Query(query): Query<ContextQuery>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    let rooms = &state.rooms;
+    let pdu = rooms.event_for(room.as_str(), &auth.user_id, &event).await?;
+    let pos = rooms.position_of(room.as_str(), &auth.user_id, &event).await?;
+    let limit = query.limit.unwrap_or(10).min(100);
+    let (filter, _) = room_event_filter(query.filter.as_deref())?;
+    let before_limit = limit / 2;
+    let after_limit = limit - before_limit;
+    let device = Some(auth.device_id.as_str());
+    let mut response = json!({"event": rooms.show(&pdu, device).await?});
+    let mut start = pos;
+    let mut end = pos;
+    if before_limit > 0 {
+        let (_, before) = rooms
+            .messages(
+                room.as_str(),
+                &auth.user_id,
+                Some(pos),
+                Direction::Backwards,
+                before_limit,
+                &filter,
+            )
+            .await?;
+        start = before.reached;
+        response["events_before"] = json!(rooms.show_all(&before.events, device).await?);
+    } else {
+        response["events_before"] = json!([]);
+    }
+    if after_limit > 0 {
+        let (_, after) = rooms
+            .messages(
+                room.as_str(),
+                &auth.user_id,
+                Some(pos),
+                Direction::Forwards,
+                after_limit,
+                &filter,
+            )
+            .await?;
+        end = after.reached;
+        response["events_after"] = json!(rooms.show_all(&after.events, device).await?);
+    } else {
+        response["events_after"] = json!([]);
+    }
+    response["start"] = json!(room_token(start));
+    response["end"] = json!(room_token(end));
+    let snapshot = rooms.state_at(pdu.event_id()).await?;
+    let state_events = match snapshot {
+        Some(snapshot) => rooms.show_all(&rooms.state_events(snapshot).await?, None).await?,
+        None => Vec::new(),
+    };
+    response["state"] = json!(state_events);
+    Ok(Json(response))
+}
+
+#[derive(Debug, Deserialize)]
+struct TypingBody {
+    typing: bool,
+    timeout: Option<u64>,
+}
+
+async fn require_joined(
+    state: &crate::State,
+    room: &str,
+    user: &ruma::UserId,
+) -> Result<(), ApiError> {
+    if state.rooms.storage().membership(room, user.as_str()).await?.as_deref() == Some("join") {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("you are not in this room"))
+    }
+}
+
+async fn typing(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, user)): Params<(String, String)>,
+    JsonBody(body): JsonBody<TypingBody>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    if user != auth.user_id.as_str() {
+        return Err(ApiError::forbidden("you can only set your own typing notice"));
+    }
+    require_joined(&state, room.as_str(), &auth.user_id).await?;
+    let timeout =
+        body.typing.then(|| Duration::from_millis(body.timeout.unwrap_or(30_000).min(120_000)));
+    state.ephemeral.set_typing(room.as_str(), auth.user_id.as_str(), timeout);
+    Ok(Json(json!({})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ReceiptBody {
+    thread_id: Option<String>,
+}
+
+async fn set_receipt(
+    state: &crate::State,
+    auth: &Auth,
+    room: &str,
+    kind: &str,
+    event: &str,
+    thread: Option<String>,
+) -> Result<(), ApiError> {
+    require_joined(state, room, &auth.user_id).await?;
+    state.rooms.event_for(room, &auth.user_id, event).await?;
+    match kind {
+        "m.fully_read" => {
+            let content = serde_json::to_vec(&json!({"event_id": event})).unwrap_or_default();
+            state.user_data_put(&auth.user_id, Some(room), "m.fully_read", content).await
+        }
+        "m.read" | "m.read.private" => {
+            let ts = u64::try_from(crate::services::rooms::now_ms()).unwrap_or(0);
+            state.ephemeral.set_receipt(room, auth.user_id.as_str(), kind, event, thread, ts);
+            Ok(())
+        }
+        other => Err(ApiError::invalid_param(format!("unknown receipt type {other:?}"))),
+    }
+}
+
+async fn receipt(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, kind, event)): Params<(String, String, String)>,
+    JsonBody(body): JsonBody<ReceiptBody>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    set_receipt(&state, &auth, room.as_str(), &kind, &event, body.thread_id).await?;
+    Ok(Json(json!({})))
+}
+
+async fn read_markers(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    for kind in ["m.fully_read", "m.read", "m.read.private"] {
+        if let Some(event) = body.get(kind).and_then(Value::as_str) {
+            set_receipt(&state, &auth, room.as_str(), kind, event, None).await?;
+        }
+    }
+    Ok(Json(json!({})))
+}

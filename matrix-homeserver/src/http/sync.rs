@@ -1,0 +1,79 @@
+//! `/sync`, and the push rules clients read at start.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Auth, JsonResult, Query, Routes, route};
+use crate::error::ApiError;
+use crate::services::sync::{SyncRequest, Token, parse_filter};
+
+type AppState = State<Arc<crate::State>>;
+
+pub(super) fn routes() -> Routes {
+    Router::new()
+        .route("/_matrix/client/v3/sync", route(get(sync)))
+        .route("/_matrix/client/v3/pushrules/", route(get(push_rules)))
+        .route("/_matrix/client/v3/pushrules", route(get(push_rules)))
+        .route("/_matrix/client/v3/pushrules/global/", route(get(global_push_rules)))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct SyncQuery {
+    since: Option<String>,
+    filter: Option<String>,
+    #[serde(default)]
+    full_state: Option<String>,
+    timeout: Option<u64>,
+}
+
+async fn sync(State(state): AppState, auth: Auth, Query(query): Query<SyncQuery>) -> JsonResult {
+    let since = match query.since.as_deref() {
+        Some(token) => {
+            Some(Token::parse(token).ok_or_else(|| ApiError::invalid_param("not a sync token"))?)
+        }
+        None => None,
+    };
+    let filter = match query.filter.as_deref() {
+        None => Default::default(),
+        Some(text) if text.starts_with('{') => {
+            let json: Value = serde_json::from_str(text)
+                .map_err(|_| ApiError::bad_json("the filter is not JSON"))?;
+            parse_filter(&json)
+        }
+        Some(id) => parse_filter(
+            &super::user::decode_filter(id).ok_or_else(|| ApiError::not_found("no such filter"))?,
+        ),
+    };
+    let full_state = match query.full_state.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid_param("full_state must be true or false")),
+    };
+    let request = SyncRequest {
+        since,
+        full_state,
+        timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
+        filter,
+    };
+    Ok(Json(state.sync.sync(&auth.user_id, auth.device_id.as_str(), request).await?))
+}
+
+fn default_rules(auth: &Auth) -> Result<Value, ApiError> {
+    let rules = ruma::push::Ruleset::server_default(&auth.user_id);
+    serde_json::to_value(rules).map_err(|e| ApiError::unknown(e.to_string()))
+}
+
+async fn push_rules(auth: Auth) -> JsonResult {
+    Ok(Json(serde_json::json!({"global": default_rules(&auth)?})))
+}
+
+async fn global_push_rules(auth: Auth) -> JsonResult {
+    Ok(Json(default_rules(&auth)?))
+}

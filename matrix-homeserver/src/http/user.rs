@@ -1,0 +1,421 @@
+//! A user's own things: account data, tags, profile, filters, devices, password and
+//! deactivation (the last three behind the user-interactive password stage).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Auth, JsonBody, JsonResult, Params, RawBody, Routes, room_id, route, user_id};
+use crate::error::ApiError;
+use crate::services::records::{PROFILES, Profile};
+
+type AppState = State<Arc<crate::State>>;
+
+pub(super) fn routes() -> Routes {
+    const U: &str = "/_matrix/client/v3/user/{user}";
+    Router::new()
+        .route(&format!("{U}/account_data/{{kind}}"), route(get(global_data).put(set_global_data)))
+        .route(
+            &format!("{U}/rooms/{{room}}/account_data/{{kind}}"),
+            route(get(room_data).put(set_room_data)),
+        )
+        .route(&format!("{U}/rooms/{{room}}/tags"), route(get(tags)))
+        .route(&format!("{U}/rooms/{{room}}/tags/{{tag}}"), route(put(set_tag).delete(delete_tag)))
+        .route(&format!("{U}/filter"), route(post(create_filter)))
+        .route(&format!("{U}/filter/{{id}}"), route(get(get_filter)))
+        .route("/_matrix/client/v3/profile/{user}", route(get(profile)))
+        .route(
+            "/_matrix/client/v3/profile/{user}/{field}",
+            route(get(profile_field).put(set_profile_field)),
+        )
+        .route("/_matrix/client/v3/devices", route(get(devices)))
+        .route(
+            "/_matrix/client/v3/devices/{device}",
+            route(get(device).put(rename_device).delete(delete_device)),
+        )
+        .route("/_matrix/client/v3/delete_devices", route(post(delete_devices)))
+        .route("/_matrix/client/v3/account/password", route(post(change_password)))
+        .route("/_matrix/client/v3/account/deactivate", route(post(deactivate)))
+}
+
+fn own(auth: &Auth, user: &str) -> Result<(), ApiError> {
+    if user == auth.user_id.as_str() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("this is another user's"))
+    }
+}
+
+/// A JSON object body, kept as bytes.
+fn json_object(body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(_)) => Ok(body.to_vec()),
+        Ok(_) => Err(ApiError::bad_json("the content must be a JSON object")),
+        Err(e) if e.is_syntax() || e.is_eof() => Err(ApiError::not_json()),
+        Err(e) => Err(ApiError::bad_json(e.to_string())),
+    }
+}
+
+async fn read_data(
+    state: &crate::State,
+    auth: &Auth,
+    user: &str,
+    room: Option<&str>,
+    kind: &str,
+) -> JsonResult {
+    own(auth, user)?;
+    let bytes = state
+        .rooms
+        .storage()
+        .account_data(user, room, kind)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such account data"))?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| ApiError::unknown("stored account data does not parse"))?;
+    Ok(Json(value))
+}
+
+async fn global_data(
+    State(state): AppState,
+    auth: Auth,
+    Params((user, kind)): Params<(String, String)>,
+) -> JsonResult {
+    read_data(&state, &auth, &user, None, &kind).await
+}
+
+async fn set_global_data(
+    State(state): AppState,
+    auth: Auth,
+    Params((user, kind)): Params<(String, String)>,
+    RawBody(body): RawBody,
+) -> JsonResult {
+    own(&auth, &user)?;
+    if kind == "m.fully_read" || kind == "m.push_rules" {
+        return Err(ApiError::bad_json(format!("{kind} cannot be set through account data")));
+    }
+    state.user_data_put(&auth.user_id, None, &kind, json_object(&body)?).await?;
+    Ok(Json(json!({})))
+}
+
+async fn room_data(
+    State(state): AppState,
+    auth: Auth,
+    Params((user, room, kind)): Params<(String, String, String)>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    read_data(&state, &auth, &user, Some(room.as_str()), &kind).await
+}
+
+async fn set_room_data(
+    State(state): AppState,
+    auth: Auth,
+    Params((user, room, kind)): Params<(String, String, String)>,
+    RawBody(body): RawBody,
+) -> JsonResult {
+    own(&auth, &user)?;
+    let room = room_id(&room)?;
+    if kind == "m.fully_read" {
+        return Err(ApiError::bad_json("m.fully_read is set through read markers"));
+    }
+    state.user_data_put(&auth.user_id, Some(room.as_str()), &kind, json_object(&body)?).await?;
+    Ok(Json(json!({})))
+}
+
+async fn current_tags(
+    state: &crate::State,
+    user: &ruma::UserId,
+    room: &str,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let bytes = state.rooms.storage().account_data(user.as_str(), Some(room), "m.tag").await?;
+    let value: Value =
+        bytes.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_else(|| json!({}));
+    Ok(value["tags"].as_object().cloned().unwrap_or_default())
+}
+
+async fn tags(
+    State(state): AppState,
+    auth: Auth,
+    Params((user, room)): Params<(String, String)>,
+) -> JsonResult {
+    own(&auth, &user)?;
+    let room = room_id(&room)?;
+    Ok(Json(json!({"tags": current_tags(&state, &auth.user_id, room.as_str()).await?})))
+}
+
+async fn write_tags(
+    state: &crate::State,
+    auth: &Auth,
+    room: &str,
+    tags: serde_json::Map<String, Value>,
+) -> JsonResult {
+    let content = serde_json::to_vec(&json!({"tags": tags})).unwrap_or_default();
+    state.user_data_put(&auth.user_id, Some(room), "m.tag", content).await?;
+    Ok(Json(json!({})))
+}
+
+async fn set_tag(
+    State(state): AppState,
+    auth: Auth,
+    Params((user, room, tag)): Params<(String, String, String)>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> JsonResult {
+    own(&auth, &user)?;
+    let room = room_id(&room)?;
+    let mut tags = current_tags(&state, &auth.user_id, room.as_str()).await?;
+    tags.insert(tag, Value::Object(body));
+    write_tags(&state, &auth, room.as_str(), tags).await
+}
+
+async fn delete_tag(
+    State(state): AppState,
+    auth: Auth,
+    Params((user, room, tag)): Params<(String, String, String)>,
+) -> JsonResult {
+    own(&auth, &user)?;
+    let room = room_id(&room)?;
+    let mut tags = current_tags(&state, &auth.user_id, room.as_str()).await?;
+    tags.remove(&tag);
+    write_tags(&state, &auth, room.as_str(), tags).await
+}
+
+/// Filters are content-addressed: the id is the filter's JSON, base64url, so it needs no
+/// storage and survives restarts.
+async fn create_filter(
+    auth: Auth,
+    Params(user): Params<String>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> JsonResult {
+    own(&auth, &user)?;
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    Ok(Json(json!({"filter_id": format!("f{}", matrix_core::b64::encode_url_safe(bytes))})))
+}
+
+/// The filter JSON of a filter id.
+pub(crate) fn decode_filter(id: &str) -> Option<Value> {
+    let encoded = id.strip_prefix('f')?;
+    let bytes = base64_url_decode(encoded)?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn base64_url_decode(text: &str) -> Option<Vec<u8>> {
+    let standard: String = text
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    matrix_core::b64::decode(&standard).ok()
+}
+
+async fn get_filter(auth: Auth, Params((user, id)): Params<(String, String)>) -> JsonResult {
+    own(&auth, &user)?;
+    decode_filter(&id).map(Json).ok_or_else(|| ApiError::not_found("no such filter"))
+}
+
+async fn stored_profile(state: &crate::State, user: &str) -> Result<Profile, ApiError> {
+    let user = user_id(user)?;
+    if user.server_name().as_str() != state.rooms.server_name().as_str()
+        || state.rooms.storage().user(user.as_str()).await?.is_none()
+    {
+        return Err(ApiError::not_found("no such user"));
+    }
+    Ok(state.rooms.records().get::<Profile>(PROFILES, user.as_str()).await?.unwrap_or_default())
+}
+
+async fn profile(State(state): AppState, Params(user): Params<String>) -> JsonResult {
+    Ok(Json(serde_json::to_value(stored_profile(&state, &user).await?).unwrap_or_default()))
+}
+
+async fn profile_field(
+    State(state): AppState,
+    Params((user, field)): Params<(String, String)>,
+) -> JsonResult {
+    let profile = stored_profile(&state, &user).await?;
+    let value = match field.as_str() {
+        "displayname" => profile.displayname,
+        "avatar_url" => profile.avatar_url,
+        _ => return Err(ApiError::not_found("no such profile field")),
+    };
+    match value {
+        Some(value) => Ok(Json(json!({ field: value }))),
+        None => Err(ApiError::not_found("the field is not set")),
+    }
+}
+
+async fn set_profile_field(
+    State(state): AppState,
+    auth: Auth,
+    Params((user, field)): Params<(String, String)>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> JsonResult {
+    own(&auth, &user)?;
+    let mut profile = stored_profile(&state, &user).await?;
+    let value = match body.get(&field) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Null) | None => None,
+        Some(_) => return Err(ApiError::bad_json(format!("{field} must be a string"))),
+    };
+    match field.as_str() {
+        "displayname" => profile.displayname = value,
+        "avatar_url" => profile.avatar_url = value,
+        _ => return Err(ApiError::forbidden("this profile field cannot be set here")),
+    }
+    state.rooms.records().put(PROFILES, auth.user_id.as_str(), Some(&profile)).await?;
+    // The member events of the rooms the user is in carry the profile.
+    for (room, membership) in state.rooms.storage().rooms_of_user(auth.user_id.as_str()).await? {
+        if membership == "join" {
+            let draft = state.rooms.member_draft(&auth.user_id, "join", None).await?;
+            if let Err(e) = state.rooms.append(&room, &auth.user_id, draft).await {
+                eprintln!("updating the profile in {room}: {e}");
+            }
+        }
+    }
+    Ok(Json(json!({})))
+}
+
+fn device_json(device: &matrix_storage::Device) -> Value {
+    let mut out = json!({"device_id": device.device_id});
+    if let Some(name) = &device.display_name {
+        out["display_name"] = json!(name);
+    }
+    out
+}
+
+async fn devices(State(state): AppState, auth: Auth) -> JsonResult {
+    let devices: Vec<Value> =
+        state.accounts.devices(&auth.user_id).await?.iter().map(device_json).collect();
+    Ok(Json(json!({"devices": devices})))
+}
+
+async fn device(State(state): AppState, auth: Auth, Params(device): Params<String>) -> JsonResult {
+    Ok(Json(device_json(&state.accounts.device(&auth.user_id, &device).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+struct RenameBody {
+    display_name: Option<String>,
+}
+
+async fn rename_device(
+    State(state): AppState,
+    auth: Auth,
+    Params(device): Params<String>,
+    JsonBody(body): JsonBody<RenameBody>,
+) -> JsonResult {
+    state.accounts.rename_device(&auth.user_id, &device, body.display_name).await?;
+    Ok(Json(json!({})))
+}
+
+/// The user-interactive auth's password stage, for the request's own user.
+async fn password_stage(state: &crate::State, auth: &Auth, body: &Value) -> Result<(), ApiError> {
+    let flows = || {
+        let mut session = [0u8; 16];
+        let _ = getrandom::fill(&mut session);
+        ApiError::auth_required(json!({
+            "flows": [{"stages": ["m.login.password"]}],
+            "params": {},
+            "session": matrix_core::b64::encode_url_safe(session),
+        }))
+    };
+    let given = &body["auth"];
+    if given.is_null() {
+        return Err(flows());
+    }
+    if given["type"] != "m.login.password" {
+        return Err(flows());
+    }
+    let named = given["identifier"]["user"].as_str().or_else(|| given["user"].as_str());
+    if let Some(named) = named {
+        let full = if named.starts_with('@') {
+            named.to_owned()
+        } else {
+            format!("@{named}:{}", state.rooms.server_name())
+        };
+        if full != auth.user_id.as_str() {
+            return Err(ApiError::forbidden("the authentication is for another user"));
+        }
+    }
+    let password =
+        given["password"].as_str().ok_or_else(|| ApiError::bad_json("no password given"))?;
+    if state.accounts.check_password(&auth.user_id, password.to_owned()).await? {
+        return Ok(());
+    }
+    Err(ApiError::auth_required(json!({
+        "flows": [{"stages": ["m.login.password"]}],
+        "params": {},
+        "errcode": "M_FORBIDDEN",
+        "error": "wrong password",
+        "session": given["session"],
+    })))
+}
+
+async fn delete_device(
+    State(state): AppState,
+    auth: Auth,
+    Params(device): Params<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> JsonResult {
+    state.accounts.device(&auth.user_id, &device).await?;
+    password_stage(&state, &auth, &body).await?;
+    state.accounts.delete_devices(&auth.user_id, std::slice::from_ref(&device)).await?;
+    state.ephemeral.device_deleted(auth.user_id.as_str(), &device);
+    Ok(Json(json!({})))
+}
+
+async fn delete_devices(
+    State(state): AppState,
+    auth: Auth,
+    JsonBody(body): JsonBody<Value>,
+) -> JsonResult {
+    let devices: Vec<String> = body["devices"]
+        .as_array()
+        .ok_or_else(|| ApiError::bad_json("devices must be a list"))?
+        .iter()
+        .filter_map(|d| d.as_str().map(str::to_owned))
+        .collect();
+    password_stage(&state, &auth, &body).await?;
+    state.accounts.delete_devices(&auth.user_id, &devices).await?;
+    for device in &devices {
+        state.ephemeral.device_deleted(auth.user_id.as_str(), device);
+    }
+    Ok(Json(json!({})))
+}
+
+async fn change_password(
+    State(state): AppState,
+    auth: Auth,
+    JsonBody(body): JsonBody<Value>,
+) -> JsonResult {
+    let new = body["new_password"]
+        .as_str()
+        .ok_or_else(|| ApiError::bad_json("new_password is required"))?
+        .to_owned();
+    password_stage(&state, &auth, &body).await?;
+    let logout = body["logout_devices"].as_bool().unwrap_or(true);
+    state.accounts.set_password(&auth.user_id, new, Some(auth.device_id.as_str()), logout).await?;
+    Ok(Json(json!({})))
+}
+
+async fn deactivate(
+    State(state): AppState,
+    auth: Auth,
+    JsonBody(body): JsonBody<Value>,
+) -> JsonResult {
+    password_stage(&state, &auth, &body).await?;
+    for (room, membership) in state.rooms.storage().rooms_of_user(auth.user_id.as_str()).await? {
+        if matches!(membership.as_str(), "join" | "invite" | "knock")
+            && let Err(e) = state.rooms.leave(&room, &auth.user_id, None).await
+        {
+            eprintln!("leaving {room} on deactivation: {e}");
+        }
+    }
+    state.accounts.deactivate(&auth.user_id).await?;
+    Ok(Json(json!({"id_server_unbind_result": "no-support"})))
+}

@@ -1,0 +1,198 @@
+//! Room aliases and the local room directory.
+
+use ruma::UserId;
+use serde_json::{Value, json};
+
+use super::Rooms;
+use crate::error::ApiError;
+use crate::services::records::{ALIASES, AliasRecord, DIRECTORY};
+
+impl Rooms {
+    /// Where an alias of this server points.
+    pub(crate) async fn resolve_alias(&self, alias: &str) -> Result<AliasRecord, ApiError> {
+        let alias = ruma::RoomAliasId::parse(alias)
+            .map_err(|e| ApiError::invalid_param(format!("not a room alias: {e}")))?;
+        if alias.server_name().as_str() != self.server_name().as_str() {
+            return Err(ApiError::not_found(
+                "aliases of other servers need federation, which this server does not speak yet",
+            ));
+        }
+        self.records()
+            .get::<AliasRecord>(ALIASES, alias.as_str())
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such alias"))
+    }
+
+    /// Points a new alias of this server at a room the user is in.
+    pub(crate) async fn create_alias(
+        &self,
+        alias: &str,
+        room_id: &str,
+        user: &UserId,
+    ) -> Result<(), ApiError> {
+        let parsed = ruma::RoomAliasId::parse(alias)
+            .map_err(|e| ApiError::invalid_param(format!("not a room alias: {e}")))?;
+        if parsed.server_name().as_str() != self.server_name().as_str() {
+            return Err(ApiError::invalid_param("the alias is not of this server"));
+        }
+        if self.storage().membership(room_id, user.as_str()).await?.as_deref() != Some("join") {
+            return Err(ApiError::forbidden("you are not in this room"));
+        }
+        let _guard = self.alias_lock.lock().await;
+        if self.records().get::<AliasRecord>(ALIASES, alias).await?.is_some() {
+            return Err(ApiError::alias_exists());
+        }
+        let record = AliasRecord { room_id: room_id.to_owned(), creator: user.to_string() };
+        self.records().put(ALIASES, alias, Some(&record)).await
+    }
+
+    /// Deletes an alias: its creator, an administrator, or a room member allowed to change
+    /// `m.room.canonical_alias` may.
+    pub(crate) async fn delete_alias(
+        &self,
+        alias: &str,
+        user: &UserId,
+        admin: bool,
+    ) -> Result<(), ApiError> {
+        let record = self.resolve_alias(alias).await?;
+        let allowed = admin
+            || record.creator == user.as_str()
+            || self.may_send_state(&record.room_id, user, "m.room.canonical_alias").await?;
+        if !allowed {
+            return Err(ApiError::forbidden("you may not delete this alias"));
+        }
+        let _guard = self.alias_lock.lock().await;
+        self.records().put::<AliasRecord>(ALIASES, alias, None).await
+    }
+
+    /// Whether `user` is joined with the level to send state `kind`.
+    async fn may_send_state(
+        &self,
+        room_id: &str,
+        user: &UserId,
+        kind: &str,
+    ) -> Result<bool, ApiError> {
+        let Some(rules) = self.rules(room_id).await? else { return Ok(false) };
+        let Some(info) = self.storage().room(room_id).await? else { return Ok(false) };
+        let Some(snapshot) = info.current_state else { return Ok(false) };
+        if self.storage().membership(room_id, user.as_str()).await?.as_deref() != Some("join") {
+            return Ok(false);
+        }
+        let levels = self.state_pdu(snapshot, "m.room.power_levels", "").await?;
+        let create = self.state_pdu(snapshot, "m.room.create", "").await?;
+        let level = matrix_core::auth::user_power_level(
+            rules,
+            levels.as_deref(),
+            create.as_deref(),
+            user.as_str(),
+        );
+        let needed = levels
+            .as_ref()
+            .and_then(|l| {
+                let content = l.content();
+                content
+                    .get_object("events")
+                    .and_then(|e| e.get(kind))
+                    .or_else(|| content.get("state_default"))
+                    .and_then(|v| matrix_core::auth::parse_level(v, rules))
+            })
+            .unwrap_or(50);
+        Ok(level >= i128::from(needed))
+    }
+
+    /// The local aliases of a room.
+    pub(crate) async fn aliases_of(&self, room_id: &str) -> Result<Vec<String>, ApiError> {
+        let mut aliases: Vec<String> = self
+            .records()
+            .all::<AliasRecord>(ALIASES)
+            .await?
+            .into_iter()
+            .filter(|(_, r)| r.room_id == room_id)
+            .map(|(alias, _)| alias)
+            .collect();
+        aliases.sort();
+        Ok(aliases)
+    }
+
+    /// Whether a room is in the directory.
+    pub(crate) async fn published(&self, room_id: &str) -> Result<bool, ApiError> {
+        Ok(self.records().get::<bool>(DIRECTORY, room_id).await?.unwrap_or(false))
+    }
+
+    /// Publishes or hides a room (members allowed to change the canonical alias may).
+    pub(crate) async fn set_published(
+        &self,
+        room_id: &str,
+        user: &UserId,
+        admin: bool,
+        public: bool,
+    ) -> Result<(), ApiError> {
+        if self.rules(room_id).await?.is_none() {
+            return Err(ApiError::room_not_found());
+        }
+        if !admin && !self.may_send_state(room_id, user, "m.room.canonical_alias").await? {
+            return Err(ApiError::forbidden("you may not change this room's visibility"));
+        }
+        self.records().put(DIRECTORY, room_id, public.then_some(&true)).await
+    }
+
+    /// The published rooms, as `publicRooms` lists them (by member count, then id).
+    pub(crate) async fn public_rooms(&self, search: Option<&str>) -> Result<Vec<Value>, ApiError> {
+        let mut rooms = Vec::new();
+        for (room_id, _) in self.records().all::<bool>(DIRECTORY).await? {
+            let Some(info) = self.storage().room(&room_id).await? else { continue };
+            let Some(snapshot) = info.current_state else { continue };
+            let text = |pdu: Option<std::sync::Arc<matrix_core::Pdu>>, key: &str| {
+                pdu.and_then(|p| p.content().get_str(key).map(str::to_owned))
+            };
+            let name = text(self.state_pdu(snapshot, "m.room.name", "").await?, "name");
+            let topic = text(self.state_pdu(snapshot, "m.room.topic", "").await?, "topic");
+            let alias =
+                text(self.state_pdu(snapshot, "m.room.canonical_alias", "").await?, "alias");
+            let avatar = text(self.state_pdu(snapshot, "m.room.avatar", "").await?, "url");
+            let join_rule =
+                text(self.state_pdu(snapshot, "m.room.join_rules", "").await?, "join_rule")
+                    .unwrap_or_else(|| "invite".to_owned());
+            let history = text(
+                self.state_pdu(snapshot, "m.room.history_visibility", "").await?,
+                "history_visibility",
+            );
+            let guest =
+                text(self.state_pdu(snapshot, "m.room.guest_access", "").await?, "guest_access");
+            let room_type = text(self.state_pdu(snapshot, "m.room.create", "").await?, "type");
+            if let Some(search) = search.map(str::to_lowercase).filter(|s| !s.is_empty()) {
+                let hit = [&name, &topic, &alias]
+                    .iter()
+                    .any(|t| t.as_ref().is_some_and(|t| t.to_lowercase().contains(&search)));
+                if !hit {
+                    continue;
+                }
+            }
+            let joined =
+                self.storage().members(&room_id).await?.iter().filter(|(_, m)| m == "join").count();
+            let mut entry = json!({
+                "room_id": room_id,
+                "num_joined_members": joined,
+                "world_readable": history.as_deref() == Some("world_readable"),
+                "guest_can_join": guest.as_deref() == Some("can_join"),
+                "join_rule": join_rule,
+            });
+            for (key, value) in [
+                ("name", name),
+                ("topic", topic),
+                ("canonical_alias", alias),
+                ("avatar_url", avatar),
+                ("room_type", room_type),
+            ] {
+                if let Some(value) = value {
+                    entry[key] = json!(value);
+                }
+            }
+            rooms.push((joined, entry));
+        }
+        rooms.sort_by(|a, b| {
+            b.0.cmp(&a.0).then_with(|| a.1["room_id"].as_str().cmp(&b.1["room_id"].as_str()))
+        });
+        Ok(rooms.into_iter().map(|(_, e)| e).collect())
+    }
+}

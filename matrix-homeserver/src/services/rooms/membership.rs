@@ -1,0 +1,170 @@
+//! Membership: join, invite, leave, kick, ban, unban, forget. The authorization rules decide
+//! who may do what; these build the `m.room.member` events.
+
+use matrix_core::json::{Object, Value};
+use ruma::UserId;
+
+use super::{Draft, Rooms};
+use crate::error::ApiError;
+use crate::services::records::{FORGOTTEN, PROFILES, Profile};
+
+impl Rooms {
+    /// A member event of `user` (with their profile for joins and invites).
+    pub(crate) async fn member_draft(
+        &self,
+        target: &UserId,
+        membership: &str,
+        reason: Option<String>,
+    ) -> Result<Draft, ApiError> {
+        let mut content = Object::new();
+        content.insert("membership", membership);
+        if matches!(membership, "join" | "invite")
+            && let Some(profile) = self.records().get::<Profile>(PROFILES, target.as_str()).await?
+        {
+            if let Some(name) = profile.displayname {
+                content.insert("displayname", name);
+            }
+            if let Some(url) = profile.avatar_url {
+                content.insert("avatar_url", url);
+            }
+        }
+        if let Some(reason) = reason {
+            content.insert("reason", reason);
+        }
+        Ok(Draft::state("m.room.member", target.as_str(), content))
+    }
+
+    /// Joins `user` to a room stored here.
+    pub(crate) async fn join(
+        &self,
+        room_id: &str,
+        user: &UserId,
+        reason: Option<String>,
+    ) -> Result<(), ApiError> {
+        if self.rules(room_id).await?.is_none() {
+            return Err(ApiError::room_not_found());
+        }
+        let draft = self.member_draft(user, "join", reason).await?;
+        self.append(room_id, user, draft).await?;
+        self.forget_undo(room_id, user).await
+    }
+
+    /// `sender` invites `target`.
+    pub(crate) async fn invite(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        target: &UserId,
+        reason: Option<String>,
+        is_direct: bool,
+    ) -> Result<(), ApiError> {
+        if target.server_name().as_str() == self.server_name().as_str()
+            && self.storage().user(target.as_str()).await?.is_none()
+        {
+            return Err(ApiError::not_found("the invited user does not exist"));
+        }
+        if target.server_name().as_str() != self.server_name().as_str() {
+            return Err(ApiError::forbidden(
+                "inviting users of other servers needs federation, which this server does not speak yet",
+            ));
+        }
+        let mut draft = self.member_draft(target, "invite", reason).await?;
+        if is_direct {
+            draft.content.insert("is_direct", Value::Bool(true));
+        }
+        self.append(room_id, sender, draft).await?;
+        Ok(())
+    }
+
+    /// `sender` changes `target`'s membership to `leave` (leave, kick, unban) or `ban`.
+    pub(crate) async fn set_membership(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        target: &UserId,
+        membership: &str,
+        reason: Option<String>,
+    ) -> Result<(), ApiError> {
+        let draft = self.member_draft(target, membership, reason).await?;
+        self.append(room_id, sender, draft).await?;
+        Ok(())
+    }
+
+    /// Kicks: only a joined or invited (or knocking) member can be kicked.
+    pub(crate) async fn kick(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<(), ApiError> {
+        let current = self.storage().membership(room_id, target.as_str()).await?;
+        if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
+            return Err(ApiError::forbidden("the user is not in the room"));
+        }
+        self.set_membership(room_id, sender, target, "leave", reason).await
+    }
+
+    /// Unbans: only a banned user can be unbanned.
+    pub(crate) async fn unban(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<(), ApiError> {
+        if self.storage().membership(room_id, target.as_str()).await?.as_deref() != Some("ban") {
+            return Err(ApiError::forbidden("the user is not banned"));
+        }
+        self.set_membership(room_id, sender, target, "leave", reason).await
+    }
+
+    /// Leaves a room (or rejects an invite).
+    pub(crate) async fn leave(
+        &self,
+        room_id: &str,
+        user: &UserId,
+        reason: Option<String>,
+    ) -> Result<(), ApiError> {
+        match self.storage().membership(room_id, user.as_str()).await?.as_deref() {
+            Some("join" | "invite" | "knock") => {
+                self.set_membership(room_id, user, user, "leave", reason).await
+            }
+            Some("leave") => Ok(()),
+            _ => Err(ApiError::forbidden("you are not in the room")),
+        }
+    }
+
+    /// Forgets a room the user has left.
+    pub(crate) async fn forget(&self, room_id: &str, user: &UserId) -> Result<(), ApiError> {
+        match self.storage().membership(room_id, user.as_str()).await?.as_deref() {
+            Some("join" | "invite" | "knock") => {
+                Err(ApiError::bad_state("leave the room before forgetting it"))
+            }
+            None => Err(ApiError::not_found("you were never in this room")),
+            Some(_) => {
+                self.records().put(FORGOTTEN, &forgotten_key(room_id, user), Some(&true)).await
+            }
+        }
+    }
+
+    /// Whether the user forgot the room.
+    pub(crate) async fn forgotten(&self, room_id: &str, user: &UserId) -> Result<bool, ApiError> {
+        Ok(self
+            .records()
+            .get::<bool>(FORGOTTEN, &forgotten_key(room_id, user))
+            .await?
+            .unwrap_or(false))
+    }
+
+    async fn forget_undo(&self, room_id: &str, user: &UserId) -> Result<(), ApiError> {
+        if self.forgotten(room_id, user).await? {
+            self.records().put::<bool>(FORGOTTEN, &forgotten_key(room_id, user), None).await?;
+        }
+        Ok(())
+    }
+}
+
+fn forgotten_key(room_id: &str, user: &UserId) -> String {
+    format!("{user} {room_id}")
+}

@@ -1,0 +1,283 @@
+//! Reading rooms back for a user: what they may see (history visibility), state, single
+//! events, pagination, context and members.
+
+use std::sync::Arc;
+
+use matrix_core::Pdu;
+use matrix_storage::{Direction, SnapshotId, StreamPos};
+use ruma::UserId;
+use serde_json::Value;
+
+use super::Rooms;
+use super::format::{Shown, client_event};
+use crate::error::ApiError;
+use crate::services::records::REDACTIONS;
+
+/// How much of a room a user may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Visibility {
+    /// Everything up to now (joined, or a world-readable room), with the current state.
+    Now(SnapshotId),
+    /// Up to and including their leave (or ban) at this position, with the state then.
+    Until(StreamPos, SnapshotId),
+}
+
+impl Visibility {
+    pub(crate) fn snapshot(self) -> SnapshotId {
+        match self {
+            Visibility::Now(s) | Visibility::Until(_, s) => s,
+        }
+    }
+    fn allows(self, pos: Option<StreamPos>) -> bool {
+        match (self, pos) {
+            (Visibility::Now(_), _) => true,
+            (Visibility::Until(until, _), Some(pos)) => pos <= until,
+            (Visibility::Until(..), None) => false,
+        }
+    }
+}
+
+/// A page of a room's timeline.
+#[derive(Debug, Clone)]
+pub(crate) struct Chunk {
+    pub(crate) events: Vec<Arc<Pdu>>,
+    /// Where the next page starts; `None` when there is nothing more in that direction.
+    pub(crate) next: Option<StreamPos>,
+    /// The position of the last event read (kept or not), or where the page started.
+    pub(crate) reached: StreamPos,
+}
+
+/// Which events a page keeps (a room event filter's `types`, `not_types`, `senders`,
+/// `not_senders`; `*` matches any suffix).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EventFilter {
+    pub(crate) types: Option<Vec<String>>,
+    pub(crate) not_types: Vec<String>,
+    pub(crate) senders: Option<Vec<String>>,
+    pub(crate) not_senders: Vec<String>,
+}
+
+fn matches_pattern(pattern: &str, value: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => pattern == value,
+    }
+}
+
+impl EventFilter {
+    pub(crate) fn keeps(&self, pdu: &Pdu) -> bool {
+        let kind = pdu.kind();
+        let sender = pdu.sender();
+        self.types.as_ref().is_none_or(|t| t.iter().any(|p| matches_pattern(p, kind)))
+            && !self.not_types.iter().any(|p| matches_pattern(p, kind))
+            && self.senders.as_ref().is_none_or(|s| s.iter().any(|u| u == sender))
+            && !self.not_senders.iter().any(|u| u == sender)
+    }
+}
+
+impl Rooms {
+    /// What `user` may see of a room; `M_FORBIDDEN` if nothing.
+    pub(crate) async fn visibility(
+        &self,
+        room_id: &str,
+        user: &UserId,
+    ) -> Result<Visibility, ApiError> {
+        let not_allowed = || ApiError::forbidden("you are not in this room");
+        let info = self.storage().room(room_id).await?.ok_or_else(not_allowed)?;
+        let current = info.current_state.ok_or_else(not_allowed)?;
+        match self.storage().membership(room_id, user.as_str()).await?.as_deref() {
+            Some("join") => return Ok(Visibility::Now(current)),
+            Some("leave" | "ban") => {
+                if let Some(member) =
+                    self.storage().state_get(current, "m.room.member", user.as_str()).await?
+                    && let Some(stored) = self.storage().event(&member).await?
+                    && let (Some(pos), Some(state)) = (stored.stream, stored.state_after)
+                {
+                    // Leaving a room one was only invited to shows nothing of it.
+                    let was_joined = self.was_joined_before(&stored).await?;
+                    if was_joined {
+                        return Ok(Visibility::Until(pos, state));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let world_readable = self
+            .state_pdu(current, "m.room.history_visibility", "")
+            .await?
+            .is_some_and(|e| e.content().get_str("history_visibility") == Some("world_readable"));
+        if world_readable { Ok(Visibility::Now(current)) } else { Err(not_allowed()) }
+    }
+
+    /// Whether the membership a leave replaced was a join (kicked or left after joining).
+    async fn was_joined_before(
+        &self,
+        leave: &matrix_storage::StoredEvent,
+    ) -> Result<bool, ApiError> {
+        let Some(pdu) = self.pdu(&leave.event_id).await? else { return Ok(false) };
+        let Some(state_key) = pdu.state_key() else { return Ok(false) };
+        for prev in pdu.prev_events() {
+            if let Some(prev) = self.storage().event(prev).await?
+                && let Some(snapshot) = prev.state_after
+                && let Some(before) = self.state_pdu(snapshot, "m.room.member", state_key).await?
+            {
+                return Ok(matches!(
+                    before.content().get_str("membership"),
+                    Some("join" | "leave" | "ban")
+                ));
+            }
+        }
+        Ok(false)
+    }
+
+    /// The state events of a snapshot.
+    pub(crate) async fn state_events(
+        &self,
+        snapshot: SnapshotId,
+    ) -> Result<Vec<Arc<Pdu>>, ApiError> {
+        let entries = self.storage().state_full(snapshot).await?;
+        let mut events = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if let Some(pdu) = self.pdu(&entry.event_id).await? {
+                events.push(pdu);
+            }
+        }
+        Ok(events)
+    }
+
+    /// The client form of an event, as `viewer_device` sees it.
+    pub(crate) async fn show(
+        &self,
+        pdu: &Pdu,
+        viewer_device: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let mut shown = Shown::default();
+        if let Some(redaction) = self.records().get::<String>(REDACTIONS, pdu.event_id()).await?
+            && let Some(redaction) = self.pdu(&redaction).await?
+        {
+            shown.redacted_because = Some(client_event(&redaction, Shown::default()));
+        }
+        if let Some(device) = viewer_device {
+            shown.transaction_id = self.transaction_of(pdu.event_id(), pdu.sender(), device);
+        }
+        Ok(client_event(pdu, shown))
+    }
+
+    /// The client form of many events.
+    pub(crate) async fn show_all(
+        &self,
+        pdus: &[Arc<Pdu>],
+        viewer_device: Option<&str>,
+    ) -> Result<Vec<Value>, ApiError> {
+        let mut out = Vec::with_capacity(pdus.len());
+        for pdu in pdus {
+            out.push(self.show(pdu, viewer_device).await?);
+        }
+        Ok(out)
+    }
+
+    /// An event of a room the user may see.
+    pub(crate) async fn event_for(
+        &self,
+        room_id: &str,
+        user: &UserId,
+        event_id: &str,
+    ) -> Result<Arc<Pdu>, ApiError> {
+        let visibility = self.visibility(room_id, user).await?;
+        let stored = self.storage().event(event_id).await?;
+        let Some(stored) = stored.filter(|e| e.room_id == room_id) else {
+            return Err(ApiError::not_found("no such event in this room"));
+        };
+        if !visibility.allows(stored.stream) {
+            return Err(ApiError::not_found("no such event in this room"));
+        }
+        self.pdu(event_id).await?.ok_or_else(|| ApiError::not_found("no such event"))
+    }
+
+    /// A page of the timeline from `from` (exclusive; `None`: the end for backwards, the
+    /// start for forwards), at most `limit` events the filter keeps.
+    pub(crate) async fn messages(
+        &self,
+        room_id: &str,
+        user: &UserId,
+        from: Option<StreamPos>,
+        direction: Direction,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<(StreamPos, Chunk), ApiError> {
+        let visibility = self.visibility(room_id, user).await?;
+        let ceiling = match visibility {
+            Visibility::Now(_) => StreamPos(self.stream_position().await?.0 + 1),
+            Visibility::Until(until, _) => StreamPos(until.0 + 1),
+        };
+        let start = match (from, direction) {
+            (Some(from), Direction::Backwards) => from.min(ceiling),
+            (None, Direction::Backwards) => ceiling,
+            (Some(from), Direction::Forwards) => from,
+            (None, Direction::Forwards) => StreamPos(0),
+        };
+        let limit = limit.clamp(1, 1000);
+        let mut events = Vec::new();
+        let mut cursor = start;
+        // Bounded: each round reads a page; a filter can make rounds keep nothing.
+        for _ in 0..50 {
+            let items = self.storage().timeline(room_id, cursor, direction, limit).await?;
+            let exhausted = items.len() < limit;
+            for item in items {
+                if direction == Direction::Forwards && item.pos >= ceiling {
+                    return Ok((start, Chunk { events, next: None, reached: cursor }));
+                }
+                cursor = item.pos;
+                if let Some(pdu) = self.pdu(&item.event_id).await?
+                    && filter.keeps(&pdu)
+                {
+                    events.push(pdu);
+                    if events.len() == limit {
+                        return Ok((start, Chunk { events, next: Some(cursor), reached: cursor }));
+                    }
+                }
+            }
+            if exhausted {
+                return Ok((start, Chunk { events, next: None, reached: cursor }));
+            }
+        }
+        Ok((start, Chunk { events, next: Some(cursor), reached: cursor }))
+    }
+
+    /// The position of an event in the timeline, if the user may see it.
+    pub(crate) async fn position_of(
+        &self,
+        room_id: &str,
+        user: &UserId,
+        event_id: &str,
+    ) -> Result<StreamPos, ApiError> {
+        let visibility = self.visibility(room_id, user).await?;
+        let stored = self.storage().event(event_id).await?.filter(|e| e.room_id == room_id);
+        match stored.and_then(|e| e.stream) {
+            Some(pos) if visibility.allows(Some(pos)) => Ok(pos),
+            _ => Err(ApiError::not_found("no such event in this room")),
+        }
+    }
+
+    /// The state after an event.
+    pub(crate) async fn state_at(&self, event_id: &str) -> Result<Option<SnapshotId>, ApiError> {
+        Ok(self.storage().event(event_id).await?.and_then(|e| e.state_after))
+    }
+
+    /// The member events of a room the user may see, at the visible state.
+    pub(crate) async fn member_events(
+        &self,
+        room_id: &str,
+        user: &UserId,
+    ) -> Result<Vec<Arc<Pdu>>, ApiError> {
+        let snapshot = self.visibility(room_id, user).await?.snapshot();
+        let entries = self.storage().state_full(snapshot).await?;
+        let mut events = Vec::new();
+        for entry in entries.into_iter().filter(|e| e.kind == "m.room.member") {
+            if let Some(pdu) = self.pdu(&entry.event_id).await? {
+                events.push(pdu);
+            }
+        }
+        Ok(events)
+    }
+}

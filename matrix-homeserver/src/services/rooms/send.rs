@@ -1,0 +1,107 @@
+//! Sending: message and state events, with transaction-id idempotency, and redactions.
+//!
+//! A transaction id is scoped to the device that sent it. Concurrent requests with the same
+//! id share one cell: the first builds the event, the others wait for its id. The cells are
+//! kept in memory (the most recent 65,536), so a retry after a restart sends again.
+
+use std::sync::Arc;
+
+use matrix_core::json::{Object, Value};
+use ruma::UserId;
+use tokio::sync::OnceCell;
+
+use super::{Draft, Rooms};
+use crate::error::ApiError;
+
+/// Transaction ids seen: (user, device, txn) -> the event sent.
+pub(crate) type Transactions =
+    quick_cache::sync::Cache<(String, String, String), Arc<OnceCell<String>>>;
+/// The transaction of each event sent with one: event id -> (device, txn), for the sender's
+/// `unsigned.transaction_id`.
+pub(crate) type Echoes = quick_cache::sync::Cache<String, (String, String)>;
+
+impl Rooms {
+    /// Sends an event once per `(user, device, txn)`; answers the event id.
+    pub(crate) async fn send_once(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        device: &str,
+        txn: &str,
+        draft: Draft,
+    ) -> Result<String, ApiError> {
+        let key = (sender.to_string(), device.to_owned(), txn.to_owned());
+        let cell =
+            self.txns.get_or_insert_with(&key, || Ok::<_, ApiError>(Arc::new(OnceCell::new())))?;
+        let event_id = cell
+            .get_or_try_init(|| async {
+                let pdu = self.append(room_id, sender, draft).await?;
+                self.echoes.insert(pdu.event_id().to_owned(), (device.to_owned(), txn.to_owned()));
+                Ok::<_, ApiError>(pdu.event_id().to_owned())
+            })
+            .await?;
+        Ok(event_id.clone())
+    }
+
+    /// The transaction id of an event, if `device` of `sender` sent it with one.
+    pub(crate) fn transaction_of(
+        &self,
+        event_id: &str,
+        sender: &str,
+        device: &str,
+    ) -> Option<String> {
+        let _ = sender;
+        let (by_device, txn) = self.echoes.get(event_id)?;
+        (by_device == device).then_some(txn)
+    }
+
+    /// Redacts `event_id` (a redaction event, sent once per transaction id).
+    pub(crate) async fn redact(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        device: &str,
+        txn: &str,
+        event_id: &str,
+        reason: Option<String>,
+    ) -> Result<String, ApiError> {
+        let rules = self.rules(room_id).await?.ok_or_else(ApiError::room_not_found)?;
+        let target = self.event_for(room_id, sender, event_id).await?;
+        if target.sender() != sender.as_str() {
+            // Redacting another's event needs the `redact` level (the authorization rules
+            // allow a same-server redaction and leave this check to the server).
+            let snapshot = self.visibility(room_id, sender).await?.snapshot();
+            let levels = self.state_pdu(snapshot, "m.room.power_levels", "").await?;
+            let create = self.state_pdu(snapshot, "m.room.create", "").await?;
+            let level = matrix_core::auth::user_power_level(
+                rules,
+                levels.as_deref(),
+                create.as_deref(),
+                sender.as_str(),
+            );
+            let needed = levels
+                .as_ref()
+                .and_then(|l| {
+                    l.content().get("redact").and_then(|v| matrix_core::auth::parse_level(v, rules))
+                })
+                .unwrap_or(50);
+            if level < i128::from(needed) {
+                return Err(ApiError::forbidden("you may not redact other users' events here"));
+            }
+        }
+        let mut content = Object::new();
+        if let Some(reason) = reason {
+            content.insert("reason", reason);
+        }
+        if rules.redacts_in_content {
+            content.insert("redacts", Value::from(event_id));
+        }
+        let draft = Draft {
+            kind: "m.room.redaction".to_owned(),
+            state_key: None,
+            content,
+            redacts: Some(event_id.to_owned()),
+        };
+        self.send_once(room_id, sender, device, txn, draft).await
+    }
+}

@@ -1,0 +1,643 @@
+//! `/sync`: a user's rooms (joined, invited, left) with state, timeline, ephemeral events and
+//! account data, plus to-device messages and device-list changes; long-polled.
+//!
+//! A sync token is `s{stream}_{counter}`: the timeline's stream position and the
+//! [`Ephemeral`] counter the answer covers. Rooms whose timeline moved are found from one read
+//! of the global stream (or, past a bound, by asking each room).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use matrix_core::Pdu;
+use matrix_storage::{Direction, SnapshotId, StreamPos};
+use ruma::UserId;
+use serde_json::{Map, Value, json};
+
+use super::ephemeral::Ephemeral;
+use super::rooms::format::stripped_state;
+use super::rooms::{EventFilter, Rooms};
+use crate::error::ApiError;
+
+/// How many stream items one look at the global stream reads before falling back to asking
+/// every room.
+const STREAM_SCAN: usize = 2_000;
+
+/// A sync (or pagination) position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Token {
+    pub(crate) stream: StreamPos,
+    pub(crate) counter: u64,
+}
+
+impl Token {
+    pub(crate) fn parse(text: &str) -> Option<Token> {
+        let rest = text.strip_prefix('s')?;
+        let (stream, counter) = rest.split_once('_')?;
+        Some(Token { stream: StreamPos(stream.parse().ok()?), counter: counter.parse().ok()? })
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s{}_{}", self.stream.0, self.counter)
+    }
+}
+
+/// A room pagination token: `t{stream}` (a sync token is accepted too).
+pub(crate) fn parse_room_token(text: &str) -> Option<StreamPos> {
+    if let Some(pos) = text.strip_prefix('t') {
+        return pos.parse().ok().map(StreamPos);
+    }
+    Token::parse(text).map(|t| StreamPos(t.stream.0 + 1))
+}
+
+pub(crate) fn room_token(pos: StreamPos) -> String {
+    format!("t{}", pos.0)
+}
+
+/// What of the rooms a sync returns (a filter, parsed).
+#[derive(Debug, Clone)]
+pub(crate) struct SyncFilter {
+    pub(crate) timeline_limit: usize,
+    pub(crate) timeline: EventFilter,
+    pub(crate) state: EventFilter,
+    pub(crate) lazy_load_members: bool,
+    pub(crate) include_leave: bool,
+    pub(crate) rooms: Option<Vec<String>>,
+    pub(crate) not_rooms: Vec<String>,
+    pub(crate) account_data: EventFilter,
+}
+
+impl Default for SyncFilter {
+    fn default() -> Self {
+        SyncFilter {
+            timeline_limit: 10,
+            timeline: EventFilter::default(),
+            state: EventFilter::default(),
+            lazy_load_members: false,
+            include_leave: false,
+            rooms: None,
+            not_rooms: Vec::new(),
+            account_data: EventFilter::default(),
+        }
+    }
+}
+
+impl SyncFilter {
+    fn wants_room(&self, room_id: &str) -> bool {
+        self.rooms.as_ref().is_none_or(|r| r.iter().any(|x| x == room_id))
+            && !self.not_rooms.iter().any(|x| x == room_id)
+    }
+}
+
+/// A sync request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SyncRequest {
+    pub(crate) since: Option<Token>,
+    pub(crate) full_state: bool,
+    pub(crate) timeout: Duration,
+    pub(crate) filter: SyncFilter,
+}
+
+/// The sync service.
+#[derive(Debug)]
+pub(crate) struct Sync {
+    rooms: Arc<Rooms>,
+    ephemeral: Arc<Ephemeral>,
+}
+
+/// The longest a sync waits.
+const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Sync {
+    pub(crate) fn new(rooms: Arc<Rooms>, ephemeral: Arc<Ephemeral>) -> Self {
+        Sync { rooms, ephemeral }
+    }
+
+    /// Answers a sync, waiting up to its timeout for something to report.
+    pub(crate) async fn sync(
+        &self,
+        user: &UserId,
+        device: &str,
+        request: SyncRequest,
+    ) -> Result<Value, ApiError> {
+        let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
+        let mut changes = self.ephemeral.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let (response, empty) = self.answer(user, device, &request).await?;
+            if request.since.is_none() || request.full_state || !empty {
+                return Ok(response);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => {
+                    // Nothing happened: answer with the latest token.
+                    return Ok(self.answer(user, device, &request).await?.0);
+                }
+            }
+        }
+    }
+
+    /// One answer, and whether it reports nothing.
+    async fn answer(
+        &self,
+        user: &UserId,
+        device: &str,
+        request: &SyncRequest,
+    ) -> Result<(Value, bool), ApiError> {
+        let rooms = &self.rooms;
+        let now =
+            Token { stream: rooms.stream_position().await?, counter: self.ephemeral.position() };
+        let since = request.since.filter(|_| !request.full_state);
+        let since_counter = request.since.map_or(0, |t| t.counter);
+        let filter = &request.filter;
+
+        // Which rooms' timelines moved since the token (None: look at every room).
+        let moved: Option<HashSet<String>> = match since {
+            Some(since) if since.stream < now.stream => {
+                let items =
+                    rooms.storage().stream_range(since.stream, now.stream, STREAM_SCAN).await?;
+                (items.len() < STREAM_SCAN).then(|| items.into_iter().map(|i| i.room_id).collect())
+            }
+            Some(_) => Some(HashSet::new()),
+            None => None,
+        };
+
+        let mut join = Map::new();
+        let mut invite = Map::new();
+        let mut leave = Map::new();
+        for (room_id, membership) in rooms.storage().rooms_of_user(user.as_str()).await? {
+            if !filter.wants_room(&room_id) {
+                continue;
+            }
+            let has_moved = moved.as_ref().is_none_or(|m| m.contains(&room_id));
+            match membership.as_str() {
+                "join" => {
+                    if let Some(room) = self
+                        .joined_room(
+                            user,
+                            device,
+                            &room_id,
+                            since,
+                            since_counter,
+                            now,
+                            has_moved,
+                            filter,
+                        )
+                        .await?
+                    {
+                        join.insert(room_id, room);
+                    }
+                }
+                "invite" => {
+                    if has_moved
+                        && let Some(room) = self.invited_room(user, &room_id, since).await?
+                    {
+                        invite.insert(room_id, room);
+                    }
+                }
+                "leave" | "ban" => {
+                    if has_moved
+                        && !rooms.forgotten(&room_id, user).await?
+                        && let Some(room) =
+                            self.left_room(user, device, &room_id, since, now, filter).await?
+                    {
+                        leave.insert(room_id, room);
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        let account_data = self
+            .account_data(user, None, since_counter, request.since.is_none(), &filter.account_data)
+            .await?;
+        let to_device: Vec<Value> = self
+            .ephemeral
+            .to_device_since(user.as_str(), device, since_counter)
+            .into_iter()
+            .map(|m| json!({"sender": m.sender, "type": m.kind, "content": m.content}))
+            .collect();
+        let changed = if request.since.is_some() {
+            self.ephemeral.keys_changed_since(since_counter)
+        } else {
+            Vec::new()
+        };
+
+        let empty = join.is_empty()
+            && invite.is_empty()
+            && leave.is_empty()
+            && account_data.is_empty()
+            && to_device.is_empty()
+            && changed.is_empty();
+        let mut response = json!({
+            "next_batch": now.to_string(),
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+            "account_data": {"events": account_data},
+            "to_device": {"events": to_device},
+            "presence": {"events": []},
+            "device_lists": {"changed": changed, "left": []},
+            "device_one_time_keys_count": self.ephemeral.one_time_key_counts(user.as_str(), device),
+            "device_unused_fallback_key_types": self.ephemeral.fallback_key_types(user.as_str(), device),
+        });
+        if let Some(object) = response.as_object_mut() {
+            object.retain(|_, v| !v.is_null());
+        }
+        Ok((response, empty))
+    }
+
+    /// Account data events (global with `room` `None`) written since `counter`, or all.
+    async fn account_data(
+        &self,
+        user: &UserId,
+        room: Option<&str>,
+        counter: u64,
+        initial: bool,
+        filter: &EventFilter,
+    ) -> Result<Vec<Value>, ApiError> {
+        let changes = self.ephemeral.account_data_since(user.as_str(), counter);
+        let storage = self.rooms.storage();
+        let wanted = |kind: &str| {
+            let types_ok = filter.types.as_ref().is_none_or(|t| {
+                t.iter().any(|p| {
+                    p == "*"
+                        || p == kind
+                        || p.strip_suffix('*').is_some_and(|pre| kind.starts_with(pre))
+                })
+            });
+            types_ok && !filter.not_types.iter().any(|p| p == kind)
+        };
+        let mut events = Vec::new();
+        if initial || changes.all {
+            for item in storage.all_account_data(user.as_str()).await? {
+                if item.room_id.as_deref() == room
+                    && wanted(&item.kind)
+                    && let Ok(content) = serde_json::from_slice::<Value>(&item.content)
+                {
+                    events.push(json!({"type": item.kind, "content": content}));
+                }
+            }
+        } else {
+            for (changed_room, kind) in changes.changed {
+                if changed_room.as_deref() != room || !wanted(&kind) {
+                    continue;
+                }
+                if let Some(bytes) = storage.account_data(user.as_str(), room, &kind).await?
+                    && let Ok(content) = serde_json::from_slice::<Value>(&bytes)
+                {
+                    events.push(json!({"type": kind, "content": content}));
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    /// The latest `limit` events the filter keeps up to `upto` (inclusive) and after `after`:
+    /// (events oldest first, limited, the position before the first one).
+    async fn timeline(
+        &self,
+        room_id: &str,
+        after: StreamPos,
+        upto: StreamPos,
+        filter: &SyncFilter,
+    ) -> Result<(Vec<Arc<Pdu>>, bool, StreamPos), ApiError> {
+        let limit = filter.timeline_limit.clamp(1, 100);
+        let items = self
+            .rooms
+            .storage()
+            .timeline(room_id, StreamPos(upto.0 + 1), Direction::Backwards, limit + 1)
+            .await?;
+        let mut events = Vec::new();
+        let mut limited = false;
+        let mut first = upto;
+        for item in items {
+            if item.pos <= after {
+                break;
+            }
+            if events.len() == limit {
+                limited = true;
+                break;
+            }
+            first = item.pos;
+            if let Some(pdu) = self.rooms.pdu(&item.event_id).await?
+                && filter.timeline.keeps(&pdu)
+            {
+                events.push(pdu);
+            }
+        }
+        events.reverse();
+        Ok((events, limited, first))
+    }
+
+    /// The state before the timeline position `first` (the state after the event before it).
+    async fn state_before(
+        &self,
+        room_id: &str,
+        first: StreamPos,
+    ) -> Result<Option<SnapshotId>, ApiError> {
+        let before = self.rooms.storage().timeline(room_id, first, Direction::Backwards, 1).await?;
+        match before.first() {
+            Some(item) => self.rooms.state_at(&item.event_id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The state section: the state at the start of the timeline (for an incremental sync,
+    /// only what changed after `since`), filtered, lazy-loading members if asked.
+    async fn state_section(
+        &self,
+        user: &UserId,
+        snapshot: Option<SnapshotId>,
+        since: Option<StreamPos>,
+        timeline: &[Arc<Pdu>],
+        filter: &SyncFilter,
+    ) -> Result<Vec<Value>, ApiError> {
+        let Some(snapshot) = snapshot else { return Ok(Vec::new()) };
+        let senders: BTreeSet<&str> =
+            timeline.iter().map(|p| p.sender()).chain([user.as_str()]).collect();
+        let in_timeline: HashSet<&str> = timeline.iter().map(|p| p.event_id()).collect();
+        let mut out = Vec::new();
+        for entry in self.rooms.storage().state_full(snapshot).await? {
+            if in_timeline.contains(entry.event_id.as_str()) {
+                continue;
+            }
+            if filter.lazy_load_members
+                && entry.kind == "m.room.member"
+                && !senders.contains(entry.state_key.as_str())
+            {
+                continue;
+            }
+            if let Some(since) = since {
+                let stored = self.rooms.storage().event(&entry.event_id).await?;
+                if stored.and_then(|e| e.stream).is_some_and(|pos| pos <= since)
+                    && !(filter.lazy_load_members && entry.kind == "m.room.member")
+                {
+                    continue;
+                }
+            }
+            if let Some(pdu) = self.rooms.pdu(&entry.event_id).await?
+                && filter.state.keeps(&pdu)
+            {
+                out.push(self.rooms.show(&pdu, None).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn joined_room(
+        &self,
+        user: &UserId,
+        device: &str,
+        room_id: &str,
+        since: Option<Token>,
+        since_counter: u64,
+        now: Token,
+        moved: bool,
+        filter: &SyncFilter,
+    ) -> Result<Option<Value>, ApiError> {
+        let rooms = &self.rooms;
+        let info = rooms.storage().room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
+        let current =
+            info.current_state.ok_or_else(|| ApiError::unknown("a room without state"))?;
+        // A room joined since the token is sent whole.
+        let joined_at = match since {
+            Some(since) if moved => {
+                let member =
+                    rooms.storage().state_get(current, "m.room.member", user.as_str()).await?;
+                match member {
+                    Some(id) => rooms
+                        .storage()
+                        .event(&id)
+                        .await?
+                        .and_then(|e| e.stream)
+                        .filter(|p| *p > since.stream),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        let since_stream = since.filter(|_| joined_at.is_none()).map(|t| t.stream);
+
+        let mut room = Map::new();
+        if moved || since.is_none() {
+            let after = since_stream.unwrap_or(StreamPos(0));
+            let (events, limited, first) =
+                self.timeline(room_id, after, now.stream, filter).await?;
+            if !events.is_empty() || since_stream.is_none() {
+                let state_snapshot = if events.is_empty() {
+                    Some(current)
+                } else {
+                    self.state_before(room_id, first).await?
+                };
+                let state_since =
+                    if limited { since_stream } else { since_stream.map(|_| StreamPos(u64::MAX)) };
+                let state = match since_stream {
+                    Some(_) if !limited => {
+                        // Contiguous with what the client has: only lazy-loaded members of new senders.
+                        if filter.lazy_load_members {
+                            self.state_section(user, state_snapshot, state_since, &events, filter)
+                                .await?
+                        } else {
+                            Vec::new()
+                        }
+                    }
+                    _ => {
+                        self.state_section(user, state_snapshot, state_since, &events, filter)
+                            .await?
+                    }
+                };
+                let timeline = rooms.show_all(&events, Some(device)).await?;
+                room.insert("timeline".to_owned(), json!({"events": timeline, "limited": limited, "prev_batch": room_token(first)}));
+                room.insert("state".to_owned(), json!({"events": state}));
+                if filter.lazy_load_members || since_stream.is_none() {
+                    room.insert("summary".to_owned(), self.summary(user, current).await?);
+                }
+            }
+        }
+        let mut ephemeral = Vec::new();
+        let counter = if since_stream.is_none() { 0 } else { since_counter };
+        if let Some(typing) = self.ephemeral.typing_since(room_id, counter) {
+            if since_stream.is_some() || !typing.is_empty() {
+                ephemeral.push(json!({"type": "m.typing", "content": {"user_ids": typing}}));
+            }
+        }
+        if let Some(receipts) = self.ephemeral.receipts_since(room_id, counter, user.as_str()) {
+            ephemeral.push(json!({"type": "m.receipt", "content": receipts}));
+        }
+        if !ephemeral.is_empty() {
+            room.insert("ephemeral".to_owned(), json!({"events": ephemeral}));
+        }
+        let account_data = self
+            .account_data(
+                user,
+                Some(room_id),
+                since_counter,
+                since_stream.is_none(),
+                &filter.account_data,
+            )
+            .await?;
+        if !account_data.is_empty() {
+            room.insert("account_data".to_owned(), json!({"events": account_data}));
+        }
+        if room.is_empty() {
+            return Ok(None);
+        }
+        room.insert(
+            "unread_notifications".to_owned(),
+            json!({"notification_count": 0, "highlight_count": 0}),
+        );
+        Ok(Some(Value::Object(room)))
+    }
+
+    /// `m.heroes` and the member counts.
+    async fn summary(&self, user: &UserId, snapshot: SnapshotId) -> Result<Value, ApiError> {
+        let mut joined = 0;
+        let mut invited = 0;
+        let mut heroes = Vec::new();
+        for entry in self.rooms.storage().state_full(snapshot).await? {
+            if entry.kind != "m.room.member" {
+                continue;
+            }
+            if let Some(pdu) = self.rooms.pdu(&entry.event_id).await? {
+                match pdu.content().get_str("membership") {
+                    Some("join") => joined += 1,
+                    Some("invite") => invited += 1,
+                    _ => continue,
+                }
+                if entry.state_key != user.as_str() && heroes.len() < 5 {
+                    heroes.push(entry.state_key.clone());
+                }
+            }
+        }
+        Ok(
+            json!({"m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited}),
+        )
+    }
+
+    async fn invited_room(
+        &self,
+        user: &UserId,
+        room_id: &str,
+        since: Option<Token>,
+    ) -> Result<Option<Value>, ApiError> {
+        let rooms = &self.rooms;
+        let Some(info) = rooms.storage().room(room_id).await? else { return Ok(None) };
+        let Some(current) = info.current_state else { return Ok(None) };
+        let Some(invite) = rooms.state_pdu(current, "m.room.member", user.as_str()).await? else {
+            return Ok(None);
+        };
+        if let Some(since) = since {
+            let pos = rooms.storage().event(invite.event_id()).await?.and_then(|e| e.stream);
+            if pos.is_none_or(|p| p <= since.stream) {
+                return Ok(None);
+            }
+        }
+        let mut events = Vec::new();
+        for kind in [
+            "m.room.create",
+            "m.room.join_rules",
+            "m.room.name",
+            "m.room.avatar",
+            "m.room.canonical_alias",
+            "m.room.encryption",
+            "m.room.topic",
+        ] {
+            if let Some(pdu) = rooms.state_pdu(current, kind, "").await? {
+                events.push(stripped_state(&pdu));
+            }
+        }
+        if let Some(sender) = rooms.state_pdu(current, "m.room.member", invite.sender()).await? {
+            events.push(stripped_state(&sender));
+        }
+        let mut own = stripped_state(&invite);
+        own["event_id"] = json!(invite.event_id());
+        own["origin_server_ts"] = json!(invite.origin_server_ts());
+        events.push(own);
+        Ok(Some(json!({"invite_state": {"events": events}})))
+    }
+
+    async fn left_room(
+        &self,
+        user: &UserId,
+        device: &str,
+        room_id: &str,
+        since: Option<Token>,
+        now: Token,
+        filter: &SyncFilter,
+    ) -> Result<Option<Value>, ApiError> {
+        if since.is_none() && !filter.include_leave {
+            return Ok(None);
+        }
+        let rooms = &self.rooms;
+        let Some(info) = rooms.storage().room(room_id).await? else { return Ok(None) };
+        let Some(current) = info.current_state else { return Ok(None) };
+        let Some(member) =
+            rooms.storage().state_get(current, "m.room.member", user.as_str()).await?
+        else {
+            return Ok(None);
+        };
+        let Some(stored) = rooms.storage().event(&member).await? else { return Ok(None) };
+        let Some(left_at) = stored.stream else { return Ok(None) };
+        if let Some(since) = since
+            && left_at <= since.stream
+        {
+            return Ok(None);
+        }
+        let after = since.map_or(StreamPos(0), |t| t.stream);
+        let upto = left_at.min(now.stream);
+        let (events, limited, first) = self.timeline(room_id, after, upto, filter).await?;
+        let state_snapshot = if events.is_empty() {
+            stored.state_after
+        } else {
+            self.state_before(room_id, first).await?
+        };
+        let state = self
+            .state_section(
+                user,
+                state_snapshot,
+                since.map(|t| t.stream).filter(|_| limited),
+                &events,
+                filter,
+            )
+            .await?;
+        let timeline = rooms.show_all(&events, Some(device)).await?;
+        Ok(Some(json!({
+            "timeline": {"events": timeline, "limited": limited, "prev_batch": room_token(first)},
+            "state": {"events": state},
+            "account_data": {"events": []},
+        })))
+    }
+}
+
+/// Parses a sync filter from its JSON (the filter API's `Filter` object).
+pub(crate) fn parse_filter(json: &Value) -> SyncFilter {
+    fn strings(value: &Value) -> Option<Vec<String>> {
+        value.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+    }
+    fn event_filter(value: &Value) -> EventFilter {
+        EventFilter {
+            types: strings(&value["types"]),
+            not_types: strings(&value["not_types"]).unwrap_or_default(),
+            senders: strings(&value["senders"]),
+            not_senders: strings(&value["not_senders"]).unwrap_or_default(),
+        }
+    }
+    let room = &json["room"];
+    let mut filter = SyncFilter {
+        timeline: event_filter(&room["timeline"]),
+        state: event_filter(&room["state"]),
+        lazy_load_members: room["state"]["lazy_load_members"].as_bool().unwrap_or(false),
+        include_leave: room["include_leave"].as_bool().unwrap_or(false),
+        rooms: strings(&room["rooms"]),
+        not_rooms: strings(&room["not_rooms"]).unwrap_or_default(),
+        account_data: event_filter(&json["account_data"]),
+        ..SyncFilter::default()
+    };
+    if let Some(limit) = room["timeline"]["limit"].as_u64() {
+        filter.timeline_limit = usize::try_from(limit).unwrap_or(100).clamp(1, 100);
+    }
+    filter
+}

@@ -1,0 +1,469 @@
+//! `/sync` (initial, incremental, long-poll, filters, invites and leaves, ephemeral events,
+//! account data, to-device), and the rest a client starts with: push rules, keys, profile,
+//! devices, password, media, rate limits.
+
+use std::time::{Duration, Instant};
+
+use matrix_homeserver::testing::TestHomeserver;
+use matrix_homeserver::{Config, RateLimit, RegistrationMode};
+use serde_json::{Value, json};
+
+use crate::rooms::urlencode;
+use crate::spec::check;
+use crate::{Client, errcode};
+
+const V3: &str = "/_matrix/client/v3";
+
+async fn user(server: &TestHomeserver, name: &str) -> (Client, String) {
+    let session = server.register_user(name, "pw").await;
+    (Client::new(server).with_token(&session.access_token), session.user_id.to_string())
+}
+
+async fn create(client: &Client, body: Value) -> String {
+    let (status, body) = client.post(&format!("{V3}/createRoom"), &body).await;
+    assert_eq!(status, 200, "{body}");
+    body["room_id"].as_str().expect("a room id").to_owned()
+}
+
+async fn send(client: &Client, room: &str, txn: &str, text: &str) -> String {
+    let (status, body) = client
+        .send(
+            reqwest::Method::PUT,
+            &format!("{V3}/rooms/{room}/send/m.room.message/{txn}"),
+            Some(&json!({"msgtype": "m.text", "body": text})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["event_id"].as_str().expect("an id").to_owned()
+}
+
+async fn sync(client: &Client, query: &str) -> Value {
+    let (status, body) = client.get(&format!("{V3}/sync?{query}")).await;
+    assert_eq!(status, 200, "{body}");
+    check("sync.yaml", "/sync", "get", 200, &body);
+    body
+}
+
+#[tokio::test]
+async fn initial_and_incremental_sync_with_long_poll() {
+    let server = TestHomeserver::start().await;
+    let (alice, _) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    let room = create(&alice, json!({"name": "Chat", "invite": [bob_id]})).await;
+    let first = send(&alice, &room, "1", "hello").await;
+
+    // Bob is invited: the room is in `invite` with its stripped state.
+    let initial = sync(&bob, "").await;
+    let invite = &initial["rooms"]["invite"][&room]["invite_state"]["events"];
+    assert!(
+        invite.as_array().expect("events").iter().any(|e| e["type"] == "m.room.name"),
+        "{invite}"
+    );
+    let (status, _) = bob.post(&format!("{V3}/rooms/{room}/join"), &json!({})).await;
+    assert_eq!(status, 200);
+    let since = initial["next_batch"].as_str().expect("a token").to_owned();
+    let joined = sync(&bob, &format!("since={since}")).await;
+    let room_json = &joined["rooms"]["join"][&room];
+    // A new join is sent whole: the state before the timeline plus the timeline hold the
+    // room's creation.
+    let timeline = room_json["timeline"]["events"].as_array().expect("timeline");
+    let state = room_json["state"]["events"].as_array().expect("state");
+    assert!(state.iter().chain(timeline).any(|e| e["type"] == "m.room.create"), "{room_json}");
+    assert!(timeline.iter().any(|e| e["event_id"] == first.as_str()));
+
+    // A long poll returns as soon as a message arrives, with the sender's transaction id only
+    // for the sender.
+    let since = joined["next_batch"].as_str().expect("a token").to_owned();
+    let started = Instant::now();
+    let poll = {
+        let since = since.clone();
+        let bob = Client {
+            http: reqwest::Client::new(),
+            base: server.base_url().to_owned(),
+            token: bob.token.clone(),
+        };
+        tokio::spawn(async move { sync(&bob, &format!("since={since}&timeout=10000")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = send(&alice, &room, "2", "are you there").await;
+    let delivered = poll.await.expect("the poll");
+    assert!(started.elapsed() < Duration::from_secs(5), "woken, not timed out");
+    let events = delivered["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .expect("timeline")
+        .clone();
+    assert_eq!(events.len(), 1, "{delivered}");
+    assert_eq!(events[0]["event_id"], second.as_str());
+    assert!(events[0]["unsigned"].get("transaction_id").is_none());
+    let (status, own) = alice.get(&format!("{V3}/rooms/{room}/event/{second}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(own["unsigned"]["transaction_id"], "2");
+
+    // A poll with nothing new waits for its timeout and answers the same position.
+    let since = delivered["next_batch"].as_str().expect("a token").to_owned();
+    let started = Instant::now();
+    let idle = sync(&bob, &format!("since={since}&timeout=300")).await;
+    assert!(started.elapsed() >= Duration::from_millis(290));
+    assert!(idle["rooms"]["join"].as_object().expect("join").is_empty(), "{idle}");
+
+    // A limited timeline says so and gives a token to paginate from.
+    for i in 0..15 {
+        send(&alice, &room, &format!("many{i}"), &format!("n{i}")).await;
+    }
+    let limited = sync(&bob, &format!("since={since}")).await;
+    let timeline = &limited["rooms"]["join"][&room]["timeline"];
+    assert_eq!(timeline["limited"], true);
+    assert_eq!(timeline["events"].as_array().expect("events").len(), 10);
+    let prev = timeline["prev_batch"].as_str().expect("prev_batch");
+    let (status, page) =
+        bob.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=5&from={prev}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["chunk"][0]["content"]["body"], "n4");
+
+    // Leaving shows the room in `leave`.
+    let since = limited["next_batch"].as_str().expect("a token").to_owned();
+    let (status, _) = bob.post(&format!("{V3}/rooms/{room}/leave"), &json!({})).await;
+    assert_eq!(status, 200);
+    let left = sync(&bob, &format!("since={since}")).await;
+    assert!(left["rooms"]["leave"].get(&room).is_some(), "{left}");
+    let (status, body) = bob.get(&format!("{V3}/sync?since=garbage")).await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"));
+}
+
+#[tokio::test]
+async fn filters_lazy_loading_and_ephemeral_events() {
+    let server = TestHomeserver::start().await;
+    let (alice, alice_id) = user(&server, "alice").await;
+    let (bob, _) = user(&server, "bob").await;
+    let (carol, _) = user(&server, "carol").await;
+    let room = create(&alice, json!({"preset": "public_chat"})).await;
+    for client in [&bob, &carol] {
+        let (status, _) = client.post(&format!("{V3}/rooms/{room}/join"), &json!({})).await;
+        assert_eq!(status, 200);
+    }
+    send(&bob, &room, "b", "from bob").await;
+
+    // A stored filter: timeline limit 1, lazy-loaded members.
+    let filter = json!({"room": {"timeline": {"limit": 1}, "state": {"lazy_load_members": true}}});
+    let (status, created) = alice.post(&format!("{V3}/user/{alice_id}/filter"), &filter).await;
+    assert_eq!(status, 200, "{created}");
+    check("filter.yaml", "/user/{userId}/filter", "post", 200, &created);
+    let id = created["filter_id"].as_str().expect("an id");
+    let (status, back) = alice.get(&format!("{V3}/user/{alice_id}/filter/{id}")).await;
+    assert_eq!((status, &back), (200, &filter));
+    let body = sync(&alice, &format!("filter={id}")).await;
+    let joined = &body["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["events"].as_array().expect("events").len(), 1);
+    let members: Vec<&str> = joined["state"]["events"]
+        .as_array()
+        .expect("state")
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    assert!(
+        members.contains(&"@bob:localhost") && !members.contains(&"@carol:localhost"),
+        "{members:?}"
+    );
+    assert_eq!(joined["summary"]["m.joined_member_count"], 3);
+    // An inline filter that keeps only some types.
+    let inline = urlencode(r#"{"room":{"timeline":{"types":["m.room.member"]}}}"#);
+    let body = sync(&alice, &format!("filter={inline}")).await;
+    let timeline =
+        body["rooms"]["join"][&room]["timeline"]["events"].as_array().expect("events").clone();
+    assert!(!timeline.is_empty() && timeline.iter().all(|e| e["type"] == "m.room.member"));
+
+    // Typing, receipts, account data and tags arrive incrementally.
+    let since = body["next_batch"].as_str().expect("a token").to_owned();
+    let (status, _) = bob
+        .send(
+            reqwest::Method::PUT,
+            &format!("{V3}/rooms/{room}/typing/@bob:localhost"),
+            Some(&json!({"typing": true, "timeout": 5000})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = bob
+        .send(
+            reqwest::Method::PUT,
+            &format!("{V3}/rooms/{room}/typing/@alice:localhost"),
+            Some(&json!({"typing": true})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let last = send(&bob, &room, "b2", "read me").await;
+    let (status, body) =
+        alice.post(&format!("{V3}/rooms/{room}/receipt/m.read/{last}"), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = alice
+        .post(&format!("{V3}/rooms/{room}/read_markers"), &json!({"m.fully_read": last}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = alice
+        .send(
+            reqwest::Method::PUT,
+            &format!("{V3}/user/{alice_id}/account_data/org.example.settings"),
+            Some(&json!({"theme": "dark"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = alice
+        .send(
+            reqwest::Method::PUT,
+            &format!("{V3}/user/{alice_id}/rooms/{room}/tags/m.favourite"),
+            Some(&json!({"order": 0.5})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let body = sync(&alice, &format!("since={since}")).await;
+    let joined = &body["rooms"]["join"][&room];
+    let ephemeral = joined["ephemeral"]["events"].as_array().expect("ephemeral");
+    let typing = ephemeral.iter().find(|e| e["type"] == "m.typing").expect("typing");
+    assert_eq!(typing["content"]["user_ids"], json!(["@bob:localhost"]));
+    let receipt = ephemeral.iter().find(|e| e["type"] == "m.receipt").expect("receipt");
+    assert!(receipt["content"][&last]["m.read"].get(&alice_id).is_some(), "{receipt}");
+    let room_data = joined["account_data"]["events"].as_array().expect("room account data");
+    assert!(
+        room_data
+            .iter()
+            .any(|e| e["type"] == "m.fully_read" && e["content"]["event_id"] == last.as_str())
+    );
+    assert!(
+        room_data
+            .iter()
+            .any(|e| e["type"] == "m.tag" && e["content"]["tags"]["m.favourite"]["order"] == 0.5)
+    );
+    let global = body["account_data"]["events"].as_array().expect("account data");
+    assert!(global.iter().any(|e| e["type"] == "org.example.settings"));
+    let (status, data) =
+        alice.get(&format!("{V3}/user/{alice_id}/account_data/org.example.settings")).await;
+    assert_eq!((status, &data), (200, &json!({"theme": "dark"})));
+    let (status, body) =
+        alice.get(&format!("{V3}/user/{alice_id}/account_data/org.example.missing")).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"));
+    let (status, body) =
+        bob.get(&format!("{V3}/user/{alice_id}/account_data/org.example.settings")).await;
+    assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
+    let (status, tags) = alice.get(&format!("{V3}/user/{alice_id}/rooms/{room}/tags")).await;
+    assert_eq!(status, 200);
+    check("tags.yaml", "/user/{userId}/rooms/{roomId}/tags", "get", 200, &tags);
+}
+
+#[tokio::test]
+async fn keys_to_device_push_rules_and_profile() {
+    let server = TestHomeserver::start().await;
+    let alice_session = server.register_user("alice", "pw").await;
+    let alice = Client::new(&server).with_token(&alice_session.access_token);
+    let (bob, _) = user(&server, "bob").await;
+    let device = alice_session.device_id.to_string();
+
+    let (status, rules) = alice.get(&format!("{V3}/pushrules/")).await;
+    assert_eq!(status, 200);
+    check("pushrules.yaml", "/pushrules/", "get", 200, &rules);
+    assert!(
+        rules["global"]["override"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .any(|r| r["rule_id"] == ".m.rule.master")
+    );
+
+    let keys = json!({"user_id": "@alice:localhost", "device_id": device, "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+                      "keys": {format!("curve25519:{device}"): "abc", format!("ed25519:{device}"): "def"}, "signatures": {}});
+    let (status, body) = alice.post(&format!("{V3}/keys/upload"), &json!({"device_keys": keys, "one_time_keys": {"signed_curve25519:AAA": {"key": "k1"}}})).await;
+    assert_eq!(status, 200, "{body}");
+    check("keys.yaml", "/keys/upload", "post", 200, &body);
+    assert_eq!(body["one_time_key_counts"]["signed_curve25519"], 1);
+    let (status, body) = bob
+        .post(&format!("{V3}/keys/query"), &json!({"device_keys": {"@alice:localhost": []}}))
+        .await;
+    assert_eq!(status, 200);
+    check("keys.yaml", "/keys/query", "post", 200, &body);
+    assert_eq!(
+        body["device_keys"]["@alice:localhost"][&device]["keys"][format!("ed25519:{device}")],
+        "def"
+    );
+    let (status, body) = bob
+        .post(
+            &format!("{V3}/keys/claim"),
+            &json!({"one_time_keys": {"@alice:localhost": {&device: "signed_curve25519"}}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["one_time_keys"]["@alice:localhost"][&device]["signed_curve25519:AAA"]["key"],
+        "k1"
+    );
+
+    let initial = sync(&alice, "").await;
+    let since = initial["next_batch"].as_str().expect("a token").to_owned();
+    let (status, _) = bob
+        .send(
+            reqwest::Method::PUT,
+            &format!("{V3}/sendToDevice/m.test/t1"),
+            Some(&json!({"messages": {"@alice:localhost": {"*": {"hello": "device"}}}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let body = sync(&alice, &format!("since={since}")).await;
+    assert_eq!(body["to_device"]["events"][0]["content"]["hello"], "device", "{body}");
+    let next = body["next_batch"].as_str().expect("a token").to_owned();
+    let again = sync(&alice, &format!("since={next}")).await;
+    assert!(again["to_device"]["events"].as_array().expect("events").is_empty(), "delivered once");
+
+    // Profile: set, read, and carried into member events.
+    let room = create(&alice, json!({})).await;
+    let (status, _) = alice
+        .send(
+            reqwest::Method::PUT,
+            &format!("{V3}/profile/@alice:localhost/displayname"),
+            Some(&json!({"displayname": "Alice"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, profile) = bob.get(&format!("{V3}/profile/@alice:localhost")).await;
+    assert_eq!((status, &profile["displayname"]), (200, &json!("Alice")));
+    let (_, member) =
+        alice.get(&format!("{V3}/rooms/{room}/state/m.room.member/@alice:localhost")).await;
+    assert_eq!(member["displayname"], "Alice");
+    let (status, _) = bob
+        .send(
+            reqwest::Method::PUT,
+            &format!("{V3}/profile/@alice:localhost/displayname"),
+            Some(&json!({"displayname": "Mallory"})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = bob.get(&format!("{V3}/profile/@nobody:localhost")).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"));
+}
+
+#[tokio::test]
+async fn devices_password_and_deactivation_need_the_password() {
+    let server = TestHomeserver::start().await;
+    let session = server.register_user("alice", "pw").await;
+    let second = server.homeserver().login("alice", "pw").await.expect("a second login");
+    let alice = Client::new(&server).with_token(&session.access_token);
+
+    let (status, devices) = alice.get(&format!("{V3}/devices")).await;
+    assert_eq!(status, 200);
+    check("device_management.yaml", "/devices", "get", 200, &devices);
+    assert_eq!(devices["devices"].as_array().expect("devices").len(), 2);
+    let other = second.device_id.to_string();
+    let (status, _) = alice
+        .send(
+            reqwest::Method::PUT,
+            &format!("{V3}/devices/{other}"),
+            Some(&json!({"display_name": "phone"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, device) = alice.get(&format!("{V3}/devices/{other}")).await;
+    assert_eq!(device["display_name"], "phone");
+
+    // Deleting asks for the password first, refuses a wrong one, then deletes.
+    let (status, body) = alice
+        .send(reqwest::Method::DELETE, &format!("{V3}/devices/{other}"), Some(&json!({})))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["flows"][0]["stages"], json!(["m.login.password"]));
+    let session_id = body["session"].clone();
+    let auth = |password: &str| {
+        json!({"auth": {"type": "m.login.password", "session": session_id, "password": password,
+                                                "identifier": {"type": "m.id.user", "user": "alice"}}})
+    };
+    let (status, _) = alice
+        .send(reqwest::Method::DELETE, &format!("{V3}/devices/{other}"), Some(&auth("wrong")))
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = alice
+        .send(reqwest::Method::DELETE, &format!("{V3}/devices/{other}"), Some(&auth("pw")))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = Client::new(&server)
+        .with_token(&second.access_token)
+        .get(&format!("{V3}/account/whoami"))
+        .await;
+    assert_eq!(status, 401, "the deleted device's token is gone");
+
+    // A new password; the old one stops working.
+    let mut body = auth("pw");
+    body["new_password"] = json!("better");
+    let (status, _) = alice.post(&format!("{V3}/account/password"), &body).await;
+    assert_eq!(status, 200);
+    assert!(server.homeserver().login("alice", "pw").await.is_err());
+    assert!(server.homeserver().login("alice", "better").await.is_ok());
+
+    // Deactivation: the account can no longer log in.
+    let (status, _) = alice
+        .post(
+            &format!("{V3}/account/deactivate"),
+            &json!({"auth": {"type": "m.login.password", "password": "better"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(server.homeserver().login("alice", "better").await.is_err());
+}
+
+#[tokio::test]
+async fn media_upload_and_download() {
+    let server = TestHomeserver::start().await;
+    let session = server.register_user("alice", "pw").await;
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/_matrix/media/v3/upload?filename=cat.png", server.base_url()))
+        .bearer_auth(&session.access_token)
+        .header("content-type", "image/png")
+        .body(vec![1u8, 2, 3, 4])
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.expect("json");
+    let uri = body["content_uri"].as_str().expect("a uri");
+    let path = uri.strip_prefix("mxc://").expect("an mxc uri");
+    let download = http
+        .get(format!("{}/_matrix/client/v1/media/download/{path}", server.base_url()))
+        .bearer_auth(&session.access_token)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(download.status().as_u16(), 200);
+    assert_eq!(download.headers()["content-type"], "image/png");
+    assert_eq!(download.bytes().await.expect("bytes").as_ref(), [1, 2, 3, 4]);
+    let missing = http
+        .get(format!("{}/_matrix/media/v3/download/localhost/nothing", server.base_url()))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(missing.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let mut config = Config::new("localhost");
+    config.registration.mode = RegistrationMode::Open;
+    config.rate_limits.message = RateLimit::new(0.5, 3.0);
+    let server = TestHomeserver::start_with(config).await;
+    let (alice, _) = user(&server, "alice").await;
+    // createRoom counts as one message.
+    let room = create(&alice, json!({})).await;
+    let mut statuses = Vec::new();
+    let mut retry = Value::Null;
+    for i in 0..4 {
+        let (status, body) = alice
+            .send(
+                reqwest::Method::PUT,
+                &format!("{V3}/rooms/{room}/send/m.room.message/{i}"),
+                Some(&json!({"body": "x", "msgtype": "m.text"})),
+            )
+            .await;
+        statuses.push(status);
+        if status == 429 {
+            assert_eq!(errcode(&body), "M_LIMIT_EXCEEDED");
+            retry = body["retry_after_ms"].clone();
+        }
+    }
+    assert_eq!(statuses, [200, 200, 429, 429]);
+    assert!(retry.as_u64().is_some_and(|ms| ms > 0 && ms <= 2000), "{retry}");
+}
