@@ -180,7 +180,7 @@ impl Ephemeral {
             let by_event = content.entry(r.event_id.clone()).or_insert_with(|| json!({}));
             by_event[&r.kind][&r.user] = receipt;
         }
-        (!content.is_empty()).then(|| Value::Object(content))
+        (!content.is_empty()).then_some(Value::Object(content))
     }
 
     /// Notes that account data of a user was written.

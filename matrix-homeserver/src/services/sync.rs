@@ -459,10 +459,10 @@ impl Sync {
         }
         let mut ephemeral = Vec::new();
         let counter = if since_stream.is_none() { 0 } else { since_counter };
-        if let Some(typing) = self.ephemeral.typing_since(room_id, counter) {
-            if since_stream.is_some() || !typing.is_empty() {
-                ephemeral.push(json!({"type": "m.typing", "content": {"user_ids": typing}}));
-            }
+        if let Some(typing) = self.ephemeral.typing_since(room_id, counter)
+            && (since_stream.is_some() || !typing.is_empty())
+        {
+            ephemeral.push(json!({"type": "m.typing", "content": {"user_ids": typing}}));
         }
         if let Some(receipts) = self.ephemeral.receipts_since(room_id, counter, user.as_str()) {
             ephemeral.push(json!({"type": "m.receipt", "content": receipts}));

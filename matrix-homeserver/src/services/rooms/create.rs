@@ -12,7 +12,8 @@ use crate::services::records::{ALIASES, AliasRecord, DIRECTORY};
 /// The room version of rooms created without one.
 pub(crate) const DEFAULT_ROOM_VERSION: &str = "12";
 
-/// A `createRoom` preset.
+/// A `createRoom` preset (the spec's names).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Preset {
     PrivateChat,
