@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use matrix_storage::Storage;
 use matrix_storage::memory::MemoryStore;
 use tokio::sync::oneshot;
 
@@ -31,17 +32,29 @@ pub struct TestHomeserver {
 impl TestHomeserver {
     /// Starts one with server name `localhost`, open registration and no rate limits.
     pub async fn start() -> Self {
+        Self::start_with(Self::config()).await
+    }
+
+    /// The settings [`TestHomeserver::start`] uses: server name `localhost`, open
+    /// registration, no rate limits.
+    pub fn config() -> Config {
         let mut config = Config::new("localhost");
         config.registration.mode = RegistrationMode::Open;
         config.rate_limits = RateLimitsConfig::disabled();
-        Self::start_with(config).await
+        config
     }
 
     /// Starts one with these settings (in memory, on a loopback port).
     pub async fn start_with(config: Config) -> Self {
+        Self::start_on(config, Arc::new(MemoryStore::new())).await
+    }
+
+    /// Starts one with these settings on a storage backend of the caller's (on a loopback
+    /// port).
+    pub async fn start_on(config: Config, storage: Arc<dyn Storage>) -> Self {
         let homeserver = Homeserver::builder()
             .config(config)
-            .storage(Arc::new(MemoryStore::new()))
+            .storage(storage)
             .build()
             .await
             .expect("the test homeserver builds");

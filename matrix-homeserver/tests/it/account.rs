@@ -1,7 +1,6 @@
 //! Registration (closed, open, token; the user-interactive auth flow), availability, login,
 //! logout, whoami, and their failure cases.
 
-use matrix_homeserver::testing::TestHomeserver;
 use matrix_homeserver::{Config, RegistrationMode};
 use serde_json::{Value, json};
 
@@ -17,9 +16,11 @@ fn password_login(user: &str, password: &str) -> Value {
            "password": password})
 }
 
-#[tokio::test]
-async fn open_registration_follows_the_dummy_flow() {
-    let server = TestHomeserver::start().await;
+async fn open_registration_follows_the_dummy_flow(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let client = Client::new(&server);
     let (status, body) = client.post(REGISTER, &json!({"username": "bob", "password": "pw"})).await;
     assert_eq!(status, 401, "{body}");
@@ -58,9 +59,11 @@ async fn open_registration_follows_the_dummy_flow() {
     check("registration.yaml", "/register", "post", 400, &body);
 }
 
-#[tokio::test]
-async fn registration_is_closed_by_default() {
-    let server = TestHomeserver::start_with(Config::new("localhost")).await;
+async fn registration_is_closed_by_default(backend: crate::Backend) {
+    let server = match crate::start_with(backend, Config::new("localhost")).await {
+        Some(s) => s,
+        None => return,
+    };
     let (status, body) = Client::new(&server)
         .post(
             REGISTER,
@@ -71,12 +74,14 @@ async fn registration_is_closed_by_default() {
     assert!(server.homeserver().create_user("admin", Some("pw"), true).await.is_ok());
 }
 
-#[tokio::test]
-async fn token_registration_wants_a_known_token() {
+async fn token_registration_wants_a_known_token(backend: crate::Backend) {
     let mut config = Config::new("localhost");
     config.registration.mode = RegistrationMode::Token;
     config.registration.tokens = vec!["let-me-in".into()];
-    let server = TestHomeserver::start_with(config).await;
+    let server = match crate::start_with(backend, config).await {
+        Some(s) => s,
+        None => return,
+    };
     let client = Client::new(&server);
     let (status, body) = client.post(REGISTER, &json!({"username": "carol"})).await;
     assert_eq!(status, 401);
@@ -101,9 +106,11 @@ async fn token_registration_wants_a_known_token() {
     assert_eq!(status, 401);
 }
 
-#[tokio::test]
-async fn invalid_user_names_and_guests_are_refused() {
-    let server = TestHomeserver::start().await;
+async fn invalid_user_names_and_guests_are_refused(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let client = Client::new(&server);
     for name in ["Bob", "bob smith", "", "é"] {
         let (status, body) = client
@@ -119,9 +126,11 @@ async fn invalid_user_names_and_guests_are_refused() {
     assert!(body["user_id"].as_str().is_some_and(|id| id.ends_with(":localhost")));
 }
 
-#[tokio::test]
-async fn bad_bodies_are_matrix_errors() {
-    let server = TestHomeserver::start().await;
+async fn bad_bodies_are_matrix_errors(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let client = Client::new(&server);
     let (status, body) = client.post_raw(REGISTER, b"{not json".to_vec()).await;
     assert_eq!((status, errcode(&body)), (400, "M_NOT_JSON"));
@@ -131,9 +140,11 @@ async fn bad_bodies_are_matrix_errors() {
     assert_eq!((status, errcode(&body)), (413, "M_TOO_LARGE"));
 }
 
-#[tokio::test]
-async fn availability() {
-    let server = TestHomeserver::start().await;
+async fn availability(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     server.register_user("taken", "pw").await;
     let client = Client::new(&server);
     let (status, body) = client.get("/_matrix/client/v3/register/available?username=free").await;
@@ -146,9 +157,11 @@ async fn availability() {
     assert_eq!((status, errcode(&body)), (400, "M_INVALID_USERNAME"));
 }
 
-#[tokio::test]
-async fn login_logout_and_tokens() {
-    let server = TestHomeserver::start().await;
+async fn login_logout_and_tokens(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     server.register_user("alice", "correct horse").await;
     let client = Client::new(&server);
     let (status, body) = client.get(LOGIN).await;
@@ -191,3 +204,13 @@ async fn login_logout_and_tokens() {
     let (status, body) = Client::new(&server).get(WHOAMI).await;
     assert_eq!((status, errcode(&body)), (401, "M_MISSING_TOKEN"));
 }
+
+crate::on_every_backend!(
+    open_registration_follows_the_dummy_flow,
+    registration_is_closed_by_default,
+    token_registration_wants_a_known_token,
+    invalid_user_names_and_guests_are_refused,
+    bad_bodies_are_matrix_errors,
+    availability,
+    login_logout_and_tokens
+);

@@ -7,7 +7,109 @@ mod rooms;
 mod spec;
 mod sync;
 
+use std::sync::Arc;
+
+use matrix_homeserver::Config;
+use matrix_homeserver::testing::TestHomeserver;
 use serde_json::Value;
+
+/// The storage backend a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backend {
+    Memory,
+    Sled,
+    Postgres,
+}
+
+/// A test server, with what its storage needs kept alive.
+pub(crate) struct Server {
+    server: TestHomeserver,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Server {
+    type Target = TestHomeserver;
+    fn deref(&self) -> &TestHomeserver {
+        &self.server
+    }
+}
+
+/// A server on `backend` with [`TestHomeserver::config`]; `None` when the backend is not
+/// available here (PostgreSQL without `DATABASE_URL`).
+pub(crate) async fn start(backend: Backend) -> Option<Server> {
+    start_with(backend, TestHomeserver::config()).await
+}
+
+/// A server on `backend` with `config`.
+pub(crate) async fn start_with(backend: Backend, config: Config) -> Option<Server> {
+    let (storage, dir): (Arc<dyn matrix_storage::Storage>, _) = match backend {
+        Backend::Memory => (Arc::new(matrix_storage::memory::MemoryStore::new()), None),
+        Backend::Sled => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let options = matrix_storage::sled::SledOptions::default();
+            let store =
+                matrix_storage::sled::SledStore::open(dir.path(), &options).expect("sled opens");
+            (Arc::new(store), Some(dir))
+        }
+        Backend::Postgres => {
+            let url = database_url()?;
+            let options =
+                matrix_storage::postgres::PostgresOptions::new(url).with_schema(fresh_schema());
+            let store = matrix_storage::postgres::PostgresStore::open(&options)
+                .await
+                .expect("PostgreSQL opens");
+            (Arc::new(store), None)
+        }
+    };
+    Some(Server { server: TestHomeserver::start_on(config, storage).await, _dir: dir })
+}
+
+/// `DATABASE_URL`, or `None` (said once on stderr, past the test harness's capture).
+fn database_url() -> Option<String> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        SAID.call_once(|| {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: the PostgreSQL runs of the homeserver tests need DATABASE_URL \
+                 (e.g. postgres://postgres@127.0.0.1:5432/test); it is not set"
+            );
+        });
+    }
+    url
+}
+
+fn fresh_schema() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("hs_{}_{nanos}_{n}", std::process::id())
+}
+
+/// Runs each named `async fn(Backend)` on every backend: `memory::name`, `sled::name`,
+/// `postgres::name` (which passes without running when PostgreSQL is not available).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Backend::Memory).await })*
+        }
+        mod sled {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Backend::Sled).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Backend::Postgres).await })*
+        }
+    };
+}
 
 /// A tiny client for the tests: JSON in, status and JSON out.
 pub(crate) struct Client {

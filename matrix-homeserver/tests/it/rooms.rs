@@ -1,7 +1,6 @@
 //! Rooms over HTTP: createRoom, membership, state, sending with transaction ids, redaction,
 //! aliases, the directory, pagination and context, with their failure cases.
 
-use matrix_homeserver::testing::TestHomeserver;
 use serde_json::{Value, json};
 
 use crate::spec::check;
@@ -9,7 +8,7 @@ use crate::{Client, errcode};
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn user(server: &TestHomeserver, name: &str) -> (Client, String) {
+async fn user(server: &crate::Server, name: &str) -> (Client, String) {
     let session = server.register_user(name, "pw").await;
     (Client::new(server).with_token(&session.access_token), session.user_id.to_string())
 }
@@ -35,9 +34,11 @@ fn state_of<'a>(state: &'a [Value], kind: &str, key: &str) -> Option<&'a Value> 
     state.iter().find(|e| e["type"] == kind && e["state_key"] == key)
 }
 
-#[tokio::test]
-async fn create_room_sets_up_the_state_the_spec_orders() {
-    let server = TestHomeserver::start().await;
+async fn create_room_sets_up_the_state_the_spec_orders(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let (alice, alice_id) = user(&server, "alice").await;
     let (_, bob_id) = user(&server, "bob").await;
     let room = create(
@@ -107,9 +108,11 @@ async fn create_room_sets_up_the_state_the_spec_orders() {
     assert_eq!((status, errcode(&body)), (400, "M_ROOM_IN_USE"));
 }
 
-#[tokio::test]
-async fn create_room_refuses_bad_requests() {
-    let server = TestHomeserver::start().await;
+async fn create_room_refuses_bad_requests(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let (alice, _) = user(&server, "alice").await;
     let path = format!("{V3}/createRoom");
     let (status, body) = alice.post(&path, &json!({"room_version": "99"})).await;
@@ -135,9 +138,11 @@ async fn create_room_refuses_bad_requests() {
     }
 }
 
-#[tokio::test]
-async fn membership_follows_the_authorization_rules() {
-    let server = TestHomeserver::start().await;
+async fn membership_follows_the_authorization_rules(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let (alice, _) = user(&server, "alice").await;
     let (bob, bob_id) = user(&server, "bob").await;
     let (carol, carol_id) = user(&server, "carol").await;
@@ -206,9 +211,11 @@ async fn membership_follows_the_authorization_rules() {
     assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"));
 }
 
-#[tokio::test]
-async fn sending_is_idempotent_per_transaction_and_checked() {
-    let server = TestHomeserver::start().await;
+async fn sending_is_idempotent_per_transaction_and_checked(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let (alice, _) = user(&server, "alice").await;
     let (carol, _) = user(&server, "carol").await;
     let room = create(&alice, json!({})).await;
@@ -307,9 +314,11 @@ async fn futures_util_join<F: std::future::Future<Output = (u16, Value)>>(
     results.into_iter().map(|r| r.expect("ready")).collect()
 }
 
-#[tokio::test]
-async fn state_events_redactions_and_events_by_id() {
-    let server = TestHomeserver::start().await;
+async fn state_events_redactions_and_events_by_id(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let (alice, _) = user(&server, "alice").await;
     let (bob, bob_id) = user(&server, "bob").await;
     let room = create(&alice, json!({"preset": "public_chat"})).await;
@@ -369,9 +378,13 @@ async fn state_events_redactions_and_events_by_id() {
     assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
 }
 
-#[tokio::test]
-async fn messages_paginate_back_to_the_creation_and_context_surrounds_an_event() {
-    let server = TestHomeserver::start().await;
+async fn messages_paginate_back_to_the_creation_and_context_surrounds_an_event(
+    backend: crate::Backend,
+) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let (alice, _) = user(&server, "alice").await;
     let room = create(&alice, json!({"name": "History"})).await;
     let mut ids = Vec::new();
@@ -454,9 +467,11 @@ pub(crate) fn urlencode(text: &str) -> String {
         .collect()
 }
 
-#[tokio::test]
-async fn aliases_and_directory_visibility() {
-    let server = TestHomeserver::start().await;
+async fn aliases_and_directory_visibility(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let (alice, _) = user(&server, "alice").await;
     let (bob, _) = user(&server, "bob").await;
     let room = create(&alice, json!({})).await;
@@ -522,3 +537,13 @@ async fn aliases_and_directory_visibility() {
     check("list_public_rooms.yaml", "/publicRooms", "post", 200, &body);
     assert_eq!(body["chunk"][0]["room_id"], room.as_str());
 }
+
+crate::on_every_backend!(
+    create_room_sets_up_the_state_the_spec_orders,
+    create_room_refuses_bad_requests,
+    membership_follows_the_authorization_rules,
+    sending_is_idempotent_per_transaction_and_checked,
+    state_events_redactions_and_events_by_id,
+    messages_paginate_back_to_the_creation_and_context_surrounds_an_event,
+    aliases_and_directory_visibility
+);

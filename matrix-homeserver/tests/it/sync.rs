@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use matrix_homeserver::testing::TestHomeserver;
 use matrix_homeserver::{Config, RateLimit, RegistrationMode};
 use serde_json::{Value, json};
 
@@ -14,7 +13,7 @@ use crate::{Client, errcode};
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn user(server: &TestHomeserver, name: &str) -> (Client, String) {
+async fn user(server: &crate::Server, name: &str) -> (Client, String) {
     let session = server.register_user(name, "pw").await;
     (Client::new(server).with_token(&session.access_token), session.user_id.to_string())
 }
@@ -44,9 +43,11 @@ async fn sync(client: &Client, query: &str) -> Value {
     body
 }
 
-#[tokio::test]
-async fn initial_and_incremental_sync_with_long_poll() {
-    let server = TestHomeserver::start().await;
+async fn initial_and_incremental_sync_with_long_poll(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let (alice, _) = user(&server, "alice").await;
     let (bob, bob_id) = user(&server, "bob").await;
     let room = create(&alice, json!({"name": "Chat", "invite": [bob_id]})).await;
@@ -130,9 +131,11 @@ async fn initial_and_incremental_sync_with_long_poll() {
     assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"));
 }
 
-#[tokio::test]
-async fn filters_lazy_loading_and_ephemeral_events() {
-    let server = TestHomeserver::start().await;
+async fn filters_lazy_loading_and_ephemeral_events(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let (alice, alice_id) = user(&server, "alice").await;
     let (bob, _) = user(&server, "bob").await;
     let (carol, _) = user(&server, "carol").await;
@@ -249,9 +252,11 @@ async fn filters_lazy_loading_and_ephemeral_events() {
     check("tags.yaml", "/user/{userId}/rooms/{roomId}/tags", "get", 200, &tags);
 }
 
-#[tokio::test]
-async fn keys_to_device_push_rules_and_profile() {
-    let server = TestHomeserver::start().await;
+async fn keys_to_device_push_rules_and_profile(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let alice_session = server.register_user("alice", "pw").await;
     let alice = Client::new(&server).with_token(&alice_session.access_token);
     let (bob, _) = user(&server, "bob").await;
@@ -338,9 +343,11 @@ async fn keys_to_device_push_rules_and_profile() {
     assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"));
 }
 
-#[tokio::test]
-async fn devices_password_and_deactivation_need_the_password() {
-    let server = TestHomeserver::start().await;
+async fn devices_password_and_deactivation_need_the_password(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let session = server.register_user("alice", "pw").await;
     let second = server.homeserver().login("alice", "pw").await.expect("a second login");
     let alice = Client::new(&server).with_token(&session.access_token);
@@ -405,9 +412,11 @@ async fn devices_password_and_deactivation_need_the_password() {
     assert!(server.homeserver().login("alice", "better").await.is_err());
 }
 
-#[tokio::test]
-async fn media_upload_and_download() {
-    let server = TestHomeserver::start().await;
+async fn media_upload_and_download(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
     let session = server.register_user("alice", "pw").await;
     let http = reqwest::Client::new();
     let response = http
@@ -439,12 +448,14 @@ async fn media_upload_and_download() {
     assert_eq!(missing.status().as_u16(), 404);
 }
 
-#[tokio::test]
-async fn rate_limits_answer_429_with_retry_after() {
+async fn rate_limits_answer_429_with_retry_after(backend: crate::Backend) {
     let mut config = Config::new("localhost");
     config.registration.mode = RegistrationMode::Open;
     config.rate_limits.message = RateLimit::new(0.5, 3.0);
-    let server = TestHomeserver::start_with(config).await;
+    let server = match crate::start_with(backend, config).await {
+        Some(s) => s,
+        None => return,
+    };
     let (alice, _) = user(&server, "alice").await;
     // createRoom counts as one message.
     let room = create(&alice, json!({})).await;
@@ -467,3 +478,12 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert_eq!(statuses, [200, 200, 429, 429]);
     assert!(retry.as_u64().is_some_and(|ms| ms > 0 && ms <= 2000), "{retry}");
 }
+
+crate::on_every_backend!(
+    initial_and_incremental_sync_with_long_poll,
+    filters_lazy_loading_and_ephemeral_events,
+    keys_to_device_push_rules_and_profile,
+    devices_password_and_deactivation_need_the_password,
+    media_upload_and_download,
+    rate_limits_answer_429_with_retry_after
+);
