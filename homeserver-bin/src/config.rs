@@ -61,11 +61,18 @@ impl StorageBackend {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct StorageSection {
     pub(crate) backend: StorageBackend,
     pub(crate) postgres_url: Option<String>,
+    pub(crate) sled_cache_mb: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection { backend: StorageBackend::Sled, postgres_url: None, sled_cache_mb: 6 }
+    }
 }
 
 impl FileConfig {

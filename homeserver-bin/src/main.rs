@@ -71,11 +71,10 @@ async fn open_storage(config: &FileConfig) -> anyhow::Result<Arc<dyn Storage>> {
     match config.storage.backend {
         StorageBackend::Sled => {
             let path = config.server.data_dir.join("sled");
-            let store = matrix_storage::sled::SledStore::open(
-                &path,
-                &matrix_storage::sled::SledOptions::default(),
-            )
-            .with_context(|| format!("opening the sled store in {}", path.display()))?;
+            let mut options = matrix_storage::sled::SledOptions::default();
+            options.cache_capacity = config.storage.sled_cache_mb.saturating_mul(1024 * 1024);
+            let store = matrix_storage::sled::SledStore::open(&path, &options)
+                .with_context(|| format!("opening the sled store in {}", path.display()))?;
             Ok(Arc::new(store))
         }
         StorageBackend::Postgres => {

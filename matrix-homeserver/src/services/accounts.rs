@@ -3,14 +3,20 @@
 //! Access tokens are stored by their SHA-256, never as given: a stolen database holds no
 //! usable token, and looking one up leaks nothing about a token's bytes through timing.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use matrix_storage::{ChangeSet, Device, Storage, TokenOwner, User};
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+
+mod passwords;
+use passwords::verify_password;
+
+async fn hash_password(password: String) -> Result<String, ApiError> {
+    passwords::hash_password(password, random_bytes::<16>()?).await
+}
 
 /// A logged-in device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,45 +66,6 @@ fn random_string(alphabet: &[u8], len: usize) -> Result<String, ApiError> {
 pub(crate) fn token_key(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hasher() -> argon2::Argon2<'static> {
-    // argon2id with the crate's defaults (OWASP's minimum: 19 MiB, 2 passes, 1 lane).
-    argon2::Argon2::default()
-}
-
-async fn hash_password(password: String) -> Result<String, ApiError> {
-    let salt = random_bytes::<16>()?;
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::encode_b64(&salt).map_err(|e| ApiError::unknown(e.to_string()))?;
-        hasher()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|e| ApiError::unknown(format!("hashing the password: {e}")))
-    })
-    .await
-    .map_err(|_| ApiError::unknown("the hashing task failed"))?
-}
-
-/// A hash nobody's password matches, checked for unknown users so that a login takes as long
-/// whether or not the user exists.
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| {
-        let salt = SaltString::encode_b64(b"matrix-homeserver").expect("a valid salt");
-        hasher().hash_password(b"decoy", &salt).map(|h| h.to_string()).unwrap_or_default()
-    })
-}
-
-async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| decoy_hash().to_owned());
-        let Ok(parsed) = PasswordHash::new(&hash) else { return false };
-        hasher().verify_password(password.as_bytes(), &parsed).is_ok() && known
-    })
-    .await
-    .map_err(|_| ApiError::unknown("the hashing task failed"))
 }
 
 /// Checks a localpart against the user id grammar (lower case ASCII letters, digits and

@@ -125,11 +125,11 @@ impl Rooms {
             key,
             ephemeral,
             locks: Mutex::new(HashMap::new()),
-            events: quick_cache::sync::Cache::new(65_536),
+            events: quick_cache::sync::Cache::new(1_024),
             versions: quick_cache::sync::Cache::new(16_384),
-            txns: quick_cache::sync::Cache::new(65_536),
+            txns: quick_cache::sync::Cache::new(16_384),
             alias_lock: tokio::sync::Mutex::new(()),
-            echoes: quick_cache::sync::Cache::new(65_536),
+            echoes: quick_cache::sync::Cache::new(16_384),
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! A transaction id is scoped to the device that sent it. Concurrent requests with the same
 //! id share one cell: the first builds the event, the others wait for its id. The cells are
-//! kept in memory (the most recent 65,536), so a retry after a restart sends again.
+//! kept in memory (the most recent 16,384), so a retry after a restart sends again.
 
 use std::sync::Arc;
 
