@@ -162,7 +162,8 @@ async fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let filter = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A100%7D%7D%7D";
     let mut syncers = Vec::new();
-    for token in tokens[args.senders..].iter().cloned() {
+    for token in &tokens[args.senders..] {
+        let token = token.clone();
         let (client, sent_at, deliveries, stop) =
             (client.clone(), sent_at.clone(), deliveries.clone(), stop.clone());
         syncers.push(tokio::spawn(async move {

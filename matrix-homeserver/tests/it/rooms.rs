@@ -127,6 +127,19 @@ async fn create_room_refuses_bad_requests(backend: crate::Backend) {
     assert_eq!((status, errcode(&body)), (400, "M_NOT_JSON"));
     let (status, body) = Client::new(&server).post(&path, &json!({})).await;
     assert_eq!((status, errcode(&body)), (401, "M_MISSING_TOKEN"));
+    // Refused before anything is stored: no half-made room is left.
+    for bad in [
+        json!({"power_level_content_override": {"ban": "lots"}}),
+        json!({"power_level_content_override": {"users": {"@alice:localhost": 100}}}),
+        json!({"initial_state": [{"type": "m.room.member", "state_key": "@x:localhost", "content": {}}]}),
+        json!({"invite": ["@nobody:localhost"]}),
+        json!({"creation_content": {"type": 5}}),
+    ] {
+        let (status, body) = alice.post(&path, &bad).await;
+        assert!((400..500).contains(&status), "{bad}: {status} {body}");
+    }
+    let (_, rooms) = alice.get(&format!("{V3}/joined_rooms")).await;
+    assert_eq!(rooms["joined_rooms"], json!([]), "{rooms}");
     // Every room version can be created.
     for version in ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"] {
         let (status, body) =

@@ -93,7 +93,78 @@ fn default_power_levels(
     ])
 }
 
+/// Whether a power levels object is well formed for `rules`: every named level a level, and
+/// `users` and `events` maps of levels (what the authorization rules would refuse later, when
+/// part of the room is already stored).
+fn check_levels(levels: &Object, rules: &RoomVersionRules) -> Result<(), ApiError> {
+    let bad = |what: &str| ApiError::bad_json(format!("power_level_content_override: {what} is not a power level"));
+    for (key, value) in levels.iter() {
+        match key {
+            "users" | "events" | "notifications" => {
+                let Value::Object(map) = value else { return Err(bad(key)) };
+                for (name, level) in map.iter() {
+                    if matrix_core::auth::parse_level(level, rules).is_none() {
+                        return Err(bad(&format!("{key}.{name}")));
+                    }
+                    if key == "users" && ruma::UserId::parse(name).is_err() {
+                        return Err(ApiError::bad_json(format!("power_level_content_override: {name:?} is not a user id")));
+                    }
+                }
+            }
+            "users_default" | "events_default" | "state_default" | "ban" | "kick" | "redact" | "invite" => {
+                if matrix_core::auth::parse_level(value, rules).is_none() {
+                    return Err(bad(key));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Rooms {
+    /// Checks what can be checked before anything is stored, so that a bad request leaves no
+    /// half-made room behind.
+    async fn check_create_request(
+        &self,
+        rules: &RoomVersionRules,
+        creator: &UserId,
+        request: &CreateRoom,
+    ) -> Result<(), ApiError> {
+        for (kind, _, _) in &request.initial_state {
+            if kind == "m.room.create" || kind == "m.room.member" {
+                return Err(ApiError::invalid_param(format!("initial_state may not set {kind}")));
+            }
+        }
+        if let Some(levels) = &request.power_levels_override {
+            check_levels(levels, rules)?;
+            if rules.auth.privileged_creators
+                && levels.get_object("users").is_some_and(|u| u.contains_key(creator.as_str()))
+            {
+                return Err(ApiError::bad_json("in room version 12 the creator cannot be given a power level"));
+            }
+        }
+        for (kind, _, content) in &request.initial_state {
+            if kind == "m.room.power_levels" {
+                check_levels(content, rules)?;
+            }
+        }
+        if let Some(content) = &request.creation_content
+            && content.get("type").is_some_and(|t| t.as_str().is_none())
+        {
+            return Err(ApiError::bad_json("creation_content.type must be a string"));
+        }
+        for invitee in &request.invite {
+            if invitee.server_name().as_str() != self.server_name().as_str() {
+                return Err(ApiError::forbidden("inviting users of other servers needs federation, which this server does not speak yet"));
+            }
+            if self.storage().user(invitee.as_str()).await?.is_none() {
+                return Err(ApiError::not_found(format!("{invitee} does not exist")));
+            }
+        }
+        Ok(())
+    }
+
     /// The alias `#localpart:server` of this server, checked.
     pub(crate) fn local_alias(&self, localpart: &str) -> Result<OwnedRoomAliasId, ApiError> {
         if localpart.is_empty()
@@ -116,6 +187,7 @@ impl Rooms {
         let rules = RoomVersionRules::get(version).ok_or_else(|| {
             ApiError::unsupported_room_version(format!("room version {version:?} is not supported"))
         })?;
+        self.check_create_request(rules, creator, &request).await?;
         let alias = match &request.alias_localpart {
             Some(localpart) => {
                 let alias = self.local_alias(localpart)?;
@@ -204,9 +276,6 @@ impl Rooms {
             }
         }
         for (kind, state_key, content) in request.initial_state {
-            if kind == "m.room.create" || kind == "m.room.member" {
-                return Err(ApiError::invalid_param(format!("initial_state may not set {kind}")));
-            }
             self.append(&room_id, creator, Draft::state(&kind, &state_key, content)).await?;
         }
         if let Some(name) = request.name {
