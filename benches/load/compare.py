@@ -125,8 +125,8 @@ def table(a, b):
         ("send-to-sync delivery p50 (ms, 5 syncing clients)", "delivery_ms_p50", "{:.1f}", False),
         ("send-to-sync delivery p99 (ms)", "delivery_ms_p99", "{:.1f}", False),
         ("messages delivered to every syncing client", "delivered_fraction", "{:.0%}", None),
-        ("RSS idle after start (MB)", "idle_rss_kib", "{:.1f}", False),
-        ("RSS under load, peak (MB)", "load_rss_kib", "{:.1f}", False),
+        ("RSS idle after start (MiB)", "idle_rss_kib", "{:.1f}", False),
+        ("RSS under load, peak (MiB)", "load_rss_kib", "{:.1f}", False),
         ("start to first answered request (ms)", "startup_ms", "{:.0f}", False),
     ]
     lines = ["| | ours (sled) | Synapse %s (PostgreSQL) | ours vs Synapse |" % b.get("version", ""),

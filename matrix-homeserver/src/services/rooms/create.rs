@@ -97,7 +97,9 @@ fn default_power_levels(
 /// `users` and `events` maps of levels (what the authorization rules would refuse later, when
 /// part of the room is already stored).
 fn check_levels(levels: &Object, rules: &RoomVersionRules) -> Result<(), ApiError> {
-    let bad = |what: &str| ApiError::bad_json(format!("power_level_content_override: {what} is not a power level"));
+    let bad = |what: &str| {
+        ApiError::bad_json(format!("power_level_content_override: {what} is not a power level"))
+    };
     for (key, value) in levels.iter() {
         match key {
             "users" | "events" | "notifications" => {
@@ -107,11 +109,14 @@ fn check_levels(levels: &Object, rules: &RoomVersionRules) -> Result<(), ApiErro
                         return Err(bad(&format!("{key}.{name}")));
                     }
                     if key == "users" && ruma::UserId::parse(name).is_err() {
-                        return Err(ApiError::bad_json(format!("power_level_content_override: {name:?} is not a user id")));
+                        return Err(ApiError::bad_json(format!(
+                            "power_level_content_override: {name:?} is not a user id"
+                        )));
                     }
                 }
             }
-            "users_default" | "events_default" | "state_default" | "ban" | "kick" | "redact" | "invite" => {
+            "users_default" | "events_default" | "state_default" | "ban" | "kick" | "redact"
+            | "invite" => {
                 if matrix_core::auth::parse_level(value, rules).is_none() {
                     return Err(bad(key));
                 }
@@ -141,7 +146,9 @@ impl Rooms {
             if rules.auth.privileged_creators
                 && levels.get_object("users").is_some_and(|u| u.contains_key(creator.as_str()))
             {
-                return Err(ApiError::bad_json("in room version 12 the creator cannot be given a power level"));
+                return Err(ApiError::bad_json(
+                    "in room version 12 the creator cannot be given a power level",
+                ));
             }
         }
         for (kind, _, content) in &request.initial_state {
@@ -156,7 +163,9 @@ impl Rooms {
         }
         for invitee in &request.invite {
             if invitee.server_name().as_str() != self.server_name().as_str() {
-                return Err(ApiError::forbidden("inviting users of other servers needs federation, which this server does not speak yet"));
+                return Err(ApiError::forbidden(
+                    "inviting users of other servers needs federation, which this server does not speak yet",
+                ));
             }
             if self.storage().user(invitee.as_str()).await?.is_none() {
                 return Err(ApiError::not_found(format!("{invitee} does not exist")));
