@@ -545,40 +545,25 @@ async fn context(
     let after_limit = limit - before_limit;
     let device = Some(auth.device_id.as_str());
     let mut response = json!({"event": rooms.show(&pdu, device).await?});
-    let mut start = pos;
-    let mut end = pos;
-    if before_limit > 0 {
-        let (_, before) = rooms
-            .messages(
-                room.as_str(),
-                &auth.user_id,
-                Some(pos),
-                Direction::Backwards,
-                before_limit,
-                &filter,
-            )
-            .await?;
-        start = before.reached;
-        response["events_before"] = json!(rooms.show_all(&before.events, device).await?);
-    } else {
-        response["events_before"] = json!([]);
+    let mut ends = [pos, pos];
+    for (i, (key, direction, limit)) in [
+        ("events_before", Direction::Backwards, before_limit),
+        ("events_after", Direction::Forwards, after_limit),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut events = Vec::new();
+        if limit > 0 {
+            let (_, chunk) = rooms
+                .messages(room.as_str(), &auth.user_id, Some(pos), direction, limit, &filter)
+                .await?;
+            ends[i] = chunk.reached;
+            events = rooms.show_all(&chunk.events, device).await?;
+        }
+        response[key] = json!(events);
     }
-    if after_limit > 0 {
-        let (_, after) = rooms
-            .messages(
-                room.as_str(),
-                &auth.user_id,
-                Some(pos),
-                Direction::Forwards,
-                after_limit,
-                &filter,
-            )
-            .await?;
-        end = after.reached;
-        response["events_after"] = json!(rooms.show_all(&after.events, device).await?);
-    } else {
-        response["events_after"] = json!([]);
-    }
+    let [start, end] = ends;
     response["start"] = json!(room_token(start));
     response["end"] = json!(room_token(end));
     let snapshot = rooms.state_at(pdu.event_id()).await?;

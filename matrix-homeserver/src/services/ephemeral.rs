@@ -362,5 +362,8 @@ impl Ephemeral {
         inner.to_device.remove(&key);
         let counter = Self::bump(&mut inner);
         inner.key_log.push_back((counter, user.to_owned()));
+        if inner.key_log.len() > LOG_LEN {
+            inner.key_log.pop_front();
+        }
     }
 }

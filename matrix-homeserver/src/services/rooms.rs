@@ -405,6 +405,44 @@ impl Rooms {
     }
 }
 
+/// A power level the room's power levels event sets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Level<'a> {
+    /// Sending a state event of this type (`events`, else `state_default`).
+    State(&'a str),
+    /// Redacting other users' events.
+    Redact,
+}
+
+impl Rooms {
+    /// Whether `user` has `level` in the state `snapshot` (creators of room version 12 have
+    /// every level; without a power levels event the levels are the spec's defaults, 50).
+    pub(crate) async fn has_level(
+        &self,
+        rules: &'static RoomVersionRules,
+        snapshot: SnapshotId,
+        user: &UserId,
+        level: Level<'_>,
+    ) -> Result<bool, ApiError> {
+        let levels = self.state_pdu(snapshot, "m.room.power_levels", "").await?;
+        let create = self.state_pdu(snapshot, "m.room.create", "").await?;
+        let has =
+            auth::user_power_level(rules, levels.as_deref(), create.as_deref(), user.as_str());
+        let needed = levels.as_ref().and_then(|levels| {
+            let content = levels.content();
+            let value = match level {
+                Level::State(kind) => content
+                    .get_object("events")
+                    .and_then(|e| e.get(kind))
+                    .or_else(|| content.get("state_default")),
+                Level::Redact => content.get("redact"),
+            };
+            value.and_then(|v| auth::parse_level(v, rules))
+        });
+        Ok(has >= i128::from(needed.unwrap_or(50)))
+    }
+}
+
 /// Notes in a change set that `redacted` is redacted by `redaction`.
 fn records_redaction(changes: &mut ChangeSet, redacted: &str, redaction: &str) {
     Records::set(changes, super::records::REDACTIONS, redacted, Some(&redaction));

@@ -91,6 +91,24 @@ impl SyncFilter {
     }
 }
 
+/// The account data one sync answer covers.
+#[derive(Debug)]
+enum AccountDataView {
+    All(Vec<matrix_storage::AccountDataItem>),
+    Changed(Vec<(Option<String>, String)>),
+}
+
+/// What state of a room the client has already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// Nothing (an initial sync, or a room joined since the token).
+    Nothing,
+    /// Everything up to the timeline (an incremental sync whose timeline is not limited).
+    UpToTimeline,
+    /// The state of this snapshot (an incremental sync with a gap before the timeline).
+    Snapshot(SnapshotId),
+}
+
 /// A sync request.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SyncRequest {
@@ -165,6 +183,7 @@ impl Sync {
             None => None,
         };
 
+        let account_data_view = self.account_data_view(user, request.since).await?;
         let mut join = Map::new();
         let mut invite = Map::new();
         let mut leave = Map::new();
@@ -185,6 +204,7 @@ impl Sync {
                             now,
                             has_moved,
                             filter,
+                            &account_data_view,
                         )
                         .await?
                     {
@@ -211,9 +231,8 @@ impl Sync {
             }
         }
 
-        let account_data = self
-            .account_data(user, None, since_counter, request.since.is_none(), &filter.account_data)
-            .await?;
+        let account_data =
+            self.account_data(user, None, &account_data_view, &filter.account_data).await?;
         let to_device: Vec<Value> = self
             .ephemeral
             .to_device_since(user.as_str(), device, since_counter)
@@ -248,46 +267,57 @@ impl Sync {
         Ok((response, empty))
     }
 
-    /// Account data events (global with `room` `None`) written since `counter`, or all.
+    /// The account data a sync reports: all of it (an initial sync, or a token older than
+    /// the change log), or what changed since the token.
+    async fn account_data_view(
+        &self,
+        user: &UserId,
+        since: Option<Token>,
+    ) -> Result<AccountDataView, ApiError> {
+        let changes =
+            self.ephemeral.account_data_since(user.as_str(), since.map_or(0, |t| t.counter));
+        if since.is_none() || changes.all {
+            let all = self.rooms.storage().all_account_data(user.as_str()).await?;
+            return Ok(AccountDataView::All(all));
+        }
+        Ok(AccountDataView::Changed(changes.changed))
+    }
+
+    /// The account data events of `room` (`None`: global) in `view`.
     async fn account_data(
         &self,
         user: &UserId,
         room: Option<&str>,
-        counter: u64,
-        initial: bool,
+        view: &AccountDataView,
         filter: &EventFilter,
     ) -> Result<Vec<Value>, ApiError> {
-        let changes = self.ephemeral.account_data_since(user.as_str(), counter);
-        let storage = self.rooms.storage();
-        let wanted = |kind: &str| {
-            let types_ok = filter.types.as_ref().is_none_or(|t| {
-                t.iter().any(|p| {
-                    p == "*"
-                        || p == kind
-                        || p.strip_suffix('*').is_some_and(|pre| kind.starts_with(pre))
-                })
-            });
-            types_ok && !filter.not_types.iter().any(|p| p == kind)
+        let event = |kind: &str, content: &[u8]| {
+            let content = serde_json::from_slice::<Value>(content).ok()?;
+            Some(json!({"type": kind, "content": content}))
         };
         let mut events = Vec::new();
-        if initial || changes.all {
-            for item in storage.all_account_data(user.as_str()).await? {
-                if item.room_id.as_deref() == room
-                    && wanted(&item.kind)
-                    && let Ok(content) = serde_json::from_slice::<Value>(&item.content)
-                {
-                    events.push(json!({"type": item.kind, "content": content}));
+        match view {
+            AccountDataView::All(items) => {
+                for item in items {
+                    if item.room_id.as_deref() == room
+                        && filter.keeps_type(&item.kind)
+                        && let Some(event) = event(&item.kind, &item.content)
+                    {
+                        events.push(event);
+                    }
                 }
             }
-        } else {
-            for (changed_room, kind) in changes.changed {
-                if changed_room.as_deref() != room || !wanted(&kind) {
-                    continue;
-                }
-                if let Some(bytes) = storage.account_data(user.as_str(), room, &kind).await?
-                    && let Ok(content) = serde_json::from_slice::<Value>(&bytes)
-                {
-                    events.push(json!({"type": kind, "content": content}));
+            AccountDataView::Changed(changed) => {
+                for (changed_room, kind) in changed {
+                    if changed_room.as_deref() != room || !filter.keeps_type(kind) {
+                        continue;
+                    }
+                    let storage = self.rooms.storage();
+                    if let Some(bytes) = storage.account_data(user.as_str(), room, kind).await?
+                        && let Some(event) = event(kind, &bytes)
+                    {
+                        events.push(event);
+                    }
                 }
             }
         }
@@ -344,38 +374,74 @@ impl Sync {
         }
     }
 
-    /// The state section: the state at the start of the timeline (for an incremental sync,
-    /// only what changed after `since`), filtered, lazy-loading members if asked.
+    /// What state the client has of a room: the `known` of [`Sync::state_section`].
+    async fn known_state(
+        &self,
+        room_id: &str,
+        since: Option<StreamPos>,
+        limited: bool,
+    ) -> Result<Known, ApiError> {
+        Ok(match since {
+            None => Known::Nothing,
+            Some(_) if !limited => Known::UpToTimeline,
+            Some(since) => match self.state_before(room_id, StreamPos(since.0 + 1)).await? {
+                Some(snapshot) => Known::Snapshot(snapshot),
+                None => Known::Nothing,
+            },
+        })
+    }
+
+    /// The state section: the state at the start of the timeline, less what the client has
+    /// (`known`), filtered, with only the timeline's senders' members when lazy-loading.
     async fn state_section(
         &self,
         user: &UserId,
         snapshot: Option<SnapshotId>,
-        since: Option<StreamPos>,
+        known: Known,
         timeline: &[Arc<Pdu>],
         filter: &SyncFilter,
     ) -> Result<Vec<Value>, ApiError> {
         let Some(snapshot) = snapshot else { return Ok(Vec::new()) };
+        if known == Known::UpToTimeline && !filter.lazy_load_members {
+            return Ok(Vec::new());
+        }
         let senders: BTreeSet<&str> =
             timeline.iter().map(|p| p.sender()).chain([user.as_str()]).collect();
         let in_timeline: HashSet<&str> = timeline.iter().map(|p| p.event_id()).collect();
+        let storage = self.rooms.storage();
+        let had: HashSet<(String, String, String)> = match known {
+            Known::Snapshot(base) => storage
+                .state_full(base)
+                .await?
+                .into_iter()
+                .map(|e| (e.kind, e.state_key, e.event_id))
+                .collect(),
+            _ => HashSet::new(),
+        };
         let mut out = Vec::new();
-        for entry in self.rooms.storage().state_full(snapshot).await? {
-            if in_timeline.contains(entry.event_id.as_str()) {
-                continue;
-            }
-            if filter.lazy_load_members
-                && entry.kind == "m.room.member"
-                && !senders.contains(entry.state_key.as_str())
+        for entry in storage.state_full(snapshot).await? {
+            let lazy_member = filter.lazy_load_members && entry.kind == "m.room.member";
+            if in_timeline.contains(entry.event_id.as_str())
+                || (lazy_member && !senders.contains(entry.state_key.as_str()))
             {
                 continue;
             }
-            if let Some(since) = since {
-                let stored = self.rooms.storage().event(&entry.event_id).await?;
-                if stored.and_then(|e| e.stream).is_some_and(|pos| pos <= since)
-                    && !(filter.lazy_load_members && entry.kind == "m.room.member")
-                {
-                    continue;
+            // What the client has already is left out; with lazy loading, the senders'
+            // members are sent again (the spec allows redundant members).
+            let already = match known {
+                Known::Nothing => false,
+                Known::UpToTimeline => !lazy_member,
+                Known::Snapshot(_) => {
+                    !lazy_member
+                        && had.contains(&(
+                            entry.kind.clone(),
+                            entry.state_key.clone(),
+                            entry.event_id.clone(),
+                        ))
                 }
+            };
+            if already {
+                continue;
             }
             if let Some(pdu) = self.rooms.pdu(&entry.event_id).await?
                 && filter.state.keeps(&pdu)
@@ -397,6 +463,7 @@ impl Sync {
         now: Token,
         moved: bool,
         filter: &SyncFilter,
+        data: &AccountDataView,
     ) -> Result<Option<Value>, ApiError> {
         let rooms = &self.rooms;
         let info = rooms.storage().room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
@@ -432,23 +499,9 @@ impl Sync {
                 } else {
                     self.state_before(room_id, first).await?
                 };
-                let state_since =
-                    if limited { since_stream } else { since_stream.map(|_| StreamPos(u64::MAX)) };
-                let state = match since_stream {
-                    Some(_) if !limited => {
-                        // Contiguous with what the client has: only lazy-loaded members of new senders.
-                        if filter.lazy_load_members {
-                            self.state_section(user, state_snapshot, state_since, &events, filter)
-                                .await?
-                        } else {
-                            Vec::new()
-                        }
-                    }
-                    _ => {
-                        self.state_section(user, state_snapshot, state_since, &events, filter)
-                            .await?
-                    }
-                };
+                let known = self.known_state(room_id, since_stream, limited).await?;
+                let state =
+                    self.state_section(user, state_snapshot, known, &events, filter).await?;
                 let timeline = rooms.show_all(&events, Some(device)).await?;
                 room.insert("timeline".to_owned(), json!({"events": timeline, "limited": limited, "prev_batch": room_token(first)}));
                 room.insert("state".to_owned(), json!({"events": state}));
@@ -470,15 +523,8 @@ impl Sync {
         if !ephemeral.is_empty() {
             room.insert("ephemeral".to_owned(), json!({"events": ephemeral}));
         }
-        let account_data = self
-            .account_data(
-                user,
-                Some(room_id),
-                since_counter,
-                since_stream.is_none(),
-                &filter.account_data,
-            )
-            .await?;
+        let account_data =
+            self.account_data(user, Some(room_id), data, &filter.account_data).await?;
         if !account_data.is_empty() {
             room.insert("account_data".to_owned(), json!({"events": account_data}));
         }
@@ -594,15 +640,8 @@ impl Sync {
         } else {
             self.state_before(room_id, first).await?
         };
-        let state = self
-            .state_section(
-                user,
-                state_snapshot,
-                since.map(|t| t.stream).filter(|_| limited),
-                &events,
-                filter,
-            )
-            .await?;
+        let known = self.known_state(room_id, since.map(|t| t.stream), limited).await?;
+        let state = self.state_section(user, state_snapshot, known, &events, filter).await?;
         let timeline = rooms.show_all(&events, Some(device)).await?;
         Ok(Some(json!({
             "timeline": {"events": timeline, "limited": limited, "prev_batch": room_token(first)},

@@ -112,6 +112,7 @@ macro_rules! on_every_backend {
 }
 
 /// A tiny client for the tests: JSON in, status and JSON out.
+#[derive(Clone)]
 pub(crate) struct Client {
     http: reqwest::Client,
     base: String,

@@ -8,19 +8,22 @@ use crate::{Client, errcode};
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn user(server: &crate::Server, name: &str) -> (Client, String) {
+/// Registers `name` (password `pw`); answers a client with its token, and the user id.
+pub(crate) async fn user(server: &crate::Server, name: &str) -> (Client, String) {
     let session = server.register_user(name, "pw").await;
     (Client::new(server).with_token(&session.access_token), session.user_id.to_string())
 }
 
-async fn create(client: &Client, body: Value) -> String {
+/// Creates a room; answers its id.
+pub(crate) async fn create(client: &Client, body: Value) -> String {
     let (status, body) = client.post(&format!("{V3}/createRoom"), &body).await;
     assert_eq!(status, 200, "{body}");
     check("create_room.yaml", "/createRoom", "post", 200, &body);
     body["room_id"].as_str().expect("a room id").to_owned()
 }
 
-async fn send(client: &Client, room: &str, txn: &str, body: &str) -> (u16, Value) {
+/// Sends a text message; answers the status and body.
+pub(crate) async fn send(client: &Client, room: &str, txn: &str, body: &str) -> (u16, Value) {
     client
         .send(
             reqwest::Method::PUT,
@@ -234,8 +237,16 @@ async fn sending_is_idempotent_per_transaction_and_checked(backend: crate::Backe
     let room = create(&alice, json!({})).await;
 
     // Concurrent sends with one transaction id store one event.
-    let sends = (0..8).map(|_| send(&alice, &room, "txn-1", "once"));
-    let results = futures_join(sends).await;
+    let sends: Vec<_> = (0..8)
+        .map(|_| {
+            let (alice, room) = (alice.clone(), room.clone());
+            tokio::spawn(async move { send(&alice, &room, "txn-1", "once").await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in sends {
+        results.push(task.await.expect("a send"));
+    }
     let ids: std::collections::BTreeSet<String> = results
         .iter()
         .map(|(status, body)| {
@@ -289,42 +300,6 @@ async fn sending_is_idempotent_per_transaction_and_checked(backend: crate::Backe
 
 fn alice_token(client: &Client) -> String {
     client.token.clone().expect("a token")
-}
-
-async fn futures_join<F: std::future::Future<Output = (u16, Value)>>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<(u16, Value)> {
-    let mut set = Vec::new();
-    for future in futures {
-        set.push(future);
-    }
-    let mut out = Vec::new();
-    // Poll them together: each is started before any is awaited to completion.
-    let joined = futures_util_join(set).await;
-    out.extend(joined);
-    out
-}
-
-async fn futures_util_join<F: std::future::Future<Output = (u16, Value)>>(
-    futures: Vec<F>,
-) -> Vec<(u16, Value)> {
-    use std::pin::Pin;
-    let mut pinned: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut results: Vec<Option<(u16, Value)>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, future) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(r) => results[i] = Some(r),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    results.into_iter().map(|r| r.expect("ready")).collect()
 }
 
 async fn state_events_redactions_and_events_by_id(backend: crate::Backend) {

@@ -7,31 +7,15 @@ use std::time::{Duration, Instant};
 use matrix_homeserver::{Config, RateLimit, RegistrationMode};
 use serde_json::{Value, json};
 
-use crate::rooms::urlencode;
+use crate::rooms::{create, urlencode, user};
 use crate::spec::check;
 use crate::{Client, errcode};
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn user(server: &crate::Server, name: &str) -> (Client, String) {
-    let session = server.register_user(name, "pw").await;
-    (Client::new(server).with_token(&session.access_token), session.user_id.to_string())
-}
-
-async fn create(client: &Client, body: Value) -> String {
-    let (status, body) = client.post(&format!("{V3}/createRoom"), &body).await;
-    assert_eq!(status, 200, "{body}");
-    body["room_id"].as_str().expect("a room id").to_owned()
-}
-
+/// Sends a text message; answers its event id.
 async fn send(client: &Client, room: &str, txn: &str, text: &str) -> String {
-    let (status, body) = client
-        .send(
-            reqwest::Method::PUT,
-            &format!("{V3}/rooms/{room}/send/m.room.message/{txn}"),
-            Some(&json!({"msgtype": "m.text", "body": text})),
-        )
-        .await;
+    let (status, body) = crate::rooms::send(client, room, txn, text).await;
     assert_eq!(status, 200, "{body}");
     body["event_id"].as_str().expect("an id").to_owned()
 }
@@ -78,11 +62,7 @@ async fn initial_and_incremental_sync_with_long_poll(backend: crate::Backend) {
     let started = Instant::now();
     let poll = {
         let since = since.clone();
-        let bob = Client {
-            http: reqwest::Client::new(),
-            base: server.base_url().to_owned(),
-            token: bob.token.clone(),
-        };
+        let bob = bob.clone();
         tokio::spawn(async move { sync(&bob, &format!("since={since}&timeout=10000")).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -108,12 +88,26 @@ async fn initial_and_incremental_sync_with_long_poll(backend: crate::Backend) {
     assert!(idle["rooms"]["join"].as_object().expect("join").is_empty(), "{idle}");
 
     // A limited timeline says so and gives a token to paginate from.
+    // A state change in the gap before a limited timeline is in `state`; what the client
+    // has is not.
+    let (status, _) = alice
+        .send(
+            reqwest::Method::PUT,
+            &format!("{V3}/rooms/{room}/state/m.room.name"),
+            Some(&json!({"name": "Renamed"})),
+        )
+        .await;
+    assert_eq!(status, 200);
     for i in 0..15 {
         send(&alice, &room, &format!("many{i}"), &format!("n{i}")).await;
     }
     let limited = sync(&bob, &format!("since={since}")).await;
     let timeline = &limited["rooms"]["join"][&room]["timeline"];
     assert_eq!(timeline["limited"], true);
+    let state = limited["rooms"]["join"][&room]["state"]["events"].as_array().expect("state");
+    let kinds: Vec<&str> = state.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["m.room.name"], "{state:?}");
+    assert_eq!(state[0]["content"]["name"], "Renamed");
     assert_eq!(timeline["events"].as_array().expect("events").len(), 10);
     let prev = timeline["prev_batch"].as_str().expect("prev_batch");
     let (status, page) =

@@ -116,10 +116,10 @@ fn check_levels(levels: &Object, rules: &RoomVersionRules) -> Result<(), ApiErro
                 }
             }
             "users_default" | "events_default" | "state_default" | "ban" | "kick" | "redact"
-            | "invite" => {
-                if matrix_core::auth::parse_level(value, rules).is_none() {
-                    return Err(bad(key));
-                }
+            | "invite"
+                if matrix_core::auth::parse_level(value, rules).is_none() =>
+            {
+                return Err(bad(key));
             }
             _ => {}
         }

@@ -78,26 +78,7 @@ impl Rooms {
         if self.storage().membership(room_id, user.as_str()).await?.as_deref() != Some("join") {
             return Ok(false);
         }
-        let levels = self.state_pdu(snapshot, "m.room.power_levels", "").await?;
-        let create = self.state_pdu(snapshot, "m.room.create", "").await?;
-        let level = matrix_core::auth::user_power_level(
-            rules,
-            levels.as_deref(),
-            create.as_deref(),
-            user.as_str(),
-        );
-        let needed = levels
-            .as_ref()
-            .and_then(|l| {
-                let content = l.content();
-                content
-                    .get_object("events")
-                    .and_then(|e| e.get(kind))
-                    .or_else(|| content.get("state_default"))
-                    .and_then(|v| matrix_core::auth::parse_level(v, rules))
-            })
-            .unwrap_or(50);
-        Ok(level >= i128::from(needed))
+        self.has_level(rules, snapshot, user, super::Level::State(kind)).await
     }
 
     /// The local aliases of a room.

@@ -65,11 +65,16 @@ fn matches_pattern(pattern: &str, value: &str) -> bool {
 }
 
 impl EventFilter {
-    pub(crate) fn keeps(&self, pdu: &Pdu) -> bool {
-        let kind = pdu.kind();
-        let sender = pdu.sender();
+    /// Whether the filter's `types` and `not_types` keep an event of this type.
+    pub(crate) fn keeps_type(&self, kind: &str) -> bool {
         self.types.as_ref().is_none_or(|t| t.iter().any(|p| matches_pattern(p, kind)))
             && !self.not_types.iter().any(|p| matches_pattern(p, kind))
+    }
+
+    /// Whether the filter keeps this event.
+    pub(crate) fn keeps(&self, pdu: &Pdu) -> bool {
+        let sender = pdu.sender();
+        self.keeps_type(pdu.kind())
             && self.senders.as_ref().is_none_or(|s| s.iter().any(|u| u == sender))
             && !self.not_senders.iter().any(|u| u == sender)
     }

@@ -71,21 +71,7 @@ impl Rooms {
             // Redacting another's event needs the `redact` level (the authorization rules
             // allow a same-server redaction and leave this check to the server).
             let snapshot = self.visibility(room_id, sender).await?.snapshot();
-            let levels = self.state_pdu(snapshot, "m.room.power_levels", "").await?;
-            let create = self.state_pdu(snapshot, "m.room.create", "").await?;
-            let level = matrix_core::auth::user_power_level(
-                rules,
-                levels.as_deref(),
-                create.as_deref(),
-                sender.as_str(),
-            );
-            let needed = levels
-                .as_ref()
-                .and_then(|l| {
-                    l.content().get("redact").and_then(|v| matrix_core::auth::parse_level(v, rules))
-                })
-                .unwrap_or(50);
-            if level < i128::from(needed) {
+            if !self.has_level(rules, snapshot, sender, super::Level::Redact).await? {
                 return Err(ApiError::forbidden("you may not redact other users' events here"));
             }
         }
