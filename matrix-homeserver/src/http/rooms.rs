@@ -624,7 +624,7 @@ async fn set_receipt(
     thread: Option<String>,
 ) -> Result<(), ApiError> {
     require_joined(state, room, &auth.user_id).await?;
-    state.rooms.event_for(room, &auth.user_id, event).await?;
+    let pos = state.rooms.position_of(room, &auth.user_id, event).await?;
     match kind {
         "m.fully_read" => {
             let content = serde_json::to_vec(&json!({"event_id": event})).unwrap_or_default();
@@ -632,7 +632,8 @@ async fn set_receipt(
         }
         "m.read" | "m.read.private" => {
             let ts = u64::try_from(crate::services::rooms::now_ms()).unwrap_or(0);
-            state.ephemeral.set_receipt(room, auth.user_id.as_str(), kind, event, thread, ts);
+            let user = auth.user_id.as_str();
+            state.ephemeral.set_receipt(room, user, kind, event, pos.0, thread, ts);
             Ok(())
         }
         other => Err(ApiError::invalid_param(format!("unknown receipt type {other:?}"))),

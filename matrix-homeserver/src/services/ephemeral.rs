@@ -1,6 +1,6 @@
 //! What is not part of a room's DAG: typing notices, read receipts, to-device messages, the
-//! end-to-end encryption keys of devices, and the log of account-data changes that incremental
-//! sync reads. Kept in memory (this slice of the server does not persist them; a restart
+//! end-to-end encryption keys of devices, the recent notifying events that unread counts are
+//! made from, and the log of account-data changes that incremental sync reads. Kept in memory (this slice of the server does not persist them; a restart
 //! forgets typing, receipts, queued to-device messages and device keys).
 //!
 //! Every change gets a number from one counter, and the counter's watch channel wakes the
@@ -18,9 +18,24 @@ use tokio::sync::watch;
 /// whose token is older than the oldest one kept gets everything again.
 const LOG_LEN: usize = 4096;
 
+/// How many recent notifying events each room keeps for unread counts.
+const NOTICES_PER_ROOM: usize = 1000;
+
+/// A message that counts as a notification for everybody in the room but its sender (the
+/// default push rules' `.m.rule.message` and `.m.rule.encrypted`), and a highlight for the
+/// users it mentions.
+#[derive(Debug, Clone)]
+struct Notice {
+    pos: u64,
+    sender: String,
+    mentions: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 struct Receipt {
     counter: u64,
+    /// The stream position of the event it is for.
+    pos: u64,
     user: String,
     kind: String,
     event_id: String,
@@ -44,6 +59,8 @@ struct Inner {
     typing_changed: HashMap<String, u64>,
     /// Room -> the latest receipt per (user, type, thread).
     receipts: HashMap<String, Vec<Receipt>>,
+    /// Room -> its recent notifying events, oldest first.
+    notices: HashMap<String, VecDeque<Notice>>,
     /// (counter, user, room, type) of account data written.
     account_data_log: VecDeque<(u64, String, Option<String>, String)>,
     /// (counter, user) whose device keys changed.
@@ -137,12 +154,14 @@ impl Ephemeral {
         Some(users)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn set_receipt(
         &self,
         room: &str,
         user: &str,
         kind: &str,
         event_id: &str,
+        pos: u64,
         thread: Option<String>,
         ts: u64,
     ) {
@@ -153,6 +172,7 @@ impl Ephemeral {
             receipts.retain(|r| !(r.user == user && r.kind == kind && r.thread == thread));
             receipts.push(Receipt {
                 counter,
+                pos,
                 user: user.to_owned(),
                 kind: kind.to_owned(),
                 event_id: event_id.to_owned(),
@@ -181,6 +201,41 @@ impl Ephemeral {
             by_event[&r.kind][&r.user] = receipt;
         }
         (!content.is_empty()).then_some(Value::Object(content))
+    }
+
+    /// Notes a notifying event at `pos` (messages: see [`Notice`]).
+    pub(crate) fn notice(&self, room: &str, pos: u64, sender: &str, mentions: Vec<String>) {
+        let mut inner = self.lock();
+        let notices = inner.notices.entry(room.to_owned()).or_default();
+        notices.push_back(Notice { pos, sender: sender.to_owned(), mentions });
+        if notices.len() > NOTICES_PER_ROOM {
+            notices.pop_front();
+        }
+    }
+
+    /// The unread notification and highlight counts of `user` in `room`: the notifying events
+    /// of others after the user's latest read receipt (of those this process has seen).
+    pub(crate) fn unread(&self, room: &str, user: &str) -> (u64, u64) {
+        let inner = self.lock();
+        let read = inner
+            .receipts
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter(|r| r.user == user && r.kind.starts_with("m.read") && r.thread.is_none())
+            .map(|r| r.pos)
+            .max()
+            .unwrap_or(0);
+        let mut counts = (0, 0);
+        for notice in inner.notices.get(room).into_iter().flatten() {
+            if notice.pos > read && notice.sender != user {
+                counts.0 += 1;
+                if notice.mentions.iter().any(|m| m == user) {
+                    counts.1 += 1;
+                }
+            }
+        }
+        counts
     }
 
     /// Notes that account data of a user was written.

@@ -35,6 +35,10 @@ use crate::error::ApiError;
 /// events).
 const MAX_PREV_EVENTS: usize = 10;
 
+/// The event types the default push rules notify for (`.m.rule.message`,
+/// `.m.rule.encrypted`; stickers are messages to clients).
+const NOTIFYING: &[&str] = &["m.room.message", "m.room.encrypted", "m.sticker"];
+
 /// An event to build: its type, state key, content (and for redactions what it redacts).
 #[derive(Debug, Clone)]
 pub(crate) struct Draft {
@@ -339,10 +343,23 @@ impl Rooms {
         if let Some(redacts) = &draft.redacts {
             records_redaction(&mut changes, redacts, pdu.event_id());
         }
-        self.storage.apply(changes).await?;
+        let applied = self.storage.apply(changes).await?;
         let pdu = Arc::new(pdu);
         self.events.insert(pdu.event_id().to_owned(), pdu.clone());
         drop(_guard);
+        if let Some(pos) = applied.stream.first()
+            && pdu.state_key().is_none()
+            && NOTIFYING.contains(&pdu.kind())
+        {
+            let mentions =
+                match pdu.content().get_object("m.mentions").and_then(|m| m.get("user_ids")) {
+                    Some(Value::Array(users)) => {
+                        users.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+                    }
+                    _ => Vec::new(),
+                };
+            self.ephemeral.notice(room_id, pos.0, pdu.sender(), mentions);
+        }
         self.ephemeral.notify();
         Ok(pdu)
     }

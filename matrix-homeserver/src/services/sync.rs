@@ -531,9 +531,10 @@ impl Sync {
         if room.is_empty() {
             return Ok(None);
         }
+        let (notifications, highlights) = self.ephemeral.unread(room_id, user.as_str());
         room.insert(
             "unread_notifications".to_owned(),
-            json!({"notification_count": 0, "highlight_count": 0}),
+            json!({"notification_count": notifications, "highlight_count": highlights}),
         );
         Ok(Some(Value::Object(room)))
     }

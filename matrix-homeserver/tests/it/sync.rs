@@ -246,6 +246,41 @@ async fn filters_lazy_loading_and_ephemeral_events(backend: crate::Backend) {
     check("tags.yaml", "/user/{userId}/rooms/{roomId}/tags", "get", 200, &tags);
 }
 
+async fn unread_counts_follow_messages_mentions_and_receipts(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
+    let (alice, alice_id) = user(&server, "alice").await;
+    let (bob, _) = user(&server, "bob").await;
+    let room = create(&alice, json!({"preset": "public_chat"})).await;
+    let (status, _) = bob.post(&format!("{V3}/rooms/{room}/join"), &json!({})).await;
+    assert_eq!(status, 200);
+    send(&bob, &room, "1", "one").await;
+    let (status, _) = bob
+        .send(
+            reqwest::Method::PUT,
+            &format!("{V3}/rooms/{room}/send/m.room.message/2"),
+            Some(&json!({"msgtype": "m.text", "body": "alice?", "m.mentions": {"user_ids": [alice_id]}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let last = send(&bob, &room, "3", "three").await;
+    send(&alice, &room, "a", "my own message does not count").await;
+    let counts = |body: &Value| body["rooms"]["join"][&room]["unread_notifications"].clone();
+    let body = sync(&alice, "").await;
+    assert_eq!(counts(&body), json!({"notification_count": 3, "highlight_count": 1}));
+    let since = body["next_batch"].as_str().expect("a token").to_owned();
+    let (status, _) =
+        alice.post(&format!("{V3}/rooms/{room}/receipt/m.read/{last}"), &json!({})).await;
+    assert_eq!(status, 200);
+    let body = sync(&alice, &format!("since={since}")).await;
+    assert_eq!(counts(&body), json!({"notification_count": 0, "highlight_count": 0}));
+    // Bob's own messages are not unread for him.
+    let body = sync(&bob, "").await;
+    assert_eq!(counts(&body)["notification_count"], 1);
+}
+
 async fn keys_to_device_push_rules_and_profile(backend: crate::Backend) {
     let server = match crate::start(backend).await {
         Some(s) => s,
@@ -476,6 +511,7 @@ async fn rate_limits_answer_429_with_retry_after(backend: crate::Backend) {
 crate::on_every_backend!(
     initial_and_incremental_sync_with_long_poll,
     filters_lazy_loading_and_ephemeral_events,
+    unread_counts_follow_messages_mentions_and_receipts,
     keys_to_device_push_rules_and_profile,
     devices_password_and_deactivation_need_the_password,
     media_upload_and_download,
