@@ -225,6 +225,16 @@ pub(crate) struct Auth {
     pub(crate) device_id: OwnedDeviceId,
 }
 
+impl Auth {
+    /// The request's user and device, as the viewer of events.
+    pub(crate) fn viewer(&self) -> crate::services::rooms::Viewer<'_> {
+        crate::services::rooms::Viewer {
+            user: self.user_id.as_str(),
+            device: self.device_id.as_str(),
+        }
+    }
+}
+
 fn access_token(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
         let value = value.to_str().ok()?;

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "sled")]
 mod codec;
 pub mod memory;
 mod model;

@@ -403,7 +403,7 @@ async fn event(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let pdu = state.rooms.event_for(room.as_str(), &auth.user_id, &event).await?;
-    Ok(Json(state.rooms.show(&pdu, Some(auth.device_id.as_str())).await?))
+    Ok(Json(state.rooms.show(&pdu, Some(auth.viewer())).await?))
 }
 
 async fn send(
@@ -492,7 +492,7 @@ async fn messages(
         .await?;
     let mut response = json!({
         "start": room_token(start),
-        "chunk": state.rooms.show_all(&chunk.events, Some(auth.device_id.as_str())).await?,
+        "chunk": state.rooms.show_all(&chunk.events, Some(auth.viewer())).await?,
     });
     if let Some(next) = chunk.next {
         response["end"] = json!(room_token(next));
@@ -543,7 +543,7 @@ async fn context(
     let (filter, _) = room_event_filter(query.filter.as_deref())?;
     let before_limit = limit / 2;
     let after_limit = limit - before_limit;
-    let device = Some(auth.device_id.as_str());
+    let device = Some(auth.viewer());
     let mut response = json!({"event": rooms.show(&pdu, device).await?});
     let mut ends = [pos, pos];
     for (i, (key, direction, limit)) in [

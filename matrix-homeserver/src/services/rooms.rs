@@ -25,7 +25,7 @@ use matrix_storage::{
 use ruma::{OwnedServerName, UserId};
 
 pub(crate) use create::{CreateRoom, Preset};
-pub(crate) use read::EventFilter;
+pub(crate) use read::{EventFilter, Viewer};
 
 use super::ephemeral::Ephemeral;
 use super::records::Records;

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use super::ephemeral::Ephemeral;
 use super::rooms::format::stripped_state;
-use super::rooms::{EventFilter, Rooms};
+use super::rooms::{EventFilter, Rooms, Viewer};
 use crate::error::ApiError;
 
 /// How many stream items one look at the global stream reads before falling back to asking
@@ -502,7 +502,8 @@ impl Sync {
                 let known = self.known_state(room_id, since_stream, limited).await?;
                 let state =
                     self.state_section(user, state_snapshot, known, &events, filter).await?;
-                let timeline = rooms.show_all(&events, Some(device)).await?;
+                let timeline =
+                    rooms.show_all(&events, Some(Viewer { user: user.as_str(), device })).await?;
                 room.insert("timeline".to_owned(), json!({"events": timeline, "limited": limited, "prev_batch": room_token(first)}));
                 room.insert("state".to_owned(), json!({"events": state}));
                 if filter.lazy_load_members || since_stream.is_none() {
@@ -643,7 +644,8 @@ impl Sync {
         };
         let known = self.known_state(room_id, since.map(|t| t.stream), limited).await?;
         let state = self.state_section(user, state_snapshot, known, &events, filter).await?;
-        let timeline = rooms.show_all(&events, Some(device)).await?;
+        let timeline =
+            rooms.show_all(&events, Some(Viewer { user: user.as_str(), device })).await?;
         Ok(Some(json!({
             "timeline": {"events": timeline, "limited": limited, "prev_batch": room_token(first)},
             "state": {"events": state},

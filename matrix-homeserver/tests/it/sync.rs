@@ -79,6 +79,15 @@ async fn initial_and_incremental_sync_with_long_poll(backend: crate::Backend) {
     let (status, own) = alice.get(&format!("{V3}/rooms/{room}/event/{second}")).await;
     assert_eq!(status, 200);
     assert_eq!(own["unsigned"]["transaction_id"], "2");
+    // Another user on a device of the same id does not see it either.
+    let (_, me) = alice.get(&format!("{V3}/account/whoami")).await;
+    let login = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"},
+                       "password": "pw", "device_id": me["device_id"]});
+    let (status, session) = Client::new(&server).post(&format!("{V3}/login"), &login).await;
+    assert_eq!(status, 200, "{session}");
+    let twin = Client::new(&server).with_token(session["access_token"].as_str().expect("a token"));
+    let (_, seen) = twin.get(&format!("{V3}/rooms/{room}/event/{second}")).await;
+    assert!(seen["unsigned"].get("transaction_id").is_none(), "{seen}");
 
     // A poll with nothing new waits for its timeout and answers the same position.
     let since = delivered["next_batch"].as_str().expect("a token").to_owned();

@@ -37,6 +37,13 @@ impl Visibility {
     }
 }
 
+/// Who looks at an event (the sender's own device sees its transaction id).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Viewer<'a> {
+    pub(crate) user: &'a str,
+    pub(crate) device: &'a str,
+}
+
 /// A page of a room's timeline.
 #[derive(Debug, Clone)]
 pub(crate) struct Chunk {
@@ -150,11 +157,11 @@ impl Rooms {
         Ok(events)
     }
 
-    /// The client form of an event, as `viewer_device` sees it.
+    /// The client form of an event, as `viewer` sees it.
     pub(crate) async fn show(
         &self,
         pdu: &Pdu,
-        viewer_device: Option<&str>,
+        viewer: Option<Viewer<'_>>,
     ) -> Result<Value, ApiError> {
         let mut shown = Shown::default();
         if let Some(redaction) = self.records().get::<String>(REDACTIONS, pdu.event_id()).await?
@@ -162,8 +169,10 @@ impl Rooms {
         {
             shown.redacted_because = Some(client_event(&redaction, Shown::default()));
         }
-        if let Some(device) = viewer_device {
-            shown.transaction_id = self.transaction_of(pdu.event_id(), pdu.sender(), device);
+        if let Some(viewer) = viewer
+            && viewer.user == pdu.sender()
+        {
+            shown.transaction_id = self.transaction_of(pdu.event_id(), viewer.device);
         }
         Ok(client_event(pdu, shown))
     }
@@ -172,11 +181,11 @@ impl Rooms {
     pub(crate) async fn show_all(
         &self,
         pdus: &[Arc<Pdu>],
-        viewer_device: Option<&str>,
+        viewer: Option<Viewer<'_>>,
     ) -> Result<Vec<Value>, ApiError> {
         let mut out = Vec::with_capacity(pdus.len());
         for pdu in pdus {
-            out.push(self.show(pdu, viewer_device).await?);
+            out.push(self.show(pdu, viewer).await?);
         }
         Ok(out)
     }

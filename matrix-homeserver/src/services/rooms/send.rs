@@ -43,14 +43,8 @@ impl Rooms {
         Ok(event_id.clone())
     }
 
-    /// The transaction id of an event, if `device` of `sender` sent it with one.
-    pub(crate) fn transaction_of(
-        &self,
-        event_id: &str,
-        sender: &str,
-        device: &str,
-    ) -> Option<String> {
-        let _ = sender;
+    /// The transaction id of an event, if `device` (of the event's sender) sent it with one.
+    pub(crate) fn transaction_of(&self, event_id: &str, device: &str) -> Option<String> {
         let (by_device, txn) = self.echoes.get(event_id)?;
         (by_device == device).then_some(txn)
     }
