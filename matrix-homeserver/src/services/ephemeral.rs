@@ -227,8 +227,10 @@ impl Ephemeral {
             .max()
             .unwrap_or(0);
         let mut counts = (0, 0);
-        for notice in inner.notices.get(room).into_iter().flatten() {
-            if notice.pos > read && notice.sender != user {
+        // Newest first, down to the receipt (notices are kept in stream order).
+        let unread = inner.notices.get(room).into_iter().flatten().rev();
+        for notice in unread.take_while(|n| n.pos > read) {
+            if notice.sender != user {
                 counts.0 += 1;
                 if notice.mentions.iter().any(|m| m == user) {
                     counts.1 += 1;

@@ -346,7 +346,7 @@ impl Rooms {
         let applied = self.storage.apply(changes).await?;
         let pdu = Arc::new(pdu);
         self.events.insert(pdu.event_id().to_owned(), pdu.clone());
-        drop(_guard);
+        // Noted under the room's lock, so that a room's notices stay in stream order.
         if let Some(pos) = applied.stream.first()
             && pdu.state_key().is_none()
             && NOTIFYING.contains(&pdu.kind())
@@ -360,6 +360,7 @@ impl Rooms {
                 };
             self.ephemeral.notice(room_id, pos.0, pdu.sender(), mentions);
         }
+        drop(_guard);
         self.ephemeral.notify();
         Ok(pdu)
     }
