@@ -1,7 +1,10 @@
 """Runs the load benchmark against this homeserver (sled) and against Synapse (PostgreSQL),
 one after the other in the same run, and prints the side-by-side table with ratios.
 
-    python3 benches/load/compare.py [--seconds 20] [--work DIR] [--skip-synapse]
+    python3 benches/load/compare.py [--seconds 20] [--runs 3] [--work DIR] [--skip-synapse]
+
+With several runs (each: ours, then Synapse), the table shows the medians and the range of
+messages per second.
 
 Needs: target/release/homeserver and target/release/loadgen (`cargo build --release -p
 homeserver-bin -p benches --bin loadgen`), PostgreSQL on 127.0.0.1:5432 (user postgres) for
@@ -149,17 +152,39 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--work", default="/tmp/homeserver-load")
+    parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--skip-synapse", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
-    a = ours(args.work, args.seconds)
-    print(json.dumps({"ours": a}))
+    a_runs, b_runs = [], []
+    for _ in range(args.runs):
+        a_runs.append(ours(args.work, args.seconds))
+        print(json.dumps({"ours": a_runs[-1]}), flush=True)
+        if not args.skip_synapse:
+            b_runs.append(synapse(args.work, args.seconds))
+            print(json.dumps({"synapse": b_runs[-1]}), flush=True)
     if args.skip_synapse:
         return
-    b = synapse(args.work, args.seconds)
-    print(json.dumps({"synapse": b}))
+    a, b = median(a_runs), median(b_runs)
     print()
     print(table(a, b))
+    if args.runs > 1:
+        def spread(runs):
+            rates = sorted(r["messages_per_second"] for r in runs)
+            return f"{rates[0]:,.0f} to {rates[-1]:,.0f}"
+        print()
+        print(f"Medians of {args.runs} runs; messages/s ranged {spread(a_runs)} (ours) and "
+              f"{spread(b_runs)} (Synapse).")
+
+
+def median(runs):
+    """The run-by-run median of every number (the first run's other values)."""
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = sorted(r[key] for r in runs if r.get(key) is not None)
+            out[key] = values[len(values) // 2]
+    return out
 
 
 if __name__ == "__main__":
