@@ -450,6 +450,64 @@ async fn devices_password_and_deactivation_need_the_password(backend: crate::Bac
     assert!(server.homeserver().login("alice", "better").await.is_err());
 }
 
+async fn the_smaller_endpoints(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
+    let (alice, alice_id) = user(&server, "alice").await;
+    let room = create(&alice, json!({})).await;
+
+    // Tags can be removed.
+    let tag = format!("{V3}/user/{alice_id}/rooms/{room}/tags/u.work");
+    let (status, _) = alice.send(reqwest::Method::PUT, &tag, Some(&json!({}))).await;
+    assert_eq!(status, 200);
+    let (status, _) = alice.send(reqwest::Method::DELETE, &tag, None).await;
+    assert_eq!(status, 200);
+    let (_, tags) = alice.get(&format!("{V3}/user/{alice_id}/rooms/{room}/tags")).await;
+    assert_eq!(tags, json!({"tags": {}}));
+
+    // The avatar, and an unknown profile field.
+    let avatar = format!("{V3}/profile/{alice_id}/avatar_url");
+    let (status, _) = alice
+        .send(reqwest::Method::PUT, &avatar, Some(&json!({"avatar_url": "mxc://localhost/a"})))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = alice.get(&avatar).await;
+    assert_eq!((status, &body), (200, &json!({"avatar_url": "mxc://localhost/a"})));
+    check("profile.yaml", "/profile/{userId}/{keyName}", "get", 200, &body);
+    let (status, _) = alice.get(&format!("{V3}/profile/{alice_id}/mood")).await;
+    assert_eq!(status, 404);
+
+    // Key changes between two sync tokens.
+    let initial = sync(&alice, "").await;
+    let from = initial["next_batch"].as_str().expect("a token").to_owned();
+    let (_, me) = alice.get(&format!("{V3}/account/whoami")).await;
+    let device = me["device_id"].as_str().expect("a device").to_owned();
+    let keys = json!({"user_id": alice_id, "device_id": device, "algorithms": [], "keys": {}, "signatures": {}});
+    let (status, _) = alice.post(&format!("{V3}/keys/upload"), &json!({"device_keys": keys})).await;
+    assert_eq!(status, 200);
+    let to = sync(&alice, &format!("since={from}")).await;
+    assert_eq!(to["device_lists"]["changed"], json!([alice_id]));
+    let to = to["next_batch"].as_str().expect("a token").to_owned();
+    let (status, body) = alice.get(&format!("{V3}/keys/changes?from={from}&to={to}")).await;
+    assert_eq!(status, 200, "{body}");
+    check("keys.yaml", "/keys/changes", "get", 200, &body);
+    assert_eq!(body["changed"], json!([alice_id]));
+    // Keys of another device are refused.
+    let wrong = json!({"device_keys": {"user_id": alice_id, "device_id": "OTHER", "algorithms": [], "keys": {}, "signatures": {}}});
+    let (status, body) = alice.post(&format!("{V3}/keys/upload"), &wrong).await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"));
+
+    // The media limit, and the old login path some clients still use.
+    let (status, body) = alice.get("/_matrix/client/v1/media/config").await;
+    assert_eq!(status, 200);
+    assert!(body["m.upload.size"].as_u64().is_some_and(|n| n > 0), "{body}");
+    let (status, body) = Client::new(&server).get("/_matrix/client/r0/login").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["flows"][0]["type"], "m.login.password");
+}
+
 async fn media_upload_and_download(backend: crate::Backend) {
     let server = match crate::start(backend).await {
         Some(s) => s,
@@ -524,5 +582,6 @@ crate::on_every_backend!(
     keys_to_device_push_rules_and_profile,
     devices_password_and_deactivation_need_the_password,
     media_upload_and_download,
+    the_smaller_endpoints,
     rate_limits_answer_429_with_retry_after
 );
