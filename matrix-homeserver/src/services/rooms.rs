@@ -72,6 +72,10 @@ pub(crate) struct Rooms {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Parsed events by id (events never change once stored).
     events: quick_cache::sync::Cache<String, Arc<Pdu>>,
+    /// The state after each event (never changes).
+    snapshots_of: quick_cache::sync::Cache<String, SnapshotId>,
+    /// The history visibility of each state snapshot (never changes).
+    visibility_at: quick_cache::sync::Cache<SnapshotId, Arc<str>>,
     /// Room versions by room id (a room's version never changes).
     versions: quick_cache::sync::Cache<String, &'static RoomVersionRules>,
     txns: send::Transactions,
@@ -131,6 +135,8 @@ impl Rooms {
             locks: Mutex::new(HashMap::new()),
             events: quick_cache::sync::Cache::new(1_024),
             versions: quick_cache::sync::Cache::new(16_384),
+            snapshots_of: quick_cache::sync::Cache::new(16_384),
+            visibility_at: quick_cache::sync::Cache::new(4_096),
             txns: quick_cache::sync::Cache::new(16_384),
             alias_lock: tokio::sync::Mutex::new(()),
             echoes: quick_cache::sync::Cache::new(16_384),
@@ -346,6 +352,13 @@ impl Rooms {
         let applied = self.storage.apply(changes).await?;
         let pdu = Arc::new(pdu);
         self.events.insert(pdu.event_id().to_owned(), pdu.clone());
+        let state_after = match state_after {
+            SnapshotRef::New => applied.snapshot,
+            SnapshotRef::Existing(snapshot) => Some(snapshot),
+        };
+        if let Some(snapshot) = state_after {
+            self.snapshots_of.insert(pdu.event_id().to_owned(), snapshot);
+        }
         // Noted under the room's lock, so that a room's notices stay in stream order.
         if let Some(pos) = applied.stream.first()
             && pdu.state_key().is_none()

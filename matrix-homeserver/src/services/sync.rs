@@ -328,6 +328,7 @@ impl Sync {
     /// (events oldest first, limited, the position before the first one).
     async fn timeline(
         &self,
+        user: &UserId,
         room_id: &str,
         after: StreamPos,
         upto: StreamPos,
@@ -353,6 +354,7 @@ impl Sync {
             first = item.pos;
             if let Some(pdu) = self.rooms.pdu(&item.event_id).await?
                 && filter.timeline.keeps(&pdu)
+                && self.rooms.sees(user, &item.event_id).await?
             {
                 events.push(pdu);
             }
@@ -492,7 +494,7 @@ impl Sync {
         if moved || since.is_none() {
             let after = since_stream.unwrap_or(StreamPos(0));
             let (events, limited, first) =
-                self.timeline(room_id, after, now.stream, filter).await?;
+                self.timeline(user, room_id, after, now.stream, filter).await?;
             if !events.is_empty() || since_stream.is_none() {
                 let state_snapshot = if events.is_empty() {
                     Some(current)
@@ -636,7 +638,7 @@ impl Sync {
         }
         let after = since.map_or(StreamPos(0), |t| t.stream);
         let upto = left_at.min(now.stream);
-        let (events, limited, first) = self.timeline(room_id, after, upto, filter).await?;
+        let (events, limited, first) = self.timeline(user, room_id, after, upto, filter).await?;
         let state_snapshot = if events.is_empty() {
             stored.state_after
         } else {

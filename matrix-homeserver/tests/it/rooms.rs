@@ -441,6 +441,62 @@ async fn messages_paginate_back_to_the_creation_and_context_surrounds_an_event(
     assert!(context["state"].as_array().expect("state").iter().any(|e| e["type"] == "m.room.name"));
 }
 
+async fn history_visibility_joined_and_invited_hide_what_came_before(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
+    let (alice, _) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    for (visibility, seen_by_invitee) in [("joined", false), ("invited", true)] {
+        let room = create(
+            &alice,
+            json!({"preset": "private_chat", "initial_state": [
+            {"type": "m.room.history_visibility", "content": {"history_visibility": visibility}}]}),
+        )
+        .await;
+        let (_, early) = send(&alice, &room, "early", "before the invite").await;
+        let early = early["event_id"].as_str().expect("an id").to_owned();
+        let (status, _) =
+            alice.post(&format!("{V3}/rooms/{room}/invite"), &json!({"user_id": bob_id})).await;
+        assert_eq!(status, 200);
+        let (_, invited) = send(&alice, &room, "invited", "while invited").await;
+        let invited = invited["event_id"].as_str().expect("an id").to_owned();
+        let (status, _) = bob.post(&format!("{V3}/rooms/{room}/join"), &json!({})).await;
+        assert_eq!(status, 200);
+        send(&alice, &room, "joined", "after the join").await;
+
+        let (_, page) = bob.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=50")).await;
+        let bodies: Vec<&str> = page["chunk"]
+            .as_array()
+            .expect("chunk")
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str())
+            .collect();
+        let mut expected = vec!["after the join"];
+        if seen_by_invitee {
+            expected.push("while invited");
+        }
+        assert_eq!(bodies, expected, "{visibility}");
+        let (status, _) = bob.get(&format!("{V3}/rooms/{room}/event/{early}")).await;
+        assert_eq!(status, 404, "{visibility}");
+        let (status, _) = bob.get(&format!("{V3}/rooms/{room}/event/{invited}")).await;
+        assert_eq!(status, if seen_by_invitee { 200 } else { 404 }, "{visibility}");
+        let (_, synced) = bob.get(&format!("{V3}/sync")).await;
+        let timeline = synced["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .expect("timeline")
+            .clone();
+        assert!(
+            timeline.iter().all(|e| e["event_id"] != early.as_str()),
+            "{visibility}: {timeline:?}"
+        );
+        // Alice, joined throughout, sees everything.
+        let (status, _) = alice.get(&format!("{V3}/rooms/{room}/event/{early}")).await;
+        assert_eq!(status, 200);
+    }
+}
+
 pub(crate) fn urlencode(text: &str) -> String {
     text.bytes()
         .map(
@@ -527,6 +583,7 @@ async fn aliases_and_directory_visibility(backend: crate::Backend) {
 }
 
 crate::on_every_backend!(
+    history_visibility_joined_and_invited_hide_what_came_before,
     create_room_sets_up_the_state_the_spec_orders,
     create_room_refuses_bad_requests,
     membership_follows_the_authorization_rules,

@@ -121,6 +121,53 @@ impl Rooms {
         if world_readable { Ok(Visibility::Now(current)) } else { Err(not_allowed()) }
     }
 
+    /// Whether the room's history visibility at an event lets `user` see it: `shared` and
+    /// `world_readable` always (the room-level checks of [`Rooms::visibility`] come first),
+    /// `invited` when the user was invited or joined then, `joined` when joined then.
+    pub(crate) async fn sees(&self, user: &UserId, event_id: &str) -> Result<bool, ApiError> {
+        let Some(snapshot) = self.state_after_of(event_id).await? else { return Ok(false) };
+        let history = match self.visibility_at.get(&snapshot) {
+            Some(history) => history,
+            None => {
+                let history: Arc<str> =
+                    match self.state_pdu(snapshot, "m.room.history_visibility", "").await? {
+                        Some(pdu) => {
+                            pdu.content().get_str("history_visibility").unwrap_or("shared").into()
+                        }
+                        None => "shared".into(),
+                    };
+                self.visibility_at.insert(snapshot, history.clone());
+                history
+            }
+        };
+        let wanted: &[&str] = match &*history {
+            "invited" => &["invite", "join"],
+            "joined" => &["join"],
+            // `shared`, `world_readable`, and values the spec does not define (read as shared).
+            _ => return Ok(true),
+        };
+        let membership = self
+            .state_pdu(snapshot, "m.room.member", user.as_str())
+            .await?
+            .and_then(|m| m.content().get_str("membership").map(str::to_owned));
+        Ok(membership.is_some_and(|m| wanted.contains(&m.as_str())))
+    }
+
+    /// The state after an event, cached (it never changes).
+    pub(crate) async fn state_after_of(
+        &self,
+        event_id: &str,
+    ) -> Result<Option<SnapshotId>, ApiError> {
+        if let Some(snapshot) = self.snapshots_of.get(event_id) {
+            return Ok(Some(snapshot));
+        }
+        let snapshot = self.storage().event(event_id).await?.and_then(|e| e.state_after);
+        if let Some(snapshot) = snapshot {
+            self.snapshots_of.insert(event_id.to_owned(), snapshot);
+        }
+        Ok(snapshot)
+    }
+
     /// Whether the membership a leave replaced was a join (kicked or left after joining).
     async fn was_joined_before(
         &self,
@@ -202,7 +249,7 @@ impl Rooms {
         let Some(stored) = stored.filter(|e| e.room_id == room_id) else {
             return Err(ApiError::not_found("no such event in this room"));
         };
-        if !visibility.allows(stored.stream) {
+        if !visibility.allows(stored.stream) || !self.sees(user, event_id).await? {
             return Err(ApiError::not_found("no such event in this room"));
         }
         self.pdu(event_id).await?.ok_or_else(|| ApiError::not_found("no such event"))
@@ -244,6 +291,7 @@ impl Rooms {
                 cursor = item.pos;
                 if let Some(pdu) = self.pdu(&item.event_id).await?
                     && filter.keeps(&pdu)
+                    && self.sees(user, &item.event_id).await?
                 {
                     events.push(pdu);
                     if events.len() == limit {

@@ -1,7 +1,8 @@
 //! Sending: message and state events, with transaction-id idempotency, and redactions.
 //!
-//! A transaction id is scoped to the device that sent it. Concurrent requests with the same
-//! id share one cell: the first builds the event, the others wait for its id. The cells are
+//! A transaction id is scoped to the device that sent it and to the request's path (its room,
+//! and the event type or the redacted event), as Synapse scopes it. Concurrent requests with
+//! the same id share one cell: the first builds the event, the others wait for its id. The cells are
 //! kept in memory (the most recent 16,384), so a retry after a restart sends again.
 
 use std::sync::Arc;
@@ -13,9 +14,9 @@ use tokio::sync::OnceCell;
 use super::{Draft, Rooms};
 use crate::error::ApiError;
 
-/// Transaction ids seen: (user, device, txn) -> the event sent.
+/// Transaction ids seen: (user, device, path, txn) -> the event sent.
 pub(crate) type Transactions =
-    quick_cache::sync::Cache<(String, String, String), Arc<OnceCell<String>>>;
+    quick_cache::sync::Cache<(String, String, String, String), Arc<OnceCell<String>>>;
 /// The transaction of each event sent with one: event id -> (device, txn), for the sender's
 /// `unsigned.transaction_id`.
 pub(crate) type Echoes = quick_cache::sync::Cache<String, (String, String)>;
@@ -30,7 +31,11 @@ impl Rooms {
         txn: &str,
         draft: Draft,
     ) -> Result<String, ApiError> {
-        let key = (sender.to_string(), device.to_owned(), txn.to_owned());
+        let path = match &draft.redacts {
+            Some(redacts) => format!("{room_id}/redact/{redacts}"),
+            None => format!("{room_id}/send/{}", draft.kind),
+        };
+        let key = (sender.to_string(), device.to_owned(), path, txn.to_owned());
         let cell =
             self.txns.get_or_insert_with(&key, || Ok::<_, ApiError>(Arc::new(OnceCell::new())))?;
         let event_id = cell
