@@ -285,6 +285,23 @@ pub async fn stream_order_and_timelines(store: Store) {
     assert!(
         store.timeline("!nope", head, Direction::Backwards, 5).await.expect("reads").is_empty()
     );
+
+    // The ends of the position range (positions come from clients' tokens).
+    let end = StreamPos(u64::MAX);
+    assert!(store.timeline("!r", end, Direction::Forwards, 5).await.expect("reads").is_empty());
+    let back = store.timeline("!r", end, Direction::Backwards, 1).await.expect("reads");
+    assert_eq!(back[0].event_id, "$e8");
+    let start = store.timeline("!r", StreamPos(0), Direction::Forwards, 1).await.expect("reads");
+    assert_eq!(start[0].event_id, "$e0");
+    assert!(
+        store
+            .timeline("!r", StreamPos(0), Direction::Backwards, 5)
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+    assert!(store.stream_range(end, end, 5).await.expect("reads").is_empty());
+    assert_eq!(store.stream_range(StreamPos(0), end, 20).await.expect("reads").len(), 10);
 }
 
 /// Users, devices and tokens: create, update, delete; deleting a device deletes its tokens.

@@ -398,7 +398,8 @@ impl RoomStore for MemoryStore {
                 room.timeline.range(..from.0).rev().take(limit).map(item).collect()
             }
             Direction::Forwards => {
-                room.timeline.range(from.0 + 1..).take(limit).map(item).collect()
+                let after = (std::ops::Bound::Excluded(from.0), std::ops::Bound::Unbounded);
+                room.timeline.range(after).take(limit).map(item).collect()
             }
         })
     }

@@ -142,7 +142,7 @@ async fn list(
         None => 0,
     };
     let limit = limit.unwrap_or(100).clamp(1, 500);
-    let end = (offset + limit).min(total);
+    let end = offset.saturating_add(limit).min(total);
     let chunk = rooms.get(offset.min(total)..end).unwrap_or_default().to_vec();
     let mut response = json!({"chunk": chunk, "total_room_count_estimate": total});
     if end < total {

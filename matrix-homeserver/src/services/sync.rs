@@ -49,7 +49,7 @@ pub(crate) fn parse_room_token(text: &str) -> Option<StreamPos> {
     if let Some(pos) = text.strip_prefix('t') {
         return pos.parse().ok().map(StreamPos);
     }
-    Token::parse(text).map(|t| StreamPos(t.stream.0 + 1))
+    Token::parse(text).map(|t| StreamPos(t.stream.0.saturating_add(1)))
 }
 
 pub(crate) fn room_token(pos: StreamPos) -> String {
@@ -338,7 +338,7 @@ impl Sync {
         let items = self
             .rooms
             .storage()
-            .timeline(room_id, StreamPos(upto.0 + 1), Direction::Backwards, limit + 1)
+            .timeline(room_id, StreamPos(upto.0.saturating_add(1)), Direction::Backwards, limit + 1)
             .await?;
         let mut events = Vec::new();
         let mut limited = false;
@@ -386,10 +386,12 @@ impl Sync {
         Ok(match since {
             None => Known::Nothing,
             Some(_) if !limited => Known::UpToTimeline,
-            Some(since) => match self.state_before(room_id, StreamPos(since.0 + 1)).await? {
-                Some(snapshot) => Known::Snapshot(snapshot),
-                None => Known::Nothing,
-            },
+            Some(since) => {
+                match self.state_before(room_id, StreamPos(since.0.saturating_add(1))).await? {
+                    Some(snapshot) => Known::Snapshot(snapshot),
+                    None => Known::Nothing,
+                }
+            }
         })
     }
 

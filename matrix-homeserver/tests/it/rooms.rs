@@ -418,6 +418,16 @@ async fn messages_paginate_back_to_the_creation_and_context_surrounds_an_event(
     assert_eq!((status, errcode(&body)), (400, "M_MISSING_PARAM"));
     let (status, body) = alice.get(&format!("{V3}/rooms/{room}/messages?dir=b&from=garbage")).await;
     assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"));
+    // Tokens at the edge of the integer range are answered, not a crash.
+    let max = u64::MAX;
+    for query in [format!("dir=b&from=s{max}_{max}"), format!("dir=f&from=t{max}")] {
+        let (status, body) = alice.get(&format!("{V3}/rooms/{room}/messages?{query}")).await;
+        assert_eq!(status, 200, "{query}: {body}");
+    }
+    let (status, body) = alice.get(&format!("{V3}/sync?since=s{max}_{max}&timeout=0")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = alice.get(&format!("{V3}/publicRooms?since=p{}", usize::MAX)).await;
+    assert_eq!(status, 200, "{body}");
 
     let (status, context) =
         alice.get(&format!("{V3}/rooms/{room}/context/{}?limit=4", ids[10])).await;

@@ -268,8 +268,8 @@ impl Rooms {
     ) -> Result<(StreamPos, Chunk), ApiError> {
         let visibility = self.visibility(room_id, user).await?;
         let ceiling = match visibility {
-            Visibility::Now(_) => StreamPos(self.stream_position().await?.0 + 1),
-            Visibility::Until(until, _) => StreamPos(until.0 + 1),
+            Visibility::Now(_) => StreamPos(self.stream_position().await?.0.saturating_add(1)),
+            Visibility::Until(until, _) => StreamPos(until.0.saturating_add(1)),
         };
         let start = match (from, direction) {
             (Some(from), Direction::Backwards) => from.min(ceiling),
