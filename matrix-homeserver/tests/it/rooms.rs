@@ -594,6 +594,7 @@ async fn aliases_and_directory_visibility(backend: crate::Backend) {
 
 crate::on_every_backend!(
     history_visibility_joined_and_invited_hide_what_came_before,
+    garbage_never_gets_a_server_error,
     create_room_sets_up_the_state_the_spec_orders,
     create_room_refuses_bad_requests,
     membership_follows_the_authorization_rules,
@@ -602,3 +603,80 @@ crate::on_every_backend!(
     messages_paginate_back_to_the_creation_and_context_surrounds_an_event,
     aliases_and_directory_visibility
 );
+
+/// Garbage in every path parameter, query and body of the room endpoints: always a 4xx with an
+/// errcode (or a 200 where the garbage is a valid value), never a 5xx or a dropped connection.
+async fn garbage_never_gets_a_server_error(backend: crate::Backend) {
+    let server = match crate::start(backend).await {
+        Some(s) => s,
+        None => return,
+    };
+    let (alice, alice_id) = user(&server, "alice").await;
+    let room = create(&alice, json!({"name": "target"})).await;
+    let (_, sent) = send(&alice, &room, "g", "x").await;
+    let event = sent["event_id"].as_str().expect("an id").to_owned();
+    let long = "x".repeat(300);
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let words =
+        ["", "%00", "!", "@", "#", "$", "%F0%9F%98%80", "s99999999999999999999_1", long.as_str()];
+    let bodies =
+        ["{", "[]", "null", r#"{"a":1e400}"#, deep.as_str(), r#"{"user_id": 5, "reason": []}"#];
+    let templates = [
+        ("PUT", "/rooms/{room}/send/{w}/{w}"),
+        ("PUT", "/rooms/{room}/state/{w}/{w}"),
+        ("GET", "/rooms/{room}/state/{w}/{w}"),
+        ("GET", "/rooms/{w}/messages?dir={w}&from={w}&limit={w}&filter={w}"),
+        ("GET", "/rooms/{room}/context/{w}?limit={w}"),
+        ("GET", "/rooms/{room}/event/{w}"),
+        ("PUT", "/rooms/{room}/redact/{w}/{w}"),
+        ("POST", "/rooms/{w}/join"),
+        ("POST", "/join/{w}"),
+        ("POST", "/rooms/{room}/invite"),
+        ("POST", "/rooms/{room}/kick"),
+        ("POST", "/rooms/{room}/receipt/{w}/{w}"),
+        ("PUT", "/rooms/{room}/typing/{w}"),
+        ("GET", "/directory/room/{w}"),
+        ("PUT", "/directory/room/{w}"),
+        ("GET", "/sync?since={w}&filter={w}&timeout={w}&full_state={w}"),
+        ("PUT", "/user/{user}/account_data/{w}"),
+        ("GET", "/user/{user}/filter/{w}"),
+        ("PUT", "/profile/{user}/{w}"),
+        ("POST", "/createRoom"),
+        ("POST", "/publicRooms?since={w}"),
+        ("POST", "/keys/query"),
+        ("POST", "/keys/claim"),
+        ("PUT", "/sendToDevice/{w}/{w}"),
+    ];
+    let http = reqwest::Client::new();
+    let mut checked = 0;
+    for (method, template) in templates {
+        for word in words {
+            for body in bodies {
+                let path = template
+                    .replace("{room}", &room)
+                    .replace("{user}", &alice_id)
+                    .replace("{w}", word);
+                let url = format!("{}{V3}{path}", server.base_url());
+                let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+                let response = http
+                    .request(method.clone(), &url)
+                    .bearer_auth(alice.token.as_deref().expect("a token"))
+                    .body(body.to_owned())
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{method} {path} {body}: no answer: {e}"));
+                let status = response.status().as_u16();
+                let answer: Value = response.json().await.unwrap_or(Value::Null);
+                assert!(status < 500, "{method} {path} {body}: {status} {answer}");
+                if status >= 400 {
+                    assert!(answer["errcode"].is_string(), "{method} {path} {body}: {answer}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, templates.len() * words.len() * bodies.len());
+    // The room still answers as before.
+    let (status, _) = alice.get(&format!("{V3}/rooms/{room}/event/{event}")).await;
+    assert_eq!(status, 200);
+}
