@@ -49,10 +49,25 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(e2ee::routes())
         .merge(media::routes())
         .fallback(|| async { ApiError::unrecognized() })
+        .layer(cors())
         .with_state(state)
 }
 
 pub(crate) type Routes = Router<Arc<State>>;
+
+/// The CORS headers the spec asks of client routes, so that web clients (Element Web) on any
+/// origin can call them; preflight `OPTIONS` requests are answered here.
+fn cors() -> tower_http::cors::CorsLayer {
+    use http::{Method, header};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::HeaderName::from_static("x-requested-with"),
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+        ])
+}
 
 /// A route whose other methods answer 405 `M_UNRECOGNIZED`.
 pub(crate) fn route(

@@ -62,3 +62,33 @@ async fn unknown_endpoints_and_methods_are_unrecognized() {
     let (status, body) = client.post("/_matrix/client/versions", &json!({})).await;
     assert_eq!((status, errcode(&body)), (405, "M_UNRECOGNIZED"));
 }
+
+#[tokio::test]
+async fn client_routes_answer_cors_preflights() {
+    let server = matrix_homeserver::testing::TestHomeserver::start().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/_matrix/client/v3/createRoom", server.base_url());
+    let response = http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://app.element.io")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type")
+        .send()
+        .await
+        .expect("answers");
+    assert!(response.status().is_success(), "{}", response.status());
+    let headers = response.headers();
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    let methods = headers["access-control-allow-methods"].to_str().expect("text").to_owned();
+    assert!(methods.contains("POST") && methods.contains("PUT"), "{methods}");
+    let allowed = headers["access-control-allow-headers"].to_str().expect("text").to_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
+    // And ordinary answers carry the origin header too.
+    let versions = http
+        .get(format!("{}/_matrix/client/versions", server.base_url()))
+        .header("origin", "https://app.element.io")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(versions.headers()["access-control-allow-origin"], "*");
+}
