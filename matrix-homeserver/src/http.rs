@@ -116,6 +116,15 @@ impl FromRequest<Arc<State>> for RawBody {
     }
 }
 
+/// A NUL character in a path or query (`%00`) names nothing, and some stores cannot keep it.
+fn refuse_nul(parts: &Parts) -> Result<(), ApiError> {
+    let uri = parts.uri.to_string();
+    if uri.contains("%00") || uri.contains('\0') {
+        return Err(ApiError::invalid_param("a NUL character in the path or query"));
+    }
+    Ok(())
+}
+
 /// Path parameters, percent-decoded.
 pub(crate) struct Params<T>(pub(crate) T);
 
@@ -123,6 +132,7 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Arc<State>> for Params<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        refuse_nul(parts)?;
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(t)| Params(t))
@@ -137,6 +147,7 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Arc<State>> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        refuse_nul(parts)?;
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(t)| Query(t))

@@ -233,6 +233,10 @@ impl Rooms {
         sender: &UserId,
         draft: Draft,
     ) -> Result<Arc<Pdu>, ApiError> {
+        if draft.kind.contains('\0') || draft.state_key.as_deref().is_some_and(|k| k.contains('\0'))
+        {
+            return Err(ApiError::invalid_param("a NUL character in the event type or state key"));
+        }
         let lock = self.room_lock(room_id);
         let _guard = lock.lock().await;
         let info = self.storage.room(room_id).await?.ok_or_else(ApiError::room_not_found)?;

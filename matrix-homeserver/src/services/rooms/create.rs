@@ -136,7 +136,10 @@ impl Rooms {
         creator: &UserId,
         request: &CreateRoom,
     ) -> Result<(), ApiError> {
-        for (kind, _, _) in &request.initial_state {
+        for (kind, state_key, _) in &request.initial_state {
+            if kind.contains('\0') || state_key.contains('\0') {
+                return Err(ApiError::invalid_param("a NUL character in initial_state"));
+            }
             if kind == "m.room.create" || kind == "m.room.member" {
                 return Err(ApiError::invalid_param(format!("initial_state may not set {kind}")));
             }
