@@ -111,6 +111,9 @@ impl ApiError {
     pub(crate) fn missing_param(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_MISSING_PARAM", message)
     }
+    pub(crate) fn bad_alias(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_BAD_ALIAS", message)
+    }
     /// The user-interactive authentication's answer: 401 with the flows to follow.
     pub(crate) fn auth_required(body: Value) -> Self {
         let mut error = Self::new(StatusCode::UNAUTHORIZED, "M_FORBIDDEN", "authentication needed");

@@ -120,8 +120,7 @@ impl HomeserverBuilder {
                 .map_err(|e| BuildError::SigningKey(e.to_string()))?,
         };
         let ephemeral = Arc::new(Ephemeral::new());
-        let rooms =
-            Arc::new(Rooms::new(storage.clone(), server_name.clone(), key, ephemeral.clone()));
+        let rooms = Rooms::new(storage.clone(), server_name.clone(), key, ephemeral.clone());
         let state = State {
             accounts: Accounts::new(storage.clone(), server_name),
             sync: Sync::new(rooms.clone(), ephemeral.clone()),

@@ -6,15 +6,17 @@
 //! its state snapshot (a delta against the room's current one), the new extremity and any
 //! membership change. Rooms are written in parallel with each other.
 
+mod authorize;
 mod create;
 mod directory;
 pub(crate) mod format;
 mod membership;
 mod read;
 mod send;
+mod visibility;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use matrix_core::json::{Object, Value};
 use matrix_core::{Pdu, RoomVersionRules, SigningKey, auth};
@@ -24,8 +26,10 @@ use matrix_storage::{
 };
 use ruma::{OwnedServerName, UserId};
 
+use authorize::{Authorized, RoomGuard};
 pub(crate) use create::{CreateRoom, Preset};
 pub(crate) use read::{EventFilter, Viewer};
+pub(crate) use visibility::{Looker, Memberships};
 
 use super::ephemeral::Ephemeral;
 use super::records::Records;
@@ -34,6 +38,9 @@ use crate::error::ApiError;
 /// The most `prev_events` an event names (the forward extremities beyond are left to later
 /// events).
 const MAX_PREV_EVENTS: usize = 10;
+
+/// How many room locks are kept before those nobody holds are dropped.
+const LOCKS_KEPT: usize = 1_024;
 
 /// The event types the default push rules notify for (`.m.rule.message`,
 /// `.m.rule.encrypted`; stickers are messages to clients).
@@ -64,6 +71,8 @@ impl Draft {
 
 /// The room service.
 pub(crate) struct Rooms {
+    /// This service itself, for work that must outlive the request that asked for it.
+    me: Weak<Rooms>,
     storage: Arc<dyn Storage>,
     server_name: OwnedServerName,
     key: SigningKey,
@@ -75,7 +84,9 @@ pub(crate) struct Rooms {
     /// The state after each event (never changes).
     snapshots_of: quick_cache::sync::Cache<String, SnapshotId>,
     /// The history visibility of each state snapshot (never changes).
-    visibility_at: quick_cache::sync::Cache<SnapshotId, Arc<str>>,
+    visibility_at: quick_cache::sync::Cache<SnapshotId, visibility::History>,
+    /// Membership histories by (room, user), with the member event they end with.
+    memberships: quick_cache::sync::Cache<(String, String), (String, Arc<Memberships>)>,
     /// Room versions by room id (a room's version never changes).
     versions: quick_cache::sync::Cache<String, &'static RoomVersionRules>,
     txns: send::Transactions,
@@ -125,8 +136,9 @@ impl Rooms {
         server_name: OwnedServerName,
         key: SigningKey,
         ephemeral: Arc<Ephemeral>,
-    ) -> Self {
-        Rooms {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Rooms {
+            me: me.clone(),
             records: Records::new(storage.clone()),
             storage,
             server_name,
@@ -137,10 +149,11 @@ impl Rooms {
             versions: quick_cache::sync::Cache::new(16_384),
             snapshots_of: quick_cache::sync::Cache::new(16_384),
             visibility_at: quick_cache::sync::Cache::new(4_096),
+            memberships: quick_cache::sync::Cache::new(16_384),
             txns: quick_cache::sync::Cache::new(16_384),
             alias_lock: tokio::sync::Mutex::new(()),
             echoes: quick_cache::sync::Cache::new(16_384),
-        }
+        })
     }
 
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
@@ -155,8 +168,17 @@ impl Rooms {
         &self.server_name
     }
 
+    pub(crate) fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// The lock of a room (callers check that the room exists first). Locks nobody holds are
+    /// dropped once the map grows past [`LOCKS_KEPT`], so the map stays bounded.
     fn room_lock(&self, room_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if locks.len() >= LOCKS_KEPT && !locks.contains_key(room_id) {
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
         locks.entry(room_id.to_owned()).or_default().clone()
     }
 
@@ -205,124 +227,79 @@ impl Rooms {
         }
     }
 
-    /// A new event id for room versions whose ids are not hashes (1 and 2).
-    fn opaque_event_id(&self) -> Result<String, ApiError> {
-        let mut bytes = [0u8; 18];
-        getrandom::fill(&mut bytes).map_err(|_| ApiError::unknown("no randomness available"))?;
-        Ok(format!("${}:{}", matrix_core::b64::encode_url_safe(bytes), self.server_name))
-    }
-
-    /// Hashes, signs and format-checks an event object.
-    fn seal(&self, mut json: Object, rules: &'static RoomVersionRules) -> Result<Pdu, ApiError> {
-        if rules.event_id_format == matrix_core::room_version::EventIdFormat::Opaque {
-            json.insert("event_id", self.opaque_event_id()?);
-        }
-        matrix_core::signing::hash_and_sign_event(
-            &mut json,
-            self.server_name.as_str(),
-            &self.key,
-            rules,
-        );
-        Pdu::from_object(json, rules).map_err(pdu_error)
-    }
-
     /// Builds, authorizes and stores an event of `sender` in `room_id`.
+    ///
+    /// The work runs in a task of its own: once started it finishes (stored, cached, noted,
+    /// syncs woken) even if the request that asked for it is dropped.
     pub(crate) async fn append(
         &self,
         room_id: &str,
         sender: &UserId,
         draft: Draft,
     ) -> Result<Arc<Pdu>, ApiError> {
-        if draft.kind.contains('\0') || draft.state_key.as_deref().is_some_and(|k| k.contains('\0'))
-        {
-            return Err(ApiError::invalid_param("a NUL character in the event type or state key"));
-        }
-        let lock = self.room_lock(room_id);
-        let _guard = lock.lock().await;
-        let info = self.storage.room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
+        let me = self.me.upgrade().ok_or_else(|| ApiError::unknown("the server is stopping"))?;
+        let (room_id, sender) = (room_id.to_owned(), sender.to_owned());
+        tokio::spawn(async move { me.append_now(&room_id, &sender, draft).await })
+            .await
+            .map_err(|_| ApiError::unknown("the event could not be stored"))?
+    }
+
+    /// [`Rooms::append`], in the caller's task.
+    pub(crate) async fn append_now(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        draft: Draft,
+    ) -> Result<Arc<Pdu>, ApiError> {
+        // Unknown rooms are refused before a lock is made for them.
         let rules = self.rules(room_id).await?.ok_or_else(ApiError::room_not_found)?;
-        let snapshot =
-            info.current_state.ok_or_else(|| ApiError::unknown("the room has no state"))?;
-
-        let mut json = Object::new();
-        json.insert("type", draft.kind.as_str());
-        json.insert("sender", sender.as_str());
-        json.insert("room_id", room_id);
-        json.insert("origin_server_ts", now_ms());
-        if let Some(state_key) = &draft.state_key {
-            json.insert("state_key", state_key.as_str());
-        }
-        if let Some(redacts) = &draft.redacts
-            && !rules.redacts_in_content
+        let lock = self.room_lock(room_id);
+        let guard = RoomGuard { room_id, _guard: lock.lock().await };
+        let info = self.storage.room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
+        let authorized = self.authorize(&guard, &info, rules, sender, draft).await?;
+        let (pdu, pos) = self.commit(authorized).await?;
+        // Noted under the room's lock, so that a room's notices stay in stream order.
+        if let Some(pos) = pos
+            && pdu.state_key().is_none()
+            && NOTIFYING.contains(&pdu.kind())
         {
-            json.insert("redacts", redacts.as_str());
+            let mentions =
+                match pdu.content().get_object("m.mentions").and_then(|m| m.get("user_ids")) {
+                    Some(Value::Array(users)) => {
+                        users.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+                    }
+                    _ => Vec::new(),
+                };
+            self.ephemeral.notice(room_id, pos.0, pdu.sender(), mentions);
         }
-        if rules.event_format == matrix_core::room_version::EventFormat::V1 {
-            json.insert("origin", self.server_name.as_str());
-        }
-        json.insert("content", draft.content);
+        drop(guard);
+        self.ephemeral.notify();
+        Ok(pdu)
+    }
 
-        // The auth events: what the selection algorithm picks, from the current state.
-        let provisional = Pdu::with_event_id(json.clone(), String::new(), rules);
-        let mut auth_pdus: Vec<Arc<Pdu>> = Vec::new();
-        let mut types = auth::auth_types_for_event(rules, &provisional);
-        // A user's own membership change names their member event twice.
-        let mut seen = std::collections::HashSet::new();
-        types.retain(|t| seen.insert(t.clone()));
-        for (kind, state_key) in types {
-            if let Some(pdu) = self.state_pdu(snapshot, &kind, &state_key).await? {
-                auth_pdus.push(pdu);
-            }
-        }
-        let create = if rules.room_id_from_create_event {
-            self.state_pdu(snapshot, "m.room.create", "").await?
-        } else {
-            None
-        };
-
-        let mut depth = 0;
-        let mut prev_ids = Vec::new();
-        for id in info.forward_extremities.iter().take(MAX_PREV_EVENTS) {
-            if let Some(prev) = self.pdu(id).await? {
-                depth = depth.max(prev.depth());
-            }
-            prev_ids.push(id.clone());
-        }
-        let event_refs = |ids: Vec<String>| -> Value {
-            if rules.event_format == matrix_core::room_version::EventFormat::V1 {
-                // Room versions 1-2 list `[event_id, {hashes}]` pairs.
-                Value::Array(
-                    ids.into_iter()
-                        .map(|id| Value::Array(vec![Value::from(id), Value::Object(Object::new())]))
-                        .collect(),
-                )
-            } else {
-                Value::Array(ids.into_iter().map(Value::from).collect())
-            }
-        };
-        json.insert(
-            "auth_events",
-            event_refs(auth_pdus.iter().map(|p| p.event_id().to_owned()).collect()),
-        );
-        json.insert("prev_events", event_refs(prev_ids.clone()));
-        json.insert("depth", depth.saturating_add(1));
-        let pdu = self.seal(json, rules)?;
-
-        let auth_refs: Vec<&Pdu> = auth_pdus.iter().map(|p| p.as_ref()).collect();
-        auth::check_with_auth_events(rules, &pdu, &auth_refs, create.as_deref())
-            .map_err(|rejection| ApiError::forbidden(format!("not allowed: {rejection}")))?;
-
+    /// Stores an authorized event in one change set: the event, its state snapshot (a delta
+    /// on the state before it), the new extremity, a membership change, a redaction.
+    async fn commit(
+        &self,
+        authorized: Authorized,
+    ) -> Result<(Arc<Pdu>, Option<StreamPos>), ApiError> {
+        let pdu = authorized.pdu();
+        let room_id = pdu.room_id().to_owned();
         let mut changes = ChangeSet::new();
         let state_key = pdu.state_key().map(str::to_owned);
         let mut room = RoomChanges {
-            room_id: room_id.to_owned(),
+            room_id: room_id.clone(),
             forward_extremities: Some(vec![pdu.event_id().to_owned()]),
             ..RoomChanges::default()
         };
-        let state_after = match &state_key {
-            Some(state_key) => {
+        let state_before = authorized.state_before();
+        if state_before.is_none() {
+            room.create_with_version = Some(pdu.rules().id.to_owned());
+        }
+        let state_after = match (&state_key, state_before) {
+            (Some(state_key), parent) => {
                 changes.snapshot = Some(NewSnapshot {
-                    parent: Some(snapshot),
+                    parent,
                     changes: vec![(
                         pdu.kind().to_owned(),
                         state_key.clone(),
@@ -337,24 +314,31 @@ impl Rooms {
                 }
                 SnapshotRef::New
             }
-            None => SnapshotRef::Existing(snapshot),
+            (None, Some(snapshot)) => SnapshotRef::Existing(snapshot),
+            (None, None) => return Err(ApiError::unknown("an event without state to follow")),
         };
         changes.events.push(NewEvent {
             event_id: pdu.event_id().to_owned(),
-            room_id: room_id.to_owned(),
+            room_id: room_id.clone(),
             json: Arc::from(pdu.canonical_bytes()),
             status: EventStatus::Accepted,
-            auth_events: auth_pdus.iter().map(|p| p.event_id().to_owned()).collect(),
-            prev_events: prev_ids,
+            auth_events: authorized.auth_ids().to_vec(),
+            prev_events: authorized.prev_ids().to_vec(),
             in_timeline: true,
             state_after: Some(state_after),
         });
         changes.rooms.push(room);
-        if let Some(redacts) = &draft.redacts {
+        if let Some(redacts) = authorized.redacts() {
             records_redaction(&mut changes, redacts, pdu.event_id());
         }
-        let applied = self.storage.apply(changes).await?;
-        let pdu = Arc::new(pdu);
+        let applied = match self.storage.apply(changes).await {
+            Ok(applied) => applied,
+            Err(e) if state_before.is_none() && e.kind() == matrix_storage::ErrorKind::Conflict => {
+                return Err(ApiError::room_in_use());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let pdu = Arc::new(authorized.into_pdu());
         self.events.insert(pdu.event_id().to_owned(), pdu.clone());
         let state_after = match state_after {
             SnapshotRef::New => applied.snapshot,
@@ -363,23 +347,7 @@ impl Rooms {
         if let Some(snapshot) = state_after {
             self.snapshots_of.insert(pdu.event_id().to_owned(), snapshot);
         }
-        // Noted under the room's lock, so that a room's notices stay in stream order.
-        if let Some(pos) = applied.stream.first()
-            && pdu.state_key().is_none()
-            && NOTIFYING.contains(&pdu.kind())
-        {
-            let mentions =
-                match pdu.content().get_object("m.mentions").and_then(|m| m.get("user_ids")) {
-                    Some(Value::Array(users)) => {
-                        users.iter().filter_map(Value::as_str).map(str::to_owned).collect()
-                    }
-                    _ => Vec::new(),
-                };
-            self.ephemeral.notice(room_id, pos.0, pdu.sender(), mentions);
-        }
-        drop(_guard);
-        self.ephemeral.notify();
-        Ok(pdu)
+        Ok((pdu, applied.stream.first().copied()))
     }
 
     /// Stores a new room's create event.
@@ -388,48 +356,13 @@ impl Rooms {
         json: Object,
         rules: &'static RoomVersionRules,
     ) -> Result<Arc<Pdu>, ApiError> {
-        let pdu = self.seal(json, rules)?;
-        auth::check(rules, &pdu, &auth::EventList::<Pdu>(Vec::new()))
-            .map_err(|rejection| ApiError::bad_json(format!("not a valid room: {rejection}")))?;
-        let room_id = pdu.room_id().to_owned();
+        let authorized = self.authorize_create(json, rules)?;
+        let room_id = authorized.pdu().room_id().to_owned();
         let lock = self.room_lock(&room_id);
-        let _guard = lock.lock().await;
-        let mut changes = ChangeSet::new();
-        changes.snapshot = Some(NewSnapshot {
-            parent: None,
-            changes: vec![(
-                "m.room.create".to_owned(),
-                String::new(),
-                Some(pdu.event_id().to_owned()),
-            )],
-        });
-        changes.events.push(NewEvent {
-            event_id: pdu.event_id().to_owned(),
-            room_id: room_id.clone(),
-            json: Arc::from(pdu.canonical_bytes()),
-            status: EventStatus::Accepted,
-            auth_events: Vec::new(),
-            prev_events: Vec::new(),
-            in_timeline: true,
-            state_after: Some(SnapshotRef::New),
-        });
-        changes.rooms.push(RoomChanges {
-            room_id: room_id.clone(),
-            create_with_version: Some(rules.id.to_owned()),
-            current_state: Some(SnapshotRef::New),
-            forward_extremities: Some(vec![pdu.event_id().to_owned()]),
-            memberships: Vec::new(),
-        });
-        match self.storage.apply(changes).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == matrix_storage::ErrorKind::Conflict => {
-                return Err(ApiError::room_in_use());
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let guard = lock.lock().await;
+        let (pdu, _) = self.commit(authorized).await?;
         self.versions.insert(room_id, rules);
-        let pdu = Arc::new(pdu);
-        self.events.insert(pdu.event_id().to_owned(), pdu.clone());
+        drop(guard);
         self.ephemeral.notify();
         Ok(pdu)
     }

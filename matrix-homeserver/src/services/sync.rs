@@ -16,8 +16,12 @@ use serde_json::{Map, Value, json};
 
 use super::ephemeral::Ephemeral;
 use super::rooms::format::stripped_state;
-use super::rooms::{EventFilter, Rooms, Viewer};
+use super::rooms::{EventFilter, Looker, Rooms, Viewer};
 use crate::error::ApiError;
+
+/// How many pages (of the timeline limit plus one) a room's sync timeline reads at most
+/// while its filter or history visibility drops events.
+const TIMELINE_PAGES: usize = 8;
 
 /// How many stream items one look at the global stream reads before falling back to asking
 /// every room.
@@ -324,41 +328,57 @@ impl Sync {
         Ok(events)
     }
 
-    /// The latest `limit` events the filter keeps up to `upto` (inclusive) and after `after`:
-    /// (events oldest first, limited, the position before the first one).
+    /// The latest `limit` events the filter keeps and the user may see, up to `upto`
+    /// (inclusive) and after `after`: (events oldest first, limited, the position before the
+    /// first one). `limited` is true whenever events after `after` were left out, including
+    /// when the scan stops at its bound with events the filter dropped: the client then
+    /// paginates back from `prev_batch` rather than miss them.
     async fn timeline(
         &self,
-        user: &UserId,
+        looker: &Looker<'_>,
         room_id: &str,
         after: StreamPos,
         upto: StreamPos,
         filter: &SyncFilter,
     ) -> Result<(Vec<Arc<Pdu>>, bool, StreamPos), ApiError> {
         let limit = filter.timeline_limit.clamp(1, 100);
-        let items = self
-            .rooms
-            .storage()
-            .timeline(room_id, StreamPos(upto.0.saturating_add(1)), Direction::Backwards, limit + 1)
-            .await?;
         let mut events = Vec::new();
         let mut limited = false;
         let mut first = upto;
-        for item in items {
-            if item.pos <= after {
-                break;
+        let mut cursor = StreamPos(upto.0.saturating_add(1));
+        let mut done = false;
+        'pages: for _ in 0..TIMELINE_PAGES {
+            let items = self
+                .rooms
+                .storage()
+                .timeline(room_id, cursor, Direction::Backwards, limit + 1)
+                .await?;
+            let exhausted = items.len() <= limit;
+            for item in items {
+                if item.pos <= after {
+                    done = true;
+                    break 'pages;
+                }
+                if events.len() == limit {
+                    (limited, done) = (true, true);
+                    break 'pages;
+                }
+                first = item.pos;
+                cursor = item.pos;
+                if let Some(pdu) = self.rooms.pdu(&item.event_id).await?
+                    && filter.timeline.keeps(&pdu)
+                    && self.rooms.sees(looker, &pdu, item.pos).await?
+                {
+                    events.push(pdu);
+                }
             }
-            if events.len() == limit {
-                limited = true;
+            if exhausted {
+                done = true;
                 break;
-            }
-            first = item.pos;
-            if let Some(pdu) = self.rooms.pdu(&item.event_id).await?
-                && filter.timeline.keeps(&pdu)
-                && self.rooms.sees(user, &item.event_id).await?
-            {
-                events.push(pdu);
             }
         }
+        // The bound was reached with older events unread: a gap the client must know of.
+        limited |= !done;
         events.reverse();
         Ok((events, limited, first))
     }
@@ -495,9 +515,10 @@ impl Sync {
         let mut room = Map::new();
         if moved || since.is_none() {
             let after = since_stream.unwrap_or(StreamPos(0));
+            let looker = rooms.looker(room_id, user).await?;
             let (events, limited, first) =
-                self.timeline(user, room_id, after, now.stream, filter).await?;
-            if !events.is_empty() || since_stream.is_none() {
+                self.timeline(&looker, room_id, after, now.stream, filter).await?;
+            if !events.is_empty() || since_stream.is_none() || limited {
                 let state_snapshot = if events.is_empty() {
                     Some(current)
                 } else {
@@ -640,14 +661,21 @@ impl Sync {
         }
         let after = since.map_or(StreamPos(0), |t| t.stream);
         let upto = left_at.min(now.stream);
-        let (events, limited, first) = self.timeline(user, room_id, after, upto, filter).await?;
-        let state_snapshot = if events.is_empty() {
-            stored.state_after
+        let looker = rooms.looker(room_id, user).await?;
+        let (events, limited, first) = self.timeline(&looker, room_id, after, upto, filter).await?;
+        // A user who never joined (a rejected or revoked invite, a ban before joining) is
+        // shown their own membership events and no state at all.
+        let state = if looker.memberships.ever_joined() {
+            let state_snapshot = if events.is_empty() {
+                stored.state_after
+            } else {
+                self.state_before(room_id, first).await?
+            };
+            let known = self.known_state(room_id, since.map(|t| t.stream), limited).await?;
+            self.state_section(user, state_snapshot, known, &events, filter).await?
         } else {
-            self.state_before(room_id, first).await?
+            Vec::new()
         };
-        let known = self.known_state(room_id, since.map(|t| t.stream), limited).await?;
-        let state = self.state_section(user, state_snapshot, known, &events, filter).await?;
         let timeline =
             rooms.show_all(&events, Some(Viewer { user: user.as_str(), device })).await?;
         Ok(Some(json!({

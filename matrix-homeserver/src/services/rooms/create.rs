@@ -154,9 +154,23 @@ impl Rooms {
                 ));
             }
         }
-        for (kind, _, content) in &request.initial_state {
+        let own_alias = match &request.alias_localpart {
+            Some(localpart) => Some(self.local_alias(localpart)?),
+            None => None,
+        };
+        for (kind, state_key, content) in &request.initial_state {
             if kind == "m.room.power_levels" {
                 check_levels(content, rules)?;
+            }
+            // A new room has no alias but the one this request makes.
+            if kind == "m.room.canonical_alias" && state_key.is_empty() {
+                for alias in super::authorize::aliases_named(content)? {
+                    if own_alias.as_ref().is_none_or(|own| own.as_str() != alias) {
+                        return Err(ApiError::bad_alias(format!(
+                            "{alias} does not point at the new room"
+                        )));
+                    }
+                }
             }
         }
         if let Some(content) = &request.creation_content
@@ -201,12 +215,18 @@ impl Rooms {
         })?;
         self.check_create_request(rules, creator, &request).await?;
         let alias = match &request.alias_localpart {
-            Some(localpart) => {
-                let alias = self.local_alias(localpart)?;
+            Some(localpart) => Some(self.local_alias(localpart)?),
+            None => None,
+        };
+        // The alias is checked and taken under the alias lock, so a concurrent alias creation
+        // cannot be overwritten; it is written before the canonical alias event names it.
+        let alias_guard = match &alias {
+            Some(alias) => {
+                let guard = self.alias_lock.lock().await;
                 if self.records().get::<AliasRecord>(ALIASES, alias.as_str()).await?.is_some() {
                     return Err(ApiError::room_in_use());
                 }
-                Some(alias)
+                Some(guard)
             }
             None => None,
         };
@@ -253,6 +273,11 @@ impl Rooms {
         }
         let create = self.append_create(create, rules).await?;
         let room_id = create.room_id().to_owned();
+        if let Some(alias) = &alias {
+            let record = AliasRecord { room_id: room_id.clone(), creator: creator.to_string() };
+            self.records().put(ALIASES, alias.as_str(), Some(&record)).await?;
+        }
+        drop(alias_guard);
 
         // The creator joins.
         self.append(&room_id, creator, self.member_draft(creator, "join", None).await?).await?;
@@ -309,21 +334,8 @@ impl Rooms {
             self.invite(&room_id, creator, invitee, None, request.is_direct).await?;
         }
 
-        let mut changes = matrix_storage::ChangeSet::new();
-        if let Some(alias) = &alias {
-            let record = AliasRecord { room_id: room_id.clone(), creator: creator.to_string() };
-            crate::services::records::Records::set(
-                &mut changes,
-                ALIASES,
-                alias.as_str(),
-                Some(&record),
-            );
-        }
         if request.public {
-            crate::services::records::Records::set(&mut changes, DIRECTORY, &room_id, Some(&true));
-        }
-        if !changes.account_data.is_empty() {
-            self.storage().apply(changes).await?;
+            self.records().put(DIRECTORY, &room_id, Some(&true)).await?;
         }
         Ok(room_id)
     }

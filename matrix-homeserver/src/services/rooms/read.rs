@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use matrix_core::Pdu;
 use matrix_storage::{Direction, SnapshotId, StreamPos};
+
+pub(crate) use super::visibility::Visibility;
 use ruma::UserId;
 use serde_json::Value;
 
@@ -12,30 +14,6 @@ use super::Rooms;
 use super::format::{Shown, client_event};
 use crate::error::ApiError;
 use crate::services::records::REDACTIONS;
-
-/// How much of a room a user may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Visibility {
-    /// Everything up to now (joined, or a world-readable room), with the current state.
-    Now(SnapshotId),
-    /// Up to and including their leave (or ban) at this position, with the state then.
-    Until(StreamPos, SnapshotId),
-}
-
-impl Visibility {
-    pub(crate) fn snapshot(self) -> SnapshotId {
-        match self {
-            Visibility::Now(s) | Visibility::Until(_, s) => s,
-        }
-    }
-    fn allows(self, pos: Option<StreamPos>) -> bool {
-        match (self, pos) {
-            (Visibility::Now(_), _) => true,
-            (Visibility::Until(until, _), Some(pos)) => pos <= until,
-            (Visibility::Until(..), None) => false,
-        }
-    }
-}
 
 /// Who looks at an event (the sender's own device sees its transaction id).
 #[derive(Debug, Clone, Copy)]
@@ -88,107 +66,6 @@ impl EventFilter {
 }
 
 impl Rooms {
-    /// What `user` may see of a room; `M_FORBIDDEN` if nothing.
-    pub(crate) async fn visibility(
-        &self,
-        room_id: &str,
-        user: &UserId,
-    ) -> Result<Visibility, ApiError> {
-        let not_allowed = || ApiError::forbidden("you are not in this room");
-        let info = self.storage().room(room_id).await?.ok_or_else(not_allowed)?;
-        let current = info.current_state.ok_or_else(not_allowed)?;
-        match self.storage().membership(room_id, user.as_str()).await?.as_deref() {
-            Some("join") => return Ok(Visibility::Now(current)),
-            Some("leave" | "ban") => {
-                if let Some(member) =
-                    self.storage().state_get(current, "m.room.member", user.as_str()).await?
-                    && let Some(stored) = self.storage().event(&member).await?
-                    && let (Some(pos), Some(state)) = (stored.stream, stored.state_after)
-                {
-                    // Leaving a room one was only invited to shows nothing of it.
-                    let was_joined = self.was_joined_before(&stored).await?;
-                    if was_joined {
-                        return Ok(Visibility::Until(pos, state));
-                    }
-                }
-            }
-            _ => {}
-        }
-        let world_readable = self
-            .state_pdu(current, "m.room.history_visibility", "")
-            .await?
-            .is_some_and(|e| e.content().get_str("history_visibility") == Some("world_readable"));
-        if world_readable { Ok(Visibility::Now(current)) } else { Err(not_allowed()) }
-    }
-
-    /// Whether the room's history visibility at an event lets `user` see it: `shared` and
-    /// `world_readable` always (the room-level checks of [`Rooms::visibility`] come first),
-    /// `invited` when the user was invited or joined then, `joined` when joined then.
-    pub(crate) async fn sees(&self, user: &UserId, event_id: &str) -> Result<bool, ApiError> {
-        let Some(snapshot) = self.state_after_of(event_id).await? else { return Ok(false) };
-        let history = match self.visibility_at.get(&snapshot) {
-            Some(history) => history,
-            None => {
-                let history: Arc<str> =
-                    match self.state_pdu(snapshot, "m.room.history_visibility", "").await? {
-                        Some(pdu) => {
-                            pdu.content().get_str("history_visibility").unwrap_or("shared").into()
-                        }
-                        None => "shared".into(),
-                    };
-                self.visibility_at.insert(snapshot, history.clone());
-                history
-            }
-        };
-        let wanted: &[&str] = match &*history {
-            "invited" => &["invite", "join"],
-            "joined" => &["join"],
-            // `shared`, `world_readable`, and values the spec does not define (read as shared).
-            _ => return Ok(true),
-        };
-        let membership = self
-            .state_pdu(snapshot, "m.room.member", user.as_str())
-            .await?
-            .and_then(|m| m.content().get_str("membership").map(str::to_owned));
-        Ok(membership.is_some_and(|m| wanted.contains(&m.as_str())))
-    }
-
-    /// The state after an event, cached (it never changes).
-    pub(crate) async fn state_after_of(
-        &self,
-        event_id: &str,
-    ) -> Result<Option<SnapshotId>, ApiError> {
-        if let Some(snapshot) = self.snapshots_of.get(event_id) {
-            return Ok(Some(snapshot));
-        }
-        let snapshot = self.storage().event(event_id).await?.and_then(|e| e.state_after);
-        if let Some(snapshot) = snapshot {
-            self.snapshots_of.insert(event_id.to_owned(), snapshot);
-        }
-        Ok(snapshot)
-    }
-
-    /// Whether the membership a leave replaced was a join (kicked or left after joining).
-    async fn was_joined_before(
-        &self,
-        leave: &matrix_storage::StoredEvent,
-    ) -> Result<bool, ApiError> {
-        let Some(pdu) = self.pdu(&leave.event_id).await? else { return Ok(false) };
-        let Some(state_key) = pdu.state_key() else { return Ok(false) };
-        for prev in pdu.prev_events() {
-            if let Some(prev) = self.storage().event(prev).await?
-                && let Some(snapshot) = prev.state_after
-                && let Some(before) = self.state_pdu(snapshot, "m.room.member", state_key).await?
-            {
-                return Ok(matches!(
-                    before.content().get_str("membership"),
-                    Some("join" | "leave" | "ban")
-                ));
-            }
-        }
-        Ok(false)
-    }
-
     /// The state events of a snapshot.
     pub(crate) async fn state_events(
         &self,
@@ -249,10 +126,14 @@ impl Rooms {
         let Some(stored) = stored.filter(|e| e.room_id == room_id) else {
             return Err(ApiError::not_found("no such event in this room"));
         };
-        if !visibility.allows(stored.stream) || !self.sees(user, event_id).await? {
-            return Err(ApiError::not_found("no such event in this room"));
+        let looker = self.looker(room_id, user).await?;
+        let pdu = self.pdu(event_id).await?.ok_or_else(|| ApiError::not_found("no such event"))?;
+        match stored.stream {
+            Some(pos) if visibility.allows(Some(pos)) && self.sees(&looker, &pdu, pos).await? => {
+                Ok(pdu)
+            }
+            _ => Err(ApiError::not_found("no such event in this room")),
         }
-        self.pdu(event_id).await?.ok_or_else(|| ApiError::not_found("no such event"))
     }
 
     /// A page of the timeline from `from` (exclusive; `None`: the end for backwards, the
@@ -267,6 +148,7 @@ impl Rooms {
         filter: &EventFilter,
     ) -> Result<(StreamPos, Chunk), ApiError> {
         let visibility = self.visibility(room_id, user).await?;
+        let looker = self.looker(room_id, user).await?;
         let ceiling = match visibility {
             Visibility::Now(_) => StreamPos(self.stream_position().await?.0.saturating_add(1)),
             Visibility::Until(until, _) => StreamPos(until.0.saturating_add(1)),
@@ -291,7 +173,7 @@ impl Rooms {
                 cursor = item.pos;
                 if let Some(pdu) = self.pdu(&item.event_id).await?
                     && filter.keeps(&pdu)
-                    && self.sees(user, &item.event_id).await?
+                    && self.sees(&looker, &pdu, item.pos).await?
                 {
                     events.push(pdu);
                     if events.len() == limit {
