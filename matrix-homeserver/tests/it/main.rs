@@ -3,9 +3,11 @@
 
 mod account;
 mod discovery;
+mod faults;
 mod rooms;
 mod spec;
 mod sync;
+mod trust;
 
 use std::sync::Arc;
 

@@ -1,0 +1,78 @@
+//! Storage with injected faults, for tests of what the server does when storage is slow.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use matrix_storage::{
+    AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet, Device, Direction,
+    EventStore, KeyStore, Media, MediaStore, OurKey, OutboundItem, QueueStore, RemoteKey, Result,
+    RetryState, RoomInfo, RoomStore, SnapshotId, StateEntry, StateStore, Storage, StoredEvent,
+    StreamItem, StreamPos, TokenOwner, User,
+};
+
+/// A store whose change sets are acknowledged `delay` after they are applied (durable, but
+/// the acknowledgement is late: a client may give up in between).
+pub(crate) struct SlowAcks {
+    pub(crate) inner: Arc<dyn Storage>,
+    pub(crate) delay: Duration,
+}
+
+/// Forwards the read methods to `inner`.
+macro_rules! forward {
+    ($trait:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $out:ty;)* }) => {
+        #[async_trait]
+        impl $trait for SlowAcks {
+            $(async fn $name(&self $(, $arg: $ty)*) -> $out { self.inner.$name($($arg),*).await })*
+        }
+    };
+}
+
+forward!(EventStore {
+    fn event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
+    fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>>;
+});
+forward!(StateStore {
+    fn state_get(&self, snapshot: SnapshotId, kind: &str, state_key: &str) -> Result<Option<String>>;
+    fn state_full(&self, snapshot: SnapshotId) -> Result<Vec<StateEntry>>;
+});
+forward!(RoomStore {
+    fn room(&self, room_id: &str) -> Result<Option<RoomInfo>>;
+    fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>>;
+    fn rooms_of_user(&self, user_id: &str) -> Result<Vec<(String, String)>>;
+    fn members(&self, room_id: &str) -> Result<Vec<(String, String)>>;
+    fn stream_position(&self) -> Result<StreamPos>;
+    fn stream_range(&self, after: StreamPos, upto: StreamPos, limit: usize) -> Result<Vec<StreamItem>>;
+    fn timeline(&self, room_id: &str, from: StreamPos, direction: Direction, limit: usize) -> Result<Vec<StreamItem>>;
+});
+forward!(AccountStore {
+    fn user(&self, user_id: &str) -> Result<Option<User>>;
+    fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>>;
+    fn devices(&self, user_id: &str) -> Result<Vec<Device>>;
+    fn token(&self, token: &str) -> Result<Option<TokenOwner>>;
+});
+forward!(KeyStore {
+    fn our_keys(&self) -> Result<Vec<OurKey>>;
+    fn remote_key(&self, server: &str, key_id: &str) -> Result<Option<RemoteKey>>;
+});
+forward!(QueueStore {
+    fn transaction_seen(&self, origin: &str, txn_id: &str) -> Result<bool>;
+    fn outbound(&self, destination: &str, limit: usize) -> Result<Vec<OutboundItem>>;
+    fn retry(&self, destination: &str) -> Result<Option<RetryState>>;
+});
+forward!(AccountDataStore {
+    fn account_data(&self, user_id: &str, room_id: Option<&str>, kind: &str) -> Result<Option<Vec<u8>>>;
+    fn all_account_data(&self, user_id: &str) -> Result<Vec<AccountDataItem>>;
+});
+forward!(MediaStore {
+    fn media(&self, media_id: &str) -> Result<Option<Media>>;
+});
+
+#[async_trait]
+impl Storage for SlowAcks {
+    async fn apply(&self, changes: ChangeSet) -> Result<Applied> {
+        let applied = self.inner.apply(changes).await?;
+        tokio::time::sleep(self.delay).await;
+        Ok(applied)
+    }
+}
