@@ -454,6 +454,7 @@ struct MessagesQuery {
     dir: Option<String>,
     limit: Option<usize>,
     filter: Option<String>,
+    to: Option<String>,
 }
 
 /// A room event filter given inline as JSON.
@@ -485,10 +486,25 @@ async fn messages(
         ),
         None => None,
     };
+    let to = match query.to.as_deref() {
+        Some(token) => Some(
+            parse_room_token(token)
+                .ok_or_else(|| ApiError::invalid_param("`to` is not a pagination token"))?,
+        ),
+        None => None,
+    };
     let (filter, lazy) = room_event_filter(query.filter.as_deref())?;
     let (start, chunk) = state
         .rooms
-        .messages(room.as_str(), &auth.user_id, from, direction, query.limit.unwrap_or(10), &filter)
+        .messages(
+            room.as_str(),
+            &auth.user_id,
+            from,
+            to,
+            direction,
+            query.limit.unwrap_or(10),
+            &filter,
+        )
         .await?;
     let mut response = json!({
         "start": room_token(start),
@@ -556,7 +572,7 @@ async fn context(
         let mut events = Vec::new();
         if limit > 0 {
             let (_, chunk) = rooms
-                .messages(room.as_str(), &auth.user_id, Some(pos), direction, limit, &filter)
+                .messages(room.as_str(), &auth.user_id, Some(pos), None, direction, limit, &filter)
                 .await?;
             ends[i] = chunk.reached;
             events = rooms.show_all(&chunk.events, device).await?;

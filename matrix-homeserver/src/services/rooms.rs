@@ -85,6 +85,10 @@ pub(crate) struct Rooms {
     snapshots_of: quick_cache::sync::Cache<String, SnapshotId>,
     /// The history visibility of each state snapshot (never changes).
     visibility_at: quick_cache::sync::Cache<SnapshotId, visibility::History>,
+    /// The state event each state event replaced (never changes).
+    replaced: quick_cache::sync::Cache<String, Option<Arc<str>>>,
+    /// Member summaries of snapshots (never change).
+    summaries: quick_cache::sync::Cache<SnapshotId, Arc<read::MemberSummary>>,
     /// Membership histories by (room, user), with the member event they end with.
     memberships: quick_cache::sync::Cache<(String, String), (String, Arc<Memberships>)>,
     /// Room versions by room id (a room's version never changes).
@@ -150,6 +154,8 @@ impl Rooms {
             snapshots_of: quick_cache::sync::Cache::new(16_384),
             visibility_at: quick_cache::sync::Cache::new(4_096),
             memberships: quick_cache::sync::Cache::new(16_384),
+            replaced: quick_cache::sync::Cache::new(16_384),
+            summaries: quick_cache::sync::Cache::new(1_024),
             txns: quick_cache::sync::Cache::new(16_384),
             alias_lock: tokio::sync::Mutex::new(()),
             echoes: quick_cache::sync::Cache::new(16_384),

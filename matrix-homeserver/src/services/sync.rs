@@ -70,7 +70,10 @@ pub(crate) struct SyncFilter {
     pub(crate) include_leave: bool,
     pub(crate) rooms: Option<Vec<String>>,
     pub(crate) not_rooms: Vec<String>,
+    /// The top-level `account_data` filter (global account data).
     pub(crate) account_data: EventFilter,
+    /// `room.account_data` (each room's account data).
+    pub(crate) room_account_data: EventFilter,
 }
 
 impl Default for SyncFilter {
@@ -84,6 +87,7 @@ impl Default for SyncFilter {
             rooms: None,
             not_rooms: Vec::new(),
             account_data: EventFilter::default(),
+            room_account_data: EventFilter::default(),
         }
     }
 }
@@ -432,6 +436,20 @@ impl Sync {
         let senders: BTreeSet<&str> =
             timeline.iter().map(|p| p.sender()).chain([user.as_str()]).collect();
         let in_timeline: HashSet<&str> = timeline.iter().map(|p| p.event_id()).collect();
+        if known == Known::UpToTimeline {
+            // Lazy loading with nothing else missing: the senders' member events only, one
+            // lookup each rather than a read of the whole state.
+            let mut out = Vec::new();
+            for sender in senders {
+                if let Some(pdu) = self.rooms.state_pdu(snapshot, "m.room.member", sender).await?
+                    && !in_timeline.contains(pdu.event_id())
+                    && filter.state.keeps(&pdu)
+                {
+                    out.push(self.rooms.show(&pdu, None).await?);
+                }
+            }
+            return Ok(out);
+        }
         let storage = self.rooms.storage();
         let had: HashSet<(String, String, String)> = match known {
             Known::Snapshot(base) => storage
@@ -550,7 +568,7 @@ impl Sync {
             room.insert("ephemeral".to_owned(), json!({"events": ephemeral}));
         }
         let account_data =
-            self.account_data(user, Some(room_id), data, &filter.account_data).await?;
+            self.account_data(user, Some(room_id), data, &filter.room_account_data).await?;
         if !account_data.is_empty() {
             room.insert("account_data".to_owned(), json!({"events": account_data}));
         }
@@ -567,27 +585,14 @@ impl Sync {
 
     /// `m.heroes` and the member counts.
     async fn summary(&self, user: &UserId, snapshot: SnapshotId) -> Result<Value, ApiError> {
-        let mut joined = 0;
-        let mut invited = 0;
-        let mut heroes = Vec::new();
-        for entry in self.rooms.storage().state_full(snapshot).await? {
-            if entry.kind != "m.room.member" {
-                continue;
-            }
-            if let Some(pdu) = self.rooms.pdu(&entry.event_id).await? {
-                match pdu.content().get_str("membership") {
-                    Some("join") => joined += 1,
-                    Some("invite") => invited += 1,
-                    _ => continue,
-                }
-                if entry.state_key != user.as_str() && heroes.len() < 5 {
-                    heroes.push(entry.state_key.clone());
-                }
-            }
-        }
-        Ok(
-            json!({"m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited}),
-        )
+        let summary = self.rooms.member_summary(snapshot).await?;
+        let heroes: Vec<&String> =
+            summary.first.iter().filter(|u| u.as_str() != user.as_str()).take(5).collect();
+        Ok(json!({
+            "m.heroes": heroes,
+            "m.joined_member_count": summary.joined,
+            "m.invited_member_count": summary.invited,
+        }))
     }
 
     async fn invited_room(
@@ -708,6 +713,7 @@ pub(crate) fn parse_filter(json: &Value) -> SyncFilter {
         rooms: strings(&room["rooms"]),
         not_rooms: strings(&room["not_rooms"]).unwrap_or_default(),
         account_data: event_filter(&json["account_data"]),
+        room_account_data: event_filter(&room["account_data"]),
         ..SyncFilter::default()
     };
     if let Some(limit) = room["timeline"]["limit"].as_u64() {

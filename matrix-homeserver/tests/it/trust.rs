@@ -356,6 +356,69 @@ async fn finding_15_a_retry_after_a_dropped_request_does_not_send_twice() {
     assert_eq!(bodies, vec!["only once".to_owned()]);
 }
 
+async fn finding_33_state_events_carry_prev_content_and_replaces_state(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, alice_id) = user(&server, "alice").await;
+    let room = create(&alice, json!({})).await;
+    let path = format!("/profile/{alice_id}/displayname");
+    assert_eq!(put(&alice, &path, &json!({"displayname": "Alice"})).await.0, 200);
+    assert_eq!(put(&alice, &path, &json!({"displayname": "Alicia"})).await.0, 200);
+    let (_, body) = alice.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=100")).await;
+    let members: Vec<&Value> = body["chunk"]
+        .as_array()
+        .expect("a chunk")
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .collect();
+    // Newest first: Alicia (was Alice), Alice (was no name), the join (replaces nothing).
+    assert_eq!(members[0]["content"]["displayname"], "Alicia");
+    assert_eq!(members[0]["unsigned"]["prev_content"]["displayname"], "Alice", "{}", members[0]);
+    assert_eq!(members[0]["unsigned"]["replaces_state"], members[1]["event_id"]);
+    assert_eq!(members[1]["unsigned"]["prev_content"]["membership"], "join");
+    let join = members.last().expect("the join");
+    assert!(join["unsigned"].get("replaces_state").is_none(), "{join}");
+    assert!(join["unsigned"].get("prev_content").is_none(), "{join}");
+}
+
+async fn finding_47_room_account_data_filter_and_messages_to(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, alice_id) = user(&server, "alice").await;
+    let room = create(&alice, json!({})).await;
+    for kind in ["x.a", "x.b"] {
+        let path = format!("/user/{alice_id}/rooms/{room}/account_data/{kind}");
+        assert_eq!(put(&alice, &path, &json!({"k": kind})).await.0, 200);
+    }
+    let filter = urlencoding(
+        r#"{"account_data":{"types":["x.none"]},"room":{"account_data":{"types":["x.a"]}}}"#,
+    );
+    let (_, body) = alice.get(&format!("{V3}/sync?filter={filter}")).await;
+    let data = &body["rooms"]["join"][&room]["account_data"]["events"];
+    let kinds: Vec<&str> = data
+        .as_array()
+        .expect("room account data")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(kinds, vec!["x.a"], "{body}");
+
+    // `to` stops a page: back from the end down to the newest message only.
+    for i in 0..5 {
+        sent(&alice, &room, &format!("t{i}"), &format!("m{i}")).await;
+    }
+    let (_, newest) = alice.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=1")).await;
+    let to = newest["end"].as_str().expect("an end token");
+    let (status, page) =
+        alice.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=50&to={to}")).await;
+    assert_eq!(status, 200, "{page}");
+    let bodies: Vec<&str> = page["chunk"]
+        .as_array()
+        .expect("a chunk")
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, vec!["m4"], "{page}");
+}
+
 fn urlencoding(text: &str) -> String {
     crate::rooms::urlencode(text)
 }
@@ -369,4 +432,6 @@ crate::on_every_backend!(
     finding_16_a_filtered_sync_timeline_says_limited_when_it_leaves_events_out,
     finding_31_create_room_cannot_overwrite_an_alias_made_meanwhile,
     finding_38_the_canonical_alias_must_point_at_the_room,
+    finding_33_state_events_carry_prev_content_and_replaces_state,
+    finding_47_room_account_data_filter_and_messages_to,
 );

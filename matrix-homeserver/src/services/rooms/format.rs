@@ -17,6 +17,8 @@ pub(crate) struct Shown {
     pub(crate) transaction_id: Option<String>,
     /// The content of the state event this one replaced, if known.
     pub(crate) prev_content: Option<Value>,
+    /// The id of the state event this one replaced, if any.
+    pub(crate) replaces_state: Option<String>,
 }
 
 /// The JSON of an object from matrix-core, as serde_json's.
@@ -50,6 +52,9 @@ pub(crate) fn client_event(pdu: &Pdu, shown: Shown) -> Value {
     }
     if let Some(prev) = shown.prev_content {
         unsigned.insert("prev_content".to_owned(), prev);
+    }
+    if let Some(replaced) = shown.replaces_state {
+        unsigned.insert("replaces_state".to_owned(), Value::from(replaced));
     }
     let age = super::now_ms().saturating_sub(pdu.origin_server_ts()).max(0);
     unsigned.insert("age".to_owned(), Value::from(age));

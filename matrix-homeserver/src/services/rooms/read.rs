@@ -15,6 +15,10 @@ use super::format::{Shown, client_event};
 use crate::error::ApiError;
 use crate::services::records::REDACTIONS;
 
+/// The most timeline events one page of `/messages` or `/context` reads (a filter or
+/// history visibility may drop most of them; the client continues from `end`).
+const MAX_SCANNED: usize = 5_000;
+
 /// Who looks at an event (the sender's own device sees its transaction id).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Viewer<'a> {
@@ -98,7 +102,42 @@ impl Rooms {
         {
             shown.transaction_id = self.transaction_of(pdu.event_id(), viewer.device);
         }
+        if let Some(replaced) = self.replaces_state(pdu).await? {
+            if let Some(previous) = self.pdu(&replaced).await? {
+                // The previous content as clients would see that event (redacted or not).
+                let redacted =
+                    self.records().get::<String>(REDACTIONS, previous.event_id()).await?.is_some();
+                let content = if redacted {
+                    let stripped =
+                        matrix_core::redaction::redact(previous.json(), previous.rules());
+                    stripped.get_object("content").cloned().unwrap_or_default()
+                } else {
+                    previous.content().clone()
+                };
+                shown.prev_content = Some(Value::Object(super::format::to_serde(&content)));
+            }
+            shown.replaces_state = Some(replaced);
+        }
         Ok(client_event(pdu, shown))
+    }
+
+    /// The state event a state event replaced (at its type and state key, in the state
+    /// before it), cached: it never changes.
+    async fn replaces_state(&self, pdu: &Pdu) -> Result<Option<String>, ApiError> {
+        let Some(state_key) = pdu.state_key() else { return Ok(None) };
+        if let Some(replaced) = self.replaced.get(pdu.event_id()) {
+            return Ok(replaced.map(|id| id.to_string()));
+        }
+        let replaced = match self.state_before_event(pdu).await? {
+            Some(before) => self
+                .storage()
+                .state_get(before, pdu.kind(), state_key)
+                .await?
+                .filter(|id| id != pdu.event_id()),
+            None => None,
+        };
+        self.replaced.insert(pdu.event_id().to_owned(), replaced.as_deref().map(Arc::from));
+        Ok(replaced)
     }
 
     /// The client form of many events.
@@ -137,22 +176,32 @@ impl Rooms {
     }
 
     /// A page of the timeline from `from` (exclusive; `None`: the end for backwards, the
-    /// start for forwards), at most `limit` events the filter keeps.
+    /// start for forwards) towards `to` (backwards: down to positions at or after it;
+    /// forwards: before it), at most `limit` events the filter keeps and the user may see.
+    /// At most [`MAX_SCANNED`] events are read for one page, whatever the filter drops.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn messages(
         &self,
         room_id: &str,
         user: &UserId,
         from: Option<StreamPos>,
+        to: Option<StreamPos>,
         direction: Direction,
         limit: usize,
         filter: &EventFilter,
     ) -> Result<(StreamPos, Chunk), ApiError> {
         let visibility = self.visibility(room_id, user).await?;
         let looker = self.looker(room_id, user).await?;
-        let ceiling = match visibility {
+        let mut ceiling = match visibility {
             Visibility::Now(_) => StreamPos(self.stream_position().await?.0.saturating_add(1)),
             Visibility::Until(until, _) => StreamPos(until.0.saturating_add(1)),
         };
+        let mut floor = StreamPos(0);
+        match (to, direction) {
+            (Some(to), Direction::Forwards) => ceiling = ceiling.min(to),
+            (Some(to), Direction::Backwards) => floor = to,
+            (None, _) => {}
+        }
         let start = match (from, direction) {
             (Some(from), Direction::Backwards) => from.min(ceiling),
             (None, Direction::Backwards) => ceiling,
@@ -162,15 +211,20 @@ impl Rooms {
         let limit = limit.clamp(1, 1000);
         let mut events = Vec::new();
         let mut cursor = start;
-        // Bounded: each round reads a page; a filter can make rounds keep nothing.
-        for _ in 0..50 {
+        let mut scanned = 0;
+        while scanned < MAX_SCANNED {
             let items = self.storage().timeline(room_id, cursor, direction, limit).await?;
             let exhausted = items.len() < limit;
             for item in items {
-                if direction == Direction::Forwards && item.pos >= ceiling {
+                let beyond = match direction {
+                    Direction::Forwards => item.pos >= ceiling,
+                    Direction::Backwards => item.pos < floor,
+                };
+                if beyond {
                     return Ok((start, Chunk { events, next: None, reached: cursor }));
                 }
                 cursor = item.pos;
+                scanned += 1;
                 if let Some(pdu) = self.pdu(&item.event_id).await?
                     && filter.keeps(&pdu)
                     && self.sees(&looker, &pdu, item.pos).await?
@@ -223,5 +277,50 @@ impl Rooms {
             }
         }
         Ok(events)
+    }
+}
+
+/// The member counts of a state snapshot and the first members (joined or invited), for
+/// `/sync`'s room summary.
+#[derive(Debug, Default)]
+pub(crate) struct MemberSummary {
+    pub(crate) joined: u64,
+    pub(crate) invited: u64,
+    /// Up to [`HERO_CANDIDATES`] joined or invited users, in state order.
+    pub(crate) first: Vec<String>,
+}
+
+/// Heroes are five users other than the viewer, so six candidates always suffice.
+const HERO_CANDIDATES: usize = 6;
+
+impl Rooms {
+    /// The member summary of a snapshot, cached (snapshots never change), so that a busy
+    /// room's summary is not recounted from its whole state on every sync.
+    pub(crate) async fn member_summary(
+        &self,
+        snapshot: SnapshotId,
+    ) -> Result<Arc<MemberSummary>, ApiError> {
+        if let Some(summary) = self.summaries.get(&snapshot) {
+            return Ok(summary);
+        }
+        let mut summary = MemberSummary::default();
+        for entry in self.storage().state_full(snapshot).await? {
+            if entry.kind != "m.room.member" {
+                continue;
+            }
+            if let Some(pdu) = self.pdu(&entry.event_id).await? {
+                match pdu.content().get_str("membership") {
+                    Some("join") => summary.joined += 1,
+                    Some("invite") => summary.invited += 1,
+                    _ => continue,
+                }
+                if summary.first.len() < HERO_CANDIDATES {
+                    summary.first.push(entry.state_key);
+                }
+            }
+        }
+        let summary = Arc::new(summary);
+        self.summaries.insert(snapshot, summary.clone());
+        Ok(summary)
     }
 }
