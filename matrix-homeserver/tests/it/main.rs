@@ -8,6 +8,7 @@ mod rooms;
 mod spec;
 mod sync;
 mod trust;
+mod visibility;
 
 use std::sync::Arc;
 
