@@ -378,7 +378,7 @@ impl Rooms {
             self.ephemeral.notice(room_id, pos.0, pdu.sender(), mentions);
         }
         drop(_guard);
-        self.ephemeral.notify();
+        self.ephemeral.event_appended(room_id, &pdu).await;
         Ok(pdu)
     }
 
@@ -430,7 +430,7 @@ impl Rooms {
         self.versions.insert(room_id, rules);
         let pdu = Arc::new(pdu);
         self.events.insert(pdu.event_id().to_owned(), pdu.clone());
-        self.ephemeral.notify();
+        self.ephemeral.event_appended(pdu.room_id(), &pdu).await;
         Ok(pdu)
     }
 

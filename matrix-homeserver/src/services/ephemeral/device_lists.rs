@@ -1,0 +1,82 @@
+//! Whose device lists a user hears about: only users who share a joined room with them (and
+//! their own), so that key changes do not leak to the whole server. Read from the membership
+//! tables, which are indexed by user and by room.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::Ephemeral;
+use crate::error::ApiError;
+
+/// Past this many changed users, the users sharing a room with the syncing user are read once
+/// (one read per joined room) instead of one read per changed user.
+const CHECK_EACH_UP_TO: usize = 32;
+
+impl Ephemeral {
+    /// The rooms `user` has joined.
+    async fn joined_rooms(&self, user: &str) -> Result<HashSet<String>, ApiError> {
+        let rooms = self.storage.rooms_of_user(user).await?;
+        Ok(rooms.into_iter().filter(|(_, m)| m == "join").map(|(r, _)| r).collect())
+    }
+
+    /// `user` and every user who shares a joined room with them.
+    pub(crate) async fn sharing(&self, user: &str) -> Result<BTreeSet<String>, ApiError> {
+        let mut users = BTreeSet::from([user.to_owned()]);
+        for room in self.joined_rooms(user).await? {
+            for (member, membership) in self.storage.members(&room).await? {
+                if membership == "join" {
+                    users.insert(member);
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    /// Wakes `user` and the users sharing a room with them (their device list changed).
+    pub(super) async fn wake_sharing(&self, user: &str) {
+        match self.sharing(user).await {
+            Ok(users) => self.wakeups.wake_all_of(users.iter().map(String::as_str)),
+            Err(error) => {
+                eprintln!("could not read whom {user}'s key change concerns: {error}");
+                self.wakeups.wake_everybody();
+            }
+        }
+    }
+
+    /// `device_lists.changed` of a sync from counter `since` up to `upto`: the users among
+    /// `user` and those sharing a room with them whose device list changed in between. When
+    /// the change log no longer reaches back to `since` (or the token is from before this
+    /// process), all of them: a client must never miss a change silently.
+    pub(crate) async fn device_lists_changed(
+        &self,
+        user: &str,
+        since: u64,
+        upto: u64,
+    ) -> Result<Vec<String>, ApiError> {
+        let changed = if since < self.base { None } else { self.lock().keys.changed(since, upto) };
+        let Some(changed) = changed else {
+            return Ok(self.sharing(user).await?.into_iter().collect());
+        };
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        if changed.len() > CHECK_EACH_UP_TO {
+            let sharing = self.sharing(user).await?;
+            return Ok(changed.intersection(&sharing).cloned().collect());
+        }
+        let mine = self.joined_rooms(user).await?;
+        let mut out = Vec::new();
+        for other in changed {
+            let shares = other == user
+                || self
+                    .storage
+                    .rooms_of_user(&other)
+                    .await?
+                    .iter()
+                    .any(|(room, m)| m == "join" && mine.contains(room));
+            if shares {
+                out.push(other);
+            }
+        }
+        Ok(out)
+    }
+}
