@@ -651,7 +651,9 @@ async fn receipt(
     // would be a new key in the room's receipts per request.
     if let Some(thread) = &body.thread_id
         && thread != "main"
-        && (!thread.starts_with('$') || ruma::EventId::parse(thread.as_str()).is_err())
+        && (thread.len() < 2
+            || !thread.starts_with('$')
+            || ruma::EventId::parse(thread.as_str()).is_err())
     {
         return Err(ApiError::invalid_param("thread_id must be \"main\" or an event id"));
     }
