@@ -150,9 +150,10 @@ async fn changes(
         }
         None => state.ephemeral.position(),
     };
-    let changed =
-        state.ephemeral.device_lists_changed(auth.user_id.as_str(), since.counter, upto).await?;
-    Ok(Json(json!({"changed": changed, "left": []})))
+    let user = auth.user_id.as_str();
+    let changed = state.ephemeral.device_lists_changed(user, since.counter, upto).await?;
+    let left = state.ephemeral.device_lists_left(user, since.counter, upto).await?;
+    Ok(Json(json!({"changed": changed, "left": left})))
 }
 
 #[derive(Debug, Deserialize)]

@@ -62,6 +62,9 @@ struct Inner {
     account_data_log: VecDeque<(u64, String, Option<String>, String)>,
     to_device: Queues,
     keys: keys::Keys,
+    /// (counter, room, user) of users who left a room or were banned from it, for
+    /// `device_lists.left`.
+    departures: VecDeque<(u64, String, String)>,
 }
 
 impl Inner {
@@ -175,12 +178,21 @@ impl Ephemeral {
 
     /// Wakes whom a newly appended event concerns: the room's joined and invited members,
     /// its sender, and the user a membership event is about (a kicked or uninvited user).
+    /// A departure (leave, kick, ban) is also noted for `device_lists.left`.
     pub(crate) async fn event_appended(&self, room: &str, pdu: &Pdu) {
         let mut extra = vec![pdu.sender()];
         if pdu.kind() == "m.room.member"
             && let Some(target) = pdu.state_key()
         {
             extra.push(target);
+            if matches!(pdu.content().get_str("membership"), Some("leave" | "ban")) {
+                let mut inner = self.lock();
+                let counter = inner.bump();
+                inner.departures.push_back((counter, room.to_owned(), target.to_owned()));
+                if inner.departures.len() > LOG_LEN {
+                    inner.departures.pop_front();
+                }
+            }
         }
         self.wake_room(room, Audience::JoinedAndInvited, &extra).await;
     }

@@ -237,13 +237,16 @@ impl Sync {
             .into_iter()
             .map(|m| json!({"sender": m.sender, "type": m.kind, "content": m.content}))
             .collect();
-        let changed = match request.since {
+        let (changed, left) = match request.since {
             Some(since) => {
-                self.ephemeral
-                    .device_lists_changed(user.as_str(), since.counter, now.counter)
-                    .await?
+                let (from, to) = (since.counter, now.counter);
+                let ephemeral = &self.ephemeral;
+                (
+                    ephemeral.device_lists_changed(user.as_str(), from, to).await?,
+                    ephemeral.device_lists_left(user.as_str(), from, to).await?,
+                )
             }
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
 
         let empty = join.is_empty()
@@ -251,14 +254,15 @@ impl Sync {
             && leave.is_empty()
             && account_data.is_empty()
             && to_device.is_empty()
-            && changed.is_empty();
+            && changed.is_empty()
+            && left.is_empty();
         let mut response = json!({
             "next_batch": now.to_string(),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
             "account_data": {"events": account_data},
             "to_device": {"events": to_device},
             "presence": {"events": []},
-            "device_lists": {"changed": changed, "left": []},
+            "device_lists": {"changed": changed, "left": left},
             "device_one_time_keys_count": self.ephemeral.one_time_key_counts(user.as_str(), device),
             "device_unused_fallback_key_types": self.ephemeral.fallback_key_types(user.as_str(), device),
         });

@@ -42,6 +42,52 @@ impl Ephemeral {
         }
     }
 
+    /// `device_lists.left` of a sync from counter `since` up to `upto`: users who no longer
+    /// share a joined room with `user`, found from the departures in between (someone left
+    /// a room of the user's, or the user left a room: its members). Departures older than
+    /// what is remembered are not reported (the client then gets `changed` in full).
+    pub(crate) async fn device_lists_left(
+        &self,
+        user: &str,
+        since: u64,
+        upto: u64,
+    ) -> Result<Vec<String>, ApiError> {
+        let departures: Vec<(String, String)> = {
+            let inner = self.lock();
+            inner
+                .departures
+                .iter()
+                .filter(|(c, ..)| *c > since && *c <= upto)
+                .map(|(_, room, who)| (room.clone(), who.clone()))
+                .collect()
+        };
+        if departures.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mine = self.joined_rooms(user).await?;
+        let mut candidates = BTreeSet::new();
+        for (room, who) in departures {
+            if who == user {
+                for (member, membership) in self.storage.members(&room).await? {
+                    if membership == "join" {
+                        candidates.insert(member);
+                    }
+                }
+            } else if mine.contains(&room) {
+                candidates.insert(who);
+            }
+        }
+        candidates.remove(user);
+        let mut left = Vec::new();
+        for other in candidates {
+            let theirs = self.storage.rooms_of_user(&other).await?;
+            if !theirs.iter().any(|(room, m)| m == "join" && mine.contains(room)) {
+                left.push(other);
+            }
+        }
+        Ok(left)
+    }
+
     /// `device_lists.changed` of a sync from counter `since` up to `upto`: the users among
     /// `user` and those sharing a room with them whose device list changed in between. When
     /// the change log no longer reaches back to `since` (or the token is from before this
