@@ -2,6 +2,7 @@
 //! `TestHomeserver`, with its failure cases.
 
 mod abuse_ephemeral;
+mod abuse_keys;
 mod account;
 mod discovery;
 mod rooms;
