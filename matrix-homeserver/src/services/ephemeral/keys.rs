@@ -43,6 +43,9 @@ pub(crate) struct Keys {
     by_user: HashMap<String, BTreeMap<String, DeviceKeys>>,
     /// (counter, user) whose device list changed, oldest first.
     log: VecDeque<(u64, String)>,
+    /// The counter of the latest change dropped from the log: a token at or after it is
+    /// still covered.
+    dropped_upto: u64,
 }
 
 fn algorithm(key_id: &str) -> &str {
@@ -101,18 +104,17 @@ impl Keys {
     /// Notes that `user`'s device list changed, as change number `counter`.
     pub(crate) fn log_change(&mut self, counter: u64, user: &str) {
         self.log.push_back((counter, user.to_owned()));
-        if self.log.len() > LOG_LEN {
-            self.log.pop_front();
+        if self.log.len() > LOG_LEN
+            && let Some((dropped, _)) = self.log.pop_front()
+        {
+            self.dropped_upto = dropped;
         }
     }
 
     /// The users whose device list changed in `(since, upto]`, or `None` when the log does
     /// not reach back to `since` (then anything may have changed).
     pub(crate) fn changed(&self, since: u64, upto: u64) -> Option<BTreeSet<String>> {
-        if let Some((oldest, _)) = self.log.front()
-            && since < oldest - 1
-            && self.log.len() >= LOG_LEN
-        {
+        if since < self.dropped_upto {
             return None;
         }
         Some(

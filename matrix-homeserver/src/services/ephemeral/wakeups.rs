@@ -148,6 +148,20 @@ mod tests {
         drop((first, second, other));
         assert_eq!(wakeups.channels(), 0);
         assert!(wakeups.lock().syncs.is_empty());
+        // A wake-up reaches only the user it is addressed to.
+        let mut alice = wakeups.waiter("@a:x", "D").expect("alice");
+        let mut bob = wakeups.waiter("@b:x", "D").expect("bob");
+        alice.mark_seen();
+        bob.mark_seen();
+        wakeups.wake("@b:x");
+        let alice_receiver = alice.receiver.as_mut().expect("a receiver");
+        assert!(!alice_receiver.has_changed().expect("open"));
+        let bob_receiver = bob.receiver.as_mut().expect("a receiver");
+        assert!(bob_receiver.has_changed().expect("open"));
+        wakeups.wake_all_of(["@a:x", "@c:x"]);
+        let alice_receiver = alice.receiver.as_mut().expect("a receiver");
+        assert!(alice_receiver.has_changed().expect("open"));
+        drop((alice, bob));
         // Waking someone who does not wait creates nothing.
         wakeups.wake("@b:x");
         assert_eq!(wakeups.channels(), 0);
