@@ -202,15 +202,22 @@ impl Ephemeral {
         self.lock().counter
     }
 
+    /// Sets or clears a user's typing notice. Only a change of who types is news: a client
+    /// extending its notice (or stopping twice) wakes nobody.
     pub(crate) async fn set_typing(&self, room: &str, user: &str, typing: Option<Duration>) {
         {
             let mut inner = self.lock();
-            let counter = inner.bump();
+            let now = Instant::now();
             let users = inner.typing.entry(room.to_owned()).or_default();
+            let was_typing = users.get(user).is_some_and(|until| *until > now);
             match typing {
-                Some(timeout) => users.insert(user.to_owned(), Instant::now() + timeout),
+                Some(timeout) => users.insert(user.to_owned(), now + timeout),
                 None => users.remove(user),
             };
+            if was_typing == typing.is_some() {
+                return;
+            }
+            let counter = inner.bump();
             inner.typing_changed.insert(room.to_owned(), counter);
         }
         self.wake_room(room, Audience::Joined, &[]).await;

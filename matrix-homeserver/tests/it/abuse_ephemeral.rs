@@ -106,6 +106,20 @@ async fn finding_06_wake_ups_reach_whom_a_change_concerns_and_syncs_per_device_a
     let ephemeral = events(&woken, &["rooms", "join", &room, "ephemeral", "events"]);
     assert!(ephemeral.iter().any(|e| e["type"] == "m.typing"), "{woken}");
 
+    // Refreshing a typing notice is no news: a flood of them wakes nobody.
+    let since = next_batch(&woken);
+    let started = Instant::now();
+    let poll = {
+        let carol = carol.clone();
+        tokio::spawn(async move { sync(&carol, &format!("since={since}&timeout=1000")).await })
+    };
+    for _ in 0..50 {
+        assert_eq!(put(&alice, &format!("/rooms/{room}/typing/{me}"), &typing).await.0, 200);
+    }
+    let idle = poll.await.expect("the poll");
+    assert!(started.elapsed() >= Duration::from_millis(950), "not woken: {idle}");
+    assert!(idle["rooms"]["join"].get(&room).is_none(), "{idle}");
+
     // A kick wakes the kicked user, who is no longer a member.
     let since = next_batch(&sync(&carol, "").await);
     let started = Instant::now();
