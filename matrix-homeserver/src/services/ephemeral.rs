@@ -263,7 +263,12 @@ impl Ephemeral {
                 .or_default()
                 .set(user, kind, thread, receipt, max);
         }
-        self.wake_room(room, Audience::Joined, &[]).await;
+        if kind == "m.read.private" {
+            // Only its owner ever sees it.
+            self.wakeups.wake(user);
+        } else {
+            self.wake_room(room, Audience::Joined, &[]).await;
+        }
     }
 
     /// The `m.receipt` content of the receipts of `room` set after `since` (private receipts
