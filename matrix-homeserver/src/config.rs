@@ -76,6 +76,31 @@ pub struct LimitsConfig {
     pub max_media_bytes: usize,
     /// Where uploaded media is kept; unset: in memory (tests, embedding), lost on restart.
     pub media_path: Option<std::path::PathBuf>,
+    /// How many `/sync` requests one device may have running at once (a client needs one;
+    /// a few more cover a retry while the old request is still being noticed as gone). One
+    /// more is refused with 429 `M_LIMIT_EXCEEDED`, so that one client cannot park
+    /// thousands of long-polls.
+    pub max_syncs_per_device: usize,
+    /// How many to-device messages may wait for one device; past it, `sendToDevice` answers
+    /// 429 `M_LIMIT_EXCEEDED` (the queue is held in memory until the device syncs).
+    pub max_to_device_per_device: usize,
+    /// How many bytes of to-device messages may wait for one device.
+    pub max_to_device_bytes_per_device: usize,
+    /// How many to-device messages one sender may have waiting for one device, so that one
+    /// sender cannot fill a device's whole queue.
+    pub max_to_device_per_sender: usize,
+    /// How many bytes of to-device messages one sender may have waiting for one device.
+    pub max_to_device_bytes_per_sender: usize,
+    /// How many threaded read receipts a user keeps per room; past it, the oldest is dropped.
+    pub max_thread_receipts_per_room: usize,
+    /// How many unclaimed one-time keys a device may hold; an upload past it answers 429
+    /// `M_LIMIT_EXCEEDED` (clients keep about 50).
+    pub max_one_time_keys_per_device: usize,
+    /// How many users one `/keys/query` may name (more: 400 `M_INVALID_PARAM`).
+    pub max_users_per_key_query: usize,
+    /// How many `m.mentions.user_ids` of a message are kept for highlight counts; the rest
+    /// are ignored (a message does not legitimately mention more).
+    pub max_mentions_per_event: usize,
 }
 
 impl Default for LimitsConfig {
@@ -84,6 +109,15 @@ impl Default for LimitsConfig {
             max_request_bytes: 1024 * 1024,
             max_media_bytes: 50 * 1024 * 1024,
             media_path: None,
+            max_syncs_per_device: 4,
+            max_to_device_per_device: 1000,
+            max_to_device_bytes_per_device: 4 * 1024 * 1024,
+            max_to_device_per_sender: 100,
+            max_to_device_bytes_per_sender: 1024 * 1024,
+            max_thread_receipts_per_room: 100,
+            max_one_time_keys_per_device: 200,
+            max_users_per_key_query: 1000,
+            max_mentions_per_event: 64,
         }
     }
 }

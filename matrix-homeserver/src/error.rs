@@ -90,6 +90,18 @@ impl ApiError {
                                  "retry_after_ms": retry_after_ms}));
         error
     }
+    /// 429 `M_LIMIT_EXCEEDED` for a bound that waiting does not lift by itself (a full
+    /// queue, a full key store), saying which; `retry_after_ms` 0 is left out.
+    pub(crate) fn limit_exceeded_with(retry_after_ms: u64, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", &*message);
+        let mut body = json!({"errcode": "M_LIMIT_EXCEEDED", "error": message});
+        if retry_after_ms > 0 {
+            body["retry_after_ms"] = json!(retry_after_ms);
+        }
+        error.body = Some(body);
+        error
+    }
     pub(crate) fn room_not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "M_NOT_FOUND", "no such room on this server")
     }

@@ -119,10 +119,10 @@ impl HomeserverBuilder {
             None => matrix_core::SigningKey::generate("auto")
                 .map_err(|e| BuildError::SigningKey(e.to_string()))?,
         };
-        let ephemeral = Arc::new(Ephemeral::new());
+        let ephemeral = Arc::new(Ephemeral::new(storage.clone(), &self.config.limits));
         let rooms = Rooms::new(storage.clone(), server_name.clone(), key, ephemeral.clone());
         let state = State {
-            accounts: Accounts::new(storage.clone(), server_name),
+            accounts: Accounts::new(storage.clone(), server_name, ephemeral.clone()),
             sync: Sync::new(rooms.clone(), ephemeral.clone()),
             limiter: RateLimiter::new(self.config.rate_limits),
             media: services::media::Media::new(storage, self.config.limits.media_path.clone()),

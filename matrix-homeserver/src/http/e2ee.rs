@@ -1,7 +1,8 @@
 //! Enough of end-to-end encryption for clients to start: device keys and one-time keys of
-//! local users (upload, query, claim, changes) and to-device messages. Kept in memory.
+//! local users (upload, query, claim, changes) and to-device messages. Kept in memory, each
+//! part bounded (see `LimitsConfig`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Json;
@@ -13,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::{Auth, JsonBody, JsonResult, Params, Query, Routes, route};
 use crate::error::ApiError;
+use crate::services::ephemeral::UploadRefused;
 
 type AppState = State<Arc<crate::State>>;
 
@@ -45,13 +47,25 @@ async fn upload(
     {
         return Err(ApiError::invalid_param("the device keys are not of this device"));
     }
-    let counts = state.ephemeral.upload_keys(
-        auth.user_id.as_str(),
-        auth.device_id.as_str(),
-        body.device_keys,
-        body.one_time_keys,
-        body.fallback_keys,
-    );
+    let counts = state
+        .ephemeral
+        .upload_keys(
+            auth.user_id.as_str(),
+            auth.device_id.as_str(),
+            body.device_keys,
+            body.one_time_keys,
+            body.fallback_keys,
+        )
+        .await
+        .map_err(|refused| match refused {
+            UploadRefused::TooManyOneTimeKeys(max) => ApiError::limit_exceeded_with(
+                0,
+                format!("a device may hold at most {max} one-time keys"),
+            ),
+            UploadRefused::KeyIdReused(id) => ApiError::invalid_param(format!(
+                "the one-time key id {id:?} is taken (held with other content, or claimed)"
+            )),
+        })?;
     Ok(Json(json!({"one_time_key_counts": counts})))
 }
 
@@ -66,6 +80,10 @@ async fn query(
     _auth: Auth,
     JsonBody(body): JsonBody<QueryBody>,
 ) -> JsonResult {
+    let max = state.config.limits.max_users_per_key_query;
+    if body.device_keys.len() > max {
+        return Err(ApiError::invalid_param(format!("a query may name at most {max} users")));
+    }
     let mut device_keys = serde_json::Map::new();
     let mut failures = serde_json::Map::new();
     for (user, devices) in body.device_keys {
@@ -113,19 +131,29 @@ async fn claim(
 #[derive(Debug, Deserialize, Default)]
 struct ChangesQuery {
     from: Option<String>,
+    to: Option<String>,
 }
 
 async fn changes(
     State(state): AppState,
-    _auth: Auth,
+    auth: Auth,
     Query(query): Query<ChangesQuery>,
 ) -> JsonResult {
-    let since = query
-        .from
-        .as_deref()
-        .and_then(crate::services::sync::Token::parse)
+    let token = |text: Option<&str>| text.and_then(crate::services::sync::Token::parse);
+    let since = token(query.from.as_deref())
         .ok_or_else(|| ApiError::invalid_param("from must be a sync token"))?;
-    Ok(Json(json!({"changed": state.ephemeral.keys_changed_since(since.counter), "left": []})))
+    let upto = match query.to.as_deref() {
+        Some(to) => {
+            token(Some(to))
+                .ok_or_else(|| ApiError::invalid_param("to must be a sync token"))?
+                .counter
+        }
+        None => state.ephemeral.position(),
+    };
+    let user = auth.user_id.as_str();
+    let changed = state.ephemeral.device_lists_changed(user, since.counter, upto).await?;
+    let left = state.ephemeral.device_lists_left(user, since.counter, upto).await?;
+    Ok(Json(json!({"changed": changed, "left": left})))
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,10 +161,14 @@ struct ToDeviceBody {
     messages: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
+/// Queues to-device messages for existing devices of existing local users only: a message
+/// for an unknown device is dropped (as the spec says), and `*` means the devices the user
+/// has now. Past a queue's bounds: 429. A transaction id seen recently from this device is
+/// answered 200 without sending again.
 async fn send_to_device(
     State(state): AppState,
     auth: Auth,
-    Params((kind, _txn)): Params<(String, String)>,
+    Params((kind, txn)): Params<(String, String)>,
     JsonBody(body): JsonBody<ToDeviceBody>,
 ) -> JsonResult {
     let mut deliveries = Vec::new();
@@ -145,16 +177,20 @@ async fn send_to_device(
         if id.server_name().as_str() != state.rooms.server_name().as_str() {
             continue;
         }
+        // A user who does not exist (or is deactivated) has no devices.
+        let existing: BTreeSet<String> =
+            state.accounts.devices(&id).await?.into_iter().map(|d| d.device_id).collect();
         for (device, content) in devices {
             if device == "*" {
-                for known in state.accounts.devices(&id).await? {
-                    deliveries.push((user.clone(), known.device_id, content.clone()));
+                for known in &existing {
+                    deliveries.push((user.clone(), known.clone(), content.clone()));
                 }
-            } else {
+            } else if existing.contains(&device) {
                 deliveries.push((user.clone(), device, content));
             }
         }
     }
-    state.ephemeral.send_to_device(auth.user_id.as_str(), &kind, deliveries);
+    let sender = (auth.user_id.as_str(), auth.device_id.as_str());
+    state.ephemeral.send_to_device(sender, &txn, &kind, deliveries)?;
     Ok(Json(json!({})))
 }

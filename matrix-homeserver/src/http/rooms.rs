@@ -622,7 +622,7 @@ async fn typing(
     require_joined(&state, room.as_str(), &auth.user_id).await?;
     let timeout =
         body.typing.then(|| Duration::from_millis(body.timeout.unwrap_or(30_000).min(120_000)));
-    state.ephemeral.set_typing(room.as_str(), auth.user_id.as_str(), timeout);
+    state.ephemeral.set_typing(room.as_str(), auth.user_id.as_str(), timeout).await;
     Ok(Json(json!({})))
 }
 
@@ -649,7 +649,7 @@ async fn set_receipt(
         "m.read" | "m.read.private" => {
             let ts = u64::try_from(crate::services::rooms::now_ms()).unwrap_or(0);
             let user = auth.user_id.as_str();
-            state.ephemeral.set_receipt(room, user, kind, event, pos.0, thread, ts);
+            state.ephemeral.set_receipt(room, user, kind, event, pos.0, thread, ts).await;
             Ok(())
         }
         other => Err(ApiError::invalid_param(format!("unknown receipt type {other:?}"))),
@@ -663,6 +663,16 @@ async fn receipt(
     JsonBody(body): JsonBody<ReceiptBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    // The spec allows `main` (the main timeline) or a thread root's event id; anything else
+    // would be a new key in the room's receipts per request.
+    if let Some(thread) = &body.thread_id
+        && thread != "main"
+        && (thread.len() < 2
+            || !thread.starts_with('$')
+            || ruma::EventId::parse(thread.as_str()).is_err())
+    {
+        return Err(ApiError::invalid_param("thread_id must be \"main\" or an event id"));
+    }
     set_receipt(&state, &auth, room.as_str(), &kind, &event, body.thread_id).await?;
     Ok(Json(json!({})))
 }

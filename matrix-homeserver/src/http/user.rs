@@ -365,7 +365,6 @@ async fn delete_device(
     state.accounts.device(&auth.user_id, &device).await?;
     password_stage(&state, &auth, &body).await?;
     state.accounts.delete_devices(&auth.user_id, std::slice::from_ref(&device)).await?;
-    state.ephemeral.device_deleted(auth.user_id.as_str(), &device);
     Ok(Json(json!({})))
 }
 
@@ -382,9 +381,6 @@ async fn delete_devices(
         .collect();
     password_stage(&state, &auth, &body).await?;
     state.accounts.delete_devices(&auth.user_id, &devices).await?;
-    for device in &devices {
-        state.ephemeral.device_deleted(auth.user_id.as_str(), device);
-    }
     Ok(Json(json!({})))
 }
 

@@ -3,12 +3,14 @@
 //! Access tokens are stored by their SHA-256, never as given: a stolen database holds no
 //! usable token, and looking one up leaks nothing about a token's bytes through timing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use matrix_storage::{ChangeSet, Device, Storage, TokenOwner, User};
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
 
+use super::ephemeral::Ephemeral;
 use crate::error::ApiError;
 
 mod passwords;
@@ -39,6 +41,8 @@ pub(crate) struct DeviceRequest {
 pub(crate) struct Accounts {
     storage: Arc<dyn Storage>,
     server_name: OwnedServerName,
+    /// Told of every deleted device, so that its keys and queued messages go with it.
+    ephemeral: Arc<Ephemeral>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -87,8 +91,27 @@ fn check_localpart(localpart: &str, server_name: &str) -> Result<(), ApiError> {
 }
 
 impl Accounts {
-    pub(crate) fn new(storage: Arc<dyn Storage>, server_name: OwnedServerName) -> Self {
-        Accounts { storage, server_name }
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        server_name: OwnedServerName,
+        ephemeral: Arc<Ephemeral>,
+    ) -> Self {
+        Accounts { storage, server_name, ephemeral }
+    }
+
+    /// Applies a change set that deletes devices, then forgets their keys, one-time keys,
+    /// fallback keys and to-device queues and records a device-list change: every way a
+    /// device goes (logout, deletion, password change, deactivation) comes through here.
+    async fn apply_deleting(&self, changes: ChangeSet) -> Result<(), ApiError> {
+        let mut by_user: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (user, device) in &changes.deleted_devices {
+            by_user.entry(user.clone()).or_default().push(device.clone());
+        }
+        self.storage.apply(changes).await?;
+        for (user, devices) in by_user {
+            self.ephemeral.devices_deleted(&user, &devices).await;
+        }
+        Ok(())
     }
 
     fn user_id(&self, localpart: &str) -> Result<OwnedUserId, ApiError> {
@@ -196,11 +219,13 @@ impl Accounts {
             return Err(ApiError::user_deactivated());
         }
         let user_id = UserId::parse(&stored.user_id).map_err(|_| wrong())?;
+        let mut changes = ChangeSet::new();
         if let Some(existing) = &device.device_id {
             // Logging in again on a device replaces its tokens: the old device goes first.
-            self.logout(&user_id, existing.as_str()).await?;
+            // Its keys stay (a client logs in again on its device id to keep its identity).
+            changes.deleted_devices.push((user_id.to_string(), existing.to_string()));
+            self.storage.apply(std::mem::take(&mut changes)).await?;
         }
-        let mut changes = ChangeSet::new();
         let session = self.new_session(&mut changes, &user_id, device)?;
         self.storage.apply(changes).await?;
         Ok(session)
@@ -221,7 +246,7 @@ impl Accounts {
     pub(crate) async fn logout(&self, user_id: &UserId, device_id: &str) -> Result<(), ApiError> {
         let mut changes = ChangeSet::new();
         changes.deleted_devices.push((user_id.to_string(), device_id.to_owned()));
-        self.storage.apply(changes).await?;
+        self.apply_deleting(changes).await?;
         Ok(())
     }
 
@@ -231,7 +256,7 @@ impl Accounts {
         for device in self.storage.devices(user_id.as_str()).await? {
             changes.deleted_devices.push((user_id.to_string(), device.device_id));
         }
-        self.storage.apply(changes).await?;
+        self.apply_deleting(changes).await?;
         Ok(())
     }
 
@@ -265,7 +290,7 @@ impl Accounts {
                 }
             }
         }
-        self.storage.apply(changes).await?;
+        self.apply_deleting(changes).await?;
         Ok(())
     }
 
@@ -280,7 +305,7 @@ impl Accounts {
         for device in self.storage.devices(user_id.as_str()).await? {
             changes.deleted_devices.push((user_id.to_string(), device.device_id));
         }
-        self.storage.apply(changes).await?;
+        self.apply_deleting(changes).await?;
         Ok(())
     }
 
@@ -326,7 +351,7 @@ impl Accounts {
         for device_id in device_ids {
             changes.deleted_devices.push((user_id.to_string(), device_id.clone()));
         }
-        self.storage.apply(changes).await?;
+        self.apply_deleting(changes).await?;
         Ok(())
     }
 }

@@ -1,21 +1,38 @@
 //! What is not part of a room's DAG: typing notices, read receipts, to-device messages, the
 //! end-to-end encryption keys of devices, the recent notifying events that unread counts are
-//! made from, and the log of account-data changes that incremental sync reads. Kept in memory (this slice of the server does not persist them; a restart
-//! forgets typing, receipts, queued to-device messages and device keys).
+//! made from, and the log of account-data changes that incremental sync reads. Kept in memory
+//! (this slice of the server does not persist them; a restart forgets typing, receipts,
+//! queued to-device messages and device keys), each part with a bound from the config.
 //!
-//! Every change gets a number from one counter, and the counter's watch channel wakes the
-//! syncs that wait. The counter starts at the process's start time in microseconds, so a
-//! sync token from before a restart is always older than anything this process holds.
+//! Every change gets a number from one counter. The counter starts at the process's start
+//! time in microseconds, so a sync token from before a restart is always older than anything
+//! this process holds. A change wakes only the syncs of the users it concerns
+//! ([`wakeups`]): its room's members, its target, its owner.
+
+mod device_lists;
+mod keys;
+mod receipts;
+mod to_device;
+mod wakeups;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use tokio::sync::watch;
+use matrix_core::Pdu;
+use matrix_storage::Storage;
+use serde_json::Value;
 
-/// How many account-data and device-key changes are remembered for incremental syncs; a sync
-/// whose token is older than the oldest one kept gets everything again.
+use crate::config::LimitsConfig;
+use crate::error::ApiError;
+pub(crate) use keys::UploadRefused;
+pub(crate) use to_device::ToDevice;
+use to_device::{QueueLimits, Queues, Sent};
+pub(crate) use wakeups::Waiter;
+use wakeups::Wakeups;
+
+/// How many account-data changes are remembered for incremental syncs; a sync whose token is
+/// older than the oldest one kept gets everything again.
 const LOG_LEN: usize = 4096;
 
 /// How many recent notifying events each room keeps for unread counts.
@@ -28,27 +45,8 @@ const NOTICES_PER_ROOM: usize = 1000;
 struct Notice {
     pos: u64,
     sender: String,
-    mentions: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-struct Receipt {
-    counter: u64,
-    /// The stream position of the event it is for.
-    pos: u64,
-    user: String,
-    kind: String,
-    event_id: String,
-    ts: u64,
-    thread: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct ToDevice {
-    counter: u64,
-    pub(crate) sender: String,
-    pub(crate) kind: String,
-    pub(crate) content: Value,
+    /// The mentioned users, sorted, at most `max_mentions_per_event` of them.
+    mentions: Box<[String]>,
 }
 
 #[derive(Debug, Default)]
@@ -57,26 +55,48 @@ struct Inner {
     /// Room -> user -> until when they type.
     typing: HashMap<String, HashMap<String, Instant>>,
     typing_changed: HashMap<String, u64>,
-    /// Room -> the latest receipt per (user, type, thread).
-    receipts: HashMap<String, Vec<Receipt>>,
+    receipts: HashMap<String, receipts::RoomReceipts>,
     /// Room -> its recent notifying events, oldest first.
     notices: HashMap<String, VecDeque<Notice>>,
     /// (counter, user, room, type) of account data written.
     account_data_log: VecDeque<(u64, String, Option<String>, String)>,
-    /// (counter, user) whose device keys changed.
-    key_log: VecDeque<(u64, String)>,
-    to_device: HashMap<(String, String), Vec<ToDevice>>,
-    device_keys: HashMap<(String, String), Value>,
-    one_time_keys: HashMap<(String, String), BTreeMap<String, Value>>,
-    fallback_keys: HashMap<(String, String), BTreeMap<String, Value>>,
+    to_device: Queues,
+    keys: keys::Keys,
+    /// (counter, room, user) of users who left a room or were banned from it, for
+    /// `device_lists.left`.
+    departures: VecDeque<(u64, String, String)>,
 }
 
-/// The in-memory side of the server, and the signal that wakes waiting syncs.
-#[derive(Debug)]
+impl Inner {
+    fn bump(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+}
+
+/// The bounds of the in-memory state, from [`LimitsConfig`].
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    queue: QueueLimits,
+    thread_receipts: usize,
+    one_time_keys: usize,
+    mentions: usize,
+}
+
+/// The in-memory side of the server, and the wake-ups of waiting syncs.
 pub(crate) struct Ephemeral {
     inner: Mutex<Inner>,
     base: u64,
-    changes: watch::Sender<u64>,
+    limits: Limits,
+    wakeups: Wakeups,
+    /// Read to find whom a change concerns (room members, users sharing a room).
+    storage: Arc<dyn Storage>,
+}
+
+impl std::fmt::Debug for Ephemeral {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ephemeral").field("base", &self.base).finish_non_exhaustive()
+    }
 }
 
 /// What changed for a user since a counter value.
@@ -88,14 +108,38 @@ pub(crate) struct AccountDataChanges {
     pub(crate) changed: Vec<(Option<String>, String)>,
 }
 
+/// Which members of a room a change concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    Joined,
+    JoinedAndInvited,
+}
+
 impl Ephemeral {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(storage: Arc<dyn Storage>, limits: &LimitsConfig) -> Self {
         let base = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
             .unwrap_or(0);
         let inner = Inner { counter: base, ..Inner::default() };
-        Ephemeral { inner: Mutex::new(inner), base, changes: watch::channel(0).0 }
+        let limits_now = Limits {
+            queue: QueueLimits {
+                messages: limits.max_to_device_per_device,
+                bytes: limits.max_to_device_bytes_per_device,
+                messages_per_sender: limits.max_to_device_per_sender,
+                bytes_per_sender: limits.max_to_device_bytes_per_sender,
+            },
+            thread_receipts: limits.max_thread_receipts_per_room,
+            one_time_keys: limits.max_one_time_keys_per_device,
+            mentions: limits.max_mentions_per_event,
+        };
+        Ephemeral {
+            inner: Mutex::new(inner),
+            base,
+            limits: limits_now,
+            wakeups: Wakeups::new(limits.max_syncs_per_device),
+            storage,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -104,14 +148,53 @@ impl Ephemeral {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Wakes the syncs that wait (called after timeline appends too).
-    pub(crate) fn notify(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    /// Registers a sync of `device` for wake-ups; 429 when the device has as many syncs
+    /// running as `max_syncs_per_device` allows (the new one is refused, the running ones
+    /// go on: a client that lost track of its request retries after `retry_after_ms`).
+    pub(crate) fn waiter(&self, user: &str, device: &str) -> Result<Waiter<'_>, ApiError> {
+        self.wakeups.waiter(user, device).map_err(|_| {
+            ApiError::limit_exceeded_with(1000, "this device has too many /sync requests open")
+        })
     }
 
-    /// A receiver that changes whenever anything a sync reports changes.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+    /// Wakes the syncs of the room's members that `audience` names, plus `extra`.
+    async fn wake_room(&self, room: &str, audience: Audience, extra: &[&str]) {
+        match self.storage.members(room).await {
+            Ok(members) => {
+                let concerned = members
+                    .iter()
+                    .filter(|(_, m)| {
+                        m == "join" || (audience == Audience::JoinedAndInvited && m == "invite")
+                    })
+                    .map(|(u, _)| u.as_str());
+                self.wakeups.wake_all_of(concerned.chain(extra.iter().copied()));
+            }
+            Err(error) => {
+                eprintln!("could not read the members of {room} to wake their syncs: {error}");
+                self.wakeups.wake_everybody();
+            }
+        }
+    }
+
+    /// Wakes whom a newly appended event concerns: the room's joined and invited members,
+    /// its sender, and the user a membership event is about (a kicked or uninvited user).
+    /// A departure (leave, kick, ban) is also noted for `device_lists.left`.
+    pub(crate) async fn event_appended(&self, room: &str, pdu: &Pdu) {
+        let mut extra = vec![pdu.sender()];
+        if pdu.kind() == "m.room.member"
+            && let Some(target) = pdu.state_key()
+        {
+            extra.push(target);
+            if matches!(pdu.content().get_str("membership"), Some("leave" | "ban")) {
+                let mut inner = self.lock();
+                let counter = inner.bump();
+                inner.departures.push_back((counter, room.to_owned(), target.to_owned()));
+                if inner.departures.len() > LOG_LEN {
+                    inner.departures.pop_front();
+                }
+            }
+        }
+        self.wake_room(room, Audience::JoinedAndInvited, &extra).await;
     }
 
     /// The counter now.
@@ -119,23 +202,25 @@ impl Ephemeral {
         self.lock().counter
     }
 
-    fn bump(inner: &mut Inner) -> u64 {
-        inner.counter += 1;
-        inner.counter
-    }
-
-    pub(crate) fn set_typing(&self, room: &str, user: &str, typing: Option<Duration>) {
+    /// Sets or clears a user's typing notice. Only a change of who types is news: a client
+    /// extending its notice (or stopping twice) wakes nobody.
+    pub(crate) async fn set_typing(&self, room: &str, user: &str, typing: Option<Duration>) {
         {
             let mut inner = self.lock();
-            let counter = Self::bump(&mut inner);
+            let now = Instant::now();
             let users = inner.typing.entry(room.to_owned()).or_default();
+            let was_typing = users.get(user).is_some_and(|until| *until > now);
             match typing {
-                Some(timeout) => users.insert(user.to_owned(), Instant::now() + timeout),
+                Some(timeout) => users.insert(user.to_owned(), now + timeout),
                 None => users.remove(user),
             };
+            if was_typing == typing.is_some() {
+                return;
+            }
+            let counter = inner.bump();
             inner.typing_changed.insert(room.to_owned(), counter);
         }
-        self.notify();
+        self.wake_room(room, Audience::Joined, &[]).await;
     }
 
     /// Who types in `room`, if that changed after `since`.
@@ -154,8 +239,10 @@ impl Ephemeral {
         Some(users)
     }
 
+    /// Sets a read receipt (`thread`: `main` or a thread root's event id, checked by the
+    /// caller); a user's oldest threaded receipt in the room goes past the bound.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn set_receipt(
+    pub(crate) async fn set_receipt(
         &self,
         room: &str,
         user: &str,
@@ -167,47 +254,38 @@ impl Ephemeral {
     ) {
         {
             let mut inner = self.lock();
-            let counter = Self::bump(&mut inner);
-            let receipts = inner.receipts.entry(room.to_owned()).or_default();
-            receipts.retain(|r| !(r.user == user && r.kind == kind && r.thread == thread));
-            receipts.push(Receipt {
-                counter,
-                pos,
-                user: user.to_owned(),
-                kind: kind.to_owned(),
-                event_id: event_id.to_owned(),
-                ts,
-                thread,
-            });
+            let counter = inner.bump();
+            let receipt = receipts::Receipt { counter, pos, event_id: event_id.to_owned(), ts };
+            let max = self.limits.thread_receipts;
+            inner
+                .receipts
+                .entry(room.to_owned())
+                .or_default()
+                .set(user, kind, thread, receipt, max);
         }
-        self.notify();
+        if kind == "m.read.private" {
+            // Only its owner ever sees it.
+            self.wakeups.wake(user);
+        } else {
+            self.wake_room(room, Audience::Joined, &[]).await;
+        }
     }
 
     /// The `m.receipt` content of the receipts of `room` set after `since` (private receipts
     /// only to their owner), if any.
     pub(crate) fn receipts_since(&self, room: &str, since: u64, viewer: &str) -> Option<Value> {
-        let inner = self.lock();
-        let receipts = inner.receipts.get(room)?;
-        let mut content = serde_json::Map::new();
-        for r in receipts.iter().filter(|r| r.counter > since) {
-            if r.kind == "m.read.private" && r.user != viewer {
-                continue;
-            }
-            let mut receipt = json!({"ts": r.ts});
-            if let Some(thread) = &r.thread {
-                receipt["thread_id"] = json!(thread);
-            }
-            let by_event = content.entry(r.event_id.clone()).or_insert_with(|| json!({}));
-            by_event[&r.kind][&r.user] = receipt;
-        }
-        (!content.is_empty()).then_some(Value::Object(content))
+        self.lock().receipts.get(room)?.since(since, viewer)
     }
 
-    /// Notes a notifying event at `pos` (messages: see [`Notice`]).
-    pub(crate) fn notice(&self, room: &str, pos: u64, sender: &str, mentions: Vec<String>) {
+    /// Notes a notifying event at `pos` (messages: see [`Notice`]). Of the mentions, at most
+    /// `max_mentions_per_event` are kept, sorted, so that [`Ephemeral::unread`] stays cheap.
+    pub(crate) fn notice(&self, room: &str, pos: u64, sender: &str, mut mentions: Vec<String>) {
+        mentions.truncate(self.limits.mentions);
+        mentions.sort();
+        mentions.dedup();
         let mut inner = self.lock();
         let notices = inner.notices.entry(room.to_owned()).or_default();
-        notices.push_back(Notice { pos, sender: sender.to_owned(), mentions });
+        notices.push_back(Notice { pos, sender: sender.to_owned(), mentions: mentions.into() });
         if notices.len() > NOTICES_PER_ROOM {
             notices.pop_front();
         }
@@ -217,22 +295,14 @@ impl Ephemeral {
     /// of others after the user's latest read receipt (of those this process has seen).
     pub(crate) fn unread(&self, room: &str, user: &str) -> (u64, u64) {
         let inner = self.lock();
-        let read = inner
-            .receipts
-            .get(room)
-            .into_iter()
-            .flatten()
-            .filter(|r| r.user == user && r.kind.starts_with("m.read") && r.thread.is_none())
-            .map(|r| r.pos)
-            .max()
-            .unwrap_or(0);
+        let read = inner.receipts.get(room).map_or(0, |r| r.read_up_to(user));
         let mut counts = (0, 0);
         // Newest first, down to the receipt (notices are kept in stream order).
         let unread = inner.notices.get(room).into_iter().flatten().rev();
         for notice in unread.take_while(|n| n.pos > read) {
             if notice.sender != user {
                 counts.0 += 1;
-                if notice.mentions.iter().any(|m| m == user) {
+                if notice.mentions.binary_search_by(|m| m.as_str().cmp(user)).is_ok() {
                     counts.1 += 1;
                 }
             }
@@ -240,11 +310,11 @@ impl Ephemeral {
         counts
     }
 
-    /// Notes that account data of a user was written.
+    /// Notes that account data of a user was written, and wakes the user's syncs.
     pub(crate) fn account_data_written(&self, user: &str, room: Option<&str>, kind: &str) {
         {
             let mut inner = self.lock();
-            let counter = Self::bump(&mut inner);
+            let counter = inner.bump();
             inner.account_data_log.push_back((
                 counter,
                 user.to_owned(),
@@ -255,7 +325,7 @@ impl Ephemeral {
                 inner.account_data_log.pop_front();
             }
         }
-        self.notify();
+        self.wakeups.wake(user);
     }
 
     /// The account data of `user` written after `since`.
@@ -276,151 +346,123 @@ impl Ephemeral {
         AccountDataChanges { all: false, changed }
     }
 
+    /// Queues to-device messages for `targets` (existing devices, as the caller checked), all
+    /// or none: 429 when a queue would pass its bounds. A transaction id the sending device
+    /// used recently is answered without queueing again.
     pub(crate) fn send_to_device(
         &self,
-        sender: &str,
+        sender: (&str, &str),
+        txn: &str,
         kind: &str,
-        messages: Vec<(String, String, Value)>,
-    ) {
-        {
+        targets: Vec<(String, String, Value)>,
+    ) -> Result<(), ApiError> {
+        let sent = {
             let mut inner = self.lock();
-            for (user, device, content) in messages {
-                let counter = Self::bump(&mut inner);
-                let message =
-                    ToDevice { counter, sender: sender.to_owned(), kind: kind.to_owned(), content };
-                inner.to_device.entry((user, device)).or_default().push(message);
-            }
-        }
-        self.notify();
-    }
-
-    /// The to-device messages of a device after `since`; those at or before it were delivered
-    /// and are dropped.
-    pub(crate) fn to_device_since(&self, user: &str, device: &str, since: u64) -> Vec<ToDevice> {
-        let mut inner = self.lock();
-        let Some(queue) = inner.to_device.get_mut(&(user.to_owned(), device.to_owned())) else {
-            return Vec::new();
+            let inner = &mut *inner;
+            let counter = &mut inner.counter;
+            let next = || {
+                *counter += 1;
+                *counter
+            };
+            inner.to_device.send(self.limits.queue, sender, txn, kind, targets, next)
         };
-        queue.retain(|m| m.counter > since);
-        queue.clone()
+        match sent {
+            Ok(Sent::Queued(users)) => {
+                self.wakeups.wake_all_of(users.iter().map(String::as_str));
+                Ok(())
+            }
+            Ok(Sent::Repeated) => Ok(()),
+            Err(_) => Err(ApiError::limit_exceeded_with(
+                10_000,
+                "a receiving device's to-device queue is full (in messages or bytes, or of \
+                 this sender's)",
+            )),
+        }
     }
 
-    /// Stores a device's keys and one-time keys; answers the one-time key counts.
-    pub(crate) fn upload_keys(
+    /// The to-device messages of a device numbered in `(since, upto]` (`upto`: the counter
+    /// of the sync's token); those at or before `since` were delivered and are dropped.
+    pub(crate) fn to_device_since(
+        &self,
+        user: &str,
+        device: &str,
+        since: u64,
+        upto: u64,
+    ) -> Vec<ToDevice> {
+        self.lock().to_device.since(user, device, since, upto)
+    }
+
+    /// Stores a device's keys and one-time keys; answers the one-time key counts. When the
+    /// device keys changed, the users sharing a room with the owner are told.
+    pub(crate) async fn upload_keys(
         &self,
         user: &str,
         device: &str,
         device_keys: Option<Value>,
         one_time_keys: BTreeMap<String, Value>,
         fallback_keys: BTreeMap<String, Value>,
-    ) -> BTreeMap<String, u64> {
-        let key = (user.to_owned(), device.to_owned());
-        let changed = {
+    ) -> Result<BTreeMap<String, u64>, UploadRefused> {
+        let (changed, counts) = {
             let mut inner = self.lock();
-            let mut changed = false;
-            if let Some(keys) = device_keys {
-                changed =
-                    inner.device_keys.insert(key.clone(), keys.clone()).as_ref() != Some(&keys);
-            }
-            inner.one_time_keys.entry(key.clone()).or_default().extend(one_time_keys);
-            if !fallback_keys.is_empty() {
-                inner.fallback_keys.insert(key.clone(), fallback_keys);
-            }
+            let max = self.limits.one_time_keys;
+            let changed =
+                inner.keys.upload(user, device, device_keys, one_time_keys, fallback_keys, max)?;
             if changed {
-                let counter = Self::bump(&mut inner);
-                inner.key_log.push_back((counter, user.to_owned()));
-                if inner.key_log.len() > LOG_LEN {
-                    inner.key_log.pop_front();
-                }
+                let counter = inner.bump();
+                inner.keys.log_change(counter, user);
             }
-            changed
+            (changed, inner.keys.one_time_key_counts(user, device))
         };
         if changed {
-            self.notify();
+            self.wake_sharing(user).await;
         }
-        self.one_time_key_counts(user, device)
+        Ok(counts)
     }
 
     /// The count of one-time keys per algorithm of a device.
     pub(crate) fn one_time_key_counts(&self, user: &str, device: &str) -> BTreeMap<String, u64> {
-        let inner = self.lock();
-        let mut counts = BTreeMap::new();
-        if let Some(keys) = inner.one_time_keys.get(&(user.to_owned(), device.to_owned())) {
-            for key_id in keys.keys() {
-                let algorithm = key_id.split(':').next().unwrap_or_default().to_owned();
-                *counts.entry(algorithm).or_insert(0) += 1;
-            }
-        }
-        counts
+        self.lock().keys.one_time_key_counts(user, device)
     }
 
     /// The algorithms of a device's unused fallback keys.
     pub(crate) fn fallback_key_types(&self, user: &str, device: &str) -> Vec<String> {
-        let inner = self.lock();
-        let mut types: Vec<String> = inner
-            .fallback_keys
-            .get(&(user.to_owned(), device.to_owned()))
-            .map(|keys| {
-                keys.keys().filter_map(|k| k.split(':').next()).map(str::to_owned).collect()
-            })
-            .unwrap_or_default();
-        types.dedup();
-        types
+        self.lock().keys.unused_fallback_types(user, device)
     }
 
     /// The device keys of a user's devices (all, or those named).
     pub(crate) fn device_keys(&self, user: &str, devices: &[String]) -> BTreeMap<String, Value> {
-        let inner = self.lock();
-        inner
-            .device_keys
-            .iter()
-            .filter(|((u, d), _)| u == user && (devices.is_empty() || devices.contains(d)))
-            .map(|((_, d), keys)| (d.clone(), keys.clone()))
-            .collect()
+        self.lock().keys.device_keys(user, devices)
     }
 
     /// Takes one one-time key of `algorithm` of a device (or, when none is left, its fallback
-    /// key, which is not used up).
+    /// key, which is marked used).
     pub(crate) fn claim_key(
         &self,
         user: &str,
         device: &str,
         algorithm: &str,
     ) -> Option<(String, Value)> {
-        let mut inner = self.lock();
-        let key = (user.to_owned(), device.to_owned());
-        let prefix = format!("{algorithm}:");
-        if let Some(keys) = inner.one_time_keys.get_mut(&key)
-            && let Some(id) = keys.keys().find(|k| k.starts_with(&prefix)).cloned()
+        // Claimed ids are remembered (so that they are not uploaded again) up to a multiple
+        // of what a device may hold.
+        let remember = self.limits.one_time_keys.saturating_mul(4);
+        self.lock().keys.claim(user, device, algorithm, remember)
+    }
+
+    /// Forgets the keys and queued messages of deleted devices (logged out, deleted, or of a
+    /// deactivated account) and tells the users sharing a room with the owner.
+    pub(crate) async fn devices_deleted(&self, user: &str, devices: &[String]) {
+        if devices.is_empty() {
+            return;
+        }
         {
-            return keys.remove_entry(&id);
+            let mut inner = self.lock();
+            for device in devices {
+                inner.keys.device_deleted(user, device);
+                inner.to_device.device_deleted(user, device);
+            }
+            let counter = inner.bump();
+            inner.keys.log_change(counter, user);
         }
-        let fallback = inner.fallback_keys.get(&key)?;
-        fallback.iter().find(|(k, _)| k.starts_with(&prefix)).map(|(k, v)| (k.clone(), v.clone()))
-    }
-
-    /// Users whose device keys changed after `since`.
-    pub(crate) fn keys_changed_since(&self, since: u64) -> Vec<String> {
-        let inner = self.lock();
-        let mut users: Vec<String> =
-            inner.key_log.iter().filter(|(c, _)| *c > since).map(|(_, u)| u.clone()).collect();
-        users.sort();
-        users.dedup();
-        users
-    }
-
-    /// Forgets the keys and queued messages of a deleted device.
-    pub(crate) fn device_deleted(&self, user: &str, device: &str) {
-        let mut inner = self.lock();
-        let key = (user.to_owned(), device.to_owned());
-        inner.device_keys.remove(&key);
-        inner.one_time_keys.remove(&key);
-        inner.fallback_keys.remove(&key);
-        inner.to_device.remove(&key);
-        let counter = Self::bump(&mut inner);
-        inner.key_log.push_back((counter, user.to_owned()));
-        if inner.key_log.len() > LOG_LEN {
-            inner.key_log.pop_front();
-        }
+        self.wake_sharing(user).await;
     }
 }

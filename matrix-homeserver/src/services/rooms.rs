@@ -279,7 +279,7 @@ impl Rooms {
             self.ephemeral.notice(room_id, pos.0, pdu.sender(), mentions);
         }
         drop(guard);
-        self.ephemeral.notify();
+        self.ephemeral.event_appended(room_id, &pdu).await;
         Ok(pdu)
     }
 
@@ -369,7 +369,7 @@ impl Rooms {
         let (pdu, _) = self.commit(authorized).await?;
         self.versions.insert(room_id, rules);
         drop(guard);
-        self.ephemeral.notify();
+        self.ephemeral.event_appended(pdu.room_id(), &pdu).await;
         Ok(pdu)
     }
 

@@ -149,19 +149,17 @@ impl Sync {
         request: SyncRequest,
     ) -> Result<Value, ApiError> {
         let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
-        let mut changes = self.ephemeral.subscribe();
+        // Woken only by changes that concern this user; at most a few per device at once.
+        let mut waiter = self.ephemeral.waiter(user.as_str(), device)?;
         loop {
-            changes.borrow_and_update();
+            waiter.mark_seen();
             let (response, empty) = self.answer(user, device, &request).await?;
             if request.since.is_none() || request.full_state || !empty {
                 return Ok(response);
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => {
-                    // Nothing happened: answer with the latest token.
-                    return Ok(self.answer(user, device, &request).await?.0);
-                }
+            if !waiter.woken_before(deadline).await {
+                // Nothing happened: answer with the latest token.
+                return Ok(self.answer(user, device, &request).await?.0);
             }
         }
     }
@@ -243,14 +241,20 @@ impl Sync {
             self.account_data(user, None, &account_data_view, &filter.account_data).await?;
         let to_device: Vec<Value> = self
             .ephemeral
-            .to_device_since(user.as_str(), device, since_counter)
+            .to_device_since(user.as_str(), device, since_counter, now.counter)
             .into_iter()
             .map(|m| json!({"sender": m.sender, "type": m.kind, "content": m.content}))
             .collect();
-        let changed = if request.since.is_some() {
-            self.ephemeral.keys_changed_since(since_counter)
-        } else {
-            Vec::new()
+        let (changed, left) = match request.since {
+            Some(since) => {
+                let (from, to) = (since.counter, now.counter);
+                let ephemeral = &self.ephemeral;
+                (
+                    ephemeral.device_lists_changed(user.as_str(), from, to).await?,
+                    ephemeral.device_lists_left(user.as_str(), from, to).await?,
+                )
+            }
+            None => (Vec::new(), Vec::new()),
         };
 
         let empty = join.is_empty()
@@ -258,14 +262,15 @@ impl Sync {
             && leave.is_empty()
             && account_data.is_empty()
             && to_device.is_empty()
-            && changed.is_empty();
+            && changed.is_empty()
+            && left.is_empty();
         let mut response = json!({
             "next_batch": now.to_string(),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
             "account_data": {"events": account_data},
             "to_device": {"events": to_device},
             "presence": {"events": []},
-            "device_lists": {"changed": changed, "left": []},
+            "device_lists": {"changed": changed, "left": left},
             "device_one_time_keys_count": self.ephemeral.one_time_key_counts(user.as_str(), device),
             "device_unused_fallback_key_types": self.ephemeral.fallback_key_types(user.as_str(), device),
         });

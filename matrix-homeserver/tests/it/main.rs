@@ -1,6 +1,8 @@
 //! The one integration-test binary of matrix-homeserver: every endpoint over real HTTP through
 //! `TestHomeserver`, with its failure cases.
 
+mod abuse_ephemeral;
+mod abuse_keys;
 mod account;
 mod discovery;
 mod faults;

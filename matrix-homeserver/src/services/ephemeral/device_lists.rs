@@ -1,0 +1,128 @@
+//! Whose device lists a user hears about: only users who share a joined room with them (and
+//! their own), so that key changes do not leak to the whole server. Read from the membership
+//! tables, which are indexed by user and by room.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::Ephemeral;
+use crate::error::ApiError;
+
+/// Past this many changed users, the users sharing a room with the syncing user are read once
+/// (one read per joined room) instead of one read per changed user.
+const CHECK_EACH_UP_TO: usize = 32;
+
+impl Ephemeral {
+    /// The rooms `user` has joined.
+    async fn joined_rooms(&self, user: &str) -> Result<HashSet<String>, ApiError> {
+        let rooms = self.storage.rooms_of_user(user).await?;
+        Ok(rooms.into_iter().filter(|(_, m)| m == "join").map(|(r, _)| r).collect())
+    }
+
+    /// `user` and every user who shares a joined room with them.
+    pub(crate) async fn sharing(&self, user: &str) -> Result<BTreeSet<String>, ApiError> {
+        let mut users = BTreeSet::from([user.to_owned()]);
+        for room in self.joined_rooms(user).await? {
+            for (member, membership) in self.storage.members(&room).await? {
+                if membership == "join" {
+                    users.insert(member);
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    /// Wakes `user` and the users sharing a room with them (their device list changed).
+    pub(super) async fn wake_sharing(&self, user: &str) {
+        match self.sharing(user).await {
+            Ok(users) => self.wakeups.wake_all_of(users.iter().map(String::as_str)),
+            Err(error) => {
+                eprintln!("could not read whom {user}'s key change concerns: {error}");
+                self.wakeups.wake_everybody();
+            }
+        }
+    }
+
+    /// `device_lists.left` of a sync from counter `since` up to `upto`: users who no longer
+    /// share a joined room with `user`, found from the departures in between (someone left
+    /// a room of the user's, or the user left a room: its members). Departures older than
+    /// what is remembered are not reported (the client then gets `changed` in full).
+    pub(crate) async fn device_lists_left(
+        &self,
+        user: &str,
+        since: u64,
+        upto: u64,
+    ) -> Result<Vec<String>, ApiError> {
+        let departures: Vec<(String, String)> = {
+            let inner = self.lock();
+            inner
+                .departures
+                .iter()
+                .filter(|(c, ..)| *c > since && *c <= upto)
+                .map(|(_, room, who)| (room.clone(), who.clone()))
+                .collect()
+        };
+        if departures.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mine = self.joined_rooms(user).await?;
+        let mut candidates = BTreeSet::new();
+        for (room, who) in departures {
+            if who == user {
+                for (member, membership) in self.storage.members(&room).await? {
+                    if membership == "join" {
+                        candidates.insert(member);
+                    }
+                }
+            } else if mine.contains(&room) {
+                candidates.insert(who);
+            }
+        }
+        candidates.remove(user);
+        let mut left = Vec::new();
+        for other in candidates {
+            let theirs = self.storage.rooms_of_user(&other).await?;
+            if !theirs.iter().any(|(room, m)| m == "join" && mine.contains(room)) {
+                left.push(other);
+            }
+        }
+        Ok(left)
+    }
+
+    /// `device_lists.changed` of a sync from counter `since` up to `upto`: the users among
+    /// `user` and those sharing a room with them whose device list changed in between. When
+    /// the change log no longer reaches back to `since` (or the token is from before this
+    /// process), all of them: a client must never miss a change silently.
+    pub(crate) async fn device_lists_changed(
+        &self,
+        user: &str,
+        since: u64,
+        upto: u64,
+    ) -> Result<Vec<String>, ApiError> {
+        let changed = if since < self.base { None } else { self.lock().keys.changed(since, upto) };
+        let Some(changed) = changed else {
+            return Ok(self.sharing(user).await?.into_iter().collect());
+        };
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        if changed.len() > CHECK_EACH_UP_TO {
+            let sharing = self.sharing(user).await?;
+            return Ok(changed.intersection(&sharing).cloned().collect());
+        }
+        let mine = self.joined_rooms(user).await?;
+        let mut out = Vec::new();
+        for other in changed {
+            let shares = other == user
+                || self
+                    .storage
+                    .rooms_of_user(&other)
+                    .await?
+                    .iter()
+                    .any(|(room, m)| m == "join" && mine.contains(room));
+            if shares {
+                out.push(other);
+            }
+        }
+        Ok(out)
+    }
+}

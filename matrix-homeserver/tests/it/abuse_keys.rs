@@ -1,0 +1,320 @@
+//! The security review's end-to-end key findings, attacked over HTTP: devices that go keep
+//! no keys (#17), one-time key bounds (#18), key queries (#19), whom device-list changes
+//! reach (#29, #39) and fallback keys (#30).
+
+use matrix_homeserver::Config;
+use matrix_homeserver::testing::TestHomeserver;
+use serde_json::{Value, json};
+
+use crate::abuse_ephemeral::{device_of, login, next_batch, sync};
+use crate::rooms::{create, user};
+use crate::{Client, errcode};
+
+const V3: &str = "/_matrix/client/v3";
+
+async fn start_with(
+    backend: crate::Backend,
+    change: impl FnOnce(&mut Config),
+) -> Option<crate::Server> {
+    let mut config = TestHomeserver::config();
+    change(&mut config);
+    crate::start_with(backend, config).await
+}
+
+/// Uploads device keys (with `mark` in them, so each upload can differ), one one-time key
+/// and a fallback key for the client's device.
+async fn upload_keys(client: &Client, user: &str, mark: &str) -> String {
+    let device = device_of(client).await;
+    let keys = json!({"user_id": user, "device_id": device,
+                      "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+                      "keys": {format!("ed25519:{device}"): mark}, "signatures": {}});
+    let body = json!({"device_keys": keys,
+                      "one_time_keys": {format!("signed_curve25519:{mark}"): {"key": mark}},
+                      "fallback_keys": {format!("signed_curve25519:F{mark}"): {"key": mark, "fallback": true}}});
+    let (status, answer) = client.post(&format!("{V3}/keys/upload"), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    device
+}
+
+async fn query(client: &Client, user: &str) -> Value {
+    let body = json!({"device_keys": {user: []}});
+    let (status, answer) = client.post(&format!("{V3}/keys/query"), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["device_keys"][user].clone()
+}
+
+async fn claim(client: &Client, user: &str, device: &str) -> Value {
+    let body = json!({"one_time_keys": {user: {device: "signed_curve25519"}}});
+    let (status, answer) = client.post(&format!("{V3}/keys/claim"), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["one_time_keys"][user][device].clone()
+}
+
+fn changed(body: &Value) -> Vec<String> {
+    body["device_lists"]["changed"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn left(body: &Value) -> Vec<String> {
+    body["device_lists"]["left"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn uia(password: &str) -> Value {
+    json!({"type": "m.login.password", "password": password,
+           "identifier": {"type": "m.id.user", "user": "bob"}})
+}
+
+async fn finding_17_logout_password_change_and_deactivation_remove_device_keys(
+    backend: crate::Backend,
+) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, _) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    let room = create(&alice, json!({"invite": [&bob_id]})).await;
+    assert_eq!(bob.post(&format!("{V3}/rooms/{room}/join"), &json!({})).await.0, 200);
+    let gone_after = |keys: &Value, device: &str| keys.get(device).is_none();
+
+    // /logout: the device's keys, one-time keys and fallback key go, and Alice hears of it.
+    let first = upload_keys(&bob, &bob_id, "a1").await;
+    let since = next_batch(&sync(&alice, "").await);
+    assert!(query(&alice, &bob_id).await.get(&first).is_some());
+    assert_eq!(bob.post(&format!("{V3}/logout"), &json!({})).await.0, 200);
+    assert!(gone_after(&query(&alice, &bob_id).await, &first));
+    assert_eq!(claim(&alice, &bob_id, &first).await, json!(null));
+    let got = sync(&alice, &format!("since={since}")).await;
+    assert!(changed(&got).contains(&bob_id), "{got}");
+
+    // /logout/all.
+    let (two, _) = login(&server, "bob").await;
+    let (three, _) = login(&server, "bob").await;
+    let d2 = upload_keys(&two, &bob_id, "b2").await;
+    let d3 = upload_keys(&three, &bob_id, "b3").await;
+    let since = next_batch(&sync(&alice, "").await);
+    assert_eq!(two.post(&format!("{V3}/logout/all"), &json!({})).await.0, 200);
+    let keys = query(&alice, &bob_id).await;
+    assert!(gone_after(&keys, &d2) && gone_after(&keys, &d3), "{keys}");
+    assert_eq!(claim(&alice, &bob_id, &d3).await, json!(null));
+    assert!(changed(&sync(&alice, &format!("since={since}")).await).contains(&bob_id));
+
+    // A password change that logs out the other devices.
+    let (four, _) = login(&server, "bob").await;
+    let (five, _) = login(&server, "bob").await;
+    let d4 = upload_keys(&four, &bob_id, "c4").await;
+    let d5 = upload_keys(&five, &bob_id, "c5").await;
+    let body = json!({"new_password": "pw2", "logout_devices": true, "auth": uia("pw")});
+    let (status, answer) = five.post(&format!("{V3}/account/password"), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let keys = query(&alice, &bob_id).await;
+    assert!(gone_after(&keys, &d4), "{keys}");
+    assert!(keys.get(&d5).is_some(), "the device that changed it stays: {keys}");
+
+    // Deactivation: nothing of the account's devices is left to encrypt to.
+    let since = next_batch(&sync(&alice, "").await);
+    let body = json!({"auth": uia("pw2")});
+    let (status, answer) = five.post(&format!("{V3}/account/deactivate"), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(query(&alice, &bob_id).await, json!({}));
+    assert_eq!(claim(&alice, &bob_id, &d5).await, json!(null));
+    // Nor can anyone queue messages for them.
+    let messages = json!({"messages": {&bob_id: {"*": {"x": 1}, &d5: {"x": 2}}}});
+    let path = format!("{V3}/sendToDevice/m.test/after");
+    let (status, _) = alice.send(reqwest::Method::PUT, &path, Some(&messages)).await;
+    assert_eq!(status, 200);
+    // Bob left every room on deactivation: Alice is told he no longer shares one (#39).
+    let got = sync(&alice, &format!("since={since}")).await;
+    assert_eq!(left(&got), vec![bob_id.clone()], "{got}");
+}
+
+async fn finding_18_one_time_keys_per_device_are_bounded(backend: crate::Backend) {
+    let Some(server) = start_with(backend, |c| c.limits.max_one_time_keys_per_device = 10).await
+    else {
+        return;
+    };
+    let (mallory, mallory_id) = user(&server, "mallory").await;
+    let (alice, _) = user(&server, "alice").await;
+    let device = device_of(&mallory).await;
+    let upload = |keys: Value| {
+        let mallory = mallory.clone();
+        async move { mallory.post(&format!("{V3}/keys/upload"), &json!({"one_time_keys": keys})).await }
+    };
+    let keys = |range: std::ops::Range<u32>| {
+        let map: serde_json::Map<String, Value> = range
+            .map(|n| (format!("signed_curve25519:K{n}"), json!({"key": format!("k{n}")})))
+            .collect();
+        Value::Object(map)
+    };
+    let (status, body) = upload(keys(0..10)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["one_time_key_counts"]["signed_curve25519"], 10);
+    // Past the bound, in one request or many: refused whole.
+    let (status, body) = upload(keys(10..11)).await;
+    assert_eq!((status, errcode(&body)), (429, "M_LIMIT_EXCEEDED"), "{body}");
+    let (status, body) = upload(keys(100..10_100)).await;
+    assert_eq!((status, errcode(&body)), (429, "M_LIMIT_EXCEEDED"), "{body}");
+    // The same keys again (a retry) are fine; another key under a held id is not.
+    assert_eq!(upload(keys(0..10)).await.0, 200);
+    let (status, body) = upload(json!({"signed_curve25519:K3": {"key": "other"}})).await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"), "{body}");
+    // A claimed key's id cannot come back.
+    let claimed = claim(&alice, &mallory_id, &device).await;
+    let id = claimed.as_object().and_then(|o| o.keys().next().cloned()).expect("a key");
+    let (status, body) = upload(json!({ id: {"key": "again"} })).await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"), "{body}");
+    // Its place is free for a new key.
+    let (status, body) = upload(keys(10..11)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["one_time_key_counts"]["signed_curve25519"], 10);
+}
+
+async fn finding_19_key_queries_read_only_the_users_named_and_are_bounded(backend: crate::Backend) {
+    let Some(server) = start_with(backend, |c| c.limits.max_users_per_key_query = 5).await else {
+        return;
+    };
+    let (alice, alice_id) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    let alice_device = upload_keys(&alice, &alice_id, "a").await;
+    let bob_device = upload_keys(&bob, &bob_id, "b").await;
+    let named: serde_json::Map<String, Value> =
+        (0..30_000).map(|n| (format!("@ghost{n}:localhost"), json!([]))).collect();
+    let (status, body) =
+        alice.post(&format!("{V3}/keys/query"), &json!({"device_keys": named})).await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"), "{body}");
+    let five = json!({"device_keys": {&bob_id: [], "@g1:localhost": [], "@g2:localhost": [],
+                                      "@g3:localhost": [], "@g4:localhost": []}});
+    let (status, body) = alice.post(&format!("{V3}/keys/query"), &five).await;
+    assert_eq!(status, 200, "{body}");
+    let bobs = body["device_keys"][&bob_id].as_object().expect("bob's devices");
+    assert_eq!(bobs.keys().collect::<Vec<_>>(), vec![&bob_device], "{body}");
+    assert_eq!(body["device_keys"]["@g1:localhost"], json!({}));
+    // Naming devices picks those only.
+    let (status, body) =
+        bob.post(&format!("{V3}/keys/query"), &json!({"device_keys": {&alice_id: ["NOPE"]}})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["device_keys"][&alice_id], json!({}), "{body}");
+    assert!(query(&bob, &alice_id).await.get(&alice_device).is_some());
+}
+
+async fn finding_29_device_list_changes_reach_only_users_sharing_a_room(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, alice_id) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    let (carol, _) = user(&server, "carol").await;
+    let (mallory, mallory_id) = user(&server, "mallory").await;
+    let room = create(&alice, json!({"invite": [&bob_id]})).await;
+    assert_eq!(bob.post(&format!("{V3}/rooms/{room}/join"), &json!({})).await.0, 200);
+    let alice_since = next_batch(&sync(&alice, "").await);
+    let carol_since = next_batch(&sync(&carol, "").await);
+
+    upload_keys(&bob, &bob_id, "b1").await;
+    upload_keys(&mallory, &mallory_id, "m0").await;
+    let got = sync(&alice, &format!("since={alice_since}")).await;
+    assert_eq!(changed(&got), vec![bob_id.clone()], "{got}");
+    let got = sync(&carol, &format!("since={carol_since}")).await;
+    assert!(changed(&got).is_empty(), "a stranger's key changes are not carol's business: {got}");
+    let (status, body) =
+        carol.get(&format!("{V3}/keys/changes?from={carol_since}&to={}", next_batch(&got))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["changed"], json!([]), "{body}");
+
+    // A stranger pushes every earlier change out of the log: those whose token the log no
+    // longer covers are told that everyone they share a room with changed, never nothing.
+    for n in 0..4200 {
+        let device = device_of(&mallory).await;
+        let keys = json!({"user_id": &mallory_id, "device_id": device, "algorithms": [],
+                          "keys": {format!("ed25519:{device}"): format!("m{n}")}, "signatures": {}});
+        let (status, _) =
+            mallory.post(&format!("{V3}/keys/upload"), &json!({"device_keys": keys})).await;
+        assert_eq!(status, 200);
+    }
+    let mut got = changed(&sync(&alice, &format!("since={alice_since}")).await);
+    got.sort();
+    let mut expected = vec![alice_id.clone(), bob_id.clone()];
+    expected.sort();
+    assert_eq!(got, expected);
+    let got = sync(&carol, &format!("since={carol_since}")).await;
+    assert!(!changed(&got).contains(&mallory_id), "{got}");
+}
+
+async fn finding_30_claimed_fallback_keys_are_marked_used(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, _) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    let device = upload_keys(&bob, &bob_id, "x").await;
+    let unused = |body: &Value| body["device_unused_fallback_key_types"].clone();
+    assert_eq!(unused(&sync(&bob, "").await), json!(["signed_curve25519"]));
+    // The one-time key goes first, then the fallback key, which stays but is used.
+    let first = claim(&alice, &bob_id, &device).await;
+    assert!(first.get("signed_curve25519:x").is_some(), "{first}");
+    assert_eq!(unused(&sync(&bob, "").await), json!(["signed_curve25519"]));
+    for _ in 0..2 {
+        let fallback = claim(&alice, &bob_id, &device).await;
+        assert!(fallback.get("signed_curve25519:Fx").is_some(), "{fallback}");
+    }
+    assert_eq!(unused(&sync(&bob, "").await), json!([]));
+    // The same fallback key again stays used; a new one is unused.
+    let same = json!({"fallback_keys": {"signed_curve25519:Fx": {"key": "x", "fallback": true}}});
+    assert_eq!(bob.post(&format!("{V3}/keys/upload"), &same).await.0, 200);
+    assert_eq!(unused(&sync(&bob, "").await), json!([]));
+    let new = json!({"fallback_keys": {"signed_curve25519:Fy": {"key": "y", "fallback": true}}});
+    assert_eq!(bob.post(&format!("{V3}/keys/upload"), &new).await.0, 200);
+    assert_eq!(unused(&sync(&bob, "").await), json!(["signed_curve25519"]));
+    let fallback = claim(&alice, &bob_id, &device).await;
+    assert!(fallback.get("signed_curve25519:Fy").is_some(), "{fallback}");
+}
+
+async fn finding_39_device_lists_left_names_users_no_longer_sharing_a_room(
+    backend: crate::Backend,
+) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, _) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    let (carol, carol_id) = user(&server, "carol").await;
+    let (mallory, _) = user(&server, "mallory").await;
+    let one = create(&alice, json!({"invite": [&bob_id]})).await;
+    let two = create(&alice, json!({"invite": [&bob_id, &carol_id]})).await;
+    let three = create(&alice, json!({"invite": [&carol_id]})).await;
+    for (client, room) in [(&bob, &one), (&bob, &two), (&carol, &two), (&carol, &three)] {
+        assert_eq!(client.post(&format!("{V3}/rooms/{room}/join"), &json!({})).await.0, 200);
+    }
+    let since = next_batch(&sync(&alice, "").await);
+    let carol_since = next_batch(&sync(&carol, "").await);
+
+    // Bob leaves one room but still shares another: not left. A stranger's own room: nothing.
+    let lonely = create(&mallory, json!({})).await;
+    assert_eq!(mallory.post(&format!("{V3}/rooms/{lonely}/leave"), &json!({})).await.0, 200);
+    assert_eq!(bob.post(&format!("{V3}/rooms/{one}/leave"), &json!({})).await.0, 200);
+    let got = sync(&alice, &format!("since={since}")).await;
+    assert!(left(&got).is_empty(), "{got}");
+    let since = next_batch(&got);
+
+    // Kicked from the last shared room: left.
+    let kick = json!({"user_id": &bob_id});
+    assert_eq!(alice.post(&format!("{V3}/rooms/{two}/kick"), &kick).await.0, 200);
+    let got = sync(&alice, &format!("since={since}")).await;
+    assert_eq!(left(&got), vec![bob_id.clone()], "{got}");
+    let since = next_batch(&got);
+
+    // Alice leaves the rooms she shares with Carol: both are told of the other.
+    for room in [&two, &three] {
+        assert_eq!(alice.post(&format!("{V3}/rooms/{room}/leave"), &json!({})).await.0, 200);
+    }
+    let got = sync(&alice, &format!("since={since}")).await;
+    assert_eq!(left(&got), vec![carol_id.clone()], "{got}");
+    // Carol's token is older: she also shared room two with Bob until his kick.
+    let got = sync(&carol, &format!("since={carol_since}")).await;
+    assert_eq!(left(&got), vec!["@alice:localhost".to_owned(), bob_id.clone()], "{got}");
+}
+
+crate::on_every_backend!(
+    finding_39_device_lists_left_names_users_no_longer_sharing_a_room,
+    finding_17_logout_password_change_and_deactivation_remove_device_keys,
+    finding_18_one_time_keys_per_device_are_bounded,
+    finding_19_key_queries_read_only_the_users_named_and_are_bounded,
+    finding_29_device_list_changes_reach_only_users_sharing_a_room,
+    finding_30_claimed_fallback_keys_are_marked_used,
+);
