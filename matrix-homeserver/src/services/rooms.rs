@@ -89,6 +89,8 @@ pub(crate) struct Rooms {
     replaced: quick_cache::sync::Cache<String, Option<Arc<str>>>,
     /// Member summaries of snapshots (never change).
     summaries: quick_cache::sync::Cache<SnapshotId, Arc<read::MemberSummary>>,
+    /// `publicRooms` entries by room, with the snapshot they were made at.
+    directory_entries: quick_cache::sync::Cache<String, (SnapshotId, Arc<serde_json::Value>)>,
     /// Membership histories by (room, user), with the member event they end with.
     memberships: quick_cache::sync::Cache<(String, String), (String, Arc<Memberships>)>,
     /// Room versions by room id (a room's version never changes).
@@ -156,6 +158,7 @@ impl Rooms {
             memberships: quick_cache::sync::Cache::new(16_384),
             replaced: quick_cache::sync::Cache::new(16_384),
             summaries: quick_cache::sync::Cache::new(1_024),
+            directory_entries: quick_cache::sync::Cache::new(4_096),
             txns: quick_cache::sync::Cache::new(16_384),
             alias_lock: tokio::sync::Mutex::new(()),
             echoes: quick_cache::sync::Cache::new(16_384),
@@ -386,6 +389,8 @@ pub(crate) enum Level<'a> {
     State(&'a str),
     /// Redacting other users' events.
     Redact,
+    /// Inviting users (default 0).
+    Invite,
 }
 
 impl Rooms {
@@ -410,10 +415,12 @@ impl Rooms {
                     .and_then(|e| e.get(kind))
                     .or_else(|| content.get("state_default")),
                 Level::Redact => content.get("redact"),
+                Level::Invite => content.get("invite"),
             };
             value.and_then(|v| auth::parse_level(v, rules))
         });
-        Ok(has >= i128::from(needed.unwrap_or(50)))
+        let default = if matches!(level, Level::Invite) { 0 } else { 50 };
+        Ok(has >= i128::from(needed.unwrap_or(default)))
     }
 }
 

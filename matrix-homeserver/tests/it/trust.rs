@@ -419,6 +419,58 @@ async fn finding_47_room_account_data_filter_and_messages_to(backend: crate::Bac
     assert_eq!(bodies, vec!["m4"], "{page}");
 }
 
+async fn finding_28_space_members_can_join_restricted_rooms(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, _) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    let space = create(&alice, json!({"preset": "public_chat"})).await;
+    let room = create(
+        &alice,
+        json!({"initial_state": [{"type": "m.room.join_rules", "state_key": "",
+               "content": {"join_rule": "restricted",
+                           "allow": [{"type": "m.room_membership", "room_id": space}]}}]}),
+    )
+    .await;
+    // Not in the space: refused.
+    let (status, body) = post(&bob, &format!("/rooms/{room}/join"), &json!({})).await;
+    assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"), "{body}");
+    // In the space: the join is authorised by Alice, who can invite.
+    assert_eq!(post(&bob, &format!("/rooms/{space}/join"), &json!({})).await.0, 200);
+    let (status, body) = post(&bob, &format!("/rooms/{room}/join"), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, member) = bob.get(&format!("{V3}/rooms/{room}/state/m.room.member/{bob_id}")).await;
+    assert_eq!(member["membership"], "join");
+    assert_eq!(member["join_authorised_via_users_server"], "@alice:localhost", "{member}");
+}
+
+async fn finding_22_public_rooms_follow_the_rooms_state(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, _) = user(&server, "alice").await;
+    let (stranger, _) = user(&server, "stranger").await;
+    let room =
+        create(&alice, json!({"preset": "public_chat", "visibility": "public", "name": "One"}))
+            .await;
+    let names = |body: &Value| -> Vec<String> {
+        body["chunk"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|e| e["name"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    let (_, body) = stranger.get(&format!("{V3}/publicRooms")).await;
+    assert_eq!(names(&body), vec!["One"]);
+    assert_eq!(body["chunk"][0]["num_joined_members"], 1);
+    let path = format!("/rooms/{room}/state/m.room.name/");
+    assert_eq!(put(&alice, &path, &json!({"name": "Two"})).await.0, 200);
+    assert_eq!(post(&stranger, &format!("/rooms/{room}/join"), &json!({})).await.0, 200);
+    let (_, body) = stranger.get(&format!("{V3}/publicRooms")).await;
+    assert_eq!(names(&body), vec!["Two"]);
+    assert_eq!(body["chunk"][0]["num_joined_members"], 2);
+    let (_, body) = stranger
+        .post(&format!("{V3}/publicRooms"), &json!({"filter": {"generic_search_term": "one"}}))
+        .await;
+    assert_eq!(names(&body), Vec::<String>::new());
+}
+
 fn urlencoding(text: &str) -> String {
     crate::rooms::urlencode(text)
 }
@@ -434,4 +486,6 @@ crate::on_every_backend!(
     finding_38_the_canonical_alias_must_point_at_the_room,
     finding_33_state_events_carry_prev_content_and_replaces_state,
     finding_47_room_account_data_filter_and_messages_to,
+    finding_28_space_members_can_join_restricted_rooms,
+    finding_22_public_rooms_follow_the_rooms_state,
 );

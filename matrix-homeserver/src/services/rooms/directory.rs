@@ -1,5 +1,8 @@
 //! Room aliases and the local room directory.
 
+use std::sync::Arc;
+
+use matrix_storage::SnapshotId;
 use ruma::UserId;
 use serde_json::{Value, json};
 
@@ -117,63 +120,83 @@ impl Rooms {
         self.records().put(DIRECTORY, room_id, public.then_some(&true)).await
     }
 
-    /// The published rooms, as `publicRooms` lists them (by member count, then id).
+    /// The published rooms, as `publicRooms` lists them (by member count, then id). Each
+    /// room's entry is computed once per state snapshot and cached (the endpoint needs no
+    /// authentication, so a loop of requests must not redo each room's state reads).
     pub(crate) async fn public_rooms(&self, search: Option<&str>) -> Result<Vec<Value>, ApiError> {
+        let search = search.map(str::to_lowercase).filter(|s| !s.is_empty());
         let mut rooms = Vec::new();
         for (room_id, _) in self.records().all::<bool>(DIRECTORY).await? {
             let Some(info) = self.storage().room(&room_id).await? else { continue };
             let Some(snapshot) = info.current_state else { continue };
-            let text = |pdu: Option<std::sync::Arc<matrix_core::Pdu>>, key: &str| {
-                pdu.and_then(|p| p.content().get_str(key).map(str::to_owned))
+            let entry = match self.directory_entries.get(&room_id) {
+                Some((at, entry)) if at == snapshot => entry,
+                _ => {
+                    let entry = Arc::new(self.directory_entry(&room_id, snapshot).await?);
+                    self.directory_entries.insert(room_id.clone(), (snapshot, entry.clone()));
+                    entry
+                }
             };
-            let name = text(self.state_pdu(snapshot, "m.room.name", "").await?, "name");
-            let topic = text(self.state_pdu(snapshot, "m.room.topic", "").await?, "topic");
-            let alias =
-                text(self.state_pdu(snapshot, "m.room.canonical_alias", "").await?, "alias");
-            let avatar = text(self.state_pdu(snapshot, "m.room.avatar", "").await?, "url");
-            let join_rule =
-                text(self.state_pdu(snapshot, "m.room.join_rules", "").await?, "join_rule")
-                    .unwrap_or_else(|| "invite".to_owned());
-            let history = text(
-                self.state_pdu(snapshot, "m.room.history_visibility", "").await?,
-                "history_visibility",
-            );
-            let guest =
-                text(self.state_pdu(snapshot, "m.room.guest_access", "").await?, "guest_access");
-            let room_type = text(self.state_pdu(snapshot, "m.room.create", "").await?, "type");
-            if let Some(search) = search.map(str::to_lowercase).filter(|s| !s.is_empty()) {
-                let hit = [&name, &topic, &alias]
-                    .iter()
-                    .any(|t| t.as_ref().is_some_and(|t| t.to_lowercase().contains(&search)));
+            if let Some(search) = &search {
+                let hit = ["name", "topic", "canonical_alias"].iter().any(|key| {
+                    entry[*key].as_str().is_some_and(|t| t.to_lowercase().contains(search))
+                });
                 if !hit {
                     continue;
                 }
             }
-            let joined =
-                self.storage().members(&room_id).await?.iter().filter(|(_, m)| m == "join").count();
-            let mut entry = json!({
-                "room_id": room_id,
-                "num_joined_members": joined,
-                "world_readable": history.as_deref() == Some("world_readable"),
-                "guest_can_join": guest.as_deref() == Some("can_join"),
-                "join_rule": join_rule,
-            });
-            for (key, value) in [
-                ("name", name),
-                ("topic", topic),
-                ("canonical_alias", alias),
-                ("avatar_url", avatar),
-                ("room_type", room_type),
-            ] {
-                if let Some(value) = value {
-                    entry[key] = json!(value);
-                }
-            }
-            rooms.push((joined, entry));
+            rooms.push(entry);
         }
+        let joined = |e: &Value| e["num_joined_members"].as_u64().unwrap_or(0);
         rooms.sort_by(|a, b| {
-            b.0.cmp(&a.0).then_with(|| a.1["room_id"].as_str().cmp(&b.1["room_id"].as_str()))
+            joined(b)
+                .cmp(&joined(a))
+                .then_with(|| a["room_id"].as_str().cmp(&b["room_id"].as_str()))
         });
-        Ok(rooms.into_iter().map(|(_, e)| e).collect())
+        Ok(rooms.iter().map(|e| Value::clone(e)).collect())
+    }
+
+    /// A room's `publicRooms` entry at a state snapshot.
+    async fn directory_entry(
+        &self,
+        room_id: &str,
+        snapshot: SnapshotId,
+    ) -> Result<Value, ApiError> {
+        let text = |pdu: Option<Arc<matrix_core::Pdu>>, key: &str| {
+            pdu.and_then(|p| p.content().get_str(key).map(str::to_owned))
+        };
+        let name = text(self.state_pdu(snapshot, "m.room.name", "").await?, "name");
+        let topic = text(self.state_pdu(snapshot, "m.room.topic", "").await?, "topic");
+        let alias = text(self.state_pdu(snapshot, "m.room.canonical_alias", "").await?, "alias");
+        let avatar = text(self.state_pdu(snapshot, "m.room.avatar", "").await?, "url");
+        let join_rule = text(self.state_pdu(snapshot, "m.room.join_rules", "").await?, "join_rule")
+            .unwrap_or_else(|| "invite".to_owned());
+        let history = text(
+            self.state_pdu(snapshot, "m.room.history_visibility", "").await?,
+            "history_visibility",
+        );
+        let guest =
+            text(self.state_pdu(snapshot, "m.room.guest_access", "").await?, "guest_access");
+        let room_type = text(self.state_pdu(snapshot, "m.room.create", "").await?, "type");
+        let joined = self.member_summary(snapshot).await?.joined;
+        let mut entry = json!({
+            "room_id": room_id,
+            "num_joined_members": joined,
+            "world_readable": history.as_deref() == Some("world_readable"),
+            "guest_can_join": guest.as_deref() == Some("can_join"),
+            "join_rule": join_rule,
+        });
+        for (key, value) in [
+            ("name", name),
+            ("topic", topic),
+            ("canonical_alias", alias),
+            ("avatar_url", avatar),
+            ("room_type", room_type),
+        ] {
+            if let Some(value) = value {
+                entry[key] = json!(value);
+            }
+        }
+        Ok(entry)
     }
 }

@@ -41,12 +41,76 @@ impl Rooms {
         user: &UserId,
         reason: Option<String>,
     ) -> Result<(), ApiError> {
-        if self.rules(room_id).await?.is_none() {
+        let Some(rules) = self.rules(room_id).await? else {
             return Err(ApiError::room_not_found());
+        };
+        let mut draft = self.member_draft(user, "join", reason).await?;
+        if let Some(via) = self.restricted_join_authoriser(rules, room_id, user).await? {
+            draft.content.insert("join_authorised_via_users_server", via);
         }
-        let draft = self.member_draft(user, "join", reason).await?;
         self.append(room_id, user, draft).await?;
         self.forget_undo(room_id, user).await
+    }
+
+    /// For a join to a `restricted` (or `knock_restricted`) room by a user who is neither
+    /// invited nor joined: a user of this server, joined with the power to invite, who
+    /// authorises it, once the joiner is shown to be in one of the rooms the join rules allow.
+    /// `None` when the join needs no authoriser (the authorization rules decide the rest).
+    async fn restricted_join_authoriser(
+        &self,
+        rules: &'static matrix_core::RoomVersionRules,
+        room_id: &str,
+        user: &UserId,
+    ) -> Result<Option<String>, ApiError> {
+        if !rules.auth.restricted_join {
+            return Ok(None);
+        }
+        let Some(info) = self.storage().room(room_id).await? else { return Ok(None) };
+        let Some(snapshot) = info.current_state else { return Ok(None) };
+        let Some(join_rules) = self.state_pdu(snapshot, "m.room.join_rules", "").await? else {
+            return Ok(None);
+        };
+        let content = join_rules.content();
+        let restricted = match content.get_str("join_rule") {
+            Some("restricted") => true,
+            Some("knock_restricted") => rules.auth.knock_restricted,
+            _ => false,
+        };
+        let current = self.storage().membership(room_id, user.as_str()).await?;
+        if !restricted || matches!(current.as_deref(), Some("invite" | "join")) {
+            return Ok(None);
+        }
+        let mut allowed = false;
+        if let Some(Value::Array(allow)) = content.get("allow") {
+            for condition in allow.iter().filter_map(Value::as_object) {
+                if condition.get_str("type") == Some("m.room_membership")
+                    && let Some(space) = condition.get_str("room_id")
+                    && self.storage().membership(space, user.as_str()).await?.as_deref()
+                        == Some("join")
+                {
+                    allowed = true;
+                    break;
+                }
+            }
+        }
+        if !allowed {
+            return Err(ApiError::forbidden(
+                "joining needs an invite or membership of a room the join rules allow",
+            ));
+        }
+        let suffix = format!(":{}", self.server_name());
+        let mut members = self.storage().members(room_id).await?;
+        members.sort();
+        for (member, membership) in members {
+            if membership != "join" || !member.ends_with(&suffix) {
+                continue;
+            }
+            let Ok(member_id) = <&UserId>::try_from(member.as_str()) else { continue };
+            if self.has_level(rules, snapshot, member_id, super::Level::Invite).await? {
+                return Ok(Some(member));
+            }
+        }
+        Err(ApiError::forbidden("no user of this server in the room can authorise the join"))
     }
 
     /// `sender` invites `target`.
