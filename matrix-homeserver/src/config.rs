@@ -101,6 +101,8 @@ pub struct LimitsConfig {
     /// How many `m.mentions.user_ids` of a message are kept for highlight counts; the rest
     /// are ignored (a message does not legitimately mention more).
     pub max_mentions_per_event: usize,
+    /// How many push rules of their own a user may keep (more: 429 `M_LIMIT_EXCEEDED`).
+    pub max_push_rules: usize,
 }
 
 impl Default for LimitsConfig {
@@ -118,6 +120,7 @@ impl Default for LimitsConfig {
             max_one_time_keys_per_device: 200,
             max_users_per_key_query: 1000,
             max_mentions_per_event: 64,
+            max_push_rules: 500,
         }
     }
 }

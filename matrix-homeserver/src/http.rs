@@ -7,6 +7,7 @@ mod directory;
 mod discovery;
 mod e2ee;
 mod media;
+mod push_rules;
 mod rooms;
 mod sync;
 mod user;
@@ -46,6 +47,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(directory::routes())
         .merge(user::routes())
         .merge(sync::routes())
+        .merge(push_rules::routes())
         .merge(e2ee::routes())
         .merge(media::routes())
         .fallback(|| async { ApiError::unrecognized() })

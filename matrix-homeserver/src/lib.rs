@@ -36,6 +36,8 @@ pub(crate) struct State {
     pub(crate) ephemeral: Arc<Ephemeral>,
     pub(crate) limiter: RateLimiter,
     pub(crate) media: services::media::Media,
+    /// Serialises push rule changes (each reads, changes and writes the whole rule set).
+    pub(crate) push_rules_lock: tokio::sync::Mutex<()>,
 }
 
 impl State {
@@ -126,6 +128,7 @@ impl HomeserverBuilder {
             sync: Sync::new(rooms.clone(), ephemeral.clone()),
             limiter: RateLimiter::new(self.config.rate_limits),
             media: services::media::Media::new(storage, self.config.limits.media_path.clone()),
+            push_rules_lock: tokio::sync::Mutex::new(()),
             rooms,
             ephemeral,
             config: self.config,

@@ -1,4 +1,4 @@
-//! `/sync`, and the push rules clients read at start.
+//! `/sync`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +17,7 @@ use crate::services::sync::{SyncRequest, Token, parse_filter};
 type AppState = State<Arc<crate::State>>;
 
 pub(super) fn routes() -> Routes {
-    Router::new()
-        .route("/_matrix/client/v3/sync", route(get(sync)))
-        .route("/_matrix/client/v3/pushrules/", route(get(push_rules)))
-        .route("/_matrix/client/v3/pushrules", route(get(push_rules)))
-        .route("/_matrix/client/v3/pushrules/global/", route(get(global_push_rules)))
+    Router::new().route("/_matrix/client/v3/sync", route(get(sync)))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -63,17 +59,4 @@ async fn sync(State(state): AppState, auth: Auth, Query(query): Query<SyncQuery>
         filter,
     };
     Ok(Json(state.sync.sync(&auth.user_id, auth.device_id.as_str(), request).await?))
-}
-
-fn default_rules(auth: &Auth) -> Result<Value, ApiError> {
-    let rules = ruma::push::Ruleset::server_default(&auth.user_id);
-    serde_json::to_value(rules).map_err(|e| ApiError::unknown(e.to_string()))
-}
-
-async fn push_rules(auth: Auth) -> JsonResult {
-    Ok(Json(serde_json::json!({"global": default_rules(&auth)?})))
-}
-
-async fn global_push_rules(auth: Auth) -> JsonResult {
-    Ok(Json(default_rules(&auth)?))
 }

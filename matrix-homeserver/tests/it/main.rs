@@ -6,6 +6,7 @@ mod abuse_keys;
 mod account;
 mod discovery;
 mod faults;
+mod push_rules;
 mod rooms;
 mod spec;
 mod sync;

@@ -1,0 +1,280 @@
+//! Push rules (client-server API, "Push Rules: API"): read, add, move, remove, enable and
+//! set the actions of a user's rules.
+//!
+//! A user has the spec's default rules (ruma's `Ruleset::server_default`) until they change
+//! one; from then on the whole rule set is kept as the server-managed global account data
+//! `m.push_rules` (content `{"global": ...}`, as Synapse keeps it), which `/sync` also sends,
+//! so clients learn of changes made on another device. A user keeps at most
+//! `limits.max_push_rules` rules of their own.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use ruma::push::{
+    Action, InsertPushRuleError, NewConditionalPushRule, NewPatternedPushRule, NewPushRule,
+    NewSimplePushRule, PushCondition, RemovePushRuleError, RuleKind, Ruleset,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Auth, JsonBody, JsonResult, Params, Query, Routes, route};
+use crate::error::ApiError;
+
+type AppState = State<Arc<crate::State>>;
+
+/// The account data type the rules are kept under.
+const PUSH_RULES: &str = "m.push_rules";
+
+pub(super) fn routes() -> Routes {
+    const P: &str = "/_matrix/client/v3/pushrules";
+    Router::new()
+        .route(P, route(get(all_rules)))
+        .route(&format!("{P}/"), route(get(all_rules)))
+        .route(&format!("{P}/{{scope}}/"), route(get(scope_rules)))
+        .route(
+            &format!("{P}/{{scope}}/{{kind}}/{{rule}}"),
+            route(get(get_rule).put(put_rule).delete(delete_rule)),
+        )
+        .route(
+            &format!("{P}/{{scope}}/{{kind}}/{{rule}}/enabled"),
+            route(get(get_enabled).put(put_enabled)),
+        )
+        .route(
+            &format!("{P}/{{scope}}/{{kind}}/{{rule}}/actions"),
+            route(get(get_actions).put(put_actions)),
+        )
+}
+
+/// The user's rule set: what they saved, else the defaults.
+async fn load(state: &crate::State, user: &ruma::UserId) -> Result<Ruleset, ApiError> {
+    let stored = state.rooms.storage().account_data(user.as_str(), None, PUSH_RULES).await?;
+    let Some(bytes) = stored else { return Ok(Ruleset::server_default(user)) };
+    #[derive(Deserialize)]
+    struct Stored {
+        global: Ruleset,
+    }
+    serde_json::from_slice::<Stored>(&bytes)
+        .map(|s| s.global)
+        .map_err(|_| ApiError::unknown("the stored push rules do not parse"))
+}
+
+/// Changes the user's rule set with `change` and saves it, one change at a time per server.
+async fn update(
+    state: &crate::State,
+    user: &ruma::UserId,
+    change: impl FnOnce(&mut Ruleset) -> Result<(), ApiError>,
+) -> JsonResult {
+    let _guard = state.push_rules_lock.lock().await;
+    let mut rules = load(state, user).await?;
+    change(&mut rules)?;
+    let own = rules.iter().filter(|r| !r.is_server_default()).count();
+    if own > state.config.limits.max_push_rules {
+        return Err(ApiError::limit_exceeded_with(
+            0,
+            format!("at most {} push rules of one's own", state.config.limits.max_push_rules),
+        ));
+    }
+    let bytes = serde_json::to_vec(&json!({"global": rules}))
+        .map_err(|e| ApiError::unknown(e.to_string()))?;
+    state.user_data_put(user, None, PUSH_RULES, bytes).await?;
+    Ok(Json(json!({})))
+}
+
+fn to_json(rules: &Ruleset) -> Result<Value, ApiError> {
+    serde_json::to_value(rules).map_err(|e| ApiError::unknown(e.to_string()))
+}
+
+fn check_scope(scope: &str) -> Result<(), ApiError> {
+    if scope == "global" {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_param("the only push rule scope is global"))
+    }
+}
+
+fn rule_kind(kind: &str) -> Result<RuleKind, ApiError> {
+    Ok(match kind {
+        "override" => RuleKind::Override,
+        "underride" => RuleKind::Underride,
+        "sender" => RuleKind::Sender,
+        "room" => RuleKind::Room,
+        "content" => RuleKind::Content,
+        _ => return Err(ApiError::invalid_param(format!("{kind:?} is not a push rule kind"))),
+    })
+}
+
+fn no_such_rule() -> ApiError {
+    ApiError::not_found("no such push rule")
+}
+
+async fn all_rules(State(state): AppState, auth: Auth) -> JsonResult {
+    Ok(Json(json!({"global": to_json(&load(&state, &auth.user_id).await?)?})))
+}
+
+async fn scope_rules(
+    State(state): AppState,
+    auth: Auth,
+    Params(scope): Params<String>,
+) -> JsonResult {
+    check_scope(&scope)?;
+    Ok(Json(to_json(&load(&state, &auth.user_id).await?)?))
+}
+
+async fn get_rule(
+    State(state): AppState,
+    auth: Auth,
+    Params((scope, kind, rule)): Params<(String, String, String)>,
+) -> JsonResult {
+    check_scope(&scope)?;
+    rule_kind(&kind)?;
+    let rules = to_json(&load(&state, &auth.user_id).await?)?;
+    rules[kind.as_str()]
+        .as_array()
+        .and_then(|list| list.iter().find(|r| r["rule_id"] == rule.as_str()))
+        .map(|r| Json(r.clone()))
+        .ok_or_else(no_such_rule)
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct Position {
+    before: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NewRule {
+    actions: Vec<Action>,
+    #[serde(default)]
+    conditions: Option<Vec<PushCondition>>,
+    #[serde(default)]
+    pattern: Option<String>,
+}
+
+async fn put_rule(
+    State(state): AppState,
+    auth: Auth,
+    Params((scope, kind, rule)): Params<(String, String, String)>,
+    Query(position): Query<Position>,
+    JsonBody(body): JsonBody<NewRule>,
+) -> JsonResult {
+    check_scope(&scope)?;
+    let new = match rule_kind(&kind)? {
+        RuleKind::Override | RuleKind::Underride => {
+            let conditions = body.conditions.unwrap_or_default();
+            let new = NewConditionalPushRule::new(rule.clone(), conditions, body.actions);
+            if kind == "override" {
+                NewPushRule::Override(new)
+            } else {
+                NewPushRule::Underride(new)
+            }
+        }
+        RuleKind::Content => {
+            let pattern =
+                body.pattern.ok_or_else(|| ApiError::bad_json("a content rule needs a pattern"))?;
+            NewPushRule::Content(NewPatternedPushRule::new(rule.clone(), pattern, body.actions))
+        }
+        RuleKind::Room => {
+            let room = ruma::RoomId::parse(&rule)
+                .map_err(|_| ApiError::invalid_param("a room rule's id is a room id"))?;
+            NewPushRule::Room(NewSimplePushRule::new(room, body.actions))
+        }
+        RuleKind::Sender => {
+            let sender = ruma::UserId::parse(&rule)
+                .map_err(|_| ApiError::invalid_param("a sender rule's id is a user id"))?;
+            NewPushRule::Sender(NewSimplePushRule::new(sender, body.actions))
+        }
+        _ => return Err(ApiError::invalid_param("not a push rule kind")),
+    };
+    update(&state, &auth.user_id, |rules| {
+        rules.insert(new, position.after.as_deref(), position.before.as_deref()).map_err(
+            |e| match e {
+                InsertPushRuleError::UnknownRuleId => {
+                    ApiError::not_found("the before or after rule does not exist")
+                }
+                other => ApiError::invalid_param(other.to_string()),
+            },
+        )
+    })
+    .await
+}
+
+async fn delete_rule(
+    State(state): AppState,
+    auth: Auth,
+    Params((scope, kind, rule)): Params<(String, String, String)>,
+) -> JsonResult {
+    check_scope(&scope)?;
+    let kind = rule_kind(&kind)?;
+    update(&state, &auth.user_id, |rules| {
+        rules.remove(kind, &rule).map_err(|e| match e {
+            RemovePushRuleError::NotFound => no_such_rule(),
+            other => ApiError::invalid_param(other.to_string()),
+        })
+    })
+    .await
+}
+
+async fn get_enabled(
+    State(state): AppState,
+    auth: Auth,
+    Params((scope, kind, rule)): Params<(String, String, String)>,
+) -> JsonResult {
+    check_scope(&scope)?;
+    let kind = rule_kind(&kind)?;
+    let rules = load(&state, &auth.user_id).await?;
+    let found = rules.get(kind, &rule).ok_or_else(no_such_rule)?;
+    Ok(Json(json!({"enabled": found.enabled()})))
+}
+
+#[derive(Debug, Deserialize)]
+struct Enabled {
+    enabled: bool,
+}
+
+async fn put_enabled(
+    State(state): AppState,
+    auth: Auth,
+    Params((scope, kind, rule)): Params<(String, String, String)>,
+    JsonBody(body): JsonBody<Enabled>,
+) -> JsonResult {
+    check_scope(&scope)?;
+    let kind = rule_kind(&kind)?;
+    update(&state, &auth.user_id, |rules| {
+        rules.set_enabled(kind, &rule, body.enabled).map_err(|_| no_such_rule())
+    })
+    .await
+}
+
+async fn get_actions(
+    State(state): AppState,
+    auth: Auth,
+    Params((scope, kind, rule)): Params<(String, String, String)>,
+) -> JsonResult {
+    check_scope(&scope)?;
+    let kind = rule_kind(&kind)?;
+    let rules = load(&state, &auth.user_id).await?;
+    let found = rules.get(kind, &rule).ok_or_else(no_such_rule)?;
+    Ok(Json(json!({"actions": found.actions()})))
+}
+
+#[derive(Debug, Deserialize)]
+struct Actions {
+    actions: Vec<Action>,
+}
+
+async fn put_actions(
+    State(state): AppState,
+    auth: Auth,
+    Params((scope, kind, rule)): Params<(String, String, String)>,
+    JsonBody(body): JsonBody<Actions>,
+) -> JsonResult {
+    check_scope(&scope)?;
+    let kind = rule_kind(&kind)?;
+    update(&state, &auth.user_id, |rules| {
+        rules.set_actions(kind, &rule, body.actions).map_err(|_| no_such_rule())
+    })
+    .await
+}
