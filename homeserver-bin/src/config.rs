@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use matrix_homeserver::{
-    Config, LimitsConfig, RateLimitsConfig, RegistrationConfig, WellKnownConfig,
+    Config, HttpConfig, LimitsConfig, RateLimitsConfig, RegistrationConfig, WellKnownConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,7 @@ pub(crate) struct FileConfig {
     pub(crate) limits: LimitsConfig,
     pub(crate) well_known: WellKnownConfig,
     pub(crate) rate_limits: RateLimitsConfig,
+    pub(crate) http: HttpConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +117,7 @@ impl FileConfig {
         }
         config.rate_limits = self.rate_limits;
         config.well_known = self.well_known.clone();
+        config.http = self.http.clone();
         config
     }
 }

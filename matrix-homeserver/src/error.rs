@@ -111,6 +111,10 @@ impl ApiError {
     pub(crate) fn missing_param(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_MISSING_PARAM", message)
     }
+    /// A request body that did not arrive in time: 408.
+    pub(crate) fn body_timeout() -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN", "the request body came too slowly")
+    }
     /// The user-interactive authentication's answer: 401 with the flows to follow.
     pub(crate) fn auth_required(body: Value) -> Self {
         let mut error = Self::new(StatusCode::UNAUTHORIZED, "M_FORBIDDEN", "authentication needed");

@@ -86,10 +86,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<State>> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Arc<State>) -> Result<Self, ApiError> {
-        let limit = state.config.limits.max_request_bytes;
-        let bytes = axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map_err(|_| ApiError::too_large(limit))?;
+        let bytes = read_body(request.into_body(), state).await?;
         let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         serde_json::from_slice(bytes).map(JsonBody).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
@@ -108,12 +105,52 @@ impl FromRequest<Arc<State>> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Arc<State>) -> Result<Self, ApiError> {
-        let limit = state.config.limits.max_request_bytes;
-        axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map(RawBody)
-            .map_err(|_| ApiError::too_large(limit))
+        read_body(request.into_body(), state).await.map(RawBody)
     }
+}
+
+/// Reads a JSON request body: at most `max_request_bytes`, within `body_read_timeout_secs`,
+/// and with no NUL character escaped in it (every JSON body goes through here).
+async fn read_body(body: Body, state: &State) -> Result<bytes::Bytes, ApiError> {
+    let limit = state.config.limits.max_request_bytes;
+    let timeout = std::time::Duration::from_secs(state.config.http.body_read_timeout_secs);
+    let bytes = read_limited(body, limit, timeout).await?;
+    refuse_escaped_nul(&bytes)?;
+    Ok(bytes)
+}
+
+/// Reads a body of at most `limit` bytes within `timeout`: over, 413 `M_TOO_LARGE`; too slow,
+/// 408.
+pub(crate) async fn read_limited(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, ApiError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::too_large(limit)),
+        Err(_) => Err(ApiError::body_timeout()),
+    }
+}
+
+/// A NUL character (`\u0000`) in a JSON string: no client needs one, and PostgreSQL's `text`
+/// columns (device names and ids, user ids, account data) cannot hold it, so it is refused
+/// here, once for every JSON body, rather than failing later as a 500. A raw NUL byte is
+/// not JSON at all (control characters must be escaped), so the escape is all there is to find;
+/// `\\u0000` (an escaped backslash, then `u0000`) is text, not a NUL.
+fn refuse_escaped_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    let mut backslashes = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\\' {
+            backslashes += 1;
+            continue;
+        }
+        if b == b'u' && backslashes % 2 == 1 && bytes.get(i + 1..i + 5) == Some(b"0000") {
+            return Err(ApiError::bad_json("a NUL character (\\u0000) in a JSON string"));
+        }
+        backslashes = 0;
+    }
+    Ok(())
 }
 
 /// A NUL character in a path or query (`%00`) names nothing, and some stores cannot keep it.
@@ -217,9 +254,7 @@ impl<T: IncomingRequest + Send> FromRequest<Arc<State>> for Ruma<T> {
                 Ok(Path(args)) => args,
                 Err(_) => Vec::new(),
             };
-        let limit = state.config.limits.max_request_bytes;
-        let bytes =
-            axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
+        let bytes = read_body(body, state).await?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let request = http::Request::from_parts(parts, bytes.as_ref());
         T::try_from_http_request(request, &args).map(Ruma).map_err(request_error)

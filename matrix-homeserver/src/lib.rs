@@ -3,6 +3,7 @@
 mod config;
 mod error;
 mod http;
+mod server;
 mod services;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -14,8 +15,8 @@ use matrix_storage::Storage;
 use ruma::{OwnedServerName, OwnedUserId, ServerName};
 
 pub use config::{
-    Config, LimitsConfig, RateLimit, RateLimitsConfig, RegistrationConfig, RegistrationMode,
-    WellKnownConfig,
+    Config, HttpConfig, LimitsConfig, RateLimit, RateLimitsConfig, RegistrationConfig,
+    RegistrationMode, WellKnownConfig,
 };
 pub use error::ApiError;
 pub use services::accounts::Session;
@@ -159,9 +160,8 @@ impl Homeserver {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app =
-            http::router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        let config = self.state.config.http.clone();
+        server::serve(http::router(self.state), listener, &config, shutdown).await
     }
 
     /// Creates an account as an administrator would (registration settings do not apply):

@@ -48,9 +48,8 @@ async fn upload(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let limit = state.config.limits.max_media_bytes;
-    let bytes = axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::too_large(limit))?;
+    let timeout = std::time::Duration::from_secs(state.config.http.media_upload_timeout_secs);
+    let bytes = super::read_limited(request.into_body(), limit, timeout).await?;
     let id = state.media.upload(auth.user_id.as_str(), content_type, query.filename, bytes).await?;
     Ok(Json(json!({"content_uri": format!("mxc://{}/{id}", state.rooms.server_name())})))
 }
