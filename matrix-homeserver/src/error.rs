@@ -111,9 +111,27 @@ impl ApiError {
     pub(crate) fn missing_param(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_MISSING_PARAM", message)
     }
+    /// A profile field over its bound: 400 `M_PROFILE_TOO_LARGE` (the spec's code for a
+    /// profile value the server will not store).
+    pub(crate) fn profile_too_large(field: &str, max: usize) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "M_PROFILE_TOO_LARGE",
+            format!("{field} is over {max} characters"),
+        )
+    }
     /// A request body that did not arrive in time: 408.
     pub(crate) fn body_timeout() -> Self {
         Self::new(StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN", "the request body came too slowly")
+    }
+    /// Account data the server manages (`m.fully_read`, `m.push_rules`): 405 `M_BAD_JSON`, as
+    /// the spec says.
+    pub(crate) fn server_managed_data(kind: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "M_BAD_JSON",
+            format!("{kind} is managed by the server and cannot be set as account data"),
+        )
     }
     /// The user-interactive authentication's answer: 401 with the flows to follow.
     pub(crate) fn auth_required(body: Value) -> Self {

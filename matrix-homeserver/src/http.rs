@@ -192,13 +192,50 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Arc<State>> for Query<T> {
     }
 }
 
-/// The client's address (for per-address rate limits).
-pub(crate) fn client_address(parts: &Parts) -> String {
-    parts
+/// The client's address (for per-address rate limits): the TCP peer, or, when the peer is a
+/// trusted reverse proxy, the rightmost `X-Forwarded-For` address that is not a trusted proxy
+/// (the ones left of it were written by the client and prove nothing). IPv6 addresses count
+/// by their /64, which one client usually holds whole.
+pub(crate) fn client_address(parts: &Parts, trusted: &[std::net::IpAddr]) -> String {
+    let Some(peer) = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip().to_string())
-        .unwrap_or_default()
+        .map(|info| info.0.ip())
+    else {
+        return String::new();
+    };
+    let mut address = peer;
+    if trusted.contains(&peer) {
+        let hops = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for hop in hops.iter().rev() {
+            match hop.parse::<std::net::IpAddr>() {
+                Ok(ip) if trusted.contains(&ip) => address = ip,
+                Ok(ip) => {
+                    address = ip;
+                    break;
+                }
+                // Unparsable: the proxy's own address is all that can be said.
+                Err(_) => break,
+            }
+        }
+    }
+    match address {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 /// The client's address, as an extractor.
@@ -207,8 +244,8 @@ pub(crate) struct ClientAddress(pub(crate) String);
 impl FromRequestParts<Arc<State>> for ClientAddress {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &Arc<State>) -> Result<Self, ApiError> {
-        Ok(ClientAddress(client_address(parts)))
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        Ok(ClientAddress(client_address(parts, &state.config.http.trusted_proxies)))
     }
 }
 

@@ -124,10 +124,18 @@ impl HomeserverBuilder {
         let rooms =
             Arc::new(Rooms::new(storage.clone(), server_name.clone(), key, ephemeral.clone()));
         let state = State {
-            accounts: Accounts::new(storage.clone(), server_name),
+            accounts: Accounts::new(
+                storage.clone(),
+                server_name,
+                self.config.limits.password_hash_queue,
+            ),
             sync: Sync::new(rooms.clone(), ephemeral.clone()),
             limiter: RateLimiter::new(self.config.rate_limits),
-            media: services::media::Media::new(storage, self.config.limits.media_path.clone()),
+            media: services::media::Media::new(
+                storage,
+                self.config.limits.media_path.clone(),
+                self.config.limits.media_quota_bytes,
+            ),
             rooms,
             ephemeral,
             config: self.config,

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::{Auth, JsonResult, Params, Query, Routes, route};
 use crate::error::ApiError;
+use crate::services::rate_limit::Action;
 
 type AppState = State<Arc<crate::State>>;
 
@@ -47,7 +48,18 @@ async fn upload(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    state.limiter.check(Action::MediaUpload, auth.user_id.as_str())?;
     let limit = state.config.limits.max_media_bytes;
+    // A declared length over the limit is refused before a byte of the body is read.
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::too_large(limit));
+    }
+    state.media.check_quota(auth.user_id.as_str(), declared.unwrap_or(0)).await?;
     let timeout = std::time::Duration::from_secs(state.config.http.media_upload_timeout_secs);
     let bytes = super::read_limited(request.into_body(), limit, timeout).await?;
     let id = state.media.upload(auth.user_id.as_str(), content_type, query.filename, bytes).await?;

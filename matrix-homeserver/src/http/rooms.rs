@@ -91,7 +91,7 @@ async fn create_room(
     auth: Auth,
     JsonBody(body): JsonBody<CreateRoomBody>,
 ) -> JsonResult {
-    state.limiter.check(Action::Message, auth.user_id.as_str())?;
+    state.limiter.check(Action::CreateRoom, auth.user_id.as_str())?;
     let preset = match body.preset.as_deref() {
         None => None,
         Some("private_chat") => Some(Preset::PrivateChat),
@@ -180,6 +180,7 @@ async fn leave(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
     state.rooms.leave(room.as_str(), &auth.user_id, body.reason).await?;
     Ok(Json(json!({})))
 }
@@ -204,6 +205,7 @@ async fn invite(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
+    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
     state.rooms.invite(room.as_str(), &auth.user_id, &target, body.reason, false).await?;
     Ok(Json(json!({})))
 }
@@ -216,6 +218,7 @@ async fn kick(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
+    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
     state.rooms.kick(room.as_str(), &auth.user_id, &target, body.reason).await?;
     Ok(Json(json!({})))
 }
@@ -228,6 +231,7 @@ async fn ban(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
+    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
     state.rooms.set_membership(room.as_str(), &auth.user_id, &target, "ban", body.reason).await?;
     Ok(Json(json!({})))
 }
@@ -240,6 +244,7 @@ async fn unban(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
+    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
     state.rooms.unban(room.as_str(), &auth.user_id, &target, body.reason).await?;
     Ok(Json(json!({})))
 }
@@ -373,6 +378,7 @@ async fn put_state(
     if kind == "m.room.member" {
         return Err(ApiError::forbidden("use the membership endpoints to change memberships"));
     }
+    state.limiter.check(Action::State, auth.user_id.as_str())?;
     let pdu =
         state.rooms.append(room.as_str(), &auth.user_id, Draft::state(kind, key, content)).await?;
     Ok(Json(json!({"event_id": pdu.event_id()})))
@@ -604,6 +610,7 @@ async fn typing(
         return Err(ApiError::forbidden("you can only set your own typing notice"));
     }
     require_joined(&state, room.as_str(), &auth.user_id).await?;
+    state.limiter.check(Action::Typing, auth.user_id.as_str())?;
     let timeout =
         body.typing.then(|| Duration::from_millis(body.timeout.unwrap_or(30_000).min(120_000)));
     state.ephemeral.set_typing(room.as_str(), auth.user_id.as_str(), timeout);
@@ -647,6 +654,7 @@ async fn receipt(
     JsonBody(body): JsonBody<ReceiptBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    state.limiter.check(Action::Receipt, auth.user_id.as_str())?;
     set_receipt(&state, &auth, room.as_str(), &kind, &event, body.thread_id).await?;
     Ok(Json(json!({})))
 }
@@ -658,6 +666,7 @@ async fn read_markers(
     JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    state.limiter.check(Action::Receipt, auth.user_id.as_str())?;
     for kind in ["m.fully_read", "m.read", "m.read.private"] {
         if let Some(event) = body.get(kind).and_then(Value::as_str) {
             set_receipt(&state, &auth, room.as_str(), kind, event, None).await?;

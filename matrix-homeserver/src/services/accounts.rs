@@ -12,11 +12,6 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 
 mod passwords;
-use passwords::verify_password;
-
-async fn hash_password(password: String) -> Result<String, ApiError> {
-    passwords::hash_password(password, random_bytes::<16>()?).await
-}
 
 /// A logged-in device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +34,8 @@ pub(crate) struct DeviceRequest {
 pub(crate) struct Accounts {
     storage: Arc<dyn Storage>,
     server_name: OwnedServerName,
+    /// This server's hashes waiting for the hashing thread (a full queue: 429).
+    hash_queue: passwords::Queue,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -87,8 +84,24 @@ fn check_localpart(localpart: &str, server_name: &str) -> Result<(), ApiError> {
 }
 
 impl Accounts {
-    pub(crate) fn new(storage: Arc<dyn Storage>, server_name: OwnedServerName) -> Self {
-        Accounts { storage, server_name }
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        server_name: OwnedServerName,
+        hash_queue: usize,
+    ) -> Self {
+        Accounts { storage, server_name, hash_queue: passwords::Queue::new(hash_queue) }
+    }
+
+    async fn hash_password(&self, password: String) -> Result<String, ApiError> {
+        passwords::hash_password(password, random_bytes::<16>()?, &self.hash_queue).await
+    }
+
+    async fn verify_password(
+        &self,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, ApiError> {
+        passwords::verify_password(password, hash, &self.hash_queue).await
     }
 
     fn user_id(&self, localpart: &str) -> Result<OwnedUserId, ApiError> {
@@ -98,7 +111,7 @@ impl Accounts {
     }
 
     /// The user a login names: a full id on this server, or a localpart.
-    fn named_user(&self, name: &str) -> Option<OwnedUserId> {
+    pub(crate) fn named_user(&self, name: &str) -> Option<OwnedUserId> {
         let id = if name.starts_with('@') {
             UserId::parse(name).ok()?
         } else {
@@ -126,7 +139,7 @@ impl Accounts {
             None => self.user_id(&random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 12)?)?,
         };
         let password_hash = match password {
-            Some(password) => Some(hash_password(password).await?),
+            Some(password) => Some(self.hash_password(password).await?),
             None => None,
         };
         let mut changes = ChangeSet::new();
@@ -188,7 +201,7 @@ impl Accounts {
         };
         let hash = stored.as_ref().and_then(|u| u.password_hash.clone());
         // Checked even for unknown users (against a decoy), so timing tells nothing.
-        if !verify_password(password, hash).await? {
+        if !self.verify_password(password, hash).await? {
             return Err(wrong());
         }
         let stored = stored.ok_or_else(wrong)?;
@@ -214,6 +227,12 @@ impl Accounts {
         let owner =
             self.storage.token(&token_key(token)).await?.ok_or_else(ApiError::unknown_token)?;
         let user_id = UserId::parse(&owner.user_id).map_err(|_| ApiError::unknown_token())?;
+        // A token that outlived its account (a login that raced a deactivation, whose device
+        // list was read before the login's session was written) opens nothing.
+        match self.storage.user(user_id.as_str()).await? {
+            Some(user) if !user.deactivated => {}
+            _ => return Err(ApiError::unknown_token()),
+        }
         Ok((user_id, OwnedDeviceId::from(owner.device_id)))
     }
 
@@ -242,7 +261,7 @@ impl Accounts {
         password: String,
     ) -> Result<bool, ApiError> {
         let hash = self.storage.user(user_id.as_str()).await?.and_then(|u| u.password_hash);
-        verify_password(password, hash).await
+        self.verify_password(password, hash).await
     }
 
     /// Sets a new password; with `logout_others`, deletes every other device.
@@ -255,7 +274,7 @@ impl Accounts {
     ) -> Result<(), ApiError> {
         let mut user =
             self.storage.user(user_id.as_str()).await?.ok_or_else(ApiError::unknown_token)?;
-        user.password_hash = Some(hash_password(password).await?);
+        user.password_hash = Some(self.hash_password(password).await?);
         let mut changes = ChangeSet::new();
         changes.updated_users.push(user);
         if logout_others {

@@ -9,6 +9,19 @@ use bytes::Bytes;
 use matrix_storage::{ChangeSet, Storage};
 
 use crate::error::ApiError;
+use crate::services::records::{MEDIA_USAGE, Records};
+
+/// Syncs a directory, so that the entries made in it survive a power loss.
+#[cfg(unix)]
+async fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    tokio::fs::File::open(dir).await?.sync_all().await
+}
+
+/// Directories cannot be opened (nor synced) this way elsewhere.
+#[cfg(not(unix))]
+async fn sync_dir(_: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
+}
 
 /// An uploaded file.
 #[derive(Debug, Clone)]
@@ -20,8 +33,13 @@ pub(crate) struct File {
 
 pub(crate) struct Media {
     storage: Arc<dyn Storage>,
+    records: Records,
     path: Option<PathBuf>,
     memory: Mutex<HashMap<String, Bytes>>,
+    /// The most bytes one user may have uploaded; 0: no quota.
+    quota: u64,
+    /// Serialises the quota's check and its update.
+    usage: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Media {
@@ -31,8 +49,27 @@ impl std::fmt::Debug for Media {
 }
 
 impl Media {
-    pub(crate) fn new(storage: Arc<dyn Storage>, path: Option<PathBuf>) -> Self {
-        Media { storage, path, memory: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(storage: Arc<dyn Storage>, path: Option<PathBuf>, quota: u64) -> Self {
+        Media {
+            records: Records::new(storage.clone()),
+            storage,
+            path,
+            memory: Mutex::new(HashMap::new()),
+            quota,
+            usage: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Refuses (403) an upload of `adding` bytes that would take `uploader` over the quota.
+    pub(crate) async fn check_quota(&self, uploader: &str, adding: u64) -> Result<u64, ApiError> {
+        let used = self.records.get::<u64>(MEDIA_USAGE, uploader).await?.unwrap_or(0);
+        if self.quota > 0 && used.saturating_add(adding) > self.quota {
+            return Err(ApiError::forbidden(format!(
+                "this upload would take you over your media quota of {} bytes",
+                self.quota
+            )));
+        }
+        Ok(used)
     }
 
     /// Stores an upload; answers its media id.
@@ -47,6 +84,7 @@ impl Media {
         getrandom::fill(&mut id).map_err(|_| ApiError::unknown("no randomness available"))?;
         let media_id = matrix_core::b64::encode_url_safe(id);
         let size = bytes.len() as u64;
+        self.check_quota(uploader, size).await?;
         match &self.path {
             Some(dir) => {
                 tokio::fs::create_dir_all(dir)
@@ -57,7 +95,11 @@ impl Media {
                     use tokio::io::AsyncWriteExt;
                     let mut out = tokio::fs::File::create(&file).await?;
                     out.write_all(&bytes).await?;
-                    out.sync_all().await
+                    out.sync_all().await?;
+                    // The file's directory entry is durable only once the directory is
+                    // synced: without it, a power loss can leave the metadata pointing at
+                    // no file.
+                    sync_dir(dir).await
                 };
                 write.await.map_err(|e| ApiError::unknown(format!("writing media: {e}")))?;
             }
@@ -67,6 +109,15 @@ impl Media {
                 memory.insert(media_id.clone(), bytes);
             }
         }
+        // Checked again, under the lock the usage is written under (concurrent uploads).
+        let usage = self.usage.lock().await;
+        let used = match self.check_quota(uploader, size).await {
+            Ok(used) => used,
+            Err(e) => {
+                self.forget(&media_id).await;
+                return Err(e);
+            }
+        };
         let mut changes = ChangeSet::new();
         changes.media.push(matrix_storage::Media {
             media_id: media_id.clone(),
@@ -76,8 +127,24 @@ impl Media {
             uploader: uploader.to_owned(),
             created_ts: crate::services::rooms::now_ms(),
         });
+        Records::set(&mut changes, MEDIA_USAGE, uploader, Some(&used.saturating_add(size)));
         self.storage.apply(changes).await?;
+        drop(usage);
         Ok(media_id)
+    }
+
+    /// Removes the bytes of an upload that was not recorded.
+    async fn forget(&self, media_id: &str) {
+        match &self.path {
+            Some(dir) => {
+                let _ = tokio::fs::remove_file(dir.join(media_id)).await;
+            }
+            None => {
+                let mut memory =
+                    self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                memory.remove(media_id);
+            }
+        }
     }
 
     /// A stored upload.

@@ -2,6 +2,8 @@
 //! `TestHomeserver`, with its failure cases.
 
 mod abuse_http;
+mod abuse_limits;
+mod abuse_logins;
 mod account;
 mod discovery;
 mod rooms;
@@ -28,6 +30,13 @@ pub(crate) struct Server {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl Server {
+    /// A server, with the directory its storage lives in (if any).
+    pub(crate) fn new(server: TestHomeserver, dir: Option<tempfile::TempDir>) -> Self {
+        Server { server, _dir: dir }
+    }
+}
+
 impl std::ops::Deref for Server {
     type Target = TestHomeserver;
     fn deref(&self) -> &TestHomeserver {
@@ -43,6 +52,15 @@ pub(crate) async fn start(backend: Backend) -> Option<Server> {
 
 /// A server on `backend` with `config`.
 pub(crate) async fn start_with(backend: Backend, config: Config) -> Option<Server> {
+    let (storage, dir) = open_storage(backend).await?;
+    Some(Server { server: TestHomeserver::start_on(config, storage).await, _dir: dir })
+}
+
+/// An empty store on `backend`, with the directory it lives in (if any); `None` when the
+/// backend is not available here.
+pub(crate) async fn open_storage(
+    backend: Backend,
+) -> Option<(Arc<dyn matrix_storage::Storage>, Option<tempfile::TempDir>)> {
     let (storage, dir): (Arc<dyn matrix_storage::Storage>, _) = match backend {
         Backend::Memory => (Arc::new(matrix_storage::memory::MemoryStore::new()), None),
         Backend::Sled => {
@@ -62,7 +80,7 @@ pub(crate) async fn start_with(backend: Backend, config: Config) -> Option<Serve
             (Arc::new(store), None)
         }
     };
-    Some(Server { server: TestHomeserver::start_on(config, storage).await, _dir: dir })
+    Some((storage, dir))
 }
 
 /// `DATABASE_URL`, or `None` (said once on stderr, past the test harness's capture).
