@@ -111,6 +111,11 @@ impl ApiError {
     pub(crate) fn missing_param(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_MISSING_PARAM", message)
     }
+    /// A list (or string) of the request longer than the server's bound: 400 `M_TOO_LARGE`
+    /// (400 rather than 413: the body's size is within bounds, one of its parts is not).
+    pub(crate) fn list_too_long(what: &str, max: usize) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_TOO_LARGE", format!("{what} is over {max} long"))
+    }
     /// A profile field over its bound: 400 `M_PROFILE_TOO_LARGE` (the spec's code for a
     /// profile value the server will not store).
     pub(crate) fn profile_too_large(field: &str, max: usize) -> Self {

@@ -92,6 +92,14 @@ async fn create_room(
     JsonBody(body): JsonBody<CreateRoomBody>,
 ) -> JsonResult {
     state.limiter.check(Action::CreateRoom, auth.user_id.as_str())?;
+    // Each entry is an event appended (and synced to disk) in turn: bounded.
+    let limits = &state.config.limits;
+    if body.initial_state.len() > limits.max_create_room_initial_state {
+        return Err(ApiError::list_too_long("initial_state", limits.max_create_room_initial_state));
+    }
+    if body.invite.len() > limits.max_create_room_invites {
+        return Err(ApiError::list_too_long("invite", limits.max_create_room_invites));
+    }
     let preset = match body.preset.as_deref() {
         None => None,
         Some("private_chat") => Some(Preset::PrivateChat),
@@ -294,6 +302,8 @@ async fn joined_members(
     Params(room): Params<String>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    // The spec: only current members may list them (departed ones included, it is not).
+    require_joined(&state, room.as_str(), &auth.user_id).await?;
     let mut joined = serde_json::Map::new();
     for pdu in state.rooms.member_events(room.as_str(), &auth.user_id).await? {
         let content = pdu.content();
@@ -462,11 +472,15 @@ struct MessagesQuery {
     filter: Option<String>,
 }
 
-/// A room event filter given inline as JSON.
-fn room_event_filter(text: Option<&str>) -> Result<(EventFilter, bool), ApiError> {
+/// A room event filter given inline as JSON (bounded as stored filters are).
+fn room_event_filter(
+    limits: &crate::config::LimitsConfig,
+    text: Option<&str>,
+) -> Result<(EventFilter, bool), ApiError> {
     let Some(text) = text else { return Ok((EventFilter::default(), false)) };
     let json: Value = serde_json::from_str(text)
         .map_err(|_| ApiError::invalid_param("the filter is not JSON"))?;
+    super::user::check_filter(limits, &json)?;
     let filter = parse_filter(&json!({"room": {"timeline": json.clone()}}));
     Ok((filter.timeline, json["lazy_load_members"].as_bool().unwrap_or(false)))
 }
@@ -491,7 +505,7 @@ async fn messages(
         ),
         None => None,
     };
-    let (filter, lazy) = room_event_filter(query.filter.as_deref())?;
+    let (filter, lazy) = room_event_filter(&state.config.limits, query.filter.as_deref())?;
     let (start, chunk) = state
         .rooms
         .messages(room.as_str(), &auth.user_id, from, direction, query.limit.unwrap_or(10), &filter)
@@ -542,11 +556,11 @@ async fn context(
     Query(query): Query<ContextQuery>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    let (filter, _) = room_event_filter(&state.config.limits, query.filter.as_deref())?;
     let rooms = &state.rooms;
     let pdu = rooms.event_for(room.as_str(), &auth.user_id, &event).await?;
     let pos = rooms.position_of(room.as_str(), &auth.user_id, &event).await?;
     let limit = query.limit.unwrap_or(10).min(100);
-    let (filter, _) = room_event_filter(query.filter.as_deref())?;
     let before_limit = limit / 2;
     let after_limit = limit - before_limit;
     let device = Some(auth.viewer());

@@ -193,13 +193,58 @@ async fn delete_tag(
 /// Filters are content-addressed: the id is the filter's JSON, base64url, so it needs no
 /// storage and survives restarts.
 async fn create_filter(
+    State(state): AppState,
     auth: Auth,
     Params(user): Params<String>,
     JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
 ) -> JsonResult {
     own(&auth, &user)?;
+    let body = Value::Object(body);
+    check_filter(&state.config.limits, &body)?;
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     Ok(Json(json!({"filter_id": format!("f{}", matrix_core::b64::encode_url_safe(bytes))})))
+}
+
+/// The filter lists that events are matched against, one by one.
+const FILTER_LISTS: &[&str] =
+    &["types", "not_types", "senders", "not_senders", "rooms", "not_rooms"];
+
+/// Checks a filter against the bounds (`max_filter_bytes` in all, `max_filter_list_len` per
+/// list, wherever the list is nested): each entry of a list is compared with every event a
+/// request reads, so an unbounded list makes one request as costly as the client likes.
+pub(crate) fn check_filter(
+    limits: &crate::config::LimitsConfig,
+    filter: &Value,
+) -> Result<(), ApiError> {
+    let bytes = serde_json::to_vec(filter).map(|b| b.len()).unwrap_or(usize::MAX);
+    if bytes > limits.max_filter_bytes {
+        return Err(ApiError::list_too_long(
+            "the filter's JSON (in bytes)",
+            limits.max_filter_bytes,
+        ));
+    }
+    fn walk(value: &Value, max: usize) -> Result<(), ApiError> {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    if let Value::Array(list) = value
+                        && FILTER_LISTS.contains(&key.as_str())
+                        && list.len() > max
+                    {
+                        return Err(ApiError::list_too_long(
+                            &format!("the filter list {key}"),
+                            max,
+                        ));
+                    }
+                    walk(value, max)?;
+                }
+                Ok(())
+            }
+            Value::Array(list) => list.iter().try_for_each(|v| walk(v, max)),
+            _ => Ok(()),
+        }
+    }
+    walk(filter, limits.max_filter_list_len)
 }
 
 /// The filter JSON of a filter id.

@@ -1,6 +1,7 @@
 //! The one integration-test binary of matrix-homeserver: every endpoint over real HTTP through
 //! `TestHomeserver`, with its failure cases.
 
+mod abuse_bounds;
 mod abuse_http;
 mod abuse_limits;
 mod abuse_logins;

@@ -200,15 +200,19 @@ impl Rooms {
             ApiError::unsupported_room_version(format!("room version {version:?} is not supported"))
         })?;
         self.check_create_request(rules, creator, &request).await?;
-        let alias = match &request.alias_localpart {
+        // The alias is checked and recorded under the alias lock, held from the check until
+        // the record is written (right after the create event names the room), so that an
+        // alias made meanwhile by `PUT /directory/room` is never overwritten.
+        let (alias, alias_guard) = match &request.alias_localpart {
             Some(localpart) => {
                 let alias = self.local_alias(localpart)?;
+                let guard = self.alias_lock.lock().await;
                 if self.records().get::<AliasRecord>(ALIASES, alias.as_str()).await?.is_some() {
                     return Err(ApiError::room_in_use());
                 }
-                Some(alias)
+                (Some(alias), Some(guard))
             }
-            None => None,
+            None => (None, None),
         };
         let preset = request.preset.unwrap_or(if request.public {
             Preset::PublicChat
@@ -253,6 +257,11 @@ impl Rooms {
         }
         let create = self.append_create(create, rules).await?;
         let room_id = create.room_id().to_owned();
+        if let Some(alias) = &alias {
+            let record = AliasRecord { room_id: room_id.clone(), creator: creator.to_string() };
+            self.records().put(ALIASES, alias.as_str(), Some(&record)).await?;
+        }
+        drop(alias_guard);
 
         // The creator joins.
         self.append(&room_id, creator, self.member_draft(creator, "join", None).await?).await?;
@@ -310,15 +319,6 @@ impl Rooms {
         }
 
         let mut changes = matrix_storage::ChangeSet::new();
-        if let Some(alias) = &alias {
-            let record = AliasRecord { room_id: room_id.clone(), creator: creator.to_string() };
-            crate::services::records::Records::set(
-                &mut changes,
-                ALIASES,
-                alias.as_str(),
-                Some(&record),
-            );
-        }
         if request.public {
             crate::services::records::Records::set(&mut changes, DIRECTORY, &room_id, Some(&true));
         }
