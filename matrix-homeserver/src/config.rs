@@ -196,7 +196,7 @@ pub struct RateLimitsConfig {
     pub typing: RateLimit,
     /// Receipts and read markers, per user.
     pub receipts: RateLimit,
-    /// Account data, tags and device renames, per user.
+    /// Account data, tags, device renames and forgetting rooms, per user.
     pub account_data: RateLimit,
     /// `sendToDevice`, per user (`rc_key_requests`).
     pub to_device: RateLimit,

@@ -195,6 +195,8 @@ async fn leave(
 
 async fn forget(State(state): AppState, auth: Auth, Params(room): Params<String>) -> JsonResult {
     let room = room_id(&room)?;
+    // A record of the user's own, like account data.
+    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
     state.rooms.forget(room.as_str(), &auth.user_id).await?;
     Ok(Json(json!({})))
 }

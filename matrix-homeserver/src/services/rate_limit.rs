@@ -43,7 +43,7 @@ pub(crate) enum Action {
     Typing,
     /// Receipts and read markers, per user.
     Receipt,
-    /// Account data, tags, device names, per user.
+    /// Account data, tags, device names, forgetting rooms, per user.
     AccountData,
     /// To-device messages, per user.
     ToDevice,

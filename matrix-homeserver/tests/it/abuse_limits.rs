@@ -136,6 +136,8 @@ async fn finding_12_messages_ephemeral_writes_and_rooms_are_rate_limited() {
     assert_limited("tag", &put(&alice, &tag, json!({})).await);
     let device = format!("{V3}/devices/{}", session.device_id);
     assert_limited("device name", &put(&alice, &device, json!({"display_name": "x"})).await);
+    let forget = format!("{V3}/rooms/{room}/forget");
+    assert_limited("forget", &alice.post(&forget, &json!({})).await);
 
     let to_device = json!({"messages": {alice_id.clone(): {"*": {"a": 1}}}});
     for i in 0..3 {
