@@ -354,3 +354,52 @@ impl FromRequestParts<Arc<State>> for Auth {
         Ok(Auth { user_id, device_id })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(peer: &str, forwarded: &[&str]) -> Parts {
+        let mut request = http::Request::builder();
+        for value in forwarded {
+            request = request.header("x-forwarded-for", *value);
+        }
+        let (mut parts, ()) = request.body(()).expect("a request").into_parts();
+        let peer: std::net::SocketAddr = peer.parse().expect("an address");
+        parts.extensions.insert(axum::extract::ConnectInfo(peer));
+        parts
+    }
+
+    #[test]
+    fn the_client_address_believes_only_trusted_proxies() {
+        let proxy: std::net::IpAddr = "10.0.0.1".parse().expect("an address");
+        let inner: std::net::IpAddr = "10.0.0.2".parse().expect("an address");
+        let trusted = [proxy, inner];
+        // Untrusted peer: the header is ignored.
+        assert_eq!(client_address(&parts("192.0.2.1:5", &["198.51.100.1"]), &trusted), "192.0.2.1");
+        // Trusted peer: the rightmost hop that is not a trusted proxy.
+        let chain = parts("10.0.0.1:5", &["6.6.6.6, 198.51.100.1, 10.0.0.2"]);
+        assert_eq!(client_address(&chain, &trusted), "198.51.100.1");
+        // Several headers count as one list, in order.
+        let split = parts("10.0.0.1:5", &["6.6.6.6", "198.51.100.2"]);
+        assert_eq!(client_address(&split, &trusted), "198.51.100.2");
+        // Garbage from the client stops the walk at what is known.
+        let garbage = parts("10.0.0.1:5", &["not-an-ip"]);
+        assert_eq!(client_address(&garbage, &trusted), "10.0.0.1");
+        // IPv6 by /64; IPv4-mapped as IPv4.
+        let v6 = parts("[2001:db8:1:2:3:4:5:6]:5", &[]);
+        assert_eq!(client_address(&v6, &trusted), "2001:db8:1:2::/64");
+        let mapped = parts("[::ffff:192.0.2.9]:5", &[]);
+        assert_eq!(client_address(&mapped, &trusted), "192.0.2.9");
+    }
+
+    #[test]
+    fn only_an_escaped_nul_is_refused() {
+        assert!(refuse_escaped_nul(br#"{"a":"x\u0000"}"#).is_err());
+        assert!(refuse_escaped_nul(br#"{"a\u0000":1}"#).is_err());
+        assert!(refuse_escaped_nul(br#"{"a":"\\\u0000"}"#).is_err());
+        assert!(refuse_escaped_nul(br#"{"a":"\\u0000"}"#).is_ok());
+        assert!(refuse_escaped_nul(br#"{"a":"\u00001"}"#).is_err());
+        assert!(refuse_escaped_nul(br#"{"a":"\u0001 u0000"}"#).is_ok());
+    }
+}

@@ -208,3 +208,19 @@ pub(super) async fn whoami(
     response.device_id = Some(auth.device_id);
     Ok(RumaResponse(response))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn registration_tokens_match_only_in_full() {
+        let tokens = vec!["first-token".to_owned(), "second".to_owned()];
+        assert!(token_matches(&tokens, "first-token"));
+        assert!(token_matches(&tokens, "second"));
+        for wrong in ["", "first", "first-token-", "secon", "Second", "second\0"] {
+            assert!(!token_matches(&tokens, wrong), "{wrong:?}");
+        }
+        assert!(!token_matches(&[], "anything"));
+    }
+}
