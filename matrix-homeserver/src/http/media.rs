@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -60,9 +61,27 @@ async fn upload(
         return Err(ApiError::too_large(limit));
     }
     state.media.check_quota(auth.user_id.as_str(), declared.unwrap_or(0)).await?;
+    // Read as it comes and written straight to storage: memory holds one frame at a time,
+    // and the whole body must arrive before the deadline.
     let timeout = std::time::Duration::from_secs(state.config.http.media_upload_timeout_secs);
-    let bytes = super::read_limited(request.into_body(), limit, timeout).await?;
-    let id = state.media.upload(auth.user_id.as_str(), content_type, query.filename, bytes).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut upload = state.media.begin().await?;
+    let mut body = request.into_body();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(ApiError::body_timeout()),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(ApiError::bad_json("the upload could not be read")),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if upload.size().saturating_add(data.len() as u64) > limit as u64 {
+                return Err(ApiError::too_large(limit));
+            }
+            upload.write(&data).await?;
+        }
+    }
+    let id = upload.finish(auth.user_id.as_str(), content_type, query.filename).await?;
     Ok(Json(json!({"content_uri": format!("mxc://{}/{id}", state.rooms.server_name())})))
 }
 

@@ -72,65 +72,28 @@ impl Media {
         Ok(used)
     }
 
-    /// Stores an upload; answers its media id.
-    pub(crate) async fn upload(
-        &self,
-        uploader: &str,
-        content_type: Option<String>,
-        upload_name: Option<String>,
-        bytes: Bytes,
-    ) -> Result<String, ApiError> {
+    /// Starts an upload: its bytes are written as they come ([`Upload::write`]), to a
+    /// temporary file when media is kept in a directory, so that a large upload never sits
+    /// in memory; [`Upload::finish`] records it.
+    pub(crate) async fn begin(&self) -> Result<Upload<'_>, ApiError> {
         let mut id = [0u8; 18];
         getrandom::fill(&mut id).map_err(|_| ApiError::unknown("no randomness available"))?;
         let media_id = matrix_core::b64::encode_url_safe(id);
-        let size = bytes.len() as u64;
-        self.check_quota(uploader, size).await?;
-        match &self.path {
+        let file = match &self.path {
             Some(dir) => {
                 tokio::fs::create_dir_all(dir)
                     .await
                     .map_err(|e| ApiError::unknown(format!("media directory: {e}")))?;
-                let file = dir.join(&media_id);
-                let write = async {
-                    use tokio::io::AsyncWriteExt;
-                    let mut out = tokio::fs::File::create(&file).await?;
-                    out.write_all(&bytes).await?;
-                    out.sync_all().await?;
-                    // The file's directory entry is durable only once the directory is
-                    // synced: without it, a power loss can leave the metadata pointing at
-                    // no file.
-                    sync_dir(dir).await
-                };
-                write.await.map_err(|e| ApiError::unknown(format!("writing media: {e}")))?;
+                // Named so that a download can never find it (ids have no dot).
+                let temp = dir.join(format!("{media_id}.part"));
+                let out = tokio::fs::File::create(&temp)
+                    .await
+                    .map_err(|e| ApiError::unknown(format!("writing media: {e}")))?;
+                Some((out, temp))
             }
-            None => {
-                let mut memory =
-                    self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                memory.insert(media_id.clone(), bytes);
-            }
-        }
-        // Checked again, under the lock the usage is written under (concurrent uploads).
-        let usage = self.usage.lock().await;
-        let used = match self.check_quota(uploader, size).await {
-            Ok(used) => used,
-            Err(e) => {
-                self.forget(&media_id).await;
-                return Err(e);
-            }
+            None => None,
         };
-        let mut changes = ChangeSet::new();
-        changes.media.push(matrix_storage::Media {
-            media_id: media_id.clone(),
-            content_type,
-            size,
-            upload_name,
-            uploader: uploader.to_owned(),
-            created_ts: crate::services::rooms::now_ms(),
-        });
-        Records::set(&mut changes, MEDIA_USAGE, uploader, Some(&used.saturating_add(size)));
-        self.storage.apply(changes).await?;
-        drop(usage);
-        Ok(media_id)
+        Ok(Upload { media: self, media_id, file, memory: Vec::new(), size: 0, done: false })
     }
 
     /// Removes the bytes of an upload that was not recorded.
@@ -164,5 +127,113 @@ impl Media {
             }
         };
         Ok(File { content_type: meta.content_type, upload_name: meta.upload_name, bytes })
+    }
+}
+
+/// An upload being received (see [`Media::begin`]). Dropped unfinished (the client went
+/// away, the body came too slowly or was too large), its temporary file is removed.
+pub(crate) struct Upload<'a> {
+    media: &'a Media,
+    media_id: String,
+    /// The temporary file and its path, when media is kept in a directory.
+    file: Option<(tokio::fs::File, PathBuf)>,
+    /// The bytes, when media is kept in memory.
+    memory: Vec<u8>,
+    size: u64,
+    done: bool,
+}
+
+impl Upload<'_> {
+    /// The bytes received so far.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends bytes of the upload.
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
+        use tokio::io::AsyncWriteExt;
+        match &mut self.file {
+            Some((out, _)) => out
+                .write_all(bytes)
+                .await
+                .map_err(|e| ApiError::unknown(format!("writing media: {e}")))?,
+            None => self.memory.extend_from_slice(bytes),
+        }
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the upload durable and records it for `uploader` (within the quota); answers
+    /// its media id.
+    pub(crate) async fn finish(
+        mut self,
+        uploader: &str,
+        content_type: Option<String>,
+        upload_name: Option<String>,
+    ) -> Result<String, ApiError> {
+        let media = self.media;
+        let media_id = self.media_id.clone();
+        let size = self.size;
+        media.check_quota(uploader, size).await?;
+        match (self.file.take(), &media.path) {
+            (Some((out, temp)), Some(dir)) => {
+                let write = async {
+                    out.sync_all().await?;
+                    drop(out);
+                    tokio::fs::rename(&temp, dir.join(&media_id)).await?;
+                    // The file's directory entry is durable only once the directory is
+                    // synced: without it, a power loss can leave the metadata pointing at
+                    // no file.
+                    sync_dir(dir).await
+                };
+                if let Err(e) = write.await {
+                    let _ = tokio::fs::remove_file(&temp).await;
+                    return Err(ApiError::unknown(format!("writing media: {e}")));
+                }
+            }
+            _ => {
+                let bytes = Bytes::from(std::mem::take(&mut self.memory));
+                let mut memory =
+                    media.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                memory.insert(media_id.clone(), bytes);
+            }
+        }
+        self.done = true;
+        // Checked again, under the lock the usage is written under (concurrent uploads).
+        let usage = media.usage.lock().await;
+        let used = match media.check_quota(uploader, size).await {
+            Ok(used) => used,
+            Err(e) => {
+                media.forget(&media_id).await;
+                return Err(e);
+            }
+        };
+        let mut changes = ChangeSet::new();
+        changes.media.push(matrix_storage::Media {
+            media_id: media_id.clone(),
+            content_type,
+            size,
+            upload_name,
+            uploader: uploader.to_owned(),
+            created_ts: crate::services::rooms::now_ms(),
+        });
+        Records::set(&mut changes, MEDIA_USAGE, uploader, Some(&used.saturating_add(size)));
+        if let Err(e) = media.storage.apply(changes).await {
+            media.forget(&media_id).await;
+            return Err(e.into());
+        }
+        drop(usage);
+        Ok(media_id)
+    }
+}
+
+impl Drop for Upload<'_> {
+    fn drop(&mut self) {
+        if !self.done
+            && let Some((_, temp)) = &self.file
+        {
+            // Synchronous, but only an unlink: an abandoned upload leaves nothing behind.
+            let _ = std::fs::remove_file(temp);
+        }
     }
 }

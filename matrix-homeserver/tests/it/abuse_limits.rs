@@ -371,21 +371,60 @@ async fn finding_40_media_uploads_are_rate_limited_and_quota_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finding_41_media_written_to_a_directory_reads_back() {
+async fn finding_40_41_uploads_stream_to_a_synced_file_and_leave_nothing_when_refused() {
     let dir = tempfile::tempdir().expect("a directory");
+    let media = dir.path().join("media");
     let mut config = TestHomeserver::config();
-    config.limits.media_path = Some(dir.path().join("media"));
+    config.limits.media_path = Some(media.clone());
+    config.limits.max_media_bytes = 800;
+    config.http.media_upload_timeout_secs = 1;
     let server = crate::start_with(crate::Backend::Sled, config).await.expect("sled");
     let alice = server.register_user("alice", "pw").await;
     let (status, body) = upload(&server, &alice.access_token, b"durable bytes".to_vec()).await;
     assert_eq!(status, 200, "{body}");
     let uri = body["content_uri"].as_str().expect("a uri");
-    let id = uri.rsplit('/').next().expect("an id");
-    assert!(dir.path().join("media").join(id).is_file());
+    let id = uri.rsplit('/').next().expect("an id").to_owned();
+    assert!(media.join(&id).is_file());
     let response =
         reqwest::get(format!("{}/_matrix/media/v3/download/localhost/{id}", server.base_url()))
             .await
             .expect("answers");
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(response.bytes().await.expect("a body").as_ref(), b"durable bytes");
+
+    // A chunked body (no declared length) over the limit, and one that stalls: refused, and
+    // their partly written files are gone.
+    let over = format!("{:x}\r\n{}\r\n0\r\n\r\n", 900, "x".repeat(900));
+    let status = raw_upload(&server, &alice.access_token, &over).await;
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 413 Payload Too Large"));
+    let stalled = format!("{:x}\r\n{}\r\n", 10, "y".repeat(10));
+    let status = raw_upload(&server, &alice.access_token, &stalled).await;
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 408 Request Timeout"));
+    let mut names = Vec::new();
+    let mut entries = tokio::fs::read_dir(&media).await.expect("the media directory");
+    while let Some(entry) = entries.next_entry().await.expect("an entry") {
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    assert_eq!(names, [id], "only the finished upload is kept");
+}
+
+/// A chunked upload written over raw TCP; answers the status line.
+async fn raw_upload(server: &TestHomeserver, token: &str, chunks: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.base_url().trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects");
+    let request = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{chunks}"
+    );
+    stream.write_all(request.as_bytes()).await.expect("writes");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+    String::from_utf8_lossy(&answer).lines().next().map(str::to_owned)
 }
