@@ -36,6 +36,12 @@ pub(crate) struct Accounts {
     server_name: OwnedServerName,
     /// This server's hashes waiting for the hashing thread (a full queue: 429).
     hash_queue: passwords::Queue,
+    /// Users known not to be deactivated (a cache of storage, so that checking each request's
+    /// account costs no read).
+    active: quick_cache::sync::Cache<String, ()>,
+    /// Bumped by each deactivation: an authentication that read the user before a
+    /// deactivation finished does not put it in `active`.
+    deactivations: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -89,7 +95,13 @@ impl Accounts {
         server_name: OwnedServerName,
         hash_queue: usize,
     ) -> Self {
-        Accounts { storage, server_name, hash_queue: passwords::Queue::new(hash_queue) }
+        Accounts {
+            storage,
+            server_name,
+            hash_queue: passwords::Queue::new(hash_queue),
+            active: quick_cache::sync::Cache::new(16_384),
+            deactivations: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     async fn hash_password(&self, password: String) -> Result<String, ApiError> {
@@ -229,9 +241,19 @@ impl Accounts {
         let user_id = UserId::parse(&owner.user_id).map_err(|_| ApiError::unknown_token())?;
         // A token that outlived its account (a login that raced a deactivation, whose device
         // list was read before the login's session was written) opens nothing.
-        match self.storage.user(user_id.as_str()).await? {
-            Some(user) if !user.deactivated => {}
-            _ => return Err(ApiError::unknown_token()),
+        if self.active.get(user_id.as_str()).is_none() {
+            use std::sync::atomic::Ordering;
+            let generation = self.deactivations.load(Ordering::Acquire);
+            match self.storage.user(user_id.as_str()).await? {
+                Some(user) if !user.deactivated => {}
+                _ => return Err(ApiError::unknown_token()),
+            }
+            // Inserted, then withdrawn if a deactivation finished meanwhile (whose removal
+            // may have come before this insert).
+            self.active.insert(user_id.to_string(), ());
+            if self.deactivations.load(Ordering::Acquire) != generation {
+                self.active.remove(user_id.as_str());
+            }
         }
         Ok((user_id, OwnedDeviceId::from(owner.device_id)))
     }
@@ -300,6 +322,8 @@ impl Accounts {
             changes.deleted_devices.push((user_id.to_string(), device.device_id));
         }
         self.storage.apply(changes).await?;
+        self.deactivations.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.active.remove(user_id.as_str());
         Ok(())
     }
 
