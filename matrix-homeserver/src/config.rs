@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod network;
+pub use network::{IpNetwork, IpNetworkError};
+
 /// Everything the homeserver can be told. Every field has a default, and the defaults are the
 /// secure ones: registration closed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,10 +253,11 @@ impl RateLimitsConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct HttpConfig {
-    /// The reverse proxies whose `X-Forwarded-For` is believed: only when the TCP peer is one
-    /// of these is the client's address read from that header (its rightmost address that
-    /// is not itself a trusted proxy). Empty (the default): the TCP peer is the client.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The reverse proxies whose `X-Forwarded-For` is believed, as addresses or networks
+    /// (`10.0.0.1`, `10.0.0.0/8`): only when the TCP peer is one of these is the client's
+    /// address read from that header (its rightmost address that is not itself a trusted
+    /// proxy). Empty (the default): the TCP peer is the client.
+    pub trusted_proxies: Vec<IpNetwork>,
     /// Seconds a request's headers may take to arrive, counted from when the connection is
     /// ready for a request (so a kept-alive connection with no new request is closed after it).
     pub header_read_timeout_secs: u64,

@@ -196,7 +196,7 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Arc<State>> for Query<T> {
 /// trusted reverse proxy, the rightmost `X-Forwarded-For` address that is not a trusted proxy
 /// (the ones left of it were written by the client and prove nothing). IPv6 addresses count
 /// by their /64, which one client usually holds whole.
-pub(crate) fn client_address(parts: &Parts, trusted: &[std::net::IpAddr]) -> String {
+pub(crate) fn client_address(parts: &Parts, trusted: &[crate::config::IpNetwork]) -> String {
     let Some(peer) = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -204,8 +204,9 @@ pub(crate) fn client_address(parts: &Parts, trusted: &[std::net::IpAddr]) -> Str
     else {
         return String::new();
     };
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
     let mut address = peer;
-    if trusted.contains(&peer) {
+    if is_trusted(peer) {
         let hops = parts
             .headers
             .get_all("x-forwarded-for")
@@ -216,7 +217,7 @@ pub(crate) fn client_address(parts: &Parts, trusted: &[std::net::IpAddr]) -> Str
             .collect::<Vec<_>>();
         for hop in hops.iter().rev() {
             match hop.parse::<std::net::IpAddr>() {
-                Ok(ip) if trusted.contains(&ip) => address = ip,
+                Ok(ip) if is_trusted(ip) => address = ip,
                 Ok(ip) => {
                     address = ip;
                     break;
@@ -372,8 +373,8 @@ mod tests {
 
     #[test]
     fn the_client_address_believes_only_trusted_proxies() {
-        let proxy: std::net::IpAddr = "10.0.0.1".parse().expect("an address");
-        let inner: std::net::IpAddr = "10.0.0.2".parse().expect("an address");
+        let proxy: crate::config::IpNetwork = "10.0.0.1".parse().expect("an address");
+        let inner: crate::config::IpNetwork = "10.0.0.2/31".parse().expect("a network");
         let trusted = [proxy, inner];
         // Untrusted peer: the header is ignored.
         assert_eq!(client_address(&parts("192.0.2.1:5", &["198.51.100.1"]), &trusted), "192.0.2.1");

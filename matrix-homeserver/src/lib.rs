@@ -15,8 +15,8 @@ use matrix_storage::Storage;
 use ruma::{OwnedServerName, OwnedUserId, ServerName};
 
 pub use config::{
-    Config, HttpConfig, LimitsConfig, RateLimit, RateLimitsConfig, RegistrationConfig,
-    RegistrationMode, WellKnownConfig,
+    Config, HttpConfig, IpNetwork, IpNetworkError, LimitsConfig, RateLimit, RateLimitsConfig,
+    RegistrationConfig, RegistrationMode, WellKnownConfig,
 };
 pub use error::ApiError;
 pub use services::accounts::Session;

@@ -30,7 +30,7 @@ async fn login_via(server: &TestHomeserver, forwarded: &str, user: &str, pw: &st
 async fn finding_9_forwarded_for_is_believed_only_from_trusted_proxies() {
     let mut config = limits_on();
     config.rate_limits.login = tight(2.0);
-    config.http.trusted_proxies = vec!["127.0.0.1".parse().expect("an address")];
+    config.http.trusted_proxies = vec!["127.0.0.0/8".parse().expect("a network")];
     let server = crate::start_with(crate::Backend::Memory, config).await.expect("memory");
     // Behind the trusted proxy, each client has its own bucket: one attacker does not lock
     // everyone out. (Unknown users, so the per-account limits stay out of the way.)
