@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use matrix_homeserver::{
-    Config, LimitsConfig, RateLimitsConfig, RegistrationConfig, WellKnownConfig,
+    Config, HttpConfig, LimitsConfig, RateLimitsConfig, RegistrationConfig, WellKnownConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,7 @@ pub(crate) struct FileConfig {
     pub(crate) limits: LimitsConfig,
     pub(crate) well_known: WellKnownConfig,
     pub(crate) rate_limits: RateLimitsConfig,
+    pub(crate) http: HttpConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +117,7 @@ impl FileConfig {
         }
         config.rate_limits = self.rate_limits;
         config.well_known = self.well_known.clone();
+        config.http = self.http.clone();
         config
     }
 }
@@ -190,6 +192,10 @@ mod tests {
             ("HOMESERVER__SERVER__LISTEN".to_owned(), "0.0.0.0:8448".to_owned()),
             ("HOMESERVER__LIMITS__MAX_REQUEST_BYTES".to_owned(), "4096".to_owned()),
             ("HOMESERVER__REGISTRATION__TOKENS".to_owned(), "[\"a\", \"b\"]".to_owned()),
+            (
+                "HOMESERVER__HTTP__TRUSTED_PROXIES".to_owned(),
+                "[\"10.0.0.0/8\", \"::1\"]".to_owned(),
+            ),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
         let config = FileConfig::parse(text, env, "test").expect("parses");
@@ -198,6 +204,12 @@ mod tests {
         assert_eq!(config.limits.max_request_bytes, 4096);
         assert_eq!(config.registration.tokens, ["a", "b"]);
         assert_eq!(config.registration.mode, matrix_homeserver::RegistrationMode::Open);
+        let proxies: Vec<String> =
+            config.http.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "::1"]);
+        let bad = "[http]\ntrusted_proxies = [\"10.0.0.0/40\"]\n";
+        let err = FileConfig::parse(bad, no_env(), "test").expect_err("not a network");
+        assert!(format!("{err:#}").contains("10.0.0.0/40"), "{err:#}");
     }
 
     #[test]

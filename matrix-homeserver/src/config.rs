@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod network;
+pub use network::{IpNetwork, IpNetworkError};
+
 /// Everything the homeserver can be told. Every field has a default, and the defaults are the
 /// secure ones: registration closed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +22,8 @@ pub struct Config {
     pub well_known: WellKnownConfig,
     /// Rate limits (on by default).
     pub rate_limits: RateLimitsConfig,
+    /// Connection handling: timeouts, the connection cap, trusted reverse proxies.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -29,6 +34,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             well_known: WellKnownConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -76,6 +82,33 @@ pub struct LimitsConfig {
     pub max_media_bytes: usize,
     /// Where uploaded media is kept; unset: in memory (tests, embedding), lost on restart.
     pub media_path: Option<std::path::PathBuf>,
+    /// The most media bytes one user may have uploaded in all (over: 403 `M_FORBIDDEN`);
+    /// 0: no quota.
+    pub media_quota_bytes: u64,
+    /// The most `initial_state` entries a `createRoom` may carry (each is an event, written
+    /// and synced to disk in turn). Over: 400 `M_TOO_LARGE`.
+    pub max_create_room_initial_state: usize,
+    /// The most users a `createRoom` may invite. Over: 400 `M_TOO_LARGE`.
+    pub max_create_room_invites: usize,
+    /// The longest display name, in characters (Synapse's bound). Over: 400
+    /// `M_PROFILE_TOO_LARGE`.
+    pub max_displayname_chars: usize,
+    /// The longest avatar URL, in characters (Synapse's bound). Over: 400
+    /// `M_PROFILE_TOO_LARGE`.
+    pub max_avatar_url_chars: usize,
+    /// The most entries of each list of a filter (`types`, `not_types`, `senders`,
+    /// `not_senders`, `rooms`, `not_rooms`): each is matched against every event read. Over:
+    /// 400 `M_TOO_LARGE`.
+    pub max_filter_list_len: usize,
+    /// The largest filter, as JSON bytes (stored, inline or in a filter id). Over: 400
+    /// `M_TOO_LARGE`.
+    pub max_filter_bytes: usize,
+    /// The longest password accepted, in bytes (Synapse's bound): hashing a longer one only
+    /// costs the server. Over: 400 `M_INVALID_PARAM`.
+    pub max_password_bytes: usize,
+    /// How many password hashes may wait for the hashing thread; more at once answer 429
+    /// `M_LIMIT_EXCEEDED` rather than stalling every login behind them.
+    pub password_hash_queue: usize,
     /// How many `/sync` requests one device may have running at once (a client needs one;
     /// a few more cover a retry while the old request is still being noticed as gone). One
     /// more is refused with 429 `M_LIMIT_EXCEEDED`, so that one client cannot park
@@ -111,6 +144,15 @@ impl Default for LimitsConfig {
             max_request_bytes: 1024 * 1024,
             max_media_bytes: 50 * 1024 * 1024,
             media_path: None,
+            media_quota_bytes: 1024 * 1024 * 1024,
+            max_create_room_initial_state: 100,
+            max_create_room_invites: 100,
+            max_displayname_chars: 256,
+            max_avatar_url_chars: 1000,
+            max_filter_list_len: 256,
+            max_filter_bytes: 16 * 1024,
+            max_password_bytes: 512,
+            password_hash_queue: 32,
             max_syncs_per_device: 4,
             max_to_device_per_device: 1000,
             max_to_device_bytes_per_device: 4 * 1024 * 1024,
@@ -154,33 +196,82 @@ impl RateLimit {
     }
 }
 
-/// Rate limits per user (messages, joins) and per client address (login, registration).
-/// Exceeding one answers 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`.
+/// Rate limits, per user for what a logged-in user does and per client address (see
+/// [`HttpConfig::trusted_proxies`]) for what a stranger can do. Exceeding one answers 429
+/// `M_LIMIT_EXCEEDED` with `retry_after_ms`. The defaults follow Synapse's `rc_*` where it has
+/// one; the ephemeral ones (typing, receipts) are generous, as clients send those often.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RateLimitsConfig {
     /// Whether the limits apply at all.
     pub enabled: bool,
-    /// Sending events, per user (Synapse's `rc_message`).
+    /// Sending events and redactions, per user (Synapse's `rc_message`).
     pub message: RateLimit,
     /// Logging in, per client address (`rc_login.address`).
     pub login: RateLimit,
+    /// Logging in, per account named, from any address (`rc_login.account`).
+    pub login_account: RateLimit,
+    /// Failed password checks, per account, from any address (`rc_login.failed_attempts`):
+    /// once spent, the account's logins answer 429 until it refills.
+    pub login_failed: RateLimit,
     /// Registering, per client address (`rc_registration`).
     pub registration: RateLimit,
+    /// Registration token tries, per client address, counted before the token is checked.
+    pub registration_token: RateLimit,
+    /// The user-interactive password stage, per user (a stolen access token must not
+    /// brute-force the password).
+    pub uia_password: RateLimit,
     /// Joining rooms, per user (`rc_joins.local`).
     pub joins: RateLimit,
+    /// Invites, kicks, bans, unbans and leaves, per user (`rc_invites.per_room`-like).
+    pub membership: RateLimit,
+    /// State events (`PUT /state`), alias and directory changes, per user.
+    pub state: RateLimit,
+    /// Creating rooms, per user (`rc_room_creation`).
+    pub create_room: RateLimit,
+    /// Profile changes, per user (each fans out to every joined room).
+    pub profile: RateLimit,
+    /// Typing notices, per user.
+    pub typing: RateLimit,
+    /// Receipts and read markers, per user.
+    pub receipts: RateLimit,
+    /// Account data, tags, device renames and forgetting rooms, per user.
+    pub account_data: RateLimit,
+    /// `sendToDevice`, per user (`rc_key_requests`).
+    pub to_device: RateLimit,
+    /// Key uploads, per user.
+    pub key_upload: RateLimit,
+    /// Media uploads, per user (`rc_media_create`).
+    pub media_upload: RateLimit,
+    /// Lookups that tell whether a user exists (`/register/available`, `/profile`), per
+    /// client address.
+    pub lookups: RateLimit,
 }
 
 impl Default for RateLimitsConfig {
     fn default() -> Self {
-        // Synapse's defaults, except login, which allows a few more attempts in a burst.
         RateLimitsConfig {
             enabled: true,
             message: RateLimit::new(0.2, 10.0),
             login: RateLimit::new(0.17, 5.0),
+            login_account: RateLimit::new(0.17, 5.0),
+            login_failed: RateLimit::new(0.17, 3.0),
             registration: RateLimit::new(0.17, 3.0),
+            registration_token: RateLimit::new(0.17, 5.0),
+            uia_password: RateLimit::new(0.17, 5.0),
             joins: RateLimit::new(0.1, 10.0),
+            membership: RateLimit::new(0.3, 10.0),
+            state: RateLimit::new(0.5, 20.0),
+            create_room: RateLimit::new(0.016, 10.0),
+            profile: RateLimit::new(0.05, 5.0),
+            typing: RateLimit::new(2.0, 30.0),
+            receipts: RateLimit::new(2.0, 50.0),
+            account_data: RateLimit::new(1.0, 50.0),
+            to_device: RateLimit::new(20.0, 100.0),
+            key_upload: RateLimit::new(2.0, 50.0),
+            media_upload: RateLimit::new(10.0, 50.0),
+            lookups: RateLimit::new(5.0, 50.0),
         }
     }
 }
@@ -189,5 +280,44 @@ impl RateLimitsConfig {
     /// No limits (for tests and benchmarks).
     pub fn disabled() -> Self {
         RateLimitsConfig { enabled: false, ..Self::default() }
+    }
+}
+
+/// How connections are handled. Every wait is bounded, so that a client that sends slowly
+/// (slowloris) or not at all cannot hold a connection, and the number of connections is
+/// capped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// The reverse proxies whose `X-Forwarded-For` is believed, as addresses or networks
+    /// (`10.0.0.1`, `10.0.0.0/8`): only when the TCP peer is one of these is the client's
+    /// address read from that header (its rightmost address that is not itself a trusted
+    /// proxy). Empty (the default): the TCP peer is the client.
+    pub trusted_proxies: Vec<IpNetwork>,
+    /// Seconds a request's headers may take to arrive, counted from when the connection is
+    /// ready for a request (so a kept-alive connection with no new request is closed after it).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may go with no byte read or written while no request is being
+    /// handled (a client that stops reading its answer).
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body (other than a media upload) may take to arrive. Over: 408.
+    pub body_read_timeout_secs: u64,
+    /// Seconds a media upload's body may take to arrive. Over: 408.
+    pub media_upload_timeout_secs: u64,
+    /// The most connections open at once; more wait in the listen queue.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            trusted_proxies: Vec::new(),
+            header_read_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            body_read_timeout_secs: 60,
+            media_upload_timeout_secs: 600,
+            max_connections: 1024,
+        }
     }
 }

@@ -126,6 +126,33 @@ impl ApiError {
     pub(crate) fn bad_alias(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_BAD_ALIAS", message)
     }
+    /// A list (or string) of the request longer than the server's bound: 400 `M_TOO_LARGE`
+    /// (400 rather than 413: the body's size is within bounds, one of its parts is not).
+    pub(crate) fn list_too_long(what: &str, max: usize) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_TOO_LARGE", format!("{what} is over {max} long"))
+    }
+    /// A profile field over its bound: 400 `M_PROFILE_TOO_LARGE` (the spec's code for a
+    /// profile value the server will not store).
+    pub(crate) fn profile_too_large(field: &str, max: usize) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "M_PROFILE_TOO_LARGE",
+            format!("{field} is over {max} characters"),
+        )
+    }
+    /// A request body that did not arrive in time: 408.
+    pub(crate) fn body_timeout() -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN", "the request body came too slowly")
+    }
+    /// Account data the server manages (`m.fully_read`, `m.push_rules`): 405 `M_BAD_JSON`, as
+    /// the spec says.
+    pub(crate) fn server_managed_data(kind: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "M_BAD_JSON",
+            format!("{kind} is managed by the server and cannot be set as account data"),
+        )
+    }
     /// The user-interactive authentication's answer: 401 with the flows to follow.
     pub(crate) fn auth_required(body: Value) -> Self {
         let mut error = Self::new(StatusCode::UNAUTHORIZED, "M_FORBIDDEN", "authentication needed");

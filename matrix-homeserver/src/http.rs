@@ -88,10 +88,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<State>> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Arc<State>) -> Result<Self, ApiError> {
-        let limit = state.config.limits.max_request_bytes;
-        let bytes = axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map_err(|_| ApiError::too_large(limit))?;
+        let bytes = read_body(request.into_body(), state).await?;
         let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         serde_json::from_slice(bytes).map(JsonBody).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
@@ -110,12 +107,52 @@ impl FromRequest<Arc<State>> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Arc<State>) -> Result<Self, ApiError> {
-        let limit = state.config.limits.max_request_bytes;
-        axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map(RawBody)
-            .map_err(|_| ApiError::too_large(limit))
+        read_body(request.into_body(), state).await.map(RawBody)
     }
+}
+
+/// Reads a JSON request body: at most `max_request_bytes`, within `body_read_timeout_secs`,
+/// and with no NUL character escaped in it (every JSON body goes through here).
+async fn read_body(body: Body, state: &State) -> Result<bytes::Bytes, ApiError> {
+    let limit = state.config.limits.max_request_bytes;
+    let timeout = std::time::Duration::from_secs(state.config.http.body_read_timeout_secs);
+    let bytes = read_limited(body, limit, timeout).await?;
+    refuse_escaped_nul(&bytes)?;
+    Ok(bytes)
+}
+
+/// Reads a body of at most `limit` bytes within `timeout`: over, 413 `M_TOO_LARGE`; too slow,
+/// 408.
+pub(crate) async fn read_limited(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, ApiError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::too_large(limit)),
+        Err(_) => Err(ApiError::body_timeout()),
+    }
+}
+
+/// A NUL character (`\u0000`) in a JSON string: no client needs one, and PostgreSQL's `text`
+/// columns (device names and ids, user ids, account data) cannot hold it, so it is refused
+/// here, once for every JSON body, rather than failing later as a 500. A raw NUL byte is
+/// not JSON at all (control characters must be escaped), so the escape is all there is to find;
+/// `\\u0000` (an escaped backslash, then `u0000`) is text, not a NUL.
+fn refuse_escaped_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    let mut backslashes = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\\' {
+            backslashes += 1;
+            continue;
+        }
+        if b == b'u' && backslashes % 2 == 1 && bytes.get(i + 1..i + 5) == Some(b"0000") {
+            return Err(ApiError::bad_json("a NUL character (\\u0000) in a JSON string"));
+        }
+        backslashes = 0;
+    }
+    Ok(())
 }
 
 /// A NUL character in a path or query (`%00`) names nothing, and some stores cannot keep it.
@@ -157,13 +194,51 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Arc<State>> for Query<T> {
     }
 }
 
-/// The client's address (for per-address rate limits).
-pub(crate) fn client_address(parts: &Parts) -> String {
-    parts
+/// The client's address (for per-address rate limits): the TCP peer, or, when the peer is a
+/// trusted reverse proxy, the rightmost `X-Forwarded-For` address that is not a trusted proxy
+/// (the ones left of it were written by the client and prove nothing). IPv6 addresses count
+/// by their /64, which one client usually holds whole.
+pub(crate) fn client_address(parts: &Parts, trusted: &[crate::config::IpNetwork]) -> String {
+    let Some(peer) = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip().to_string())
-        .unwrap_or_default()
+        .map(|info| info.0.ip())
+    else {
+        return String::new();
+    };
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut address = peer;
+    if is_trusted(peer) {
+        let hops = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for hop in hops.iter().rev() {
+            match hop.parse::<std::net::IpAddr>() {
+                Ok(ip) if is_trusted(ip) => address = ip,
+                Ok(ip) => {
+                    address = ip;
+                    break;
+                }
+                // Unparsable: the proxy's own address is all that can be said.
+                Err(_) => break,
+            }
+        }
+    }
+    match address {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 /// The client's address, as an extractor.
@@ -172,8 +247,8 @@ pub(crate) struct ClientAddress(pub(crate) String);
 impl FromRequestParts<Arc<State>> for ClientAddress {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &Arc<State>) -> Result<Self, ApiError> {
-        Ok(ClientAddress(client_address(parts)))
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        Ok(ClientAddress(client_address(parts, &state.config.http.trusted_proxies)))
     }
 }
 
@@ -219,9 +294,7 @@ impl<T: IncomingRequest + Send> FromRequest<Arc<State>> for Ruma<T> {
                 Ok(Path(args)) => args,
                 Err(_) => Vec::new(),
             };
-        let limit = state.config.limits.max_request_bytes;
-        let bytes =
-            axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
+        let bytes = read_body(body, state).await?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let request = http::Request::from_parts(parts, bytes.as_ref());
         T::try_from_http_request(request, &args).map(Ruma).map_err(request_error)
@@ -282,5 +355,54 @@ impl FromRequestParts<Arc<State>> for Auth {
         let token = access_token(parts).ok_or_else(ApiError::missing_token)?;
         let (user_id, device_id) = state.accounts.authenticate(&token).await?;
         Ok(Auth { user_id, device_id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(peer: &str, forwarded: &[&str]) -> Parts {
+        let mut request = http::Request::builder();
+        for value in forwarded {
+            request = request.header("x-forwarded-for", *value);
+        }
+        let (mut parts, ()) = request.body(()).expect("a request").into_parts();
+        let peer: std::net::SocketAddr = peer.parse().expect("an address");
+        parts.extensions.insert(axum::extract::ConnectInfo(peer));
+        parts
+    }
+
+    #[test]
+    fn the_client_address_believes_only_trusted_proxies() {
+        let proxy: crate::config::IpNetwork = "10.0.0.1".parse().expect("an address");
+        let inner: crate::config::IpNetwork = "10.0.0.2/31".parse().expect("a network");
+        let trusted = [proxy, inner];
+        // Untrusted peer: the header is ignored.
+        assert_eq!(client_address(&parts("192.0.2.1:5", &["198.51.100.1"]), &trusted), "192.0.2.1");
+        // Trusted peer: the rightmost hop that is not a trusted proxy.
+        let chain = parts("10.0.0.1:5", &["6.6.6.6, 198.51.100.1, 10.0.0.2"]);
+        assert_eq!(client_address(&chain, &trusted), "198.51.100.1");
+        // Several headers count as one list, in order.
+        let split = parts("10.0.0.1:5", &["6.6.6.6", "198.51.100.2"]);
+        assert_eq!(client_address(&split, &trusted), "198.51.100.2");
+        // Garbage from the client stops the walk at what is known.
+        let garbage = parts("10.0.0.1:5", &["not-an-ip"]);
+        assert_eq!(client_address(&garbage, &trusted), "10.0.0.1");
+        // IPv6 by /64; IPv4-mapped as IPv4.
+        let v6 = parts("[2001:db8:1:2:3:4:5:6]:5", &[]);
+        assert_eq!(client_address(&v6, &trusted), "2001:db8:1:2::/64");
+        let mapped = parts("[::ffff:192.0.2.9]:5", &[]);
+        assert_eq!(client_address(&mapped, &trusted), "192.0.2.9");
+    }
+
+    #[test]
+    fn only_an_escaped_nul_is_refused() {
+        assert!(refuse_escaped_nul(br#"{"a":"x\u0000"}"#).is_err());
+        assert!(refuse_escaped_nul(br#"{"a\u0000":1}"#).is_err());
+        assert!(refuse_escaped_nul(br#"{"a":"\\\u0000"}"#).is_err());
+        assert!(refuse_escaped_nul(br#"{"a":"\\u0000"}"#).is_ok());
+        assert!(refuse_escaped_nul(br#"{"a":"\u00001"}"#).is_err());
+        assert!(refuse_escaped_nul(br#"{"a":"\u0001 u0000"}"#).is_ok());
     }
 }

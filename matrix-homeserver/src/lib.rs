@@ -3,6 +3,7 @@
 mod config;
 mod error;
 mod http;
+mod server;
 mod services;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -14,8 +15,8 @@ use matrix_storage::Storage;
 use ruma::{OwnedServerName, OwnedUserId, ServerName};
 
 pub use config::{
-    Config, LimitsConfig, RateLimit, RateLimitsConfig, RegistrationConfig, RegistrationMode,
-    WellKnownConfig,
+    Config, HttpConfig, IpNetwork, IpNetworkError, LimitsConfig, RateLimit, RateLimitsConfig,
+    RegistrationConfig, RegistrationMode, WellKnownConfig,
 };
 pub use error::ApiError;
 pub use services::accounts::Session;
@@ -124,10 +125,19 @@ impl HomeserverBuilder {
         let ephemeral = Arc::new(Ephemeral::new(storage.clone(), &self.config.limits));
         let rooms = Rooms::new(storage.clone(), server_name.clone(), key, ephemeral.clone());
         let state = State {
-            accounts: Accounts::new(storage.clone(), server_name, ephemeral.clone()),
+            accounts: Accounts::new(
+                storage.clone(),
+                server_name,
+                ephemeral.clone(),
+                self.config.limits.password_hash_queue,
+            ),
             sync: Sync::new(rooms.clone(), ephemeral.clone()),
             limiter: RateLimiter::new(self.config.rate_limits),
-            media: services::media::Media::new(storage, self.config.limits.media_path.clone()),
+            media: services::media::Media::new(
+                storage,
+                self.config.limits.media_path.clone(),
+                self.config.limits.media_quota_bytes,
+            ),
             push_rules_lock: tokio::sync::Mutex::new(()),
             rooms,
             ephemeral,
@@ -161,9 +171,8 @@ impl Homeserver {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app =
-            http::router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        let config = self.state.config.http.clone();
+        server::serve(http::router(self.state), listener, &config, shutdown).await
     }
 
     /// Creates an account as an administrator would (registration settings do not apply):

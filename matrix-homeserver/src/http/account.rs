@@ -28,6 +28,43 @@ fn registration_flows(stage: &str) -> Result<ApiError, ApiError> {
     })))
 }
 
+/// The 401 of a failed stage: the flows again, with the errcode and the client's session, so
+/// that the client can retry the stage (the spec's user-interactive authentication).
+pub(super) fn stage_failed(stage: &str, session: Option<&str>, error: &str) -> ApiError {
+    let mut body = json!({
+        "flows": [{"stages": [stage]}],
+        "params": {},
+        "completed": [],
+        "errcode": "M_FORBIDDEN",
+        "error": error,
+    });
+    if let Some(session) = session {
+        body["session"] = json!(session);
+    }
+    ApiError::auth_required(body)
+}
+
+/// Whether `given` is one of `tokens`, in time that depends on neither: both sides are hashed
+/// first (so the length of a token is not compared), and every token is compared in full.
+fn token_matches(tokens: &[String], given: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let given = Sha256::digest(given.as_bytes());
+    tokens.iter().fold(false, |found, token| {
+        let token = Sha256::digest(token.as_bytes());
+        let diff = token.iter().zip(given.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        found | (diff == 0)
+    })
+}
+
+/// Refuses a password longer than the server hashes (hashing a long one only costs us).
+pub(super) fn check_password_length(state: &crate::State, password: &str) -> Result<(), ApiError> {
+    let max = state.config.limits.max_password_bytes;
+    if password.len() > max {
+        return Err(ApiError::invalid_param(format!("the password is over {max} bytes")));
+    }
+    Ok(())
+}
+
 pub(super) async fn register(
     State(state): AppState,
     ClientAddress(address): ClientAddress,
@@ -46,16 +83,20 @@ pub(super) async fn register(
         (None, _) => return Err(registration_flows(stage)?),
         (Some(AuthData::Dummy(_)), RegistrationMode::Open) => {}
         (Some(AuthData::RegistrationToken(given)), RegistrationMode::Token) => {
-            let known = registration.tokens.iter().any(|t| {
-                // Compared in constant time: a token is a secret.
-                t.len() == given.token.len()
-                    && t.bytes().zip(given.token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
-            });
-            if !known {
-                return Err(ApiError::forbidden("the registration token is not valid"));
+            // Counted before the token is looked at: every guess costs a try.
+            state.limiter.check(Action::RegistrationToken, &address)?;
+            if !token_matches(&registration.tokens, &given.token) {
+                return Err(stage_failed(
+                    stage,
+                    given.session.as_deref(),
+                    "the registration token is not valid",
+                ));
             }
         }
         (Some(_), _) => return Err(registration_flows(stage)?),
+    }
+    if let Some(password) = &request.password {
+        check_password_length(&state, password)?;
     }
     state.limiter.check(Action::Registration, &address)?;
     let device = (!request.inhibit_login).then(|| DeviceRequest {
@@ -76,8 +117,11 @@ pub(super) async fn register(
 
 pub(super) async fn available(
     State(state): AppState,
+    ClientAddress(address): ClientAddress,
     Ruma(request): Ruma<get_username_availability::v3::Request>,
 ) -> ApiResult<get_username_availability::v3::Response> {
+    // It tells whether an account exists: enumeration is rate limited.
+    state.limiter.check(Action::Lookup, &address)?;
     if state.accounts.available(&request.username).await? {
         Ok(RumaResponse(get_username_availability::v3::Response::new(true)))
     } else {
@@ -112,11 +156,25 @@ pub(super) async fn login(
             user.ok_or_else(|| ApiError::bad_json("no user was named"))?
         }
     };
+    check_password_length(&state, &password.password)?;
+    // Per account too, whatever the address: guessing spread over many addresses is slowed
+    // by the account's bucket, and stopped by its failed-attempts bucket.
+    let account = state.accounts.named_user(&user).map_or_else(|| user.clone(), |u| u.to_string());
+    state.limiter.check(Action::LoginAccount, &account)?;
+    state.limiter.ready(Action::LoginFailed, &account)?;
     let device = DeviceRequest {
         device_id: request.device_id,
         display_name: request.initial_device_display_name,
     };
-    let session = state.accounts.login_password(&user, password.password, device).await?;
+    let session = match state.accounts.login_password(&user, password.password, device).await {
+        Ok(session) => session,
+        Err(e) => {
+            if e.errcode() == "M_FORBIDDEN" {
+                state.limiter.spend(Action::LoginFailed, &account);
+            }
+            return Err(e);
+        }
+    };
     Ok(RumaResponse(login::v3::Response::new(
         session.user_id,
         session.access_token,
@@ -149,4 +207,20 @@ pub(super) async fn whoami(
     let mut response = whoami::v3::Response::new(auth.user_id, false);
     response.device_id = Some(auth.device_id);
     Ok(RumaResponse(response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn registration_tokens_match_only_in_full() {
+        let tokens = vec!["first-token".to_owned(), "second".to_owned()];
+        assert!(token_matches(&tokens, "first-token"));
+        assert!(token_matches(&tokens, "second"));
+        for wrong in ["", "first", "first-token-", "secon", "Second", "second\0"] {
+            assert!(!token_matches(&tokens, wrong), "{wrong:?}");
+        }
+        assert!(!token_matches(&[], "anything"));
+    }
 }

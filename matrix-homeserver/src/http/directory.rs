@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::{Auth, JsonBody, JsonResult, Params, Query, Routes, room_id, route};
 use crate::error::ApiError;
+use crate::services::rate_limit::Action;
 
 type AppState = State<Arc<crate::State>>;
 
@@ -48,6 +49,7 @@ async fn create_alias(
     JsonBody(body): JsonBody<AliasBody>,
 ) -> JsonResult {
     let room = room_id(&body.room_id)?;
+    state.limiter.check(Action::State, auth.user_id.as_str())?;
     state.rooms.create_alias(&alias, room.as_str(), &auth.user_id).await?;
     Ok(Json(json!({})))
 }
@@ -61,6 +63,7 @@ async fn delete_alias(
     auth: Auth,
     Params(alias): Params<String>,
 ) -> JsonResult {
+    state.limiter.check(Action::State, auth.user_id.as_str())?;
     let admin = is_admin(&state, &auth.user_id).await?;
     state.rooms.delete_alias(&alias, &auth.user_id, admin).await?;
     Ok(Json(json!({})))
@@ -72,7 +75,13 @@ async fn room_aliases(
     Params(room): Params<String>,
 ) -> JsonResult {
     let room = room_id(&room)?;
-    state.rooms.visibility(room.as_str(), &auth.user_id).await?;
+    // The spec: only current members may list them (one who left is refused, though they
+    // still see the room's history up to their leave).
+    if state.rooms.storage().membership(room.as_str(), auth.user_id.as_str()).await?.as_deref()
+        != Some("join")
+    {
+        return Err(ApiError::forbidden("you are not in this room"));
+    }
     Ok(Json(json!({"aliases": state.rooms.aliases_of(room.as_str()).await?})))
 }
 
@@ -102,6 +111,7 @@ async fn set_visibility(
         "private" => false,
         _ => return Err(ApiError::invalid_param("visibility must be public or private")),
     };
+    state.limiter.check(Action::State, auth.user_id.as_str())?;
     let admin = is_admin(&state, &auth.user_id).await?;
     state.rooms.set_published(room.as_str(), &auth.user_id, admin, public).await?;
     Ok(Json(json!({})))

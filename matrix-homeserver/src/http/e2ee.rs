@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::{Auth, JsonBody, JsonResult, Params, Query, Routes, route};
 use crate::error::ApiError;
 use crate::services::ephemeral::UploadRefused;
+use crate::services::rate_limit::Action;
 
 type AppState = State<Arc<crate::State>>;
 
@@ -46,6 +47,13 @@ async fn upload(
             || keys["device_id"] != auth.device_id.as_str())
     {
         return Err(ApiError::invalid_param("the device keys are not of this device"));
+    }
+    // Only uploads count: an empty body just asks for the key counts.
+    if body.device_keys.is_some()
+        || !body.one_time_keys.is_empty()
+        || !body.fallback_keys.is_empty()
+    {
+        state.limiter.check(Action::KeyUpload, auth.user_id.as_str())?;
     }
     let counts = state
         .ephemeral
@@ -171,6 +179,7 @@ async fn send_to_device(
     Params((kind, txn)): Params<(String, String)>,
     JsonBody(body): JsonBody<ToDeviceBody>,
 ) -> JsonResult {
+    state.limiter.check(Action::ToDevice, auth.user_id.as_str())?;
     let mut deliveries = Vec::new();
     for (user, devices) in body.messages {
         let Ok(id) = ruma::UserId::parse(&user) else { continue };

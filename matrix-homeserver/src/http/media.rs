@@ -9,11 +9,13 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Auth, JsonResult, Params, Query, Routes, route};
 use crate::error::ApiError;
+use crate::services::rate_limit::Action;
 
 type AppState = State<Arc<crate::State>>;
 
@@ -47,11 +49,39 @@ async fn upload(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    state.limiter.check(Action::MediaUpload, auth.user_id.as_str())?;
     let limit = state.config.limits.max_media_bytes;
-    let bytes = axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::too_large(limit))?;
-    let id = state.media.upload(auth.user_id.as_str(), content_type, query.filename, bytes).await?;
+    // A declared length over the limit is refused before a byte of the body is read.
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::too_large(limit));
+    }
+    state.media.check_quota(auth.user_id.as_str(), declared.unwrap_or(0)).await?;
+    // Read as it comes and written straight to storage: memory holds one frame at a time,
+    // and the whole body must arrive before the deadline.
+    let timeout = std::time::Duration::from_secs(state.config.http.media_upload_timeout_secs);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut upload = state.media.begin().await?;
+    let mut body = request.into_body();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(ApiError::body_timeout()),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(ApiError::bad_json("the upload could not be read")),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if upload.size().saturating_add(data.len() as u64) > limit as u64 {
+                return Err(ApiError::too_large(limit));
+            }
+            upload.write(&data).await?;
+        }
+    }
+    let id = upload.finish(auth.user_id.as_str(), content_type, query.filename).await?;
     Ok(Json(json!({"content_uri": format!("mxc://{}/{id}", state.rooms.server_name())})))
 }
 

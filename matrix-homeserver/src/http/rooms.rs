@@ -91,7 +91,15 @@ async fn create_room(
     auth: Auth,
     JsonBody(body): JsonBody<CreateRoomBody>,
 ) -> JsonResult {
-    state.limiter.check(Action::Message, auth.user_id.as_str())?;
+    state.limiter.check(Action::CreateRoom, auth.user_id.as_str())?;
+    // Each entry is an event appended (and synced to disk) in turn: bounded.
+    let limits = &state.config.limits;
+    if body.initial_state.len() > limits.max_create_room_initial_state {
+        return Err(ApiError::list_too_long("initial_state", limits.max_create_room_initial_state));
+    }
+    if body.invite.len() > limits.max_create_room_invites {
+        return Err(ApiError::list_too_long("invite", limits.max_create_room_invites));
+    }
     let preset = match body.preset.as_deref() {
         None => None,
         Some("private_chat") => Some(Preset::PrivateChat),
@@ -180,12 +188,15 @@ async fn leave(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
     state.rooms.leave(room.as_str(), &auth.user_id, body.reason).await?;
     Ok(Json(json!({})))
 }
 
 async fn forget(State(state): AppState, auth: Auth, Params(room): Params<String>) -> JsonResult {
     let room = room_id(&room)?;
+    // A record of the user's own, like account data.
+    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
     state.rooms.forget(room.as_str(), &auth.user_id).await?;
     Ok(Json(json!({})))
 }
@@ -204,6 +215,7 @@ async fn invite(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
+    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
     state.rooms.invite(room.as_str(), &auth.user_id, &target, body.reason, false).await?;
     Ok(Json(json!({})))
 }
@@ -216,6 +228,7 @@ async fn kick(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
+    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
     state.rooms.kick(room.as_str(), &auth.user_id, &target, body.reason).await?;
     Ok(Json(json!({})))
 }
@@ -228,6 +241,7 @@ async fn ban(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
+    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
     state.rooms.set_membership(room.as_str(), &auth.user_id, &target, "ban", body.reason).await?;
     Ok(Json(json!({})))
 }
@@ -240,6 +254,7 @@ async fn unban(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
+    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
     state.rooms.unban(room.as_str(), &auth.user_id, &target, body.reason).await?;
     Ok(Json(json!({})))
 }
@@ -289,6 +304,8 @@ async fn joined_members(
     Params(room): Params<String>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    // The spec: only current members may list them (departed ones included, it is not).
+    require_joined(&state, room.as_str(), &auth.user_id).await?;
     let mut joined = serde_json::Map::new();
     for pdu in state.rooms.member_events(room.as_str(), &auth.user_id).await? {
         let content = pdu.content();
@@ -373,6 +390,7 @@ async fn put_state(
     if kind == "m.room.member" {
         return Err(ApiError::forbidden("use the membership endpoints to change memberships"));
     }
+    state.limiter.check(Action::State, auth.user_id.as_str())?;
     let pdu =
         state.rooms.append(room.as_str(), &auth.user_id, Draft::state(kind, key, content)).await?;
     Ok(Json(json!({"event_id": pdu.event_id()})))
@@ -457,11 +475,15 @@ struct MessagesQuery {
     to: Option<String>,
 }
 
-/// A room event filter given inline as JSON.
-fn room_event_filter(text: Option<&str>) -> Result<(EventFilter, bool), ApiError> {
+/// A room event filter given inline as JSON (bounded as stored filters are).
+fn room_event_filter(
+    limits: &crate::config::LimitsConfig,
+    text: Option<&str>,
+) -> Result<(EventFilter, bool), ApiError> {
     let Some(text) = text else { return Ok((EventFilter::default(), false)) };
     let json: Value = serde_json::from_str(text)
         .map_err(|_| ApiError::invalid_param("the filter is not JSON"))?;
+    super::user::check_filter(limits, &json)?;
     let filter = parse_filter(&json!({"room": {"timeline": json.clone()}}));
     Ok((filter.timeline, json["lazy_load_members"].as_bool().unwrap_or(false)))
 }
@@ -493,7 +515,7 @@ async fn messages(
         ),
         None => None,
     };
-    let (filter, lazy) = room_event_filter(query.filter.as_deref())?;
+    let (filter, lazy) = room_event_filter(&state.config.limits, query.filter.as_deref())?;
     let (start, chunk) = state
         .rooms
         .messages(
@@ -552,11 +574,11 @@ async fn context(
     Query(query): Query<ContextQuery>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    let (filter, _) = room_event_filter(&state.config.limits, query.filter.as_deref())?;
     let rooms = &state.rooms;
     let pdu = rooms.event_for(room.as_str(), &auth.user_id, &event).await?;
     let pos = rooms.position_of(room.as_str(), &auth.user_id, &event).await?;
     let limit = query.limit.unwrap_or(10).min(100);
-    let (filter, _) = room_event_filter(query.filter.as_deref())?;
     let before_limit = limit / 2;
     let after_limit = limit - before_limit;
     let device = Some(auth.viewer());
@@ -620,6 +642,7 @@ async fn typing(
         return Err(ApiError::forbidden("you can only set your own typing notice"));
     }
     require_joined(&state, room.as_str(), &auth.user_id).await?;
+    state.limiter.check(Action::Typing, auth.user_id.as_str())?;
     let timeout =
         body.typing.then(|| Duration::from_millis(body.timeout.unwrap_or(30_000).min(120_000)));
     state.ephemeral.set_typing(room.as_str(), auth.user_id.as_str(), timeout).await;
@@ -663,6 +686,7 @@ async fn receipt(
     JsonBody(body): JsonBody<ReceiptBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    state.limiter.check(Action::Receipt, auth.user_id.as_str())?;
     // The spec allows `main` (the main timeline) or a thread root's event id; anything else
     // would be a new key in the room's receipts per request.
     if let Some(thread) = &body.thread_id
@@ -684,6 +708,7 @@ async fn read_markers(
     JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    state.limiter.check(Action::Receipt, auth.user_id.as_str())?;
     for kind in ["m.fully_read", "m.read", "m.read.private"] {
         if let Some(event) = body.get(kind).and_then(Value::as_str) {
             set_receipt(&state, &auth, room.as_str(), kind, event, None).await?;

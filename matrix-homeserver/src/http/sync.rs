@@ -41,11 +41,16 @@ async fn sync(State(state): AppState, auth: Auth, Query(query): Query<SyncQuery>
         Some(text) if text.starts_with('{') => {
             let json: Value = serde_json::from_str(text)
                 .map_err(|_| ApiError::bad_json("the filter is not JSON"))?;
+            super::user::check_filter(&state.config.limits, &json)?;
             parse_filter(&json)
         }
-        Some(id) => parse_filter(
-            &super::user::decode_filter(id).ok_or_else(|| ApiError::not_found("no such filter"))?,
-        ),
+        Some(id) => {
+            // A filter id holds its filter: one made by hand is bounded like any other.
+            let json = super::user::decode_filter(id)
+                .ok_or_else(|| ApiError::not_found("no such filter"))?;
+            super::user::check_filter(&state.config.limits, &json)?;
+            parse_filter(&json)
+        }
     };
     let full_state = match query.full_state.as_deref() {
         None | Some("false") => false,

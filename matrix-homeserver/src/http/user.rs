@@ -10,8 +10,11 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Auth, JsonBody, JsonResult, Params, RawBody, Routes, room_id, route, user_id};
+use super::{
+    Auth, ClientAddress, JsonBody, JsonResult, Params, RawBody, Routes, room_id, route, user_id,
+};
 use crate::error::ApiError;
+use crate::services::rate_limit::Action;
 use crate::services::records::{PROFILES, Profile};
 
 type AppState = State<Arc<crate::State>>;
@@ -96,8 +99,9 @@ async fn set_global_data(
 ) -> JsonResult {
     own(&auth, &user)?;
     if kind == "m.fully_read" || kind == "m.push_rules" {
-        return Err(ApiError::bad_json(format!("{kind} cannot be set through account data")));
+        return Err(ApiError::server_managed_data(&kind));
     }
+    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
     state.user_data_put(&auth.user_id, None, &kind, json_object(&body)?).await?;
     Ok(Json(json!({})))
 }
@@ -119,9 +123,10 @@ async fn set_room_data(
 ) -> JsonResult {
     own(&auth, &user)?;
     let room = room_id(&room)?;
-    if kind == "m.fully_read" {
-        return Err(ApiError::bad_json("m.fully_read is set through read markers"));
+    if kind == "m.fully_read" || kind == "m.push_rules" {
+        return Err(ApiError::server_managed_data(&kind));
     }
+    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
     state.user_data_put(&auth.user_id, Some(room.as_str()), &kind, json_object(&body)?).await?;
     Ok(Json(json!({})))
 }
@@ -166,6 +171,7 @@ async fn set_tag(
 ) -> JsonResult {
     own(&auth, &user)?;
     let room = room_id(&room)?;
+    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
     let mut tags = current_tags(&state, &auth.user_id, room.as_str()).await?;
     tags.insert(tag, Value::Object(body));
     write_tags(&state, &auth, room.as_str(), tags).await
@@ -178,6 +184,7 @@ async fn delete_tag(
 ) -> JsonResult {
     own(&auth, &user)?;
     let room = room_id(&room)?;
+    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
     let mut tags = current_tags(&state, &auth.user_id, room.as_str()).await?;
     tags.remove(&tag);
     write_tags(&state, &auth, room.as_str(), tags).await
@@ -186,13 +193,58 @@ async fn delete_tag(
 /// Filters are content-addressed: the id is the filter's JSON, base64url, so it needs no
 /// storage and survives restarts.
 async fn create_filter(
+    State(state): AppState,
     auth: Auth,
     Params(user): Params<String>,
     JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
 ) -> JsonResult {
     own(&auth, &user)?;
+    let body = Value::Object(body);
+    check_filter(&state.config.limits, &body)?;
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     Ok(Json(json!({"filter_id": format!("f{}", matrix_core::b64::encode_url_safe(bytes))})))
+}
+
+/// The filter lists that events are matched against, one by one.
+const FILTER_LISTS: &[&str] =
+    &["types", "not_types", "senders", "not_senders", "rooms", "not_rooms"];
+
+/// Checks a filter against the bounds (`max_filter_bytes` in all, `max_filter_list_len` per
+/// list, wherever the list is nested): each entry of a list is compared with every event a
+/// request reads, so an unbounded list makes one request as costly as the client likes.
+pub(crate) fn check_filter(
+    limits: &crate::config::LimitsConfig,
+    filter: &Value,
+) -> Result<(), ApiError> {
+    let bytes = serde_json::to_vec(filter).map(|b| b.len()).unwrap_or(usize::MAX);
+    if bytes > limits.max_filter_bytes {
+        return Err(ApiError::list_too_long(
+            "the filter's JSON (in bytes)",
+            limits.max_filter_bytes,
+        ));
+    }
+    fn walk(value: &Value, max: usize) -> Result<(), ApiError> {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    if let Value::Array(list) = value
+                        && FILTER_LISTS.contains(&key.as_str())
+                        && list.len() > max
+                    {
+                        return Err(ApiError::list_too_long(
+                            &format!("the filter list {key}"),
+                            max,
+                        ));
+                    }
+                    walk(value, max)?;
+                }
+                Ok(())
+            }
+            Value::Array(list) => list.iter().try_for_each(|v| walk(v, max)),
+            _ => Ok(()),
+        }
+    }
+    walk(filter, limits.max_filter_list_len)
 }
 
 /// The filter JSON of a filter id.
@@ -229,14 +281,22 @@ async fn stored_profile(state: &crate::State, user: &str) -> Result<Profile, Api
     Ok(state.rooms.records().get::<Profile>(PROFILES, user.as_str()).await?.unwrap_or_default())
 }
 
-async fn profile(State(state): AppState, Params(user): Params<String>) -> JsonResult {
+async fn profile(
+    State(state): AppState,
+    ClientAddress(address): ClientAddress,
+    Params(user): Params<String>,
+) -> JsonResult {
+    // It tells whether an account exists: enumeration is rate limited.
+    state.limiter.check(Action::Lookup, &address)?;
     Ok(Json(serde_json::to_value(stored_profile(&state, &user).await?).unwrap_or_default()))
 }
 
 async fn profile_field(
     State(state): AppState,
+    ClientAddress(address): ClientAddress,
     Params((user, field)): Params<(String, String)>,
 ) -> JsonResult {
+    state.limiter.check(Action::Lookup, &address)?;
     let profile = stored_profile(&state, &user).await?;
     let value = match field.as_str() {
         "displayname" => profile.displayname,
@@ -262,10 +322,22 @@ async fn set_profile_field(
         Some(Value::Null) | None => None,
         Some(_) => return Err(ApiError::bad_json(format!("{field} must be a string"))),
     };
+    // Bounded as Synapse bounds them: the value is copied into a member event per joined
+    // room, and a long one would make every later join of the user too large.
+    let limits = &state.config.limits;
+    let max = match field.as_str() {
+        "displayname" => limits.max_displayname_chars,
+        "avatar_url" => limits.max_avatar_url_chars,
+        _ => return Err(ApiError::forbidden("this profile field cannot be set here")),
+    };
+    if value.as_ref().is_some_and(|v| v.chars().count() > max) {
+        return Err(ApiError::profile_too_large(&field, max));
+    }
+    // Each change fans out to every joined room.
+    state.limiter.check(Action::Profile, auth.user_id.as_str())?;
     match field.as_str() {
         "displayname" => profile.displayname = value,
-        "avatar_url" => profile.avatar_url = value,
-        _ => return Err(ApiError::forbidden("this profile field cannot be set here")),
+        _ => profile.avatar_url = value,
     }
     state.rooms.records().put(PROFILES, auth.user_id.as_str(), Some(&profile)).await?;
     // The member events of the rooms the user is in carry the profile.
@@ -309,6 +381,7 @@ async fn rename_device(
     Params(device): Params<String>,
     JsonBody(body): JsonBody<RenameBody>,
 ) -> JsonResult {
+    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
     state.accounts.rename_device(&auth.user_id, &device, body.display_name).await?;
     Ok(Json(json!({})))
 }
@@ -344,16 +417,17 @@ async fn password_stage(state: &crate::State, auth: &Auth, body: &Value) -> Resu
     }
     let password =
         given["password"].as_str().ok_or_else(|| ApiError::bad_json("no password given"))?;
+    super::account::check_password_length(state, password)?;
+    // A stolen access token must not become a way to brute-force the password.
+    state.limiter.check(Action::UiaPassword, auth.user_id.as_str())?;
     if state.accounts.check_password(&auth.user_id, password.to_owned()).await? {
         return Ok(());
     }
-    Err(ApiError::auth_required(json!({
-        "flows": [{"stages": ["m.login.password"]}],
-        "params": {},
-        "errcode": "M_FORBIDDEN",
-        "error": "wrong password",
-        "session": given["session"],
-    })))
+    Err(super::account::stage_failed(
+        "m.login.password",
+        given["session"].as_str(),
+        "wrong password",
+    ))
 }
 
 async fn delete_device(
@@ -393,6 +467,7 @@ async fn change_password(
         .as_str()
         .ok_or_else(|| ApiError::bad_json("new_password is required"))?
         .to_owned();
+    super::account::check_password_length(&state, &new)?;
     password_stage(&state, &auth, &body).await?;
     let logout = body["logout_devices"].as_bool().unwrap_or(true);
     state.accounts.set_password(&auth.user_id, new, Some(auth.device_id.as_str()), logout).await?;

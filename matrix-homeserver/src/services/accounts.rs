@@ -14,11 +14,6 @@ use super::ephemeral::Ephemeral;
 use crate::error::ApiError;
 
 mod passwords;
-use passwords::verify_password;
-
-async fn hash_password(password: String) -> Result<String, ApiError> {
-    passwords::hash_password(password, random_bytes::<16>()?).await
-}
 
 /// A logged-in device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +38,14 @@ pub(crate) struct Accounts {
     server_name: OwnedServerName,
     /// Told of every deleted device, so that its keys and queued messages go with it.
     ephemeral: Arc<Ephemeral>,
+    /// This server's hashes waiting for the hashing thread (a full queue: 429).
+    hash_queue: passwords::Queue,
+    /// Users known not to be deactivated (a cache of storage, so that checking each request's
+    /// account costs no read).
+    active: quick_cache::sync::Cache<String, ()>,
+    /// Bumped by each deactivation: an authentication that read the user before a
+    /// deactivation finished does not put it in `active`.
+    deactivations: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -95,8 +98,16 @@ impl Accounts {
         storage: Arc<dyn Storage>,
         server_name: OwnedServerName,
         ephemeral: Arc<Ephemeral>,
+        hash_queue: usize,
     ) -> Self {
-        Accounts { storage, server_name, ephemeral }
+        Accounts {
+            storage,
+            server_name,
+            ephemeral,
+            hash_queue: passwords::Queue::new(hash_queue),
+            active: quick_cache::sync::Cache::new(16_384),
+            deactivations: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// Applies a change set that deletes devices, then forgets their keys, one-time keys,
@@ -114,6 +125,18 @@ impl Accounts {
         Ok(())
     }
 
+    async fn hash_password(&self, password: String) -> Result<String, ApiError> {
+        passwords::hash_password(password, random_bytes::<16>()?, &self.hash_queue).await
+    }
+
+    async fn verify_password(
+        &self,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, ApiError> {
+        passwords::verify_password(password, hash, &self.hash_queue).await
+    }
+
     fn user_id(&self, localpart: &str) -> Result<OwnedUserId, ApiError> {
         check_localpart(localpart, self.server_name.as_str())?;
         UserId::parse(format!("@{localpart}:{}", self.server_name))
@@ -121,7 +144,7 @@ impl Accounts {
     }
 
     /// The user a login names: a full id on this server, or a localpart.
-    fn named_user(&self, name: &str) -> Option<OwnedUserId> {
+    pub(crate) fn named_user(&self, name: &str) -> Option<OwnedUserId> {
         let id = if name.starts_with('@') {
             UserId::parse(name).ok()?
         } else {
@@ -149,7 +172,7 @@ impl Accounts {
             None => self.user_id(&random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 12)?)?,
         };
         let password_hash = match password {
-            Some(password) => Some(hash_password(password).await?),
+            Some(password) => Some(self.hash_password(password).await?),
             None => None,
         };
         let mut changes = ChangeSet::new();
@@ -211,7 +234,7 @@ impl Accounts {
         };
         let hash = stored.as_ref().and_then(|u| u.password_hash.clone());
         // Checked even for unknown users (against a decoy), so timing tells nothing.
-        if !verify_password(password, hash).await? {
+        if !self.verify_password(password, hash).await? {
             return Err(wrong());
         }
         let stored = stored.ok_or_else(wrong)?;
@@ -239,6 +262,22 @@ impl Accounts {
         let owner =
             self.storage.token(&token_key(token)).await?.ok_or_else(ApiError::unknown_token)?;
         let user_id = UserId::parse(&owner.user_id).map_err(|_| ApiError::unknown_token())?;
+        // A token that outlived its account (a login that raced a deactivation, whose device
+        // list was read before the login's session was written) opens nothing.
+        if self.active.get(user_id.as_str()).is_none() {
+            use std::sync::atomic::Ordering;
+            let generation = self.deactivations.load(Ordering::Acquire);
+            match self.storage.user(user_id.as_str()).await? {
+                Some(user) if !user.deactivated => {}
+                _ => return Err(ApiError::unknown_token()),
+            }
+            // Inserted, then withdrawn if a deactivation finished meanwhile (whose removal
+            // may have come before this insert).
+            self.active.insert(user_id.to_string(), ());
+            if self.deactivations.load(Ordering::Acquire) != generation {
+                self.active.remove(user_id.as_str());
+            }
+        }
         Ok((user_id, OwnedDeviceId::from(owner.device_id)))
     }
 
@@ -267,7 +306,7 @@ impl Accounts {
         password: String,
     ) -> Result<bool, ApiError> {
         let hash = self.storage.user(user_id.as_str()).await?.and_then(|u| u.password_hash);
-        verify_password(password, hash).await
+        self.verify_password(password, hash).await
     }
 
     /// Sets a new password; with `logout_others`, deletes every other device.
@@ -280,7 +319,7 @@ impl Accounts {
     ) -> Result<(), ApiError> {
         let mut user =
             self.storage.user(user_id.as_str()).await?.ok_or_else(ApiError::unknown_token)?;
-        user.password_hash = Some(hash_password(password).await?);
+        user.password_hash = Some(self.hash_password(password).await?);
         let mut changes = ChangeSet::new();
         changes.updated_users.push(user);
         if logout_others {
@@ -306,6 +345,8 @@ impl Accounts {
             changes.deleted_devices.push((user_id.to_string(), device.device_id));
         }
         self.apply_deleting(changes).await?;
+        self.deactivations.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.active.remove(user_id.as_str());
         Ok(())
     }
 

@@ -28,6 +28,8 @@ pub(crate) const REDACTIONS: Table = Table("!redactions");
 pub(crate) const PROFILES: Table = Table("!profiles");
 /// `user_id room_id` -> `true` for rooms a user forgot.
 pub(crate) const FORGOTTEN: Table = Table("!forgotten");
+/// User id -> the bytes of media the user has uploaded (for the quota).
+pub(crate) const MEDIA_USAGE: Table = Table("!media_usage");
 
 /// Where an alias points, and who made it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

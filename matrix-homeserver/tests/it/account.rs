@@ -93,7 +93,9 @@ async fn token_registration_wants_a_known_token(backend: crate::Backend) {
                                 "auth": {"type": "m.login.registration_token", "token": "nope"}}),
         )
         .await;
-    assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
+    // A failed stage answers the 401 again (with the errcode), so the client can retry it.
+    assert_eq!((status, errcode(&body)), (401, "M_FORBIDDEN"));
+    assert_eq!(body["flows"][0]["stages"], json!(["m.login.registration_token"]));
     let (status, body) = client
         .post(REGISTER, &json!({"username": "carol",
                                 "auth": {"type": "m.login.registration_token", "token": "let-me-in"}}))

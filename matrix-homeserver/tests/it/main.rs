@@ -1,8 +1,12 @@
 //! The one integration-test binary of matrix-homeserver: every endpoint over real HTTP through
 //! `TestHomeserver`, with its failure cases.
 
+mod abuse_bounds;
 mod abuse_ephemeral;
+mod abuse_http;
 mod abuse_keys;
+mod abuse_limits;
+mod abuse_logins;
 mod account;
 mod discovery;
 mod faults;
@@ -33,6 +37,13 @@ pub(crate) struct Server {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl Server {
+    /// A server, with the directory its storage lives in (if any).
+    pub(crate) fn new(server: TestHomeserver, dir: Option<tempfile::TempDir>) -> Self {
+        Server { server, _dir: dir }
+    }
+}
+
 impl std::ops::Deref for Server {
     type Target = TestHomeserver;
     fn deref(&self) -> &TestHomeserver {
@@ -48,6 +59,15 @@ pub(crate) async fn start(backend: Backend) -> Option<Server> {
 
 /// A server on `backend` with `config`.
 pub(crate) async fn start_with(backend: Backend, config: Config) -> Option<Server> {
+    let (storage, dir) = open_storage(backend).await?;
+    Some(Server { server: TestHomeserver::start_on(config, storage).await, _dir: dir })
+}
+
+/// An empty store on `backend`, with the directory it lives in (if any); `None` when the
+/// backend is not available here.
+pub(crate) async fn open_storage(
+    backend: Backend,
+) -> Option<(Arc<dyn matrix_storage::Storage>, Option<tempfile::TempDir>)> {
     let (storage, dir): (Arc<dyn matrix_storage::Storage>, _) = match backend {
         Backend::Memory => (Arc::new(matrix_storage::memory::MemoryStore::new()), None),
         Backend::Sled => {
@@ -67,7 +87,7 @@ pub(crate) async fn start_with(backend: Backend, config: Config) -> Option<Serve
             (Arc::new(store), None)
         }
     };
-    Some(Server { server: TestHomeserver::start_on(config, storage).await, _dir: dir })
+    Some((storage, dir))
 }
 
 /// `DATABASE_URL`, or `None` (said once on stderr, past the test harness's capture).

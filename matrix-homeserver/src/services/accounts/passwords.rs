@@ -5,10 +5,15 @@
 //! instead of taking the server's memory, and the memory is allocated once (the allocator
 //! would otherwise keep every blocking thread's freed buffer resident).
 //!
+//! The queue is bounded: a request that finds `queue` hashes already waiting is answered 429
+//! `M_LIMIT_EXCEEDED` at once, rather than making every login on the server wait behind a
+//! flood of password guesses.
+//!
 //! Parameters: m = 7 MiB, t = 5, p = 1, one of OWASP's equivalent argon2id settings (the one
 //! that needs the least memory). Hashes are PHC strings, so hashes made with other parameters
 //! verify too.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -90,29 +95,63 @@ fn decoy(blocks: &mut Vec<Block>) -> &'static str {
     DECOY.get_or_init(|| hash("decoy", b"matrix-homeserve", blocks).unwrap_or_default())
 }
 
-fn worker(jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+/// How long a client refused for a full queue is told to wait.
+const RETRY_AFTER_MS: u64 = 1000;
+
+/// One homeserver's place in the pool's queue: how many of its jobs are submitted and not
+/// yet finished (the one being hashed included), and how many may be.
+#[derive(Debug, Clone)]
+pub(crate) struct Queue {
+    waiting: Arc<AtomicUsize>,
+    bound: usize,
+}
+
+impl Queue {
+    pub(crate) fn new(bound: usize) -> Self {
+        Queue { waiting: Arc::new(AtomicUsize::new(0)), bound: bound.max(1) }
+    }
+}
+
+/// Counts a job out of its queue when it is finished (or dropped unrun).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn worker(jobs: Arc<Mutex<mpsc::Receiver<(Job, Waiting)>>>) {
     let mut blocks = Vec::new();
     loop {
-        let job = match jobs.lock() {
+        let next = match jobs.lock() {
             Ok(receiver) => receiver.recv(),
             Err(_) => return,
         };
+        // The job counts as waiting until it is done (and no longer once its answer is sent,
+        // so that the caller's next job finds its place free).
+        let Ok((job, waiting)) = next else { return };
         match job {
-            Ok(Job::Hash { password, salt, reply }) => {
-                let _ = reply.send(hash(&password, &salt, &mut blocks));
+            Job::Hash { password, salt, reply } => {
+                let answer = hash(&password, &salt, &mut blocks);
+                drop(waiting);
+                let _ = reply.send(answer);
             }
-            Ok(Job::Verify { password, hash, reply }) => {
+            Job::Verify { password, hash, reply } => {
                 let known = hash.is_some();
                 let phc = hash.unwrap_or_else(|| decoy(&mut blocks).to_owned());
-                let _ = reply.send(verify(&password, &phc, &mut blocks) && known);
+                let answer = verify(&password, &phc, &mut blocks) && known;
+                drop(waiting);
+                let _ = reply.send(answer);
             }
-            Err(_) => return,
         }
     }
 }
 
-fn pool() -> Result<&'static Mutex<mpsc::Sender<Job>>, ApiError> {
-    static POOL: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+type Sender = mpsc::Sender<(Job, Waiting)>;
+
+fn pool() -> Result<&'static Mutex<Sender>, ApiError> {
+    static POOL: OnceLock<Mutex<Sender>> = OnceLock::new();
     if let Some(pool) = POOL.get() {
         return Ok(pool);
     }
@@ -128,16 +167,27 @@ fn pool() -> Result<&'static Mutex<mpsc::Sender<Job>>, ApiError> {
     Ok(POOL.get_or_init(|| Mutex::new(sender)))
 }
 
-fn submit(job: Job) -> Result<(), ApiError> {
+/// Queues a job, or answers 429 when the queue is full.
+fn submit(job: Job, queue: &Queue) -> Result<(), ApiError> {
     let pool = pool()?;
+    let queued = queue.waiting.fetch_add(1, Ordering::AcqRel);
+    let waiting = Waiting(queue.waiting.clone());
+    if queued >= queue.bound {
+        drop(waiting);
+        return Err(ApiError::limit_exceeded(RETRY_AFTER_MS));
+    }
     let sender = pool.lock().map_err(|_| ApiError::unknown("the hashing pool failed"))?;
-    sender.send(job).map_err(|_| ApiError::unknown("the hashing pool stopped"))
+    sender.send((job, waiting)).map_err(|_| ApiError::unknown("the hashing pool stopped"))
 }
 
 /// The PHC string of a new hash of `password`.
-pub(crate) async fn hash_password(password: String, salt: [u8; 16]) -> Result<String, ApiError> {
+pub(crate) async fn hash_password(
+    password: String,
+    salt: [u8; 16],
+    queue: &Queue,
+) -> Result<String, ApiError> {
     let (reply, answer) = oneshot::channel();
-    submit(Job::Hash { password, salt, reply })?;
+    submit(Job::Hash { password, salt, reply }, queue)?;
     answer
         .await
         .map_err(|_| ApiError::unknown("the hashing thread stopped"))?
@@ -148,9 +198,10 @@ pub(crate) async fn hash_password(password: String, salt: [u8; 16]) -> Result<St
 pub(crate) async fn verify_password(
     password: String,
     hash: Option<String>,
+    queue: &Queue,
 ) -> Result<bool, ApiError> {
     let (reply, answer) = oneshot::channel();
-    submit(Job::Verify { password, hash, reply })?;
+    submit(Job::Verify { password, hash, reply }, queue)?;
     answer.await.map_err(|_| ApiError::unknown("the hashing thread stopped"))
 }
 

@@ -214,21 +214,19 @@ impl Rooms {
             ApiError::unsupported_room_version(format!("room version {version:?} is not supported"))
         })?;
         self.check_create_request(rules, creator, &request).await?;
-        let alias = match &request.alias_localpart {
-            Some(localpart) => Some(self.local_alias(localpart)?),
-            None => None,
-        };
-        // The alias is checked and taken under the alias lock, so a concurrent alias creation
-        // cannot be overwritten; it is written before the canonical alias event names it.
-        let alias_guard = match &alias {
-            Some(alias) => {
+        // The alias is checked and recorded under the alias lock, held from the check until
+        // the record is written (right after the create event names the room), so that an
+        // alias made meanwhile by `PUT /directory/room` is never overwritten.
+        let (alias, alias_guard) = match &request.alias_localpart {
+            Some(localpart) => {
+                let alias = self.local_alias(localpart)?;
                 let guard = self.alias_lock.lock().await;
                 if self.records().get::<AliasRecord>(ALIASES, alias.as_str()).await?.is_some() {
                     return Err(ApiError::room_in_use());
                 }
-                Some(guard)
+                (Some(alias), Some(guard))
             }
-            None => None,
+            None => (None, None),
         };
         let preset = request.preset.unwrap_or(if request.public {
             Preset::PublicChat
