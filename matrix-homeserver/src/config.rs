@@ -136,6 +136,8 @@ pub struct LimitsConfig {
     pub max_mentions_per_event: usize,
     /// How many push rules of their own a user may keep (more: 429 `M_LIMIT_EXCEEDED`).
     pub max_push_rules: usize,
+    /// What the cache of parsed events may hold, in bytes (about three times their JSON).
+    pub event_cache_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -163,6 +165,7 @@ impl Default for LimitsConfig {
             max_users_per_key_query: 1000,
             max_mentions_per_event: 64,
             max_push_rules: 500,
+            event_cache_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -123,7 +123,13 @@ impl HomeserverBuilder {
                 .map_err(|e| BuildError::SigningKey(e.to_string()))?,
         };
         let ephemeral = Arc::new(Ephemeral::new(storage.clone(), &self.config.limits));
-        let rooms = Rooms::new(storage.clone(), server_name.clone(), key, ephemeral.clone());
+        let rooms = Rooms::new(
+            storage.clone(),
+            server_name.clone(),
+            key,
+            ephemeral.clone(),
+            self.config.limits.event_cache_bytes,
+        );
         let state = State {
             accounts: Accounts::new(
                 storage.clone(),

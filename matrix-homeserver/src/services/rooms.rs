@@ -39,6 +39,18 @@ use crate::error::ApiError;
 /// events).
 const MAX_PREV_EVENTS: usize = 10;
 
+/// What a parsed event costs the event cache: about three times its canonical JSON (the
+/// parsed tree keeps every key and string apart), so that the cache is bounded in bytes, not
+/// in events, whatever their size.
+#[derive(Debug, Clone, Copy)]
+struct EventWeight;
+
+impl quick_cache::Weighter<String, Arc<Pdu>> for EventWeight {
+    fn weight(&self, _id: &String, pdu: &Arc<Pdu>) -> u64 {
+        (pdu.canonical_bytes().len() as u64).saturating_mul(3).saturating_add(256)
+    }
+}
+
 /// How many room locks are kept before those nobody holds are dropped.
 const LOCKS_KEPT: usize = 1_024;
 
@@ -80,7 +92,7 @@ pub(crate) struct Rooms {
     ephemeral: Arc<Ephemeral>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Parsed events by id (events never change once stored).
-    events: quick_cache::sync::Cache<String, Arc<Pdu>>,
+    events: quick_cache::sync::Cache<String, Arc<Pdu>, EventWeight>,
     /// The state after each event (never changes).
     snapshots_of: quick_cache::sync::Cache<String, SnapshotId>,
     /// The history visibility of each state snapshot (never changes).
@@ -142,6 +154,7 @@ impl Rooms {
         server_name: OwnedServerName,
         key: SigningKey,
         ephemeral: Arc<Ephemeral>,
+        event_cache_bytes: u64,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Rooms {
             me: me.clone(),
@@ -151,7 +164,11 @@ impl Rooms {
             key,
             ephemeral,
             locks: Mutex::new(HashMap::new()),
-            events: quick_cache::sync::Cache::new(1_024),
+            events: quick_cache::sync::Cache::with_weighter(
+                4_096,
+                event_cache_bytes.max(1),
+                EventWeight,
+            ),
             versions: quick_cache::sync::Cache::new(16_384),
             snapshots_of: quick_cache::sync::Cache::new(16_384),
             visibility_at: quick_cache::sync::Cache::new(4_096),
