@@ -165,7 +165,7 @@ impl Default for LimitsConfig {
             max_users_per_key_query: 1000,
             max_mentions_per_event: 64,
             max_push_rules: 500,
-            event_cache_bytes: 16 * 1024 * 1024,
+            event_cache_bytes: 4 * 1024 * 1024,
         }
     }
 }

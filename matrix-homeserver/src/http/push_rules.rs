@@ -220,13 +220,20 @@ async fn delete_rule(
 async fn get_enabled(
     State(state): AppState,
     auth: Auth,
-    Params((scope, kind, rule)): Params<(String, String, String)>,
+    Params(path): Params<(String, String, String)>,
 ) -> JsonResult {
-    check_scope(&scope)?;
-    let kind = rule_kind(&kind)?;
     let rules = load(&state, &auth.user_id).await?;
-    let found = rules.get(kind, &rule).ok_or_else(no_such_rule)?;
+    let found = find(&rules, &path)?;
     Ok(Json(json!({"enabled": found.enabled()})))
+}
+
+/// The rule a `{scope}/{kind}/{ruleId}` path names.
+fn find<'a>(
+    rules: &'a Ruleset,
+    (scope, kind, rule): &(String, String, String),
+) -> Result<ruma::push::AnyPushRuleRef<'a>, ApiError> {
+    check_scope(scope)?;
+    rules.get(rule_kind(kind)?, rule).ok_or_else(no_such_rule)
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,12 +258,10 @@ async fn put_enabled(
 async fn get_actions(
     State(state): AppState,
     auth: Auth,
-    Params((scope, kind, rule)): Params<(String, String, String)>,
+    Params(path): Params<(String, String, String)>,
 ) -> JsonResult {
-    check_scope(&scope)?;
-    let kind = rule_kind(&kind)?;
     let rules = load(&state, &auth.user_id).await?;
-    let found = rules.get(kind, &rule).ok_or_else(no_such_rule)?;
+    let found = find(&rules, &path)?;
     Ok(Json(json!({"actions": found.actions()})))
 }
 

@@ -351,6 +351,30 @@ impl Sync {
         filter: &SyncFilter,
     ) -> Result<(Vec<Arc<Pdu>>, bool, StreamPos), ApiError> {
         let limit = filter.timeline_limit.clamp(1, 100);
+        // An incremental sync usually has a few new events: read forwards from the token, and
+        // only when more than a page came read backwards from the end.
+        if after > StreamPos(0) {
+            let items = self
+                .rooms
+                .storage()
+                .timeline(room_id, after, Direction::Forwards, limit + 1)
+                .await?;
+            let read_all = items.len() <= limit || items.last().is_some_and(|i| i.pos > upto);
+            let within: Vec<_> = items.into_iter().take_while(|i| i.pos <= upto).collect();
+            if read_all && within.len() <= limit {
+                let first = within.first().map_or(upto, |i| i.pos);
+                let mut events = Vec::with_capacity(within.len());
+                for item in within {
+                    if let Some(pdu) = self.rooms.pdu(&item.event_id).await?
+                        && filter.timeline.keeps(&pdu)
+                        && self.rooms.sees(looker, &pdu, item.pos).await?
+                    {
+                        events.push(pdu);
+                    }
+                }
+                return Ok((events, false, first));
+            }
+        }
         let mut events = Vec::new();
         let mut limited = false;
         let mut first = upto;
@@ -538,7 +562,7 @@ impl Sync {
         let mut room = Map::new();
         if moved || since.is_none() {
             let after = since_stream.unwrap_or(StreamPos(0));
-            let looker = rooms.looker(room_id, user).await?;
+            let looker = rooms.looker_at(room_id, user, current).await?;
             let (events, limited, first) =
                 self.timeline(&looker, room_id, after, now.stream, filter).await?;
             if !events.is_empty() || since_stream.is_none() || limited {

@@ -55,19 +55,11 @@ fn events(body: &Value, path: &[&str]) -> Vec<Value> {
     at.as_array().cloned().unwrap_or_default()
 }
 
-async fn start_with(
-    backend: crate::Backend,
-    change: impl FnOnce(&mut Config),
-) -> Option<crate::Server> {
-    let mut config = TestHomeserver::config();
-    change(&mut config);
-    crate::start_with(backend, config).await
-}
-
 async fn finding_06_wake_ups_reach_whom_a_change_concerns_and_syncs_per_device_are_capped(
     backend: crate::Backend,
 ) {
-    let Some(server) = start_with(backend, |c| c.limits.max_syncs_per_device = 2).await else {
+    let Some(server) = crate::start_changed(backend, |c| c.limits.max_syncs_per_device = 2).await
+    else {
         return;
     };
     let (alice, _) = user(&server, "alice").await;
@@ -160,7 +152,7 @@ async fn finding_06_wake_ups_reach_whom_a_change_concerns_and_syncs_per_device_a
 async fn finding_05_to_device_to_unknown_devices_is_dropped_and_queues_are_bounded(
     backend: crate::Backend,
 ) {
-    let Some(server) = start_with(backend, |c| {
+    let Some(server) = crate::start_changed(backend, |c| {
         c.limits.max_to_device_per_device = 5;
         c.limits.max_to_device_per_sender = 3;
         c.limits.max_to_device_bytes_per_device = 64 * 1024;
@@ -233,7 +225,7 @@ async fn finding_05_to_device_to_unknown_devices_is_dropped_and_queues_are_bound
 async fn finding_25_send_to_device_is_idempotent_and_never_delivered_twice(
     backend: crate::Backend,
 ) {
-    let Some(server) = start_with(backend, |c| {
+    let Some(server) = crate::start_changed(backend, |c| {
         c.limits.max_to_device_per_device = 10_000;
         c.limits.max_to_device_per_sender = 10_000;
     })
@@ -289,7 +281,8 @@ async fn finding_25_send_to_device_is_idempotent_and_never_delivered_twice(
 }
 
 async fn finding_07_36_receipt_thread_ids_are_checked_and_bounded(backend: crate::Backend) {
-    let Some(server) = start_with(backend, |c| c.limits.max_thread_receipts_per_room = 3).await
+    let Some(server) =
+        crate::start_changed(backend, |c| c.limits.max_thread_receipts_per_room = 3).await
     else {
         return;
     };
@@ -338,7 +331,8 @@ async fn finding_07_36_receipt_thread_ids_are_checked_and_bounded(backend: crate
 }
 
 async fn finding_20_mentions_kept_per_message_are_bounded(backend: crate::Backend) {
-    let Some(server) = start_with(backend, |c| c.limits.max_mentions_per_event = 3).await else {
+    let Some(server) = crate::start_changed(backend, |c| c.limits.max_mentions_per_event = 3).await
+    else {
         return;
     };
     let (alice, _) = user(&server, "alice").await;

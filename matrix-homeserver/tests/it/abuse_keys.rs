@@ -12,15 +12,6 @@ use crate::{Client, errcode};
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn start_with(
-    backend: crate::Backend,
-    change: impl FnOnce(&mut Config),
-) -> Option<crate::Server> {
-    let mut config = TestHomeserver::config();
-    change(&mut config);
-    crate::start_with(backend, config).await
-}
-
 /// Uploads device keys (with `mark` in them, so each upload can differ), one one-time key
 /// and a fallback key for the client's device.
 async fn upload_keys(client: &Client, user: &str, mark: &str) -> String {
@@ -131,7 +122,8 @@ async fn finding_17_logout_password_change_and_deactivation_remove_device_keys(
 }
 
 async fn finding_18_one_time_keys_per_device_are_bounded(backend: crate::Backend) {
-    let Some(server) = start_with(backend, |c| c.limits.max_one_time_keys_per_device = 10).await
+    let Some(server) =
+        crate::start_changed(backend, |c| c.limits.max_one_time_keys_per_device = 10).await
     else {
         return;
     };
@@ -172,7 +164,9 @@ async fn finding_18_one_time_keys_per_device_are_bounded(backend: crate::Backend
 }
 
 async fn finding_19_key_queries_read_only_the_users_named_and_are_bounded(backend: crate::Backend) {
-    let Some(server) = start_with(backend, |c| c.limits.max_users_per_key_query = 5).await else {
+    let Some(server) =
+        crate::start_changed(backend, |c| c.limits.max_users_per_key_query = 5).await
+    else {
         return;
     };
     let (alice, alice_id) = user(&server, "alice").await;

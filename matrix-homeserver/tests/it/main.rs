@@ -90,6 +90,16 @@ pub(crate) async fn open_storage(
     Some((storage, dir))
 }
 
+/// A server on `backend` with [`TestHomeserver::config`] changed by `change`.
+pub(crate) async fn start_changed(
+    backend: Backend,
+    change: impl FnOnce(&mut Config),
+) -> Option<Server> {
+    let mut config = TestHomeserver::config();
+    change(&mut config);
+    start_with(backend, config).await
+}
+
 /// `DATABASE_URL`, or `None` (said once on stderr, past the test harness's capture).
 fn database_url() -> Option<String> {
     static SAID: std::sync::Once = std::sync::Once::new();

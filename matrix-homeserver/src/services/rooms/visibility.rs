@@ -168,6 +168,16 @@ impl Rooms {
             return Ok(Arc::default());
         };
         let Some(current) = info.current_state else { return Ok(Arc::default()) };
+        self.memberships_at(room_id, user, current).await
+    }
+
+    /// [`Rooms::memberships`] when the room's current state is known.
+    pub(crate) async fn memberships_at(
+        &self,
+        room_id: &str,
+        user: &UserId,
+        current: SnapshotId,
+    ) -> Result<Arc<Memberships>, ApiError> {
         let Some(latest) =
             self.storage().state_get(current, "m.room.member", user.as_str()).await?
         else {
@@ -216,6 +226,16 @@ impl Rooms {
         user: &'a UserId,
     ) -> Result<Looker<'a>, ApiError> {
         Ok(Looker { user, memberships: self.memberships(room_id, user).await? })
+    }
+
+    /// [`Rooms::looker`] when the room's current state is known.
+    pub(crate) async fn looker_at<'a>(
+        &self,
+        room_id: &str,
+        user: &'a UserId,
+        current: SnapshotId,
+    ) -> Result<Looker<'a>, ApiError> {
+        Ok(Looker { user, memberships: self.memberships_at(room_id, user, current).await? })
     }
 
     /// What `user` may see of a room at all; `M_FORBIDDEN` if nothing but their own
