@@ -103,11 +103,12 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("the binary starts");
-        let base = format!("http://127.0.0.1:{port}");
+        // Made at once, so that the process is killed and waited for whatever happens next.
+        let server = Server { child, base: format!("http://127.0.0.1:{port}") };
         let http = reqwest::Client::new();
         for _ in 0..300 {
-            if http.get(format!("{base}/_matrix/client/versions")).send().await.is_ok() {
-                return Server { child, base };
+            if http.get(format!("{}/_matrix/client/versions", server.base)).send().await.is_ok() {
+                return server;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -184,9 +185,9 @@ async fn attack(target: &Target<'_>, round: u32, tally: &mut Tally) -> Vec<(&'st
     // device that never syncs them away.
     for i in 0..150 {
         let target = match i % 3 {
-            0 => json!({ victim_id.clone(): {"NODEVICE": {"pad": big}} }),
-            1 => json!({ victim_id.clone(): {"*": {"pad": big}} }),
-            _ => json!({ victim_id.clone(): { victim_device.clone(): {"pad": big} } }),
+            0 => json!({ victim_id: {"NODEVICE": {"pad": big}} }),
+            1 => json!({ victim_id: {"*": {"pad": big}} }),
+            _ => json!({ victim_id: { victim_device: {"pad": big} } }),
         };
         let (status, _) = attacker
             .put(&format!("/sendToDevice/m.x/t{round}_{i}"), &json!({"messages": target}))

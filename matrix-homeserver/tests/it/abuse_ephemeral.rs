@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use matrix_homeserver::Config;
-use matrix_homeserver::testing::TestHomeserver;
 use serde_json::{Value, json};
 
 use crate::rooms::{create, user};

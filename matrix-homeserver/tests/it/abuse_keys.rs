@@ -2,8 +2,6 @@
 //! no keys (#17), one-time key bounds (#18), key queries (#19), whom device-list changes
 //! reach (#29, #39) and fallback keys (#30).
 
-use matrix_homeserver::Config;
-use matrix_homeserver::testing::TestHomeserver;
 use serde_json::{Value, json};
 
 use crate::abuse_ephemeral::{device_of, login, next_batch, sync};
