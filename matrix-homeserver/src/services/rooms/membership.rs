@@ -98,11 +98,26 @@ impl Rooms {
                 "joining needs an invite or membership of a room the join rules allow",
             ));
         }
+        // Candidates: the users the power levels name (and, for rooms v12, the creators),
+        // then everyone joined, so that a big room's members are not all looked at when an
+        // administrator can authorise.
         let suffix = format!(":{}", self.server_name());
+        let mut candidates: Vec<String> = Vec::new();
+        if let Some(levels) = self.state_pdu(snapshot, "m.room.power_levels", "").await?
+            && let Some(users) = levels.content().get_object("users")
+        {
+            candidates.extend(users.iter().map(|(user, _)| user.to_owned()));
+        }
+        if let Some(create) = self.state_pdu(snapshot, "m.room.create", "").await? {
+            candidates.push(create.sender().to_owned());
+        }
         let mut members = self.storage().members(room_id).await?;
         members.sort();
-        for (member, membership) in members {
-            if membership != "join" || !member.ends_with(&suffix) {
+        candidates.extend(members.into_iter().filter(|(_, m)| m == "join").map(|(u, _)| u));
+        for member in candidates {
+            if !member.ends_with(&suffix)
+                || self.storage().membership(room_id, &member).await?.as_deref() != Some("join")
+            {
                 continue;
             }
             let Ok(member_id) = <&UserId>::try_from(member.as_str()) else { continue };
