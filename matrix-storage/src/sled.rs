@@ -608,6 +608,7 @@ fn delete_token(tx: &Tx<'_>, token: &str) -> Result<()> {
 #[async_trait]
 impl Storage for SledStore {
     async fn apply(&self, changes: ChangeSet) -> Result<Applied> {
+        self.flusher.check()?;
         let (applied, durable) = self.commit(&changes)?;
         match durable.await {
             Ok(result) => result.map(|()| applied),
@@ -673,12 +674,14 @@ impl SledStore {
 #[async_trait]
 impl EventStore for SledStore {
     async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
+        self.flusher.check()?;
         self.get(&Enc::table(EVENT).str(event_id).done())?
             .map(|v| decode_event(event_id, &v))
             .transpose()
     }
 
     async fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>> {
+        self.flusher.check()?;
         let mut seen: BTreeSet<String> = BTreeSet::new();
         let mut stack: Vec<String> = Vec::new();
         for id in event_ids {
@@ -705,6 +708,7 @@ impl StateStore for SledStore {
         kind: &str,
         state_key: &str,
     ) -> Result<Option<String>> {
+        self.flusher.check()?;
         let Some(key) = self.get(&Enc::table(KEY_ID).str(kind).str(state_key).done())? else {
             return Ok(None);
         };
@@ -715,6 +719,7 @@ impl StateStore for SledStore {
     }
 
     async fn state_full(&self, snapshot: SnapshotId) -> Result<Vec<StateEntry>> {
+        self.flusher.check()?;
         let mut entries = Vec::new();
         for (key, nid) in self.state_ids(snapshot.0)? {
             let (kind, state_key) = self.key_name(key)?;
@@ -728,24 +733,29 @@ impl StateStore for SledStore {
 #[async_trait]
 impl RoomStore for SledStore {
     async fn room(&self, room_id: &str) -> Result<Option<RoomInfo>> {
+        self.flusher.check()?;
         self.get(&Enc::table(ROOM).str(room_id).done())?.map(|v| decode_room(&v)).transpose()
     }
 
     async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>> {
+        self.flusher.check()?;
         self.get(&Enc::table(MEMBER).str(room_id).str(user_id).done())?
             .map(|v| Dec::new(&v).str())
             .transpose()
     }
 
     async fn rooms_of_user(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        self.flusher.check()?;
         self.pairs(Enc::table(USER_ROOM).str(user_id).done())
     }
 
     async fn members(&self, room_id: &str) -> Result<Vec<(String, String)>> {
+        self.flusher.check()?;
         self.pairs(Enc::table(MEMBER).str(room_id).done())
     }
 
     async fn stream_position(&self) -> Result<StreamPos> {
+        self.flusher.check()?;
         Ok(StreamPos(self.flusher.durable_stream()))
     }
 
@@ -755,6 +765,7 @@ impl RoomStore for SledStore {
         upto: StreamPos,
         limit: usize,
     ) -> Result<Vec<StreamItem>> {
+        self.flusher.check()?;
         if upto <= after {
             return Ok(Vec::new());
         }
@@ -781,6 +792,7 @@ impl RoomStore for SledStore {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<StreamItem>> {
+        self.flusher.check()?;
         let start = Enc::table(TIMELINE).str(room_id).u64(0).done();
         let end = Enc::table(TIMELINE).str(room_id).u64(u64::MAX).done();
         let at = Enc::table(TIMELINE).str(room_id).u64(from.0).done();
@@ -809,11 +821,13 @@ impl RoomStore for SledStore {
 #[async_trait]
 impl AccountStore for SledStore {
     async fn user(&self, user_id: &str) -> Result<Option<User>> {
+        self.flusher.check()?;
         self.get(&Enc::table(USER).str(user_id).done())?
             .map(|v| decode_user(user_id, &v))
             .transpose()
     }
     async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>> {
+        self.flusher.check()?;
         self.get(&Enc::table(DEVICE).str(user_id).str(device_id).done())?
             .map(|v| {
                 Ok(Device {
@@ -825,6 +839,7 @@ impl AccountStore for SledStore {
             .transpose()
     }
     async fn devices(&self, user_id: &str) -> Result<Vec<Device>> {
+        self.flusher.check()?;
         let mut devices = Vec::new();
         for entry in self.scan(Enc::table(DEVICE).str(user_id).done()) {
             let (key, value) = entry?;
@@ -840,6 +855,7 @@ impl AccountStore for SledStore {
         Ok(devices)
     }
     async fn token(&self, token: &str) -> Result<Option<TokenOwner>> {
+        self.flusher.check()?;
         self.get(&Enc::table(TOKEN).str(token).done())?
             .map(|v| {
                 let mut dec = Dec::new(&v);
@@ -852,6 +868,7 @@ impl AccountStore for SledStore {
 #[async_trait]
 impl KeyStore for SledStore {
     async fn our_keys(&self) -> Result<Vec<OurKey>> {
+        self.flusher.check()?;
         let mut keys = Vec::new();
         for entry in self.scan(Enc::table(OUR_KEY).done()) {
             let (key, value) = entry?;
@@ -866,6 +883,7 @@ impl KeyStore for SledStore {
         Ok(keys)
     }
     async fn remote_key(&self, server: &str, key_id: &str) -> Result<Option<RemoteKey>> {
+        self.flusher.check()?;
         self.get(&Enc::table(REMOTE_KEY).str(server).str(key_id).done())?
             .map(|v| {
                 let mut dec = Dec::new(&v);
@@ -883,9 +901,11 @@ impl KeyStore for SledStore {
 #[async_trait]
 impl QueueStore for SledStore {
     async fn transaction_seen(&self, origin: &str, txn_id: &str) -> Result<bool> {
+        self.flusher.check()?;
         Ok(self.get(&Enc::table(TXN).str(origin).str(txn_id).done())?.is_some())
     }
     async fn outbound(&self, destination: &str, limit: usize) -> Result<Vec<OutboundItem>> {
+        self.flusher.check()?;
         let mut items = Vec::new();
         for entry in self.scan(Enc::table(QUEUE).str(destination).done()).take(limit) {
             let (key, value) = entry?;
@@ -896,6 +916,7 @@ impl QueueStore for SledStore {
         Ok(items)
     }
     async fn retry(&self, destination: &str) -> Result<Option<RetryState>> {
+        self.flusher.check()?;
         self.get(&Enc::table(RETRY).str(destination).done())?
             .map(|v| {
                 let mut dec = Dec::new(&v);
@@ -914,11 +935,13 @@ impl AccountDataStore for SledStore {
         room_id: Option<&str>,
         kind: &str,
     ) -> Result<Option<Vec<u8>>> {
+        self.flusher.check()?;
         Ok(self
             .get(&Enc::table(ACCOUNT_DATA).str(user_id).opt_str(room_id).str(kind).done())?
             .map(|v| v.to_vec()))
     }
     async fn all_account_data(&self, user_id: &str) -> Result<Vec<AccountDataItem>> {
+        self.flusher.check()?;
         let mut items = Vec::new();
         for entry in self.scan(Enc::table(ACCOUNT_DATA).str(user_id).done()) {
             let (key, value) = entry?;
@@ -936,6 +959,7 @@ impl AccountDataStore for SledStore {
 #[async_trait]
 impl MediaStore for SledStore {
     async fn media(&self, media_id: &str) -> Result<Option<Media>> {
+        self.flusher.check()?;
         self.get(&Enc::table(MEDIA).str(media_id).done())?
             .map(|v| {
                 let mut dec = Dec::new(&v);
@@ -949,5 +973,50 @@ impl MediaStore for SledStore {
                 })
             })
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account_data(kind: &str) -> ChangeSet {
+        let mut changes = ChangeSet::new();
+        changes.account_data.push(("@a:x".to_owned(), None, kind.to_owned(), b"{}".to_vec()));
+        changes
+    }
+
+    fn reopen(path: &Path) -> SledStore {
+        for _ in 0..100 {
+            if let Ok(store) = SledStore::open(path, &SledOptions::default()) {
+                return store;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("the store stayed locked for 2 s after closing");
+    }
+
+    /// A failed flush: its writer is told, and the store stops serving (fail-stop), so the
+    /// change it applied in memory is never read and nothing later is acknowledged; a
+    /// reopened store has what was acknowledged before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_flush_stops_the_store() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let store = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
+        store.apply(account_data("x.before")).await.expect("acknowledged");
+
+        store.flusher.fail_next_flush();
+        let failed = store.apply(account_data("x.failed")).await.expect_err("the flush failed");
+        assert_eq!(failed.kind(), ErrorKind::Unavailable);
+        let read = store.account_data("@a:x", None, "x.failed").await;
+        assert!(read.is_err(), "the unflushed change is not served: {read:?}");
+        assert!(store.account_data("@a:x", None, "x.before").await.is_err());
+        assert!(store.apply(account_data("x.after")).await.is_err(), "nothing more is taken");
+
+        drop(store);
+        let store = reopen(dir.path());
+        let before = store.account_data("@a:x", None, "x.before").await.expect("reads");
+        assert!(before.is_some(), "what was acknowledged survives");
+        assert!(store.account_data("@a:x", None, "x.after").await.expect("reads").is_none());
     }
 }

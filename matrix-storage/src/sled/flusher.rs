@@ -34,6 +34,14 @@ struct Shared {
     /// The stream head of the last flush that succeeded: readers never see past it, so an
     /// event a reader saw is never lost in a crash (and its position never handed out again).
     durable_stream: AtomicU64,
+    /// Set when a flush failed. The store then stops (fail-stop, as PostgreSQL does on a
+    /// failed fsync): what the failed flush covered was applied to sled's tree in memory but
+    /// is not known to be on disk, so no reader may see it and no later flush may quietly
+    /// make durable what a writer was told had failed. A restart recovers what is on disk.
+    failed: std::sync::atomic::AtomicBool,
+    /// Makes the next flush fail, for the tests of this behaviour.
+    #[cfg(test)]
+    fail_next_flush: std::sync::atomic::AtomicBool,
 }
 
 /// The flusher thread, stopped (after a last flush) and joined when dropped.
@@ -69,6 +77,24 @@ impl Flusher {
         self.shared.state.lock().map_err(|_| poisoned())
     }
 
+    /// `Err` once a flush has failed: the store serves nothing more until it is reopened.
+    pub(super) fn check(&self) -> Result<()> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(StorageError::new(
+                ErrorKind::Unavailable,
+                "a flush to disk failed earlier; the store stopped (restart to recover what is \
+                 on disk)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes the next flush fail.
+    #[cfg(test)]
+    pub(super) fn fail_next_flush(&self) {
+        self.shared.fail_next_flush.store(true, Ordering::Release);
+    }
+
     /// The highest stream position on disk.
     pub(super) fn durable_stream(&self) -> u64 {
         self.shared.durable_stream.load(Ordering::Acquire)
@@ -79,6 +105,8 @@ impl Flusher {
     pub(super) fn committed(&self, stream_head: u64) -> Result<oneshot::Receiver<Result<()>>> {
         let (send, receive) = oneshot::channel();
         let mut state = self.lock()?;
+        // After a failed flush the flusher has stopped: nobody would answer this writer.
+        self.check()?;
         state.committed += 1;
         state.stream_head = stream_head;
         let number = state.committed;
@@ -119,9 +147,18 @@ fn run(shared: &Shared, db: &::sled::Db) {
         let (target, stream_head) = (state.committed, state.stream_head);
         drop(state);
 
-        let flushed = db.flush().map(drop).map_err(|e| e.to_string());
-        if flushed.is_ok() {
-            shared.durable_stream.store(stream_head, Ordering::Release);
+        #[cfg(test)]
+        let injected = shared.fail_next_flush.swap(false, Ordering::AcqRel);
+        #[cfg(not(test))]
+        let injected = false;
+        let flushed = if injected {
+            Err("an injected failure".to_owned())
+        } else {
+            db.flush().map(drop).map_err(|e| e.to_string())
+        };
+        match &flushed {
+            Ok(()) => shared.durable_stream.store(stream_head, Ordering::Release),
+            Err(_) => shared.failed.store(true, Ordering::Release),
         }
 
         let Ok(mut state) = shared.state.lock() else { return };
@@ -140,6 +177,18 @@ fn run(shared: &Shared, db: &::sled::Db) {
             };
             // A writer that stopped waiting (its task was dropped) needs no answer.
             let _ = waiter.send(result);
+        }
+        if flushed.is_err() {
+            // Fail-stop: every later writer is refused before it commits (see `check`), and
+            // those already waiting are told now; nothing is flushed again.
+            let Ok(mut state) = shared.state.lock() else { return };
+            for (_, waiter) in std::mem::take(&mut state.waiters) {
+                let _ = waiter.send(Err(StorageError::new(
+                    ErrorKind::Unavailable,
+                    "a flush to disk failed earlier; the store stopped",
+                )));
+            }
+            return;
         }
     }
 }
