@@ -77,11 +77,7 @@ async fn room_aliases(
     let room = room_id(&room)?;
     // The spec: only current members may list them (one who left is refused, though they
     // still see the room's history up to their leave).
-    if state.rooms.storage().membership(room.as_str(), auth.user_id.as_str()).await?.as_deref()
-        != Some("join")
-    {
-        return Err(ApiError::forbidden("you are not in this room"));
-    }
+    super::rooms::require_joined(&state, room.as_str(), &auth.user_id).await?;
     Ok(Json(json!({"aliases": state.rooms.aliases_of(room.as_str()).await?})))
 }
 

@@ -51,6 +51,18 @@ impl quick_cache::Weighter<String, Arc<Pdu>> for EventWeight {
     }
 }
 
+/// What a membership history costs its cache: one per change it holds, so that a user with
+/// thousands of changes cannot make 16,384 entries hold millions (at most 2^20 changes, about
+/// 16 MiB, are cached in all).
+#[derive(Debug, Clone, Copy)]
+struct HistoryWeight;
+
+impl quick_cache::Weighter<(String, String), (String, Arc<Memberships>)> for HistoryWeight {
+    fn weight(&self, _key: &(String, String), value: &(String, Arc<Memberships>)) -> u64 {
+        value.1.len() as u64 + 1
+    }
+}
+
 /// How many room locks are kept before those nobody holds are dropped.
 const LOCKS_KEPT: usize = 1_024;
 
@@ -104,7 +116,8 @@ pub(crate) struct Rooms {
     /// `publicRooms` entries by room, with the snapshot they were made at.
     directory_entries: quick_cache::sync::Cache<String, (SnapshotId, Arc<serde_json::Value>)>,
     /// Membership histories by (room, user), with the member event they end with.
-    memberships: quick_cache::sync::Cache<(String, String), (String, Arc<Memberships>)>,
+    memberships:
+        quick_cache::sync::Cache<(String, String), (String, Arc<Memberships>), HistoryWeight>,
     /// Room versions by room id (a room's version never changes).
     versions: quick_cache::sync::Cache<String, &'static RoomVersionRules>,
     txns: send::Transactions,
@@ -172,7 +185,7 @@ impl Rooms {
             versions: quick_cache::sync::Cache::new(16_384),
             snapshots_of: quick_cache::sync::Cache::new(16_384),
             visibility_at: quick_cache::sync::Cache::new(4_096),
-            memberships: quick_cache::sync::Cache::new(16_384),
+            memberships: quick_cache::sync::Cache::with_weighter(16_384, 1 << 20, HistoryWeight),
             replaced: quick_cache::sync::Cache::new(16_384),
             summaries: quick_cache::sync::Cache::new(1_024),
             directory_entries: quick_cache::sync::Cache::new(4_096),

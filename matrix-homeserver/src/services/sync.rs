@@ -365,12 +365,7 @@ impl Sync {
                 let first = within.first().map_or(upto, |i| i.pos);
                 let mut events = Vec::with_capacity(within.len());
                 for item in within {
-                    if let Some(pdu) = self.rooms.pdu(&item.event_id).await?
-                        && filter.timeline.keeps(&pdu)
-                        && self.rooms.sees(looker, &pdu, item.pos).await?
-                    {
-                        events.push(pdu);
-                    }
+                    events.extend(self.shown(looker, &item, filter).await?);
                 }
                 return Ok((events, false, first));
             }
@@ -398,12 +393,7 @@ impl Sync {
                 }
                 first = item.pos;
                 cursor = item.pos;
-                if let Some(pdu) = self.rooms.pdu(&item.event_id).await?
-                    && filter.timeline.keeps(&pdu)
-                    && self.rooms.sees(looker, &pdu, item.pos).await?
-                {
-                    events.push(pdu);
-                }
+                events.extend(self.shown(looker, &item, filter).await?);
             }
             if exhausted {
                 done = true;
@@ -414,6 +404,19 @@ impl Sync {
         limited |= !done;
         events.reverse();
         Ok((events, limited, first))
+    }
+
+    /// A timeline item as the sync shows it: the event, if the filter keeps it and the user
+    /// may see it.
+    async fn shown(
+        &self,
+        looker: &Looker<'_>,
+        item: &matrix_storage::StreamItem,
+        filter: &SyncFilter,
+    ) -> Result<Option<Arc<Pdu>>, ApiError> {
+        let Some(pdu) = self.rooms.pdu(&item.event_id).await? else { return Ok(None) };
+        let shown = filter.timeline.keeps(&pdu) && self.rooms.sees(looker, &pdu, item.pos).await?;
+        Ok(shown.then_some(pdu))
     }
 
     /// The state before the timeline position `first` (the state after the event before it).
@@ -695,7 +698,7 @@ impl Sync {
         }
         let after = since.map_or(StreamPos(0), |t| t.stream);
         let upto = left_at.min(now.stream);
-        let looker = rooms.looker(room_id, user).await?;
+        let looker = rooms.looker_at(room_id, user, current).await?;
         let (events, limited, first) = self.timeline(&looker, room_id, after, upto, filter).await?;
         // A user who never joined (a rejected or revoked invite, a ban before joining) is
         // shown their own membership events and no state at all.

@@ -111,18 +111,24 @@ impl Rooms {
         if let Some(create) = self.state_pdu(snapshot, "m.room.create", "").await? {
             candidates.push(create.sender().to_owned());
         }
-        let mut members = self.storage().members(room_id).await?;
-        members.sort();
-        candidates.extend(members.into_iter().filter(|(_, m)| m == "join").map(|(u, _)| u));
-        for member in candidates {
-            if !member.ends_with(&suffix)
-                || self.storage().membership(room_id, &member).await?.as_deref() != Some("join")
-            {
+        let mut joined: Vec<String> = self
+            .storage()
+            .members(room_id)
+            .await?
+            .into_iter()
+            .filter(|(_, m)| m == "join")
+            .map(|(u, _)| u)
+            .collect();
+        joined.sort();
+        let is_joined: std::collections::HashSet<&str> =
+            joined.iter().map(String::as_str).collect();
+        for member in candidates.iter().chain(joined.iter()) {
+            if !member.ends_with(&suffix) || !is_joined.contains(member.as_str()) {
                 continue;
             }
             let Ok(member_id) = <&UserId>::try_from(member.as_str()) else { continue };
             if self.has_level(rules, snapshot, member_id, super::Level::Invite).await? {
-                return Ok(Some(member));
+                return Ok(Some(member.clone()));
             }
         }
         Err(ApiError::forbidden("no user of this server in the room can authorise the join"))

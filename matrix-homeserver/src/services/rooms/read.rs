@@ -160,12 +160,11 @@ impl Rooms {
         user: &UserId,
         event_id: &str,
     ) -> Result<Arc<Pdu>, ApiError> {
-        let visibility = self.visibility(room_id, user).await?;
+        let (visibility, looker) = self.access(room_id, user).await?;
         let stored = self.storage().event(event_id).await?;
         let Some(stored) = stored.filter(|e| e.room_id == room_id) else {
             return Err(ApiError::not_found("no such event in this room"));
         };
-        let looker = self.looker(room_id, user).await?;
         let pdu = self.pdu(event_id).await?.ok_or_else(|| ApiError::not_found("no such event"))?;
         match stored.stream {
             Some(pos) if visibility.allows(Some(pos)) && self.sees(&looker, &pdu, pos).await? => {
@@ -190,8 +189,7 @@ impl Rooms {
         limit: usize,
         filter: &EventFilter,
     ) -> Result<(StreamPos, Chunk), ApiError> {
-        let visibility = self.visibility(room_id, user).await?;
-        let looker = self.looker(room_id, user).await?;
+        let (visibility, looker) = self.access(room_id, user).await?;
         let mut ceiling = match visibility {
             Visibility::Now(_) => StreamPos(self.stream_position().await?.0.saturating_add(1)),
             Visibility::Until(until, _) => StreamPos(until.0.saturating_add(1)),

@@ -112,6 +112,11 @@ impl Memberships {
         self.changes.last().copied()
     }
 
+    /// How many changes it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.changes.len()
+    }
+
     /// Whether the user was ever joined.
     pub(crate) fn ever_joined(&self) -> bool {
         self.changes.iter().any(|(_, m)| *m == Membership::Join)
@@ -158,20 +163,8 @@ pub(crate) struct Looker<'a> {
 }
 
 impl Rooms {
-    /// The membership history of `user` in a room (cached until it changes).
-    pub(crate) async fn memberships(
-        &self,
-        room_id: &str,
-        user: &UserId,
-    ) -> Result<Arc<Memberships>, ApiError> {
-        let Some(info) = self.storage().room(room_id).await? else {
-            return Ok(Arc::default());
-        };
-        let Some(current) = info.current_state else { return Ok(Arc::default()) };
-        self.memberships_at(room_id, user, current).await
-    }
-
-    /// [`Rooms::memberships`] when the room's current state is known.
+    /// The membership history of `user` in a room whose current state is `current` (cached
+    /// until it changes).
     pub(crate) async fn memberships_at(
         &self,
         room_id: &str,
@@ -219,16 +212,8 @@ impl Rooms {
         Ok(memberships)
     }
 
-    /// Who looks at a room: `user` with their membership history there.
-    pub(crate) async fn looker<'a>(
-        &self,
-        room_id: &str,
-        user: &'a UserId,
-    ) -> Result<Looker<'a>, ApiError> {
-        Ok(Looker { user, memberships: self.memberships(room_id, user).await? })
-    }
-
-    /// [`Rooms::looker`] when the room's current state is known.
+    /// Who looks at a room: `user` with their membership history there (`current` is the
+    /// room's current state).
     pub(crate) async fn looker_at<'a>(
         &self,
         room_id: &str,
@@ -245,27 +230,38 @@ impl Rooms {
         room_id: &str,
         user: &UserId,
     ) -> Result<Visibility, ApiError> {
+        Ok(self.access(room_id, user).await?.0)
+    }
+
+    /// [`Rooms::visibility`], with the looker to check each event with (one read of the room).
+    pub(crate) async fn access<'a>(
+        &self,
+        room_id: &str,
+        user: &'a UserId,
+    ) -> Result<(Visibility, Looker<'a>), ApiError> {
         let not_allowed = || ApiError::forbidden("you are not in this room");
         let info = self.storage().room(room_id).await?.ok_or_else(not_allowed)?;
         let current = info.current_state.ok_or_else(not_allowed)?;
-        let memberships = self.memberships(room_id, user).await?;
+        let looker = self.looker_at(room_id, user, current).await?;
+        let memberships = &looker.memberships;
         let latest = memberships.current();
-        if matches!(latest, Some((_, Membership::Join))) {
-            return Ok(Visibility::Now(current));
-        }
-        if self.history_of(current).await? == History::WorldReadable {
-            return Ok(Visibility::Now(current));
-        }
-        // Departed users see up to their departure, with the state then; users who never
-        // joined see nothing.
-        match (latest, memberships.latest_state) {
-            (Some((pos, Membership::Leave | Membership::Ban)), Some(state))
-                if memberships.ever_joined() =>
-            {
-                Ok(Visibility::Until(pos, state))
+        let visibility = if matches!(latest, Some((_, Membership::Join)))
+            || self.history_of(current).await? == History::WorldReadable
+        {
+            Visibility::Now(current)
+        } else {
+            // Departed users see up to their departure, with the state then; users who
+            // never joined see nothing.
+            match (latest, memberships.latest_state) {
+                (Some((pos, Membership::Leave | Membership::Ban)), Some(state))
+                    if memberships.ever_joined() =>
+                {
+                    Visibility::Until(pos, state)
+                }
+                _ => return Err(not_allowed()),
             }
-            _ => Err(not_allowed()),
-        }
+        };
+        Ok((visibility, looker))
     }
 
     /// Whether `looker` may see `pdu`, which is at `pos` in its room's timeline.
