@@ -136,6 +136,9 @@ pub struct LimitsConfig {
     pub max_mentions_per_event: usize,
     /// How many push rules of their own a user may keep (more: 429 `M_LIMIT_EXCEEDED`).
     pub max_push_rules: usize,
+    /// How large a user's whole push rule set may be, as JSON bytes (more: 400
+    /// `M_TOO_LARGE`); every sync carries it.
+    pub max_push_rules_bytes: usize,
     /// What the cache of parsed events may hold, in bytes (about three times their JSON).
     pub event_cache_bytes: u64,
 }
@@ -165,6 +168,7 @@ impl Default for LimitsConfig {
             max_users_per_key_query: 1000,
             max_mentions_per_event: 64,
             max_push_rules: 500,
+            max_push_rules_bytes: 256 * 1024,
             event_cache_bytes: 4 * 1024 * 1024,
         }
     }

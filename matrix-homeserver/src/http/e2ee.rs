@@ -73,6 +73,9 @@ async fn upload(
             UploadRefused::KeyIdReused(id) => ApiError::invalid_param(format!(
                 "the one-time key id {id:?} is taken (held with other content, or claimed)"
             )),
+            UploadRefused::TooManyFallbackAlgorithms(max) => ApiError::invalid_param(format!(
+                "a device may hold fallback keys of at most {max} algorithms"
+            )),
         })?;
     Ok(Json(json!({"one_time_key_counts": counts})))
 }
@@ -120,9 +123,16 @@ struct ClaimBody {
 
 async fn claim(
     State(state): AppState,
-    _auth: Auth,
+    auth: Auth,
     JsonBody(body): JsonBody<ClaimBody>,
 ) -> JsonResult {
+    // Claiming uses keys up: limited like uploads, and bounded like queries, so that one
+    // client cannot drain every device's one-time keys in a loop.
+    state.limiter.check(Action::KeyUpload, auth.user_id.as_str())?;
+    let max = state.config.limits.max_users_per_key_query;
+    if body.one_time_keys.values().map(BTreeMap::len).sum::<usize>() > max {
+        return Err(ApiError::invalid_param(format!("at most {max} devices per claim")));
+    }
     let mut claimed = serde_json::Map::new();
     for (user, devices) in body.one_time_keys {
         let mut by_device = serde_json::Map::new();
@@ -180,6 +190,11 @@ async fn send_to_device(
     JsonBody(body): JsonBody<ToDeviceBody>,
 ) -> JsonResult {
     state.limiter.check(Action::ToDevice, auth.user_id.as_str())?;
+    // One device list is read per user named: as many as one key query may name.
+    let max = state.config.limits.max_users_per_key_query;
+    if body.messages.len() > max {
+        return Err(ApiError::invalid_param(format!("at most {max} users per request")));
+    }
     let mut deliveries = Vec::new();
     for (user, devices) in body.messages {
         let Ok(id) = ruma::UserId::parse(&user) else { continue };

@@ -5,7 +5,8 @@
 //! one; from then on the whole rule set is kept as the server-managed global account data
 //! `m.push_rules` (content `{"global": ...}`, as Synapse keeps it), which `/sync` also sends,
 //! so clients learn of changes made on another device. A user keeps at most
-//! `limits.max_push_rules` rules of their own.
+//! `limits.max_push_rules` rules of their own, in at most `limits.max_push_rules_bytes`, and
+//! changes are rate limited as account-data writes.
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use serde_json::{Value, json};
 
 use super::{Auth, JsonBody, JsonResult, Params, Query, Routes, route};
 use crate::error::ApiError;
+use crate::services::rate_limit::Action as Limited;
 
 type AppState = State<Arc<crate::State>>;
 
@@ -67,18 +69,26 @@ async fn update(
     user: &ruma::UserId,
     change: impl FnOnce(&mut Ruleset) -> Result<(), ApiError>,
 ) -> JsonResult {
+    // A change of push rules is an account-data write, and limited as one.
+    state.limiter.check(Limited::AccountData, user.as_str())?;
     let _guard = state.push_rules_lock.lock().await;
     let mut rules = load(state, user).await?;
     change(&mut rules)?;
+    let limits = &state.config.limits;
     let own = rules.iter().filter(|r| !r.is_server_default()).count();
-    if own > state.config.limits.max_push_rules {
+    if own > limits.max_push_rules {
         return Err(ApiError::limit_exceeded_with(
             0,
-            format!("at most {} push rules of one's own", state.config.limits.max_push_rules),
+            format!("at most {} push rules of one's own", limits.max_push_rules),
         ));
     }
     let bytes = serde_json::to_vec(&json!({"global": rules}))
         .map_err(|e| ApiError::unknown(e.to_string()))?;
+    // Each rule's actions, conditions and pattern come from the client: the whole set is
+    // bounded too, as every sync of every device carries it.
+    if bytes.len() > limits.max_push_rules_bytes {
+        return Err(ApiError::list_too_long("the push rule set", limits.max_push_rules_bytes));
+    }
     state.user_data_put(user, None, PUSH_RULES, bytes).await?;
     Ok(Json(json!({})))
 }
@@ -87,15 +97,11 @@ fn to_json(rules: &Ruleset) -> Result<Value, ApiError> {
     serde_json::to_value(rules).map_err(|e| ApiError::unknown(e.to_string()))
 }
 
-fn check_scope(scope: &str) -> Result<(), ApiError> {
-    if scope == "global" {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_param("the only push rule scope is global"))
+/// The kind a `{scope}/{kind}` path names (the only scope is `global`).
+fn rule_kind(scope: &str, kind: &str) -> Result<RuleKind, ApiError> {
+    if scope != "global" {
+        return Err(ApiError::invalid_param("the only push rule scope is global"));
     }
-}
-
-fn rule_kind(kind: &str) -> Result<RuleKind, ApiError> {
     Ok(match kind {
         "override" => RuleKind::Override,
         "underride" => RuleKind::Underride,
@@ -119,7 +125,9 @@ async fn scope_rules(
     auth: Auth,
     Params(scope): Params<String>,
 ) -> JsonResult {
-    check_scope(&scope)?;
+    if scope != "global" {
+        return Err(ApiError::invalid_param("the only push rule scope is global"));
+    }
     Ok(Json(to_json(&load(&state, &auth.user_id).await?)?))
 }
 
@@ -128,8 +136,7 @@ async fn get_rule(
     auth: Auth,
     Params((scope, kind, rule)): Params<(String, String, String)>,
 ) -> JsonResult {
-    check_scope(&scope)?;
-    rule_kind(&kind)?;
+    rule_kind(&scope, &kind)?;
     let rules = to_json(&load(&state, &auth.user_id).await?)?;
     rules[kind.as_str()]
         .as_array()
@@ -160,8 +167,7 @@ async fn put_rule(
     Query(position): Query<Position>,
     JsonBody(body): JsonBody<NewRule>,
 ) -> JsonResult {
-    check_scope(&scope)?;
-    let new = match rule_kind(&kind)? {
+    let new = match rule_kind(&scope, &kind)? {
         RuleKind::Override | RuleKind::Underride => {
             let conditions = body.conditions.unwrap_or_default();
             let new = NewConditionalPushRule::new(rule.clone(), conditions, body.actions);
@@ -206,8 +212,7 @@ async fn delete_rule(
     auth: Auth,
     Params((scope, kind, rule)): Params<(String, String, String)>,
 ) -> JsonResult {
-    check_scope(&scope)?;
-    let kind = rule_kind(&kind)?;
+    let kind = rule_kind(&scope, &kind)?;
     update(&state, &auth.user_id, |rules| {
         rules.remove(kind, &rule).map_err(|e| match e {
             RemovePushRuleError::NotFound => no_such_rule(),
@@ -232,8 +237,7 @@ fn find<'a>(
     rules: &'a Ruleset,
     (scope, kind, rule): &(String, String, String),
 ) -> Result<ruma::push::AnyPushRuleRef<'a>, ApiError> {
-    check_scope(scope)?;
-    rules.get(rule_kind(kind)?, rule).ok_or_else(no_such_rule)
+    rules.get(rule_kind(scope, kind)?, rule).ok_or_else(no_such_rule)
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,8 +251,7 @@ async fn put_enabled(
     Params((scope, kind, rule)): Params<(String, String, String)>,
     JsonBody(body): JsonBody<Enabled>,
 ) -> JsonResult {
-    check_scope(&scope)?;
-    let kind = rule_kind(&kind)?;
+    let kind = rule_kind(&scope, &kind)?;
     update(&state, &auth.user_id, |rules| {
         rules.set_enabled(kind, &rule, body.enabled).map_err(|_| no_such_rule())
     })
@@ -276,8 +279,7 @@ async fn put_actions(
     Params((scope, kind, rule)): Params<(String, String, String)>,
     JsonBody(body): JsonBody<Actions>,
 ) -> JsonResult {
-    check_scope(&scope)?;
-    let kind = rule_kind(&kind)?;
+    let kind = rule_kind(&scope, &kind)?;
     update(&state, &auth.user_id, |rules| {
         rules.set_actions(kind, &rule, body.actions).map_err(|_| no_such_rule())
     })

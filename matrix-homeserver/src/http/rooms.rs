@@ -381,16 +381,16 @@ async fn put_state(
     body: &[u8],
 ) -> JsonResult {
     let room = room_id(room)?;
+    state.limiter.check(Action::State, auth.user_id.as_str())?;
+    if kind == "m.room.member" {
+        return Err(ApiError::forbidden("use the membership endpoints to change memberships"));
+    }
     let rules = state
         .rooms
         .rules(room.as_str())
         .await?
         .ok_or_else(|| ApiError::forbidden("you are not in this room"))?;
     let content = parse_content(body, rules)?;
-    if kind == "m.room.member" {
-        return Err(ApiError::forbidden("use the membership endpoints to change memberships"));
-    }
-    state.limiter.check(Action::State, auth.user_id.as_str())?;
     let pdu =
         state.rooms.append(room.as_str(), &auth.user_id, Draft::state(kind, key, content)).await?;
     Ok(Json(json!({"event_id": pdu.event_id()})))
@@ -619,7 +619,7 @@ struct TypingBody {
     timeout: Option<u64>,
 }
 
-async fn require_joined(
+pub(super) async fn require_joined(
     state: &crate::State,
     room: &str,
     user: &ruma::UserId,
@@ -641,8 +641,8 @@ async fn typing(
     if user != auth.user_id.as_str() {
         return Err(ApiError::forbidden("you can only set your own typing notice"));
     }
-    require_joined(&state, room.as_str(), &auth.user_id).await?;
     state.limiter.check(Action::Typing, auth.user_id.as_str())?;
+    require_joined(&state, room.as_str(), &auth.user_id).await?;
     let timeout =
         body.typing.then(|| Duration::from_millis(body.timeout.unwrap_or(30_000).min(120_000)));
     state.ephemeral.set_typing(room.as_str(), auth.user_id.as_str(), timeout).await;

@@ -454,15 +454,22 @@ impl Ephemeral {
         if devices.is_empty() {
             return;
         }
-        {
+        let had_keys = {
             let mut inner = self.lock();
+            let mut had_keys = false;
             for device in devices {
-                inner.keys.device_deleted(user, device);
+                had_keys |= inner.keys.device_deleted(user, device);
                 inner.to_device.device_deleted(user, device);
             }
-            let counter = inner.bump();
-            inner.keys.log_change(counter, user);
+            // Only devices with keys are in anybody's device list: the others change nothing.
+            if had_keys {
+                let counter = inner.bump();
+                inner.keys.log_change(counter, user);
+            }
+            had_keys
+        };
+        if had_keys {
+            self.wake_sharing(user).await;
         }
-        self.wake_sharing(user).await;
     }
 }

@@ -302,6 +302,60 @@ async fn finding_39_device_lists_left_names_users_no_longer_sharing_a_room(
     assert_eq!(left(&got), vec!["@alice:localhost".to_owned(), bob_id.clone()], "{got}");
 }
 
+/// Claims, sends and fallback keys are bounded: a stranger cannot drain every device's
+/// one-time keys in one request, name unbounded users in one `sendToDevice`, or grow a
+/// device's fallback keys with made-up algorithms.
+async fn e2ee_requests_are_bounded_for_strangers(backend: crate::Backend) {
+    let Some(server) =
+        crate::start_changed(backend, |c| c.limits.max_users_per_key_query = 3).await
+    else {
+        return;
+    };
+    let (alice, alice_id) = user(&server, "alice").await;
+    let (mallory, _) = user(&server, "mallory").await;
+    let device = upload_keys(&alice, &alice_id, "a").await;
+    let devices: serde_json::Map<String, Value> =
+        (0..4).map(|i| (format!("D{i}"), json!("signed_curve25519"))).collect();
+    let body = json!({"one_time_keys": {alice_id.clone(): devices}});
+    let (status, answer) = mallory.post(&format!("{V3}/keys/claim"), &body).await;
+    assert_eq!((status, errcode(&answer)), (400, "M_INVALID_PARAM"), "{answer}");
+    // Alice's key was not taken by the refused claim.
+    assert!(claim(&mallory, &alice_id, &device).await.is_object());
+
+    let messages: serde_json::Map<String, Value> =
+        (0..4).map(|i| (format!("@u{i}:localhost"), json!({"*": {}}))).collect();
+    let (status, answer) = mallory
+        .send(
+            reqwest::Method::PUT,
+            &format!("{V3}/sendToDevice/m.x/t1"),
+            Some(&json!({"messages": messages})),
+        )
+        .await;
+    assert_eq!((status, errcode(&answer)), (400, "M_INVALID_PARAM"), "{answer}");
+
+    let fallback: serde_json::Map<String, Value> =
+        (0..9).map(|i| (format!("alg{i}:k"), json!({"key": "k"}))).collect();
+    let (status, answer) =
+        mallory.post(&format!("{V3}/keys/upload"), &json!({"fallback_keys": fallback})).await;
+    assert_eq!((status, errcode(&answer)), (400, "M_INVALID_PARAM"), "{answer}");
+}
+
+/// A receipt for the thread `main` (what thread-aware clients send) clears unread counts.
+async fn a_main_thread_receipt_clears_unread_counts(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, _) = user(&server, "alice").await;
+    let (bob, _) = user(&server, "bob").await;
+    let room = create(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(bob.post(&format!("{V3}/rooms/{room}/join"), &json!({})).await.0, 200);
+    let (_, sent) = crate::rooms::send(&alice, &room, "m1", "hello").await;
+    let event = sent["event_id"].as_str().expect("an id");
+    let unread = |body: &Value| body["rooms"]["join"][&room]["unread_notifications"].clone();
+    assert_eq!(unread(&sync(&bob, "").await)["notification_count"], 1);
+    let path = format!("{V3}/rooms/{room}/receipt/m.read/{event}");
+    assert_eq!(bob.post(&path, &json!({"thread_id": "main"})).await.0, 200);
+    assert_eq!(unread(&sync(&bob, "").await)["notification_count"], 0);
+}
+
 crate::on_every_backend!(
     finding_39_device_lists_left_names_users_no_longer_sharing_a_room,
     finding_17_logout_password_change_and_deactivation_remove_device_keys,
@@ -309,4 +363,6 @@ crate::on_every_backend!(
     finding_19_key_queries_read_only_the_users_named_and_are_bounded,
     finding_29_device_list_changes_reach_only_users_sharing_a_room,
     finding_30_claimed_fallback_keys_are_marked_used,
+    e2ee_requests_are_bounded_for_strangers,
+    a_main_thread_receipt_clears_unread_counts,
 );

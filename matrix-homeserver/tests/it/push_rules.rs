@@ -112,4 +112,54 @@ async fn finding_27_push_rules_per_user_are_bounded() {
     assert_eq!(put(&alice, "/pushrules/global/content/k0", &rule).await.0, 200);
 }
 
-crate::on_every_backend!(finding_27_push_rules_can_be_changed);
+/// Another user's rules are out of reach: each user reads and writes only their own.
+async fn finding_27_push_rules_are_each_users_own(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, _) = user(&server, "alice").await;
+    let (bob, _) = user(&server, "bob").await;
+    let rule = json!({"actions": [], "pattern": "secret"});
+    assert_eq!(put(&alice, "/pushrules/global/content/mine", &rule).await.0, 200);
+    let (status, _) = bob.get(&format!("{V3}/pushrules/global/content/mine")).await;
+    assert_eq!(status, 404, "bob does not see alice's rule");
+    let (_, all) = bob.get(&format!("{V3}/pushrules/")).await;
+    assert!(!all.to_string().contains("secret"), "{all}");
+    let (status, _) = bob
+        .send(reqwest::Method::DELETE, &format!("{V3}/pushrules/global/content/mine"), None)
+        .await;
+    assert_eq!(status, 404, "bob cannot delete alice's rule");
+    let (status, _) = alice.get(&format!("{V3}/pushrules/global/content/mine")).await;
+    assert_eq!(status, 200, "alice's rule is still there");
+    let (status, _) = Client::new(&server).get(&format!("{V3}/pushrules/")).await;
+    assert_eq!(status, 401, "a stranger without a token reads nothing");
+}
+
+/// The whole rule set is bounded in bytes, and changes are rate limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_27_push_rule_bytes_and_changes_are_bounded() {
+    let mut config = TestHomeserver::config();
+    config.limits.max_push_rules_bytes = 16 * 1024;
+    let server = TestHomeserver::start_with(config).await;
+    let session = server.register_user("alice", "pw").await;
+    let alice = Client::new(&server).with_token(&session.access_token);
+    let big = json!({"actions": ["notify"], "pattern": "p".repeat(20_000)});
+    let (status, body) = put(&alice, "/pushrules/global/content/big", &big).await;
+    assert_eq!((status, errcode(&body)), (400, "M_TOO_LARGE"), "{body}");
+
+    let mut config = TestHomeserver::config();
+    config.rate_limits = matrix_homeserver::RateLimitsConfig::default();
+    config.rate_limits.account_data = matrix_homeserver::RateLimit::new(0.001, 2.0);
+    let server = TestHomeserver::start_with(config).await;
+    let session = server.register_user("alice", "pw").await;
+    let alice = Client::new(&server).with_token(&session.access_token);
+    let rule = json!({"actions": [], "pattern": "p"});
+    for i in 0..2 {
+        assert_eq!(put(&alice, &format!("/pushrules/global/content/r{i}"), &rule).await.0, 200);
+    }
+    let (status, body) = put(&alice, "/pushrules/global/content/r2", &rule).await;
+    assert_eq!((status, errcode(&body)), (429, "M_LIMIT_EXCEEDED"), "{body}");
+}
+
+crate::on_every_backend!(
+    finding_27_push_rules_can_be_changed,
+    finding_27_push_rules_are_each_users_own
+);

@@ -35,7 +35,12 @@ pub(crate) enum UploadRefused {
     TooManyOneTimeKeys(usize),
     /// A one-time key id is held already with other content, or was claimed already.
     KeyIdReused(String),
+    /// The device would hold fallback keys of more algorithms than allowed.
+    TooManyFallbackAlgorithms(usize),
 }
+
+/// How many algorithms a device may hold a fallback key for (clients use one).
+pub(crate) const MAX_FALLBACK_ALGORITHMS: usize = 8;
 
 #[derive(Debug, Default)]
 pub(crate) struct Keys {
@@ -80,6 +85,12 @@ impl Keys {
         }
         if held.map_or(0, |h| h.one_time.len()) + new > max_one_time {
             return Err(UploadRefused::TooManyOneTimeKeys(max_one_time));
+        }
+        let mut algorithms: std::collections::BTreeSet<&str> =
+            held.map(|h| h.fallback.keys().map(String::as_str).collect()).unwrap_or_default();
+        algorithms.extend(fallback_keys.keys().map(|id| algorithm(id)));
+        if algorithms.len() > MAX_FALLBACK_ALGORITHMS {
+            return Err(UploadRefused::TooManyFallbackAlgorithms(MAX_FALLBACK_ALGORITHMS));
         }
         let entry = self.by_user.entry(user.to_owned()).or_default();
         let entry = entry.entry(device.to_owned()).or_default();

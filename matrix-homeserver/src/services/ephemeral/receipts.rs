@@ -77,11 +77,16 @@ impl RoomReceipts {
         (!content.is_empty()).then_some(Value::Object(content))
     }
 
-    /// The stream position up to which `user` has read the room's main timeline.
+    /// The stream position up to which `user` has read the room's main timeline: an
+    /// unthreaded receipt, or one for the thread `main` (what thread-aware clients send).
     pub(crate) fn read_up_to(&self, user: &str) -> u64 {
+        let main = Some("main".to_owned());
         ["m.read", "m.read.private"]
             .into_iter()
-            .filter_map(|kind| self.latest.get(&(user.to_owned(), kind.to_owned(), None)))
+            .flat_map(|kind| [(kind, None), (kind, main.clone())])
+            .filter_map(|(kind, thread)| {
+                self.latest.get(&(user.to_owned(), kind.to_owned(), thread))
+            })
             .map(|r| r.pos)
             .max()
             .unwrap_or(0)
