@@ -79,6 +79,8 @@ pub trait EventStore: Send + Sync {
     /// themselves are not included unless one is an ancestor of another). Ids not stored are
     /// skipped.
     async fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>>;
+    /// The redaction that redacted an event, if one did.
+    async fn redaction_of(&self, event_id: &str) -> Result<Option<String>>;
 }
 
 /// State snapshots, stored as deltas against a parent snapshot.
@@ -107,8 +109,10 @@ pub trait RoomStore: Send + Sync {
     async fn rooms_of_user(&self, user_id: &str) -> Result<Vec<(String, String)>>;
     /// The members of a room with their membership, sorted by user id.
     async fn members(&self, room_id: &str) -> Result<Vec<(String, String)>>;
-    /// The highest stream position a reader may read up to: every event at or below it is
-    /// committed, and no event that commits later gets a position at or below it.
+    /// The highest stream position a reader may read up to: everything at or below it is
+    /// committed, and nothing that commits later gets a position at or below it. (The stream
+    /// is one sequence shared by timeline events, account-data writes, receipts, to-device
+    /// messages and device-list changes, so one position says what a reader has seen of all.)
     async fn stream_position(&self) -> Result<StreamPos>;
     /// Timeline events of all rooms with positions in `(after, upto]`, oldest first, at most
     /// `limit`.
@@ -118,6 +122,8 @@ pub trait RoomStore: Send + Sync {
         upto: StreamPos,
         limit: usize,
     ) -> Result<Vec<StreamItem>>;
+    /// Whether a user forgot a room.
+    async fn forgotten(&self, room_id: &str, user_id: &str) -> Result<bool>;
     /// A room's timeline before (backwards) or after (forwards) `from`, at most `limit`,
     /// nearest first.
     async fn timeline(
@@ -140,6 +146,17 @@ pub trait AccountStore: Send + Sync {
     async fn devices(&self, user_id: &str) -> Result<Vec<Device>>;
     /// Who an access token belongs to.
     async fn token(&self, token: &str) -> Result<Option<TokenOwner>>;
+    /// A user's global profile.
+    async fn profile(&self, user_id: &str) -> Result<Option<Profile>>;
+    /// What a client transaction id produced, if a request with it committed (a deleted
+    /// device's ids are gone with it).
+    async fn transaction_id(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        scope: &str,
+        txn_id: &str,
+    ) -> Result<Option<String>>;
 }
 
 /// Signing keys: ours, and remote servers' with their validity.
@@ -174,6 +191,14 @@ pub trait AccountDataStore: Send + Sync {
     ) -> Result<Option<Vec<u8>>>;
     /// All of a user's account data, sorted by (room, type).
     async fn all_account_data(&self, user_id: &str) -> Result<Vec<AccountDataItem>>;
+    /// What of a user's account data was written at stream positions in `(after, upto]`,
+    /// sorted, each item once.
+    async fn account_data_changes(
+        &self,
+        user_id: &str,
+        after: StreamPos,
+        upto: StreamPos,
+    ) -> Result<Vec<AccountDataChange>>;
 }
 
 /// Media metadata.
@@ -181,6 +206,83 @@ pub trait AccountDataStore: Send + Sync {
 pub trait MediaStore: Send + Sync {
     /// The metadata of a media item.
     async fn media(&self, media_id: &str) -> Result<Option<Media>>;
+    /// A user's media quota counter (0 when never set).
+    async fn media_usage(&self, user_id: &str) -> Result<u64>;
+}
+
+/// Room aliases and the public room directory of this server.
+#[async_trait]
+pub trait DirectoryStore: Send + Sync {
+    /// An alias.
+    async fn alias(&self, alias: &str) -> Result<Option<Alias>>;
+    /// The aliases pointing to a room, sorted.
+    async fn room_aliases(&self, room_id: &str) -> Result<Vec<Alias>>;
+    /// Whether a room is published in the public room directory.
+    async fn published(&self, room_id: &str) -> Result<bool>;
+    /// The rooms published in the public room directory, sorted.
+    async fn published_rooms(&self) -> Result<Vec<String>>;
+}
+
+/// End-to-end encryption keys of devices, and the stream of device-list changes.
+#[async_trait]
+pub trait E2eeStore: Send + Sync {
+    /// The device keys of a user's devices `(device, keys)`, sorted by device.
+    async fn device_keys(&self, user_id: &str) -> Result<Vec<(String, Vec<u8>)>>;
+    /// An unclaimed one-time key of a device.
+    async fn one_time_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        key_id: &str,
+    ) -> Result<Option<Vec<u8>>>;
+    /// How many unclaimed one-time keys of each algorithm a device holds (algorithms with
+    /// none are left out).
+    async fn one_time_key_counts(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<std::collections::BTreeMap<String, u64>>;
+    /// A device's fallback keys, sorted by algorithm.
+    async fn fallback_keys(&self, user_id: &str, device_id: &str) -> Result<Vec<FallbackKey>>;
+    /// The users whose device list changed at stream positions in `(after, upto]`, sorted,
+    /// each once.
+    async fn device_list_changes(&self, after: StreamPos, upto: StreamPos) -> Result<Vec<String>>;
+}
+
+/// To-device messages: one queue per device, in stream order.
+#[async_trait]
+pub trait InboxStore: Send + Sync {
+    /// A device's messages at positions in `(after, upto]`, oldest first, at most `limit`.
+    async fn to_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<ToDeviceMessage>>;
+    /// What waits in a device's queue, in all and from `sender`.
+    async fn to_device_usage(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        sender: &str,
+    ) -> Result<ToDeviceUsage>;
+}
+
+/// Read receipts.
+#[async_trait]
+pub trait ReceiptStore: Send + Sync {
+    /// The receipts of a room that changed at stream positions in `(after, upto]`, in stream
+    /// order.
+    async fn receipts(
+        &self,
+        room_id: &str,
+        after: StreamPos,
+        upto: StreamPos,
+    ) -> Result<Vec<StoredReceipt>>;
+    /// A user's receipts in a room, sorted by key.
+    async fn user_receipts(&self, room_id: &str, user_id: &str) -> Result<Vec<StoredReceipt>>;
 }
 
 /// A whole store: every domain, and atomic writes through one change set.
@@ -194,9 +296,24 @@ pub trait Storage:
     + QueueStore
     + AccountDataStore
     + MediaStore
+    + DirectoryStore
+    + E2eeStore
+    + InboxStore
+    + ReceiptStore
 {
     /// Applies every change of `changes` in one transaction: all or nothing. When it returns
     /// `Ok`, the changes are durable (they survive a crash of the process or the machine, as
     /// far as the backend's medium allows; see the backend's docs).
     async fn apply(&self, changes: ChangeSet) -> Result<Applied>;
+
+    /// Hands out one unclaimed one-time key of `algorithm` of a device and deletes it, or,
+    /// when none is left, the device's fallback key of that algorithm, which is marked used
+    /// and kept. Durable like [`Storage::apply`] when it returns; under concurrency (and
+    /// across processes sharing a database) no key is handed out twice.
+    async fn claim_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<ClaimedKey>>;
 }

@@ -10,11 +10,16 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::{
-    AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet, Device, Direction,
-    ErrorKind, EventStore, KeyStore, Media, MediaStore, OurKey, OutboundItem, QueueStore,
-    RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef, StateEntry,
-    StateStore, Storage, StorageError, StoredEvent, StreamItem, StreamPos, TokenOwner, User,
+    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied, ChangeSet,
+    ClaimedKey, Device, Direction, DirectoryStore, E2eeStore, ErrorKind, EventStore, FallbackKey,
+    InboxStore, KeyStore, Media, MediaStore, OurKey, OutboundItem, Profile, QueueStore, ReceiptKey,
+    ReceiptStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef,
+    StateEntry, StateStore, Storage, StorageError, StoredEvent, StoredReceipt, StreamItem,
+    StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
 };
+
+/// `(user, device)`.
+type DeviceKey = (String, String);
 
 /// Every this many deltas, a snapshot is stored whole, so lookups walk at most this far.
 const FULL_EVERY: u32 = 64;
@@ -54,8 +59,34 @@ struct Inner {
     queues: HashMap<String, BTreeMap<u64, std::sync::Arc<[u8]>>>,
     next_queue_id: HashMap<String, u64>,
     retries: HashMap<String, RetryState>,
-    account_data: BTreeMap<(String, Option<String>, String), Vec<u8>>,
+    /// (user, room, type) -> (content, position of the last write).
+    account_data: BTreeMap<(String, Option<String>, String), (Vec<u8>, u64)>,
+    /// (user, position) -> (room, type): the latest write of each item.
+    account_data_log: BTreeMap<(String, u64), (Option<String>, String)>,
     media: HashMap<String, Media>,
+    media_usage: HashMap<String, u64>,
+    /// The last stream position handed out.
+    stream_head: u64,
+    redactions: HashMap<String, String>,
+    /// (room, user) of forgotten rooms.
+    forgotten: HashSet<(String, String)>,
+    profiles: HashMap<String, Profile>,
+    /// (user, device, scope, txn id) -> result.
+    transaction_ids: HashMap<(String, String, String, String), String>,
+    aliases: BTreeMap<String, Alias>,
+    published: BTreeSet<String>,
+    device_keys: BTreeMap<DeviceKey, Vec<u8>>,
+    /// (user, device, key id) -> key.
+    one_time_keys: BTreeMap<(String, String, String), Vec<u8>>,
+    /// (user, device, algorithm) -> key.
+    fallback_keys: BTreeMap<(String, String, String), FallbackKey>,
+    /// position -> user.
+    device_list_log: BTreeMap<u64, String>,
+    /// (user, device, position) -> message.
+    inbox: BTreeMap<(String, String, u64), ToDeviceMessage>,
+    receipts: BTreeMap<ReceiptKey, StoredReceipt>,
+    /// (room, position) -> key, of each receipt's last change.
+    receipt_log: BTreeMap<(String, u64), ReceiptKey>,
 }
 
 /// The in-memory store.
@@ -153,7 +184,34 @@ impl Inner {
                 return missing(format!("user {}", user.user_id));
             }
         }
+        let mut txns = HashSet::new();
+        for t in &changes.transaction_ids {
+            let key = (t.user_id.clone(), t.device_id.clone(), t.scope.clone(), t.txn_id.clone());
+            if self.transaction_ids.contains_key(&key) || !txns.insert(key) {
+                return Err(StorageError::new(
+                    ErrorKind::Conflict,
+                    format!("transaction id {} was used already", t.txn_id),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    fn next_pos(&mut self) -> u64 {
+        self.stream_head += 1;
+        self.stream_head
+    }
+
+    fn delete_device(&mut self, user: &str, device: &str) {
+        let key = (user.to_owned(), device.to_owned());
+        self.devices.remove(&key);
+        self.tokens.retain(|_, owner| owner.user_id != user || owner.device_id != device);
+        self.device_keys.remove(&key);
+        let of_device = |k: &(String, String, String)| k.0 == user && k.1 == device;
+        self.one_time_keys.retain(|k, _| !of_device(k));
+        self.fallback_keys.retain(|k, _| !of_device(k));
+        self.inbox.retain(|k, _| k.0 != user || k.1 != device);
+        self.transaction_ids.retain(|k, _| k.0 != user || k.1 != device);
     }
 
     fn apply(&mut self, changes: ChangeSet) -> Applied {
@@ -208,11 +266,9 @@ impl Inner {
             }
         }
 
-        let mut next_pos = self.stream.last_key_value().map_or(1, |(&pos, _)| pos + 1);
         for event in changes.events {
             let stream = event.in_timeline.then(|| {
-                let pos = next_pos;
-                next_pos += 1;
+                let pos = self.next_pos();
                 self.stream.insert(pos, (event.room_id.clone(), event.event_id.clone()));
                 if let Some(room) = self.rooms.get_mut(&event.room_id) {
                     room.timeline.insert(pos, event.event_id.clone());
@@ -231,8 +287,7 @@ impl Inner {
             self.devices.insert((device.user_id.clone(), device.device_id.clone()), device);
         }
         for (user, device) in changes.deleted_devices {
-            self.devices.remove(&(user.clone(), device.clone()));
-            self.tokens.retain(|_, owner| owner.user_id != user || owner.device_id != device);
+            self.delete_device(&user, &device);
         }
         for (token, owner) in changes.new_tokens {
             self.tokens.insert(token, owner);
@@ -266,10 +321,89 @@ impl Inner {
             };
         }
         for (user, room, kind, content) in changes.account_data {
-            self.account_data.insert((user, room, kind), content);
+            let pos = self.next_pos();
+            let key = (user.clone(), room.clone(), kind.clone());
+            if let Some((_, old)) = self.account_data.insert(key, (content, pos)) {
+                self.account_data_log.remove(&(user.clone(), old));
+            }
+            self.account_data_log.insert((user, pos), (room, kind));
+        }
+        for key in changes.deleted_account_data {
+            if let Some((_, old)) = self.account_data.remove(&key) {
+                self.account_data_log.remove(&(key.0, old));
+            }
         }
         for media in changes.media {
             self.media.insert(media.media_id.clone(), media);
+        }
+        self.media_usage.extend(changes.media_usage);
+        for (user, device, keys) in changes.device_keys {
+            self.device_keys.insert((user, device), keys);
+        }
+        for key in changes.one_time_keys {
+            self.one_time_keys.entry((key.user_id, key.device_id, key.key_id)).or_insert(key.key);
+        }
+        for key in changes.fallback_keys {
+            let id = (key.user_id.clone(), key.device_id.clone(), key.algorithm.clone());
+            self.fallback_keys.insert(id, key);
+        }
+        for user in changes.device_list_changes {
+            let pos = self.next_pos();
+            self.device_list_log.insert(pos, user);
+        }
+        for message in changes.to_device {
+            let pos = self.next_pos();
+            self.inbox.insert(
+                (message.user_id, message.device_id, pos),
+                ToDeviceMessage {
+                    pos: StreamPos(pos),
+                    sender: message.sender,
+                    kind: message.kind,
+                    content: message.content,
+                },
+            );
+        }
+        for (user, device, upto) in changes.to_device_delivered {
+            self.inbox.retain(|k, _| k.0 != user || k.1 != device || k.2 > upto.0);
+        }
+        for key in changes.deleted_receipts {
+            if let Some(old) = self.receipts.remove(&key) {
+                self.receipt_log.remove(&(key.room_id, old.pos.0));
+            }
+        }
+        for receipt in changes.receipts {
+            let pos = self.next_pos();
+            let key = receipt.key.clone();
+            self.receipt_log.insert((key.room_id.clone(), pos), key.clone());
+            let stored = StoredReceipt { pos: StreamPos(pos), receipt };
+            if let Some(old) = self.receipts.insert(key.clone(), stored) {
+                self.receipt_log.remove(&(key.room_id, old.pos.0));
+            }
+        }
+        for t in changes.transaction_ids {
+            self.transaction_ids.insert((t.user_id, t.device_id, t.scope, t.txn_id), t.result);
+        }
+        for alias in changes.aliases {
+            self.aliases.insert(alias.alias.clone(), alias);
+        }
+        for alias in changes.deleted_aliases {
+            self.aliases.remove(&alias);
+        }
+        for (room, published) in changes.directory {
+            if published {
+                self.published.insert(room);
+            } else {
+                self.published.remove(&room);
+            }
+        }
+        self.redactions.extend(changes.redactions);
+        self.profiles.extend(changes.profiles);
+        for (user, room, forgotten) in changes.forgotten {
+            if forgotten {
+                self.forgotten.insert((room, user));
+            } else {
+                self.forgotten.remove(&(room, user));
+            }
         }
         applied
     }
@@ -297,6 +431,10 @@ impl EventStore for MemoryStore {
             }
         }
         Ok(seen.into_iter().collect())
+    }
+
+    async fn redaction_of(&self, event_id: &str) -> Result<Option<String>> {
+        Ok(self.lock()?.redactions.get(event_id).cloned())
     }
 }
 
@@ -354,7 +492,11 @@ impl RoomStore for MemoryStore {
     }
 
     async fn stream_position(&self) -> Result<StreamPos> {
-        Ok(StreamPos(self.lock()?.stream.last_key_value().map_or(0, |(&pos, _)| pos)))
+        Ok(StreamPos(self.lock()?.stream_head))
+    }
+
+    async fn forgotten(&self, room_id: &str, user_id: &str) -> Result<bool> {
+        Ok(self.lock()?.forgotten.contains(&(room_id.to_owned(), user_id.to_owned())))
     }
 
     async fn stream_range(
@@ -426,6 +568,19 @@ impl AccountStore for MemoryStore {
     async fn token(&self, token: &str) -> Result<Option<TokenOwner>> {
         Ok(self.lock()?.tokens.get(token).cloned())
     }
+    async fn profile(&self, user_id: &str) -> Result<Option<Profile>> {
+        Ok(self.lock()?.profiles.get(user_id).cloned())
+    }
+    async fn transaction_id(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        scope: &str,
+        txn_id: &str,
+    ) -> Result<Option<String>> {
+        let key = (user_id.to_owned(), device_id.to_owned(), scope.to_owned(), txn_id.to_owned());
+        Ok(self.lock()?.transaction_ids.get(&key).cloned())
+    }
 }
 
 #[async_trait]
@@ -471,7 +626,7 @@ impl AccountDataStore for MemoryStore {
         kind: &str,
     ) -> Result<Option<Vec<u8>>> {
         let key = (user_id.to_owned(), room_id.map(str::to_owned), kind.to_owned());
-        Ok(self.lock()?.account_data.get(&key).cloned())
+        Ok(self.lock()?.account_data.get(&key).map(|(content, _)| content.clone()))
     }
     async fn all_account_data(&self, user_id: &str) -> Result<Vec<AccountDataItem>> {
         Ok(self
@@ -479,12 +634,35 @@ impl AccountDataStore for MemoryStore {
             .account_data
             .iter()
             .filter(|((user, _, _), _)| user == user_id)
-            .map(|((_, room, kind), content)| AccountDataItem {
+            .map(|((_, room, kind), (content, _))| AccountDataItem {
                 room_id: room.clone(),
                 kind: kind.clone(),
                 content: content.clone(),
             })
             .collect())
+    }
+    async fn account_data_changes(
+        &self,
+        user_id: &str,
+        after: StreamPos,
+        upto: StreamPos,
+    ) -> Result<Vec<AccountDataChange>> {
+        let inner = self.lock()?;
+        let range = (user_id.to_owned(), after.0.saturating_add(1))..=(user_id.to_owned(), upto.0);
+        let mut changes: Vec<AccountDataChange> = if after >= upto {
+            Vec::new()
+        } else {
+            inner
+                .account_data_log
+                .range(range)
+                .map(|(_, (room, kind))| AccountDataChange {
+                    room_id: room.clone(),
+                    kind: kind.clone(),
+                })
+                .collect()
+        };
+        changes.sort();
+        Ok(changes)
     }
 }
 
@@ -492,6 +670,157 @@ impl AccountDataStore for MemoryStore {
 impl MediaStore for MemoryStore {
     async fn media(&self, media_id: &str) -> Result<Option<Media>> {
         Ok(self.lock()?.media.get(media_id).cloned())
+    }
+    async fn media_usage(&self, user_id: &str) -> Result<u64> {
+        Ok(self.lock()?.media_usage.get(user_id).copied().unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl DirectoryStore for MemoryStore {
+    async fn alias(&self, alias: &str) -> Result<Option<Alias>> {
+        Ok(self.lock()?.aliases.get(alias).cloned())
+    }
+    async fn room_aliases(&self, room_id: &str) -> Result<Vec<Alias>> {
+        Ok(self.lock()?.aliases.values().filter(|a| a.room_id == room_id).cloned().collect())
+    }
+    async fn published(&self, room_id: &str) -> Result<bool> {
+        Ok(self.lock()?.published.contains(room_id))
+    }
+    async fn published_rooms(&self) -> Result<Vec<String>> {
+        Ok(self.lock()?.published.iter().cloned().collect())
+    }
+}
+
+fn device_range(user: &str, device: &str) -> std::ops::RangeInclusive<(String, String, String)> {
+    let from = (user.to_owned(), device.to_owned(), String::new());
+    let to = (user.to_owned(), device.to_owned(), char::MAX.to_string());
+    from..=to
+}
+
+#[async_trait]
+impl E2eeStore for MemoryStore {
+    async fn device_keys(&self, user_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let inner = self.lock()?;
+        let from = (user_id.to_owned(), String::new());
+        Ok(inner
+            .device_keys
+            .range(from..)
+            .take_while(|((user, _), _)| user == user_id)
+            .map(|((_, device), keys)| (device.clone(), keys.clone()))
+            .collect())
+    }
+    async fn one_time_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        key_id: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let key = (user_id.to_owned(), device_id.to_owned(), key_id.to_owned());
+        Ok(self.lock()?.one_time_keys.get(&key).cloned())
+    }
+    async fn one_time_key_counts(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<BTreeMap<String, u64>> {
+        let inner = self.lock()?;
+        let mut counts = BTreeMap::new();
+        for (_, _, key_id) in
+            inner.one_time_keys.range(device_range(user_id, device_id)).map(|(k, _)| k)
+        {
+            let algorithm = key_id.split(':').next().unwrap_or_default();
+            *counts.entry(algorithm.to_owned()).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+    async fn fallback_keys(&self, user_id: &str, device_id: &str) -> Result<Vec<FallbackKey>> {
+        let inner = self.lock()?;
+        Ok(inner
+            .fallback_keys
+            .range(device_range(user_id, device_id))
+            .map(|(_, k)| k.clone())
+            .collect())
+    }
+    async fn device_list_changes(&self, after: StreamPos, upto: StreamPos) -> Result<Vec<String>> {
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let inner = self.lock()?;
+        let users: BTreeSet<&String> =
+            inner.device_list_log.range(after.0 + 1..=upto.0).map(|(_, u)| u).collect();
+        Ok(users.into_iter().cloned().collect())
+    }
+}
+
+#[async_trait]
+impl InboxStore for MemoryStore {
+    async fn to_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<ToDeviceMessage>> {
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let inner = self.lock()?;
+        let from = (user_id.to_owned(), device_id.to_owned(), after.0 + 1);
+        let to = (user_id.to_owned(), device_id.to_owned(), upto.0);
+        Ok(inner.inbox.range(from..=to).take(limit).map(|(_, m)| m.clone()).collect())
+    }
+    async fn to_device_usage(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        sender: &str,
+    ) -> Result<ToDeviceUsage> {
+        let inner = self.lock()?;
+        let from = (user_id.to_owned(), device_id.to_owned(), 0);
+        let to = (user_id.to_owned(), device_id.to_owned(), u64::MAX);
+        let mut usage = ToDeviceUsage::default();
+        for message in inner.inbox.range(from..=to).map(|(_, m)| m) {
+            let size = (message.content.len() + message.kind.len() + message.sender.len()) as u64;
+            usage.messages += 1;
+            usage.bytes += size;
+            if message.sender == sender {
+                usage.sender_messages += 1;
+                usage.sender_bytes += size;
+            }
+        }
+        Ok(usage)
+    }
+}
+
+#[async_trait]
+impl ReceiptStore for MemoryStore {
+    async fn receipts(
+        &self,
+        room_id: &str,
+        after: StreamPos,
+        upto: StreamPos,
+    ) -> Result<Vec<StoredReceipt>> {
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let inner = self.lock()?;
+        let range = (room_id.to_owned(), after.0 + 1)..=(room_id.to_owned(), upto.0);
+        Ok(inner
+            .receipt_log
+            .range(range)
+            .filter_map(|(_, key)| inner.receipts.get(key).cloned())
+            .collect())
+    }
+    async fn user_receipts(&self, room_id: &str, user_id: &str) -> Result<Vec<StoredReceipt>> {
+        let inner = self.lock()?;
+        Ok(inner
+            .receipts
+            .values()
+            .filter(|r| r.receipt.key.room_id == room_id && r.receipt.key.user_id == user_id)
+            .cloned()
+            .collect())
     }
 }
 
@@ -501,5 +830,36 @@ impl Storage for MemoryStore {
         let mut inner = self.lock()?;
         inner.validate(&changes)?;
         Ok(inner.apply(changes))
+    }
+
+    async fn claim_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<ClaimedKey>> {
+        let mut inner = self.lock()?;
+        let prefix = format!("{algorithm}:");
+        let from = (user_id.to_owned(), device_id.to_owned(), prefix.clone());
+        let found = inner
+            .one_time_keys
+            .range(from..)
+            .next()
+            .map(|(k, _)| k.clone())
+            .filter(|k| k.0 == user_id && k.1 == device_id && k.2.starts_with(&prefix));
+        if let Some(id) = found
+            && let Some(key) = inner.one_time_keys.remove(&id)
+        {
+            return Ok(Some(ClaimedKey { key_id: id.2, key, fallback: false }));
+        }
+        let id = (user_id.to_owned(), device_id.to_owned(), algorithm.to_owned());
+        Ok(inner.fallback_keys.get_mut(&id).map(|fallback| {
+            fallback.used = true;
+            ClaimedKey {
+                key_id: fallback.key_id.clone(),
+                key: fallback.key.clone(),
+                fallback: true,
+            }
+        }))
     }
 }

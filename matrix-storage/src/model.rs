@@ -1,8 +1,16 @@
 //! What the stores hold, and the change set that writes it.
 
+mod e2ee;
+mod records;
+
 use std::sync::Arc;
 
-/// A position in the global stream of timeline events (starts at 1; 0 is "before anything").
+pub use e2ee::*;
+pub use records::*;
+
+/// A position in the global stream (starts at 1; 0 is "before anything"): timeline events,
+/// account-data writes, receipts, to-device messages and device-list changes all take their
+/// positions from it, in commit order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct StreamPos(pub u64);
 
@@ -281,7 +289,8 @@ pub struct ChangeSet {
     pub updated_users: Vec<User>,
     /// Devices to create or replace.
     pub devices: Vec<Device>,
-    /// Devices to delete `(user, device)`, with their tokens.
+    /// Devices to delete `(user, device)`, with their tokens, device keys, one-time and
+    /// fallback keys, to-device queue and transaction ids.
     pub deleted_devices: Vec<(String, String)>,
     /// Access tokens to add.
     pub new_tokens: Vec<(String, TokenOwner)>,
@@ -299,10 +308,46 @@ pub struct ChangeSet {
     pub acknowledge: Vec<(String, u64)>,
     /// Retry states to set (`None` clears).
     pub retries: Vec<(String, Option<RetryState>)>,
-    /// Account data to set `(user, room, type, content)`.
+    /// Account data to set `(user, room, type, content)`; each write gets a stream position.
     pub account_data: Vec<(String, Option<String>, String, Vec<u8>)>,
     /// Media metadata to add.
     pub media: Vec<Media>,
+    /// Users' media quota counters to set `(user, bytes uploaded)`.
+    pub media_usage: Vec<(String, u64)>,
+    /// Account data to delete `(user, room, type)`.
+    pub deleted_account_data: Vec<(String, Option<String>, String)>,
+    /// Device keys to set `(user, device, keys as JSON)`; a deleted device loses them.
+    pub device_keys: Vec<(String, String, Vec<u8>)>,
+    /// One-time keys to add (a key id the device holds already keeps its stored key).
+    pub one_time_keys: Vec<OneTimeKey>,
+    /// Fallback keys to set: each replaces the device's key of its algorithm.
+    pub fallback_keys: Vec<FallbackKey>,
+    /// Users whose device list changed; each change gets a stream position.
+    pub device_list_changes: Vec<String>,
+    /// To-device messages to queue; each gets a stream position.
+    pub to_device: Vec<NewToDevice>,
+    /// To-device messages delivered: a device's messages up to and including a position are
+    /// deleted `(user, device, position)`.
+    pub to_device_delivered: Vec<(String, String, StreamPos)>,
+    /// Receipts to set (each replaces the one under its key and gets a stream position).
+    pub receipts: Vec<Receipt>,
+    /// Receipts to delete.
+    pub deleted_receipts: Vec<ReceiptKey>,
+    /// Client transaction ids to record. One recorded already makes the whole change set a
+    /// [`crate::ErrorKind::Conflict`]: of two requests with one id, exactly one commits.
+    pub transaction_ids: Vec<TransactionId>,
+    /// Aliases to set.
+    pub aliases: Vec<Alias>,
+    /// Aliases to delete.
+    pub deleted_aliases: Vec<String>,
+    /// Rooms to publish in (`true`) or take out of (`false`) the public room directory.
+    pub directory: Vec<(String, bool)>,
+    /// Redactions `(redacted event, redaction event)`.
+    pub redactions: Vec<(String, String)>,
+    /// Profiles to set.
+    pub profiles: Vec<(String, Profile)>,
+    /// Rooms a user forgot (`true`) or no longer forgets (`false`) `(user, room, forgotten)`.
+    pub forgotten: Vec<(String, String, bool)>,
 }
 
 impl ChangeSet {
