@@ -58,7 +58,7 @@ impl State {
             content,
         ));
         self.rooms.storage().apply(changes).await?;
-        self.ephemeral.account_data_written(user.as_str(), room, kind);
+        self.ephemeral.account_data_written(user.as_str());
         Ok(())
     }
 }
@@ -76,6 +76,10 @@ pub enum BuildError {
     /// No signing key was given and none could be generated.
     #[error("no signing key: {0}")]
     SigningKey(String),
+    /// What an earlier release stored could not be upgraded (the store is unchanged where it
+    /// failed).
+    #[error("could not upgrade the stored data of an earlier release: {0}")]
+    Upgrade(String),
 }
 
 /// Builds a [`Homeserver`].
@@ -115,6 +119,9 @@ impl HomeserverBuilder {
     /// Checks the settings and builds the homeserver.
     pub async fn build(self) -> Result<Homeserver, BuildError> {
         let storage = self.storage.ok_or(BuildError::NoStorage)?;
+        services::migrate::from_records(&storage)
+            .await
+            .map_err(|e| BuildError::Upgrade(e.to_string()))?;
         let server_name: OwnedServerName = ServerName::parse(&self.config.server_name)
             .map_err(|e| BuildError::ServerName(self.config.server_name.clone(), e.to_string()))?;
         let key = match self.signing_key {

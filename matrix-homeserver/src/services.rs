@@ -3,7 +3,7 @@
 pub(crate) mod accounts;
 pub(crate) mod ephemeral;
 pub(crate) mod media;
+pub(crate) mod migrate;
 pub(crate) mod rate_limit;
-pub(crate) mod records;
 pub(crate) mod rooms;
 pub(crate) mod sync;

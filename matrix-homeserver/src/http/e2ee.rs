@@ -1,6 +1,6 @@
 //! Enough of end-to-end encryption for clients to start: device keys and one-time keys of
-//! local users (upload, query, claim, changes) and to-device messages. Kept in memory, each
-//! part bounded (see `LimitsConfig`).
+//! local users (upload, query, claim, changes) and to-device messages. Stored before the 200,
+//! each part bounded (see `LimitsConfig`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 
 use super::{Auth, JsonBody, JsonResult, Params, Query, Routes, route};
 use crate::error::ApiError;
-use crate::services::ephemeral::UploadRefused;
 use crate::services::rate_limit::Action;
 
 type AppState = State<Arc<crate::State>>;
@@ -64,19 +63,7 @@ async fn upload(
             body.one_time_keys,
             body.fallback_keys,
         )
-        .await
-        .map_err(|refused| match refused {
-            UploadRefused::TooManyOneTimeKeys(max) => ApiError::limit_exceeded_with(
-                0,
-                format!("a device may hold at most {max} one-time keys"),
-            ),
-            UploadRefused::KeyIdReused(id) => ApiError::invalid_param(format!(
-                "the one-time key id {id:?} is taken (held with other content, or claimed)"
-            )),
-            UploadRefused::TooManyFallbackAlgorithms(max) => ApiError::invalid_param(format!(
-                "a device may hold fallback keys of at most {max} algorithms"
-            )),
-        })?;
+        .await?;
     Ok(Json(json!({"one_time_key_counts": counts})))
 }
 
@@ -100,7 +87,7 @@ async fn query(
     for (user, devices) in body.device_keys {
         match ruma::UserId::parse(&user) {
             Ok(id) if id.server_name().as_str() == state.rooms.server_name().as_str() => {
-                let keys = state.ephemeral.device_keys(&user, &devices);
+                let keys = state.ephemeral.device_keys(&user, &devices).await?;
                 device_keys.insert(user, json!(keys));
             }
             Ok(id) => {
@@ -137,7 +124,9 @@ async fn claim(
     for (user, devices) in body.one_time_keys {
         let mut by_device = serde_json::Map::new();
         for (device, algorithm) in devices {
-            if let Some((key_id, key)) = state.ephemeral.claim_key(&user, &device, &algorithm) {
+            if let Some((key_id, key)) =
+                state.ephemeral.claim_key(&user, &device, &algorithm).await?
+            {
                 by_device.insert(device, json!({ key_id: key }));
             }
         }
@@ -164,13 +153,13 @@ async fn changes(
         Some(to) => {
             token(Some(to))
                 .ok_or_else(|| ApiError::invalid_param("to must be a sync token"))?
-                .counter
+                .stream
         }
-        None => state.ephemeral.position(),
+        None => state.rooms.stream_position().await?,
     };
     let user = auth.user_id.as_str();
-    let changed = state.ephemeral.device_lists_changed(user, since.counter, upto).await?;
-    let left = state.ephemeral.device_lists_left(user, since.counter, upto).await?;
+    let changed = state.ephemeral.device_lists_changed(user, since.stream, upto).await?;
+    let left = state.ephemeral.device_lists_left(user, since.stream, upto).await?;
     Ok(Json(json!({"changed": changed, "left": left})))
 }
 
@@ -215,6 +204,6 @@ async fn send_to_device(
         }
     }
     let sender = (auth.user_id.as_str(), auth.device_id.as_str());
-    state.ephemeral.send_to_device(sender, &txn, &kind, deliveries)?;
+    state.ephemeral.send_to_device(sender, &txn, &kind, deliveries).await?;
     Ok(Json(json!({})))
 }

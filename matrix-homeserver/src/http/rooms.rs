@@ -672,8 +672,7 @@ async fn set_receipt(
         "m.read" | "m.read.private" => {
             let ts = u64::try_from(crate::services::rooms::now_ms()).unwrap_or(0);
             let user = auth.user_id.as_str();
-            state.ephemeral.set_receipt(room, user, kind, event, pos.0, thread, ts).await;
-            Ok(())
+            state.ephemeral.set_receipt(room, user, kind, event, pos, thread, ts).await
         }
         other => Err(ApiError::invalid_param(format!("unknown receipt type {other:?}"))),
     }

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::error::ApiError;
 use crate::services::rate_limit::Action;
-use crate::services::records::{PROFILES, Profile};
+use matrix_storage::Profile;
 
 type AppState = State<Arc<crate::State>>;
 
@@ -278,7 +278,7 @@ async fn stored_profile(state: &crate::State, user: &str) -> Result<Profile, Api
     {
         return Err(ApiError::not_found("no such user"));
     }
-    Ok(state.rooms.records().get::<Profile>(PROFILES, user.as_str()).await?.unwrap_or_default())
+    Ok(state.rooms.storage().profile(user.as_str()).await?.unwrap_or_default())
 }
 
 async fn profile(
@@ -288,7 +288,15 @@ async fn profile(
 ) -> JsonResult {
     // It tells whether an account exists: enumeration is rate limited.
     state.limiter.check(Action::Lookup, &address)?;
-    Ok(Json(serde_json::to_value(stored_profile(&state, &user).await?).unwrap_or_default()))
+    let profile = stored_profile(&state, &user).await?;
+    let mut body = serde_json::Map::new();
+    if let Some(name) = profile.displayname {
+        body.insert("displayname".to_owned(), Value::String(name));
+    }
+    if let Some(url) = profile.avatar_url {
+        body.insert("avatar_url".to_owned(), Value::String(url));
+    }
+    Ok(Json(Value::Object(body)))
 }
 
 async fn profile_field(
@@ -339,7 +347,9 @@ async fn set_profile_field(
         "displayname" => profile.displayname = value,
         _ => profile.avatar_url = value,
     }
-    state.rooms.records().put(PROFILES, auth.user_id.as_str(), Some(&profile)).await?;
+    let mut changes = matrix_storage::ChangeSet::new();
+    changes.profiles.push((auth.user_id.to_string(), profile));
+    state.rooms.storage().apply(changes).await?;
     // The member events of the rooms the user is in carry the profile.
     for (room, membership) in state.rooms.storage().rooms_of_user(auth.user_id.as_str()).await? {
         if membership == "join" {

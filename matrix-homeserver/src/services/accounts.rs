@@ -110,17 +110,24 @@ impl Accounts {
         }
     }
 
-    /// Applies a change set that deletes devices, then forgets their keys, one-time keys,
-    /// fallback keys and to-device queues and records a device-list change: every way a
-    /// device goes (logout, deletion, password change, deactivation) comes through here.
-    async fn apply_deleting(&self, changes: ChangeSet) -> Result<(), ApiError> {
+    /// Applies a change set that deletes devices (storage deletes their keys, one-time keys,
+    /// fallback keys, to-device queues and transaction ids with them), with a device-list
+    /// change when one had keys, in the same change set: every way a device goes (logout,
+    /// deletion, password change, deactivation) comes through here.
+    async fn apply_deleting(&self, mut changes: ChangeSet) -> Result<(), ApiError> {
         let mut by_user: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (user, device) in &changes.deleted_devices {
             by_user.entry(user.clone()).or_default().push(device.clone());
         }
-        self.storage.apply(changes).await?;
+        let mut with_keys = Vec::new();
         for (user, devices) in by_user {
-            self.ephemeral.devices_deleted(&user, &devices).await;
+            if self.ephemeral.note_devices_deleted(&mut changes, &user, &devices).await? {
+                with_keys.push(user);
+            }
+        }
+        self.storage.apply(changes).await?;
+        for user in with_keys {
+            self.ephemeral.devices_deleted(&user).await;
         }
         Ok(())
     }

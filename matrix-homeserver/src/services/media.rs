@@ -9,7 +9,6 @@ use bytes::Bytes;
 use matrix_storage::{ChangeSet, Storage};
 
 use crate::error::ApiError;
-use crate::services::records::{MEDIA_USAGE, Records};
 
 /// Syncs a directory, so that the entries made in it survive a power loss.
 #[cfg(unix)]
@@ -33,7 +32,6 @@ pub(crate) struct File {
 
 pub(crate) struct Media {
     storage: Arc<dyn Storage>,
-    records: Records,
     path: Option<PathBuf>,
     memory: Mutex<HashMap<String, Bytes>>,
     /// The most bytes one user may have uploaded; 0: no quota.
@@ -51,7 +49,6 @@ impl std::fmt::Debug for Media {
 impl Media {
     pub(crate) fn new(storage: Arc<dyn Storage>, path: Option<PathBuf>, quota: u64) -> Self {
         Media {
-            records: Records::new(storage.clone()),
             storage,
             path,
             memory: Mutex::new(HashMap::new()),
@@ -62,7 +59,7 @@ impl Media {
 
     /// Refuses (403) an upload of `adding` bytes that would take `uploader` over the quota.
     pub(crate) async fn check_quota(&self, uploader: &str, adding: u64) -> Result<u64, ApiError> {
-        let used = self.records.get::<u64>(MEDIA_USAGE, uploader).await?.unwrap_or(0);
+        let used = self.storage.media_usage(uploader).await?;
         if self.quota > 0 && used.saturating_add(adding) > self.quota {
             return Err(ApiError::forbidden(format!(
                 "this upload would take you over your media quota of {} bytes",
@@ -217,7 +214,7 @@ impl Upload<'_> {
             uploader: uploader.to_owned(),
             created_ts: crate::services::rooms::now_ms(),
         });
-        Records::set(&mut changes, MEDIA_USAGE, uploader, Some(&used.saturating_add(size)));
+        changes.media_usage.push((uploader.to_owned(), used.saturating_add(size)));
         if let Err(e) = media.storage.apply(changes).await {
             media.forget(&media_id).await;
             return Err(e.into());

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, Weak};
 use matrix_core::json::{Object, Value};
 use matrix_core::{Pdu, RoomVersionRules, SigningKey, auth};
 use matrix_storage::{
-    ChangeSet, EventStatus, NewEvent, NewSnapshot, RoomChanges, SnapshotId, SnapshotRef, Storage,
-    StreamPos,
+    ChangeSet, Direction, EventStatus, NewEvent, NewSnapshot, RoomChanges, SnapshotId, SnapshotRef,
+    Storage, StreamPos, TransactionId,
 };
 use ruma::{OwnedServerName, UserId};
 
@@ -31,8 +31,7 @@ pub(crate) use create::{CreateRoom, Preset};
 pub(crate) use read::{EventFilter, Viewer};
 pub(crate) use visibility::{Looker, Memberships};
 
-use super::ephemeral::Ephemeral;
-use super::records::Records;
+use super::ephemeral::{Ephemeral, NOTICES_PER_ROOM};
 use crate::error::ApiError;
 
 /// The most `prev_events` an event names (the forward extremities beyond are left to later
@@ -100,7 +99,6 @@ pub(crate) struct Rooms {
     storage: Arc<dyn Storage>,
     server_name: OwnedServerName,
     key: SigningKey,
-    records: Records,
     ephemeral: Arc<Ephemeral>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Parsed events by id (events never change once stored).
@@ -171,7 +169,6 @@ impl Rooms {
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Rooms {
             me: me.clone(),
-            records: Records::new(storage.clone()),
             storage,
             server_name,
             key,
@@ -197,10 +194,6 @@ impl Rooms {
 
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
-    }
-
-    pub(crate) fn records(&self) -> &Records {
-        &self.records
     }
 
     pub(crate) fn server_name(&self) -> &OwnedServerName {
@@ -290,37 +283,43 @@ impl Rooms {
         sender: &UserId,
         draft: Draft,
     ) -> Result<Arc<Pdu>, ApiError> {
+        self.append_recording(room_id, sender, draft, None).await
+    }
+
+    /// [`Rooms::append_now`], recording the client's transaction id in the same change set
+    /// as the event.
+    pub(crate) async fn append_recording(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        draft: Draft,
+        txn: Option<TransactionId>,
+    ) -> Result<Arc<Pdu>, ApiError> {
         // Unknown rooms are refused before a lock is made for them.
         let rules = self.rules(room_id).await?.ok_or_else(ApiError::room_not_found)?;
         let lock = self.room_lock(room_id);
         let guard = RoomGuard { room_id, _guard: lock.lock().await };
         let info = self.storage.room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
         let authorized = self.authorize(&guard, &info, rules, sender, draft).await?;
-        let (pdu, pos) = self.commit(authorized).await?;
+        let (pdu, pos) = self.commit(authorized, txn).await?;
         // Noted under the room's lock, so that a room's notices stay in stream order.
         if let Some(pos) = pos
-            && pdu.state_key().is_none()
-            && NOTIFYING.contains(&pdu.kind())
+            && let Some(mentions) = notifies(&pdu)
         {
-            let mentions =
-                match pdu.content().get_object("m.mentions").and_then(|m| m.get("user_ids")) {
-                    Some(Value::Array(users)) => {
-                        users.iter().filter_map(Value::as_str).map(str::to_owned).collect()
-                    }
-                    _ => Vec::new(),
-                };
             self.ephemeral.notice(room_id, pos.0, pdu.sender(), mentions);
         }
         drop(guard);
-        self.ephemeral.event_appended(room_id, &pdu).await;
+        self.ephemeral.event_appended(room_id, &pdu, pos).await;
         Ok(pdu)
     }
 
     /// Stores an authorized event in one change set: the event, its state snapshot (a delta
-    /// on the state before it), the new extremity, a membership change, a redaction.
+    /// on the state before it), the new extremity, a membership change, a redaction, the
+    /// client's transaction id.
     async fn commit(
         &self,
         authorized: Authorized,
+        txn: Option<TransactionId>,
     ) -> Result<(Arc<Pdu>, Option<StreamPos>), ApiError> {
         let pdu = authorized.pdu();
         let room_id = pdu.room_id().to_owned();
@@ -368,7 +367,11 @@ impl Rooms {
         });
         changes.rooms.push(room);
         if let Some(redacts) = authorized.redacts() {
-            records_redaction(&mut changes, redacts, pdu.event_id());
+            changes.redactions.push((redacts.to_owned(), pdu.event_id().to_owned()));
+        }
+        if let Some(mut txn) = txn {
+            txn.result = pdu.event_id().to_owned();
+            changes.transaction_ids.push(txn);
         }
         let applied = match self.storage.apply(changes).await {
             Ok(applied) => applied,
@@ -399,10 +402,10 @@ impl Rooms {
         let room_id = authorized.pdu().room_id().to_owned();
         let lock = self.room_lock(&room_id);
         let guard = lock.lock().await;
-        let (pdu, _) = self.commit(authorized).await?;
+        let (pdu, pos) = self.commit(authorized, None).await?;
         self.versions.insert(room_id, rules);
         drop(guard);
-        self.ephemeral.event_appended(pdu.room_id(), &pdu).await;
+        self.ephemeral.event_appended(pdu.room_id(), &pdu, pos).await;
         Ok(pdu)
     }
 
@@ -410,6 +413,59 @@ impl Rooms {
     pub(crate) async fn stream_position(&self) -> Result<StreamPos, ApiError> {
         Ok(self.storage.stream_position().await?)
     }
+
+    /// The unread notification and highlight counts of `user` in `room`. The room's recent
+    /// notifying events are loaded from its timeline the first time (under the room's lock,
+    /// as new ones are noted), so counts survive a restart.
+    pub(crate) async fn unread(
+        &self,
+        room_id: &str,
+        user: &UserId,
+    ) -> Result<(u64, u64), ApiError> {
+        if !self.ephemeral.notices_loaded(room_id) {
+            let lock = self.room_lock(room_id);
+            let _guard = lock.lock().await;
+            if !self.ephemeral.notices_loaded(room_id) {
+                let head = self.storage.stream_position().await?;
+                let recent = self
+                    .storage
+                    .timeline(
+                        room_id,
+                        StreamPos(head.0.saturating_add(1)),
+                        Direction::Backwards,
+                        NOTICES_PER_ROOM,
+                    )
+                    .await?;
+                let mut notices = std::collections::VecDeque::new();
+                // Nearest first: the notices are kept oldest first.
+                for item in recent.into_iter().rev() {
+                    let Some(pdu) = self.pdu(&item.event_id).await? else { continue };
+                    if let Some(mentions) = notifies(&pdu) {
+                        notices.push_back(self.ephemeral.make_notice(
+                            item.pos.0,
+                            pdu.sender(),
+                            mentions,
+                        ));
+                    }
+                }
+                self.ephemeral.load_notices(room_id, notices);
+            }
+        }
+        self.ephemeral.unread(room_id, user.as_str()).await
+    }
+}
+
+/// The users a notifying event mentions, or `None` when it does not notify.
+fn notifies(pdu: &Pdu) -> Option<Vec<String>> {
+    if pdu.state_key().is_some() || !NOTIFYING.contains(&pdu.kind()) {
+        return None;
+    }
+    Some(match pdu.content().get_object("m.mentions").and_then(|m| m.get("user_ids")) {
+        Some(Value::Array(users)) => {
+            users.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+        }
+        _ => Vec::new(),
+    })
 }
 
 /// A power level the room's power levels event sets.
@@ -452,9 +508,4 @@ impl Rooms {
         let default = if matches!(level, Level::Invite) { 0 } else { 50 };
         Ok(has >= i128::from(needed.unwrap_or(default)))
     }
-}
-
-/// Notes in a change set that `redacted` is redacted by `redaction`.
-fn records_redaction(changes: &mut ChangeSet, redacted: &str, redaction: &str) {
-    Records::set(changes, super::records::REDACTIONS, redacted, Some(&redaction));
 }

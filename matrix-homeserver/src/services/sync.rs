@@ -1,8 +1,9 @@
 //! `/sync`: a user's rooms (joined, invited, left) with state, timeline, ephemeral events and
 //! account data, plus to-device messages and device-list changes; long-polled.
 //!
-//! A sync token is `s{stream}_{counter}`: the timeline's stream position and the
-//! [`Ephemeral`] counter the answer covers. Rooms whose timeline moved are found from one read
+//! A sync token is `s{stream}_{counter}`: the stream position the answer covers (timeline
+//! events, receipts, to-device messages, device-list changes and account data, which all take
+//! their positions from the storage's one stream) and the typing counter of [`Ephemeral`]. Rooms whose timeline moved are found from one read
 //! of the global stream (or, past a bound, by asking each room).
 
 use std::collections::{BTreeSet, HashSet};
@@ -189,7 +190,7 @@ impl Sync {
             None => None,
         };
 
-        let account_data_view = self.account_data_view(user, request.since).await?;
+        let account_data_view = self.account_data_view(user, request.since, now.stream).await?;
         let mut join = Map::new();
         let mut invite = Map::new();
         let mut leave = Map::new();
@@ -239,15 +240,18 @@ impl Sync {
 
         let account_data =
             self.account_data(user, None, &account_data_view, &filter.account_data).await?;
-        let to_device: Vec<Value> = self
-            .ephemeral
-            .to_device_since(user.as_str(), device, since_counter, now.counter)
-            .into_iter()
-            .map(|m| json!({"sender": m.sender, "type": m.kind, "content": m.content}))
-            .collect();
+        let since_stream = request.since.map_or(StreamPos(0), |t| t.stream);
+        let mut to_device = Vec::new();
+        for m in
+            self.ephemeral.to_device_since(user.as_str(), device, since_stream, now.stream).await?
+        {
+            let content: Value = serde_json::from_slice(&m.content)
+                .map_err(|_| ApiError::unknown("a stored to-device message does not parse"))?;
+            to_device.push(json!({"sender": m.sender, "type": m.kind, "content": content}));
+        }
         let (changed, left) = match request.since {
             Some(since) => {
-                let (from, to) = (since.counter, now.counter);
+                let (from, to) = (since.stream, now.stream);
                 let ephemeral = &self.ephemeral;
                 (
                     ephemeral.device_lists_changed(user.as_str(), from, to).await?,
@@ -271,8 +275,8 @@ impl Sync {
             "to_device": {"events": to_device},
             "presence": {"events": []},
             "device_lists": {"changed": changed, "left": left},
-            "device_one_time_keys_count": self.ephemeral.one_time_key_counts(user.as_str(), device),
-            "device_unused_fallback_key_types": self.ephemeral.fallback_key_types(user.as_str(), device),
+            "device_one_time_keys_count": self.ephemeral.one_time_key_counts(user.as_str(), device).await?,
+            "device_unused_fallback_key_types": self.ephemeral.fallback_key_types(user.as_str(), device).await?,
         });
         if let Some(object) = response.as_object_mut() {
             object.retain(|_, v| !v.is_null());
@@ -280,20 +284,20 @@ impl Sync {
         Ok((response, empty))
     }
 
-    /// The account data a sync reports: all of it (an initial sync, or a token older than
-    /// the change log), or what changed since the token.
+    /// The account data a sync reports: all of it (an initial sync), or what changed
+    /// between the token and `upto`.
     async fn account_data_view(
         &self,
         user: &UserId,
         since: Option<Token>,
+        upto: StreamPos,
     ) -> Result<AccountDataView, ApiError> {
-        let changes =
-            self.ephemeral.account_data_since(user.as_str(), since.map_or(0, |t| t.counter));
-        if since.is_none() || changes.all {
-            let all = self.rooms.storage().all_account_data(user.as_str()).await?;
-            return Ok(AccountDataView::All(all));
-        }
-        Ok(AccountDataView::Changed(changes.changed))
+        let storage = self.rooms.storage();
+        let Some(since) = since else {
+            return Ok(AccountDataView::All(storage.all_account_data(user.as_str()).await?));
+        };
+        let changes = storage.account_data_changes(user.as_str(), since.stream, upto).await?;
+        Ok(AccountDataView::Changed(changes.into_iter().map(|c| (c.room_id, c.kind)).collect()))
     }
 
     /// The account data events of `room` (`None`: global) in `view`.
@@ -593,7 +597,12 @@ impl Sync {
         {
             ephemeral.push(json!({"type": "m.typing", "content": {"user_ids": typing}}));
         }
-        if let Some(receipts) = self.ephemeral.receipts_since(room_id, counter, user.as_str()) {
+        let receipts_after = since_stream.unwrap_or(StreamPos(0));
+        if let Some(receipts) = self
+            .ephemeral
+            .receipts_since(room_id, receipts_after, now.stream, user.as_str())
+            .await?
+        {
             ephemeral.push(json!({"type": "m.receipt", "content": receipts}));
         }
         if !ephemeral.is_empty() {
@@ -607,7 +616,7 @@ impl Sync {
         if room.is_empty() {
             return Ok(None);
         }
-        let (notifications, highlights) = self.ephemeral.unread(room_id, user.as_str());
+        let (notifications, highlights) = self.rooms.unread(room_id, user).await?;
         room.insert(
             "unread_notifications".to_owned(),
             json!({"notification_count": notifications, "highlight_count": highlights}),

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use matrix_storage::StreamPos;
+
 use super::Ephemeral;
 use crate::error::ApiError;
 
@@ -42,22 +44,22 @@ impl Ephemeral {
         }
     }
 
-    /// `device_lists.left` of a sync from counter `since` up to `upto`: users who no longer
+    /// `device_lists.left` of a sync from `since` up to `upto`: users who no longer
     /// share a joined room with `user`, found from the departures in between (someone left
     /// a room of the user's, or the user left a room: its members). Departures older than
     /// what is remembered are not reported (the client then gets `changed` in full).
     pub(crate) async fn device_lists_left(
         &self,
         user: &str,
-        since: u64,
-        upto: u64,
+        since: StreamPos,
+        upto: StreamPos,
     ) -> Result<Vec<String>, ApiError> {
         let departures: Vec<(String, String)> = {
             let inner = self.lock();
             inner
                 .departures
                 .iter()
-                .filter(|(c, ..)| *c > since && *c <= upto)
+                .filter(|(pos, ..)| *pos > since.0 && *pos <= upto.0)
                 .map(|(_, room, who)| (room.clone(), who.clone()))
                 .collect()
         };
@@ -88,20 +90,17 @@ impl Ephemeral {
         Ok(left)
     }
 
-    /// `device_lists.changed` of a sync from counter `since` up to `upto`: the users among
-    /// `user` and those sharing a room with them whose device list changed in between. When
-    /// the change log no longer reaches back to `since` (or the token is from before this
-    /// process), all of them: a client must never miss a change silently.
+    /// `device_lists.changed` of a sync from `since` up to `upto`: the users among `user` and
+    /// those sharing a room with them whose device list changed in between (the stored
+    /// device-list stream).
     pub(crate) async fn device_lists_changed(
         &self,
         user: &str,
-        since: u64,
-        upto: u64,
+        since: StreamPos,
+        upto: StreamPos,
     ) -> Result<Vec<String>, ApiError> {
-        let changed = if since < self.base { None } else { self.lock().keys.changed(since, upto) };
-        let Some(changed) = changed else {
-            return Ok(self.sharing(user).await?.into_iter().collect());
-        };
+        let changed: BTreeSet<String> =
+            self.storage.device_list_changes(since, upto).await?.into_iter().collect();
         if changed.is_empty() {
             return Ok(Vec::new());
         }

@@ -1,208 +1,216 @@
-//! The end-to-end encryption keys of devices, indexed by user (a `/keys/query` reads only the
-//! users it names), with a bound on one-time keys per device, fallback keys that are marked
-//! used when claimed, and the log of users whose device lists changed.
+//! The end-to-end encryption keys of devices, in storage: device keys, one-time keys (each
+//! claimed once, by storage) and fallback keys, with the bounds a device's upload is checked
+//! against, and the device-list changes an upload makes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
+use matrix_storage::{ChangeSet, FallbackKey, OneTimeKey};
 use serde_json::Value;
 
-/// How many device-list changes are remembered for incremental syncs; a sync whose token is
-/// older than the oldest one kept is told that every device list changed.
-const LOG_LEN: usize = 4096;
-
-#[derive(Debug, Clone)]
-struct Fallback {
-    id: String,
-    key: Value,
-    used: bool,
-}
-
-#[derive(Debug, Default)]
-struct DeviceKeys {
-    keys: Option<Value>,
-    one_time: BTreeMap<String, Value>,
-    /// Ids of one-time keys claimed already (the latest ones), which may not come back.
-    used: VecDeque<String>,
-    used_set: HashSet<String>,
-    /// Algorithm -> the device's fallback key for it.
-    fallback: BTreeMap<String, Fallback>,
-}
+use super::Ephemeral;
+use crate::error::ApiError;
 
 /// Why an upload was refused (nothing of it was stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum UploadRefused {
     /// The device would hold more one-time keys than allowed.
     TooManyOneTimeKeys(usize),
-    /// A one-time key id is held already with other content, or was claimed already.
+    /// A one-time key id is held already with other content.
     KeyIdReused(String),
     /// The device would hold fallback keys of more algorithms than allowed.
     TooManyFallbackAlgorithms(usize),
 }
 
+impl From<UploadRefused> for ApiError {
+    fn from(refused: UploadRefused) -> Self {
+        match refused {
+            UploadRefused::TooManyOneTimeKeys(max) => ApiError::limit_exceeded_with(
+                0,
+                format!("a device may hold at most {max} one-time keys"),
+            ),
+            UploadRefused::KeyIdReused(id) => ApiError::invalid_param(format!(
+                "the one-time key id {id:?} is held already with other content"
+            )),
+            UploadRefused::TooManyFallbackAlgorithms(max) => ApiError::invalid_param(format!(
+                "a device may hold fallback keys of at most {max} algorithms"
+            )),
+        }
+    }
+}
+
 /// How many algorithms a device may hold a fallback key for (clients use one).
 pub(crate) const MAX_FALLBACK_ALGORITHMS: usize = 8;
-
-#[derive(Debug, Default)]
-pub(crate) struct Keys {
-    /// User -> device -> keys.
-    by_user: HashMap<String, BTreeMap<String, DeviceKeys>>,
-    /// (counter, user) whose device list changed, oldest first.
-    log: VecDeque<(u64, String)>,
-    /// The counter of the latest change dropped from the log: a token at or after it is
-    /// still covered.
-    dropped_upto: u64,
-}
 
 fn algorithm(key_id: &str) -> &str {
     key_id.split(':').next().unwrap_or_default()
 }
 
-impl Keys {
-    /// Stores a device's keys; answers whether its device keys changed. `max_one_time` bounds
-    /// the unclaimed one-time keys the device holds.
-    pub(crate) fn upload(
-        &mut self,
+fn json_bytes(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn json_value(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|_| ApiError::unknown("a stored key does not parse"))
+}
+
+impl Ephemeral {
+    /// Stores a device's keys and one-time keys; answers the one-time key counts. When the
+    /// device keys changed, the change goes into the device-list stream (in the same change
+    /// set) and the users sharing a room with the owner are woken.
+    pub(crate) async fn upload_keys(
+        &self,
         user: &str,
         device: &str,
         device_keys: Option<Value>,
         one_time_keys: BTreeMap<String, Value>,
         fallback_keys: BTreeMap<String, Value>,
-        max_one_time: usize,
-    ) -> Result<bool, UploadRefused> {
-        let held = self.by_user.get(user).and_then(|d| d.get(device));
+    ) -> Result<BTreeMap<String, u64>, ApiError> {
+        // Uploads are checked against what is stored and then written: one at a time, so
+        // that two concurrent uploads of a device cannot both pass a bound.
+        let uploads = self.uploads.lock().await;
+        let storage = &self.storage;
+        let mut changes = ChangeSet::new();
         let mut new = 0;
         for (id, key) in &one_time_keys {
-            // The same key again (a retry) is fine; another key under a held or used id
-            // would make two devices of the world disagree about which key that id is.
-            match held.and_then(|h| h.one_time.get(id)) {
-                Some(existing) if existing == key => {}
-                Some(_) => return Err(UploadRefused::KeyIdReused(id.clone())),
-                None if held.is_some_and(|h| h.used_set.contains(id)) => {
-                    return Err(UploadRefused::KeyIdReused(id.clone()));
+            // The same key again (a retry) is fine; another key under a held id would make
+            // two devices of the world disagree about which key that id is.
+            match storage.one_time_key(user, device, id).await? {
+                Some(held) if held == json_bytes(key) => {}
+                Some(_) => return Err(UploadRefused::KeyIdReused(id.clone()).into()),
+                None => {
+                    new += 1;
+                    changes.one_time_keys.push(OneTimeKey {
+                        user_id: user.to_owned(),
+                        device_id: device.to_owned(),
+                        key_id: id.clone(),
+                        key: json_bytes(key),
+                    });
                 }
-                None => new += 1,
             }
         }
-        if held.map_or(0, |h| h.one_time.len()) + new > max_one_time {
-            return Err(UploadRefused::TooManyOneTimeKeys(max_one_time));
+        let max = self.limits.one_time_keys;
+        if new > 0 {
+            let held: u64 = storage.one_time_key_counts(user, device).await?.values().sum();
+            if usize::try_from(held).unwrap_or(usize::MAX).saturating_add(new) > max {
+                return Err(UploadRefused::TooManyOneTimeKeys(max).into());
+            }
         }
-        let mut algorithms: std::collections::BTreeSet<&str> =
-            held.map(|h| h.fallback.keys().map(String::as_str).collect()).unwrap_or_default();
-        algorithms.extend(fallback_keys.keys().map(|id| algorithm(id)));
-        if algorithms.len() > MAX_FALLBACK_ALGORITHMS {
-            return Err(UploadRefused::TooManyFallbackAlgorithms(MAX_FALLBACK_ALGORITHMS));
+        if !fallback_keys.is_empty() {
+            let held = storage.fallback_keys(user, device).await?;
+            let mut algorithms: BTreeSet<&str> =
+                held.iter().map(|f| f.algorithm.as_str()).collect();
+            algorithms.extend(fallback_keys.keys().map(|id| algorithm(id)));
+            if algorithms.len() > MAX_FALLBACK_ALGORITHMS {
+                return Err(
+                    UploadRefused::TooManyFallbackAlgorithms(MAX_FALLBACK_ALGORITHMS).into()
+                );
+            }
+            for (id, key) in fallback_keys {
+                let bytes = json_bytes(&key);
+                // The same key again keeps its state (used or not); a new one is unused.
+                if held.iter().any(|f| f.key_id == id && f.key == bytes) {
+                    continue;
+                }
+                changes.fallback_keys.push(FallbackKey {
+                    user_id: user.to_owned(),
+                    device_id: device.to_owned(),
+                    algorithm: algorithm(&id).to_owned(),
+                    key_id: id,
+                    key: bytes,
+                    used: false,
+                });
+            }
         }
-        let entry = self.by_user.entry(user.to_owned()).or_default();
-        let entry = entry.entry(device.to_owned()).or_default();
         let mut changed = false;
         if let Some(keys) = device_keys {
-            changed = entry.keys.as_ref() != Some(&keys);
-            entry.keys = Some(keys);
-        }
-        entry.one_time.extend(one_time_keys);
-        for (id, key) in fallback_keys {
-            let algorithm = algorithm(&id).to_owned();
-            // A new key replaces the algorithm's old one and is unused; the same key again
-            // keeps its state.
-            if entry.fallback.get(&algorithm).is_some_and(|f| f.id == id && f.key == key) {
-                continue;
+            let bytes = json_bytes(&keys);
+            let stored = storage.device_keys(user).await?;
+            changed = !stored.iter().any(|(d, k)| d == device && *k == bytes);
+            if changed {
+                changes.device_keys.push((user.to_owned(), device.to_owned(), bytes));
+                changes.device_list_changes.push(user.to_owned());
             }
-            entry.fallback.insert(algorithm, Fallback { id, key, used: false });
         }
-        Ok(changed)
-    }
-
-    /// Notes that `user`'s device list changed, as change number `counter`.
-    pub(crate) fn log_change(&mut self, counter: u64, user: &str) {
-        self.log.push_back((counter, user.to_owned()));
-        if self.log.len() > LOG_LEN
-            && let Some((dropped, _)) = self.log.pop_front()
+        if !changes.one_time_keys.is_empty()
+            || !changes.fallback_keys.is_empty()
+            || !changes.device_keys.is_empty()
         {
-            self.dropped_upto = dropped;
+            storage.apply(changes).await?;
         }
+        drop(uploads);
+        if changed {
+            self.wake_sharing(user).await;
+        }
+        Ok(storage.one_time_key_counts(user, device).await?)
     }
 
-    /// The users whose device list changed in `(since, upto]`, or `None` when the log does
-    /// not reach back to `since` (then anything may have changed).
-    pub(crate) fn changed(&self, since: u64, upto: u64) -> Option<BTreeSet<String>> {
-        if since < self.dropped_upto {
-            return None;
-        }
-        Some(
-            self.log
-                .iter()
-                .filter(|(c, _)| *c > since && *c <= upto)
-                .map(|(_, u)| u.clone())
-                .collect(),
-        )
+    /// The count of one-time keys per algorithm of a device.
+    pub(crate) async fn one_time_key_counts(
+        &self,
+        user: &str,
+        device: &str,
+    ) -> Result<BTreeMap<String, u64>, ApiError> {
+        Ok(self.storage.one_time_key_counts(user, device).await?)
     }
 
-    pub(crate) fn one_time_key_counts(&self, user: &str, device: &str) -> BTreeMap<String, u64> {
-        let mut counts = BTreeMap::new();
-        if let Some(keys) = self.by_user.get(user).and_then(|d| d.get(device)) {
-            for key_id in keys.one_time.keys() {
-                *counts.entry(algorithm(key_id).to_owned()).or_insert(0) += 1;
-            }
-        }
-        counts
-    }
-
-    /// The algorithms of a device's fallback keys not claimed yet.
-    pub(crate) fn unused_fallback_types(&self, user: &str, device: &str) -> Vec<String> {
-        self.by_user
-            .get(user)
-            .and_then(|d| d.get(device))
-            .map(|k| k.fallback.iter().filter(|(_, f)| !f.used).map(|(a, _)| a.clone()).collect())
-            .unwrap_or_default()
+    /// The algorithms of a device's unused fallback keys.
+    pub(crate) async fn fallback_key_types(
+        &self,
+        user: &str,
+        device: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        let keys = self.storage.fallback_keys(user, device).await?;
+        Ok(keys.into_iter().filter(|k| !k.used).map(|k| k.algorithm).collect())
     }
 
     /// The device keys of a user's devices (all, or those named).
-    pub(crate) fn device_keys(&self, user: &str, devices: &[String]) -> BTreeMap<String, Value> {
-        let Some(of_user) = self.by_user.get(user) else { return BTreeMap::new() };
-        let keys = |(d, k): (&String, &DeviceKeys)| Some((d.clone(), k.keys.clone()?));
-        if devices.is_empty() {
-            of_user.iter().filter_map(keys).collect()
-        } else {
-            devices.iter().filter_map(|d| of_user.get_key_value(d)).filter_map(keys).collect()
+    pub(crate) async fn device_keys(
+        &self,
+        user: &str,
+        devices: &[String],
+    ) -> Result<BTreeMap<String, Value>, ApiError> {
+        let mut out = BTreeMap::new();
+        for (device, keys) in self.storage.device_keys(user).await? {
+            if devices.is_empty() || devices.contains(&device) {
+                out.insert(device, json_value(&keys)?);
+            }
         }
+        Ok(out)
     }
 
-    /// Takes one one-time key of `algorithm` of a device, or, when none is left, its fallback
-    /// key, which stays but is marked used (the client then uploads a new one).
-    pub(crate) fn claim(
-        &mut self,
+    /// Takes one one-time key of `algorithm` of a device (or, when none is left, its fallback
+    /// key, which is marked used). Storage hands each key out once, durably.
+    pub(crate) async fn claim_key(
+        &self,
         user: &str,
         device: &str,
         algorithm: &str,
-        remember_used: usize,
-    ) -> Option<(String, Value)> {
-        let keys = self.by_user.get_mut(user)?.get_mut(device)?;
-        let prefix = format!("{algorithm}:");
-        let id = keys.one_time.range(prefix.clone()..).next().map(|(k, _)| k.clone());
-        if let Some(id) = id.filter(|k| k.starts_with(&prefix))
-            && let Some(claimed) = keys.one_time.remove_entry(&id)
-        {
-            keys.used.push_back(id.clone());
-            keys.used_set.insert(id);
-            while keys.used.len() > remember_used {
-                if let Some(old) = keys.used.pop_front() {
-                    keys.used_set.remove(&old);
-                }
-            }
-            return Some(claimed);
+    ) -> Result<Option<(String, Value)>, ApiError> {
+        match self.storage.claim_key(user, device, algorithm).await? {
+            Some(claimed) => Ok(Some((claimed.key_id, json_value(&claimed.key)?))),
+            None => Ok(None),
         }
-        let fallback = keys.fallback.get_mut(algorithm)?;
-        fallback.used = true;
-        Some((fallback.id.clone(), fallback.key.clone()))
     }
 
-    /// Forgets a deleted device's keys; answers whether it had any.
-    pub(crate) fn device_deleted(&mut self, user: &str, device: &str) -> bool {
-        let Some(of_user) = self.by_user.get_mut(user) else { return false };
-        let had = of_user.remove(device).is_some();
-        if of_user.is_empty() {
-            self.by_user.remove(user);
+    /// Adds to a change set that deletes `devices` of `user` a device-list change when one of
+    /// them had keys (only devices with keys are in anybody's device list); answers whether
+    /// it did. The storage deletes the devices' keys and queues with them.
+    pub(crate) async fn note_devices_deleted(
+        &self,
+        changes: &mut ChangeSet,
+        user: &str,
+        devices: &[String],
+    ) -> Result<bool, ApiError> {
+        let with_keys = self.storage.device_keys(user).await?;
+        let had_keys = with_keys.iter().any(|(d, _)| devices.contains(d));
+        if had_keys {
+            changes.device_list_changes.push(user.to_owned());
         }
-        had
+        Ok(had_keys)
+    }
+
+    /// Wakes the users who share a room with `user` after devices with keys were deleted.
+    pub(crate) async fn devices_deleted(&self, user: &str) {
+        self.wake_sharing(user).await;
     }
 }

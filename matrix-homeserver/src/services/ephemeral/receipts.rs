@@ -1,95 +1,104 @@
-//! Read receipts of one room: the latest per (user, type, thread), found by key in O(1) and
-//! by change number in O(log n), with a bound on the threaded receipts each user keeps.
+//! Read receipts, in storage: the latest per (room, user, type, thread), each listed by the
+//! stream position of its last change, with a bound on the threaded receipts a user keeps in
+//! a room.
 
-use std::collections::{BTreeMap, HashMap};
-
+use matrix_storage::{ChangeSet, Receipt, ReceiptKey, StoredReceipt, StreamPos};
 use serde_json::{Value, json};
 
-/// (user, receipt type, thread id).
-type Key = (String, String, Option<String>);
+use super::{Audience, Ephemeral};
+use crate::error::ApiError;
 
-#[derive(Debug, Clone)]
-pub(crate) struct Receipt {
-    pub(crate) counter: u64,
-    /// The stream position of the event it is for.
-    pub(crate) pos: u64,
-    pub(crate) event_id: String,
-    pub(crate) ts: u64,
+/// The `m.receipt` content of `receipts` (private receipts only to their owner), if any.
+fn content(receipts: &[StoredReceipt], viewer: &str) -> Option<Value> {
+    let mut content = serde_json::Map::new();
+    for stored in receipts {
+        let r = &stored.receipt;
+        let key = &r.key;
+        if key.kind == "m.read.private" && key.user_id != viewer {
+            continue;
+        }
+        let mut receipt = json!({"ts": r.ts});
+        if let Some(thread) = &key.thread {
+            receipt["thread_id"] = json!(thread);
+        }
+        let by_event = content.entry(r.event_id.clone()).or_insert_with(|| json!({}));
+        by_event[&key.kind][&key.user_id] = receipt;
+    }
+    (!content.is_empty()).then_some(Value::Object(content))
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct RoomReceipts {
-    latest: HashMap<Key, Receipt>,
-    /// Change number -> the receipt's key (each key once, under its latest number).
-    by_counter: BTreeMap<u64, Key>,
-    /// User -> change number -> key, of their threaded receipts (oldest first).
-    threaded: HashMap<String, BTreeMap<u64, Key>>,
+/// The stream position up to which a user has read the room's main timeline, from their
+/// receipts in it: an unthreaded one, or one for the thread `main` (what thread-aware
+/// clients send).
+pub(super) fn read_up_to(receipts: &[StoredReceipt]) -> u64 {
+    receipts
+        .iter()
+        .map(|r| &r.receipt)
+        .filter(|r| matches!(r.key.kind.as_str(), "m.read" | "m.read.private"))
+        .filter(|r| r.key.thread.as_deref().is_none_or(|t| t == "main"))
+        .map(|r| r.event_pos.0)
+        .max()
+        .unwrap_or(0)
 }
 
-impl RoomReceipts {
-    /// Sets the receipt of `key`; a user's oldest threaded receipt goes past `max_threads`.
-    pub(crate) fn set(
-        &mut self,
+impl Ephemeral {
+    /// Sets a read receipt (`thread`: `main` or a thread root's event id, checked by the
+    /// caller); past `max_thread_receipts_per_room`, a user's oldest threaded receipts in the
+    /// room are deleted in the same change set.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn set_receipt(
+        &self,
+        room: &str,
         user: &str,
         kind: &str,
+        event_id: &str,
+        event_pos: StreamPos,
         thread: Option<String>,
-        receipt: Receipt,
-        max_threads: usize,
-    ) {
-        let key: Key = (user.to_owned(), kind.to_owned(), thread);
-        let counter = receipt.counter;
-        let threaded = key.2.is_some();
-        if let Some(old) = self.latest.insert(key.clone(), receipt) {
-            self.by_counter.remove(&old.counter);
-            if threaded && let Some(of_user) = self.threaded.get_mut(user) {
-                of_user.remove(&old.counter);
-            }
+        ts: u64,
+    ) -> Result<(), ApiError> {
+        let key = ReceiptKey {
+            room_id: room.to_owned(),
+            user_id: user.to_owned(),
+            kind: kind.to_owned(),
+            thread,
+        };
+        let mut changes = ChangeSet::new();
+        if key.thread.is_some() {
+            let mut threaded: Vec<StoredReceipt> = self
+                .storage
+                .user_receipts(room, user)
+                .await?
+                .into_iter()
+                .filter(|r| r.receipt.key.thread.is_some() && r.receipt.key != key)
+                .collect();
+            threaded.sort_by_key(|r| r.pos);
+            let keep = self.limits.thread_receipts.saturating_sub(1);
+            let excess = threaded.len().saturating_sub(keep);
+            changes.deleted_receipts =
+                threaded.into_iter().take(excess).map(|r| r.receipt.key).collect();
         }
-        self.by_counter.insert(counter, key.clone());
-        if threaded {
-            let of_user = self.threaded.entry(user.to_owned()).or_default();
-            of_user.insert(counter, key);
-            while of_user.len() > max_threads {
-                let Some((old_counter, old_key)) = of_user.pop_first() else { break };
-                self.by_counter.remove(&old_counter);
-                self.latest.remove(&old_key);
-            }
+        changes.receipts.push(Receipt { key, event_id: event_id.to_owned(), event_pos, ts });
+        self.storage.apply(changes).await?;
+        if kind == "m.read.private" {
+            // Only its owner ever sees it.
+            self.wakeups.wake(user);
+        } else {
+            self.wake_room(room, Audience::Joined, &[]).await;
         }
+        Ok(())
     }
 
-    /// The `m.receipt` content of the receipts set after `since` (private receipts only to
-    /// their owner), if any.
-    pub(crate) fn since(&self, since: u64, viewer: &str) -> Option<Value> {
-        let mut content = serde_json::Map::new();
-        for (_, key) in self.by_counter.range(since.saturating_add(1)..) {
-            let (user, kind, thread) = key;
-            if kind == "m.read.private" && user != viewer {
-                continue;
-            }
-            let Some(r) = self.latest.get(key) else { continue };
-            let mut receipt = json!({"ts": r.ts});
-            if let Some(thread) = thread {
-                receipt["thread_id"] = json!(thread);
-            }
-            let by_event = content.entry(r.event_id.clone()).or_insert_with(|| json!({}));
-            by_event[kind][user] = receipt;
-        }
-        (!content.is_empty()).then_some(Value::Object(content))
-    }
-
-    /// The stream position up to which `user` has read the room's main timeline: an
-    /// unthreaded receipt, or one for the thread `main` (what thread-aware clients send).
-    pub(crate) fn read_up_to(&self, user: &str) -> u64 {
-        let main = Some("main".to_owned());
-        ["m.read", "m.read.private"]
-            .into_iter()
-            .flat_map(|kind| [(kind, None), (kind, main.clone())])
-            .filter_map(|(kind, thread)| {
-                self.latest.get(&(user.to_owned(), kind.to_owned(), thread))
-            })
-            .map(|r| r.pos)
-            .max()
-            .unwrap_or(0)
+    /// The `m.receipt` content of the receipts of `room` changed in `(since, upto]` (private
+    /// receipts only to their owner), if any.
+    pub(crate) async fn receipts_since(
+        &self,
+        room: &str,
+        since: StreamPos,
+        upto: StreamPos,
+        viewer: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        let receipts = self.storage.receipts(room, since, upto).await?;
+        Ok(content(&receipts, viewer))
     }
 }
 
@@ -97,24 +106,43 @@ impl RoomReceipts {
 mod tests {
     use super::*;
 
-    fn receipt(counter: u64) -> Receipt {
-        Receipt { counter, pos: counter, event_id: format!("$e{counter}"), ts: 0 }
+    fn stored(user: &str, kind: &str, thread: Option<&str>, pos: u64) -> StoredReceipt {
+        StoredReceipt {
+            pos: StreamPos(pos + 100),
+            receipt: Receipt {
+                key: ReceiptKey {
+                    room_id: "!r".to_owned(),
+                    user_id: user.to_owned(),
+                    kind: kind.to_owned(),
+                    thread: thread.map(str::to_owned),
+                },
+                event_id: format!("$e{pos}"),
+                event_pos: StreamPos(pos),
+                ts: 7,
+            },
+        }
     }
 
     #[test]
-    fn threaded_receipts_are_bounded_per_user_and_replaced_in_place() {
-        let mut room = RoomReceipts::default();
-        room.set("@a:x", "m.read", None, receipt(1), 2);
-        for n in 2..10 {
-            room.set("@a:x", "m.read", Some(format!("$t{n}")), receipt(n), 2);
-        }
-        assert_eq!(room.latest.len(), 3);
-        assert_eq!(room.by_counter.len(), 3);
-        room.set("@a:x", "m.read", None, receipt(10), 2);
-        assert_eq!(room.latest.len(), 3);
-        assert_eq!(room.read_up_to("@a:x"), 10);
-        let content = room.since(8, "@b:x").expect("receipts");
-        assert!(content.get("$e9").is_some() && content.get("$e10").is_some());
-        assert!(content.get("$e1").is_none());
+    fn main_and_unthreaded_receipts_mark_the_timeline_read() {
+        let receipts = [
+            stored("@a:x", "m.read", None, 3),
+            stored("@a:x", "m.read", Some("main"), 5),
+            stored("@a:x", "m.read", Some("$root"), 9),
+        ];
+        assert_eq!(read_up_to(&receipts), 5);
+        assert_eq!(read_up_to(&[]), 0);
+    }
+
+    #[test]
+    fn private_receipts_only_to_their_owner() {
+        let receipts =
+            [stored("@a:x", "m.read.private", None, 3), stored("@b:x", "m.read", Some("$t"), 4)];
+        let for_a = content(&receipts, "@a:x").expect("receipts");
+        assert_eq!(for_a["$e3"]["m.read.private"]["@a:x"]["ts"], 7);
+        assert_eq!(for_a["$e4"]["m.read"]["@b:x"]["thread_id"], "$t");
+        let for_b = content(&receipts, "@b:x").expect("receipts");
+        assert!(for_b.get("$e3").is_none());
+        assert!(content(&receipts[..1], "@c:x").is_none());
     }
 }

@@ -25,7 +25,6 @@ use ruma::UserId;
 
 use super::{Draft, Level, MAX_PREV_EVENTS, Rooms, now_ms, pdu_error};
 use crate::error::ApiError;
-use crate::services::records::{ALIASES, AliasRecord};
 
 /// An event that passed every check, ready to store. Only [`Rooms::authorize`] and
 /// [`Rooms::authorize_create`] make one.
@@ -213,7 +212,7 @@ impl Rooms {
                     "{alias} is of another server, which cannot be checked without federation"
                 )));
             }
-            let record = self.records().get::<AliasRecord>(ALIASES, alias).await?;
+            let record = self.storage().alias(alias).await?;
             if record.is_none_or(|r| r.room_id != room_id) {
                 return Err(ApiError::bad_alias(format!("{alias} does not point at this room")));
             }

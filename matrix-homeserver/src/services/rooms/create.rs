@@ -7,7 +7,7 @@ use ruma::{OwnedRoomAliasId, OwnedUserId, RoomAliasId, UserId};
 
 use super::{Draft, Rooms, now_ms};
 use crate::error::ApiError;
-use crate::services::records::{ALIASES, AliasRecord, DIRECTORY};
+use matrix_storage::{Alias, ChangeSet};
 
 /// The room version of rooms created without one.
 pub(crate) const DEFAULT_ROOM_VERSION: &str = "12";
@@ -221,7 +221,7 @@ impl Rooms {
             Some(localpart) => {
                 let alias = self.local_alias(localpart)?;
                 let guard = self.alias_lock.lock().await;
-                if self.records().get::<AliasRecord>(ALIASES, alias.as_str()).await?.is_some() {
+                if self.storage().alias(alias.as_str()).await?.is_some() {
                     return Err(ApiError::room_in_use());
                 }
                 (Some(alias), Some(guard))
@@ -272,8 +272,13 @@ impl Rooms {
         let create = self.append_create(create, rules).await?;
         let room_id = create.room_id().to_owned();
         if let Some(alias) = &alias {
-            let record = AliasRecord { room_id: room_id.clone(), creator: creator.to_string() };
-            self.records().put(ALIASES, alias.as_str(), Some(&record)).await?;
+            let mut changes = ChangeSet::new();
+            changes.aliases.push(Alias {
+                alias: alias.to_string(),
+                room_id: room_id.clone(),
+                creator: creator.to_string(),
+            });
+            self.storage().apply(changes).await?;
         }
         drop(alias_guard);
 
@@ -333,7 +338,9 @@ impl Rooms {
         }
 
         if request.public {
-            self.records().put(DIRECTORY, &room_id, Some(&true)).await?;
+            let mut changes = ChangeSet::new();
+            changes.directory.push((room_id.clone(), true));
+            self.storage().apply(changes).await?;
         }
         Ok(room_id)
     }

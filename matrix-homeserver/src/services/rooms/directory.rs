@@ -8,11 +8,11 @@ use serde_json::{Value, json};
 
 use super::Rooms;
 use crate::error::ApiError;
-use crate::services::records::{ALIASES, AliasRecord, DIRECTORY};
+use matrix_storage::{Alias, ChangeSet};
 
 impl Rooms {
     /// Where an alias of this server points.
-    pub(crate) async fn resolve_alias(&self, alias: &str) -> Result<AliasRecord, ApiError> {
+    pub(crate) async fn resolve_alias(&self, alias: &str) -> Result<Alias, ApiError> {
         let alias = ruma::RoomAliasId::parse(alias)
             .map_err(|e| ApiError::invalid_param(format!("not a room alias: {e}")))?;
         if alias.server_name().as_str() != self.server_name().as_str() {
@@ -20,8 +20,8 @@ impl Rooms {
                 "aliases of other servers need federation, which this server does not speak yet",
             ));
         }
-        self.records()
-            .get::<AliasRecord>(ALIASES, alias.as_str())
+        self.storage()
+            .alias(alias.as_str())
             .await?
             .ok_or_else(|| ApiError::not_found("no such alias"))
     }
@@ -42,11 +42,17 @@ impl Rooms {
             return Err(ApiError::forbidden("you are not in this room"));
         }
         let _guard = self.alias_lock.lock().await;
-        if self.records().get::<AliasRecord>(ALIASES, alias).await?.is_some() {
+        if self.storage().alias(alias).await?.is_some() {
             return Err(ApiError::alias_exists());
         }
-        let record = AliasRecord { room_id: room_id.to_owned(), creator: user.to_string() };
-        self.records().put(ALIASES, alias, Some(&record)).await
+        let mut changes = ChangeSet::new();
+        changes.aliases.push(Alias {
+            alias: alias.to_owned(),
+            room_id: room_id.to_owned(),
+            creator: user.to_string(),
+        });
+        self.storage().apply(changes).await?;
+        Ok(())
     }
 
     /// Deletes an alias: its creator, an administrator, or a room member allowed to change
@@ -65,7 +71,10 @@ impl Rooms {
             return Err(ApiError::forbidden("you may not delete this alias"));
         }
         let _guard = self.alias_lock.lock().await;
-        self.records().put::<AliasRecord>(ALIASES, alias, None).await
+        let mut changes = ChangeSet::new();
+        changes.deleted_aliases.push(alias.to_owned());
+        self.storage().apply(changes).await?;
+        Ok(())
     }
 
     /// Whether `user` is joined with the level to send state `kind`.
@@ -86,21 +95,13 @@ impl Rooms {
 
     /// The local aliases of a room.
     pub(crate) async fn aliases_of(&self, room_id: &str) -> Result<Vec<String>, ApiError> {
-        let mut aliases: Vec<String> = self
-            .records()
-            .all::<AliasRecord>(ALIASES)
-            .await?
-            .into_iter()
-            .filter(|(_, r)| r.room_id == room_id)
-            .map(|(alias, _)| alias)
-            .collect();
-        aliases.sort();
-        Ok(aliases)
+        let aliases = self.storage().room_aliases(room_id).await?;
+        Ok(aliases.into_iter().map(|a| a.alias).collect())
     }
 
     /// Whether a room is in the directory.
     pub(crate) async fn published(&self, room_id: &str) -> Result<bool, ApiError> {
-        Ok(self.records().get::<bool>(DIRECTORY, room_id).await?.unwrap_or(false))
+        Ok(self.storage().published(room_id).await?)
     }
 
     /// Publishes or hides a room (members allowed to change the canonical alias may).
@@ -117,7 +118,10 @@ impl Rooms {
         if !admin && !self.may_send_state(room_id, user, "m.room.canonical_alias").await? {
             return Err(ApiError::forbidden("you may not change this room's visibility"));
         }
-        self.records().put(DIRECTORY, room_id, public.then_some(&true)).await
+        let mut changes = ChangeSet::new();
+        changes.directory.push((room_id.to_owned(), public));
+        self.storage().apply(changes).await?;
+        Ok(())
     }
 
     /// The published rooms, as `publicRooms` lists them (by member count, then id). Each
@@ -126,7 +130,7 @@ impl Rooms {
     pub(crate) async fn public_rooms(&self, search: Option<&str>) -> Result<Vec<Value>, ApiError> {
         let search = search.map(str::to_lowercase).filter(|s| !s.is_empty());
         let mut rooms = Vec::new();
-        for (room_id, _) in self.records().all::<bool>(DIRECTORY).await? {
+        for room_id in self.storage().published_rooms().await? {
             let Some(info) = self.storage().room(&room_id).await? else { continue };
             let Some(snapshot) = info.current_state else { continue };
             let entry = match self.directory_entries.get(&room_id) {

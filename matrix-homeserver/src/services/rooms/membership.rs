@@ -2,11 +2,11 @@
 //! who may do what; these build the `m.room.member` events.
 
 use matrix_core::json::{Object, Value};
+use matrix_storage::ChangeSet;
 use ruma::UserId;
 
 use super::{Draft, Rooms};
 use crate::error::ApiError;
-use crate::services::records::{FORGOTTEN, PROFILES, Profile};
 
 impl Rooms {
     /// A member event of `user` (with their profile for joins and invites).
@@ -19,7 +19,7 @@ impl Rooms {
         let mut content = Object::new();
         content.insert("membership", membership);
         if matches!(membership, "join" | "invite")
-            && let Some(profile) = self.records().get::<Profile>(PROFILES, target.as_str()).await?
+            && let Some(profile) = self.storage().profile(target.as_str()).await?
         {
             if let Some(name) = profile.displayname {
                 content.insert("displayname", name);
@@ -227,29 +227,31 @@ impl Rooms {
                 Err(ApiError::bad_state("leave the room before forgetting it"))
             }
             None => Err(ApiError::not_found("you were never in this room")),
-            Some(_) => {
-                self.records().put(FORGOTTEN, &forgotten_key(room_id, user), Some(&true)).await
-            }
+            Some(_) => self.set_forgotten(room_id, user, true).await,
         }
     }
 
     /// Whether the user forgot the room.
     pub(crate) async fn forgotten(&self, room_id: &str, user: &UserId) -> Result<bool, ApiError> {
-        Ok(self
-            .records()
-            .get::<bool>(FORGOTTEN, &forgotten_key(room_id, user))
-            .await?
-            .unwrap_or(false))
+        Ok(self.storage().forgotten(room_id, user.as_str()).await?)
+    }
+
+    async fn set_forgotten(
+        &self,
+        room_id: &str,
+        user: &UserId,
+        forgotten: bool,
+    ) -> Result<(), ApiError> {
+        let mut changes = ChangeSet::new();
+        changes.forgotten.push((user.to_string(), room_id.to_owned(), forgotten));
+        self.storage().apply(changes).await?;
+        Ok(())
     }
 
     async fn forget_undo(&self, room_id: &str, user: &UserId) -> Result<(), ApiError> {
         if self.forgotten(room_id, user).await? {
-            self.records().put::<bool>(FORGOTTEN, &forgotten_key(room_id, user), None).await?;
+            self.set_forgotten(room_id, user, false).await?;
         }
         Ok(())
     }
-}
-
-fn forgotten_key(room_id: &str, user: &UserId) -> String {
-    format!("{user} {room_id}")
 }

@@ -13,7 +13,6 @@ use serde_json::Value;
 use super::Rooms;
 use super::format::{Shown, client_event};
 use crate::error::ApiError;
-use crate::services::records::REDACTIONS;
 
 /// The most timeline events one page of `/messages` or `/context` reads (a filter or
 /// history visibility may drop most of them; the client continues from `end`).
@@ -92,7 +91,7 @@ impl Rooms {
         viewer: Option<Viewer<'_>>,
     ) -> Result<Value, ApiError> {
         let mut shown = Shown::default();
-        if let Some(redaction) = self.records().get::<String>(REDACTIONS, pdu.event_id()).await?
+        if let Some(redaction) = self.storage().redaction_of(pdu.event_id()).await?
             && let Some(redaction) = self.pdu(&redaction).await?
         {
             shown.redacted_because = Some(client_event(&redaction, Shown::default()));
@@ -105,8 +104,7 @@ impl Rooms {
         if let Some(replaced) = self.replaces_state(pdu).await? {
             if let Some(previous) = self.pdu(&replaced).await? {
                 // The previous content as clients would see that event (redacted or not).
-                let redacted =
-                    self.records().get::<String>(REDACTIONS, previous.event_id()).await?.is_some();
+                let redacted = self.storage().redaction_of(previous.event_id()).await?.is_some();
                 let content = if redacted {
                     let stripped =
                         matrix_core::redaction::redact(previous.json(), previous.rules());

@@ -1,15 +1,18 @@
 //! Sending: message and state events, with transaction-id idempotency, and redactions.
 //!
 //! A transaction id is scoped to the device that sent it and to the request's path (its room,
-//! and the event type or the redacted event), as Synapse scopes it. Concurrent requests with
-//! the same id share one cell: the first builds the event, the others wait for its id. The cells are
-//! kept in memory (the most recent 16,384), so a retry after a restart sends again.
+//! and the event type or the redacted event), as Synapse scopes it. It is stored in the same
+//! change set as the event it names, so a retry (even after a restart) gets the first event's
+//! id. Concurrent requests with the same id share one cell (the most recent 16,384 are kept):
+//! the first builds the event, the others wait for its id.
 
 use std::sync::Arc;
 
 use matrix_core::json::{Object, Value};
 use ruma::UserId;
 use tokio::sync::OnceCell;
+
+use matrix_storage::{Storage, TransactionId};
 
 use super::{Draft, Rooms};
 use crate::error::ApiError;
@@ -41,6 +44,21 @@ impl Rooms {
         if let Some(event_id) = cell.get() {
             return Ok(event_id.clone());
         }
+        let record = TransactionId {
+            user_id: key.0,
+            device_id: key.1,
+            scope: key.2,
+            txn_id: key.3,
+            result: String::new(),
+        };
+        let stored = |storage: Arc<dyn Storage>, record: TransactionId| async move {
+            storage
+                .transaction_id(&record.user_id, &record.device_id, &record.scope, &record.txn_id)
+                .await
+        };
+        if let Some(event_id) = stored(self.storage().clone(), record.clone()).await? {
+            return Ok(event_id);
+        }
         // The cell is filled in a task of its own: a request dropped after the event is
         // stored still records its id, so the client's retry gets it instead of a second
         // event.
@@ -49,7 +67,19 @@ impl Rooms {
             (room_id.to_owned(), sender.to_owned(), device.to_owned(), txn.to_owned());
         tokio::spawn(async move {
             cell.get_or_try_init(|| async {
-                let pdu = me.append_now(&room_id, &sender, draft).await?;
+                let appended =
+                    me.append_recording(&room_id, &sender, draft, Some(record.clone())).await;
+                let pdu = match appended {
+                    Ok(pdu) => pdu,
+                    Err(error) => {
+                        // Another process committed the same transaction meanwhile: its
+                        // event is the answer.
+                        return match stored(me.storage().clone(), record).await? {
+                            Some(event_id) => Ok(event_id),
+                            None => Err(error),
+                        };
+                    }
+                };
                 me.echoes.insert(pdu.event_id().to_owned(), (device, txn));
                 Ok::<_, ApiError>(pdu.event_id().to_owned())
             })
