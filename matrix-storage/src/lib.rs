@@ -70,6 +70,9 @@ impl StorageError {
 /// The result of a storage operation.
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+/// Resolves when a change set applied by [`Storage::apply_ordered`] is durable.
+pub type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
 /// Events: PDUs by id, kept as received, with their status and graph edges.
 #[async_trait]
 pub trait EventStore: Send + Sync {
@@ -305,6 +308,21 @@ pub trait Storage:
     /// `Ok`, the changes are durable (they survive a crash of the process or the machine, as
     /// far as the backend's medium allows; see the backend's docs).
     async fn apply(&self, changes: ChangeSet) -> Result<Applied>;
+
+    /// [`Storage::apply`] in two steps, for a caller that orders its writes with a lock of
+    /// its own (a room's events) and should not hold that lock across a flush to disk: it
+    /// returns once the change set is applied in order, so that what this process writes or
+    /// reads next builds on it (readers bounded by [`RoomStore::stream_position`] still see
+    /// it only once it is durable), with a future that resolves when it is durable. Nothing
+    /// may be acknowledged before that future resolved `Ok`; if it fails, so does every later
+    /// write (a backend that splits the steps stops on a failed flush).
+    ///
+    /// The default applies and waits for durability first, for backends whose commit is
+    /// their only step.
+    async fn apply_ordered(&self, changes: ChangeSet) -> Result<(Applied, Durable)> {
+        let applied = self.apply(changes).await?;
+        Ok((applied, Box::pin(std::future::ready(Ok(())))))
+    }
 
     /// Hands out one unclaimed one-time key of `algorithm` of a device and deletes it, or,
     /// when none is left, the device's fallback key of that algorithm, which is marked used

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use matrix_core::json::{Object, Value};
 use matrix_core::{Pdu, RoomVersionRules, SigningKey, auth};
+use matrix_storage::Durable;
 use matrix_storage::{
     ChangeSet, Direction, EventStatus, NewEvent, NewSnapshot, RoomChanges, SnapshotId, SnapshotRef,
     Storage, StreamPos, TransactionId,
@@ -301,14 +302,17 @@ impl Rooms {
         let guard = RoomGuard { room_id, _guard: lock.lock().await };
         let info = self.storage.room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
         let authorized = self.authorize(&guard, &info, rules, sender, draft).await?;
-        let (pdu, pos) = self.commit(authorized, txn).await?;
+        let (pdu, pos, durable) = self.commit(authorized, txn).await?;
         // Noted under the room's lock, so that a room's notices stay in stream order.
         if let Some(pos) = pos
             && let Some(mentions) = notifies(&pdu)
         {
             self.ephemeral.notice(room_id, pos.0, pdu.sender(), mentions);
         }
+        // The room's next event may be built on this one while it goes to disk; nothing is
+        // acknowledged (or woken) before it is there.
         drop(guard);
+        durable.await?;
         self.ephemeral.event_appended(room_id, &pdu, pos).await;
         Ok(pdu)
     }
@@ -316,11 +320,13 @@ impl Rooms {
     /// Stores an authorized event in one change set: the event, its state snapshot (a delta
     /// on the state before it), the new extremity, a membership change, a redaction, the
     /// client's transaction id.
+    /// It answers once the change set is applied in order, with the future that says when
+    /// it is durable.
     async fn commit(
         &self,
         authorized: Authorized,
         txn: Option<TransactionId>,
-    ) -> Result<(Arc<Pdu>, Option<StreamPos>), ApiError> {
+    ) -> Result<(Arc<Pdu>, Option<StreamPos>, Durable), ApiError> {
         let pdu = authorized.pdu();
         let room_id = pdu.room_id().to_owned();
         let mut changes = ChangeSet::new();
@@ -373,7 +379,7 @@ impl Rooms {
             txn.result = pdu.event_id().to_owned();
             changes.transaction_ids.push(txn);
         }
-        let applied = match self.storage.apply(changes).await {
+        let (applied, durable) = match self.storage.apply_ordered(changes).await {
             Ok(applied) => applied,
             Err(e) if state_before.is_none() && e.kind() == matrix_storage::ErrorKind::Conflict => {
                 return Err(ApiError::room_in_use());
@@ -389,7 +395,7 @@ impl Rooms {
         if let Some(snapshot) = state_after {
             self.snapshots_of.insert(pdu.event_id().to_owned(), snapshot);
         }
-        Ok((pdu, applied.stream.first().copied()))
+        Ok((pdu, applied.stream.first().copied(), durable))
     }
 
     /// Stores a new room's create event.
@@ -402,9 +408,10 @@ impl Rooms {
         let room_id = authorized.pdu().room_id().to_owned();
         let lock = self.room_lock(&room_id);
         let guard = lock.lock().await;
-        let (pdu, pos) = self.commit(authorized, None).await?;
+        let (pdu, pos, durable) = self.commit(authorized, None).await?;
         self.versions.insert(room_id, rules);
         drop(guard);
+        durable.await?;
         self.ephemeral.event_appended(pdu.room_id(), &pdu, pos).await;
         Ok(pdu)
     }
