@@ -30,16 +30,20 @@ use async_trait::async_trait;
 mod batch;
 mod domains;
 mod flusher;
+mod records;
 mod snapshots;
 
 use self::batch::Tx;
 use self::flusher::Flusher;
+use self::records::{
+    decode_event, decode_room, decode_user, encode_event, encode_room, encode_user,
+};
 use self::snapshots::{FULL_EVERY, SnapshotCache, SnapshotRecord, lookup, walk_full};
 use crate::codec::{Dec, Enc};
 use crate::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet,
-    ClaimedKey, Device, Direction, ErrorKind, EventStatus, EventStore, KeyStore, Media, MediaStore,
-    OurKey, OutboundItem, Profile, QueueStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore,
+    ClaimedKey, Device, Direction, ErrorKind, EventStore, KeyStore, Media, MediaStore, OurKey,
+    OutboundItem, Profile, QueueStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore,
     SnapshotId, SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent,
     StreamItem, StreamPos, TokenOwner, User,
 };
@@ -259,114 +263,6 @@ impl SledStore {
 
 fn dangling() -> StorageError {
     StorageError::new(ErrorKind::Corrupt, "a stored reference points nowhere")
-}
-
-fn status_code(status: EventStatus) -> u64 {
-    match status {
-        EventStatus::Accepted => 0,
-        EventStatus::Outlier => 1,
-        EventStatus::Rejected => 2,
-        EventStatus::SoftFailed => 3,
-    }
-}
-
-fn status_of(code: u64) -> Result<EventStatus> {
-    Ok(match code {
-        0 => EventStatus::Accepted,
-        1 => EventStatus::Outlier,
-        2 => EventStatus::Rejected,
-        3 => EventStatus::SoftFailed,
-        _ => return Err(StorageError::new(ErrorKind::Corrupt, "unknown event status")),
-    })
-}
-
-fn encode_event(event: &StoredEvent) -> Vec<u8> {
-    let mut enc = Enc::default()
-        .str(&event.room_id)
-        .bytes(&event.json)
-        .u64(status_code(event.status))
-        .u64(event.stream.map_or(0, |p| p.0))
-        .bool(event.state_after.is_some())
-        .u64(event.state_after.map_or(0, |s| s.0))
-        .u64(event.auth_events.len() as u64);
-    for id in &event.auth_events {
-        enc = enc.str(id);
-    }
-    enc = enc.u64(event.prev_events.len() as u64);
-    for id in &event.prev_events {
-        enc = enc.str(id);
-    }
-    enc.done()
-}
-
-fn decode_event(event_id: &str, bytes: &[u8]) -> Result<StoredEvent> {
-    let mut dec = Dec::new(bytes);
-    let room_id = dec.str()?;
-    let json: Arc<[u8]> = Arc::from(dec.bytes()?);
-    let status = status_of(dec.u64()?)?;
-    let stream = dec.u64()?;
-    let has_state = dec.bool()?;
-    let state = dec.u64()?;
-    let list = |dec: &mut Dec<'_>| -> Result<Vec<String>> {
-        let count = dec.u64()?;
-        (0..count).map(|_| dec.str()).collect()
-    };
-    let auth_events = list(&mut dec)?;
-    let prev_events = list(&mut dec)?;
-    Ok(StoredEvent {
-        event_id: event_id.to_owned(),
-        room_id,
-        json,
-        status,
-        auth_events,
-        prev_events,
-        stream: (stream != 0).then_some(StreamPos(stream)),
-        state_after: has_state.then_some(SnapshotId(state)),
-    })
-}
-
-fn encode_room(info: &RoomInfo) -> Vec<u8> {
-    let mut enc = Enc::default()
-        .str(&info.version)
-        .bool(info.current_state.is_some())
-        .u64(info.current_state.map_or(0, |s| s.0))
-        .u64(info.forward_extremities.len() as u64);
-    for id in &info.forward_extremities {
-        enc = enc.str(id);
-    }
-    enc.done()
-}
-
-fn decode_room(bytes: &[u8]) -> Result<RoomInfo> {
-    let mut dec = Dec::new(bytes);
-    let version = dec.str()?;
-    let has_state = dec.bool()?;
-    let state = dec.u64()?;
-    let count = dec.u64()?;
-    let forward_extremities = (0..count).map(|_| dec.str()).collect::<Result<_>>()?;
-    Ok(RoomInfo {
-        version,
-        current_state: has_state.then_some(SnapshotId(state)),
-        forward_extremities,
-    })
-}
-
-fn encode_user(user: &User) -> Vec<u8> {
-    Enc::default()
-        .opt_str(user.password_hash.as_deref())
-        .bool(user.admin)
-        .bool(user.deactivated)
-        .done()
-}
-
-fn decode_user(user_id: &str, bytes: &[u8]) -> Result<User> {
-    let mut dec = Dec::new(bytes);
-    Ok(User {
-        user_id: user_id.to_owned(),
-        password_hash: dec.opt_str()?,
-        admin: dec.bool()?,
-        deactivated: dec.bool()?,
-    })
 }
 
 /// Reads and bumps a counter in the change set; returns the value before.
@@ -1087,75 +983,4 @@ impl MediaStore for SledStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn account_data(kind: &str) -> ChangeSet {
-        let mut changes = ChangeSet::new();
-        changes.account_data.push(("@a:x".to_owned(), None, kind.to_owned(), b"{}".to_vec()));
-        changes
-    }
-
-    fn reopen(path: &Path) -> SledStore {
-        for _ in 0..100 {
-            if let Ok(store) = SledStore::open(path, &SledOptions::default()) {
-                return store;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        panic!("the store stayed locked for 2 s after closing");
-    }
-
-    /// After a failed flush, a claim is refused like any write.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_flush_stops_claims() {
-        let dir = tempfile::tempdir().expect("a directory");
-        let store = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
-        let mut changes = ChangeSet::new();
-        changes.one_time_keys = ["alg:1", "alg:2"]
-            .map(|id| crate::OneTimeKey {
-                user_id: "@a:x".to_owned(),
-                device_id: "D".to_owned(),
-                key_id: id.to_owned(),
-                key: b"{}".to_vec(),
-            })
-            .to_vec();
-        store.apply(changes).await.expect("acknowledged");
-
-        store.flusher.fail_next_flush();
-        let failed = store.claim_key("@a:x", "D", "alg").await.expect_err("the flush failed");
-        assert_eq!(failed.kind(), ErrorKind::Unavailable);
-        assert!(store.claim_key("@a:x", "D", "alg").await.is_err(), "nothing more is taken");
-        assert!(crate::E2eeStore::one_time_key_counts(&store, "@a:x", "D").await.is_err());
-    }
-
-    #[test]
-    fn tables_are_distinct() {
-        let distinct: BTreeSet<u8> = TABLES.into_iter().collect();
-        assert_eq!(distinct.len(), TABLES.len());
-    }
-
-    /// A failed flush: its writer is told, and the store stops serving (fail-stop), so the
-    /// change it applied in memory is never read and nothing later is acknowledged; a
-    /// reopened store has what was acknowledged before.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_flush_stops_the_store() {
-        let dir = tempfile::tempdir().expect("a directory");
-        let store = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
-        store.apply(account_data("x.before")).await.expect("acknowledged");
-
-        store.flusher.fail_next_flush();
-        let failed = store.apply(account_data("x.failed")).await.expect_err("the flush failed");
-        assert_eq!(failed.kind(), ErrorKind::Unavailable);
-        let read = store.account_data("@a:x", None, "x.failed").await;
-        assert!(read.is_err(), "the unflushed change is not served: {read:?}");
-        assert!(store.account_data("@a:x", None, "x.before").await.is_err());
-        assert!(store.apply(account_data("x.after")).await.is_err(), "nothing more is taken");
-
-        drop(store);
-        let store = reopen(dir.path());
-        let before = store.account_data("@a:x", None, "x.before").await.expect("reads");
-        assert!(before.is_some(), "what was acknowledged survives");
-        assert!(store.account_data("@a:x", None, "x.after").await.expect("reads").is_none());
-    }
-}
+mod tests;
