@@ -36,6 +36,12 @@ impl Enc {
             None => self.bool(false),
         }
     }
+    /// A string without a length, so that keys sort by it byte-wise and a prefix of it is a
+    /// prefix of the key: only as the last part of a key.
+    pub(crate) fn tail(mut self, s: &str) -> Self {
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
     fn put_bytes(&mut self, b: &[u8]) {
         // Lengths beyond u32 cannot come from Matrix data (events are 64 KiB at most).
         self.0.extend_from_slice(&(b.len() as u32).to_be_bytes());
@@ -91,6 +97,11 @@ impl<'a> Dec<'a> {
             [1] => Ok(true),
             _ => Err(corrupt()),
         }
+    }
+    /// The rest, as a string written by [`Enc::tail`].
+    pub(crate) fn tail(&mut self) -> Result<String> {
+        let rest = std::mem::take(&mut self.rest);
+        String::from_utf8(rest.to_vec()).map_err(|_| corrupt())
     }
     pub(crate) fn opt_str(&mut self) -> Result<Option<String>> {
         if self.bool()? { self.str().map(Some) } else { Ok(None) }

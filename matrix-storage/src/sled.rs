@@ -8,11 +8,16 @@
 //! needed, and those cost several times more), and flushed by **group commit**: one flusher
 //! thread runs one flush for every batch applied before it began, so concurrent writers share
 //! an fsync instead of queueing for one each.
-//! **Stream order:** the next position is kept under the writer lock (and found again at open
-//! from the last stream entry), so positions follow commit order. [`RoomStore::stream_position`]
-//! is the stream head of the last successful flush: a reader never passes an event that is
-//! not yet committed, nor one that is not yet on disk (which a crash could lose, and whose
-//! position would then be handed out again).
+//! **Stream order:** the next position is kept under the writer lock, so positions follow
+//! commit order; timeline events, account-data writes, device-list changes, to-device messages
+//! and receipts all take theirs from it. At open it is found again from the last stream entry,
+//! or from the META `stream_head` entry that a change set handing out other positions writes
+//! (their entries can be deleted), whichever is higher. [`RoomStore::stream_position`] is the
+//! stream head of the last successful flush: a reader never passes a position that is not yet
+//! committed, nor one that is not yet on disk (which a crash could lose, and whose position
+//! would then be handed out again).
+//! **Key claims** ([`Storage::claim_key`]) take the writer lock too, so no key is handed out
+//! twice, and are flushed like a change set before they return.
 //! **State snapshots** are deltas against a parent, with `(type, state_key)` and event ids
 //! interned to `u64`; every 64th snapshot of a chain is stored whole so lookups stay short.
 
@@ -23,23 +28,29 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 mod batch;
+mod domains;
 mod flusher;
+mod records;
 mod snapshots;
 
 use self::batch::Tx;
 use self::flusher::Flusher;
+use self::records::{
+    decode_event, decode_room, decode_user, encode_event, encode_room, encode_user,
+};
 use self::snapshots::{FULL_EVERY, SnapshotCache, SnapshotRecord, lookup, walk_full};
 use crate::codec::{Dec, Enc};
 use crate::{
-    AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet, Device, Direction,
-    ErrorKind, EventStatus, EventStore, KeyStore, Media, MediaStore, OurKey, OutboundItem,
-    QueueStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef,
-    StateEntry, StateStore, Storage, StorageError, StoredEvent, StreamItem, StreamPos, TokenOwner,
-    User,
+    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet,
+    ClaimedKey, Device, Direction, ErrorKind, EventStore, KeyStore, Media, MediaStore, OurKey,
+    OutboundItem, Profile, QueueStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore,
+    SnapshotId, SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent,
+    StreamItem, StreamPos, TokenOwner, User,
 };
 
-/// The schema this code writes and reads.
-const SCHEMA: u64 = 1;
+/// The schema this code writes and reads. 2 added the tables from [`DEVICE_KEYS`] on and the
+/// [`STREAM_HEAD`] counter; a schema-1 store is marked 2 at open (its new tables start empty).
+const SCHEMA: u64 = 2;
 
 // Tables (the first byte of every key).
 const META: u8 = b'M';
@@ -65,6 +76,39 @@ const QUEUE: u8 = b'Q';
 const RETRY: u8 = b'Z';
 const ACCOUNT_DATA: u8 = b'A';
 const MEDIA: u8 = b'F';
+// Schema 2 (read and written in `domains`).
+const DEVICE_KEYS: u8 = b'V';
+const ONE_TIME_KEY: u8 = b'W';
+const FALLBACK_KEY: u8 = b'w';
+const DEVICE_LIST: u8 = b'L';
+const INBOX: u8 = b'I';
+const RECEIPT: u8 = b'C';
+const RECEIPT_LOG: u8 = b'c';
+const CLIENT_TXN: u8 = b'x';
+const ALIAS: u8 = b'H';
+const ROOM_ALIAS: u8 = b'h';
+const PUBLISHED: u8 = b'p';
+const REDACTION: u8 = b'r';
+const PROFILE: u8 = b'P';
+const FORGOTTEN: u8 = b'f';
+const MEDIA_USAGE: u8 = b'G';
+const ACCOUNT_DATA_POS: u8 = b'a';
+const ACCOUNT_DATA_LOG: u8 = b'b';
+
+/// Every table, to check that no two share a byte.
+#[cfg(test)]
+#[rustfmt::skip]
+const TABLES: [u8; 40] = [
+    META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
+    TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
+    ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
+    RECEIPT_LOG, CLIENT_TXN, ALIAS, ROOM_ALIAS, PUBLISHED, REDACTION, PROFILE, FORGOTTEN,
+    MEDIA_USAGE, ACCOUNT_DATA_POS, ACCOUNT_DATA_LOG,
+];
+
+/// The META entry holding the last stream position handed out to something other than a
+/// timeline event (whose entries can be deleted, unlike the STREAM table's).
+const STREAM_HEAD: &str = "stream_head";
 
 /// Options of the sled backend.
 #[derive(Debug, Clone)]
@@ -137,14 +181,28 @@ impl SledStore {
                         ),
                     ));
                 }
+                if version < SCHEMA {
+                    // 1 to 2: nothing to convert, the new tables start empty. Marked, so that
+                    // an older version (which would not know the new stream positions) refuses
+                    // the store from now on.
+                    tree.insert(meta("schema"), Enc::default().u64(SCHEMA).done())
+                        .map_err(unavailable)?;
+                    db.flush().map_err(unavailable)?;
+                }
             }
         }
-        // The head is the last position in the stream table (kept in memory from here on, so
-        // that an append writes no counter).
-        let stream_head = match tree.scan_prefix([STREAM]).next_back() {
+        // The head is the last position in the stream table, or the counter of the other
+        // positions if that is higher (kept in memory from here on, so that an append writes
+        // no counter).
+        let timeline_head = match tree.scan_prefix([STREAM]).next_back() {
             Some(entry) => Dec::new(&entry.map_err(unavailable)?.0).skip_table()?.u64()?,
             None => 0,
         };
+        let other_head = match tree.get(meta(STREAM_HEAD)).map_err(unavailable)? {
+            Some(value) => u64_of(&value)?,
+            None => 0,
+        };
+        let stream_head = timeline_head.max(other_head);
         Ok(SledStore {
             tree,
             writer: Arc::new(std::sync::Mutex::new(stream_head + 1)),
@@ -205,114 +263,6 @@ impl SledStore {
 
 fn dangling() -> StorageError {
     StorageError::new(ErrorKind::Corrupt, "a stored reference points nowhere")
-}
-
-fn status_code(status: EventStatus) -> u64 {
-    match status {
-        EventStatus::Accepted => 0,
-        EventStatus::Outlier => 1,
-        EventStatus::Rejected => 2,
-        EventStatus::SoftFailed => 3,
-    }
-}
-
-fn status_of(code: u64) -> Result<EventStatus> {
-    Ok(match code {
-        0 => EventStatus::Accepted,
-        1 => EventStatus::Outlier,
-        2 => EventStatus::Rejected,
-        3 => EventStatus::SoftFailed,
-        _ => return Err(StorageError::new(ErrorKind::Corrupt, "unknown event status")),
-    })
-}
-
-fn encode_event(event: &StoredEvent) -> Vec<u8> {
-    let mut enc = Enc::default()
-        .str(&event.room_id)
-        .bytes(&event.json)
-        .u64(status_code(event.status))
-        .u64(event.stream.map_or(0, |p| p.0))
-        .bool(event.state_after.is_some())
-        .u64(event.state_after.map_or(0, |s| s.0))
-        .u64(event.auth_events.len() as u64);
-    for id in &event.auth_events {
-        enc = enc.str(id);
-    }
-    enc = enc.u64(event.prev_events.len() as u64);
-    for id in &event.prev_events {
-        enc = enc.str(id);
-    }
-    enc.done()
-}
-
-fn decode_event(event_id: &str, bytes: &[u8]) -> Result<StoredEvent> {
-    let mut dec = Dec::new(bytes);
-    let room_id = dec.str()?;
-    let json: Arc<[u8]> = Arc::from(dec.bytes()?);
-    let status = status_of(dec.u64()?)?;
-    let stream = dec.u64()?;
-    let has_state = dec.bool()?;
-    let state = dec.u64()?;
-    let list = |dec: &mut Dec<'_>| -> Result<Vec<String>> {
-        let count = dec.u64()?;
-        (0..count).map(|_| dec.str()).collect()
-    };
-    let auth_events = list(&mut dec)?;
-    let prev_events = list(&mut dec)?;
-    Ok(StoredEvent {
-        event_id: event_id.to_owned(),
-        room_id,
-        json,
-        status,
-        auth_events,
-        prev_events,
-        stream: (stream != 0).then_some(StreamPos(stream)),
-        state_after: has_state.then_some(SnapshotId(state)),
-    })
-}
-
-fn encode_room(info: &RoomInfo) -> Vec<u8> {
-    let mut enc = Enc::default()
-        .str(&info.version)
-        .bool(info.current_state.is_some())
-        .u64(info.current_state.map_or(0, |s| s.0))
-        .u64(info.forward_extremities.len() as u64);
-    for id in &info.forward_extremities {
-        enc = enc.str(id);
-    }
-    enc.done()
-}
-
-fn decode_room(bytes: &[u8]) -> Result<RoomInfo> {
-    let mut dec = Dec::new(bytes);
-    let version = dec.str()?;
-    let has_state = dec.bool()?;
-    let state = dec.u64()?;
-    let count = dec.u64()?;
-    let forward_extremities = (0..count).map(|_| dec.str()).collect::<Result<_>>()?;
-    Ok(RoomInfo {
-        version,
-        current_state: has_state.then_some(SnapshotId(state)),
-        forward_extremities,
-    })
-}
-
-fn encode_user(user: &User) -> Vec<u8> {
-    Enc::default()
-        .opt_str(user.password_hash.as_deref())
-        .bool(user.admin)
-        .bool(user.deactivated)
-        .done()
-}
-
-fn decode_user(user_id: &str, bytes: &[u8]) -> Result<User> {
-    let mut dec = Dec::new(bytes);
-    Ok(User {
-        user_id: user_id.to_owned(),
-        password_hash: dec.opt_str()?,
-        admin: dec.bool()?,
-        deactivated: dec.bool()?,
-    })
 }
 
 /// Reads and bumps a counter in the change set; returns the value before.
@@ -574,13 +524,7 @@ fn apply_in(
         }
     }
 
-    // Account data and media.
-    for (user, room, kind, content) in &changes.account_data {
-        tx.insert(
-            Enc::table(ACCOUNT_DATA).str(user).opt_str(room.as_deref()).str(kind).done(),
-            content.clone(),
-        )?;
-    }
+    // Media (account data is written in `domains`, with its stream positions).
     for media in &changes.media {
         tx.insert(
             Enc::table(MEDIA).str(&media.media_id).done(),
@@ -610,10 +554,28 @@ impl Storage for SledStore {
     async fn apply(&self, changes: ChangeSet) -> Result<Applied> {
         self.flusher.check()?;
         let (applied, durable) = self.commit(&changes)?;
-        match durable.await {
-            Ok(result) => result.map(|()| applied),
-            Err(_) => Err(StorageError::new(ErrorKind::Unavailable, "the flusher stopped")),
+        on_disk(durable).await.map(|()| applied)
+    }
+
+    async fn claim_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<ClaimedKey>> {
+        self.flusher.check()?;
+        match self.claim(user_id, device_id, algorithm)? {
+            Some((claimed, durable)) => on_disk(durable).await.map(|()| Some(claimed)),
+            None => Ok(None),
         }
+    }
+}
+
+/// Waits for the flusher to say a commit is on disk.
+async fn on_disk(durable: tokio::sync::oneshot::Receiver<Result<()>>) -> Result<()> {
+    match durable.await {
+        Ok(result) => result,
+        Err(_) => Err(StorageError::new(ErrorKind::Unavailable, "the flusher stopped")),
     }
 }
 
@@ -651,7 +613,14 @@ impl SledStore {
             }
         }
         let tx = Tx::new(&self.tree);
+        domains::check_transaction_ids(&tx, changes)?;
         let applied = apply_in(&tx, &self.snapshots, changes, *next_stream)?;
+        // The other positions follow the change set's events.
+        let after_events = *next_stream + applied.stream.len() as u64;
+        let next = domains::apply_in(&tx, changes, after_events)?;
+        if next > after_events {
+            tx.insert(meta(STREAM_HEAD), Enc::default().u64(next - 1).done())?;
+        }
         for (token, user, device) in &tokens {
             // Only if the token still belongs to the deleted device.
             let owner = tx.get(Enc::table(TOKEN).str(token).done())?;
@@ -665,7 +634,7 @@ impl SledStore {
         }
         tx.commit()?;
         // Numbered under the writer lock, so that numbers follow commit order.
-        *next_stream += applied.stream.len() as u64;
+        *next_stream = next;
         let durable = self.flusher.committed(*next_stream - 1)?;
         Ok((applied, durable))
     }
@@ -697,6 +666,11 @@ impl EventStore for SledStore {
             }
         }
         Ok(seen.into_iter().collect())
+    }
+
+    async fn redaction_of(&self, event_id: &str) -> Result<Option<String>> {
+        self.flusher.check()?;
+        self.redaction(event_id)
     }
 }
 
@@ -757,6 +731,11 @@ impl RoomStore for SledStore {
     async fn stream_position(&self) -> Result<StreamPos> {
         self.flusher.check()?;
         Ok(StreamPos(self.flusher.durable_stream()))
+    }
+
+    async fn forgotten(&self, room_id: &str, user_id: &str) -> Result<bool> {
+        self.flusher.check()?;
+        self.is_forgotten(room_id, user_id)
     }
 
     async fn stream_range(
@@ -863,6 +842,20 @@ impl AccountStore for SledStore {
             })
             .transpose()
     }
+    async fn profile(&self, user_id: &str) -> Result<Option<Profile>> {
+        self.flusher.check()?;
+        self.profile_of(user_id)
+    }
+    async fn transaction_id(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        scope: &str,
+        txn_id: &str,
+    ) -> Result<Option<String>> {
+        self.flusher.check()?;
+        self.transaction_result(user_id, device_id, scope, txn_id)
+    }
 }
 
 #[async_trait]
@@ -954,6 +947,15 @@ impl AccountDataStore for SledStore {
         items.sort_by(|a, b| (&a.room_id, &a.kind).cmp(&(&b.room_id, &b.kind)));
         Ok(items)
     }
+    async fn account_data_changes(
+        &self,
+        user_id: &str,
+        after: StreamPos,
+        upto: StreamPos,
+    ) -> Result<Vec<AccountDataChange>> {
+        self.flusher.check()?;
+        self.account_data_log(user_id, after, upto)
+    }
 }
 
 #[async_trait]
@@ -974,49 +976,11 @@ impl MediaStore for SledStore {
             })
             .transpose()
     }
+    async fn media_usage(&self, user_id: &str) -> Result<u64> {
+        self.flusher.check()?;
+        self.media_usage_of(user_id)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn account_data(kind: &str) -> ChangeSet {
-        let mut changes = ChangeSet::new();
-        changes.account_data.push(("@a:x".to_owned(), None, kind.to_owned(), b"{}".to_vec()));
-        changes
-    }
-
-    fn reopen(path: &Path) -> SledStore {
-        for _ in 0..100 {
-            if let Ok(store) = SledStore::open(path, &SledOptions::default()) {
-                return store;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        panic!("the store stayed locked for 2 s after closing");
-    }
-
-    /// A failed flush: its writer is told, and the store stops serving (fail-stop), so the
-    /// change it applied in memory is never read and nothing later is acknowledged; a
-    /// reopened store has what was acknowledged before.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_flush_stops_the_store() {
-        let dir = tempfile::tempdir().expect("a directory");
-        let store = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
-        store.apply(account_data("x.before")).await.expect("acknowledged");
-
-        store.flusher.fail_next_flush();
-        let failed = store.apply(account_data("x.failed")).await.expect_err("the flush failed");
-        assert_eq!(failed.kind(), ErrorKind::Unavailable);
-        let read = store.account_data("@a:x", None, "x.failed").await;
-        assert!(read.is_err(), "the unflushed change is not served: {read:?}");
-        assert!(store.account_data("@a:x", None, "x.before").await.is_err());
-        assert!(store.apply(account_data("x.after")).await.is_err(), "nothing more is taken");
-
-        drop(store);
-        let store = reopen(dir.path());
-        let before = store.account_data("@a:x", None, "x.before").await.expect("reads");
-        assert!(before.is_some(), "what was acknowledged survives");
-        assert!(store.account_data("@a:x", None, "x.after").await.expect("reads").is_none());
-    }
-}
+mod tests;

@@ -46,6 +46,47 @@ impl<'a> Tx<'a> {
         Ok(old)
     }
 
+    /// The entries under `prefix`, as this change set left them so far, sorted by key.
+    pub(super) fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
+        let mut entries: BTreeMap<Vec<u8>, IVec> = BTreeMap::new();
+        for entry in self.tree.scan_prefix(prefix) {
+            let (key, value) = entry.map_err(unavailable)?;
+            entries.insert(key.to_vec(), value);
+        }
+        let pending = self.pending.borrow();
+        for (key, value) in
+            pending.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix))
+        {
+            match value {
+                Some(value) => entries.insert(key.clone(), value.clone()),
+                None => entries.remove(key),
+            };
+        }
+        Ok(entries.into_iter().collect())
+    }
+
+    /// The first entry under `prefix`, as this change set left it so far.
+    pub(super) fn first_with_prefix(&self, prefix: &[u8]) -> Result<Option<(Vec<u8>, IVec)>> {
+        let pending = self.pending.borrow();
+        let mut from_tree = None;
+        for entry in self.tree.scan_prefix(prefix) {
+            let (key, value) = entry.map_err(unavailable)?;
+            // Keys this change set wrote are read from `pending` below.
+            if !pending.contains_key(&key[..]) {
+                from_tree = Some((key.to_vec(), value));
+                break;
+            }
+        }
+        let from_pending = pending
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .find_map(|(k, v)| Some((k.clone(), v.clone()?)));
+        Ok(match (from_tree, from_pending) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        })
+    }
+
     /// Applies every buffered write at once: after a crash, all of them or none are there.
     pub(super) fn commit(self) -> Result<()> {
         let mut batch = Batch::default();

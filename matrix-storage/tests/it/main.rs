@@ -75,28 +75,174 @@ mod sled_reopen {
         panic!("the store stayed locked for 2 s");
     }
 
+    /// Opens the store's tree with sled itself (once the store let go of its lock), runs
+    /// `f` on it and flushes.
+    fn raw<T>(path: &std::path::Path, f: impl FnOnce(&sled::Tree) -> T) -> T {
+        let db = (0..200)
+            .find_map(|_| {
+                sled::open(path).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    None
+                })
+            })
+            .expect("raw open");
+        let out = f(&db.open_tree("matrix").expect("tree"));
+        db.flush().expect("flushes");
+        out
+    }
+
+    /// A raw key: the table byte, then each part length-prefixed (as the store encodes them).
+    fn raw_key(table: u8, parts: &[&[u8]]) -> Vec<u8> {
+        let mut key = vec![table];
+        for part in parts {
+            key.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            key.extend_from_slice(part);
+        }
+        key
+    }
+
+    fn schema_key() -> Vec<u8> {
+        raw_key(b'M', &[b"schema"])
+    }
+
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         drop(open_when_unlocked(dir.path()).expect("opens"));
-        {
-            let db = (0..200)
-                .find_map(|_| {
-                    sled::open(dir.path()).ok().or_else(|| {
-                        std::thread::sleep(std::time::Duration::from_millis(10));
-                        None
-                    })
-                })
-                .expect("raw open");
-            let tree = db.open_tree("matrix").expect("tree");
-            let mut key = vec![b'M'];
-            key.extend_from_slice(&6u32.to_be_bytes());
-            key.extend_from_slice(b"schema");
-            tree.insert(key, 99u64.to_be_bytes().to_vec()).expect("writes");
-            db.flush().expect("flushes");
-        }
+        raw(dir.path(), |tree| {
+            tree.insert(schema_key(), 99u64.to_be_bytes().to_vec()).expect("writes");
+        });
         let err = open_when_unlocked(dir.path()).expect_err("newer schema");
         assert_eq!(err.kind(), ErrorKind::Corrupt);
         assert!(err.to_string().contains("newer version"), "{err}");
+    }
+
+    /// A store written by schema 1 (account data without stream positions) opens, reads as
+    /// before, is marked schema 2, and its old items take positions when rewritten.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn schema_1_store_opens() {
+        use matrix_storage::{AccountDataStore, ChangeSet, RoomStore, Storage, StreamPos};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        raw(dir.path(), |tree| {
+            tree.insert(schema_key(), 1u64.to_be_bytes().to_vec()).expect("writes");
+            // ACCOUNT_DATA (user, no room, type) -> content, as schema 1 wrote it.
+            let mut key = raw_key(b'A', &[b"@a:x"]);
+            key.push(0);
+            key.extend_from_slice(&raw_key(b'A', &[b"m.old"])[1..]);
+            tree.insert(key, b"{\"old\":1}".to_vec()).expect("writes");
+        });
+        let store = crate::reopen(dir.path()).await;
+        let old = store.account_data("@a:x", None, "m.old").await.expect("reads");
+        assert_eq!(old.as_deref(), Some(&b"{\"old\":1}"[..]));
+        assert_eq!(store.all_account_data("@a:x").await.expect("reads").len(), 1);
+        let head = store.stream_position().await.expect("reads");
+        assert_eq!(head, StreamPos(0));
+        assert!(
+            store.account_data_changes("@a:x", StreamPos(0), head).await.expect("reads").is_empty(),
+            "items written before schema 2 have no position"
+        );
+        let mut changes = ChangeSet::new();
+        changes.account_data = vec![("@a:x".into(), None, "m.old".into(), b"{}".to_vec())];
+        store.apply(changes).await.expect("applies");
+        let head = store.stream_position().await.expect("reads");
+        let changed = store.account_data_changes("@a:x", StreamPos(0), head).await;
+        assert_eq!(changed.expect("reads").len(), 1);
+        drop(store);
+
+        let schema = raw(dir.path(), |tree| tree.get(schema_key()).expect("reads"));
+        assert_eq!(schema.as_deref(), Some(&2u64.to_be_bytes()[..]), "marked schema 2");
+    }
+
+    /// The stream head survives a reopen when the entries that took the last positions are
+    /// gone (delivered messages, deleted account data): positions are never handed out twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_head_survives_without_its_entries() {
+        use matrix_storage::{ChangeSet, NewToDevice, RoomStore, Storage, StreamPos};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = crate::reopen(dir.path()).await;
+        let mut changes = ChangeSet::new();
+        changes.account_data = vec![("@a:x".into(), None, "t".into(), b"{}".to_vec())];
+        changes.to_device = vec![NewToDevice {
+            user_id: "@a:x".into(),
+            device_id: "D".into(),
+            sender: "@b:x".into(),
+            kind: "m.room_key".into(),
+            content: b"{}".to_vec(),
+        }];
+        store.apply(changes).await.expect("applies");
+        let head = store.stream_position().await.expect("reads");
+        assert_eq!(head, StreamPos(2));
+        let mut changes = ChangeSet::new();
+        changes.deleted_account_data = vec![("@a:x".into(), None, "t".into())];
+        changes.to_device_delivered = vec![("@a:x".into(), "D".into(), head)];
+        store.apply(changes).await.expect("applies");
+        drop(store);
+
+        let store = crate::reopen(dir.path()).await;
+        assert_eq!(store.stream_position().await.expect("reads"), head);
+        let mut changes = ChangeSet::new();
+        changes.device_list_changes = vec!["@a:x".into()];
+        store.apply(changes).await.expect("applies");
+        assert_eq!(store.stream_position().await.expect("reads"), StreamPos(3));
+    }
+
+    /// A claimed key stays claimed across a reopen, and a fallback key stays used.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claims_survive_a_reopen() {
+        use matrix_storage::{ChangeSet, E2eeStore, FallbackKey, OneTimeKey, Storage};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = crate::reopen(dir.path()).await;
+        let mut changes = ChangeSet::new();
+        changes.one_time_keys = vec![OneTimeKey {
+            user_id: "@a:x".into(),
+            device_id: "D".into(),
+            key_id: "alg:1".into(),
+            key: b"{}".to_vec(),
+        }];
+        changes.fallback_keys = vec![FallbackKey {
+            user_id: "@a:x".into(),
+            device_id: "D".into(),
+            algorithm: "alg".into(),
+            key_id: "alg:F".into(),
+            key: b"{}".to_vec(),
+            used: false,
+        }];
+        store.apply(changes).await.expect("applies");
+        let first = store.claim_key("@a:x", "D", "alg").await.expect("claims").expect("a key");
+        assert!(!first.fallback);
+        let second = store.claim_key("@a:x", "D", "alg").await.expect("claims").expect("a key");
+        assert!(second.fallback);
+        drop(store);
+
+        let store = crate::reopen(dir.path()).await;
+        assert!(store.one_time_key_counts("@a:x", "D").await.expect("reads").is_empty());
+        assert!(store.fallback_keys("@a:x", "D").await.expect("reads")[0].used);
+    }
+
+    /// A record that does not decode is an error of kind Corrupt that says what it was, for
+    /// reads and for claims; nothing panics.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn corrupt_records_are_errors() {
+        use matrix_storage::{E2eeStore, ReceiptStore, RoomStore, Storage};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        drop(crate::reopen(dir.path()).await);
+        raw(dir.path(), |tree| {
+            // FALLBACK_KEY (user, device, algorithm) -> a value too short.
+            tree.insert(raw_key(b'w', &[b"@a:x", b"D", b"alg"]), vec![0, 0]).expect("writes");
+            // RECEIPT_LOG (room, position) -> not a receipt key.
+            let mut key = raw_key(b'c', &[b"!r"]);
+            key.extend_from_slice(&1u64.to_be_bytes());
+            tree.insert(key, vec![9]).expect("writes");
+        });
+        let store = crate::reopen(dir.path()).await;
+        let err = store.fallback_keys("@a:x", "D").await.expect_err("corrupt");
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(err.to_string().contains("fallback key"), "{err}");
+        let err = store.claim_key("@a:x", "D", "alg").await.expect_err("corrupt");
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        let upto = matrix_storage::StreamPos(5);
+        let err = store.receipts("!r", matrix_storage::StreamPos(0), upto).await;
+        assert_eq!(err.expect_err("corrupt").kind(), ErrorKind::Corrupt);
+        assert!(store.stream_position().await.is_ok(), "the store still serves");
     }
 }

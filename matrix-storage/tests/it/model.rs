@@ -1,13 +1,14 @@
-//! Model-based property test: random sequences of writes (and, for sled, reopens) give the same
-//! observable store as the in-memory backend, the oracle.
+//! Model-based property test: random sequences of writes, key claims (and, for sled, reopens)
+//! give the same observable store as the in-memory backend, the oracle.
 
 use std::sync::Arc;
 
 use matrix_storage::memory::MemoryStore;
 use matrix_storage::sled::{SledOptions, SledStore};
 use matrix_storage::{
-    ChangeSet, Device, EventStatus, NewEvent, NewSnapshot, RoomChanges, SnapshotId, Storage,
-    StreamPos, TokenOwner, User,
+    Alias, ChangeSet, Device, EventStatus, FallbackKey, NewEvent, NewSnapshot, NewToDevice,
+    OneTimeKey, Receipt, ReceiptKey, RoomChanges, SnapshotId, Storage, StreamPos, TokenOwner,
+    TransactionId, User,
 };
 use proptest::prelude::*;
 
@@ -24,7 +25,48 @@ enum Op {
     Acknowledge(u8, u8),
     Snapshot(Option<u8>, Vec<(u8, Option<u8>)>),
     Event(u16, bool),
+    DeleteAccountData(u8, Option<u8>, u8),
+    /// Device keys, a one-time key and a fallback key of a device.
+    Keys(u8, u8, u8),
+    ToDevice(u8, u8, u8),
+    Delivered(u8, u8, u8),
+    Receipt(u8, Option<u8>, u8),
+    DeleteReceipt(u8, Option<u8>),
+    DeviceList(u8),
+    TxnId(u8, u8, u8),
+    Alias(u8, u8),
+    DeleteAlias(u8),
+    /// Several of the above in one change set.
+    Many(Vec<Op>),
+    Claim(u8, u8),
     Reopen,
+}
+
+/// One change set's worth of writes.
+fn write_op() -> impl Strategy<Value = Op> {
+    let small = 0u8..4;
+    prop_oneof![
+        (small.clone(), any::<bool>()).prop_map(|(u, a)| Op::NewUser(u, a)),
+        (small.clone(), any::<bool>()).prop_map(|(u, a)| Op::UpdateUser(u, a)),
+        (small.clone(), small.clone()).prop_map(|(u, d)| Op::Device(u, d)),
+        (small.clone(), small.clone()).prop_map(|(u, d)| Op::DeleteDevice(u, d)),
+        (small.clone(), small.clone(), small.clone()).prop_map(|(t, u, d)| Op::Token(t, u, d)),
+        (small.clone(), prop::option::of(small.clone()), small.clone(), any::<u8>())
+            .prop_map(|(u, r, k, v)| Op::AccountData(u, r, k, v)),
+        (small.clone(), prop::option::of(small.clone()), small.clone())
+            .prop_map(|(u, r, k)| Op::DeleteAccountData(u, r, k)),
+        (0u16..50, any::<bool>()).prop_map(|(e, t)| Op::Event(e, t)),
+        (small.clone(), small.clone(), 0u8..6).prop_map(|(u, d, k)| Op::Keys(u, d, k)),
+        (small.clone(), small.clone(), small.clone()).prop_map(|(u, d, s)| Op::ToDevice(u, d, s)),
+        (small.clone(), small.clone(), 0u8..40).prop_map(|(u, d, n)| Op::Delivered(u, d, n)),
+        (small.clone(), prop::option::of(0u8..2), 0u8..40)
+            .prop_map(|(u, t, e)| Op::Receipt(u, t, e)),
+        (small.clone(), prop::option::of(0u8..2)).prop_map(|(u, t)| Op::DeleteReceipt(u, t)),
+        small.clone().prop_map(Op::DeviceList),
+        (small.clone(), small.clone(), 0u8..3).prop_map(|(u, d, t)| Op::TxnId(u, d, t)),
+        (small.clone(), small.clone()).prop_map(|(a, r)| Op::Alias(a, r)),
+        small.clone().prop_map(Op::DeleteAlias),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -46,6 +88,9 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(p, c)| Op::Snapshot(p, c)),
         (0u16..50, any::<bool>()).prop_map(|(e, t)| Op::Event(e, t)),
+        write_op(),
+        prop::collection::vec(write_op(), 2..5).prop_map(Op::Many),
+        (small.clone(), small.clone()).prop_map(|(u, d)| Op::Claim(u, d)),
         Just(Op::Reopen),
     ]
 }
@@ -99,9 +144,109 @@ fn changes(op: &Op) -> Option<ChangeSet> {
             in_timeline: *timeline,
             state_after: None,
         }),
-        Op::Reopen => return None,
+        Op::DeleteAccountData(u, r, k) => c.deleted_account_data.push((
+            format!("@u{u}:x"),
+            r.map(|r| format!("!r{r}")),
+            format!("k{k}"),
+        )),
+        Op::Keys(u, d, k) => {
+            let (user_id, device_id) = (format!("@u{u}:x"), format!("D{d}"));
+            c.device_keys.push((user_id.clone(), device_id.clone(), vec![*k]));
+            c.one_time_keys.push(OneTimeKey {
+                user_id: user_id.clone(),
+                device_id: device_id.clone(),
+                key_id: format!("alg:{k}"),
+                key: vec![*k],
+            });
+            c.fallback_keys.push(FallbackKey {
+                user_id,
+                device_id,
+                algorithm: "alg".into(),
+                key_id: format!("alg:F{k}"),
+                key: vec![*k],
+                used: false,
+            });
+        }
+        Op::ToDevice(u, d, s) => c.to_device.push(NewToDevice {
+            user_id: format!("@u{u}:x"),
+            device_id: format!("D{d}"),
+            sender: format!("@u{s}:x"),
+            kind: "m.k".into(),
+            content: vec![*s; usize::from(*s) + 1],
+        }),
+        Op::Delivered(u, d, n) => c.to_device_delivered.push((
+            format!("@u{u}:x"),
+            format!("D{d}"),
+            StreamPos(u64::from(*n)),
+        )),
+        Op::Receipt(u, t, e) => c.receipts.push(Receipt {
+            key: receipt_key(*u, *t),
+            event_id: format!("$e{e}"),
+            event_pos: StreamPos(u64::from(*e)),
+            ts: u64::from(*e),
+        }),
+        Op::DeleteReceipt(u, t) => c.deleted_receipts.push(receipt_key(*u, *t)),
+        Op::DeviceList(u) => c.device_list_changes.push(format!("@u{u}:x")),
+        Op::TxnId(u, d, t) => c.transaction_ids.push(TransactionId {
+            user_id: format!("@u{u}:x"),
+            device_id: format!("D{d}"),
+            scope: "send".into(),
+            txn_id: format!("t{t}"),
+            result: format!("$t{t}"),
+        }),
+        Op::Alias(a, r) => c.aliases.push(Alias {
+            alias: format!("#a{a}:x"),
+            room_id: format!("!r{r}"),
+            creator: "@u0:x".into(),
+        }),
+        Op::DeleteAlias(a) => c.deleted_aliases.push(format!("#a{a}:x")),
+        Op::Many(ops) => {
+            for op in ops {
+                let Some(more) = changes(op) else { continue };
+                merge(&mut c, more);
+            }
+        }
+        Op::Claim(..) | Op::Reopen => return None,
     }
     Some(c)
+}
+
+fn receipt_key(u: u8, thread: Option<u8>) -> ReceiptKey {
+    ReceiptKey {
+        room_id: "!r".into(),
+        user_id: format!("@u{u}:x"),
+        kind: "m.read".into(),
+        thread: thread.map(|t| format!("t{t}")),
+    }
+}
+
+/// Appends the writes of `more` to `c` (a later snapshot replaces an earlier one).
+fn merge(c: &mut ChangeSet, more: ChangeSet) {
+    c.events.extend(more.events);
+    if more.snapshot.is_some() {
+        c.snapshot = more.snapshot;
+    }
+    c.new_users.extend(more.new_users);
+    c.updated_users.extend(more.updated_users);
+    c.devices.extend(more.devices);
+    c.deleted_devices.extend(more.deleted_devices);
+    c.new_tokens.extend(more.new_tokens);
+    c.deleted_tokens.extend(more.deleted_tokens);
+    c.enqueue.extend(more.enqueue);
+    c.acknowledge.extend(more.acknowledge);
+    c.account_data.extend(more.account_data);
+    c.deleted_account_data.extend(more.deleted_account_data);
+    c.device_keys.extend(more.device_keys);
+    c.one_time_keys.extend(more.one_time_keys);
+    c.fallback_keys.extend(more.fallback_keys);
+    c.device_list_changes.extend(more.device_list_changes);
+    c.to_device.extend(more.to_device);
+    c.to_device_delivered.extend(more.to_device_delivered);
+    c.receipts.extend(more.receipts);
+    c.deleted_receipts.extend(more.deleted_receipts);
+    c.transaction_ids.extend(more.transaction_ids);
+    c.aliases.extend(more.aliases);
+    c.deleted_aliases.extend(more.deleted_aliases);
 }
 
 /// Everything observable about the store, for comparison.
@@ -116,6 +261,28 @@ async fn observe(store: &dyn Storage, snapshots: u64) -> String {
         out += &format!("{:?}\n", store.outbound(&format!("d{u}"), 100).await.expect("reads"));
     }
     let head = store.stream_position().await.expect("reads");
+    let zero = StreamPos(0);
+    for u in 0..4u8 {
+        let user = format!("@u{u}:x");
+        out += &format!("{:?}\n", store.device_keys(&user).await.expect("reads"));
+        out += &format!("{:?}\n", store.account_data_changes(&user, zero, head).await);
+        out += &format!("{:?}\n", store.user_receipts("!r", &user).await.expect("reads"));
+        for d in 0..4u8 {
+            let device = format!("D{d}");
+            out += &format!("{:?}\n", store.one_time_key_counts(&user, &device).await);
+            out += &format!("{:?}\n", store.fallback_keys(&user, &device).await);
+            out += &format!("{:?}\n", store.to_device(&user, &device, zero, head, 100).await);
+            out += &format!("{:?}\n", store.to_device_usage(&user, &device, "@u1:x").await);
+            for t in 0..3 {
+                let id = store.transaction_id(&user, &device, "send", &format!("t{t}")).await;
+                out += &format!("{:?}\n", id.expect("reads"));
+            }
+        }
+        out += &format!("{:?}\n", store.alias(&format!("#a{u}:x")).await.expect("reads"));
+        out += &format!("{:?}\n", store.room_aliases(&format!("!r{u}")).await.expect("reads"));
+    }
+    out += &format!("{:?}\n", store.receipts("!r", zero, head).await.expect("reads"));
+    out += &format!("{:?}\n", store.device_list_changes(zero, head).await.expect("reads"));
     out += &format!(
         "{head:?} {:?}\n",
         store.stream_range(StreamPos(0), head, 1000).await.expect("reads")
@@ -143,6 +310,13 @@ proptest! {
             sled.apply(room).await.expect("room");
             let mut snapshots = 0;
             for op in &ops {
+                if let Op::Claim(u, d) = op {
+                    let (user, device) = (format!("@u{u}:x"), format!("D{d}"));
+                    let expected = model.claim_key(&user, &device, "alg").await.expect("claims");
+                    let got = sled.claim_key(&user, &device, "alg").await.expect("claims");
+                    prop_assert_eq!(expected, got, "{:?}", op);
+                    continue;
+                }
                 let Some(changes) = changes(op) else {
                     drop(sled);
                     sled = crate::reopen(dir.path()).await;

@@ -1,0 +1,72 @@
+//! Unit tests of the sled backend that need its internals (the flusher, the tables).
+
+use super::*;
+
+fn account_data(kind: &str) -> ChangeSet {
+    let mut changes = ChangeSet::new();
+    changes.account_data.push(("@a:x".to_owned(), None, kind.to_owned(), b"{}".to_vec()));
+    changes
+}
+
+fn reopen(path: &Path) -> SledStore {
+    for _ in 0..100 {
+        if let Ok(store) = SledStore::open(path, &SledOptions::default()) {
+            return store;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("the store stayed locked for 2 s after closing");
+}
+
+/// After a failed flush, a claim is refused like any write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_stops_claims() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let store = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
+    let mut changes = ChangeSet::new();
+    changes.one_time_keys = ["alg:1", "alg:2"]
+        .map(|id| crate::OneTimeKey {
+            user_id: "@a:x".to_owned(),
+            device_id: "D".to_owned(),
+            key_id: id.to_owned(),
+            key: b"{}".to_vec(),
+        })
+        .to_vec();
+    store.apply(changes).await.expect("acknowledged");
+
+    store.flusher.fail_next_flush();
+    let failed = store.claim_key("@a:x", "D", "alg").await.expect_err("the flush failed");
+    assert_eq!(failed.kind(), ErrorKind::Unavailable);
+    assert!(store.claim_key("@a:x", "D", "alg").await.is_err(), "nothing more is taken");
+    assert!(crate::E2eeStore::one_time_key_counts(&store, "@a:x", "D").await.is_err());
+}
+
+#[test]
+fn tables_are_distinct() {
+    let distinct: BTreeSet<u8> = TABLES.into_iter().collect();
+    assert_eq!(distinct.len(), TABLES.len());
+}
+
+/// A failed flush: its writer is told, and the store stops serving (fail-stop), so the
+/// change it applied in memory is never read and nothing later is acknowledged; a
+/// reopened store has what was acknowledged before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_stops_the_store() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let store = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
+    store.apply(account_data("x.before")).await.expect("acknowledged");
+
+    store.flusher.fail_next_flush();
+    let failed = store.apply(account_data("x.failed")).await.expect_err("the flush failed");
+    assert_eq!(failed.kind(), ErrorKind::Unavailable);
+    let read = store.account_data("@a:x", None, "x.failed").await;
+    assert!(read.is_err(), "the unflushed change is not served: {read:?}");
+    assert!(store.account_data("@a:x", None, "x.before").await.is_err());
+    assert!(store.apply(account_data("x.after")).await.is_err(), "nothing more is taken");
+
+    drop(store);
+    let store = reopen(dir.path());
+    let before = store.account_data("@a:x", None, "x.before").await.expect("reads");
+    assert!(before.is_some(), "what was acknowledged survives");
+    assert!(store.account_data("@a:x", None, "x.after").await.expect("reads").is_none());
+}
