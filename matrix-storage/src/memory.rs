@@ -21,6 +21,9 @@ use crate::{
 /// `(user, device)`.
 type DeviceKey = (String, String);
 
+/// `(user, device, scope, txn id)`.
+type TxnKey = (String, String, String, String);
+
 /// Every this many deltas, a snapshot is stored whole, so lookups walk at most this far.
 const FULL_EVERY: u32 = 64;
 
@@ -72,7 +75,7 @@ struct Inner {
     forgotten: HashSet<(String, String)>,
     profiles: HashMap<String, Profile>,
     /// (user, device, scope, txn id) -> result.
-    transaction_ids: HashMap<(String, String, String, String), String>,
+    transaction_ids: HashMap<TxnKey, String>,
     aliases: BTreeMap<String, Alias>,
     published: BTreeSet<String>,
     device_keys: BTreeMap<DeviceKey, Vec<u8>>,

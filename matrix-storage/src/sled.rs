@@ -1,19 +1,24 @@
 //! The sled backend: the embedded default, one directory, nothing else to run.
 //!
 //! Everything lives in one sled tree under table-prefixed keys, so a change set is one sled
-//! batch. **Durability:** [`Storage::apply`] returns once the batch was applied and a sled
-//! `flush` (write and fsync) that began after it returned: an acknowledged change set
-//! survives a crash. Change sets are applied one at a time under a writer lock, each as one
-//! atomic sled batch (reads see the change set's own pending writes; no sled transaction is
-//! needed, and those cost several times more), and flushed by **group commit**: one flusher
-//! thread runs one flush for every batch applied before it began, so concurrent writers share
-//! an fsync instead of queueing for one each.
+//! batch. **Durability:** a change set is applied to the tree as one atomic batch under a
+//! writer lock (reads see the change set's own pending writes; no sled transaction is
+//! needed, and those cost several times more), and its writes go as one record to a
+//! write-ahead log of our own ([`wal`]); [`Storage::apply`] returns once that record is
+//! synced to disk, so an acknowledged change set survives a crash. **Group commit:** one
+//! flusher thread appends the records of every change set committed since its last append and
+//! syncs once for all of them. sled itself is flushed only at checkpoints (every 2 s, or past
+//! 64 MiB of log), after which the log's older segments are deleted; at open, the records sled
+//! does not hold yet are applied again. [`Storage::apply_ordered`] answers once the batch is
+//! applied, so a caller's own lock (a room's) need not be held across the sync. A failed sync
+//! stops the store (fail-stop): what it covered was applied in memory but is not known to be
+//! on disk, so nothing more is served or acknowledged until a restart recovers the log.
 //! **Stream order:** the next position is kept under the writer lock, so positions follow
 //! commit order; timeline events, account-data writes, device-list changes, to-device messages
 //! and receipts all take theirs from it. At open it is found again from the last stream entry,
 //! or from the META `stream_head` entry that a change set handing out other positions writes
 //! (their entries can be deleted), whichever is higher. [`RoomStore::stream_position`] is the
-//! stream head of the last successful flush: a reader never passes a position that is not yet
+//! stream head of the last successful log sync: a reader never passes a position that is not yet
 //! committed, nor one that is not yet on disk (which a crash could lose, and whose position
 //! would then be handed out again).
 //! **Key claims** ([`Storage::claim_key`]) take the writer lock too, so no key is handed out
@@ -30,6 +35,7 @@ use async_trait::async_trait;
 mod batch;
 mod domains;
 mod flusher;
+mod wal;
 mod records;
 mod snapshots;
 
@@ -147,7 +153,56 @@ fn unavailable(error: ::sled::Error) -> StorageError {
     }
 }
 
-fn meta(name: &str) -> Vec<u8> {
+/// An error opening the store: one naming the other process when the directory is locked.
+fn opening(path: &Path, error: ::sled::Error) -> StorageError {
+    match &error {
+        ::sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StorageError::with_source(
+                ErrorKind::Unavailable,
+                format!(
+                    "the sled store in {} is in use by another process (a homeserver already \
+                     running on this data directory?); stop it first",
+                    path.display()
+                ),
+                error,
+            )
+        }
+        _ => unavailable(error),
+    }
+}
+
+/// Opens the write-ahead log in `dir` and applies again, in order, the records sled does not
+/// hold on disk (a crash came between their sync and the next checkpoint); answers the log
+/// and the last sequence applied.
+fn recover(db: &::sled::Db, tree: &::sled::Tree, dir: &Path) -> Result<(wal::Wal, u64)> {
+    let held = match tree.get(meta(wal::SEQ_KEY)).map_err(unavailable)? {
+        Some(value) => u64_of(&value)?,
+        None => 0,
+    };
+    let (mut log, records) = wal::Wal::open(dir, |last| last.unwrap_or(0).max(held) + 1)?;
+    let mut seq = held;
+    for (record_seq, ops) in records {
+        if record_seq <= held {
+            continue;
+        }
+        let mut batch = ::sled::Batch::default();
+        for (key, value) in ops {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        tree.apply_batch(batch).map_err(unavailable)?;
+        seq = record_seq;
+    }
+    if seq > held {
+        db.flush().map_err(unavailable)?;
+        log.checkpoint(seq, seq + 1)?;
+    }
+    Ok((log, seq))
+}
+
+pub(super) fn meta(name: &str) -> Vec<u8> {
     Enc::table(META).str(name).done()
 }
 
@@ -159,11 +214,14 @@ impl SledStore {
     /// Opens (or creates) the store in `path`. A store written by a newer schema, or a file
     /// sled cannot read, is an error of kind [`ErrorKind::Corrupt`].
     pub fn open(path: impl AsRef<Path>, options: &SledOptions) -> Result<Self> {
+        let path = path.as_ref();
         let db = ::sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity)
+            // Durability comes from the write-ahead log; sled is flushed at checkpoints.
+            .flush_every_ms(None)
             .open()
-            .map_err(unavailable)?;
+            .map_err(|e| opening(path, e))?;
         let tree = db.open_tree("matrix").map_err(unavailable)?;
         match tree.get(meta("schema")).map_err(unavailable)? {
             None => {
@@ -191,6 +249,7 @@ impl SledStore {
                 }
             }
         }
+        let (wal, seq) = recover(&db, &tree, &path.join("wal"))?;
         // The head is the last position in the stream table, or the counter of the other
         // positions if that is higher (kept in memory from here on, so that an append writes
         // no counter).
@@ -206,7 +265,7 @@ impl SledStore {
         Ok(SledStore {
             tree,
             writer: Arc::new(std::sync::Mutex::new(stream_head + 1)),
-            flusher: Arc::new(Flusher::start(db, stream_head)?),
+            flusher: Arc::new(Flusher::start(db, wal, stream_head, seq)?),
             snapshots: Arc::new(SnapshotCache::new(options.snapshot_cache_entries)),
         })
     }
@@ -557,6 +616,15 @@ impl Storage for SledStore {
         on_disk(durable).await.map(|()| applied)
     }
 
+    /// Answers once the batch is applied to the tree (the writer lock is free again), with
+    /// the wait for the log's sync; a failed sync stops the store, so nothing built on the
+    /// change set meanwhile is ever acknowledged either.
+    async fn apply_ordered(&self, changes: ChangeSet) -> Result<(Applied, crate::Durable)> {
+        self.flusher.check()?;
+        let (applied, durable) = self.commit(&changes)?;
+        Ok((applied, Box::pin(on_disk(durable))))
+    }
+
     async fn claim_key(
         &self,
         user_id: &str,
@@ -632,10 +700,10 @@ impl SledStore {
         for key in &acknowledged {
             tx.remove(key)?;
         }
-        tx.commit()?;
+        let record = tx.commit(self.flusher.next_seq()?)?;
         // Numbered under the writer lock, so that numbers follow commit order.
         *next_stream = next;
-        let durable = self.flusher.committed(*next_stream - 1)?;
+        let durable = self.flusher.committed(*next_stream - 1, &record)?;
         Ok((applied, durable))
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use ::sled::{Batch, IVec, Tree};
 
-use super::unavailable;
+use super::{unavailable, wal};
 use crate::Result;
 
 /// Buffered writes over a tree.
@@ -87,15 +87,24 @@ impl<'a> Tx<'a> {
         })
     }
 
-    /// Applies every buffered write at once: after a crash, all of them or none are there.
-    pub(super) fn commit(self) -> Result<()> {
+    /// Applies every buffered write at once, as write-ahead log record `seq` (whose number
+    /// it writes to the tree too); answers the record, for the flusher to make durable.
+    pub(super) fn commit(self, seq: u64) -> Result<Vec<u8>> {
+        let mut pending = self.pending.into_inner();
+        let seq_value = crate::codec::Enc::default().u64(seq).done();
+        pending.insert(super::meta(wal::SEQ_KEY), Some(IVec::from(seq_value)));
+        let mut ops = Vec::new();
+        wal::encode_ops(pending.iter().map(|(k, v)| (&k[..], v.as_deref())), &mut ops);
+        let mut record = Vec::with_capacity(ops.len() + 16);
+        wal::encode_record(seq, &ops, &mut record);
         let mut batch = Batch::default();
-        for (key, value) in self.pending.into_inner() {
+        for (key, value) in pending {
             match value {
                 Some(value) => batch.insert(key, value),
                 None => batch.remove(key),
             }
         }
-        self.tree.apply_batch(batch).map_err(unavailable)
+        self.tree.apply_batch(batch).map_err(unavailable)?;
+        Ok(record)
     }
 }

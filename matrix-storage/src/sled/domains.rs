@@ -365,9 +365,9 @@ impl SledStore {
             .map_err(|_| StorageError::new(ErrorKind::Unavailable, "a writer panicked"))?;
         let tx = Tx::new(&self.tree);
         let Some(claimed) = claim_in(&tx, user, device, algorithm)? else { return Ok(None) };
-        tx.commit()?;
+        let record = tx.commit(self.flusher.next_seq()?)?;
         // A commit like a change set's, without stream positions.
-        let durable = self.flusher.committed(*next_stream - 1)?;
+        let durable = self.flusher.committed(*next_stream - 1, &record)?;
         Ok(Some((claimed, durable)))
     }
 

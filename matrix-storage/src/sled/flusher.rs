@@ -1,24 +1,36 @@
-//! Group commit: one thread flushes (write + fsync) for every change set committed before the
-//! flush began, and wakes their writers together.
+//! Group commit: one thread appends to the write-ahead log ([`super::wal`]) the records of every
+//! change set committed since its last append, syncs it once, and wakes their writers
+//! together; now and then (every [`CHECKPOINT_EVERY`], or past [`CHECKPOINT_BYTES`] of log) it
+//! flushes sled itself and deletes the log segments sled then holds.
 //!
-//! A writer commits its transaction under the writer lock, takes the next commit number while
-//! still holding it (so numbers follow commit order), then waits for the flusher to report a
-//! durable number at or past its own. A flush covers every transaction committed before it
-//! started, so while one fsync runs, the writers that commit meanwhile are all made durable by
-//! the next one.
+//! A writer commits its transaction under the writer lock, takes the next commit number (its
+//! log sequence) while still holding it, so numbers follow commit order, and hands its record
+//! over; then it waits for the flusher to report a durable number at or past its own. An
+//! append covers every transaction committed before it started, so while one sync runs, the
+//! writers that commit meanwhile are all made durable by the next one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::wal::Wal;
 use crate::{ErrorKind, Result, StorageError};
+
+/// How often sled itself is flushed (so that the log's older segments can go).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// How much log makes a checkpoint come early.
+const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 struct State {
-    /// The number of the last committed transaction.
+    /// The number (log sequence) of the last committed transaction.
     committed: u64,
+    /// The log records of the transactions committed since the last append.
+    records: Vec<u8>,
     /// The stream head after the last committed transaction.
     stream_head: u64,
     /// Writers waiting for their commit number to be durable.
@@ -56,16 +68,21 @@ fn poisoned() -> StorageError {
 }
 
 impl Flusher {
-    /// Starts the flusher thread for `db`, whose stream head on disk is `stream_head`.
-    pub(super) fn start(db: ::sled::Db, stream_head: u64) -> Result<Self> {
+    /// Starts the flusher thread for `db` and its log, whose stream head on disk is
+    /// `stream_head` and whose last log sequence is `seq`.
+    pub(super) fn start(db: ::sled::Db, wal: Wal, stream_head: u64, seq: u64) -> Result<Self> {
         let shared = Arc::new(Shared::default());
         shared.durable_stream.store(stream_head, Ordering::Release);
-        shared.state.lock().map_err(|_| poisoned())?.stream_head = stream_head;
+        {
+            let mut state = shared.state.lock().map_err(|_| poisoned())?;
+            state.stream_head = stream_head;
+            state.committed = seq;
+        }
         let thread = std::thread::Builder::new()
             .name("sled-flusher".into())
             .spawn({
                 let shared = shared.clone();
-                move || run(&shared, &db)
+                move || run(&shared, &db, wal, seq)
             })
             .map_err(|e| {
                 StorageError::with_source(ErrorKind::Unavailable, "cannot start the flusher", e)
@@ -100,14 +117,25 @@ impl Flusher {
         self.shared.durable_stream.load(Ordering::Acquire)
     }
 
+    /// The log sequence the next transaction gets (read under the writer lock, which makes
+    /// it the next one to call [`Flusher::committed`]).
+    pub(super) fn next_seq(&self) -> Result<u64> {
+        Ok(self.lock()?.committed + 1)
+    }
+
     /// Called under the writer lock right after a transaction committed, with the stream head
-    /// after it: the receiver says when the transaction is on disk.
-    pub(super) fn committed(&self, stream_head: u64) -> Result<oneshot::Receiver<Result<()>>> {
+    /// after it and its log record: the receiver says when the transaction is on disk.
+    pub(super) fn committed(
+        &self,
+        stream_head: u64,
+        record: &[u8],
+    ) -> Result<oneshot::Receiver<Result<()>>> {
         let (send, receive) = oneshot::channel();
         let mut state = self.lock()?;
         // After a failed flush the flusher has stopped: nobody would answer this writer.
         self.check()?;
         state.committed += 1;
+        state.records.extend_from_slice(record);
         state.stream_head = stream_head;
         let number = state.committed;
         state.waiters.push((number, send));
@@ -130,21 +158,38 @@ impl Drop for Flusher {
     }
 }
 
-/// The flusher loop: wait for commits, flush, wake every writer the flush covered.
-fn run(shared: &Shared, db: &::sled::Db) {
-    let mut durable = 0u64;
+/// The flusher loop: wait for commits, append their records to the log and sync it, wake
+/// every writer the append covered; checkpoint now and then.
+fn run(shared: &Shared, db: &::sled::Db, mut wal: Wal, mut durable: u64) {
+    let mut checkpointed = Instant::now();
     loop {
         let Ok(mut state) = shared.state.lock() else { return };
         while state.committed == durable && !state.closing {
-            state = match shared.wake.wait(state) {
-                Ok(state) => state,
+            let timeout = CHECKPOINT_EVERY.saturating_sub(checkpointed.elapsed());
+            state = match shared.wake.wait_timeout(state, timeout.max(Duration::from_millis(10))) {
+                Ok((state, _)) => state,
                 Err(_) => return,
             };
+            if state.committed == durable && checkpointed.elapsed() >= CHECKPOINT_EVERY {
+                break;
+            }
         }
         if state.committed == durable {
-            return; // Closing, and nothing is pending.
+            drop(state);
+            // Idle (or closing): a checkpoint if anything was logged since the last one.
+            if wal.written() > 0 {
+                if let Err(error) = checkpoint(db, &mut wal, durable) {
+                    eprintln!("sled checkpoint failed (the log keeps what it covers): {error}");
+                }
+            }
+            checkpointed = Instant::now();
+            if shared.state.lock().map(|s| s.closing && s.committed == durable).unwrap_or(true) {
+                return;
+            }
+            continue;
         }
         let (target, stream_head) = (state.committed, state.stream_head);
+        let records = std::mem::take(&mut state.records);
         drop(state);
 
         #[cfg(test)]
@@ -154,7 +199,7 @@ fn run(shared: &Shared, db: &::sled::Db) {
         let flushed = if injected {
             Err("an injected failure".to_owned())
         } else {
-            db.flush().map(drop).map_err(|e| e.to_string())
+            wal.append(&records).map_err(|e| e.to_string())
         };
         match &flushed {
             Ok(()) => shared.durable_stream.store(stream_head, Ordering::Release),
@@ -190,5 +235,18 @@ fn run(shared: &Shared, db: &::sled::Db) {
             }
             return;
         }
+        if checkpointed.elapsed() >= CHECKPOINT_EVERY || wal.written() >= CHECKPOINT_BYTES {
+            if let Err(error) = checkpoint(db, &mut wal, durable) {
+                eprintln!("sled checkpoint failed (the log keeps what it covers): {error}");
+            }
+            checkpointed = Instant::now();
+        }
     }
+}
+
+/// Flushes sled, which then holds every transaction up to `durable` (and maybe later ones)
+/// on disk, and lets the log drop what it holds.
+fn checkpoint(db: &::sled::Db, wal: &mut Wal, durable: u64) -> Result<()> {
+    db.flush().map_err(super::unavailable)?;
+    wal.checkpoint(durable, durable + 1)
 }

@@ -186,6 +186,10 @@ impl Ephemeral {
         device: &str,
         algorithm: &str,
     ) -> Result<Option<(String, Value)>, ApiError> {
+        // An algorithm names the part of a key id before its `:`.
+        if algorithm.is_empty() || algorithm.contains(':') {
+            return Ok(None);
+        }
         match self.storage.claim_key(user, device, algorithm).await? {
             Some(claimed) => Ok(Some((claimed.key_id, json_value(&claimed.key)?))),
             None => Ok(None),
