@@ -43,7 +43,10 @@ pub(super) async fn record_transaction_ids(
     tx: &mut PgConnection,
     ids: &[TransactionId],
 ) -> Result<()> {
-    insert_transaction_ids(tx, ids.iter(), false).await
+    // Sorted: concurrent writers of the same ids wait for each other in one order.
+    let mut sorted: Vec<&TransactionId> = ids.iter().collect();
+    sorted.sort_by_key(|&t| (&t.user_id, &t.device_id, &t.scope, &t.txn_id));
+    insert_transaction_ids(tx, sorted.into_iter(), false).await
 }
 
 async fn insert_transaction_ids<'a>(
