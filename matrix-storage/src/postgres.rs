@@ -15,15 +15,29 @@
 //! **Stream order:** positions are handed out by this process in the order transactions
 //! reserve them, and [`RoomStore::stream_position`] is one below the lowest position whose
 //! transaction has not finished, so a reader never passes an event that could still commit
-//! (a failed transaction leaves a gap, never a late event). This needs a single writing
-//! process per database: the store holds an advisory lock for as long as it is open, and a
-//! second store on the same database and schema waits for it
-//! ([`PostgresOptions::lock_timeout`]) and then fails with a clear error.
+//! (a failed transaction leaves a gap, never a late event). A change set reserves one run of
+//! positions for everything in it that takes one: timeline events, account-data writes,
+//! device-list changes, to-device messages and receipts, in that order. This needs a single
+//! writing process per database: the store holds an advisory lock for as long as it is open,
+//! and a second store on the same database and schema waits for it
+//! ([`PostgresOptions::lock_timeout`]) and then fails with a clear error. At open, the stream
+//! continues after the highest position stored in any table; a change set that deletes
+//! positioned rows (delivered to-device messages, deleted receipts, account data or devices)
+//! also leaves a mark of the highest position handed out, so the head never goes back below a
+//! position a client may hold in a sync token.
+//!
+//! **One-time keys** are claimed ([`Storage::claim_key`]) by one statement that locks the
+//! first key with `FOR UPDATE SKIP LOCKED` and deletes it: each key is handed out once, also
+//! when several processes share the database, and the claim is committed when it returns.
+//! A change set that records a client transaction id already stored fails on the table's
+//! primary key ([`ErrorKind::Conflict`]) and rolls back whole.
 //!
 //! **State snapshots** are deltas against a parent over interned ids, as in the sled backend;
 //! every 64th snapshot of a chain is stored whole; lookups are one recursive query.
 
 mod apply;
+mod apply_domains;
+mod domains;
 mod stream;
 
 use std::borrow::Cow;
@@ -39,15 +53,17 @@ use sqlx::{Connection, PgConnection, Row};
 
 use self::stream::StreamTracker;
 use crate::{
-    AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet, Device, Direction,
-    ErrorKind, EventStatus, EventStore, KeyStore, Media, MediaStore, OurKey, OutboundItem,
-    QueueStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, StateEntry,
-    StateStore, Storage, StorageError, StoredEvent, StreamItem, StreamPos, TokenOwner, User,
+    AccountStore, Applied, ChangeSet, ClaimedKey, Device, Direction, ErrorKind, EventStatus,
+    EventStore, KeyStore, OurKey, OutboundItem, Profile, QueueStore, RemoteKey, Result, RetryState,
+    RoomInfo, RoomStore, SnapshotId, StateEntry, StateStore, Storage, StorageError, StoredEvent,
+    StreamItem, StreamPos, TokenOwner, User,
 };
 
 /// The migrations, in order: `(version, description, SQL)`.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "domains", include_str!("../migrations/0002_domains.sql")),
+];
 
 /// Every this many deltas, a snapshot is stored whole.
 const FULL_EVERY: i32 = 64;
@@ -233,10 +249,7 @@ impl PostgresStore {
         migrator.set_locking(false);
         migrator.run(&mut lock).await.map_err(migration_error)?;
 
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(stream), 0) FROM events")
-            .fetch_one(&mut lock)
-            .await
-            .doing("reading the stream head")?;
+        let head = stream_head(&mut lock).await?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .min_connections(options.min_connections)
@@ -246,7 +259,7 @@ impl PostgresStore {
             .doing("connecting the pool")?;
         Ok(PostgresStore {
             pool,
-            stream: StreamTracker::new(u64::try_from(head).unwrap_or(0)),
+            stream: StreamTracker::new(head),
             lock: Arc::new(tokio::sync::Mutex::new(Some(lock))),
         })
     }
@@ -260,6 +273,31 @@ impl PostgresStore {
             let _ = lock.close().await;
         }
     }
+}
+
+/// The highest stream position stored: of every table that holds positions, and of the marks
+/// left by change sets that deleted positioned rows (so the head never goes back below a
+/// position a reader may have seen). Older marks are dropped; only the highest counts.
+async fn stream_head(connection: &mut PgConnection) -> Result<u64> {
+    const DOING: &str = "reading the stream head";
+    let head: i64 = sqlx::query_scalar(
+        "SELECT GREATEST( \
+            (SELECT COALESCE(MAX(stream), 0) FROM events), \
+            (SELECT COALESCE(MAX(pos), 0) FROM account_data), \
+            (SELECT COALESCE(MAX(pos), 0) FROM device_list_changes), \
+            (SELECT COALESCE(MAX(pos), 0) FROM to_device), \
+            (SELECT COALESCE(MAX(pos), 0) FROM receipts), \
+            (SELECT COALESCE(MAX(pos), 0) FROM stream_marks))",
+    )
+    .fetch_one(&mut *connection)
+    .await
+    .doing(DOING)?;
+    sqlx::query("DELETE FROM stream_marks WHERE pos < $1")
+        .bind(head)
+        .execute(&mut *connection)
+        .await
+        .doing(DOING)?;
+    to_u64(head)
 }
 
 /// Takes the session's advisory lock on the current schema, waiting up to `timeout`.
@@ -361,6 +399,15 @@ impl Storage for PostgresStore {
             StorageError::with_source(ErrorKind::Unavailable, "the writing task failed", e)
         })?
     }
+
+    async fn claim_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<ClaimedKey>> {
+        domains::claim_key_task(self, user_id, device_id, algorithm).await
+    }
 }
 
 #[async_trait]
@@ -404,6 +451,10 @@ impl EventStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .doing("walking an auth chain")
+    }
+
+    async fn redaction_of(&self, event_id: &str) -> Result<Option<String>> {
+        domains::redaction_of(&self.pool, event_id).await
     }
 }
 
@@ -514,6 +565,10 @@ impl RoomStore for PostgresStore {
 
     async fn stream_position(&self) -> Result<StreamPos> {
         Ok(StreamPos(self.stream.head()))
+    }
+
+    async fn forgotten(&self, room_id: &str, user_id: &str) -> Result<bool> {
+        domains::forgotten(&self.pool, room_id, user_id).await
     }
 
     async fn stream_range(
@@ -639,6 +694,20 @@ impl AccountStore for PostgresStore {
         })
         .transpose()
     }
+
+    async fn profile(&self, user_id: &str) -> Result<Option<Profile>> {
+        domains::profile(&self.pool, user_id).await
+    }
+
+    async fn transaction_id(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        scope: &str,
+        txn_id: &str,
+    ) -> Result<Option<String>> {
+        domains::transaction_id(&self.pool, user_id, device_id, scope, txn_id).await
+    }
 }
 
 #[async_trait]
@@ -733,74 +802,6 @@ impl QueueStore for PostgresStore {
                 failures: u32::try_from(failures)
                     .map_err(|_| StorageError::new(ErrorKind::Corrupt, "a failure count"))?,
                 retry_after_ts: row.try_get(1).doing(DOING)?,
-            })
-        })
-        .transpose()
-    }
-}
-
-#[async_trait]
-impl AccountDataStore for PostgresStore {
-    async fn account_data(
-        &self,
-        user_id: &str,
-        room_id: Option<&str>,
-        kind: &str,
-    ) -> Result<Option<Vec<u8>>> {
-        sqlx::query_scalar(
-            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND kind = $3",
-        )
-        .bind(user_id)
-        .bind(room_id.unwrap_or(""))
-        .bind(kind)
-        .fetch_optional(&self.pool)
-        .await
-        .doing("reading account data")
-    }
-
-    async fn all_account_data(&self, user_id: &str) -> Result<Vec<AccountDataItem>> {
-        const DOING: &str = "reading account data";
-        let rows = sqlx::query(
-            "SELECT room_id, kind, content FROM account_data WHERE user_id = $1 \
-             ORDER BY room_id COLLATE \"C\", kind COLLATE \"C\"",
-        )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await
-        .doing(DOING)?;
-        rows.iter()
-            .map(|row| {
-                let room: String = row.try_get(0).doing(DOING)?;
-                Ok(AccountDataItem {
-                    room_id: (!room.is_empty()).then_some(room),
-                    kind: row.try_get(1).doing(DOING)?,
-                    content: row.try_get(2).doing(DOING)?,
-                })
-            })
-            .collect()
-    }
-}
-
-#[async_trait]
-impl MediaStore for PostgresStore {
-    async fn media(&self, media_id: &str) -> Result<Option<Media>> {
-        const DOING: &str = "reading media metadata";
-        let row = sqlx::query(
-            "SELECT content_type, size, upload_name, uploader, created_ts FROM media \
-             WHERE media_id = $1",
-        )
-        .bind(media_id)
-        .fetch_optional(&self.pool)
-        .await
-        .doing(DOING)?;
-        row.map(|row| {
-            Ok(Media {
-                media_id: media_id.to_owned(),
-                content_type: row.try_get(0).doing(DOING)?,
-                size: to_u64(row.try_get(1).doing(DOING)?)?,
-                upload_name: row.try_get(2).doing(DOING)?,
-                uploader: row.try_get(3).doing(DOING)?,
-                created_ts: row.try_get(4).doing(DOING)?,
             })
         })
         .transpose()

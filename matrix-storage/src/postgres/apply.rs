@@ -1,6 +1,7 @@
 //! One change set, one transaction. The writes follow the in-memory backend's order (the
 //! oracle of the model test): snapshot, rooms, events, accounts, keys, queues, account data,
-//! media.
+//! media, then the smaller domains ([`super::apply_domains`]). Client transaction ids come
+//! first, so that a reused one fails the change set before anything else is written.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Row};
 
+use super::apply_domains::{self, Positions};
 use super::stream::StreamTracker;
 use super::{CHAIN, Doing, FULL_EVERY, status_code, to_i64, to_u64};
 use crate::{
@@ -29,6 +31,7 @@ pub(super) async fn apply(
     changes: ChangeSet,
 ) -> Result<Applied> {
     let mut tx = pool.begin().await.doing("starting a transaction")?;
+    apply_domains::record_transaction_ids(&mut tx, &changes.transaction_ids).await?;
     let mut applied = Applied::default();
     if let Some(new) = &changes.snapshot {
         applied.snapshot = Some(write_snapshot(&mut tx, new).await?);
@@ -99,14 +102,19 @@ pub(super) async fn apply(
     }
 
     // Positions are reserved as late as possible: readers wait for them until the commit.
-    let timeline = changes.events.iter().filter(|e| e.in_timeline).count() as u64;
-    let mut reservation = (timeline > 0).then(|| stream.reserve(timeline));
-    let mut next = reservation.as_ref().map_or(0, |r| r.first());
+    // One reservation for everything of the change set that takes a position, handed out in
+    // the in-memory backend's order: timeline events, account data, device-list changes,
+    // to-device messages, receipts.
+    let timeline = changes.events.iter().filter(|e| e.in_timeline).count();
+    let positioned = (timeline
+        + changes.account_data.len()
+        + changes.device_list_changes.len()
+        + changes.to_device.len()
+        + changes.receipts.len()) as u64;
+    let mut reservation = (positioned > 0).then(|| stream.reserve(positioned));
+    let mut positions = Positions::new(reservation.as_ref().map_or(0, |r| r.first()));
     for event in &changes.events {
-        let position = event.in_timeline.then(|| {
-            next += 1;
-            next - 1
-        });
+        let position = event.in_timeline.then(|| positions.take());
         let state_after = event.state_after.map(resolve).transpose()?;
         sqlx::query(
             "INSERT INTO events (event_id, room_id, json, status, stream, state_after, \
@@ -134,7 +142,15 @@ pub(super) async fn apply(
 
     write_accounts(&mut tx, &changes).await?;
     write_keys_and_queues(&mut tx, &changes, &mut applied).await?;
-    write_account_data_and_media(&mut tx, &changes).await?;
+    apply_domains::write_account_data(&mut tx, &changes, &mut positions).await?;
+    write_media(&mut tx, &changes).await?;
+    apply_domains::write_e2ee(&mut tx, &changes, &mut positions).await?;
+    apply_domains::write_receipts(&mut tx, &changes, &mut positions).await?;
+    apply_domains::write_records(&mut tx, &changes).await?;
+    if apply_domains::deletes_positions(&changes) {
+        // Everything deleted here was committed before, so below what was handed out.
+        apply_domains::mark_stream(&mut tx, stream.handed_out()).await?;
+    }
 
     if let Some(reservation) = &mut reservation {
         reservation.committing();
@@ -350,17 +366,7 @@ async fn write_accounts(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()
         .await
         .doing(DOING)?;
     }
-    for (user, device) in &changes.deleted_devices {
-        sqlx::query(
-            "WITH gone AS (DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2) \
-             DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
-        )
-        .bind(user)
-        .bind(device)
-        .execute(&mut *tx)
-        .await
-        .doing(DOING)?;
-    }
+    apply_domains::delete_devices(tx, &changes.deleted_devices, &changes.transaction_ids).await?;
     for (token, owner) in &changes.new_tokens {
         sqlx::query(
             "INSERT INTO access_tokens (token, user_id, device_id) VALUES ($1, $2, $3) \
@@ -476,21 +482,8 @@ async fn write_keys_and_queues(
     Ok(())
 }
 
-async fn write_account_data_and_media(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()> {
-    const DOING: &str = "writing account data and media";
-    for (user, room, kind, content) in &changes.account_data {
-        sqlx::query(
-            "INSERT INTO account_data (user_id, room_id, kind, content) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (user_id, room_id, kind) DO UPDATE SET content = excluded.content",
-        )
-        .bind(user)
-        .bind(room.as_deref().unwrap_or(""))
-        .bind(kind)
-        .bind(content)
-        .execute(&mut *tx)
-        .await
-        .doing(DOING)?;
-    }
+async fn write_media(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()> {
+    const DOING: &str = "writing media metadata";
     for media in &changes.media {
         sqlx::query(
             "INSERT INTO media (media_id, content_type, size, upload_name, uploader, created_ts) \

@@ -45,6 +45,12 @@ impl StreamTracker {
         Reservation { tracker: self.clone(), first, count, reclaim: true }
     }
 
+    /// The highest position handed out so far (committed, being written, or abandoned): every
+    /// position that committed is at or below it.
+    pub(super) fn handed_out(&self) -> u64 {
+        self.lock().next - 1
+    }
+
     /// The highest position a reader may read up to.
     pub(super) fn head(&self) -> u64 {
         let state = self.lock();

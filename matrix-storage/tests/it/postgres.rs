@@ -170,3 +170,233 @@ async fn lost_connections_are_errors_or_heal_and_lose_nothing() {
     }
     assert!(store.stream_position().await.is_ok());
 }
+
+/// A connection with the tables of `schema` on its search path.
+async fn connect_in(url: &str, schema: &str) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("the URL parses");
+    sqlx::PgConnection::connect_with(&options.options([("search_path", schema)]))
+        .await
+        .expect("connects")
+}
+
+/// A database at schema 1 (written by the previous version) upgrades: what it held stays,
+/// its account data (which has no stream positions) is in no range of changes, and the
+/// stream continues after its events.
+#[tokio::test]
+async fn schema_1_upgrades() {
+    use matrix_storage::{AccountDataStore as _, EventStore as _, StreamPos};
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use std::borrow::Cow;
+    let Some(url) = database_url() else { return };
+    let schema = fresh_schema();
+    let mut admin = sqlx_connect(&url).await;
+    sqlx::query(&format!("CREATE SCHEMA \"{schema}\"")).execute(&mut admin).await.expect("schema");
+    let mut old = connect_in(&url, &schema).await;
+    let first = Migration::new(
+        1,
+        Cow::Borrowed("initial"),
+        MigrationType::Simple,
+        Cow::Borrowed(include_str!("../../migrations/0001_initial.sql")),
+        false,
+    );
+    let migrator = Migrator {
+        migrations: Cow::Owned(vec![first]),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    };
+    migrator.run(&mut old).await.expect("schema 1");
+    for statement in [
+        "INSERT INTO rooms VALUES ('!r', '12', NULL, '{}')",
+        "INSERT INTO events VALUES ('$old', '!r', '\\x7b7d', 0, 5, NULL, '{}', '{}')",
+        "INSERT INTO account_data VALUES ('@a:x', '', 'm.old', '\\x7b7d')",
+    ] {
+        sqlx::query(statement).execute(&mut old).await.expect("schema 1 data");
+    }
+    drop(old);
+
+    let store = open(&url, &schema).await;
+    assert!(store.event("$old").await.expect("reads").is_some());
+    assert_eq!(store.stream_position().await.expect("reads"), StreamPos(5));
+    let all = StreamPos(u64::MAX);
+    assert_eq!(store.all_account_data("@a:x").await.expect("reads").len(), 1);
+    assert!(store.account_data_changes("@a:x", StreamPos(0), all).await.expect("reads").is_empty());
+    let mut changes = ChangeSet::new();
+    changes.account_data = vec![("@a:x".into(), None, "m.new".into(), b"{}".to_vec())];
+    store.apply(changes).await.expect("applies");
+    assert_eq!(store.stream_position().await.expect("reads"), StreamPos(6));
+    let changed = store.account_data_changes("@a:x", StreamPos(5), all).await.expect("reads");
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].kind, "m.new");
+}
+
+/// Positions deleted at the head (delivered to-device messages, deleted receipts and account
+/// data) are not handed out again after a reopen: a client may hold them in a sync token.
+#[tokio::test]
+async fn the_head_never_goes_back_after_deletions() {
+    use matrix_storage::{NewToDevice, Receipt, ReceiptKey, StreamPos};
+    let Some(url) = database_url() else { return };
+    let schema = fresh_schema();
+    let store = open(&url, &schema).await;
+    let mut changes = ChangeSet::new();
+    changes.to_device = vec![NewToDevice {
+        user_id: "@a:x".into(),
+        device_id: "D".into(),
+        sender: "@b:x".into(),
+        kind: "m.room_key".into(),
+        content: b"{}".to_vec(),
+    }];
+    let key = ReceiptKey {
+        room_id: "!r".into(),
+        user_id: "@a:x".into(),
+        kind: "m.read".into(),
+        thread: None,
+    };
+    changes.receipts =
+        vec![Receipt { key: key.clone(), event_id: "$e".into(), event_pos: StreamPos(1), ts: 1 }];
+    changes.account_data = vec![("@a:x".into(), None, "t".into(), b"{}".to_vec())];
+    store.apply(changes).await.expect("applies");
+    let head = store.stream_position().await.expect("reads");
+    assert_eq!(head, StreamPos(3));
+    let mut changes = ChangeSet::new();
+    changes.to_device_delivered = vec![("@a:x".into(), "D".into(), head)];
+    changes.deleted_receipts = vec![key];
+    changes.deleted_account_data = vec![("@a:x".into(), None, "t".into())];
+    store.apply(changes).await.expect("applies");
+    store.close().await;
+
+    let store = open(&url, &schema).await;
+    assert_eq!(store.stream_position().await.expect("reads"), head);
+    let mut changes = ChangeSet::new();
+    changes.device_list_changes = vec!["@a:x".into()];
+    store.apply(changes).await.expect("applies");
+    assert_eq!(store.stream_position().await.expect("reads"), StreamPos(head.0 + 1));
+}
+
+/// Of many concurrent change sets with one client transaction id, exactly one commits; the
+/// others are conflicts and leave nothing; a refused change set records no id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_id_commits_once_under_concurrency() {
+    use matrix_storage::{AccountStore as _, EventStore as _, TransactionId};
+    let Some(url) = database_url() else { return };
+    let store = Arc::new(open(&url, &fresh_schema()).await);
+    let txn = |result: &str| TransactionId {
+        user_id: "@a:x".into(),
+        device_id: "D".into(),
+        scope: "send".into(),
+        txn_id: "t".into(),
+        result: result.into(),
+    };
+    // Refused for another reason (an unknown user): the id is not recorded.
+    let mut refused = user(100);
+    refused.updated_users = refused.new_users.split_off(0);
+    refused.transaction_ids = vec![txn("$refused")];
+    let err = store.apply(refused).await.expect_err("no such user");
+    assert_eq!(err.kind(), ErrorKind::MissingReference);
+    assert_eq!(store.transaction_id("@a:x", "D", "send", "t").await.expect("reads"), None);
+
+    let mut changes = ChangeSet::new();
+    changes.rooms.push(matrix_storage::RoomChanges {
+        room_id: "!r".into(),
+        create_with_version: Some("12".into()),
+        ..Default::default()
+    });
+    store.apply(changes).await.expect("creates the room");
+    let tasks: Vec<_> = (0..16)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut changes = ChangeSet::new();
+                changes.events = vec![matrix_storage::NewEvent {
+                    event_id: format!("$e{n}"),
+                    room_id: "!r".into(),
+                    json: Arc::from(&b"{}"[..]),
+                    status: matrix_storage::EventStatus::Accepted,
+                    auth_events: Vec::new(),
+                    prev_events: Vec::new(),
+                    in_timeline: true,
+                    state_after: None,
+                }];
+                changes.transaction_ids = vec![txn(&format!("$e{n}"))];
+                store.apply(changes).await.map(|_| n)
+            })
+        })
+        .collect();
+    let mut committed = Vec::new();
+    for task in tasks {
+        match task.await.expect("joins") {
+            Ok(n) => committed.push(n),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+        }
+    }
+    assert_eq!(committed.len(), 1, "{committed:?}");
+    let winner = format!("$e{}", committed[0]);
+    let recorded = store.transaction_id("@a:x", "D", "send", "t").await.expect("reads");
+    assert_eq!(recorded.as_deref(), Some(winner.as_str()));
+    for n in 0..16 {
+        let stored = store.event(&format!("$e{n}")).await.expect("reads").is_some();
+        assert_eq!(stored, n == committed[0], "event {n}");
+    }
+}
+
+/// A change set that deletes a device and records transaction ids for it behaves as the
+/// in-memory backend: ids stored before count (a reused one is a conflict), the device's old
+/// ids are gone, the new ones recorded.
+#[tokio::test]
+async fn transaction_ids_of_a_device_deleted_in_the_same_change_set() {
+    use matrix_storage::TransactionId;
+    let Some(url) = database_url() else { return };
+    let txn = |id: &str| TransactionId {
+        user_id: "@a:x".into(),
+        device_id: "D".into(),
+        scope: "send".into(),
+        txn_id: id.into(),
+        result: format!("${id}"),
+    };
+    let postgres: Arc<dyn Storage> = Arc::new(open(&url, &fresh_schema()).await);
+    let memory: Arc<dyn Storage> = Arc::new(matrix_storage::memory::MemoryStore::new());
+    let mut outcomes = Vec::new();
+    for store in [memory, postgres] {
+        let mut changes = ChangeSet::new();
+        changes.transaction_ids = vec![txn("old")];
+        store.apply(changes).await.expect("applies");
+        let mut reused = ChangeSet::new();
+        reused.deleted_devices = vec![("@a:x".into(), "D".into())];
+        reused.transaction_ids = vec![txn("old")];
+        let reused = store.apply(reused).await.map(|_| ()).map_err(|e| e.kind());
+        let mut changes = ChangeSet::new();
+        changes.deleted_devices = vec![("@a:x".into(), "D".into())];
+        changes.transaction_ids = vec![txn("new")];
+        store.apply(changes).await.expect("applies");
+        let mut ids = Vec::new();
+        for id in ["old", "new"] {
+            ids.push(store.transaction_id("@a:x", "D", "send", id).await.expect("reads"));
+        }
+        outcomes.push((reused, ids));
+    }
+    assert_eq!(outcomes[0], (Err(ErrorKind::Conflict), vec![None, Some("$new".to_owned())]));
+    assert_eq!(outcomes[0], outcomes[1], "memory, then PostgreSQL");
+}
+
+/// Rows the types cannot hold are corrupt data, not a panic.
+#[tokio::test]
+async fn corrupt_rows_are_corrupt() {
+    use matrix_storage::{MediaStore as _, ReceiptStore as _, StreamPos};
+    let Some(url) = database_url() else { return };
+    let schema = fresh_schema();
+    let store = open(&url, &schema).await;
+    let mut raw = connect_in(&url, &schema).await;
+    for statement in [
+        "INSERT INTO media_usage VALUES ('@a:x', -1)",
+        "INSERT INTO receipts VALUES ('!r', '@a:x', 'm.read', '', '$e', 1, -1, 2)",
+    ] {
+        sqlx::query(statement).execute(&mut raw).await.expect("writes");
+    }
+    let err = store.media_usage("@a:x").await.expect_err("a negative quota");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    let err = store.receipts("!r", StreamPos(0), StreamPos(5)).await.expect_err("a negative ts");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    let err = store.user_receipts("!r", "@a:x").await.expect_err("a negative ts");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+}
