@@ -48,6 +48,16 @@ mod sled_reopen {
     use matrix_storage::ErrorKind;
     use matrix_storage::sled::{SledOptions, SledStore};
 
+    /// A second store on a directory in use is refused with a message saying so.
+    #[test]
+    fn a_directory_in_use_is_said_so() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let _first = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
+        let error = SledStore::open(dir.path(), &SledOptions::default()).expect_err("locked");
+        assert_eq!(error.kind(), ErrorKind::Unavailable);
+        assert!(error.to_string().contains("in use by another process"), "{error}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reopen_keeps_everything() {
         let dir = tempfile::tempdir().expect("a temporary directory");
