@@ -14,11 +14,13 @@
 //! ```
 
 mod domains;
+mod state;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 pub use domains::*;
+pub use state::*;
 
 use crate::{
     ChangeSet, Device, Direction, ErrorKind, EventStatus, Media, NewEvent, NewSnapshot, OurKey,
@@ -45,7 +47,9 @@ macro_rules! storage_conformance {
     (@names $make:expr;) => {
         $crate::storage_conformance!(@tests $make;
             events_round_trip, auth_chain_walks_auth_events, state_deltas_and_lookups,
-            long_delta_chains, rooms_membership_and_extremities, stream_order_and_timelines,
+            long_delta_chains, removed_then_set_again, long_chains_across_compactions,
+            branches_from_one_parent, a_parent_deep_in_a_chain,
+            rooms_membership_and_extremities, stream_order_and_timelines,
             accounts, keys, queues, account_data_and_media, change_sets_are_atomic,
             missing_references_are_refused, concurrent_writers_lose_nothing,
             readers_never_skip_an_event, e2ee_keys, claims_are_exactly_once,
@@ -141,70 +145,6 @@ pub async fn auth_chain_walks_auth_events(store: Store) {
     let both: BTreeSet<String> =
         store.auth_chain(&["$b", "$e"]).await.expect("reads").into_iter().collect();
     assert_eq!(both, ["$a".to_owned()].into_iter().collect());
-}
-
-/// Snapshots are deltas: lookups see the parent's entries, overrides and removals.
-pub async fn state_deltas_and_lookups(store: Store) {
-    let mut changes = ChangeSet::new();
-    changes.snapshot = Some(NewSnapshot {
-        parent: None,
-        changes: vec![set(("m.room.create", ""), "$c"), set(("m.room.topic", ""), "$t1")],
-    });
-    let base = apply(&store, changes).await.snapshot.expect("snapshot");
-    let mut changes = ChangeSet::new();
-    changes.snapshot = Some(NewSnapshot {
-        parent: Some(base),
-        changes: vec![
-            set(("m.room.topic", ""), "$t2"),
-            set(("m.room.member", "@a:x"), "$m"),
-            ("m.room.create".to_owned(), String::new(), None),
-        ],
-    });
-    let child = apply(&store, changes).await.snapshot.expect("snapshot");
-    assert_ne!(base, child);
-    let get = |s: SnapshotId, k: &'static str, sk: &'static str| {
-        let store = store.clone();
-        async move { store.state_get(s, k, sk).await.expect("reads") }
-    };
-    assert_eq!(get(base, "m.room.topic", "").await.as_deref(), Some("$t1"));
-    assert_eq!(get(child, "m.room.topic", "").await.as_deref(), Some("$t2"));
-    assert_eq!(get(child, "m.room.member", "@a:x").await.as_deref(), Some("$m"));
-    assert_eq!(get(base, "m.room.member", "@a:x").await, None);
-    assert_eq!(get(child, "m.room.create", "").await, None, "removed in the child");
-    let full = store.state_full(child).await.expect("reads");
-    let entry = |k: &str, s: &str, e: &str| StateEntry {
-        kind: k.to_owned(),
-        state_key: s.to_owned(),
-        event_id: e.to_owned(),
-    };
-    assert_eq!(full, vec![entry("m.room.member", "@a:x", "$m"), entry("m.room.topic", "", "$t2")]);
-}
-
-/// A chain of many deltas still answers every key, whatever the backend does to bound walks.
-pub async fn long_delta_chains(store: Store) {
-    let mut parent = None;
-    let mut snapshots = Vec::new();
-    for i in 0..300 {
-        let mut changes = ChangeSet::new();
-        changes.snapshot = Some(NewSnapshot {
-            parent,
-            changes: vec![set(("m.room.member", &format!("@u{i}:x")), &format!("$m{i}"))],
-        });
-        let id = apply(&store, changes).await.snapshot.expect("snapshot");
-        snapshots.push(id);
-        parent = Some(id);
-    }
-    let last = snapshots[299];
-    for i in [0, 1, 63, 64, 65, 150, 299] {
-        let got = store.state_get(last, "m.room.member", &format!("@u{i}:x")).await.expect("reads");
-        assert_eq!(got, Some(format!("$m{i}")), "member {i}");
-    }
-    assert_eq!(store.state_full(last).await.expect("reads").len(), 300);
-    assert_eq!(store.state_full(snapshots[99]).await.expect("reads").len(), 100);
-    assert_eq!(
-        store.state_get(snapshots[10], "m.room.member", "@u11:x").await.expect("reads"),
-        None
-    );
 }
 
 /// Rooms keep their version, current state, extremities and memberships both ways.

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "sled")]
 mod codec;
+mod layers;
 pub mod memory;
 mod model;
 #[cfg(feature = "postgres")]

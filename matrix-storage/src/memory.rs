@@ -5,17 +5,18 @@
 //! assigned, and no reader can see a later position before an earlier one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use crate::layers::{self, Layer, StateKey};
 use crate::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied, ChangeSet,
     ClaimedKey, Device, Direction, DirectoryStore, E2eeStore, ErrorKind, EventStore, FallbackKey,
-    InboxStore, KeyStore, Media, MediaStore, OurKey, OutboundItem, Profile, QueueStore, ReceiptKey,
-    ReceiptStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef,
-    StateEntry, StateStore, Storage, StorageError, StoredEvent, StoredReceipt, StreamItem,
-    StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
+    InboxStore, KeyStore, Media, MediaStore, NewSnapshot, OurKey, OutboundItem, Profile,
+    QueueStore, ReceiptKey, ReceiptStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore,
+    SnapshotId, SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent,
+    StoredReceipt, StreamItem, StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
 };
 
 /// `(user, device)`.
@@ -24,18 +25,8 @@ type DeviceKey = (String, String);
 /// `(user, device, scope, txn id)`.
 type TxnKey = (String, String, String, String);
 
-/// Every this many deltas, a snapshot is stored whole, so lookups walk at most this far.
-const FULL_EVERY: u32 = 64;
-
-type StateKey = (String, String);
-
-#[derive(Debug)]
-struct Snapshot {
-    parent: Option<u64>,
-    /// Delta against the parent (`None` removes the key), or the whole state if no parent.
-    changes: HashMap<StateKey, Option<String>>,
-    depth: u32,
-}
+/// `(user, room, type)` of an account-data item.
+type AccountDataKey = (String, Option<String>, String);
 
 #[derive(Debug, Default)]
 struct Room {
@@ -49,7 +40,8 @@ struct Room {
 #[derive(Debug, Default)]
 struct Inner {
     events: HashMap<String, StoredEvent>,
-    snapshots: Vec<Snapshot>,
+    /// Each snapshot's own record, on the stack of records it names ([`crate::layers`]).
+    snapshots: Vec<Arc<Layer>>,
     rooms: HashMap<String, Room>,
     user_rooms: HashMap<String, BTreeMap<String, String>>,
     stream: BTreeMap<u64, (String, String)>,
@@ -63,7 +55,7 @@ struct Inner {
     next_queue_id: HashMap<String, u64>,
     retries: HashMap<String, RetryState>,
     /// (user, room, type) -> (content, position of the last write).
-    account_data: BTreeMap<(String, Option<String>, String), (Vec<u8>, u64)>,
+    account_data: BTreeMap<AccountDataKey, (Vec<u8>, u64)>,
     /// (user, position) -> (room, type): the latest write of each item.
     account_data_log: BTreeMap<(String, u64), (Option<String>, String)>,
     media: HashMap<String, Media>,
@@ -112,32 +104,47 @@ impl MemoryStore {
 }
 
 impl Inner {
-    fn snapshot(&self, id: SnapshotId) -> Option<&Snapshot> {
+    fn snapshot(&self, id: SnapshotId) -> Option<&Arc<Layer>> {
         usize::try_from(id.0).ok().and_then(|i| self.snapshots.get(i))
     }
 
-    fn state_get(&self, id: SnapshotId, key: &StateKey) -> Option<String> {
-        let mut next = self.snapshot(id);
-        while let Some(snapshot) = next {
-            if let Some(value) = snapshot.changes.get(key) {
-                return value.clone();
-            }
-            next = snapshot.parent.and_then(|p| self.snapshot(SnapshotId(p)));
-        }
-        None
+    /// A record named by a stack (stacks only name records written before them).
+    fn record(&self, id: u64) -> Result<Arc<Layer>> {
+        self.snapshot(SnapshotId(id)).cloned().ok_or_else(|| layers::dangling_layer(id))
     }
 
-    fn state_full(&self, id: SnapshotId) -> BTreeMap<StateKey, String> {
-        // Walk from the snapshot up; the first value seen for a key wins.
-        let mut seen: HashMap<&StateKey, Option<&String>> = HashMap::new();
-        let mut next = self.snapshot(id);
-        while let Some(snapshot) = next {
-            for (key, value) in &snapshot.changes {
-                seen.entry(key).or_insert(value.as_ref());
-            }
-            next = snapshot.parent.and_then(|p| self.snapshot(SnapshotId(p)));
-        }
-        seen.into_iter().filter_map(|(k, v)| Some((k.clone(), v?.clone()))).collect()
+    fn state_get(&self, id: SnapshotId, kind: &str, state_key: &str) -> Result<Option<String>> {
+        let Some(top) = self.snapshot(id) else { return Ok(None) };
+        let found = layers::lookup(top, kind, state_key, |id| self.record(id))?;
+        Ok(found.map(|event| event.to_string()))
+    }
+
+    fn state_full(&self, id: SnapshotId) -> Result<Vec<StateEntry>> {
+        let Some(top) = self.snapshot(id) else { return Ok(Vec::new()) };
+        let stack = top.below.iter().map(|&(id, _)| self.record(id)).collect::<Result<Vec<_>>>()?;
+        let mut refs: Vec<&Layer> = stack.iter().map(|layer| &**layer).collect();
+        refs.push(top);
+        Ok(layers::full(&refs))
+    }
+
+    /// The record of a new snapshot ([`layers::compact`]), once `changes` is validated.
+    fn new_snapshot(&self, new: &NewSnapshot) -> Result<Layer> {
+        // Applied in order: of two changes to one key, the later wins.
+        let changes: BTreeMap<StateKey, Option<Arc<str>>> = new
+            .changes
+            .iter()
+            .map(|(kind, state_key, event)| {
+                (StateKey::new(kind, state_key), event.as_deref().map(Arc::from))
+            })
+            .collect();
+        let changes = changes.into_iter().map(|(key, event)| (Arc::new(key), event)).collect();
+        let stack = match new.parent.and_then(|p| self.snapshot(p)) {
+            Some(parent) => parent.stack(new.parent.map_or(0, |p| p.0)),
+            None => Vec::new(),
+        };
+        let load = |id: u64| self.record(id).map(|layer| layer.entries.clone());
+        let (kept, entries) = layers::compact(&stack, changes, load)?;
+        Ok(Layer { below: stack[..kept].to_vec(), entries })
     }
 
     /// Checks everything `changes` refers to, so that applying cannot fail half-way.
@@ -217,34 +224,12 @@ impl Inner {
         self.transaction_ids.retain(|k, _| k.0 != user || k.1 != device);
     }
 
-    fn apply(&mut self, changes: ChangeSet) -> Applied {
+    /// Applies validated `changes`, with the record of their new snapshot.
+    fn apply(&mut self, changes: ChangeSet, snapshot: Option<Layer>) -> Applied {
         let mut applied = Applied::default();
-        let new_snapshot = changes.snapshot.map(|new| {
-            let id = self.snapshots.len() as u64;
-            let parent_depth = new.parent.and_then(|p| self.snapshot(p)).map_or(0, |s| s.depth);
-            let snapshot = if new.parent.is_some() && parent_depth + 1 >= FULL_EVERY {
-                // Store this one whole: lookups never walk more than FULL_EVERY snapshots.
-                let mut full: HashMap<StateKey, Option<String>> = new
-                    .parent
-                    .map(|p| self.state_full(p))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, Some(v)))
-                    .collect();
-                for (kind, state_key, value) in new.changes {
-                    full.insert((kind, state_key), value);
-                }
-                full.retain(|_, v| v.is_some());
-                Snapshot { parent: None, changes: full, depth: 0 }
-            } else {
-                Snapshot {
-                    parent: new.parent.map(|p| p.0),
-                    changes: new.changes.into_iter().map(|(k, s, v)| ((k, s), v)).collect(),
-                    depth: if new.parent.is_some() { parent_depth + 1 } else { 0 },
-                }
-            };
-            self.snapshots.push(snapshot);
-            SnapshotId(id)
+        let new_snapshot = snapshot.map(|layer| {
+            self.snapshots.push(Arc::new(layer));
+            SnapshotId(self.snapshots.len() as u64 - 1)
         });
         applied.snapshot = new_snapshot;
         let resolve = |r: SnapshotRef| match r {
@@ -449,16 +434,11 @@ impl StateStore for MemoryStore {
         kind: &str,
         state_key: &str,
     ) -> Result<Option<String>> {
-        Ok(self.lock()?.state_get(snapshot, &(kind.to_owned(), state_key.to_owned())))
+        self.lock()?.state_get(snapshot, kind, state_key)
     }
 
     async fn state_full(&self, snapshot: SnapshotId) -> Result<Vec<StateEntry>> {
-        Ok(self
-            .lock()?
-            .state_full(snapshot)
-            .into_iter()
-            .map(|((kind, state_key), event_id)| StateEntry { kind, state_key, event_id })
-            .collect())
+        self.lock()?.state_full(snapshot)
     }
 }
 
@@ -832,7 +812,8 @@ impl Storage for MemoryStore {
     async fn apply(&self, changes: ChangeSet) -> Result<Applied> {
         let mut inner = self.lock()?;
         inner.validate(&changes)?;
-        Ok(inner.apply(changes))
+        let snapshot = changes.snapshot.as_ref().map(|new| inner.new_snapshot(new)).transpose()?;
+        Ok(inner.apply(changes, snapshot))
     }
 
     async fn claim_key(

@@ -289,6 +289,10 @@ async fn observe(store: &dyn Storage, snapshots: u64) -> String {
     );
     for s in 0..snapshots {
         out += &format!("{:?}\n", store.state_full(SnapshotId(s)).await.expect("reads"));
+        for k in 0..4 {
+            let got = store.state_get(SnapshotId(s), &format!("t{k}"), "").await;
+            out += &format!("{:?}\n", got.expect("reads"));
+        }
     }
     out += &format!("{:?}\n", store.auth_chain(&["$e49", "$e20"]).await.expect("reads"));
     out
