@@ -26,6 +26,15 @@ impl Enc {
     pub(crate) fn i64(self, n: i64) -> Self {
         self.u64(n as u64)
     }
+    /// An integer in as few bytes as it needs (LEB128): for records, never for keys.
+    pub(crate) fn var(mut self, mut n: u64) -> Self {
+        while n >= 0x80 {
+            self.0.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        self.0.push(n as u8);
+        self
+    }
     pub(crate) fn bool(mut self, b: bool) -> Self {
         self.0.push(u8::from(b));
         self
@@ -46,6 +55,11 @@ impl Enc {
         // Lengths beyond u32 cannot come from Matrix data (events are 64 KiB at most).
         self.0.extend_from_slice(&(b.len() as u32).to_be_bytes());
         self.0.extend_from_slice(b);
+    }
+    /// Bytes as they are, without a length.
+    pub(crate) fn raw(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(b);
+        self
     }
     pub(crate) fn done(self) -> Vec<u8> {
         self.0
@@ -90,6 +104,30 @@ impl<'a> Dec<'a> {
     }
     pub(crate) fn i64(&mut self) -> Result<i64> {
         Ok(self.u64()? as i64)
+    }
+    /// An integer written by [`Enc::var`].
+    pub(crate) fn var(&mut self) -> Result<u64> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.take(1)?[0];
+            // The tenth byte may only hold the top bit.
+            if shift == 63 && byte > 1 {
+                return Err(corrupt());
+            }
+            n |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(corrupt())
+    }
+    /// The next `n` bytes.
+    pub(crate) fn raw(&mut self, n: usize) -> Result<&'a [u8]> {
+        self.take(n)
+    }
+    /// The bytes not read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
     }
     pub(crate) fn bool(&mut self) -> Result<bool> {
         match self.take(1)? {

@@ -23,10 +23,10 @@
 //! would then be handed out again).
 //! **Key claims** ([`Storage::claim_key`]) take the writer lock too, so no key is handed out
 //! twice, and are flushed like a change set before they return.
-//! **State snapshots** are deltas against a parent, with `(type, state_key)` and event ids
-//! interned to `u64`; every 64th snapshot of a chain is stored whole so lookups stay short.
+//! **State snapshots** are the layered records of [`crate::layers`], with `(type, state_key)`
+//! and event ids interned to `u64` ([`snapshots`]); a read touches at most 8 records.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -35,17 +35,17 @@ use async_trait::async_trait;
 mod batch;
 mod domains;
 mod flusher;
-mod wal;
 mod records;
 mod snapshots;
+mod wal;
 
 use self::batch::Tx;
 use self::flusher::Flusher;
 use self::records::{
     decode_event, decode_room, decode_user, encode_event, encode_room, encode_user,
 };
-use self::snapshots::{FULL_EVERY, SnapshotCache, SnapshotRecord, lookup, walk_full};
 use crate::codec::{Dec, Enc};
+use crate::layers::LayerCache;
 use crate::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet,
     ClaimedKey, Device, Direction, ErrorKind, EventStore, KeyStore, Media, MediaStore, OurKey,
@@ -55,8 +55,9 @@ use crate::{
 };
 
 /// The schema this code writes and reads. 2 added the tables from [`DEVICE_KEYS`] on and the
-/// [`STREAM_HEAD`] counter; a schema-1 store is marked 2 at open (its new tables start empty).
-const SCHEMA: u64 = 2;
+/// [`STREAM_HEAD`] counter; 3 the layered snapshot records (the chained records of 1 and 2
+/// are still read). An older store is marked 3 at open (its new tables start empty).
+const SCHEMA: u64 = 3;
 
 // Tables (the first byte of every key).
 const META: u8 = b'M';
@@ -122,7 +123,8 @@ const STREAM_HEAD: &str = "stream_head";
 pub struct SledOptions {
     /// sled's page cache, in bytes.
     pub cache_capacity: u64,
-    /// How many decoded state entries (16 bytes each) the snapshot cache keeps.
+    /// How many decoded state entries the snapshot cache keeps (about 24 bytes each, plus the
+    /// names they share), and how many key and event names.
     pub snapshot_cache_entries: u64,
 }
 
@@ -141,7 +143,7 @@ pub struct SledStore {
     writer: Arc<std::sync::Mutex<u64>>,
     /// Group commit: flushes for every writer committed before the flush began.
     flusher: Arc<Flusher>,
-    snapshots: Arc<SnapshotCache>,
+    snapshots: Arc<LayerCache>,
 }
 
 fn unavailable(error: ::sled::Error) -> StorageError {
@@ -240,9 +242,10 @@ impl SledStore {
                     ));
                 }
                 if version < SCHEMA {
-                    // 1 to 2: nothing to convert, the new tables start empty. Marked, so that
-                    // an older version (which would not know the new stream positions) refuses
-                    // the store from now on.
+                    // 1 to 2: nothing to convert, the new tables start empty; 2 to 3: chained
+                    // snapshot records are read as they are. Marked, so that an older version
+                    // (which would not know the new stream positions, nor read layered
+                    // records) refuses the store from now on.
                     tree.insert(meta("schema"), Enc::default().u64(SCHEMA).done())
                         .map_err(unavailable)?;
                     db.flush().map_err(unavailable)?;
@@ -266,7 +269,7 @@ impl SledStore {
             tree,
             writer: Arc::new(std::sync::Mutex::new(stream_head + 1)),
             flusher: Arc::new(Flusher::start(db, wal, stream_head, seq)?),
-            snapshots: Arc::new(SnapshotCache::new(options.snapshot_cache_entries)),
+            snapshots: Arc::new(LayerCache::new(options.snapshot_cache_entries)),
         })
     }
 
@@ -293,19 +296,6 @@ impl SledStore {
         }
         pairs.sort();
         Ok(pairs)
-    }
-
-    fn snapshot_record(&self, id: u64) -> Result<Option<Arc<SnapshotRecord>>> {
-        self.snapshots.get(id, || {
-            self.get(&Enc::table(SNAPSHOT).u64(id).done())?
-                .map(|v| SnapshotRecord::decode(&v))
-                .transpose()
-        })
-    }
-
-    /// The whole state of a snapshot as interned ids.
-    fn state_ids(&self, id: u64) -> Result<BTreeMap<u64, u64>> {
-        walk_full(id, |s| self.snapshot_record(s))
     }
 
     fn key_name(&self, key: u64) -> Result<(String, String)> {
@@ -358,17 +348,6 @@ fn intern_event(tx: &Tx<'_>, event_id: &str) -> Result<u64> {
     Ok(id)
 }
 
-/// A snapshot record read while applying a change set: from the cache (committed records only), else
-/// from the pending writes or the tree, without caching it (it could be this change set's own).
-fn tx_snapshot(tx: &Tx<'_>, cache: &SnapshotCache, id: u64) -> Result<Option<Arc<SnapshotRecord>>> {
-    if let Some(record) = cache.cached(id) {
-        return Ok(Some(record));
-    }
-    tx.get(Enc::table(SNAPSHOT).u64(id).done())?
-        .map(|v| SnapshotRecord::decode(&v).map(Arc::new))
-        .transpose()
-}
-
 fn missing<T>(what: String) -> Result<T> {
     Err(StorageError::new(ErrorKind::MissingReference, what))
 }
@@ -377,50 +356,14 @@ fn missing<T>(what: String) -> Result<T> {
 /// `next_stream` is the first free stream position.
 fn apply_in(
     tx: &Tx<'_>,
-    cache: &SnapshotCache,
+    cache: &LayerCache,
     changes: &ChangeSet,
     next_stream: u64,
 ) -> Result<Applied> {
     let mut applied = Applied::default();
 
-    // The new snapshot.
     if let Some(new) = &changes.snapshot {
-        let parent = match new.parent {
-            Some(parent) => match tx_snapshot(tx, cache, parent.0)? {
-                Some(record) => Some((parent.0, record)),
-                None => return missing(format!("parent snapshot {}", parent.0)),
-            },
-            None => None,
-        };
-        // Applied in order: of two changes to one key, the later wins.
-        let mut delta: BTreeMap<u64, u64> = BTreeMap::new();
-        for (kind, state_key, event) in &new.changes {
-            let key = intern_key(tx, kind, state_key)?;
-            let nid = match event {
-                Some(event) => intern_event(tx, event)?,
-                None => 0,
-            };
-            delta.insert(key, nid);
-        }
-        let record = match parent {
-            Some((parent_id, record)) if record.depth + 1 >= FULL_EVERY => {
-                let mut full = walk_full(parent_id, |s| tx_snapshot(tx, cache, s))?;
-                for (key, nid) in delta {
-                    full.insert(key, nid);
-                }
-                full.retain(|_, nid| *nid != 0);
-                SnapshotRecord { parent: None, depth: 0, changes: full.into_iter().collect() }
-            }
-            Some((parent_id, record)) => SnapshotRecord {
-                parent: Some(parent_id),
-                depth: record.depth + 1,
-                changes: delta.into_iter().collect(),
-            },
-            None => SnapshotRecord { parent: None, depth: 0, changes: delta.into_iter().collect() },
-        };
-        let id = bump(tx, "next_snapshot", 1, 0)?;
-        tx.insert(Enc::table(SNAPSHOT).u64(id).done(), record.encode())?;
-        applied.snapshot = Some(SnapshotId(id));
+        applied.snapshot = Some(snapshots::write(tx, new)?);
     }
     let resolve = |r: &SnapshotRef| -> Result<SnapshotId> {
         match r {
@@ -428,9 +371,9 @@ fn apply_in(
                 Some(id) => Ok(id),
                 None => missing("the change set's new snapshot".to_owned()),
             },
-            SnapshotRef::Existing(id) => match tx_snapshot(tx, cache, id.0)? {
-                Some(_) => Ok(*id),
-                None => missing(format!("snapshot {}", id.0)),
+            SnapshotRef::Existing(id) => match snapshots::exists(tx, cache, id.0)? {
+                true => Ok(*id),
+                false => missing(format!("snapshot {}", id.0)),
             },
         }
     };
@@ -751,24 +694,12 @@ impl StateStore for SledStore {
         state_key: &str,
     ) -> Result<Option<String>> {
         self.flusher.check()?;
-        let Some(key) = self.get(&Enc::table(KEY_ID).str(kind).str(state_key).done())? else {
-            return Ok(None);
-        };
-        match lookup(snapshot.0, u64_of(&key)?, |s| self.snapshot_record(s))? {
-            Some(nid) => self.event_name(nid).map(Some),
-            None => Ok(None),
-        }
+        self.lookup(snapshot.0, kind, state_key)
     }
 
     async fn state_full(&self, snapshot: SnapshotId) -> Result<Vec<StateEntry>> {
         self.flusher.check()?;
-        let mut entries = Vec::new();
-        for (key, nid) in self.state_ids(snapshot.0)? {
-            let (kind, state_key) = self.key_name(key)?;
-            entries.push(StateEntry { kind, state_key, event_id: self.event_name(nid)? });
-        }
-        entries.sort();
-        Ok(entries)
+        self.full_state(snapshot.0)
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod crash;
 mod model;
+mod old_snapshots;
 mod postgres;
 
 /// Reopens a sled store just closed in this process: sled releases its file lock when its
@@ -39,6 +40,40 @@ mod sled {
         // The directory lives as long as the test process; sled keeps files open.
         std::mem::forget(dir);
         std::sync::Arc::new(store) as std::sync::Arc<dyn matrix_storage::Storage>
+    });
+}
+
+/// Runs the state tests of the conformance suite on stores made by `$make`.
+macro_rules! state_tests {
+    ($make:expr) => {
+        crate::state_tests!(@tests $make; state_deltas_and_lookups, long_delta_chains,
+            removed_then_set_again, long_chains_across_compactions, branches_from_one_parent,
+            a_parent_deep_in_a_chain);
+    };
+    (@tests $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store: Option<std::sync::Arc<dyn matrix_storage::Storage>> = $make.await;
+                if let Some(store) = store {
+                    matrix_storage::conformance::$name(store).await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use state_tests;
+
+/// The state tests on a sled store whose snapshot cache holds records of at most two entries:
+/// the others are searched in place.
+mod sled_small_cache {
+    crate::state_tests!(async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut options = matrix_storage::sled::SledOptions::default();
+        options.snapshot_cache_entries = 16;
+        let store = matrix_storage::sled::SledStore::open(dir.path(), &options).expect("opens");
+        std::mem::forget(dir);
+        Some(std::sync::Arc::new(store) as std::sync::Arc<dyn matrix_storage::Storage>)
     });
 }
 
@@ -128,7 +163,8 @@ mod sled_reopen {
     }
 
     /// A store written by schema 1 (account data without stream positions) opens, reads as
-    /// before, is marked schema 2, and its old items take positions when rewritten.
+    /// before, is marked with the current schema (3), and its old items take positions when
+    /// rewritten.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn schema_1_store_opens() {
         use matrix_storage::{AccountDataStore, ChangeSet, RoomStore, Storage, StreamPos};
@@ -160,7 +196,69 @@ mod sled_reopen {
         drop(store);
 
         let schema = raw(dir.path(), |tree| tree.get(schema_key()).expect("reads"));
-        assert_eq!(schema.as_deref(), Some(&2u64.to_be_bytes()[..]), "marked schema 2");
+        assert_eq!(schema.as_deref(), Some(&3u64.to_be_bytes()[..]), "marked schema 3");
+    }
+
+    /// A store whose snapshots schema 2 wrote (delta chains, a whole copy every 64) reads
+    /// them as they were, takes new (layered) snapshots on them, and keeps both across a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn schema_2_snapshots_read_and_grow() {
+        let chains = crate::old_snapshots::OldChains::new();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        drop(open_when_unlocked(dir.path()).expect("opens"));
+        raw(dir.path(), |tree| {
+            let u64_value = |n: u64| n.to_be_bytes().to_vec();
+            let with_u64 = |table: u8, n: u64| [&[table][..], &n.to_be_bytes()].concat();
+            let mut writes = vec![
+                (schema_key(), u64_value(2)),
+                (raw_key(b'M', &[b"next_key"]), u64_value(chains.keys.len() as u64 + 1)),
+                (raw_key(b'M', &[b"next_event"]), u64_value(chains.events.len() as u64 + 1)),
+                (raw_key(b'M', &[b"next_snapshot"]), u64_value(chains.snapshots.len() as u64)),
+            ];
+            // Interned ids start at 1.
+            for (i, (kind, state_key)) in chains.keys.iter().enumerate() {
+                let parts: [&[u8]; 2] = [kind.as_bytes(), state_key.as_bytes()];
+                writes.push((raw_key(b'K', &parts), u64_value(i as u64 + 1)));
+                writes.push((with_u64(b'k', i as u64 + 1), raw_key(0, &parts)[1..].to_vec()));
+            }
+            for (i, event) in chains.events.iter().enumerate() {
+                writes.push((raw_key(b'N', &[event.as_bytes()]), u64_value(i as u64 + 1)));
+                writes.push((
+                    with_u64(b'n', i as u64 + 1),
+                    raw_key(0, &[event.as_bytes()])[1..].to_vec(),
+                ));
+            }
+            for (id, snapshot) in chains.snapshots.iter().enumerate() {
+                let mut value = vec![u8::from(snapshot.parent.is_some())];
+                for n in
+                    [snapshot.parent.unwrap_or(0), snapshot.depth, snapshot.entries.len() as u64]
+                {
+                    value.extend_from_slice(&n.to_be_bytes());
+                }
+                for &(key, event) in &snapshot.entries {
+                    value.extend_from_slice(&(key + 1).to_be_bytes());
+                    value.extend_from_slice(&event.map_or(0, |e| e + 1).to_be_bytes());
+                }
+                writes.push((with_u64(b'S', id as u64), value));
+            }
+            for (key, value) in writes {
+                tree.insert(key, value).expect("writes");
+            }
+        });
+        let store = crate::reopen(dir.path()).await;
+        let grown = crate::old_snapshots::check_and_grow(&store, &chains).await;
+        drop(store);
+
+        let store = crate::reopen(dir.path()).await;
+        for (id, state) in &grown {
+            crate::old_snapshots::check(&store, *id, state).await;
+        }
+        for id in [0, 64, 70, 100, 150, 152] {
+            crate::old_snapshots::check(&store, id, &chains.states[id as usize]).await;
+        }
+        drop(store);
+        let schema = raw(dir.path(), |tree| tree.get(schema_key()).expect("reads"));
+        assert_eq!(schema.as_deref(), Some(&3u64.to_be_bytes()[..]), "marked schema 3");
     }
 
     /// The stream head survives a reopen when the entries that took the last positions are
