@@ -32,12 +32,13 @@
 //! A change set that records a client transaction id already stored fails on the table's
 //! primary key ([`ErrorKind::Conflict`]) and rolls back whole.
 //!
-//! **State snapshots** are deltas against a parent over interned ids, as in the sled backend;
-//! every 64th snapshot of a chain is stored whole; lookups are one recursive query.
+//! **State snapshots** are the layered records of [`crate::layers`] over interned ids, as in
+//! the sled backend ([`snapshots`]), read through a cache of decoded records.
 
 mod apply;
 mod apply_domains;
 mod domains;
+mod snapshots;
 mod stream;
 
 use std::borrow::Cow;
@@ -52,6 +53,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Row};
 
 use self::stream::StreamTracker;
+use crate::layers::LayerCache;
 use crate::{
     AccountStore, Applied, ChangeSet, ClaimedKey, Device, Direction, ErrorKind, EventStatus,
     EventStore, KeyStore, OurKey, OutboundItem, Profile, QueueStore, RemoteKey, Result, RetryState,
@@ -63,10 +65,8 @@ use crate::{
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "domains", include_str!("../migrations/0002_domains.sql")),
+    (3, "layers", include_str!("../migrations/0003_layers.sql")),
 ];
-
-/// Every this many deltas, a snapshot is stored whole.
-const FULL_EVERY: i32 = 64;
 
 /// The first key of our advisory lock ("MXST"); the second is a hash of the schema.
 const LOCK_SPACE: i32 = 0x4d58_5354;
@@ -91,6 +91,9 @@ pub struct PostgresOptions {
     pub lock_timeout: Duration,
     /// The `application_name` of the store's connections, as `pg_stat_activity` shows them.
     pub application_name: String,
+    /// How many decoded state entries the snapshot cache keeps (about 24 bytes each, plus the
+    /// names they share), and how many key and event names.
+    pub snapshot_cache_entries: u64,
 }
 
 impl PostgresOptions {
@@ -104,6 +107,7 @@ impl PostgresOptions {
             acquire_timeout: Duration::from_secs(10),
             lock_timeout: Duration::from_secs(10),
             application_name: "matrix-storage".to_owned(),
+            snapshot_cache_entries: 1 << 20,
         }
     }
 
@@ -121,6 +125,8 @@ pub struct PostgresStore {
     stream: Arc<StreamTracker>,
     /// The connection holding the advisory lock, closed with the store.
     lock: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
+    /// Decoded snapshot records.
+    snapshots: Arc<LayerCache>,
 }
 
 /// Maps a sqlx error; `doing` says what failed ("reading an event").
@@ -261,6 +267,7 @@ impl PostgresStore {
             pool,
             stream: StreamTracker::new(head),
             lock: Arc::new(tokio::sync::Mutex::new(Some(lock))),
+            snapshots: Arc::new(LayerCache::new(options.snapshot_cache_entries)),
         })
     }
 
@@ -350,28 +357,6 @@ fn status_of(code: i16) -> Result<EventStatus> {
         _ => return Err(StorageError::new(ErrorKind::Corrupt, "unknown event status")),
     })
 }
-
-/// The chain of snapshot `$1` up to its whole ancestor, nearest first (`n` counts the steps).
-macro_rules! chain {
-    () => {
-        "WITH RECURSIVE chain(id, parent, n) AS ( \
-            SELECT id, parent, 0 FROM snapshots WHERE id = $1 \
-            UNION ALL \
-            SELECT s.id, s.parent, c.n + 1 FROM chain c JOIN snapshots s ON s.id = c.parent \
-            WHERE c.n < 256 \
-        )"
-    };
-}
-
-/// [`chain!`], then `latest`: the whole state of snapshot `$1` as `(key, event)` (a NULL event
-/// is a removal).
-const CHAIN: &str = concat!(
-    chain!(),
-    ", latest AS ( \
-        SELECT DISTINCT ON (e.key) e.key, e.event FROM chain c \
-        JOIN snapshot_entries e ON e.snapshot = c.id ORDER BY e.key, c.n \
-    ) "
-);
 
 fn stream_item(row: &PgRow) -> Result<StreamItem> {
     Ok(StreamItem {
@@ -466,43 +451,11 @@ impl StateStore for PostgresStore {
         kind: &str,
         state_key: &str,
     ) -> Result<Option<String>> {
-        let row: Option<Option<String>> = sqlx::query_scalar(concat!(
-            chain!(),
-            " SELECT n.event_id FROM chain c \
-            JOIN snapshot_entries e ON e.snapshot = c.id \
-            LEFT JOIN event_nids n ON n.nid = e.event \
-            WHERE e.key = (SELECT id FROM state_keys WHERE kind = $2 AND state_key = $3) \
-            ORDER BY c.n LIMIT 1",
-        ))
-        .bind(to_i64(snapshot.0))
-        .bind(kind)
-        .bind(state_key)
-        .fetch_optional(&self.pool)
-        .await
-        .doing("looking up state")?;
-        Ok(row.flatten())
+        self.lookup(snapshot.0, kind, state_key).await
     }
 
     async fn state_full(&self, snapshot: SnapshotId) -> Result<Vec<StateEntry>> {
-        const DOING: &str = "reading a whole state";
-        let rows = sqlx::query(&format!(
-            "{CHAIN} SELECT k.kind, k.state_key, n.event_id FROM latest l \
-             JOIN state_keys k ON k.id = l.key JOIN event_nids n ON n.nid = l.event \
-             ORDER BY k.kind COLLATE \"C\", k.state_key COLLATE \"C\""
-        ))
-        .bind(to_i64(snapshot.0))
-        .fetch_all(&self.pool)
-        .await
-        .doing(DOING)?;
-        rows.iter()
-            .map(|row| {
-                Ok(StateEntry {
-                    kind: row.try_get(0).doing(DOING)?,
-                    state_key: row.try_get(1).doing(DOING)?,
-                    event_id: row.try_get(2).doing(DOING)?,
-                })
-            })
-            .collect()
+        self.full_state(snapshot.0).await
     }
 }
 

@@ -3,18 +3,17 @@
 //! media, then the smaller domains ([`super::apply_domains`]). Client transaction ids come
 //! first, so that a reused one fails the change set before anything else is written.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use sqlx::PgConnection;
 use sqlx::postgres::PgPool;
-use sqlx::{PgConnection, Row};
 
 use super::apply_domains::{self, Positions};
+use super::snapshots::write_snapshot;
 use super::stream::StreamTracker;
-use super::{CHAIN, Doing, FULL_EVERY, status_code, to_i64, to_u64};
-use crate::{
-    Applied, ChangeSet, ErrorKind, NewSnapshot, Result, SnapshotId, SnapshotRef, StorageError,
-};
+use super::{Doing, status_code, to_i64, to_u64};
+use crate::{Applied, ChangeSet, ErrorKind, Result, SnapshotRef, StorageError};
 
 fn missing(what: String) -> StorageError {
     StorageError::new(ErrorKind::MissingReference, what)
@@ -159,165 +158,6 @@ pub(super) async fn apply(
     // Only now may readers pass the positions.
     drop(reservation);
     Ok(applied)
-}
-
-/// Interns `(type, state_key)`s; returns their ids.
-async fn intern_keys(
-    tx: &mut PgConnection,
-    keys: &[(&str, &str)],
-) -> Result<HashMap<(String, String), i64>> {
-    const DOING: &str = "interning state keys";
-    let kinds: Vec<&str> = keys.iter().map(|k| k.0).collect();
-    let state_keys: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    let select = "SELECT s.id, s.kind, s.state_key FROM state_keys s \
-                  JOIN unnest($1::text[], $2::text[]) AS i(kind, state_key) \
-                  ON s.kind = i.kind AND s.state_key = i.state_key";
-    let mut found = HashMap::new();
-    for attempt in 0..2 {
-        let rows = sqlx::query(select)
-            .bind(&kinds)
-            .bind(&state_keys)
-            .fetch_all(&mut *tx)
-            .await
-            .doing(DOING)?;
-        for row in rows {
-            found.insert((row.try_get(1).doing(DOING)?, row.try_get(2).doing(DOING)?), {
-                row.try_get(0).doing(DOING)?
-            });
-        }
-        if found.len() == keys.len() || attempt == 1 {
-            break;
-        }
-        // Sorted input: concurrent writers interning the same new keys wait in one order.
-        sqlx::query(
-            "INSERT INTO state_keys (kind, state_key) \
-             SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-        )
-        .bind(&kinds)
-        .bind(&state_keys)
-        .execute(&mut *tx)
-        .await
-        .doing(DOING)?;
-    }
-    if found.len() != keys.len() {
-        return Err(StorageError::new(ErrorKind::Unavailable, "a state key could not be interned"));
-    }
-    Ok(found)
-}
-
-/// Interns event ids; returns their numbers.
-async fn intern_events(tx: &mut PgConnection, ids: &[&str]) -> Result<HashMap<String, i64>> {
-    const DOING: &str = "interning event ids";
-    let mut found = HashMap::new();
-    for attempt in 0..2 {
-        let rows = sqlx::query("SELECT nid, event_id FROM event_nids WHERE event_id = ANY($1)")
-            .bind(ids)
-            .fetch_all(&mut *tx)
-            .await
-            .doing(DOING)?;
-        for row in rows {
-            found.insert(row.try_get(1).doing(DOING)?, row.try_get(0).doing(DOING)?);
-        }
-        if found.len() == ids.len() || attempt == 1 {
-            break;
-        }
-        sqlx::query(
-            "INSERT INTO event_nids (event_id) SELECT * FROM unnest($1::text[]) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(ids)
-        .execute(&mut *tx)
-        .await
-        .doing(DOING)?;
-    }
-    if found.len() != ids.len() {
-        return Err(StorageError::new(ErrorKind::Unavailable, "an event id could not be interned"));
-    }
-    Ok(found)
-}
-
-/// Writes a new snapshot: a delta against its parent, or whole every [`FULL_EVERY`] deltas.
-async fn write_snapshot(tx: &mut PgConnection, new: &NewSnapshot) -> Result<SnapshotId> {
-    const DOING: &str = "writing a state snapshot";
-    let parent_depth: Option<i32> = match new.parent {
-        Some(parent) => {
-            let depth = sqlx::query_scalar("SELECT depth FROM snapshots WHERE id = $1")
-                .bind(to_i64(parent.0))
-                .fetch_optional(&mut *tx)
-                .await
-                .doing(DOING)?;
-            Some(depth.ok_or_else(|| missing(format!("parent snapshot {}", parent.0)))?)
-        }
-        None => None,
-    };
-    // Applied in order: of two changes to one key, the later wins. Sorted, for interning.
-    let delta: BTreeMap<(&str, &str), Option<&str>> = new
-        .changes
-        .iter()
-        .map(|(kind, state_key, event)| ((kind.as_str(), state_key.as_str()), event.as_deref()))
-        .collect();
-    let keys: Vec<(&str, &str)> = delta.keys().copied().collect();
-    let events: Vec<&str> =
-        delta.values().flatten().copied().collect::<BTreeSet<_>>().into_iter().collect();
-    let key_ids = if keys.is_empty() { HashMap::new() } else { intern_keys(tx, &keys).await? };
-    let nids = if events.is_empty() { HashMap::new() } else { intern_events(tx, &events).await? };
-    let mut entry_keys = Vec::with_capacity(delta.len());
-    let mut entry_events = Vec::with_capacity(delta.len());
-    let not_interned = || StorageError::new(ErrorKind::Unavailable, "interning failed");
-    for ((kind, state_key), event) in &delta {
-        let key = key_ids.get(&((*kind).to_owned(), (*state_key).to_owned()));
-        entry_keys.push(*key.ok_or_else(not_interned)?);
-        entry_events.push(match event {
-            Some(e) => Some(*nids.get(*e).ok_or_else(not_interned)?),
-            None => None,
-        });
-    }
-
-    let id: i64 = sqlx::query_scalar("SELECT nextval('snapshot_ids')")
-        .fetch_one(&mut *tx)
-        .await
-        .doing(DOING)?;
-    let whole = parent_depth.is_some_and(|depth| depth + 1 >= FULL_EVERY);
-    let (parent, depth) = match (new.parent, parent_depth) {
-        (Some(parent), Some(depth)) if !whole => (Some(to_i64(parent.0)), depth + 1),
-        _ => (None, 0),
-    };
-    sqlx::query("INSERT INTO snapshots (id, parent, depth) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(parent)
-        .bind(depth)
-        .execute(&mut *tx)
-        .await
-        .doing(DOING)?;
-    if let (true, Some(parent)) = (whole, new.parent) {
-        // The parent's whole state without the keys this snapshot changes, then the changes.
-        sqlx::query(&format!(
-            "{CHAIN} INSERT INTO snapshot_entries (snapshot, key, event) \
-             SELECT $2, key, event FROM latest \
-             WHERE event IS NOT NULL AND NOT (key = ANY($3::int8[]))"
-        ))
-        .bind(to_i64(parent.0))
-        .bind(id)
-        .bind(&entry_keys)
-        .execute(&mut *tx)
-        .await
-        .doing(DOING)?;
-    }
-    if !entry_keys.is_empty() {
-        sqlx::query(
-            "INSERT INTO snapshot_entries (snapshot, key, event) \
-             SELECT $1, * FROM unnest($2::int8[], $3::int8[]) AS d(key, event) \
-             WHERE NOT $4 OR d.event IS NOT NULL",
-        )
-        .bind(id)
-        .bind(&entry_keys)
-        .bind(&entry_events)
-        .bind(whole || parent.is_none())
-        .execute(&mut *tx)
-        .await
-        .doing(DOING)?;
-    }
-    Ok(SnapshotId(to_u64(id)?))
 }
 
 async fn write_accounts(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()> {

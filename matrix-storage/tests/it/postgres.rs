@@ -49,6 +49,18 @@ mod conformance {
     });
 }
 
+/// The state tests on a store whose snapshot cache holds records of at most two entries:
+/// the others are read by queries.
+mod small_cache {
+    crate::state_tests!(async {
+        let url = super::database_url()?;
+        let mut options = super::PostgresOptions::new(url).with_schema(super::fresh_schema());
+        options.snapshot_cache_entries = 16;
+        let store = super::PostgresStore::open(&options).await.expect("opens");
+        Some(std::sync::Arc::new(store) as std::sync::Arc<dyn matrix_storage::Storage>)
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopen_keeps_everything() {
     let Some(url) = database_url() else { return };
@@ -229,6 +241,100 @@ async fn schema_1_upgrades() {
     let changed = store.account_data_changes("@a:x", StreamPos(5), all).await.expect("reads");
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].kind, "m.new");
+}
+
+/// A database whose snapshots schema 2 wrote (delta chains, a whole copy every 64) is given
+/// their stacks by migration 3, reads them as they were, takes new snapshots on them, and
+/// reads both again from a store whose cache is too small for them (by queries).
+#[tokio::test]
+async fn schema_2_snapshots_upgrade() {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use std::borrow::Cow;
+    let Some(url) = database_url() else { return };
+    let chains = crate::old_snapshots::OldChains::new();
+    let schema = fresh_schema();
+    let mut admin = sqlx_connect(&url).await;
+    sqlx::query(&format!("CREATE SCHEMA \"{schema}\"")).execute(&mut admin).await.expect("schema");
+    let mut old = connect_in(&url, &schema).await;
+    let migration = |version, name, sql| {
+        Migration::new(
+            version,
+            Cow::Borrowed(name),
+            MigrationType::Simple,
+            Cow::Borrowed(sql),
+            false,
+        )
+    };
+    let migrator = Migrator {
+        migrations: Cow::Owned(vec![
+            migration(1, "initial", include_str!("../../migrations/0001_initial.sql")),
+            migration(2, "domains", include_str!("../../migrations/0002_domains.sql")),
+        ]),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    };
+    migrator.run(&mut old).await.expect("schema 2");
+    let mut key_ids = Vec::new();
+    for (kind, state_key) in &chains.keys {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO state_keys (kind, state_key) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(kind)
+        .bind(state_key)
+        .fetch_one(&mut old)
+        .await
+        .expect("a key");
+        key_ids.push(id);
+    }
+    let mut nids = Vec::new();
+    for event in &chains.events {
+        let nid: i64 =
+            sqlx::query_scalar("INSERT INTO event_nids (event_id) VALUES ($1) RETURNING nid")
+                .bind(event)
+                .fetch_one(&mut old)
+                .await
+                .expect("an event");
+        nids.push(nid);
+    }
+    for (id, snapshot) in chains.snapshots.iter().enumerate() {
+        sqlx::query("INSERT INTO snapshots (id, parent, depth) VALUES ($1, $2, $3)")
+            .bind(id as i64)
+            .bind(snapshot.parent.map(|p| p as i64))
+            .bind(snapshot.depth as i32)
+            .execute(&mut old)
+            .await
+            .expect("a snapshot");
+        for &(key, event) in &snapshot.entries {
+            sqlx::query("INSERT INTO snapshot_entries (snapshot, key, event) VALUES ($1, $2, $3)")
+                .bind(id as i64)
+                .bind(key_ids[key as usize])
+                .bind(event.map(|e| nids[e as usize]))
+                .execute(&mut old)
+                .await
+                .expect("an entry");
+        }
+    }
+    sqlx::query("SELECT setval('snapshot_ids', $1)")
+        .bind(chains.snapshots.len() as i64 - 1)
+        .execute(&mut old)
+        .await
+        .expect("the sequence");
+    drop(old);
+
+    let store = open(&url, &schema).await;
+    let grown = crate::old_snapshots::check_and_grow(&store, &chains).await;
+    store.close().await;
+
+    let mut options = PostgresOptions::new(&url).with_schema(&schema);
+    options.snapshot_cache_entries = 16;
+    let store = PostgresStore::open(&options).await.expect("reopens");
+    for (id, state) in &grown {
+        crate::old_snapshots::check(&store, *id, state).await;
+    }
+    for id in [0, 63, 64, 70, 100, 128, 150, 151, 152] {
+        crate::old_snapshots::check(&store, id, &chains.states[id as usize]).await;
+    }
 }
 
 /// Positions deleted at the head (delivered to-device messages, deleted receipts and account
