@@ -30,7 +30,9 @@
 mod cache;
 
 use std::cmp::Ordering;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::{Arc, OnceLock};
 
 #[cfg(any(feature = "sled", feature = "postgres"))]
 pub(crate) use cache::LayerCache;
@@ -129,18 +131,80 @@ impl StateKey {
 pub(crate) type Entries = Vec<(Arc<StateKey>, Option<Arc<str>>)>;
 
 /// A decoded record and the stack it sits on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Layer {
     /// The records below this one, bottom first, as `(id, entries)`.
     pub(crate) below: Vec<(u64, u64)>,
     /// Sorted by key, one entry per key.
     pub(crate) entries: Entries,
+    /// The hash of each key ([`key_hash`]) to its entry, so that a lookup in a record that
+    /// does not hold the key costs one probe; `None` for a small record, or if two keys share
+    /// a hash (then the entries are searched by key).
+    index: Option<HashMap<u64, u32, BuildHasherDefault<Prehashed>>>,
+}
+
+/// A hasher for keys that are hashes already.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A hash of `(kind, state_key)`, keyed at random per process (state keys come from users).
+pub(crate) fn key_hash(kind: &str, state_key: &str) -> u64 {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    let mut hasher = KEYS.get_or_init(RandomState::new).build_hasher();
+    hasher.write(kind.as_bytes());
+    // Never in UTF-8: `("ab", "c")` and `("a", "bc")` hash apart.
+    hasher.write_u8(0xff);
+    hasher.write(state_key.as_bytes());
+    hasher.finish()
 }
 
 impl Layer {
-    /// The entry for a key: `Some(None)` if this record removes it, `None` if it says nothing.
-    pub(crate) fn get(&self, kind: &str, state_key: &str) -> Option<Option<&Arc<str>>> {
-        let i = self.entries.binary_search_by(|(k, _)| k.cmp_to(kind, state_key)).ok()?;
+    /// A decoded record on the stack `below` (bottom first, `(id, entries)`); `entries` are
+    /// sorted by key, one per key.
+    pub(crate) fn new(below: Vec<(u64, u64)>, entries: Entries) -> Self {
+        // A small record is searched as fast by key as by hash.
+        if entries.len() <= 16 {
+            return Layer { below, entries, index: None };
+        }
+        let mut index = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
+        let mut unique = u32::try_from(entries.len()).is_ok();
+        for (i, (key, _)) in entries.iter().enumerate() {
+            if !unique {
+                break;
+            }
+            unique = index.insert(key_hash(&key.kind, &key.state_key), i as u32).is_none();
+        }
+        Layer { below, entries, index: unique.then_some(index) }
+    }
+
+    /// The entry for a key whose [`key_hash`] is `hash`: `Some(None)` if this record removes
+    /// it, `None` if it says nothing.
+    pub(crate) fn get(&self, kind: &str, state_key: &str, hash: u64) -> Option<Option<&Arc<str>>> {
+        let i = match &self.index {
+            Some(index) => {
+                let i = *index.get(&hash)? as usize;
+                // Another key with the same hash: this one is not here (each hash is one key's).
+                if self.entries[i].0.cmp_to(kind, state_key) != Ordering::Equal {
+                    return None;
+                }
+                i
+            }
+            None => self.entries.binary_search_by(|(k, _)| k.cmp_to(kind, state_key)).ok()?,
+        };
         Some(self.entries[i].1.as_ref())
     }
 
@@ -168,11 +232,12 @@ pub(crate) fn lookup(
     state_key: &str,
     mut get: impl FnMut(u64) -> Result<Arc<Layer>>,
 ) -> Result<Option<Arc<str>>> {
-    if let Some(found) = top.get(kind, state_key) {
+    let hash = key_hash(kind, state_key);
+    if let Some(found) = top.get(kind, state_key, hash) {
         return Ok(found.cloned());
     }
     for &(id, _) in top.below.iter().rev() {
-        if let Some(found) = get(id)?.get(kind, state_key) {
+        if let Some(found) = get(id)?.get(kind, state_key, hash) {
             return Ok(found.cloned());
         }
     }

@@ -144,7 +144,7 @@ impl Inner {
         };
         let load = |id: u64| self.record(id).map(|layer| layer.entries.clone());
         let (kept, entries) = layers::compact(&stack, changes, load)?;
-        Ok(Layer { below: stack[..kept].to_vec(), entries })
+        Ok(Layer::new(stack[..kept].to_vec(), entries))
     }
 
     /// Checks everything `changes` refers to, so that applying cannot fail half-way.

@@ -91,7 +91,7 @@ pub struct PostgresOptions {
     pub lock_timeout: Duration,
     /// The `application_name` of the store's connections, as `pg_stat_activity` shows them.
     pub application_name: String,
-    /// How many decoded state entries the snapshot cache keeps (about 24 bytes each, plus the
+    /// How many decoded state entries the snapshot cache keeps (about 50 bytes each, plus the
     /// names they share), and how many key and event names.
     pub snapshot_cache_entries: u64,
 }

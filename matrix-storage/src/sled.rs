@@ -123,7 +123,7 @@ const STREAM_HEAD: &str = "stream_head";
 pub struct SledOptions {
     /// sled's page cache, in bytes.
     pub cache_capacity: u64,
-    /// How many decoded state entries the snapshot cache keeps (about 24 bytes each, plus the
+    /// How many decoded state entries the snapshot cache keeps (about 50 bytes each, plus the
     /// names they share), and how many key and event names.
     pub snapshot_cache_entries: u64,
 }

@@ -63,8 +63,8 @@ fn cache<V: Clone, W: quick_cache::Weighter<u64, V> + Clone>(
 }
 
 impl LayerCache {
-    /// A cache of about `entries` decoded state entries (each about 24 bytes, plus the names
-    /// it shares with the other records of its room), and of as many names.
+    /// A cache of about `entries` decoded state entries (each about 50 bytes with its index,
+    /// plus the names it shares with the other records of its room), and of as many names.
     pub(crate) fn new(entries: u64) -> Self {
         LayerCache {
             layers: cache(entries / 64, entries, Weight),

@@ -272,7 +272,7 @@ impl PostgresStore {
                 )));
             }
             entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let layer = Arc::new(Layer { below: stack[..i].to_vec(), entries });
+            let layer = Arc::new(Layer::new(stack[..i].to_vec(), entries));
             self.snapshots.insert(id, layer.clone());
             found[i] = Some(layer);
         }
@@ -288,8 +288,9 @@ impl PostgresStore {
     ) -> Result<Option<String>> {
         let Some(stack) = self.stack(id).await? else { return Ok(None) };
         if let Some(layers) = self.layers(&stack).await? {
+            let hash = layers::key_hash(kind, state_key);
             for layer in layers.iter().rev() {
-                if let Some(event) = layer.get(kind, state_key) {
+                if let Some(event) = layer.get(kind, state_key, hash) {
                     return Ok(event.map(|e| e.to_string()));
                 }
             }

@@ -256,7 +256,7 @@ impl SledStore {
         if !entries.windows(2).all(|pair| pair[0].0 != pair[1].0) {
             return Err(corrupt("names one key twice"));
         }
-        let layer = Arc::new(Layer { below: below.to_vec(), entries });
+        let layer = Arc::new(Layer::new(below.to_vec(), entries));
         if self.snapshots.fits(record.count as u64) {
             self.snapshots.insert(id, layer.clone());
         }
@@ -268,9 +268,15 @@ impl SledStore {
         let Some(stack) = self.stack(id)? else { return Ok(None) };
         // The key's interned id, for records searched in place (read once, if needed).
         let mut interned: Option<Option<u64>> = None;
+        let hash = layers::key_hash(kind, state_key);
         for (i, &(record, entries)) in stack.iter().enumerate().rev() {
-            let found = if self.snapshots.layer(record).is_some() || self.snapshots.fits(entries) {
-                self.layer(record, &stack[..i])?.get(kind, state_key).map(|e| e.cloned())
+            let layer = match self.snapshots.layer(record) {
+                Some(layer) => Some(layer),
+                None if self.snapshots.fits(entries) => Some(self.layer(record, &stack[..i])?),
+                None => None,
+            };
+            let found = if let Some(layer) = layer {
+                layer.get(kind, state_key, hash).map(|e| e.cloned())
             } else {
                 let key = match interned {
                     Some(key) => key,
