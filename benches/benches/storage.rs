@@ -1,5 +1,6 @@
 //! matrix-storage backends: durable appends (1 and 32 writers), state lookups in a
-//! 50,000-member room, and bytes on disk per message event.
+//! 50,000-member room, bytes on disk per message event, and bytes on disk per state change
+//! in rooms of 1,000, 10,000 and 50,000 members.
 //!
 //! Run: `cargo bench -p benches --bench storage`; PostgreSQL is included when `DATABASE_URL`
 //! is set (a schema of its own per run). The disk figures are printed, not timed.
@@ -99,6 +100,30 @@ async fn members(store: &Arc<dyn Storage>, count: u64) -> SnapshotId {
     parent.expect("a snapshot")
 }
 
+/// A sled store with a chain of `count` joins, closed: its bytes on disk, and the bytes of
+/// the keys and values it holds (what it stores, without sled's own overhead and garbage).
+fn sled_chain_bytes(runtime: &tokio::runtime::Runtime, count: u64) -> (u64, u64) {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = sled_store(dir.path());
+    if count > 0 {
+        runtime.block_on(members(&store, count));
+    }
+    drop(store);
+    // sled lets go of its lock once its own threads are done with the closed store.
+    let db = (0..500)
+        .find_map(|_| {
+            sled::open(dir.path()).ok().or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                None
+            })
+        })
+        .expect("the closed store opens");
+    let disk = dir_size(dir.path());
+    let tree = db.open_tree("matrix").expect("the tree");
+    let stored = tree.iter().flatten().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+    (disk, stored)
+}
+
 fn dir_size(path: &std::path::Path) -> u64 {
     std::fs::read_dir(path)
         .map(|entries| {
@@ -193,13 +218,26 @@ fn storage(c: &mut Criterion) {
     // State lookups at the end of a 50,000-join delta chain.
     let mut group = c.benchmark_group("state_50k_members");
     let lookup_dir = tempfile::tempdir().expect("dir");
-    let mut stores: Vec<(&str, Arc<dyn Storage>)> =
-        vec![("sled", sled_store(lookup_dir.path())), ("memory", Arc::new(MemoryStore::new()))];
-    if let Some((store, _)) = postgres_store(&runtime) {
-        stores.push(("postgres", store));
+    // (name, store, PostgreSQL schema)
+    let mut stores: Vec<(&str, Arc<dyn Storage>, Option<String>)> = vec![
+        ("sled", sled_store(lookup_dir.path()), None),
+        ("memory", Arc::new(MemoryStore::new()), None),
+    ];
+    if let Some((store, schema)) = postgres_store(&runtime) {
+        stores.push(("postgres", store, Some(schema)));
     }
-    for (name, store) in stores {
-        let head = runtime.block_on(members(&store, 50_000));
+    let mut postgres_50k = None;
+    for (name, store, schema) in stores {
+        let head = match &schema {
+            Some(schema) => runtime.block_on(async {
+                let before = postgres_bytes(schema).await;
+                let head = members(&store, 50_000).await;
+                let grown = postgres_bytes(schema).await.saturating_sub(before);
+                postgres_50k = Some(grown as f64 / 50_000.0);
+                head
+            }),
+            None => runtime.block_on(members(&store, 50_000)),
+        };
         let mut i = 0u64;
         group.bench_function(format!("lookup/{name}"), |b| {
             b.iter(|| {
@@ -217,6 +255,32 @@ fn storage(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // Bytes per state change (a join), by room size: linear growth keeps them flat.
+    let (empty_disk, empty_stored) = sled_chain_bytes(&runtime, 0);
+    for count in [1_000u64, 10_000, 50_000] {
+        let (disk, stored) = sled_chain_bytes(&runtime, count);
+        let per = |bytes: u64, empty: u64| bytes.saturating_sub(empty) as f64 / count as f64;
+        println!(
+            "sled: {:.0} bytes on disk and {:.0} stored (keys and values) per state change, \
+             {count} members",
+            per(disk, empty_disk),
+            per(stored, empty_stored)
+        );
+        let postgres = match count {
+            50_000 => postgres_50k,
+            _ => postgres_store(&runtime).map(|(store, schema)| {
+                runtime.block_on(async {
+                    let before = postgres_bytes(&schema).await;
+                    members(&store, count).await;
+                    postgres_bytes(&schema).await.saturating_sub(before) as f64 / count as f64
+                })
+            }),
+        };
+        if let Some(per_change) = postgres {
+            println!("postgres: {per_change:.0} bytes on disk per state change, {count} members");
+        }
+    }
 
     // Bytes on disk per message event in a 10,000-member room, beyond the event's JSON.
     let disk_dir = tempfile::tempdir().expect("dir");
