@@ -24,6 +24,9 @@ type DeviceKey = (String, String);
 /// `(user, device, scope, txn id)`.
 type TxnKey = (String, String, String, String);
 
+/// `(user, room, type)` of account data.
+type DataKey = (String, Option<String>, String);
+
 /// Every this many deltas, a snapshot is stored whole, so lookups walk at most this far.
 const FULL_EVERY: u32 = 64;
 
@@ -63,7 +66,7 @@ struct Inner {
     next_queue_id: HashMap<String, u64>,
     retries: HashMap<String, RetryState>,
     /// (user, room, type) -> (content, position of the last write).
-    account_data: BTreeMap<(String, Option<String>, String), (Vec<u8>, u64)>,
+    account_data: BTreeMap<DataKey, (Vec<u8>, u64)>,
     /// (user, position) -> (room, type): the latest write of each item.
     account_data_log: BTreeMap<(String, u64), (Option<String>, String)>,
     media: HashMap<String, Media>,

@@ -35,9 +35,9 @@ use async_trait::async_trait;
 mod batch;
 mod domains;
 mod flusher;
-mod wal;
 mod records;
 mod snapshots;
+mod wal;
 
 use self::batch::Tx;
 use self::flusher::Flusher;
