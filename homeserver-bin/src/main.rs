@@ -13,6 +13,10 @@ use matrix_storage::Storage;
 
 use crate::config::{FileConfig, StorageBackend};
 
+/// jemalloc gives freed memory back where glibc's allocator keeps it (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "homeserver", version, about = "A lightweight Matrix homeserver")]
 struct Cli {

@@ -25,8 +25,8 @@ type DeviceKey = (String, String);
 /// `(user, device, scope, txn id)`.
 type TxnKey = (String, String, String, String);
 
-/// `(user, room, type)` of an account-data item.
-type AccountDataKey = (String, Option<String>, String);
+/// `(user, room, type)` of account data.
+type DataKey = (String, Option<String>, String);
 
 #[derive(Debug, Default)]
 struct Room {
@@ -55,7 +55,7 @@ struct Inner {
     next_queue_id: HashMap<String, u64>,
     retries: HashMap<String, RetryState>,
     /// (user, room, type) -> (content, position of the last write).
-    account_data: BTreeMap<AccountDataKey, (Vec<u8>, u64)>,
+    account_data: BTreeMap<DataKey, (Vec<u8>, u64)>,
     /// (user, position) -> (room, type): the latest write of each item.
     account_data_log: BTreeMap<(String, u64), (Option<String>, String)>,
     media: HashMap<String, Media>,

@@ -4,11 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use std::collections::BTreeMap;
+
 use matrix_storage::{
-    AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet, Device, Direction,
-    EventStore, KeyStore, Media, MediaStore, OurKey, OutboundItem, QueueStore, RemoteKey, Result,
-    RetryState, RoomInfo, RoomStore, SnapshotId, StateEntry, StateStore, Storage, StoredEvent,
-    StreamItem, StreamPos, TokenOwner, User,
+    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied, ChangeSet,
+    ClaimedKey, Device, Direction, DirectoryStore, E2eeStore, EventStore, FallbackKey, InboxStore,
+    KeyStore, Media, MediaStore, OurKey, OutboundItem, Profile, QueueStore, ReceiptStore,
+    RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, StateEntry, StateStore,
+    Storage, StoredEvent, StoredReceipt, StreamItem, StreamPos, ToDeviceMessage, ToDeviceUsage,
+    TokenOwner, User,
 };
 
 /// A store whose change sets are acknowledged `delay` after they are applied (durable, but
@@ -31,6 +35,7 @@ macro_rules! forward {
 forward!(EventStore {
     fn event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
     fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>>;
+    fn redaction_of(&self, event_id: &str) -> Result<Option<String>>;
 });
 forward!(StateStore {
     fn state_get(&self, snapshot: SnapshotId, kind: &str, state_key: &str) -> Result<Option<String>>;
@@ -44,12 +49,15 @@ forward!(RoomStore {
     fn stream_position(&self) -> Result<StreamPos>;
     fn stream_range(&self, after: StreamPos, upto: StreamPos, limit: usize) -> Result<Vec<StreamItem>>;
     fn timeline(&self, room_id: &str, from: StreamPos, direction: Direction, limit: usize) -> Result<Vec<StreamItem>>;
+    fn forgotten(&self, room_id: &str, user_id: &str) -> Result<bool>;
 });
 forward!(AccountStore {
     fn user(&self, user_id: &str) -> Result<Option<User>>;
     fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>>;
     fn devices(&self, user_id: &str) -> Result<Vec<Device>>;
     fn token(&self, token: &str) -> Result<Option<TokenOwner>>;
+    fn profile(&self, user_id: &str) -> Result<Option<Profile>>;
+    fn transaction_id(&self, user_id: &str, device_id: &str, scope: &str, txn_id: &str) -> Result<Option<String>>;
 });
 forward!(KeyStore {
     fn our_keys(&self) -> Result<Vec<OurKey>>;
@@ -63,9 +71,32 @@ forward!(QueueStore {
 forward!(AccountDataStore {
     fn account_data(&self, user_id: &str, room_id: Option<&str>, kind: &str) -> Result<Option<Vec<u8>>>;
     fn all_account_data(&self, user_id: &str) -> Result<Vec<AccountDataItem>>;
+    fn account_data_changes(&self, user_id: &str, after: StreamPos, upto: StreamPos) -> Result<Vec<AccountDataChange>>;
 });
 forward!(MediaStore {
     fn media(&self, media_id: &str) -> Result<Option<Media>>;
+    fn media_usage(&self, user_id: &str) -> Result<u64>;
+});
+forward!(DirectoryStore {
+    fn alias(&self, alias: &str) -> Result<Option<Alias>>;
+    fn room_aliases(&self, room_id: &str) -> Result<Vec<Alias>>;
+    fn published(&self, room_id: &str) -> Result<bool>;
+    fn published_rooms(&self) -> Result<Vec<String>>;
+});
+forward!(E2eeStore {
+    fn device_keys(&self, user_id: &str) -> Result<Vec<(String, Vec<u8>)>>;
+    fn one_time_key(&self, user_id: &str, device_id: &str, key_id: &str) -> Result<Option<Vec<u8>>>;
+    fn one_time_key_counts(&self, user_id: &str, device_id: &str) -> Result<BTreeMap<String, u64>>;
+    fn fallback_keys(&self, user_id: &str, device_id: &str) -> Result<Vec<FallbackKey>>;
+    fn device_list_changes(&self, after: StreamPos, upto: StreamPos) -> Result<Vec<String>>;
+});
+forward!(InboxStore {
+    fn to_device(&self, user_id: &str, device_id: &str, after: StreamPos, upto: StreamPos, limit: usize) -> Result<Vec<ToDeviceMessage>>;
+    fn to_device_usage(&self, user_id: &str, device_id: &str, sender: &str) -> Result<ToDeviceUsage>;
+});
+forward!(ReceiptStore {
+    fn receipts(&self, room_id: &str, after: StreamPos, upto: StreamPos) -> Result<Vec<StoredReceipt>>;
+    fn user_receipts(&self, room_id: &str, user_id: &str) -> Result<Vec<StoredReceipt>>;
 });
 
 #[async_trait]
@@ -74,5 +105,14 @@ impl Storage for SlowAcks {
         let applied = self.inner.apply(changes).await?;
         tokio::time::sleep(self.delay).await;
         Ok(applied)
+    }
+
+    async fn claim_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<ClaimedKey>> {
+        self.inner.claim_key(user_id, device_id, algorithm).await
     }
 }

@@ -177,10 +177,10 @@ fn run(shared: &Shared, db: &::sled::Db, mut wal: Wal, mut durable: u64) {
         if state.committed == durable {
             drop(state);
             // Idle (or closing): a checkpoint if anything was logged since the last one.
-            if wal.written() > 0 {
-                if let Err(error) = checkpoint(db, &mut wal, durable) {
-                    eprintln!("sled checkpoint failed (the log keeps what it covers): {error}");
-                }
+            if wal.written() > 0
+                && let Err(error) = checkpoint(db, &mut wal, durable)
+            {
+                eprintln!("sled checkpoint failed (the log keeps what it covers): {error}");
             }
             checkpointed = Instant::now();
             if shared.state.lock().map(|s| s.closing && s.committed == durable).unwrap_or(true) {

@@ -26,6 +26,9 @@ pub(super) const SEQ_KEY: &str = "wal_seq";
 /// One write of a change set: a key and its new value, or `None` for a removal.
 pub(super) type Op = (Vec<u8>, Option<Vec<u8>>);
 
+/// The records a log holds: (sequence, ops), oldest first.
+pub(super) type Records = Vec<(u64, Vec<Op>)>;
+
 fn io(what: &str, error: std::io::Error) -> StorageError {
     StorageError::with_source(ErrorKind::Unavailable, format!("the write-ahead log: {what}"), error)
 }
@@ -102,7 +105,8 @@ fn records(bytes: &[u8]) -> Vec<(u64, &[u8])> {
     let mut out = Vec::new();
     let mut rest = bytes;
     while rest.len() >= 16 {
-        let word = |at: usize| u32::from_le_bytes([rest[at], rest[at + 1], rest[at + 2], rest[at + 3]]);
+        let word =
+            |at: usize| u32::from_le_bytes([rest[at], rest[at + 1], rest[at + 2], rest[at + 3]]);
         let (length, crc) = (word(0) as usize, word(4));
         if length < 8 || rest.len() < 8 + length {
             break;
@@ -138,7 +142,10 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
 impl Wal {
     /// Opens the log in `dir` (made if missing); answers it and the records (sequence, ops)
     /// it holds, oldest first. New records go to a new segment starting at `next_seq`.
-    pub(super) fn open(dir: &Path, next_seq: impl FnOnce(Option<u64>) -> u64) -> Result<(Wal, Vec<(u64, Vec<Op>)>)> {
+    pub(super) fn open(
+        dir: &Path,
+        next_seq: impl FnOnce(Option<u64>) -> u64,
+    ) -> Result<(Wal, Records)> {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot make its directory", e))?;
         let mut segments: Vec<u64> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io("cannot list its directory", e))? {
@@ -241,7 +248,8 @@ mod tests {
         let torn = record(3, b"c", Some(b"3"));
         wal.append(&torn[..torn.len() - 2]).expect("appends");
         drop(wal);
-        let (mut wal, found) = Wal::open(dir.path(), |last| last.unwrap_or(0) + 1).expect("reopens");
+        let (mut wal, found) =
+            Wal::open(dir.path(), |last| last.unwrap_or(0) + 1).expect("reopens");
         let seqs: Vec<u64> = found.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, vec![1, 2]);
         assert_eq!(found[0].1, vec![(b"a".to_vec(), Some(b"1".to_vec()))]);
