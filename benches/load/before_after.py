@@ -2,6 +2,7 @@
 one), alternating, with rate limits off and on, and prints the table with ratios.
 
     python3 benches/load/before_after.py --baseline BIN --current BIN [--seconds 20] [--runs 3]
+                                         [--rooms 4] [--senders 16]
 
 "Limits on" means every limit is checked at its default, except those the load generator
 exceeds by design (it registers 21 users from one address and each sender sends far faster
@@ -15,7 +16,7 @@ import json
 import os
 import shutil
 
-from compare import free_port, load, median, start, stop
+from compare import SHAPE, free_port, load, median, start, stop
 
 # Raised so that the generator is never refused (the other limits stay at their defaults).
 UNLIMITED = "{ per_second = 100000.0, burst_count = 100000.0 }"
@@ -68,7 +69,10 @@ def main():
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work", default="/tmp/homeserver-before-after")
+    parser.add_argument("--rooms", type=int, default=4)
+    parser.add_argument("--senders", type=int, default=16)
     args = parser.parse_args()
+    SHAPE.update(rooms=args.rooms, senders=args.senders)
     os.makedirs(args.work, exist_ok=True)
     results = {}
     for i in range(args.runs):

@@ -2,6 +2,7 @@
 one after the other in the same run, and prints the side-by-side table with ratios.
 
     python3 benches/load/compare.py [--seconds 20] [--runs 3] [--work DIR] [--skip-synapse]
+                                    [--rooms 4] [--senders 16]
 
 With several runs (each: ours, then Synapse), the table shows the medians and the range of
 messages per second.
@@ -57,10 +58,14 @@ def stop(process):
         process.kill()
 
 
+SHAPE = {"rooms": 4, "senders": 16}
+
+
 def load(url, pid, seconds, prefix):
     loadgen = os.path.join(TARGET, "release", "loadgen")
     out = subprocess.run(
-        [loadgen, "--url", url, "--pid", str(pid), "--seconds", str(seconds), "--prefix", prefix],
+        [loadgen, "--url", url, "--pid", str(pid), "--seconds", str(seconds), "--prefix", prefix,
+         "--rooms", str(SHAPE["rooms"]), "--senders", str(SHAPE["senders"])],
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -122,7 +127,8 @@ def synapse(work, seconds):
 
 def table(a, b):
     rows = [
-        ("messages/s (16 senders, 4 rooms)", "messages_per_second", "{:,.0f}", True),
+        ("messages/s (%d senders, %d rooms)" % (SHAPE["senders"], SHAPE["rooms"]),
+         "messages_per_second", "{:,.0f}", True),
         ("send latency p50 (ms)", "send_ms_p50", "{:.1f}", False),
         ("send latency p99 (ms)", "send_ms_p99", "{:.1f}", False),
         ("send-to-sync delivery p50 (ms, 5 syncing clients)", "delivery_ms_p50", "{:.1f}", False),
@@ -154,7 +160,10 @@ def main():
     parser.add_argument("--work", default="/tmp/homeserver-load")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--skip-synapse", action="store_true")
+    parser.add_argument("--rooms", type=int, default=4)
+    parser.add_argument("--senders", type=int, default=16)
     args = parser.parse_args()
+    SHAPE.update(rooms=args.rooms, senders=args.senders)
     os.makedirs(args.work, exist_ok=True)
     a_runs, b_runs = [], []
     for _ in range(args.runs):

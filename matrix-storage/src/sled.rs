@@ -4,7 +4,7 @@
 //! batch. **Durability:** a change set is applied to the tree as one atomic batch under a
 //! writer lock (reads see the change set's own pending writes; no sled transaction is
 //! needed, and those cost several times more), and its writes go as one record to a
-//! write-ahead log of our own ([`wal`]); [`Storage::apply`] returns once that record is
+//! write-ahead log of our own (`sled/wal.rs`); [`Storage::apply`] returns once that record is
 //! synced to disk, so an acknowledged change set survives a crash. **Group commit:** one
 //! flusher thread appends the records of every change set committed since its last append and
 //! syncs once for all of them. sled itself is flushed only at checkpoints (every 2 s, or past

@@ -3,8 +3,9 @@
 //!
 //! A sync token is `s{stream}_{counter}`: the stream position the answer covers (timeline
 //! events, receipts, to-device messages, device-list changes and account data, which all take
-//! their positions from the storage's one stream) and the typing counter of [`Ephemeral`]. Rooms whose timeline moved are found from one read
-//! of the global stream (or, past a bound, by asking each room).
+//! their positions from the storage's one stream) and the typing counter of [`Ephemeral`].
+//! Rooms whose timeline moved are found from one read of the global stream (or, past a bound,
+//! by asking each room).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;

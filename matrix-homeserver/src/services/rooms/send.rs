@@ -12,7 +12,7 @@ use matrix_core::json::{Object, Value};
 use ruma::UserId;
 use tokio::sync::OnceCell;
 
-use matrix_storage::{Storage, TransactionId};
+use matrix_storage::TransactionId;
 
 use super::{Draft, Rooms};
 use crate::error::ApiError;
@@ -51,12 +51,7 @@ impl Rooms {
             txn_id: key.3,
             result: String::new(),
         };
-        let stored = |storage: Arc<dyn Storage>, record: TransactionId| async move {
-            storage
-                .transaction_id(&record.user_id, &record.device_id, &record.scope, &record.txn_id)
-                .await
-        };
-        if let Some(event_id) = stored(self.storage().clone(), record.clone()).await? {
+        if let Some(event_id) = self.recorded(&record).await? {
             return Ok(event_id);
         }
         // The cell is filled in a task of its own: a request dropped after the event is
@@ -74,7 +69,7 @@ impl Rooms {
                     Err(error) => {
                         // Another process committed the same transaction meanwhile: its
                         // event is the answer.
-                        return match stored(me.storage().clone(), record).await? {
+                        return match me.recorded(&record).await? {
                             Some(event_id) => Ok(event_id),
                             None => Err(error),
                         };
@@ -88,6 +83,12 @@ impl Rooms {
         })
         .await
         .map_err(|_| ApiError::unknown("the event could not be stored"))?
+    }
+
+    /// The event a transaction id produced, if its request committed.
+    async fn recorded(&self, record: &TransactionId) -> Result<Option<String>, ApiError> {
+        let TransactionId { user_id, device_id, scope, txn_id, .. } = record;
+        Ok(self.storage().transaction_id(user_id, device_id, scope, txn_id).await?)
     }
 
     /// The transaction id of an event, if `device` (of the event's sender) sent it with one.
