@@ -32,8 +32,8 @@
 //! A change set that records a client transaction id already stored fails on the table's
 //! primary key ([`ErrorKind::Conflict`]) and rolls back whole.
 //!
-//! **State snapshots** are the layered records of [`crate::layers`] over interned ids, as in
-//! the sled backend ([`snapshots`]), read through a cache of decoded records.
+//! **State snapshots** are the layered records of `layers.rs` over interned ids, as in
+//! the sled backend (`postgres/snapshots.rs`), read through a cache of decoded records.
 
 mod apply;
 mod apply_domains;

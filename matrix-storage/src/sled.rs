@@ -23,8 +23,8 @@
 //! would then be handed out again).
 //! **Key claims** ([`Storage::claim_key`]) take the writer lock too, so no key is handed out
 //! twice, and are flushed like a change set before they return.
-//! **State snapshots** are the layered records of [`crate::layers`], with `(type, state_key)`
-//! and event ids interned to `u64` ([`snapshots`]); a read touches at most 8 records.
+//! **State snapshots** are the layered records of `layers.rs`, with `(type, state_key)`
+//! and event ids interned to `u64` (`sled/snapshots.rs`); a read touches at most 8 records.
 
 use std::collections::BTreeSet;
 use std::path::Path;
