@@ -765,13 +765,7 @@ impl InboxStore for MemoryStore {
         let to = (user_id.to_owned(), device_id.to_owned(), u64::MAX);
         let mut usage = ToDeviceUsage::default();
         for message in inner.inbox.range(from..=to).map(|(_, m)| m) {
-            let size = (message.content.len() + message.kind.len() + message.sender.len()) as u64;
-            usage.messages += 1;
-            usage.bytes += size;
-            if message.sender == sender {
-                usage.sender_messages += 1;
-                usage.sender_bytes += size;
-            }
+            usage.count(message, sender);
         }
         Ok(usage)
     }

@@ -79,6 +79,13 @@ pub struct ToDeviceMessage {
     pub content: Vec<u8>,
 }
 
+impl ToDeviceMessage {
+    /// What the message counts against a queue's byte bounds, as [`NewToDevice::size`].
+    pub fn size(&self) -> u64 {
+        (self.content.len() + self.kind.len() + self.sender.len()) as u64
+    }
+}
+
 /// What waits in a device's to-device queue, in all and from one sender (sizes as
 /// [`NewToDevice::size`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,4 +98,17 @@ pub struct ToDeviceUsage {
     pub sender_messages: u64,
     /// Their bytes.
     pub sender_bytes: u64,
+}
+
+impl ToDeviceUsage {
+    /// Counts one waiting message; `sender` is the sender asked about.
+    pub fn count(&mut self, message: &ToDeviceMessage, sender: &str) {
+        let size = message.size();
+        self.messages += 1;
+        self.bytes += size;
+        if message.sender == sender {
+            self.sender_messages += 1;
+            self.sender_bytes += size;
+        }
+    }
 }

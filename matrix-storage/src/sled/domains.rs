@@ -593,14 +593,7 @@ impl InboxStore for SledStore {
         let mut usage = ToDeviceUsage::default();
         for entry in self.scan(Enc::table(INBOX).str(user_id).str(device_id).done()) {
             let (key, value) = entry?;
-            let message = decode_message(&key, &value)?;
-            let size = (message.content.len() + message.kind.len() + message.sender.len()) as u64;
-            usage.messages += 1;
-            usage.bytes += size;
-            if message.sender == sender {
-                usage.sender_messages += 1;
-                usage.sender_bytes += size;
-            }
+            usage.count(&decode_message(&key, &value)?, sender);
         }
         Ok(usage)
     }
