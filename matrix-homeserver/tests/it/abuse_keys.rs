@@ -154,6 +154,11 @@ async fn finding_18_one_time_keys_per_device_are_bounded(backend: crate::Backend
     // for a new key.
     let claimed = claim(&alice, &mallory_id, &device).await;
     assert!(claimed.as_object().is_some_and(|o| o.len() == 1), "{claimed}");
+    // A claim naming a key id instead of an algorithm picks nothing out by its prefix.
+    let body = json!({"one_time_keys": {&mallory_id: {&device: "signed_curve25519:K"}}});
+    let (status, answer) = alice.post(&format!("{V3}/keys/claim"), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["one_time_keys"][&mallory_id].get(&device).is_none(), "{answer}");
     let (status, body) = upload(keys(10..11)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["one_time_key_counts"]["signed_curve25519"], 10);
