@@ -2,6 +2,8 @@
 
 #[cfg(feature = "sled")]
 mod codec;
+#[cfg(feature = "fjall")]
+pub mod fjall;
 mod layers;
 pub mod memory;
 mod model;

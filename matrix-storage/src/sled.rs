@@ -34,12 +34,14 @@ use async_trait::async_trait;
 
 mod batch;
 mod domains;
+mod engine;
 mod flusher;
 mod records;
 mod snapshots;
 mod wal;
 
 use self::batch::Tx;
+use self::engine::{EngineError, Journal, Tree};
 use self::flusher::Flusher;
 use self::records::{
     decode_event, decode_room, decode_user, encode_event, encode_room, encode_user,
@@ -134,24 +136,93 @@ impl Default for SledOptions {
     }
 }
 
-/// The sled store.
+/// The options of an engine the embedded store runs on: [`SledOptions`], or `FjallOptions`
+/// (feature `fjall`). The options a store is opened with pick its engine.
+pub trait EngineOptions: private::Sealed {
+    #[doc(hidden)]
+    fn engine(&self) -> EngineChoice<'_>;
+}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for super::SledOptions {}
+    #[cfg(feature = "fjall")]
+    impl Sealed for super::FjallOptions {}
+}
+
+/// Which engine, with its options (for [`EngineOptions`]; not for use outside this crate).
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum EngineChoice<'a> {
+    Sled(&'a SledOptions),
+    #[cfg(feature = "fjall")]
+    Fjall(&'a FjallOptions),
+}
+
+impl EngineOptions for SledOptions {
+    fn engine(&self) -> EngineChoice<'_> {
+        EngineChoice::Sled(self)
+    }
+}
+
+/// Options of the fjall engine (an LSM tree; feature `fjall`): the embedded store's tables on
+/// fjall instead of sled, for write-heavy servers (see the crate's README for the numbers).
+#[cfg(feature = "fjall")]
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FjallOptions {
+    /// fjall's block cache, in bytes.
+    pub cache_capacity: u64,
+    /// How many decoded state entries the snapshot cache keeps, as [`SledOptions`]'s.
+    pub snapshot_cache_entries: u64,
+}
+
+#[cfg(feature = "fjall")]
+impl Default for FjallOptions {
+    fn default() -> Self {
+        FjallOptions { cache_capacity: 64 * 1024 * 1024, snapshot_cache_entries: 1 << 20 }
+    }
+}
+
+#[cfg(feature = "fjall")]
+impl EngineOptions for FjallOptions {
+    fn engine(&self) -> EngineChoice<'_> {
+        EngineChoice::Fjall(self)
+    }
+}
+
+/// The embedded store, on sled (with [`SledOptions`]) or fjall (with `FjallOptions`).
 #[derive(Debug, Clone)]
 pub struct SledStore {
-    tree: ::sled::Tree,
+    tree: Tree,
     /// One change set at a time, which makes stream positions follow commit order; it holds
     /// the next stream position.
     writer: Arc<std::sync::Mutex<u64>>,
     /// Group commit: flushes for every writer committed before the flush began.
     flusher: Arc<Flusher>,
     snapshots: Arc<LayerCache>,
+    /// fjall's directory lock (sled locks its directory itself).
+    _lock: Option<Arc<std::fs::File>>,
 }
 
-fn unavailable(error: ::sled::Error) -> StorageError {
-    match error {
-        ::sled::Error::Corruption { .. } | ::sled::Error::Unsupported(_) => {
-            StorageError::with_source(ErrorKind::Corrupt, "the sled store is corrupt", error)
+fn unavailable(error: impl Into<EngineError>) -> StorageError {
+    match error.into() {
+        EngineError::Sled(
+            error @ (::sled::Error::Corruption { .. } | ::sled::Error::Unsupported(_)),
+        ) => StorageError::with_source(ErrorKind::Corrupt, "the sled store is corrupt", error),
+        EngineError::Sled(other) => {
+            StorageError::with_source(ErrorKind::Unavailable, "sled failed", other)
         }
-        other => StorageError::with_source(ErrorKind::Unavailable, "sled failed", other),
+        #[cfg(feature = "fjall")]
+        EngineError::Fjall(
+            error @ (::fjall::Error::Decode(_)
+            | ::fjall::Error::InvalidVersion(_)
+            | ::fjall::Error::JournalRecovery(_)),
+        ) => StorageError::with_source(ErrorKind::Corrupt, "the fjall store is corrupt", error),
+        #[cfg(feature = "fjall")]
+        EngineError::Fjall(other) => {
+            StorageError::with_source(ErrorKind::Unavailable, "fjall failed", other)
+        }
     }
 }
 
@@ -176,7 +247,7 @@ fn opening(path: &Path, error: ::sled::Error) -> StorageError {
 /// Opens the write-ahead log in `dir` and applies again, in order, the records sled does not
 /// hold on disk (a crash came between their sync and the next checkpoint); answers the log
 /// and the last sequence applied.
-fn recover(db: &::sled::Db, tree: &::sled::Tree, dir: &Path) -> Result<(wal::Wal, u64)> {
+fn recover(db: &::sled::Db, tree: &Tree, dir: &Path) -> Result<(wal::Wal, u64)> {
     let held = match tree.get(meta(wal::SEQ_KEY)).map_err(unavailable)? {
         Some(value) => u64_of(&value)?,
         None => 0,
@@ -187,14 +258,8 @@ fn recover(db: &::sled::Db, tree: &::sled::Tree, dir: &Path) -> Result<(wal::Wal
         if record_seq <= held {
             continue;
         }
-        let mut batch = ::sled::Batch::default();
-        for (key, value) in ops {
-            match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
-            }
-        }
-        tree.apply_batch(batch).map_err(unavailable)?;
+        tree.apply(ops.into_iter().map(|(key, value)| (key, value.map(::sled::IVec::from))))
+            .map_err(unavailable)?;
         seq = record_seq;
     }
     if seq > held {
@@ -202,6 +267,35 @@ fn recover(db: &::sled::Db, tree: &::sled::Tree, dir: &Path) -> Result<(wal::Wal
         log.checkpoint(seq, seq + 1)?;
     }
     Ok((log, seq))
+}
+
+/// Marks a new store with [`SCHEMA`], and an older one too once it is read as this version
+/// reads it; refuses a newer one. `flush` makes the mark durable.
+fn check_schema(tree: &Tree, flush: impl FnOnce() -> Result<()>) -> Result<()> {
+    let mark = || -> Result<()> {
+        let value = ::sled::IVec::from(Enc::default().u64(SCHEMA).done());
+        tree.apply([(meta("schema"), Some(value))]).map_err(unavailable)?;
+        flush()
+    };
+    match tree.get(meta("schema")).map_err(unavailable)? {
+        None => mark(),
+        Some(version) => {
+            let version = u64_of(&version)?;
+            if version > SCHEMA {
+                return Err(StorageError::new(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "the store was written by a newer version (schema {version}, this reads {SCHEMA})"
+                    ),
+                ));
+            }
+            // 1 to 2: nothing to convert, the new tables start empty; 2 to 3: chained
+            // snapshot records are read as they are. Marked, so that an older version (which
+            // would not know the new stream positions, nor read layered records) refuses the
+            // store from now on.
+            if version < SCHEMA { mark() } else { Ok(()) }
+        }
+    }
 }
 
 pub(super) fn meta(name: &str) -> Vec<u8> {
@@ -213,46 +307,47 @@ fn u64_of(bytes: &[u8]) -> Result<u64> {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `path`. A store written by a newer schema, or a file
-    /// sled cannot read, is an error of kind [`ErrorKind::Corrupt`].
-    pub fn open(path: impl AsRef<Path>, options: &SledOptions) -> Result<Self> {
+    /// Opens (or creates) the store in `path`, on the engine `options` are for. A store
+    /// written by a newer schema, or files the engine cannot read, are an error of kind
+    /// [`ErrorKind::Corrupt`]; a directory another process has open, one of kind
+    /// [`ErrorKind::Unavailable`] that says so.
+    pub fn open(path: impl AsRef<Path>, options: &impl EngineOptions) -> Result<Self> {
         let path = path.as_ref();
-        let db = ::sled::Config::new()
-            .path(path)
-            .cache_capacity(options.cache_capacity)
-            // Durability comes from the write-ahead log; sled is flushed at checkpoints.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| opening(path, e))?;
-        let tree = db.open_tree("matrix").map_err(unavailable)?;
-        match tree.get(meta("schema")).map_err(unavailable)? {
-            None => {
-                tree.insert(meta("schema"), Enc::default().u64(SCHEMA).done())
+        let (tree, journal, seq, cache_entries, lock) = match options.engine() {
+            EngineChoice::Sled(options) => {
+                let db = ::sled::Config::new()
+                    .path(path)
+                    .cache_capacity(options.cache_capacity)
+                    // Durability comes from the write-ahead log; sled is flushed at checkpoints.
+                    .flush_every_ms(None)
+                    .open()
+                    .map_err(|e| opening(path, e))?;
+                let tree = Tree::Sled(db.open_tree("matrix").map_err(unavailable)?);
+                check_schema(&tree, || db.flush().map(drop).map_err(unavailable))?;
+                let (wal, seq) = recover(&db, &tree, &path.join("wal"))?;
+                (tree, Journal::Sled { db, wal }, seq, options.snapshot_cache_entries, None)
+            }
+            #[cfg(feature = "fjall")]
+            EngineChoice::Fjall(options) => {
+                let lock = engine::lock_dir(path)?;
+                // Commits are made durable by the flusher's syncs of fjall's journal, for
+                // every commit since the last at once.
+                let keyspace = ::fjall::Config::new(path.join("fjall"))
+                    .cache_size(options.cache_capacity)
+                    .manual_journal_persist(true)
+                    .open()
                     .map_err(unavailable)?;
-                db.flush().map_err(unavailable)?;
+                let partition = keyspace
+                    .open_partition("matrix", ::fjall::PartitionCreateOptions::default())
+                    .map_err(unavailable)?;
+                let tree = Tree::Fjall { keyspace: keyspace.clone(), partition };
+                check_schema(&tree, || {
+                    keyspace.persist(::fjall::PersistMode::SyncAll).map_err(unavailable)
+                })?;
+                let journal = Journal::Fjall(keyspace);
+                (tree, journal, 0, options.snapshot_cache_entries, Some(Arc::new(lock)))
             }
-            Some(version) => {
-                let version = u64_of(&version)?;
-                if version > SCHEMA {
-                    return Err(StorageError::new(
-                        ErrorKind::Corrupt,
-                        format!(
-                            "the store was written by a newer version (schema {version}, this reads {SCHEMA})"
-                        ),
-                    ));
-                }
-                if version < SCHEMA {
-                    // 1 to 2: nothing to convert, the new tables start empty; 2 to 3: chained
-                    // snapshot records are read as they are. Marked, so that an older version
-                    // (which would not know the new stream positions, nor read layered
-                    // records) refuses the store from now on.
-                    tree.insert(meta("schema"), Enc::default().u64(SCHEMA).done())
-                        .map_err(unavailable)?;
-                    db.flush().map_err(unavailable)?;
-                }
-            }
-        }
-        let (wal, seq) = recover(&db, &tree, &path.join("wal"))?;
+        };
         // The head is the last position in the stream table, or the counter of the other
         // positions if that is higher (kept in memory from here on, so that an append writes
         // no counter).
@@ -268,8 +363,9 @@ impl SledStore {
         Ok(SledStore {
             tree,
             writer: Arc::new(std::sync::Mutex::new(stream_head + 1)),
-            flusher: Arc::new(Flusher::start(db, wal, stream_head, seq)?),
-            snapshots: Arc::new(LayerCache::new(options.snapshot_cache_entries)),
+            flusher: Arc::new(Flusher::start(journal, stream_head, seq)?),
+            snapshots: Arc::new(LayerCache::new(cache_entries)),
+            _lock: lock,
         })
     }
 
@@ -280,7 +376,7 @@ impl SledStore {
     fn scan(
         &self,
         prefix: Vec<u8>,
-    ) -> impl Iterator<Item = Result<(::sled::IVec, ::sled::IVec)>> + '_ {
+    ) -> impl DoubleEndedIterator<Item = Result<(::sled::IVec, ::sled::IVec)>> + use<> {
         self.tree.scan_prefix(prefix).map(|r| r.map_err(unavailable))
     }
 
@@ -774,7 +870,7 @@ impl RoomStore for SledStore {
         let start = Enc::table(TIMELINE).str(room_id).u64(0).done();
         let end = Enc::table(TIMELINE).str(room_id).u64(u64::MAX).done();
         let at = Enc::table(TIMELINE).str(room_id).u64(from.0).done();
-        let item = |entry: ::sled::Result<(::sled::IVec, ::sled::IVec)>| -> Result<StreamItem> {
+        let item = |entry: engine::Entry| -> Result<StreamItem> {
             let (key, value) = entry.map_err(unavailable)?;
             let mut dec = Dec::new(&key).skip_table()?;
             let (_, pos) = (dec.str()?, dec.u64()?);

@@ -1,7 +1,8 @@
 //! A writer for the crash test: applies change sets in a loop and prints `ack N` after each
 //! one is acknowledged, until it is killed.
 //!
-//! `crash-writer sled DIR START` or `crash-writer postgres URL SCHEMA START` writes events
+//! `crash-writer sled DIR START`, `crash-writer fjall DIR START` or
+//! `crash-writer postgres URL SCHEMA START` writes events
 //! `$crash-START`, `$crash-START+1`, ... each with a user `@crash-N:x` in the same change set.
 
 use std::io::Write as _;
@@ -12,7 +13,10 @@ use matrix_storage::sled::{SledOptions, SledStore};
 use matrix_storage::{ChangeSet, EventStatus, NewEvent, RoomChanges, Storage, User};
 
 fn usage() -> ! {
-    eprintln!("usage: crash-writer sled DIR START | crash-writer postgres URL SCHEMA START");
+    eprintln!(
+        "usage: crash-writer sled DIR START | crash-writer fjall DIR START | \
+         crash-writer postgres URL SCHEMA START"
+    );
     std::process::exit(2);
 }
 
@@ -24,6 +28,11 @@ async fn main() {
             Arc::new(SledStore::open(dir, &SledOptions::default()).expect("the store opens")),
             start,
         ),
+        [backend, dir, start] if backend == "fjall" => {
+            let options = matrix_storage::fjall::FjallOptions::default();
+            let store = matrix_storage::fjall::FjallStore::open(dir, &options);
+            (Arc::new(store.expect("the store opens")), start)
+        }
         [backend, url, schema, start] if backend == "postgres" => {
             let options = PostgresOptions::new(url).with_schema(schema);
             (Arc::new(PostgresStore::open(&options).await.expect("the store opens")), start)

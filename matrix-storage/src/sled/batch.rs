@@ -1,4 +1,4 @@
-//! A change set's writes, buffered over the tree and applied as one atomic sled batch.
+//! A change set's writes, buffered over the tree and applied as one atomic batch.
 //!
 //! Change sets are applied one at a time under the writer lock, so reads need no isolation
 //! from other writers: a read sees this change set's own buffered writes, else the tree.
@@ -8,8 +8,9 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use ::sled::{Batch, IVec, Tree};
+use ::sled::IVec;
 
+use super::engine::Tree;
 use super::{unavailable, wal};
 use crate::Result;
 
@@ -88,23 +89,20 @@ impl<'a> Tx<'a> {
     }
 
     /// Applies every buffered write at once, as write-ahead log record `seq` (whose number
-    /// it writes to the tree too); answers the record, for the flusher to make durable.
+    /// it writes to the tree too); answers the record, for the flusher to make durable (empty
+    /// when the engine's own journal holds the writes).
     pub(super) fn commit(self, seq: u64) -> Result<Vec<u8>> {
         let mut pending = self.pending.into_inner();
-        let seq_value = crate::codec::Enc::default().u64(seq).done();
-        pending.insert(super::meta(wal::SEQ_KEY), Some(IVec::from(seq_value)));
-        let mut ops = Vec::new();
-        wal::encode_ops(pending.iter().map(|(k, v)| (&k[..], v.as_deref())), &mut ops);
-        let mut record = Vec::with_capacity(ops.len() + 16);
-        wal::encode_record(seq, &ops, &mut record);
-        let mut batch = Batch::default();
-        for (key, value) in pending {
-            match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
-            }
+        let mut record = Vec::new();
+        if self.tree.logs() {
+            let seq_value = crate::codec::Enc::default().u64(seq).done();
+            pending.insert(super::meta(wal::SEQ_KEY), Some(IVec::from(seq_value)));
+            let mut ops = Vec::new();
+            wal::encode_ops(pending.iter().map(|(k, v)| (&k[..], v.as_deref())), &mut ops);
+            record.reserve(ops.len() + 16);
+            wal::encode_record(seq, &ops, &mut record);
         }
-        self.tree.apply_batch(batch).map_err(unavailable)?;
+        self.tree.apply(pending).map_err(unavailable)?;
         Ok(record)
     }
 }

@@ -1,7 +1,8 @@
 //! Group commit: one thread appends to the write-ahead log ([`super::wal`]) the records of every
 //! change set committed since its last append, syncs it once, and wakes their writers
 //! together; now and then (every [`CHECKPOINT_EVERY`], or past [`CHECKPOINT_BYTES`] of log) it
-//! flushes sled itself and deletes the log segments sled then holds.
+//! flushes sled itself and deletes the log segments sled then holds. On fjall, the sync is
+//! one of fjall's journal, which holds the commits itself ([`super::engine::Journal`]).
 //!
 //! A writer commits its transaction under the writer lock, takes the next commit number (its
 //! log sequence) while still holding it, so numbers follow commit order, and hands its record
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::wal::Wal;
+use super::engine::Journal;
 use crate::{ErrorKind, Result, StorageError};
 
 /// How often sled itself is flushed (so that the log's older segments can go).
@@ -68,9 +69,9 @@ fn poisoned() -> StorageError {
 }
 
 impl Flusher {
-    /// Starts the flusher thread for `db` and its log, whose stream head on disk is
-    /// `stream_head` and whose last log sequence is `seq`.
-    pub(super) fn start(db: ::sled::Db, wal: Wal, stream_head: u64, seq: u64) -> Result<Self> {
+    /// Starts the flusher thread over `journal`, whose stream head on disk is `stream_head`
+    /// and whose last log sequence is `seq`.
+    pub(super) fn start(journal: Journal, stream_head: u64, seq: u64) -> Result<Self> {
         let shared = Arc::new(Shared::default());
         shared.durable_stream.store(stream_head, Ordering::Release);
         {
@@ -82,7 +83,7 @@ impl Flusher {
             .name("sled-flusher".into())
             .spawn({
                 let shared = shared.clone();
-                move || run(&shared, &db, wal, seq)
+                move || run(&shared, journal, seq)
             })
             .map_err(|e| {
                 StorageError::with_source(ErrorKind::Unavailable, "cannot start the flusher", e)
@@ -160,7 +161,7 @@ impl Drop for Flusher {
 
 /// The flusher loop: wait for commits, append their records to the log and sync it, wake
 /// every writer the append covered; checkpoint now and then.
-fn run(shared: &Shared, db: &::sled::Db, mut wal: Wal, mut durable: u64) {
+fn run(shared: &Shared, mut journal: Journal, mut durable: u64) {
     let mut checkpointed = Instant::now();
     loop {
         let Ok(mut state) = shared.state.lock() else { return };
@@ -177,10 +178,10 @@ fn run(shared: &Shared, db: &::sled::Db, mut wal: Wal, mut durable: u64) {
         if state.committed == durable {
             drop(state);
             // Idle (or closing): a checkpoint if anything was logged since the last one.
-            if wal.written() > 0
-                && let Err(error) = checkpoint(db, &mut wal, durable)
+            if journal.pending() > 0
+                && let Err(error) = journal.checkpoint(durable)
             {
-                eprintln!("sled checkpoint failed (the log keeps what it covers): {error}");
+                eprintln!("checkpoint failed (the log keeps what it covers): {error}");
             }
             checkpointed = Instant::now();
             if shared.state.lock().map(|s| s.closing && s.committed == durable).unwrap_or(true) {
@@ -199,7 +200,7 @@ fn run(shared: &Shared, db: &::sled::Db, mut wal: Wal, mut durable: u64) {
         let flushed = if injected {
             Err("an injected failure".to_owned())
         } else {
-            wal.append(&records).map_err(|e| e.to_string())
+            journal.sync(&records).map_err(|e| e.to_string())
         };
         match &flushed {
             Ok(()) => shared.durable_stream.store(stream_head, Ordering::Release),
@@ -217,7 +218,7 @@ fn run(shared: &Shared, db: &::sled::Db, mut wal: Wal, mut durable: u64) {
                 Ok(()) => Ok(()),
                 Err(message) => Err(StorageError::new(
                     ErrorKind::Unavailable,
-                    format!("sled could not flush to disk: {message}"),
+                    format!("the store could not flush to disk: {message}"),
                 )),
             };
             // A writer that stopped waiting (its task was dropped) needs no answer.
@@ -235,18 +236,11 @@ fn run(shared: &Shared, db: &::sled::Db, mut wal: Wal, mut durable: u64) {
             }
             return;
         }
-        if checkpointed.elapsed() >= CHECKPOINT_EVERY || wal.written() >= CHECKPOINT_BYTES {
-            if let Err(error) = checkpoint(db, &mut wal, durable) {
-                eprintln!("sled checkpoint failed (the log keeps what it covers): {error}");
+        if checkpointed.elapsed() >= CHECKPOINT_EVERY || journal.pending() >= CHECKPOINT_BYTES {
+            if let Err(error) = journal.checkpoint(durable) {
+                eprintln!("checkpoint failed (the log keeps what it covers): {error}");
             }
             checkpointed = Instant::now();
         }
     }
-}
-
-/// Flushes sled, which then holds every transaction up to `durable` (and maybe later ones)
-/// on disk, and lets the log drop what it holds.
-fn checkpoint(db: &::sled::Db, wal: &mut Wal, durable: u64) -> Result<()> {
-    db.flush().map_err(super::unavailable)?;
-    wal.checkpoint(durable, durable + 1)
 }

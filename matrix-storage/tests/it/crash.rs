@@ -1,7 +1,7 @@
 //! Crash durability: a child process writes change sets and reports each one acknowledged; it
 //! is killed with SIGKILL at varying points; the store then reopens and holds every
 //! acknowledged write, consistently (events, their stream positions, the users written in the
-//! same change sets, a stream without gaps). For sled and for PostgreSQL.
+//! same change sets, a stream without gaps). For sled, fjall and PostgreSQL.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -82,6 +82,16 @@ async fn sled_keeps_acknowledged_writes_through_sigkill() {
     let path = dir.path().to_str().expect("utf-8 path");
     let acknowledged = write_and_kill(&["sled", path]);
     let store = SledStore::open(dir.path(), &SledOptions::default()).expect("reopens");
+    check(&store, &acknowledged).await;
+}
+
+#[tokio::test]
+async fn fjall_keeps_acknowledged_writes_through_sigkill() {
+    use matrix_storage::fjall::{FjallOptions, FjallStore};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().to_str().expect("utf-8 path");
+    let acknowledged = write_and_kill(&["fjall", path]);
+    let store = FjallStore::open(dir.path(), &FjallOptions::default()).expect("reopens");
     check(&store, &acknowledged).await;
 }
 

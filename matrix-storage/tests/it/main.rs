@@ -43,6 +43,49 @@ mod sled {
     });
 }
 
+mod fjall {
+    matrix_storage::storage_conformance!(async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = matrix_storage::fjall::FjallStore::open(
+            dir.path(),
+            &matrix_storage::fjall::FjallOptions::default(),
+        )
+        .expect("opens");
+        std::mem::forget(dir);
+        std::sync::Arc::new(store) as std::sync::Arc<dyn matrix_storage::Storage>
+    });
+}
+
+/// The fjall store keeps everything across a close and a reopen, and refuses a second
+/// process.
+mod fjall_reopen {
+    use matrix_storage::ErrorKind;
+    use matrix_storage::fjall::{FjallOptions, FjallStore};
+
+    #[test]
+    fn a_directory_in_use_is_said_so() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let _first = FjallStore::open(dir.path(), &FjallOptions::default()).expect("opens");
+        let error = FjallStore::open(dir.path(), &FjallOptions::default()).expect_err("locked");
+        assert_eq!(error.kind(), ErrorKind::Unavailable);
+        assert!(error.to_string().contains("in use by another process"), "{error}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reopen_keeps_everything() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().to_owned();
+        matrix_storage::conformance::reopen_keeps_everything(|| {
+            let path = path.clone();
+            async move {
+                let store = FjallStore::open(&path, &FjallOptions::default()).expect("reopens");
+                std::sync::Arc::new(store) as std::sync::Arc<dyn matrix_storage::Storage>
+            }
+        })
+        .await;
+    }
+}
+
 /// Runs the state tests of the conformance suite on stores made by `$make`.
 macro_rules! state_tests {
     ($make:expr) => {
