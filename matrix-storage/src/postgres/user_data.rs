@@ -324,17 +324,24 @@ const VERSION_COLUMNS: &str = "v.version, v.algorithm, v.auth_data, v.etag, v.de
      (SELECT count(*) FROM backup_sessions s \
       WHERE s.user_id = v.user_id AND s.version = v.version)";
 
+/// A version's row; a row that does not decode is an error naming the version.
 fn backup_version(user: &str, row: &PgRow) -> Result<BackupVersion> {
     const DOING: &str = "reading a backup version";
     let version: i64 = row.try_get(0).doing(DOING)?;
-    Ok(BackupVersion {
-        user_id: user.to_owned(),
-        version: to_u64(version)?.to_string(),
-        algorithm: row.try_get(1).doing(DOING)?,
-        auth_data: row.try_get(2).doing(DOING)?,
-        etag: to_u64(row.try_get(3).doing(DOING)?)?,
-        deleted: row.try_get(4).doing(DOING)?,
-        count: to_u64(row.try_get(5).doing(DOING)?)?,
+    let read = || {
+        Ok(BackupVersion {
+            user_id: user.to_owned(),
+            version: to_u64(version)?.to_string(),
+            algorithm: row.try_get(1).doing(DOING)?,
+            auth_data: row.try_get(2).doing(DOING)?,
+            etag: to_u64(row.try_get(3).doing(DOING)?)?,
+            deleted: row.try_get(4).doing(DOING)?,
+            count: to_u64(row.try_get(5).doing(DOING)?)?,
+        })
+    };
+    read().map_err(|error: StorageError| {
+        let message = format!("the stored backup version {version} of {user} does not decode");
+        StorageError::with_source(error.kind(), message, error)
     })
 }
 

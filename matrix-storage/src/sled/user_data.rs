@@ -265,11 +265,19 @@ fn remove_all(tx: &Tx<'_>, prefix: &[u8]) -> Result<u64> {
     Ok(entries.len() as u64)
 }
 
-fn decode_pusher(key: &[u8], value: &[u8]) -> Result<Pusher> {
-    let mut dec = Dec::new(key).skip_table()?;
-    let (user_id, app_id, pushkey) = (dec.str()?, dec.str()?, dec.str()?);
+/// A pusher's entry; one that does not decode is an error naming it (`whose` names the user
+/// when the key itself does not decode).
+fn decode_pusher(key: &[u8], value: &[u8], whose: &str) -> Result<Pusher> {
+    let read_key = || {
+        let mut dec = Dec::new(key).skip_table()?;
+        Ok((dec.str()?, dec.str()?, dec.str()?))
+    };
+    let (user_id, app_id, pushkey) = read_key().map_err(corrupt(format!("pusher of {whose}")))?;
     let mut dec = Dec::new(value);
-    Ok(Pusher { user_id, app_id, pushkey, device_id: dec.str()?, data: dec.bytes()?.to_vec() })
+    let mut read = || Ok((dec.str()?, dec.bytes()?.to_vec()));
+    let what = format!("pusher of {user_id} (app {app_id:?}, pushkey {pushkey:?})");
+    let (device_id, data) = read().map_err(corrupt(what))?;
+    Ok(Pusher { user_id, app_id, pushkey, device_id, data })
 }
 
 impl SledStore {
@@ -277,9 +285,7 @@ impl SledStore {
         let mut pushers = Vec::new();
         for entry in self.scan(prefix) {
             let (key, value) = entry?;
-            pushers.push(
-                decode_pusher(&key, &value).map_err(corrupt(format!("pusher of {whose}")))?,
-            );
+            pushers.push(decode_pusher(&key, &value, whose)?);
         }
         pushers.sort_by(|a, b| {
             (&a.user_id, &a.app_id, &a.pushkey).cmp(&(&b.user_id, &b.app_id, &b.pushkey))
