@@ -57,7 +57,9 @@ use crate::{
 
 /// The schema this code writes and reads. 2 added the tables from [`DEVICE_KEYS`] on and the
 /// [`STREAM_HEAD`] counter; 3 the layered snapshot records (the chained records of 1 and 2
-/// are still read). An older store is marked 3 at open (its new tables start empty).
+/// are still read). An older store is marked 3 at open (its new tables start empty). The
+/// tables from [`CROSS_SIGNING_KEY`] on came later without a new number: nothing stored
+/// changes meaning, and a store written before them simply has none.
 const SCHEMA: u64 = 3;
 
 // Tables (the first byte of every key).

@@ -7,16 +7,16 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use matrix_storage::{
-    BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore, KeyBackupStore,
-    KeySignature, Pusher, PusherStore,
-};
-use matrix_storage::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied, ChangeSet,
     ClaimedKey, Device, Direction, DirectoryStore, E2eeStore, EventStore, FallbackKey, InboxStore,
     KeyStore, Media, MediaStore, OurKey, OutboundItem, Profile, QueueStore, ReceiptStore,
     RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, StateEntry, StateStore,
     Storage, StoredEvent, StoredReceipt, StreamItem, StreamPos, ToDeviceMessage, ToDeviceUsage,
     TokenOwner, User,
+};
+use matrix_storage::{
+    BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore, KeyBackupStore,
+    KeySignature, Pusher, PusherStore,
 };
 
 /// A store whose change sets are acknowledged `delay` after they are applied (durable, but

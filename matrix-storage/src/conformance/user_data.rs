@@ -2,9 +2,9 @@
 
 use super::{Store, apply};
 use crate::{
-    Applied, BackupScope, BackupSession, ChangeSet, CrossSigningKeyKind, CrossSigningKeys,
-    Device, ErrorKind, KeySignature, NewBackupSession, NewBackupVersion, Pusher, StreamPos,
-    TokenOwner, User,
+    Applied, BackupScope, BackupSession, ChangeSet, CrossSigningKeyKind, CrossSigningKeys, Device,
+    ErrorKind, KeySignature, NewBackupSession, NewBackupVersion, Pusher, StreamPos, TokenOwner,
+    User,
 };
 
 fn s(text: &str) -> String {
@@ -84,10 +84,7 @@ async fn head(store: &Store) -> StreamPos {
 /// device-list change commit in one change set, or not at all.
 pub async fn cross_signing_keys(store: Store) {
     conflicting_user(&store).await;
-    assert_eq!(
-        store.cross_signing_keys("@a:x").await.expect("reads"),
-        CrossSigningKeys::default()
-    );
+    assert_eq!(store.cross_signing_keys("@a:x").await.expect("reads"), CrossSigningKeys::default());
     let before = head(&store).await;
     let mut upload = ChangeSet::new();
     for (kind, public) in CrossSigningKeyKind::ALL.into_iter().zip(["M1", "S1", "U1"]) {
@@ -98,10 +95,7 @@ pub async fn cross_signing_keys(store: Store) {
     // Refused whole: neither the keys nor the device-list change.
     let refused = store.apply(doomed(upload.clone())).await.expect_err("the user exists");
     assert_eq!(refused.kind(), ErrorKind::Conflict);
-    assert_eq!(
-        store.cross_signing_keys("@a:x").await.expect("reads"),
-        CrossSigningKeys::default()
-    );
+    assert_eq!(store.cross_signing_keys("@a:x").await.expect("reads"), CrossSigningKeys::default());
     assert_eq!(head(&store).await, before);
 
     apply(&store, upload).await;
@@ -137,7 +131,10 @@ pub async fn cross_signing_keys(store: Store) {
     assert_eq!(keys.user_signing, expected.user_signing);
     let other = store.cross_signing_keys("@b:x").await.expect("reads");
     assert_eq!((other.master, other.self_signing), (None, Some(b"{}".to_vec())));
-    assert_eq!(CrossSigningKeyKind::from_usage("self_signing"), Some(CrossSigningKeyKind::SelfSigning));
+    assert_eq!(
+        CrossSigningKeyKind::from_usage("self_signing"),
+        Some(CrossSigningKeyKind::SelfSigning)
+    );
     assert_eq!(CrossSigningKeyKind::from_usage("other"), None);
 }
 
@@ -177,8 +174,7 @@ pub async fn key_signatures(store: Store) {
 
     // Replaced by a new signature of the same signer key; a failed change set adds nothing.
     let mut changes = ChangeSet::new();
-    changes.key_signatures =
-        vec![signature(("@a:x", "DEV"), ("@a:x", "ed25519:S1"), "sig-dev-2")];
+    changes.key_signatures = vec![signature(("@a:x", "DEV"), ("@a:x", "ed25519:S1"), "sig-dev-2")];
     apply(&store, changes).await;
     let mut failing = ChangeSet::new();
     failing.key_signatures = vec![signature(("@a:x", "DEV"), ("@c:x", "ed25519:C"), "never")];
@@ -273,10 +269,16 @@ pub async fn backup_versions(store: Store) {
     assert!(store.backup_sessions("@a:x", "3", None).await.expect("reads").is_empty());
     let mut changes = ChangeSet::new();
     changes.backup_sessions = vec![session("@b:x", "2", "!r", "s", 0)];
-    assert_eq!(store.apply(changes).await.expect_err("b has 1").kind(), ErrorKind::MissingReference);
+    assert_eq!(
+        store.apply(changes).await.expect_err("b has 1").kind(),
+        ErrorKind::MissingReference
+    );
     let mut changes = ChangeSet::new();
     changes.deleted_backup_sessions = vec![(s("@a:x"), s("2"), BackupScope::All)];
-    assert_eq!(store.apply(changes).await.expect_err("deleted").kind(), ErrorKind::MissingReference);
+    assert_eq!(
+        store.apply(changes).await.expect_err("deleted").kind(),
+        ErrorKind::MissingReference
+    );
 }
 
 /// Backed-up sessions: written, replaced, read all, per room and one, sorted; counted; the
@@ -387,8 +389,7 @@ pub async fn backup_sessions(store: Store) {
 pub async fn pushers(store: Store) {
     conflicting_user(&store).await;
     let mut changes = ChangeSet::new();
-    changes.devices =
-        vec![Device { user_id: s("@a:x"), device_id: s("DA"), display_name: None }];
+    changes.devices = vec![Device { user_id: s("@a:x"), device_id: s("DA"), display_name: None }];
     changes.new_tokens = vec![(s("tok"), TokenOwner { user_id: s("@a:x"), device_id: s("DA") })];
     changes.pushers = vec![
         pusher("@b:x", "app", "shared", "DB", "en"),

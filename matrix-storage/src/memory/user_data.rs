@@ -160,8 +160,7 @@ impl UserData {
             self.pushers.remove(&(user, app_id, pushkey));
         }
         for (user, app_id, pushkey) in changes.exclusive_pushers.drain(..) {
-            self.pushers
-                .retain(|(u, a, p), _| u == &user || a != &app_id || p != &pushkey);
+            self.pushers.retain(|(u, a, p), _| u == &user || a != &app_id || p != &pushkey);
         }
         for pusher in changes.pushers.drain(..) {
             let key = (pusher.user_id.clone(), pusher.app_id.clone(), pusher.pushkey.clone());

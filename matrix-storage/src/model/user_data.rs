@@ -18,8 +18,11 @@ pub enum CrossSigningKeyKind {
 
 impl CrossSigningKeyKind {
     /// Every kind, in their order.
-    pub const ALL: [CrossSigningKeyKind; 3] =
-        [CrossSigningKeyKind::Master, CrossSigningKeyKind::SelfSigning, CrossSigningKeyKind::UserSigning];
+    pub const ALL: [CrossSigningKeyKind; 3] = [
+        CrossSigningKeyKind::Master,
+        CrossSigningKeyKind::SelfSigning,
+        CrossSigningKeyKind::UserSigning,
+    ];
 
     /// The kind's `usage` in the spec (`master`, `self_signing`, `user_signing`), which is
     /// also how the durable backends store it.
@@ -186,7 +189,9 @@ pub struct Pusher {
 /// The number of a backup version string, if it is one the stores hand out: a decimal
 /// number from 1, without a sign or leading zeros (so that one version has one spelling).
 pub(crate) fn backup_version_number(version: &str) -> Option<u64> {
-    if version.is_empty() || version.starts_with('0') || !version.bytes().all(|b| b.is_ascii_digit())
+    if version.is_empty()
+        || version.starts_with('0')
+        || !version.bytes().all(|b| b.is_ascii_digit())
     {
         return None;
     }

@@ -104,7 +104,10 @@ async fn write_cross_signing(tx: &mut PgConnection, changes: &ChangeSet) -> Resu
             .key_signatures
             .iter()
             .map(|s| {
-                ([&*s.target_user, &*s.target_key, &*s.signer_user, &*s.signer_key_id], &*s.signature)
+                (
+                    [&*s.target_user, &*s.target_key, &*s.signer_user, &*s.signer_key_id],
+                    &*s.signature,
+                )
             })
             .collect();
         let mut columns: [Vec<&str>; 5] = Default::default();
@@ -159,13 +162,15 @@ async fn write_backups(
         applied.backup_versions.push(to_u64(version)?.to_string());
     }
     for (user, version, auth_data) in &changes.updated_backup_versions {
-        sqlx::query("UPDATE backup_versions SET auth_data = $3 WHERE user_id = $1 AND version = $2")
-            .bind(user)
-            .bind(number(version))
-            .bind(auth_data)
-            .execute(&mut *tx)
-            .await
-            .doing(DOING)?;
+        sqlx::query(
+            "UPDATE backup_versions SET auth_data = $3 WHERE user_id = $1 AND version = $2",
+        )
+        .bind(user)
+        .bind(number(version))
+        .bind(auth_data)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
     }
     for (user, version, scope) in &changes.deleted_backup_sessions {
         let (room, session) = match scope {
@@ -294,7 +299,8 @@ async fn write_pushers(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()>
         let mut text: [Vec<&str>; 4] = Default::default();
         let mut data: Vec<&[u8]> = Vec::new();
         for p in latest.into_values() {
-            for (column, value) in text.iter_mut().zip([&p.user_id, &p.app_id, &p.pushkey, &p.device_id])
+            for (column, value) in
+                text.iter_mut().zip([&p.user_id, &p.app_id, &p.pushkey, &p.device_id])
             {
                 column.push(value);
             }

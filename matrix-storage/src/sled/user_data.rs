@@ -320,7 +320,8 @@ impl CrossSigningStore for SledStore {
                     signature: Dec::new(&value).str()?,
                 })
             };
-            signatures.push(read().map_err(corrupt(format!("signature on keys of {target_user}")))?);
+            signatures
+                .push(read().map_err(corrupt(format!("signature on keys of {target_user}")))?);
         }
         signatures.sort();
         Ok(signatures)

@@ -285,7 +285,9 @@ fn changes(op: &Op) -> Option<ChangeSet> {
                 _ => BackupScope::Session("!r1".into(), format!("s{}", scope - 3)),
             },
         )),
-        Op::DeleteBackup(u, n) => c.deleted_backup_versions.push((format!("@u{u}:x"), n.to_string())),
+        Op::DeleteBackup(u, n) => {
+            c.deleted_backup_versions.push((format!("@u{u}:x"), n.to_string()))
+        }
         Op::Pusher(u, a, k, v) => c.pushers.push(Pusher {
             user_id: format!("@u{u}:x"),
             app_id: format!("app{a}"),
