@@ -15,12 +15,14 @@
 
 mod domains;
 mod state;
+mod user_data;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 pub use domains::*;
 pub use state::*;
+pub use user_data::*;
 
 use crate::{
     ChangeSet, Device, Direction, ErrorKind, EventStatus, Media, NewEvent, NewSnapshot, OurKey,
@@ -55,7 +57,8 @@ macro_rules! storage_conformance {
             readers_never_skip_an_event, e2ee_keys, claims_are_exactly_once,
             deleting_a_device_deletes_what_it_held, device_list_stream, to_device_inbox,
             receipts_replace_and_stream, transaction_ids_commit_once, records_round_trip,
-            account_data_changes, one_stream_for_everything);
+            account_data_changes, one_stream_for_everything, cross_signing_keys, key_signatures,
+            backup_versions, backup_sessions, pushers);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -576,6 +579,7 @@ type Everything = (
     Vec<crate::OutboundItem>,
     Vec<crate::AccountDataItem>,
     Vec<String>,
+    Vec<String>,
 );
 
 async fn everything(store: &Store, snapshot: SnapshotId) -> Everything {
@@ -589,6 +593,7 @@ async fn everything(store: &Store, snapshot: SnapshotId) -> Everything {
         store.outbound("b.example", 10).await.expect("reads"),
         store.all_account_data("@a:x").await.expect("reads"),
         domains::everything(store).await,
+        user_data::everything(store).await,
     )
 }
 
@@ -624,7 +629,9 @@ where
     changes.enqueue = vec![("b.example".to_owned(), Arc::from(&b"pdu"[..]))];
     changes.account_data = vec![("@a:x".to_owned(), None, "t".to_owned(), b"{}".to_vec())];
     domains::fill(&mut changes);
+    user_data::fill(&mut changes);
     let applied = apply(&store, changes).await;
+    apply(&store, user_data::fill_sessions(&applied)).await;
     let snapshot = applied.snapshot.expect("a snapshot");
     // The change set ends with positions that are not the timeline's (account data,
     // receipts, to-device messages...): the stream continues after those too.
@@ -632,6 +639,7 @@ where
     assert!(head > applied.stream[1], "{head:?}");
     let before = everything(&store, snapshot).await;
     assert_eq!(before.8.len(), 14, "{:?}", before.8);
+    assert!(before.9[2].starts_with("Some") && before.9[3].contains("s2"), "{:?}", before.9);
     drop(store);
 
     let store = open().await;

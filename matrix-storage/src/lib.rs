@@ -291,6 +291,51 @@ pub trait ReceiptStore: Send + Sync {
     async fn user_receipts(&self, room_id: &str, user_id: &str) -> Result<Vec<StoredReceipt>>;
 }
 
+/// Cross-signing keys, and the signatures uploaded on keys through `/keys/signatures/upload`.
+#[async_trait]
+pub trait CrossSigningStore: Send + Sync {
+    /// A user's cross-signing keys (all `None` when the user uploaded none).
+    async fn cross_signing_keys(&self, user_id: &str) -> Result<CrossSigningKeys>;
+    /// The signatures on a user's keys (devices and cross-signing keys), sorted by target
+    /// key, signer and signer key, for a reader to merge into the keys it lists.
+    async fn key_signatures(&self, target_user: &str) -> Result<Vec<KeySignature>>;
+}
+
+/// Server-side key backups: versions per user, and the sessions backed up in each.
+///
+/// A version string that is not one the store hands out (`"01"`, `"x"`) names nothing.
+#[async_trait]
+pub trait KeyBackupStore: Send + Sync {
+    /// A backup version, also a deleted one (see [`BackupVersion::deleted`]).
+    async fn backup_version(&self, user_id: &str, version: &str) -> Result<Option<BackupVersion>>;
+    /// A user's highest version that is not deleted.
+    async fn latest_backup_version(&self, user_id: &str) -> Result<Option<BackupVersion>>;
+    /// The sessions of a version, of one room or of all, sorted by room and session id.
+    async fn backup_sessions(
+        &self,
+        user_id: &str,
+        version: &str,
+        room_id: Option<&str>,
+    ) -> Result<Vec<BackupSession>>;
+    /// One session of a version.
+    async fn backup_session(
+        &self,
+        user_id: &str,
+        version: &str,
+        room_id: &str,
+        session_id: &str,
+    ) -> Result<Option<Vec<u8>>>;
+}
+
+/// Pushers.
+#[async_trait]
+pub trait PusherStore: Send + Sync {
+    /// A user's pushers, sorted by `app_id` and `pushkey`.
+    async fn pushers(&self, user_id: &str) -> Result<Vec<Pusher>>;
+    /// Every pusher (for the push sender at start), sorted by user, `app_id` and `pushkey`.
+    async fn all_pushers(&self) -> Result<Vec<Pusher>>;
+}
+
 /// A whole store: every domain, and atomic writes through one change set.
 #[async_trait]
 pub trait Storage:
@@ -306,6 +351,9 @@ pub trait Storage:
     + E2eeStore
     + InboxStore
     + ReceiptStore
+    + CrossSigningStore
+    + KeyBackupStore
+    + PusherStore
 {
     /// Applies every change of `changes` in one transaction: all or nothing. When it returns
     /// `Ok`, the changes are durable (they survive a crash of the process or the machine, as

@@ -4,6 +4,8 @@
 //! are assigned in commit order: [`RoomStore::stream_position`] is simply the last position
 //! assigned, and no reader can see a later position before an earlier one.
 
+mod user_data;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -82,6 +84,8 @@ struct Inner {
     receipts: BTreeMap<ReceiptKey, StoredReceipt>,
     /// (room, position) -> key, of each receipt's last change.
     receipt_log: BTreeMap<(String, u64), ReceiptKey>,
+    /// Cross-signing keys and signatures, key backups, pushers.
+    user_data: user_data::UserData,
 }
 
 /// The in-memory store.
@@ -204,7 +208,7 @@ impl Inner {
                 ));
             }
         }
-        Ok(())
+        self.user_data.validate(changes)
     }
 
     fn next_pos(&mut self) -> u64 {
@@ -222,11 +226,13 @@ impl Inner {
         self.fallback_keys.retain(|k, _| !of_device(k));
         self.inbox.retain(|k, _| k.0 != user || k.1 != device);
         self.transaction_ids.retain(|k, _| k.0 != user || k.1 != device);
+        self.user_data.delete_device(user, device);
     }
 
     /// Applies validated `changes`, with the record of their new snapshot.
-    fn apply(&mut self, changes: ChangeSet, snapshot: Option<Layer>) -> Applied {
+    fn apply(&mut self, mut changes: ChangeSet, snapshot: Option<Layer>) -> Applied {
         let mut applied = Applied::default();
+        let user_changes = user_data::UserData::take(&mut changes);
         let new_snapshot = snapshot.map(|layer| {
             self.snapshots.push(Arc::new(layer));
             SnapshotId(self.snapshots.len() as u64 - 1)
@@ -393,6 +399,7 @@ impl Inner {
                 self.forgotten.remove(&(room, user));
             }
         }
+        self.user_data.apply(user_changes, &mut applied);
         applied
     }
 }

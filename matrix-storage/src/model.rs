@@ -2,11 +2,13 @@
 
 mod e2ee;
 mod records;
+mod user_data;
 
 use std::sync::Arc;
 
 pub use e2ee::*;
 pub use records::*;
+pub use user_data::*;
 
 /// A position in the global stream (starts at 1; 0 is "before anything"): timeline events,
 /// account-data writes, receipts, to-device messages and device-list changes all take their
@@ -290,7 +292,8 @@ pub struct ChangeSet {
     /// Devices to create or replace.
     pub devices: Vec<Device>,
     /// Devices to delete `(user, device)`, with their tokens, device keys, one-time and
-    /// fallback keys, to-device queue and transaction ids.
+    /// fallback keys, to-device queue, transaction ids and the signatures on their keys (not
+    /// the pushers they created: see [`Pusher`]).
     pub deleted_devices: Vec<(String, String)>,
     /// Access tokens to add.
     pub new_tokens: Vec<(String, TokenOwner)>,
@@ -348,6 +351,36 @@ pub struct ChangeSet {
     pub profiles: Vec<(String, Profile)>,
     /// Rooms a user forgot (`true`) or no longer forgets (`false`) `(user, room, forgotten)`.
     pub forgotten: Vec<(String, String, bool)>,
+    /// Cross-signing keys to set `(user, kind, key as JSON)`: each replaces the user's key of
+    /// its kind whole. An upload that others must learn of also names the user in
+    /// [`ChangeSet::device_list_changes`], in the same change set.
+    pub cross_signing_keys: Vec<(String, CrossSigningKeyKind, Vec<u8>)>,
+    /// Signatures to store; each replaces the one by the same signer key on the same target
+    /// key. Deleting a device deletes the signatures on it.
+    pub key_signatures: Vec<KeySignature>,
+    /// Key backup versions to create; the store allocates their versions, per user in
+    /// increasing order and never twice (also after a deletion), and lists them in
+    /// [`Applied::backup_versions`].
+    pub new_backup_versions: Vec<NewBackupVersion>,
+    /// Backup versions whose `auth_data` to replace `(user, version, auth_data)`.
+    pub updated_backup_versions: Vec<(String, String, Vec<u8>)>,
+    /// Backed-up sessions to delete `(user, version, which)`, before [`ChangeSet::backup_sessions`]
+    /// are written.
+    pub deleted_backup_sessions: Vec<(String, String, BackupScope)>,
+    /// Backed-up sessions to write: each replaces the one stored under its key (whether it is
+    /// "better" is the caller's question, see [`NewBackupSession`]).
+    pub backup_sessions: Vec<NewBackupSession>,
+    /// Backup versions to delete `(user, version)`, with their sessions, after everything
+    /// else of the change set; deleting a deleted or unknown version does nothing.
+    pub deleted_backup_versions: Vec<(String, String)>,
+    /// Pushers to delete `(user, app_id, pushkey)`.
+    pub deleted_pushers: Vec<(String, String, String)>,
+    /// `(user, app_id, pushkey)`: deletes the pushers with this `app_id` and `pushkey` of
+    /// every other user (the spec's `append: false`). Applied before [`ChangeSet::pushers`].
+    pub exclusive_pushers: Vec<(String, String, String)>,
+    /// Pushers to set: each replaces the user's pusher of the same `app_id` and `pushkey`.
+    /// Applied after the deletions above.
+    pub pushers: Vec<Pusher>,
 }
 
 impl ChangeSet {
@@ -366,4 +399,6 @@ pub struct Applied {
     pub snapshot: Option<SnapshotId>,
     /// The queue ids of the enqueued items, in order.
     pub enqueued: Vec<u64>,
+    /// The versions allocated to [`ChangeSet::new_backup_versions`], in order.
+    pub backup_versions: Vec<String>,
 }

@@ -40,6 +40,7 @@ mod apply_domains;
 mod domains;
 mod snapshots;
 mod stream;
+mod user_data;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -66,6 +67,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "domains", include_str!("../migrations/0002_domains.sql")),
     (3, "layers", include_str!("../migrations/0003_layers.sql")),
+    (4, "user data", include_str!("../migrations/0004_user_data.sql")),
 ];
 
 /// The first key of our advisory lock ("MXST"); the second is a hash of the schema.

@@ -38,6 +38,7 @@ mod engine;
 mod flusher;
 mod records;
 mod snapshots;
+mod user_data;
 mod wal;
 
 use self::batch::Tx;
@@ -58,7 +59,9 @@ use crate::{
 
 /// The schema this code writes and reads. 2 added the tables from [`DEVICE_KEYS`] on and the
 /// [`STREAM_HEAD`] counter; 3 the layered snapshot records (the chained records of 1 and 2
-/// are still read). An older store is marked 3 at open (its new tables start empty).
+/// are still read). An older store is marked 3 at open (its new tables start empty). The
+/// tables from [`CROSS_SIGNING_KEY`] on came later without a new number: nothing stored
+/// changes meaning, and a store written before them simply has none.
 const SCHEMA: u64 = 3;
 
 // Tables (the first byte of every key).
@@ -103,16 +106,24 @@ const FORGOTTEN: u8 = b'f';
 const MEDIA_USAGE: u8 = b'G';
 const ACCOUNT_DATA_POS: u8 = b'a';
 const ACCOUNT_DATA_LOG: u8 = b'b';
+// Schema 3, later (read and written in `user_data`; a store written before has none).
+const CROSS_SIGNING_KEY: u8 = b'J';
+const KEY_SIGNATURE: u8 = b'j';
+const BACKUP_VERSION: u8 = b'B';
+const BACKUP_SESSION: u8 = b'e';
+const PUSHER: u8 = b'g';
+const PUSHER_KEY: u8 = b'd';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 40] = [
+const TABLES: [u8; 46] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
     RECEIPT_LOG, CLIENT_TXN, ALIAS, ROOM_ALIAS, PUBLISHED, REDACTION, PROFILE, FORGOTTEN,
-    MEDIA_USAGE, ACCOUNT_DATA_POS, ACCOUNT_DATA_LOG,
+    MEDIA_USAGE, ACCOUNT_DATA_POS, ACCOUNT_DATA_LOG, CROSS_SIGNING_KEY, KEY_SIGNATURE,
+    BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -721,10 +732,11 @@ impl SledStore {
         }
         let tx = Tx::new(&self.tree);
         domains::check_transaction_ids(&tx, changes)?;
-        let applied = apply_in(&tx, &self.snapshots, changes, *next_stream)?;
+        let mut applied = apply_in(&tx, &self.snapshots, changes, *next_stream)?;
         // The other positions follow the change set's events.
         let after_events = *next_stream + applied.stream.len() as u64;
         let next = domains::apply_in(&tx, changes, after_events)?;
+        user_data::apply_in(&tx, changes, &mut applied)?;
         if next > after_events {
             tx.insert(meta(STREAM_HEAD), Enc::default().u64(next - 1).done())?;
         }

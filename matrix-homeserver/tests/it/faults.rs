@@ -14,6 +14,10 @@ use matrix_storage::{
     Storage, StoredEvent, StoredReceipt, StreamItem, StreamPos, ToDeviceMessage, ToDeviceUsage,
     TokenOwner, User,
 };
+use matrix_storage::{
+    BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore, KeyBackupStore,
+    KeySignature, Pusher, PusherStore,
+};
 
 /// A store whose change sets are acknowledged `delay` after they are applied (durable, but
 /// the acknowledgement is late: a client may give up in between).
@@ -97,6 +101,20 @@ forward!(InboxStore {
 forward!(ReceiptStore {
     fn receipts(&self, room_id: &str, after: StreamPos, upto: StreamPos) -> Result<Vec<StoredReceipt>>;
     fn user_receipts(&self, room_id: &str, user_id: &str) -> Result<Vec<StoredReceipt>>;
+});
+forward!(CrossSigningStore {
+    fn cross_signing_keys(&self, user_id: &str) -> Result<CrossSigningKeys>;
+    fn key_signatures(&self, target_user: &str) -> Result<Vec<KeySignature>>;
+});
+forward!(KeyBackupStore {
+    fn backup_version(&self, user_id: &str, version: &str) -> Result<Option<BackupVersion>>;
+    fn latest_backup_version(&self, user_id: &str) -> Result<Option<BackupVersion>>;
+    fn backup_sessions(&self, user_id: &str, version: &str, room_id: Option<&str>) -> Result<Vec<BackupSession>>;
+    fn backup_session(&self, user_id: &str, version: &str, room_id: &str, session_id: &str) -> Result<Option<Vec<u8>>>;
+});
+forward!(PusherStore {
+    fn pushers(&self, user_id: &str) -> Result<Vec<Pusher>>;
+    fn all_pushers(&self) -> Result<Vec<Pusher>>;
 });
 
 #[async_trait]

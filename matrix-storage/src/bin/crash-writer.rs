@@ -3,14 +3,15 @@
 //!
 //! `crash-writer sled DIR START`, `crash-writer fjall DIR START` or
 //! `crash-writer postgres URL SCHEMA START` writes events
-//! `$crash-START`, `$crash-START+1`, ... each with a user `@crash-N:x` in the same change set.
+//! `$crash-START`, `$crash-START+1`, ... each with a user `@crash-N:x` and a pusher of that
+//! user in the same change set.
 
 use std::io::Write as _;
 use std::sync::Arc;
 
 use matrix_storage::postgres::{PostgresOptions, PostgresStore};
 use matrix_storage::sled::{SledOptions, SledStore};
-use matrix_storage::{ChangeSet, EventStatus, NewEvent, RoomChanges, Storage, User};
+use matrix_storage::{ChangeSet, EventStatus, NewEvent, Pusher, RoomChanges, Storage, User};
 
 fn usage() -> ! {
     eprintln!(
@@ -67,6 +68,13 @@ async fn main() {
             password_hash: None,
             admin: false,
             deactivated: false,
+        });
+        changes.pushers.push(Pusher {
+            user_id: format!("@crash-{n}:x"),
+            app_id: "crash".into(),
+            pushkey: n.to_string(),
+            device_id: "D".into(),
+            data: format!(r#"{{"n":{n}}}"#).into_bytes(),
         });
         store.apply(changes).await.expect("applies");
         // Acknowledged: only now may the parent count on it.

@@ -1,6 +1,7 @@
 //! One change set, one transaction. The writes follow the in-memory backend's order (the
 //! oracle of the model test): snapshot, rooms, events, accounts, keys, queues, account data,
-//! media, then the smaller domains ([`super::apply_domains`]). Client transaction ids come
+//! media, then the smaller domains ([`super::apply_domains`]), then cross-signing, key
+//! backups and pushers ([`super::user_data`]). Client transaction ids come
 //! first, so that a reused one fails the change set before anything else is written.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +13,7 @@ use sqlx::postgres::PgPool;
 use super::apply_domains::{self, Positions};
 use super::snapshots::write_snapshot;
 use super::stream::StreamTracker;
+use super::user_data;
 use super::{Doing, status_code, to_i64, to_u64};
 use crate::{Applied, ChangeSet, ErrorKind, Result, SnapshotRef, StorageError};
 
@@ -146,6 +148,7 @@ pub(super) async fn apply(
     apply_domains::write_e2ee(&mut tx, &changes, &mut positions).await?;
     apply_domains::write_receipts(&mut tx, &changes, &mut positions).await?;
     apply_domains::write_records(&mut tx, &changes).await?;
+    user_data::write(&mut tx, &changes, &mut applied).await?;
     if apply_domains::deletes_positions(&changes) {
         // Everything deleted here was committed before, so below what was handed out.
         apply_domains::mark_stream(&mut tx, stream.handed_out()).await?;

@@ -81,9 +81,9 @@ async fn insert_transaction_ids<'a>(
 }
 
 /// Deletes devices with everything they hold: access tokens, device keys, one-time and
-/// fallback keys, the to-device queue and transaction ids. `recorded` are the change set's
-/// transaction ids (written before): those of a deleted device are written again, since the
-/// change set records them after the deletion.
+/// fallback keys, the to-device queue, transaction ids and the signatures on their keys.
+/// `recorded` are the change set's transaction ids (written before): those of a deleted device
+/// are written again, since the change set records them after the deletion.
 pub(super) async fn delete_devices(
     tx: &mut PgConnection,
     devices: &[(String, String)],
@@ -107,7 +107,9 @@ pub(super) async fn delete_devices(
          inbox AS (DELETE FROM to_device t USING d \
              WHERE t.user_id = d.user_id AND t.device_id = d.device_id), \
          txns AS (DELETE FROM transaction_ids t USING d \
-             WHERE t.user_id = d.user_id AND t.device_id = d.device_id) \
+             WHERE t.user_id = d.user_id AND t.device_id = d.device_id), \
+         sigs AS (DELETE FROM key_signatures t USING d \
+             WHERE t.target_user = d.user_id AND t.target_key = d.device_id) \
          DELETE FROM devices t USING d WHERE t.user_id = d.user_id AND t.device_id = d.device_id",
     )
     .bind(users)

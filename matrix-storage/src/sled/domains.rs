@@ -16,8 +16,8 @@ use tokio::sync::oneshot;
 use super::batch::Tx;
 use super::{
     ACCOUNT_DATA, ACCOUNT_DATA_LOG, ACCOUNT_DATA_POS, ALIAS, CLIENT_TXN, DEVICE_KEYS, DEVICE_LIST,
-    FALLBACK_KEY, FORGOTTEN, INBOX, MEDIA_USAGE, ONE_TIME_KEY, PROFILE, PUBLISHED, RECEIPT,
-    RECEIPT_LOG, REDACTION, ROOM_ALIAS, SledStore, unavailable,
+    FALLBACK_KEY, FORGOTTEN, INBOX, KEY_SIGNATURE, MEDIA_USAGE, ONE_TIME_KEY, PROFILE, PUBLISHED,
+    RECEIPT, RECEIPT_LOG, REDACTION, ROOM_ALIAS, SledStore, unavailable,
 };
 use crate::codec::{Dec, Enc};
 use crate::{
@@ -216,11 +216,12 @@ pub(super) fn apply_in(tx: &Tx<'_>, changes: &ChangeSet, mut next: u64) -> Resul
     Ok(next)
 }
 
-/// Deletes what a device held: its device keys, one-time and fallback keys, to-device queue
-/// and transaction ids (its tokens are deleted with the device itself).
+/// Deletes what a device held: its device keys, one-time and fallback keys, to-device queue,
+/// transaction ids and the signatures on its keys (its tokens are deleted with the device
+/// itself).
 fn delete_device(tx: &Tx<'_>, user: &str, device: &str) -> Result<()> {
     tx.remove(Enc::table(DEVICE_KEYS).str(user).str(device).done())?;
-    for table in [ONE_TIME_KEY, FALLBACK_KEY, INBOX, CLIENT_TXN] {
+    for table in [ONE_TIME_KEY, FALLBACK_KEY, INBOX, CLIENT_TXN, KEY_SIGNATURE] {
         for (key, _) in tx.scan_prefix(&Enc::table(table).str(user).str(device).done())? {
             tx.remove(key)?;
         }

@@ -1,7 +1,7 @@
 //! Crash durability: a child process writes change sets and reports each one acknowledged; it
 //! is killed with SIGKILL at varying points; the store then reopens and holds every
-//! acknowledged write, consistently (events, their stream positions, the users written in the
-//! same change sets, a stream without gaps). For sled, fjall and PostgreSQL.
+//! acknowledged write, consistently (events, their stream positions, the users and pushers
+//! written in the same change sets, a stream without gaps). For sled, fjall and PostgreSQL.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -68,6 +68,8 @@ async fn check(store: &dyn Storage, acknowledged: &[u64]) {
             store.user(&format!("@crash-{n}:x")).await.expect("reads").is_some(),
             "user {n} lost"
         );
+        let pushers = store.pushers(&format!("@crash-{n}:x")).await.expect("reads");
+        assert_eq!(pushers.len(), 1, "pusher {n} lost");
     }
     let all = store.stream_range(StreamPos(0), head, usize::MAX).await.expect("reads");
     assert_eq!(all.len() as u64, head.0, "the stream has a gap");

@@ -396,4 +396,51 @@ mod sled_reopen {
         assert_eq!(err.expect_err("corrupt").kind(), ErrorKind::Corrupt);
         assert!(store.stream_position().await.is_ok(), "the store still serves");
     }
+
+    /// Corrupt records of cross-signing signatures, backup versions and pushers are errors
+    /// naming the record, for reads and for writes that read them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn corrupt_user_data_records_are_errors() {
+        use matrix_storage::{
+            ChangeSet, CrossSigningStore, KeyBackupStore, NewBackupSession, PusherStore, Storage,
+        };
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        drop(crate::reopen(dir.path()).await);
+        raw(dir.path(), |tree| {
+            // KEY_SIGNATURE (target user, target key, signer, signer key) -> not a string.
+            let key = raw_key(b'j', &[b"@a:x", b"D", b"@a:x", b"ed25519:S"]);
+            tree.insert(key, vec![0, 0, 0, 9]).expect("writes");
+            // BACKUP_VERSION (user, version 1) -> a value too short.
+            let mut key = raw_key(b'B', &[b"@a:x"]);
+            key.extend_from_slice(&1u64.to_be_bytes());
+            tree.insert(key, vec![1, 2]).expect("writes");
+            // PUSHER (user, app, pushkey) -> a value too short.
+            tree.insert(raw_key(b'g', &[b"@a:x", b"app", b"key"]), vec![0]).expect("writes");
+        });
+        let store = crate::reopen(dir.path()).await;
+        let err = store.key_signatures("@a:x").await.expect_err("corrupt");
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(err.to_string().contains("signature on keys of @a:x"), "{err}");
+        let err = store.backup_version("@a:x", "1").await.expect_err("corrupt");
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(err.to_string().contains("backup version 1 of @a:x"), "{err}");
+        let err = store.latest_backup_version("@a:x").await.expect_err("corrupt");
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        let mut changes = ChangeSet::new();
+        changes.backup_sessions.push(NewBackupSession {
+            user_id: "@a:x".into(),
+            version: "1".into(),
+            room_id: "!r".into(),
+            session_id: "s".into(),
+            data: b"{}".to_vec(),
+        });
+        let err = store.apply(changes).await.expect_err("corrupt");
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(err.to_string().contains("backup version 1 of @a:x"), "{err}");
+        let err = store.pushers("@a:x").await.expect_err("corrupt");
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(err.to_string().contains("pusher of @a:x"), "{err}");
+        assert_eq!(store.all_pushers().await.expect_err("corrupt").kind(), ErrorKind::Corrupt);
+        assert!(store.pushers("@b:x").await.expect("reads").is_empty(), "the store still serves");
+    }
 }

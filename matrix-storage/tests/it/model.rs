@@ -6,9 +6,10 @@ use std::sync::Arc;
 use matrix_storage::memory::MemoryStore;
 use matrix_storage::sled::{SledOptions, SledStore};
 use matrix_storage::{
-    Alias, ChangeSet, Device, EventStatus, FallbackKey, NewEvent, NewSnapshot, NewToDevice,
-    OneTimeKey, Receipt, ReceiptKey, RoomChanges, SnapshotId, Storage, StreamPos, TokenOwner,
-    TransactionId, User,
+    Alias, BackupScope, ChangeSet, CrossSigningKeyKind, Device, EventStatus, FallbackKey,
+    KeySignature, NewBackupSession, NewBackupVersion, NewEvent, NewSnapshot, NewToDevice,
+    OneTimeKey, Pusher, Receipt, ReceiptKey, RoomChanges, SnapshotId, Storage, StreamPos,
+    TokenOwner, TransactionId, User,
 };
 use proptest::prelude::*;
 
@@ -36,6 +37,22 @@ enum Op {
     TxnId(u8, u8, u8),
     Alias(u8, u8),
     DeleteAlias(u8),
+    /// A cross-signing key `(user, kind, value)`.
+    CrossSigning(u8, u8, u8),
+    /// A signature on `(user, device)` by a user's key.
+    Signature(u8, u8, u8, u8),
+    NewBackup(u8),
+    /// `(user, version, value)`.
+    UpdateBackup(u8, u8, u8),
+    /// `(user, version, room, session, value)`.
+    BackupSession(u8, u8, u8, u8, u8),
+    /// `(user, version, scope)`: all, a room or a session.
+    DeleteBackupSessions(u8, u8, u8),
+    DeleteBackup(u8, u8),
+    /// `(user, app, pushkey, value)`.
+    Pusher(u8, u8, u8, u8),
+    DeletePusher(u8, u8, u8),
+    ExclusivePusher(u8, u8, u8),
     /// Several of the above in one change set.
     Many(Vec<Op>),
     Claim(u8, u8),
@@ -66,6 +83,33 @@ fn write_op() -> impl Strategy<Value = Op> {
         (small.clone(), small.clone(), 0u8..3).prop_map(|(u, d, t)| Op::TxnId(u, d, t)),
         (small.clone(), small.clone()).prop_map(|(a, r)| Op::Alias(a, r)),
         small.clone().prop_map(Op::DeleteAlias),
+        user_data_op(),
+    ]
+}
+
+/// One write of cross-signing keys, signatures, key backups or pushers: two users, and the
+/// versions `0` (never one), `1` and `2`, so that writes meet the versions made before.
+fn user_data_op() -> impl Strategy<Value = Op> {
+    let users = 0u8..2;
+    let versions = 0u8..3;
+    prop_oneof![
+        (users.clone(), 0u8..3, any::<u8>()).prop_map(|(u, k, v)| Op::CrossSigning(u, k, v)),
+        (users.clone(), 0u8..2, users.clone(), any::<u8>())
+            .prop_map(|(u, d, s, v)| Op::Signature(u, d, s, v)),
+        users.clone().prop_map(Op::NewBackup),
+        users.clone().prop_map(Op::NewBackup),
+        (users.clone(), versions.clone(), any::<u8>())
+            .prop_map(|(u, n, v)| Op::UpdateBackup(u, n, v)),
+        (users.clone(), versions.clone(), 0u8..3, 0u8..2, any::<u8>())
+            .prop_map(|(u, n, r, s, v)| Op::BackupSession(u, n, r, s, v)),
+        (users.clone(), versions.clone(), any::<u8>())
+            .prop_map(|(u, n, v)| Op::BackupSession(u, n, 1, 0, v)),
+        (users.clone(), versions.clone(), 0u8..5)
+            .prop_map(|(u, n, s)| Op::DeleteBackupSessions(u, n, s)),
+        (users.clone(), versions.clone()).prop_map(|(u, n)| Op::DeleteBackup(u, n)),
+        (0u8..3, 0u8..2, 0u8..2, any::<u8>()).prop_map(|(u, a, k, v)| Op::Pusher(u, a, k, v)),
+        (0u8..3, 0u8..2, 0u8..2).prop_map(|(u, a, k)| Op::DeletePusher(u, a, k)),
+        (0u8..3, 0u8..2, 0u8..2).prop_map(|(u, a, k)| Op::ExclusivePusher(u, a, k)),
     ]
 }
 
@@ -90,6 +134,11 @@ fn op() -> impl Strategy<Value = Op> {
         (0u16..50, any::<bool>()).prop_map(|(e, t)| Op::Event(e, t)),
         write_op(),
         prop::collection::vec(write_op(), 2..5).prop_map(Op::Many),
+        // Three more chances for the domains of `user_data_op`, whose writes depend on one
+        // another (sessions need a version made before).
+        user_data_op(),
+        user_data_op(),
+        user_data_op(),
         (small.clone(), small.clone()).prop_map(|(u, d)| Op::Claim(u, d)),
         Just(Op::Reopen),
     ]
@@ -200,6 +249,58 @@ fn changes(op: &Op) -> Option<ChangeSet> {
             creator: "@u0:x".into(),
         }),
         Op::DeleteAlias(a) => c.deleted_aliases.push(format!("#a{a}:x")),
+        Op::CrossSigning(u, k, v) => c.cross_signing_keys.push((
+            format!("@u{u}:x"),
+            CrossSigningKeyKind::ALL[usize::from(*k) % 3],
+            vec![*v],
+        )),
+        Op::Signature(u, d, signer, v) => c.key_signatures.push(KeySignature {
+            target_user: format!("@u{u}:x"),
+            target_key: format!("D{d}"),
+            signer_user: format!("@u{signer}:x"),
+            signer_key_id: format!("ed25519:S{signer}"),
+            signature: format!("sig{v}"),
+        }),
+        Op::NewBackup(u) => c.new_backup_versions.push(NewBackupVersion {
+            user_id: format!("@u{u}:x"),
+            algorithm: "alg".into(),
+            auth_data: vec![*u],
+        }),
+        Op::UpdateBackup(u, n, v) => {
+            c.updated_backup_versions.push((format!("@u{u}:x"), n.to_string(), vec![*v]))
+        }
+        Op::BackupSession(u, n, r, session, v) => c.backup_sessions.push(NewBackupSession {
+            user_id: format!("@u{u}:x"),
+            version: n.to_string(),
+            room_id: format!("!r{r}"),
+            session_id: format!("s{session}"),
+            data: vec![*v],
+        }),
+        Op::DeleteBackupSessions(u, n, scope) => c.deleted_backup_sessions.push((
+            format!("@u{u}:x"),
+            n.to_string(),
+            match scope {
+                0 => BackupScope::All,
+                1 | 2 => BackupScope::Room(format!("!r{scope}")),
+                _ => BackupScope::Session("!r1".into(), format!("s{}", scope - 3)),
+            },
+        )),
+        Op::DeleteBackup(u, n) => {
+            c.deleted_backup_versions.push((format!("@u{u}:x"), n.to_string()))
+        }
+        Op::Pusher(u, a, k, v) => c.pushers.push(Pusher {
+            user_id: format!("@u{u}:x"),
+            app_id: format!("app{a}"),
+            pushkey: format!("key{k}"),
+            device_id: format!("D{v}"),
+            data: vec![*v],
+        }),
+        Op::DeletePusher(u, a, k) => {
+            c.deleted_pushers.push((format!("@u{u}:x"), format!("app{a}"), format!("key{k}")))
+        }
+        Op::ExclusivePusher(u, a, k) => {
+            c.exclusive_pushers.push((format!("@u{u}:x"), format!("app{a}"), format!("key{k}")))
+        }
         Op::Many(ops) => {
             for op in ops {
                 let Some(more) = changes(op) else { continue };
@@ -247,6 +348,16 @@ fn merge(c: &mut ChangeSet, more: ChangeSet) {
     c.transaction_ids.extend(more.transaction_ids);
     c.aliases.extend(more.aliases);
     c.deleted_aliases.extend(more.deleted_aliases);
+    c.cross_signing_keys.extend(more.cross_signing_keys);
+    c.key_signatures.extend(more.key_signatures);
+    c.new_backup_versions.extend(more.new_backup_versions);
+    c.updated_backup_versions.extend(more.updated_backup_versions);
+    c.deleted_backup_sessions.extend(more.deleted_backup_sessions);
+    c.backup_sessions.extend(more.backup_sessions);
+    c.deleted_backup_versions.extend(more.deleted_backup_versions);
+    c.deleted_pushers.extend(more.deleted_pushers);
+    c.exclusive_pushers.extend(more.exclusive_pushers);
+    c.pushers.extend(more.pushers);
 }
 
 /// Everything observable about the store, for comparison.
@@ -278,9 +389,20 @@ async fn observe(store: &dyn Storage, snapshots: u64) -> String {
                 out += &format!("{:?}\n", id.expect("reads"));
             }
         }
+        out += &format!("{:?}\n", store.cross_signing_keys(&user).await.expect("reads"));
+        out += &format!("{:?}\n", store.key_signatures(&user).await.expect("reads"));
+        out += &format!("{:?}\n", store.latest_backup_version(&user).await.expect("reads"));
+        for n in 0..5u8 {
+            let version = n.to_string();
+            out += &format!("{:?}\n", store.backup_version(&user, &version).await.expect("reads"));
+            let sessions = store.backup_sessions(&user, &version, None).await.expect("reads");
+            out += &format!("{sessions:?}\n");
+        }
+        out += &format!("{:?}\n", store.pushers(&user).await.expect("reads"));
         out += &format!("{:?}\n", store.alias(&format!("#a{u}:x")).await.expect("reads"));
         out += &format!("{:?}\n", store.room_aliases(&format!("!r{u}")).await.expect("reads"));
     }
+    out += &format!("{:?}\n", store.all_pushers().await.expect("reads"));
     out += &format!("{:?}\n", store.receipts("!r", zero, head).await.expect("reads"));
     out += &format!("{:?}\n", store.device_list_changes(zero, head).await.expect("reads"));
     out += &format!(

@@ -506,3 +506,26 @@ async fn corrupt_rows_are_corrupt() {
     let err = store.user_receipts("!r", "@a:x").await.expect_err("a negative ts");
     assert_eq!(err.kind(), ErrorKind::Corrupt);
 }
+
+#[tokio::test]
+async fn corrupt_user_data_rows_are_corrupt() {
+    use matrix_storage::{CrossSigningStore as _, KeyBackupStore as _};
+    let Some(url) = database_url() else { return };
+    let schema = fresh_schema();
+    let store = open(&url, &schema).await;
+    let mut raw = connect_in(&url, &schema).await;
+    for statement in [
+        "INSERT INTO cross_signing_keys VALUES ('@a:x', 'bogus', '\\x7b7d')",
+        "INSERT INTO backup_versions VALUES ('@a:x', 1, 'alg', '\\x7b7d', -1, false)",
+    ] {
+        sqlx::query(statement).execute(&mut raw).await.expect("writes");
+    }
+    let err = store.cross_signing_keys("@a:x").await.expect_err("an unknown kind");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(err.to_string().contains("@a:x") && err.to_string().contains("bogus"), "{err}");
+    let err = store.backup_version("@a:x", "1").await.expect_err("a negative etag");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(err.to_string().contains("backup version 1 of @a:x"), "{err}");
+    let err = store.latest_backup_version("@a:x").await.expect_err("a negative etag");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+}
