@@ -1,4 +1,5 @@
-//! Unit tests of the sled backend that need its internals (the flusher, the tables).
+//! Unit tests of the embedded store that need its internals (the flusher, the tables), on
+//! each engine.
 
 use super::*;
 
@@ -8,21 +9,64 @@ fn account_data(kind: &str) -> ChangeSet {
     changes
 }
 
-fn reopen(path: &Path) -> SledStore {
-    for _ in 0..100 {
-        if let Ok(store) = SledStore::open(path, &SledOptions::default()) {
-            return store;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("the store stayed locked for 2 s after closing");
+/// An engine to open stores on.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Sled,
+    #[cfg(feature = "fjall")]
+    Fjall,
 }
 
+impl Engine {
+    fn open(self, path: &Path) -> Result<SledStore> {
+        match self {
+            Engine::Sled => SledStore::open(path, &SledOptions::default()),
+            #[cfg(feature = "fjall")]
+            Engine::Fjall => SledStore::open(path, &FjallOptions::default()),
+        }
+    }
+
+    /// Opens, waiting while a store closed a moment ago still holds the directory's lock.
+    fn reopen(self, path: &Path) -> SledStore {
+        for _ in 0..100 {
+            if let Ok(store) = self.open(path) {
+                return store;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("the store stayed locked for 2 s after closing");
+    }
+}
+
+/// `#[tokio::test]`s running `$test(engine)` on each engine.
+macro_rules! on_each_engine {
+    ($($test:ident),* $(,)?) => {
+        mod sled_engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Engine::Sled).await;
+                }
+            )*
+        }
+        #[cfg(feature = "fjall")]
+        mod fjall_engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Engine::Fjall).await;
+                }
+            )*
+        }
+    };
+}
+
+on_each_engine!(a_failed_flush_stops_claims, a_failed_flush_stops_the_store);
+
 /// After a failed flush, a claim is refused like any write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_flush_stops_claims() {
+async fn a_failed_flush_stops_claims(engine: Engine) {
     let dir = tempfile::tempdir().expect("a directory");
-    let store = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
+    let store = engine.open(dir.path()).expect("opens");
     let mut changes = ChangeSet::new();
     changes.one_time_keys = ["alg:1", "alg:2"]
         .map(|id| crate::OneTimeKey {
@@ -50,10 +94,9 @@ fn tables_are_distinct() {
 /// A failed flush: its writer is told, and the store stops serving (fail-stop), so the
 /// change it applied in memory is never read and nothing later is acknowledged; a
 /// reopened store has what was acknowledged before.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_flush_stops_the_store() {
+async fn a_failed_flush_stops_the_store(engine: Engine) {
     let dir = tempfile::tempdir().expect("a directory");
-    let store = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
+    let store = engine.open(dir.path()).expect("opens");
     store.apply(account_data("x.before")).await.expect("acknowledged");
 
     store.flusher.fail_next_flush();
@@ -65,7 +108,7 @@ async fn a_failed_flush_stops_the_store() {
     assert!(store.apply(account_data("x.after")).await.is_err(), "nothing more is taken");
 
     drop(store);
-    let store = reopen(dir.path());
+    let store = engine.reopen(dir.path());
     let before = store.account_data("@a:x", None, "x.before").await.expect("reads");
     assert!(before.is_some(), "what was acknowledged survives");
     assert!(store.account_data("@a:x", None, "x.after").await.expect("reads").is_none());

@@ -1,10 +1,11 @@
-//! Model-based property test: random sequences of writes, key claims (and, for sled, reopens)
+//! Model-based property test: random sequences of writes, key claims (and, for the embedded
+//! stores on sled and fjall, reopens)
 //! give the same observable store as the in-memory backend, the oracle.
 
 use std::sync::Arc;
 
 use matrix_storage::memory::MemoryStore;
-use matrix_storage::sled::{SledOptions, SledStore};
+use matrix_storage::sled::SledStore;
 use matrix_storage::{
     Alias, BackupScope, ChangeSet, CrossSigningKeyKind, Device, EventStatus, FallbackKey,
     KeySignature, NewBackupSession, NewBackupVersion, NewEvent, NewSnapshot, NewToDevice,
@@ -420,47 +421,77 @@ async fn observe(store: &dyn Storage, snapshots: u64) -> String {
     out
 }
 
+/// Runs `ops` on the model and on a store `open` opens in a new directory (and opens again
+/// at each reopen), and compares what they answer and hold.
+fn behaves_like_the_model<F, Fut>(ops: &[Op], open: F) -> Result<(), TestCaseError>
+where
+    F: Fn(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = SledStore>,
+{
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let model = MemoryStore::new();
+        let mut store = open(dir.path().to_owned()).await;
+        let mut room = ChangeSet::new();
+        room.rooms.push(RoomChanges {
+            room_id: "!r".into(),
+            create_with_version: Some("12".into()),
+            ..RoomChanges::default()
+        });
+        model.apply(room.clone()).await.expect("room");
+        store.apply(room).await.expect("room");
+        let mut snapshots = 0;
+        for op in ops {
+            if let Op::Claim(u, d) = op {
+                let (user, device) = (format!("@u{u}:x"), format!("D{d}"));
+                let expected = model.claim_key(&user, &device, "alg").await.expect("claims");
+                let got = store.claim_key(&user, &device, "alg").await.expect("claims");
+                prop_assert_eq!(expected, got, "{:?}", op);
+                continue;
+            }
+            let Some(changes) = changes(op) else {
+                drop(store);
+                store = open(dir.path().to_owned()).await;
+                continue;
+            };
+            let expected = model.apply(changes.clone()).await;
+            let got = store.apply(changes).await;
+            match (&expected, &got) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{:?}", op),
+                (Err(a), Err(b)) => prop_assert_eq!(a.kind(), b.kind(), "{:?}", op),
+                _ => prop_assert!(false, "{:?}: model {:?}, store {:?}", op, expected, got),
+            }
+            if let Ok(applied) = &expected
+                && applied.snapshot.is_some()
+            {
+                snapshots += 1;
+            }
+        }
+        prop_assert_eq!(observe(&model, snapshots).await, observe(&store, snapshots).await);
+        Ok(())
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn sled_behaves_like_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
-        runtime.block_on(async {
-            let dir = tempfile::tempdir().expect("a temporary directory");
-            let model = MemoryStore::new();
-            let mut sled = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
-            let mut room = ChangeSet::new();
-            room.rooms.push(RoomChanges { room_id: "!r".into(), create_with_version: Some("12".into()), ..RoomChanges::default() });
-            model.apply(room.clone()).await.expect("room");
-            sled.apply(room).await.expect("room");
-            let mut snapshots = 0;
-            for op in &ops {
-                if let Op::Claim(u, d) = op {
-                    let (user, device) = (format!("@u{u}:x"), format!("D{d}"));
-                    let expected = model.claim_key(&user, &device, "alg").await.expect("claims");
-                    let got = sled.claim_key(&user, &device, "alg").await.expect("claims");
-                    prop_assert_eq!(expected, got, "{:?}", op);
-                    continue;
-                }
-                let Some(changes) = changes(op) else {
-                    drop(sled);
-                    sled = crate::reopen(dir.path()).await;
-                    continue;
-                };
-                let expected = model.apply(changes.clone()).await;
-                let got = sled.apply(changes).await;
-                match (&expected, &got) {
-                    (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{:?}", op),
-                    (Err(a), Err(b)) => prop_assert_eq!(a.kind(), b.kind(), "{:?}", op),
-                    _ => prop_assert!(false, "{:?}: model {:?}, sled {:?}", op, expected, got),
-                }
-                if let Ok(applied) = &expected && applied.snapshot.is_some() {
-                    snapshots += 1;
-                }
-            }
-            prop_assert_eq!(observe(&model, snapshots).await, observe(&sled, snapshots).await);
-            Ok(())
+        behaves_like_the_model(&ops, |path| async move { crate::reopen(&path).await })?;
+    }
+}
+
+proptest! {
+    // Fewer cases: each opens fjall (and its threads) several times, about 0.6 s a case.
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fjall_behaves_like_the_model(ops in prop::collection::vec(op(), 1..40)) {
+        behaves_like_the_model(&ops, |path| async move {
+            let options = matrix_storage::fjall::FjallOptions::default();
+            matrix_storage::fjall::FjallStore::open(&path, &options).expect("opens")
         })?;
     }
 }
