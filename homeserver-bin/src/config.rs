@@ -50,6 +50,8 @@ impl Default for ServerSection {
 pub(crate) enum StorageBackend {
     #[default]
     Sled,
+    /// The embedded store on fjall instead of sled (same tables; cheaper writes).
+    Fjall,
     Postgres,
 }
 
@@ -57,6 +59,7 @@ impl StorageBackend {
     pub(crate) fn name(self) -> &'static str {
         match self {
             StorageBackend::Sled => "sled",
+            StorageBackend::Fjall => "fjall",
             StorageBackend::Postgres => "postgres",
         }
     }
@@ -68,11 +71,17 @@ pub(crate) struct StorageSection {
     pub(crate) backend: StorageBackend,
     pub(crate) postgres_url: Option<String>,
     pub(crate) sled_cache_mb: u64,
+    pub(crate) fjall_cache_mb: u64,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
-        StorageSection { backend: StorageBackend::Sled, postgres_url: None, sled_cache_mb: 6 }
+        StorageSection {
+            backend: StorageBackend::Sled,
+            postgres_url: None,
+            sled_cache_mb: 6,
+            fjall_cache_mb: 16,
+        }
     }
 }
 

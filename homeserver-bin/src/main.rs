@@ -81,6 +81,14 @@ async fn open_storage(config: &FileConfig) -> anyhow::Result<Arc<dyn Storage>> {
                 .with_context(|| format!("opening the sled store in {}", path.display()))?;
             Ok(Arc::new(store))
         }
+        StorageBackend::Fjall => {
+            let path = config.server.data_dir.join("fjall");
+            let mut options = matrix_storage::fjall::FjallOptions::default();
+            options.cache_capacity = config.storage.fjall_cache_mb.saturating_mul(1024 * 1024);
+            let store = matrix_storage::fjall::FjallStore::open(&path, &options)
+                .with_context(|| format!("opening the fjall store in {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
         StorageBackend::Postgres => {
             let Some(url) = &config.storage.postgres_url else {
                 bail!("storage.backend is \"postgres\" but storage.postgres_url is not set");

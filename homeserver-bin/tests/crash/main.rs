@@ -117,6 +117,7 @@ impl Client {
 #[derive(Debug, Clone)]
 enum Backend {
     Sled,
+    Fjall,
     /// A PostgreSQL URL whose connections use a schema of this run's own.
     Postgres(String),
 }
@@ -125,6 +126,7 @@ impl Backend {
     fn name(&self) -> &'static str {
         match self {
             Backend::Sled => "sled",
+            Backend::Fjall => "fjall",
             Backend::Postgres(_) => "postgres",
         }
     }
@@ -132,6 +134,7 @@ impl Backend {
     fn config(&self) -> String {
         match self {
             Backend::Sled => "[storage]\nbackend = \"sled\"\n".to_owned(),
+            Backend::Fjall => "[storage]\nbackend = \"fjall\"\n".to_owned(),
             Backend::Postgres(url) => {
                 format!("[storage]\nbackend = \"postgres\"\npostgres_url = {url:?}\n")
             }
@@ -427,6 +430,11 @@ async fn crash_and_check(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_keeps_what_it_acknowledged_across_sigkill() {
     crash_and_check(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_keeps_what_it_acknowledged_across_sigkill() {
+    crash_and_check(Backend::Fjall).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
