@@ -3,6 +3,10 @@ one), alternating, with rate limits off and on, and prints the table with ratios
 
     python3 benches/load/before_after.py --baseline BIN --current BIN [--seconds 20] [--runs 3]
                                          [--rooms 4] [--senders 16]
+                                         [--baseline-storage sled] [--current-storage fjall]
+
+The storage options compare two backends (the same binary may be both builds); unset, the
+binary's default (sled) runs.
 
 "Limits on" means every limit is checked at its default, except those the load generator
 exceeds by design (it registers 21 users from one address and each sender sends far faster
@@ -24,7 +28,7 @@ RAISED_BASELINE = ["message", "login", "registration", "joins"]
 RAISED_CURRENT = RAISED_BASELINE + ["create_room", "membership", "state"]
 
 
-def run(binary, limits, raised, work, seconds, name):
+def run(binary, limits, raised, work, seconds, name, storage=None):
     port = free_port()
     data = os.path.join(work, name)
     shutil.rmtree(data, ignore_errors=True)
@@ -39,6 +43,8 @@ def run(binary, limits, raised, work, seconds, name):
                 f.write(f"{key} = {UNLIMITED}\n")
         else:
             f.write("enabled = false\n")
+        if storage:
+            f.write(f'[storage]\nbackend = "{storage}"\n')
     url = f"http://127.0.0.1:{port}"
     with open(os.path.join(data, "log"), "w") as log:
         process, startup = start([binary, "serve", "--config", config], url, log=log)
@@ -71,16 +77,20 @@ def main():
     parser.add_argument("--work", default="/tmp/homeserver-before-after")
     parser.add_argument("--rooms", type=int, default=4)
     parser.add_argument("--senders", type=int, default=16)
+    parser.add_argument("--baseline-storage")
+    parser.add_argument("--current-storage")
     args = parser.parse_args()
     SHAPE.update(rooms=args.rooms, senders=args.senders)
     os.makedirs(args.work, exist_ok=True)
     results = {}
     for i in range(args.runs):
         for limits in (False, True):
-            for label, binary, raised in (("baseline", args.baseline, RAISED_BASELINE),
-                                          ("current", args.current, RAISED_CURRENT)):
+            for label, binary, raised, storage in (
+                    ("baseline", args.baseline, RAISED_BASELINE, args.baseline_storage),
+                    ("current", args.current, RAISED_CURRENT, args.current_storage)):
                 key = (label, limits)
-                r = run(binary, limits, raised, args.work, args.seconds, f"{label}-{'on' if limits else 'off'}-{i}")
+                r = run(binary, limits, raised, args.work, args.seconds,
+                        f"{label}-{'on' if limits else 'off'}-{i}", storage)
                 results.setdefault(key, []).append(r)
                 print(json.dumps({"run": i, "build": label, "limits": limits, **r}), flush=True)
     print()
