@@ -42,7 +42,7 @@ mod user_data;
 mod wal;
 
 use self::batch::Tx;
-use self::engine::{EngineError, Journal, Tree};
+use self::engine::{Engine, EngineError, Journal, Tree};
 use self::flusher::Flusher;
 use self::records::{
     decode_event, decode_room, decode_user, encode_event, encode_room, encode_user,
@@ -255,10 +255,10 @@ fn opening(path: &Path, error: ::sled::Error) -> StorageError {
     }
 }
 
-/// Opens the write-ahead log in `dir` and applies again, in order, the records sled does not
-/// hold on disk (a crash came between their sync and the next checkpoint); answers the log
-/// and the last sequence applied.
-fn recover(db: &::sled::Db, tree: &Tree, dir: &Path) -> Result<(wal::Wal, u64)> {
+/// Opens the write-ahead log in `dir` and applies again, in order, the records the engine
+/// does not hold on disk (a crash came between their sync and the next checkpoint); answers
+/// the log and the last sequence applied.
+fn recover(engine: &Engine, tree: &Tree, dir: &Path) -> Result<(wal::Wal, u64)> {
     let held = match tree.get(meta(wal::SEQ_KEY)).map_err(unavailable)? {
         Some(value) => u64_of(&value)?,
         None => 0,
@@ -274,7 +274,7 @@ fn recover(db: &::sled::Db, tree: &Tree, dir: &Path) -> Result<(wal::Wal, u64)> 
         seq = record_seq;
     }
     if seq > held {
-        db.flush().map_err(unavailable)?;
+        engine.flush()?;
         log.checkpoint(seq, seq + 1)?;
     }
     Ok((log, seq))
@@ -324,7 +324,7 @@ impl SledStore {
     /// [`ErrorKind::Unavailable`] that says so.
     pub fn open(path: impl AsRef<Path>, options: &impl EngineOptions) -> Result<Self> {
         let path = path.as_ref();
-        let (tree, journal, seq, cache_entries, lock) = match options.engine() {
+        let (tree, engine, cache_entries, lock) = match options.engine() {
             EngineChoice::Sled(options) => {
                 let db = ::sled::Config::new()
                     .path(path)
@@ -334,15 +334,13 @@ impl SledStore {
                     .open()
                     .map_err(|e| opening(path, e))?;
                 let tree = Tree::Sled(db.open_tree("matrix").map_err(unavailable)?);
-                check_schema(&tree, || db.flush().map(drop).map_err(unavailable))?;
-                let (wal, seq) = recover(&db, &tree, &path.join("wal"))?;
-                (tree, Journal::Sled { db, wal }, seq, options.snapshot_cache_entries, None)
+                (tree, Engine::Sled(db), options.snapshot_cache_entries, None)
             }
             #[cfg(feature = "fjall")]
             EngineChoice::Fjall(options) => {
                 let lock = engine::lock_dir(path)?;
-                // Commits are made durable by the flusher's syncs of fjall's journal, for
-                // every commit since the last at once.
+                // Durability comes from the write-ahead log; fjall's journal is synced at
+                // checkpoints.
                 let keyspace = ::fjall::Config::new(path.join("fjall"))
                     .cache_size(options.cache_capacity)
                     .manual_journal_persist(true)
@@ -352,13 +350,13 @@ impl SledStore {
                     .open_partition("matrix", ::fjall::PartitionCreateOptions::default())
                     .map_err(unavailable)?;
                 let tree = Tree::Fjall { keyspace: keyspace.clone(), partition };
-                check_schema(&tree, || {
-                    keyspace.persist(::fjall::PersistMode::SyncAll).map_err(unavailable)
-                })?;
-                let journal = Journal::Fjall(keyspace);
-                (tree, journal, 0, options.snapshot_cache_entries, Some(Arc::new(lock)))
+                let engine = Engine::Fjall(keyspace);
+                (tree, engine, options.snapshot_cache_entries, Some(Arc::new(lock)))
             }
         };
+        check_schema(&tree, || engine.flush())?;
+        let (wal, seq) = recover(&engine, &tree, &path.join("wal"))?;
+        let journal = Journal { engine, wal };
         // The head is the last position in the stream table, or the counter of the other
         // positions if that is higher (kept in memory from here on, so that an append writes
         // no counter).

@@ -89,19 +89,15 @@ impl<'a> Tx<'a> {
     }
 
     /// Applies every buffered write at once, as write-ahead log record `seq` (whose number
-    /// it writes to the tree too); answers the record, for the flusher to make durable (empty
-    /// when the engine's own journal holds the writes).
+    /// it writes to the tree too); answers the record, for the flusher to make durable.
     pub(super) fn commit(self, seq: u64) -> Result<Vec<u8>> {
         let mut pending = self.pending.into_inner();
-        let mut record = Vec::new();
-        if self.tree.logs() {
-            let seq_value = crate::codec::Enc::default().u64(seq).done();
-            pending.insert(super::meta(wal::SEQ_KEY), Some(IVec::from(seq_value)));
-            let mut ops = Vec::new();
-            wal::encode_ops(pending.iter().map(|(k, v)| (&k[..], v.as_deref())), &mut ops);
-            record.reserve(ops.len() + 16);
-            wal::encode_record(seq, &ops, &mut record);
-        }
+        let seq_value = crate::codec::Enc::default().u64(seq).done();
+        pending.insert(super::meta(wal::SEQ_KEY), Some(IVec::from(seq_value)));
+        let mut ops = Vec::new();
+        wal::encode_ops(pending.iter().map(|(k, v)| (&k[..], v.as_deref())), &mut ops);
+        let mut record = Vec::with_capacity(ops.len() + 16);
+        wal::encode_record(seq, &ops, &mut record);
         self.tree.apply(pending).map_err(unavailable)?;
         Ok(record)
     }

@@ -3,10 +3,11 @@
 //! code is the same on both; only these few operations, and how a commit becomes durable,
 //! differ.
 //!
-//! **Durability.** On sled, our write-ahead log (`wal.rs`) makes a commit durable and sled is
-//! flushed at checkpoints. fjall keeps a journal of its own in which a write batch is atomic
-//! (a batch cut short by a crash is dropped at recovery); a commit is durable once the journal
-//! is synced ([`Journal::sync`]), and fjall writes its memtables out by itself.
+//! **Durability** is the same on both: our write-ahead log (`wal.rs`) makes a commit durable,
+//! and the engine is flushed to disk at checkpoints only, after which the log drops what the
+//! engine holds. (fjall's own journal could serve as the log, but fjall holds the journal's
+//! lock while it syncs it, so no commit could be made during a sync and group commit would
+//! not group; our log is synced without stopping commits.)
 
 use std::ops::RangeBounds;
 #[cfg(feature = "fjall")]
@@ -141,58 +142,51 @@ impl Tree {
         }
     }
 
-    /// Whether commits need a record in our write-ahead log to be durable (sled), or the
-    /// engine's own journal holds them (fjall).
-    pub(super) fn logs(&self) -> bool {
-        matches!(self, Tree::Sled(_))
-    }
 }
 
-/// How the flusher makes commits durable: our log over sled, or fjall's journal.
-pub(super) enum Journal {
-    Sled {
-        db: ::sled::Db,
-        wal: Wal,
-    },
+/// The engine, for writing out to disk what it holds in memory.
+#[derive(Clone)]
+pub(super) enum Engine {
+    Sled(::sled::Db),
     #[cfg(feature = "fjall")]
     Fjall(::fjall::Keyspace),
 }
 
-impl Journal {
-    /// Makes durable every commit made so far (and `records`, their log records on sled).
-    pub(super) fn sync(&mut self, records: &[u8]) -> Result<()> {
+impl Engine {
+    /// Writes everything applied so far to disk.
+    pub(super) fn flush(&self) -> Result<()> {
         match self {
-            Journal::Sled { wal, .. } => wal.append(records),
+            Engine::Sled(db) => db.flush().map(drop).map_err(super::unavailable),
             #[cfg(feature = "fjall")]
-            Journal::Fjall(keyspace) => {
-                keyspace.persist(::fjall::PersistMode::SyncData).map_err(|e| {
-                    StorageError::with_source(ErrorKind::Unavailable, "fjall could not sync", e)
-                })
+            Engine::Fjall(keyspace) => {
+                keyspace.persist(::fjall::PersistMode::SyncAll).map_err(super::unavailable)
             }
         }
     }
+}
 
-    /// Whether a checkpoint would free anything (log written since the last one).
+/// How the flusher makes commits durable: our log, over the engine it checkpoints.
+pub(super) struct Journal {
+    pub(super) engine: Engine,
+    pub(super) wal: Wal,
+}
+
+impl Journal {
+    /// Appends the log records of the commits since the last sync, and syncs the log.
+    pub(super) fn sync(&mut self, records: &[u8]) -> Result<()> {
+        self.wal.append(records)
+    }
+
+    /// Log written since the last checkpoint, in bytes.
     pub(super) fn pending(&self) -> u64 {
-        match self {
-            Journal::Sled { wal, .. } => wal.written(),
-            // fjall writes out its memtables and trims its journal by itself.
-            #[cfg(feature = "fjall")]
-            Journal::Fjall(_) => 0,
-        }
+        self.wal.written()
     }
 
     /// Flushes the engine, which then holds every commit up to log sequence `durable` on disk,
     /// and lets the log drop what it holds.
     pub(super) fn checkpoint(&mut self, durable: u64) -> Result<()> {
-        match self {
-            Journal::Sled { db, wal } => {
-                db.flush().map_err(super::unavailable)?;
-                wal.checkpoint(durable, durable + 1)
-            }
-            #[cfg(feature = "fjall")]
-            Journal::Fjall(_) => Ok(()),
-        }
+        self.engine.flush()?;
+        self.wal.checkpoint(durable, durable + 1)
     }
 }
 

@@ -1,8 +1,7 @@
 //! Group commit: one thread appends to the write-ahead log ([`super::wal`]) the records of every
 //! change set committed since its last append, syncs it once, and wakes their writers
 //! together; now and then (every [`CHECKPOINT_EVERY`], or past [`CHECKPOINT_BYTES`] of log) it
-//! flushes sled itself and deletes the log segments sled then holds. On fjall, the sync is
-//! one of fjall's journal, which holds the commits itself ([`super::engine::Journal`]).
+//! flushes the engine (sled or fjall) and deletes the log segments it then holds.
 //!
 //! A writer commits its transaction under the writer lock, takes the next commit number (its
 //! log sequence) while still holding it, so numbers follow commit order, and hands its record
