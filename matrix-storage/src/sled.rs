@@ -1,14 +1,16 @@
-//! The sled backend: the embedded default, one directory, nothing else to run.
+//! The embedded store: the default, one directory, nothing else to run; on sled, or on fjall
+//! (feature `fjall`, opened with `FjallOptions`) through the small engine layer of
+//! `sled/engine.rs`, everything else being the same code.
 //!
-//! Everything lives in one sled tree under table-prefixed keys, so a change set is one sled
-//! batch. **Durability:** a change set is applied to the tree as one atomic batch under a
+//! Everything lives in one ordered tree under table-prefixed keys, so a change set is one
+//! atomic batch. **Durability:** a change set is applied to the tree as one atomic batch under a
 //! writer lock (reads see the change set's own pending writes; no sled transaction is
 //! needed, and those cost several times more), and its writes go as one record to a
 //! write-ahead log of our own (`sled/wal.rs`); [`Storage::apply`] returns once that record is
 //! synced to disk, so an acknowledged change set survives a crash. **Group commit:** one
 //! flusher thread appends the records of every change set committed since its last append and
-//! syncs once for all of them. sled itself is flushed only at checkpoints (every 2 s, or past
-//! 64 MiB of log), after which the log's older segments are deleted; at open, the records sled
+//! syncs once for all of them. The engine itself is flushed only at checkpoints (every 2 s, or past
+//! 64 MiB of log), after which the log's older segments are deleted; at open, the records the engine
 //! does not hold yet are applied again. [`Storage::apply_ordered`] answers once the batch is
 //! applied, so a caller's own lock (a room's) need not be held across the sync. A failed sync
 //! stops the store (fail-stop): what it covered was applied in memory but is not known to be

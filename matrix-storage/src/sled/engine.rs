@@ -141,7 +141,6 @@ impl Tree {
             }
         }
     }
-
 }
 
 /// The engine, for writing out to disk what it holds in memory.
