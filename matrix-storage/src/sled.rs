@@ -2,31 +2,30 @@
 //! (feature `fjall`, opened with `FjallOptions`) through the small engine layer of
 //! `sled/engine.rs`, everything else being the same code.
 //!
-//! Everything lives in one ordered tree under table-prefixed keys, so a change set is one
-//! atomic batch. **Durability:** a change set is applied to the tree as one atomic batch under a
-//! writer lock (reads see the change set's own pending writes; no sled transaction is
-//! needed, and those cost several times more), and its writes go as one record to a
-//! write-ahead log of our own (`sled/wal.rs`); [`Storage::apply`] returns once that record is
-//! synced to disk, so an acknowledged change set survives a crash. **Group commit:** one
-//! flusher thread appends the records of every change set committed since its last append and
-//! syncs once for all of them. The engine itself is flushed only at checkpoints (every 2 s, or past
-//! 64 MiB of log), after which the log's older segments are deleted; at open, the records the engine
-//! does not hold yet are applied again. [`Storage::apply_ordered`] answers once the batch is
-//! applied, so a caller's own lock (a room's) need not be held across the sync. A failed sync
-//! stops the store (fail-stop): what it covered was applied in memory but is not known to be
-//! on disk, so nothing more is served or acknowledged until a restart recovers the log.
-//! **Stream order:** the next position is kept under the writer lock, so positions follow
-//! commit order; timeline events, account-data writes, device-list changes, to-device messages
-//! and receipts all take theirs from it. At open it is found again from the last stream entry,
-//! or from the META `stream_head` entry that a change set handing out other positions writes
-//! (their entries can be deleted), whichever is higher. [`RoomStore::stream_position`] is the
-//! stream head of the last successful log sync: a reader never passes a position that is not yet
-//! committed, nor one that is not yet on disk (which a crash could lose, and whose position
-//! would then be handed out again).
-//! **Key claims** ([`Storage::claim_key`]) take the writer lock too, so no key is handed out
-//! twice, and are flushed like a change set before they return.
-//! **State snapshots** are the layered records of `layers.rs`, with `(type, state_key)`
-//! and event ids interned to `u64` (`sled/snapshots.rs`); a read touches at most 8 records.
+//! Everything lives in one ordered tree under table-prefixed keys, so a change set is one atomic
+//! batch. **Durability:** a change set is applied to the tree as one atomic batch under a writer
+//! lock (reads see the change set's own pending writes; no sled transaction is needed, and those
+//! cost several times more), and its writes go as one record to a write-ahead log of our own
+//! (`sled/wal.rs`); [`Storage::apply`] returns once that record is synced to disk, so an
+//! acknowledged change set survives a crash. **Group commit:** one flusher thread appends the
+//! records of every change set committed since its last append and syncs once for all of them. The
+//! engine itself is flushed only at checkpoints (every 2 s, or past 64 MiB of log), after which the
+//! log's older segments are deleted; at open, the records the engine does not hold yet are applied
+//! again. [`Storage::apply_ordered`] answers once the batch is applied, so a caller's own lock (a
+//! room's) need not be held across the sync. A failed sync stops the store (fail-stop): what it
+//! covered was applied in memory but is not known to be on disk, so nothing more is served or
+//! acknowledged until a restart recovers the log. **Stream order:** the next position is kept under
+//! the writer lock, so positions follow commit order; timeline events, account-data writes,
+//! device-list changes, to-device messages and receipts all take theirs from it. At open it is
+//! found again from the last stream entry, or from the META `stream_head` entry that a change set
+//! handing out other positions writes (their entries can be deleted), whichever is higher.
+//! [`RoomStore::stream_position`] is the stream head of the last successful log sync: a reader
+//! never passes a position that is not yet committed, nor one that is not yet on disk (which a
+//! crash could lose, and whose position would then be handed out again). **Key claims**
+//! ([`Storage::claim_key`]) take the writer lock too, so no key is handed out twice, and are
+//! flushed like a change set before they return. **State snapshots** are the layered records of
+//! `layers.rs`, with `(type, state_key)` and event ids interned to `u64` (`sled/snapshots.rs`); a
+//! read touches at most 8 records.
 
 use std::collections::BTreeSet;
 use std::path::Path;
