@@ -1,5 +1,6 @@
 //! The one integration-test binary of matrix-stateres.
 
+mod chain_cover;
 mod fixtures;
 mod ruma_oracle;
 mod v1;
