@@ -140,9 +140,18 @@ pub struct ChainCoverBuilder {
     tips: Vec<u32>,
     /// `(chain, link)` in the order they were made, so by `from_seq` within a chain.
     links: Vec<(u32, ChainLink)>,
-    /// The highest `to.seq` linked so far from a chain to another one.
-    linked: FxHashMap<(u32, u32), u32>,
+    /// The link made before each link on the same chain (`NO_LINK`: none).
+    previous_link: Vec<u32>,
+    /// The last link made on each chain (`NO_LINK`: none).
+    last_link: Vec<u32>,
+    /// The auth events of the event being placed (kept to reuse its allocation).
+    parents: Vec<(u32, ChainPosition)>,
 }
+
+const NO_LINK: u32 = u32::MAX;
+/// How many of a chain's latest links are searched for one that implies a new link. A link
+/// implied by an older one is kept (harmless, only redundant): a bounded cost per edge.
+const LINK_LOOKBACK: usize = 8;
 
 const UNPLACED: ChainPosition = ChainPosition { chain: u32::MAX, seq: 0 };
 
@@ -175,7 +184,8 @@ impl ChainCoverBuilder {
         auth_events: &[u32],
         hint: Option<u32>,
     ) -> Result<ChainPosition, ChainCoverError> {
-        let mut parents = Vec::with_capacity(auth_events.len());
+        let mut parents = std::mem::take(&mut self.parents);
+        parents.clear();
         for &auth_event in auth_events {
             match self.labels.get(auth_event as usize) {
                 Some(&label) if label != UNPLACED => parents.push((auth_event, label)),
@@ -196,22 +206,39 @@ impl ChainCoverBuilder {
             None => {
                 let chain = u32::try_from(self.tips.len()).map_err(|_| ChainCoverError::TooLarge)?;
                 self.tips.push(event);
+                self.last_link.push(NO_LINK);
                 ChainPosition { chain, seq: 1 }
             }
         };
         self.labels[event as usize] = position;
-        for (_, to) in parents {
+        let chain = position.chain as usize;
+        for &(_, to) in &parents {
             if to.chain == position.chain {
                 continue;
             }
-            let best = self.linked.entry((position.chain, to.chain)).or_insert(0);
-            // Links are made in `from_seq` order, so an earlier link to a later position on the
-            // same chain implies this one.
-            if *best < to.seq {
-                *best = to.seq;
+            // Links are made in `from_seq` order, so an earlier link of this chain to a later
+            // position of the same other chain implies this one.
+            let mut at = self.last_link[chain];
+            let mut implied = false;
+            for _ in 0..LINK_LOOKBACK {
+                if at == NO_LINK {
+                    break;
+                }
+                let link = self.links[at as usize].1;
+                if link.to.chain == to.chain {
+                    implied = link.to.seq >= to.seq;
+                    break;
+                }
+                at = self.previous_link[at as usize];
+            }
+            if !implied {
+                let index = u32::try_from(self.links.len()).map_err(|_| ChainCoverError::TooLarge)?;
                 self.links.push((position.chain, ChainLink { from_seq: position.seq, to }));
+                self.previous_link.push(self.last_link[chain]);
+                self.last_link[chain] = index;
             }
         }
+        self.parents = parents;
         Ok(position)
     }
 
@@ -230,12 +257,8 @@ impl ChainCover {
     pub fn build(dag: &(impl AuthDag + ?Sized)) -> Result<Self, ChainCoverError> {
         let n = dag.len();
         let count = u32::try_from(n).map_err(|_| ChainCoverError::TooLarge)?;
-        let mut builder = ChainCoverBuilder {
-            labels: vec![UNPLACED; n],
-            tips: Vec::new(),
-            links: Vec::new(),
-            linked: FxHashMap::default(),
-        };
+        let mut builder =
+            ChainCoverBuilder { labels: vec![UNPLACED; n], ..ChainCoverBuilder::default() };
         for event in 0..count {
             if let Some(&auth_event) = dag.auth_events(event).iter().find(|&&a| a >= count) {
                 return Err(ChainCoverError::UnknownEvent { event, auth_event });

@@ -12,13 +12,21 @@ pub(crate) type Ix = u32;
 
 /// Every event reachable from the inputs through `auth_events`, loaded once.
 pub(crate) struct Graph<'a, E> {
-    pub(crate) events: Vec<&'a E>,
+    events: Events<'a, E>,
     ids: FxHashMap<&'a str, Ix>,
     /// `edges[spans[i].0..spans[i].1]` are the indices of event `i`'s auth events.
     spans: Cow<'a, [(u32, u32)]>,
     edges: Cow<'a, [Ix]>,
     /// The room's create event, where the caller loaded it (room version 12).
     pub(crate) create: Option<Ix>,
+    /// A number per `(type, state_key)`, when the caller has them (for chain hints).
+    keys: Option<&'a [u32]>,
+}
+
+/// The events: loaded one by one, or the caller's own array.
+enum Events<'a, E> {
+    Loaded(Vec<&'a E>),
+    Slice(&'a [E]),
 }
 
 /// A set of events as a bit per index.
@@ -50,11 +58,12 @@ impl<'a, E: StateEvent> Graph<'a, E> {
         room_id: &str,
     ) -> Result<(Self, Vec<Ix>), ResolveError> {
         let mut graph = Graph {
-            events: Vec::new(),
+            events: Events::Loaded(Vec::new()),
             ids: FxHashMap::default(),
             spans: Cow::Owned(Vec::new()),
             edges: Cow::Owned(Vec::new()),
             create: None,
+            keys: None,
         };
         let mut queue: Vec<Ix> = Vec::new();
         let mut root_ixs = Vec::new();
@@ -66,7 +75,7 @@ impl<'a, E: StateEvent> Graph<'a, E> {
             root_ixs.push(ix);
         }
         while let Some(ix) = queue.pop() {
-            let event = graph.events[ix as usize];
+            let event = graph.event(ix);
             let start = u32::try_from(graph.edges.len()).map_err(|_| ResolveError::TooLarge)?;
             for auth_id in event.auth_event_ids() {
                 let (parent, new) = graph.add(source, auth_id, room_id, Some(event.event_id()))?;
@@ -99,22 +108,30 @@ impl<'a, E: StateEvent> Graph<'a, E> {
         if event.room_id() != room_id {
             return Err(ResolveError::WrongRoom { event_id: id.to_owned() });
         }
-        let ix = Ix::try_from(self.events.len()).map_err(|_| ResolveError::TooLarge)?;
-        self.events.push(event);
+        let ix = Ix::try_from(self.len()).map_err(|_| ResolveError::TooLarge)?;
+        if let Events::Loaded(events) = &mut self.events {
+            events.push(event);
+        }
         self.ids.insert(event.event_id(), ix);
         self.spans.to_mut().push((0, 0));
         Ok((ix, true))
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.events.len()
+        match &self.events {
+            Events::Loaded(events) => events.len(),
+            Events::Slice(events) => events.len(),
+        }
     }
     /// The index of an event loaded by [`Graph::load`].
     pub(crate) fn index(&self, id: &str) -> Option<Ix> {
         self.ids.get(id).copied()
     }
     pub(crate) fn event(&self, ix: Ix) -> &'a E {
-        self.events[ix as usize]
+        match &self.events {
+            Events::Loaded(events) => events[ix as usize],
+            Events::Slice(events) => &events[ix as usize],
+        }
     }
     pub(crate) fn auth(&self, ix: Ix) -> &[Ix] {
         let (start, end) = self.spans[ix as usize];
@@ -123,25 +140,28 @@ impl<'a, E: StateEvent> Graph<'a, E> {
 
     /// A graph over events already interned by the caller: `events[i]`'s auth events are
     /// `edges[spans[i].0..spans[i].1]`, all indices into `events`.
+    /// `keys[i]` numbers event `i`'s `(type, state_key)` (`u32::MAX` for none).
     pub(crate) fn interned(
-        events: Vec<&'a E>,
+        events: &'a [E],
         spans: &'a [(u32, u32)],
         edges: &'a [Ix],
+        keys: &'a [u32],
         create: Option<Ix>,
     ) -> Self {
         Graph {
-            events,
+            events: Events::Slice(events),
             ids: FxHashMap::default(),
             spans: Cow::Borrowed(spans),
             edges: Cow::Borrowed(edges),
             create,
+            keys: Some(keys),
         }
     }
 }
 
 impl<E: StateEvent> AuthDag for Graph<'_, E> {
     fn len(&self) -> usize {
-        self.events.len()
+        Graph::len(self)
     }
     fn auth_events(&self, event: u32) -> &[u32] {
         self.auth(event)
@@ -149,6 +169,10 @@ impl<E: StateEvent> AuthDag for Graph<'_, E> {
     /// The auth event of the same type and state key (the previous power levels, the same
     /// user's previous membership): chains follow the state they replace.
     fn chain_hint(&self, event: u32) -> Option<u32> {
+        if let Some(keys) = self.keys {
+            let key = keys[event as usize];
+            return self.auth(event).iter().copied().find(|&a| key != u32::MAX && keys[a as usize] == key);
+        }
         let e = self.event(event);
         let key = (e.kind(), e.state_key());
         self.auth(event).iter().copied().find(|&a| {

@@ -186,6 +186,8 @@ pub struct LeanRoom {
     event_key: Vec<u32>,
     /// The room every event is in, if they all are in one.
     single_room: Option<Arc<str>>,
+    /// Each event's room, as a number (events of one room have the same).
+    event_room: Vec<u32>,
 }
 
 impl LeanRoom {
@@ -364,6 +366,15 @@ impl LeanRoomBuilder {
                 None => NONE,
             })
             .collect();
+        let mut rooms: FxHashMap<usize, u32> = FxHashMap::default();
+        let event_room = self
+            .events
+            .iter()
+            .map(|e| {
+                let next = rooms.len() as u32;
+                *rooms.entry(e.room_id.as_ptr() as usize).or_insert(next)
+            })
+            .collect();
         let single_room = match self.events.split_first() {
             Some((first, rest)) if rest.iter().all(|e| Arc::ptr_eq(&e.room_id, &first.room_id)) => {
                 Some(first.room_id.clone())
@@ -389,6 +400,7 @@ impl LeanRoomBuilder {
             keys,
             event_key,
             single_room,
+            event_room,
         }
     }
 }
@@ -449,7 +461,7 @@ impl LeanRoom {
     }
 
     fn graph(&self, create: Option<u32>) -> Graph<'_, LeanEvent> {
-        Graph::interned(self.events.iter().collect(), &self.spans, &self.edges, create)
+        Graph::interned(&self.events, &self.spans, &self.edges, &self.event_key, create)
     }
 
     /// The auth DAG's chain cover (as [`LeanRoom::resolve`] builds it).
@@ -484,11 +496,12 @@ impl LeanRoom {
             return Ok(Vec::new());
         };
         let room_id = self.event(first).ok_or_else(|| unknown(first))?.room_id.clone();
+        let room = self.event_room[first as usize];
         match algorithm.unwrap_or(self.rules.state_res) {
             StateResAlgorithm::V1 => {
                 let graph = self.graph(None);
                 let sets: Vec<Vec<u32>> = state_sets.to_vec();
-                self.check_sets(&sets, &room_id)?;
+                self.check_sets(&sets, room)?;
                 self.check_reached(&graph, &room_id, sets.iter().flatten().copied())?;
                 phase_done(Phase::AuthChains);
                 phase_done(Phase::Subgraph);
@@ -499,30 +512,34 @@ impl LeanRoom {
             }
             algorithm => {
                 let v2_1 = algorithm != StateResAlgorithm::V2;
-                self.resolve_v2(state_sets, &room_id, v2_1, phase_done)
+                self.resolve_v2(state_sets, &room_id, room, v2_1, phase_done)
             }
         }
     }
 
     /// Every event of the sets exists, is a state event of the room, and no set has two events
     /// for one key. Returns how many sets list each event.
-    fn check_sets(&self, sets: &[Vec<u32>], room_id: &Arc<str>) -> Result<Vec<u32>, ResolveError> {
+    fn check_sets(&self, sets: &[Vec<u32>], room: u32) -> Result<Vec<u32>, ResolveError> {
         let mut counts = vec![0u32; self.events.len()];
         let mut stamp = vec![0u32; self.keys.len()];
+        let id = |ix: u32| self.events[ix as usize].event_id.to_string();
         for (i, set) in sets.iter().enumerate() {
             let mark = i as u32 + 1;
             for &ix in set {
-                let event = self.event(ix).ok_or_else(|| unknown(ix))?;
-                let id = || event.event_id.to_string();
-                if !self.in_room(event, room_id) {
-                    return Err(ResolveError::WrongRoom { event_id: id() });
+                // Only the compact arrays are read, not the events.
+                let (Some(&key), Some(&event_room)) =
+                    (self.event_key.get(ix as usize), self.event_room.get(ix as usize))
+                else {
+                    return Err(unknown(ix));
+                };
+                if event_room != room {
+                    return Err(ResolveError::WrongRoom { event_id: id(ix) });
                 }
-                let key = self.event_key[ix as usize];
                 if key == NONE {
-                    return Err(ResolveError::NotStateEvent { event_id: id() });
+                    return Err(ResolveError::NotStateEvent { event_id: id(ix) });
                 }
                 if std::mem::replace(&mut stamp[key as usize], mark) == mark {
-                    return Err(ResolveError::DuplicateKey { event_id: id() });
+                    return Err(ResolveError::DuplicateKey { event_id: id(ix) });
                 }
                 counts[ix as usize] += 1;
             }
@@ -564,11 +581,12 @@ impl LeanRoom {
         &self,
         sets: &[Vec<u32>],
         room_id: &Arc<str>,
+        room: u32,
         v2_1: bool,
         phase_done: &mut dyn FnMut(Phase),
     ) -> Result<Vec<u32>, ResolveError> {
         // Unconflicted: listed by every set (so the same event for its key in each).
-        let counts = self.check_sets(sets, room_id)?;
+        let counts = self.check_sets(sets, room)?;
         let all = sets.len() as u32;
         let unconflicted: Vec<u32> =
             sets[0].iter().copied().filter(|&ix| counts[ix as usize] == all).collect();

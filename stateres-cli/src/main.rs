@@ -11,8 +11,9 @@
 //! with an optional `"state_res": "v2.0" | "v2.1"`; each PDU carries its `event_id`, which is
 //! taken as given.
 //!
-//! Events are read one at a time into lean events (`matrix_stateres::lean`): only what
-//! resolution reads is kept, with ids interned, and no JSON tree of the file is ever built.
+//! The file is read a block at a time and its events one at a time into lean events
+//! (`matrix_stateres::lean`): only what resolution reads is kept, with ids interned; neither
+//! the file nor a JSON tree of it is ever held whole.
 
 mod scan;
 
@@ -25,7 +26,7 @@ use matrix_core::room_version::StateResAlgorithm;
 use matrix_core::{AuthEvent as _, RoomVersionRules};
 use matrix_stateres::lean::{LeanRoom, Phase};
 
-use crate::scan::Scanner;
+use crate::scan::Stream;
 
 const USAGE: &str = "usage: stateres (resolve | bench) FILE.json";
 
@@ -37,76 +38,92 @@ struct Input {
     state_sets: Vec<Vec<u32>>,
 }
 
-/// The top-level members of the input, found but not yet read.
-#[derive(Default)]
-struct Members<'b> {
-    room_version: Option<&'b [u8]>,
-    state_res: Option<&'b [u8]>,
-    pdus: Option<&'b [u8]>,
-    state_sets: Option<&'b [u8]>,
-}
-
-fn members(bytes: &[u8]) -> Result<Members<'_>, String> {
-    let mut scanner = Scanner::new(bytes);
-    if scanner.peek() != Some(b'{') {
-        return match scanner.peek() {
-            None => Err("invalid JSON: empty input".into()),
-            Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
-                Err("the input must be a JSON object".into())
-            }
-            Some(_) => Err("invalid JSON: not a JSON value".into()),
-        };
+/// Reads the top-level object of the file at `path`, calling `member` with each key and the
+/// stream positioned at its value, which `member` must consume.
+fn top_level(
+    path: &str,
+    mut member: impl FnMut(&str, &mut Stream<std::fs::File>) -> Result<(), String>,
+) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut stream = Stream::new(file);
+    match stream.with(|s| Ok(s.peek()))? {
+        Some(b'{') => {}
+        None => return Err("invalid JSON: empty input".into()),
+        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+            return Err("the input must be a JSON object".into());
+        }
+        Some(_) => return Err("invalid JSON: not a JSON value".into()),
     }
-    let mut found = Members::default();
-    if !scanner.open(b'{', b'}')? {
+    if !stream.with(|s| s.open(b'{', b'}'))? {
         loop {
-            let key = scanner.string()?;
-            scanner.expect(b':')?;
-            let span = scanner.value_span()?;
-            match key.as_str() {
-                "room_version" => found.room_version = Some(span),
-                "state_res" => found.state_res = Some(span),
-                "pdus" => found.pdus = Some(span),
-                "state_sets" => found.state_sets = Some(span),
-                _ => {}
-            }
-            if !scanner.next_element(b'}')? {
+            let key = stream.with(|s| s.string())?;
+            stream.with(|s| s.expect(b':'))?;
+            member(&key, &mut stream)?;
+            if !stream.with(|s| s.next_element(b'}'))? {
                 break;
             }
         }
     }
-    if !scanner.at_end() {
+    if !stream.with(|s| Ok(s.at_end()))? {
         return Err("invalid JSON: trailing characters after the object".into());
     }
-    Ok(found)
+    Ok(())
 }
 
 fn small_value(span: &[u8]) -> Result<Value, String> {
     json::parse_lenient(span).map_err(|e| format!("invalid JSON: {e}"))
 }
 
-fn parse(bytes: &[u8]) -> Result<Input, String> {
-    let found = members(bytes)?;
-    let version = small_value(found.room_version.ok_or("missing field \"room_version\"")?)?;
+/// Reads the file in three passes over it, never holding it whole: the room version (needed
+/// to read events) and which members exist; then the events, one at a time into lean events;
+/// then the state sets, straight to event indices.
+fn parse(path: &str) -> Result<Input, String> {
+    let (mut version, mut state_res, mut pdus_array, mut has_sets) = (None, None, false, false);
+    top_level(path, |key, stream| {
+        match key {
+            "room_version" => version = Some(small_value(stream.value()?)?),
+            "state_res" => state_res = Some(small_value(stream.value()?)?),
+            "pdus" => {
+                pdus_array = stream.with(|s| Ok(s.peek()))? == Some(b'[');
+                return stream.skip();
+            }
+            "state_sets" => {
+                has_sets = true;
+                return stream.skip();
+            }
+            _ => return stream.skip(),
+        }
+        Ok(())
+    })?;
+    let version = version.ok_or("missing field \"room_version\"")?;
     let version = version.as_str().ok_or("room_version must be a string")?;
     let rules = RoomVersionRules::get(version)
         .ok_or_else(|| format!("unknown room version {version:?}"))?;
-    let algorithm = match found.state_res.map(small_value).transpose()?.as_ref().map(Value::as_str) {
+    let algorithm = match state_res.as_ref().map(Value::as_str) {
         None => None,
         Some(Some("v2.0")) => Some(StateResAlgorithm::V2),
         Some(Some("v2.1")) => Some(StateResAlgorithm::V2_1),
         Some(_) => return Err("state_res must be \"v2.0\" or \"v2.1\"".into()),
     };
-    let pdus = found.pdus.filter(|p| p.first() == Some(&b'['));
-    let pdus = pdus.ok_or("missing field \"pdus\" (an array)")?;
+    if !pdus_array {
+        return Err("missing field \"pdus\" (an array)".into());
+    }
+    if !has_sets {
+        return Err("missing field \"state_sets\"".into());
+    }
 
     // One event at a time: parsed, reduced to what resolution reads, dropped.
     let mut builder = LeanRoom::builder(rules);
-    let mut scanner = Scanner::new(pdus);
-    if !scanner.open(b'[', b']')? {
+    top_level(path, |key, stream| {
+        if key != "pdus" {
+            return stream.skip();
+        }
+        if stream.with(|s| s.open(b'[', b']'))? {
+            return Ok(());
+        }
         let mut i = 0usize;
         loop {
-            let Value::Object(object) = small_value(scanner.value_span()?)? else {
+            let Value::Object(object) = small_value(stream.value()?)? else {
                 return Err(format!("pdus[{i}] is not an object"));
             };
             let id = object
@@ -119,47 +136,51 @@ fn parse(bytes: &[u8]) -> Result<Input, String> {
             }
             builder.push_object(&object, id).map_err(|e| e.to_string())?;
             i += 1;
-            if !scanner.next_element(b']')? {
-                break;
+            if !stream.with(|s| s.next_element(b']'))? {
+                return Ok(());
             }
         }
-    }
+    })?;
     let room = builder.build();
 
-    let sets = found.state_sets.ok_or("missing field \"state_sets\"")?;
-    let mut scanner = Scanner::new(sets);
-    if scanner.peek() != Some(b'[') {
-        return Err("state_sets must be an array".into());
-    }
     let mut state_sets = Vec::new();
-    if !scanner.open(b'[', b']')? {
+    top_level(path, |key, stream| {
+        if key != "state_sets" {
+            return stream.skip();
+        }
+        if stream.with(|s| Ok(s.peek()))? != Some(b'[') {
+            return Err("state_sets must be an array".into());
+        }
+        if stream.with(|s| s.open(b'[', b']'))? {
+            return Ok(());
+        }
         loop {
             let i = state_sets.len();
-            if scanner.peek() != Some(b'[') {
+            if stream.with(|s| Ok(s.peek()))? != Some(b'[') {
                 return Err(format!("state_sets[{i}] is not an array"));
             }
             let mut set = Vec::new();
-            if !scanner.open(b'[', b']')? {
+            if !stream.with(|s| s.open(b'[', b']'))? {
                 loop {
-                    if !scanner.at_string() {
+                    if !stream.with(|s| Ok(s.at_string()))? {
                         return Err(format!("state_sets[{i}] holds a non-string"));
                     }
-                    let id = scanner.string()?;
+                    let id = stream.with(|s| s.string())?;
                     let ix = room
                         .index(&id)
                         .ok_or_else(|| format!("invalid state set: event {id} is missing"))?;
                     set.push(ix);
-                    if !scanner.next_element(b']')? {
+                    if !stream.with(|s| s.next_element(b']'))? {
                         break;
                     }
                 }
             }
             state_sets.push(set);
-            if !scanner.next_element(b']')? {
-                break;
+            if !stream.with(|s| s.next_element(b']'))? {
+                return Ok(());
             }
         }
-    }
+    })?;
     Ok(Input { algorithm, room, state_sets })
 }
 
@@ -285,14 +306,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}")).and_then(
-        |bytes| {
+    let result = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {path}: {e}"))
+        .and_then(|metadata| {
+            let file_len = usize::try_from(metadata.len()).unwrap_or(usize::MAX);
             let started = Instant::now();
-            let input = parse(&bytes)?;
+            let input = parse(path)?;
             let parse_time = started.elapsed();
-            let file_len = bytes.len();
-            // The file is not needed once parsed.
-            drop(bytes);
             if command == "resolve" {
                 let (state, phases) = resolve(&input)?;
                 print_state(&input, &state);
@@ -308,8 +328,7 @@ fn main() -> ExitCode {
             } else {
                 bench(&input, parse_time, file_len)
             }
-        },
-    );
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

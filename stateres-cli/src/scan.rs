@@ -1,12 +1,17 @@
-//! A JSON scanner that finds values without building them: the input file is read one PDU at a
-//! time, so no tree of the whole file is ever held.
+//! A JSON scanner that finds values without building them, over a file read a block at a time:
+//! the input is read one PDU at a time, so neither the file nor a tree of it is ever held whole.
+
+use std::io::Read;
+use std::ops::Range;
 
 use matrix_core::json::{self, Value};
 
-/// A position in a JSON document.
+/// A position in a JSON document (or in the part of it read so far).
 pub(crate) struct Scanner<'b> {
     bytes: &'b [u8],
     pos: usize,
+    /// Whether the scanner looked at the end of `bytes` (so more bytes could change its answer).
+    hit_end: bool,
 }
 
 /// Nesting deeper than this is refused (the strict parser's own limit is lower).
@@ -18,12 +23,15 @@ fn invalid(what: &str, pos: usize) -> String {
 
 impl<'b> Scanner<'b> {
     pub(crate) fn new(bytes: &'b [u8]) -> Self {
-        Scanner { bytes, pos: 0 }
+        Scanner { bytes, pos: 0, hit_end: false }
     }
 
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
             self.pos += 1;
+        }
+        if self.pos >= self.bytes.len() {
+            self.hit_end = true;
         }
     }
 
@@ -88,7 +96,10 @@ impl<'b> Scanner<'b> {
         loop {
             let rest = self.bytes.get(i..).unwrap_or_default();
             match rest.iter().position(|&b| b == b'"' || b == b'\\') {
-                None => return Err(invalid("unterminated string", start)),
+                None => {
+                    self.hit_end = true;
+                    return Err(invalid("unterminated string", start));
+                }
                 Some(k) if rest[k] == b'\\' => i += k + 2,
                 Some(k) => {
                     self.pos = i + k + 1;
@@ -120,13 +131,23 @@ impl<'b> Scanner<'b> {
 
     /// The bytes of the next value, skipped (brackets balanced, strings skipped whole); the
     /// value itself is only checked when parsed.
+    #[cfg(test)]
     pub(crate) fn value_span(&mut self) -> Result<&'b [u8], String> {
+        let range = self.value_range()?;
+        Ok(&self.bytes[range])
+    }
+
+    /// Where the next value is, skipped (see [`Scanner::value_span`]).
+    pub(crate) fn value_range(&mut self) -> Result<Range<usize>, String> {
         self.skip_ws();
         let start = self.pos;
         let mut depth = 0usize;
         loop {
             match self.bytes.get(self.pos) {
-                None => return Err(invalid("unexpected end", self.pos)),
+                None => {
+                    self.hit_end = true;
+                    return Err(invalid("unexpected end", self.pos));
+                }
                 Some(b'"') => {
                     self.string_span()?;
                 }
@@ -152,14 +173,106 @@ impl<'b> Scanner<'b> {
             if depth == 0 {
                 // A scalar runs to the next delimiter.
                 if !matches!(self.bytes.get(start), Some(b'"' | b'{' | b'[')) {
-                    while let Some(b) = self.bytes.get(self.pos) {
-                        if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
-                            break;
+                    loop {
+                        match self.bytes.get(self.pos) {
+                            None => {
+                                self.hit_end = true;
+                                break;
+                            }
+                            Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') => break,
+                            Some(_) => self.pos += 1,
                         }
-                        self.pos += 1;
                     }
                 }
-                return Ok(&self.bytes[start..self.pos]);
+                return Ok(start..self.pos);
+            }
+        }
+    }
+}
+
+/// Bytes read per block.
+const BLOCK: usize = 1 << 20;
+
+/// A JSON document read from `reader` a block at a time; only the unread part of the current
+/// value is kept.
+pub(crate) struct Stream<R> {
+    reader: R,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl<R: Read> Stream<R> {
+    pub(crate) fn new(reader: R) -> Self {
+        Stream { reader, buf: Vec::new(), pos: 0, eof: false }
+    }
+
+    /// Reads another block, first dropping what was consumed.
+    fn fill(&mut self) -> Result<(), String> {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let len = self.buf.len();
+        self.buf.resize(len + BLOCK, 0);
+        let read = loop {
+            match self.reader.read(&mut self.buf[len..]) {
+                Ok(read) => break read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("cannot read the input: {e}")),
+            }
+        };
+        self.buf.truncate(len + read);
+        if read == 0 {
+            self.eof = true;
+        }
+        Ok(())
+    }
+
+    /// Runs `op` on the unread bytes; if its answer depended on bytes not read yet, reads more
+    /// and runs it again. Returns its answer with the range of the bytes it consumed.
+    fn run<T>(
+        &mut self,
+        op: impl Fn(&mut Scanner<'_>) -> Result<T, String>,
+    ) -> Result<(T, Range<usize>), String> {
+        loop {
+            let mut scanner = Scanner::new(&self.buf[self.pos..]);
+            let answer = op(&mut scanner);
+            if scanner.hit_end && !self.eof {
+                self.fill()?;
+                continue;
+            }
+            let start = self.pos;
+            self.pos += scanner.pos;
+            return answer.map(|a| (a, start..self.pos));
+        }
+    }
+
+    /// `op` on the unread bytes (see [`Stream::run`]).
+    pub(crate) fn with<T>(
+        &mut self,
+        op: impl Fn(&mut Scanner<'_>) -> Result<T, String>,
+    ) -> Result<T, String> {
+        self.run(op).map(|(answer, _)| answer)
+    }
+
+    /// The bytes of the next value, read whole (see [`Scanner::value_span`]).
+    pub(crate) fn value(&mut self) -> Result<&[u8], String> {
+        let (range, consumed) = self.run(|s| s.value_range())?;
+        Ok(&self.buf[consumed.start + range.start..consumed.start + range.end])
+    }
+
+    /// Skips the next value; an array is skipped element by element (so a big array is never
+    /// held whole).
+    pub(crate) fn skip(&mut self) -> Result<(), String> {
+        if self.with(|s| Ok(s.peek()))? != Some(b'[') {
+            return self.value().map(drop);
+        }
+        if self.with(|s| s.open(b'[', b']'))? {
+            return Ok(());
+        }
+        loop {
+            self.value()?;
+            if !self.with(|s| s.next_element(b']'))? {
+                return Ok(());
             }
         }
     }
@@ -167,7 +280,7 @@ impl<'b> Scanner<'b> {
 
 #[cfg(test)]
 mod tests {
-    use super::Scanner;
+    use super::{Scanner, Stream};
 
     #[test]
     fn spans_skip_nested_values_and_escaped_quotes() {
@@ -199,5 +312,38 @@ mod tests {
         assert!(s.expect(b':').is_err());
         let deep = vec![b'['; 5_000];
         assert!(Scanner::new(&deep).value_span().is_err());
+    }
+
+    /// Values cut by block boundaries are read whole, whatever the boundaries.
+    #[test]
+    fn streams_across_reads() {
+        /// A reader returning at most 3 bytes per read.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = out.len().min(3).min(self.0.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let text = br#"{"pdus": [{"a": "x\"y"}, 12345, [1, [2]]], "n": -1.25e10}"#;
+        let mut s = Stream::new(Trickle(text));
+        assert!(!s.with(|s| s.open(b'{', b'}')).expect("object"));
+        assert_eq!(s.with(|s| s.string()).expect("key"), "pdus");
+        s.with(|s| s.expect(b':')).expect("colon");
+        assert!(!s.with(|s| s.open(b'[', b']')).expect("array"));
+        assert_eq!(s.value().expect("value"), br#"{"a": "x\"y"}"#);
+        assert!(s.with(|s| s.next_element(b']')).expect("more"));
+        assert_eq!(s.value().expect("value"), b"12345");
+        assert!(s.with(|s| s.next_element(b']')).expect("more"));
+        assert_eq!(s.value().expect("value"), b"[1, [2]]");
+        assert!(!s.with(|s| s.next_element(b']')).expect("end"));
+        assert!(s.with(|s| s.next_element(b'}')).expect("more"));
+        assert_eq!(s.with(|s| s.string()).expect("key"), "n");
+        s.with(|s| s.expect(b':')).expect("colon");
+        s.skip().expect("number");
+        assert!(!s.with(|s| s.next_element(b'}')).expect("end"));
+        assert!(s.with(|s| Ok(s.at_end())).expect("end"));
     }
 }
