@@ -69,6 +69,29 @@ pub struct LeanEvent {
     rejected: bool,
 }
 
+impl LeanEvent {
+    /// The event id.
+    pub fn event_id(&self) -> &str {
+        &self.event_id
+    }
+    /// The event type.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+    /// The state key, if a state event.
+    pub fn state_key(&self) -> Option<&str> {
+        self.state_key.as_deref()
+    }
+    /// The sender.
+    pub fn sender(&self) -> &str {
+        &self.sender
+    }
+    /// What the authorization rules read of the content (see the [module docs](self)).
+    pub fn content(&self) -> &Object {
+        &self.content
+    }
+}
+
 impl AuthEvent for LeanEvent {
     fn event_id(&self) -> &str {
         &self.event_id
