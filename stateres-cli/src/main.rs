@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use matrix_core::json::{self, Value};
 use matrix_core::room_version::StateResAlgorithm;
-use matrix_core::{AuthEvent as _, RoomVersionRules};
+use matrix_core::RoomVersionRules;
 use matrix_stateres::lean::{LeanRoom, Phase};
 
 use crate::scan::Stream;
@@ -225,13 +225,22 @@ fn print_state(input: &Input, state: &[u32]) {
         .map(|e| (e.kind(), e.state_key().unwrap_or_default(), e.event_id()))
         .collect();
     entries.sort_unstable();
-    let rows: Vec<Value> = entries
-        .into_iter()
-        .map(|(kind, key, id)| Value::Array(vec![kind.into(), key.into(), id.into()]))
-        .collect();
-    let out: json::Object = [("resolved_state", Value::Array(rows))].into_iter().collect();
+    // Row by row: no JSON tree of the whole state is built.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let write = || -> std::io::Result<()> {
+        out.write_all(b"{\"resolved_state\":[")?;
+        for (i, (kind, key, id)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            let row = Value::Array(vec![kind.into(), key.into(), id.into()]);
+            write!(out, "{row}")?;
+        }
+        out.write_all(b"]}\n")?;
+        out.flush()
+    };
     // A closed pipe (`| head`) is not an error worth a panic.
-    let _ = writeln!(std::io::stdout().lock(), "{}", Value::Object(out));
+    let _ = write();
 }
 
 /// The peak resident memory of this process (Linux), in bytes.
