@@ -193,7 +193,8 @@ impl ChainCoverBuilder {
                 _ => return Err(ChainCoverError::UnknownEvent { event, auth_event }),
             }
         }
-        let is_tip = |&(parent, label): &(u32, ChainPosition)| self.tips[label.chain as usize] == parent;
+        let is_tip =
+            |&(parent, label): &(u32, ChainPosition)| self.tips[label.chain as usize] == parent;
         let extend = hint
             .and_then(|hint| parents.iter().find(|p| p.0 == hint).filter(|p| is_tip(p)))
             .or_else(|| parents.iter().find(|p| is_tip(p)))
@@ -204,7 +205,8 @@ impl ChainCoverBuilder {
                 ChainPosition { chain: label.chain, seq: label.seq + 1 }
             }
             None => {
-                let chain = u32::try_from(self.tips.len()).map_err(|_| ChainCoverError::TooLarge)?;
+                let chain =
+                    u32::try_from(self.tips.len()).map_err(|_| ChainCoverError::TooLarge)?;
                 self.tips.push(event);
                 self.last_link.push(NO_LINK);
                 ChainPosition { chain, seq: 1 }
@@ -232,7 +234,8 @@ impl ChainCoverBuilder {
                 at = self.previous_link[at as usize];
             }
             if !implied {
-                let index = u32::try_from(self.links.len()).map_err(|_| ChainCoverError::TooLarge)?;
+                let index =
+                    u32::try_from(self.links.len()).map_err(|_| ChainCoverError::TooLarge)?;
                 self.links.push((position.chain, ChainLink { from_seq: position.seq, to }));
                 self.previous_link.push(self.last_link[chain]);
                 self.last_link[chain] = index;
@@ -391,7 +394,9 @@ impl ChainCover {
     pub fn reaches(&self, from: u32, to: u32) -> bool {
         match (self.position(from), self.position(to)) {
             (Some(a), Some(b)) if a.chain == b.chain => a.seq >= b.seq,
-            (Some(_), Some(_)) => self.reach(std::iter::once(from), false).contains_position(self.labels[to as usize]),
+            (Some(_), Some(_)) => {
+                self.reach(std::iter::once(from), false).contains_position(self.labels[to as usize])
+            }
             _ => false,
         }
     }
@@ -536,7 +541,10 @@ impl ChainCover {
 }
 
 /// Kahn's algorithm over the auth edges (parents first); a cycle names its smallest event.
-fn topological_order(dag: &(impl AuthDag + ?Sized), count: u32) -> Result<Vec<u32>, ChainCoverError> {
+fn topological_order(
+    dag: &(impl AuthDag + ?Sized),
+    count: u32,
+) -> Result<Vec<u32>, ChainCoverError> {
     let n = count as usize;
     let mut waiting = vec![0u32; n];
     let mut child_start = vec![0u32; n + 1];

@@ -171,7 +171,11 @@ impl<E: StateEvent> AuthDag for Graph<'_, E> {
     fn chain_hint(&self, event: u32) -> Option<u32> {
         if let Some(keys) = self.keys {
             let key = keys[event as usize];
-            return self.auth(event).iter().copied().find(|&a| key != u32::MAX && keys[a as usize] == key);
+            return self
+                .auth(event)
+                .iter()
+                .copied()
+                .find(|&a| key != u32::MAX && keys[a as usize] == key);
         }
         let e = self.event(event);
         let key = (e.kind(), e.state_key());

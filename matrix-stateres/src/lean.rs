@@ -13,7 +13,7 @@
 //! events one at a time and drops each tree) or from full PDUs ([`LeanRoomBuilder::push_pdu`]).
 //!
 //! ```
-//! use matrix_core::{json, AuthEvent as _, RoomVersionRules};
+//! use matrix_core::{json, RoomVersionRules};
 //! use matrix_stateres::lean::LeanRoom;
 //!
 //! let mut room = LeanRoom::builder(&RoomVersionRules::V11);
@@ -234,13 +234,16 @@ impl LeanRoom {
 fn lean_content(kind: &str, content: Option<&Object>) -> Option<Object> {
     let content = content?;
     match kind {
-        "m.room.create" | "m.room.power_levels" | "m.room.join_rules"
+        "m.room.create"
+        | "m.room.power_levels"
+        | "m.room.join_rules"
         | "m.room.third_party_invite" => Some(content.clone()),
         "m.room.member" => {
-            let kept: Object = ["membership", "third_party_invite", "join_authorised_via_users_server"]
-                .into_iter()
-                .filter_map(|key| content.get(key).map(|value| (key, value.clone())))
-                .collect();
+            let kept: Object =
+                ["membership", "third_party_invite", "join_authorised_via_users_server"]
+                    .into_iter()
+                    .filter_map(|key| content.get(key).map(|value| (key, value.clone())))
+                    .collect();
             Some(kept)
         }
         _ => None,
@@ -369,7 +372,9 @@ impl LeanRoomBuilder {
             for (k, &slot) in self.auth_slots[start as usize..end as usize].iter().enumerate() {
                 match self.slot_event[slot as usize] {
                     NONE => {
-                        missing.entry(i as u32).or_insert_with(|| self.events[i].auth_events[k].clone());
+                        missing
+                            .entry(i as u32)
+                            .or_insert_with(|| self.events[i].auth_events[k].clone());
                     }
                     event => edges.push(event),
                 }
@@ -619,8 +624,12 @@ impl LeanRoom {
             .collect();
         drop(counts);
         let mut in_conflicted = Bits::new(self.events.len());
-        let conflicted: Vec<u32> =
-            conflicted_by_set.iter().flatten().copied().filter(|&ix| in_conflicted.insert(ix)).collect();
+        let conflicted: Vec<u32> = conflicted_by_set
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|&ix| in_conflicted.insert(ix))
+            .collect();
         let mut by_key = vec![NONE; self.keys.len()];
         for &ix in &unconflicted {
             by_key[self.event_key[ix as usize] as usize] = ix;

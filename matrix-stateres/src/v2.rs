@@ -226,10 +226,8 @@ pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
         (Some(_), _) => others.to_vec(),
         (None, Some(cover)) => {
             let common = cover.with_auth_chain(others.iter().copied());
-            let chains: Vec<ChainReach> = conflicted_by_set
-                .iter()
-                .map(|set| cover.auth_chain(set.iter().copied()))
-                .collect();
+            let chains: Vec<ChainReach> =
+                conflicted_by_set.iter().map(|set| cover.auth_chain(set.iter().copied())).collect();
             cover.auth_chain_difference(Some(&common), &chains)
         }
         (None, None) => Vec::new(),
@@ -257,7 +255,10 @@ pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
 }
 
 /// A cover error as a resolution error, naming the event.
-pub(crate) fn cover_error<E: StateEvent>(graph: &Graph<'_, E>, error: ChainCoverError) -> ResolveError {
+pub(crate) fn cover_error<E: StateEvent>(
+    graph: &Graph<'_, E>,
+    error: ChainCoverError,
+) -> ResolveError {
     match error {
         ChainCoverError::Cycle(ix) | ChainCoverError::UnknownEvent { event: ix, .. }
             if (ix as usize) < graph.len() =>
@@ -301,8 +302,7 @@ pub(crate) fn resolve_full<'a, E: StateEvent + 'a, B: Unconflicted<'a, E>>(
     // Power events and the full-conflicted-set events of their auth chains, power ordered.
     let power: Vec<Ix> =
         full.iter().copied().filter(|&ix| is_power_event(graph.event(ix))).collect();
-    let (sorted_power, in_power) =
-        reverse_topological_power_order(rules, graph, &power, &in_full)?;
+    let (sorted_power, in_power) = reverse_topological_power_order(rules, graph, &power, &in_full)?;
 
     // Iterative auth checks over the power events.
     let mut applied: FxHashMap<(&'a str, &'a str), Ix> = FxHashMap::default();

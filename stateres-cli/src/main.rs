@@ -21,9 +21,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use matrix_core::RoomVersionRules;
 use matrix_core::json::{self, Value};
 use matrix_core::room_version::StateResAlgorithm;
-use matrix_core::RoomVersionRules;
 use matrix_stateres::lean::{LeanRoom, Phase};
 
 use crate::scan::Stream;

@@ -166,8 +166,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}")).and_then(
-        |bytes| {
+    let result =
+        std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}")).and_then(|bytes| {
             let started = Instant::now();
             let input = parse(&bytes)?;
             let parse_time = started.elapsed();
@@ -177,16 +177,20 @@ fn main() -> ExitCode {
                 let (state, _) = resolve(&input)?;
                 let mut rows = RumaRoom::rows(&state);
                 rows.sort();
-                let rows: Vec<[String; 3]> = rows.into_iter().map(|(k, s, id)| [k, s, id]).collect();
+                let rows: Vec<[String; 3]> =
+                    rows.into_iter().map(|(k, s, id)| [k, s, id]).collect();
                 let out = serde_json::json!({ "resolved_state": rows });
                 let _ = writeln!(std::io::stdout().lock(), "{out}");
-                eprintln!("ruma-stateres: parse {:.3} ms; {}", ms(parse_time), memory_line(file_len));
+                eprintln!(
+                    "ruma-stateres: parse {:.3} ms; {}",
+                    ms(parse_time),
+                    memory_line(file_len)
+                );
                 Ok(())
             } else {
                 bench(&input, parse_time, file_len)
             }
-        },
-    );
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -179,11 +179,7 @@ fn bad_dags_are_errors() {
     // The builder refuses events it has not seen, and stays usable.
     let mut builder = ChainCoverBuilder::new();
     builder.push(&[], None).expect("root");
-    assert_eq!(
-        builder.push(&[1], None),
-        Err(ChainCoverError::Cycle(1)),
-        "an event naming itself"
-    );
+    assert_eq!(builder.push(&[1], None), Err(ChainCoverError::Cycle(1)), "an event naming itself");
     assert!(matches!(builder.push(&[5], None), Err(ChainCoverError::UnknownEvent { .. })));
     assert!(builder.push(&[0], None).is_ok());
     assert_eq!(builder.finish().len(), 2);
@@ -196,11 +192,13 @@ fn bad_dags_are_errors() {
 /// A long chain and a wide fork stay one chain and many chains, with one link each.
 #[test]
 fn chains_follow_the_dag() {
-    let long: Vec<Vec<u32>> = (0..10_000u32).map(|i| if i == 0 { vec![] } else { vec![i - 1] }).collect();
+    let long: Vec<Vec<u32>> =
+        (0..10_000u32).map(|i| if i == 0 { vec![] } else { vec![i - 1] }).collect();
     let cover = ChainCover::build(&long).expect("a DAG");
     assert_eq!(cover.chain_count(), 1);
     assert!(cover.reaches(9_999, 0) && !cover.reaches(0, 9_999));
-    let wide: Vec<Vec<u32>> = (0..1_000u32).map(|i| if i == 0 { vec![] } else { vec![0] }).collect();
+    let wide: Vec<Vec<u32>> =
+        (0..1_000u32).map(|i| if i == 0 { vec![] } else { vec![0] }).collect();
     let cover = ChainCover::build(&wide).expect("a DAG");
     assert_eq!(cover.chain_count(), 999);
     assert!((1..cover.chain_count() as u32).all(|c| cover.links(c).len() <= 1));

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use matrix_core::json::{self, Value};
 use matrix_core::room_version::StateResAlgorithm;
 use matrix_core::{Pdu, RoomVersionRules};
-use matrix_core::AuthEvent as _;
 use matrix_stateres::lean::LeanRoom;
 use matrix_stateres::{ResolveError, ResolveOptions, resolve_with, state_map_from_ids};
 

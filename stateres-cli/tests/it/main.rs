@@ -99,19 +99,29 @@ fn broken_graphs_are_clear_errors() {
         (
             "cycle",
             room(
-                &[create.clone(), pdu("$a", "m.room.topic", "", &["$c", "$b"]), pdu("$b", "m.room.name", "", &["$c", "$a"])],
+                &[
+                    create.clone(),
+                    pdu("$a", "m.room.topic", "", &["$c", "$b"]),
+                    pdu("$b", "m.room.name", "", &["$c", "$a"]),
+                ],
                 r#"[["$c","$a"],["$c","$b"]]"#,
             ),
             "auth events form a cycle through",
         ),
         (
             "self",
-            room(&[create.clone(), pdu("$a", "m.room.topic", "", &["$c", "$a"])], r#"[["$c","$a"],["$c"]]"#),
+            room(
+                &[create.clone(), pdu("$a", "m.room.topic", "", &["$c", "$a"])],
+                r#"[["$c","$a"],["$c"]]"#,
+            ),
             "auth events form a cycle through $a",
         ),
         (
             "missing-auth",
-            room(&[create.clone(), pdu("$a", "m.room.topic", "", &["$c", "$gone"])], r#"[["$c","$a"],["$c"]]"#),
+            room(
+                &[create.clone(), pdu("$a", "m.room.topic", "", &["$c", "$gone"])],
+                r#"[["$c","$a"],["$c"]]"#,
+            ),
             "event $gone is missing (an auth event of $a)",
         ),
         (
@@ -122,7 +132,11 @@ fn broken_graphs_are_clear_errors() {
         (
             "two-for-one-key",
             room(
-                &[create.clone(), pdu("$a", "m.room.topic", "", &["$c"]), pdu("$b", "m.room.topic", "", &["$c"])],
+                &[
+                    create.clone(),
+                    pdu("$a", "m.room.topic", "", &["$c"]),
+                    pdu("$b", "m.room.topic", "", &["$c"]),
+                ],
                 r#"[["$c","$a","$b"],["$c"]]"#,
             ),
             "a state set lists two events for the key of $b",
@@ -147,7 +161,13 @@ fn phases_and_memory_are_reported() {
     let path = fixture("v2_topic.json");
     let out = stateres(&["bench", path.to_str().expect("utf-8")]);
     let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    for part in ["median per phase: auth chains ", "subgraph ", "resolve ", "parse (once", "peak memory (RSS): "] {
+    for part in [
+        "median per phase: auth chains ",
+        "subgraph ",
+        "resolve ",
+        "parse (once",
+        "peak memory (RSS): ",
+    ] {
         assert!(stdout.contains(part), "{part:?} missing from {stdout}");
     }
     let out = stateres(&["resolve", path.to_str().expect("utf-8")]);
