@@ -288,6 +288,11 @@ impl ChainCover {
         labels: Vec<ChainPosition>,
         links: Vec<(u32, ChainLink)>,
     ) -> Result<Self, ChainCoverError> {
+        // Every chain holds an event, so chains are numbered below the number of events (and
+        // a huge chain number cannot make us allocate for it).
+        if labels.iter().any(|l| l.chain as usize >= labels.len()) {
+            return Err(ChainCoverError::InvalidLabels("a chain number beyond the events"));
+        }
         let chains = labels.iter().map(|l| l.chain as usize + 1).max().unwrap_or(0);
         let mut lengths = vec![0u32; chains];
         for label in &labels {

@@ -187,6 +187,17 @@ fn bad_dags_are_errors() {
     use matrix_stateres::chain_cover::ChainPosition;
     let twice = vec![ChainPosition { chain: 0, seq: 1 }, ChainPosition { chain: 0, seq: 1 }];
     assert!(ChainCover::from_parts(twice, vec![]).is_err());
+    let far = vec![ChainPosition { chain: u32::MAX, seq: 1 }];
+    assert!(ChainCover::from_parts(far, vec![]).is_err(), "no allocation for a huge chain number");
+    let root = vec![ChainPosition { chain: 0, seq: 1 }];
+    let bad_link = vec![(
+        0,
+        matrix_stateres::chain_cover::ChainLink {
+            from_seq: 1,
+            to: ChainPosition { chain: 0, seq: 1 },
+        },
+    )];
+    assert!(ChainCover::from_parts(root, bad_link).is_err(), "a link to its own chain");
 }
 
 /// A long chain and a wide fork stay one chain and many chains, with one link each.

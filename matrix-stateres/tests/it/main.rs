@@ -2,5 +2,6 @@
 
 mod chain_cover;
 mod fixtures;
+mod lean;
 mod ruma_oracle;
 mod v1;
