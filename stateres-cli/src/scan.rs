@@ -95,7 +95,7 @@ impl<'b> Scanner<'b> {
         let mut i = start + 1;
         loop {
             let rest = self.bytes.get(i..).unwrap_or_default();
-            match rest.iter().position(|&b| b == b'"' || b == b'\\') {
+            match quote_or_backslash(rest) {
                 None => {
                     self.hit_end = true;
                     return Err(invalid("unterminated string", start));
@@ -188,6 +188,29 @@ impl<'b> Scanner<'b> {
             }
         }
     }
+}
+
+/// The first `"` or `\\` in `bytes`, looked for 8 bytes at a time.
+fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte of `word ^ pattern` is zero where `word` has the byte; the lowest flagged byte is
+    // exact (a borrow can only flag bytes above a real zero).
+    let zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let found = zero_byte(word ^ (ONES * u64::from(b'"')))
+            | zero_byte(word ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks.remainder().iter().position(|&b| b == b'"' || b == b'\\').map(|k| at + k)
 }
 
 /// Bytes read per block.
@@ -312,6 +335,28 @@ mod tests {
         assert!(s.expect(b':').is_err());
         let deep = vec![b'['; 5_000];
         assert!(Scanner::new(&deep).value_span().is_err());
+    }
+
+    #[test]
+    fn quotes_and_backslashes_are_found_at_any_offset() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for mark in [b'"', b'\\'] {
+                    let mut bytes = vec![b'a'; len];
+                    // Bytes that differ from the marks by one bit, and non-ASCII.
+                    for (i, b) in bytes.iter_mut().enumerate() {
+                        *b = [b'a', b'#', b'!', 0xe2, b']', 0x22 ^ 0x80][i % 6];
+                    }
+                    let expected = (at < len).then(|| {
+                        bytes[at] = mark;
+                        at
+                    });
+                    let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\');
+                    assert_eq!(naive, expected);
+                    assert_eq!(super::quote_or_backslash(&bytes), expected, "{len} {at}");
+                }
+            }
+        }
     }
 
     /// Values cut by block boundaries are read whole, whatever the boundaries.
