@@ -160,6 +160,50 @@ pub enum LeanError {
     TooLarge,
 }
 
+/// What [`LeanRoomBuilder::push_fields`] reads of an event, borrowed from the caller's parse.
+#[derive(Debug, Clone, Copy)]
+pub struct EventFields<'a> {
+    /// `event_id`.
+    pub event_id: &'a str,
+    /// `room_id` (absent on a room version 12 create event).
+    pub room_id: Option<&'a str>,
+    /// `type`.
+    pub kind: &'a str,
+    /// `state_key`.
+    pub state_key: Option<&'a str>,
+    /// `sender`.
+    pub sender: &'a str,
+    /// `origin_server_ts`.
+    pub origin_server_ts: i64,
+    /// `depth`.
+    pub depth: i64,
+    /// `content` (whole or only its part the authorization rules read: only that is kept), for
+    /// the types whose content they read (see [`reads_content`]); otherwise ignored.
+    pub content: Option<&'a Object>,
+    /// The event a redaction redacts (`redacts` at the top level before room version 11, in
+    /// `content` from 11).
+    pub redacts: Option<&'a str>,
+    /// The ids of `auth_events`.
+    pub auth_events: &'a [&'a str],
+    /// The ids of `prev_events`.
+    pub prev_events: &'a [&'a str],
+    /// The servers with an entry in `signatures`.
+    pub signed_by: &'a [&'a str],
+}
+
+/// Whether the authorization rules read the content of events of this type (so a parser can
+/// skip the content of all others).
+pub fn reads_content(kind: &str) -> bool {
+    matches!(
+        kind,
+        "m.room.create"
+            | "m.room.power_levels"
+            | "m.room.join_rules"
+            | "m.room.third_party_invite"
+            | "m.room.member"
+    )
+}
+
 /// Where a phase of [`LeanRoom::resolve_with_phases`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -284,23 +328,48 @@ impl LeanRoomBuilder {
     /// index. Only what resolution reads is kept; the object can be dropped afterwards.
     pub fn push_object(&mut self, object: &Object, event_id: &str) -> Result<u32, LeanError> {
         let missing = |field| LeanError::MissingField { event_id: event_id.to_owned(), field };
-        let kind = object.get_str("type").ok_or_else(|| missing("type"))?;
-        let sender = object.get_str("sender").ok_or_else(|| missing("sender"))?;
+        let content = object.get_object("content");
+        let auth_events: Vec<&str> = edge_ids(object.get("auth_events")).collect();
+        let prev_events: Vec<&str> = edge_ids(object.get("prev_events")).collect();
+        let signed_by: Vec<&str> =
+            object.get_object("signatures").map(|s| s.keys().collect()).unwrap_or_default();
+        let redacts = if self.rules.redacts_in_content {
+            content.and_then(|c| c.get_str("redacts"))
+        } else {
+            object.get_str("redacts")
+        };
+        self.push_fields(&EventFields {
+            event_id,
+            room_id: object.get_str("room_id"),
+            kind: object.get_str("type").ok_or_else(|| missing("type"))?,
+            state_key: object.get_str("state_key"),
+            sender: object.get_str("sender").ok_or_else(|| missing("sender"))?,
+            origin_server_ts: object.get("origin_server_ts").and_then(Value::as_i64).unwrap_or(0),
+            depth: object.get("depth").and_then(Value::as_i64).unwrap_or(0),
+            content,
+            redacts,
+            auth_events: &auth_events,
+            prev_events: &prev_events,
+            signed_by: &signed_by,
+        })
+    }
+
+    /// Adds an event from its fields, read by the caller's own parser (which may skip
+    /// everything else); returns its index.
+    pub fn push_fields(&mut self, fields: &EventFields<'_>) -> Result<u32, LeanError> {
         let index = u32::try_from(self.events.len()).map_err(|_| LeanError::TooLarge)?;
-        let (slot, event_id) = self.slot(event_id)?;
+        let (slot, event_id) = self.slot(fields.event_id)?;
         if self.slot_event[slot as usize] != NONE {
             return Err(LeanError::DuplicateId(event_id.to_string()));
         }
-        self.slot_event[slot as usize] = index;
-        let (room_id, has_room_id) = match object.get_str("room_id") {
+        let (room_id, has_room_id) = match fields.room_id {
             Some(room_id) => (self.intern(room_id), true),
             None if self.rules.room_id_from_create_event => {
                 (self.intern(&hash::room_id_from_create_event_id(&event_id)), false)
             }
             None => (self.intern(""), false),
         };
-        let content = lean_content(kind, object.get_object("content"));
-        let content = match content {
+        let content = match lean_content(fields.kind, fields.content) {
             Some(content) if !content.is_empty() => {
                 let mut bytes = Vec::new();
                 content.write_canonical(&mut bytes);
@@ -308,42 +377,34 @@ impl LeanRoomBuilder {
             }
             _ => self.empty.clone(),
         };
-        let redacts = if self.rules.redacts_in_content {
-            object.get_object("content").and_then(|c| c.get_str("redacts"))
-        } else {
-            object.get_str("redacts")
-        };
         let start = u32::try_from(self.auth_slots.len()).map_err(|_| LeanError::TooLarge)?;
-        let mut auth_events = Vec::new();
-        for id in edge_ids(object.get("auth_events")) {
+        let mut auth_events = Vec::with_capacity(fields.auth_events.len());
+        for id in fields.auth_events {
             let (slot, shared) = self.slot(id)?;
             self.auth_slots.push(slot);
             auth_events.push(shared);
         }
         let end = u32::try_from(self.auth_slots.len()).map_err(|_| LeanError::TooLarge)?;
-        self.auth_span.push((start, end));
-        let mut prev_events = Vec::new();
-        for id in edge_ids(object.get("prev_events")) {
+        let mut prev_events = Vec::with_capacity(fields.prev_events.len());
+        for id in fields.prev_events {
             prev_events.push(self.slot(id)?.1);
         }
-        let signed_by = object
-            .get_object("signatures")
-            .map(|s| s.keys().map(|server| self.intern(server)).collect())
-            .unwrap_or_default();
+        self.auth_span.push((start, end));
+        self.slot_event[slot as usize] = index;
         let event = LeanEvent {
             event_id,
             room_id,
             has_room_id,
-            sender: self.intern(sender),
-            kind: self.intern(kind),
-            state_key: object.get_str("state_key").map(|k| self.intern(k)),
-            origin_server_ts: object.get("origin_server_ts").and_then(Value::as_i64).unwrap_or(0),
-            depth: object.get("depth").and_then(Value::as_i64).unwrap_or(0),
+            sender: self.intern(fields.sender),
+            kind: self.intern(fields.kind),
+            state_key: fields.state_key.map(|k| self.intern(k)),
+            origin_server_ts: fields.origin_server_ts,
+            depth: fields.depth,
             content,
-            redacts: redacts.map(Box::from),
+            redacts: fields.redacts.map(Box::from),
             auth_events: auth_events.into_boxed_slice(),
             prev_events: prev_events.into_boxed_slice(),
-            signed_by,
+            signed_by: fields.signed_by.iter().map(|server| self.intern(server)).collect(),
             rejected: false,
         };
         self.events.push(event);

@@ -15,6 +15,7 @@
 //! (`matrix_stateres::lean`): only what resolution reads is kept, with ids interned; neither
 //! the file nor a JSON tree of it is ever held whole.
 
+mod pdu;
 mod scan;
 
 use std::io::Write as _;
@@ -112,7 +113,7 @@ fn parse(path: &str) -> Result<Input, String> {
         return Err("missing field \"state_sets\"".into());
     }
 
-    // One event at a time: parsed, reduced to what resolution reads, dropped.
+    // One event at a time, read straight from its bytes into a lean event.
     let mut builder = LeanRoom::builder(rules);
     top_level(path, |key, stream| {
         if key != "pdus" {
@@ -123,18 +124,7 @@ fn parse(path: &str) -> Result<Input, String> {
         }
         let mut i = 0usize;
         loop {
-            let Value::Object(object) = small_value(stream.value()?)? else {
-                return Err(format!("pdus[{i}] is not an object"));
-            };
-            let id = object
-                .get_str("event_id")
-                .ok_or_else(|| format!("pdus[{i}] has no string event_id"))?;
-            for name in ["type", "sender"] {
-                if object.get_str(name).is_none() {
-                    return Err(format!("pdus[{i}] ({id}) has no string {name}"));
-                }
-            }
-            builder.push_object(&object, id).map_err(|e| e.to_string())?;
+            pdu::push(&mut builder, rules, stream.value()?, i)?;
             i += 1;
             if !stream.with(|s| s.next_element(b']'))? {
                 return Ok(());

@@ -1,6 +1,7 @@
 //! A JSON scanner that finds values without building them, over a file read a block at a time:
 //! the input is read one PDU at a time, so neither the file nor a tree of it is ever held whole.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::ops::Range;
 
@@ -124,6 +125,101 @@ impl<'b> Scanner<'b> {
         }
     }
 
+    /// A string's text, borrowed when it has no escapes.
+    pub(crate) fn str_cow(&mut self) -> Result<Cow<'b, str>, String> {
+        let span = self.string_span()?;
+        let inner = &span[1..span.len() - 1];
+        if !inner.contains(&b'\\')
+            && let Ok(text) = std::str::from_utf8(inner)
+        {
+            return Ok(Cow::Borrowed(text));
+        }
+        match json::parse_lenient(span) {
+            Ok(Value::String(text)) => Ok(Cow::Owned(text)),
+            _ => Err(invalid("bad string", self.pos)),
+        }
+    }
+
+    /// The next value if it is a string; any other value is skipped (`None`).
+    pub(crate) fn opt_str(&mut self) -> Result<Option<Cow<'b, str>>, String> {
+        if self.at_string() {
+            return self.str_cow().map(Some);
+        }
+        self.value_range()?;
+        Ok(None)
+    }
+
+    /// The next value if it is an integer written without fraction or exponent that fits an
+    /// `i64` (what a strict parser takes as a number here); anything else is 0.
+    pub(crate) fn int(&mut self) -> Result<i64, String> {
+        let span = self.value_span()?;
+        let digits = span.strip_prefix(b"-").unwrap_or(span);
+        let canonical = match digits {
+            [b'0'] => span.len() == 1,
+            [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+            _ => false,
+        };
+        Ok(std::str::from_utf8(span)
+            .ok()
+            .filter(|_| canonical)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// The event ids of `auth_events` or `prev_events`: strings, or `[id, hashes]` pairs
+    /// (room versions 1 and 2); other elements, or a value that is no array, give nothing.
+    pub(crate) fn edge_ids(&mut self) -> Result<Vec<Cow<'b, str>>, String> {
+        let mut ids = Vec::new();
+        if self.peek() != Some(b'[') {
+            self.value_range()?;
+            return Ok(ids);
+        }
+        if self.open(b'[', b']')? {
+            return Ok(ids);
+        }
+        loop {
+            match self.peek() {
+                Some(b'"') => ids.push(self.str_cow()?),
+                Some(b'[') => {
+                    let start = self.pos;
+                    self.value_range()?;
+                    let mut pair = Scanner::new(&self.bytes[start..self.pos]);
+                    if !pair.open(b'[', b']')?
+                        && let Some(id) = pair.opt_str()?
+                    {
+                        ids.push(id);
+                    }
+                }
+                _ => {
+                    self.value_range()?;
+                }
+            }
+            if !self.next_element(b']')? {
+                return Ok(ids);
+            }
+        }
+    }
+
+    /// The keys of the next value if it is an object (values skipped); nothing otherwise.
+    pub(crate) fn object_keys(&mut self) -> Result<Vec<Cow<'b, str>>, String> {
+        let mut keys = Vec::new();
+        if self.peek() != Some(b'{') {
+            self.value_range()?;
+            return Ok(keys);
+        }
+        if self.open(b'{', b'}')? {
+            return Ok(keys);
+        }
+        loop {
+            keys.push(self.str_cow()?);
+            self.expect(b':')?;
+            self.value_range()?;
+            if !self.next_element(b'}')? {
+                return Ok(keys);
+            }
+        }
+    }
+
     /// Whether the next value is a string.
     pub(crate) fn at_string(&mut self) -> bool {
         self.peek() == Some(b'"')
@@ -131,7 +227,6 @@ impl<'b> Scanner<'b> {
 
     /// The bytes of the next value, skipped (brackets balanced, strings skipped whole); the
     /// value itself is only checked when parsed.
-    #[cfg(test)]
     pub(crate) fn value_span(&mut self) -> Result<&'b [u8], String> {
         let range = self.value_range()?;
         Ok(&self.bytes[range])
