@@ -214,8 +214,15 @@ impl ChainCoverBuilder {
         };
         self.labels[event as usize] = position;
         let chain = position.chain as usize;
-        for &(_, to) in &parents {
+        for (k, &(_, to)) in parents.iter().enumerate() {
             if to.chain == position.chain {
+                continue;
+            }
+            // Another auth event later on the same chain implies this one (ties: the first).
+            let shadowed = parents.iter().enumerate().any(|(j, &(_, other))| {
+                other.chain == to.chain && (other.seq > to.seq || (other.seq == to.seq && j < k))
+            });
+            if shadowed {
                 continue;
             }
             // Links are made in `from_seq` order, so an earlier link of this chain to a later

@@ -291,6 +291,10 @@ fn bench(input: &Input, parse_time: Duration, file_len: usize) -> Result<(), Str
     );
     println!("parse (once, not in the times above): {:.3} ms", ms(parse_time));
     println!("input events: {events}");
+    if let Ok(cover) = input.room.chain_cover() {
+        let links: usize = (0..cover.chain_count() as u32).map(|c| cover.links(c).len()).sum();
+        println!("auth DAG: {} chains, {links} links between them", cover.chain_count());
+    }
     println!("events per second: {:.0}", events as f64 / median_total.as_secs_f64());
     println!("{}", memory_line(file_len));
     Ok(())
