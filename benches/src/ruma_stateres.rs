@@ -12,18 +12,23 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-/// An event as ruma-state-res reads it.
-#[derive(Debug, Clone)]
+/// An event as ruma-state-res reads it; also read directly from a PDU's JSON with serde (the
+/// way a ruma-based server parses what it needs).
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct RumaPdu {
     event_id: OwnedEventId,
+    #[serde(default)]
     room_id: Option<OwnedRoomId>,
     sender: OwnedUserId,
     origin_server_ts: MilliSecondsSinceUnixEpoch,
+    #[serde(rename = "type")]
     kind: TimelineEventType,
     content: Box<RawValue>,
+    #[serde(default)]
     state_key: Option<String>,
     prev_events: Vec<OwnedEventId>,
     auth_events: Vec<OwnedEventId>,
+    #[serde(default)]
     redacts: Option<OwnedEventId>,
 }
 
@@ -103,22 +108,34 @@ impl RumaRoom {
             .into_iter()
             .map(|e| (EventId::parse(e.event_id()).expect("id"), RumaPdu::new(e)))
             .collect();
+        let sets: Vec<Vec<OwnedEventId>> = state_sets
+            .iter()
+            .map(|set| set.iter().map(|id| EventId::parse(id).expect("id")).collect())
+            .collect();
+        Self::from_events(events, &sets).expect("every state event is known")
+    }
+
+    /// A room from events already in ruma's type; `Err` names a state event that is missing.
+    pub fn from_events(
+        events: HashMap<OwnedEventId, RumaPdu>,
+        state_sets: &[Vec<OwnedEventId>],
+    ) -> Result<Self, OwnedEventId> {
         let state_maps = state_sets
             .iter()
             .map(|set| {
                 set.iter()
                     .map(|id| {
-                        let event = &events[<&EventId>::try_from(id.as_str()).expect("id")];
+                        let event = events.get(id).ok_or_else(|| id.clone())?;
                         let key = (
                             event.kind.to_string().into(),
                             event.state_key.clone().unwrap_or_default(),
                         );
-                        (key, event.event_id.clone())
+                        Ok::<_, OwnedEventId>((key, event.event_id.clone()))
                     })
                     .collect()
             })
-            .collect();
-        RumaRoom { events, state_maps }
+            .collect::<Result<_, _>>()?;
+        Ok(RumaRoom { events, state_maps })
     }
 
     /// The full auth chain of each state set (the union of its events' auth chains), the way a

@@ -1,7 +1,10 @@
 //! The auth graph of the events state resolution looks at, with event ids interned to `u32`.
 
+use std::borrow::Cow;
+
 use rustc_hash::FxHashMap;
 
+use crate::chain_cover::AuthDag;
 use crate::{EventSource, ResolveError, StateEvent};
 
 /// An index into [`Graph::events`].
@@ -9,12 +12,21 @@ pub(crate) type Ix = u32;
 
 /// Every event reachable from the inputs through `auth_events`, loaded once.
 pub(crate) struct Graph<'a, E> {
-    pub(crate) events: Vec<&'a E>,
+    events: Events<'a, E>,
     ids: FxHashMap<&'a str, Ix>,
-    /// `auth[i]` are the indices of event `i`'s auth events (those that exist).
-    auth: Vec<Box<[Ix]>>,
+    /// `edges[spans[i].0..spans[i].1]` are the indices of event `i`'s auth events.
+    spans: Cow<'a, [(u32, u32)]>,
+    edges: Cow<'a, [Ix]>,
     /// The room's create event, where the caller loaded it (room version 12).
     pub(crate) create: Option<Ix>,
+    /// A number per `(type, state_key)`, when the caller has them (for chain hints).
+    keys: Option<&'a [u32]>,
+}
+
+/// The events: loaded one by one, or the caller's own array.
+enum Events<'a, E> {
+    Loaded(Vec<&'a E>),
+    Slice(&'a [E]),
 }
 
 /// A set of events as a bit per index.
@@ -45,8 +57,14 @@ impl<'a, E: StateEvent> Graph<'a, E> {
         roots: impl IntoIterator<Item = &'r str>,
         room_id: &str,
     ) -> Result<(Self, Vec<Ix>), ResolveError> {
-        let mut graph =
-            Graph { events: Vec::new(), ids: FxHashMap::default(), auth: Vec::new(), create: None };
+        let mut graph = Graph {
+            events: Events::Loaded(Vec::new()),
+            ids: FxHashMap::default(),
+            spans: Cow::Owned(Vec::new()),
+            edges: Cow::Owned(Vec::new()),
+            create: None,
+            keys: None,
+        };
         let mut queue: Vec<Ix> = Vec::new();
         let mut root_ixs = Vec::new();
         for root in roots {
@@ -57,16 +75,17 @@ impl<'a, E: StateEvent> Graph<'a, E> {
             root_ixs.push(ix);
         }
         while let Some(ix) = queue.pop() {
-            let event = graph.events[ix as usize];
-            let mut auth = Vec::with_capacity(4);
+            let event = graph.event(ix);
+            let start = u32::try_from(graph.edges.len()).map_err(|_| ResolveError::TooLarge)?;
             for auth_id in event.auth_event_ids() {
                 let (parent, new) = graph.add(source, auth_id, room_id, Some(event.event_id()))?;
                 if new {
                     queue.push(parent);
                 }
-                auth.push(parent);
+                graph.edges.to_mut().push(parent);
             }
-            graph.auth[ix as usize] = auth.into_boxed_slice();
+            let end = u32::try_from(graph.edges.len()).map_err(|_| ResolveError::TooLarge)?;
+            graph.spans.to_mut()[ix as usize] = (start, end);
         }
         Ok((graph, root_ixs))
     }
@@ -89,47 +108,80 @@ impl<'a, E: StateEvent> Graph<'a, E> {
         if event.room_id() != room_id {
             return Err(ResolveError::WrongRoom { event_id: id.to_owned() });
         }
-        let ix = Ix::try_from(self.events.len()).map_err(|_| ResolveError::TooLarge)?;
-        self.events.push(event);
+        let ix = Ix::try_from(self.len()).map_err(|_| ResolveError::TooLarge)?;
+        if let Events::Loaded(events) = &mut self.events {
+            events.push(event);
+        }
         self.ids.insert(event.event_id(), ix);
-        self.auth.push(Box::new([]));
+        self.spans.to_mut().push((0, 0));
         Ok((ix, true))
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.events.len()
+        match &self.events {
+            Events::Loaded(events) => events.len(),
+            Events::Slice(events) => events.len(),
+        }
     }
+    /// The index of an event loaded by [`Graph::load`].
     pub(crate) fn index(&self, id: &str) -> Option<Ix> {
         self.ids.get(id).copied()
     }
     pub(crate) fn event(&self, ix: Ix) -> &'a E {
-        self.events[ix as usize]
+        match &self.events {
+            Events::Loaded(events) => events[ix as usize],
+            Events::Slice(events) => &events[ix as usize],
+        }
     }
     pub(crate) fn auth(&self, ix: Ix) -> &[Ix] {
-        &self.auth[ix as usize]
+        let (start, end) = self.spans[ix as usize];
+        &self.edges[start as usize..end as usize]
     }
 
-    /// Marks in `seen` every strict ancestor of `starts` (through auth events), not descending
-    /// into events `stop` contains. Returns the newly marked events.
-    pub(crate) fn ancestors(
-        &self,
-        starts: impl IntoIterator<Item = Ix>,
-        seen: &mut Bits,
-        stop: Option<&Bits>,
-    ) -> Vec<Ix> {
-        let mut stack: Vec<Ix> = starts.into_iter().collect();
-        let mut found = Vec::new();
-        while let Some(ix) = stack.pop() {
-            for &parent in self.auth(ix) {
-                if stop.is_some_and(|stop| stop.contains(parent)) {
-                    continue;
-                }
-                if seen.insert(parent) {
-                    found.push(parent);
-                    stack.push(parent);
-                }
-            }
+    /// A graph over events already interned by the caller: `events[i]`'s auth events are
+    /// `edges[spans[i].0..spans[i].1]`, all indices into `events`.
+    /// `keys[i]` numbers event `i`'s `(type, state_key)` (`u32::MAX` for none).
+    pub(crate) fn interned(
+        events: &'a [E],
+        spans: &'a [(u32, u32)],
+        edges: &'a [Ix],
+        keys: &'a [u32],
+        create: Option<Ix>,
+    ) -> Self {
+        Graph {
+            events: Events::Slice(events),
+            ids: FxHashMap::default(),
+            spans: Cow::Borrowed(spans),
+            edges: Cow::Borrowed(edges),
+            create,
+            keys: Some(keys),
         }
-        found
+    }
+}
+
+impl<E: StateEvent> AuthDag for Graph<'_, E> {
+    fn len(&self) -> usize {
+        Graph::len(self)
+    }
+    fn auth_events(&self, event: u32) -> &[u32] {
+        self.auth(event)
+    }
+    /// The auth event of the same type and state key (the previous power levels, the same
+    /// user's previous membership): chains follow the state they replace.
+    fn chain_hint(&self, event: u32) -> Option<u32> {
+        if let Some(keys) = self.keys {
+            let key = keys[event as usize];
+            return self
+                .auth(event)
+                .iter()
+                .copied()
+                .find(|&a| key != u32::MAX && keys[a as usize] == key);
+        }
+        let e = self.event(event);
+        let key = (e.kind(), e.state_key());
+        self.auth(event).iter().copied().find(|&a| {
+            let p = self.event(a);
+            (p.kind(), p.state_key()) == key
+        })
     }
 }

@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+pub mod chain_cover;
 mod graph;
+pub mod lean;
 mod v1;
 mod v2;
 

@@ -7,6 +7,7 @@ use matrix_core::RoomVersionRules;
 use matrix_core::auth::{self, AuthState};
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::chain_cover::{ChainCover, ChainCoverError, ChainReach};
 use crate::graph::{Bits, Graph, Ix};
 use crate::{EventSource, ResolveError, StateEvent, StateMap};
 
@@ -14,24 +15,42 @@ use crate::{EventSource, ResolveError, StateEvent, StateMap};
 /// so far over the starting state (the unconflicted state map for v2, nothing for v2.1), then
 /// the event's own (non-rejected) auth events, then the room's create event (which room
 /// version 12 events do not list).
-struct CheckState<'g, 'a, E, S> {
+struct CheckState<'g, 'a, E, B> {
     graph: &'g Graph<'a, E>,
-    source: &'a S,
     applied: &'g FxHashMap<(&'a str, &'a str), Ix>,
-    base: Option<&'g StateMap<'a>>,
+    base: Option<&'g B>,
     auth: &'g [Ix],
 }
 
-impl<'a, E: StateEvent + 'a, S: EventSource<E>> AuthState<E> for CheckState<'_, 'a, E, S> {
+/// The unconflicted state map, as the iterative auth checks look it up.
+pub(crate) trait Unconflicted<'a, E> {
+    /// The unconflicted event of this type and state key.
+    fn get(&self, kind: &str, state_key: &str) -> Option<&'a E>;
+}
+
+/// An unconflicted state map of event ids, and where to find the events.
+struct MapBase<'m, 'a, S> {
+    map: &'m StateMap<'a>,
+    source: &'a S,
+}
+
+impl<'a, E: 'a, S: EventSource<E>> Unconflicted<'a, E> for MapBase<'_, 'a, S> {
+    fn get(&self, kind: &str, state_key: &str) -> Option<&'a E> {
+        // The map's keys, shortened to the lifetime of the question.
+        let map: &StateMap<'_> = self.map;
+        map.get(&(kind, state_key)).and_then(|id| self.source.event(id))
+    }
+}
+
+impl<'a, E: StateEvent + 'a, B: Unconflicted<'a, E>> AuthState<E> for CheckState<'_, 'a, E, B> {
     fn get(&self, kind: &str, state_key: &str) -> Option<&E> {
-        // The maps' keys, shortened to the lifetime of the question.
+        // The map's keys, shortened to the lifetime of the question.
         let applied: &FxHashMap<(&str, &str), Ix> = self.applied;
         if let Some(&ix) = applied.get(&(kind, state_key)) {
             return Some(self.graph.event(ix));
         }
-        let base: Option<&StateMap<'_>> = self.base;
-        if let Some(id) = base.and_then(|base| base.get(&(kind, state_key))) {
-            return self.source.event(id);
+        if let Some(event) = self.base.and_then(|base| base.get(kind, state_key)) {
+            return Some(event);
         }
         let from_auth = self.auth.iter().map(|&ix| self.graph.event(ix)).find(|event| {
             event.kind() == kind && event.state_key() == Some(state_key) && !event.rejected()
@@ -46,7 +65,7 @@ impl<'a, E: StateEvent + 'a, S: EventSource<E>> AuthState<E> for CheckState<'_, 
     }
 }
 
-fn is_power_event<E: StateEvent>(event: &E) -> bool {
+pub(crate) fn is_power_event<E: StateEvent>(event: &E) -> bool {
     match (event.kind(), event.state_key()) {
         ("m.room.power_levels" | "m.room.join_rules", Some("")) => true,
         ("m.room.member", Some(target)) => {
@@ -198,47 +217,34 @@ pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
     }
 
     // Full conflicted set: conflicted state, auth difference, (v2.1) conflicted subgraph.
-    let mut in_full = in_conflicted.clone();
-    let mut full = conflicted.clone();
     let others = &roots[conflicted_count..roots.len() - extra_count];
-    let difference = match given_difference {
-        Some(_) => others.to_vec(),
-        None => auth_difference(&graph, &conflicted_by_set, others),
+    let cover = match (&given_difference, v2_1) {
+        (Some(_), false) => None,
+        _ => Some(ChainCover::build(&graph).map_err(|e| cover_error(&graph, e))?),
     };
-    for ix in difference {
-        if in_full.insert(ix) {
-            full.push(ix);
+    let difference = match (given_difference, &cover) {
+        (Some(_), _) => others.to_vec(),
+        (None, Some(cover)) => {
+            let common = cover.with_auth_chain(others.iter().copied());
+            let chains: Vec<ChainReach> =
+                conflicted_by_set.iter().map(|set| cover.auth_chain(set.iter().copied())).collect();
+            cover.auth_chain_difference(Some(&common), &chains)
         }
-    }
-    if v2_1 {
-        for ix in conflicted_subgraph(&graph, &conflicted) {
-            if in_full.insert(ix) {
-                full.push(ix);
-            }
-        }
-    }
-
-    // Power events and the full-conflicted-set events of their auth chains, power ordered.
-    let power: Vec<Ix> =
-        full.iter().copied().filter(|&ix| is_power_event(graph.event(ix))).collect();
-    let (sorted_power, in_power) =
-        reverse_topological_power_order(rules, &graph, &power, &in_full)?;
-
-    // Iterative auth checks over the power events.
-    let base = (!v2_1).then_some(&unconflicted);
-    let mut applied: FxHashMap<(&'a str, &'a str), Ix> = FxHashMap::default();
-    iterative_auth_checks(rules, &graph, source, base, &mut applied, &sorted_power);
-
-    // The other events, in mainline order of the resolved power levels.
-    let rest: Vec<Ix> = full.iter().copied().filter(|&ix| !in_power.contains(ix)).collect();
-    let power_levels = match applied.get(&("m.room.power_levels", "")) {
-        Some(&ix) => Some(ix),
-        None => {
-            base.and_then(|b| b.get(&("m.room.power_levels", ""))).and_then(|id| graph.index(id))
-        }
+        (None, None) => Vec::new(),
     };
-    let rest = mainline_order(&graph, power_levels, rest);
-    iterative_auth_checks(rules, &graph, source, base, &mut applied, &rest);
+    let subgraph = match (&cover, v2_1) {
+        (Some(cover), true) => cover.conflicted_subgraph(&conflicted),
+        _ => Vec::new(),
+    };
+    let power_levels = unconflicted_power_levels.and_then(|id| graph.index(id));
+    let base = MapBase { map: &unconflicted, source };
+    let applied = resolve_full(
+        rules,
+        &graph,
+        FullSet { conflicted, difference, subgraph },
+        (!v2_1).then_some(&base),
+        power_levels,
+    )?;
 
     // The unconflicted state wins.
     let mut resolved = unconflicted;
@@ -248,65 +254,69 @@ pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
     Ok(resolved)
 }
 
-/// The auth difference: events in some but not all state sets' full auth chains.
-///
-/// Everything the unconflicted events' auth chains reach (their auth events and all above) is
-/// in every set's chain, so never in the difference; only the conflicted events' chains outside
-/// it are walked, per set.
-fn auth_difference<E: StateEvent>(
+/// A cover error as a resolution error, naming the event.
+pub(crate) fn cover_error<E: StateEvent>(
     graph: &Graph<'_, E>,
-    conflicted_by_set: &[&[Ix]],
-    unconflicted_auth: &[Ix],
-) -> Vec<Ix> {
-    let n = graph.len();
-    let mut common = Bits::new(n);
-    for &ix in unconflicted_auth {
-        common.insert(ix);
-    }
-    graph.ancestors(unconflicted_auth.iter().copied(), &mut common, None);
-    let mut counts = vec![0u32; n];
-    let mut touched: Vec<Ix> = Vec::new();
-    for starts in conflicted_by_set {
-        let mut seen = common.clone();
-        for ix in graph.ancestors(starts.iter().copied(), &mut seen, Some(&common)) {
-            if counts[ix as usize] == 0 {
-                touched.push(ix);
-            }
-            counts[ix as usize] += 1;
+    error: ChainCoverError,
+) -> ResolveError {
+    match error {
+        ChainCoverError::Cycle(ix) | ChainCoverError::UnknownEvent { event: ix, .. }
+            if (ix as usize) < graph.len() =>
+        {
+            ResolveError::Cycle { event_id: graph.event(ix).event_id().to_owned() }
         }
+        _ => ResolveError::TooLarge,
     }
-    let all = conflicted_by_set.len() as u32;
-    touched.into_iter().filter(|&ix| counts[ix as usize] < all).collect()
 }
 
-/// The conflicted state subgraph: events on an auth path from one conflicted event to another
-/// (endpoints included).
-fn conflicted_subgraph<E: StateEvent>(graph: &Graph<'_, E>, conflicted: &[Ix]) -> Vec<Ix> {
+/// The parts of the full conflicted set (they may overlap).
+pub(crate) struct FullSet {
+    /// The conflicted state set (deduplicated).
+    pub(crate) conflicted: Vec<Ix>,
+    /// The auth difference.
+    pub(crate) difference: Vec<Ix>,
+    /// The conflicted state subgraph (v2.1), or nothing.
+    pub(crate) subgraph: Vec<Ix>,
+}
+
+/// Sorts and checks the full conflicted set: power events first in reverse topological power
+/// order, then the others in mainline order. Returns the events applied, by key. `base` is the
+/// unconflicted state map the checks start from (v2; `None` for v2.1) and `base_power_levels`
+/// its power levels event (the mainline's start when no power event applies).
+pub(crate) fn resolve_full<'a, E: StateEvent + 'a, B: Unconflicted<'a, E>>(
+    rules: &RoomVersionRules,
+    graph: &Graph<'a, E>,
+    parts: FullSet,
+    base: Option<&B>,
+    base_power_levels: Option<Ix>,
+) -> Result<FxHashMap<(&'a str, &'a str), Ix>, ResolveError> {
     let n = graph.len();
-    // Backwards: the conflicted events and their auth chains.
-    let mut backwards = Bits::new(n);
-    let mut members: Vec<Ix> =
-        conflicted.iter().copied().filter(|&ix| backwards.insert(ix)).collect();
-    members.extend(graph.ancestors(conflicted.iter().copied(), &mut backwards, None));
-    // Forwards within it: what a conflicted event reaches against the auth edges.
-    let mut children: FxHashMap<Ix, Vec<Ix>> = FxHashMap::default();
-    for &ix in &members {
-        for &parent in graph.auth(ix) {
-            children.entry(parent).or_default().push(ix);
+    let mut in_full = Bits::new(n);
+    let mut full: Vec<Ix> = Vec::new();
+    for ix in parts.conflicted.into_iter().chain(parts.difference).chain(parts.subgraph) {
+        if in_full.insert(ix) {
+            full.push(ix);
         }
     }
-    let mut forwards = Bits::new(n);
-    let mut stack: Vec<Ix> = conflicted.iter().copied().filter(|&ix| forwards.insert(ix)).collect();
-    let mut subgraph = stack.clone();
-    while let Some(ix) = stack.pop() {
-        for &child in children.get(&ix).map(Vec::as_slice).unwrap_or_default() {
-            if forwards.insert(child) {
-                subgraph.push(child);
-                stack.push(child);
-            }
-        }
-    }
-    subgraph
+
+    // Power events and the full-conflicted-set events of their auth chains, power ordered.
+    let power: Vec<Ix> =
+        full.iter().copied().filter(|&ix| is_power_event(graph.event(ix))).collect();
+    let (sorted_power, in_power) = reverse_topological_power_order(rules, graph, &power, &in_full)?;
+
+    // Iterative auth checks over the power events.
+    let mut applied: FxHashMap<(&'a str, &'a str), Ix> = FxHashMap::default();
+    iterative_auth_checks(rules, graph, base, &mut applied, &sorted_power);
+
+    // The other events, in mainline order of the resolved power levels.
+    let rest: Vec<Ix> = full.iter().copied().filter(|&ix| !in_power.contains(ix)).collect();
+    let power_levels = match applied.get(&("m.room.power_levels", "")) {
+        Some(&ix) => Some(ix),
+        None => base.and(base_power_levels),
+    };
+    let rest = mainline_order(graph, power_levels, rest);
+    iterative_auth_checks(rules, graph, base, &mut applied, &rest);
+    Ok(applied)
 }
 
 /// The sender's power level as the event's own auth events give it.
@@ -456,11 +466,10 @@ fn mainline_order<E: StateEvent>(
 }
 
 /// Applies each event in turn if the authorization rules allow it on the state so far.
-fn iterative_auth_checks<'a, E: StateEvent + 'a, S: EventSource<E>>(
+fn iterative_auth_checks<'a, E: StateEvent + 'a, B: Unconflicted<'a, E>>(
     rules: &RoomVersionRules,
     graph: &Graph<'a, E>,
-    source: &'a S,
-    base: Option<&StateMap<'a>>,
+    base: Option<&B>,
     applied: &mut FxHashMap<(&'a str, &'a str), Ix>,
     events: &[Ix],
 ) {
@@ -470,7 +479,7 @@ fn iterative_auth_checks<'a, E: StateEvent + 'a, S: EventSource<E>>(
         if event.rejected() {
             continue;
         }
-        let state = CheckState { graph, source, applied, base, auth: graph.auth(ix) };
+        let state = CheckState { graph, applied, base, auth: graph.auth(ix) };
         if auth::check(rules, event, &state).is_ok() {
             applied.insert((kind, state_key), ix);
         }

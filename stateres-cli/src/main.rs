@@ -2,141 +2,301 @@
 //!
 //! ```text
 //! stateres resolve FILE.json   prints {"resolved_state": [[type, state_key, event_id], ...]}
-//! stateres bench FILE.json     prints the median time per resolve and events per second
+//!                              (time per phase and peak memory on standard error)
+//! stateres bench FILE.json     prints the median time per resolve and per phase, events per
+//!                              second, the parse time and peak memory
 //! ```
 //!
 //! The input is `{"room_version": "11", "pdus": [PDU, ...], "state_sets": [[event_id, ...], ...]}`
 //! with an optional `"state_res": "v2.0" | "v2.1"`; each PDU carries its `event_id`, which is
 //! taken as given.
+//!
+//! The file is read a block at a time and its events one at a time into lean events
+//! (`matrix_stateres::lean`): only what resolution reads is kept, with ids interned; neither
+//! the file nor a JSON tree of it is ever held whole.
 
-use std::collections::HashMap;
+mod pdu;
+mod scan;
+
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use matrix_core::RoomVersionRules;
 use matrix_core::json::{self, Value};
 use matrix_core::room_version::StateResAlgorithm;
-use matrix_core::{Pdu, RoomVersionRules};
-use matrix_stateres::{ResolveOptions, StateMap};
-use rustc_hash::FxBuildHasher;
+use matrix_stateres::lean::{LeanRoom, Phase};
+
+use crate::scan::Stream;
 
 const USAGE: &str = "usage: stateres (resolve | bench) FILE.json";
 
 /// A parsed input file.
 struct Input {
-    rules: &'static RoomVersionRules,
     algorithm: Option<StateResAlgorithm>,
-    events: HashMap<String, Pdu, FxBuildHasher>,
-    state_sets: Vec<Vec<String>>,
+    room: LeanRoom,
+    /// Each state set as event indices of `room`.
+    state_sets: Vec<Vec<u32>>,
 }
 
-fn field<'v>(object: &'v json::Object, name: &str) -> Result<&'v Value, String> {
-    object.get(name).ok_or_else(|| format!("missing field {name:?}"))
+/// Reads the top-level object of the file at `path`, calling `member` with each key and the
+/// stream positioned at its value, which `member` must consume.
+fn top_level(
+    path: &str,
+    mut member: impl FnMut(&str, &mut Stream<std::fs::File>) -> Result<(), String>,
+) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut stream = Stream::new(file);
+    match stream.with(|s| Ok(s.peek()))? {
+        Some(b'{') => {}
+        None => return Err("invalid JSON: empty input".into()),
+        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+            return Err("the input must be a JSON object".into());
+        }
+        Some(_) => return Err("invalid JSON: not a JSON value".into()),
+    }
+    if !stream.with(|s| s.open(b'{', b'}'))? {
+        loop {
+            let key = stream.with(|s| s.string())?;
+            stream.with(|s| s.expect(b':'))?;
+            member(&key, &mut stream)?;
+            if !stream.with(|s| s.next_element(b'}'))? {
+                break;
+            }
+        }
+    }
+    if !stream.with(|s| Ok(s.at_end()))? {
+        return Err("invalid JSON: trailing characters after the object".into());
+    }
+    Ok(())
 }
 
-fn parse(bytes: &[u8]) -> Result<Input, String> {
-    let value = json::parse_lenient(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
-    let Value::Object(mut top) = value else {
-        return Err("the input must be a JSON object".into());
-    };
-    let version = field(&top, "room_version")?.as_str().ok_or("room_version must be a string")?;
+fn small_value(span: &[u8]) -> Result<Value, String> {
+    json::parse_lenient(span).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+/// Reads the file in three passes over it, never holding it whole: the room version (needed
+/// to read events) and which members exist; then the events, one at a time into lean events;
+/// then the state sets, straight to event indices.
+fn parse(path: &str) -> Result<Input, String> {
+    let (mut version, mut state_res, mut pdus_array, mut has_sets) = (None, None, false, false);
+    top_level(path, |key, stream| {
+        match key {
+            "room_version" => version = Some(small_value(stream.value()?)?),
+            "state_res" => state_res = Some(small_value(stream.value()?)?),
+            "pdus" => {
+                pdus_array = stream.with(|s| Ok(s.peek()))? == Some(b'[');
+                return stream.skip();
+            }
+            "state_sets" => {
+                has_sets = true;
+                return stream.skip();
+            }
+            _ => return stream.skip(),
+        }
+        Ok(())
+    })?;
+    let version = version.ok_or("missing field \"room_version\"")?;
+    let version = version.as_str().ok_or("room_version must be a string")?;
     let rules = RoomVersionRules::get(version)
         .ok_or_else(|| format!("unknown room version {version:?}"))?;
-    let algorithm = match top.get("state_res").map(|v| v.as_str()) {
+    let algorithm = match state_res.as_ref().map(Value::as_str) {
         None => None,
         Some(Some("v2.0")) => Some(StateResAlgorithm::V2),
         Some(Some("v2.1")) => Some(StateResAlgorithm::V2_1),
         Some(_) => return Err("state_res must be \"v2.0\" or \"v2.1\"".into()),
     };
-    // Taken out of the document, so each event is moved into its Pdu, not copied.
-    let Some(Value::Array(pdus)) = top.remove("pdus") else {
+    if !pdus_array {
         return Err("missing field \"pdus\" (an array)".into());
-    };
-    let mut events = HashMap::with_capacity_and_hasher(pdus.len(), FxBuildHasher);
-    for (i, pdu) in pdus.into_iter().enumerate() {
-        let Value::Object(object) = pdu else { return Err(format!("pdus[{i}] is not an object")) };
-        let id = object
-            .get_str("event_id")
-            .ok_or_else(|| format!("pdus[{i}] has no string event_id"))?
-            .to_owned();
-        for name in ["type", "sender"] {
-            if object.get_str(name).is_none() {
-                return Err(format!("pdus[{i}] ({id}) has no string {name}"));
+    }
+    if !has_sets {
+        return Err("missing field \"state_sets\"".into());
+    }
+
+    // One event at a time, read straight from its bytes into a lean event.
+    let mut builder = LeanRoom::builder(rules);
+    top_level(path, |key, stream| {
+        if key != "pdus" {
+            return stream.skip();
+        }
+        if stream.with(|s| s.open(b'[', b']'))? {
+            return Ok(());
+        }
+        let mut i = 0usize;
+        loop {
+            pdu::push(&mut builder, rules, stream.value()?, i)?;
+            i += 1;
+            if !stream.with(|s| s.next_element(b']'))? {
+                return Ok(());
             }
         }
-        let pdu = Pdu::with_event_id(object, id.clone(), rules);
-        if events.insert(id.clone(), pdu).is_some() {
-            return Err(format!("event {id} is listed twice"));
+    })?;
+    let room = builder.build();
+
+    let mut state_sets = Vec::new();
+    top_level(path, |key, stream| {
+        if key != "state_sets" {
+            return stream.skip();
         }
+        if stream.with(|s| Ok(s.peek()))? != Some(b'[') {
+            return Err("state_sets must be an array".into());
+        }
+        if stream.with(|s| s.open(b'[', b']'))? {
+            return Ok(());
+        }
+        loop {
+            let i = state_sets.len();
+            if stream.with(|s| Ok(s.peek()))? != Some(b'[') {
+                return Err(format!("state_sets[{i}] is not an array"));
+            }
+            let mut set = Vec::new();
+            if !stream.with(|s| s.open(b'[', b']'))? {
+                loop {
+                    if !stream.with(|s| Ok(s.at_string()))? {
+                        return Err(format!("state_sets[{i}] holds a non-string"));
+                    }
+                    let id = stream.with(|s| s.string())?;
+                    let ix = room
+                        .index(&id)
+                        .ok_or_else(|| format!("invalid state set: event {id} is missing"))?;
+                    set.push(ix);
+                    if !stream.with(|s| s.next_element(b']'))? {
+                        break;
+                    }
+                }
+            }
+            state_sets.push(set);
+            if !stream.with(|s| s.next_element(b']'))? {
+                return Ok(());
+            }
+        }
+    })?;
+    Ok(Input { algorithm, room, state_sets })
+}
+
+/// The time each phase of one resolve took.
+#[derive(Debug, Clone, Copy, Default)]
+struct Phases {
+    auth_chains: Duration,
+    subgraph: Duration,
+    resolve: Duration,
+}
+
+impl Phases {
+    fn total(&self) -> Duration {
+        self.auth_chains + self.subgraph + self.resolve
     }
-    let sets = field(&top, "state_sets")?.as_array().ok_or("state_sets must be an array")?;
-    let state_sets = sets
-        .iter()
-        .enumerate()
-        .map(|(i, set)| {
-            let ids = set.as_array().ok_or_else(|| format!("state_sets[{i}] is not an array"))?;
-            ids.iter()
-                .map(|id| {
-                    id.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| format!("state_sets[{i}] holds a non-string"))
-                })
-                .collect()
-        })
-        .collect::<Result<_, String>>()?;
-    Ok(Input { rules, algorithm, events, state_sets })
 }
 
-fn resolve(input: &Input) -> Result<StateMap<'_>, String> {
-    let sets = input
-        .state_sets
-        .iter()
-        .map(|set| {
-            let ids: Vec<&str> = set.iter().map(String::as_str).collect();
-            matrix_stateres::state_map_from_ids(&ids, &input.events)
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("invalid state set: {e}"))?;
-    let options = ResolveOptions { algorithm: input.algorithm, ..ResolveOptions::default() };
-    matrix_stateres::resolve_with(input.rules, &sets, &input.events, options)
-        .map_err(|e| format!("cannot resolve: {e}"))
+fn resolve(input: &Input) -> Result<(Vec<u32>, Phases), String> {
+    let mut phases = Phases::default();
+    let mut last = Instant::now();
+    let mut done = |phase: Phase| {
+        let now = Instant::now();
+        let took = now - last;
+        last = now;
+        match phase {
+            Phase::AuthChains => phases.auth_chains += took,
+            Phase::Subgraph => phases.subgraph += took,
+            _ => phases.resolve += took,
+        }
+    };
+    let state = input
+        .room
+        .resolve_with_phases(&input.state_sets, input.algorithm, &mut done)
+        .map_err(|e| format!("cannot resolve: {e}"))?;
+    Ok((state, phases))
 }
 
-fn print_state(state: &StateMap<'_>) {
-    let mut entries: Vec<(&str, &str, &str)> =
-        state.iter().map(|(&(kind, key), &id)| (kind, key, id)).collect();
-    entries.sort_unstable();
-    let rows: Vec<Value> = entries
-        .into_iter()
-        .map(|(kind, key, id)| Value::Array(vec![kind.into(), key.into(), id.into()]))
+fn print_state(input: &Input, state: &[u32]) {
+    let mut entries: Vec<(&str, &str, &str)> = state
+        .iter()
+        .filter_map(|&ix| input.room.event(ix))
+        .map(|e| (e.kind(), e.state_key().unwrap_or_default(), e.event_id()))
         .collect();
-    let out: json::Object = [("resolved_state", Value::Array(rows))].into_iter().collect();
+    entries.sort_unstable();
+    // Row by row: no JSON tree of the whole state is built.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let write = || -> std::io::Result<()> {
+        out.write_all(b"{\"resolved_state\":[")?;
+        for (i, (kind, key, id)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            let row = Value::Array(vec![kind.into(), key.into(), id.into()]);
+            write!(out, "{row}")?;
+        }
+        out.write_all(b"]}\n")?;
+        out.flush()
+    };
     // A closed pipe (`| head`) is not an error worth a panic.
-    let _ = writeln!(std::io::stdout().lock(), "{}", Value::Object(out));
+    let _ = write();
 }
 
-fn bench(input: &Input) -> Result<(), String> {
+/// The peak resident memory of this process (Linux), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn memory_line(file_len: usize) -> String {
+    match peak_rss() {
+        Some(peak) => format!(
+            "peak memory (RSS): {:.1} MiB ({:.2}x the {:.1} MiB file)",
+            peak as f64 / 1_048_576.0,
+            peak as f64 / file_len.max(1) as f64,
+            file_len as f64 / 1_048_576.0
+        ),
+        None => "peak memory (RSS): unknown".into(),
+    }
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+fn bench(input: &Input, parse_time: Duration, file_len: usize) -> Result<(), String> {
     // Warm up for a second (at least once), then measure for about five seconds.
     let warm_up = Instant::now();
     while {
         resolve(input)?;
         warm_up.elapsed() < Duration::from_secs(1)
     } {}
-    let mut times = Vec::new();
+    let mut runs: Vec<Phases> = Vec::new();
     let start = Instant::now();
-    while times.len() < 5 || (start.elapsed() < Duration::from_secs(5) && times.len() < 10_000) {
-        let t = Instant::now();
-        std::hint::black_box(resolve(input)?);
-        times.push(t.elapsed());
+    while runs.len() < 5 || (start.elapsed() < Duration::from_secs(5) && runs.len() < 10_000) {
+        let (state, phases) = resolve(input)?;
+        std::hint::black_box(state);
+        runs.push(phases);
     }
-    times.sort_unstable();
-    let median = times[times.len() / 2];
-    let events = input.events.len();
-    println!("resolves: {}", times.len());
-    println!("median time per resolve: {:.3} ms", median.as_secs_f64() * 1e3);
-    println!("fastest resolve: {:.3} ms", times[0].as_secs_f64() * 1e3);
+    let median_total = median(runs.iter().map(Phases::total).collect());
+    let fastest = runs.iter().map(Phases::total).min().unwrap_or_default();
+    let phase = |f: fn(&Phases) -> Duration| ms(median(runs.iter().map(f).collect()));
+    let events = input.room.len();
+    println!("resolves: {}", runs.len());
+    println!("median time per resolve: {:.3} ms", ms(median_total));
+    println!("fastest resolve: {:.3} ms", ms(fastest));
+    println!(
+        "median per phase: auth chains {:.3} ms, subgraph {:.3} ms, resolve {:.3} ms",
+        phase(|p| p.auth_chains),
+        phase(|p| p.subgraph),
+        phase(|p| p.resolve)
+    );
+    println!("parse (once, not in the times above): {:.3} ms", ms(parse_time));
     println!("input events: {events}");
-    println!("events per second: {:.0}", events as f64 / median.as_secs_f64());
+    if let Ok(cover) = input.room.chain_cover() {
+        let links: usize = (0..cover.chain_count() as u32).map(|c| cover.links(c).len()).sum();
+        println!("auth DAG: {} chains, {links} links between them", cover.chain_count());
+    }
+    println!("events per second: {:.0}", events as f64 / median_total.as_secs_f64());
+    println!("{}", memory_line(file_len));
     Ok(())
 }
 
@@ -149,14 +309,27 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = std::fs::read(path)
+    let result = std::fs::metadata(path)
         .map_err(|e| format!("cannot read {path}: {e}"))
-        .and_then(|bytes| parse(&bytes))
-        .and_then(|input| {
+        .and_then(|metadata| {
+            let file_len = usize::try_from(metadata.len()).unwrap_or(usize::MAX);
+            let started = Instant::now();
+            let input = parse(path)?;
+            let parse_time = started.elapsed();
             if command == "resolve" {
-                resolve(&input).map(|state| print_state(&state))
+                let (state, phases) = resolve(&input)?;
+                print_state(&input, &state);
+                eprintln!(
+                    "stateres: parse {:.3} ms, auth chains {:.3} ms, subgraph {:.3} ms, resolve {:.3} ms; {}",
+                    ms(parse_time),
+                    ms(phases.auth_chains),
+                    ms(phases.subgraph),
+                    ms(phases.resolve),
+                    memory_line(file_len)
+                );
+                Ok(())
             } else {
-                bench(&input)
+                bench(&input, parse_time, file_len)
             }
         });
     match result {

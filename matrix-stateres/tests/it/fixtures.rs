@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use matrix_core::json::{self, Value};
 use matrix_core::room_version::StateResAlgorithm;
 use matrix_core::{Pdu, RoomVersionRules};
+use matrix_stateres::lean::LeanRoom;
 use matrix_stateres::{ResolveError, ResolveOptions, resolve_with, state_map_from_ids};
 
 pub(crate) struct Fixture {
@@ -92,6 +93,47 @@ pub(crate) fn run(
     Ok(rows)
 }
 
+/// The same through lean events: the fixture's events in file order, state sets as indices.
+pub(crate) fn run_lean(
+    fixture: &Fixture,
+    sets: &[Vec<String>],
+) -> Result<Vec<(String, String, String)>, ResolveError> {
+    let mut builder = LeanRoom::builder(fixture.rules);
+    for id in &fixture.order {
+        builder.push_pdu(&fixture.events[id]).expect("distinct ids");
+    }
+    let room = builder.build();
+    let sets = sets
+        .iter()
+        .map(|set| {
+            set.iter()
+                .map(|id| {
+                    room.index(id).ok_or_else(|| ResolveError::MissingEvent {
+                        event_id: id.clone(),
+                        needed_by: None,
+                    })
+                })
+                .collect()
+        })
+        .collect::<Result<Vec<Vec<u32>>, _>>()?;
+    let state = room.resolve(&sets, fixture.algorithm)?;
+    Ok(lean_rows(&room, &state))
+}
+
+/// A lean state as sorted `(type, state_key, event_id)` rows.
+pub(crate) fn lean_rows(room: &LeanRoom, state: &[u32]) -> Vec<(String, String, String)> {
+    let mut rows: Vec<(String, String, String)> = state
+        .iter()
+        .map(|&ix| {
+            let event = room.event(ix).expect("in the room");
+            let key = event.state_key().expect("state event");
+            (event.kind().to_owned(), key.to_owned(), event.event_id().to_owned())
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
 #[test]
 fn synapse_scenarios_resolve_as_synapse_does() {
     let paths = fixture_paths();
@@ -101,6 +143,9 @@ fn synapse_scenarios_resolve_as_synapse_does() {
         let got = run(&fixture, &fixture.state_sets)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(got, fixture.expected, "{}", path.display());
+        let lean = run_lean(&fixture, &fixture.state_sets)
+            .unwrap_or_else(|e| panic!("{} (lean): {e}", path.display()));
+        assert_eq!(lean, fixture.expected, "{} (lean)", path.display());
     }
 }
 
@@ -115,6 +160,7 @@ fn v2_1_avoids_the_state_resets_of_v2() {
         assert_eq!(v21.rules.state_res, StateResAlgorithm::V2_1);
         assert_ne!(v21.expected, v20.expected, "{name}: the scenario must tell v2 and v2.1 apart");
         assert_eq!(run(&v20, &v20.state_sets).expect("resolves"), v20.expected, "{name} with v2");
+        assert_eq!(run_lean(&v20, &v20.state_sets).expect("resolves"), v20.expected, "{name} lean");
     }
 }
 
@@ -131,6 +177,8 @@ fn result_is_independent_of_input_order() {
             set.rotate_left(third);
         }
         assert_eq!(run(&fixture, &sets).expect("resolves"), fixture.expected, "{}", path.display());
+        let lean = run_lean(&fixture, &sets).expect("resolves");
+        assert_eq!(lean, fixture.expected, "{} (lean)", path.display());
     }
 }
 
@@ -140,6 +188,7 @@ fn bad_input_is_a_typed_error() {
     let mut sets = fixture.state_sets.clone();
     sets[0].push("$does-not-exist".to_owned());
     assert!(matches!(run(&fixture, &sets), Err(ResolveError::MissingEvent { .. })));
+    assert!(matches!(run_lean(&fixture, &sets), Err(ResolveError::MissingEvent { .. })));
 
     // A state set naming an event whose auth event is missing.
     let mut broken = load(&fixture_paths()[0]);
@@ -148,10 +197,10 @@ fn bad_input_is_a_typed_error() {
     object.insert("auth_events", Value::Array(vec!["$gone".into()]));
     broken.events.insert(victim.clone(), Pdu::with_event_id(object, victim.clone(), broken.rules));
     let sets = vec![vec![victim.clone()], vec![broken.order[0].clone()]];
-    assert_eq!(
-        run(&broken, &sets),
-        Err(ResolveError::MissingEvent { event_id: "$gone".into(), needed_by: Some(victim) })
-    );
+    let expected =
+        Err(ResolveError::MissingEvent { event_id: "$gone".into(), needed_by: Some(victim) });
+    assert_eq!(run(&broken, &sets), expected);
+    assert_eq!(run_lean(&broken, &sets), expected);
 
     // A message event in a state set.
     let mut with_message = load(&fixture_paths()[0]);
@@ -161,10 +210,9 @@ fn bad_input_is_a_typed_error() {
     with_message
         .events
         .insert(id.clone(), Pdu::with_event_id(object, id.clone(), with_message.rules));
-    assert_eq!(
-        run(&with_message, &[vec![id.clone()], vec![]]),
-        Err(ResolveError::NotStateEvent { event_id: id })
-    );
+    let expected = Err(ResolveError::NotStateEvent { event_id: id.clone() });
+    assert_eq!(run(&with_message, &[vec![id.clone()], vec![]]), expected);
+    assert_eq!(run_lean(&with_message, &[vec![id], vec![]]), expected);
 }
 
 /// State maps whose strings are not the events' own (as when read from a database) resolve the
