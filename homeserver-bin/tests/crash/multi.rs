@@ -150,38 +150,54 @@ pub(crate) async fn two_processes_one_database(backend: Backend) {
     let initial = get(&on(watcher, &server_a), "/sync").await;
     let token = initial["next_batch"].as_str().expect("a next_batch").to_owned();
 
-    // A long-polling sync on A wakes for an event sent through B.
-    let waiting = {
-        let client = on(watcher, &server_a);
-        let path = format!("/sync?since={}&timeout=15000", urlencode(&token));
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let answer = client.must(reqwest::Method::GET, &path, None).await;
-            (answer, started.elapsed())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let poke = on(&sessions[1], &server_b)
-        .must(
-            reqwest::Method::PUT,
-            &format!("/rooms/{room}/send/m.room.message/poke"),
-            Some(&json!({"msgtype": "m.text", "body": "poke"})),
-        )
-        .await;
-    let poke_id = poke["event_id"].as_str().expect("an event id").to_owned();
-    let (answer, waited) = waiting.await.expect("the waiting sync");
-    let woke_with: Vec<&str> = answer["rooms"]["join"][&room]["timeline"]["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["event_id"].as_str())
-        .collect();
-    assert!(
-        woke_with.contains(&poke_id.as_str()),
-        "the sync on A answered without the event sent through B: {answer}"
-    );
-    assert!(waited < Duration::from_secs(10), "the sync on A woke only after {waited:?}");
-    eprintln!("multi: a sync on A woke {waited:?} after it started, for an event sent via B");
+    // A long-polling sync on A wakes for what is sent through B: a room event, a to-device
+    // message, the user's own account data (each found by another path of the follower).
+    let mut token = token;
+    let to_watcher = json!({"messages": {&watcher.user_id: {&watcher.device_id: {"n": 1}}}});
+    let pokes: [(&str, String, Value); 3] = [
+        (
+            "a room event",
+            format!("/rooms/{room}/send/m.room.message/poke"),
+            json!({"msgtype": "m.text", "body": "poke"}),
+        ),
+        ("a to-device message", "/sendToDevice/org.example.poke/poke".to_owned(), to_watcher),
+        (
+            "account data",
+            format!("/user/{}/account_data/org.example.poke", urlencode(&watcher.user_id)),
+            json!({"n": 1}),
+        ),
+    ];
+    for (n, (what, path, body)) in pokes.iter().enumerate() {
+        let waiting = {
+            let client = on(watcher, &server_a);
+            let path = format!("/sync?since={}&timeout=15000", urlencode(&token));
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let answer = client.must(reqwest::Method::GET, &path, None).await;
+                (answer, started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The room event by another user; the others by the watcher itself, through B.
+        let poker = if n == 0 { &sessions[1] } else { watcher };
+        on(poker, &server_b).must(reqwest::Method::PUT, path, Some(body)).await;
+        let (answer, waited) = waiting.await.expect("the waiting sync");
+        let found = match n {
+            0 => answer["rooms"]["join"][&room]["timeline"]["events"]
+                .as_array()
+                .is_some_and(|events| events.iter().any(|e| e["content"]["body"] == "poke")),
+            1 => answer["to_device"]["events"]
+                .as_array()
+                .is_some_and(|events| events.iter().any(|e| e["type"] == "org.example.poke")),
+            _ => answer["account_data"]["events"]
+                .as_array()
+                .is_some_and(|events| events.iter().any(|e| e["type"] == "org.example.poke")),
+        };
+        assert!(found, "the sync on A answered without {what} sent through B: {answer}");
+        assert!(waited < Duration::from_secs(10), "the sync on A woke only after {waited:?}");
+        eprintln!("multi: a sync on A woke {waited:?} after it started, for {what} sent via B");
+        token = answer["next_batch"].as_str().expect("a next_batch").to_owned();
+    }
 
     // The load: every sender alternates between A and B; the watcher syncs on both at once.
     let since = get(&on(watcher, &server_a), &format!("/sync?since={}", urlencode(&token)))
