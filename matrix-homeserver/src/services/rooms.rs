@@ -319,11 +319,14 @@ impl Rooms {
             match self.commit(authorized, txn.clone()).await {
                 Ok(committed) => break committed,
                 Err(Retry::Rebuild) if tries < APPEND_TRIES => {}
-                Err(Retry::Rebuild) => return Err(ApiError::room_in_use()),
+                Err(Retry::Rebuild) => {
+                    // Other processes kept appending first: the client retries shortly.
+                    return Err(ApiError::limit_exceeded_with(100, "the room is busy"));
+                }
                 Err(Retry::Fail(error)) => return Err(error),
             }
         };
-        // Noted under the room's lock, so that a room's notices stay in stream order.
+        // Noted under the room's lock, as notices are loaded under it.
         if let Some(pos) = pos
             && let Some(mentions) = notifies(&pdu)
         {

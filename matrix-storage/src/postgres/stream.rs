@@ -163,17 +163,16 @@ impl SharedStream {
     /// as the positions' rows appear) and notifies the other instances.
     pub(super) async fn committing(&self, tx: &mut PgConnection, run: Reservation) -> Result<()> {
         const DOING: &str = "finishing a stream reservation";
-        sqlx::query("DELETE FROM stream_reservations WHERE first = $1")
-            .bind(to_i64(run.first))
-            .execute(&mut *tx)
-            .await
-            .doing(DOING)?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&self.channel)
-            .bind(format!("{} {}", self.instance, run.last))
-            .execute(&mut *tx)
-            .await
-            .doing(DOING)?;
+        sqlx::query(
+            "WITH done AS (DELETE FROM stream_reservations WHERE first = $1) \
+             SELECT pg_notify($2, $3)",
+        )
+        .bind(to_i64(run.first))
+        .bind(&self.channel)
+        .bind(format!("{} {}", self.instance, run.last))
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
         Ok(())
     }
 
