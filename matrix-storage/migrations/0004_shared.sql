@@ -17,9 +17,9 @@ INSERT INTO stream_alloc (next) SELECT GREATEST(
     (SELECT COALESCE(MAX(pos), 0) FROM stream_marks)) + 1;
 DROP TABLE stream_marks;
 
--- Runs of positions reserved by transactions that have not committed: `xid` is the
--- reserving transaction's id (pg_current_xact_id()), which deletes its row as it commits.
--- The readable head stays below the first position of a transaction still running.
+-- Runs of positions reserved by transactions: `xid` is the reserving transaction's id
+-- (pg_current_xact_id()). The readable head stays below the first position of a transaction
+-- still running; rows of transactions that ended are swept.
 CREATE TABLE stream_reservations (
     first bigint PRIMARY KEY,
     last bigint NOT NULL,

@@ -26,8 +26,8 @@
 //! - *Rooms.* A change set that says what it built on ([`crate::RoomChanges::expected`])
 //!   locks the room's row first and compares: another writer's change in between is an
 //!   [`ErrorKind::Conflict`], and the writer rebuilds on what is there now.
-//! - *Wake-ups.* A change set that took positions notifies the schema's channel at commit;
-//!   each store listens on a connection of its own and publishes other processes' commits
+//! - *Wake-ups.* After a change set that took positions committed, its store notifies the
+//!   schema's channel (from a task, outside the transaction); each store listens on a connection of its own and publishes other processes' commits
 //!   through [`Storage::foreign_writes`]; [`Storage::stream_changes`] says whom they concern.
 //! - *Migrations* run under an advisory lock on the schema, so processes that start together
 //!   migrate once ([`PostgresOptions::lock_timeout`] bounds the wait).
@@ -274,11 +274,15 @@ impl PostgresStore {
             .connect_with(connect.clone())
             .await
             .doing("connecting the pool")?;
-        // Reservations are committed on connections of their own (see `postgres/stream.rs`).
+        // Reservations (and notifications) are committed on connections of their own (see
+        // `postgres/stream.rs`).
         let reserve = PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(3)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
+            // No ping before each use (one round trip less per change set): a connection
+            // found broken fails its one statement, and the change set with it.
+            .test_before_acquire(false)
             .connect_lazy_with(connect.clone().options([("synchronous_commit", "off")]));
         let listen = PgPoolOptions::new()
             .max_connections(1)

@@ -192,11 +192,11 @@ async fn write(
     apply_domains::write_receipts(&mut tx, changes, &mut positions).await?;
     apply_domains::write_records(&mut tx, changes).await?;
 
-    if let Some(run) = *reserved {
-        // The reservation goes with the commit: readers may pass the positions from then on.
-        stream.committing(&mut tx, run).await?;
-    }
+    // Readers pass the positions as soon as PostgreSQL counts the transaction as ended.
     tx.commit().await.doing("committing")?;
+    if let Some(run) = *reserved {
+        stream.committed(run);
+    }
     Ok(applied)
 }
 

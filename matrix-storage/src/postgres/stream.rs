@@ -7,27 +7,37 @@
 //! id of the change set's transaction (`pg_current_xact_id()`). The row lock on
 //! `stream_alloc` is held only for that statement, so writers of every process interleave
 //! freely; the allocation and its reservation become visible together. The change set's
-//! transaction deletes its reservation row before it commits, so the row disappears in the
-//! same instant its positions' rows appear. A transaction that fails leaves its row behind
-//! (deleted afterwards, or at the next open); its positions stay a gap, never handed out again.
+//! transaction itself takes no lock and writes nothing shared for it: once it ended
+//! (committed, or not), its reservation no longer holds readers back, and the rows of ended
+//! transactions are swept (with each notification, below, after a failed change set, and at
+//! open). A transaction that fails leaves its positions a gap, never handed out again.
 //!
 //! **The readable head** ([`head`]): in one statement, so one snapshot, the lowest
 //! reserved position whose transaction is still running in that snapshot
 //! (`NOT pg_visible_in_snapshot(xid, pg_current_snapshot())`), minus one; or, when none is,
 //! `next - 1`. Why it never passes a position that may still commit: every position at or
-//! below `next - 1` was allocated by a statement visible in the snapshot, with its
-//! reservation; a reservation row still visible belongs to a transaction that is running
-//! (and holds the head below it) or that ended without committing (a committed one deleted
-//! its row in the same commit). Anything allocated later gets positions above `next - 1`.
-//! Reads that follow use later snapshots, so they see everything at or below the head. The
-//! head never goes back (positions are never handed out twice, and a running transaction's
-//! positions are above every head computed before it reserved them).
+//! below `next - 1` was allocated by a statement visible in the snapshot, together with its
+//! reservation. If that reservation row is visible, its transaction is either running in the
+//! snapshot (and holds the head below it) or ended before the snapshot was taken: committed,
+//! and then its rows are visible in this snapshot and every later one, or not, and then its
+//! positions are a gap. If the row is gone, a sweep saw its transaction ended. Anything
+//! allocated later gets positions above `next - 1`. Reads that follow use later snapshots, so
+//! they see everything at or below the head. The head never goes back (positions are never
+//! handed out twice, and a running transaction's positions are above every head computed
+//! before it reserved them).
 //!
-//! **Wake-ups.** A change set that took positions sends `NOTIFY` on the schema's channel with
-//! the writing store's instance id and its last position (PostgreSQL delivers it at commit).
-//! Each store listens on a connection of its own ([`listen`]) and publishes the positions
-//! other instances committed on a watch channel; after a lost connection it listens again
-//! and publishes the head, since notifications sent meanwhile are lost.
+//! **Wake-ups.** After a change set that took positions committed, the store sends `NOTIFY`
+//! on the schema's channel with its instance id and the highest position it committed, from
+//! a task of its own ([`notify`]) on an autocommitted connection (which also sweeps the
+//! reservations of ended transactions): not in the change set's
+//! transaction, since PostgreSQL serialises the commits of notifying transactions (a
+//! database-wide lock held across the WAL flush) and concurrent change sets would lose their
+//! group commit. Bursts are coalesced (the task sends the latest position). A process that
+//! dies between a commit and its notification leaves the others to hear of that commit with
+//! the next one (they read the whole range up to the head each time). Each store listens on a
+//! connection of its own ([`listen`]) and publishes the positions other instances committed
+//! on a watch channel; after a lost connection it listens again and publishes the head, since
+//! notifications sent meanwhile are lost.
 //!
 //! **Durability of reservations.** The reservation is committed with `synchronous_commit =
 //! off`: the change set's own commit (synchronous) flushes the write-ahead log past it. A
@@ -85,8 +95,10 @@ pub(super) struct SharedStream {
     channel: String,
     /// The highest position other instances committed, as far as this one heard.
     foreign: watch::Sender<StreamPos>,
-    /// The listening task, stopped with the store.
-    listening: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The highest position this instance committed, for the notifying task.
+    committed: watch::Sender<u64>,
+    /// The listening and notifying tasks, stopped with the store.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A run of positions reserved by a transaction that has not committed yet.
@@ -110,25 +122,34 @@ impl SharedStream {
             PgListener::connect_with(&listen_pool).await.doing("connecting the listener")?;
         listener.listen(&channel).await.doing("listening for other writers")?;
         let (foreign, _) = watch::channel(StreamPos(head));
+        let (committed, to_notify) = watch::channel(head);
+        let notifying = tokio::spawn(notify(to_notify, reserve.clone(), channel.clone(), instance));
         let stream = Arc::new(SharedStream {
             reserve,
             instance,
             channel,
             foreign,
-            listening: std::sync::Mutex::new(None),
+            committed,
+            tasks: std::sync::Mutex::new(vec![notifying]),
         });
-        let task = tokio::spawn(listen(listener, listen_pool, Arc::downgrade(&stream)));
-        *stream.listening.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+        let listening = tokio::spawn(listen(listener, listen_pool, Arc::downgrade(&stream)));
+        stream.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(listening);
         Ok(stream)
     }
 
-    /// Stops listening and closes the connections.
+    /// Stops listening and notifying, and closes the connections.
     pub(super) async fn close(&self) {
-        let task = self.listening.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        if let Some(task) = task {
+        self.stop();
+        self.reserve.close().await;
+    }
+
+    fn stop(&self) {
+        let tasks = std::mem::take(
+            &mut *self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in tasks {
             task.abort();
         }
-        self.reserve.close().await;
     }
 
     /// A receiver of the positions other instances committed.
@@ -159,21 +180,9 @@ impl SharedStream {
         Ok(Reservation { first, last: first + to_u64(count)? - 1 })
     }
 
-    /// In the reserving transaction, before its commit: deletes the reservation (it vanishes
-    /// as the positions' rows appear) and notifies the other instances.
-    pub(super) async fn committing(&self, tx: &mut PgConnection, run: Reservation) -> Result<()> {
-        const DOING: &str = "finishing a stream reservation";
-        sqlx::query(
-            "WITH done AS (DELETE FROM stream_reservations WHERE first = $1) \
-             SELECT pg_notify($2, $3)",
-        )
-        .bind(to_i64(run.first))
-        .bind(&self.channel)
-        .bind(format!("{} {}", self.instance, run.last))
-        .execute(&mut *tx)
-        .await
-        .doing(DOING)?;
-        Ok(())
+    /// After the reserving transaction committed: the other instances are told.
+    pub(super) fn committed(&self, run: Reservation) {
+        self.committed.send_modify(|last| *last = (*last).max(run.last));
     }
 
     /// After the reserving transaction failed: deletes its reservation (best effort; the
@@ -188,9 +197,33 @@ impl SharedStream {
 
 impl Drop for SharedStream {
     fn drop(&mut self) {
-        let task = self.listening.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        if let Some(task) = task {
-            task.abort();
+        self.stop();
+    }
+}
+
+/// Sends `NOTIFY` with the highest position this instance committed, each time it moved
+/// (coalesced: a burst of commits may be one notification), until the store is dropped, and
+/// sweeps the reservations of transactions that ended. A failed send is tried again after a
+/// pause.
+async fn notify(mut committed: watch::Receiver<u64>, pool: PgPool, channel: String, instance: i64) {
+    let mut failed = false;
+    loop {
+        if !failed && committed.changed().await.is_err() {
+            return;
+        }
+        let last = *committed.borrow_and_update();
+        failed = sqlx::query(
+            "WITH swept AS (DELETE FROM stream_reservations \
+                 WHERE pg_visible_in_snapshot(xid::text::xid8, pg_current_snapshot())) \
+             SELECT pg_notify($1, $2)",
+        )
+        .bind(&channel)
+        .bind(format!("{instance} {last}"))
+        .execute(&pool)
+        .await
+        .is_err();
+        if failed {
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 }

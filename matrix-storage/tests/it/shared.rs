@@ -83,10 +83,13 @@ async fn the_head_of_every_store_waits_for_an_open_transaction_of_any() {
     let mut reserved = false;
     for _ in 0..200 {
         let mut check = connect_in(&url, &schema).await;
-        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM stream_reservations")
-            .fetch_one(&mut check)
-            .await
-            .expect("reads");
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM stream_reservations \
+             WHERE NOT pg_visible_in_snapshot(xid::text::xid8, pg_current_snapshot())",
+        )
+        .fetch_one(&mut check)
+        .await
+        .expect("reads");
         if open > 0 {
             reserved = true;
             break;
