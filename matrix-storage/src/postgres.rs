@@ -95,7 +95,7 @@ pub struct PostgresOptions {
     /// How long a query waits for a free connection before it fails.
     pub acquire_timeout: Duration,
     /// How long opening waits for another store that is creating or migrating the same
-    /// schema.
+    /// schema (or for a store of an earlier version, which held this lock while open).
     pub lock_timeout: Duration,
     /// The `application_name` of the store's connections, as `pg_stat_activity` shows them.
     pub application_name: String,
@@ -345,7 +345,8 @@ async fn take_lock(connection: &mut PgConnection, schema: &str, timeout: Duratio
             return Err(StorageError::new(
                 ErrorKind::Unavailable,
                 "another process has been creating or migrating this PostgreSQL schema for \
-                 too long",
+                 too long, or a process of an earlier version (which kept the database to \
+                 itself) still has it open: stop it before this version migrates the schema",
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

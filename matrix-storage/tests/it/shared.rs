@@ -295,3 +295,31 @@ async fn a_cut_listener_listens_again() {
             .expect("open");
     }
 }
+
+/// A store of the earlier version kept the database to itself with a session advisory lock
+/// while open; this version takes the same lock to migrate, so it does not migrate (and write
+/// with shared positions) under a running earlier process: it waits, then says why.
+#[tokio::test]
+async fn a_running_store_of_the_earlier_version_is_waited_for() {
+    let Some(url) = database_url() else { return };
+    let schema = fresh_schema();
+    drop(open(&url, &schema).await);
+    let mut old = crate::postgres::sqlx_connect(&url).await;
+    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+        .bind(0x4d58_5354_i32)
+        .bind(&schema)
+        .fetch_one(&mut old)
+        .await
+        .expect("takes the earlier version's lock");
+    assert!(held);
+    let mut options = matrix_storage::postgres::PostgresOptions::new(&url).with_schema(&schema);
+    options.lock_timeout = Duration::from_millis(200);
+    let err = PostgresStore::open(&options).await.expect_err("the earlier version has it");
+    assert_eq!(err.kind(), matrix_storage::ErrorKind::Unavailable);
+    assert!(err.to_string().contains("earlier version"), "{err}");
+    sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut old).await.expect("unlocks");
+    // Once it is gone, two stores open at once.
+    let (a, b) = tokio::join!(PostgresStore::open(&options), PostgresStore::open(&options));
+    a.expect("opens");
+    b.expect("opens");
+}
