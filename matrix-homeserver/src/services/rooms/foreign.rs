@@ -5,8 +5,8 @@
 //! appends are (its notice for unread counts, a departure for `device_lists.left`, the syncs
 //! it concerns woken), then the receipts, account data, to-device messages and device-list
 //! changes of the range wake whom they concern. Events of our own in the range are handled
-//! twice, which wakes their syncs once more and changes nothing else (notices and departures
-//! are kept once).
+//! twice, which wakes their syncs once more and changes no answer (a notice is kept once; a
+//! departure noted twice is read as one).
 //!
 //! When the head is still below a position another process committed (a lower one is being
 //! written), the follower looks again shortly after, until it is past it. Storage errors wake
