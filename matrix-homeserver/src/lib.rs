@@ -137,6 +137,8 @@ impl HomeserverBuilder {
             ephemeral.clone(),
             self.config.limits.event_cache_bytes,
         );
+        // Other processes on the same (shared) storage: their events wake our syncs too.
+        rooms.follow_other_processes();
         let state = State {
             accounts: Accounts::new(
                 storage.clone(),

@@ -375,6 +375,33 @@ pub trait Storage:
         Ok((applied, Box::pin(std::future::ready(Ok(())))))
     }
 
+    /// Moves of the stream head made by *other processes* writing the same store, for a
+    /// backend that several processes share (PostgreSQL): the receiver's value is the
+    /// highest position another process is known to have committed (it may be above
+    /// [`RoomStore::stream_position`] for a moment, while a lower position is still being
+    /// written), and it changes after each such commit, or after the backend may have missed
+    /// some (a lost connection). This process's own writes do not move it: their writer knows
+    /// what they were. Read what changed with [`RoomStore::stream_range`],
+    /// [`Storage::stream_changes`] and [`E2eeStore::device_list_changes`].
+    ///
+    /// `None` (the default): nobody else writes this store (the in-memory and sled
+    /// backends, one process each).
+    fn foreign_writes(&self) -> Option<tokio::sync::watch::Receiver<StreamPos>> {
+        None
+    }
+
+    /// Whose receipts, account data and to-device messages were written at positions in
+    /// `(after, upto]`, for waking the syncs they concern after another process wrote them
+    /// ([`Storage::foreign_writes`]). Backends that are never shared need not answer: the
+    /// default is an [`ErrorKind::Unavailable`] error.
+    async fn stream_changes(&self, after: StreamPos, upto: StreamPos) -> Result<StreamChanges> {
+        let _ = (after, upto);
+        Err(StorageError::new(
+            ErrorKind::Unavailable,
+            "this backend is written by one process only and does not list stream changes",
+        ))
+    }
+
     /// Hands out one unclaimed one-time key of `algorithm` of a device and deletes it, or,
     /// when none is left, the device's fallback key of that algorithm, which is marked used
     /// and kept. Durable like [`Storage::apply`] when it returns; under concurrency (and

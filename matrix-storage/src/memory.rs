@@ -183,6 +183,18 @@ impl Inner {
             if room.current_state.as_ref().is_some_and(|r| !snapshot_ok(r)) {
                 return missing(format!("current state of {}", room.room_id));
             }
+            if let Some(expected) = &room.expected {
+                let (state, extremities) = match self.rooms.get(&room.room_id) {
+                    Some(r) => (r.current_state, r.extremities.iter().cloned().collect()),
+                    None => (None, Vec::new()),
+                };
+                if !expected.matches(state, &extremities) {
+                    return Err(StorageError::new(
+                        ErrorKind::Conflict,
+                        format!("room {} changed since it was read", room.room_id),
+                    ));
+                }
+            }
         }
         let mut new_users = HashSet::new();
         for user in &changes.new_users {

@@ -273,6 +273,48 @@ pub struct RoomChanges {
     pub forward_extremities: Option<Vec<String>>,
     /// Membership changes: `(user, membership)`.
     pub memberships: Vec<(String, String)>,
+    /// What the writer read of the room and built on: when set, the change set applies only
+    /// if the room's current state and forward extremities are still these (else
+    /// [`crate::ErrorKind::Conflict`] and nothing is written), so that two writers (two
+    /// processes sharing a database) never both build on the same state and overwrite each
+    /// other. The writer reads the room again and rebuilds its event.
+    pub expected: Option<ExpectedRoom>,
+}
+
+/// What a writer expects a room to be when its change set applies ([`RoomChanges::expected`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExpectedRoom {
+    /// The room's current state.
+    pub current_state: Option<SnapshotId>,
+    /// The room's forward extremities (compared as a set).
+    pub forward_extremities: Vec<String>,
+}
+
+impl ExpectedRoom {
+    /// Whether `info` is what was expected.
+    pub fn matches(
+        &self,
+        current_state: Option<SnapshotId>,
+        forward_extremities: &[String],
+    ) -> bool {
+        let expected: std::collections::BTreeSet<&String> =
+            self.forward_extremities.iter().collect();
+        let found: std::collections::BTreeSet<&String> = forward_extremities.iter().collect();
+        self.current_state == current_state && expected == found
+    }
+}
+
+/// What was written at a range of stream positions besides timeline events (those are in
+/// [`crate::RoomStore::stream_range`], device-list changes in
+/// [`crate::E2eeStore::device_list_changes`]): whose syncs a process should wake when another
+/// process wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StreamChanges {
+    /// Rooms whose receipts changed, sorted, each once.
+    pub receipt_rooms: Vec<String>,
+    /// Users whose account data or to-device inbox changed, sorted, each once.
+    pub users: Vec<String>,
 }
 
 /// Everything one write changes, applied atomically by [`crate::Storage::apply`].

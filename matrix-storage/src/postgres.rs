@@ -1,5 +1,5 @@
-//! The PostgreSQL backend (sqlx): for larger deployments, and later for several processes on
-//! one database.
+//! The PostgreSQL backend (sqlx): for larger deployments, and for several processes on one
+//! database.
 //!
 //! **Schema:** versioned migrations (`migrations/` in this crate) run when the store opens;
 //! a database that has migrations this build does not know was written by a newer version and
@@ -12,19 +12,25 @@
 //! concurrent commits by itself. The transaction runs in a task of its own, so a caller that
 //! stops waiting never leaves it half done.
 //!
-//! **Stream order:** positions are handed out by this process in the order transactions
-//! reserve them, and [`RoomStore::stream_position`] is one below the lowest position whose
-//! transaction has not finished, so a reader never passes an event that could still commit
-//! (a failed transaction leaves a gap, never a late event). A change set reserves one run of
-//! positions for everything in it that takes one: timeline events, account-data writes,
-//! device-list changes, to-device messages and receipts, in that order. This needs a single
-//! writing process per database: the store holds an advisory lock for as long as it is open,
-//! and a second store on the same database and schema waits for it
-//! ([`PostgresOptions::lock_timeout`]) and then fails with a clear error. At open, the stream
-//! continues after the highest position stored in any table; a change set that deletes
-//! positioned rows (delivered to-device messages, deleted receipts, account data or devices)
-//! also leaves a mark of the highest position handed out, so the head never goes back below a
-//! position a client may hold in a sync token.
+//! **Several processes** may serve one database (and schema) at once; nothing of the
+//! store's correctness lives in one process's memory:
+//! - *Stream order.* Positions come from the database: each change set that takes positions
+//!   reserves a run of them in `stream_alloc` / `stream_reservations`, and
+//!   [`RoomStore::stream_position`] is computed from PostgreSQL's own view of which of those
+//!   transactions still run: one below the lowest position whose transaction may still
+//!   commit, whichever process writes it (the rule and why it holds: `postgres/stream.rs`).
+//!   A failed transaction leaves a gap, never a late event. A change set reserves one run
+//!   for everything in it that takes a position: timeline events, account-data writes,
+//!   device-list changes, to-device messages and receipts, in that order. Snapshot ids,
+//!   interned ids and outbound queue ids come from sequences and rows too.
+//! - *Rooms.* A change set that says what it built on ([`crate::RoomChanges::expected`])
+//!   locks the room's row first and compares: another writer's change in between is an
+//!   [`ErrorKind::Conflict`], and the writer rebuilds on what is there now.
+//! - *Wake-ups.* After a change set that took positions committed, its store notifies the
+//!   schema's channel (from a task, outside the transaction); each store listens on a connection of its own and publishes other processes' commits
+//!   through [`Storage::foreign_writes`]; [`Storage::stream_changes`] says whom they concern.
+//! - *Migrations* run under an advisory lock on the schema, so processes that start together
+//!   migrate once ([`PostgresOptions::lock_timeout`] bounds the wait).
 //!
 //! **One-time keys** are claimed ([`Storage::claim_key`]) by one statement that locks the
 //! first key with `FOR UPDATE SKIP LOCKED` and deletes it: each key is handed out once, also
@@ -53,13 +59,13 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Row};
 
-use self::stream::StreamTracker;
+use self::stream::SharedStream;
 use crate::layers::LayerCache;
 use crate::{
     AccountStore, Applied, ChangeSet, ClaimedKey, Device, Direction, ErrorKind, EventStatus,
     EventStore, KeyStore, OurKey, OutboundItem, Profile, QueueStore, RemoteKey, Result, RetryState,
     RoomInfo, RoomStore, SnapshotId, StateEntry, StateStore, Storage, StorageError, StoredEvent,
-    StreamItem, StreamPos, TokenOwner, User,
+    StreamChanges, StreamItem, StreamPos, TokenOwner, User,
 };
 
 /// The migrations, in order: `(version, description, SQL)`.
@@ -68,9 +74,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "domains", include_str!("../migrations/0002_domains.sql")),
     (3, "layers", include_str!("../migrations/0003_layers.sql")),
     (4, "user data", include_str!("../migrations/0004_user_data.sql")),
+    (5, "shared", include_str!("../migrations/0005_shared.sql")),
 ];
 
-/// The first key of our advisory lock ("MXST"); the second is a hash of the schema.
+/// The first key of our migration lock ("MXST"); the second is a hash of the schema.
 const LOCK_SPACE: i32 = 0x4d58_5354;
 
 /// Options of the PostgreSQL backend.
@@ -89,7 +96,8 @@ pub struct PostgresOptions {
     pub min_connections: u32,
     /// How long a query waits for a free connection before it fails.
     pub acquire_timeout: Duration,
-    /// How long opening waits for another store on the same database and schema to close.
+    /// How long opening waits for another store that is creating or migrating the same
+    /// schema (or for a store of an earlier version, which held this lock while open).
     pub lock_timeout: Duration,
     /// The `application_name` of the store's connections, as `pg_stat_activity` shows them.
     pub application_name: String,
@@ -124,9 +132,8 @@ impl PostgresOptions {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    stream: Arc<StreamTracker>,
-    /// The connection holding the advisory lock, closed with the store.
-    lock: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
+    /// Positions, the head, and wake-ups between processes.
+    stream: Arc<SharedStream>,
     /// Decoded snapshot records.
     snapshots: Arc<LayerCache>,
 }
@@ -219,10 +226,10 @@ fn invalid(message: String) -> StorageError {
 }
 
 impl PostgresStore {
-    /// Connects, creates the schema if asked, runs the migrations and takes the database's
-    /// writer lock. An unreachable server is [`ErrorKind::Unavailable`]; a database written
-    /// by a newer version is [`ErrorKind::Corrupt`]; bad options are
-    /// [`ErrorKind::InvalidOptions`].
+    /// Connects, creates the schema if asked and runs the migrations (under a lock, so that
+    /// processes starting together migrate once). An unreachable server is
+    /// [`ErrorKind::Unavailable`]; a database written by a newer version is
+    /// [`ErrorKind::Corrupt`]; bad options are [`ErrorKind::InvalidOptions`].
     pub async fn open(options: &PostgresOptions) -> Result<Self> {
         let mut connect: PgConnectOptions = options
             .url
@@ -243,90 +250,105 @@ impl PostgresStore {
             .options(settings.iter().map(|(k, v)| (*k, v.as_str())))
             .application_name(&options.application_name);
 
-        let mut lock = PgConnection::connect_with(&connect).await.doing("connecting")?;
-        if let Some(schema) = &options.schema {
-            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-                .execute(&mut lock)
+        let mut admin = PgConnection::connect_with(&connect).await.doing("connecting")?;
+        let schema = match &options.schema {
+            Some(schema) => schema.clone(),
+            None => sqlx::query_scalar("SELECT COALESCE(current_schema(), 'public')")
+                .fetch_one(&mut admin)
                 .await
-                .doing("creating the schema")?;
-        }
-        take_lock(&mut lock, options.lock_timeout).await?;
+                .doing("reading the schema")?,
+        };
+        take_lock(&mut admin, &schema, options.lock_timeout).await?;
+        let prepared = prepare(&mut admin, options).await;
+        // Released whatever happened (closing the session would release it too).
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+            .bind(LOCK_SPACE)
+            .bind(&schema)
+            .execute(&mut admin)
+            .await;
+        let (instance, head) = prepared?;
+        let _ = admin.close().await;
 
-        let mut migrator = Migrator::new(Embedded).await.map_err(migration_error)?;
-        // Our own lock already keeps other stores out of this schema.
-        migrator.set_locking(false);
-        migrator.run(&mut lock).await.map_err(migration_error)?;
-
-        let head = stream_head(&mut lock).await?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .min_connections(options.min_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .doing("connecting the pool")?;
+        // Reservations (and notifications) are committed on connections of their own (see
+        // `postgres/stream.rs`).
+        let reserve = PgPoolOptions::new()
+            .max_connections(3)
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            // No ping before each use (one round trip less per change set): a connection
+            // found broken fails its one statement, and the change set with it.
+            .test_before_acquire(false)
+            .connect_lazy_with(connect.clone().options([("synchronous_commit", "off")]));
+        let listen = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
+        let channel: String = format!("mxst_{schema}").chars().take(63).collect();
+        let stream = SharedStream::start(reserve, listen, instance, channel, head).await?;
         Ok(PostgresStore {
             pool,
-            stream: StreamTracker::new(head),
-            lock: Arc::new(tokio::sync::Mutex::new(Some(lock))),
+            stream,
             snapshots: Arc::new(LayerCache::new(options.snapshot_cache_entries)),
         })
     }
 
-    /// Closes the pool and releases the writer lock, so that another store can open the
-    /// database at once. (Dropping the store releases it too, once the server notices.)
+    /// Closes the pools and stops listening to other processes.
     pub async fn close(&self) {
+        self.stream.close().await;
         self.pool.close().await;
-        if let Some(lock) = self.lock.lock().await.take() {
-            // Closing the session releases its advisory lock.
-            let _ = lock.close().await;
-        }
     }
 }
 
-/// The highest stream position stored: of every table that holds positions, and of the marks
-/// left by change sets that deleted positioned rows (so the head never goes back below a
-/// position a reader may have seen). Older marks are dropped; only the highest counts.
-async fn stream_head(connection: &mut PgConnection) -> Result<u64> {
-    const DOING: &str = "reading the stream head";
-    let head: i64 = sqlx::query_scalar(
-        "SELECT GREATEST( \
-            (SELECT COALESCE(MAX(stream), 0) FROM events), \
-            (SELECT COALESCE(MAX(pos), 0) FROM account_data), \
-            (SELECT COALESCE(MAX(pos), 0) FROM device_list_changes), \
-            (SELECT COALESCE(MAX(pos), 0) FROM to_device), \
-            (SELECT COALESCE(MAX(pos), 0) FROM receipts), \
-            (SELECT COALESCE(MAX(pos), 0) FROM stream_marks))",
-    )
-    .fetch_one(&mut *connection)
-    .await
-    .doing(DOING)?;
-    sqlx::query("DELETE FROM stream_marks WHERE pos < $1")
-        .bind(head)
-        .execute(&mut *connection)
+/// Under the migration lock: creates the schema, migrates, forgets the reservations of
+/// transactions that ended (another process's crash leaves some), and returns this store's
+/// instance id and the stream head.
+async fn prepare(admin: &mut PgConnection, options: &PostgresOptions) -> Result<(i64, u64)> {
+    if let Some(schema) = &options.schema {
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .execute(&mut *admin)
+            .await
+            .doing("creating the schema")?;
+    }
+    let mut migrator = Migrator::new(Embedded).await.map_err(migration_error)?;
+    // Our own lock keeps other stores of this schema out while it migrates.
+    migrator.set_locking(false);
+    migrator.run(&mut *admin).await.map_err(migration_error)?;
+    stream::forget_finished(admin).await?;
+    let instance: i64 = sqlx::query_scalar("SELECT nextval('store_instances')")
+        .fetch_one(&mut *admin)
         .await
-        .doing(DOING)?;
-    to_u64(head)
+        .doing("numbering the store")?;
+    let head = stream::head(&mut *admin).await?;
+    Ok((instance, head))
 }
 
-/// Takes the session's advisory lock on the current schema, waiting up to `timeout`.
-async fn take_lock(connection: &mut PgConnection, timeout: Duration) -> Result<()> {
+/// Takes the session's advisory lock on `schema`, waiting up to `timeout`.
+async fn take_lock(connection: &mut PgConnection, schema: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let locked: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext(current_schema()))")
-                .bind(LOCK_SPACE)
-                .fetch_one(&mut *connection)
-                .await
-                .doing("taking the writer lock")?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(LOCK_SPACE)
+            .bind(schema)
+            .fetch_one(&mut *connection)
+            .await
+            .doing("taking the migration lock")?;
         if locked {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(StorageError::new(
                 ErrorKind::Unavailable,
-                "another process has this PostgreSQL database (and schema) open; one writer \
-                 process per database",
+                "another process has been creating or migrating this PostgreSQL schema for \
+                 too long, or a process of an earlier version (which kept the database to \
+                 itself) still has it open: stop it before this version migrates the schema",
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -394,6 +416,39 @@ impl Storage for PostgresStore {
         algorithm: &str,
     ) -> Result<Option<ClaimedKey>> {
         domains::claim_key_task(self, user_id, device_id, algorithm).await
+    }
+
+    fn foreign_writes(&self) -> Option<tokio::sync::watch::Receiver<StreamPos>> {
+        Some(self.stream.foreign_writes())
+    }
+
+    async fn stream_changes(&self, after: StreamPos, upto: StreamPos) -> Result<StreamChanges> {
+        const DOING: &str = "reading what changed on the stream";
+        let mut changes = StreamChanges::default();
+        if upto <= after {
+            return Ok(changes);
+        }
+        let (after, upto) = (to_i64(after.0), to_i64(upto.0));
+        changes.receipt_rooms = sqlx::query_scalar(
+            "SELECT DISTINCT room_id COLLATE \"C\" FROM receipts WHERE pos > $1 AND pos <= $2 \
+             ORDER BY 1",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        changes.users = sqlx::query_scalar(
+            "SELECT user_id COLLATE \"C\" FROM account_data WHERE pos > $1 AND pos <= $2 \
+             UNION SELECT user_id COLLATE \"C\" FROM to_device WHERE pos > $1 AND pos <= $2 \
+             ORDER BY 1",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        Ok(changes)
     }
 }
 
@@ -519,7 +574,7 @@ impl RoomStore for PostgresStore {
     }
 
     async fn stream_position(&self) -> Result<StreamPos> {
-        Ok(StreamPos(self.stream.head()))
+        Ok(StreamPos(stream::head(&self.pool).await?))
     }
 
     async fn forgotten(&self, room_id: &str, user_id: &str) -> Result<bool> {

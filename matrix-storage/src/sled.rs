@@ -503,6 +503,14 @@ fn apply_in(
             (Some(bytes), None) => decode_room(&bytes)?,
             (None, None) => return missing(format!("room {}", room.room_id)),
         };
+        if let Some(expected) = &room.expected
+            && !expected.matches(info.current_state, &info.forward_extremities)
+        {
+            return Err(StorageError::new(
+                ErrorKind::Conflict,
+                format!("room {} changed since it was read", room.room_id),
+            ));
+        }
         if let Some(state) = &room.current_state {
             info.current_state = Some(resolve(state)?);
         }

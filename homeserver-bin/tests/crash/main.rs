@@ -16,11 +16,15 @@
 //! (in a temporary directory) always, and on PostgreSQL when `DATABASE_URL` is set (in a
 //! schema of the run's own), skipped with a word otherwise.
 //!
+//! The same binary also runs the two-process test ([`multi`]): two processes serving one
+//! PostgreSQL database at once.
+//!
 //! A SIGKILL loses what the process holds, not what it handed to the kernel: a lost page
 //! cache (a power cut) is not what this test makes.
 
 mod check;
 mod load;
+mod multi;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -437,28 +441,46 @@ async fn fjall_keeps_what_it_acknowledged_across_sigkill() {
     crash_and_check(Backend::Fjall).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_keeps_what_it_acknowledged_across_sigkill() {
-    let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
-        eprintln!(
-            "skipped: the PostgreSQL half of the crash test needs DATABASE_URL \
-             (e.g. postgres://postgres@127.0.0.1:5432/test); it is not set"
-        );
-        return;
-    };
-    // A schema of this run's own, made (with the tables) by opening the store once; the
-    // binary's connections then use it through the URL's search_path option.
+/// A PostgreSQL backend in a schema of this run's own (made, with the tables, by opening the
+/// store once; the binary's connections then use it through the URL's search_path option),
+/// or `None` when `DATABASE_URL` is not set.
+async fn postgres_backend(prefix: &str) -> Option<Backend> {
+    let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty())?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let schema = format!("crash_{}_{nanos}", std::process::id());
+    let schema = format!("{prefix}_{}_{nanos}", std::process::id());
     let options = matrix_storage::postgres::PostgresOptions::new(url.clone()).with_schema(&schema);
     let store = matrix_storage::postgres::PostgresStore::open(&options)
         .await
         .expect("PostgreSQL at DATABASE_URL opens (to make the run's schema)");
     store.close().await;
     let separator = if url.contains('?') { '&' } else { '?' };
-    let url = format!("{url}{separator}options[search_path]={schema}");
-    eprintln!("crash (postgres): schema {schema}");
-    crash_and_check(Backend::Postgres(url)).await;
+    eprintln!("{prefix} (postgres): schema {schema}");
+    Some(Backend::Postgres(format!("{url}{separator}options[search_path]={schema}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_what_it_acknowledged_across_sigkill() {
+    let Some(backend) = postgres_backend("crash").await else {
+        eprintln!(
+            "skipped: the PostgreSQL half of the crash test needs DATABASE_URL \
+             (e.g. postgres://postgres@127.0.0.1:5432/test); it is not set"
+        );
+        return;
+    };
+    crash_and_check(backend).await;
+}
+
+/// Two processes on one database ([`multi`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_processes_serve_one_database() {
+    let Some(backend) = postgres_backend("multi").await else {
+        eprintln!(
+            "skipped: the two-process test needs DATABASE_URL \
+             (e.g. postgres://postgres@127.0.0.1:5432/test); it is not set"
+        );
+        return;
+    };
+    multi::two_processes_one_database(backend).await;
 }

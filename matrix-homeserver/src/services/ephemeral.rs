@@ -4,6 +4,13 @@
 //! notifying events that unread counts are made from, and the departures that
 //! `device_lists.left` is made from (both derived from stored events).
 //!
+//! With several processes on one database (see `rooms/foreign.rs`), what is stored is shared
+//! and what is here is per process: typing notices (a user typing through one process is not
+//! seen by a sync on another), the per-device count of running syncs, and the serialisation
+//! of key uploads and to-device sends against their stored bounds (two processes may each
+//! admit one more than the bound at once). Notices and departures of events other processes
+//! append are noted when this process follows them.
+//!
 //! Typing changes are numbered by a counter of this process that starts at its start time in
 //! microseconds, so a sync token from before a restart is always older than anything this
 //! process holds. A change wakes only the syncs of the users it concerns ([`wakeups`]): its
@@ -20,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use matrix_core::Pdu;
-use matrix_storage::{Storage, StreamPos};
+use matrix_storage::{Storage, StreamChanges, StreamPos};
 
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
@@ -223,14 +230,20 @@ impl Ephemeral {
     }
 
     /// Notes a notifying event at `pos` (messages: see [`Notice`]) in a room whose notices
-    /// are loaded (the others load theirs from the timeline when first read). Of the
-    /// mentions, at most `max_mentions_per_event` are kept, sorted, so that
-    /// [`Ephemeral::unread`] stays cheap. Called under the room's lock, as loading is.
+    /// are loaded (the others load theirs from the timeline when first read), in stream
+    /// order, once (an event another process appended may be noted when it is followed, see
+    /// `rooms/foreign.rs`, after later ones of ours). Of the mentions, at most
+    /// `max_mentions_per_event` are kept, sorted, so that [`Ephemeral::unread`] stays cheap.
     pub(crate) fn notice(&self, room: &str, pos: u64, sender: &str, mentions: Vec<String>) {
         let notice = self.make_notice(pos, sender, mentions);
         let mut inner = self.lock();
         if let Some(notices) = inner.notices.get_mut(room) {
-            notices.push_back(notice);
+            // Nearly always at the end.
+            let at = notices.iter().rposition(|n| n.pos <= pos).map_or(0, |i| i + 1);
+            if at > 0 && notices.get(at - 1).is_some_and(|n| n.pos == pos) {
+                return;
+            }
+            notices.insert(at, notice);
             if notices.len() > NOTICES_PER_ROOM {
                 notices.pop_front();
             }
@@ -273,6 +286,24 @@ impl Ephemeral {
             }
         }
         Ok(counts)
+    }
+
+    /// Wakes whom receipts, account data, to-device messages and device-list changes that
+    /// another process wrote concern (a superset of what it woke there: every joined member
+    /// of a room whose receipts changed).
+    pub(crate) async fn foreign_changes(&self, changes: &StreamChanges, device_lists: &[String]) {
+        for room in &changes.receipt_rooms {
+            self.wake_room(room, Audience::Joined, &[]).await;
+        }
+        self.wakeups.wake_all_of(changes.users.iter().map(String::as_str));
+        for user in device_lists {
+            self.wake_sharing(user).await;
+        }
+    }
+
+    /// Wakes every waiting sync (when what another process wrote could not be read).
+    pub(crate) fn wake_everybody(&self) {
+        self.wakeups.wake_everybody();
     }
 
     /// Wakes the user's syncs after their account data was written.

@@ -5,10 +5,18 @@
 //! signs it and checks it against the authorization rules, and one change set stores it with
 //! its state snapshot (a delta against the room's current one), the new extremity and any
 //! membership change. Rooms are written in parallel with each other.
+//!
+//! Several processes may serve one database: the room's lock is this process's, so the change
+//! set also names the state and extremities the event was built on, and the storage refuses
+//! it ([`matrix_storage::ErrorKind::Conflict`]) if another process appended meanwhile; the
+//! event is then built again on what is there now ([`APPEND_TRIES`] times at most). Events
+//! other processes append are followed from the storage (`rooms/foreign.rs`): the syncs
+//! they concern are woken and their notices and departures noted, as for our own.
 
 mod authorize;
 mod create;
 mod directory;
+mod foreign;
 pub(crate) mod format;
 mod membership;
 mod read;
@@ -62,6 +70,9 @@ impl quick_cache::Weighter<(String, String), (String, Arc<Memberships>)> for His
         value.1.len() as u64 + 1
     }
 }
+
+/// How many times an event is built when other processes keep appending to its room first.
+const APPEND_TRIES: usize = 16;
 
 /// How many room locks are kept before those nobody holds are dropped.
 const LOCKS_KEPT: usize = 1_024;
@@ -300,10 +311,22 @@ impl Rooms {
         let rules = self.rules(room_id).await?.ok_or_else(ApiError::room_not_found)?;
         let lock = self.room_lock(room_id);
         let guard = RoomGuard { room_id, _guard: lock.lock().await };
-        let info = self.storage.room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
-        let authorized = self.authorize(&guard, &info, rules, sender, draft).await?;
-        let (pdu, pos, durable) = self.commit(authorized, txn).await?;
-        // Noted under the room's lock, so that a room's notices stay in stream order.
+        let mut tries = 0;
+        let (pdu, pos, durable) = loop {
+            tries += 1;
+            let info = self.storage.room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
+            let authorized = self.authorize(&guard, &info, rules, sender, draft.clone()).await?;
+            match self.commit(authorized, txn.clone()).await {
+                Ok(committed) => break committed,
+                Err(Retry::Rebuild) if tries < APPEND_TRIES => {}
+                Err(Retry::Rebuild) => {
+                    // Other processes kept appending first: the client retries shortly.
+                    return Err(ApiError::limit_exceeded_with(100, "the room is busy"));
+                }
+                Err(Retry::Fail(error)) => return Err(error),
+            }
+        };
+        // Noted under the room's lock, as notices are loaded under it.
         if let Some(pos) = pos
             && let Some(mentions) = notifies(&pdu)
         {
@@ -322,11 +345,14 @@ impl Rooms {
     /// client's transaction id.
     /// It answers once the change set is applied in order, with the future that says when
     /// it is durable.
+    ///
+    /// [`Retry::Rebuild`] when another process appended to the room since it was read (the
+    /// client's transaction id, if any, is then not recorded either).
     async fn commit(
         &self,
         authorized: Authorized,
         txn: Option<TransactionId>,
-    ) -> Result<(Arc<Pdu>, Option<StreamPos>, Durable), ApiError> {
+    ) -> Result<(Arc<Pdu>, Option<StreamPos>, Durable), Retry> {
         let pdu = authorized.pdu();
         let room_id = pdu.room_id().to_owned();
         let mut changes = ChangeSet::new();
@@ -334,6 +360,7 @@ impl Rooms {
         let mut room = RoomChanges {
             room_id: room_id.clone(),
             forward_extremities: Some(vec![pdu.event_id().to_owned()]),
+            expected: authorized.built_on().cloned(),
             ..RoomChanges::default()
         };
         let state_before = authorized.state_before();
@@ -359,7 +386,9 @@ impl Rooms {
                 SnapshotRef::New
             }
             (None, Some(snapshot)) => SnapshotRef::Existing(snapshot),
-            (None, None) => return Err(ApiError::unknown("an event without state to follow")),
+            (None, None) => {
+                return Err(Retry::Fail(ApiError::unknown("an event without state to follow")));
+            }
         };
         changes.events.push(NewEvent {
             event_id: pdu.event_id().to_owned(),
@@ -382,9 +411,21 @@ impl Rooms {
         let (applied, durable) = match self.storage.apply_ordered(changes).await {
             Ok(applied) => applied,
             Err(e) if state_before.is_none() && e.kind() == matrix_storage::ErrorKind::Conflict => {
-                return Err(ApiError::room_in_use());
+                return Err(Retry::Fail(ApiError::room_in_use()));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) if e.kind() == matrix_storage::ErrorKind::Conflict => {
+                // The room changed under us, or the client's transaction id was recorded by
+                // another request (the caller finds that out): the room says which.
+                let now = self.storage.room(&room_id).await.map_err(|e| Retry::Fail(e.into()))?;
+                let moved = match (authorized.built_on(), now) {
+                    (Some(built_on), Some(now)) => {
+                        !built_on.matches(now.current_state, &now.forward_extremities)
+                    }
+                    _ => false,
+                };
+                return Err(if moved { Retry::Rebuild } else { Retry::Fail(e.into()) });
+            }
+            Err(e) => return Err(Retry::Fail(e.into())),
         };
         let pdu = Arc::new(authorized.into_pdu());
         self.events.insert(pdu.event_id().to_owned(), pdu.clone());
@@ -408,7 +449,11 @@ impl Rooms {
         let room_id = authorized.pdu().room_id().to_owned();
         let lock = self.room_lock(&room_id);
         let guard = lock.lock().await;
-        let (pdu, pos, durable) = self.commit(authorized, None).await?;
+        let (pdu, pos, durable) = self.commit(authorized, None).await.map_err(|e| match e {
+            Retry::Fail(error) => error,
+            // A create event names no state it was built on; never rebuilt.
+            Retry::Rebuild => ApiError::room_in_use(),
+        })?;
         self.versions.insert(room_id, rules);
         drop(guard);
         durable.await?;
@@ -460,6 +505,15 @@ impl Rooms {
         }
         self.ephemeral.unread(room_id, user.as_str()).await
     }
+}
+
+/// Why an event was not stored.
+#[derive(Debug)]
+enum Retry {
+    /// Another process appended to the room since it was read: build it again.
+    Rebuild,
+    /// Anything else.
+    Fail(ApiError),
 }
 
 /// The users a notifying event mentions, or `None` when it does not notify.

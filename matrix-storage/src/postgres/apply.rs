@@ -2,7 +2,9 @@
 //! oracle of the model test): snapshot, rooms, events, accounts, keys, queues, account data,
 //! media, then the smaller domains ([`super::apply_domains`]), then cross-signing, key
 //! backups and pushers ([`super::user_data`]). Client transaction ids come
-//! first, so that a reused one fails the change set before anything else is written.
+//! first, so that a reused one fails the change set before anything else is written; then the
+//! rooms whose writer said what it built on are locked and checked, so that a writer of
+//! another process that changed them meanwhile makes this one a conflict before it writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -12,10 +14,10 @@ use sqlx::postgres::PgPool;
 
 use super::apply_domains::{self, Positions};
 use super::snapshots::write_snapshot;
-use super::stream::StreamTracker;
+use super::stream::{Reservation, SharedStream};
 use super::user_data;
 use super::{Doing, status_code, to_i64, to_u64};
-use crate::{Applied, ChangeSet, ErrorKind, Result, SnapshotRef, StorageError};
+use crate::{Applied, ChangeSet, ErrorKind, Result, RoomChanges, SnapshotRef, StorageError};
 
 fn missing(what: String) -> StorageError {
     StorageError::new(ErrorKind::MissingReference, what)
@@ -28,11 +30,52 @@ fn conflict(what: String) -> StorageError {
 /// Applies `changes` in one transaction; returns once it committed.
 pub(super) async fn apply(
     pool: &PgPool,
-    stream: &Arc<StreamTracker>,
+    stream: &Arc<SharedStream>,
     changes: ChangeSet,
+) -> Result<Applied> {
+    let mut reserved = None;
+    let result = write(pool, stream, &changes, &mut reserved).await;
+    if result.is_err()
+        && let Some(run) = reserved
+    {
+        stream.abandon(run).await;
+    }
+    result
+}
+
+/// Locks the rooms whose writer said what it built on (in room order) and checks that they
+/// are still that; the locks are held until the commit.
+async fn check_rooms(tx: &mut PgConnection, rooms: &[RoomChanges]) -> Result<()> {
+    const DOING: &str = "checking a room";
+    let mut expecting: Vec<&RoomChanges> = rooms.iter().filter(|r| r.expected.is_some()).collect();
+    expecting.sort_by(|a, b| a.room_id.cmp(&b.room_id));
+    for room in expecting {
+        let Some(expected) = &room.expected else { continue };
+        let row: Option<(Option<i64>, Vec<String>)> = sqlx::query_as(
+            "SELECT current_state, forward_extremities FROM rooms WHERE room_id = $1 FOR UPDATE",
+        )
+        .bind(&room.room_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .doing(DOING)?;
+        let (state, extremities) = row.unwrap_or_default();
+        let state = state.map(to_u64).transpose()?.map(crate::SnapshotId);
+        if !expected.matches(state, &extremities) {
+            return Err(conflict(format!("room {} changed since it was read", room.room_id)));
+        }
+    }
+    Ok(())
+}
+
+async fn write(
+    pool: &PgPool,
+    stream: &Arc<SharedStream>,
+    changes: &ChangeSet,
+    reserved: &mut Option<Reservation>,
 ) -> Result<Applied> {
     let mut tx = pool.begin().await.doing("starting a transaction")?;
     apply_domains::record_transaction_ids(&mut tx, &changes.transaction_ids).await?;
+    check_rooms(&mut tx, &changes.rooms).await?;
     let mut applied = Applied::default();
     if let Some(new) = &changes.snapshot {
         applied.snapshot = Some(write_snapshot(&mut tx, new).await?);
@@ -102,18 +145,20 @@ pub(super) async fn apply(
         }
     }
 
-    // Positions are reserved as late as possible: readers wait for them until the commit.
-    // One reservation for everything of the change set that takes a position, handed out in
-    // the in-memory backend's order: timeline events, account data, device-list changes,
-    // to-device messages, receipts.
+    // Positions are reserved as late as possible: readers (of every process) wait for them
+    // until the commit. One reservation for everything of the change set that takes a
+    // position, handed out in the in-memory backend's order: timeline events, account data,
+    // device-list changes, to-device messages, receipts.
     let timeline = changes.events.iter().filter(|e| e.in_timeline).count();
     let positioned = (timeline
         + changes.account_data.len()
         + changes.device_list_changes.len()
         + changes.to_device.len()
         + changes.receipts.len()) as u64;
-    let mut reservation = (positioned > 0).then(|| stream.reserve(positioned));
-    let mut positions = Positions::new(reservation.as_ref().map_or(0, |r| r.first()));
+    if positioned > 0 {
+        *reserved = Some(stream.reserve(&mut tx, positioned).await?);
+    }
+    let mut positions = Positions::new(reserved.map_or(0, |r| r.first));
     for event in &changes.events {
         let position = event.in_timeline.then(|| positions.take());
         let state_after = event.state_after.map(resolve).transpose()?;
@@ -141,25 +186,20 @@ pub(super) async fn apply(
         }
     }
 
-    write_accounts(&mut tx, &changes).await?;
-    write_keys_and_queues(&mut tx, &changes, &mut applied).await?;
-    apply_domains::write_account_data(&mut tx, &changes, &mut positions).await?;
-    write_media(&mut tx, &changes).await?;
-    apply_domains::write_e2ee(&mut tx, &changes, &mut positions).await?;
-    apply_domains::write_receipts(&mut tx, &changes, &mut positions).await?;
-    apply_domains::write_records(&mut tx, &changes).await?;
-    user_data::write(&mut tx, &changes, &mut applied).await?;
-    if apply_domains::deletes_positions(&changes) {
-        // Everything deleted here was committed before, so below what was handed out.
-        apply_domains::mark_stream(&mut tx, stream.handed_out()).await?;
-    }
+    write_accounts(&mut tx, changes).await?;
+    write_keys_and_queues(&mut tx, changes, &mut applied).await?;
+    apply_domains::write_account_data(&mut tx, changes, &mut positions).await?;
+    write_media(&mut tx, changes).await?;
+    apply_domains::write_e2ee(&mut tx, changes, &mut positions).await?;
+    apply_domains::write_receipts(&mut tx, changes, &mut positions).await?;
+    apply_domains::write_records(&mut tx, changes).await?;
+    user_data::write(&mut tx, changes, &mut applied).await?;
 
-    if let Some(reservation) = &mut reservation {
-        reservation.committing();
-    }
+    // Readers pass the positions as soon as PostgreSQL counts the transaction as ended.
     tx.commit().await.doing("committing")?;
-    // Only now may readers pass the positions.
-    drop(reservation);
+    if let Some(run) = *reserved {
+        stream.committed(run);
+    }
     Ok(applied)
 }
 

@@ -549,22 +549,3 @@ fn split_by_flag<K>(flags: BTreeMap<K, bool>) -> (Vec<K>, Vec<K>) {
     let (set, unset): (Vec<_>, Vec<_>) = flags.into_iter().partition(|(_, flag)| *flag);
     (set.into_iter().map(|(k, _)| k).collect(), unset.into_iter().map(|(k, _)| k).collect())
 }
-
-/// Whether a change set deletes rows that hold stream positions (the stream head found at
-/// open is the highest position stored, so such a change set leaves a mark).
-pub(super) fn deletes_positions(changes: &ChangeSet) -> bool {
-    !(changes.deleted_devices.is_empty()
-        && changes.deleted_account_data.is_empty()
-        && changes.to_device_delivered.is_empty()
-        && changes.deleted_receipts.is_empty())
-}
-
-/// Records that positions up to `pos` were handed out.
-pub(super) async fn mark_stream(tx: &mut PgConnection, pos: u64) -> Result<()> {
-    sqlx::query("INSERT INTO stream_marks (pos) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(to_i64(pos))
-        .execute(&mut *tx)
-        .await
-        .doing("marking the stream")?;
-    Ok(())
-}

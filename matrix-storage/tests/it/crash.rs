@@ -1,7 +1,10 @@
 //! Crash durability: a child process writes change sets and reports each one acknowledged; it
 //! is killed with SIGKILL at varying points; the store then reopens and holds every
 //! acknowledged write, consistently (events, their stream positions, the users and pushers
-//! written in the same change sets, a stream without gaps). For sled, fjall and PostgreSQL.
+//! written in the same change sets, a stream without gaps). For sled, fjall and PostgreSQL,
+//! where positions come from the database and a change set killed after it reserved its
+//! position leaves that position a gap (at most one per kill: the writer applies one change
+//! set at a time).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -54,8 +57,9 @@ fn write_and_kill(args: &[&str]) -> Vec<u64> {
     acknowledged
 }
 
-/// Every acknowledged write is in `store`, and the stream has no gap below its head.
-async fn check(store: &dyn Storage, acknowledged: &[u64]) {
+/// Every acknowledged write is in `store`, and the stream has at most `gaps` gaps below its
+/// head.
+async fn check(store: &dyn Storage, acknowledged: &[u64], gaps: u64) {
     let head = store.stream_position().await.expect("reads");
     let mut positions = Vec::new();
     for n in acknowledged {
@@ -72,7 +76,8 @@ async fn check(store: &dyn Storage, acknowledged: &[u64]) {
         assert_eq!(pushers.len(), 1, "pusher {n} lost");
     }
     let all = store.stream_range(StreamPos(0), head, usize::MAX).await.expect("reads");
-    assert_eq!(all.len() as u64, head.0, "the stream has a gap");
+    let missing = head.0 - all.len() as u64;
+    assert!(missing <= gaps, "the stream has {missing} gaps, more than the {gaps} kills left");
     positions.sort();
     positions.dedup();
     assert_eq!(positions.len(), acknowledged.len());
@@ -84,7 +89,7 @@ async fn sled_keeps_acknowledged_writes_through_sigkill() {
     let path = dir.path().to_str().expect("utf-8 path");
     let acknowledged = write_and_kill(&["sled", path]);
     let store = SledStore::open(dir.path(), &SledOptions::default()).expect("reopens");
-    check(&store, &acknowledged).await;
+    check(&store, &acknowledged, 0).await;
 }
 
 #[tokio::test]
@@ -94,7 +99,7 @@ async fn fjall_keeps_acknowledged_writes_through_sigkill() {
     let path = dir.path().to_str().expect("utf-8 path");
     let acknowledged = write_and_kill(&["fjall", path]);
     let store = FjallStore::open(dir.path(), &FjallOptions::default()).expect("reopens");
-    check(&store, &acknowledged).await;
+    check(&store, &acknowledged, 0).await;
 }
 
 #[tokio::test]
@@ -103,5 +108,5 @@ async fn postgres_keeps_acknowledged_writes_through_sigkill() {
     let schema = crate::postgres::fresh_schema();
     let acknowledged = write_and_kill(&["postgres", &url, &schema]);
     let store = Arc::new(crate::postgres::open(&url, &schema).await);
-    check(&*store, &acknowledged).await;
+    check(&*store, &acknowledged, 6).await;
 }

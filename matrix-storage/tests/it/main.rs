@@ -5,6 +5,7 @@ mod crash;
 mod model;
 mod old_snapshots;
 mod postgres;
+mod shared;
 
 /// Reopens a sled store just closed in this process: sled releases its file lock when its
 /// background flusher lets go of the last handle, which can take a moment.

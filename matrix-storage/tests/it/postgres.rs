@@ -1,10 +1,9 @@
 //! The PostgreSQL backend: the conformance suite, reopening, and bad input (a newer schema, an
-//! unreachable server, a second writer, lost connections). The server comes from
+//! unreachable server, lost connections). Several stores on one database: `shared.rs`. The server comes from
 //! `DATABASE_URL`; without it these tests pass without running, and say so once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use matrix_storage::postgres::{PostgresOptions, PostgresStore};
 use matrix_storage::{ChangeSet, ErrorKind, RoomStore, Storage, User};
@@ -93,7 +92,7 @@ async fn a_newer_schema_is_refused() {
     assert!(err.to_string().contains("newer version"), "{err}");
 }
 
-async fn sqlx_connect(url: &str) -> sqlx::PgConnection {
+pub(crate) async fn sqlx_connect(url: &str) -> sqlx::PgConnection {
     use sqlx::Connection as _;
     sqlx::PgConnection::connect(url).await.expect("connects")
 }
@@ -120,20 +119,6 @@ async fn bad_options_are_refused() {
     assert_eq!(err.kind(), ErrorKind::InvalidOptions);
 }
 
-#[tokio::test]
-async fn a_second_writer_is_refused_while_the_first_is_open() {
-    let Some(url) = database_url() else { return };
-    let schema = fresh_schema();
-    let first = open(&url, &schema).await;
-    let mut options = PostgresOptions::new(&url).with_schema(&schema);
-    options.lock_timeout = Duration::from_millis(200);
-    let err = PostgresStore::open(&options).await.expect_err("the first holds the lock");
-    assert_eq!(err.kind(), ErrorKind::Unavailable);
-    assert!(err.to_string().contains("another process"), "{err}");
-    first.close().await;
-    PostgresStore::open(&options).await.expect("opens once the first closed");
-}
-
 fn user(n: u32) -> ChangeSet {
     let mut changes = ChangeSet::new();
     changes.new_users.push(User {
@@ -153,12 +138,11 @@ async fn lost_connections_are_errors_or_heal_and_lose_nothing() {
     options.application_name = schema.clone();
     let store = PostgresStore::open(&options).await.expect("opens");
     store.apply(user(0)).await.expect("applies");
-    // Cut every pool connection of this store (not the one holding the writer lock).
+    // Cut every connection of this store (its pools' and its listener's).
     let mut admin = sqlx_connect(&url).await;
     let cut: i64 = sqlx::query_scalar(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE application_name = $1 \
-         AND pid NOT IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)",
+         WHERE application_name = $1",
     )
     .bind(&schema)
     .fetch_one(&mut admin)
@@ -184,7 +168,7 @@ async fn lost_connections_are_errors_or_heal_and_lose_nothing() {
 }
 
 /// A connection with the tables of `schema` on its search path.
-async fn connect_in(url: &str, schema: &str) -> sqlx::PgConnection {
+pub(crate) async fn connect_in(url: &str, schema: &str) -> sqlx::PgConnection {
     use sqlx::Connection as _;
     let options: sqlx::postgres::PgConnectOptions = url.parse().expect("the URL parses");
     sqlx::PgConnection::connect_with(&options.options([("search_path", schema)]))

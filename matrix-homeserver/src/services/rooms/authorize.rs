@@ -20,7 +20,7 @@ use std::sync::Arc;
 use matrix_core::json::{Object, Value};
 use matrix_core::room_version::{EventFormat, EventIdFormat};
 use matrix_core::{Pdu, RoomVersionRules, auth};
-use matrix_storage::{RoomInfo, SnapshotId};
+use matrix_storage::{ExpectedRoom, RoomInfo, SnapshotId};
 use ruma::UserId;
 
 use super::{Draft, Level, MAX_PREV_EVENTS, Rooms, now_ms, pdu_error};
@@ -37,6 +37,9 @@ pub(crate) struct Authorized {
     state_before: Option<SnapshotId>,
     /// The event of this room it redacts, when it is a redaction of a stored event.
     redacts: Option<String>,
+    /// What of the room it was built on (`None` for a create event): it is stored only if
+    /// the room is still that (another process may have appended meanwhile).
+    built_on: Option<ExpectedRoom>,
 }
 
 impl Authorized {
@@ -54,6 +57,9 @@ impl Authorized {
     }
     pub(crate) fn redacts(&self) -> Option<&str> {
         self.redacts.as_deref()
+    }
+    pub(crate) fn built_on(&self) -> Option<&ExpectedRoom> {
+        self.built_on.as_ref()
     }
     pub(crate) fn into_pdu(self) -> Pdu {
         self.pdu
@@ -140,7 +146,18 @@ impl Rooms {
             .map_err(|rejection| ApiError::forbidden(format!("not allowed: {rejection}")))?;
         let redacts = self.server_rules(rules, room_id, snapshot, &pdu).await?;
 
-        Ok(Authorized { pdu, auth_ids, prev_ids, state_before: Some(snapshot), redacts })
+        let built_on = ExpectedRoom {
+            current_state: info.current_state,
+            forward_extremities: info.forward_extremities.clone(),
+        };
+        Ok(Authorized {
+            pdu,
+            auth_ids,
+            prev_ids,
+            state_before: Some(snapshot),
+            redacts,
+            built_on: Some(built_on),
+        })
     }
 
     /// Seals and checks a new room's create event.
@@ -158,6 +175,7 @@ impl Rooms {
             prev_ids: Vec::new(),
             state_before: None,
             redacts: None,
+            built_on: None,
         })
     }
 
