@@ -1,8 +1,9 @@
-"""Runs the load benchmark against this homeserver (sled) and against Synapse (PostgreSQL),
+"""Runs the load benchmark against this homeserver (sled, or --storage fjall) and against
+Synapse (PostgreSQL),
 one after the other in the same run, and prints the side-by-side table with ratios.
 
     python3 benches/load/compare.py [--seconds 20] [--runs 3] [--work DIR] [--skip-synapse]
-                                    [--rooms 4] [--senders 16]
+                                    [--rooms 4] [--senders 16] [--storage sled]
 
 With several runs (each: ours, then Synapse), the table shows the medians and the range of
 messages per second.
@@ -58,7 +59,7 @@ def stop(process):
         process.kill()
 
 
-SHAPE = {"rooms": 4, "senders": 16}
+SHAPE = {"rooms": 4, "senders": 16, "storage": "sled"}
 
 
 def load(url, pid, seconds, prefix):
@@ -79,7 +80,8 @@ def ours(work, seconds):
     config = os.path.join(data, "homeserver.toml")
     with open(config, "w") as f:
         f.write(f'[server]\nlisten = "127.0.0.1:{port}"\ndata_dir = "{data}/data"\n'
-                '[registration]\nmode = "open"\n[rate_limits]\nenabled = false\n')
+                '[registration]\nmode = "open"\n[rate_limits]\nenabled = false\n'
+                f'[storage]\nbackend = "{SHAPE["storage"]}"\n')
     url = f"http://127.0.0.1:{port}"
     binary = os.path.join(TARGET, "release", "homeserver")
     with open(os.path.join(data, "log"), "w") as log:
@@ -138,7 +140,8 @@ def table(a, b):
         ("RSS under load, peak (MiB)", "load_rss_kib", "{:.1f}", False),
         ("start to first answered request (ms)", "startup_ms", "{:.0f}", False),
     ]
-    lines = ["| | ours (sled) | Synapse %s (PostgreSQL) | ours vs Synapse |" % b.get("version", ""),
+    lines = ["| | ours (%s) | Synapse %s (PostgreSQL) | ours vs Synapse |"
+             % (SHAPE["storage"], b.get("version", "")),
              "|---|---|---|---|"]
     for label, key, fmt, higher_better in rows:
         x, y = a.get(key), b.get(key)
@@ -162,8 +165,9 @@ def main():
     parser.add_argument("--skip-synapse", action="store_true")
     parser.add_argument("--rooms", type=int, default=4)
     parser.add_argument("--senders", type=int, default=16)
+    parser.add_argument("--storage", default="sled", help="our backend: sled, fjall")
     args = parser.parse_args()
-    SHAPE.update(rooms=args.rooms, senders=args.senders)
+    SHAPE.update(rooms=args.rooms, senders=args.senders, storage=args.storage)
     os.makedirs(args.work, exist_ok=True)
     a_runs, b_runs = [], []
     for _ in range(args.runs):
