@@ -1,8 +1,8 @@
 //! The embedded store on fjall, an LSM-tree engine, instead of sled: the same tables, records,
-//! stream, snapshots and conformance suite (it is [`SledStore`](crate::sled::SledStore) opened
-//! with [`FjallOptions`]), with fjall's journal for durability in place of our write-ahead log.
-//! Its commits cost a fraction of sled's in CPU, which is what bounds durable appends on a small
-//! machine (numbers in the crate's README).
+//! stream, snapshots, write-ahead log and conformance suite (it is
+//! [`SledStore`](crate::sled::SledStore) opened with [`FjallOptions`]). Its commits cost a
+//! quarter of sled's CPU, which is what bounds durable appends on a small machine (numbers in
+//! the repository's `benches/README.md`).
 //!
 //! ```
 //! use matrix_storage::fjall::{FjallOptions, FjallStore};
