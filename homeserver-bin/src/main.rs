@@ -48,6 +48,17 @@ enum Command {
         #[arg(long)]
         admin: bool,
     },
+    /// Copies the embedded store into the other embedded engine (sled into fjall, or back),
+    /// with the server stopped; then set `storage.backend` to it. The copy goes into its own
+    /// subdirectory of the data directory; the original is left as it is.
+    CopyStorage {
+        /// The config file of the server whose store is copied.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The engine to copy into: "fjall" or "sled".
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[tokio::main]
@@ -57,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
         Command::GenerateConfig => {
             print!("{}", config::EXAMPLE);
             Ok(())
+        }
+        Command::CopyStorage { config, to } => {
+            let config = FileConfig::load(config.as_deref())?;
+            copy_storage(&config, &to)
         }
         Command::RegisterUser { config, username, password, admin } => {
             let config = FileConfig::load(config.as_deref())?;
@@ -69,6 +84,36 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `copy-storage`: the configured embedded store into a new one on the engine `to`.
+fn copy_storage(config: &FileConfig, to: &str) -> anyhow::Result<()> {
+    use matrix_storage::fjall::FjallOptions;
+    use matrix_storage::sled::{SledOptions, SledStore};
+    let data = &config.server.data_dir;
+    let mut sled = SledOptions::default();
+    sled.cache_capacity = config.storage.sled_cache_mb.saturating_mul(1024 * 1024);
+    let mut fjall = FjallOptions::default();
+    fjall.cache_capacity = config.storage.fjall_cache_mb.saturating_mul(1024 * 1024);
+    let (from, source) = match config.storage.backend {
+        StorageBackend::Sled => ("sled", SledStore::open(data.join("sled"), &sled)),
+        StorageBackend::Fjall => ("fjall", SledStore::open(data.join("fjall"), &fjall)),
+        StorageBackend::Postgres => bail!("copy-storage copies an embedded store (sled, fjall)"),
+    };
+    let source =
+        source.with_context(|| format!("opening the {from} store (is the server stopped?)"))?;
+    let target = data.join(to);
+    let copied = match to {
+        "fjall" if from == "sled" => source.copy_to(&target, &fjall),
+        "sled" if from == "fjall" => source.copy_to(&target, &sled),
+        _ => bail!("--to must be the other embedded engine than {from}: \"fjall\" or \"sled\""),
+    }
+    .with_context(|| format!("copying the {from} store into {}", target.display()))?;
+    println!(
+        "copied {copied} entries from the {from} store into {}; set [storage] backend = \"{to}\"",
+        target.display()
+    );
+    Ok(())
 }
 
 async fn open_storage(config: &FileConfig) -> anyhow::Result<Arc<dyn Storage>> {

@@ -98,3 +98,46 @@ fn serve_starts_with_a_signing_key_and_answers() {
     child.kill().expect("stops");
     child.wait().expect("reaped");
 }
+
+/// `copy-storage` copies a sled store into fjall: a user registered on sled is there once the
+/// server runs on fjall (registering the name again is refused), and a second copy into the
+/// same directory is refused.
+#[test]
+fn copy_storage_moves_a_sled_store_to_fjall() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let (config, _) = config_in(dir.path());
+    let register = |config: &std::path::Path| {
+        homeserver()
+            .args(["register-user", "--config"])
+            .arg(config)
+            .args(["alice", "--password", "pw"])
+            .output()
+            .expect("runs")
+    };
+    let created = register(&config);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+
+    let copy = || {
+        homeserver()
+            .args(["copy-storage", "--config"])
+            .arg(&config)
+            .args(["--to", "fjall"])
+            .output()
+            .expect("runs")
+    };
+    let copied = copy();
+    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    assert!(String::from_utf8_lossy(&copied.stdout).contains("backend = \"fjall\""));
+
+    let text = std::fs::read_to_string(&config).expect("reads");
+    let on_fjall = dir.path().join("fjall.toml");
+    std::fs::write(&on_fjall, format!("{text}[storage]\nbackend = \"fjall\"\n")).expect("writes");
+    let again = register(&on_fjall);
+    assert!(!again.status.success(), "alice was copied, so the name is taken");
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("M_USER_IN_USE"), "{stderr}");
+
+    let twice = copy();
+    assert!(!twice.status.success(), "the fjall store is not empty any more");
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("not empty"));
+}

@@ -213,6 +213,8 @@ pub struct SledStore {
     /// Group commit: flushes for every writer committed before the flush began.
     flusher: Arc<Flusher>,
     snapshots: Arc<LayerCache>,
+    /// The engine, for a flush outside the flusher's (a copy).
+    engine: Engine,
     /// fjall's directory lock (sled locks its directory itself).
     _lock: Option<Arc<std::fs::File>>,
 }
@@ -357,7 +359,7 @@ impl SledStore {
         };
         check_schema(&tree, || engine.flush())?;
         let (wal, seq) = recover(&engine, &tree, &path.join("wal"))?;
-        let journal = Journal { engine, wal };
+        let journal = Journal { engine: engine.clone(), wal };
         // The head is the last position in the stream table, or the counter of the other
         // positions if that is higher (kept in memory from here on, so that an append writes
         // no counter).
@@ -375,8 +377,48 @@ impl SledStore {
             writer: Arc::new(std::sync::Mutex::new(stream_head + 1)),
             flusher: Arc::new(Flusher::start(journal, stream_head, seq)?),
             snapshots: Arc::new(LayerCache::new(cache_entries)),
+            engine,
             _lock: lock,
         })
+    }
+
+    /// Copies everything this store holds into a new store in `path` on the engine `options`
+    /// are for (sled to fjall, or back: the tables are the same on both), and makes it durable;
+    /// answers how many entries it copied. The store in `path` must be empty. Writes to this
+    /// store wait until the copy is done, so that it is one consistent state.
+    pub fn copy_to(&self, path: impl AsRef<Path>, options: &impl EngineOptions) -> Result<u64> {
+        let target = SledStore::open(path, options)?;
+        if target.tree.range(..).any(|entry| entry.is_ok_and(|(key, _)| key != meta("schema"))) {
+            return Err(StorageError::new(
+                ErrorKind::Conflict,
+                "the store to copy into is not empty; copy into a new directory",
+            ));
+        }
+        let _writer = self
+            .writer
+            .lock()
+            .map_err(|_| StorageError::new(ErrorKind::Unavailable, "a writer panicked"))?;
+        self.flusher.check()?;
+        let mut copied = 0u64;
+        let mut batch = Vec::new();
+        let own_log = meta(wal::SEQ_KEY);
+        for entry in self.tree.range(..) {
+            let (key, value) = entry.map_err(unavailable)?;
+            // Where this store's log stands means nothing to the target's log.
+            if key == own_log {
+                continue;
+            }
+            batch.push((key.to_vec(), Some(value)));
+            if batch.len() == 4096 {
+                copied += batch.len() as u64;
+                target.tree.apply(std::mem::take(&mut batch)).map_err(unavailable)?;
+            }
+        }
+        copied += batch.len() as u64;
+        target.tree.apply(batch).map_err(unavailable)?;
+        // Written past the target's own log: made durable here, before the answer.
+        target.engine.flush()?;
+        Ok(copied)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<::sled::IVec>> {

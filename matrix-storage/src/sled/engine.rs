@@ -151,6 +151,16 @@ pub(super) enum Engine {
     Fjall(::fjall::Keyspace),
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Sled(_) => "Engine::Sled",
+            #[cfg(feature = "fjall")]
+            Engine::Fjall(_) => "Engine::Fjall",
+        })
+    }
+}
+
 impl Engine {
     /// Writes everything applied so far to disk.
     pub(super) fn flush(&self) -> Result<()> {

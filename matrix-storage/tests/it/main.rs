@@ -23,6 +23,21 @@ async fn reopen(path: &std::path::Path) -> matrix_storage::sled::SledStore {
     panic!("the store stayed locked for 2 s after closing");
 }
 
+/// [`reopen`], for code that is not async.
+fn reopen_blocking(path: &std::path::Path) -> matrix_storage::sled::SledStore {
+    let options = matrix_storage::sled::SledOptions::default();
+    for _ in 0..200 {
+        match matrix_storage::sled::SledStore::open(path, &options) {
+            Ok(store) => return store,
+            Err(e) if e.kind() == matrix_storage::ErrorKind::Unavailable => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reopening failed: {e}"),
+        }
+    }
+    panic!("the store stayed locked for 2 s after closing");
+}
+
 mod memory {
     matrix_storage::storage_conformance!(async {
         std::sync::Arc::new(matrix_storage::memory::MemoryStore::new())
@@ -70,6 +85,37 @@ mod fjall_reopen {
         let error = FjallStore::open(dir.path(), &FjallOptions::default()).expect_err("locked");
         assert_eq!(error.kind(), ErrorKind::Unavailable);
         assert!(error.to_string().contains("in use by another process"), "{error}");
+    }
+
+    /// A sled store copies into a new fjall store, which then holds what it held; a copy into
+    /// a store that holds something is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sled_store_copies_into_fjall() {
+        use matrix_storage::sled::{SledOptions, SledStore};
+        use matrix_storage::{AccountStore, ChangeSet, Storage, User};
+        let user = |id: &str| User {
+            user_id: id.to_owned(),
+            password_hash: None,
+            admin: false,
+            deactivated: false,
+        };
+        let (from, to) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let sled = SledStore::open(from.path(), &SledOptions::default()).expect("opens");
+        let mut changes = ChangeSet::new();
+        changes.new_users.push(user("@a:x"));
+        sled.apply(changes).await.expect("applies");
+        let copied = sled.copy_to(to.path(), &FjallOptions::default()).expect("copies");
+        assert!(copied >= 2, "the user and the schema mark at least: {copied}");
+        let fjall = FjallStore::open(to.path(), &FjallOptions::default()).expect("opens");
+        assert_eq!(fjall.user("@a:x").await.expect("reads"), Some(user("@a:x")));
+        let mut changes = ChangeSet::new();
+        changes.new_users.push(user("@b:x"));
+        fjall.apply(changes).await.expect("the copy takes writes");
+        drop(fjall);
+        let error = sled.copy_to(to.path(), &FjallOptions::default()).expect_err("not empty");
+        assert_eq!(error.kind(), ErrorKind::Conflict);
+        let fjall = FjallStore::open(to.path(), &FjallOptions::default()).expect("opens");
+        assert!(fjall.user("@b:x").await.expect("reads").is_some(), "left as it was");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

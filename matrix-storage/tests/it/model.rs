@@ -422,8 +422,13 @@ async fn observe(store: &dyn Storage, snapshots: u64) -> String {
 }
 
 /// Runs `ops` on the model and on a store `open` opens in a new directory (and opens again
-/// at each reopen), and compares what they answer and hold.
-fn behaves_like_the_model<F, Fut>(ops: &[Op], open: F) -> Result<(), TestCaseError>
+/// at each reopen), and compares what they answer and hold; then copies the store with
+/// `copy` (into a new directory, on the other engine) and compares what the copy holds.
+fn behaves_like_the_model<F, Fut>(
+    ops: &[Op],
+    open: F,
+    copy: impl Fn(&SledStore, &std::path::Path) -> SledStore,
+) -> Result<(), TestCaseError>
 where
     F: Fn(std::path::PathBuf) -> Fut,
     Fut: std::future::Future<Output = SledStore>,
@@ -469,7 +474,11 @@ where
                 snapshots += 1;
             }
         }
-        prop_assert_eq!(observe(&model, snapshots).await, observe(&store, snapshots).await);
+        let expected = observe(&model, snapshots).await;
+        prop_assert_eq!(&expected, &observe(&store, snapshots).await);
+        let copy_dir = tempfile::tempdir().expect("a temporary directory");
+        let copied = copy(&store, copy_dir.path());
+        prop_assert_eq!(&expected, &observe(&copied, snapshots).await, "the copy");
         Ok(())
     })
 }
@@ -479,7 +488,11 @@ proptest! {
 
     #[test]
     fn sled_behaves_like_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        behaves_like_the_model(&ops, |path| async move { crate::reopen(&path).await })?;
+        behaves_like_the_model(&ops, |path| async move { crate::reopen(&path).await }, |store, dir| {
+            let options = matrix_storage::fjall::FjallOptions::default();
+            store.copy_to(dir, &options).expect("copies");
+            matrix_storage::fjall::FjallStore::open(dir, &options).expect("the copy opens")
+        })?;
     }
 }
 
@@ -492,6 +505,10 @@ proptest! {
         behaves_like_the_model(&ops, |path| async move {
             let options = matrix_storage::fjall::FjallOptions::default();
             matrix_storage::fjall::FjallStore::open(&path, &options).expect("opens")
+        }, |store, dir| {
+            let options = matrix_storage::sled::SledOptions::default();
+            store.copy_to(dir, &options).expect("copies");
+            crate::reopen_blocking(dir)
         })?;
     }
 }
