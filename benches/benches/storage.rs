@@ -11,36 +11,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use matrix_storage::memory::MemoryStore;
 use matrix_storage::postgres::{PostgresOptions, PostgresStore};
 use matrix_storage::sled::{SledOptions, SledStore};
-use matrix_storage::{
-    ChangeSet, EventStatus, NewEvent, NewSnapshot, RoomChanges, SnapshotId, SnapshotRef, Storage,
-};
-
-/// A message event of about 1 KB, with the state delta of a message (none) or a join (one).
-fn change(n: u64, parent: Option<SnapshotId>, join: bool) -> ChangeSet {
-    let mut c = ChangeSet::new();
-    let id = format!("$event{n:012}");
-    if join {
-        c.snapshot = Some(NewSnapshot {
-            parent,
-            changes: vec![(
-                "m.room.member".into(),
-                format!("@user{n}:example.org"),
-                Some(id.clone()),
-            )],
-        });
-    }
-    c.events.push(NewEvent {
-        event_id: id,
-        room_id: "!room".into(),
-        json: Arc::from(vec![b'x'; 1000]),
-        status: EventStatus::Accepted,
-        auth_events: vec!["$create".into(), "$power".into()],
-        prev_events: vec![format!("$event{:012}", n.saturating_sub(1))],
-        in_timeline: true,
-        state_after: join.then_some(SnapshotRef::New).or(parent.map(SnapshotRef::Existing)),
-    });
-    c
-}
+use matrix_storage::{SnapshotId, Storage};
 
 fn sled_store(dir: &std::path::Path) -> Arc<dyn Storage> {
     Arc::new(SledStore::open(dir, &SledOptions::default()).expect("opens"))
@@ -79,21 +50,11 @@ async fn postgres_bytes(schema: &str) -> u64 {
     u64::try_from(bytes).unwrap_or(0)
 }
 
-async fn with_room(store: &Arc<dyn Storage>) {
-    let mut c = ChangeSet::new();
-    c.rooms.push(RoomChanges {
-        room_id: "!room".into(),
-        create_with_version: Some("12".into()),
-        ..RoomChanges::default()
-    });
-    store.apply(c).await.expect("room");
-}
-
 /// A snapshot chain of `members` joins; returns the last snapshot.
 async fn members(store: &Arc<dyn Storage>, count: u64) -> SnapshotId {
     let mut parent = None;
     for n in 0..count {
-        let mut c = change(n, parent, true);
+        let mut c = benches::storage::change(n, parent, true);
         c.events.clear();
         parent = store.apply(c).await.expect("applies").snapshot;
     }
@@ -151,29 +112,33 @@ fn storage(c: &mut Criterion) {
     group.sample_size(20);
     let dir = tempfile::tempdir().expect("dir");
     let sled = sled_store(dir.path());
-    runtime.block_on(with_room(&sled));
+    runtime.block_on(benches::storage::create_room(&*sled));
     let mut n = 0;
     group.bench_function("sled/1_writer", |b| {
         b.iter(|| {
             n += 1;
-            runtime.block_on(sled.apply(change(n, None, false))).expect("applies")
+            runtime.block_on(sled.apply(benches::storage::change(n, None, false))).expect("applies")
         })
     });
     let memory: Arc<dyn Storage> = Arc::new(MemoryStore::new());
-    runtime.block_on(with_room(&memory));
+    runtime.block_on(benches::storage::create_room(&*memory));
     group.bench_function("memory/1_writer", |b| {
         b.iter(|| {
             n += 1;
-            runtime.block_on(memory.apply(change(n, None, false))).expect("applies")
+            runtime
+                .block_on(memory.apply(benches::storage::change(n, None, false)))
+                .expect("applies")
         })
     });
     let postgres = postgres_store(&runtime);
     if let Some((store, _)) = &postgres {
-        runtime.block_on(with_room(store));
+        runtime.block_on(benches::storage::create_room(&**store));
         group.bench_function("postgres/1_writer", |b| {
             b.iter(|| {
                 n += 1;
-                runtime.block_on(store.apply(change(n, None, false))).expect("applies")
+                runtime
+                    .block_on(store.apply(benches::storage::change(n, None, false)))
+                    .expect("applies")
             })
         });
     }
@@ -197,7 +162,11 @@ fn storage(c: &mut Criterion) {
                                 tokio::spawn(async move {
                                     for i in 0..16u64 {
                                         store
-                                            .apply(change(base * 1_000 + w * 16 + i, None, false))
+                                            .apply(benches::storage::change(
+                                                base * 1_000 + w * 16 + i,
+                                                None,
+                                                false,
+                                            ))
                                             .await
                                             .expect("applies");
                                     }
@@ -286,7 +255,7 @@ fn storage(c: &mut Criterion) {
     let disk_dir = tempfile::tempdir().expect("dir");
     let disk = sled_store(disk_dir.path());
     runtime.block_on(async {
-        with_room(&disk).await;
+        benches::storage::create_room(&*disk).await;
         let head = members(&disk, 10_000).await;
         // Measured after checkpoints (sled flushed, its write-ahead log trimmed, every 2 s
         // when idle), so that neither the log of the joins nor that of the appends counts.
@@ -294,7 +263,9 @@ fn storage(c: &mut Criterion) {
         checkpoint().await;
         let before = dir_size(disk_dir.path());
         for m in 0..5_000u64 {
-            disk.apply(change(1_000_000 + m, Some(head), false)).await.expect("applies");
+            disk.apply(benches::storage::change(1_000_000 + m, Some(head), false))
+                .await
+                .expect("applies");
         }
         checkpoint().await;
         let after = dir_size(disk_dir.path());
@@ -305,11 +276,14 @@ fn storage(c: &mut Criterion) {
     });
     if let Some((store, schema)) = postgres_store(&runtime) {
         runtime.block_on(async {
-            with_room(&store).await;
+            benches::storage::create_room(&*store).await;
             let head = members(&store, 10_000).await;
             let before = postgres_bytes(&schema).await;
             for m in 0..5_000u64 {
-                store.apply(change(1_000_000 + m, Some(head), false)).await.expect("applies");
+                store
+                    .apply(benches::storage::change(1_000_000 + m, Some(head), false))
+                    .await
+                    .expect("applies");
             }
             let after = postgres_bytes(&schema).await;
             let per_event = (after.saturating_sub(before)) as f64 / 5_000.0;

@@ -147,3 +147,51 @@ pub mod events {
             .collect()
     }
 }
+
+/// Change sets of the storage benchmarks (`benches/storage.rs`, `src/bin/appends.rs`).
+pub mod storage {
+    use std::sync::Arc;
+
+    use matrix_storage::{
+        ChangeSet, EventStatus, NewEvent, NewSnapshot, RoomChanges, SnapshotId, SnapshotRef,
+        Storage,
+    };
+
+    /// A message event of about 1 KB, with the state delta of a message (none) or a join (one).
+    pub fn change(n: u64, parent: Option<SnapshotId>, join: bool) -> ChangeSet {
+        let mut c = ChangeSet::new();
+        let id = format!("$event{n:012}");
+        if join {
+            c.snapshot = Some(NewSnapshot {
+                parent,
+                changes: vec![(
+                    "m.room.member".into(),
+                    format!("@user{n}:example.org"),
+                    Some(id.clone()),
+                )],
+            });
+        }
+        c.events.push(NewEvent {
+            event_id: id,
+            room_id: "!room".into(),
+            json: Arc::from(vec![b'x'; 1000]),
+            status: EventStatus::Accepted,
+            auth_events: vec!["$create".into(), "$power".into()],
+            prev_events: vec![format!("$event{:012}", n.saturating_sub(1))],
+            in_timeline: true,
+            state_after: join.then_some(SnapshotRef::New).or(parent.map(SnapshotRef::Existing)),
+        });
+        c
+    }
+
+    /// Creates the room `!room` the change sets write to.
+    pub async fn create_room(store: &dyn Storage) {
+        let mut c = ChangeSet::new();
+        c.rooms.push(RoomChanges {
+            room_id: "!room".into(),
+            create_with_version: Some("12".into()),
+            ..RoomChanges::default()
+        });
+        store.apply(c).await.expect("room");
+    }
+}

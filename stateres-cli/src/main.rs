@@ -16,6 +16,7 @@
 //! the file nor a JSON tree of it is ever held whole.
 
 mod pdu;
+mod report;
 mod scan;
 
 use std::io::Write as _;
@@ -27,6 +28,7 @@ use matrix_core::json::{self, Value};
 use matrix_core::room_version::StateResAlgorithm;
 use matrix_stateres::lean::{LeanRoom, Phase};
 
+use crate::report::{median, memory_line, ms};
 use crate::scan::Stream;
 
 const USAGE: &str = "usage: stateres (resolve | bench) FILE.json";
@@ -231,35 +233,6 @@ fn print_state(input: &Input, state: &[u32]) {
     };
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = write();
-}
-
-/// The peak resident memory of this process (Linux), in bytes.
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn memory_line(file_len: usize) -> String {
-    match peak_rss() {
-        Some(peak) => format!(
-            "peak memory (RSS): {:.1} MiB ({:.2}x the {:.1} MiB file)",
-            peak as f64 / 1_048_576.0,
-            peak as f64 / file_len.max(1) as f64,
-            file_len as f64 / 1_048_576.0
-        ),
-        None => "peak memory (RSS): unknown".into(),
-    }
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort_unstable();
-    times[times.len() / 2]
 }
 
 fn bench(input: &Input, parse_time: Duration, file_len: usize) -> Result<(), String> {

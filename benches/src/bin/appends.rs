@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use matrix_storage::Storage;
 use matrix_storage::fjall::{FjallOptions, FjallStore};
 use matrix_storage::memory::MemoryStore;
 use matrix_storage::postgres::{PostgresOptions, PostgresStore};
 use matrix_storage::sled::{SledOptions, SledStore};
-use matrix_storage::{ChangeSet, EventStatus, NewEvent, RoomChanges, Storage};
 
 /// The homeserver binary's allocator, so that the figures are the server's.
 #[global_allocator]
@@ -52,22 +52,6 @@ fn args() -> Args {
     args
 }
 
-/// A message event of about 1 KB, in the timeline of `!room`.
-fn message(n: u64) -> ChangeSet {
-    let mut c = ChangeSet::new();
-    c.events.push(NewEvent {
-        event_id: format!("$event{n:012}"),
-        room_id: "!room".into(),
-        json: Arc::from(vec![b'x'; 1000]),
-        status: EventStatus::Accepted,
-        auth_events: vec!["$create".into(), "$power".into()],
-        prev_events: vec![format!("$event{:012}", n.saturating_sub(1))],
-        in_timeline: true,
-        state_after: None,
-    });
-    c
-}
-
 async fn open(backend: &str, dir: &std::path::Path) -> Arc<dyn Storage> {
     match backend {
         "sled" => Arc::new(SledStore::open(dir, &SledOptions::default()).expect("sled opens")),
@@ -96,13 +80,7 @@ fn cpu_time() -> Duration {
 }
 
 async fn run(store: Arc<dyn Storage>, writers: u64, seconds: u64) -> (u64, Duration) {
-    let mut room = ChangeSet::new();
-    room.rooms.push(RoomChanges {
-        room_id: "!room".into(),
-        create_with_version: Some("12".into()),
-        ..RoomChanges::default()
-    });
-    store.apply(room).await.expect("room");
+    benches::storage::create_room(&*store).await;
     let next = Arc::new(AtomicU64::new(1));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -113,7 +91,7 @@ async fn run(store: Arc<dyn Storage>, writers: u64, seconds: u64) -> (u64, Durat
                 let mut done = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let n = next.fetch_add(1, Ordering::Relaxed);
-                    store.apply(message(n)).await.expect("applies");
+                    store.apply(benches::storage::change(n, None, false)).await.expect("applies");
                     done += 1;
                 }
                 done

@@ -19,6 +19,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use benches::ruma_stateres::{RumaPdu, RumaRoom};
+
+/// The `stateres` tool's figures, so that both report alike.
+#[path = "../../../stateres-cli/src/report.rs"]
+mod report;
+use report::{median, memory_line, ms};
 use ruma::state_res::{self, Event as _};
 use ruma::{EventId, OwnedEventId, RoomVersionId};
 
@@ -94,34 +99,6 @@ fn resolve(input: &Input) -> Result<(state_res::StateMap<OwnedEventId>, Phases),
     let subgraph = subgraph.get();
     let resolve = resolving.elapsed().saturating_sub(subgraph);
     Ok((state, Phases { auth_chains, subgraph, resolve }))
-}
-
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn memory_line(file_len: usize) -> String {
-    match peak_rss() {
-        Some(peak) => format!(
-            "peak memory (RSS): {:.1} MiB ({:.2}x the {:.1} MiB file)",
-            peak as f64 / 1_048_576.0,
-            peak as f64 / file_len.max(1) as f64,
-            file_len as f64 / 1_048_576.0
-        ),
-        None => "peak memory (RSS): unknown".into(),
-    }
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort_unstable();
-    times[times.len() / 2]
 }
 
 fn bench(input: &Input, parse_time: Duration, file_len: usize) -> Result<(), String> {
