@@ -48,6 +48,7 @@ pub(crate) const MAX_DEPTH: usize = 8;
 
 /// The most records any stack may hold (delta chains written by an older version are up to
 /// 64 records deep); a longer one is corrupt.
+#[cfg(any(feature = "sled", feature = "postgres"))]
 pub(crate) const MAX_STACK: usize = 256;
 
 /// Entries `key -> event` sorted by key, one per key (`None` removes the key).
@@ -216,6 +217,7 @@ impl Layer {
     }
 }
 
+#[cfg(any(feature = "sled", feature = "postgres"))]
 pub(crate) fn chain_loops() -> StorageError {
     StorageError::new(ErrorKind::Corrupt, "a snapshot's stack of records loops or is too deep")
 }

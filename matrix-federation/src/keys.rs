@@ -1,0 +1,49 @@
+//! Server signing keys: where signature checks find them.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use matrix_core::PublicKey;
+
+use crate::FederationError;
+
+/// Where signature checks find a server's public keys.
+///
+/// `valid_at_ts` is the time the key must have been valid at (ms since the epoch): now for a
+/// request, the event's `origin_server_ts` for an event (room versions 5 and later). A key that
+/// expired before it is `None`, as is a key the server never had.
+#[async_trait]
+pub trait KeyProvider: Send + Sync {
+    /// The key `key_id` (`ed25519:...`) of `server`.
+    async fn public_key(
+        &self,
+        server: &str,
+        key_id: &str,
+        valid_at_ts: i64,
+    ) -> Result<Option<PublicKey>, FederationError>;
+}
+
+/// Fixed keys that never expire: for tests and for servers configured by hand.
+#[derive(Debug, Clone, Default)]
+pub struct StaticKeys {
+    keys: HashMap<(String, String), PublicKey>,
+}
+
+impl StaticKeys {
+    /// Adds (or replaces) a key.
+    pub fn insert(&mut self, server: &str, key_id: &str, key: PublicKey) {
+        self.keys.insert((server.to_owned(), key_id.to_owned()), key);
+    }
+}
+
+#[async_trait]
+impl KeyProvider for StaticKeys {
+    async fn public_key(
+        &self,
+        server: &str,
+        key_id: &str,
+        _valid_at_ts: i64,
+    ) -> Result<Option<PublicKey>, FederationError> {
+        Ok(self.keys.get(&(server.to_owned(), key_id.to_owned())).cloned())
+    }
+}
