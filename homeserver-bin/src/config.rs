@@ -25,6 +25,35 @@ pub(crate) struct FileConfig {
     pub(crate) well_known: WellKnownConfig,
     pub(crate) rate_limits: RateLimitsConfig,
     pub(crate) http: HttpConfig,
+    pub(crate) federation: FederationSection,
+}
+
+/// `[federation]`: the library's settings, and where the federation listener listens with
+/// which certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct FederationSection {
+    pub(crate) enabled: bool,
+    pub(crate) listen: String,
+    /// PEM certificate chain; unset with `tls_key` unset: plain HTTP (behind a reverse proxy).
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
+    pub(crate) verify_certificates: bool,
+    pub(crate) trusted_key_servers: Vec<String>,
+}
+
+impl Default for FederationSection {
+    fn default() -> Self {
+        let library = matrix_homeserver::FederationConfig::default();
+        FederationSection {
+            enabled: library.enabled,
+            listen: "0.0.0.0:8448".to_owned(),
+            tls_cert: None,
+            tls_key: None,
+            verify_certificates: library.verify_certificates,
+            trusted_key_servers: library.trusted_key_servers,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +156,9 @@ impl FileConfig {
         config.rate_limits = self.rate_limits;
         config.well_known = self.well_known.clone();
         config.http = self.http.clone();
+        config.federation.enabled = self.federation.enabled;
+        config.federation.verify_certificates = self.federation.verify_certificates;
+        config.federation.trusted_key_servers = self.federation.trusted_key_servers.clone();
         config
     }
 }

@@ -192,6 +192,21 @@ fn signing_key(data_dir: &Path) -> anyhow::Result<(matrix_core::SigningKey, bool
     Ok((key, true))
 }
 
+/// The federation listener's certificate and key, when the config names them.
+fn federation_tls(config: &FileConfig) -> anyhow::Result<Option<matrix_homeserver::FederationTls>> {
+    let section = &config.federation;
+    let (cert, key) = match (&section.tls_cert, &section.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        _ => bail!("[federation] needs both tls_cert and tls_key, or neither (plain HTTP)"),
+    };
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let tls = matrix_homeserver::FederationTls::from_pem(&read(cert)?, &read(key)?)
+        .with_context(|| format!("the certificate {} and key {}", cert.display(), key.display()))?;
+    Ok(Some(tls))
+}
+
 /// Ctrl-C, or SIGTERM (what service managers send).
 async fn stop_signal() {
     #[cfg(unix)]
@@ -233,10 +248,41 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         config.registration.mode,
         started.elapsed()
     );
-    let shutdown = async {
+    let federation = if config.federation.enabled {
+        let tls = federation_tls(&config)?;
+        let listener = tokio::net::TcpListener::bind(&config.federation.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.federation.listen))?;
+        eprintln!(
+            "federation on {}://{}",
+            if tls.is_some() { "https" } else { "http" },
+            listener.local_addr()?
+        );
+        Some((listener, tls))
+    } else {
+        None
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|&stop| stop).await;
+        }
+    };
+    tokio::spawn(async move {
         stop_signal().await;
         eprintln!("shutting down");
-    };
-    homeserver.serve(listener, shutdown).await.context("serving")?;
+        let _ = stop.send(true);
+    });
+    let client = homeserver.clone().serve(listener, shutdown());
+    match federation {
+        None => client.await.context("serving")?,
+        Some((listener, tls)) => {
+            let federation = homeserver.serve_federation(listener, tls, shutdown());
+            let (client, federation) = tokio::join!(client, federation);
+            client.context("serving")?;
+            federation.context("serving federation")?;
+        }
+    }
     Ok(())
 }

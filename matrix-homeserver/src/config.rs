@@ -24,6 +24,8 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     /// Connection handling: timeouts, the connection cap, trusted reverse proxies.
     pub http: HttpConfig,
+    /// Talking to other servers (off by default).
+    pub federation: FederationConfig,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             well_known: WellKnownConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             http: HttpConfig::default(),
+            federation: FederationConfig::default(),
         }
     }
 }
@@ -325,6 +328,32 @@ impl Default for HttpConfig {
             body_read_timeout_secs: 60,
             media_upload_timeout_secs: 600,
             max_connections: 1024,
+        }
+    }
+}
+
+/// Federation: whether this server talks to others, and how it trusts them. Where it listens
+/// and its TLS certificate are the binary's business ([`crate::Homeserver::serve_federation`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FederationConfig {
+    /// Whether to federate: answer other servers and send them our rooms' events.
+    pub enabled: bool,
+    /// Check other servers' TLS certificates; `false` only on test networks with self-signed
+    /// certificates.
+    pub verify_certificates: bool,
+    /// Notary servers asked for a server's keys when it cannot be asked itself
+    /// (`["matrix.org"]`); none by default.
+    pub trusted_key_servers: Vec<String>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            enabled: false,
+            verify_certificates: true,
+            trusted_key_servers: Vec::new(),
         }
     }
 }

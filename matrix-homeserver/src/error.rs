@@ -40,6 +40,9 @@ impl ApiError {
     pub(crate) fn unknown_token() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", "the access token is not known")
     }
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", message)
+    }
     pub(crate) fn bad_json(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", message)
     }
@@ -114,6 +117,19 @@ impl ApiError {
     pub(crate) fn unsupported_room_version(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION", message)
     }
+    pub(crate) fn incompatible_room_version(version: &str) -> Self {
+        let mut error = Self::new(
+            StatusCode::BAD_REQUEST,
+            "M_INCOMPATIBLE_ROOM_VERSION",
+            format!("the room is of version {version}, which your server does not support"),
+        );
+        error.body = Some(json!({
+            "errcode": "M_INCOMPATIBLE_ROOM_VERSION",
+            "error": error.message,
+            "room_version": version,
+        }));
+        error
+    }
     pub(crate) fn event_too_large() -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", "the event is over 65536 bytes")
     }
@@ -166,6 +182,19 @@ impl From<matrix_storage::StorageError> for ApiError {
         // The details are the operator's, not the client's.
         eprintln!("storage error: {error}");
         ApiError::unknown("the server could not reach its storage")
+    }
+}
+
+impl From<matrix_federation::FederationError> for ApiError {
+    fn from(error: matrix_federation::FederationError) -> Self {
+        match error {
+            matrix_federation::FederationError::Storage(e) => e.into(),
+            // Another server failed us: the details are for the operator's log.
+            other => {
+                eprintln!("federation: {other}");
+                Self::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", "another server did not answer")
+            }
+        }
     }
 }
 

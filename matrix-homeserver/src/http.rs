@@ -6,11 +6,12 @@ mod account;
 mod directory;
 mod discovery;
 mod e2ee;
+pub(crate) mod federation;
 mod media;
 mod push_rules;
 mod rooms;
 mod sync;
-mod user;
+pub(crate) mod user;
 
 use std::sync::Arc;
 

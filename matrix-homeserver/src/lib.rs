@@ -15,10 +15,11 @@ use matrix_storage::Storage;
 use ruma::{OwnedServerName, OwnedUserId, ServerName};
 
 pub use config::{
-    Config, HttpConfig, IpNetwork, IpNetworkError, LimitsConfig, RateLimit, RateLimitsConfig,
-    RegistrationConfig, RegistrationMode, WellKnownConfig,
+    Config, FederationConfig, HttpConfig, IpNetwork, IpNetworkError, LimitsConfig, RateLimit,
+    RateLimitsConfig, RegistrationConfig, RegistrationMode, WellKnownConfig,
 };
 pub use error::ApiError;
+pub use matrix_federation;
 pub use services::accounts::Session;
 
 use services::accounts::{Accounts, DeviceRequest};
@@ -39,6 +40,8 @@ pub(crate) struct State {
     pub(crate) media: services::media::Media,
     /// Serialises push rule changes (each reads, changes and writes the whole rule set).
     pub(crate) push_rules_lock: tokio::sync::Mutex<()>,
+    /// Federation, when it is enabled.
+    pub(crate) federation: Option<services::federation::Federation>,
 }
 
 impl State {
@@ -60,6 +63,49 @@ impl State {
         self.rooms.storage().apply(changes).await?;
         self.ephemeral.account_data_written(user.as_str());
         Ok(())
+    }
+}
+
+/// The TLS certificate and key the federation listener presents.
+#[derive(Clone)]
+pub struct FederationTls(Arc<rustls::ServerConfig>);
+
+impl std::fmt::Debug for FederationTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FederationTls").finish_non_exhaustive()
+    }
+}
+
+/// Why a TLS certificate or key could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(String);
+
+impl FederationTls {
+    /// From PEM text: the certificate chain (leaf first) and its private key (PKCS#8, PKCS#1
+    /// or SEC1).
+    pub fn from_pem(certificates: &[u8], private_key: &[u8]) -> Result<Self, TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(certificates)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError(format!("the certificate is not PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(TlsError("the certificate file holds no certificate".to_owned()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(private_key)
+            .map_err(|e| TlsError(format!("the private key is not PEM: {e}")))?;
+        // ring rather than aws-lc-rs: no C toolchain beyond a compiler, and what federation
+        // needs (TLS 1.2 and 1.3 with the usual suites) it has.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| TlsError(format!("the certificate and key do not go together: {e}")))?;
+        Ok(FederationTls(Arc::new(config)))
     }
 }
 
@@ -88,6 +134,7 @@ pub struct HomeserverBuilder {
     config: Config,
     storage: Option<Arc<dyn Storage>>,
     signing_key: Option<matrix_core::SigningKey>,
+    transport: Option<Arc<dyn matrix_federation::transport::Transport>>,
 }
 
 impl std::fmt::Debug for HomeserverBuilder {
@@ -116,6 +163,16 @@ impl HomeserverBuilder {
         self
     }
 
+    /// How requests reach other servers (HTTPS with server discovery otherwise); tests wire
+    /// homeservers together in process with one (`testing::TestFederation`).
+    pub fn federation_transport(
+        mut self,
+        transport: Arc<dyn matrix_federation::transport::Transport>,
+    ) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
     /// Checks the settings and builds the homeserver.
     pub async fn build(self) -> Result<Homeserver, BuildError> {
         let storage = self.storage.ok_or(BuildError::NoStorage)?;
@@ -128,6 +185,16 @@ impl HomeserverBuilder {
             Some(key) => key,
             None => matrix_core::SigningKey::generate("auto")
                 .map_err(|e| BuildError::SigningKey(e.to_string()))?,
+        };
+        let federation = match (self.config.federation.enabled, self.transport) {
+            (false, _) => None,
+            (true, Some(transport)) => {
+                // Until the key fetcher: the keys we know are our own.
+                let mut keys = matrix_federation::keys::StaticKeys::default();
+                keys.insert(server_name.as_str(), key.key_id(), key.public_key());
+                Some(services::federation::Federation::new(Arc::new(keys), transport))
+            }
+            (true, None) => return Err(BuildError::SigningKey("no transport".to_owned())),
         };
         let ephemeral = Arc::new(Ephemeral::new(storage.clone(), &self.config.limits));
         let rooms = Rooms::new(
@@ -154,6 +221,7 @@ impl HomeserverBuilder {
                 self.config.limits.media_quota_bytes,
             ),
             push_rules_lock: tokio::sync::Mutex::new(()),
+            federation,
             rooms,
             ephemeral,
             config: self.config,
@@ -187,7 +255,22 @@ impl Homeserver {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let config = self.state.config.http.clone();
-        server::serve(http::router(self.state), listener, &config, shutdown).await
+        server::serve(http::router(self.state), listener, &config, None, shutdown).await
+    }
+
+    /// Answers the server-server API on `listener` until `shutdown` completes: over TLS with
+    /// `tls`, or plain HTTP without (behind a reverse proxy that terminates TLS). Federation
+    /// must be enabled in the config.
+    pub async fn serve_federation(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<FederationTls>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let config = self.state.config.http.clone();
+        let acceptor = tls.map(|tls| tokio_rustls::TlsAcceptor::from(tls.0));
+        server::serve(http::federation::router(self.state), listener, &config, acceptor, shutdown)
+            .await
     }
 
     /// Creates an account as an administrator would (registration settings do not apply):

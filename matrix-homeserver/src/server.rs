@@ -120,11 +120,13 @@ impl AsyncWrite for Watched {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets the open connections
-/// finish their requests.
+/// finish their requests. With `tls`, each connection's handshake must finish within the
+/// header timeout.
 pub(crate) async fn serve(
     router: Router,
     listener: TcpListener,
     config: &HttpConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
@@ -156,7 +158,7 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Watched { stream, activity: activity.clone() });
+        let watched = Watched { stream, activity: activity.clone() };
         let router = router.clone();
         let handling = activity.clone();
         let service =
@@ -170,11 +172,32 @@ pub(crate) async fn serve(
                     response
                 }
             });
-        let connection = graceful.watch(builder.serve_connection(io, service));
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = connection => {}
-                () = activity.idle(idle_timeout) => {}
+            match tls {
+                None => {
+                    let connection =
+                        watcher.watch(builder.serve_connection(TokioIo::new(watched), service));
+                    tokio::select! {
+                        _ = connection => {}
+                        () = activity.idle(idle_timeout) => {}
+                    }
+                }
+                Some(tls) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(header_timeout, tls.accept(watched)).await
+                    else {
+                        return;
+                    };
+                    let connection =
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    tokio::select! {
+                        _ = connection => {}
+                        () = activity.idle(idle_timeout) => {}
+                    }
+                }
             }
             drop(permit);
         });

@@ -58,6 +58,11 @@ impl TestHomeserver {
             .build()
             .await
             .expect("the test homeserver builds");
+        Self::serve(homeserver).await
+    }
+
+    /// Serves a built homeserver's client API on a loopback port.
+    async fn serve(homeserver: Homeserver) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let address = listener.local_addr().expect("the port's address");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -104,5 +109,129 @@ impl Drop for TestHomeserver {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// Several homeservers that federate in process: each one's requests to another reach that
+/// one's federation router directly, with no sockets, TLS or DNS. Links between two servers
+/// can be cut and healed, to make forks.
+#[derive(Debug)]
+pub struct TestFederation {
+    servers: Vec<TestHomeserver>,
+    net: Arc<Net>,
+}
+
+/// The in-process network: routers by server name, and the cut links.
+#[derive(Default)]
+struct Net {
+    routers: std::sync::RwLock<std::collections::HashMap<String, axum::Router>>,
+    cut: std::sync::RwLock<std::collections::HashSet<(String, String)>>,
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net").finish_non_exhaustive()
+    }
+}
+
+/// One server's way onto the in-process network.
+#[derive(Debug)]
+struct InProcess {
+    from: String,
+    net: Arc<Net>,
+}
+
+/// The most bytes an in-process answer may have (as a real transport caps them).
+const MAX_ANSWER: usize = 64 << 20;
+
+#[async_trait::async_trait]
+impl matrix_federation::transport::Transport for InProcess {
+    async fn send(
+        &self,
+        destination: &str,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, matrix_federation::FederationError> {
+        use tower::ServiceExt;
+        let unreachable = |reason: &str| matrix_federation::FederationError::Unreachable {
+            destination: destination.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let link = (self.from.clone(), destination.to_owned());
+        if self.net.cut.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&link) {
+            return Err(unreachable("the link is cut"));
+        }
+        let router = self
+            .net
+            .routers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(destination)
+            .cloned()
+            .ok_or_else(|| unreachable("no such server"))?;
+        let mut request = request.map(axum::body::Body::from);
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        let response = router.oneshot(request).await.map_err(|e| unreachable(&e.to_string()))?;
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, MAX_ANSWER)
+            .await
+            .map_err(|_| unreachable("the answer is too large"))?;
+        Ok(http::Response::from_parts(parts, body))
+    }
+}
+
+impl TestFederation {
+    /// Starts one in-memory homeserver per name (`a.test`, `b.test`), federation on, all
+    /// linked.
+    pub async fn start(names: &[&str]) -> Self {
+        let net = Arc::new(Net::default());
+        let mut servers = Vec::new();
+        for name in names {
+            let mut config = TestHomeserver::config();
+            config.server_name = (*name).to_owned();
+            config.federation.enabled = true;
+            let transport = Arc::new(InProcess { from: (*name).to_owned(), net: net.clone() });
+            let homeserver = Homeserver::builder()
+                .config(config)
+                .storage(Arc::new(MemoryStore::new()))
+                .federation_transport(transport)
+                .build()
+                .await
+                .expect("the test homeserver builds");
+            net.routers.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(
+                (*name).to_owned(),
+                crate::http::federation::router(homeserver.state.clone()),
+            );
+            servers.push(TestHomeserver::serve(homeserver).await);
+        }
+        TestFederation { servers, net }
+    }
+
+    /// The servers, in the order they were named.
+    pub fn servers(&self) -> &[TestHomeserver] {
+        &self.servers
+    }
+
+    /// The server named `name`.
+    pub fn server(&self, name: &str) -> &TestHomeserver {
+        self.servers
+            .iter()
+            .find(|s| s.homeserver.config().server_name == name)
+            .expect("a server of this federation")
+    }
+
+    /// Cuts the link between `a` and `b`, both ways: their requests to each other fail as
+    /// an unreachable server's would.
+    pub fn cut(&self, a: &str, b: &str) {
+        let mut cut = self.net.cut.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cut.insert((a.to_owned(), b.to_owned()));
+        cut.insert((b.to_owned(), a.to_owned()));
+    }
+
+    /// Heals the link between `a` and `b`.
+    pub fn heal(&self, a: &str, b: &str) {
+        let mut cut = self.net.cut.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cut.remove(&(a.to_owned(), b.to_owned()));
+        cut.remove(&(b.to_owned(), a.to_owned()));
     }
 }

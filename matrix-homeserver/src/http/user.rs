@@ -271,7 +271,7 @@ async fn get_filter(auth: Auth, Params((user, id)): Params<(String, String)>) ->
     decode_filter(&id).map(Json).ok_or_else(|| ApiError::not_found("no such filter"))
 }
 
-async fn stored_profile(state: &crate::State, user: &str) -> Result<Profile, ApiError> {
+pub(crate) async fn stored_profile(state: &crate::State, user: &str) -> Result<Profile, ApiError> {
     let user = user_id(user)?;
     if user.server_name().as_str() != state.rooms.server_name().as_str()
         || state.rooms.storage().user(user.as_str()).await?.is_none()

@@ -16,6 +16,7 @@
 mod authorize;
 mod create;
 mod directory;
+mod federated;
 mod foreign;
 pub(crate) mod format;
 mod membership;

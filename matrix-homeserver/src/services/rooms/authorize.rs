@@ -66,6 +66,21 @@ impl Authorized {
     }
 }
 
+/// An event built on a room's state, before it is hashed and signed ([`Rooms::build`]).
+#[derive(Debug)]
+pub(crate) struct Built {
+    /// The event, without hashes, signatures or (room versions 1-2) event id.
+    pub(crate) json: Object,
+    /// Its auth events.
+    pub(crate) auth_pdus: Vec<Arc<Pdu>>,
+    /// Their ids.
+    pub(crate) auth_ids: Vec<String>,
+    /// Its prev events.
+    pub(crate) prev_ids: Vec<String>,
+    /// The room's create event, for room versions whose room id is its hash.
+    pub(crate) create: Option<Arc<Pdu>>,
+}
+
 /// Proof that the caller holds a room's lock (events are built and stored under it).
 #[derive(Debug)]
 pub(crate) struct RoomGuard<'a> {
@@ -90,7 +105,41 @@ impl Rooms {
         }
         let snapshot =
             info.current_state.ok_or_else(|| ApiError::unknown("the room has no state"))?;
+        let built = self.build(room_id, info, snapshot, rules, sender, draft).await?;
+        let Built { json, auth_pdus, auth_ids, prev_ids, create } = built;
+        let pdu = self.seal(json, rules)?;
 
+        let auth_refs: Vec<&Pdu> = auth_pdus.iter().map(|p| p.as_ref()).collect();
+        auth::check_with_auth_events(rules, &pdu, &auth_refs, create.as_deref())
+            .map_err(|rejection| ApiError::forbidden(format!("not allowed: {rejection}")))?;
+        let redacts = self.server_rules(rules, room_id, snapshot, &pdu).await?;
+
+        let built_on = ExpectedRoom {
+            current_state: info.current_state,
+            forward_extremities: info.forward_extremities.clone(),
+        };
+        Ok(Authorized {
+            pdu,
+            auth_ids,
+            prev_ids,
+            state_before: Some(snapshot),
+            redacts,
+            built_on: Some(built_on),
+        })
+    }
+
+    /// The event `sender` would send with `draft` on the room's current state `snapshot`:
+    /// its JSON (not yet hashed or signed), its auth events (what the selection algorithm
+    /// picks from the state) and its prev events (the forward extremities).
+    pub(crate) async fn build(
+        &self,
+        room_id: &str,
+        info: &RoomInfo,
+        snapshot: SnapshotId,
+        rules: &'static RoomVersionRules,
+        sender: &UserId,
+        draft: Draft,
+    ) -> Result<Built, ApiError> {
         let mut json = Object::new();
         json.insert("type", draft.kind.as_str());
         json.insert("sender", sender.as_str());
@@ -139,25 +188,7 @@ impl Rooms {
         json.insert("auth_events", event_refs(rules, &auth_ids));
         json.insert("prev_events", event_refs(rules, &prev_ids));
         json.insert("depth", depth.saturating_add(1));
-        let pdu = self.seal(json, rules)?;
-
-        let auth_refs: Vec<&Pdu> = auth_pdus.iter().map(|p| p.as_ref()).collect();
-        auth::check_with_auth_events(rules, &pdu, &auth_refs, create.as_deref())
-            .map_err(|rejection| ApiError::forbidden(format!("not allowed: {rejection}")))?;
-        let redacts = self.server_rules(rules, room_id, snapshot, &pdu).await?;
-
-        let built_on = ExpectedRoom {
-            current_state: info.current_state,
-            forward_extremities: info.forward_extremities.clone(),
-        };
-        Ok(Authorized {
-            pdu,
-            auth_ids,
-            prev_ids,
-            state_before: Some(snapshot),
-            redacts,
-            built_on: Some(built_on),
-        })
+        Ok(Built { json, auth_pdus, auth_ids, prev_ids, create })
     }
 
     /// Seals and checks a new room's create event.

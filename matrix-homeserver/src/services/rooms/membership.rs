@@ -56,7 +56,7 @@ impl Rooms {
     /// invited nor joined: a user of this server, joined with the power to invite, who
     /// authorises it, once the joiner is shown to be in one of the rooms the join rules allow.
     /// `None` when the join needs no authoriser (the authorization rules decide the rest).
-    async fn restricted_join_authoriser(
+    pub(super) async fn restricted_join_authoriser(
         &self,
         rules: &'static matrix_core::RoomVersionRules,
         room_id: &str,

@@ -1,0 +1,85 @@
+//! The server-server API: the router of the federation listener, and the extractor that
+//! authenticates the requesting server. Handlers live in one file per endpoint group.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRequest, Request};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+mod membership;
+mod query;
+
+use super::route;
+use crate::State;
+use crate::error::ApiError;
+use crate::services::federation::Federation;
+
+/// The most bytes a request of another server may carry: a transaction holds up to 50 PDUs of
+/// 64 KiB and 100 EDUs.
+const MAX_FEDERATION_BODY: usize = 8 << 20;
+
+/// The router of the federation listener.
+pub(crate) fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/_matrix/federation/v1/version", route(get(version)))
+        .route("/_matrix/federation/v1/make_join/{room}/{user}", route(get(membership::make_join)))
+        .route("/_matrix/federation/v1/query/profile", route(get(query::profile)))
+        .route("/_matrix/federation/v1/query/directory", route(get(query::directory)))
+        .fallback(|| async { ApiError::unrecognized() })
+        .with_state(state)
+}
+
+/// `GET /_matrix/federation/v1/version` (no authentication).
+async fn version() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "server": { "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") }
+    }))
+}
+
+/// A JSON answer written from matrix-core's JSON (canonical, numbers as received).
+pub(crate) fn json_response(body: &matrix_core::Object) -> axum::response::Response {
+    let mut bytes = Vec::with_capacity(body.canonical_len());
+    body.write_canonical(&mut bytes);
+    ([(http::header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// The federation service, or 404 `M_UNRECOGNIZED` when federation is off.
+pub(crate) fn federation(state: &State) -> Result<&Federation, ApiError> {
+    state.federation.as_ref().ok_or_else(ApiError::unrecognized)
+}
+
+/// A request signed by another server: who sent it, and its body (at most
+/// [`MAX_FEDERATION_BODY`] bytes).
+#[derive(Debug)]
+pub(crate) struct Peer {
+    /// The requesting server.
+    pub(crate) origin: ruma::OwnedServerName,
+    /// The body, checked to be JSON if not empty.
+    pub(crate) body: bytes::Bytes,
+    /// The path and query.
+    pub(crate) uri: http::Uri,
+}
+
+impl FromRequest<Arc<State>> for Peer {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<State>) -> Result<Self, ApiError> {
+        let federation = federation(state)?;
+        let (parts, body) = request.into_parts();
+        let timeout = std::time::Duration::from_secs(state.config.http.body_read_timeout_secs);
+        let body = super::read_limited(body, MAX_FEDERATION_BODY, timeout).await?;
+        let uri = parts.uri.path_and_query().map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+        let authorization =
+            parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let received = matrix_federation::request::Received {
+            method: parts.method.as_str(),
+            uri,
+            authorization,
+            body: (!body.is_empty()).then_some(&body[..]),
+        };
+        let origin = federation.authenticate(&state.config.server_name, &received).await?;
+        Ok(Peer { origin, body, uri: parts.uri })
+    }
+}

@@ -1,0 +1,45 @@
+//! Joins through us: `make_join`, `send_join`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::Response;
+
+use super::{Peer, json_response};
+use crate::error::ApiError;
+use crate::http::{Params, room_id, user_id};
+
+type AppState = State<Arc<crate::State>>;
+
+/// The values of a repeated query parameter (`ver=10&ver=11`), decoded.
+fn query_values(uri: &http::Uri, name: &str) -> Vec<String> {
+    let Some(query) = uri.query() else { return Vec::new() };
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+        .collect()
+}
+
+/// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`: a join template for a user of
+/// the requesting server.
+pub(super) async fn make_join(
+    State(state): AppState,
+    Params((room, user)): Params<(String, String)>,
+    peer: Peer,
+) -> Result<Response, ApiError> {
+    let room = room_id(&room)?;
+    let user = user_id(&user)?;
+    if user.server_name() != peer.origin {
+        return Err(ApiError::forbidden("the user is not of the requesting server"));
+    }
+    // Without `ver`, the requesting server supports version 1 only.
+    let mut versions = query_values(&peer.uri, "ver");
+    if versions.is_empty() {
+        versions.push("1".to_owned());
+    }
+    let (event, version) = state.rooms.join_template(room.as_str(), &user, &versions).await?;
+    let mut body = matrix_core::Object::new();
+    body.insert("event", event);
+    body.insert("room_version", version);
+    Ok(json_response(&body))
+}
