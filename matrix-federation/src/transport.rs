@@ -1,5 +1,7 @@
 //! How requests reach other servers.
 
+pub mod https;
+
 use std::fmt::Debug;
 
 use async_trait::async_trait;
