@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use super::Transport;
+use super::{ResponseLimit, Transport};
 use crate::resolve::{
     Dns, HickoryDns, Resolver, ResolverOptions, ServerResolver, WellKnownResponse, WellKnownSource,
     cache_lifetime,
@@ -29,11 +29,6 @@ use crate::{FederationError, FederationOptions};
 
 /// Names pinned at most (one per TLS name in use).
 const MAX_PINS: usize = 4096;
-
-/// A larger answer than the transport's default allowed for one request: put it in the
-/// request's extensions (`send_join` and `state` answers can be large).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResponseLimit(pub usize);
 
 /// Why the transport could not be built.
 #[derive(Debug, thiserror::Error)]
