@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod client;
 pub mod error;
 mod flight;
 pub mod keys;
