@@ -126,6 +126,11 @@ impl FederationClient {
         }
     }
 
+    /// The server name requests are signed as.
+    pub fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
     /// Sends a signed request and returns the answer's JSON object. `path_and_query` must be
     /// encoded already ([`encode`]); `limit` overrides the transport's bound on the answer.
     /// A status other than 2xx is [`FederationError::Status`].

@@ -91,8 +91,12 @@ impl Names {
             return;
         }
         if pins.len() >= MAX_PINS && !pins.contains_key(name) {
-            // Names in use are pinned again before each request: forgetting all is safe.
-            pins.clear();
+            // Names in use are pinned again before each request: forgetting one is safe
+            // (a request between its pin and its connection would look the name up itself).
+            let evicted = pins.keys().find(|pinned| pinned.as_str() != name).cloned();
+            if let Some(evicted) = evicted {
+                pins.remove(&evicted);
+            }
         }
         pins.insert(name.to_owned(), addresses.to_vec());
     }

@@ -17,6 +17,7 @@ struct Seen {
     host: Option<String>,
     method: String,
     uri: String,
+    authorization: Option<String>,
     body: Vec<u8>,
 }
 
@@ -108,6 +109,11 @@ async fn start() -> (u16, Arc<Server>) {
                             .get(http::header::HOST)
                             .and_then(|h| h.to_str().ok())
                             .map(str::to_owned);
+                        let authorization = request
+                            .headers()
+                            .get(http::header::AUTHORIZATION)
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_owned);
                         let method = request.method().to_string();
                         let uri = request.uri().to_string();
                         let body = http_body_util::BodyExt::collect(request.into_body())
@@ -115,7 +121,7 @@ async fn start() -> (u16, Arc<Server>) {
                             .map(|b| b.to_bytes().to_vec())
                             .unwrap_or_default();
                         let response = answer(host.as_deref(), &uri);
-                        let seen = Seen { sni, host, method, uri, body };
+                        let seen = Seen { sni, host, method, uri, authorization, body };
                         state.seen.lock().expect("lock").push(seen);
                         Ok::<_, std::convert::Infallible>(response)
                     }
@@ -173,6 +179,8 @@ fn transport(port: u16, verify: bool, https: HttpsOptions) -> HttpsTransport {
     let mut fixed = Fixed::default();
     // An IP literal with a port.
     fixed.0.insert("ip".to_owned(), local("127.0.0.1", format!("127.0.0.1:{port}"), Some(port)));
+    // An IP literal without a port: the Host header has none either (the URL has one).
+    fixed.0.insert("bare-ip".to_owned(), local("127.0.0.1", "127.0.0.1".to_owned(), Some(port)));
     // As SRV would: no port in the URL, the pinned address carries it.
     fixed.0.insert("srv".to_owned(), local("srv.test", "srv.test".to_owned(), None));
     // A name with an explicit port.
@@ -217,6 +225,8 @@ async fn requests_reach_the_resolved_address_with_the_spec_host_and_sni() {
     assert_eq!(seen[2].sni.as_deref(), Some("named.test"));
     assert_eq!(seen[2].host.as_deref(), Some(format!("named.test:{port}").as_str()));
     assert_eq!((seen[2].method.as_str(), seen[2].body.as_slice()), ("PUT", b"{}".as_slice()));
+    transport.send("bare-ip", get("/b")).await.expect("bare ip");
+    assert_eq!(server.seen()[3].host.as_deref(), Some("127.0.0.1"));
     // Unknown destinations are unreachable.
     assert!(matches!(
         transport.send("nowhere", get("/")).await,
@@ -283,4 +293,45 @@ async fn well_known_follows_redirects_but_not_loops() {
         .expect("client")
         .with_port(port);
     assert!(verifying.fetch("localhost").await.is_err());
+}
+
+#[tokio::test]
+async fn signed_requests_over_https_authenticate_on_arrival() {
+    use crate::client::{ClientOptions, FederationClient};
+    use crate::keys::StaticKeys;
+    use crate::request::{Received, authenticate};
+
+    let (port, server) = start().await;
+    let key = Arc::new(matrix_core::SigningKey::from_seed("1", &[4; 32]));
+    let transport = Arc::new(transport(port, false, HttpsOptions::default()));
+    let client =
+        FederationClient::new(&options(false), key.clone(), transport, ClientOptions::default());
+    let mut body = matrix_core::Object::new();
+    body.insert("limit", 3);
+    client.public_rooms_filtered("named", &body).await.expect("answer");
+    let seen = server.seen().pop().expect("a request");
+    let mut keys = StaticKeys::default();
+    keys.insert("us.test", key.key_id(), key.public_key());
+    let received = Received {
+        method: &seen.method,
+        uri: &seen.uri,
+        authorization: seen.authorization.as_deref(),
+        body: Some(&seen.body),
+    };
+    let origin = authenticate(&received, "named", &keys, 0).await.expect("decided");
+    assert_eq!(origin.expect("authentic").as_str(), "us.test");
+    // The signature is for the destination's server name, not the host it was sent to.
+    assert!(authenticate(&received, "named.test", &keys, 0).await.expect("decided").is_err());
+}
+
+#[tokio::test]
+async fn the_real_resolution_reaches_an_ip_literal() {
+    let (port, server) = start().await;
+    let transport =
+        HttpsTransport::new(&options(false), HttpsOptions::default()).expect("transport");
+    let destination = format!("127.0.0.1:{port}");
+    let answer = transport.send(&destination, get("/v")).await.expect("answer");
+    assert_eq!(answer.status(), 200);
+    let seen = server.seen().pop().expect("a request");
+    assert_eq!((seen.sni, seen.host), (None, Some(destination)));
 }
