@@ -367,7 +367,7 @@ impl Resolver {
         if let Some(port) = port {
             return Ok(Resolved {
                 addresses: self.addresses(&hostname, port).await?,
-                host_header: format!("{hostname}:{port}"),
+                host_header: server_name.to_owned(),
                 tls_name: hostname,
                 explicit_port: Some(port),
             });
@@ -381,7 +381,7 @@ impl Resolver {
                 (Host::Ip(ip), port) => Ok(ip_literal(ip, port, delegated)),
                 (Host::Name(name), Some(port)) => Ok(Resolved {
                     addresses: self.addresses(&name, port).await?,
-                    host_header: format!("{name}:{port}"),
+                    host_header: delegated.clone(),
                     tls_name: name,
                     explicit_port: Some(port),
                 }),
