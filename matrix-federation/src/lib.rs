@@ -1,8 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+pub mod client;
 pub mod error;
+mod flight;
 pub mod keys;
 pub mod request;
+pub mod resolve;
 pub mod transport;
 
 pub use error::FederationError;

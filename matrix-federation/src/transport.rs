@@ -1,5 +1,7 @@
 //! How requests reach other servers.
 
+pub mod https;
+
 use std::fmt::Debug;
 
 use async_trait::async_trait;
@@ -21,3 +23,9 @@ pub trait Transport: Send + Sync + Debug {
         request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, FederationError>;
 }
+
+/// The largest answer body a request accepts, when it differs from the transport's default:
+/// put it in the request's extensions (`send_join` and `state` answers can be large, key
+/// answers are small). Transports that read bodies honour it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseLimit(pub usize);
