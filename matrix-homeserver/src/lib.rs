@@ -122,10 +122,21 @@ pub enum BuildError {
     /// No signing key was given and none could be generated.
     #[error("no signing key: {0}")]
     SigningKey(String),
+    /// Federation could not be set up (DNS resolver, TLS roots).
+    #[error("federation: {0}")]
+    Federation(String),
     /// What an earlier release stored could not be upgraded (the store is unchanged where it
     /// failed).
     #[error("could not upgrade the stored data of an earlier release: {0}")]
     Upgrade(String),
+}
+
+/// A second handle on our signing key (the room service signs events, the federation service
+/// requests).
+fn copy_key(key: &matrix_core::SigningKey) -> Result<matrix_core::SigningKey, BuildError> {
+    let version = key.key_id().strip_prefix("ed25519:").unwrap_or(key.key_id());
+    matrix_core::SigningKey::from_base64_seed(version, &key.seed_base64())
+        .map_err(|e| BuildError::SigningKey(e.to_string()))
 }
 
 /// Builds a [`Homeserver`].
@@ -186,15 +197,29 @@ impl HomeserverBuilder {
             None => matrix_core::SigningKey::generate("auto")
                 .map_err(|e| BuildError::SigningKey(e.to_string()))?,
         };
-        let federation = match (self.config.federation.enabled, self.transport) {
-            (false, _) => None,
-            (true, Some(transport)) => {
-                // Until the key fetcher: the keys we know are our own.
-                let mut keys = matrix_federation::keys::StaticKeys::default();
-                keys.insert(server_name.as_str(), key.key_id(), key.public_key());
-                Some(services::federation::Federation::new(Arc::new(keys), transport))
-            }
-            (true, None) => return Err(BuildError::SigningKey("no transport".to_owned())),
+        let federation = if self.config.federation.enabled {
+            let transport = match self.transport {
+                Some(transport) => transport,
+                None => {
+                    let mut options = matrix_federation::FederationOptions::new(server_name.as_str());
+                    options.verify_certificates = self.config.federation.verify_certificates;
+                    let https = matrix_federation::transport::https::HttpsTransport::new(
+                        &options,
+                        matrix_federation::transport::https::HttpsOptions::default(),
+                    )
+                    .map_err(|e| BuildError::Federation(e.to_string()))?;
+                    Arc::new(https)
+                }
+            };
+            Some(services::federation::Federation::new(
+                &self.config.federation,
+                server_name.as_str(),
+                copy_key(&key)?,
+                storage.clone(),
+                transport,
+            ))
+        } else {
+            None
         };
         let ephemeral = Arc::new(Ephemeral::new(storage.clone(), &self.config.limits));
         let rooms = Rooms::new(

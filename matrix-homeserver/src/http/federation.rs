@@ -8,6 +8,7 @@ use axum::extract::{FromRequest, Request};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+mod keys;
 mod membership;
 mod query;
 
@@ -24,6 +25,9 @@ const MAX_FEDERATION_BODY: usize = 8 << 20;
 pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/_matrix/federation/v1/version", route(get(version)))
+        .route("/_matrix/key/v2/server", route(get(keys::server)))
+        .route("/_matrix/key/v2/query", route(axum::routing::post(keys::query)))
+        .route("/_matrix/key/v2/query/{server}", route(get(keys::query_one)))
         .route("/_matrix/federation/v1/make_join/{room}/{user}", route(get(membership::make_join)))
         .route("/_matrix/federation/v1/query/profile", route(get(query::profile)))
         .route("/_matrix/federation/v1/query/directory", route(get(query::directory)))
@@ -79,7 +83,7 @@ impl FromRequest<Arc<State>> for Peer {
             authorization,
             body: (!body.is_empty()).then_some(&body[..]),
         };
-        let origin = federation.authenticate(&state.config.server_name, &received).await?;
+        let origin = federation.authenticate(&received).await?;
         Ok(Peer { origin, body, uri: parts.uri })
     }
 }
