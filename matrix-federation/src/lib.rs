@@ -3,6 +3,7 @@
 pub mod error;
 pub mod keys;
 pub mod request;
+pub mod sender;
 pub mod transport;
 
 pub use error::FederationError;
