@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod error;
+pub mod inbound;
 pub mod keys;
 pub mod request;
 pub mod sender;
