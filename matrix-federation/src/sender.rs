@@ -354,13 +354,19 @@ async fn run(shared: Arc<Shared>, destination: String, signal: Arc<Signal>) {
             return;
         }
 
-        let body = batch.body(&shared.options.origin, crate::now_ms());
-        let sent = shared.sink.send_transaction(&destination, &txn_id, &body).await;
-        drop(body);
+        let sent = if batch.pdus.is_empty() && batch.edus.is_empty() {
+            // Only items that do not decode: acknowledged without a transaction.
+            Ok(Object::new())
+        } else {
+            let body = batch.body(&shared.options.origin, crate::now_ms());
+            shared.sink.send_transaction(&destination, &txn_id, &body).await
+        };
         let delivered = match sent {
             Ok(response) => {
                 let c = &shared.counters;
-                c.transactions.fetch_add(1, Ordering::Relaxed);
+                if !(batch.pdus.is_empty() && batch.edus.is_empty()) {
+                    c.transactions.fetch_add(1, Ordering::Relaxed);
+                }
                 c.refused_pdus.fetch_add(refused_pdus(&response), Ordering::Relaxed);
                 let mut changes = ChangeSet::new();
                 if let Some((_, last)) = batch.ids {

@@ -30,6 +30,9 @@ struct FakeSink {
     log: Mutex<Vec<Received>>,
     in_flight: Mutex<HashMap<String, usize>>,
     max_in_flight: AtomicUsize,
+    /// Transactions in flight to all destinations, and the most at once.
+    all_in_flight: AtomicUsize,
+    max_all_in_flight: AtomicUsize,
 }
 
 fn numbers(body: &Object, key: &str, field: &str) -> Vec<Value> {
@@ -51,7 +54,10 @@ impl TransactionSink for FakeSink {
             *n += 1;
             self.max_in_flight.fetch_max(*n, Ordering::SeqCst);
         }
-        tokio::task::yield_now().await;
+        let all = self.all_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_all_in_flight.fetch_max(all, Ordering::SeqCst);
+        // Long enough for every other worker to start, if it could.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         if self.hanging.contains(destination) {
             std::future::pending::<()>().await;
         }
@@ -74,6 +80,7 @@ impl TransactionSink for FakeSink {
             delivered,
         });
         *lock(&self.in_flight).entry(destination.to_owned()).or_default() -= 1;
+        self.all_in_flight.fetch_sub(1, Ordering::SeqCst);
         if delivered {
             let mut pdus = Object::new();
             pdus.insert("$x", Object::from_iter([("error", "refused")]));
@@ -230,6 +237,44 @@ async fn a_hanging_destination_does_not_hold_up_the_others() {
     .await;
     assert!(sink.delivered_pdus("slow.example").is_empty());
     assert_eq!(queue_len(&*store, "slow.example").await, 1);
+    assert!(sink.max_all_in_flight.load(Ordering::SeqCst) <= 2, "the cap holds");
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_the_configured_number_of_destinations_send_at_once() {
+    let store: Arc<dyn Storage> = Arc::new(MemoryStore::new());
+    let sink = Arc::new(FakeSink::default());
+    let mut options = options();
+    options.max_active_destinations = 3;
+    let sender = Sender::start(store.clone(), sink.clone(), options).await.expect("starts");
+    let items = (0..10).flat_map(|d| (1..=3).map(move |n| (format!("d{d}.example"), pdu(n))));
+    sender.enqueue(items.collect()).await.expect("queued");
+    until_done("delivery", || {
+        (0..10).all(|d| sink.delivered_pdus(&format!("d{d}.example")).len() == 3)
+    })
+    .await;
+    assert_eq!(sink.max_all_in_flight.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn items_that_do_not_decode_are_acknowledged_without_a_transaction() {
+    let store: Arc<dyn Storage> = Arc::new(MemoryStore::new());
+    let mut changes = ChangeSet::new();
+    changes.enqueue = vec![("b.example".to_owned(), Arc::from(&b"garbage"[..]))];
+    store.apply(changes).await.expect("queued");
+    let sink = Arc::new(FakeSink::default());
+    let sender = Sender::start(store.clone(), sink.clone(), options()).await.expect("starts");
+    until_done("acknowledgement", || sender.counts().undecodable == 1).await;
+    assert!(sink.log().is_empty());
+    assert!(store.outbound_destinations().await.expect("reads").is_empty());
+    // A garbage item among good ones is skipped; the good ones go.
+    sender.enqueue(vec![("b.example".to_owned(), pdu(1))]).await.expect("queued");
+    let mut changes = ChangeSet::new();
+    changes.enqueue = vec![("b.example".to_owned(), Arc::from(&br#"{"pdu":7}"#[..]))];
+    store.apply(changes).await.expect("queued");
+    sender.enqueue(vec![("b.example".to_owned(), pdu(2))]).await.expect("queued");
+    until_done("delivery", || sink.delivered_pdus("b.example").len() == 2).await;
+    assert_eq!(sink.delivered_pdus("b.example"), [1, 2]);
 }
 
 #[tokio::test]
@@ -292,7 +337,8 @@ async fn a_restarted_sender_delivers_what_was_left_exactly_once_in_order() {
         .expect("queued");
     until_done("a delivered", || first.delivered_pdus("a.example").len() == 70).await;
     until_done("b failing", || first.log().iter().any(|r| r.destination == "b.example")).await;
-    sender.stop().await;
+    // Dropped, not stopped: its workers are aborted and release the store.
+    drop(sender);
     drop(store);
 
     let store = open_sled(dir.path()).await;
