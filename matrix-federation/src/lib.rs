@@ -3,9 +3,11 @@
 pub mod client;
 pub mod error;
 mod flight;
+pub mod inbound;
 pub mod keys;
 pub mod request;
 pub mod resolve;
+pub mod sender;
 pub mod transport;
 
 pub use error::FederationError;

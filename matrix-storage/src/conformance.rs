@@ -52,7 +52,8 @@ macro_rules! storage_conformance {
             long_delta_chains, removed_then_set_again, long_chains_across_compactions,
             branches_from_one_parent, a_parent_deep_in_a_chain,
             rooms_membership_and_extremities, stream_order_and_timelines,
-            accounts, keys, queues, account_data_and_media, change_sets_are_atomic,
+            accounts, keys, queues, outbound_destinations, account_data_and_media,
+            change_sets_are_atomic,
             missing_references_are_refused, concurrent_writers_lose_nothing,
             readers_never_skip_an_event, e2ee_keys, claims_are_exactly_once,
             deleting_a_device_deletes_what_it_held, device_list_stream, to_device_inbox,
@@ -456,6 +457,40 @@ pub async fn queues(store: Store) {
     assert_eq!(&*left[0].payload, b"three");
     assert_eq!(store.outbound("c.example", 10).await.expect("reads").len(), 1);
     assert_eq!(store.retry("b.example").await.expect("reads"), None);
+}
+
+/// The destinations with unacknowledged items: sorted, each once, gone once acknowledged.
+pub async fn outbound_destinations(store: Store) {
+    assert!(store.outbound_destinations().await.expect("reads").is_empty());
+    let payload = Arc::<[u8]>::from(&b"x"[..]);
+    let mut changes = ChangeSet::new();
+    // Names of several lengths, so that an engine sorting keys by length would show.
+    for destination in ["zz.example", "a.example", "zz.example", "mid.example:8448", "a.example"] {
+        changes.enqueue.push((destination.to_owned(), payload.clone()));
+    }
+    let applied = apply(&store, changes).await;
+    assert_eq!(
+        store.outbound_destinations().await.expect("reads"),
+        ["a.example", "mid.example:8448", "zz.example"]
+    );
+    let mut changes = ChangeSet::new();
+    // All of zz, one of the two of a.
+    changes.acknowledge = vec![
+        ("zz.example".to_owned(), applied.enqueued[2]),
+        ("a.example".to_owned(), applied.enqueued[1]),
+    ];
+    apply(&store, changes).await;
+    assert_eq!(
+        store.outbound_destinations().await.expect("reads"),
+        ["a.example", "mid.example:8448"]
+    );
+    let mut changes = ChangeSet::new();
+    changes.acknowledge = vec![
+        ("a.example".to_owned(), applied.enqueued[4]),
+        ("mid.example:8448".to_owned(), applied.enqueued[3]),
+    ];
+    apply(&store, changes).await;
+    assert!(store.outbound_destinations().await.expect("reads").is_empty());
 }
 
 /// Account data (global and per room) and media metadata.

@@ -181,6 +181,9 @@ pub trait QueueStore: Send + Sync {
     async fn transaction_seen(&self, origin: &str, txn_id: &str) -> Result<bool>;
     /// The oldest unacknowledged outbound items for `destination`, at most `limit`.
     async fn outbound(&self, destination: &str, limit: usize) -> Result<Vec<OutboundItem>>;
+    /// The destinations with unacknowledged outbound items, sorted, each once (what an outbound
+    /// sender resumes at start).
+    async fn outbound_destinations(&self) -> Result<Vec<String>>;
     /// The retry state of a destination.
     async fn retry(&self, destination: &str) -> Result<Option<RetryState>>;
 }

@@ -614,6 +614,17 @@ impl QueueStore for MemoryStore {
             })
             .unwrap_or_default())
     }
+    async fn outbound_destinations(&self) -> Result<Vec<String>> {
+        let inner = self.lock()?;
+        let mut destinations: Vec<String> = inner
+            .queues
+            .iter()
+            .filter(|(_, queue)| !queue.is_empty())
+            .map(|(destination, _)| destination.clone())
+            .collect();
+        destinations.sort_unstable();
+        Ok(destinations)
+    }
     async fn retry(&self, destination: &str) -> Result<Option<RetryState>> {
         Ok(self.lock()?.retries.get(destination).copied())
     }

@@ -797,6 +797,23 @@ impl QueueStore for PostgresStore {
             .collect()
     }
 
+    async fn outbound_destinations(&self) -> Result<Vec<String>> {
+        // A skip scan over the primary key (destination, id): one index probe per destination,
+        // however long the queues are.
+        sqlx::query_scalar(
+            "WITH RECURSIVE d (destination) AS ( \
+               SELECT min(destination) FROM outbound_queue \
+               UNION ALL \
+               SELECT (SELECT min(q.destination) FROM outbound_queue q \
+                       WHERE q.destination > d.destination) \
+               FROM d WHERE d.destination IS NOT NULL) \
+             SELECT destination FROM d WHERE destination IS NOT NULL ORDER BY destination",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing the destinations of outbound queues")
+    }
+
     async fn retry(&self, destination: &str) -> Result<Option<RetryState>> {
         const DOING: &str = "reading a retry state";
         let row = sqlx::query(

@@ -1064,6 +1064,24 @@ impl QueueStore for SledStore {
         }
         Ok(items)
     }
+    async fn outbound_destinations(&self) -> Result<Vec<String>> {
+        self.flusher.check()?;
+        // Keys are the table, the destination (length-prefixed) and the item id: after the
+        // first key of a destination, skip past all of its keys (the largest id is all ones).
+        let mut destinations = Vec::new();
+        let mut from = Enc::table(QUEUE).done();
+        let end = Enc::table(QUEUE + 1).done();
+        loop {
+            let Some(entry) = self.tree.range(from..end.clone()).next() else { break };
+            let (key, _) = entry.map_err(unavailable)?;
+            let destination = Dec::new(&key).skip_table()?.str()?;
+            from = Enc::table(QUEUE).str(&destination).u64(u64::MAX).raw(&[0]).done();
+            destinations.push(destination);
+        }
+        // Keys sort by the destination's length first.
+        destinations.sort_unstable();
+        Ok(destinations)
+    }
     async fn retry(&self, destination: &str) -> Result<Option<RetryState>> {
         self.flusher.check()?;
         self.get(&Enc::table(RETRY).str(destination).done())?

@@ -16,7 +16,9 @@ use std::path::Path;
 use ::sled::IVec;
 
 use super::wal::Wal;
-use crate::{ErrorKind, Result, StorageError};
+use crate::Result;
+#[cfg(feature = "fjall")]
+use crate::{ErrorKind, StorageError};
 
 /// An engine's error, for [`super::unavailable`].
 #[derive(Debug)]

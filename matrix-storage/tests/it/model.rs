@@ -372,6 +372,7 @@ async fn observe(store: &dyn Storage, snapshots: u64) -> String {
         out += &format!("{:?}\n", store.token(&format!("t{u}")).await.expect("reads"));
         out += &format!("{:?}\n", store.outbound(&format!("d{u}"), 100).await.expect("reads"));
     }
+    out += &format!("{:?}\n", store.outbound_destinations().await.expect("reads"));
     let head = store.stream_position().await.expect("reads");
     let zero = StreamPos(0);
     for u in 0..4u8 {

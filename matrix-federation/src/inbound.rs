@@ -1,0 +1,395 @@
+//! Received transactions and PDUs: the transaction's bounds, origin and deduplication
+//! ([`transaction`]), and the spec's "Checks performed on receipt of a PDU" ([`check_pdu`]).
+//!
+//! [`check_pdu`] runs the six checks in order:
+//!
+//! 1. a valid event of the room's version (an unknown version, a bad format: dropped);
+//! 2. the signatures of every server that must sign it, by keys valid at its
+//!    `origin_server_ts` (room versions 5 and later; any key the server had before): dropped;
+//! 3. the content hash: on a mismatch the event is redacted and checked further as redacted;
+//! 4. its `auth_events` (all known, none rejected, the ones the selection algorithm picks) and
+//!    the authorization rules against them: rejected;
+//! 5. the authorization rules against the state before it (the state after its one prev event,
+//!    or the states after its prev events resolved with `matrix-stateres`): rejected;
+//! 6. the authorization rules against the room's current state: soft failed.
+//!
+//! The room's data comes from a [`RoomContext`] the homeserver implements.
+
+pub mod transaction;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use matrix_core::auth::{self, AuthRejection};
+use matrix_core::json::{Object, Value};
+use matrix_core::pdu::{Pdu, PduError};
+use matrix_core::signing::{self, KeyRing, Verified, VerifyError};
+use matrix_core::{RoomVersionRules, redaction};
+
+pub use transaction::{
+    Incoming, Transaction, TransactionError, parse_transaction, receive_transaction,
+};
+
+use crate::FederationError;
+use crate::keys::KeyProvider;
+
+/// A room state: `(type, state_key)` to event id.
+pub type StateIds = BTreeMap<(String, String), String>;
+
+/// At most this many keys of one server are looked up for one event's signatures.
+pub const MAX_KEYS_PER_SERVER: usize = 8;
+
+/// At most this many events are loaded to resolve the states after an event's prev events.
+pub const MAX_RESOLUTION_EVENTS: usize = 100_000;
+
+/// An event the room knows, and whether it was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownEvent {
+    /// The event.
+    pub pdu: Pdu,
+    /// Whether it was rejected (by [`check_pdu`]'s steps 4 or 5).
+    pub rejected: bool,
+}
+
+/// What [`check_pdu`] reads of the room the event is in. The homeserver implements it over its
+/// storage; every method is a read.
+#[async_trait]
+pub trait RoomContext: Send + Sync {
+    /// An event of the room (also a rejected or soft-failed one), `None` if not stored.
+    async fn event(&self, event_id: &str) -> Result<Option<KnownEvent>, FederationError>;
+    /// The state after an event: the state before it, updated with it if it is an accepted
+    /// (or soft-failed) state event; for a rejected event, the state before it. `None` if not
+    /// known. Never holds rejected events.
+    async fn state_after(&self, event_id: &str) -> Result<Option<StateIds>, FederationError>;
+    /// The current state of the room (the state resolved across its forward extremities).
+    async fn current_state(&self) -> Result<StateIds, FederationError>;
+    /// The union of the auth chains of `event_ids` (ids only; the events themselves need not
+    /// be included), for resolving the states after several prev events.
+    async fn auth_chain(&self, event_ids: &[String]) -> Result<Vec<String>, FederationError>;
+}
+
+/// The outcome of [`check_pdu`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PduCheck {
+    /// Passed every check: store it and send it to clients. Redacted if its content hash was
+    /// wrong.
+    Accepted(Pdu),
+    /// Passed against its auth events and the state before it, not against the current state:
+    /// store it, but neither relay it to clients nor use it as a prev event.
+    SoftFailed(Pdu, AuthRejection),
+    /// Dropped or rejected; see [`Rejection::event`].
+    Rejected(Rejection),
+}
+
+/// Why an event was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The room version is not one this server knows.
+    #[error("unknown room version {0:?}")]
+    UnknownRoomVersion(String),
+    /// Not a valid event of the room version.
+    #[error("invalid event: {0}")]
+    Format(#[from] PduError),
+    /// A required signature is missing or wrong.
+    #[error("signature check failed: {0}")]
+    Signature(#[from] VerifyError),
+    /// One of its auth events was rejected.
+    #[error("auth event {auth_event} was rejected")]
+    RejectedAuthEvent {
+        /// The event (stored as rejected).
+        event: Box<Pdu>,
+        /// The rejected auth event.
+        auth_event: String,
+    },
+    /// It fails the authorization rules against its auth events.
+    #[error("not authorized by its auth events: {reason}")]
+    AuthEvents {
+        /// The event (stored as rejected).
+        event: Box<Pdu>,
+        /// The rule.
+        reason: AuthRejection,
+    },
+    /// It fails the authorization rules against the state before it.
+    #[error("not authorized by the state before it: {reason}")]
+    StateBefore {
+        /// The event (stored as rejected).
+        event: Box<Pdu>,
+        /// The rule.
+        reason: AuthRejection,
+    },
+}
+
+impl Rejection {
+    /// The event to store as rejected (so that events citing it are rejected too), or `None`
+    /// when it is dropped (steps 1 and 2: not stored at all).
+    pub fn event(&self) -> Option<&Pdu> {
+        match self {
+            Rejection::RejectedAuthEvent { event, .. }
+            | Rejection::AuthEvents { event, .. }
+            | Rejection::StateBefore { event, .. } => Some(event),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`check_pdu`] could not decide.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// Storage failed, or keys could not be fetched.
+    #[error(transparent)]
+    Federation(#[from] FederationError),
+    /// An auth event (or, in room version 12, the create event) is not known: fetch it
+    /// (`/event_auth`, `/event`) and check again.
+    #[error("auth event {0} is not known")]
+    MissingAuthEvent(String),
+    /// The state after a prev event is not known: fetch the missing events or the state
+    /// (`/get_missing_events`, `/state_ids`) and check again.
+    #[error("the state after prev event {0} is not known")]
+    MissingState(String),
+    /// The states after the prev events could not be resolved.
+    #[error("state resolution failed: {0}")]
+    Resolve(#[from] matrix_stateres::ResolveError),
+    /// Resolving would load more than [`MAX_RESOLUTION_EVENTS`] events.
+    #[error("resolving the state before the event needs too many events")]
+    TooManyEvents,
+}
+
+/// The keys of `event`'s required signers that sign it, looked up at the time the room version
+/// says (step 2 of the checks).
+async fn signing_keys(
+    event: &Object,
+    rules: &RoomVersionRules,
+    keys: &(impl KeyProvider + ?Sized),
+) -> Result<Result<KeyRing, VerifyError>, FederationError> {
+    let servers = match signing::required_signers(event, rules) {
+        Ok(servers) => servers,
+        Err(e) => return Ok(Err(e)),
+    };
+    // Room versions 1-4 accept any key the server ever had.
+    let valid_at = if rules.enforce_key_validity {
+        event.get("origin_server_ts").and_then(Value::as_i64).unwrap_or_default()
+    } else {
+        0
+    };
+    let mut ring = KeyRing::new();
+    let signatures = event.get_object("signatures");
+    for server in servers {
+        let Some(by_server) = signatures.and_then(|s| s.get_object(server)) else { continue };
+        let key_ids = by_server.keys().filter(|id| id.starts_with("ed25519:"));
+        for key_id in key_ids.take(MAX_KEYS_PER_SERVER) {
+            if let Some(key) = keys.public_key(server, key_id, valid_at).await? {
+                ring.insert(server, key_id, key);
+            }
+        }
+    }
+    Ok(Ok(ring))
+}
+
+/// Steps 1 to 3: the event of `room_version` parsed, its signatures checked, redacted if its
+/// content hash is wrong.
+async fn verified_event(
+    event: Object,
+    room_version: &str,
+    keys: &(impl KeyProvider + ?Sized),
+) -> Result<Result<Pdu, Rejection>, FederationError> {
+    let Some(rules) = RoomVersionRules::get(room_version) else {
+        return Ok(Err(Rejection::UnknownRoomVersion(room_version.to_owned())));
+    };
+    let pdu = if rules.strict_canonical_json {
+        // Received leniently with its transaction: now strictly, as the version requires.
+        let mut bytes = Vec::with_capacity(event.canonical_len());
+        event.write_canonical(&mut bytes);
+        Pdu::from_slice(&bytes, rules)
+    } else {
+        Pdu::from_object(event, rules)
+    };
+    let pdu = match pdu {
+        Ok(pdu) => pdu,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    let ring = match signing_keys(pdu.json(), rules, keys).await? {
+        Ok(ring) => ring,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    Ok(match signing::verify_event(&pdu, &ring, rules) {
+        Ok(Verified::Signatures) => {
+            let redacted = redaction::redact(pdu.json(), rules);
+            Ok(Pdu::with_event_id(redacted, pdu.event_id().to_owned(), rules))
+        }
+        Ok(_) => Ok(pdu),
+        Err(e) => Err(e.into()),
+    })
+}
+
+/// Runs the checks a server makes on a PDU received from another server (module docs) for a
+/// room of `room_version`. `Ok` holds the verdict; `Err` means it could not be reached (and
+/// says what is missing).
+pub async fn check_pdu(
+    event: Object,
+    room_version: &str,
+    keys: &(impl KeyProvider + ?Sized),
+    room: &(impl RoomContext + ?Sized),
+) -> Result<PduCheck, CheckError> {
+    let pdu = match verified_event(event, room_version, keys).await? {
+        Ok(pdu) => pdu,
+        Err(rejection) => return Ok(PduCheck::Rejected(rejection)),
+    };
+    let rules = pdu.rules();
+
+    // Step 4: the auth events.
+    let mut auth_events = Vec::new();
+    let auth_ids: Vec<String> = pdu.auth_events().map(str::to_owned).collect();
+    for id in auth_ids {
+        let known =
+            room.event(&id).await?.ok_or_else(|| CheckError::MissingAuthEvent(id.clone()))?;
+        if known.rejected {
+            return Ok(PduCheck::Rejected(Rejection::RejectedAuthEvent {
+                event: Box::new(pdu),
+                auth_event: id,
+            }));
+        }
+        auth_events.push(known.pdu);
+    }
+    let create = match create_event_id(&pdu) {
+        Some(id) => {
+            let known =
+                room.event(&id).await?.ok_or_else(|| CheckError::MissingAuthEvent(id.clone()))?;
+            if known.rejected {
+                return Ok(PduCheck::Rejected(Rejection::RejectedAuthEvent {
+                    event: Box::new(pdu),
+                    auth_event: id,
+                }));
+            }
+            Some(known.pdu)
+        }
+        None => None,
+    };
+    let auth_refs: Vec<&Pdu> = auth_events.iter().collect();
+    if let Err(reason) = auth::check_with_auth_events(rules, &pdu, &auth_refs, create.as_ref()) {
+        return Ok(PduCheck::Rejected(Rejection::AuthEvents { event: Box::new(pdu), reason }));
+    }
+    if pdu.kind() == "m.room.create" {
+        // Nothing comes before a create event: steps 5 and 6 are step 4 again.
+        return Ok(PduCheck::Accepted(pdu));
+    }
+
+    // Step 5: the state before the event.
+    let before = state_before(&pdu, room).await?;
+    let needed = auth_keys(&pdu);
+    let before_events = load_state(&before, &needed, room).await?;
+    if let Err(reason) = auth::check(rules, &pdu, &before_events) {
+        return Ok(PduCheck::Rejected(Rejection::StateBefore { event: Box::new(pdu), reason }));
+    }
+
+    // Step 6: the current state.
+    let current = room.current_state().await?;
+    let same = needed.iter().all(|key| before.get(key) == current.get(key));
+    if !same {
+        let current_events = load_state(&current, &needed, room).await?;
+        if let Err(reason) = auth::check(rules, &pdu, &current_events) {
+            return Ok(PduCheck::SoftFailed(pdu, reason));
+        }
+    }
+    Ok(PduCheck::Accepted(pdu))
+}
+
+/// In room version 12, the id of the room's create event (never among the auth events).
+fn create_event_id(pdu: &Pdu) -> Option<String> {
+    let rules = pdu.rules();
+    if !rules.room_id_from_create_event || pdu.kind() == "m.room.create" {
+        return None;
+    }
+    pdu.room_id().strip_prefix('!').map(|hash| format!("${hash}"))
+}
+
+/// The state keys the authorization rules read for `pdu`: those the auth events selection
+/// picks, and the create event (in room version 12 it is not an auth event).
+fn auth_keys(pdu: &Pdu) -> Vec<(String, String)> {
+    let mut keys = auth::auth_types_for_event(pdu.rules(), pdu);
+    let create = ("m.room.create".to_owned(), String::new());
+    if !keys.contains(&create) {
+        keys.push(create);
+    }
+    keys
+}
+
+/// The events of `state` at `keys`, for the authorization rules.
+async fn load_state(
+    state: &StateIds,
+    keys: &[(String, String)],
+    room: &(impl RoomContext + ?Sized),
+) -> Result<HashMap<(String, String), Pdu>, CheckError> {
+    let mut events = HashMap::with_capacity(keys.len());
+    for key in keys {
+        let Some(id) = state.get(key) else { continue };
+        let known =
+            room.event(id).await?.ok_or_else(|| CheckError::MissingAuthEvent(id.clone()))?;
+        events.insert(key.clone(), known.pdu);
+    }
+    Ok(events)
+}
+
+/// The state before `pdu`: the state after its prev event, or the states after its prev
+/// events resolved.
+async fn state_before(
+    pdu: &Pdu,
+    room: &(impl RoomContext + ?Sized),
+) -> Result<StateIds, CheckError> {
+    let mut states: Vec<StateIds> = Vec::new();
+    for prev in pdu.prev_events() {
+        let state =
+            room.state_after(prev).await?.ok_or_else(|| CheckError::MissingState(prev.into()))?;
+        if !states.contains(&state) {
+            states.push(state);
+        }
+    }
+    if states.len() <= 1 {
+        return Ok(states.pop().unwrap_or_default());
+    }
+    resolve(pdu.rules(), &states, room).await
+}
+
+/// Resolves `states` with the room version's algorithm, loading their events and auth chains.
+async fn resolve(
+    rules: &RoomVersionRules,
+    states: &[StateIds],
+    room: &(impl RoomContext + ?Sized),
+) -> Result<StateIds, CheckError> {
+    let mut ids: Vec<String> = states.iter().flat_map(|s| s.values().cloned()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let chain = room.auth_chain(&ids).await?;
+    ids.extend(chain);
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() > MAX_RESOLUTION_EVENTS {
+        return Err(CheckError::TooManyEvents);
+    }
+    let mut events: HashMap<String, Pdu> = HashMap::with_capacity(ids.len());
+    for id in ids {
+        // An event of the auth chains that is not stored: resolution names it if it needs it.
+        if let Some(known) = room.event(&id).await? {
+            events.insert(id, known.pdu);
+        }
+    }
+    let maps: Vec<matrix_stateres::StateMap<'_>> = states
+        .iter()
+        .map(|state| {
+            state
+                .iter()
+                .map(|((kind, key), id)| ((kind.as_str(), key.as_str()), id.as_str()))
+                .collect()
+        })
+        .collect();
+    let resolved = matrix_stateres::resolve(rules, &maps, &events)?;
+    Ok(resolved
+        .into_iter()
+        .map(|((kind, key), id)| ((kind.to_owned(), key.to_owned()), id.to_owned()))
+        .collect())
+}
