@@ -88,6 +88,17 @@ impl TestHomeserver {
         &self.homeserver
     }
 
+    /// The server name.
+    pub fn server_name(&self) -> &str {
+        &self.homeserver.config().server_name
+    }
+
+    /// Its signed requests to other servers, when federation is on: tests play another
+    /// server with it (an honest one, or one asking for what it should not see).
+    pub fn federation_client(&self) -> Option<&matrix_federation::client::FederationClient> {
+        self.homeserver.state.federation.as_ref().map(|f| f.client())
+    }
+
     /// Creates `@localpart:localhost` with `password` and logs it in on a new device.
     pub async fn register_user(&self, localpart: &str, password: &str) -> Session {
         self.homeserver

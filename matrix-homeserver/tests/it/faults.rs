@@ -71,6 +71,7 @@ forward!(QueueStore {
     fn transaction_seen(&self, origin: &str, txn_id: &str) -> Result<bool>;
     fn outbound(&self, destination: &str, limit: usize) -> Result<Vec<OutboundItem>>;
     fn retry(&self, destination: &str) -> Result<Option<RetryState>>;
+    fn outbound_destinations(&self) -> Result<Vec<String>>;
 });
 forward!(AccountDataStore {
     fn account_data(&self, user_id: &str, room_id: Option<&str>, kind: &str) -> Result<Option<Vec<u8>>>;

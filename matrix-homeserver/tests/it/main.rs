@@ -10,6 +10,7 @@ mod abuse_logins;
 mod account;
 mod discovery;
 mod faults;
+mod federation;
 mod push_rules;
 mod rooms;
 mod spec;
