@@ -562,3 +562,16 @@ fn with_versions(mut path: String, versions: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[async_trait::async_trait]
+impl crate::sender::TransactionSink for FederationClient {
+    async fn send_transaction(
+        &self,
+        destination: &str,
+        txn_id: &str,
+        body: &Object,
+    ) -> Result<Object, FederationError> {
+        let path = format!("/_matrix/federation/v1/send/{}", encode(txn_id));
+        self.put(destination, &path, body, None).await
+    }
+}

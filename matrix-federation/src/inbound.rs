@@ -337,7 +337,7 @@ async fn load_state(
 
 /// The state before `pdu`: the state after its prev event, or the states after its prev
 /// events resolved.
-async fn state_before(
+pub async fn state_before(
     pdu: &Pdu,
     room: &(impl RoomContext + ?Sized),
 ) -> Result<StateIds, CheckError> {
@@ -356,7 +356,7 @@ async fn state_before(
 }
 
 /// Resolves `states` with the room version's algorithm, loading their events and auth chains.
-async fn resolve(
+pub async fn resolve(
     rules: &RoomVersionRules,
     states: &[StateIds],
     room: &(impl RoomContext + ?Sized),

@@ -31,6 +31,16 @@ impl ApiError {
         self.status
     }
 
+    /// An error with the status and errcode another module chose (matrix-federation's
+    /// transaction errors); an unknown status answers 400.
+    pub(crate) fn with_code(
+        status: u16,
+        errcode: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        Self::new(status, errcode, message)
+    }
     pub(crate) fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", message)
     }

@@ -201,7 +201,8 @@ impl HomeserverBuilder {
             let transport = match self.transport {
                 Some(transport) => transport,
                 None => {
-                    let mut options = matrix_federation::FederationOptions::new(server_name.as_str());
+                    let mut options =
+                        matrix_federation::FederationOptions::new(server_name.as_str());
                     options.verify_certificates = self.config.federation.verify_certificates;
                     let https = matrix_federation::transport::https::HttpsTransport::new(
                         &options,
@@ -229,6 +230,13 @@ impl HomeserverBuilder {
             ephemeral.clone(),
             self.config.limits.event_cache_bytes,
         );
+        if let Some(federation) = &federation {
+            let sender = federation
+                .start_sender(storage.clone())
+                .await
+                .map_err(|e| BuildError::Federation(e.to_string()))?;
+            rooms.federate(Arc::new(sender));
+        }
         // Other processes on the same (shared) storage: their events wake our syncs too.
         rooms.follow_other_processes();
         let state = State {

@@ -96,7 +96,7 @@ impl TestHomeserver {
     /// Its signed requests to other servers, when federation is on: tests play another
     /// server with it (an honest one, or one asking for what it should not see).
     pub fn federation_client(&self) -> Option<&matrix_federation::client::FederationClient> {
-        self.homeserver.state.federation.as_ref().map(|f| f.client())
+        self.homeserver.state.federation.as_ref().map(|f| &**f.client())
     }
 
     /// Creates `@localpart:localhost` with `password` and logs it in on a new device.

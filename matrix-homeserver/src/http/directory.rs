@@ -33,8 +33,8 @@ pub(super) fn routes() -> Routes {
 }
 
 async fn resolve_alias(State(state): AppState, Params(alias): Params<String>) -> JsonResult {
-    let record = state.rooms.resolve_alias(&alias).await?;
-    Ok(Json(json!({"room_id": record.room_id, "servers": [state.rooms.server_name().as_str()]})))
+    let (room_id, servers) = state.rooms.resolve_any_alias(&state, &alias).await?;
+    Ok(Json(json!({"room_id": room_id, "servers": servers})))
 }
 
 #[derive(Debug, Deserialize)]

@@ -29,6 +29,11 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/_matrix/key/v2/query", route(axum::routing::post(keys::query)))
         .route("/_matrix/key/v2/query/{server}", route(get(keys::query_one)))
         .route("/_matrix/federation/v1/make_join/{room}/{user}", route(get(membership::make_join)))
+        .route(
+            "/_matrix/federation/v2/send_join/{room}/{event}",
+            route(axum::routing::put(membership::send_join)),
+        )
+        .route("/_matrix/federation/v1/send/{txn}", route(axum::routing::put(send)))
         .route("/_matrix/federation/v1/query/profile", route(get(query::profile)))
         .route("/_matrix/federation/v1/query/directory", route(get(query::directory)))
         .fallback(|| async { ApiError::unrecognized() })
@@ -40,6 +45,22 @@ async fn version() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({
         "server": { "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") }
     }))
+}
+
+/// `PUT /_matrix/federation/v1/send/{txnId}`: a transaction of PDUs and EDUs.
+async fn send(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    super::Params(txn_id): super::Params<String>,
+    peer: Peer,
+) -> Result<axum::response::Response, ApiError> {
+    let answer = crate::services::federation::receive::transaction(
+        &state,
+        peer.origin.as_str(),
+        &txn_id,
+        &peer.body,
+    )
+    .await?;
+    Ok(json_response(&answer))
 }
 
 /// A JSON answer written from matrix-core's JSON (canonical, numbers as received).
@@ -84,6 +105,7 @@ impl FromRequest<Arc<State>> for Peer {
             body: (!body.is_empty()).then_some(&body[..]),
         };
         let origin = federation.authenticate(&received).await?;
+        state.rooms.wake_destination(origin.as_str());
         Ok(Peer { origin, body, uri: parts.uri })
     }
 }

@@ -161,23 +161,43 @@ async fn join(
 ) -> JsonResult {
     let room = room_id(&room)?;
     state.limiter.check(Action::Join, auth.user_id.as_str())?;
-    state.rooms.join(room.as_str(), &auth.user_id, body.reason).await?;
+    let federation = state.federation.as_ref();
+    state.rooms.join_anywhere(federation, room.as_str(), &auth.user_id, body.reason, &[]).await?;
     Ok(Json(json!({"room_id": room})))
 }
+
+/// The servers a join names (`via`, and the older `server_name`), at most [`MAX_VIA`].
+fn via_servers(uri: &http::Uri) -> Vec<String> {
+    let Some(query) = uri.query() else { return Vec::new() };
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == "via" || key == "server_name")
+        .map(|(_, value)| value.into_owned())
+        .filter(|server| ruma::ServerName::parse(server).is_ok())
+        .take(MAX_VIA)
+        .collect()
+}
+
+/// The most servers a join tries.
+const MAX_VIA: usize = 10;
 
 async fn join_by_id_or_alias(
     State(state): AppState,
     auth: Auth,
     Params(target): Params<String>,
+    uri: http::Uri,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
+    let mut servers = via_servers(&uri);
     let room = if target.starts_with('#') {
-        state.rooms.resolve_alias(&target).await?.room_id
+        let (room_id, alias_servers) = state.rooms.resolve_any_alias(&state, &target).await?;
+        servers.extend(alias_servers);
+        room_id
     } else {
         room_id(&target)?.to_string()
     };
     state.limiter.check(Action::Join, auth.user_id.as_str())?;
-    state.rooms.join(&room, &auth.user_id, body.reason).await?;
+    let federation = state.federation.as_ref();
+    state.rooms.join_anywhere(federation, &room, &auth.user_id, body.reason, &servers).await?;
     Ok(Json(json!({"room_id": room})))
 }
 

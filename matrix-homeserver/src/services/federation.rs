@@ -1,6 +1,9 @@
 //! The federation service: what other servers need from us and what we need from them. It
 //! exists only when federation is enabled.
 
+pub(crate) mod edus;
+pub(crate) mod receive;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,7 +29,7 @@ pub(crate) struct Federation {
     /// Our key first, then the fetcher.
     keys: Keys,
     /// Signed requests to other servers.
-    client: FederationClient,
+    client: Arc<FederationClient>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -51,7 +54,7 @@ impl KeyProvider for Keys {
         valid_at_ts: i64,
     ) -> Result<Option<PublicKey>, FederationError> {
         if server == self.server_name && key_id == self.ours.0 {
-            return Ok(Some(self.ours.1.clone()));
+            return Ok(Some(self.ours.1));
         }
         self.fetcher.public_key(server, key_id, valid_at_ts).await
     }
@@ -76,14 +79,27 @@ impl Federation {
             ours: (key.key_id().to_owned(), key.public_key()),
             fetcher: fetcher.clone(),
         };
-        let client =
-            FederationClient::new(&options, key.clone(), transport, ClientOptions::default());
+        let client = Arc::new(FederationClient::new(
+            &options,
+            key.clone(),
+            transport,
+            ClientOptions::default(),
+        ));
         Federation { server_name: server_name.to_owned(), key, fetcher, keys, client }
     }
 
     /// Signed requests to other servers.
-    pub(crate) fn client(&self) -> &FederationClient {
+    pub(crate) fn client(&self) -> &Arc<FederationClient> {
         &self.client
+    }
+
+    /// Starts sending what is queued for other servers (and what gets queued from now on).
+    pub(crate) async fn start_sender(
+        &self,
+        storage: Arc<dyn Storage>,
+    ) -> Result<matrix_federation::sender::Sender, FederationError> {
+        let options = matrix_federation::sender::SenderOptions::new(self.server_name.as_str());
+        matrix_federation::sender::Sender::start(storage, self.client.clone(), options).await
     }
 
     /// Where signature checks find keys.

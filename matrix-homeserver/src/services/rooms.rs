@@ -19,8 +19,10 @@ mod directory;
 mod federated;
 mod foreign;
 pub(crate) mod format;
+mod join_remote;
 mod membership;
 mod read;
+pub(crate) mod remote;
 mod send;
 mod visibility;
 
@@ -135,6 +137,11 @@ pub(crate) struct Rooms {
     /// Serialises alias changes (check, then write).
     alias_lock: tokio::sync::Mutex<()>,
     echoes: send::Echoes,
+    /// Where our events go: other servers, when federation is on.
+    outbound: std::sync::OnceLock<Arc<matrix_federation::sender::Sender>>,
+    /// The other servers with joined members, by room, with the state snapshot they were
+    /// read at.
+    remote_servers: quick_cache::sync::Cache<String, (SnapshotId, Arc<Vec<String>>)>,
 }
 
 impl std::fmt::Debug for Rooms {
@@ -202,6 +209,8 @@ impl Rooms {
             txns: quick_cache::sync::Cache::new(16_384),
             alias_lock: tokio::sync::Mutex::new(()),
             echoes: quick_cache::sync::Cache::new(16_384),
+            outbound: std::sync::OnceLock::new(),
+            remote_servers: quick_cache::sync::Cache::new(4_096),
         })
     }
 
@@ -215,6 +224,68 @@ impl Rooms {
 
     pub(crate) fn key(&self) -> &SigningKey {
         &self.key
+    }
+
+    /// Sends our events to the other servers in their rooms from now on.
+    pub(crate) fn federate(&self, sender: Arc<matrix_federation::sender::Sender>) {
+        let _ = self.outbound.set(sender);
+    }
+
+    /// `server` contacted us: what is queued for it is sent now rather than after its backoff.
+    pub(crate) fn wake_destination(&self, server: &str) {
+        if let Some(sender) = self.outbound.get() {
+            sender.wake(server);
+        }
+    }
+
+    /// The other servers with joined members in a room whose current state is `snapshot`.
+    pub(crate) async fn remote_servers(
+        &self,
+        room_id: &str,
+        snapshot: SnapshotId,
+    ) -> Result<Arc<Vec<String>>, ApiError> {
+        if let Some((at, servers)) = self.remote_servers.get(room_id)
+            && at == snapshot
+        {
+            return Ok(servers);
+        }
+        let ours = self.server_name.as_str();
+        let mut servers: Vec<String> = self
+            .storage
+            .members(room_id)
+            .await?
+            .into_iter()
+            .filter(|(_, membership)| membership == "join")
+            .filter_map(|(user, _)| user.split_once(':').map(|(_, server)| server.to_owned()))
+            .filter(|server| server != ours)
+            .collect();
+        servers.sort_unstable();
+        servers.dedup();
+        let servers = Arc::new(servers);
+        self.remote_servers.insert(room_id.to_owned(), (snapshot, servers.clone()));
+        Ok(servers)
+    }
+
+    /// The servers an event of ours goes to: those with joined members before it, and the
+    /// server of a remote user whose membership it changes.
+    async fn destinations(
+        &self,
+        pdu: &Pdu,
+        state_before: Option<SnapshotId>,
+    ) -> Result<Vec<String>, ApiError> {
+        if self.outbound.get().is_none() {
+            return Ok(Vec::new());
+        }
+        let Some(snapshot) = state_before else { return Ok(Vec::new()) };
+        let mut servers = (*self.remote_servers(pdu.room_id(), snapshot).await?).clone();
+        if pdu.kind() == "m.room.member"
+            && let Some((_, server)) = pdu.state_key().and_then(|k| k.split_once(':'))
+            && server != self.server_name.as_str()
+            && !servers.iter().any(|s| s == server)
+        {
+            servers.push(server.to_owned());
+        }
+        Ok(servers)
     }
 
     /// The lock of a room (callers check that the room exists first). Locks nobody holds are
@@ -313,7 +384,7 @@ impl Rooms {
         let lock = self.room_lock(room_id);
         let guard = RoomGuard { room_id, _guard: lock.lock().await };
         let mut tries = 0;
-        let (pdu, pos, durable) = loop {
+        let (pdu, pos, durable, destinations) = loop {
             tries += 1;
             let info = self.storage.room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
             let authorized = self.authorize(&guard, &info, rules, sender, draft.clone()).await?;
@@ -337,6 +408,12 @@ impl Rooms {
         // acknowledged (or woken) before it is there.
         drop(guard);
         durable.await?;
+        // Queued with the event; the workers read the queue once it is durable.
+        if let Some(sender) = self.outbound.get() {
+            for server in &destinations {
+                sender.notify(server);
+            }
+        }
         self.ephemeral.event_appended(room_id, &pdu, pos).await;
         Ok(pdu)
     }
@@ -353,7 +430,7 @@ impl Rooms {
         &self,
         authorized: Authorized,
         txn: Option<TransactionId>,
-    ) -> Result<(Arc<Pdu>, Option<StreamPos>, Durable), Retry> {
+    ) -> Result<(Arc<Pdu>, Option<StreamPos>, Durable, Vec<String>), Retry> {
         let pdu = authorized.pdu();
         let room_id = pdu.room_id().to_owned();
         let mut changes = ChangeSet::new();
@@ -409,6 +486,12 @@ impl Rooms {
             txn.result = pdu.event_id().to_owned();
             changes.transaction_ids.push(txn);
         }
+        let destinations = self.destinations(pdu, state_before).await.map_err(Retry::Fail)?;
+        if !destinations.is_empty() {
+            let payload = matrix_federation::sender::Outbound::Pdu(pdu.json().clone()).to_payload();
+            changes.enqueue =
+                destinations.iter().map(|server| (server.clone(), payload.clone())).collect();
+        }
         let (applied, durable) = match self.storage.apply_ordered(changes).await {
             Ok(applied) => applied,
             Err(e) if state_before.is_none() && e.kind() == matrix_storage::ErrorKind::Conflict => {
@@ -437,7 +520,7 @@ impl Rooms {
         if let Some(snapshot) = state_after {
             self.snapshots_of.insert(pdu.event_id().to_owned(), snapshot);
         }
-        Ok((pdu, applied.stream.first().copied(), durable))
+        Ok((pdu, applied.stream.first().copied(), durable, destinations))
     }
 
     /// Stores a new room's create event.
@@ -450,7 +533,7 @@ impl Rooms {
         let room_id = authorized.pdu().room_id().to_owned();
         let lock = self.room_lock(&room_id);
         let guard = lock.lock().await;
-        let (pdu, pos, durable) = self.commit(authorized, None).await.map_err(|e| match e {
+        let (pdu, pos, durable, _) = self.commit(authorized, None).await.map_err(|e| match e {
             Retry::Fail(error) => error,
             // A create event names no state it was built on; never rebuilt.
             Retry::Rebuild => ApiError::room_in_use(),

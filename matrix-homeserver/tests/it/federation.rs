@@ -74,3 +74,114 @@ async fn a_join_template_is_given_only_to_the_users_own_server() {
     let unknown = b_client.make_join("a.test", "!nope:a.test", "@bob:b.test", &versions).await;
     assert!(matches!(unknown, Err(FederationError::Status { status: 404, .. })), "{unknown:?}");
 }
+
+/// A client call on a test server.
+async fn call(
+    server: &matrix_homeserver::testing::TestHomeserver,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.base_url()))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Syncs (bounded) until `room`'s timeline on `server` holds a message with `body`.
+async fn wait_for_message(
+    server: &matrix_homeserver::testing::TestHomeserver,
+    token: &str,
+    room: &str,
+    body: &str,
+) {
+    let mut since = String::new();
+    for _ in 0..40 {
+        let path = format!("/_matrix/client/v3/sync?timeout=500{since}");
+        let (status, sync) =
+            call(server, token, reqwest::Method::GET, &path, serde_json::json!({})).await;
+        assert_eq!(status, 200, "{sync}");
+        let events = &sync["rooms"]["join"][room]["timeline"]["events"];
+        if events
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["content"]["body"] == body))
+        {
+            return;
+        }
+        since = format!("&since={}", sync["next_batch"].as_str().expect("a next_batch"));
+    }
+    panic!("{body:?} never reached {room} on {}", server.server_name());
+}
+
+#[tokio::test]
+async fn a_user_joins_a_room_of_another_server_and_messages_go_both_ways() {
+    let net = TestFederation::start(&["a.test", "b.test"]).await;
+    let (a, b) = (net.server("a.test"), net.server("b.test"));
+    let alice = a.register_user("alice", "pw").await;
+    let bob = b.register_user("bob", "pw").await;
+    let (status, created) = call(
+        a,
+        &alice.access_token,
+        reqwest::Method::POST,
+        "/_matrix/client/v3/createRoom",
+        serde_json::json!({"preset": "public_chat", "room_alias_name": "tea", "name": "Tea"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().expect("a room id").to_owned();
+
+    // bob resolves the alias through a and joins through a.
+    let (status, resolved) = call(
+        b,
+        &bob.access_token,
+        reqwest::Method::GET,
+        "/_matrix/client/v3/directory/room/%23tea:a.test",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{resolved}");
+    assert_eq!(resolved["room_id"], room.as_str());
+    let (status, joined) = call(
+        b,
+        &bob.access_token,
+        reqwest::Method::POST,
+        "/_matrix/client/v3/join/%23tea:a.test",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["room_id"], room.as_str());
+
+    // a knows bob is in: his join went through a's checks.
+    let (status, members) = call(
+        a,
+        &alice.access_token,
+        reqwest::Method::GET,
+        &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{members}");
+    assert!(members["joined"].get("@bob:b.test").is_some(), "{members}");
+
+    // alice's message reaches bob; bob's reaches alice.
+    let send = |server, token: String, body: &'static str| {
+        let room = room.clone();
+        async move {
+            let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{body}");
+            let content = serde_json::json!({"msgtype": "m.text", "body": body});
+            let (status, sent) = call(server, &token, reqwest::Method::PUT, &path, content).await;
+            assert_eq!(status, 200, "{sent}");
+        }
+    };
+    send(a, alice.access_token.clone(), "hello from a").await;
+    wait_for_message(b, &bob.access_token, &room, "hello from a").await;
+    send(b, bob.access_token.clone(), "hello from b").await;
+    wait_for_message(a, &alice.access_token, &room, "hello from b").await;
+}

@@ -43,3 +43,32 @@ pub(super) async fn make_join(
     body.insert("room_version", version);
     Ok(json_response(&body))
 }
+
+/// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`: a user of the requesting server
+/// joins through us. Every member event is sent (`members_omitted` is false).
+pub(super) async fn send_join(
+    State(state): AppState,
+    Params((room, event_id)): Params<(String, String)>,
+    peer: Peer,
+) -> Result<Response, ApiError> {
+    let room = room_id(&room)?;
+    let federation = super::federation(&state)?;
+    let event = match matrix_core::json::parse_lenient(&peer.body) {
+        Ok(matrix_core::Value::Object(event)) => event,
+        _ => return Err(ApiError::bad_json("the body must be the signed join event")),
+    };
+    let joined = state
+        .rooms
+        .join_through_us(federation.keys(), peer.origin.as_str(), room.as_str(), &event_id, event)
+        .await?;
+    let list = |pdus: &[Arc<matrix_core::Pdu>]| -> Vec<matrix_core::Value> {
+        pdus.iter().map(|p| matrix_core::Value::Object(p.json().clone())).collect()
+    };
+    let mut body = matrix_core::Object::new();
+    body.insert("origin", state.config.server_name.as_str());
+    body.insert("members_omitted", false);
+    body.insert("state", list(&joined.state));
+    body.insert("auth_chain", list(&joined.auth_chain));
+    body.insert("event", joined.event.json().clone());
+    Ok(json_response(&body))
+}

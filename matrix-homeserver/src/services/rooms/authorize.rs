@@ -270,7 +270,11 @@ impl Rooms {
     }
 
     /// Hashes, signs and format-checks an event object.
-    fn seal(&self, mut json: Object, rules: &'static RoomVersionRules) -> Result<Pdu, ApiError> {
+    pub(super) fn seal(
+        &self,
+        mut json: Object,
+        rules: &'static RoomVersionRules,
+    ) -> Result<Pdu, ApiError> {
         if rules.event_id_format == EventIdFormat::Opaque {
             json.insert("event_id", self.opaque_event_id()?);
         }

@@ -26,6 +26,50 @@ impl Rooms {
             .ok_or_else(|| ApiError::not_found("no such alias"))
     }
 
+    /// Where an alias points, asking its server when it is another's: the room and servers
+    /// to join it through.
+    pub(crate) async fn resolve_any_alias(
+        &self,
+        state: &crate::State,
+        alias: &str,
+    ) -> Result<(String, Vec<String>), ApiError> {
+        let parsed = ruma::RoomAliasId::parse(alias)
+            .map_err(|e| ApiError::invalid_param(format!("not a room alias: {e}")))?;
+        let server = parsed.server_name().as_str();
+        let federation = match &state.federation {
+            Some(federation) if server != self.server_name().as_str() => federation,
+            _ => {
+                let alias = self.resolve_alias(alias).await?;
+                return Ok((alias.room_id, vec![self.server_name().to_string()]));
+            }
+        };
+        let answer =
+            federation.client().query_directory(server, alias).await.map_err(|e| match e {
+                matrix_federation::FederationError::Status { status: 404, .. } => {
+                    ApiError::not_found("no such alias")
+                }
+                other => other.into(),
+            })?;
+        let room_id = answer
+            .get_str("room_id")
+            .filter(|id| ruma::RoomId::parse(*id).is_ok())
+            .ok_or_else(|| ApiError::unknown("the alias's server answered no room id"))?
+            .to_owned();
+        let mut servers: Vec<String> = match answer.get("servers") {
+            Some(matrix_core::Value::Array(list)) => list
+                .iter()
+                .filter_map(matrix_core::Value::as_str)
+                .filter(|s| ruma::ServerName::parse(*s).is_ok())
+                .take(10)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        servers.insert(0, server.to_owned());
+        servers.dedup();
+        Ok((room_id, servers))
+    }
+
     /// Points a new alias of this server at a room the user is in.
     pub(crate) async fn create_alias(
         &self,

@@ -1,10 +1,13 @@
 //! What other servers ask of our rooms: join templates and joins through us (`make_join`,
 //! `send_join`).
 
+use std::sync::Arc;
+
 use matrix_core::json::Object;
 use ruma::UserId;
 
 use super::Rooms;
+use super::remote::{ReceiveError, Received};
 use crate::error::ApiError;
 
 impl Rooms {
@@ -49,5 +52,67 @@ impl Rooms {
             ApiError::forbidden(format!("the join is not allowed: {rejection}"))
         })?;
         Ok((json, rules.id))
+    }
+}
+
+/// What `send_join` answers: the join as stored, the state before it and the auth chain of
+/// both.
+#[derive(Debug)]
+pub(crate) struct Joined {
+    pub(crate) event: Arc<matrix_core::Pdu>,
+    pub(crate) state: Vec<Arc<matrix_core::Pdu>>,
+    pub(crate) auth_chain: Vec<Arc<matrix_core::Pdu>>,
+}
+
+impl Rooms {
+    /// `send_join`: stores the join of a user of `origin` (built from our template and signed
+    /// by their server) after the checks every received event goes through.
+    pub(crate) async fn join_through_us(
+        &self,
+        keys: &dyn matrix_federation::keys::KeyProvider,
+        origin: &str,
+        room_id: &str,
+        event_id: &str,
+        event: Object,
+    ) -> Result<Joined, ApiError> {
+        let rules = self.rules(room_id).await?.ok_or_else(ApiError::room_not_found)?;
+        let pdu = matrix_core::Pdu::from_object(event.clone(), rules)
+            .map_err(|e| ApiError::bad_json(format!("the join is not a valid event: {e}")))?;
+        let sender = pdu.sender();
+        let is_join = pdu.kind() == "m.room.member"
+            && pdu.state_key() == Some(sender)
+            && pdu.content().get_str("membership") == Some("join");
+        if !is_join {
+            return Err(ApiError::bad_json("the event is not a join of its sender"));
+        }
+        if sender.split_once(':').map(|(_, server)| server) != Some(origin) {
+            return Err(ApiError::forbidden("the joining user is not of the requesting server"));
+        }
+        if pdu.room_id() != room_id || pdu.event_id() != event_id {
+            return Err(ApiError::bad_json("the event's room or id is not the one in the path"));
+        }
+        let stored = match self.receive(keys, event).await {
+            Ok(Received::Accepted(pdu)) => pdu,
+            Ok(Received::Known) => self
+                .pdu(event_id)
+                .await?
+                .ok_or_else(|| ApiError::unknown("a stored join is not readable"))?,
+            Ok(Received::SoftFailed(reason) | Received::Rejected(reason)) => {
+                return Err(ApiError::forbidden(format!("the join is not allowed: {reason}")));
+            }
+            Err(ReceiveError::Missing(id)) => {
+                return Err(ApiError::bad_json(format!("the join names an unknown event {id}")));
+            }
+            Err(ReceiveError::Failed(e)) => return Err(e),
+        };
+        let state_ids = self.state_before_ids(&stored).await?;
+        let mut chain_from: Vec<&str> = state_ids.iter().map(String::as_str).collect();
+        chain_from.extend(stored.auth_events());
+        let chain_ids = self.storage().auth_chain(&chain_from).await?;
+        Ok(Joined {
+            state: self.pdus(&state_ids).await?,
+            auth_chain: self.pdus(&chain_ids).await?,
+            event: stored,
+        })
     }
 }

@@ -34,6 +34,40 @@ impl Rooms {
         Ok(Draft::state("m.room.member", target.as_str(), content))
     }
 
+    /// Joins `user` to a room: here when one of our users is in it, else through one of
+    /// `servers` (federation).
+    pub(crate) async fn join_anywhere(
+        &self,
+        federation: Option<&crate::services::federation::Federation>,
+        room_id: &str,
+        user: &UserId,
+        reason: Option<String>,
+        servers: &[String],
+    ) -> Result<(), ApiError> {
+        let known = self.rules(room_id).await?.is_some();
+        let resident = known && self.is_resident(room_id).await?;
+        match federation {
+            Some(federation) if !resident => {
+                let mut candidates: Vec<String> = servers.to_vec();
+                // Room ids of versions 1-11 name the server that made the room.
+                if let Some((_, server)) = room_id.split_once(':') {
+                    candidates.push(server.to_owned());
+                }
+                candidates.dedup();
+                self.join_remote(
+                    federation.client(),
+                    federation.keys(),
+                    room_id,
+                    user,
+                    &candidates,
+                )
+                .await?;
+                self.forget_undo(room_id, user).await
+            }
+            _ => self.join(room_id, user, reason).await,
+        }
+    }
+
     /// Joins `user` to a room stored here.
     pub(crate) async fn join(
         &self,

@@ -1,0 +1,344 @@
+//! Our users joining rooms of other servers: `make_join` on a resident server, the template
+//! signed by us, `send_join`, and the room's state and auth chain from the answer checked
+//! (signatures in one batch, hashes, the authorization rules of each event against its auth
+//! events, the join against the state) before anything is stored.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use matrix_core::signing::{KeyRing, Verified};
+use matrix_core::{Object, Pdu, RoomVersionRules, Value, auth, redaction};
+use matrix_federation::client::FederationClient;
+use matrix_federation::keys::KeyProvider;
+use matrix_storage::{
+    ChangeSet, EventStatus, ExpectedRoom, NewEvent, NewSnapshot, RoomChanges, SnapshotRef,
+};
+use ruma::UserId;
+
+use super::Rooms;
+use crate::error::ApiError;
+
+/// The most events (state and auth chain) a `send_join` answer may hold.
+const MAX_JOIN_EVENTS: usize = 500_000;
+
+/// The most keys of one server looked up for the events of one answer.
+const MAX_KEYS_PER_SERVER: usize = 16;
+
+impl Rooms {
+    /// Whether one of our users is joined to the room (we can then build events in it).
+    pub(crate) async fn is_resident(&self, room_id: &str) -> Result<bool, ApiError> {
+        let ours = format!(":{}", self.server_name());
+        Ok(self
+            .storage()
+            .members(room_id)
+            .await?
+            .iter()
+            .any(|(user, membership)| membership == "join" && user.ends_with(&ours)))
+    }
+
+    /// Joins `user` to the room `room_id` of other servers, through the first of `servers`
+    /// that answers. Answers the join event.
+    pub(crate) async fn join_remote(
+        &self,
+        client: &FederationClient,
+        keys: &dyn KeyProvider,
+        room_id: &str,
+        user: &UserId,
+        servers: &[String],
+    ) -> Result<Arc<Pdu>, ApiError> {
+        let mut last_error = ApiError::not_found("no server in the room could be asked");
+        for server in servers.iter().filter(|s| s.as_str() != self.server_name().as_str()) {
+            match self.join_through(client, keys, server, room_id, user).await {
+                Ok(pdu) => return Ok(pdu),
+                Err(e) => {
+                    eprintln!("federation: joining {room_id} through {server}: {e}");
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn join_through(
+        &self,
+        client: &FederationClient,
+        keys: &dyn KeyProvider,
+        server: &str,
+        room_id: &str,
+        user: &UserId,
+    ) -> Result<Arc<Pdu>, ApiError> {
+        let versions: Vec<&str> = RoomVersionRules::ALL.iter().map(|r| r.id).collect();
+        let template = client.make_join(server, room_id, user.as_str(), &versions).await?;
+        let version = template.get_str("room_version").unwrap_or("1");
+        let rules = RoomVersionRules::get(version).ok_or_else(|| {
+            ApiError::unsupported_room_version(format!("the room is of version {version}"))
+        })?;
+        let mut event = template
+            .get_object("event")
+            .cloned()
+            .ok_or_else(|| ApiError::unknown("the make_join answer has no event"))?;
+        // What the template must be: our user's join to this room.
+        let is_ours = event.get_str("type") == Some("m.room.member")
+            && event.get_str("sender") == Some(user.as_str())
+            && event.get_str("state_key") == Some(user.as_str())
+            && event.get_str("room_id") == Some(room_id)
+            && event.get_object("content").and_then(|c| c.get_str("membership")) == Some("join");
+        if !is_ours {
+            return Err(ApiError::unknown("the join template is not our user's join"));
+        }
+        event.insert("origin_server_ts", super::now_ms());
+        if event.contains_key("origin") {
+            event.insert("origin", self.server_name().as_str());
+        }
+        event.remove("signatures");
+        event.remove("hashes");
+        event.remove("unsigned");
+        let join = self.seal(event, rules)?;
+        let answer = client.send_join(server, room_id, join.event_id(), join.json(), false).await?;
+        // A restricted join comes back signed by the resident server too.
+        let join = match answer.get_object("event") {
+            Some(signed) if signed.get_str("sender") == Some(user.as_str()) => {
+                Pdu::from_object(signed.clone(), rules)
+                    .ok()
+                    .filter(|p| p.event_id() == join.event_id())
+                    .unwrap_or(join)
+            }
+            _ => join,
+        };
+        let state = events_of(&answer, "state")?;
+        let chain = events_of(&answer, "auth_chain")?;
+        if state.len() + chain.len() > MAX_JOIN_EVENTS {
+            return Err(ApiError::unknown("the room's state is larger than this server takes"));
+        }
+        self.store_joined_room(keys, rules, room_id, join, state, chain).await
+    }
+
+    /// Checks the state and auth chain of a `send_join` answer and stores the room with our
+    /// join as its one forward extremity.
+    async fn store_joined_room(
+        &self,
+        keys: &dyn KeyProvider,
+        rules: &'static RoomVersionRules,
+        room_id: &str,
+        join: Pdu,
+        state: Vec<Object>,
+        chain: Vec<Object>,
+    ) -> Result<Arc<Pdu>, ApiError> {
+        // Parse, dedup by id, keep only this room's events.
+        let mut events: HashMap<String, Pdu> = HashMap::new();
+        let mut state_ids = Vec::with_capacity(state.len());
+        for (list, is_state) in [(state, true), (chain, false)] {
+            for object in list {
+                let Ok(pdu) = Pdu::from_object(object, rules) else { continue };
+                if pdu.room_id() != room_id {
+                    continue;
+                }
+                if is_state && pdu.state_key().is_some() {
+                    state_ids.push(pdu.event_id().to_owned());
+                }
+                events.entry(pdu.event_id().to_owned()).or_insert(pdu);
+            }
+        }
+        let verified = verify_all(keys, rules, events.into_values().collect()).await?;
+        let accepted = authorize_in_order(rules, verified);
+
+        // The state before our join: the answer's state events that passed.
+        let mut state_map: HashMap<(String, String), String> = HashMap::new();
+        for id in &state_ids {
+            if let Some(pdu) = accepted.get(id)
+                && let Some(key) = pdu.state_key()
+            {
+                state_map.insert((pdu.kind().to_owned(), key.to_owned()), id.clone());
+            }
+        }
+        let state_events: HashMap<(String, String), Pdu> = state_map
+            .iter()
+            .filter_map(|(key, id)| accepted.get(id).map(|pdu| (key.clone(), pdu.clone())))
+            .collect();
+        auth::check(rules, &join, &state_events).map_err(|e| {
+            ApiError::forbidden(format!("the join is not allowed by the room: {e}"))
+        })?;
+
+        // Store: every checked event as an outlier, the join with the state after it.
+        let lock = self.room_lock(room_id);
+        let _guard = lock.lock().await;
+        let existing = self.storage().room(room_id).await?;
+        let mut changes = ChangeSet::new();
+        for pdu in accepted.values() {
+            if self.storage().event(pdu.event_id()).await?.is_some() {
+                continue;
+            }
+            changes.events.push(NewEvent {
+                event_id: pdu.event_id().to_owned(),
+                room_id: room_id.to_owned(),
+                json: Arc::from(pdu.canonical_bytes()),
+                status: EventStatus::Outlier,
+                auth_events: pdu.auth_events().map(str::to_owned).collect(),
+                prev_events: pdu.prev_events().map(str::to_owned).collect(),
+                in_timeline: false,
+                state_after: None,
+            });
+        }
+        let mut snapshot: Vec<(String, String, Option<String>)> = state_map
+            .iter()
+            .map(|((kind, key), id)| (kind.clone(), key.clone(), Some(id.clone())))
+            .collect();
+        snapshot.sort_unstable();
+        let user = join.sender().to_owned();
+        snapshot.push(("m.room.member".to_owned(), user.clone(), Some(join.event_id().to_owned())));
+        changes.snapshot = Some(NewSnapshot { parent: None, changes: snapshot });
+        changes.events.push(NewEvent {
+            event_id: join.event_id().to_owned(),
+            room_id: room_id.to_owned(),
+            json: Arc::from(join.canonical_bytes()),
+            status: EventStatus::Accepted,
+            auth_events: join.auth_events().map(str::to_owned).collect(),
+            prev_events: join.prev_events().map(str::to_owned).collect(),
+            in_timeline: true,
+            state_after: Some(SnapshotRef::New),
+        });
+        let mut room = RoomChanges {
+            room_id: room_id.to_owned(),
+            current_state: Some(SnapshotRef::New),
+            forward_extremities: Some(vec![join.event_id().to_owned()]),
+            ..RoomChanges::default()
+        };
+        match &existing {
+            Some(info) => {
+                room.expected = Some(ExpectedRoom {
+                    current_state: info.current_state,
+                    forward_extremities: info.forward_extremities.clone(),
+                });
+            }
+            None => room.create_with_version = Some(rules.id.to_owned()),
+        }
+        for ((kind, key), id) in &state_map {
+            if kind == "m.room.member"
+                && *key != user
+                && let Some(membership) =
+                    accepted.get(id).and_then(|p| p.content().get_str("membership"))
+            {
+                room.memberships.push((key.clone(), membership.to_owned()));
+            }
+        }
+        room.memberships.push((user, "join".to_owned()));
+        changes.rooms.push(room);
+        let (applied, durable) = self.storage().apply_ordered(changes).await?;
+        durable.await?;
+        self.versions.insert(room_id.to_owned(), rules);
+        let join = Arc::new(join);
+        self.events.insert(join.event_id().to_owned(), join.clone());
+        if let Some(snapshot) = applied.snapshot {
+            self.snapshots_of.insert(join.event_id().to_owned(), snapshot);
+        }
+        self.ephemeral.event_appended(room_id, &join, applied.stream.first().copied()).await;
+        Ok(join)
+    }
+}
+
+/// The events of one list of a `send_join` answer.
+fn events_of(answer: &Object, field: &str) -> Result<Vec<Object>, ApiError> {
+    match answer.get(field) {
+        Some(Value::Array(list)) => Ok(list.iter().filter_map(Value::as_object).cloned().collect()),
+        _ => Err(ApiError::unknown(format!("the send_join answer has no {field} list"))),
+    }
+}
+
+/// The events whose signatures verify (one batch), redacted where their content hash is
+/// wrong.
+async fn verify_all(
+    keys: &dyn KeyProvider,
+    rules: &'static RoomVersionRules,
+    events: Vec<Pdu>,
+) -> Result<Vec<Pdu>, ApiError> {
+    let mut ring = KeyRing::new();
+    let mut looked_up: HashSet<(String, String)> = HashSet::new();
+    let mut per_server: HashMap<String, usize> = HashMap::new();
+    for pdu in &events {
+        let Ok(servers) = matrix_core::signing::required_signers(pdu.json(), rules) else {
+            continue;
+        };
+        let valid_at = if rules.enforce_key_validity { pdu.origin_server_ts() } else { i64::MIN };
+        for server in servers {
+            let Some(signatures) =
+                pdu.json().get_object("signatures").and_then(|s| s.get_object(server))
+            else {
+                continue;
+            };
+            for key_id in signatures.keys() {
+                let entry = (server.to_owned(), key_id.to_owned());
+                if looked_up.contains(&entry) {
+                    continue;
+                }
+                let count = per_server.entry(server.to_owned()).or_default();
+                if *count >= MAX_KEYS_PER_SERVER {
+                    continue;
+                }
+                *count += 1;
+                looked_up.insert(entry);
+                if let Some(key) = keys.public_key(server, key_id, valid_at).await? {
+                    ring.insert(server, key_id, key);
+                }
+            }
+        }
+    }
+    let refs: Vec<&Pdu> = events.iter().collect();
+    let results = matrix_core::signing::verify_events_batch(&refs, &ring, rules);
+    let mut verified = Vec::with_capacity(events.len());
+    for (pdu, result) in events.into_iter().zip(results) {
+        match result {
+            Ok(Verified::All) => verified.push(pdu),
+            Ok(_) => {
+                let redacted = redaction::redact(pdu.json(), rules);
+                verified.push(Pdu::with_event_id(redacted, pdu.event_id().to_owned(), rules));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(verified)
+}
+
+/// The events that pass the authorization rules against their own auth events, each checked
+/// after its auth events (an event whose auth events are missing or failed fails too).
+fn authorize_in_order(rules: &'static RoomVersionRules, events: Vec<Pdu>) -> HashMap<String, Pdu> {
+    let mut pending: HashMap<String, Pdu> =
+        events.into_iter().map(|p| (p.event_id().to_owned(), p)).collect();
+    let mut accepted: HashMap<String, Pdu> = HashMap::with_capacity(pending.len());
+    let create_id = pending
+        .values()
+        .find(|p| p.kind() == "m.room.create" && p.state_key() == Some(""))
+        .map(|p| p.event_id().to_owned());
+    // The create event first (in room version 12 every other event needs it), then rounds:
+    // each accepts the events whose auth events are all decided.
+    if let Some(id) = &create_id
+        && let Some(create) = pending.remove(id)
+        && auth::check_with_auth_events(rules, &create, &[], None).is_ok()
+    {
+        accepted.insert(id.clone(), create);
+    }
+    loop {
+        let ready: Vec<String> = pending
+            .iter()
+            .filter(|(_, pdu)| pdu.auth_events().all(|a| !pending.contains_key(a)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for id in ready {
+            let Some(pdu) = pending.remove(&id) else { continue };
+            let auth_events: Option<Vec<&Pdu>> =
+                pdu.auth_events().map(|a| accepted.get(a)).collect();
+            let Some(auth_events) = auth_events else { continue };
+            let create = if rules.room_id_from_create_event && pdu.kind() != "m.room.create" {
+                create_id.as_ref().and_then(|c| accepted.get(c))
+            } else {
+                None
+            };
+            if auth::check_with_auth_events(rules, &pdu, &auth_events, create).is_ok() {
+                accepted.insert(id, pdu);
+            }
+        }
+    }
+    accepted
+}

@@ -1,0 +1,393 @@
+//! Events other servers send into rooms stored here: checked by matrix-federation's
+//! `check_pdu` (signatures, hashes, the authorization rules against the auth events, the
+//! state before the event and the current state), then stored with the state after them, the
+//! room's new forward extremities and, where the room forked, the current state resolved by
+//! matrix-stateres.
+//!
+//! A rejected event is stored as rejected (events that cite it are rejected in turn) and never
+//! reaches a client; a soft-failed one is stored but neither shown nor built on.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use matrix_core::{Object, Pdu};
+use matrix_federation::FederationError;
+use matrix_federation::inbound::{self, CheckError, KnownEvent, PduCheck, RoomContext, StateIds};
+use matrix_federation::keys::KeyProvider;
+use matrix_storage::{
+    ChangeSet, EventStatus, ExpectedRoom, NewEvent, NewSnapshot, RoomChanges, SnapshotId,
+    SnapshotRef,
+};
+
+use super::{APPEND_TRIES, Rooms};
+use crate::error::ApiError;
+
+/// What became of a received event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Stored, in the timeline.
+    Accepted(Arc<Pdu>),
+    /// Stored, but not shown: it fails against the room's current state.
+    SoftFailed(String),
+    /// Rejected (stored as rejected when it was well formed and signed).
+    Rejected(String),
+    /// Already stored.
+    Known,
+}
+
+/// Why a received event could not be decided on.
+#[derive(Debug)]
+pub(crate) enum ReceiveError {
+    /// Events it needs are not here: fetch them and try again.
+    Missing(String),
+    /// Anything else.
+    Failed(ApiError),
+}
+
+impl From<ApiError> for ReceiveError {
+    fn from(error: ApiError) -> Self {
+        ReceiveError::Failed(error)
+    }
+}
+
+impl From<matrix_storage::StorageError> for ReceiveError {
+    fn from(error: matrix_storage::StorageError) -> Self {
+        ReceiveError::Failed(error.into())
+    }
+}
+
+fn storage_failed(error: impl std::fmt::Display) -> FederationError {
+    FederationError::Malformed { destination: "storage".to_owned(), reason: error.to_string() }
+}
+
+/// A room as `check_pdu` reads it: from storage, through the room service's caches.
+struct Context<'a> {
+    rooms: &'a Rooms,
+    room_id: &'a str,
+    current: Option<SnapshotId>,
+}
+
+impl Context<'_> {
+    async fn state_map(&self, snapshot: SnapshotId) -> Result<StateIds, FederationError> {
+        let entries = self.rooms.storage().state_full(snapshot).await?;
+        Ok(entries.into_iter().map(|e| ((e.kind, e.state_key), e.event_id)).collect())
+    }
+}
+
+#[async_trait]
+impl RoomContext for Context<'_> {
+    async fn event(&self, event_id: &str) -> Result<Option<KnownEvent>, FederationError> {
+        let Some(stored) = self.rooms.storage().event(event_id).await? else { return Ok(None) };
+        if stored.room_id != self.room_id {
+            return Ok(None);
+        }
+        let pdu = self.rooms.pdu(event_id).await.map_err(storage_failed)?;
+        Ok(pdu.map(|pdu| KnownEvent {
+            pdu: (*pdu).clone(),
+            rejected: stored.status == EventStatus::Rejected,
+        }))
+    }
+
+    async fn state_after(&self, event_id: &str) -> Result<Option<StateIds>, FederationError> {
+        let Some(stored) = self.rooms.storage().event(event_id).await? else { return Ok(None) };
+        if stored.room_id != self.room_id {
+            return Ok(None);
+        }
+        match stored.state_after {
+            Some(snapshot) => Ok(Some(self.state_map(snapshot).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn current_state(&self) -> Result<StateIds, FederationError> {
+        match self.current {
+            Some(snapshot) => self.state_map(snapshot).await,
+            None => Ok(StateIds::new()),
+        }
+    }
+
+    async fn auth_chain(&self, event_ids: &[String]) -> Result<Vec<String>, FederationError> {
+        let ids: Vec<&str> = event_ids.iter().map(String::as_str).collect();
+        Ok(self.rooms.storage().auth_chain(&ids).await?)
+    }
+}
+
+/// The changes that turn state `from` into state `to`.
+fn diff(from: &StateIds, to: &StateIds) -> Vec<(String, String, Option<String>)> {
+    let mut changes = Vec::new();
+    for (key, id) in to {
+        if from.get(key) != Some(id) {
+            changes.push((key.0.clone(), key.1.clone(), Some(id.clone())));
+        }
+    }
+    for key in from.keys() {
+        if !to.contains_key(key) {
+            changes.push((key.0.clone(), key.1.clone(), None));
+        }
+    }
+    changes
+}
+
+impl Rooms {
+    /// Checks and stores an event another server sent for a room stored here. Works under
+    /// the room's lock; wakes the syncs of the room's users when the event is accepted.
+    pub(crate) async fn receive(
+        &self,
+        keys: &dyn KeyProvider,
+        event: Object,
+    ) -> Result<Received, ReceiveError> {
+        let room_id = event.get_str("room_id").unwrap_or_default().to_owned();
+        let rules = self
+            .rules(&room_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("the room is not known here"))?;
+        let lock = self.room_lock(&room_id);
+        let _guard = lock.lock().await;
+        for _ in 0..APPEND_TRIES {
+            let info = self.storage().room(&room_id).await?.ok_or_else(ApiError::room_not_found)?;
+            let context = Context { rooms: self, room_id: &room_id, current: info.current_state };
+            let check = match inbound::check_pdu(event.clone(), rules.id, keys, &context).await {
+                Ok(check) => check,
+                Err(CheckError::MissingAuthEvent(id) | CheckError::MissingState(id)) => {
+                    return Err(ReceiveError::Missing(id));
+                }
+                Err(CheckError::Federation(FederationError::Storage(e))) => return Err(e.into()),
+                Err(e) => return Err(ApiError::unknown(e.to_string()).into()),
+            };
+            if let Some(id) = check_event_id(&check)
+                && self.storage().event(id).await?.is_some()
+            {
+                return Ok(Received::Known);
+            }
+            match self.store_received(&context, &info, check).await? {
+                Some(received) => return Ok(received),
+                // Another process wrote to the room meanwhile: check again.
+                None => continue,
+            }
+        }
+        Err(ApiError::limit_exceeded_with(100, "the room is busy").into())
+    }
+
+    /// Stores a checked event; `None` when the room changed under us.
+    async fn store_received(
+        &self,
+        context: &Context<'_>,
+        info: &matrix_storage::RoomInfo,
+        check: PduCheck,
+    ) -> Result<Option<Received>, ReceiveError> {
+        let (pdu, status, outcome) = match check {
+            PduCheck::Accepted(pdu) => (pdu, EventStatus::Accepted, None),
+            PduCheck::SoftFailed(pdu, reason) => {
+                (pdu, EventStatus::SoftFailed, Some(Received::SoftFailed(reason.to_string())))
+            }
+            PduCheck::Rejected(rejection) => match rejection.event() {
+                Some(pdu) => (
+                    pdu.clone(),
+                    EventStatus::Rejected,
+                    Some(Received::Rejected(rejection.to_string())),
+                ),
+                None => return Ok(Some(Received::Rejected(rejection.to_string()))),
+            },
+            _ => return Err(ApiError::unknown("an outcome this server does not know").into()),
+        };
+        let room_id = context.room_id;
+        let rules = pdu.rules();
+
+        // The state before the event (the states after its prev events, resolved), and after.
+        let create = pdu.kind() == "m.room.create";
+        let (base, before) = if create {
+            (None, StateIds::new())
+        } else {
+            let first = pdu.prev_events().next().map(str::to_owned);
+            let base = match &first {
+                Some(prev) => self.state_after_of(prev).await?,
+                None => None,
+            };
+            let before = inbound::state_before(&pdu, context).await.map_err(|e| match e {
+                CheckError::MissingAuthEvent(id) | CheckError::MissingState(id) => {
+                    ReceiveError::Missing(id)
+                }
+                other => ReceiveError::Failed(ApiError::unknown(other.to_string())),
+            })?;
+            (base, before)
+        };
+        let mut after = before.clone();
+        if status != EventStatus::Rejected
+            && let Some(state_key) = pdu.state_key()
+        {
+            after.insert((pdu.kind().to_owned(), state_key.to_owned()), pdu.event_id().to_owned());
+        }
+        let base_map = match base {
+            Some(snapshot) => context.state_map(snapshot).await.map_err(federation_failed)?,
+            None => StateIds::new(),
+        };
+        let after_changes = diff(&base_map, &after);
+
+        // The room after it: forward extremities, and the current state (resolved with the
+        // state after the event where the room forks).
+        let mut changes = ChangeSet::new();
+        let mut room = RoomChanges {
+            room_id: room_id.to_owned(),
+            expected: Some(ExpectedRoom {
+                current_state: info.current_state,
+                forward_extremities: info.forward_extremities.clone(),
+            }),
+            ..RoomChanges::default()
+        };
+        let accepted = status == EventStatus::Accepted;
+        let mut current_ref = None;
+        let mut membership_from = StateIds::new();
+        let mut membership_to = StateIds::new();
+        if accepted {
+            let prevs: BTreeSet<&str> = pdu.prev_events().collect();
+            let mut extremities: Vec<String> = info
+                .forward_extremities
+                .iter()
+                .filter(|id| !prevs.contains(id.as_str()))
+                .cloned()
+                .collect();
+            extremities.push(pdu.event_id().to_owned());
+            extremities.sort_unstable();
+            let current = context.current_state().await.map_err(federation_failed)?;
+            let new_current = if extremities.len() == 1 || current.is_empty() {
+                after.clone()
+            } else if after == current {
+                current.clone()
+            } else {
+                inbound::resolve(rules, &[current.clone(), after.clone()], context)
+                    .await
+                    .map_err(|e| ReceiveError::Failed(ApiError::unknown(e.to_string())))?
+            };
+            if new_current != current {
+                current_ref = Some(if new_current == after {
+                    SnapshotRef::New
+                } else {
+                    // Written first, alone: the event's change set names it.
+                    let mut resolved = ChangeSet::new();
+                    resolved.snapshot = Some(NewSnapshot {
+                        parent: info.current_state,
+                        changes: diff(&current, &new_current),
+                    });
+                    let applied = self.storage().apply(resolved).await?;
+                    let id = applied
+                        .snapshot
+                        .ok_or_else(|| ApiError::unknown("the resolved state was not stored"))?;
+                    SnapshotRef::Existing(id)
+                });
+                membership_from = current;
+                membership_to = new_current;
+            }
+            room.forward_extremities = Some(extremities);
+        }
+        if create {
+            room.create_with_version = Some(rules.id.to_owned());
+        }
+        room.current_state = current_ref;
+        for ((kind, state_key), id) in &membership_to {
+            if kind != "m.room.member"
+                || membership_from.get(&(kind.clone(), state_key.clone())) == Some(id)
+            {
+                continue;
+            }
+            let membership = if id == pdu.event_id() {
+                pdu.content().get_str("membership").map(str::to_owned)
+            } else {
+                self.pdu(id)
+                    .await?
+                    .and_then(|p| p.content().get_str("membership").map(str::to_owned))
+            };
+            if let Some(membership) = membership {
+                room.memberships.push((state_key.clone(), membership));
+            }
+        }
+        let state_after = if after_changes.is_empty() {
+            base.map(SnapshotRef::Existing)
+        } else {
+            changes.snapshot = Some(NewSnapshot { parent: base, changes: after_changes });
+            Some(SnapshotRef::New)
+        };
+        changes.events.push(NewEvent {
+            event_id: pdu.event_id().to_owned(),
+            room_id: room_id.to_owned(),
+            json: Arc::from(pdu.canonical_bytes()),
+            status,
+            auth_events: pdu.auth_events().map(str::to_owned).collect(),
+            prev_events: pdu.prev_events().map(str::to_owned).collect(),
+            in_timeline: accepted,
+            state_after,
+        });
+        if accepted
+            && let Some(redacts) = pdu.redacts()
+            && let Some(target) = self.pdu(redacts).await?
+            && target.room_id() == room_id
+        {
+            // The server's rule for redactions of others' events (the redact level) is the
+            // authorization rules' since room version 3; the sending server checked it, and
+            // clients see the redaction only where it is allowed (matrix-core's redaction).
+            changes.redactions.push((redacts.to_owned(), pdu.event_id().to_owned()));
+        }
+        changes.rooms.push(room);
+        let (applied, durable) = match self.storage().apply_ordered(changes).await {
+            Ok(applied) => applied,
+            Err(e) if e.kind() == matrix_storage::ErrorKind::Conflict => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        durable.await.map_err(ApiError::from)?;
+        let pdu = Arc::new(pdu);
+        self.events.insert(pdu.event_id().to_owned(), pdu.clone());
+        let snapshot = match state_after {
+            Some(SnapshotRef::New) => applied.snapshot,
+            Some(SnapshotRef::Existing(id)) => Some(id),
+            None => None,
+        };
+        if let Some(snapshot) = snapshot {
+            self.snapshots_of.insert(pdu.event_id().to_owned(), snapshot);
+        }
+        if accepted {
+            self.ephemeral.event_appended(room_id, &pdu, applied.stream.first().copied()).await;
+        }
+        Ok(Some(outcome.unwrap_or(Received::Accepted(pdu))))
+    }
+}
+
+fn federation_failed(error: FederationError) -> ReceiveError {
+    match error {
+        FederationError::Storage(e) => e.into(),
+        other => ReceiveError::Failed(ApiError::unknown(other.to_string())),
+    }
+}
+
+/// The id of the event a check decided on.
+fn check_event_id(check: &PduCheck) -> Option<&str> {
+    match check {
+        PduCheck::Accepted(pdu) | PduCheck::SoftFailed(pdu, _) => Some(pdu.event_id()),
+        PduCheck::Rejected(rejection) => rejection.event().map(Pdu::event_id),
+        _ => None,
+    }
+}
+
+impl Rooms {
+    /// The state before a stored event, as event ids (the states after its prev events,
+    /// resolved).
+    pub(crate) async fn state_before_ids(&self, pdu: &Pdu) -> Result<Vec<String>, ApiError> {
+        let info =
+            self.storage().room(pdu.room_id()).await?.ok_or_else(ApiError::room_not_found)?;
+        let context = Context { rooms: self, room_id: pdu.room_id(), current: info.current_state };
+        let before = inbound::state_before(pdu, &context)
+            .await
+            .map_err(|e| ApiError::unknown(format!("the state before the event: {e}")))?;
+        Ok(before.into_values().collect())
+    }
+
+    /// Events by id, in the order given (unknown ones left out).
+    pub(crate) async fn pdus(&self, ids: &[String]) -> Result<Vec<Arc<Pdu>>, ApiError> {
+        let mut pdus = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(pdu) = self.pdu(id).await? {
+                pdus.push(pdu);
+            }
+        }
+        Ok(pdus)
+    }
+}
