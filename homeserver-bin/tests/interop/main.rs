@@ -23,6 +23,7 @@ mod client;
 mod driver;
 mod keys;
 mod ours;
+mod rooms;
 mod synapse;
 
 use std::sync::atomic::{AtomicU32, Ordering};
