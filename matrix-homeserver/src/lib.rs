@@ -235,7 +235,7 @@ impl HomeserverBuilder {
                 .start_sender(storage.clone())
                 .await
                 .map_err(|e| BuildError::Federation(e.to_string()))?;
-            rooms.federate(Arc::new(sender));
+            rooms.federate(Arc::new(sender), federation.client().clone());
         }
         // Other processes on the same (shared) storage: their events wake our syncs too.
         rooms.follow_other_processes();

@@ -34,6 +34,18 @@ pub(crate) fn router(state: Arc<State>) -> Router {
             route(axum::routing::put(membership::send_join)),
         )
         .route("/_matrix/federation/v1/send/{txn}", route(axum::routing::put(send)))
+        .route(
+            "/_matrix/federation/v1/make_leave/{room}/{user}",
+            route(get(membership::make_leave)),
+        )
+        .route(
+            "/_matrix/federation/v2/send_leave/{room}/{event}",
+            route(axum::routing::put(membership::send_leave)),
+        )
+        .route(
+            "/_matrix/federation/v2/invite/{room}/{event}",
+            route(axum::routing::put(membership::invite)),
+        )
         .route("/_matrix/federation/v1/query/profile", route(get(query::profile)))
         .route("/_matrix/federation/v1/query/directory", route(get(query::directory)))
         .fallback(|| async { ApiError::unrecognized() })

@@ -19,6 +19,7 @@ mod directory;
 mod federated;
 mod foreign;
 pub(crate) mod format;
+pub(crate) mod invite_remote;
 mod join_remote;
 mod membership;
 mod read;
@@ -139,6 +140,8 @@ pub(crate) struct Rooms {
     echoes: send::Echoes,
     /// Where our events go: other servers, when federation is on.
     outbound: std::sync::OnceLock<Arc<matrix_federation::sender::Sender>>,
+    /// Signed requests to other servers, when federation is on.
+    client: std::sync::OnceLock<Arc<matrix_federation::client::FederationClient>>,
     /// The other servers with joined members, by room, with the state snapshot they were
     /// read at.
     remote_servers: quick_cache::sync::Cache<String, (SnapshotId, Arc<Vec<String>>)>,
@@ -210,6 +213,7 @@ impl Rooms {
             alias_lock: tokio::sync::Mutex::new(()),
             echoes: quick_cache::sync::Cache::new(16_384),
             outbound: std::sync::OnceLock::new(),
+            client: std::sync::OnceLock::new(),
             remote_servers: quick_cache::sync::Cache::new(4_096),
         })
     }
@@ -226,9 +230,22 @@ impl Rooms {
         &self.key
     }
 
-    /// Sends our events to the other servers in their rooms from now on.
-    pub(crate) fn federate(&self, sender: Arc<matrix_federation::sender::Sender>) {
+    /// Sends our events to the other servers in their rooms from now on, and asks other
+    /// servers with `client` where a room needs it (invites, joins).
+    pub(crate) fn federate(
+        &self,
+        sender: Arc<matrix_federation::sender::Sender>,
+        client: Arc<matrix_federation::client::FederationClient>,
+    ) {
         let _ = self.outbound.set(sender);
+        let _ = self.client.set(client);
+    }
+
+    /// Signed requests to other servers, when federation is on.
+    pub(crate) fn federation_client(
+        &self,
+    ) -> Option<Arc<matrix_federation::client::FederationClient>> {
+        self.client.get().cloned()
     }
 
     /// `server` contacted us: what is queued for it is sent now rather than after its backoff.
@@ -266,8 +283,9 @@ impl Rooms {
         Ok(servers)
     }
 
-    /// The servers an event of ours goes to: those with joined members before it, and the
-    /// server of a remote user whose membership it changes.
+    /// The servers an event of ours goes to: those with joined members before it (an invitee's
+    /// server gets the invite by `/invite`; a server with no member in the room could not
+    /// check an event of it).
     async fn destinations(
         &self,
         pdu: &Pdu,
@@ -277,15 +295,7 @@ impl Rooms {
             return Ok(Vec::new());
         }
         let Some(snapshot) = state_before else { return Ok(Vec::new()) };
-        let mut servers = (*self.remote_servers(pdu.room_id(), snapshot).await?).clone();
-        if pdu.kind() == "m.room.member"
-            && let Some((_, server)) = pdu.state_key().and_then(|k| k.split_once(':'))
-            && server != self.server_name.as_str()
-            && !servers.iter().any(|s| s == server)
-        {
-            servers.push(server.to_owned());
-        }
-        Ok(servers)
+        Ok((*self.remote_servers(pdu.room_id(), snapshot).await?).clone())
     }
 
     /// The lock of a room (callers check that the room exists first). Locks nobody holds are
@@ -367,7 +377,7 @@ impl Rooms {
         sender: &UserId,
         draft: Draft,
     ) -> Result<Arc<Pdu>, ApiError> {
-        self.append_recording(room_id, sender, draft, None).await
+        self.append_recording(room_id, sender, draft, None, None).await
     }
 
     /// [`Rooms::append_now`], recording the client's transaction id in the same change set
@@ -378,6 +388,7 @@ impl Rooms {
         sender: &UserId,
         draft: Draft,
         txn: Option<TransactionId>,
+        countersign: Option<invite_remote::Countersign<'_>>,
     ) -> Result<Arc<Pdu>, ApiError> {
         // Unknown rooms are refused before a lock is made for them.
         let rules = self.rules(room_id).await?.ok_or_else(ApiError::room_not_found)?;
@@ -387,7 +398,11 @@ impl Rooms {
         let (pdu, pos, durable, destinations) = loop {
             tries += 1;
             let info = self.storage.room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
-            let authorized = self.authorize(&guard, &info, rules, sender, draft.clone()).await?;
+            let mut authorized =
+                self.authorize(&guard, &info, rules, sender, draft.clone()).await?;
+            if let Some(countersign) = &countersign {
+                authorized = self.countersign(countersign, authorized, &info).await?;
+            }
             match self.commit(authorized, txn.clone()).await {
                 Ok(committed) => break committed,
                 Err(Retry::Rebuild) if tries < APPEND_TRIES => {}

@@ -656,6 +656,17 @@ impl Sync {
             }
         }
         let mut events = Vec::new();
+        // An invite to a room of other servers that no user of ours is in: the room is a stub
+        // holding the invite, with the stripped state the inviting server sent.
+        let stub = rooms.state_pdu(current, "m.room.create", "").await?.is_none();
+        if stub
+            && let Some(matrix_core::Value::Array(state)) =
+                invite.json().get_object("unsigned").and_then(|u| u.get("invite_room_state"))
+        {
+            for event in state.iter().filter_map(matrix_core::Value::as_object) {
+                events.push(Value::Object(crate::services::rooms::format::to_serde(event)));
+            }
+        }
         for kind in [
             "m.room.create",
             "m.room.join_rules",

@@ -185,3 +185,147 @@ async fn a_user_joins_a_room_of_another_server_and_messages_go_both_ways() {
     send(b, bob.access_token.clone(), "hello from b").await;
     wait_for_message(a, &alice.access_token, &room, "hello from b").await;
 }
+
+/// Syncs (bounded) until `pick` finds something in a sync answer.
+async fn sync_until(
+    server: &matrix_homeserver::testing::TestHomeserver,
+    token: &str,
+    what: &str,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    sync_from(server, token, None, what, pick).await
+}
+
+/// [`sync_until`] from a sync token.
+async fn sync_from(
+    server: &matrix_homeserver::testing::TestHomeserver,
+    token: &str,
+    from: Option<&str>,
+    what: &str,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut since = from.map(|f| format!("&since={f}")).unwrap_or_default();
+    for _ in 0..40 {
+        let path = format!("/_matrix/client/v3/sync?timeout=500{since}");
+        let (status, sync) =
+            call(server, token, reqwest::Method::GET, &path, serde_json::json!({})).await;
+        assert_eq!(status, 200, "{sync}");
+        if pick(&sync) {
+            return sync;
+        }
+        since = format!("&since={}", sync["next_batch"].as_str().expect("a next_batch"));
+    }
+    panic!("{what} never showed on {}", server.server_name());
+}
+
+#[tokio::test]
+async fn invites_rejections_and_bans_cross_servers() {
+    let net = TestFederation::start(&["a.test", "b.test"]).await;
+    let (a, b) = (net.server("a.test"), net.server("b.test"));
+    let alice = a.register_user("alice", "pw").await;
+    let bob = b.register_user("bob", "pw").await;
+    let carol = b.register_user("carol", "pw").await;
+    let post = |server, token: String, path: String, body: serde_json::Value| async move {
+        let (status, answer) = call(server, &token, reqwest::Method::POST, &path, body).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        answer
+    };
+    let created = post(
+        a,
+        alice.access_token.clone(),
+        "/_matrix/client/v3/createRoom".to_owned(),
+        serde_json::json!({"preset": "private_chat", "name": "Secret"}),
+    )
+    .await;
+    let room = created["room_id"].as_str().expect("a room id").to_owned();
+
+    // An invite of a user of b: b countersigns and bob sees it, with the room's name.
+    let invite = format!("/_matrix/client/v3/rooms/{room}/invite");
+    post(
+        a,
+        alice.access_token.clone(),
+        invite.clone(),
+        serde_json::json!({"user_id": "@bob:b.test"}),
+    )
+    .await;
+    let sync = sync_until(b, &bob.access_token, "bob's invite", |s| {
+        s["rooms"]["invite"].get(&room).is_some()
+    })
+    .await;
+    let state = &sync["rooms"]["invite"][&room]["invite_state"]["events"];
+    assert!(
+        state.as_array().expect("a list").iter().any(|e| e["content"]["name"] == "Secret"),
+        "{state}"
+    );
+
+    // bob joins through the inviter's server; a private room lets him in because of the invite.
+    post(
+        b,
+        bob.access_token.clone(),
+        format!("/_matrix/client/v3/join/{room}"),
+        serde_json::json!({}),
+    )
+    .await;
+    wait_for_message_from(a, &alice.access_token, &room, "@bob:b.test", "join").await;
+
+    // carol is invited and rejects: a sees her leave.
+    post(a, alice.access_token.clone(), invite, serde_json::json!({"user_id": "@carol:b.test"}))
+        .await;
+    sync_until(b, &carol.access_token, "carol's invite", |s| {
+        s["rooms"]["invite"].get(&room).is_some()
+    })
+    .await;
+    post(
+        b,
+        carol.access_token.clone(),
+        format!("/_matrix/client/v3/rooms/{room}/leave"),
+        serde_json::json!({}),
+    )
+    .await;
+    wait_for_message_from(a, &alice.access_token, &room, "@carol:b.test", "leave").await;
+
+    // alice bans bob: b learns it (bob's membership there is ban), and bob can no longer send.
+    let before = sync_until(b, &bob.access_token, "a sync", |_| true).await;
+    let before = before["next_batch"].as_str().expect("a token").to_owned();
+    post(
+        a,
+        alice.access_token.clone(),
+        format!("/_matrix/client/v3/rooms/{room}/ban"),
+        serde_json::json!({"user_id": "@bob:b.test", "reason": "testing"}),
+    )
+    .await;
+    sync_from(b, &bob.access_token, Some(&before), "bob's ban", |s| {
+        s["rooms"]["leave"].get(&room).is_some()
+    })
+    .await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/after-ban");
+    let (status, _) = call(
+        b,
+        &bob.access_token,
+        reqwest::Method::PUT,
+        &path,
+        serde_json::json!({"msgtype": "m.text", "body": "still here?"}),
+    )
+    .await;
+    assert_eq!(status, 403, "a banned user sends nothing");
+}
+
+/// Waits until `room`'s timeline on `server` shows `user`'s membership become `membership`.
+async fn wait_for_message_from(
+    server: &matrix_homeserver::testing::TestHomeserver,
+    token: &str,
+    room: &str,
+    user: &str,
+    membership: &str,
+) {
+    sync_until(server, token, &format!("{user}'s {membership}"), |sync| {
+        sync["rooms"]["join"][room]["timeline"]["events"].as_array().is_some_and(|events| {
+            events.iter().any(|e| {
+                e["type"] == "m.room.member"
+                    && e["state_key"] == user
+                    && e["content"]["membership"] == membership
+            })
+        })
+    })
+    .await;
+}

@@ -72,3 +72,82 @@ pub(super) async fn send_join(
     body.insert("event", joined.event.json().clone());
     Ok(json_response(&body))
 }
+
+/// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`: a leave template for a user of
+/// the requesting server (to reject an invite of ours, or leave).
+pub(super) async fn make_leave(
+    State(state): AppState,
+    Params((room, user)): Params<(String, String)>,
+    peer: Peer,
+) -> Result<Response, ApiError> {
+    let room = room_id(&room)?;
+    let user = user_id(&user)?;
+    if user.server_name() != peer.origin {
+        return Err(ApiError::forbidden("the user is not of the requesting server"));
+    }
+    let (event, version) =
+        state.rooms.membership_template(room.as_str(), &user, "leave", None).await?;
+    let mut body = matrix_core::Object::new();
+    body.insert("event", event);
+    body.insert("room_version", version);
+    Ok(json_response(&body))
+}
+
+/// `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`.
+pub(super) async fn send_leave(
+    State(state): AppState,
+    Params((room, event_id)): Params<(String, String)>,
+    peer: Peer,
+) -> Result<Response, ApiError> {
+    let room = room_id(&room)?;
+    let federation = super::federation(&state)?;
+    let event = match matrix_core::json::parse_lenient(&peer.body) {
+        Ok(matrix_core::Value::Object(event)) => event,
+        _ => return Err(ApiError::bad_json("the body must be the signed leave event")),
+    };
+    let keys = federation.keys();
+    let origin = peer.origin.as_str();
+    state
+        .rooms
+        .membership_through_us(keys, origin, room.as_str(), &event_id, event, "leave")
+        .await?;
+    Ok(json_response(&matrix_core::Object::new()))
+}
+
+/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: a user of the requesting server
+/// invites one of ours; we countersign.
+pub(super) async fn invite(
+    State(state): AppState,
+    Params((room, event_id)): Params<(String, String)>,
+    peer: Peer,
+) -> Result<Response, ApiError> {
+    let room = room_id(&room)?;
+    let federation = super::federation(&state)?;
+    let mut body = match matrix_core::json::parse_lenient(&peer.body) {
+        Ok(matrix_core::Value::Object(body)) => body,
+        _ => return Err(ApiError::bad_json("the body must be an object")),
+    };
+    let version = body.get_str("room_version").unwrap_or("1").to_owned();
+    let Some(matrix_core::Value::Object(event)) = body.remove("event") else {
+        return Err(ApiError::bad_json("the body has no event"));
+    };
+    let invite_state = match body.remove("invite_room_state") {
+        Some(matrix_core::Value::Array(list)) => list,
+        _ => Vec::new(),
+    };
+    let signed = state
+        .rooms
+        .invited_from(
+            federation.keys(),
+            peer.origin.as_str(),
+            room.as_str(),
+            &event_id,
+            &version,
+            event,
+            invite_state,
+        )
+        .await?;
+    let mut answer = matrix_core::Object::new();
+    answer.insert("event", signed);
+    Ok(json_response(&answer))
+}

@@ -64,6 +64,20 @@ impl Authorized {
     pub(crate) fn into_pdu(self) -> Pdu {
         self.pdu
     }
+    /// Adds the signatures of `server` from `signed`, the same event as another server
+    /// returned it (an invitee's server signs the invite). Nothing else of `signed` is taken.
+    pub(crate) fn add_signatures(&mut self, server: &str, signed: &Object) -> Result<(), ApiError> {
+        let theirs = signed
+            .get_object("signatures")
+            .and_then(|s| s.get_object(server))
+            .ok_or_else(|| ApiError::unknown(format!("{server} did not sign the event")))?
+            .clone();
+        let rules = self.pdu.rules();
+        let mut json = self.pdu.json().clone();
+        json.object_entry("signatures").insert(server, theirs);
+        self.pdu = Pdu::with_event_id(json, self.pdu.event_id().to_owned(), rules);
+        Ok(())
+    }
 }
 
 /// An event built on a room's state, before it is hashed and signed ([`Rooms::build`]).

@@ -48,7 +48,12 @@ impl Rooms {
         let resident = known && self.is_resident(room_id).await?;
         match federation {
             Some(federation) if !resident => {
-                let mut candidates: Vec<String> = servers.to_vec();
+                let mut candidates: Vec<String> = Vec::new();
+                // Invited: the inviter's server is in the room.
+                if let Some(inviter) = self.invited_by(room_id, user).await? {
+                    candidates.push(inviter);
+                }
+                candidates.extend(servers.iter().cloned());
                 // Room ids of versions 1-11 name the server that made the room.
                 if let Some((_, server)) = room_id.split_once(':') {
                     candidates.push(server.to_owned());
@@ -168,7 +173,24 @@ impl Rooms {
         Err(ApiError::forbidden("no user of this server in the room can authorise the join"))
     }
 
-    /// `sender` invites `target`.
+    /// The server of whoever invited `user`, when `user`'s membership is an invite.
+    pub(super) async fn invited_by(
+        &self,
+        room_id: &str,
+        user: &UserId,
+    ) -> Result<Option<String>, ApiError> {
+        let Some(info) = self.storage().room(room_id).await? else { return Ok(None) };
+        let Some(snapshot) = info.current_state else { return Ok(None) };
+        let Some(member) = self.state_pdu(snapshot, "m.room.member", user.as_str()).await? else {
+            return Ok(None);
+        };
+        if member.content().get_str("membership") != Some("invite") {
+            return Ok(None);
+        }
+        Ok(member.sender().split_once(':').map(|(_, server)| server.to_owned()))
+    }
+
+    /// `sender` invites `target` (a user of another server through its server's `/invite`).
     pub(crate) async fn invite(
         &self,
         room_id: &str,
@@ -177,19 +199,22 @@ impl Rooms {
         reason: Option<String>,
         is_direct: bool,
     ) -> Result<(), ApiError> {
-        if target.server_name().as_str() == self.server_name().as_str()
-            && self.storage().user(target.as_str()).await?.is_none()
-        {
+        let remote = target.server_name().as_str() != self.server_name().as_str();
+        if !remote && self.storage().user(target.as_str()).await?.is_none() {
             return Err(ApiError::not_found("the invited user does not exist"));
-        }
-        if target.server_name().as_str() != self.server_name().as_str() {
-            return Err(ApiError::forbidden(
-                "inviting users of other servers needs federation, which this server does not speak yet",
-            ));
         }
         let mut draft = self.member_draft(target, "invite", reason).await?;
         if is_direct {
             draft.content.insert("is_direct", Value::Bool(true));
+        }
+        if remote {
+            let Some(client) = self.federation_client() else {
+                return Err(ApiError::forbidden(
+                    "inviting users of other servers needs federation, which is off here",
+                ));
+            };
+            let server = target.server_name().as_str();
+            return self.invite_remote(&client, room_id, sender, draft, server).await;
         }
         self.append(room_id, sender, draft).await?;
         Ok(())
@@ -238,13 +263,21 @@ impl Rooms {
         self.set_membership(room_id, sender, target, "leave", reason).await
     }
 
-    /// Leaves a room (or rejects an invite).
+    /// Leaves a room (or rejects an invite): through another server when no user of ours is
+    /// in the room.
     pub(crate) async fn leave(
         &self,
         room_id: &str,
         user: &UserId,
         reason: Option<String>,
     ) -> Result<(), ApiError> {
+        if let Some(client) = self.federation_client()
+            && self.rules(room_id).await?.is_some()
+            && !self.is_resident(room_id).await?
+            && let Some(server) = self.invited_by(room_id, user).await?
+        {
+            return self.leave_remote(&client, room_id, user, &server).await;
+        }
         match self.storage().membership(room_id, user.as_str()).await?.as_deref() {
             Some("join" | "invite" | "knock") => {
                 self.set_membership(room_id, user, user, "leave", reason).await

@@ -63,7 +63,7 @@ impl Rooms {
         tokio::spawn(async move {
             cell.get_or_try_init(|| async {
                 let appended =
-                    me.append_recording(&room_id, &sender, draft, Some(record.clone())).await;
+                    me.append_recording(&room_id, &sender, draft, Some(record.clone()), None).await;
                 let pdu = match appended {
                     Ok(pdu) => pdu,
                     Err(error) => {
