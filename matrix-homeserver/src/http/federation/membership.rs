@@ -140,11 +140,13 @@ pub(super) async fn invite(
         .invited_from(
             federation.keys(),
             peer.origin.as_str(),
-            room.as_str(),
-            &event_id,
-            &version,
-            event,
-            invite_state,
+            crate::services::rooms::invite_remote::ReceivedInvite {
+                room_id: room.as_str(),
+                event_id: &event_id,
+                room_version: &version,
+                event,
+                invite_state,
+            },
         )
         .await?;
     let mut answer = matrix_core::Object::new();

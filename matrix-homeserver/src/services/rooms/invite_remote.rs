@@ -26,6 +26,21 @@ use crate::error::ApiError;
 /// The most stripped state events kept with an invite.
 const MAX_INVITE_STATE: usize = 64;
 
+/// An `/invite` v2 request.
+#[derive(Debug)]
+pub(crate) struct ReceivedInvite<'a> {
+    /// The room, from the path.
+    pub(crate) room_id: &'a str,
+    /// The event id, from the path.
+    pub(crate) event_id: &'a str,
+    /// The room's version.
+    pub(crate) room_version: &'a str,
+    /// The invite, signed by the inviter's server.
+    pub(crate) event: Object,
+    /// The room's stripped state.
+    pub(crate) invite_state: Vec<Value>,
+}
+
 /// Another server's signature an event needs before it is stored.
 #[derive(Debug)]
 pub(crate) enum Countersign<'a> {
@@ -122,12 +137,9 @@ impl Rooms {
         &self,
         keys: &dyn KeyProvider,
         origin: &str,
-        room_id: &str,
-        event_id: &str,
-        room_version: &str,
-        event: Object,
-        invite_state: Vec<Value>,
+        invite: ReceivedInvite<'_>,
     ) -> Result<Object, ApiError> {
+        let ReceivedInvite { room_id, event_id, room_version, event, invite_state } = invite;
         let rules = RoomVersionRules::get(room_version)
             .ok_or_else(|| ApiError::incompatible_room_version(room_version))?;
         let pdu = Pdu::from_object(event, rules)
