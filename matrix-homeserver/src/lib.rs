@@ -201,7 +201,8 @@ impl HomeserverBuilder {
             let transport = match self.transport {
                 Some(transport) => transport,
                 None => {
-                    let mut options = matrix_federation::FederationOptions::new(server_name.as_str());
+                    let mut options =
+                        matrix_federation::FederationOptions::new(server_name.as_str());
                     options.verify_certificates = self.config.federation.verify_certificates;
                     let https = matrix_federation::transport::https::HttpsTransport::new(
                         &options,

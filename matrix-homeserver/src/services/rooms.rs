@@ -20,8 +20,10 @@ mod federated;
 mod foreign;
 pub(crate) mod format;
 mod membership;
+mod peer_reads;
 mod read;
 mod send;
+mod server_visibility;
 mod visibility;
 
 use std::collections::HashMap;
@@ -38,6 +40,7 @@ use ruma::{OwnedServerName, UserId};
 
 use authorize::{Authorized, RoomGuard};
 pub(crate) use create::{CreateRoom, Preset};
+pub(crate) use peer_reads::{MAX_BACKFILL, MAX_MISSING, MAX_START_EVENTS};
 pub(crate) use read::{EventFilter, Viewer};
 pub(crate) use visibility::{Looker, Memberships};
 

@@ -18,6 +18,9 @@ impl Rooms {
         versions: &[String],
     ) -> Result<(Object, &'static str), ApiError> {
         let rules = self.rules(room_id).await?.ok_or_else(ApiError::room_not_found)?;
+        if !self.server_allowed(room_id, user.server_name().as_str()).await? {
+            return Err(ApiError::forbidden("the room's server ACL denies your server"));
+        }
         if !versions.iter().any(|v| v == rules.id) {
             return Err(ApiError::incompatible_room_version(rules.id));
         }
