@@ -51,7 +51,7 @@ impl KeyProvider for Keys {
         valid_at_ts: i64,
     ) -> Result<Option<PublicKey>, FederationError> {
         if server == self.server_name && key_id == self.ours.0 {
-            return Ok(Some(self.ours.1.clone()));
+            return Ok(Some(self.ours.1));
         }
         self.fetcher.public_key(server, key_id, valid_at_ts).await
     }
@@ -87,6 +87,7 @@ impl Federation {
     }
 
     /// Where signature checks find keys.
+    #[allow(dead_code, reason = "for the checks of received PDUs, which come next")]
     pub(crate) fn keys(&self) -> &dyn KeyProvider {
         &self.keys
     }
