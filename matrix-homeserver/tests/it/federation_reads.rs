@@ -12,6 +12,7 @@ use matrix_homeserver::testing::{TestFederation, TestHomeserver};
 use serde_json::{Value, json};
 
 use crate::Client;
+use crate::spec::check_federation;
 
 const V3: &str = "/_matrix/client/v3";
 
@@ -96,6 +97,7 @@ async fn a_server_never_in_a_world_readable_room_reads_only_its_world_readable_h
     // /event: what was said once world-readable, and the change itself; not what came before.
     let event = b_client.event("a.test", &public).await.expect("b may read it");
     let event = serde(&event);
+    check_federation("events.yaml", "/event/{eventId}", "get", 200, &event);
     assert_eq!(event["origin"], "a.test");
     assert_eq!(bodies(&event["pdus"]), ["after"]);
     let change = serde(&b_client.event("a.test", &opened).await.expect("b may read the change"));
@@ -105,6 +107,7 @@ async fn a_server_never_in_a_world_readable_room_reads_only_its_world_readable_h
 
     // /backfill from the latest: the world-readable part, deepest first; the rest left out.
     let backfill = serde(&b_client.backfill("a.test", &room, &[&public], 50).await.expect("ok"));
+    check_federation("backfill.yaml", "/backfill/{roomId}", "get", 200, &backfill);
     assert_eq!(bodies(&backfill["pdus"]), ["after"]);
     assert_eq!(types(&backfill["pdus"]), ["m.room.message", "m.room.history_visibility"]);
     let text = backfill.to_string();
@@ -122,6 +125,7 @@ async fn a_server_never_in_a_world_readable_room_reads_only_its_world_readable_h
     // back from the latest with no earliest bound, only the change is visible.
     let missing = b_client.get_missing_events("a.test", &room, &[], &[&public], 10, 0).await;
     let missing = serde(&missing.expect("ok"));
+    check_federation("backfill.yaml", "/get_missing_events/{roomId}", "post", 200, &missing);
     assert_eq!(types(&missing["events"]), ["m.room.history_visibility"]);
     let none = b_client.get_missing_events("a.test", &room, &[&opened], &[&public], 10, 0).await;
     assert_eq!(serde(&none.expect("ok"))["events"], json!([]));
@@ -131,10 +135,12 @@ async fn a_server_never_in_a_world_readable_room_reads_only_its_world_readable_h
 
     // /state_ids and /state at a visible event: the state before it, with its auth chain.
     let ids = serde(&b_client.state_ids("a.test", &room, &public).await.expect("ok"));
+    check_federation("events.yaml", "/state_ids/{roomId}", "get", 200, &ids);
     let pdu_ids = ids["pdu_ids"].as_array().expect("a list");
     assert!(pdu_ids.iter().any(|id| *id == opened), "{ids}");
     assert!(!ids["auth_chain_ids"].as_array().expect("a list").is_empty());
     let state = serde(&b_client.state("a.test", &room, &public).await.expect("ok"));
+    check_federation("events.yaml", "/state/{roomId}", "get", 200, &state);
     assert_eq!(state["pdus"].as_array().expect("a list").len(), pdu_ids.len());
     assert!(types(&state["pdus"]).contains(&"m.room.create".to_owned()));
     // ...but not anchored at an event b may not see.
@@ -145,6 +151,7 @@ async fn a_server_never_in_a_world_readable_room_reads_only_its_world_readable_h
     // /event_auth: the event's auth chain (power levels, alice's join; the create event too
     // in versions before 12, whose events name it).
     let auth = serde(&b_client.event_auth("a.test", &room, &public).await.expect("ok"));
+    check_federation("event_auth.yaml", "/event_auth/{roomId}/{eventId}", "get", 200, &auth);
     let auth_types = types(&auth["auth_chain"]);
     assert!(auth_types.contains(&"m.room.power_levels".to_owned()), "{auth_types:?}");
     assert!(auth_types.contains(&"m.room.member".to_owned()), "{auth_types:?}");
@@ -282,13 +289,15 @@ async fn other_servers_get_our_users_keys_and_directory_but_never_other_servers_
                       "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
                       "keys": {format!("ed25519:{device}"): "KEY"}, "signatures": {}});
     let upload = json!({"device_keys": keys,
-                        "one_time_keys": {"signed_curve25519:AAAA": {"key": "ONE"}}});
+                        "one_time_keys": {"signed_curve25519:AAAA": {"key": "ONE",
+                            "signatures": {"@alice:a.test": {format!("ed25519:{device}"): "SIG"}}}}});
     let (code, answer) = alice.post(&format!("{V3}/keys/upload"), &upload).await;
     assert_eq!(code, 200, "{answer}");
     let b_client = b.federation_client().expect("federation is on");
 
     // The device list, with keys.
     let devices = serde(&b_client.user_devices("a.test", "@alice:a.test").await.expect("ok"));
+    check_federation("user_devices.yaml", "/user/devices/{userId}", "get", 200, &devices);
     assert_eq!(devices["user_id"], "@alice:a.test");
     assert!(devices["stream_id"].is_u64());
     let listed = devices["devices"].as_array().expect("a list");
@@ -301,6 +310,7 @@ async fn other_servers_get_our_users_keys_and_directory_but_never_other_servers_
     asked.insert("@alice:a.test", Vec::<matrix_core::Value>::new());
     asked.insert("@bob:b.test", Vec::<matrix_core::Value>::new());
     let query = serde(&b_client.user_keys_query("a.test", asked).await.expect("ok"));
+    check_federation("user_keys.yaml", "/user/keys/query", "post", 200, &query);
     let answered = query["device_keys"].as_object().expect("an object");
     assert_eq!(answered.keys().collect::<Vec<_>>(), ["@alice:a.test"]);
     assert_eq!(answered["@alice:a.test"][&device]["keys"][format!("ed25519:{device}")], "KEY");
@@ -315,6 +325,7 @@ async fn other_servers_get_our_users_keys_and_directory_but_never_other_servers_
         wanted
     };
     let first = serde(&b_client.user_keys_claim("a.test", claim()).await.expect("ok"));
+    check_federation("user_keys.yaml", "/user/keys/claim", "post", 200, &first);
     assert_eq!(
         first["one_time_keys"]["@alice:a.test"][&device]["signed_curve25519:AAAA"]["key"],
         "ONE"
@@ -353,11 +364,13 @@ async fn other_servers_get_our_users_keys_and_directory_but_never_other_servers_
     let (code, answer) = alice.send(reqwest::Method::PUT, &path, Some(&publish)).await;
     assert_eq!(code, 200, "{answer}");
     let listed = serde(&b_client.public_rooms("a.test", Some(10), None).await.expect("ok"));
+    check_federation("public_rooms.yaml", "/publicRooms", "get", 200, &listed);
     assert_eq!(listed["chunk"][0]["room_id"], room.as_str());
     let mut filter = matrix_core::Object::new();
     let mut search = matrix_core::Object::new();
     search.insert("generic_search_term", "nothing like it");
     filter.insert("filter", search);
     let filtered = serde(&b_client.public_rooms_filtered("a.test", &filter).await.expect("ok"));
+    check_federation("public_rooms.yaml", "/publicRooms", "post", 200, &filtered);
     assert_eq!(filtered["chunk"], json!([]));
 }
