@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod acl;
 pub mod auth;
 pub mod b64;
 pub mod hash;
@@ -19,6 +20,7 @@ pub mod ids {
     };
 }
 
+pub use acl::ServerAcl;
 pub use auth::{AuthEvent, AuthRejection, AuthState};
 pub use json::{Number, Object, Value};
 pub use pdu::{Pdu, PduError};

@@ -132,7 +132,9 @@ struct PublicRoomsFilter {
     generic_search_term: Option<String>,
 }
 
-async fn list(
+/// One page of our `publicRooms` list (`since` is a token of an earlier page), for the
+/// client API and for other servers.
+pub(crate) async fn list(
     state: &crate::State,
     limit: Option<usize>,
     since: Option<&str>,

@@ -8,9 +8,12 @@ use axum::extract::{FromRequest, Request};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+mod directory;
+mod e2ee;
 mod keys;
 mod membership;
 mod query;
+mod reads;
 
 use super::route;
 use crate::State;
@@ -48,6 +51,28 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         )
         .route("/_matrix/federation/v1/query/profile", route(get(query::profile)))
         .route("/_matrix/federation/v1/query/directory", route(get(query::directory)))
+        .route("/_matrix/federation/v1/event/{event}", route(get(reads::event)))
+        .route("/_matrix/federation/v1/state/{room}", route(get(reads::state)))
+        .route("/_matrix/federation/v1/state_ids/{room}", route(get(reads::state_ids)))
+        .route("/_matrix/federation/v1/event_auth/{room}/{event}", route(get(reads::event_auth)))
+        .route("/_matrix/federation/v1/backfill/{room}", route(get(reads::backfill)))
+        .route(
+            "/_matrix/federation/v1/get_missing_events/{room}",
+            route(axum::routing::post(reads::get_missing_events)),
+        )
+        .route("/_matrix/federation/v1/user/devices/{user}", route(get(e2ee::user_devices)))
+        .route(
+            "/_matrix/federation/v1/user/keys/query",
+            route(axum::routing::post(e2ee::user_keys_query)),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/claim",
+            route(axum::routing::post(e2ee::user_keys_claim)),
+        )
+        .route(
+            "/_matrix/federation/v1/publicRooms",
+            route(get(directory::public_rooms_get).post(directory::public_rooms_post)),
+        )
         .fallback(|| async { ApiError::unrecognized() })
         .with_state(state)
 }

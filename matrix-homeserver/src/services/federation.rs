@@ -103,6 +103,7 @@ impl Federation {
     }
 
     /// Where signature checks find keys.
+    #[allow(dead_code, reason = "for the checks of received PDUs, which come next")]
     pub(crate) fn keys(&self) -> &dyn KeyProvider {
         &self.keys
     }

@@ -22,9 +22,11 @@ pub(crate) mod format;
 pub(crate) mod invite_remote;
 mod join_remote;
 mod membership;
+mod peer_reads;
 mod read;
 pub(crate) mod remote;
 mod send;
+mod server_visibility;
 mod visibility;
 
 use std::collections::HashMap;
@@ -41,6 +43,7 @@ use ruma::{OwnedServerName, UserId};
 
 use authorize::{Authorized, RoomGuard};
 pub(crate) use create::{CreateRoom, Preset};
+pub(crate) use peer_reads::{MAX_BACKFILL, MAX_MISSING, MAX_START_EVENTS};
 pub(crate) use read::{EventFilter, Viewer};
 pub(crate) use visibility::{Looker, Memberships};
 

@@ -81,10 +81,18 @@ pub(crate) fn check(file: &str, path: &str, method: &str, status: u16, body: &Va
     assert!(errors.is_empty(), "{method} {path} {status} against {file}: {errors:?}\n{body}");
 }
 
+/// [`check`] for a response of the server-server API (`file` in its folder of the spec).
+pub(crate) fn check_federation(file: &str, path: &str, method: &str, status: u16, body: &Value) {
+    check(&format!("../server-server/{file}"), path, method, status, body);
+}
+
 /// What is wrong with `body` for that response (nothing when the spec is not there).
 fn violations(file: &str, path: &str, method: &str, status: u16, body: &Value) -> Vec<String> {
     let Some(dir) = spec_dir() else { return Vec::new() };
-    let document = load_yaml(&dir.join(file));
+    let location = dir.join(file);
+    // The document's own references are relative to its folder.
+    let dir = location.parent().map_or(dir.clone(), Path::to_owned);
+    let document = load_yaml(&location);
     let response = document
         .pointer(&format!("/paths/{}/{method}/responses/{status}", path.replace('/', "~1")))
         .unwrap_or_else(|| panic!("{file} has no {status} response for {method} {path}"));

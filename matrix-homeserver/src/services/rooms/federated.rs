@@ -33,6 +33,9 @@ impl Rooms {
         versions: Option<&[String]>,
     ) -> Result<(Object, &'static str), ApiError> {
         let rules = self.rules(room_id).await?.ok_or_else(ApiError::room_not_found)?;
+        if !self.server_allowed(room_id, user.server_name().as_str()).await? {
+            return Err(ApiError::forbidden("the room's server ACL denies your server"));
+        }
         if let Some(versions) = versions
             && !versions.iter().any(|v| v == rules.id)
         {
