@@ -72,3 +72,140 @@ async fn our_user_joins_a_room_of_synapse() {
     assert_eq!(seen["content"]["membership"], "join");
     exchange(&room, &mine, &theirs).await;
 }
+
+/// Whether `event` is a redaction of `target` (`redacts` is in the content from room version
+/// 11, and also at the top for clients of older versions).
+fn redacts(event: &serde_json::Value, target: &str) -> bool {
+    event["type"] == "m.room.redaction"
+        && (event["redacts"] == target || event["content"]["redacts"] == target)
+}
+
+/// Waits until `session` sees `user`'s membership in `room` become `membership`.
+async fn wait_for_membership(session: &Session, room: &str, user: &str, membership: &str) {
+    session
+        .wait_for_event(room, WITHIN, |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == user
+                && e["content"]["membership"] == membership
+        })
+        .await;
+}
+
+/// Invites both ways, a rejection, a leave and a ban each way, an edit and a redaction.
+#[tokio::test]
+async fn invites_leaves_bans_edits_and_redactions_cross_both_ways() {
+    let Some(synapse) = Synapse::from_env() else { return };
+    let ours = OurServer::start().await;
+    let (mine, theirs) = users(&synapse, &ours).await;
+    let (mine2, theirs2) = users(&synapse, &ours).await;
+
+    // Our private room; the Synapse user is invited, sees it, joins.
+    let room = mine.create_room(&json!({"preset": "private_chat", "name": "Ours"})).await;
+    let (status, answer) = mine
+        .post(
+            &format!("/rooms/{}/invite", crate::client::encode(&room)),
+            &json!({"user_id": theirs.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}\n{}", ours.log_text());
+    assert_eq!(theirs.wait_for_invite(Some(&room), WITHIN).await, room);
+    assert_eq!(theirs.join(&room, &[&ours.server_name]).await, room);
+    wait_for_membership(&mine, &room, &theirs.user_id, "join").await;
+
+    // An edit and a redaction from Synapse reach us; ours reach Synapse.
+    let original = theirs.send_text(&room, "tyop").await;
+    let path = format!(
+        "/rooms/{}/send/m.room.message/{}",
+        crate::client::encode(&room),
+        crate::unique("e")
+    );
+    let edit = json!({"msgtype": "m.text", "body": "* typo", "m.new_content": {"msgtype": "m.text", "body": "typo"},
+                      "m.relates_to": {"rel_type": "m.replace", "event_id": original}});
+    let (status, answer) = theirs.put(&path, &edit).await;
+    assert_eq!(status, 200, "{answer}");
+    mine.wait_for_event(&room, WITHIN, |e| {
+        e["content"]["m.relates_to"]["event_id"] == original.as_str()
+    })
+    .await;
+    let path = format!(
+        "/rooms/{}/redact/{}/{}",
+        crate::client::encode(&room),
+        crate::client::encode(&original),
+        crate::unique("r")
+    );
+    let (status, answer) = theirs.put(&path, &json!({"reason": "oops"})).await;
+    assert_eq!(status, 200, "{answer}");
+    mine.wait_for_event(&room, WITHIN, |e| redacts(e, &original)).await;
+    let mine_sent = mine.send_text(&room, "to be redacted").await;
+    theirs.wait_for_event(&room, WITHIN, |e| e["event_id"] == mine_sent).await;
+    let path = format!(
+        "/rooms/{}/redact/{}/{}",
+        crate::client::encode(&room),
+        crate::client::encode(&mine_sent),
+        crate::unique("r")
+    );
+    let (status, answer) = mine.put(&path, &json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    theirs.wait_for_event(&room, WITHIN, |e| redacts(e, &mine_sent)).await;
+
+    // The Synapse user leaves; we see it.
+    let (status, answer) =
+        theirs.post(&format!("/rooms/{}/leave", crate::client::encode(&room)), &json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    wait_for_membership(&mine, &room, &theirs.user_id, "leave").await;
+
+    // A second Synapse user is invited and rejects (Synapse is no longer in the room).
+    let (status, answer) = mine
+        .post(
+            &format!("/rooms/{}/invite", crate::client::encode(&room)),
+            &json!({"user_id": theirs2.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    theirs2.wait_for_invite(Some(&room), WITHIN).await;
+    let (status, answer) =
+        theirs2.post(&format!("/rooms/{}/leave", crate::client::encode(&room)), &json!({})).await;
+    assert_eq!(status, 200, "{answer}\n{}", ours.log_text());
+    wait_for_membership(&mine, &room, &theirs2.user_id, "leave").await;
+
+    // Synapse's private room; our user is invited, joins, and is banned: we see the ban.
+    let theirs_room =
+        theirs.create_room(&json!({"preset": "private_chat", "name": "Theirs"})).await;
+    let (status, answer) = theirs
+        .post(
+            &format!("/rooms/{}/invite", crate::client::encode(&theirs_room)),
+            &json!({"user_id": mine2.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}\n{}", ours.log_text());
+    assert_eq!(mine2.wait_for_invite(Some(&theirs_room), WITHIN).await, theirs_room);
+    assert_eq!(mine2.join(&theirs_room, &[]).await, theirs_room, "{}", ours.log_text());
+    wait_for_membership(&theirs, &theirs_room, &mine2.user_id, "join").await;
+    // Our user bans... no: the Synapse user bans ours, and ours sees it as a leave section.
+    let (status, answer) = theirs
+        .post(
+            &format!("/rooms/{}/ban", crate::client::encode(&theirs_room)),
+            &json!({"user_id": mine2.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    mine2.sync_until(WITHIN, |s| s["rooms"]["leave"].get(theirs_room.as_str()).map(|_| ())).await;
+    // And we ban a Synapse user from our room: Synapse sees it.
+    let (status, answer) = mine
+        .post(
+            &format!("/rooms/{}/invite", crate::client::encode(&room)),
+            &json!({"user_id": theirs.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    theirs.wait_for_invite(Some(&room), WITHIN).await;
+    assert_eq!(theirs.join(&room, &[&ours.server_name]).await, room);
+    let (status, answer) = mine
+        .post(
+            &format!("/rooms/{}/ban", crate::client::encode(&room)),
+            &json!({"user_id": theirs.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    theirs.sync_until(WITHIN, |s| s["rooms"]["leave"].get(room.as_str()).map(|_| ())).await;
+}

@@ -34,7 +34,12 @@ pub(crate) async fn transaction(
     let mut results = Object::new();
     for pdu in transaction.pdus.iter().cloned() {
         let event_id = event_id_of(&pdu, state).await;
-        let result = receive_pdu(state, federation, origin, pdu, true).await;
+        let room_id = pdu.get_str("room_id").unwrap_or_default().to_owned();
+        let result = if state.rooms.server_allowed(&room_id, origin).await? {
+            receive_pdu(state, federation, origin, pdu, true).await
+        } else {
+            Ok(Received::Rejected("the room's server ACL denies the sending server".to_owned()))
+        };
         let mut entry = Object::new();
         match result {
             Ok(Received::Accepted(_) | Received::Known) => {}
