@@ -329,3 +329,146 @@ async fn wait_for_message_from(
     })
     .await;
 }
+
+/// The room's current state on `server` as `(type, state_key) -> event_id`.
+async fn state_ids(
+    server: &matrix_homeserver::testing::TestHomeserver,
+    token: &str,
+    room: &str,
+) -> std::collections::BTreeMap<(String, String), String> {
+    let path = format!("/_matrix/client/v3/rooms/{room}/state");
+    let (status, state) =
+        call(server, token, reqwest::Method::GET, &path, serde_json::json!({})).await;
+    assert_eq!(status, 200, "{state}");
+    state
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| {
+            let key = (
+                e["type"].as_str().expect("a type").to_owned(),
+                e["state_key"].as_str().expect("a state key").to_owned(),
+            );
+            (key, e["event_id"].as_str().expect("an id").to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_fork_made_while_the_link_is_cut_is_resolved_the_same_on_both_sides() {
+    let net = TestFederation::start(&["a.test", "b.test"]).await;
+    let (a, b) = (net.server("a.test"), net.server("b.test"));
+    let alice = a.register_user("alice", "pw").await;
+    let bob = b.register_user("bob", "pw").await;
+    let dave = b.register_user("dave", "pw").await;
+    let request = |server, token: String, method: reqwest::Method, path: String, body| async move {
+        let (status, answer) = call(server, &token, method, &path, body).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        answer
+    };
+    let created = request(
+        a,
+        alice.access_token.clone(),
+        reqwest::Method::POST,
+        "/_matrix/client/v3/createRoom".to_owned(),
+        serde_json::json!({"preset": "public_chat", "name": "Fork", "room_version": "11"}),
+    )
+    .await;
+    let room = created["room_id"].as_str().expect("a room id").to_owned();
+    let join = format!("/_matrix/client/v3/join/{room}?server_name=a.test");
+    request(
+        b,
+        bob.access_token.clone(),
+        reqwest::Method::POST,
+        join.clone(),
+        serde_json::json!({}),
+    )
+    .await;
+    // bob may change the topic (power 50).
+    let levels_path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/");
+    let mut levels = request(
+        a,
+        alice.access_token.clone(),
+        reqwest::Method::GET,
+        levels_path.clone(),
+        serde_json::json!({}),
+    )
+    .await;
+    levels["users"]["@bob:b.test"] = serde_json::json!(50);
+    request(
+        a,
+        alice.access_token.clone(),
+        reqwest::Method::PUT,
+        levels_path.clone(),
+        levels.clone(),
+    )
+    .await;
+    wait_for_state(b, &bob.access_token, &room, "m.room.power_levels", |c| {
+        c["users"]["@bob:b.test"] == 50
+    })
+    .await;
+
+    // The link is cut: each side changes the room on its own.
+    net.cut("a.test", "b.test");
+    levels["users"]["@bob:b.test"] = serde_json::json!(50);
+    levels["events"]["m.room.name"] = serde_json::json!(100);
+    request(a, alice.access_token.clone(), reqwest::Method::PUT, levels_path, levels).await;
+    request(
+        a,
+        alice.access_token.clone(),
+        reqwest::Method::PUT,
+        format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+        serde_json::json!({"name": "Fork (a)"}),
+    )
+    .await;
+    request(
+        b,
+        bob.access_token.clone(),
+        reqwest::Method::PUT,
+        format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+        serde_json::json!({"topic": "set on b"}),
+    )
+    .await;
+    // dave joins through b, which is in the room.
+    request(b, dave.access_token.clone(), reqwest::Method::POST, join, serde_json::json!({})).await;
+
+    // Healed: the queued events cross, each side resolves the fork.
+    net.heal("a.test", "b.test");
+    wait_for_state(a, &alice.access_token, &room, "m.room.topic", |c| c["topic"] == "set on b")
+        .await;
+    wait_for_state(b, &bob.access_token, &room, "m.room.name", |c| c["name"] == "Fork (a)").await;
+    // A message on each side builds on both branches.
+    let send = |server, token: String, body: &'static str| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{body}");
+        let content = serde_json::json!({"msgtype": "m.text", "body": body});
+        request(server, token, reqwest::Method::PUT, path, content)
+    };
+    send(a, alice.access_token.clone(), "after-a").await;
+    send(b, bob.access_token.clone(), "after-b").await;
+    wait_for_message(b, &bob.access_token, &room, "after-a").await;
+    wait_for_message(a, &alice.access_token, &room, "after-b").await;
+    let on_a = state_ids(a, &alice.access_token, &room).await;
+    let on_b = state_ids(b, &bob.access_token, &room).await;
+    assert_eq!(on_a, on_b, "both sides resolve the fork to the same state");
+    assert!(on_a.contains_key(&("m.room.member".to_owned(), "@dave:b.test".to_owned())));
+}
+
+/// Waits until `room`'s current state on `server` has a `kind` event whose content `matches`.
+async fn wait_for_state(
+    server: &matrix_homeserver::testing::TestHomeserver,
+    token: &str,
+    room: &str,
+    kind: &str,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) {
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/{kind}/");
+    for _ in 0..100 {
+        let (status, content) =
+            call(server, token, reqwest::Method::GET, &path, serde_json::json!({})).await;
+        if status == 200 && matches(&content) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("{kind} in {room} never matched on {}", server.server_name());
+}

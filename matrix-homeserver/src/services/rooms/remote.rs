@@ -66,6 +66,8 @@ struct Context<'a> {
     rooms: &'a Rooms,
     room_id: &'a str,
     current: Option<SnapshotId>,
+    /// The event being stored, which resolving the state after it needs before it is stored.
+    pending: Option<&'a Pdu>,
 }
 
 impl Context<'_> {
@@ -78,6 +80,11 @@ impl Context<'_> {
 #[async_trait]
 impl RoomContext for Context<'_> {
     async fn event(&self, event_id: &str) -> Result<Option<KnownEvent>, FederationError> {
+        if let Some(pending) = self.pending
+            && pending.event_id() == event_id
+        {
+            return Ok(Some(KnownEvent { pdu: pending.clone(), rejected: false }));
+        }
         let Some(stored) = self.rooms.storage().event(event_id).await? else { return Ok(None) };
         if stored.room_id != self.room_id {
             return Ok(None);
@@ -108,8 +115,22 @@ impl RoomContext for Context<'_> {
     }
 
     async fn auth_chain(&self, event_ids: &[String]) -> Result<Vec<String>, FederationError> {
-        let ids: Vec<&str> = event_ids.iter().map(String::as_str).collect();
-        Ok(self.rooms.storage().auth_chain(&ids).await?)
+        let mut ids: Vec<&str> = event_ids.iter().map(String::as_str).collect();
+        let mut chain = Vec::new();
+        // The pending event is not stored: its chain is its auth events and theirs.
+        if let Some(pending) = self.pending
+            && let Some(at) = ids.iter().position(|id| *id == pending.event_id())
+        {
+            ids.remove(at);
+            for auth in pending.auth_events() {
+                ids.push(auth);
+                chain.push(auth.to_owned());
+            }
+        }
+        chain.extend(self.rooms.storage().auth_chain(&ids).await?);
+        chain.sort_unstable();
+        chain.dedup();
+        Ok(chain)
     }
 }
 
@@ -146,7 +167,8 @@ impl Rooms {
         let _guard = lock.lock().await;
         for _ in 0..APPEND_TRIES {
             let info = self.storage().room(&room_id).await?.ok_or_else(ApiError::room_not_found)?;
-            let context = Context { rooms: self, room_id: &room_id, current: info.current_state };
+            let context =
+                Context { rooms: self, room_id: &room_id, current: info.current_state, pending: None };
             let check = match inbound::check_pdu(event.clone(), rules.id, keys, &context).await {
                 Ok(check) => check,
                 Err(CheckError::MissingAuthEvent(id) | CheckError::MissingState(id)) => {
@@ -255,7 +277,8 @@ impl Rooms {
             } else if after == current {
                 current.clone()
             } else {
-                inbound::resolve(rules, &[current.clone(), after.clone()], context)
+                let with_pending = Context { pending: Some(&pdu), ..*context };
+                inbound::resolve(rules, &[current.clone(), after.clone()], &with_pending)
                     .await
                     .map_err(|e| ReceiveError::Failed(ApiError::unknown(e.to_string())))?
             };
@@ -373,7 +396,12 @@ impl Rooms {
     pub(crate) async fn state_before_ids(&self, pdu: &Pdu) -> Result<Vec<String>, ApiError> {
         let info =
             self.storage().room(pdu.room_id()).await?.ok_or_else(ApiError::room_not_found)?;
-        let context = Context { rooms: self, room_id: pdu.room_id(), current: info.current_state };
+        let context = Context {
+            rooms: self,
+            room_id: pdu.room_id(),
+            current: info.current_state,
+            pending: None,
+        };
         let before = inbound::state_before(pdu, &context)
             .await
             .map_err(|e| ApiError::unknown(format!("the state before the event: {e}")))?;

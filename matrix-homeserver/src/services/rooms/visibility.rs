@@ -191,11 +191,17 @@ impl Rooms {
             }
             let Some(stored) = self.storage().event(&id).await? else { break };
             let Some(pdu) = self.pdu(&id).await? else { break };
-            let Some(pos) = stored.stream else { break };
             if latest_state.is_none() {
                 latest_state = stored.state_after;
             }
-            changes.push((pos, Membership::parse(pdu.content().get_str("membership"))));
+            let membership = Membership::parse(pdu.content().get_str("membership"));
+            // A member event with no timeline position came with the room's state when we
+            // joined it through another server: in force since before everything we hold.
+            let Some(pos) = stored.stream else {
+                changes.push((StreamPos(0), membership));
+                break;
+            };
+            changes.push((pos, membership));
             // The member event before this one: in the state before it.
             if let Some(before) = self.state_before_event(&pdu).await? {
                 next = self
