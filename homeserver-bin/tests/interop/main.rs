@@ -23,6 +23,7 @@ mod client;
 mod driver;
 mod keys;
 mod ours;
+mod restart;
 mod rooms;
 mod synapse;
 

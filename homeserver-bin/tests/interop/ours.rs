@@ -25,6 +25,7 @@ pub(crate) struct OurServer {
     /// Its federation listener, `https://127.0.0.1:FEDPORT`.
     pub(crate) federation_url: String,
     log: PathBuf,
+    config: PathBuf,
     // Dropped after the process is dead (fields drop after `Drop::drop`).
     _dir: tempfile::TempDir,
 }
@@ -51,15 +52,7 @@ impl OurServer {
         std::fs::write(&config, config_text(dir.path(), client_port, fed_port))
             .expect("writes the config");
         let log = dir.path().join("server.log");
-        let log_file = std::fs::File::create(&log).expect("creates the log");
-        let child = Command::new(env!("CARGO_BIN_EXE_homeserver"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(log_file.try_clone().expect("the log, twice"))
-            .stderr(log_file)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("the binary starts");
+        let child = spawn(&config, &log);
         // Made at once, so that the process is killed and waited for whatever happens next.
         let mut server = OurServer {
             child,
@@ -67,10 +60,24 @@ impl OurServer {
             server_name: format!("127.0.0.1:{fed_port}"),
             federation_url: format!("https://127.0.0.1:{fed_port}"),
             log,
+            config,
             _dir: dir,
         };
         server.wait_ready().await;
         server
+    }
+
+    /// Kills the process at once (SIGKILL: no shutdown, nothing flushed on the way out).
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the binary again on the same data, ports and config (after [`OurServer::kill`]).
+    pub(crate) async fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.config, &self.log);
+        self.wait_ready().await;
     }
 
     /// Polls both listeners until they answer any HTTP status, for at most [`READY_WITHIN`].
@@ -114,6 +121,20 @@ impl Drop for OurServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The binary serving `config`, its output appended to `log`.
+fn spawn(config: &Path, log: &Path) -> Child {
+    let log_file =
+        std::fs::OpenOptions::new().create(true).append(true).open(log).expect("opens the log");
+    Command::new(env!("CARGO_BIN_EXE_homeserver"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(log_file.try_clone().expect("the log, twice"))
+        .stderr(log_file)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("the binary starts")
 }
 
 /// The config file: open registration, no rate limits (the tests are the only clients),

@@ -167,8 +167,12 @@ impl Rooms {
         let _guard = lock.lock().await;
         for _ in 0..APPEND_TRIES {
             let info = self.storage().room(&room_id).await?.ok_or_else(ApiError::room_not_found)?;
-            let context =
-                Context { rooms: self, room_id: &room_id, current: info.current_state, pending: None };
+            let context = Context {
+                rooms: self,
+                room_id: &room_id,
+                current: info.current_state,
+                pending: None,
+            };
             let check = match inbound::check_pdu(event.clone(), rules.id, keys, &context).await {
                 Ok(check) => check,
                 Err(CheckError::MissingAuthEvent(id) | CheckError::MissingState(id)) => {
