@@ -11,6 +11,7 @@ use axum::routing::get;
 mod keys;
 mod membership;
 mod query;
+mod user_keys;
 
 use super::route;
 use crate::State;
@@ -36,6 +37,15 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/_matrix/federation/v1/send/{txn}", route(axum::routing::put(send)))
         .route("/_matrix/federation/v1/query/profile", route(get(query::profile)))
         .route("/_matrix/federation/v1/query/directory", route(get(query::directory)))
+        .route(
+            "/_matrix/federation/v1/user/keys/query",
+            route(axum::routing::post(user_keys::query)),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/claim",
+            route(axum::routing::post(user_keys::claim)),
+        )
+        .route("/_matrix/federation/v1/user/devices/{user}", route(get(user_keys::devices)))
         .fallback(|| async { ApiError::unrecognized() })
         .with_state(state)
 }

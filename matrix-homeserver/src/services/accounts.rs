@@ -125,7 +125,9 @@ impl Accounts {
                 with_keys.push(user);
             }
         }
+        let destinations: Vec<String> = changes.enqueue.iter().map(|(d, _)| d.clone()).collect();
         self.storage.apply(changes).await?;
+        self.ephemeral.outbound_stored(destinations.iter().map(String::as_str));
         for user in with_keys {
             self.ephemeral.devices_deleted(&user).await;
         }
