@@ -249,11 +249,7 @@ async fn device_list_changes_and_remote_keys() {
     let s = shared_room().await;
     let (a, b) = (s.a(), s.b());
     // alice's first sync, so that the next ones are incremental.
-    let (status, first) =
-        call(a, &s.alice.access_token, reqwest::Method::GET, "/_matrix/client/v3/sync", json!({}))
-            .await;
-    assert_eq!(status, 200, "{first}");
-    let since = first["next_batch"].as_str().expect("a next_batch").to_owned();
+    let since = first_batch(a, &s.alice.access_token).await;
 
     // bob uploads device keys and a one-time key.
     let device = s.bob.device_id.as_str();
@@ -274,21 +270,7 @@ async fn device_list_changes_and_remote_keys() {
     assert_eq!(status, 200, "{uploaded}");
 
     // alice's sync hears of it.
-    let mut since = since;
-    let mut heard = false;
-    for _ in 0..40 {
-        let path = format!("/_matrix/client/v3/sync?timeout=500&since={since}");
-        let (status, sync) =
-            call(a, &s.alice.access_token, reqwest::Method::GET, &path, json!({})).await;
-        assert_eq!(status, 200, "{sync}");
-        let changed = sync["device_lists"]["changed"].as_array().cloned().unwrap_or_default();
-        if changed.iter().any(|u| u == "@bob:b.test") {
-            heard = true;
-            break;
-        }
-        since = sync["next_batch"].as_str().expect("a next_batch").to_owned();
-    }
-    assert!(heard, "alice's sync never listed bob's device-list change");
+    wait_changed(a, &s.alice.access_token, &since, "@bob:b.test").await;
 
     // alice's client asks for bob's keys: a asks b.
     let body = json!({"device_keys": {"@bob:b.test": [], "@zed:nowhere.test": []}});
@@ -426,4 +408,123 @@ async fn forged_and_oversized_edus_are_dropped() {
     assert_eq!(status, 200, "{sync}");
     assert_eq!(typing_users(&sync, room), vec!["@bob:b.test".to_owned()], "{sync}");
     assert!(has_receipt(&sync, room, &event, "@bob:b.test"), "{sync}");
+}
+
+#[tokio::test]
+async fn a_to_device_edu_is_delivered_once_and_key_queries_answer_only_for_our_users() {
+    let s = shared_room().await;
+    let (a, b) = (s.a(), s.b());
+    let client = b.federation_client().expect("federation is on");
+    let message = || {
+        edu(
+            "m.direct_to_device",
+            json!({"sender": "@bob:b.test", "type": "m.test.once", "message_id": "same-id",
+                   "messages": {"@alice:a.test": {s.alice.device_id.as_str(): {"n": 1}}}}),
+        )
+    };
+    // The same message in two transactions (a retry the sender did not know succeeded).
+    for txn in ["once-1", "once-2"] {
+        let answer = client.send_transaction("a.test", txn, Vec::new(), vec![message()]).await;
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    // A message_id past the spec's 32 codepoints is dropped.
+    let long = edu(
+        "m.direct_to_device",
+        json!({"sender": "@bob:b.test", "type": "m.test.long", "message_id": "x".repeat(33),
+               "messages": {"@alice:a.test": {"*": {"n": 2}}}}),
+    );
+    let answer = client.send_transaction("a.test", "long-1", Vec::new(), vec![long]).await;
+    assert!(answer.is_ok(), "{answer:?}");
+    let (status, sync) =
+        call(a, &s.alice.access_token, reqwest::Method::GET, "/_matrix/client/v3/sync", json!({}))
+            .await;
+    assert_eq!(status, 200, "{sync}");
+    let events = sync["to_device"]["events"].as_array().cloned().unwrap_or_default();
+    let once = events.iter().filter(|e| e["type"] == "m.test.once").count();
+    assert_eq!(once, 1, "{sync}");
+    assert!(events.iter().all(|e| e["type"] != "m.test.long"), "{sync}");
+
+    // a answers b's key queries for a's users only.
+    let mut asked = matrix_core::Object::new();
+    asked.insert("@alice:a.test", Vec::<matrix_core::Value>::new());
+    asked.insert("@bob:b.test", Vec::<matrix_core::Value>::new());
+    let answer = client.user_keys_query("a.test", asked).await.expect("a answers");
+    let keys = answer.get_object("device_keys").expect("device_keys");
+    assert!(keys.contains_key("@alice:a.test"), "{answer:?}");
+    assert!(!keys.contains_key("@bob:b.test"), "{answer:?}");
+    let devices = client.user_devices("a.test", "@bob:b.test").await;
+    assert!(devices.is_err(), "{devices:?}");
+    let devices = client.user_devices("a.test", "@alice:a.test").await.expect("a answers");
+    assert_eq!(devices.get_str("user_id"), Some("@alice:a.test"));
+}
+
+/// Syncs incrementally from `since` (bounded) until `device_lists.changed` lists `user`;
+/// answers the next batch after it.
+async fn wait_changed(server: &TestHomeserver, token: &str, since: &str, user: &str) -> String {
+    let mut since = since.to_owned();
+    for _ in 0..40 {
+        let path = format!("/_matrix/client/v3/sync?timeout=500&since={since}");
+        let (status, sync) = call(server, token, reqwest::Method::GET, &path, json!({})).await;
+        assert_eq!(status, 200, "{sync}");
+        since = sync["next_batch"].as_str().expect("a next_batch").to_owned();
+        let changed = sync["device_lists"]["changed"].as_array().cloned().unwrap_or_default();
+        if changed.iter().any(|u| u == user) {
+            return since;
+        }
+    }
+    panic!("{user}'s device-list change never reached {}", server.server_name());
+}
+
+/// A first sync's next batch.
+async fn first_batch(server: &TestHomeserver, token: &str) -> String {
+    let (status, sync) =
+        call(server, token, reqwest::Method::GET, "/_matrix/client/v3/sync", json!({})).await;
+    assert_eq!(status, 200, "{sync}");
+    sync["next_batch"].as_str().expect("a next_batch").to_owned()
+}
+
+#[tokio::test]
+async fn a_deleted_device_is_announced() {
+    let s = shared_room().await;
+    let (a, b) = (s.a(), s.b());
+    let since = first_batch(a, &s.alice.access_token).await;
+    // bob's second device, with keys.
+    let second = b.homeserver().login("bob", "pw").await.expect("bob logs in again");
+    let device = second.device_id.as_str();
+    let keys = json!({
+        "user_id": "@bob:b.test", "device_id": device, "algorithms": [],
+        "keys": {format!("ed25519:{device}"): "ed"}, "signatures": {}
+    });
+    let (status, uploaded) = call(
+        b,
+        &second.access_token,
+        reqwest::Method::POST,
+        "/_matrix/client/v3/keys/upload",
+        json!({"device_keys": keys}),
+    )
+    .await;
+    assert_eq!(status, 200, "{uploaded}");
+    let since = wait_changed(a, &s.alice.access_token, &since, "@bob:b.test").await;
+    // a knows of the device (its /keys/query asks b).
+    let body = json!({"device_keys": {"@bob:b.test": []}});
+    let path = "/_matrix/client/v3/keys/query";
+    let (status, queried) =
+        call(a, &s.alice.access_token, reqwest::Method::POST, path, body.clone()).await;
+    assert_eq!(status, 200, "{queried}");
+    assert!(queried["device_keys"]["@bob:b.test"].get(device).is_some(), "{queried}");
+
+    // bob logs the device out: a hears of it, and the device is gone from b's answer.
+    let (status, _) = call(
+        b,
+        &second.access_token,
+        reqwest::Method::POST,
+        "/_matrix/client/v3/logout",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_changed(a, &s.alice.access_token, &since, "@bob:b.test").await;
+    let (status, queried) = call(a, &s.alice.access_token, reqwest::Method::POST, path, body).await;
+    assert_eq!(status, 200, "{queried}");
+    assert!(queried["device_keys"]["@bob:b.test"].get(device).is_none(), "{queried}");
 }

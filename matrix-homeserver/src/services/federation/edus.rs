@@ -8,7 +8,7 @@
 //! failure does (the sending server then retries the transaction, which is deduplicated only
 //! once it succeeded).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use matrix_core::{Object, Value};
@@ -47,6 +47,28 @@ async fn server_acl_allows(_state: &State, _origin: &str, _room: &str) -> bool {
     true
 }
 
+/// Whether `room` has a joined member of ours and its ACL allows `origin`: a room whose
+/// ephemeral news from `origin` concerns us.
+async fn room_shared(state: &State, origin: &str, room: &str) -> Result<bool, ApiError> {
+    let ours = state.rooms.server_name().as_str();
+    let shared =
+        state.rooms.storage().members(room).await?.iter().any(|(member, m)| {
+            m == "join" && member.split_once(':').is_some_and(|(_, s)| s == ours)
+        });
+    Ok(shared && server_acl_allows(state, origin, room).await)
+}
+
+/// Whether `user` is a user of `origin` joined to `room`.
+async fn joined_of_origin(
+    state: &State,
+    origin: &str,
+    room: &str,
+    user: &str,
+) -> Result<bool, ApiError> {
+    Ok(of_origin(user, origin)
+        && state.rooms.storage().membership(room, user).await?.as_deref() == Some("join"))
+}
+
 /// Whether `user` (of `origin`) is joined to `room`, a room with a joined member of ours, and
 /// the room's ACL allows `origin`.
 async fn joined_in_shared_room(
@@ -55,19 +77,8 @@ async fn joined_in_shared_room(
     room: &str,
     user: &str,
 ) -> Result<bool, ApiError> {
-    if !of_origin(user, origin) {
-        return Ok(false);
-    }
-    let storage = state.rooms.storage();
-    if storage.membership(room, user).await?.as_deref() != Some("join") {
-        return Ok(false);
-    }
-    let ours = state.rooms.server_name().as_str();
-    let shared =
-        storage.members(room).await?.iter().any(|(member, m)| {
-            m == "join" && member.split_once(':').is_some_and(|(_, s)| s == ours)
-        });
-    Ok(shared && server_acl_allows(state, origin, room).await)
+    Ok(joined_of_origin(state, origin, room, user).await?
+        && room_shared(state, origin, room).await?)
 }
 
 /// Handles one EDU from `origin`.
@@ -102,7 +113,8 @@ async fn typing(state: &State, origin: &str, content: &Object) -> Result<(), Api
 
 /// Whether a receipt's `thread_id` is one the client API would take too.
 fn valid_thread(thread: &str) -> bool {
-    thread == "main" || (thread.starts_with('$') && ruma::EventId::parse(thread).is_ok())
+    thread == "main"
+        || (thread.len() >= 2 && thread.starts_with('$') && ruma::EventId::parse(thread).is_ok())
 }
 
 /// `m.receipt`: read receipts of joined users of `origin`, for events we have, stored in one
@@ -119,7 +131,7 @@ async fn receipts(state: &State, origin: &str, content: &Object) -> Result<(), A
         let Some(users) = kinds.as_object().and_then(|k| k.get_object("m.read")) else {
             continue;
         };
-        if users.len() > MAX_RECEIPT_USERS {
+        if users.len() > MAX_RECEIPT_USERS || !room_shared(state, origin, room).await? {
             continue;
         }
         for (user, receipt) in users.iter() {
@@ -135,7 +147,7 @@ async fn receipts(state: &State, origin: &str, content: &Object) -> Result<(), A
             if thread.is_some_and(|t| !valid_thread(t)) {
                 continue;
             }
-            if !joined_in_shared_room(state, origin, room, user).await? {
+            if !joined_of_origin(state, origin, room, user).await? {
                 continue;
             }
             let stored = storage.event(event_id).await?.filter(|e| e.room_id == *room);
@@ -226,19 +238,9 @@ async fn device_list(state: &State, origin: &str, content: &Object) -> Result<()
     if !of_origin(user, origin) || ruma::UserId::parse(user).is_err() {
         return Ok(());
     }
-    let storage = state.rooms.storage();
-    let ours = state.rooms.server_name().as_str();
     let mut shared = false;
-    let rooms: BTreeMap<String, String> = storage.rooms_of_user(user).await?.into_iter().collect();
-    for (room, membership) in rooms {
-        if membership != "join" {
-            continue;
-        }
-        let members = storage.members(&room).await?;
-        if members
-            .iter()
-            .any(|(m, how)| how == "join" && m.split_once(':').is_some_and(|(_, s)| s == ours))
-        {
+    for (room, membership) in state.rooms.storage().rooms_of_user(user).await? {
+        if membership == "join" && room_shared(state, origin, &room).await? {
             shared = true;
             break;
         }
