@@ -73,3 +73,81 @@ async fn typing_and_receipts_go_both_ways_with_synapse() {
     read(&mine, &room, &answer).await;
     theirs.sync_until(WITHIN, |a| has_receipt(a, &room, &answer, &me).then_some(())).await;
 }
+
+/// Uploads device keys for the session's device; answers them.
+async fn upload_keys(session: &Session) -> Value {
+    let device = session.device_id.as_str();
+    let keys = json!({
+        "user_id": session.user_id,
+        "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {format!("curve25519:{device}"): "Y3VydmU", format!("ed25519:{device}"): "ZWQyNTUxOQ"},
+        "signatures": {}
+    });
+    let (status, answer) = session.post("/keys/upload", &json!({"device_keys": keys})).await;
+    assert_eq!(status, 200, "{answer}");
+    keys
+}
+
+/// Queries `user`'s device keys until the answer has `device` (a server may answer from a
+/// cache that fills after a device-list update); answers them.
+async fn query_until(session: &Session, user: &str, device: &str) -> Value {
+    let deadline = std::time::Instant::now() + WITHIN;
+    let mut last = Value::Null;
+    while std::time::Instant::now() < deadline {
+        let (status, answer) =
+            session.post("/keys/query", &json!({"device_keys": {user: []}})).await;
+        assert_eq!(status, 200, "{answer}");
+        if answer["device_keys"][user][device].is_object() {
+            return answer["device_keys"][user][device].clone();
+        }
+        last = answer;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{user}'s device {device} never in {}'s key query: {last}", session.user_id)
+}
+
+#[tokio::test]
+async fn keys_and_to_device_messages_go_both_ways_with_synapse() {
+    let Some(synapse) = Synapse::from_env() else { return };
+    let ours = OurServer::start().await;
+    let theirs = synapse.register(&crate::unique("syn"), PASSWORD, false).await;
+    let mine = Session::register_open(&ours.client_url, &crate::unique("our"), PASSWORD).await;
+    let alias_name = crate::unique("keys");
+    let room =
+        mine.create_room(&json!({"preset": "public_chat", "room_alias_name": alias_name})).await;
+    let alias = format!("#{alias_name}:{}", ours.server_name);
+    assert_eq!(theirs.join(&alias, &[]).await, room, "{}", ours.log_text());
+
+    // Keys: each side's client finds the other's device keys through its server.
+    let my_keys = upload_keys(&mine).await;
+    let their_keys = upload_keys(&theirs).await;
+    let seen = query_until(&theirs, &mine.user_id, &mine.device_id).await;
+    assert_eq!(seen["keys"], my_keys["keys"], "{}", ours.log_text());
+    let seen = query_until(&mine, &theirs.user_id, &theirs.device_id).await;
+    assert_eq!(seen["keys"], their_keys["keys"]);
+
+    // To-device messages both ways.
+    let message = |to: &Session, txn: &str| {
+        let path = format!("/sendToDevice/m.test.ping/{txn}");
+        let body = json!({"messages": {to.user_id.as_str(): {to.device_id.as_str(): {"n": txn}}}});
+        (path, body)
+    };
+    let received = |answer: &Value, sender: &str, txn: &str| {
+        answer["to_device"]["events"].as_array().and_then(|events| {
+            events.iter().find(|e| e["sender"] == sender && e["content"]["n"] == txn).map(|_| ())
+        })
+    };
+    let txn = crate::unique("ping");
+    let (path, body) = message(&theirs, &txn);
+    let (status, answer) = mine.put(&path, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let me = mine.user_id.clone();
+    theirs.sync_until(WITHIN, |a| received(a, &me, &txn)).await;
+    let txn = crate::unique("pong");
+    let (path, body) = message(&mine, &txn);
+    let (status, answer) = theirs.put(&path, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let them = theirs.user_id.clone();
+    mine.sync_until(WITHIN, |a| received(a, &them, &txn)).await;
+}
