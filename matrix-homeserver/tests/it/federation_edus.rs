@@ -513,6 +513,28 @@ async fn a_deleted_device_is_announced() {
     assert_eq!(status, 200, "{queried}");
     assert!(queried["device_keys"]["@bob:b.test"].get(device).is_some(), "{queried}");
 
+    // bob renames the device: a hears of it, and the name is b's answer.
+    let rename = format!("/_matrix/client/v3/devices/{device}");
+    let (status, renamed) = call(
+        b,
+        &second.access_token,
+        reqwest::Method::PUT,
+        &rename,
+        json!({"display_name": "bob's phone"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{renamed}");
+    let since = wait_changed(a, &s.alice.access_token, &since, "@bob:b.test").await;
+    let client = a.federation_client().expect("federation is on");
+    let devices = client.user_devices("b.test", "@bob:b.test").await.expect("b answers");
+    let listed = devices.get("devices").and_then(|d| d.as_array()).expect("devices");
+    assert!(
+        listed.iter().filter_map(|d| d.as_object()).any(|d| d.get_str("device_id") == Some(device)
+            && d.get_str("device_display_name") == Some("bob's phone")
+            && d.contains_key("keys")),
+        "{devices:?}"
+    );
+
     // bob logs the device out: a hears of it, and the device is gone from b's answer.
     let (status, _) = call(
         b,

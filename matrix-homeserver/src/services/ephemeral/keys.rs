@@ -229,6 +229,33 @@ impl Ephemeral {
         Ok(true)
     }
 
+    /// Adds to a change set that renames `device` of `user` a device-list change when the
+    /// device has keys, and, when federating, its `m.device_list_update` (the name travels
+    /// with the keys); answers whether it did.
+    pub(crate) async fn note_device_renamed(
+        &self,
+        changes: &mut ChangeSet,
+        user: &str,
+        device: &str,
+        name: Option<String>,
+    ) -> Result<bool, ApiError> {
+        let with_keys = self.storage.device_keys(user).await?;
+        let Some((_, keys)) = with_keys.iter().find(|(d, _)| d == device) else {
+            return Ok(false);
+        };
+        changes.device_list_changes.push(user.to_owned());
+        if let Some((_, ours)) = self.outbound.get() {
+            let change = DeviceChange::Keys {
+                device_id: device.to_owned(),
+                display_name: name,
+                keys: json_value(keys)?,
+            };
+            let storage = self.storage.as_ref();
+            changes.enqueue.extend(device_list_updates(storage, ours, user, &[change]).await?);
+        }
+        Ok(true)
+    }
+
     /// Tells the outbound sender (when federating) that items for `destinations` were
     /// stored.
     pub(crate) fn outbound_stored<'a>(&self, destinations: impl IntoIterator<Item = &'a str>) {
@@ -242,6 +269,11 @@ impl Ephemeral {
 
     /// Wakes the users who share a room with `user` after devices with keys were deleted.
     pub(crate) async fn devices_deleted(&self, user: &str) {
+        self.wake_sharing(user).await;
+    }
+
+    /// Wakes the users who share a room with `user` after a device with keys was renamed.
+    pub(crate) async fn device_renamed(&self, user: &str) {
         self.wake_sharing(user).await;
     }
 }
