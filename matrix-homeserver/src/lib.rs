@@ -235,7 +235,9 @@ impl HomeserverBuilder {
                 .start_sender(storage.clone())
                 .await
                 .map_err(|e| BuildError::Federation(e.to_string()))?;
-            rooms.federate(Arc::new(sender), federation.client().clone());
+            let sender = Arc::new(sender);
+            ephemeral.federate(sender.clone(), rooms.server_name().as_str());
+            rooms.federate(sender, federation.client().clone());
         }
         // Other processes on the same (shared) storage: their events wake our syncs too.
         rooms.follow_other_processes();

@@ -21,6 +21,7 @@
 
 mod client;
 mod driver;
+mod edus;
 mod keys;
 mod ours;
 mod restart;

@@ -31,13 +31,12 @@ async fn events_queued_for_a_server_that_is_down_survive_a_kill() {
     a.restart().await;
     b.restart().await;
     let last = sent.last().expect("five events").clone();
-    let seen = bob
-        .sync_until(Duration::from_secs(90), |sync| {
-            let events = sync["rooms"]["join"][room.as_str()]["timeline"]["events"].as_array()?;
-            events.iter().any(|e| e["event_id"] == last.as_str()).then_some(())
-        })
-        .await;
-    let _ = seen;
+    bob.sync_until(Duration::from_secs(90), |sync| {
+        let events = sync["rooms"]["join"][room.as_str()]["timeline"]["events"].as_array()?;
+        events.iter().any(|e| e["event_id"] == last.as_str()).then_some(())
+    })
+    .await;
+
     // Every one of them is there, in order.
     let (status, messages) =
         bob.get(&format!("/rooms/{}/messages?dir=b&limit=20", crate::client::encode(&room))).await;

@@ -1,5 +1,6 @@
-//! Enough of end-to-end encryption for clients to start: device keys and one-time keys of
-//! local users (upload, query, claim, changes) and to-device messages. Stored before the 200,
+//! Enough of end-to-end encryption for clients to start: device keys and one-time keys
+//! (upload, query, claim, changes; other servers' users through their servers) and to-device
+//! messages (other servers' users' through theirs). Stored before the 200,
 //! each part bounded (see `LimitsConfig`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +15,10 @@ use serde_json::{Value, json};
 
 use super::{Auth, JsonBody, JsonResult, Params, Query, Routes, route};
 use crate::error::ApiError;
+use crate::services::federation::fan_out;
+use crate::services::federation::remote_keys::{self, KeysRequest};
 use crate::services::rate_limit::Action;
+use matrix_core::{Object, Value as CoreValue};
 
 type AppState = State<Arc<crate::State>>;
 
@@ -54,7 +58,21 @@ async fn upload(
     {
         state.limiter.check(Action::KeyUpload, auth.user_id.as_str())?;
     }
-    let counts = state
+    // The servers sharing a room with the user hear of new device keys, queued with them.
+    let announce = match &body.device_keys {
+        Some(keys) => {
+            let device = state.accounts.device(&auth.user_id, auth.device_id.as_str()).await?;
+            let change = fan_out::DeviceChange::Keys {
+                device_id: auth.device_id.to_string(),
+                display_name: device.display_name,
+                keys: keys.clone(),
+            };
+            fan_out::device_list(&state, auth.user_id.as_str(), &[change]).await?
+        }
+        None => Vec::new(),
+    };
+    let notify = announce.clone();
+    let (counts, changed) = state
         .ephemeral
         .upload_keys(
             auth.user_id.as_str(),
@@ -62,8 +80,12 @@ async fn upload(
             body.device_keys,
             body.one_time_keys,
             body.fallback_keys,
+            announce,
         )
         .await?;
+    if changed {
+        fan_out::notify(&state, &notify);
+    }
     Ok(Json(json!({"one_time_key_counts": counts})))
 }
 
@@ -83,7 +105,7 @@ async fn query(
         return Err(ApiError::invalid_param(format!("a query may name at most {max} users")));
     }
     let mut device_keys = serde_json::Map::new();
-    let mut failures = serde_json::Map::new();
+    let mut remote: BTreeMap<String, Object> = BTreeMap::new();
     for (user, devices) in body.device_keys {
         match ruma::UserId::parse(&user) {
             Ok(id) if id.server_name().as_str() == state.rooms.server_name().as_str() => {
@@ -91,15 +113,30 @@ async fn query(
                 device_keys.insert(user, json!(keys));
             }
             Ok(id) => {
-                failures.insert(
-                    id.server_name().to_string(),
-                    json!({"error": "federation is not available yet"}),
-                );
+                let devices: Vec<CoreValue> = devices.into_iter().map(CoreValue::from).collect();
+                remote.entry(id.server_name().to_string()).or_default().insert(user, devices);
             }
             Err(_) => return Err(ApiError::invalid_param(format!("{user:?} is not a user id"))),
         }
     }
-    Ok(Json(json!({"device_keys": device_keys, "failures": failures})))
+    let mut answer = json!({"device_keys": device_keys, "failures": {}});
+    if !remote.is_empty() {
+        let answers = remote_keys::ask(&state, KeysRequest::Query, remote).await;
+        for (section, by_user) in answers.sections {
+            if matches!(
+                section.as_str(),
+                "device_keys" | "master_keys" | "self_signing_keys" | "user_signing_keys"
+            ) && let Some(ours) = answer
+                .as_object_mut()
+                .map(|a| a.entry(section).or_insert_with(|| json!({})))
+                .and_then(Value::as_object_mut)
+            {
+                ours.extend(by_user);
+            }
+        }
+        answer["failures"] = Value::Object(answers.failures);
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -121,7 +158,19 @@ async fn claim(
         return Err(ApiError::invalid_param(format!("at most {max} devices per claim")));
     }
     let mut claimed = serde_json::Map::new();
+    let mut remote: BTreeMap<String, Object> = BTreeMap::new();
+    let ours = state.rooms.server_name().as_str();
     for (user, devices) in body.one_time_keys {
+        if let Some((_, server)) = user.split_once(':')
+            && server != ours
+        {
+            let mut by_device = Object::new();
+            for (device, algorithm) in devices {
+                by_device.insert(device, algorithm);
+            }
+            remote.entry(server.to_owned()).or_default().insert(user, by_device);
+            continue;
+        }
         let mut by_device = serde_json::Map::new();
         for (device, algorithm) in devices {
             if let Some((key_id, key)) =
@@ -132,7 +181,15 @@ async fn claim(
         }
         claimed.insert(user, Value::Object(by_device));
     }
-    Ok(Json(json!({"one_time_keys": claimed, "failures": {}})))
+    let mut failures = serde_json::Map::new();
+    if !remote.is_empty() {
+        let mut answers = remote_keys::ask(&state, KeysRequest::Claim, remote).await;
+        if let Some(by_user) = answers.sections.remove("one_time_keys") {
+            claimed.extend(by_user);
+        }
+        failures = answers.failures;
+    }
+    Ok(Json(json!({"one_time_keys": claimed, "failures": failures})))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -185,9 +242,11 @@ async fn send_to_device(
         return Err(ApiError::invalid_param(format!("at most {max} users per request")));
     }
     let mut deliveries = Vec::new();
+    let mut remote = BTreeMap::new();
     for (user, devices) in body.messages {
         let Ok(id) = ruma::UserId::parse(&user) else { continue };
         if id.server_name().as_str() != state.rooms.server_name().as_str() {
+            remote.insert(user, devices);
             continue;
         }
         // A user who does not exist (or is deactivated) has no devices.
@@ -204,6 +263,11 @@ async fn send_to_device(
         }
     }
     let sender = (auth.user_id.as_str(), auth.device_id.as_str());
-    state.ephemeral.send_to_device(sender, &txn, &kind, deliveries).await?;
+    // Other servers' users get theirs through their server: one EDU per server, queued
+    // with the send (and its transaction id).
+    let enqueue = fan_out::to_device(&state, sender.0, &kind, remote);
+    let notify = enqueue.clone();
+    state.ephemeral.send_to_device(sender, &txn, &kind, deliveries, enqueue).await?;
+    fan_out::notify(&state, &notify);
     Ok(Json(json!({})))
 }

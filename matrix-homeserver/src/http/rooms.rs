@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::{Auth, JsonBody, JsonResult, Params, Query, RawBody, Routes, room_id, route, user_id};
 use crate::error::ApiError;
+use crate::services::federation::fan_out;
 use crate::services::rate_limit::Action;
 use crate::services::rooms::{CreateRoom, Draft, EventFilter, Preset, parse_content};
 use crate::services::sync::{parse_filter, parse_room_token, room_token};
@@ -666,6 +667,13 @@ async fn typing(
     let timeout =
         body.typing.then(|| Duration::from_millis(body.timeout.unwrap_or(30_000).min(120_000)));
     state.ephemeral.set_typing(room.as_str(), auth.user_id.as_str(), timeout).await;
+    crate::services::federation::fan_out::typing(
+        &state,
+        room.as_str(),
+        auth.user_id.as_str(),
+        timeout,
+    )
+    .await?;
     Ok(Json(json!({})))
 }
 
@@ -692,7 +700,16 @@ async fn set_receipt(
         "m.read" | "m.read.private" => {
             let ts = u64::try_from(crate::services::rooms::now_ms()).unwrap_or(0);
             let user = auth.user_id.as_str();
-            state.ephemeral.set_receipt(room, user, kind, event, pos, thread, ts).await
+            // Public receipts go to the room's other servers, queued with the receipt.
+            let enqueue = if kind == "m.read" {
+                fan_out::receipt(state, room, user, event, thread.as_deref(), ts).await?
+            } else {
+                Vec::new()
+            };
+            let notify = enqueue.clone();
+            state.ephemeral.set_receipt(room, user, kind, event, pos, thread, ts, enqueue).await?;
+            fan_out::notify(state, &notify);
+            Ok(())
         }
         other => Err(ApiError::invalid_param(format!("unknown receipt type {other:?}"))),
     }

@@ -125,7 +125,9 @@ impl Accounts {
                 with_keys.push(user);
             }
         }
+        let destinations: Vec<String> = changes.enqueue.iter().map(|(d, _)| d.clone()).collect();
         self.storage.apply(changes).await?;
+        self.ephemeral.outbound_stored(destinations.iter().map(String::as_str));
         for user in with_keys {
             self.ephemeral.devices_deleted(&user).await;
         }
@@ -382,10 +384,19 @@ impl Accounts {
         name: Option<String>,
     ) -> Result<(), ApiError> {
         let mut device = self.device(user_id, device_id).await?;
-        device.display_name = name;
+        device.display_name = name.clone();
         let mut changes = ChangeSet::new();
         changes.devices.push(device);
+        // Those who track the user's devices hear of the new name (with the keys).
+        let user = user_id.as_str();
+        let announced = self.ephemeral.note_device_renamed(&mut changes, user, device_id, name);
+        let announced = announced.await?;
+        let destinations: Vec<String> = changes.enqueue.iter().map(|(d, _)| d.clone()).collect();
         self.storage.apply(changes).await?;
+        self.ephemeral.outbound_stored(destinations.iter().map(String::as_str));
+        if announced {
+            self.ephemeral.device_renamed(user).await;
+        }
         Ok(())
     }
 

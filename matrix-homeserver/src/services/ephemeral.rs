@@ -87,6 +87,9 @@ pub(crate) struct Ephemeral {
     uploads: tokio::sync::Mutex<()>,
     /// Serialises to-device sends (checked against stored bounds, then written).
     sends: tokio::sync::Mutex<()>,
+    /// The outbound sender and our server name, when federating: device deletions are
+    /// announced to other servers from here (every way a device goes passes through).
+    outbound: std::sync::OnceLock<(Arc<matrix_federation::sender::Sender>, String)>,
 }
 
 impl std::fmt::Debug for Ephemeral {
@@ -126,7 +129,13 @@ impl Ephemeral {
             storage,
             uploads: tokio::sync::Mutex::new(()),
             sends: tokio::sync::Mutex::new(()),
+            outbound: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Announces our users' device changes to other servers from now on.
+    pub(crate) fn federate(&self, sender: Arc<matrix_federation::sender::Sender>, ours: &str) {
+        let _ = self.outbound.set((sender, ours.to_owned()));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -2,7 +2,9 @@
 //! exists only when federation is enabled.
 
 pub(crate) mod edus;
+pub(crate) mod fan_out;
 pub(crate) mod receive;
+pub(crate) mod remote_keys;
 
 use std::sync::Arc;
 

@@ -251,6 +251,11 @@ impl Rooms {
         self.client.get().cloned()
     }
 
+    /// The outbound sender, when federation is on (EDUs our users cause go through it).
+    pub(crate) fn outbound(&self) -> Option<&Arc<matrix_federation::sender::Sender>> {
+        self.outbound.get()
+    }
+
     /// `server` contacted us: what is queued for it is sent now rather than after its backoff.
     pub(crate) fn wake_destination(&self, server: &str) {
         if let Some(sender) = self.outbound.get() {

@@ -29,7 +29,8 @@ fn local_user(state: &crate::State, user_id: &str) -> Option<ruma::OwnedUserId> 
 }
 
 /// `GET /_matrix/federation/v1/user/devices/{userId}`: the devices of a user of ours, with
-/// their keys; `stream_id` is our stream position (it only grows).
+/// their keys; `stream_id` counts on the same clock as the `m.device_list_update` EDUs we
+/// send, so that a server compares the two.
 pub(super) async fn user_devices(
     State(state): AppState,
     Params(user): Params<String>,
@@ -48,7 +49,7 @@ pub(super) async fn user_devices(
             None => json!({ "device_id": device.device_id }),
         })
         .collect();
-    let stream_id = state.rooms.stream_position().await?.0;
+    let stream_id = crate::services::federation::fan_out::stream_id();
     Ok(Json(json!({ "user_id": id.as_str(), "stream_id": stream_id, "devices": devices })))
 }
 

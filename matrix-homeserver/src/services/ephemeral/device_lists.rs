@@ -44,6 +44,17 @@ impl Ephemeral {
         }
     }
 
+    /// Notes that a remote user's device list changed (their server said so, and they share
+    /// a room with one of ours): in the device-list stream, so that the syncs of the users
+    /// sharing a room with them list them in `device_lists.changed`; those are woken.
+    pub(crate) async fn remote_device_list_changed(&self, user: &str) -> Result<(), ApiError> {
+        let mut changes = matrix_storage::ChangeSet::new();
+        changes.device_list_changes.push(user.to_owned());
+        self.storage.apply(changes).await?;
+        self.wake_sharing(user).await;
+        Ok(())
+    }
+
     /// `device_lists.left` of a sync from `since` up to `upto`: users who no longer
     /// share a joined room with `user`, found from the departures in between (someone left
     /// a room of the user's, or the user left a room: its members). Departures older than

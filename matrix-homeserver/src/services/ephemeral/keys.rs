@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::Ephemeral;
 use crate::error::ApiError;
+use crate::services::federation::fan_out::{DeviceChange, device_list_updates};
 
 /// Why an upload was refused (nothing of it was stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +57,9 @@ fn json_value(bytes: &[u8]) -> Result<Value, ApiError> {
 impl Ephemeral {
     /// Stores a device's keys and one-time keys; answers the one-time key counts. When the
     /// device keys changed, the change goes into the device-list stream (in the same change
-    /// set) and the users sharing a room with the owner are woken.
+    /// set, with `announce`, the change's EDUs for other servers) and the users sharing a
+    /// room with the owner are woken. Answers the counts and whether the device keys changed
+    /// (`announce` was queued).
     pub(crate) async fn upload_keys(
         &self,
         user: &str,
@@ -64,7 +67,8 @@ impl Ephemeral {
         device_keys: Option<Value>,
         one_time_keys: BTreeMap<String, Value>,
         fallback_keys: BTreeMap<String, Value>,
-    ) -> Result<BTreeMap<String, u64>, ApiError> {
+        announce: Vec<(String, std::sync::Arc<[u8]>)>,
+    ) -> Result<(BTreeMap<String, u64>, bool), ApiError> {
         // Uploads are checked against what is stored and then written: one at a time, so
         // that two concurrent uploads of a device cannot both pass a bound.
         let uploads = self.uploads.lock().await;
@@ -129,6 +133,7 @@ impl Ephemeral {
             if changed {
                 changes.device_keys.push((user.to_owned(), device.to_owned(), bytes));
                 changes.device_list_changes.push(user.to_owned());
+                changes.enqueue = announce;
             }
         }
         if !changes.one_time_keys.is_empty()
@@ -141,7 +146,7 @@ impl Ephemeral {
         if changed {
             self.wake_sharing(user).await;
         }
-        Ok(storage.one_time_key_counts(user, device).await?)
+        Ok((storage.one_time_key_counts(user, device).await?, changed))
     }
 
     /// The count of one-time keys per algorithm of a device.
@@ -197,8 +202,10 @@ impl Ephemeral {
     }
 
     /// Adds to a change set that deletes `devices` of `user` a device-list change when one of
-    /// them had keys (only devices with keys are in anybody's device list); answers whether
-    /// it did. The storage deletes the devices' keys and queues with them.
+    /// them had keys (only devices with keys are in anybody's device list), and, when
+    /// federating, an `m.device_list_update` per such device for the servers sharing a room
+    /// with the user; answers whether it did. The storage deletes the devices' keys and
+    /// queues with them.
     pub(crate) async fn note_devices_deleted(
         &self,
         changes: &mut ChangeSet,
@@ -206,15 +213,67 @@ impl Ephemeral {
         devices: &[String],
     ) -> Result<bool, ApiError> {
         let with_keys = self.storage.device_keys(user).await?;
-        let had_keys = with_keys.iter().any(|(d, _)| devices.contains(d));
-        if had_keys {
-            changes.device_list_changes.push(user.to_owned());
+        let deleted: Vec<DeviceChange> = with_keys
+            .iter()
+            .filter(|(d, _)| devices.contains(d))
+            .map(|(d, _)| DeviceChange::Deleted { device_id: d.clone() })
+            .collect();
+        if deleted.is_empty() {
+            return Ok(false);
         }
-        Ok(had_keys)
+        changes.device_list_changes.push(user.to_owned());
+        if let Some((_, ours)) = self.outbound.get() {
+            let storage = self.storage.as_ref();
+            changes.enqueue.extend(device_list_updates(storage, ours, user, &deleted).await?);
+        }
+        Ok(true)
+    }
+
+    /// Adds to a change set that renames `device` of `user` a device-list change when the
+    /// device has keys, and, when federating, its `m.device_list_update` (the name travels
+    /// with the keys); answers whether it did.
+    pub(crate) async fn note_device_renamed(
+        &self,
+        changes: &mut ChangeSet,
+        user: &str,
+        device: &str,
+        name: Option<String>,
+    ) -> Result<bool, ApiError> {
+        let with_keys = self.storage.device_keys(user).await?;
+        let Some((_, keys)) = with_keys.iter().find(|(d, _)| d == device) else {
+            return Ok(false);
+        };
+        changes.device_list_changes.push(user.to_owned());
+        if let Some((_, ours)) = self.outbound.get() {
+            let change = DeviceChange::Keys {
+                device_id: device.to_owned(),
+                display_name: name,
+                keys: json_value(keys)?,
+            };
+            let storage = self.storage.as_ref();
+            changes.enqueue.extend(device_list_updates(storage, ours, user, &[change]).await?);
+        }
+        Ok(true)
+    }
+
+    /// Tells the outbound sender (when federating) that items for `destinations` were
+    /// stored.
+    pub(crate) fn outbound_stored<'a>(&self, destinations: impl IntoIterator<Item = &'a str>) {
+        if let Some((sender, _)) = self.outbound.get() {
+            let destinations: BTreeSet<&str> = destinations.into_iter().collect();
+            for destination in destinations {
+                sender.notify(destination);
+            }
+        }
     }
 
     /// Wakes the users who share a room with `user` after devices with keys were deleted.
     pub(crate) async fn devices_deleted(&self, user: &str) {
+        self.wake_sharing(user).await;
+    }
+
+    /// Wakes the users who share a room with `user` after a device with keys was renamed.
+    pub(crate) async fn device_renamed(&self, user: &str) {
         self.wake_sharing(user).await;
     }
 }

@@ -44,7 +44,8 @@ pub(super) fn read_up_to(receipts: &[StoredReceipt]) -> u64 {
 impl Ephemeral {
     /// Sets a read receipt (`thread`: `main` or a thread root's event id, checked by the
     /// caller); past `max_thread_receipts_per_room`, a user's oldest threaded receipts in the
-    /// room are deleted in the same change set.
+    /// room are deleted in the same change set, and `enqueue` (the receipt's EDUs for other
+    /// servers) is queued in it too.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn set_receipt(
         &self,
@@ -55,6 +56,7 @@ impl Ephemeral {
         event_pos: StreamPos,
         thread: Option<String>,
         ts: u64,
+        enqueue: Vec<(String, std::sync::Arc<[u8]>)>,
     ) -> Result<(), ApiError> {
         let key = ReceiptKey {
             room_id: room.to_owned(),
@@ -63,20 +65,8 @@ impl Ephemeral {
             thread,
         };
         let mut changes = ChangeSet::new();
-        if key.thread.is_some() {
-            let mut threaded: Vec<StoredReceipt> = self
-                .storage
-                .user_receipts(room, user)
-                .await?
-                .into_iter()
-                .filter(|r| r.receipt.key.thread.is_some() && r.receipt.key != key)
-                .collect();
-            threaded.sort_by_key(|r| r.pos);
-            let keep = self.limits.thread_receipts.saturating_sub(1);
-            let excess = threaded.len().saturating_sub(keep);
-            changes.deleted_receipts =
-                threaded.into_iter().take(excess).map(|r| r.receipt.key).collect();
-        }
+        changes.enqueue = enqueue;
+        self.bound_threads(&mut changes, &key).await?;
         changes.receipts.push(Receipt { key, event_id: event_id.to_owned(), event_pos, ts });
         self.storage.apply(changes).await?;
         if kind == "m.read.private" {
@@ -84,6 +74,54 @@ impl Ephemeral {
             self.wakeups.wake(user);
         } else {
             self.wake_room(room, Audience::Joined, &[]).await;
+        }
+        Ok(())
+    }
+
+    /// Stores the public receipts of other servers' users (checked by the caller), in one
+    /// change set, each user's threaded receipts bounded as ours are.
+    pub(crate) async fn set_remote_receipts(&self, receipts: Vec<Receipt>) -> Result<(), ApiError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let mut changes = ChangeSet::new();
+        let mut rooms: Vec<String> = Vec::new();
+        for receipt in receipts {
+            self.bound_threads(&mut changes, &receipt.key).await?;
+            rooms.push(receipt.key.room_id.clone());
+            changes.receipts.push(receipt);
+        }
+        self.storage.apply(changes).await?;
+        rooms.sort_unstable();
+        rooms.dedup();
+        for room in rooms {
+            self.wake_room(&room, Audience::Joined, &[]).await;
+        }
+        Ok(())
+    }
+
+    /// Adds to `changes` the deletion of the oldest threaded receipts of `key`'s user in its
+    /// room past `max_thread_receipts_per_room` (when `key` is threaded).
+    async fn bound_threads(
+        &self,
+        changes: &mut ChangeSet,
+        key: &ReceiptKey,
+    ) -> Result<(), ApiError> {
+        let (room, user) = (key.room_id.as_str(), key.user_id.as_str());
+        if key.thread.is_some() {
+            let mut threaded: Vec<StoredReceipt> = self
+                .storage
+                .user_receipts(room, user)
+                .await?
+                .into_iter()
+                .filter(|r| r.receipt.key.thread.is_some() && r.receipt.key != *key)
+                .collect();
+            threaded.sort_by_key(|r| r.pos);
+            let keep = self.limits.thread_receipts.saturating_sub(1);
+            let excess = threaded.len().saturating_sub(keep);
+            changes
+                .deleted_receipts
+                .extend(threaded.into_iter().take(excess).map(|r| r.receipt.key));
         }
         Ok(())
     }

@@ -36,13 +36,16 @@ fn full() -> ApiError {
 impl Ephemeral {
     /// Queues to-device messages for `targets` (existing devices, as the caller checked), all
     /// or none: 429 when a queue would pass its bounds. A transaction id the sending device
-    /// used before is answered without queueing again.
+    /// used before is answered without queueing again. `enqueue` (the EDUs carrying the
+    /// send's messages for other servers' users) is queued in the same change set, so it too
+    /// goes once.
     pub(crate) async fn send_to_device(
         &self,
         sender: (&str, &str),
         txn: &str,
         kind: &str,
         targets: Vec<(String, String, Value)>,
+        enqueue: Vec<(String, std::sync::Arc<[u8]>)>,
     ) -> Result<(), ApiError> {
         let storage = &self.storage;
         if storage.transaction_id(sender.0, sender.1, SCOPE, txn).await?.is_some() {
@@ -86,6 +89,7 @@ impl Ephemeral {
         users.dedup();
         let mut changes = ChangeSet::new();
         changes.to_device = messages;
+        changes.enqueue = enqueue;
         changes.transaction_ids.push(TransactionId {
             user_id: sender.0.to_owned(),
             device_id: sender.1.to_owned(),
