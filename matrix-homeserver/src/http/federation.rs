@@ -46,6 +46,14 @@ pub(crate) fn router(state: Arc<State>) -> Router {
             route(axum::routing::put(membership::send_leave)),
         )
         .route(
+            "/_matrix/federation/v1/make_knock/{room}/{user}",
+            route(get(membership::make_knock)),
+        )
+        .route(
+            "/_matrix/federation/v1/send_knock/{room}/{event}",
+            route(axum::routing::put(membership::send_knock)),
+        )
+        .route(
             "/_matrix/federation/v2/invite/{room}/{event}",
             route(axum::routing::put(membership::invite)),
         )

@@ -153,3 +153,49 @@ pub(super) async fn invite(
     answer.insert("event", signed);
     Ok(json_response(&answer))
 }
+
+/// `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`: a knock template for a user of
+/// the requesting server, when the room's join rules allow knocking.
+pub(super) async fn make_knock(
+    State(state): AppState,
+    Params((room, user)): Params<(String, String)>,
+    peer: Peer,
+) -> Result<Response, ApiError> {
+    let room = room_id(&room)?;
+    let user = user_id(&user)?;
+    if user.server_name() != peer.origin {
+        return Err(ApiError::forbidden("the user is not of the requesting server"));
+    }
+    let versions = query_values(&peer.uri, "ver");
+    let (event, version) =
+        state.rooms.membership_template(room.as_str(), &user, "knock", Some(&versions)).await?;
+    let mut body = matrix_core::Object::new();
+    body.insert("event", event);
+    body.insert("room_version", version);
+    Ok(json_response(&body))
+}
+
+/// `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`: answers the room's stripped
+/// state for the knocker.
+pub(super) async fn send_knock(
+    State(state): AppState,
+    Params((room, event_id)): Params<(String, String)>,
+    peer: Peer,
+) -> Result<Response, ApiError> {
+    let room = room_id(&room)?;
+    let federation = super::federation(&state)?;
+    let event = match matrix_core::json::parse_lenient(&peer.body) {
+        Ok(matrix_core::Value::Object(event)) => event,
+        _ => return Err(ApiError::bad_json("the body must be the signed knock event")),
+    };
+    let keys = federation.keys();
+    let origin = peer.origin.as_str();
+    let stored = state
+        .rooms
+        .membership_through_us(keys, origin, room.as_str(), &event_id, event, "knock")
+        .await?;
+    let knock_state = state.rooms.stripped_state(room.as_str(), stored.sender()).await?;
+    let mut body = matrix_core::Object::new();
+    body.insert("knock_room_state", knock_state);
+    Ok(json_response(&body))
+}

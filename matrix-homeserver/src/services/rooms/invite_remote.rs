@@ -302,3 +302,27 @@ impl Rooms {
         Ok(())
     }
 }
+
+impl Rooms {
+    /// The stripped state of a room's current state (what an invitee or knocker sees of it),
+    /// with `user`'s own member event.
+    pub(crate) async fn stripped_state(
+        &self,
+        room_id: &str,
+        user: &str,
+    ) -> Result<Vec<Value>, ApiError> {
+        let info = self.storage().room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
+        let mut state = Vec::new();
+        if let Some(snapshot) = info.current_state {
+            for kind in STRIPPED_TYPES {
+                if let Some(event) = self.state_pdu(snapshot, kind, "").await? {
+                    state.push(stripped(&event));
+                }
+            }
+            if let Some(member) = self.state_pdu(snapshot, "m.room.member", user).await? {
+                state.push(stripped(&member));
+            }
+        }
+        Ok(state)
+    }
+}
