@@ -108,6 +108,16 @@ async fn messages_backfill_the_history_from_before_a_remote_join() {
     assert_eq!(events.last().expect("events")["type"], "m.room.create", "back to the start");
     assert_eq!(events[0]["type"], "m.room.member", "bob's join is the newest");
 
+    // A backfilled event reads alone too.
+    let oldest = events.iter().rfind(|e| e["content"]["body"] == "m0").expect("m0");
+    let path = format!(
+        "/_matrix/client/v3/rooms/{room}/event/{}",
+        oldest["event_id"].as_str().expect("an id")
+    );
+    let (status, read) = call(b, &bob.access_token, reqwest::Method::GET, &path, json!({})).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["content"]["body"], "m0");
+
     // Paging again needs no server: the history is stored.
     net.cut("a.test", "b.test");
     let (again, _) = page_back(b, &bob.access_token, &room, 12).await;

@@ -100,6 +100,14 @@ impl EventFilter {
     }
 }
 
+/// Whether `looker` may see `pdu`, an event of the history before the room's timeline here,
+/// to which `history` applies: as an event before every membership change we know of (the
+/// user's own member events are always visible).
+fn sees_history(looker: &Looker<'_>, history: History, pdu: &Pdu) -> bool {
+    (pdu.kind() == "m.room.member" && pdu.state_key() == Some(looker.user.as_str()))
+        || history.allows(&looker.memberships, StreamPos(0))
+}
+
 impl Rooms {
     /// The state events of a snapshot.
     pub(crate) async fn state_events(
@@ -196,12 +204,16 @@ impl Rooms {
             return Err(ApiError::not_found("no such event in this room"));
         };
         let pdu = self.pdu(event_id).await?.ok_or_else(|| ApiError::not_found("no such event"))?;
-        match stored.stream {
-            Some(pos) if visibility.allows(Some(pos)) && self.sees(&looker, &pdu, pos).await? => {
-                Ok(pdu)
+        let visible = match stored.stream {
+            Some(pos) => visibility.allows(Some(pos)) && self.sees(&looker, &pdu, pos).await?,
+            // Backfilled: history from before the timeline.
+            None if self.storage().backfill_position(event_id).await?.is_some() => {
+                let history = self.history_before_timeline(room_id).await?;
+                sees_history(&looker, history, &pdu)
             }
-            _ => Err(ApiError::not_found("no such event in this room")),
-        }
+            None => false,
+        };
+        if visible { Ok(pdu) } else { Err(ApiError::not_found("no such event in this room")) }
     }
 
     /// A page of the timeline from `from` (exclusive; `None`: the end for backwards, the
@@ -313,10 +325,6 @@ impl Rooms {
         page: &mut Pager<'_, '_>,
     ) -> Result<Option<Chunk>, ApiError> {
         let history = self.history_before_timeline(room_id).await?;
-        let memberships = &page.looker.memberships;
-        // Before the timeline, before every membership change we know of.
-        let visible = history.allows(memberships, StreamPos(0));
-        let user = page.looker.user.as_str();
         let mut cursor = from;
         let mut requests = 0;
         while page.scanned < MAX_SCANNED {
@@ -327,7 +335,7 @@ impl Rooms {
                 page.scanned += 1;
                 if let Some(pdu) = self.pdu(&item.event_id).await?
                     && page.filter.keeps(&pdu)
-                    && (visible || (pdu.kind() == "m.room.member" && pdu.state_key() == Some(user)))
+                    && sees_history(page.looker, history, &pdu)
                 {
                     page.events.push(pdu);
                     if page.full() {
