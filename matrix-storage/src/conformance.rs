@@ -13,6 +13,7 @@
 //! # fn main() {}
 //! ```
 
+mod backfill;
 mod domains;
 mod state;
 mod user_data;
@@ -20,6 +21,7 @@ mod user_data;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+pub use backfill::*;
 pub use domains::*;
 pub use state::*;
 pub use user_data::*;
@@ -60,7 +62,7 @@ macro_rules! storage_conformance {
             receipts_replace_and_stream, transaction_ids_commit_once, records_round_trip,
             account_data_changes, one_stream_for_everything, cross_signing_keys, key_signatures,
             backup_versions, backup_sessions, pushers,
-            a_room_changed_since_it_was_read_is_a_conflict);
+            a_room_changed_since_it_was_read_is_a_conflict, backfill_goes_before_the_timeline);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

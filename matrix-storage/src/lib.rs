@@ -139,6 +139,18 @@ pub trait RoomStore: Send + Sync {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<StreamItem>>;
+    /// A room's backfilled events (its history before its timeline, see [`BackfillPos`])
+    /// before (backwards: older, higher positions) or after (forwards: newer, lower positions)
+    /// `from`, at most `limit`, nearest first. `BackfillPos(0)` is the timeline's start.
+    async fn backfilled(
+        &self,
+        room_id: &str,
+        from: BackfillPos,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<BackfillItem>>;
+    /// The backfill position of an event, if it has one.
+    async fn backfill_position(&self, event_id: &str) -> Result<Option<BackfillPos>>;
 }
 
 /// Accounts: users, devices and access tokens.

@@ -13,12 +13,13 @@ use async_trait::async_trait;
 
 use crate::layers::{self, Layer, StateKey};
 use crate::{
-    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied, ChangeSet,
-    ClaimedKey, Device, Direction, DirectoryStore, E2eeStore, ErrorKind, EventStore, FallbackKey,
-    InboxStore, KeyStore, Media, MediaStore, NewSnapshot, OurKey, OutboundItem, Profile,
-    QueueStore, ReceiptKey, ReceiptStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore,
-    SnapshotId, SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent,
-    StoredReceipt, StreamItem, StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
+    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied,
+    BackfillItem, BackfillPos, ChangeSet, ClaimedKey, Device, Direction, DirectoryStore, E2eeStore,
+    ErrorKind, EventStore, FallbackKey, InboxStore, KeyStore, Media, MediaStore, NewSnapshot,
+    OurKey, OutboundItem, Profile, QueueStore, ReceiptKey, ReceiptStore, RemoteKey, Result,
+    RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef, StateEntry, StateStore, Storage,
+    StorageError, StoredEvent, StoredReceipt, StreamItem, StreamPos, ToDeviceMessage,
+    ToDeviceUsage, TokenOwner, User,
 };
 
 /// `(user, device)`.
@@ -37,11 +38,15 @@ struct Room {
     extremities: BTreeSet<String>,
     members: BTreeMap<String, String>,
     timeline: BTreeMap<u64, String>,
+    /// Backfill position -> event (higher is older).
+    backfill: BTreeMap<u64, String>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     events: HashMap<String, StoredEvent>,
+    /// The backfill position of each backfilled event.
+    backfill_of: HashMap<String, u64>,
     /// Each snapshot's own record, on the stack of records it names ([`crate::layers`]).
     snapshots: Vec<Arc<Layer>>,
     rooms: HashMap<String, Room>,
@@ -220,6 +225,13 @@ impl Inner {
                 ));
             }
         }
+        for (room, event_id) in &changes.backfill {
+            let stored = self.events.get(event_id).map(|e| &e.room_id);
+            let new = changes.events.iter().find(|e| e.event_id == *event_id).map(|e| &e.room_id);
+            if new.or(stored) != Some(room) {
+                return missing(format!("event {event_id} in room {room}"));
+            }
+        }
         self.user_data.validate(changes)
     }
 
@@ -284,6 +296,16 @@ impl Inner {
             });
             let state_after = event.state_after.and_then(resolve);
             self.events.insert(event.event_id.clone(), event.into_stored(stream, state_after));
+        }
+        for (room_id, event_id) in changes.backfill {
+            let positioned = self.events.get(&event_id).is_some_and(|e| e.stream.is_some());
+            if positioned || self.backfill_of.contains_key(&event_id) {
+                continue;
+            }
+            let Some(room) = self.rooms.get_mut(&room_id) else { continue };
+            let pos = room.backfill.last_key_value().map_or(1, |(pos, _)| pos + 1);
+            room.backfill.insert(pos, event_id.clone());
+            self.backfill_of.insert(event_id, pos);
         }
 
         for user in changes.new_users.into_iter().chain(changes.updated_users) {
@@ -546,6 +568,34 @@ impl RoomStore for MemoryStore {
                 room.timeline.range(after).take(limit).map(item).collect()
             }
         })
+    }
+
+    async fn backfilled(
+        &self,
+        room_id: &str,
+        from: BackfillPos,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<BackfillItem>> {
+        let inner = self.lock()?;
+        let Some(room) = inner.rooms.get(room_id) else { return Ok(Vec::new()) };
+        let item = |(&pos, event): (&u64, &String)| BackfillItem {
+            pos: BackfillPos(pos),
+            event_id: event.clone(),
+        };
+        Ok(match direction {
+            Direction::Backwards => {
+                let older = (std::ops::Bound::Excluded(from.0), std::ops::Bound::Unbounded);
+                room.backfill.range(older).take(limit).map(item).collect()
+            }
+            Direction::Forwards => {
+                room.backfill.range(..from.0).rev().take(limit).map(item).collect()
+            }
+        })
+    }
+
+    async fn backfill_position(&self, event_id: &str) -> Result<Option<BackfillPos>> {
+        Ok(self.lock()?.backfill_of.get(event_id).copied().map(BackfillPos))
     }
 }
 

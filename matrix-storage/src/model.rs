@@ -97,6 +97,24 @@ pub struct StreamItem {
     pub event_id: String,
 }
 
+/// A position among a room's backfilled events: history older than the room's timeline,
+/// fetched from other servers after the room's timeline here had started. Backfill positions
+/// count backwards from the start of the room's timeline: 1 is just before the room's first
+/// timeline event, higher is older, and 0 is the timeline's start itself. They are per room and
+/// not stream positions: a backfilled event never shows in [`crate::RoomStore::stream_range`]
+/// (nor in `/sync`), only in [`crate::RoomStore::backfilled`] (a room's history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct BackfillPos(pub u64);
+
+/// One backfilled event of a room, at its backfill position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillItem {
+    /// Its position (higher is older).
+    pub pos: BackfillPos,
+    /// The event.
+    pub event_id: String,
+}
+
 /// A user account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -323,6 +341,12 @@ pub struct StreamChanges {
 pub struct ChangeSet {
     /// New events.
     pub events: Vec<NewEvent>,
+    /// Events to put before the start of their room's timeline `(room, event)`, newest first:
+    /// each gets its room's next backfill position (one above the highest it holds, see
+    /// [`BackfillPos`]), in this order. Each event must be stored in that room, by this change
+    /// set or before (else [`crate::ErrorKind::MissingReference`]); one that has a stream or a
+    /// backfill position already keeps it and is skipped.
+    pub backfill: Vec<(String, String)>,
     /// A new state snapshot (named [`SnapshotRef::New`] elsewhere in this change set).
     pub snapshot: Option<NewSnapshot>,
     /// Room changes.

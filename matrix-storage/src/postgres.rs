@@ -43,6 +43,7 @@
 
 mod apply;
 mod apply_domains;
+mod backfill;
 mod domains;
 mod snapshots;
 mod stream;
@@ -75,6 +76,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "layers", include_str!("../migrations/0003_layers.sql")),
     (4, "user data", include_str!("../migrations/0004_user_data.sql")),
     (5, "shared", include_str!("../migrations/0005_shared.sql")),
+    (6, "backfill", include_str!("../migrations/0006_backfill.sql")),
 ];
 
 /// The first key of our migration lock ("MXST"); the second is a hash of the schema.
@@ -628,6 +630,20 @@ impl RoomStore for PostgresStore {
             .await
             .doing("reading a timeline")?;
         rows.iter().map(stream_item).collect()
+    }
+
+    async fn backfilled(
+        &self,
+        room_id: &str,
+        from: crate::BackfillPos,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<crate::BackfillItem>> {
+        backfill::backfilled(&self.pool, room_id, from, direction, limit).await
+    }
+
+    async fn backfill_position(&self, event_id: &str) -> Result<Option<crate::BackfillPos>> {
+        backfill::position(&self.pool, event_id).await
     }
 }
 

@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+mod backfill;
 mod batch;
 mod domains;
 mod engine;
@@ -51,10 +52,10 @@ use self::records::{
 use crate::codec::{Dec, Enc};
 use crate::layers::LayerCache;
 use crate::{
-    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Applied, ChangeSet,
-    ClaimedKey, Device, Direction, ErrorKind, EventStore, KeyStore, Media, MediaStore, OurKey,
-    OutboundItem, Profile, QueueStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore,
-    SnapshotId, SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent,
+    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Applied, BackfillItem,
+    BackfillPos, ChangeSet, ClaimedKey, Device, Direction, ErrorKind, EventStore, KeyStore, Media,
+    MediaStore, OurKey, OutboundItem, Profile, QueueStore, RemoteKey, Result, RetryState, RoomInfo,
+    RoomStore, SnapshotId, SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent,
     StreamItem, StreamPos, TokenOwner, User,
 };
 
@@ -114,17 +115,20 @@ const BACKUP_VERSION: u8 = b'B';
 const BACKUP_SESSION: u8 = b'e';
 const PUSHER: u8 = b'g';
 const PUSHER_KEY: u8 = b'd';
+// Backfilled history (read and written in `backfill`; a store written before has none).
+const BACKFILL: u8 = b'z';
+const BACKFILL_OF: u8 = b'q';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 46] = [
+const TABLES: [u8; 48] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
     RECEIPT_LOG, CLIENT_TXN, ALIAS, ROOM_ALIAS, PUBLISHED, REDACTION, PROFILE, FORGOTTEN,
     MEDIA_USAGE, ACCOUNT_DATA_POS, ACCOUNT_DATA_LOG, CROSS_SIGNING_KEY, KEY_SIGNATURE,
-    BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY,
+    BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -594,6 +598,7 @@ fn apply_in(
         let stored = event.clone().into_stored(stream, state_after);
         tx.insert(Enc::table(EVENT).str(&event.event_id).done(), encode_event(&stored))?;
     }
+    backfill::write(tx, changes)?;
 
     // Accounts.
     for user in &changes.new_users {
@@ -950,6 +955,22 @@ impl RoomStore for SledStore {
                 self.tree.range(after..=end).take(limit).map(item).collect()
             }
         }
+    }
+
+    async fn backfilled(
+        &self,
+        room_id: &str,
+        from: BackfillPos,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<BackfillItem>> {
+        self.flusher.check()?;
+        self.backfill_range(room_id, from, direction, limit)
+    }
+
+    async fn backfill_position(&self, event_id: &str) -> Result<Option<BackfillPos>> {
+        self.flusher.check()?;
+        self.backfill_pos(event_id)
     }
 }
 

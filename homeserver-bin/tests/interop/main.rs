@@ -19,6 +19,7 @@
 //! from [`unique`]) and never assumes a fresh server. Our servers are started per test by
 //! [`ours::OurServer::start`], the binary in a process of its own with federation on.
 
+mod backfill;
 mod client;
 mod driver;
 mod edus;

@@ -16,7 +16,7 @@ use super::{Auth, JsonBody, JsonResult, Params, Query, RawBody, Routes, room_id,
 use crate::error::ApiError;
 use crate::services::federation::fan_out;
 use crate::services::rate_limit::Action;
-use crate::services::rooms::{CreateRoom, Draft, EventFilter, Preset, parse_content};
+use crate::services::rooms::{CreateRoom, Draft, EventFilter, Page, Preset, parse_content};
 use crate::services::sync::{parse_filter, parse_room_token, room_token};
 
 type AppState = State<Arc<crate::State>>;
@@ -509,6 +509,23 @@ fn room_event_filter(
     Ok((filter.timeline, json["lazy_load_members"].as_bool().unwrap_or(false)))
 }
 
+/// A `/messages` token: `t<stream position>` (or a `/sync` token) in the timeline,
+/// `b<backfill position>` in the history before it.
+fn parse_page_token(text: &str) -> Option<Page> {
+    match text.strip_prefix('b') {
+        Some(pos) => pos.parse().ok().map(|pos| Page::Backfill(matrix_storage::BackfillPos(pos))),
+        None => parse_room_token(text).map(Page::Stream),
+    }
+}
+
+/// The token of a [`Page`] (read by [`parse_page_token`]).
+fn page_token(page: Page) -> String {
+    match page {
+        Page::Stream(pos) => room_token(pos),
+        Page::Backfill(pos) => format!("b{}", pos.0),
+    }
+}
+
 async fn messages(
     State(state): AppState,
     auth: Auth,
@@ -524,7 +541,7 @@ async fn messages(
     };
     let from = match query.from.as_deref() {
         Some(token) => Some(
-            parse_room_token(token)
+            parse_page_token(token)
                 .ok_or_else(|| ApiError::invalid_param("not a pagination token"))?,
         ),
         None => None,
@@ -540,6 +557,7 @@ async fn messages(
     let (start, chunk) = state
         .rooms
         .messages(
+            state.federation.as_ref(),
             room.as_str(),
             &auth.user_id,
             from,
@@ -550,11 +568,11 @@ async fn messages(
         )
         .await?;
     let mut response = json!({
-        "start": room_token(start),
+        "start": page_token(start),
         "chunk": state.rooms.show_all(&chunk.events, Some(auth.viewer())).await?,
     });
     if let Some(next) = chunk.next {
-        response["end"] = json!(room_token(next));
+        response["end"] = json!(page_token(next));
     }
     if lazy {
         response["state"] = json!(lazy_members(&state, &auth, room.as_str(), &chunk.events).await?);
@@ -604,7 +622,7 @@ async fn context(
     let after_limit = limit - before_limit;
     let device = Some(auth.viewer());
     let mut response = json!({"event": rooms.show(&pdu, device).await?});
-    let mut ends = [pos, pos];
+    let mut ends = [Page::Stream(pos), Page::Stream(pos)];
     for (i, (key, direction, limit)) in [
         ("events_before", Direction::Backwards, before_limit),
         ("events_after", Direction::Forwards, after_limit),
@@ -615,7 +633,16 @@ async fn context(
         let mut events = Vec::new();
         if limit > 0 {
             let (_, chunk) = rooms
-                .messages(room.as_str(), &auth.user_id, Some(pos), None, direction, limit, &filter)
+                .messages(
+                    None,
+                    room.as_str(),
+                    &auth.user_id,
+                    Some(Page::Stream(pos)),
+                    None,
+                    direction,
+                    limit,
+                    &filter,
+                )
                 .await?;
             ends[i] = chunk.reached;
             events = rooms.show_all(&chunk.events, device).await?;
@@ -623,8 +650,8 @@ async fn context(
         response[key] = json!(events);
     }
     let [start, end] = ends;
-    response["start"] = json!(room_token(start));
-    response["end"] = json!(room_token(end));
+    response["start"] = json!(page_token(start));
+    response["end"] = json!(page_token(end));
     let snapshot = rooms.state_at(pdu.event_id()).await?;
     let state_events = match snapshot {
         Some(snapshot) => rooms.show_all(&rooms.state_events(snapshot).await?, None).await?,

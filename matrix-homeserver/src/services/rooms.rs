@@ -14,6 +14,7 @@
 //! they concern are woken and their notices and departures noted, as for our own.
 
 mod authorize;
+mod backfill;
 mod create;
 mod directory;
 mod federated;
@@ -44,7 +45,7 @@ use ruma::{OwnedServerName, UserId};
 use authorize::{Authorized, RoomGuard};
 pub(crate) use create::{CreateRoom, Preset};
 pub(crate) use peer_reads::{MAX_BACKFILL, MAX_MISSING, MAX_START_EVENTS};
-pub(crate) use read::{EventFilter, Viewer};
+pub(crate) use read::{EventFilter, Page, Viewer};
 pub(crate) use visibility::{Looker, Memberships};
 
 use super::ephemeral::{Ephemeral, NOTICES_PER_ROOM};

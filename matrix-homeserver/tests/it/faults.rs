@@ -15,8 +15,8 @@ use matrix_storage::{
     TokenOwner, User,
 };
 use matrix_storage::{
-    BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore, KeyBackupStore,
-    KeySignature, Pusher, PusherStore,
+    BackfillItem, BackfillPos, BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore,
+    KeyBackupStore, KeySignature, Pusher, PusherStore,
 };
 
 /// A store whose change sets are acknowledged `delay` after they are applied (durable, but
@@ -54,6 +54,8 @@ forward!(RoomStore {
     fn stream_range(&self, after: StreamPos, upto: StreamPos, limit: usize) -> Result<Vec<StreamItem>>;
     fn timeline(&self, room_id: &str, from: StreamPos, direction: Direction, limit: usize) -> Result<Vec<StreamItem>>;
     fn forgotten(&self, room_id: &str, user_id: &str) -> Result<bool>;
+    fn backfilled(&self, room_id: &str, from: BackfillPos, direction: Direction, limit: usize) -> Result<Vec<BackfillItem>>;
+    fn backfill_position(&self, event_id: &str) -> Result<Option<BackfillPos>>;
 });
 forward!(AccountStore {
     fn user(&self, user_id: &str) -> Result<Option<User>>;

@@ -11,6 +11,7 @@ mod account;
 mod discovery;
 mod faults;
 mod federation;
+mod federation_backfill;
 mod federation_edus;
 mod federation_reads;
 mod push_rules;

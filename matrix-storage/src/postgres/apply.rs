@@ -186,6 +186,7 @@ async fn write(
         }
     }
 
+    super::backfill::write(&mut tx, changes).await?;
     write_accounts(&mut tx, changes).await?;
     write_keys_and_queues(&mut tx, changes, &mut applied).await?;
     apply_domains::write_account_data(&mut tx, changes, &mut positions).await?;

@@ -246,7 +246,7 @@ fn events_of(answer: &Object, field: &str) -> Result<Vec<Object>, ApiError> {
 
 /// The events whose signatures verify (one batch), redacted where their content hash is
 /// wrong.
-async fn verify_all(
+pub(super) async fn verify_all(
     keys: &dyn KeyProvider,
     rules: &'static RoomVersionRules,
     events: Vec<Pdu>,

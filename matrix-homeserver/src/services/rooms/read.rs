@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use matrix_core::Pdu;
-use matrix_storage::{Direction, SnapshotId, StreamPos};
+use matrix_storage::{BackfillPos, Direction, SnapshotId, StreamPos};
 
+use super::backfill;
 pub(crate) use super::visibility::Visibility;
+use super::visibility::{History, Looker};
+use crate::services::federation::Federation;
 use ruma::UserId;
 use serde_json::Value;
 
@@ -25,14 +28,43 @@ pub(crate) struct Viewer<'a> {
     pub(crate) device: &'a str,
 }
 
+/// Where a page of a room's timeline starts or ends: a stream position in the timeline, or a
+/// backfill position in the history before it (see `backfill.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Page {
+    /// In the timeline.
+    Stream(StreamPos),
+    /// In the history before the timeline (`BackfillPos(0)`: the timeline's start).
+    Backfill(BackfillPos),
+}
+
 /// A page of a room's timeline.
 #[derive(Debug, Clone)]
 pub(crate) struct Chunk {
     pub(crate) events: Vec<Arc<Pdu>>,
     /// Where the next page starts; `None` when there is nothing more in that direction.
-    pub(crate) next: Option<StreamPos>,
+    pub(crate) next: Option<Page>,
     /// The position of the last event read (kept or not), or where the page started.
-    pub(crate) reached: StreamPos,
+    pub(crate) reached: Page,
+}
+
+/// A page being read: who reads, what is kept so far.
+struct Pager<'a, 'b> {
+    looker: &'a Looker<'b>,
+    filter: &'a EventFilter,
+    limit: usize,
+    events: Vec<Arc<Pdu>>,
+    scanned: usize,
+}
+
+impl Pager<'_, '_> {
+    fn full(&self) -> bool {
+        self.events.len() >= self.limit
+    }
+
+    fn chunk(&mut self, next: Option<Page>, reached: Page) -> Chunk {
+        Chunk { events: std::mem::take(&mut self.events), next, reached }
+    }
 }
 
 /// Which events a page keeps (a room event filter's `types`, `not_types`, `senders`,
@@ -66,6 +98,14 @@ impl EventFilter {
             && self.senders.as_ref().is_none_or(|s| s.iter().any(|u| u == sender))
             && !self.not_senders.iter().any(|u| u == sender)
     }
+}
+
+/// Whether `looker` may see `pdu`, an event of the history before the room's timeline here,
+/// to which `history` applies: as an event before every membership change we know of (the
+/// user's own member events are always visible).
+fn sees_history(looker: &Looker<'_>, history: History, pdu: &Pdu) -> bool {
+    (pdu.kind() == "m.room.member" && pdu.state_key() == Some(looker.user.as_str()))
+        || history.allows(&looker.memberships, StreamPos(0))
 }
 
 impl Rooms {
@@ -164,29 +204,39 @@ impl Rooms {
             return Err(ApiError::not_found("no such event in this room"));
         };
         let pdu = self.pdu(event_id).await?.ok_or_else(|| ApiError::not_found("no such event"))?;
-        match stored.stream {
-            Some(pos) if visibility.allows(Some(pos)) && self.sees(&looker, &pdu, pos).await? => {
-                Ok(pdu)
+        let visible = match stored.stream {
+            Some(pos) => visibility.allows(Some(pos)) && self.sees(&looker, &pdu, pos).await?,
+            // Backfilled: history from before the timeline.
+            None if self.storage().backfill_position(event_id).await?.is_some() => {
+                let history = self.history_before_timeline(room_id).await?;
+                sees_history(&looker, history, &pdu)
             }
-            _ => Err(ApiError::not_found("no such event in this room")),
-        }
+            None => false,
+        };
+        if visible { Ok(pdu) } else { Err(ApiError::not_found("no such event in this room")) }
     }
 
     /// A page of the timeline from `from` (exclusive; `None`: the end for backwards, the
     /// start for forwards) towards `to` (backwards: down to positions at or after it;
     /// forwards: before it), at most `limit` events the filter keeps and the user may see.
     /// At most [`MAX_SCANNED`] events are read for one page, whatever the filter drops.
+    ///
+    /// Backwards past the timeline's first event (with no `to`), the page goes on into the
+    /// history before it (backfilled events, [`Page::Backfill`]); when that is exhausted and
+    /// `federation` is given, more is fetched from the servers in the room
+    /// ([`Rooms::backfill`], at most [`backfill::MAX_REQUESTS_PER_PAGE`] requests).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn messages(
         &self,
+        federation: Option<&Federation>,
         room_id: &str,
         user: &UserId,
-        from: Option<StreamPos>,
+        from: Option<Page>,
         to: Option<StreamPos>,
         direction: Direction,
         limit: usize,
         filter: &EventFilter,
-    ) -> Result<(StreamPos, Chunk), ApiError> {
+    ) -> Result<(Page, Chunk), ApiError> {
         let (visibility, looker) = self.access(room_id, user).await?;
         let mut ceiling = match visibility {
             Visibility::Now(_) => StreamPos(self.stream_position().await?.0.saturating_add(1)),
@@ -199,43 +249,136 @@ impl Rooms {
             (None, _) => {}
         }
         let start = match (from, direction) {
-            (Some(from), Direction::Backwards) => from.min(ceiling),
-            (None, Direction::Backwards) => ceiling,
-            (Some(from), Direction::Forwards) => from,
-            (None, Direction::Forwards) => StreamPos(0),
+            (Some(Page::Stream(from)), Direction::Backwards) => Page::Stream(from.min(ceiling)),
+            (None, Direction::Backwards) => Page::Stream(ceiling),
+            (Some(Page::Stream(from)), Direction::Forwards) => Page::Stream(from),
+            (None, Direction::Forwards) => Page::Stream(StreamPos(0)),
+            (Some(Page::Backfill(from)), _) => Page::Backfill(from),
         };
-        let limit = limit.clamp(1, 1000);
-        let mut events = Vec::new();
-        let mut cursor = start;
-        let mut scanned = 0;
-        while scanned < MAX_SCANNED {
-            let items = self.storage().timeline(room_id, cursor, direction, limit).await?;
-            let exhausted = items.len() < limit;
+        let mut page = Pager {
+            looker: &looker,
+            filter,
+            limit: limit.clamp(1, 1000),
+            events: Vec::new(),
+            scanned: 0,
+        };
+        let mut cursor = match start {
+            Page::Stream(pos) => pos,
+            Page::Backfill(from) => {
+                // In the history; forwards, the rest of it and then the timeline.
+                let done =
+                    self.page_of_history(federation, room_id, from, direction, &mut page).await?;
+                match done {
+                    Some(chunk) => return Ok((start, chunk)),
+                    None => StreamPos(0),
+                }
+            }
+        };
+        while page.scanned < MAX_SCANNED {
+            let items = self.storage().timeline(room_id, cursor, direction, page.limit).await?;
+            let exhausted = items.len() < page.limit;
             for item in items {
                 let beyond = match direction {
                     Direction::Forwards => item.pos >= ceiling,
                     Direction::Backwards => item.pos < floor,
                 };
                 if beyond {
-                    return Ok((start, Chunk { events, next: None, reached: cursor }));
+                    return Ok((start, page.chunk(None, Page::Stream(cursor))));
                 }
                 cursor = item.pos;
-                scanned += 1;
+                page.scanned += 1;
                 if let Some(pdu) = self.pdu(&item.event_id).await?
                     && filter.keeps(&pdu)
                     && self.sees(&looker, &pdu, item.pos).await?
                 {
-                    events.push(pdu);
-                    if events.len() == limit {
-                        return Ok((start, Chunk { events, next: Some(cursor), reached: cursor }));
+                    page.events.push(pdu);
+                    if page.full() {
+                        let at = Page::Stream(cursor);
+                        return Ok((start, page.chunk(Some(at), at)));
                     }
                 }
             }
             if exhausted {
-                return Ok((start, Chunk { events, next: None, reached: cursor }));
+                if direction == Direction::Backwards && floor == StreamPos(0) {
+                    let history = BackfillPos(0);
+                    let chunk = self
+                        .page_of_history(federation, room_id, history, direction, &mut page)
+                        .await?
+                        .unwrap_or_else(|| page.chunk(None, Page::Backfill(history)));
+                    return Ok((start, chunk));
+                }
+                return Ok((start, page.chunk(None, Page::Stream(cursor))));
             }
         }
-        Ok((start, Chunk { events, next: Some(cursor), reached: cursor }))
+        let at = Page::Stream(cursor);
+        Ok((start, page.chunk(Some(at), at)))
+    }
+
+    /// The part of a page in the history before the timeline, from `from`: the finished page,
+    /// or `None` when reading forwards reached the timeline's start with room left.
+    async fn page_of_history(
+        &self,
+        federation: Option<&Federation>,
+        room_id: &str,
+        from: BackfillPos,
+        direction: Direction,
+        page: &mut Pager<'_, '_>,
+    ) -> Result<Option<Chunk>, ApiError> {
+        let history = self.history_before_timeline(room_id).await?;
+        let mut cursor = from;
+        let mut requests = 0;
+        while page.scanned < MAX_SCANNED {
+            let items = self.storage().backfilled(room_id, cursor, direction, page.limit).await?;
+            let exhausted = items.len() < page.limit;
+            for item in items {
+                cursor = item.pos;
+                page.scanned += 1;
+                if let Some(pdu) = self.pdu(&item.event_id).await?
+                    && page.filter.keeps(&pdu)
+                    && sees_history(page.looker, history, &pdu)
+                {
+                    page.events.push(pdu);
+                    if page.full() {
+                        let at = Page::Backfill(cursor);
+                        return Ok(Some(page.chunk(Some(at), at)));
+                    }
+                }
+            }
+            if !exhausted {
+                continue;
+            }
+            if direction == Direction::Forwards {
+                return Ok(None);
+            }
+            if let Some(federation) = federation
+                && requests < backfill::MAX_REQUESTS_PER_PAGE
+            {
+                requests += 1;
+                match self.backfill(federation, room_id).await {
+                    Ok(0) => {}
+                    Ok(_) => continue,
+                    Err(e) => eprintln!("federation: backfilling {room_id}: {e}"),
+                }
+            }
+            return Ok(Some(page.chunk(None, Page::Backfill(cursor))));
+        }
+        let at = Page::Backfill(cursor);
+        Ok(Some(page.chunk(Some(at), at)))
+    }
+
+    /// The history visibility that applies to the history before a room's timeline here:
+    /// the one in the state after the timeline's first event (the oldest state held; the
+    /// state at the backfilled events themselves is not).
+    async fn history_before_timeline(&self, room_id: &str) -> Result<History, ApiError> {
+        let first = self.storage().timeline(room_id, StreamPos(0), Direction::Forwards, 1).await?;
+        let snapshot = match first.first() {
+            Some(item) => self.state_after_of(&item.event_id).await?,
+            None => None,
+        };
+        match snapshot {
+            Some(snapshot) => self.history_of(snapshot).await,
+            None => Ok(History::Shared),
+        }
     }
 
     /// The position of an event in the timeline, if the user may see it.
