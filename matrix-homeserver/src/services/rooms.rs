@@ -149,6 +149,8 @@ pub(crate) struct Rooms {
     /// The other servers with joined members, by room, with the state snapshot they were
     /// read at.
     remote_servers: quick_cache::sync::Cache<String, (SnapshotId, Arc<Vec<String>>)>,
+    /// Whether a user of ours is joined, by room, with the state snapshot it was read at.
+    residency: quick_cache::sync::Cache<String, (SnapshotId, bool)>,
 }
 
 impl std::fmt::Debug for Rooms {
@@ -219,6 +221,7 @@ impl Rooms {
             outbound: std::sync::OnceLock::new(),
             client: std::sync::OnceLock::new(),
             remote_servers: quick_cache::sync::Cache::new(4_096),
+            residency: quick_cache::sync::Cache::new(4_096),
         })
     }
 

@@ -53,6 +53,10 @@ pub(crate) async fn transaction(
             Err(ReceiveError::Missing(id)) => {
                 entry.insert("error", format!("event {id} is missing and could not be fetched"));
             }
+            // Our failure (storage, a busy room), not the event's: the whole transaction is
+            // answered with an error and not marked seen, so the sender sends it again (what
+            // was stored of it is then known).
+            Err(ReceiveError::Transient(e)) => return Err(e),
             Err(ReceiveError::Failed(e)) => {
                 entry.insert("error", e.to_string());
             }

@@ -136,6 +136,20 @@ impl Rooms {
         if pdu.room_id() != room_id || pdu.event_id() != event_id {
             return Err(ApiError::bad_json("the event's room or id is not the one in the path"));
         }
+        if !self.server_allowed(room_id, origin).await? {
+            return Err(ApiError::forbidden("the room's server ACL denies your server"));
+        }
+        // A restricted join authorised by one of our users needs our signature too.
+        let mut event = event;
+        let ours = format!(":{}", self.server_name());
+        if membership == "join"
+            && pdu
+                .content()
+                .get_str("join_authorised_via_users_server")
+                .is_some_and(|user| user.ends_with(&ours))
+        {
+            matrix_core::signing::sign_json(&mut event, self.server_name().as_str(), self.key());
+        }
         let stored = match self.receive(keys, event).await {
             Ok(Received::Accepted(pdu)) => pdu,
             Ok(Received::Known) => self
@@ -150,7 +164,7 @@ impl Rooms {
             Err(ReceiveError::Missing(id)) => {
                 return Err(ApiError::bad_json(format!("the event names an unknown event {id}")));
             }
-            Err(ReceiveError::Failed(e)) => return Err(e),
+            Err(ReceiveError::Failed(e) | ReceiveError::Transient(e)) => return Err(e),
         };
         // The other servers in the room learn of it from us, the server it went through.
         self.forward(&stored, origin).await?;

@@ -142,6 +142,15 @@ impl Rooms {
         let ReceivedInvite { room_id, event_id, room_version, event, invite_state } = invite;
         let rules = RoomVersionRules::get(room_version)
             .ok_or_else(|| ApiError::incompatible_room_version(room_version))?;
+        // A room we know keeps its version; its ACL may deny the inviting server.
+        if let Some(known) = self.rules(room_id).await? {
+            if known.id != rules.id {
+                return Err(ApiError::bad_json("the room's version is not the one we know"));
+            }
+            if !self.server_allowed(room_id, origin).await? {
+                return Err(ApiError::forbidden("the room's server ACL denies your server"));
+            }
+        }
         let pdu = Pdu::from_object(event, rules)
             .map_err(|e| ApiError::bad_json(format!("the invite is not a valid event: {e}")))?;
         let target = pdu.state_key().unwrap_or_default().to_owned();

@@ -24,16 +24,29 @@ const MAX_JOIN_EVENTS: usize = 500_000;
 /// The most keys of one server looked up for the events of one answer.
 const MAX_KEYS_PER_SERVER: usize = 16;
 
+/// The most servers whose keys are looked up for one answer (the events of others fail).
+const MAX_SERVERS: usize = 1_000;
+
 impl Rooms {
-    /// Whether one of our users is joined to the room (we can then build events in it).
+    /// Whether one of our users is joined to the room (we can then build events in it, and
+    /// take the room's events from other servers). Cached per current state.
     pub(crate) async fn is_resident(&self, room_id: &str) -> Result<bool, ApiError> {
+        let Some(info) = self.storage().room(room_id).await? else { return Ok(false) };
+        let Some(snapshot) = info.current_state else { return Ok(false) };
+        if let Some((at, resident)) = self.residency.get(room_id)
+            && at == snapshot
+        {
+            return Ok(resident);
+        }
         let ours = format!(":{}", self.server_name());
-        Ok(self
+        let resident = self
             .storage()
             .members(room_id)
             .await?
             .iter()
-            .any(|(user, membership)| membership == "join" && user.ends_with(&ours)))
+            .any(|(user, membership)| membership == "join" && user.ends_with(&ours));
+        self.residency.insert(room_id.to_owned(), (snapshot, resident));
+        Ok(resident)
     }
 
     /// Joins `user` to the room `room_id` of other servers, through the first of `servers`
@@ -97,13 +110,17 @@ impl Rooms {
         let started = std::time::Instant::now();
         let answer = client.send_join(server, room_id, join.event_id(), join.json(), false).await?;
         let fetched = started.elapsed();
-        // A restricted join comes back signed by the resident server too.
-        let join = match answer.get_object("event") {
-            Some(signed) if signed.get_str("sender") == Some(user.as_str()) => {
-                Pdu::from_object(signed.clone(), rules)
-                    .ok()
-                    .filter(|p| p.event_id() == join.event_id())
-                    .unwrap_or(join)
+        // A restricted join comes back signed by the resident server too: its signature is
+        // all that is taken from it (the checks of the state below verify it).
+        let join = match answer
+            .get_object("event")
+            .and_then(|e| e.get_object("signatures"))
+            .and_then(|s| s.get_object(server))
+        {
+            Some(theirs) => {
+                let mut json = join.json().clone();
+                json.object_entry("signatures").insert(server, theirs.clone());
+                Pdu::with_event_id(json, join.event_id().to_owned(), rules)
             }
             _ => join,
         };
@@ -279,6 +296,9 @@ pub(super) async fn verify_all(
                 if looked_up.contains(&entry) {
                     continue;
                 }
+                if !per_server.contains_key(server) && per_server.len() >= MAX_SERVERS {
+                    continue;
+                }
                 let count = per_server.entry(server.to_owned()).or_default();
                 if *count >= MAX_KEYS_PER_SERVER {
                     continue;
@@ -313,8 +333,13 @@ pub(super) async fn verify_all(
 }
 
 /// The events that pass the authorization rules against their own auth events, each checked
-/// after its auth events (an event whose auth events are missing or failed fails too).
-fn authorize_in_order(rules: &'static RoomVersionRules, events: Vec<Pdu>) -> HashMap<String, Pdu> {
+/// after its auth events (an event whose auth events are missing or failed fails too), in one
+/// topological pass (Kahn's): linear in the events and their auth references. Events in a
+/// cycle are never ready and are left out.
+pub(super) fn authorize_in_order(
+    rules: &'static RoomVersionRules,
+    events: Vec<Pdu>,
+) -> HashMap<String, Pdu> {
     let mut pending: HashMap<String, Pdu> =
         events.into_iter().map(|p| (p.event_id().to_owned(), p)).collect();
     let mut accepted: HashMap<String, Pdu> = HashMap::with_capacity(pending.len());
@@ -322,36 +347,53 @@ fn authorize_in_order(rules: &'static RoomVersionRules, events: Vec<Pdu>) -> Has
         .values()
         .find(|p| p.kind() == "m.room.create" && p.state_key() == Some(""))
         .map(|p| p.event_id().to_owned());
-    // The create event first (in room version 12 every other event needs it), then rounds:
-    // each accepts the events whose auth events are all decided.
+    // The create event first: in room version 12 every other event needs it.
     if let Some(id) = &create_id
         && let Some(create) = pending.remove(id)
         && auth::check_with_auth_events(rules, &create, &[], None).is_ok()
     {
         accepted.insert(id.clone(), create);
     }
-    loop {
-        let ready: Vec<String> = pending
-            .iter()
-            .filter(|(_, pdu)| pdu.auth_events().all(|a| !pending.contains_key(a)))
-            .map(|(id, _)| id.clone())
-            .collect();
-        if ready.is_empty() {
-            break;
-        }
-        for id in ready {
-            let Some(pdu) = pending.remove(&id) else { continue };
-            let auth_events: Option<Vec<&Pdu>> =
-                pdu.auth_events().map(|a| accepted.get(a)).collect();
-            let Some(auth_events) = auth_events else { continue };
-            let create = if rules.room_id_from_create_event && pdu.kind() != "m.room.create" {
-                create_id.as_ref().and_then(|c| accepted.get(c))
-            } else {
-                None
-            };
-            if auth::check_with_auth_events(rules, &pdu, &auth_events, create).is_ok() {
-                accepted.insert(id, pdu);
+    // How many of its auth events each event still waits for, and who waits for whom.
+    let mut waiting: HashMap<&str, usize> = HashMap::with_capacity(pending.len());
+    let mut waiters: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (id, pdu) in &pending {
+        let mut count = 0;
+        for auth in pdu.auth_events() {
+            if let Some((auth_id, _)) = pending.get_key_value(auth) {
+                count += 1;
+                waiters.entry(auth_id.as_str()).or_default().push(id.as_str());
             }
+        }
+        waiting.insert(id.as_str(), count);
+    }
+    let mut ready: Vec<&str> =
+        waiting.iter().filter(|(_, count)| **count == 0).map(|(id, _)| *id).collect();
+    let mut order = Vec::with_capacity(pending.len());
+    while let Some(id) = ready.pop() {
+        order.push(id.to_owned());
+        for waiter in waiters.get(id).map(Vec::as_slice).unwrap_or_default() {
+            if let Some(count) = waiting.get_mut(waiter) {
+                *count -= 1;
+                if *count == 0 {
+                    ready.push(waiter);
+                }
+            }
+        }
+    }
+    drop(waiters);
+    drop(waiting);
+    for id in order {
+        let Some(pdu) = pending.remove(&id) else { continue };
+        let auth_events: Option<Vec<&Pdu>> = pdu.auth_events().map(|a| accepted.get(a)).collect();
+        let Some(auth_events) = auth_events else { continue };
+        let create = if rules.room_id_from_create_event && pdu.kind() != "m.room.create" {
+            create_id.as_ref().and_then(|c| accepted.get(c))
+        } else {
+            None
+        };
+        if auth::check_with_auth_events(rules, &pdu, &auth_events, create).is_ok() {
+            accepted.insert(id, pdu);
         }
     }
     accepted

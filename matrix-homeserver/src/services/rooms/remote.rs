@@ -41,6 +41,8 @@ pub(crate) enum Received {
 pub(crate) enum ReceiveError {
     /// Events it needs are not here: fetch them and try again.
     Missing(String),
+    /// Our own failure (storage, a room too busy): the sender should try again later.
+    Transient(ApiError),
     /// Anything else.
     Failed(ApiError),
 }
@@ -53,7 +55,7 @@ impl From<ApiError> for ReceiveError {
 
 impl From<matrix_storage::StorageError> for ReceiveError {
     fn from(error: matrix_storage::StorageError) -> Self {
-        ReceiveError::Failed(error.into())
+        ReceiveError::Transient(error.into())
     }
 }
 
@@ -163,6 +165,11 @@ impl Rooms {
             .rules(&room_id)
             .await?
             .ok_or_else(|| ApiError::not_found("the room is not known here"))?;
+        // A room none of our users is in (left, or only invited to) takes no events: we
+        // could not check them, and they would concern nobody here.
+        if !self.is_resident(&room_id).await? {
+            return Ok(Received::Rejected("no user of this server is in the room".to_owned()));
+        }
         let lock = self.room_lock(&room_id);
         let _guard = lock.lock().await;
         for _ in 0..APPEND_TRIES {
@@ -192,7 +199,7 @@ impl Rooms {
                 None => continue,
             }
         }
-        Err(ApiError::limit_exceeded_with(100, "the room is busy").into())
+        Err(ReceiveError::Transient(ApiError::limit_exceeded_with(100, "the room is busy")))
     }
 
     /// Stores a checked event; `None` when the room changed under us.
