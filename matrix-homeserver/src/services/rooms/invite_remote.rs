@@ -286,26 +286,7 @@ impl Rooms {
     ) -> Result<(), ApiError> {
         let rules = self.rules(room_id).await?.ok_or_else(ApiError::room_not_found)?;
         let template = client.make_leave(server, room_id, user.as_str()).await?;
-        let mut event = template
-            .get_object("event")
-            .cloned()
-            .ok_or_else(|| ApiError::unknown("the make_leave answer has no event"))?;
-        let is_ours = event.get_str("type") == Some("m.room.member")
-            && event.get_str("sender") == Some(user.as_str())
-            && event.get_str("state_key") == Some(user.as_str())
-            && event.get_str("room_id") == Some(room_id)
-            && event.get_object("content").and_then(|c| c.get_str("membership")) == Some("leave");
-        if !is_ours {
-            return Err(ApiError::unknown("the leave template is not our user's leave"));
-        }
-        event.insert("origin_server_ts", super::now_ms());
-        if event.contains_key("origin") {
-            event.insert("origin", self.server_name().as_str());
-        }
-        event.remove("signatures");
-        event.remove("hashes");
-        event.remove("unsigned");
-        let leave = self.seal(event, rules)?;
+        let leave = self.sign_template(&template, rules, room_id, user, "leave")?;
         client.send_leave(server, room_id, leave.event_id(), leave.json()).await?;
         self.store_stub(rules, leave, None).await?;
         Ok(())

@@ -28,6 +28,40 @@ const MAX_KEYS_PER_SERVER: usize = 16;
 const MAX_SERVERS: usize = 1_000;
 
 impl Rooms {
+    /// Our user's `membership` event from a `make_join`/`make_leave` answer's template, checked
+    /// to be that (our user, this room, this membership), dated now, hashed and signed by us.
+    pub(super) fn sign_template(
+        &self,
+        template: &Object,
+        rules: &'static RoomVersionRules,
+        room_id: &str,
+        user: &UserId,
+        membership: &str,
+    ) -> Result<Pdu, ApiError> {
+        let mut event = template.get_object("event").cloned().ok_or_else(|| {
+            ApiError::unknown(format!("the make_{membership} answer has no event"))
+        })?;
+        let is_ours = event.get_str("type") == Some("m.room.member")
+            && event.get_str("sender") == Some(user.as_str())
+            && event.get_str("state_key") == Some(user.as_str())
+            && event.get_str("room_id") == Some(room_id)
+            && event.get_object("content").and_then(|c| c.get_str("membership"))
+                == Some(membership);
+        if !is_ours {
+            return Err(ApiError::unknown(format!(
+                "the {membership} template is not our user's {membership}"
+            )));
+        }
+        event.insert("origin_server_ts", super::now_ms());
+        if event.contains_key("origin") {
+            event.insert("origin", self.server_name().as_str());
+        }
+        event.remove("signatures");
+        event.remove("hashes");
+        event.remove("unsigned");
+        self.seal(event, rules)
+    }
+
     /// Whether one of our users is joined to the room (we can then build events in it, and
     /// take the room's events from other servers). Cached per current state.
     pub(crate) async fn is_resident(&self, room_id: &str) -> Result<bool, ApiError> {
@@ -86,27 +120,7 @@ impl Rooms {
         let rules = RoomVersionRules::get(version).ok_or_else(|| {
             ApiError::unsupported_room_version(format!("the room is of version {version}"))
         })?;
-        let mut event = template
-            .get_object("event")
-            .cloned()
-            .ok_or_else(|| ApiError::unknown("the make_join answer has no event"))?;
-        // What the template must be: our user's join to this room.
-        let is_ours = event.get_str("type") == Some("m.room.member")
-            && event.get_str("sender") == Some(user.as_str())
-            && event.get_str("state_key") == Some(user.as_str())
-            && event.get_str("room_id") == Some(room_id)
-            && event.get_object("content").and_then(|c| c.get_str("membership")) == Some("join");
-        if !is_ours {
-            return Err(ApiError::unknown("the join template is not our user's join"));
-        }
-        event.insert("origin_server_ts", super::now_ms());
-        if event.contains_key("origin") {
-            event.insert("origin", self.server_name().as_str());
-        }
-        event.remove("signatures");
-        event.remove("hashes");
-        event.remove("unsigned");
-        let join = self.seal(event, rules)?;
+        let join = self.sign_template(&template, rules, room_id, user, "join")?;
         let started = std::time::Instant::now();
         let answer = client.send_join(server, room_id, join.event_id(), join.json(), false).await?;
         let fetched = started.elapsed();
