@@ -618,6 +618,44 @@ impl Rooms {
     }
 }
 
+/// A stored form of `pdu`: its JSON as received, its references, `status`, whether it gets a
+/// timeline position, and the state after it.
+pub(crate) fn new_event(
+    pdu: &Pdu,
+    status: EventStatus,
+    in_timeline: bool,
+    state_after: Option<SnapshotRef>,
+) -> NewEvent {
+    NewEvent {
+        event_id: pdu.event_id().to_owned(),
+        room_id: pdu.room_id().to_owned(),
+        json: Arc::from(pdu.canonical_bytes()),
+        status,
+        auth_events: pdu.auth_events().map(str::to_owned).collect(),
+        prev_events: pdu.prev_events().map(str::to_owned).collect(),
+        in_timeline,
+        state_after,
+    }
+}
+
+/// Makes `room` apply only to the room as read (`existing`), or create it with `rules`'
+/// version when it is not stored yet.
+pub(crate) fn built_on_or_created(
+    room: &mut RoomChanges,
+    existing: Option<&matrix_storage::RoomInfo>,
+    rules: &RoomVersionRules,
+) {
+    match existing {
+        Some(info) => {
+            room.expected = Some(matrix_storage::ExpectedRoom {
+                current_state: info.current_state,
+                forward_extremities: info.forward_extremities.clone(),
+            });
+        }
+        None => room.create_with_version = Some(rules.id.to_owned()),
+    }
+}
+
 /// Why an event was not stored.
 #[derive(Debug)]
 enum Retry {

@@ -20,28 +20,49 @@ fn query_values(uri: &http::Uri, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`: a join template for a user of
-/// the requesting server.
-pub(super) async fn make_join(
-    State(state): AppState,
-    Params((room, user)): Params<(String, String)>,
-    peer: Peer,
+/// A `make_*` answer: the `membership` template of `user`, a user of the requesting server
+/// (`versions`: the room versions it supports, when the endpoint asks).
+async fn template(
+    state: &crate::State,
+    peer: &Peer,
+    (room, user): (String, String),
+    membership: &str,
+    versions: Option<&[String]>,
 ) -> Result<Response, ApiError> {
     let room = room_id(&room)?;
     let user = user_id(&user)?;
     if user.server_name() != peer.origin {
         return Err(ApiError::forbidden("the user is not of the requesting server"));
     }
+    let (event, version) =
+        state.rooms.membership_template(room.as_str(), &user, membership, versions).await?;
+    let mut body = matrix_core::Object::new();
+    body.insert("event", event);
+    body.insert("room_version", version);
+    Ok(json_response(&body))
+}
+
+/// The JSON object of a request body (the signed event of `send_*`).
+fn object_body(peer: &Peer, what: &str) -> Result<matrix_core::Object, ApiError> {
+    match matrix_core::json::parse_lenient(&peer.body) {
+        Ok(matrix_core::Value::Object(object)) => Ok(object),
+        _ => Err(ApiError::bad_json(format!("the body must be {what}"))),
+    }
+}
+
+/// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`: a join template for a user of
+/// the requesting server.
+pub(super) async fn make_join(
+    State(state): AppState,
+    Params(ids): Params<(String, String)>,
+    peer: Peer,
+) -> Result<Response, ApiError> {
     // Without `ver`, the requesting server supports version 1 only.
     let mut versions = query_values(&peer.uri, "ver");
     if versions.is_empty() {
         versions.push("1".to_owned());
     }
-    let (event, version) = state.rooms.join_template(room.as_str(), &user, &versions).await?;
-    let mut body = matrix_core::Object::new();
-    body.insert("event", event);
-    body.insert("room_version", version);
-    Ok(json_response(&body))
+    template(&state, &peer, ids, "join", Some(&versions)).await
 }
 
 /// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`: a user of the requesting server
@@ -53,10 +74,7 @@ pub(super) async fn send_join(
 ) -> Result<Response, ApiError> {
     let room = room_id(&room)?;
     let federation = super::federation(&state)?;
-    let event = match matrix_core::json::parse_lenient(&peer.body) {
-        Ok(matrix_core::Value::Object(event)) => event,
-        _ => return Err(ApiError::bad_json("the body must be the signed join event")),
-    };
+    let event = object_body(&peer, "the signed join event")?;
     let joined = state
         .rooms
         .join_through_us(federation.keys(), peer.origin.as_str(), room.as_str(), &event_id, event)
@@ -77,20 +95,10 @@ pub(super) async fn send_join(
 /// the requesting server (to reject an invite of ours, or leave).
 pub(super) async fn make_leave(
     State(state): AppState,
-    Params((room, user)): Params<(String, String)>,
+    Params(ids): Params<(String, String)>,
     peer: Peer,
 ) -> Result<Response, ApiError> {
-    let room = room_id(&room)?;
-    let user = user_id(&user)?;
-    if user.server_name() != peer.origin {
-        return Err(ApiError::forbidden("the user is not of the requesting server"));
-    }
-    let (event, version) =
-        state.rooms.membership_template(room.as_str(), &user, "leave", None).await?;
-    let mut body = matrix_core::Object::new();
-    body.insert("event", event);
-    body.insert("room_version", version);
-    Ok(json_response(&body))
+    template(&state, &peer, ids, "leave", None).await
 }
 
 /// `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`.
@@ -101,10 +109,7 @@ pub(super) async fn send_leave(
 ) -> Result<Response, ApiError> {
     let room = room_id(&room)?;
     let federation = super::federation(&state)?;
-    let event = match matrix_core::json::parse_lenient(&peer.body) {
-        Ok(matrix_core::Value::Object(event)) => event,
-        _ => return Err(ApiError::bad_json("the body must be the signed leave event")),
-    };
+    let event = object_body(&peer, "the signed leave event")?;
     let keys = federation.keys();
     let origin = peer.origin.as_str();
     state
@@ -123,10 +128,7 @@ pub(super) async fn invite(
 ) -> Result<Response, ApiError> {
     let room = room_id(&room)?;
     let federation = super::federation(&state)?;
-    let mut body = match matrix_core::json::parse_lenient(&peer.body) {
-        Ok(matrix_core::Value::Object(body)) => body,
-        _ => return Err(ApiError::bad_json("the body must be an object")),
-    };
+    let mut body = object_body(&peer, "an object")?;
     let version = body.get_str("room_version").unwrap_or("1").to_owned();
     let Some(matrix_core::Value::Object(event)) = body.remove("event") else {
         return Err(ApiError::bad_json("the body has no event"));
@@ -158,21 +160,11 @@ pub(super) async fn invite(
 /// the requesting server, when the room's join rules allow knocking.
 pub(super) async fn make_knock(
     State(state): AppState,
-    Params((room, user)): Params<(String, String)>,
+    Params(ids): Params<(String, String)>,
     peer: Peer,
 ) -> Result<Response, ApiError> {
-    let room = room_id(&room)?;
-    let user = user_id(&user)?;
-    if user.server_name() != peer.origin {
-        return Err(ApiError::forbidden("the user is not of the requesting server"));
-    }
     let versions = query_values(&peer.uri, "ver");
-    let (event, version) =
-        state.rooms.membership_template(room.as_str(), &user, "knock", Some(&versions)).await?;
-    let mut body = matrix_core::Object::new();
-    body.insert("event", event);
-    body.insert("room_version", version);
-    Ok(json_response(&body))
+    template(&state, &peer, ids, "knock", Some(&versions)).await
 }
 
 /// `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`: answers the room's stripped
@@ -184,10 +176,7 @@ pub(super) async fn send_knock(
 ) -> Result<Response, ApiError> {
     let room = room_id(&room)?;
     let federation = super::federation(&state)?;
-    let event = match matrix_core::json::parse_lenient(&peer.body) {
-        Ok(matrix_core::Value::Object(event)) => event,
-        _ => return Err(ApiError::bad_json("the body must be the signed knock event")),
-    };
+    let event = object_body(&peer, "the signed knock event")?;
     let keys = federation.keys();
     let origin = peer.origin.as_str();
     let stored = state

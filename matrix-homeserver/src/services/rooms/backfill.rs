@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use matrix_core::{Object, Pdu, RoomVersionRules, Value, auth};
-use matrix_storage::{BackfillPos, ChangeSet, Direction, EventStatus, NewEvent, StreamPos};
+use matrix_storage::{BackfillPos, ChangeSet, Direction, EventStatus, StreamPos};
 
 use super::Rooms;
 use crate::error::ApiError;
@@ -220,16 +220,7 @@ impl Rooms {
             if fresh_ids.contains(pdu.event_id())
                 && self.storage().event(pdu.event_id()).await?.is_none()
             {
-                changes.events.push(NewEvent {
-                    event_id: pdu.event_id().to_owned(),
-                    room_id: room_id.to_owned(),
-                    json: Arc::from(pdu.canonical_bytes()),
-                    status: EventStatus::Accepted,
-                    auth_events: pdu.auth_events().map(str::to_owned).collect(),
-                    prev_events: pdu.prev_events().map(str::to_owned).collect(),
-                    in_timeline: false,
-                    state_after: None,
-                });
+                changes.events.push(super::new_event(pdu, EventStatus::Accepted, false, None));
                 if let Some(redacts) = pdu.redacts()
                     && let Some(target) = self.pdu(redacts).await?
                     && target.room_id() == room_id

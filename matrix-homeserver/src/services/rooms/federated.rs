@@ -11,20 +11,10 @@ use super::remote::{ReceiveError, Received};
 use crate::error::ApiError;
 
 impl Rooms {
-    /// `make_join`: the join event `user` (of the requesting server) would send to a room of
-    /// ours, unsigned, and the room version, if the join would be allowed now. `versions`
-    /// are the room versions the requesting server supports.
-    pub(crate) async fn join_template(
-        &self,
-        room_id: &str,
-        user: &UserId,
-        versions: &[String],
-    ) -> Result<(Object, &'static str), ApiError> {
-        self.membership_template(room_id, user, "join", Some(versions)).await
-    }
-
-    /// `make_join` (`membership` join, with the versions the requesting server supports) or
-    /// `make_leave` (leave): the member event of `user`, unsigned, if allowed now.
+    /// `make_join`, `make_knock` (with the room versions the requesting server supports) or
+    /// `make_leave`: the `membership` event of `user` (of the requesting server) in a room
+    /// of ours, unsigned, and the room version, if the room's ACL and the authorization rules
+    /// allow it now.
     pub(crate) async fn membership_template(
         &self,
         room_id: &str,

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use matrix_core::{Object, Pdu, RoomVersionRules, Value};
 use matrix_federation::client::FederationClient;
 use matrix_federation::keys::KeyProvider;
-use matrix_storage::{
-    ChangeSet, EventStatus, ExpectedRoom, NewEvent, NewSnapshot, RoomChanges, SnapshotRef,
-};
+use matrix_storage::{ChangeSet, EventStatus, NewSnapshot, RoomChanges, SnapshotRef};
 use ruma::UserId;
 
 use super::Rooms;
@@ -236,16 +234,12 @@ impl Rooms {
                 Some(pdu.event_id().to_owned()),
             )],
         });
-        changes.events.push(NewEvent {
-            event_id: pdu.event_id().to_owned(),
-            room_id: room_id.clone(),
-            json: Arc::from(pdu.canonical_bytes()),
-            status: EventStatus::Accepted,
-            auth_events: pdu.auth_events().map(str::to_owned).collect(),
-            prev_events: pdu.prev_events().map(str::to_owned).collect(),
-            in_timeline: true,
-            state_after: Some(SnapshotRef::New),
-        });
+        changes.events.push(super::new_event(
+            &pdu,
+            EventStatus::Accepted,
+            true,
+            Some(SnapshotRef::New),
+        ));
         let mut room = RoomChanges {
             room_id: room_id.clone(),
             current_state: Some(SnapshotRef::New),
@@ -253,15 +247,7 @@ impl Rooms {
             memberships: vec![(user, membership)],
             ..RoomChanges::default()
         };
-        match &existing {
-            Some(info) => {
-                room.expected = Some(ExpectedRoom {
-                    current_state: info.current_state,
-                    forward_extremities: info.forward_extremities.clone(),
-                });
-            }
-            None => room.create_with_version = Some(rules.id.to_owned()),
-        }
+        super::built_on_or_created(&mut room, existing.as_ref(), rules);
         changes.rooms.push(room);
         let (applied, durable) = self.storage().apply_ordered(changes).await?;
         durable.await?;

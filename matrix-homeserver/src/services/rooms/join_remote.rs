@@ -10,9 +10,7 @@ use matrix_core::signing::{KeyRing, Verified};
 use matrix_core::{Object, Pdu, RoomVersionRules, Value, auth, redaction};
 use matrix_federation::client::FederationClient;
 use matrix_federation::keys::KeyProvider;
-use matrix_storage::{
-    ChangeSet, EventStatus, ExpectedRoom, NewEvent, NewSnapshot, RoomChanges, SnapshotRef,
-};
+use matrix_storage::{ChangeSet, EventStatus, NewSnapshot, RoomChanges, SnapshotRef};
 use ruma::UserId;
 
 use super::Rooms;
@@ -208,16 +206,7 @@ impl Rooms {
             if self.storage().event(pdu.event_id()).await?.is_some() {
                 continue;
             }
-            changes.events.push(NewEvent {
-                event_id: pdu.event_id().to_owned(),
-                room_id: room_id.to_owned(),
-                json: Arc::from(pdu.canonical_bytes()),
-                status: EventStatus::Outlier,
-                auth_events: pdu.auth_events().map(str::to_owned).collect(),
-                prev_events: pdu.prev_events().map(str::to_owned).collect(),
-                in_timeline: false,
-                state_after: None,
-            });
+            changes.events.push(super::new_event(pdu, EventStatus::Outlier, false, None));
         }
         let mut snapshot: Vec<(String, String, Option<String>)> = state_map
             .iter()
@@ -227,31 +216,19 @@ impl Rooms {
         let user = join.sender().to_owned();
         snapshot.push(("m.room.member".to_owned(), user.clone(), Some(join.event_id().to_owned())));
         changes.snapshot = Some(NewSnapshot { parent: None, changes: snapshot });
-        changes.events.push(NewEvent {
-            event_id: join.event_id().to_owned(),
-            room_id: room_id.to_owned(),
-            json: Arc::from(join.canonical_bytes()),
-            status: EventStatus::Accepted,
-            auth_events: join.auth_events().map(str::to_owned).collect(),
-            prev_events: join.prev_events().map(str::to_owned).collect(),
-            in_timeline: true,
-            state_after: Some(SnapshotRef::New),
-        });
+        changes.events.push(super::new_event(
+            &join,
+            EventStatus::Accepted,
+            true,
+            Some(SnapshotRef::New),
+        ));
         let mut room = RoomChanges {
             room_id: room_id.to_owned(),
             current_state: Some(SnapshotRef::New),
             forward_extremities: Some(vec![join.event_id().to_owned()]),
             ..RoomChanges::default()
         };
-        match &existing {
-            Some(info) => {
-                room.expected = Some(ExpectedRoom {
-                    current_state: info.current_state,
-                    forward_extremities: info.forward_extremities.clone(),
-                });
-            }
-            None => room.create_with_version = Some(rules.id.to_owned()),
-        }
+        super::built_on_or_created(&mut room, existing.as_ref(), rules);
         for ((kind, key), id) in &state_map {
             if kind == "m.room.member"
                 && *key != user

@@ -16,8 +16,7 @@ use matrix_federation::FederationError;
 use matrix_federation::inbound::{self, CheckError, KnownEvent, PduCheck, RoomContext, StateIds};
 use matrix_federation::keys::KeyProvider;
 use matrix_storage::{
-    ChangeSet, EventStatus, ExpectedRoom, NewEvent, NewSnapshot, RoomChanges, SnapshotId,
-    SnapshotRef,
+    ChangeSet, EventStatus, ExpectedRoom, NewSnapshot, RoomChanges, SnapshotId, SnapshotRef,
 };
 
 use super::{APPEND_TRIES, Rooms};
@@ -341,16 +340,7 @@ impl Rooms {
             changes.snapshot = Some(NewSnapshot { parent: base, changes: after_changes });
             Some(SnapshotRef::New)
         };
-        changes.events.push(NewEvent {
-            event_id: pdu.event_id().to_owned(),
-            room_id: room_id.to_owned(),
-            json: Arc::from(pdu.canonical_bytes()),
-            status,
-            auth_events: pdu.auth_events().map(str::to_owned).collect(),
-            prev_events: pdu.prev_events().map(str::to_owned).collect(),
-            in_timeline: accepted,
-            state_after,
-        });
+        changes.events.push(super::new_event(&pdu, status, accepted, state_after));
         if accepted
             && let Some(redacts) = pdu.redacts()
             && let Some(target) = self.pdu(redacts).await?
