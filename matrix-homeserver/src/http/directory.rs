@@ -165,7 +165,7 @@ pub(crate) async fn list(
 fn local_only(state: &crate::State, server: Option<&str>) -> Result<(), ApiError> {
     match server {
         Some(server) if server != state.rooms.server_name().as_str() => Err(ApiError::not_found(
-            "other servers' directories need federation, which this server does not speak yet",
+            "other servers' room directories are not asked by this server yet",
         )),
         _ => Ok(()),
     }

@@ -97,7 +97,7 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     if server != state.rooms.server_name().as_str() {
         return Err(ApiError::not_found(
-            "remote media needs federation, which this server does not speak yet",
+            "media of other servers is not fetched by this server yet",
         ));
     }
     let file = state.media.download(id).await?;

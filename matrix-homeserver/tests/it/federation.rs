@@ -472,3 +472,54 @@ async fn wait_for_state(
     }
     panic!("{kind} in {room} never matched on {}", server.server_name());
 }
+
+/// An attacker's server (here a, honest in everything else) pushes the events of a room into a
+/// server whose user it only invited: b has no user in the room, takes none of them, and its
+/// user sees nothing but the invite.
+#[tokio::test]
+async fn a_server_cannot_push_events_of_a_room_we_are_only_invited_to() {
+    let net = TestFederation::start(&["a.test", "b.test"]).await;
+    let (a, b) = (net.server("a.test"), net.server("b.test"));
+    let alice = a.register_user("alice", "pw").await;
+    let bob = b.register_user("bob", "pw").await;
+    let (status, created) = call(
+        a,
+        &alice.access_token,
+        reqwest::Method::POST,
+        "/_matrix/client/v3/createRoom",
+        serde_json::json!({"preset": "private_chat", "invite": ["@bob:b.test"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().expect("a room id").to_owned();
+    sync_until(b, &bob.access_token, "bob's invite", |s| s["rooms"]["invite"].get(&room).is_some())
+        .await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/secret");
+    let (status, sent) = call(
+        a,
+        &alice.access_token,
+        reqwest::Method::PUT,
+        &path,
+        serde_json::json!({"msgtype": "m.text", "body": "not for b"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    let event_id = sent["event_id"].as_str().expect("an event id");
+
+    // a sends b the message in a transaction of its own.
+    let client = a.federation_client().expect("federation is on");
+    let fetched = client.event("a.test", event_id).await.expect("a reads its own event");
+    let pdu = fetched.get("pdus").and_then(|p| p.as_array()).expect("pdus")[0].clone();
+    let answer = client
+        .send_transaction("b.test", "push-1", vec![pdu], Vec::new())
+        .await
+        .expect("b answers the transaction");
+    let result = answer.get_object("pdus").and_then(|p| p.get_object(event_id)).expect("a result");
+    assert!(result.get_str("error").is_some(), "b took the event: {answer:?}");
+
+    // bob still only has the invite, and never the message.
+    let sync = sync_until(b, &bob.access_token, "a sync", |_| true).await;
+    assert!(sync["rooms"]["join"].get(&room).is_none(), "{sync}");
+    assert!(sync["rooms"]["invite"].get(&room).is_some(), "{sync}");
+    assert!(!sync.to_string().contains("not for b"), "{sync}");
+}

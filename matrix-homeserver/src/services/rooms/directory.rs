@@ -11,14 +11,12 @@ use crate::error::ApiError;
 use matrix_storage::{Alias, ChangeSet};
 
 impl Rooms {
-    /// Where an alias of this server points.
+    /// Where an alias of this server points (others' are asked by `resolve_any_alias`).
     pub(crate) async fn resolve_alias(&self, alias: &str) -> Result<Alias, ApiError> {
         let alias = ruma::RoomAliasId::parse(alias)
             .map_err(|e| ApiError::invalid_param(format!("not a room alias: {e}")))?;
         if alias.server_name().as_str() != self.server_name().as_str() {
-            return Err(ApiError::not_found(
-                "aliases of other servers need federation, which this server does not speak yet",
-            ));
+            return Err(ApiError::not_found("the alias is of another server"));
         }
         self.storage()
             .alias(alias.as_str())
