@@ -523,3 +523,84 @@ async fn a_server_cannot_push_events_of_a_room_we_are_only_invited_to() {
     assert!(sync["rooms"]["invite"].get(&room).is_some(), "{sync}");
     assert!(!sync.to_string().contains("not for b"), "{sync}");
 }
+
+/// The membership endpoints as an attacker calls them: a server speaking for another server's
+/// user, an unsigned event, a knock where the join rules allow none, an invite from a server
+/// that is not the inviter's or for a user who does not exist. Nothing of it is stored.
+#[tokio::test]
+async fn membership_endpoints_refuse_what_a_server_may_not_do() {
+    use matrix_homeserver::matrix_federation::FederationError;
+    let net = TestFederation::start(&["a.test", "b.test", "c.test"]).await;
+    let (a, b, c) = (net.server("a.test"), net.server("b.test"), net.server("c.test"));
+    let alice = a.register_user("alice", "pw").await;
+    let (status, created) = call(
+        a,
+        &alice.access_token,
+        reqwest::Method::POST,
+        "/_matrix/client/v3/createRoom",
+        serde_json::json!({"preset": "public_chat"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().expect("a room id").to_owned();
+    let (b_client, c_client) =
+        (b.federation_client().expect("on"), c.federation_client().expect("on"));
+    let status_of = |result: Result<matrix_core::Object, FederationError>| match result {
+        Err(FederationError::Status { status, .. }) => status,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    // b may have a template for its user; the event is then only b's to send, signed.
+    let template = b_client
+        .make_join("a.test", &room, "@bob:b.test", &["10", "11", "12"])
+        .await
+        .expect("a template for b's user");
+    let rules =
+        matrix_core::RoomVersionRules::get(template.get_str("room_version").expect("a version"))
+            .expect("a known version");
+    // Signed, but by a key that is not the server's (what an attacker can make).
+    let forge = |mut event: matrix_core::Object, server: &str| {
+        event.remove("signatures");
+        event.remove("hashes");
+        let key = matrix_core::SigningKey::from_seed("forged", &[9; 32]);
+        matrix_core::signing::hash_and_sign_event(&mut event, server, &key, rules);
+        let pdu = matrix_core::Pdu::from_object(event.clone(), rules).expect("a pdu");
+        (event, pdu.event_id().to_owned())
+    };
+    let (event, event_id) =
+        forge(template.get_object("event").expect("an event").clone(), "b.test");
+    // c sends bob's join: not its user.
+    assert_eq!(status_of(c_client.send_join("a.test", &room, &event_id, &event, false).await), 403);
+    // b sends it signed by a key that is not b's: the signature check refuses it.
+    assert_eq!(status_of(b_client.send_join("a.test", &room, &event_id, &event, false).await), 403);
+    // Under another event id than its own.
+    let wrong_id = b_client.send_join("a.test", &room, "$not-this-one", &event, false).await;
+    assert_eq!(status_of(wrong_id), 400);
+    // c asks a leave or a knock template for b's user; b a knock where the rules allow none.
+    assert_eq!(status_of(c_client.make_leave("a.test", &room, "@bob:b.test").await), 403);
+    assert_eq!(
+        status_of(b_client.make_knock("a.test", &room, "@bob:b.test", &[rules.id]).await),
+        403
+    );
+    // c invites a user of a, naming b's user as the inviter; then an inviter of its own, to
+    // a user who does not exist.
+    let mut invite = event.clone();
+    invite.insert("state_key", "@alice:a.test");
+    invite.object_entry("content").insert("membership", "invite");
+    let (invite, invite_id) = forge(invite, "b.test");
+    let forged = c_client.invite("a.test", &room, &invite_id, rules.id, invite.clone(), Vec::new());
+    assert_eq!(status_of(forged.await), 403);
+    let mut invite = invite;
+    invite.insert("sender", "@carol:c.test");
+    invite.insert("state_key", "@nobody:a.test");
+    let (invite, invite_id) = forge(invite, "c.test");
+    let unknown = c_client.invite("a.test", &room, &invite_id, rules.id, invite, Vec::new());
+    assert_eq!(status_of(unknown.await), 404);
+
+    // The room on a holds none of it: alice is its only member.
+    let path = format!("/_matrix/client/v3/rooms/{room}/joined_members");
+    let (status, members) =
+        call(a, &alice.access_token, reqwest::Method::GET, &path, serde_json::json!({})).await;
+    assert_eq!(status, 200, "{members}");
+    assert_eq!(members["joined"].as_object().expect("members").len(), 1, "{members}");
+}
