@@ -24,6 +24,10 @@ use crate::error::ApiError;
 /// The most stripped state events kept with an invite.
 const MAX_INVITE_STATE: usize = 64;
 
+/// The most bytes of stripped state kept with an invite (each event counted in canonical
+/// JSON; an event of more than a sixteenth of it is left out).
+const MAX_INVITE_STATE_BYTES: usize = 256 << 10;
+
 /// An `/invite` v2 request.
 #[derive(Debug)]
 pub(crate) struct ReceivedInvite<'a> {
@@ -189,9 +193,20 @@ impl Rooms {
         let signed = Pdu::with_event_id(json.clone(), pdu.event_id().to_owned(), rules);
         let known = self.rules(room_id).await?.is_some();
         if !(known && self.is_resident(room_id).await?) {
+            let mut budget = MAX_INVITE_STATE_BYTES;
             let state: Vec<Value> = invite_state
                 .into_iter()
-                .filter(|v| v.as_object().is_some_and(|o| o.get_str("type").is_some()))
+                .filter(|v| {
+                    let Some(event) = v.as_object().filter(|o| o.get_str("type").is_some()) else {
+                        return false;
+                    };
+                    let size = event.canonical_len();
+                    let fits = size <= MAX_INVITE_STATE_BYTES / 16 && size <= budget;
+                    if fits {
+                        budget -= size;
+                    }
+                    fits
+                })
                 .take(MAX_INVITE_STATE)
                 .collect();
             self.store_stub(rules, signed, Some(state)).await?;
