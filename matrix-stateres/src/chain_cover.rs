@@ -257,6 +257,66 @@ impl ChainCoverBuilder {
         let chains = self.tips.len();
         ChainCover::assemble(self.labels, chains, self.links)
     }
+
+    /// A builder that goes on from labels a storage backend kept (checked as
+    /// [`ChainCover::from_parts`] checks them): events added next get the indices after them.
+    pub fn from_parts(
+        labels: Vec<ChainPosition>,
+        links: Vec<(u32, ChainLink)>,
+    ) -> Result<Self, ChainCoverError> {
+        Ok(Self::from_cover(&ChainCover::from_parts(labels, links)?))
+    }
+
+    /// A builder that goes on from `cover`.
+    pub fn from_cover(cover: &ChainCover) -> Self {
+        let chains = cover.chain_count();
+        let mut builder = ChainCoverBuilder {
+            labels: cover.labels.clone(),
+            tips: Vec::with_capacity(chains),
+            links: Vec::with_capacity(cover.links.len()),
+            previous_link: Vec::with_capacity(cover.links.len()),
+            last_link: Vec::with_capacity(chains),
+            parents: Vec::new(),
+        };
+        for chain in 0..chains as u32 {
+            // Every chain of a cover holds at least one event.
+            builder.tips.push(cover.chain_events(chain).last().copied().unwrap_or(0));
+            let mut last = NO_LINK;
+            for &link in cover.links(chain) {
+                builder.previous_link.push(last);
+                last = builder.links.len() as u32;
+                builder.links.push((chain, link));
+            }
+            builder.last_link.push(last);
+        }
+        builder
+    }
+
+    /// The number of events added.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether no event was added.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Each event's position, by index.
+    pub fn labels(&self) -> &[ChainPosition] {
+        &self.labels
+    }
+
+    /// Every link made, `(chain, link)`, in the order they were made: the links an event made
+    /// are those added by its [`ChainCoverBuilder::push`], at the end.
+    pub fn links(&self) -> &[(u32, ChainLink)] {
+        &self.links
+    }
+
+    /// The cover of the events added so far; the builder goes on.
+    pub fn cover(&self) -> ChainCover {
+        ChainCover::assemble(self.labels.clone(), self.tips.len(), self.links.clone())
+    }
 }
 
 impl ChainCover {
@@ -502,6 +562,36 @@ impl ChainCover {
             }
         }
         out
+    }
+
+    /// The auth difference of state sets given as events of the cover, as state resolution
+    /// defines it: the events in the full auth chain of some of the sets but not of all.
+    ///
+    /// An event in every set is unconflicted: its auth chain, in every set's, is walked once.
+    /// `outside[i]` (if given) are auth events of events of set `i` that are not in the cover,
+    /// such as an event being stored: they and their auth chains count as set `i`'s.
+    pub fn state_auth_difference(&self, sets: &[Vec<u32>], outside: &[Vec<u32>]) -> Vec<u32> {
+        let mut counts: FxHashMap<u32, u32> = FxHashMap::default();
+        for set in sets {
+            for &event in set {
+                *counts.entry(event).or_default() += 1;
+            }
+        }
+        let everywhere = |event: &u32| counts.get(event).is_some_and(|&c| c as usize == sets.len());
+        let unconflicted = sets.first().into_iter().flatten().copied().filter(everywhere);
+        let common = self.auth_chain(unconflicted);
+        let chains: Vec<ChainReach> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, set)| {
+                let mut chain = self.auth_chain(set.iter().copied().filter(|e| !everywhere(e)));
+                if let Some(outside) = outside.get(i) {
+                    chain.union_with(&self.with_auth_chain(outside.iter().copied()));
+                }
+                chain
+            })
+            .collect();
+        self.auth_chain_difference(Some(&common), &chains)
     }
 
     /// The conflicted state subgraph of room version 12: the events on an auth path from one of

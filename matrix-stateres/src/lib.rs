@@ -110,6 +110,12 @@ pub struct ResolveOptions<'c> {
     /// The full auth chain of each state set (the union of its events' auth chains), for callers
     /// that keep them; otherwise they are computed from the events' `auth_events`.
     pub auth_chains: Option<&'c [Vec<&'c str>]>,
+    /// The auth difference of the state sets (the events in some but not all of their full
+    /// auth chains), for callers that keep an index of auth chains (a persisted
+    /// [`chain_cover`]): then neither the unconflicted events nor whole auth chains are read,
+    /// only the conflicted events, this difference, their auth events, and the unconflicted
+    /// events the authorization rules look up. Takes the place of `auth_chains`.
+    pub auth_difference: Option<&'c [&'c str]>,
 }
 
 /// Resolves `state_sets` (the state of each fork: `(type, state_key)` to event id) with the room
@@ -151,7 +157,12 @@ pub fn resolve_with<'a, E: StateEvent + 'a>(
         }
         algorithm => {
             let v2_1 = algorithm != StateResAlgorithm::V2;
-            v2::resolve(rules, state_sets, source, room_id, options.auth_chains, v2_1)
+            let known = match (options.auth_difference, options.auth_chains) {
+                (Some(difference), _) => v2::Known::Difference(difference),
+                (None, Some(chains)) => v2::Known::Chains(chains),
+                (None, None) => v2::Known::Nothing,
+            };
+            v2::resolve(rules, state_sets, source, room_id, known, v2_1)
         }
     }
 }

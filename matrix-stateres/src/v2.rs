@@ -127,12 +127,22 @@ struct Split<'a> {
     conflicted: Vec<Vec<&'a str>>,
 }
 
+/// What the caller knows of the auth chains.
+pub(crate) enum Known<'c> {
+    /// Nothing: they are computed from the events' `auth_events`.
+    Nothing,
+    /// The full auth chain of each state set.
+    Chains(&'c [Vec<&'c str>]),
+    /// The auth difference itself.
+    Difference(&'c [&'c str]),
+}
+
 pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
     rules: &RoomVersionRules,
     sets: &[StateMap<'a>],
     source: &'a S,
     room_id: &str,
-    chains: Option<&[Vec<&str>]>,
+    known: Known<'_>,
     v2_1: bool,
 ) -> Result<StateMap<'a>, ResolveError> {
     // Unconflicted state map and conflicted state set. Only the conflicted events (and what the
@@ -140,15 +150,20 @@ pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
     let Split { unconflicted, conflicted: conflicted_ids } = split(sets);
 
     // The auth difference from given chains is plain counting.
-    let given_difference: Option<Vec<&str>> = chains.map(|chains| {
-        let mut counts: FxHashMap<&str, usize> = FxHashMap::default();
-        for chain in chains {
-            for &id in chain {
-                *counts.entry(id).or_default() += 1;
+    let given_difference: Option<Vec<&str>> = match known {
+        Known::Nothing => None,
+        Known::Difference(difference) => Some(difference.to_vec()),
+        Known::Chains(chains) => {
+            let mut counts: FxHashMap<&str, usize> = FxHashMap::default();
+            for chain in chains {
+                for &id in chain {
+                    *counts.entry(id).or_default() += 1;
+                }
             }
+            let differ = counts.into_iter().filter(|&(_, count)| count < chains.len());
+            Some(differ.map(|(id, _)| id).collect())
         }
-        counts.into_iter().filter(|&(_, count)| count < chains.len()).map(|(id, _)| id).collect()
-    });
+    };
 
     // Load the conflicted events, then (without chains) the unconflicted ones, whose auth
     // chains are in every set's chain; then everything their auth events reach.
@@ -160,7 +175,7 @@ pub(crate) fn resolve<'a, E: StateEvent + 'a, S: EventSource<E>>(
     // Without chains: what the unconflicted events' auth chains reach is in every set's chain.
     // Only their auth events are collected (a handful of distinct ones: create, power levels,
     // join rules, earlier memberships); the unconflicted events themselves are not loaded.
-    let unconflicted_auth = match chains {
+    let unconflicted_auth = match given_difference {
         Some(_) => None,
         None => {
             let mut direct: FxHashSet<&'a str> = FxHashSet::default();

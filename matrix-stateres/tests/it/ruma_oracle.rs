@@ -4,8 +4,11 @@
 
 use benches::rooms::{self, RoomSpec, generate};
 use benches::ruma_stateres::RumaRoom;
+use matrix_stateres::chain_cover::ChainCover;
 use matrix_stateres::lean::LeanRoom;
-use matrix_stateres::{ResolveOptions, StateMap, resolve, resolve_with, state_map_from_ids};
+use matrix_stateres::{
+    EventSource, ResolveOptions, StateMap, resolve, resolve_with, state_map_from_ids,
+};
 use proptest::prelude::*;
 
 /// The state sets as state maps over `events`.
@@ -39,6 +42,58 @@ fn ours_with_chains(room: &rooms::Room, sets: &[Vec<String>]) -> Vec<(String, St
     rooms::rows(
         &resolve_with(room.rules, &maps(&events, sets), &events, options).expect("resolves"),
     )
+}
+
+/// Ours again, given only the auth difference (as a server with a persisted chain cover
+/// would), reading events through a source that counts what is read.
+fn ours_with_difference(
+    room: &rooms::Room,
+    sets: &[Vec<String>],
+) -> (Vec<(String, String, String)>, usize) {
+    let events = room.by_id_fx();
+    let index: std::collections::HashMap<&str, u32> =
+        room.events.iter().enumerate().map(|(i, e)| (e.event_id(), i as u32)).collect();
+    let auth: Vec<Vec<u32>> =
+        room.events.iter().map(|e| e.auth_events().map(|a| index[a]).collect()).collect();
+    let cover = ChainCover::build(&auth).expect("a DAG");
+    let sets_ix: Vec<Vec<u32>> =
+        sets.iter().map(|set| set.iter().map(|id| index[id.as_str()]).collect()).collect();
+    let difference: Vec<&str> = cover
+        .state_auth_difference(&sets_ix, &[])
+        .into_iter()
+        .map(|ix| room.events[ix as usize].event_id())
+        .collect();
+    let counted = Counted { events: &events, read: Default::default() };
+    let options = ResolveOptions { auth_difference: Some(&difference), ..Default::default() };
+    let resolved =
+        resolve_with(room.rules, &maps(&events, sets), &counted, options).expect("resolves");
+    (rooms::rows(&resolved), counted.read.borrow().len())
+}
+
+/// A source that notes the ids it was asked for.
+struct Counted<'e> {
+    events: &'e Events,
+    read: std::cell::RefCell<std::collections::HashSet<String>>,
+}
+
+impl EventSource<matrix_core::Pdu> for Counted<'_> {
+    fn event(&self, event_id: &str) -> Option<&matrix_core::Pdu> {
+        self.read.borrow_mut().insert(event_id.to_owned());
+        self.events.get(event_id)
+    }
+}
+
+/// Given the auth difference, resolution reads the conflicted events, the difference and
+/// their auth chains, and the unconflicted events the rules look up: not the room.
+#[test]
+fn given_the_difference_the_room_is_not_read() {
+    for version in ["6", "11", "12"] {
+        let room =
+            generate(RoomSpec { version, members: 2000, servers: 4, fork_events: 10, seed: 7 });
+        let (rows, read) = ours_with_difference(&room, &room.state_sets);
+        assert_eq!(rows, theirs(&room, &room.state_sets), "room version {version}");
+        assert!(read < room.events.len() / 10, "v{version}: {read} of {} read", room.events.len());
+    }
 }
 
 /// Ours through lean events (interned ids, chain cover), from the same PDUs.
@@ -79,6 +134,7 @@ proptest! {
         let expected = theirs(&room, &sets);
         prop_assert_eq!(ours(&room, &sets), expected.clone());
         prop_assert_eq!(ours_with_chains(&room, &sets), expected.clone());
+        prop_assert_eq!(ours_with_difference(&room, &sets).0, expected.clone());
         prop_assert_eq!(ours_lean(&room, &sets), expected);
     }
 }
