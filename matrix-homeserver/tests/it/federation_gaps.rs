@@ -45,7 +45,12 @@ impl Room {
 
     /// alice sets a state event; answers its id.
     async fn set_state(&self, kind: &str, content: Value) -> String {
-        let path = format!("/_matrix/client/v3/rooms/{}/state/{kind}/", self.id);
+        self.set_state_key(kind, "", content).await
+    }
+
+    /// alice sets a state event under a state key; answers its id.
+    async fn set_state_key(&self, kind: &str, key: &str, content: Value) -> String {
+        let path = format!("/_matrix/client/v3/rooms/{}/state/{kind}/{key}", self.id);
         let (status, sent) = self.alice.send(reqwest::Method::PUT, &path, Some(&content)).await;
         assert_eq!(status, 200, "{sent}");
         sent["event_id"].as_str().expect("an event id").to_owned()
@@ -162,9 +167,9 @@ fn count_requests_to_a(room: &Room, prefixes: &'static [&'static str]) -> Arc<Ve
     let counts: Arc<Vec<AtomicUsize>> =
         Arc::new(prefixes.iter().map(|_| AtomicUsize::new(0)).collect());
     let seen = counts.clone();
-    room.net.intercept("a.test", move |_, request| {
+    room.net.intercept("a.test", move |from, request| {
         for (prefix, count) in prefixes.iter().zip(seen.iter()) {
-            if request.uri().path().starts_with(prefix) {
+            if from == "b.test" && request.uri().path().starts_with(prefix) {
                 count.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -209,6 +214,30 @@ async fn a_gap_deeper_than_get_missing_events_is_filled_with_the_state_at_it() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("bob's reply never reached a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_state_events_of_a_gap_come_in_one_state_request() {
+    let room = room_with_lost_transactions().await;
+    let counts = count_requests_to_a(
+        &room,
+        &["/_matrix/federation/v1/state/", "/_matrix/federation/v1/event/"],
+    );
+    for n in 0..15 {
+        room.set_state_key("org.example.gap", &format!("k{n}"), json!({"n": n})).await;
+    }
+    for n in 0..25 {
+        room.say(&format!("gap {n}")).await;
+    }
+    let last = room.say("after the gap").await;
+
+    assert_eq!(room.push("manual-1", &last).await, None, "b accepts the last event");
+    assert_eq!(counts[0].load(Ordering::Relaxed), 1, "one /state for the 15 state events");
+    assert!(counts[1].load(Ordering::Relaxed) <= 1, "at most the prev event by /event");
+    assert_eq!(room.state_ids(&room.alice).await, room.state_ids(&room.bob).await);
+    let path = format!("/_matrix/client/v3/rooms/{}/state/org.example.gap/k14", room.id);
+    let (status, content) = room.bob.get(&path).await;
+    assert_eq!((status, content), (200, json!({"n": 14})));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,7 +308,8 @@ fn answer_state_ids(room: &Room, body: Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_ids_answer_that_is_garbage_or_too_large_is_refused() {
     let (room, last, _) = room_with_a_gap().await;
-    let too_many: Vec<String> = (0..100_001).map(|n| format!("$fake{n}")).collect();
+    let fake = |count: usize| (0..count).map(|n| format!("$fake{n}")).collect::<Vec<_>>();
+    let (too_many, too_many_to_fetch) = (fake(100_001), fake(10_001));
     let answers = [
         (b"not json at all".to_vec(), "not JSON"),
         (br#"{"pdu_ids": 5, "auth_chain_ids": []}"#.to_vec(), "no pdu_ids list"),
@@ -289,6 +319,11 @@ async fn a_state_ids_answer_that_is_garbage_or_too_large_is_refused() {
         (
             serde_json::to_vec(&json!({"pdu_ids": too_many, "auth_chain_ids": []})).expect("json"),
             "more than 100000 events",
+        ),
+        (
+            serde_json::to_vec(&json!({"pdu_ids": [], "auth_chain_ids": too_many_to_fetch}))
+                .expect("json"),
+            "more than 10000 events would have to be fetched",
         ),
     ];
     for (n, (body, expected)) in answers.into_iter().enumerate() {
