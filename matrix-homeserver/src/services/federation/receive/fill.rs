@@ -419,4 +419,16 @@ mod tests {
         let late = Budget::new(Instant::now());
         assert!(late.time_left().is_err(), "no time left");
     }
+
+    #[tokio::test]
+    async fn a_peer_that_never_answers_is_given_up_at_the_deadline() {
+        let mut budget = Budget::new(Instant::now() + Duration::from_millis(50));
+        let never = std::future::pending::<Result<Object, FederationError>>();
+        let started = Instant::now();
+        let answer = ask(&mut budget, "state_ids", never).await;
+        assert_eq!(answer, Err("state_ids: no answer in time".to_owned()));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let next = ask(&mut budget, "event", async { Ok(Object::new()) }).await;
+        assert!(next.is_err_and(|reason| reason.contains("time")), "no time is left");
+    }
 }
