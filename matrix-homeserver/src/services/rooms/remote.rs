@@ -310,25 +310,22 @@ impl Rooms {
                     .map_err(|e| ReceiveError::Failed(ApiError::unknown(e.to_string())))?
             };
             if new_current != current {
-                current_ref = Some(
-                    if new_current == after
-                        && let Some(after_ref) = after_ref
-                    {
-                        after_ref
-                    } else {
-                        // Written first, alone: the event's change set names it.
-                        let mut resolved = ChangeSet::new();
-                        resolved.snapshot = Some(NewSnapshot {
-                            parent: info.current_state,
-                            changes: diff(&current, &new_current),
-                        });
-                        let applied = self.storage().apply(resolved).await?;
-                        let id = applied.snapshot.ok_or_else(|| {
-                            ApiError::unknown("the resolved state was not stored")
-                        })?;
-                        SnapshotRef::Existing(id)
-                    },
-                );
+                let as_after = after_ref.filter(|_| new_current == after);
+                current_ref = Some(if let Some(after_ref) = as_after {
+                    after_ref
+                } else {
+                    // Written first, alone: the event's change set names it.
+                    let mut resolved = ChangeSet::new();
+                    resolved.snapshot = Some(NewSnapshot {
+                        parent: info.current_state,
+                        changes: diff(&current, &new_current),
+                    });
+                    let applied = self.storage().apply(resolved).await?;
+                    let id = applied
+                        .snapshot
+                        .ok_or_else(|| ApiError::unknown("the resolved state was not stored"))?;
+                    SnapshotRef::Existing(id)
+                });
                 membership_from = current;
                 membership_to = new_current;
             }
