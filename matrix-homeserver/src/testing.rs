@@ -88,6 +88,11 @@ impl TestHomeserver {
         &self.homeserver
     }
 
+    /// Its storage, for tests of what the server stored (or refused to).
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        self.homeserver.state.rooms.storage()
+    }
+
     /// The server name.
     pub fn server_name(&self) -> &str {
         &self.homeserver.config().server_name
@@ -132,11 +137,29 @@ pub struct TestFederation {
     net: Arc<Net>,
 }
 
-/// The in-process network: routers by server name, and the cut links.
+/// What an interceptor ([`TestFederation::intercept`]) does with a request.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Intercepted {
+    /// The request goes to the destination as usual.
+    Pass,
+    /// The request fails as if the destination were unreachable.
+    Drop,
+    /// The destination seems to answer this status and body (a misbehaving server).
+    Answer(u16, Vec<u8>),
+}
+
+/// A test's hand on requests to one server: sees the requesting server's name and the request
+/// (method, path and query, body), and says what becomes of it.
+pub type Interceptor = Arc<dyn Fn(&str, &http::Request<bytes::Bytes>) -> Intercepted + Send + Sync>;
+
+/// The in-process network: routers by server name, the cut links, and interceptors by
+/// destination.
 #[derive(Default)]
 struct Net {
     routers: std::sync::RwLock<std::collections::HashMap<String, axum::Router>>,
     cut: std::sync::RwLock<std::collections::HashSet<(String, String)>>,
+    interceptors: std::sync::RwLock<std::collections::HashMap<String, Interceptor>>,
 }
 
 impl std::fmt::Debug for Net {
@@ -170,6 +193,23 @@ impl matrix_federation::transport::Transport for InProcess {
         let link = (self.from.clone(), destination.to_owned());
         if self.net.cut.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&link) {
             return Err(unreachable("the link is cut"));
+        }
+        let interceptor = self
+            .net
+            .interceptors
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(destination)
+            .cloned();
+        match interceptor.map(|intercept| intercept(&self.from, &request)) {
+            None | Some(Intercepted::Pass) => {}
+            Some(Intercepted::Drop) => return Err(unreachable("the request was dropped")),
+            Some(Intercepted::Answer(status, body)) => {
+                let mut response = http::Response::new(bytes::Bytes::from(body));
+                *response.status_mut() = http::StatusCode::from_u16(status)
+                    .map_err(|_| unreachable("an interceptor answered a status that is none"))?;
+                return Ok(response);
+            }
         }
         let router = self
             .net
@@ -237,6 +277,31 @@ impl TestFederation {
         let mut cut = self.net.cut.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         cut.insert((a.to_owned(), b.to_owned()));
         cut.insert((b.to_owned(), a.to_owned()));
+    }
+
+    /// Puts `interceptor` between every server and `destination` (replacing the one there):
+    /// it sees each request to `destination` first and passes, drops or answers it. For tests
+    /// of a server that misbehaves, or of a queue whose transactions are lost.
+    pub fn intercept(
+        &self,
+        destination: &str,
+        interceptor: impl Fn(&str, &http::Request<bytes::Bytes>) -> Intercepted + Send + Sync + 'static,
+    ) {
+        let interceptor: Interceptor = Arc::new(interceptor);
+        self.net
+            .interceptors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(destination.to_owned(), interceptor);
+    }
+
+    /// Removes the interceptor of `destination`: its requests go through as usual again.
+    pub fn stop_intercepting(&self, destination: &str) {
+        self.net
+            .interceptors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(destination);
     }
 
     /// Heals the link between `a` and `b`.

@@ -23,6 +23,7 @@ pub(crate) mod format;
 pub(crate) mod invite_remote;
 mod join_remote;
 mod membership;
+pub(crate) mod outliers;
 mod peer_reads;
 mod read;
 pub(crate) mod remote;

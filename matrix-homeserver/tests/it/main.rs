@@ -13,6 +13,7 @@ mod faults;
 mod federation;
 mod federation_backfill;
 mod federation_edus;
+mod federation_gaps;
 mod federation_reads;
 mod push_rules;
 mod rooms;

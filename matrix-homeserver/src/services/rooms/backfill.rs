@@ -242,7 +242,7 @@ impl Rooms {
     }
 
     /// The room's create event, if stored.
-    async fn create_event_of(&self, room_id: &str) -> Result<Option<Pdu>, ApiError> {
+    pub(super) async fn create_event_of(&self, room_id: &str) -> Result<Option<Pdu>, ApiError> {
         let Some(current) = self.storage().room(room_id).await?.and_then(|r| r.current_state)
         else {
             return Ok(None);

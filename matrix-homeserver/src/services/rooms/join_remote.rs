@@ -331,6 +331,19 @@ pub(super) fn authorize_in_order(
     rules: &'static RoomVersionRules,
     events: Vec<Pdu>,
 ) -> HashMap<String, Pdu> {
+    authorize_against(rules, events, &HashMap::new(), None)
+}
+
+/// [`authorize_in_order`] for events whose auth events may also be stored here already:
+/// `known` holds those (checked when they were stored, and not rejected), `create` the room's
+/// create event when the batch does not hold it (room version 12 checks every event against
+/// it).
+pub(super) fn authorize_against(
+    rules: &'static RoomVersionRules,
+    events: Vec<Pdu>,
+    known: &HashMap<String, Pdu>,
+    room_create: Option<&Pdu>,
+) -> HashMap<String, Pdu> {
     let mut pending: HashMap<String, Pdu> =
         events.into_iter().map(|p| (p.event_id().to_owned(), p)).collect();
     let mut accepted: HashMap<String, Pdu> = HashMap::with_capacity(pending.len());
@@ -376,10 +389,11 @@ pub(super) fn authorize_in_order(
     drop(waiting);
     for id in order {
         let Some(pdu) = pending.remove(&id) else { continue };
-        let auth_events: Option<Vec<&Pdu>> = pdu.auth_events().map(|a| accepted.get(a)).collect();
+        let auth_events: Option<Vec<&Pdu>> =
+            pdu.auth_events().map(|a| accepted.get(a).or_else(|| known.get(a))).collect();
         let Some(auth_events) = auth_events else { continue };
         let create = if rules.room_id_from_create_event && pdu.kind() != "m.room.create" {
-            create_id.as_ref().and_then(|c| accepted.get(c))
+            create_id.as_ref().and_then(|c| accepted.get(c)).or(room_create)
         } else {
             None
         };

@@ -6,6 +6,10 @@
 //!
 //! A rejected event is stored as rejected (events that cite it are rejected in turn) and never
 //! reaches a client; a soft-failed one is stored but neither shown nor built on.
+//!
+//! An event stored as an outlier (fetched to fill a gap, `outliers.rs`, or with a join's
+//! state) that arrives as a PDU is checked like any other and then stored over the outlier,
+//! in the timeline.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -31,7 +35,7 @@ pub(crate) enum Received {
     SoftFailed(String),
     /// Rejected (stored as rejected when it was well formed and signed).
     Rejected(String),
-    /// Already stored.
+    /// Already stored (in the room's DAG; an outlier is checked and stored again).
     Known,
 }
 
@@ -136,7 +140,7 @@ impl RoomContext for Context<'_> {
 }
 
 /// The changes that turn state `from` into state `to`.
-fn diff(from: &StateIds, to: &StateIds) -> Vec<(String, String, Option<String>)> {
+pub(super) fn diff(from: &StateIds, to: &StateIds) -> Vec<(String, String, Option<String>)> {
     let mut changes = Vec::new();
     for (key, id) in to {
         if from.get(key) != Some(id) {
@@ -187,8 +191,14 @@ impl Rooms {
                 Err(CheckError::Federation(FederationError::Storage(e))) => return Err(e.into()),
                 Err(e) => return Err(ApiError::unknown(e.to_string()).into()),
             };
+            // An outlier (fetched to fill a gap) that now arrives as a PDU takes its place in
+            // the room like any other event.
             if let Some(id) = check_event_id(&check)
-                && self.storage().event(id).await?.is_some()
+                && self
+                    .storage()
+                    .event(id)
+                    .await?
+                    .is_some_and(|stored| stored.status != EventStatus::Outlier)
             {
                 return Ok(Received::Known);
             }
@@ -255,6 +265,13 @@ impl Rooms {
             None => StateIds::new(),
         };
         let after_changes = diff(&base_map, &after);
+        // The snapshot that will hold the state after the event: the new one, or its first
+        // prev event's when it changes nothing.
+        let after_ref = if after_changes.is_empty() {
+            base.map(SnapshotRef::Existing)
+        } else {
+            Some(SnapshotRef::New)
+        };
 
         // The room after it: forward extremities, and the current state (resolved with the
         // state after the event where the room forks).
@@ -293,8 +310,9 @@ impl Rooms {
                     .map_err(|e| ReceiveError::Failed(ApiError::unknown(e.to_string())))?
             };
             if new_current != current {
-                current_ref = Some(if new_current == after {
-                    SnapshotRef::New
+                let as_after = after_ref.filter(|_| new_current == after);
+                current_ref = Some(if let Some(after_ref) = as_after {
+                    after_ref
                 } else {
                     // Written first, alone: the event's change set names it.
                     let mut resolved = ChangeSet::new();
@@ -334,12 +352,10 @@ impl Rooms {
                 room.memberships.push((state_key.clone(), membership));
             }
         }
-        let state_after = if after_changes.is_empty() {
-            base.map(SnapshotRef::Existing)
-        } else {
+        if !after_changes.is_empty() {
             changes.snapshot = Some(NewSnapshot { parent: base, changes: after_changes });
-            Some(SnapshotRef::New)
-        };
+        }
+        let state_after = after_ref;
         changes.events.push(super::new_event(&pdu, status, accepted, state_after));
         if accepted
             && let Some(redacts) = pdu.redacts()
