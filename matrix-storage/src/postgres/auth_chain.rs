@@ -67,7 +67,7 @@ fn encode_links(links: &[(u32, u32)]) -> Vec<u8> {
 }
 
 fn decode_links(bytes: &[u8]) -> Option<Vec<(u32, u32)>> {
-    if bytes.len() % LINK_BYTES != 0 {
+    if !bytes.len().is_multiple_of(LINK_BYTES) {
         return None;
     }
     let word = |b: &[u8]| b.try_into().ok().map(u32::from_be_bytes);
