@@ -23,6 +23,10 @@ impl Enc {
         self.0.extend_from_slice(&n.to_be_bytes());
         self
     }
+    pub(crate) fn u32(mut self, n: u32) -> Self {
+        self.0.extend_from_slice(&n.to_be_bytes());
+        self
+    }
     pub(crate) fn i64(self, n: i64) -> Self {
         self.u64(n as u64)
     }
@@ -101,6 +105,9 @@ impl<'a> Dec<'a> {
     }
     pub(crate) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_be_bytes(self.take(8)?.try_into().map_err(|_| corrupt())?))
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().map_err(|_| corrupt())?))
     }
     pub(crate) fn i64(&mut self) -> Result<i64> {
         Ok(self.u64()? as i64)

@@ -13,6 +13,7 @@
 //! # fn main() {}
 //! ```
 
+mod auth_chain;
 mod backfill;
 mod domains;
 mod state;
@@ -21,6 +22,7 @@ mod user_data;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+pub use auth_chain::*;
 pub use backfill::*;
 pub use domains::*;
 pub use state::*;
@@ -62,7 +64,9 @@ macro_rules! storage_conformance {
             receipts_replace_and_stream, transaction_ids_commit_once, records_round_trip,
             account_data_changes, one_stream_for_everything, cross_signing_keys, key_signatures,
             backup_versions, backup_sessions, pushers,
-            a_room_changed_since_it_was_read_is_a_conflict, backfill_goes_before_the_timeline);
+            a_room_changed_since_it_was_read_is_a_conflict, backfill_goes_before_the_timeline,
+            auth_chain_index_round_trips, an_auth_chain_index_taken_is_a_conflict,
+            events_in_batch);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -712,6 +716,7 @@ type Everything = (
     Vec<crate::AccountDataItem>,
     Vec<String>,
     Vec<String>,
+    Vec<crate::AuthChainEntry>,
 );
 
 async fn everything(store: &Store, snapshot: SnapshotId) -> Everything {
@@ -726,6 +731,7 @@ async fn everything(store: &Store, snapshot: SnapshotId) -> Everything {
         store.all_account_data("@a:x").await.expect("reads"),
         domains::everything(store).await,
         user_data::everything(store).await,
+        auth_chain::everything(store).await,
     )
 }
 
@@ -762,6 +768,7 @@ where
     changes.account_data = vec![("@a:x".to_owned(), None, "t".to_owned(), b"{}".to_vec())];
     domains::fill(&mut changes);
     user_data::fill(&mut changes);
+    auth_chain::fill(&mut changes);
     let applied = apply(&store, changes).await;
     apply(&store, user_data::fill_sessions(&applied)).await;
     let snapshot = applied.snapshot.expect("a snapshot");
@@ -772,6 +779,7 @@ where
     let before = everything(&store, snapshot).await;
     assert_eq!(before.8.len(), 14, "{:?}", before.8);
     assert!(before.9[2].starts_with("Some") && before.9[3].contains("s2"), "{:?}", before.9);
+    assert_eq!(before.10.len(), 2, "{:?}", before.10);
     drop(store);
 
     let store = open().await;

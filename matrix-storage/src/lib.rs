@@ -76,7 +76,8 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 /// Resolves when a change set applied by [`Storage::apply_ordered`] is durable.
 pub type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 
-/// Events: PDUs by id, kept as received, with their status and graph edges.
+/// Events: PDUs by id, kept as received, with their status and graph edges, and each room's
+/// auth-chain index.
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// The event with this id.
@@ -87,6 +88,17 @@ pub trait EventStore: Send + Sync {
     async fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>>;
     /// The redaction that redacted an event, if one did.
     async fn redaction_of(&self, event_id: &str) -> Result<Option<String>>;
+    /// The stored events among `event_ids`, each once (ids not stored are skipped, an id
+    /// given twice gives one event), in no particular order: one read for many events.
+    async fn events(&self, event_ids: &[&str]) -> Result<Vec<StoredEvent>>;
+    /// The entries of a room's auth-chain index ([`ChangeSet::auth_chain`]) numbered `from`
+    /// or higher, by number, at most `limit`.
+    async fn auth_chain_index(
+        &self,
+        room_id: &str,
+        from: u32,
+        limit: usize,
+    ) -> Result<Vec<AuthChainEntry>>;
 }
 
 /// State snapshots, stored as deltas against a parent snapshot.

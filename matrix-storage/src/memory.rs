@@ -4,6 +4,7 @@
 //! are assigned in commit order: [`RoomStore::stream_position`] is simply the last position
 //! assigned, and no reader can see a later position before an earlier one.
 
+mod auth_chain;
 mod user_data;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -14,12 +15,12 @@ use async_trait::async_trait;
 use crate::layers::{self, Layer, StateKey};
 use crate::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied,
-    BackfillItem, BackfillPos, ChangeSet, ClaimedKey, Device, Direction, DirectoryStore, E2eeStore,
-    ErrorKind, EventStore, FallbackKey, InboxStore, KeyStore, Media, MediaStore, NewSnapshot,
-    OurKey, OutboundItem, Profile, QueueStore, ReceiptKey, ReceiptStore, RemoteKey, Result,
-    RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef, StateEntry, StateStore, Storage,
-    StorageError, StoredEvent, StoredReceipt, StreamItem, StreamPos, ToDeviceMessage,
-    ToDeviceUsage, TokenOwner, User,
+    AuthChainEntry, BackfillItem, BackfillPos, ChangeSet, ClaimedKey, Device, Direction,
+    DirectoryStore, E2eeStore, ErrorKind, EventStore, FallbackKey, InboxStore, KeyStore, Media,
+    MediaStore, NewSnapshot, OurKey, OutboundItem, Profile, QueueStore, ReceiptKey, ReceiptStore,
+    RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef, StateEntry,
+    StateStore, Storage, StorageError, StoredEvent, StoredReceipt, StreamItem, StreamPos,
+    ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
 };
 
 /// `(user, device)`.
@@ -91,6 +92,8 @@ struct Inner {
     receipt_log: BTreeMap<(String, u64), ReceiptKey>,
     /// Cross-signing keys and signatures, key backups, pushers.
     user_data: user_data::UserData,
+    /// Rooms' auth-chain indexes.
+    auth_chains: auth_chain::AuthChains,
 }
 
 /// The in-memory store.
@@ -232,6 +235,7 @@ impl Inner {
                 return missing(format!("event {event_id} in room {room}"));
             }
         }
+        self.auth_chains.validate(changes)?;
         self.user_data.validate(changes)
     }
 
@@ -433,6 +437,7 @@ impl Inner {
                 self.forgotten.remove(&(room, user));
             }
         }
+        self.auth_chains.apply(changes.auth_chain);
         self.user_data.apply(user_changes, &mut applied);
         applied
     }
@@ -464,6 +469,19 @@ impl EventStore for MemoryStore {
 
     async fn redaction_of(&self, event_id: &str) -> Result<Option<String>> {
         Ok(self.lock()?.redactions.get(event_id).cloned())
+    }
+
+    async fn events(&self, event_ids: &[&str]) -> Result<Vec<StoredEvent>> {
+        Ok(auth_chain::events_among(&self.lock()?.events, event_ids))
+    }
+
+    async fn auth_chain_index(
+        &self,
+        room_id: &str,
+        from: u32,
+        limit: usize,
+    ) -> Result<Vec<AuthChainEntry>> {
+        Ok(self.lock()?.auth_chains.range(room_id, from, limit))
     }
 }
 

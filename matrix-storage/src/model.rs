@@ -1,11 +1,13 @@
 //! What the stores hold, and the change set that writes it.
 
+mod auth_chain;
 mod e2ee;
 mod records;
 mod user_data;
 
 use std::sync::Arc;
 
+pub use auth_chain::*;
 pub use e2ee::*;
 pub use records::*;
 pub use user_data::*;
@@ -405,6 +407,11 @@ pub struct ChangeSet {
     /// Client transaction ids to record. One recorded already makes the whole change set a
     /// [`crate::ErrorKind::Conflict`]: of two requests with one id, exactly one commits.
     pub transaction_ids: Vec<TransactionId>,
+    /// Entries to add to rooms' auth-chain indexes. An entry whose `(room, index)` is stored
+    /// already, or taken twice in the change set, makes the whole change set a
+    /// [`crate::ErrorKind::Conflict`]: of two writers (two processes sharing a database) that
+    /// number an event alike, exactly one commits, and the other reads the index again.
+    pub auth_chain: Vec<AuthChainEntry>,
     /// Aliases to set.
     pub aliases: Vec<Alias>,
     /// Aliases to delete.

@@ -43,6 +43,7 @@
 
 mod apply;
 mod apply_domains;
+mod auth_chain;
 mod backfill;
 mod domains;
 mod snapshots;
@@ -63,10 +64,10 @@ use sqlx::{Connection, PgConnection, Row};
 use self::stream::SharedStream;
 use crate::layers::LayerCache;
 use crate::{
-    AccountStore, Applied, ChangeSet, ClaimedKey, Device, Direction, ErrorKind, EventStatus,
-    EventStore, KeyStore, OurKey, OutboundItem, Profile, QueueStore, RemoteKey, Result, RetryState,
-    RoomInfo, RoomStore, SnapshotId, StateEntry, StateStore, Storage, StorageError, StoredEvent,
-    StreamChanges, StreamItem, StreamPos, TokenOwner, User,
+    AccountStore, Applied, AuthChainEntry, ChangeSet, ClaimedKey, Device, Direction, ErrorKind,
+    EventStatus, EventStore, KeyStore, OurKey, OutboundItem, Profile, QueueStore, RemoteKey,
+    Result, RetryState, RoomInfo, RoomStore, SnapshotId, StateEntry, StateStore, Storage,
+    StorageError, StoredEvent, StreamChanges, StreamItem, StreamPos, TokenOwner, User,
 };
 
 /// The migrations, in order: `(version, description, SQL)`.
@@ -77,6 +78,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "user data", include_str!("../migrations/0004_user_data.sql")),
     (5, "shared", include_str!("../migrations/0005_shared.sql")),
     (6, "backfill", include_str!("../migrations/0006_backfill.sql")),
+    (7, "auth chain", include_str!("../migrations/0007_auth_chain.sql")),
 ];
 
 /// The first key of our migration lock ("MXST"); the second is a hash of the schema.
@@ -457,29 +459,15 @@ impl Storage for PostgresStore {
 #[async_trait]
 impl EventStore for PostgresStore {
     async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
-        const DOING: &str = "reading an event";
-        let row = sqlx::query(
-            "SELECT room_id, json, status, stream, state_after, auth_events, prev_events \
-             FROM events WHERE event_id = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM events WHERE event_id = $1",
+            auth_chain::EVENT_COLUMNS
+        ))
         .bind(event_id)
         .fetch_optional(&self.pool)
         .await
-        .doing(DOING)?;
-        let Some(row) = row else { return Ok(None) };
-        let json: Vec<u8> = row.try_get(1).doing(DOING)?;
-        let stream: Option<i64> = row.try_get(3).doing(DOING)?;
-        let state: Option<i64> = row.try_get(4).doing(DOING)?;
-        Ok(Some(StoredEvent {
-            event_id: event_id.to_owned(),
-            room_id: row.try_get(0).doing(DOING)?,
-            json: Arc::from(json),
-            status: status_of(row.try_get(2).doing(DOING)?)?,
-            auth_events: row.try_get(5).doing(DOING)?,
-            prev_events: row.try_get(6).doing(DOING)?,
-            stream: stream.map(to_u64).transpose()?.map(StreamPos),
-            state_after: state.map(to_u64).transpose()?.map(SnapshotId),
-        }))
+        .doing("reading an event")?;
+        row.as_ref().map(auth_chain::stored_event).transpose()
     }
 
     async fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>> {
@@ -499,6 +487,19 @@ impl EventStore for PostgresStore {
 
     async fn redaction_of(&self, event_id: &str) -> Result<Option<String>> {
         domains::redaction_of(&self.pool, event_id).await
+    }
+
+    async fn events(&self, event_ids: &[&str]) -> Result<Vec<StoredEvent>> {
+        auth_chain::events(&self.pool, event_ids).await
+    }
+
+    async fn auth_chain_index(
+        &self,
+        room_id: &str,
+        from: u32,
+        limit: usize,
+    ) -> Result<Vec<AuthChainEntry>> {
+        auth_chain::range(&self.pool, room_id, from, limit).await
     }
 }
 

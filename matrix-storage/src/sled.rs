@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+mod auth_chain;
 mod backfill;
 mod batch;
 mod domains;
@@ -52,11 +53,11 @@ use self::records::{
 use crate::codec::{Dec, Enc};
 use crate::layers::LayerCache;
 use crate::{
-    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Applied, BackfillItem,
-    BackfillPos, ChangeSet, ClaimedKey, Device, Direction, ErrorKind, EventStore, KeyStore, Media,
-    MediaStore, OurKey, OutboundItem, Profile, QueueStore, RemoteKey, Result, RetryState, RoomInfo,
-    RoomStore, SnapshotId, SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent,
-    StreamItem, StreamPos, TokenOwner, User,
+    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Applied, AuthChainEntry,
+    BackfillItem, BackfillPos, ChangeSet, ClaimedKey, Device, Direction, ErrorKind, EventStore,
+    KeyStore, Media, MediaStore, OurKey, OutboundItem, Profile, QueueStore, RemoteKey, Result,
+    RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef, StateEntry, StateStore, Storage,
+    StorageError, StoredEvent, StreamItem, StreamPos, TokenOwner, User,
 };
 
 /// The schema this code writes and reads. 2 added the tables from [`DEVICE_KEYS`] on and the
@@ -118,17 +119,20 @@ const PUSHER_KEY: u8 = b'd';
 // Backfilled history (read and written in `backfill`; a store written before has none).
 const BACKFILL: u8 = b'z';
 const BACKFILL_OF: u8 = b'q';
+// Rooms' auth-chain indexes (read and written in `auth_chain`; a store written before has
+// none).
+const AUTH_CHAIN: u8 = b'i';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 48] = [
+const TABLES: [u8; 49] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
     RECEIPT_LOG, CLIENT_TXN, ALIAS, ROOM_ALIAS, PUBLISHED, REDACTION, PROFILE, FORGOTTEN,
     MEDIA_USAGE, ACCOUNT_DATA_POS, ACCOUNT_DATA_LOG, CROSS_SIGNING_KEY, KEY_SIGNATURE,
-    BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF,
+    BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF, AUTH_CHAIN,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -786,11 +790,13 @@ impl SledStore {
         }
         let tx = Tx::new(&self.tree);
         domains::check_transaction_ids(&tx, changes)?;
+        auth_chain::check(&tx, changes)?;
         let mut applied = apply_in(&tx, &self.snapshots, changes, *next_stream)?;
         // The other positions follow the change set's events.
         let after_events = *next_stream + applied.stream.len() as u64;
         let next = domains::apply_in(&tx, changes, after_events)?;
         user_data::apply_in(&tx, changes, &mut applied)?;
+        auth_chain::write(&tx, changes)?;
         if next > after_events {
             tx.insert(meta(STREAM_HEAD), Enc::default().u64(next - 1).done())?;
         }
@@ -844,6 +850,21 @@ impl EventStore for SledStore {
     async fn redaction_of(&self, event_id: &str) -> Result<Option<String>> {
         self.flusher.check()?;
         self.redaction(event_id)
+    }
+
+    async fn events(&self, event_ids: &[&str]) -> Result<Vec<StoredEvent>> {
+        self.flusher.check()?;
+        self.events_among(event_ids)
+    }
+
+    async fn auth_chain_index(
+        &self,
+        room_id: &str,
+        from: u32,
+        limit: usize,
+    ) -> Result<Vec<AuthChainEntry>> {
+        self.flusher.check()?;
+        self.auth_chain_range(room_id, from, limit)
     }
 }
 

@@ -7,12 +7,12 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use matrix_storage::{
-    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied, ChangeSet,
-    ClaimedKey, Device, Direction, DirectoryStore, E2eeStore, EventStore, FallbackKey, InboxStore,
-    KeyStore, Media, MediaStore, OurKey, OutboundItem, Profile, QueueStore, ReceiptStore,
-    RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, StateEntry, StateStore,
-    Storage, StoredEvent, StoredReceipt, StreamItem, StreamPos, ToDeviceMessage, ToDeviceUsage,
-    TokenOwner, User,
+    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied,
+    AuthChainEntry, ChangeSet, ClaimedKey, Device, Direction, DirectoryStore, E2eeStore,
+    EventStore, FallbackKey, InboxStore, KeyStore, Media, MediaStore, OurKey, OutboundItem,
+    Profile, QueueStore, ReceiptStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore,
+    SnapshotId, StateEntry, StateStore, Storage, StoredEvent, StoredReceipt, StreamItem, StreamPos,
+    ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
 };
 use matrix_storage::{
     BackfillItem, BackfillPos, BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore,
@@ -40,6 +40,8 @@ forward!(EventStore {
     fn event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
     fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>>;
     fn redaction_of(&self, event_id: &str) -> Result<Option<String>>;
+    fn events(&self, event_ids: &[&str]) -> Result<Vec<StoredEvent>>;
+    fn auth_chain_index(&self, room_id: &str, from: u32, limit: usize) -> Result<Vec<AuthChainEntry>>;
 });
 forward!(StateStore {
     fn state_get(&self, snapshot: SnapshotId, kind: &str, state_key: &str) -> Result<Option<String>>;

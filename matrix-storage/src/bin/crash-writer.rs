@@ -3,15 +3,18 @@
 //!
 //! `crash-writer sled DIR START`, `crash-writer fjall DIR START` or
 //! `crash-writer postgres URL SCHEMA START` writes events
-//! `$crash-START`, `$crash-START+1`, ... each with a user `@crash-N:x` and a pusher of that
-//! user in the same change set.
+//! `$crash-START`, `$crash-START+1`, ... each with a user `@crash-N:x`, a pusher of that
+//! user and the event's entry numbered N in the room's auth-chain index (chain N, sequence 1,
+//! one link to `(N, N)`) in the same change set.
 
 use std::io::Write as _;
 use std::sync::Arc;
 
 use matrix_storage::postgres::{PostgresOptions, PostgresStore};
 use matrix_storage::sled::{SledOptions, SledStore};
-use matrix_storage::{ChangeSet, EventStatus, NewEvent, Pusher, RoomChanges, Storage, User};
+use matrix_storage::{
+    AuthChainEntry, ChangeSet, EventStatus, NewEvent, Pusher, RoomChanges, Storage, User,
+};
 
 fn usage() -> ! {
     eprintln!(
@@ -75,6 +78,15 @@ async fn main() {
             pushkey: n.to_string(),
             device_id: "D".into(),
             data: format!(r#"{{"n":{n}}}"#).into_bytes(),
+        });
+        let index = u32::try_from(n).expect("an event number below 2^32");
+        changes.auth_chain.push(AuthChainEntry {
+            room_id: "!crash".into(),
+            index,
+            event_id: format!("$crash-{n}"),
+            chain: index,
+            seq: 1,
+            links: vec![(index, index)],
         });
         store.apply(changes).await.expect("applies");
         // Acknowledged: only now may the parent count on it.

@@ -1,10 +1,11 @@
 //! One change set, one transaction. The writes follow the in-memory backend's order (the
 //! oracle of the model test): snapshot, rooms, events, accounts, keys, queues, account data,
 //! media, then the smaller domains ([`super::apply_domains`]), then cross-signing, key
-//! backups and pushers ([`super::user_data`]). Client transaction ids come
-//! first, so that a reused one fails the change set before anything else is written; then the
-//! rooms whose writer said what it built on are locked and checked, so that a writer of
-//! another process that changed them meanwhile makes this one a conflict before it writes.
+//! backups and pushers ([`super::user_data`]). Client transaction ids and auth-chain index
+//! entries come first, so that a reused id or number fails the change set before anything
+//! else is written; then the rooms whose writer said what it built on are locked and checked,
+//! so that a writer of another process that changed them meanwhile makes this one a conflict
+//! before it writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -75,6 +76,7 @@ async fn write(
 ) -> Result<Applied> {
     let mut tx = pool.begin().await.doing("starting a transaction")?;
     apply_domains::record_transaction_ids(&mut tx, &changes.transaction_ids).await?;
+    super::auth_chain::record(&mut tx, &changes.auth_chain).await?;
     check_rooms(&mut tx, &changes.rooms).await?;
     let mut applied = Applied::default();
     if let Some(new) = &changes.snapshot {

@@ -1,7 +1,7 @@
 //! Crash durability: a child process writes change sets and reports each one acknowledged; it
 //! is killed with SIGKILL at varying points; the store then reopens and holds every
-//! acknowledged write, consistently (events, their stream positions, the users and pushers
-//! written in the same change sets, a stream without gaps). For sled, fjall and PostgreSQL,
+//! acknowledged write, consistently (events, their stream positions, the users, pushers and
+//! auth-chain index entries written in the same change sets, a stream without gaps). For sled, fjall and PostgreSQL,
 //! where positions come from the database and a change set killed after it reserved its
 //! position leaves that position a gap (at most one per kill: the writer applies one change
 //! set at a time).
@@ -61,8 +61,13 @@ fn write_and_kill(args: &[&str]) -> Vec<u64> {
 /// head.
 async fn check(store: &dyn Storage, acknowledged: &[u64], gaps: u64) {
     let head = store.stream_position().await.expect("reads");
+    let index = store.auth_chain_index("!crash", 0, usize::MAX).await.expect("reads");
+    let index: std::collections::BTreeMap<u64, String> =
+        index.into_iter().map(|e| (u64::from(e.index), e.event_id)).collect();
     let mut positions = Vec::new();
     for n in acknowledged {
+        let entry = index.get(n).map(String::as_str);
+        assert_eq!(entry, Some(format!("$crash-{n}").as_str()), "index entry {n} lost");
         let event = store.event(&format!("$crash-{n}")).await.expect("reads");
         let event = event.unwrap_or_else(|| panic!("acknowledged event {n} lost"));
         let pos = event.stream.expect("in the timeline");

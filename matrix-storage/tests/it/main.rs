@@ -444,6 +444,60 @@ mod sled_reopen {
         assert!(store.stream_position().await.is_ok(), "the store still serves");
     }
 
+    /// Auth-chain index records that do not decode (links cut short, a chain past `u32`, an
+    /// event id that is not UTF-8) or a key whose number is cut short are errors of kind
+    /// Corrupt naming the entry; the entries before them still read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn corrupt_auth_chain_records_are_errors() {
+        use matrix_storage::{AuthChainEntry, ChangeSet, EventStore, Storage};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = crate::reopen(dir.path()).await;
+        let mut changes = ChangeSet::new();
+        changes.auth_chain = vec![AuthChainEntry {
+            room_id: "!r".into(),
+            index: 0,
+            event_id: "$0".into(),
+            chain: 1,
+            seq: 1,
+            links: vec![(2, 3)],
+        }];
+        store.apply(changes).await.expect("applies");
+        drop(store);
+        // AUTH_CHAIN (room, number as u32) -> chain, seq, link count, links (LEB128), event id.
+        let key = |room: &[u8], index: u32| {
+            let mut key = raw_key(b'i', &[room]);
+            key.extend_from_slice(&index.to_be_bytes());
+            key
+        };
+        raw(dir.path(), |tree| {
+            // Three links announced, one given.
+            tree.insert(key(b"!r", 1), vec![1, 2, 3, 1, 1]).expect("writes");
+            // A chain of 2^35.
+            tree.insert(key(b"!s", 0), vec![0x80, 0x80, 0x80, 0x80, 0x80, 1, 1, 0])
+                .expect("writes");
+            // An event id that is not UTF-8.
+            tree.insert(key(b"!t", 0), vec![1, 1, 0, 0xff]).expect("writes");
+            // A number cut short.
+            let mut short = raw_key(b'i', &[b"!u"]);
+            short.extend_from_slice(&[0, 1]);
+            tree.insert(short, vec![1, 1, 0]).expect("writes");
+        });
+        let store = crate::reopen(dir.path()).await;
+        let err = store.auth_chain_index("!r", 0, 10).await.expect_err("corrupt");
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(err.to_string().contains("auth-chain index entry 1 of room !r"), "{err}");
+        let before = store.auth_chain_index("!r", 0, 1).await.expect("the entry before reads");
+        assert_eq!(before[0].links, vec![(2, 3)]);
+        for room in ["!s", "!t"] {
+            let err = store.auth_chain_index(room, 0, 10).await.expect_err("corrupt");
+            assert_eq!(err.kind(), ErrorKind::Corrupt);
+            assert!(err.to_string().contains(&format!("entry 0 of room {room}")), "{err}");
+        }
+        let err = store.auth_chain_index("!u", 0, 10).await.expect_err("corrupt");
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(err.to_string().contains("auth-chain index key of room !u"), "{err}");
+    }
+
     /// Corrupt records of cross-signing signatures, backup versions and pushers are errors
     /// naming the record, for reads and for writes that read them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use matrix_storage::memory::MemoryStore;
 use matrix_storage::sled::SledStore;
 use matrix_storage::{
-    Alias, BackupScope, ChangeSet, CrossSigningKeyKind, Device, EventStatus, FallbackKey,
-    KeySignature, NewBackupSession, NewBackupVersion, NewEvent, NewSnapshot, NewToDevice,
-    OneTimeKey, Pusher, Receipt, ReceiptKey, RoomChanges, SnapshotId, Storage, StreamPos,
-    TokenOwner, TransactionId, User,
+    Alias, AuthChainEntry, BackupScope, ChangeSet, CrossSigningKeyKind, Device, EventStatus,
+    FallbackKey, KeySignature, NewBackupSession, NewBackupVersion, NewEvent, NewSnapshot,
+    NewToDevice, OneTimeKey, Pusher, Receipt, ReceiptKey, RoomChanges, SnapshotId, Storage,
+    StreamPos, TokenOwner, TransactionId, User,
 };
 use proptest::prelude::*;
 
@@ -54,6 +54,8 @@ enum Op {
     Pusher(u8, u8, u8, u8),
     DeletePusher(u8, u8, u8),
     ExclusivePusher(u8, u8, u8),
+    /// An auth-chain index entry `(room, number, chain, links)`.
+    AuthChain(u8, u8, u8, Vec<(u8, u8)>),
     /// Several of the above in one change set.
     Many(Vec<Op>),
     Claim(u8, u8),
@@ -84,6 +86,8 @@ fn write_op() -> impl Strategy<Value = Op> {
         (small.clone(), small.clone(), 0u8..3).prop_map(|(u, d, t)| Op::TxnId(u, d, t)),
         (small.clone(), small.clone()).prop_map(|(a, r)| Op::Alias(a, r)),
         small.clone().prop_map(Op::DeleteAlias),
+        (0u8..2, 0u8..6, any::<u8>(), prop::collection::vec(any::<(u8, u8)>(), 0..3))
+            .prop_map(|(r, i, c, l)| Op::AuthChain(r, i, c, l)),
         user_data_op(),
     ]
 }
@@ -302,6 +306,15 @@ fn changes(op: &Op) -> Option<ChangeSet> {
         Op::ExclusivePusher(u, a, k) => {
             c.exclusive_pushers.push((format!("@u{u}:x"), format!("app{a}"), format!("key{k}")))
         }
+        Op::AuthChain(r, i, chain, links) => c.auth_chain.push(AuthChainEntry {
+            room_id: format!("!r{r}"),
+            index: u32::from(*i),
+            event_id: format!("$e{chain}"),
+            // Numbers of several bytes, as a big room has.
+            chain: u32::from(*chain) * 1000,
+            seq: u32::from(*i) + 1,
+            links: links.iter().map(|&(c, s)| (u32::from(c) << 16, u32::from(s))).collect(),
+        }),
         Op::Many(ops) => {
             for op in ops {
                 let Some(more) = changes(op) else { continue };
@@ -359,6 +372,7 @@ fn merge(c: &mut ChangeSet, more: ChangeSet) {
     c.deleted_pushers.extend(more.deleted_pushers);
     c.exclusive_pushers.extend(more.exclusive_pushers);
     c.pushers.extend(more.pushers);
+    c.auth_chain.extend(more.auth_chain);
 }
 
 /// Everything observable about the store, for comparison.
@@ -419,6 +433,16 @@ async fn observe(store: &dyn Storage, snapshots: u64) -> String {
         }
     }
     out += &format!("{:?}\n", store.auth_chain(&["$e49", "$e20"]).await.expect("reads"));
+    for r in 0..2 {
+        let room = format!("!r{r}");
+        out += &format!("{:?}\n", store.auth_chain_index(&room, 0, 100).await.expect("reads"));
+        out += &format!("{:?}\n", store.auth_chain_index(&room, 2, 2).await.expect("reads"));
+    }
+    let ids: Vec<String> = (0..50).map(|e| format!("$e{e}")).chain(["$e3".into()]).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut events = store.events(&ids).await.expect("reads");
+    events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    out += &format!("{events:?}\n");
     out
 }
 

@@ -323,3 +323,46 @@ async fn a_running_store_of_the_earlier_version_is_waited_for() {
     a.expect("opens");
     b.expect("opens");
 }
+
+/// Two stores numbering events of one room alike at once: for each number exactly one change
+/// set commits, the other is a conflict and none of it is written, so the index holds one
+/// event per number, the one whose change set committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_number_an_auth_chain_index_once() {
+    use matrix_storage::{AuthChainEntry, ErrorKind, EventStore as _};
+    let Some(url) = database_url() else { return };
+    let (a, b, _schema) = two_stores(&url).await;
+    let numbered = |store: Arc<PostgresStore>, who: &'static str, index: u32| async move {
+        let id = format!("${who}-{index}");
+        let mut changes = one_event(&id);
+        changes.auth_chain = vec![AuthChainEntry {
+            room_id: "!r".into(),
+            index,
+            event_id: id.clone(),
+            chain: index,
+            seq: 1,
+            links: Vec::new(),
+        }];
+        match store.apply(changes).await {
+            Ok(_) => Some(id),
+            Err(error) => {
+                assert_eq!(error.kind(), ErrorKind::Conflict, "{error}");
+                None
+            }
+        }
+    };
+    for index in 0..20 {
+        let (from_a, from_b) =
+            tokio::join!(numbered(a.clone(), "a", index), numbered(b.clone(), "b", index));
+        let winner = match (from_a, from_b) {
+            (Some(id), None) | (None, Some(id)) => id,
+            both => panic!("number {index}: {both:?}, not exactly one commit"),
+        };
+        let index_read = a.auth_chain_index("!r", index, 1).await.expect("reads");
+        assert_eq!(index_read[0].event_id, winner);
+        let loser = if winner.starts_with("$a") { "b" } else { "a" };
+        let lost = b.event(&format!("${loser}-{index}")).await.expect("reads");
+        assert_eq!(lost, None, "nothing of the conflicting change set is written");
+    }
+    assert_eq!(b.auth_chain_index("!r", 0, 100).await.expect("reads").len(), 20);
+}
