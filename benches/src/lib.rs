@@ -3,6 +3,7 @@
 
 pub mod rooms;
 pub mod ruma_stateres;
+pub mod stored_room;
 
 pub mod events {
     use base64::Engine as _;

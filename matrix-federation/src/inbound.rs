@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use matrix_core::auth::{self, AuthRejection};
 use matrix_core::json::{Object, Value};
 use matrix_core::pdu::{Pdu, PduError};
+use matrix_core::room_version::StateResAlgorithm;
 use matrix_core::signing::{self, KeyRing, Verified, VerifyError};
 use matrix_core::{RoomVersionRules, redaction};
 
@@ -69,6 +70,35 @@ pub trait RoomContext: Send + Sync {
     /// The union of the auth chains of `event_ids` (ids only; the events themselves need not
     /// be included), for resolving the states after several prev events.
     async fn auth_chain(&self, event_ids: &[String]) -> Result<Vec<String>, FederationError>;
+    /// Several events of the room at once (those not stored are left out).
+    async fn events(&self, event_ids: &[String]) -> Result<Vec<KnownEvent>, FederationError> {
+        let mut events = Vec::with_capacity(event_ids.len());
+        for id in event_ids {
+            events.extend(self.event(id).await?);
+        }
+        Ok(events)
+    }
+    /// What resolving `states` reads, from an index of the room's auth chains; `None` for a
+    /// room without one (then resolution loads the states' events and their whole auth
+    /// chains).
+    async fn resolution_plan(
+        &self,
+        _states: &[StateIds],
+    ) -> Result<Option<ResolutionPlan>, FederationError> {
+        Ok(None)
+    }
+}
+
+/// What resolving some states reads, computed from an index of the room's auth chains (such
+/// as a persisted `matrix_stateres::chain_cover`): the rest of the room is never loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolutionPlan {
+    /// The auth difference of the states: the events in some but not all of their full auth
+    /// chains.
+    pub auth_difference: Vec<String>,
+    /// The events to load: the conflicted events, the auth difference, and their auth chains
+    /// (the unconflicted events the authorization rules look up are loaded by key after them).
+    pub events: Vec<String>,
 }
 
 /// The outcome of [`check_pdu`].
@@ -355,8 +385,118 @@ pub async fn state_before(
     resolve(pdu.rules(), &states, room).await
 }
 
-/// Resolves `states` with the room version's algorithm, loading their events and auth chains.
+/// Resolves `states` with the room version's algorithm: from the room's index of auth chains
+/// when it keeps one ([`RoomContext::resolution_plan`]), else loading the states' events and
+/// their auth chains.
 pub async fn resolve(
+    rules: &RoomVersionRules,
+    states: &[StateIds],
+    room: &(impl RoomContext + ?Sized),
+) -> Result<StateIds, CheckError> {
+    if rules.state_res != StateResAlgorithm::V1
+        && let Some(plan) = room.resolution_plan(states).await?
+    {
+        return resolve_planned(rules, states, plan, room).await;
+    }
+    resolve_loading(rules, states, room).await
+}
+
+/// How many times resolution from a plan loads an event it asked for and was not given,
+/// before it gives up: the plan names everything but, rarely, an unconflicted event the rules
+/// read through another event's auth events.
+const PLAN_MISSES: usize = 32;
+
+/// [`resolve`] from a plan: the planned events, then the unconflicted events the authorization
+/// rules of those events look up, then resolution given the auth difference.
+async fn resolve_planned(
+    rules: &RoomVersionRules,
+    states: &[StateIds],
+    plan: ResolutionPlan,
+    room: &(impl RoomContext + ?Sized),
+) -> Result<StateIds, CheckError> {
+    if plan.events.len() > MAX_RESOLUTION_EVENTS {
+        return Err(CheckError::TooManyEvents);
+    }
+    let mut events: HashMap<String, Pdu> = HashMap::with_capacity(plan.events.len() * 2);
+    load_into(&mut events, &plan.events, room).await?;
+    // The unconflicted state the checks start from (room versions 2-11), at the keys the
+    // planned events' authorization reads, and its power levels and create event.
+    let unconflicted = |key: &(String, String)| {
+        let (first, others) = states.split_first()?;
+        let id = first.get(key)?;
+        others.iter().all(|state| state.get(key) == Some(id)).then_some(id)
+    };
+    let mut keys: Vec<(String, String)> = events.values().flat_map(auth_keys).collect();
+    keys.push(("m.room.power_levels".to_owned(), String::new()));
+    keys.sort_unstable();
+    keys.dedup();
+    let wanted: Vec<String> = keys
+        .iter()
+        .filter_map(unconflicted)
+        .filter(|id| !events.contains_key(*id))
+        .cloned()
+        .collect();
+    load_into(&mut events, &wanted, room).await?;
+
+    let maps = state_maps(states);
+    let difference: Vec<&str> = plan.auth_difference.iter().map(String::as_str).collect();
+    let options = matrix_stateres::ResolveOptions {
+        auth_difference: Some(&difference),
+        ..Default::default()
+    };
+    for _ in 0..PLAN_MISSES {
+        let missing = match matrix_stateres::resolve_with(rules, &maps, &events, options) {
+            Ok(resolved) => return Ok(owned(resolved)),
+            Err(matrix_stateres::ResolveError::MissingEvent { event_id, .. }) => event_id,
+            Err(e) => return Err(e.into()),
+        };
+        if events.contains_key(&missing) {
+            break;
+        }
+        load_into(&mut events, std::slice::from_ref(&missing), room).await?;
+        if !events.contains_key(&missing) {
+            return Err(CheckError::MissingAuthEvent(missing));
+        }
+    }
+    // The plan was not enough: resolve as without one.
+    resolve_loading(rules, states, room).await
+}
+
+/// Adds the room's events among `ids` to `events`.
+async fn load_into(
+    events: &mut HashMap<String, Pdu>,
+    ids: &[String],
+    room: &(impl RoomContext + ?Sized),
+) -> Result<(), CheckError> {
+    for known in room.events(ids).await? {
+        events.insert(known.pdu.event_id().to_owned(), known.pdu);
+    }
+    Ok(())
+}
+
+/// `states` as the state maps matrix-stateres reads.
+fn state_maps(states: &[StateIds]) -> Vec<matrix_stateres::StateMap<'_>> {
+    states
+        .iter()
+        .map(|state| {
+            state
+                .iter()
+                .map(|((kind, key), id)| ((kind.as_str(), key.as_str()), id.as_str()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A resolved state map as owned ids.
+fn owned(resolved: matrix_stateres::StateMap<'_>) -> StateIds {
+    resolved
+        .into_iter()
+        .map(|((kind, key), id)| ((kind.to_owned(), key.to_owned()), id.to_owned()))
+        .collect()
+}
+
+/// [`resolve`] without an index: every event of the states and of their auth chains loaded.
+async fn resolve_loading(
     rules: &RoomVersionRules,
     states: &[StateIds],
     room: &(impl RoomContext + ?Sized),
@@ -378,18 +518,6 @@ pub async fn resolve(
             events.insert(id, known.pdu);
         }
     }
-    let maps: Vec<matrix_stateres::StateMap<'_>> = states
-        .iter()
-        .map(|state| {
-            state
-                .iter()
-                .map(|((kind, key), id)| ((kind.as_str(), key.as_str()), id.as_str()))
-                .collect()
-        })
-        .collect();
-    let resolved = matrix_stateres::resolve(rules, &maps, &events)?;
-    Ok(resolved
-        .into_iter()
-        .map(|((kind, key), id)| ((kind.to_owned(), key.to_owned()), id.to_owned()))
-        .collect())
+    let maps = state_maps(states);
+    Ok(owned(matrix_stateres::resolve(rules, &maps, &events)?))
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod auth_index;
 pub mod client;
 pub mod error;
 mod flight;

@@ -152,6 +152,8 @@ pub(crate) struct Rooms {
     remote_servers: quick_cache::sync::Cache<String, (SnapshotId, Arc<Vec<String>>)>,
     /// Whether a user of ours is joined, by room, with the state snapshot it was read at.
     residency: quick_cache::sync::Cache<String, (SnapshotId, bool)>,
+    /// Rooms' indexes of auth chains, for state resolution.
+    auth_indexes: matrix_federation::auth_index::AuthIndexes,
 }
 
 impl std::fmt::Debug for Rooms {
@@ -199,7 +201,6 @@ impl Rooms {
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Rooms {
             me: me.clone(),
-            storage,
             server_name,
             key,
             ephemeral,
@@ -223,11 +224,21 @@ impl Rooms {
             client: std::sync::OnceLock::new(),
             remote_servers: quick_cache::sync::Cache::new(4_096),
             residency: quick_cache::sync::Cache::new(4_096),
+            auth_indexes: matrix_federation::auth_index::AuthIndexes::new(
+                storage.clone(),
+                matrix_federation::auth_index::CACHED_ENTRIES,
+            ),
+            storage,
         })
     }
 
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// Rooms' indexes of auth chains, for state resolution.
+    pub(crate) fn auth_indexes(&self) -> &matrix_federation::auth_index::AuthIndexes {
+        &self.auth_indexes
     }
 
     pub(crate) fn server_name(&self) -> &OwnedServerName {
@@ -342,14 +353,26 @@ impl Rooms {
             return Ok(Some(pdu));
         }
         let Some(stored) = self.storage.event(event_id).await? else { return Ok(None) };
+        self.parsed(stored).await
+    }
+
+    /// A stored event read from storage, parsed (or taken from the cache).
+    pub(crate) async fn parsed(
+        &self,
+        stored: matrix_storage::StoredEvent,
+    ) -> Result<Option<Arc<Pdu>>, ApiError> {
+        if let Some(pdu) = self.events.get(&stored.event_id) {
+            return Ok(Some(pdu));
+        }
         let Some(rules) = self.rules(&stored.room_id).await? else { return Ok(None) };
         let value = matrix_core::json::parse_lenient(&stored.json)
             .map_err(|_| ApiError::unknown("a stored event does not parse"))?;
         let Value::Object(json) = value else {
             return Err(ApiError::unknown("a stored event is not an object"));
         };
-        let pdu = Arc::new(Pdu::with_event_id(json, stored.event_id, rules));
-        self.events.insert(event_id.to_owned(), pdu.clone());
+        let event_id = stored.event_id;
+        let pdu = Arc::new(Pdu::with_event_id(json, event_id.clone(), rules));
+        self.events.insert(event_id, pdu.clone());
         Ok(Some(pdu))
     }
 

@@ -451,6 +451,18 @@ async fn a_fork_made_while_the_link_is_cut_is_resolved_the_same_on_both_sides() 
     let on_b = state_ids(b, &bob.access_token, &room).await;
     assert_eq!(on_a, on_b, "both sides resolve the fork to the same state");
     assert!(on_a.contains_key(&("m.room.member".to_owned(), "@dave:b.test".to_owned())));
+    // Both resolved from the room's auth-chain index, which each stored: the states they
+    // resolved named the create event and the power levels (an event being stored is counted
+    // through its auth events, and indexed by the next resolution that names it).
+    for server in [a, b] {
+        let index = server.storage().auth_chain_index(&room, 0, 1_000).await.expect("reads");
+        let ids: std::collections::BTreeSet<&str> =
+            index.iter().map(|e| e.event_id.as_str()).collect();
+        for kind in ["m.room.create", "m.room.power_levels"] {
+            let id = &on_a[&(kind.to_owned(), String::new())];
+            assert!(ids.contains(id.as_str()), "{} has not indexed {kind}", server.server_name());
+        }
+    }
 }
 
 /// Waits until `room`'s current state on `server` has a `kind` event whose content `matches`.

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use matrix_core::{Object, Pdu};
 use matrix_federation::FederationError;
-use matrix_federation::inbound::{self, CheckError, KnownEvent, PduCheck, RoomContext, StateIds};
+use matrix_federation::inbound::{
+    self, CheckError, KnownEvent, PduCheck, ResolutionPlan, RoomContext, StateIds,
+};
 use matrix_federation::keys::KeyProvider;
 use matrix_storage::{
     ChangeSet, EventStatus, ExpectedRoom, NewSnapshot, RoomChanges, SnapshotId, SnapshotRef,
@@ -137,6 +139,36 @@ impl RoomContext for Context<'_> {
         chain.dedup();
         Ok(chain)
     }
+
+    async fn events(&self, event_ids: &[String]) -> Result<Vec<KnownEvent>, FederationError> {
+        let mut known = Vec::with_capacity(event_ids.len());
+        let mut ids: Vec<&str> = Vec::with_capacity(event_ids.len());
+        for id in event_ids {
+            match self.pending {
+                Some(pending) if pending.event_id() == id => {
+                    known.push(KnownEvent { pdu: pending.clone(), rejected: false });
+                }
+                _ => ids.push(id),
+            }
+        }
+        for stored in self.rooms.storage().events(&ids).await? {
+            if stored.room_id != self.room_id {
+                continue;
+            }
+            let rejected = stored.status == EventStatus::Rejected;
+            if let Some(pdu) = self.rooms.parsed(stored).await.map_err(storage_failed)? {
+                known.push(KnownEvent { pdu: (*pdu).clone(), rejected });
+            }
+        }
+        Ok(known)
+    }
+
+    async fn resolution_plan(
+        &self,
+        states: &[StateIds],
+    ) -> Result<Option<ResolutionPlan>, FederationError> {
+        self.rooms.auth_indexes().plan(self.room_id, states, self.pending).await
+    }
 }
 
 /// The changes that turn state `from` into state `to`.
@@ -193,16 +225,15 @@ impl Rooms {
             };
             // An outlier (fetched to fill a gap) that now arrives as a PDU takes its place in
             // the room like any other event.
-            if let Some(id) = check_event_id(&check)
-                && self
-                    .storage()
-                    .event(id)
-                    .await?
-                    .is_some_and(|stored| stored.status != EventStatus::Outlier)
-            {
+            let stored = match check_event_id(&check) {
+                Some(id) => self.storage().event(id).await?.map(|stored| stored.status),
+                None => None,
+            };
+            if stored.is_some_and(|status| status != EventStatus::Outlier) {
                 return Ok(Received::Known);
             }
-            match self.store_received(&context, &info, check).await? {
+            let was_outlier = stored.is_some();
+            match self.store_received(&context, &info, check, was_outlier).await? {
                 Some(received) => return Ok(received),
                 // Another process wrote to the room meanwhile: check again.
                 None => continue,
@@ -217,6 +248,7 @@ impl Rooms {
         context: &Context<'_>,
         info: &matrix_storage::RoomInfo,
         check: PduCheck,
+        was_outlier: bool,
     ) -> Result<Option<Received>, ReceiveError> {
         let (pdu, status, outcome) = match check {
             PduCheck::Accepted(pdu) => (pdu, EventStatus::Accepted, None),
@@ -285,10 +317,13 @@ impl Rooms {
             ..RoomChanges::default()
         };
         let accepted = status == EventStatus::Accepted;
+        // An outlier was fetched because a newer event named it: it is older than the room's
+        // forward extremities, so it becomes none of them and leaves the current state as is.
+        let moves_the_room = accepted && !was_outlier;
         let mut current_ref = None;
         let mut membership_from = StateIds::new();
         let mut membership_to = StateIds::new();
-        if accepted {
+        if moves_the_room {
             let prevs: BTreeSet<&str> = pdu.prev_events().collect();
             let mut extremities: Vec<String> = info
                 .forward_extremities

@@ -1,0 +1,382 @@
+//! Each room's auth chains as an index: a chain cover (`matrix_stateres::chain_cover`) of the
+//! auth DAG of the room's state events, persisted as [`AuthChainEntry`] rows and cached per
+//! room, so that resolving forked states reads only what resolution needs (a
+//! [`ResolutionPlan`]: the conflicted events, the auth difference and their auth chains), not
+//! every state event of the room and its auth chain. A [`crate::inbound::RoomContext`] gives
+//! [`AuthIndexes::plan`] as its `resolution_plan`.
+//!
+//! The index grows lazily. A resolution first indexes the state events its states name that
+//! are not indexed yet, with the auth events they need, parents first, and stores the new
+//! entries before it answers; the next one indexes only what is new since. The entries are
+//! numbered per room: another process numbering its entries alike makes storage refuse the
+//! second change set (a conflict), and the index is then read again from storage. An event
+//! that cannot be indexed (an auth event not stored) leaves the resolution without a plan, and
+//! it loads the states' events as it did before the index.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use matrix_core::Pdu;
+use matrix_stateres::chain_cover::{ChainCover, ChainCoverBuilder, ChainLink, ChainPosition};
+use matrix_storage::{AuthChainEntry, ChangeSet, ErrorKind, Storage, StorageError};
+
+use crate::FederationError;
+use crate::inbound::{MAX_RESOLUTION_EVENTS, ResolutionPlan, StateIds};
+
+/// The default bound of [`AuthIndexes`]: index entries cached over all rooms (about 100 bytes
+/// each).
+pub const CACHED_ENTRIES: u64 = 500_000;
+
+/// At most this many events are indexed for one resolution (a room's whole state the first
+/// time; the bound of resolution without an index is the same).
+const MAX_INDEXED: usize = MAX_RESOLUTION_EVENTS;
+
+/// Index entries are read from storage this many at a time.
+const PAGE: usize = 16_384;
+
+/// Rooms' indexes of auth chains over a store: each room's read from storage when first asked
+/// for and cached (bounded in entries over all rooms), each behind its own lock.
+pub struct AuthIndexes {
+    storage: Arc<dyn Storage>,
+    /// Each room's index, with the entries it held when it was put in the cache (its weight,
+    /// which must not change while it is there: it is put in again as it grows).
+    rooms: quick_cache::sync::Cache<String, (u64, Arc<CachedIndex>), IndexWeight>,
+}
+
+impl std::fmt::Debug for AuthIndexes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthIndexes").field("rooms", &self.rooms.len()).finish_non_exhaustive()
+    }
+}
+
+/// A room's index in the cache.
+#[derive(Debug, Default)]
+struct CachedIndex {
+    index: tokio::sync::Mutex<RoomIndex>,
+}
+
+/// What a cached index costs: one per entry.
+#[derive(Debug, Clone, Copy)]
+struct IndexWeight;
+
+impl quick_cache::Weighter<String, (u64, Arc<CachedIndex>)> for IndexWeight {
+    fn weight(&self, _room: &String, (entries, _): &(u64, Arc<CachedIndex>)) -> u64 {
+        (*entries).max(1)
+    }
+}
+
+/// A room's index in memory: the cover being built, and the event of each entry.
+#[derive(Debug, Default)]
+struct RoomIndex {
+    builder: ChainCoverBuilder,
+    ids: Vec<Arc<str>>,
+    by_id: HashMap<Arc<str>, u32>,
+    /// The cover of the entries so far, once asked for (until the next entry).
+    cover: Option<Arc<ChainCover>>,
+}
+
+/// Why a plan cannot be made; resolution then goes without one.
+enum NoPlan {
+    /// An event (or one of its auth events) is not stored, or not in the room.
+    Unindexable,
+    /// Another process stored entries under the same numbers first.
+    Conflict,
+    /// Storage failed.
+    Storage(StorageError),
+}
+
+impl From<StorageError> for NoPlan {
+    fn from(error: StorageError) -> Self {
+        match error.kind() {
+            ErrorKind::Conflict => NoPlan::Conflict,
+            _ => NoPlan::Storage(error),
+        }
+    }
+}
+
+impl RoomIndex {
+    /// Adds entries read from storage (numbered from `self.ids.len()` on).
+    fn extend_from(
+        &mut self,
+        room_id: &str,
+        entries: Vec<AuthChainEntry>,
+    ) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let corrupt = |what: &str| {
+            StorageError::new(
+                ErrorKind::Corrupt,
+                format!("the auth chain index of {room_id} {what}"),
+            )
+        };
+        let mut labels = self.builder.labels().to_vec();
+        let mut links = self.builder.links().to_vec();
+        for entry in entries {
+            if entry.index as usize != self.ids.len() {
+                return Err(corrupt("skips an entry"));
+            }
+            let position = ChainPosition { chain: entry.chain, seq: entry.seq };
+            labels.push(position);
+            for (chain, seq) in entry.links {
+                links.push((
+                    entry.chain,
+                    ChainLink { from_seq: entry.seq, to: ChainPosition { chain, seq } },
+                ));
+            }
+            let id: Arc<str> = Arc::from(entry.event_id);
+            self.by_id.insert(id.clone(), entry.index);
+            self.ids.push(id);
+        }
+        self.builder = ChainCoverBuilder::from_parts(labels, links)
+            .map_err(|e| corrupt(&format!("is not a chain cover: {e}")))?;
+        self.cover = None;
+        Ok(())
+    }
+
+    /// The cover of every entry.
+    fn cover(&mut self) -> Arc<ChainCover> {
+        self.cover.get_or_insert_with(|| Arc::new(self.builder.cover())).clone()
+    }
+}
+
+impl AuthIndexes {
+    /// The indexes of the rooms of `storage`, caching at most `cached_entries` entries
+    /// ([`CACHED_ENTRIES`] is a good default).
+    pub fn new(storage: Arc<dyn Storage>, cached_entries: u64) -> Self {
+        let rooms =
+            quick_cache::sync::Cache::with_weighter(1_024, cached_entries.max(1), IndexWeight);
+        AuthIndexes { storage, rooms }
+    }
+
+    /// What resolving `states` of a room reads, from the room's index (grown first with the
+    /// states' events not indexed yet, stored before it answers). `pending` is an event being
+    /// stored, which the states may name before it is stored (it counts through its auth
+    /// events). `None` when an event cannot be indexed (an auth event is not stored).
+    pub async fn plan(
+        &self,
+        room_id: &str,
+        states: &[StateIds],
+        pending: Option<&Pdu>,
+    ) -> Result<Option<ResolutionPlan>, FederationError> {
+        for attempt in 0..2 {
+            let (_, cached) = self
+                .rooms
+                .get_or_insert_with(room_id, || {
+                    Ok::<_, std::convert::Infallible>((0, Arc::new(CachedIndex::default())))
+                })
+                .unwrap_or_else(|never| match never {});
+            let mut index = cached.index.lock().await;
+            let outcome = self.plan_with(&mut index, room_id, states, pending).await;
+            let entries = index.ids.len() as u64;
+            drop(index);
+            match outcome {
+                Ok(plan) => {
+                    // Weighed again now that it grew.
+                    self.rooms.insert(room_id.to_owned(), (entries, cached));
+                    return Ok(Some(plan));
+                }
+                Err(NoPlan::Unindexable) => return Ok(None),
+                // What was added but not stored must not stay: read from storage again (where
+                // the other process's entries now are).
+                Err(NoPlan::Conflict) if attempt == 0 => {
+                    self.rooms.remove(room_id);
+                }
+                Err(NoPlan::Conflict) => {
+                    self.rooms.remove(room_id);
+                    return Ok(None);
+                }
+                Err(NoPlan::Storage(error)) => {
+                    self.rooms.remove(room_id);
+                    return Err(error.into());
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn plan_with(
+        &self,
+        index: &mut RoomIndex,
+        room_id: &str,
+        states: &[StateIds],
+        pending: Option<&Pdu>,
+    ) -> Result<ResolutionPlan, NoPlan> {
+        // What other processes (or an earlier run of this one) stored.
+        loop {
+            let from = u32::try_from(index.ids.len()).map_err(|_| NoPlan::Unindexable)?;
+            let entries = self.storage.auth_chain_index(room_id, from, PAGE).await?;
+            let full = entries.len() == PAGE;
+            index.extend_from(room_id, entries).map_err(NoPlan::Storage)?;
+            if !full {
+                break;
+            }
+        }
+        let pending_id = pending.map(Pdu::event_id);
+        let unindexed: Vec<&str> = states
+            .iter()
+            .flat_map(|state| state.values())
+            .map(String::as_str)
+            .filter(|id| Some(*id) != pending_id && !index.by_id.contains_key(*id))
+            .collect();
+        if !unindexed.is_empty() {
+            self.index_events(index, room_id, &unindexed).await?;
+        }
+        let pending_auth: Vec<u32> = match pending {
+            Some(pdu) => pdu
+                .auth_events()
+                .map(|id| index.by_id.get(id).copied().ok_or(NoPlan::Unindexable))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let cover = index.cover();
+
+        let mut sets: Vec<Vec<u32>> = Vec::with_capacity(states.len());
+        let mut outside: Vec<Vec<u32>> = Vec::with_capacity(states.len());
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for state in states {
+            let mut set = Vec::with_capacity(state.len());
+            let mut out = Vec::new();
+            for id in state.values() {
+                *counts.entry(id.as_str()).or_default() += 1;
+                match index.by_id.get(id.as_str()) {
+                    Some(&ix) => set.push(ix),
+                    None if Some(id.as_str()) == pending_id => out.extend(&pending_auth),
+                    None => return Err(NoPlan::Unindexable),
+                }
+            }
+            sets.push(set);
+            outside.push(out);
+        }
+        let difference = cover.state_auth_difference(&sets, &outside);
+
+        // Read: the conflicted events, the difference, and their auth chains.
+        let conflicted = counts
+            .iter()
+            .filter(|&(_, &count)| count < states.len())
+            .filter_map(|(id, _)| index.by_id.get(*id).copied());
+        let roots: Vec<u32> = conflicted
+            .chain(difference.iter().copied())
+            .chain(outside.iter().flatten().copied())
+            .collect();
+        let reach = cover.with_auth_chain(roots);
+        let mut events: Vec<String> =
+            reach.events(&cover).map(|ix| index.ids[ix as usize].to_string()).collect();
+        // The create event, which room version 12 events do not name as an auth event.
+        if let Some(create) = states.first().and_then(|s| s.get(&create_key())) {
+            events.push(create.clone());
+        }
+        let auth_difference =
+            difference.iter().map(|&ix| index.ids[ix as usize].to_string()).collect();
+        Ok(ResolutionPlan { auth_difference, events })
+    }
+
+    /// Indexes `ids` and the auth events they need that are not indexed, parents first, and
+    /// stores the new entries.
+    async fn index_events(
+        &self,
+        index: &mut RoomIndex,
+        room_id: &str,
+        ids: &[&str],
+    ) -> Result<(), NoPlan> {
+        // Load the new events and, level by level, their unindexed auth events.
+        let mut auth: HashMap<String, Vec<String>> = HashMap::new();
+        let mut wanted: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+        while !wanted.is_empty() {
+            wanted.sort_unstable();
+            wanted.dedup();
+            if auth.len() + wanted.len() > MAX_INDEXED {
+                return Err(NoPlan::Unindexable);
+            }
+            let refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
+            let found = self.storage.events(&refs).await?;
+            if found.len() < wanted.len() || found.iter().any(|e| e.room_id != room_id) {
+                return Err(NoPlan::Unindexable);
+            }
+            let mut next = Vec::new();
+            for event in found {
+                for parent in &event.auth_events {
+                    if !index.by_id.contains_key(parent.as_str()) && !auth.contains_key(parent) {
+                        next.push(parent.clone());
+                    }
+                }
+                auth.insert(event.event_id, event.auth_events);
+            }
+            next.retain(|id| !auth.contains_key(id));
+            wanted = next;
+        }
+
+        // Parents first (Kahn's algorithm over the new events); a cycle cannot be indexed.
+        let order = parents_first(&auth).ok_or(NoPlan::Unindexable)?;
+        let mut entries = Vec::with_capacity(order.len());
+        for id in order {
+            let parents: Vec<u32> = auth[id.as_str()]
+                .iter()
+                .map(|p| index.by_id.get(p.as_str()).copied().ok_or(NoPlan::Unindexable))
+                .collect::<Result<_, _>>()?;
+            let made = index.builder.links().len();
+            let position = index.builder.push(&parents, None).map_err(|_| NoPlan::Unindexable)?;
+            let links = index.builder.links()[made..].iter().map(|(_, l)| (l.to.chain, l.to.seq));
+            let number = u32::try_from(index.ids.len()).map_err(|_| NoPlan::Unindexable)?;
+            entries.push(AuthChainEntry {
+                room_id: room_id.to_owned(),
+                index: number,
+                event_id: id.clone(),
+                chain: position.chain,
+                seq: position.seq,
+                links: links.collect(),
+            });
+            let id: Arc<str> = Arc::from(id);
+            index.by_id.insert(id.clone(), number);
+            index.ids.push(id);
+        }
+        index.cover = None;
+        let mut changes = ChangeSet::new();
+        changes.auth_chain = entries;
+        self.storage.apply(changes).await?;
+        Ok(())
+    }
+}
+
+/// The key of the create event.
+fn create_key() -> (String, String) {
+    ("m.room.create".to_owned(), String::new())
+}
+
+/// The events of `auth` (event to its auth events) ordered parents first, considering only
+/// edges between them; `None` on a cycle.
+fn parents_first(auth: &HashMap<String, Vec<String>>) -> Option<Vec<String>> {
+    let mut waiting: HashMap<&str, usize> = HashMap::with_capacity(auth.len());
+    let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut ready: Vec<&str> = Vec::new();
+    for (id, parents) in auth {
+        let mut count = 0;
+        for parent in parents {
+            if auth.contains_key(parent) {
+                children.entry(parent.as_str()).or_default().push(id.as_str());
+                count += 1;
+            }
+        }
+        if count == 0 {
+            ready.push(id.as_str());
+        } else {
+            waiting.insert(id.as_str(), count);
+        }
+    }
+    // Deterministic order among events ready at once.
+    ready.sort_unstable();
+    let mut order = Vec::with_capacity(auth.len());
+    while let Some(id) = ready.pop() {
+        order.push(id.to_owned());
+        for &child in children.get(id).map(Vec::as_slice).unwrap_or_default() {
+            if let Some(count) = waiting.get_mut(child) {
+                *count -= 1;
+                if *count == 0 {
+                    waiting.remove(child);
+                    ready.push(child);
+                }
+            }
+        }
+    }
+    (order.len() == auth.len()).then_some(order)
+}
