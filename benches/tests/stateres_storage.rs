@@ -84,3 +84,37 @@ fn the_index_is_stored_and_read_back() {
         assert_eq!(entries.len(), indexed, "nothing indexed twice");
     });
 }
+
+/// A state naming an event whose auth event is not stored cannot be indexed: no plan, nothing
+/// stored for it, and resolution goes the way it went before the index (here it names the
+/// missing event).
+#[test]
+fn an_event_that_cannot_be_indexed_leaves_no_plan() {
+    let room =
+        generate(RoomSpec { version: "11", members: 50, servers: 3, fork_events: 10, seed: 5 });
+    let states = state_ids(&room);
+    // A member event some state event names as an auth event, left out of the store.
+    let named: std::collections::HashSet<&str> =
+        room.events.iter().flat_map(|e| e.auth_events()).collect();
+    let dropped = room
+        .events
+        .iter()
+        .position(|e| e.kind() == "m.room.member" && named.contains(e.event_id()))
+        .expect("a member event named as an auth event");
+    let dropped_id = room.events[dropped].event_id().to_owned();
+    let kept = benches::rooms::Room {
+        rules: room.rules,
+        events: room.events.iter().filter(|e| e.event_id() != dropped_id).cloned().collect(),
+        state_sets: room.state_sets.clone(),
+    };
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStore::new());
+    runtime().block_on(async {
+        store_room(&storage, &kept).await;
+        let stored = StoredRoom::new(storage.clone(), &kept);
+        assert_eq!(stored.resolution_plan(&states).await.expect("no storage error"), None);
+        let error = inbound::resolve(kept.rules, &states, &stored).await.expect_err("missing");
+        assert!(error.to_string().contains(&dropped_id), "{error}");
+        let index = storage.auth_chain_index(&stored.room_id, 0, usize::MAX).await.expect("reads");
+        assert!(index.is_empty(), "nothing indexed: {} entries", index.len());
+    });
+}

@@ -38,14 +38,87 @@ const PAGE: usize = 16_384;
 /// for and cached (bounded in entries over all rooms), each behind its own lock.
 pub struct AuthIndexes {
     storage: Arc<dyn Storage>,
-    /// Each room's index, with the entries it held when it was put in the cache (its weight,
-    /// which must not change while it is there: it is put in again as it grows).
-    rooms: quick_cache::sync::Cache<String, (u64, Arc<CachedIndex>), IndexWeight>,
+    rooms: std::sync::Mutex<Cached>,
+}
+
+/// The cached rooms, least recently used first out once their entries pass the bound. (A
+/// general cache would not do: one room's index is a large share of the bound, where such
+/// caches admit only items small against it.)
+#[derive(Debug, Default)]
+struct Cached {
+    rooms: HashMap<String, CachedRoom>,
+    /// Entries of all the rooms' indexes.
+    entries: u64,
+    /// The bound on `entries`.
+    bound: u64,
+    /// A clock for recency.
+    tick: u64,
+}
+
+#[derive(Debug)]
+struct CachedRoom {
+    index: Arc<CachedIndex>,
+    entries: u64,
+    used: u64,
+}
+
+/// At most this many rooms' indexes are cached, however small.
+const CACHED_ROOMS: usize = 1_024;
+
+impl Cached {
+    /// The room's index, made empty if it is not cached.
+    fn get(&mut self, room_id: &str) -> Arc<CachedIndex> {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            room.used = tick;
+            return room.index.clone();
+        }
+        let index = Arc::new(CachedIndex::default());
+        let room = CachedRoom { index: index.clone(), entries: 0, used: tick };
+        self.rooms.insert(room_id.to_owned(), room);
+        self.evict(room_id);
+        index
+    }
+
+    /// Notes that the room's index now holds `entries`.
+    fn grown(&mut self, room_id: &str, index: &Arc<CachedIndex>, entries: u64) {
+        if let Some(room) = self.rooms.get_mut(room_id)
+            && Arc::ptr_eq(&room.index, index)
+        {
+            self.entries = self.entries - room.entries + entries;
+            room.entries = entries;
+            self.evict(room_id);
+        }
+    }
+
+    /// Forgets the room's index (it is read from storage again when next asked for).
+    fn remove(&mut self, room_id: &str) {
+        if let Some(room) = self.rooms.remove(room_id) {
+            self.entries -= room.entries;
+        }
+    }
+
+    /// Drops the least recently used rooms but `keep` while over the bounds.
+    fn evict(&mut self, keep: &str) {
+        while self.entries > self.bound || self.rooms.len() > CACHED_ROOMS {
+            let oldest = self
+                .rooms
+                .iter()
+                .filter(|(id, _)| id.as_str() != keep)
+                .min_by_key(|(_, room)| room.used)
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => self.remove(&id),
+                None => break,
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for AuthIndexes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthIndexes").field("rooms", &self.rooms.len()).finish_non_exhaustive()
+        f.debug_struct("AuthIndexes").finish_non_exhaustive()
     }
 }
 
@@ -53,16 +126,6 @@ impl std::fmt::Debug for AuthIndexes {
 #[derive(Debug, Default)]
 struct CachedIndex {
     index: tokio::sync::Mutex<RoomIndex>,
-}
-
-/// What a cached index costs: one per entry.
-#[derive(Debug, Clone, Copy)]
-struct IndexWeight;
-
-impl quick_cache::Weighter<String, (u64, Arc<CachedIndex>)> for IndexWeight {
-    fn weight(&self, _room: &String, (entries, _): &(u64, Arc<CachedIndex>)) -> u64 {
-        (*entries).max(1)
-    }
 }
 
 /// A room's index in memory: the cover being built, and the event of each entry.
@@ -81,6 +144,8 @@ enum NoPlan {
     Unindexable,
     /// Another process stored entries under the same numbers first.
     Conflict,
+    /// Entries were added in memory but could not all be: the index must be read again.
+    Abandoned,
     /// Storage failed.
     Storage(StorageError),
 }
@@ -144,9 +209,12 @@ impl AuthIndexes {
     /// The indexes of the rooms of `storage`, caching at most `cached_entries` entries
     /// ([`CACHED_ENTRIES`] is a good default).
     pub fn new(storage: Arc<dyn Storage>, cached_entries: u64) -> Self {
-        let rooms =
-            quick_cache::sync::Cache::with_weighter(1_024, cached_entries.max(1), IndexWeight);
-        AuthIndexes { storage, rooms }
+        let rooms = Cached { bound: cached_entries, ..Cached::default() };
+        AuthIndexes { storage, rooms: std::sync::Mutex::new(rooms) }
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.rooms.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// What resolving `states` of a room reads, from the room's index (grown first with the
@@ -160,34 +228,29 @@ impl AuthIndexes {
         pending: Option<&Pdu>,
     ) -> Result<Option<ResolutionPlan>, FederationError> {
         for attempt in 0..2 {
-            let (_, cached) = self
-                .rooms
-                .get_or_insert_with(room_id, || {
-                    Ok::<_, std::convert::Infallible>((0, Arc::new(CachedIndex::default())))
-                })
-                .unwrap_or_else(|never| match never {});
+            let cached = self.cached().get(room_id);
             let mut index = cached.index.lock().await;
             let outcome = self.plan_with(&mut index, room_id, states, pending).await;
             let entries = index.ids.len() as u64;
             drop(index);
             match outcome {
                 Ok(plan) => {
-                    // Weighed again now that it grew.
-                    self.rooms.insert(room_id.to_owned(), (entries, cached));
+                    self.cached().grown(room_id, &cached, entries);
                     return Ok(Some(plan));
                 }
-                Err(NoPlan::Unindexable) => return Ok(None),
+                Err(NoPlan::Unindexable) => {
+                    self.cached().grown(room_id, &cached, entries);
+                    return Ok(None);
+                }
                 // What was added but not stored must not stay: read from storage again (where
                 // the other process's entries now are).
-                Err(NoPlan::Conflict) if attempt == 0 => {
-                    self.rooms.remove(room_id);
-                }
-                Err(NoPlan::Conflict) => {
-                    self.rooms.remove(room_id);
+                Err(NoPlan::Conflict) if attempt == 0 => self.cached().remove(room_id),
+                Err(NoPlan::Conflict | NoPlan::Abandoned) => {
+                    self.cached().remove(room_id);
                     return Ok(None);
                 }
                 Err(NoPlan::Storage(error)) => {
-                    self.rooms.remove(room_id);
+                    self.cached().remove(room_id);
                     return Err(error.into());
                 }
             }
@@ -312,12 +375,12 @@ impl AuthIndexes {
         for id in order {
             let parents: Vec<u32> = auth[id.as_str()]
                 .iter()
-                .map(|p| index.by_id.get(p.as_str()).copied().ok_or(NoPlan::Unindexable))
+                .map(|p| index.by_id.get(p.as_str()).copied().ok_or(NoPlan::Abandoned))
                 .collect::<Result<_, _>>()?;
             let made = index.builder.links().len();
-            let position = index.builder.push(&parents, None).map_err(|_| NoPlan::Unindexable)?;
+            let position = index.builder.push(&parents, None).map_err(|_| NoPlan::Abandoned)?;
             let links = index.builder.links()[made..].iter().map(|(_, l)| (l.to.chain, l.to.seq));
-            let number = u32::try_from(index.ids.len()).map_err(|_| NoPlan::Unindexable)?;
+            let number = u32::try_from(index.ids.len()).map_err(|_| NoPlan::Abandoned)?;
             entries.push(AuthChainEntry {
                 room_id: room_id.to_owned(),
                 index: number,
@@ -379,4 +442,33 @@ fn parents_first(auth: &HashMap<String, Vec<String>>) -> Option<Vec<String>> {
         }
     }
     (order.len() == auth.len()).then_some(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_recently_used_rooms_go_first_past_the_bound() {
+        let mut cached = Cached { bound: 100, ..Cached::default() };
+        let a = cached.get("!a");
+        cached.grown("!a", &a, 60);
+        let b = cached.get("!b");
+        cached.grown("!b", &b, 30);
+        // a used again: b is now the oldest.
+        assert!(Arc::ptr_eq(&cached.get("!a"), &a));
+        let c = cached.get("!c");
+        cached.grown("!c", &c, 30);
+        assert!(!cached.rooms.contains_key("!b"));
+        assert!(cached.rooms.contains_key("!a") && cached.rooms.contains_key("!c"));
+        assert_eq!(cached.entries, 90);
+        // A room bigger than the bound alone stays (the one being used), the others go.
+        cached.grown("!c", &c, 500);
+        assert_eq!(cached.rooms.len(), 1);
+        assert_eq!(cached.entries, 500);
+        // An index replaced meanwhile (read again after a conflict) is not counted twice.
+        cached.remove("!c");
+        cached.grown("!c", &c, 10);
+        assert_eq!(cached.entries, 0);
+    }
 }

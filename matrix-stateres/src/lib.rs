@@ -138,8 +138,14 @@ pub fn resolve_with<'a, E: StateEvent + 'a>(
     let Some(first) = state_sets.iter().flat_map(|set| set.values()).next() else {
         return Ok(StateMap::default());
     };
-    let room_id = source
-        .event(first)
+    // The room of the events: from one the source holds, the create event first (a caller
+    // that loads only what resolution reads, given the auth difference, loads it).
+    let create = state_sets.iter().filter_map(|set| set.get(&("m.room.create", ""))).copied();
+    let difference = options.auth_difference.into_iter().flatten().copied();
+    let room_id = create
+        .chain(difference)
+        .chain(std::iter::once(*first))
+        .find_map(|id| source.event(id))
         .ok_or_else(|| ResolveError::MissingEvent {
             event_id: (*first).to_owned(),
             needed_by: None,
