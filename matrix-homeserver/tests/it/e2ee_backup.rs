@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::rooms::user;
+use crate::spec::check;
 use crate::{Client, errcode};
 
 const KEYS: &str = "/_matrix/client/v3/room_keys";
@@ -63,6 +64,7 @@ async fn element_backs_up_and_restores(backend: crate::Backend) {
     assert_eq!(info["algorithm"], ALGORITHM);
     assert_eq!(info["auth_data"], auth_data("k1"));
     assert_eq!(info["count"], 0);
+    check("key_backup.yaml", "/room_keys/version", "get", 200, &info);
     let etag0 = info["etag"].as_str().expect("a string etag").to_owned();
     assert_eq!(get(&alice, &format!("/version/{version}")).await.1, info);
 
@@ -72,6 +74,7 @@ async fn element_backs_up_and_restores(backend: crate::Backend) {
     }});
     let (status, answer) = put(&alice, &format!("/keys?version={version}"), &body).await;
     assert_eq!(status, 200, "{answer}");
+    check("key_backup.yaml", "/room_keys/keys", "put", 200, &answer);
     assert_eq!(answer["count"], 3);
     assert_ne!(answer["etag"], json!(etag0));
     let (_, info) = get(&alice, "/version").await;
@@ -80,10 +83,13 @@ async fn element_backs_up_and_restores(backend: crate::Backend) {
     let (status, all) = get(&alice, &format!("/keys?version={version}")).await;
     assert_eq!(status, 200, "{all}");
     assert_eq!(all, body, "read back as uploaded");
+    check("key_backup.yaml", "/room_keys/keys", "get", 200, &all);
     let (_, room) = get(&alice, &format!("/keys/!r2:x?version={version}")).await;
     assert_eq!(room, body["rooms"]["!r2:x"]);
+    check("key_backup.yaml", "/room_keys/keys/{roomId}", "get", 200, &room);
     let (_, one) = get(&alice, &format!("/keys/!r1:x/s2?version={version}")).await;
     assert_eq!(one, key(3, 1, true, "b"));
+    check("key_backup.yaml", "/room_keys/keys/{roomId}/{sessionId}", "get", 200, &one);
     let (status, answer) = get(&alice, &format!("/keys/!r1:x/nope?version={version}")).await;
     assert_eq!((status, errcode(&answer)), (404, "M_NOT_FOUND"));
     let (status, empty) = get(&alice, &format!("/keys/!none:x?version={version}")).await;
@@ -165,6 +171,7 @@ async fn wrong_versions_and_bad_requests_are_refused(backend: crate::Backend) {
         let (status, answer) =
             put(&alice, &format!("/keys/!r1:x/s?version={version}"), &data).await;
         assert_eq!((status, errcode(&answer)), (403, "M_WRONG_ROOM_KEYS_VERSION"), "{answer}");
+        check("key_backup.yaml", "/room_keys/keys/{roomId}/{sessionId}", "put", 403, &answer);
         assert_eq!(answer["current_version"], json!(current));
     }
     let (status, answer) = get(&alice, &format!("/keys?version={old}")).await;

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::abuse_ephemeral::{device_of, next_batch, sync};
 use crate::rooms::{create, user};
+use crate::spec::check;
 use crate::{Client, errcode};
 
 const V3: &str = "/_matrix/client/v3";
@@ -91,6 +92,7 @@ async fn upload_signing(client: &Client, body: &Value) -> (u16, Value) {
 async fn upload_signatures(client: &Client, body: &Value) -> Value {
     let (status, answer) = client.post(&format!("{V3}/keys/signatures/upload"), body).await;
     assert_eq!(status, 200, "{answer}");
+    check("cross_signing.yaml", "/keys/signatures/upload", "post", 200, &answer);
     answer["failures"].clone()
 }
 
@@ -113,6 +115,7 @@ async fn query(client: &Client, user: &str) -> Value {
     let body = json!({"device_keys": {user: []}});
     let (status, answer) = client.post(&format!("{V3}/keys/query"), &body).await;
     assert_eq!(status, 200, "{answer}");
+    check("keys.yaml", "/keys/query", "post", 200, &answer);
     answer
 }
 
@@ -350,6 +353,51 @@ async fn cross_signing_survives_a_restart(backend: crate::Backend) {
     let second = matrix_homeserver::testing::TestHomeserver::start_on(config, storage).await;
     let alice = Client::new(&second).with_token(&session.access_token);
     assert_eq!(query(&alice, &alice_id).await, before);
+}
+
+/// Across servers: bob's new keys reach alice's server (`m.signing_key_update`), whose key
+/// query answers his master and self-signing keys (never his user-signing key); alice's
+/// signature on bob's master key is kept on her server and shown to her.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_signing_keys_cross_federation() {
+    use crate::federation_edus::{call, first_batch, shared_room, wait_changed};
+    let s = shared_room().await;
+    let (a, b) = (s.a(), s.b());
+    let (alice_id, bob_id) = (s.alice.user_id.to_string(), s.bob.user_id.to_string());
+    let since = first_batch(a, &s.alice.access_token).await;
+    let post = reqwest::Method::POST;
+    let upload = "/_matrix/client/v3/keys/device_signing/upload";
+    let bob_keys = Identity::new(20);
+    let (status, answer) =
+        call(b, &s.bob.access_token, post.clone(), upload, bob_keys.upload(&bob_id)).await;
+    assert_eq!(status, 200, "{answer}");
+    wait_changed(a, &s.alice.access_token, &since, &bob_id).await;
+
+    let query = "/_matrix/client/v3/keys/query";
+    let body = json!({"device_keys": {&bob_id: []}});
+    let (status, seen) = call(a, &s.alice.access_token, post.clone(), query, body.clone()).await;
+    assert_eq!(status, 200, "{seen}");
+    let master = seen["master_keys"][&bob_id].clone();
+    assert_eq!(master["keys"][bob_keys.master.id()], json!(bob_keys.master.public), "{seen}");
+    let ssk = &seen["self_signing_keys"][&bob_id];
+    assert_eq!(ssk["keys"][bob_keys.self_signing.id()], json!(bob_keys.self_signing.public));
+    assert_eq!(seen["user_signing_keys"], json!({}), "{seen}");
+
+    // alice verifies bob.
+    let alice_keys = Identity::new(10);
+    let (status, answer) =
+        call(a, &s.alice.access_token, post.clone(), upload, alice_keys.upload(&alice_id)).await;
+    assert_eq!(status, 200, "{answer}");
+    let mut signed = master;
+    alice_keys.user_signing.sign(&mut signed, &alice_id);
+    let body_signed = json!({&bob_id: {&bob_keys.master.public: signed}});
+    let path = "/_matrix/client/v3/keys/signatures/upload";
+    let (status, answer) = call(a, &s.alice.access_token, post.clone(), path, body_signed).await;
+    assert_eq!((status, answer["failures"].clone()), (200, json!({})), "{answer}");
+    let (_, seen) = call(a, &s.alice.access_token, post, query, body).await;
+    let signatures = &seen["master_keys"][&bob_id]["signatures"];
+    assert!(signatures[&alice_id][alice_keys.user_signing.id()].is_string(), "{seen}");
+    assert!(signatures[&bob_id][bob_keys.master.id()].is_null(), "unsigned by itself");
 }
 
 crate::on_every_backend!(

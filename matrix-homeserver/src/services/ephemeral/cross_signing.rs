@@ -19,6 +19,9 @@ use serde_json::{Map, Value, json};
 use super::Ephemeral;
 use super::keys::{json_bytes, json_value};
 use crate::error::ApiError;
+use crate::services::federation::fan_out::{
+    DeviceChange, device_list_updates, signing_key_updates,
+};
 
 /// The largest cross-signing key accepted, as JSON bytes (a key and a few signatures).
 pub(crate) const MAX_KEY_BYTES: usize = 16 * 1024;
@@ -231,8 +234,20 @@ impl Ephemeral {
             return Ok(());
         }
         changes.device_list_changes.push(user.to_owned());
+        // Other servers sharing a room hear of a new master or self-signing key.
+        if let Some((_, ours)) = self.outbound.get() {
+            let changed = |kind| changes.cross_signing_keys.iter().any(|(_, k, _)| *k == kind);
+            let master = upload.master.as_ref().filter(|_| changed(CrossSigningKeyKind::Master));
+            let self_signing =
+                upload.self_signing.as_ref().filter(|_| changed(CrossSigningKeyKind::SelfSigning));
+            let storage = self.storage.as_ref();
+            let updates = signing_key_updates(storage, ours, user, master, self_signing).await?;
+            changes.enqueue.extend(updates);
+        }
+        let destinations: Vec<String> = changes.enqueue.iter().map(|(d, _)| d.clone()).collect();
         self.storage.apply(changes).await?;
         drop(uploads);
+        self.outbound_stored(destinations.iter().map(String::as_str));
         self.wake_sharing(user).await;
         Ok(())
     }
@@ -283,13 +298,65 @@ impl Ephemeral {
         // The signer's own devices refetch too (a signature on another user's master key
         // is shown to its signer only).
         changes.device_list_changes.push(user.to_owned());
+        if own_changed && let Some((_, ours)) = self.outbound.get() {
+            let updates = self.own_signature_updates(user, ours, &changes.key_signatures).await?;
+            changes.enqueue.extend(updates);
+        }
+        let destinations: Vec<String> = changes.enqueue.iter().map(|(d, _)| d.clone()).collect();
         self.storage.apply(changes).await?;
+        self.outbound_stored(destinations.iter().map(String::as_str));
         if own_changed {
             self.wake_sharing(user).await;
         } else {
             self.wakeups.wake_all_of([user]);
         }
         Ok(failures)
+    }
+
+    /// What other servers sharing a room with `user` are told of new signatures on
+    /// `user`'s own keys (`signatures`, about to be stored): an `m.device_list_update` per
+    /// signed device and an `m.signing_key_update` for a signed master key, each with the
+    /// key as it will be (those servers then fetch the keys again).
+    async fn own_signature_updates(
+        &self,
+        user: &str,
+        ours: &str,
+        signatures: &[KeySignature],
+    ) -> Result<crate::services::federation::fan_out::Queued, ApiError> {
+        let own: Vec<&KeySignature> =
+            signatures.iter().filter(|s| s.target_user == user && s.signer_user == user).collect();
+        let mut master = self.cross_signing_view(None, user).await?.master;
+        let master_id = master
+            .as_ref()
+            .and_then(|m| cross_signing_public(user, CrossSigningKeyKind::Master, m).ok());
+        let mut master_signed = false;
+        let mut devices = BTreeMap::new();
+        for signature in own {
+            let key_id = signature.signer_key_id.as_str();
+            if Some(&signature.target_key) == master_id.as_ref() {
+                if let Some(master) = master.as_mut() {
+                    merge_signature(master, user, key_id, &signature.signature);
+                    master_signed = true;
+                }
+                continue;
+            }
+            if !devices.contains_key(&signature.target_key) {
+                let target = std::slice::from_ref(&signature.target_key);
+                devices.extend(self.device_keys(user, target).await?);
+            }
+            if let Some(keys) = devices.get_mut(&signature.target_key) {
+                merge_signature(keys, user, key_id, &signature.signature);
+            }
+        }
+        let storage = self.storage.as_ref();
+        let changed: Vec<DeviceChange> = devices
+            .into_iter()
+            .map(|(device_id, keys)| DeviceChange::Keys { device_id, display_name: None, keys })
+            .collect();
+        let mut queued = device_list_updates(storage, ours, user, &changed).await?;
+        let master = master.as_ref().filter(|_| master_signed);
+        queued.extend(signing_key_updates(storage, ours, user, master, None).await?);
+        Ok(queued)
     }
 
     /// The signatures of `user` on their own key `key_id`: their master key signed by their
