@@ -78,6 +78,7 @@ async fn update_version(
     JsonBody(body): JsonBody<VersionBody>,
 ) -> JsonResult {
     let (user, given) = (auth.user_id.as_str(), body.version.as_deref());
+    state.limiter.check(Action::KeyUpload, user)?;
     let backups = &state.key_backups;
     backups.update_version(user, &version, &body.algorithm, &body.auth_data, given).await?;
     Ok(Json(json!({})))
@@ -154,6 +155,8 @@ async fn put(
 ) -> JsonResult {
     let version = query.version()?;
     let user = auth.user_id.as_str();
+    // Limited like key uploads (a client backs up a few hundred sessions a request).
+    state.limiter.check(Action::KeyUpload, user)?;
     Ok(Json(state.key_backups.put_sessions(user, &version, rooms).await?))
 }
 

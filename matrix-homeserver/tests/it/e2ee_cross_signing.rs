@@ -188,6 +188,8 @@ async fn element_bootstraps_cross_signing(backend: crate::Backend) {
     assert_eq!(status, 200, "{answer}");
     let now = query(&bob, &alice_id).await;
     assert_eq!(now["master_keys"][&alice_id], replaced["master_key"], "{now}");
+    let signatures = &now["device_keys"][&alice_id][&device]["signatures"][&alice_id];
+    assert!(signatures.get(identity.self_signing.id()).is_none(), "the old key's: {now}");
     let got = sync(&bob, &format!("since={since}")).await;
     let changed = &got["device_lists"]["changed"];
     assert!(changed.as_array().is_some_and(|c| c.contains(&json!(alice_id))), "{got}");

@@ -496,8 +496,8 @@ impl Ephemeral {
         Ok(())
     }
 
-    /// Merges into device keys the signatures their owner made on them (by the
-    /// self-signing key).
+    /// Merges into device keys the signatures their owner's current self-signing key made
+    /// on them (those of a replaced one are left out).
     pub(super) async fn merge_device_signatures(
         &self,
         user: &str,
@@ -506,8 +506,14 @@ impl Ephemeral {
         if devices.is_empty() {
             return Ok(());
         }
+        let keys = self.storage.cross_signing_keys(user).await?;
+        let kind = CrossSigningKeyKind::SelfSigning;
+        let Some(signing) = stored_public(user, kind, keys.self_signing.as_deref()) else {
+            return Ok(());
+        };
+        let signing = format!("ed25519:{signing}");
         for signature in self.storage.key_signatures(user).await? {
-            if signature.signer_user != user {
+            if signature.signer_user != user || signature.signer_key_id != signing {
                 continue;
             }
             if let Some(keys) = devices.get_mut(&signature.target_key) {
