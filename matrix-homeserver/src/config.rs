@@ -134,6 +134,9 @@ pub struct LimitsConfig {
     pub max_one_time_keys_per_device: usize,
     /// How many users one `/keys/query` may name (more: 400 `M_INVALID_PARAM`).
     pub max_users_per_key_query: usize,
+    /// How many room keys one server-side key backup version may hold (more: 429
+    /// `M_LIMIT_EXCEEDED`); a client backs up one per Megolm session it receives.
+    pub max_backup_sessions_per_version: usize,
     /// How many `m.mentions.user_ids` of a message are kept for highlight counts; the rest
     /// are ignored (a message does not legitimately mention more).
     pub max_mentions_per_event: usize,
@@ -169,6 +172,7 @@ impl Default for LimitsConfig {
             max_thread_receipts_per_room: 100,
             max_one_time_keys_per_device: 200,
             max_users_per_key_query: 1000,
+            max_backup_sessions_per_version: 1_000_000,
             max_mentions_per_event: 64,
             max_push_rules: 500,
             max_push_rules_bytes: 256 * 1024,

@@ -179,6 +179,25 @@ impl ApiError {
             format!("{kind} is managed by the server and cannot be set as account data"),
         )
     }
+    /// A signature that does not verify: 400 `M_INVALID_SIGNATURE`.
+    pub(crate) fn invalid_signature(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_INVALID_SIGNATURE", message)
+    }
+    /// A key backup write to a version that is not the current one: 403
+    /// `M_WRONG_ROOM_KEYS_VERSION`, naming the current version.
+    pub(crate) fn wrong_room_keys_version(current: &str) -> Self {
+        let mut error = Self::new(
+            StatusCode::FORBIDDEN,
+            "M_WRONG_ROOM_KEYS_VERSION",
+            "the backup version is not the current one",
+        );
+        error.body = Some(json!({
+            "errcode": "M_WRONG_ROOM_KEYS_VERSION",
+            "error": error.message,
+            "current_version": current,
+        }));
+        error
+    }
     /// The user-interactive authentication's answer: 401 with the flows to follow.
     pub(crate) fn auth_required(body: Value) -> Self {
         let mut error = Self::new(StatusCode::UNAUTHORIZED, "M_FORBIDDEN", "authentication needed");

@@ -5,8 +5,9 @@
 mod account;
 mod directory;
 mod discovery;
-mod e2ee;
+pub(crate) mod e2ee;
 pub(crate) mod federation;
+mod key_backup;
 mod media;
 mod push_rules;
 mod rooms;
@@ -50,6 +51,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(sync::routes())
         .merge(push_rules::routes())
         .merge(e2ee::routes())
+        .merge(key_backup::routes())
         .merge(media::routes())
         .fallback(|| async { ApiError::unrecognized() })
         .layer(cors())

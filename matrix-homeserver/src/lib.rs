@@ -38,6 +38,8 @@ pub(crate) struct State {
     pub(crate) ephemeral: Arc<Ephemeral>,
     pub(crate) limiter: RateLimiter,
     pub(crate) media: services::media::Media,
+    /// Server-side key backups.
+    pub(crate) key_backups: services::key_backup::KeyBackups,
     /// Serialises push rule changes (each reads, changes and writes the whole rule set).
     pub(crate) push_rules_lock: tokio::sync::Mutex<()>,
     /// Federation, when it is enabled.
@@ -250,6 +252,10 @@ impl HomeserverBuilder {
             ),
             sync: Sync::new(rooms.clone(), ephemeral.clone()),
             limiter: RateLimiter::new(self.config.rate_limits),
+            key_backups: services::key_backup::KeyBackups::new(
+                storage.clone(),
+                self.config.limits.max_backup_sessions_per_version,
+            ),
             media: services::media::Media::new(
                 storage,
                 self.config.limits.media_path.clone(),

@@ -3,6 +3,7 @@
 pub(crate) mod accounts;
 pub(crate) mod ephemeral;
 pub(crate) mod federation;
+pub(crate) mod key_backup;
 pub(crate) mod media;
 pub(crate) mod migrate;
 pub(crate) mod rate_limit;

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::{Auth, JsonBody, JsonResult, Params, Query, Routes, route};
 use crate::error::ApiError;
+use crate::services::ephemeral::{CrossSigningView, SigningKeysUpload};
 use crate::services::federation::fan_out;
 use crate::services::federation::remote_keys::{self, KeysRequest};
 use crate::services::rate_limit::Action;
@@ -28,6 +29,8 @@ pub(super) fn routes() -> Routes {
         .route("/_matrix/client/v3/keys/query", route(post(query)))
         .route("/_matrix/client/v3/keys/claim", route(post(claim)))
         .route("/_matrix/client/v3/keys/changes", route(get(changes)))
+        .route("/_matrix/client/v3/keys/device_signing/upload", route(post(upload_signing_keys)))
+        .route("/_matrix/client/v3/keys/signatures/upload", route(post(upload_signatures)))
         .route("/_matrix/client/v3/sendToDevice/{kind}/{txn}", route(put(send_to_device)))
 }
 
@@ -97,7 +100,7 @@ struct QueryBody {
 
 async fn query(
     State(state): AppState,
-    _auth: Auth,
+    auth: Auth,
     JsonBody(body): JsonBody<QueryBody>,
 ) -> JsonResult {
     let max = state.config.limits.max_users_per_key_query;
@@ -105,12 +108,15 @@ async fn query(
         return Err(ApiError::invalid_param(format!("a query may name at most {max} users")));
     }
     let mut device_keys = serde_json::Map::new();
+    let mut signing = SigningSections::default();
     let mut remote: BTreeMap<String, Object> = BTreeMap::new();
     for (user, devices) in body.device_keys {
         match ruma::UserId::parse(&user) {
             Ok(id) if id.server_name().as_str() == state.rooms.server_name().as_str() => {
                 let keys = state.ephemeral.device_keys(&user, &devices).await?;
-                device_keys.insert(user, json!(keys));
+                device_keys.insert(user.clone(), json!(keys));
+                let view = state.ephemeral.cross_signing_view(Some(auth.user_id.as_str()), &user);
+                signing.add(&user, view.await?);
             }
             Ok(id) => {
                 let devices: Vec<CoreValue> = devices.into_iter().map(CoreValue::from).collect();
@@ -119,13 +125,24 @@ async fn query(
             Err(_) => return Err(ApiError::invalid_param(format!("{user:?} is not a user id"))),
         }
     }
-    let mut answer = json!({"device_keys": device_keys, "failures": {}});
+    let mut answer = json!({"device_keys": device_keys, "failures": {},
+                            "master_keys": signing.master, "self_signing_keys": signing.self_signing,
+                            "user_signing_keys": signing.user_signing});
     if !remote.is_empty() {
-        let answers = remote_keys::ask(&state, KeysRequest::Query, remote).await;
+        let mut answers = remote_keys::ask(&state, KeysRequest::Query, remote).await;
+        // The requester's own signatures on other servers' users' master keys are kept
+        // here (their servers never saw them).
+        if let Some(masters) = answers.sections.get_mut("master_keys") {
+            for (user, master) in masters.iter_mut() {
+                let requester = auth.user_id.as_str();
+                state.ephemeral.merge_own_signatures(requester, user, master).await?;
+            }
+        }
         for (section, by_user) in answers.sections {
             if matches!(
                 section.as_str(),
-                "device_keys" | "master_keys" | "self_signing_keys" | "user_signing_keys"
+                // Another user's user-signing key is never shown.
+                "device_keys" | "master_keys" | "self_signing_keys"
             ) && let Some(ours) = answer
                 .as_object_mut()
                 .map(|a| a.entry(section).or_insert_with(|| json!({})))
@@ -137,6 +154,73 @@ async fn query(
         answer["failures"] = Value::Object(answers.failures);
     }
     Ok(Json(answer))
+}
+
+/// The cross-signing sections of a key query's answer, user by user.
+#[derive(Debug, Default)]
+pub(super) struct SigningSections {
+    pub(super) master: serde_json::Map<String, Value>,
+    pub(super) self_signing: serde_json::Map<String, Value>,
+    pub(super) user_signing: serde_json::Map<String, Value>,
+}
+
+impl SigningSections {
+    /// Adds the keys `user` has.
+    pub(super) fn add(&mut self, user: &str, view: CrossSigningView) {
+        let sections = [
+            (&mut self.master, view.master),
+            (&mut self.self_signing, view.self_signing),
+            (&mut self.user_signing, view.user_signing),
+        ];
+        for (section, key) in sections {
+            if let Some(key) = key {
+                section.insert(user.to_owned(), key);
+            }
+        }
+    }
+}
+
+/// `POST /keys/device_signing/upload`: the user's cross-signing keys, checked (see
+/// `services/ephemeral/cross_signing.rs`). The user-interactive auth is asked for unless no
+/// master key is stored or the upload holds no new key (the spec's rule).
+async fn upload_signing_keys(
+    State(state): AppState,
+    auth: Auth,
+    JsonBody(body): JsonBody<Value>,
+) -> JsonResult {
+    let key = |name: &str| -> Result<Option<Value>, ApiError> {
+        match &body[name] {
+            Value::Null => Ok(None),
+            key @ Value::Object(_) => Ok(Some(key.clone())),
+            _ => Err(ApiError::bad_json(format!("{name} must be an object"))),
+        }
+    };
+    let upload = SigningKeysUpload {
+        master: key("master_key")?,
+        self_signing: key("self_signing_key")?,
+        user_signing: key("user_signing_key")?,
+    };
+    state.limiter.check(Action::KeyUpload, auth.user_id.as_str())?;
+    let user = auth.user_id.as_str();
+    let authenticate = state.ephemeral.signing_keys_need_auth(user, &upload).await?;
+    if authenticate {
+        super::user::password_stage(&state, &auth, &body).await?;
+    }
+    state.ephemeral.upload_signing_keys(user, &upload, authenticate).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /keys/signatures/upload`: signatures on the user's own keys and on other users'
+/// master keys; those that do not verify are answered in `failures`.
+async fn upload_signatures(
+    State(state): AppState,
+    auth: Auth,
+    JsonBody(body): JsonBody<BTreeMap<String, BTreeMap<String, Value>>>,
+) -> JsonResult {
+    state.limiter.check(Action::KeyUpload, auth.user_id.as_str())?;
+    let ours = state.rooms.server_name().as_str();
+    let failures = state.ephemeral.upload_signatures(auth.user_id.as_str(), ours, body).await?;
+    Ok(Json(json!({"failures": failures})))
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -397,7 +397,11 @@ async fn rename_device(
 }
 
 /// The user-interactive auth's password stage, for the request's own user.
-async fn password_stage(state: &crate::State, auth: &Auth, body: &Value) -> Result<(), ApiError> {
+pub(super) async fn password_stage(
+    state: &crate::State,
+    auth: &Auth,
+    body: &Value,
+) -> Result<(), ApiError> {
     let flows = || {
         let mut session = [0u8; 16];
         let _ = getrandom::fill(&mut session);

@@ -16,6 +16,7 @@
 //! process holds. A change wakes only the syncs of the users it concerns ([`wakeups`]): its
 //! room's members, its target, its owner.
 
+mod cross_signing;
 mod device_lists;
 mod keys;
 mod receipts;
@@ -31,6 +32,7 @@ use matrix_storage::{Storage, StreamChanges, StreamPos};
 
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
+pub(crate) use cross_signing::{CrossSigningView, SigningKeysUpload};
 use to_device::QueueLimits;
 pub(crate) use wakeups::Waiter;
 use wakeups::Wakeups;

@@ -6,7 +6,7 @@ use matrix_homeserver::testing::{TestFederation, TestHomeserver};
 use serde_json::{Value, json};
 
 /// A client call on a test server.
-async fn call(
+pub(crate) async fn call(
     server: &TestHomeserver,
     token: &str,
     method: reqwest::Method,
@@ -25,23 +25,23 @@ async fn call(
 }
 
 /// Two servers, alice on a.test in a public room of hers, bob of b.test joined to it.
-struct Shared {
+pub(crate) struct Shared {
     net: TestFederation,
-    alice: matrix_homeserver::Session,
-    bob: matrix_homeserver::Session,
+    pub(crate) alice: matrix_homeserver::Session,
+    pub(crate) bob: matrix_homeserver::Session,
     room: String,
 }
 
 impl Shared {
-    fn a(&self) -> &TestHomeserver {
+    pub(crate) fn a(&self) -> &TestHomeserver {
         self.net.server("a.test")
     }
-    fn b(&self) -> &TestHomeserver {
+    pub(crate) fn b(&self) -> &TestHomeserver {
         self.net.server("b.test")
     }
 }
 
-async fn shared_room() -> Shared {
+pub(crate) async fn shared_room() -> Shared {
     let net = TestFederation::start(&["a.test", "b.test"]).await;
     let (a, b) = (net.server("a.test"), net.server("b.test"));
     let alice = a.register_user("alice", "pw").await;
@@ -460,7 +460,12 @@ async fn a_to_device_edu_is_delivered_once_and_key_queries_answer_only_for_our_u
 
 /// Syncs incrementally from `since` (bounded) until `device_lists.changed` lists `user`;
 /// answers the next batch after it.
-async fn wait_changed(server: &TestHomeserver, token: &str, since: &str, user: &str) -> String {
+pub(crate) async fn wait_changed(
+    server: &TestHomeserver,
+    token: &str,
+    since: &str,
+    user: &str,
+) -> String {
     let mut since = since.to_owned();
     for _ in 0..40 {
         let path = format!("/_matrix/client/v3/sync?timeout=500&since={since}");
@@ -476,7 +481,7 @@ async fn wait_changed(server: &TestHomeserver, token: &str, since: &str, user: &
 }
 
 /// A first sync's next batch.
-async fn first_batch(server: &TestHomeserver, token: &str) -> String {
+pub(crate) async fn first_batch(server: &TestHomeserver, token: &str) -> String {
     let (status, sync) =
         call(server, token, reqwest::Method::GET, "/_matrix/client/v3/sync", json!({})).await;
     assert_eq!(status, 200, "{sync}");

@@ -9,6 +9,8 @@ mod abuse_limits;
 mod abuse_logins;
 mod account;
 mod discovery;
+mod e2ee_backup;
+mod e2ee_cross_signing;
 mod faults;
 mod federation;
 mod federation_backfill;

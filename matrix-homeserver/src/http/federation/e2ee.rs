@@ -1,5 +1,6 @@
 //! End-to-end encryption keys of our users, for other servers: `/user/devices/{userId}`,
-//! `/user/keys/query`, `/user/keys/claim`. The same services as the client API answer
+//! `/user/keys/query` (with the cross-signing master and self-signing keys),
+//! `/user/keys/claim`. The same services as the client API answer
 //! (`http/e2ee.rs`); users of other servers are never answered for. Device display names
 //! are not sent (as Synapse by default: they can say more than a server needs).
 
@@ -29,7 +30,7 @@ fn local_user(state: &crate::State, user_id: &str) -> Option<ruma::OwnedUserId> 
 }
 
 /// `GET /_matrix/federation/v1/user/devices/{userId}`: the devices of a user of ours, with
-/// their keys; `stream_id` counts on the same clock as the `m.device_list_update` EDUs we
+/// their keys (and the master and self-signing keys, if any); `stream_id` counts on the same clock as the `m.device_list_update` EDUs we
 /// send, so that a server compares the two.
 pub(super) async fn user_devices(
     State(state): AppState,
@@ -50,7 +51,15 @@ pub(super) async fn user_devices(
         })
         .collect();
     let stream_id = crate::services::federation::fan_out::stream_id();
-    Ok(Json(json!({ "user_id": id.as_str(), "stream_id": stream_id, "devices": devices })))
+    let mut answer = json!({ "user_id": id.as_str(), "stream_id": stream_id, "devices": devices });
+    let signing = state.ephemeral.cross_signing_view(None, id.as_str()).await?;
+    if let Some(master) = signing.master {
+        answer["master_key"] = master;
+    }
+    if let Some(self_signing) = signing.self_signing {
+        answer["self_signing_key"] = self_signing;
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,13 +81,21 @@ pub(super) async fn user_keys_query(State(state): AppState, peer: Peer) -> JsonR
         return Err(ApiError::list_too_long("a user's device list", MAX_DEVICES_PER_USER));
     }
     let mut device_keys = serde_json::Map::new();
+    let mut signing = crate::http::e2ee::SigningSections::default();
     for (user, devices) in body.device_keys {
         if local_user(&state, &user).is_some() {
             let keys = state.ephemeral.device_keys(&user, &devices).await?;
-            device_keys.insert(user, json!(keys));
+            device_keys.insert(user.clone(), json!(keys));
+            // Another server sees the master and self-signing keys with their owner's
+            // signatures, never the user-signing key.
+            signing.add(&user, state.ephemeral.cross_signing_view(None, &user).await?);
         }
     }
-    Ok(Json(json!({ "device_keys": device_keys })))
+    Ok(Json(json!({
+        "device_keys": device_keys,
+        "master_keys": signing.master,
+        "self_signing_keys": signing.self_signing,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

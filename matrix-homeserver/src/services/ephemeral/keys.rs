@@ -46,11 +46,11 @@ fn algorithm(key_id: &str) -> &str {
     key_id.split(':').next().unwrap_or_default()
 }
 
-fn json_bytes(value: &Value) -> Vec<u8> {
+pub(super) fn json_bytes(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-fn json_value(bytes: &[u8]) -> Result<Value, ApiError> {
+pub(super) fn json_value(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|_| ApiError::unknown("a stored key does not parse"))
 }
 
@@ -168,7 +168,8 @@ impl Ephemeral {
         Ok(keys.into_iter().filter(|k| !k.used).map(|k| k.algorithm).collect())
     }
 
-    /// The device keys of a user's devices (all, or those named).
+    /// The device keys of a user's devices (all, or those named), with the signatures the
+    /// user's self-signing key made on them merged in.
     pub(crate) async fn device_keys(
         &self,
         user: &str,
@@ -180,6 +181,7 @@ impl Ephemeral {
                 out.insert(device, json_value(&keys)?);
             }
         }
+        self.merge_device_signatures(user, &mut out).await?;
         Ok(out)
     }
 

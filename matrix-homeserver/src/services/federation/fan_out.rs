@@ -262,6 +262,32 @@ pub(crate) async fn device_list_updates(
     Ok(queued)
 }
 
+/// The `m.signing_key_update` for a change of `user`'s master or self-signing key (the
+/// keys as they are now), for every server sharing a room with them (`ours`: our server
+/// name). The user-signing key is never sent.
+pub(crate) async fn signing_key_updates(
+    storage: &dyn Storage,
+    ours: &str,
+    user: &str,
+    master: Option<&serde_json::Value>,
+    self_signing: Option<&serde_json::Value>,
+) -> Result<Queued, ApiError> {
+    if master.is_none() && self_signing.is_none() {
+        return Ok(Vec::new());
+    }
+    let servers = servers_sharing(storage, ours, user).await?;
+    let mut content = Object::new();
+    content.insert("user_id", user);
+    if let Some(master) = master {
+        content.insert("master_key", json_value(master));
+    }
+    if let Some(self_signing) = self_signing {
+        content.insert("self_signing_key", json_value(self_signing));
+    }
+    let payload = payload("m.signing_key_update", content);
+    Ok(servers.into_iter().map(|server| (server, payload.clone())).collect())
+}
+
 /// [`device_list_updates`] when federation is on, nothing otherwise.
 pub(crate) async fn device_list(
     state: &State,
