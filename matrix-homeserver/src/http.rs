@@ -7,7 +7,7 @@ mod directory;
 mod discovery;
 mod e2ee;
 pub(crate) mod federation;
-mod media;
+pub(crate) mod media;
 mod push_rules;
 mod rooms;
 mod sync;

@@ -252,6 +252,7 @@ impl HomeserverBuilder {
             limiter: RateLimiter::new(self.config.rate_limits),
             media: services::media::Media::new(
                 storage,
+                &self.config.server_name,
                 self.config.limits.media_path.clone(),
                 self.config.limits.media_quota_bytes,
             ),
