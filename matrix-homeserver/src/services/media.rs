@@ -59,6 +59,10 @@ pub(crate) struct Media {
     /// Bounds the thumbnails being made at once (each may decode an image of up to
     /// [`thumbnail::MAX_PIXELS`]), so that memory stays bounded under many requests.
     thumbnailing: tokio::sync::Semaphore,
+    /// The fetches of other servers' media under way, by storage key: a second request for
+    /// the same item waits for the first rather than fetching it again. An entry lives while
+    /// someone holds or waits for it.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Thumbnails made at once at most.
@@ -85,6 +89,7 @@ impl Media {
             quota,
             usage: tokio::sync::Mutex::new(()),
             thumbnailing: tokio::sync::Semaphore::new(CONCURRENT_THUMBNAILS),
+            fetching: Mutex::new(HashMap::new()),
         }
     }
 
@@ -192,12 +197,29 @@ impl Media {
         if let Some(file) = self.stored(location).await? {
             return Ok(file);
         }
-        match (&location.origin, client) {
-            (Some(origin), Some(client)) if fetch => {
-                remote::fetch(self, client, origin, location, limit).await
+        let (Some(origin), Some(client), true) = (&location.origin, client, fetch) else {
+            return Err(ApiError::not_found("no such media"));
+        };
+        let gate = {
+            let mut fetching =
+                self.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            fetching.entry(location.key.clone()).or_default().clone()
+        };
+        let answer = {
+            let _turn = gate.lock().await;
+            // Fetched by the request this one waited for?
+            match self.stored(location).await {
+                Ok(Some(file)) => Ok(file),
+                Ok(None) => remote::fetch(self, client, origin, location, limit).await,
+                Err(e) => Err(e),
             }
-            _ => Err(ApiError::not_found("no such media")),
+        };
+        let mut fetching = self.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Two references: the map's and ours; nobody else holds or waits for it.
+        if Arc::strong_count(&gate) == 2 {
+            fetching.remove(&location.key);
         }
+        answer
     }
 
     /// A thumbnail at `target` of the media item at `location` (fetched as

@@ -290,10 +290,44 @@ async fn remote_media_is_fetched_once_then_served_from_the_cache() {
     assert_eq!(answer.dimensions(), (240, 240));
     assert_eq!(count.load(Ordering::SeqCst), 1);
 
+    // Requests at once for media not fetched yet make one fetch.
+    let gif =
+        upload(a, &alice.access_token, "image/gif", image_bytes(20, 20, image::ImageFormat::Gif))
+            .await;
+    let count = count_media_requests(&net, || Intercepted::Pass);
+    let path = format!("/_matrix/client/v1/media/download/{gif}");
+    let answers = futures_join(b, &bob.access_token, &path, 5).await;
+    assert!(answers.iter().all(|&status| status == 200), "{answers:?}");
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+
     // Media a.test does not have is 404, and nothing is kept.
     let missing =
         get(b, Some(&bob.access_token), "/_matrix/client/v1/media/download/a.test/nothing").await;
     assert_eq!((missing.status, missing.errcode().as_str()), (404, "M_NOT_FOUND"));
+}
+
+/// The statuses of `n` GETs of `path` sent at once.
+async fn futures_join(server: &TestHomeserver, token: &str, path: &str, n: usize) -> Vec<u16> {
+    let url = format!("{}{path}", server.base_url());
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (url, token) = (url.clone(), token.to_owned());
+            tokio::spawn(async move {
+                let response = reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .expect("answers");
+                response.status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("the request task ends"));
+    }
+    statuses
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
