@@ -200,26 +200,13 @@ impl Media {
         let (Some(origin), Some(client), true) = (&location.origin, client, fetch) else {
             return Err(ApiError::not_found("no such media"));
         };
-        let gate = {
-            let mut fetching =
-                self.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            fetching.entry(location.key.clone()).or_default().clone()
-        };
-        let answer = {
-            let _turn = gate.lock().await;
-            // Fetched by the request this one waited for?
-            match self.stored(location).await {
-                Ok(Some(file)) => Ok(file),
-                Ok(None) => remote::fetch(self, client, origin, location, limit).await,
-                Err(e) => Err(e),
-            }
-        };
-        let mut fetching = self.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Two references: the map's and ours; nobody else holds or waits for it.
-        if Arc::strong_count(&gate) == 2 {
-            fetching.remove(&location.key);
+        let gate = FetchGate::enter(self, &location.key);
+        let _turn = gate.gate.lock().await;
+        // Fetched by the request this one waited for?
+        match self.stored(location).await? {
+            Some(file) => Ok(file),
+            None => remote::fetch(self, client, origin, location, limit).await,
         }
-        answer
     }
 
     /// A thumbnail at `target` of the media item at `location` (fetched as
@@ -319,6 +306,33 @@ impl Media {
             return Err(ApiError::unknown(format!("writing media {name}: {e}")));
         }
         Ok(())
+    }
+}
+
+/// A hold on the fetch gate of one storage key ([`Media::content`]); dropped (also when the
+/// request is abandoned), it removes the gate nobody else holds or waits for.
+struct FetchGate<'a> {
+    media: &'a Media,
+    key: &'a str,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> FetchGate<'a> {
+    fn enter(media: &'a Media, key: &'a str) -> Self {
+        let mut fetching = media.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gate = fetching.entry(key.to_owned()).or_default().clone();
+        FetchGate { media, key, gate }
+    }
+}
+
+impl Drop for FetchGate<'_> {
+    fn drop(&mut self) {
+        let mut fetching =
+            self.media.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Two references, the map's and this one: nobody else holds or waits for it.
+        if Arc::strong_count(&self.gate) == 2 {
+            fetching.remove(self.key);
+        }
     }
 }
 
