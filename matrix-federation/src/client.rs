@@ -146,6 +146,28 @@ impl FederationClient {
             destination: destination.to_owned(),
             reason,
         };
+        let response = self.send(destination, method, path_and_query, body, limit).await?;
+        match parse_lenient(response.body()) {
+            Ok(Value::Object(object)) => Ok(object),
+            Ok(_) => Err(malformed("the answer is not a JSON object".to_owned())),
+            Err(e) => Err(malformed(format!("the answer is not JSON: {e}"))),
+        }
+    }
+
+    /// Sends a signed request and returns the answer as it came (a 2xx status; any other
+    /// is [`FederationError::Status`]), for endpoints whose answers are not JSON.
+    pub async fn send(
+        &self,
+        destination: &str,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<&Object>,
+        limit: Option<usize>,
+    ) -> Result<http::Response<Bytes>, FederationError> {
+        let malformed = |reason: String| FederationError::Malformed {
+            destination: destination.to_owned(),
+            reason,
+        };
         let content = body.map(|body| Value::Object(body.clone()));
         let header = sign_request(
             &self.key,
@@ -189,11 +211,31 @@ impl FederationClient {
                 body: start,
             });
         }
-        match parse_lenient(response.body()) {
-            Ok(Value::Object(object)) => Ok(object),
-            Ok(_) => Err(malformed("the answer is not a JSON object".to_owned())),
-            Err(e) => Err(malformed(format!("the answer is not JSON: {e}"))),
+        Ok(response)
+    }
+
+    /// `GET /_matrix/federation/v1/media/download/{mediaId}`: a media item of
+    /// `destination`, its answer at most `limit` bytes (a larger one is an error). The
+    /// `multipart/mixed` answer is read by [`crate::media::parse`].
+    pub async fn media_download(
+        &self,
+        destination: &str,
+        media_id: &str,
+        limit: usize,
+    ) -> Result<crate::media::MediaAnswer, FederationError> {
+        let path = format!("/_matrix/federation/v1/media/download/{}", encode(media_id));
+        let response = self.send(destination, http::Method::GET, &path, None, Some(limit)).await?;
+        if response.body().len() > limit {
+            return Err(FederationError::TooLarge { destination: destination.to_owned(), limit });
         }
+        let content_type =
+            response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        crate::media::parse(content_type, response.body().clone()).map_err(|e| {
+            FederationError::Malformed {
+                destination: destination.to_owned(),
+                reason: e.to_string(),
+            }
+        })
     }
 
     async fn get(&self, destination: &str, path: &str) -> Result<Object, FederationError> {

@@ -31,6 +31,14 @@ pub enum FederationError {
         /// What is wrong.
         reason: String,
     },
+    /// The destination's answer is larger than the request allows.
+    #[error("{destination} sent an answer over {limit} bytes")]
+    TooLarge {
+        /// The server.
+        destination: String,
+        /// The most bytes allowed.
+        limit: usize,
+    },
     /// Storage failed.
     #[error("storage: {0}")]
     Storage(#[from] matrix_storage::StorageError),

@@ -6,6 +6,7 @@ pub mod error;
 mod flight;
 pub mod inbound;
 pub mod keys;
+pub mod media;
 pub mod request;
 pub mod resolve;
 pub mod sender;

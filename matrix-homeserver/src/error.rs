@@ -218,6 +218,11 @@ impl From<matrix_federation::FederationError> for ApiError {
     fn from(error: matrix_federation::FederationError) -> Self {
         match error {
             matrix_federation::FederationError::Storage(e) => e.into(),
+            matrix_federation::FederationError::TooLarge { destination, limit } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "M_TOO_LARGE",
+                format!("{destination} answered more than {limit} bytes"),
+            ),
             // Another server failed us: the details are for the operator's log.
             other => {
                 eprintln!("federation: {other}");

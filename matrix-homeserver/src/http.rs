@@ -8,7 +8,7 @@ mod discovery;
 pub(crate) mod e2ee;
 pub(crate) mod federation;
 mod key_backup;
-mod media;
+pub(crate) mod media;
 mod push_rules;
 mod rooms;
 mod sync;

@@ -258,6 +258,7 @@ impl HomeserverBuilder {
             ),
             media: services::media::Media::new(
                 storage,
+                &self.config.server_name,
                 self.config.limits.media_path.clone(),
                 self.config.limits.media_quota_bytes,
             ),

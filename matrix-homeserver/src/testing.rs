@@ -235,10 +235,16 @@ impl TestFederation {
     /// Starts one in-memory homeserver per name (`a.test`, `b.test`), federation on, all
     /// linked.
     pub async fn start(names: &[&str]) -> Self {
+        Self::start_with(names, |_| TestHomeserver::config()).await
+    }
+
+    /// Like [`TestFederation::start`], each server with the settings `config` answers for
+    /// its name (the server name and `federation.enabled` are set over them).
+    pub async fn start_with(names: &[&str], config: impl Fn(&str) -> Config) -> Self {
         let net = Arc::new(Net::default());
         let mut servers = Vec::new();
         for name in names {
-            let mut config = TestHomeserver::config();
+            let mut config = config(name);
             config.server_name = (*name).to_owned();
             config.federation.enabled = true;
             let transport = Arc::new(InProcess { from: (*name).to_owned(), net: net.clone() });

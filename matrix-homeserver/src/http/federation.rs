@@ -11,6 +11,7 @@ use axum::routing::get;
 mod directory;
 mod e2ee;
 mod keys;
+mod media;
 mod membership;
 mod query;
 mod reads;
@@ -81,6 +82,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
             "/_matrix/federation/v1/publicRooms",
             route(get(directory::public_rooms_get).post(directory::public_rooms_post)),
         )
+        .route("/_matrix/federation/v1/media/download/{id}", route(get(media::download)))
+        .route("/_matrix/federation/v1/media/thumbnail/{id}", route(get(media::thumbnail)))
         .fallback(|| async { ApiError::unrecognized() })
         .with_state(state)
 }

@@ -1,5 +1,6 @@
-//! Media: upload (the legacy path clients still use), download (legacy and authenticated),
-//! and the upload limit.
+//! Media: upload (the legacy path clients still use), download and thumbnails (legacy and
+//! authenticated; only the authenticated paths fetch other servers' media), and the upload
+//! limit.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use serde_json::json;
 
 use super::{Auth, JsonResult, Params, Query, Routes, route};
 use crate::error::ApiError;
+use crate::services::media::thumbnail::{Method, Target};
 use crate::services::rate_limit::Action;
 
 type AppState = State<Arc<crate::State>>;
@@ -31,6 +33,8 @@ pub(super) fn routes() -> Routes {
             "/_matrix/client/v1/media/download/{server}/{id}/{name}",
             route(get(download_authed_named)),
         )
+        .route("/_matrix/media/v3/thumbnail/{server}/{id}", route(get(thumbnail)))
+        .route("/_matrix/client/v1/media/thumbnail/{server}/{id}", route(get(thumbnail_authed)))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -89,18 +93,27 @@ async fn config(State(state): AppState, _auth: Auth) -> JsonResult {
     Ok(Json(json!({"m.upload.size": state.config.limits.max_media_bytes})))
 }
 
+/// `media_id` of `server`: ours, or (when `fetch`) another server's, fetched once over
+/// federation and kept.
+async fn content(
+    state: &crate::State,
+    server: &str,
+    id: &str,
+    fetch: bool,
+) -> Result<crate::services::media::File, ApiError> {
+    let location = state.media.locate(server, id)?;
+    let client = state.federation.as_ref().map(|f| f.client().as_ref());
+    state.media.content(&location, client, fetch, state.config.limits.max_media_bytes).await
+}
+
 async fn serve(
     state: &crate::State,
     server: &str,
     id: &str,
     name: Option<&str>,
+    fetch: bool,
 ) -> Result<Response, ApiError> {
-    if server != state.rooms.server_name().as_str() {
-        return Err(ApiError::not_found(
-            "media of other servers is not fetched by this server yet",
-        ));
-    }
-    let file = state.media.download(id).await?;
+    let file = content(state, server, id, fetch).await?;
     let content_type = file.content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
     let name = name.map(str::to_owned).or(file.upload_name);
     let disposition = match name {
@@ -110,7 +123,12 @@ async fn serve(
         }
         _ => "attachment".to_owned(),
     };
-    Ok((
+    Ok(media_response(content_type, disposition, file.bytes))
+}
+
+/// A media answer: the content with its type and disposition, sandboxed.
+fn media_response(content_type: String, disposition: String, bytes: bytes::Bytes) -> Response {
+    (
         [
             (http::header::CONTENT_TYPE, content_type),
             (http::header::CONTENT_DISPOSITION, disposition),
@@ -119,23 +137,26 @@ async fn serve(
                 "sandbox; default-src 'none'".to_owned(),
             ),
         ],
-        Body::from(file.bytes),
+        Body::from(bytes),
     )
-        .into_response())
+        .into_response()
 }
+
+// The legacy paths serve our media and what was fetched before; only the authenticated
+// paths fetch from other servers (as the spec asks since v1.11).
 
 async fn download(
     State(state): AppState,
     Params((server, id)): Params<(String, String)>,
 ) -> Result<Response, ApiError> {
-    serve(&state, &server, &id, None).await
+    serve(&state, &server, &id, None, false).await
 }
 
 async fn download_named(
     State(state): AppState,
     Params((server, id, name)): Params<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    serve(&state, &server, &id, Some(&name)).await
+    serve(&state, &server, &id, Some(&name), false).await
 }
 
 async fn download_authed(
@@ -143,7 +164,7 @@ async fn download_authed(
     _auth: Auth,
     Params((server, id)): Params<(String, String)>,
 ) -> Result<Response, ApiError> {
-    serve(&state, &server, &id, None).await
+    serve(&state, &server, &id, None, true).await
 }
 
 async fn download_authed_named(
@@ -151,5 +172,71 @@ async fn download_authed_named(
     _auth: Auth,
     Params((server, id, name)): Params<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    serve(&state, &server, &id, Some(&name)).await
+    serve(&state, &server, &id, Some(&name), true).await
+}
+
+/// The query of the thumbnail endpoints (client and federation).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ThumbnailQuery {
+    width: u32,
+    height: u32,
+    method: Option<String>,
+    /// Animated thumbnails are not made: a still one answers (as the spec allows).
+    #[serde(default)]
+    #[allow(dead_code)]
+    animated: Option<bool>,
+}
+
+impl ThumbnailQuery {
+    /// The size and method to answer with.
+    pub(crate) fn target(&self) -> Result<Target, ApiError> {
+        if self.width == 0 || self.height == 0 {
+            return Err(ApiError::invalid_param("width and height must be at least 1"));
+        }
+        let method = match self.method.as_deref() {
+            None => Method::Scale,
+            Some(text) => Method::parse(text)
+                .ok_or_else(|| ApiError::invalid_param("method must be crop or scale"))?,
+        };
+        Ok(Target::for_request(self.width, self.height, method))
+    }
+}
+
+/// A thumbnail of `server`'s `id`, as a response.
+async fn serve_thumbnail(
+    state: &crate::State,
+    server: &str,
+    id: &str,
+    query: &ThumbnailQuery,
+    fetch: bool,
+) -> Result<Response, ApiError> {
+    let target = query.target()?;
+    let location = state.media.locate(server, id)?;
+    let client = state.federation.as_ref().map(|f| f.client().as_ref());
+    let limit = state.config.limits.max_media_bytes;
+    let made = state.media.thumbnail(&location, client, fetch, limit, target).await?;
+    let disposition = format!("inline; filename=\"thumbnail.{}\"", extension(made.content_type));
+    Ok(media_response(made.content_type.to_owned(), disposition, made.bytes.into()))
+}
+
+/// The file extension of a thumbnail's content type.
+pub(crate) fn extension(content_type: &str) -> &'static str {
+    if content_type == "image/png" { "png" } else { "jpg" }
+}
+
+async fn thumbnail(
+    State(state): AppState,
+    Params((server, id)): Params<(String, String)>,
+    Query(query): Query<ThumbnailQuery>,
+) -> Result<Response, ApiError> {
+    serve_thumbnail(&state, &server, &id, &query, false).await
+}
+
+async fn thumbnail_authed(
+    State(state): AppState,
+    _auth: Auth,
+    Params((server, id)): Params<(String, String)>,
+    Query(query): Query<ThumbnailQuery>,
+) -> Result<Response, ApiError> {
+    serve_thumbnail(&state, &server, &id, &query, true).await
 }

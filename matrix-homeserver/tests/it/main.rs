@@ -17,6 +17,7 @@ mod federation_backfill;
 mod federation_edus;
 mod federation_gaps;
 mod federation_reads;
+mod media;
 mod push_rules;
 mod rooms;
 mod spec;

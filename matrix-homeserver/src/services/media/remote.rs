@@ -1,0 +1,98 @@
+//! Media of other servers: fetched once over federation
+//! (`GET /_matrix/federation/v1/media/download/{mediaId}`), bounded by our upload limit, then
+//! kept and answered like ours. A `Location` answer (content elsewhere) is not followed.
+
+use matrix_federation::FederationError;
+use matrix_federation::client::FederationClient;
+use matrix_federation::media::MediaBody;
+use matrix_storage::ChangeSet;
+
+use super::{File, Location, Media};
+use crate::error::ApiError;
+
+/// What the answer may carry beyond the content: its headers and JSON part.
+const ANSWER_OVERHEAD: usize = 64 << 10;
+
+/// Fetches the media item at `location` from `origin`, keeps it (content, then metadata),
+/// and answers it. Nothing is kept when the answer is not the spec's, or its content is over
+/// `limit` bytes (502 `M_TOO_LARGE`).
+pub(super) async fn fetch(
+    media: &Media,
+    client: &FederationClient,
+    origin: &str,
+    location: &Location,
+    limit: usize,
+) -> Result<File, ApiError> {
+    let answer = client
+        .media_download(origin, &location.media_id, limit.saturating_add(ANSWER_OVERHEAD))
+        .await
+        .map_err(|e| match e {
+            FederationError::Status { status: 404, .. } => {
+                ApiError::not_found(format!("{origin} has no such media"))
+            }
+            other => other.into(),
+        })?;
+    let content = match answer.content {
+        MediaBody::Content(content) => content,
+        MediaBody::Location(_) => {
+            return Err(ApiError::with_code(
+                502,
+                "M_UNKNOWN",
+                format!("{origin} answered with a redirect, which this server does not follow"),
+            ));
+        }
+    };
+    if content.bytes.len() > limit {
+        return Err(ApiError::with_code(
+            502,
+            "M_TOO_LARGE",
+            format!("the media of {origin} is over this server's limit of {limit} bytes"),
+        ));
+    }
+    let content_type = content.content_type.filter(|t| plain_header(t));
+    let upload_name = content.content_disposition.as_deref().and_then(filename_of);
+    media.write_blob(&location.file, content.bytes.clone()).await?;
+    let mut changes = ChangeSet::new();
+    changes.media.push(matrix_storage::Media {
+        media_id: location.key.clone(),
+        content_type: content_type.clone(),
+        size: content.bytes.len() as u64,
+        upload_name: upload_name.clone(),
+        uploader: origin.to_owned(),
+        created_ts: crate::services::rooms::now_ms(),
+    });
+    media.storage.apply(changes).await?;
+    Ok(File { content_type, upload_name, bytes: content.bytes })
+}
+
+/// Whether `value` may be sent on as a header value: short, printable ASCII.
+fn plain_header(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 255
+        && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+}
+
+/// The `filename` of a `Content-Disposition` value (`inline; filename="cat.png"`), if plain.
+fn filename_of(disposition: &str) -> Option<String> {
+    disposition.split(';').find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("filename") {
+            return None;
+        }
+        let value = value.trim().trim_matches('"');
+        (plain_header(value) && value.len() <= 200).then(|| value.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_read_from_a_disposition() {
+        assert_eq!(filename_of("inline; filename=\"cat.png\"").as_deref(), Some("cat.png"));
+        assert_eq!(filename_of("attachment; FileName=a.txt").as_deref(), Some("a.txt"));
+        assert_eq!(filename_of("attachment"), None);
+        assert_eq!(filename_of("inline; filename=\"\u{7}\""), None);
+    }
+}
