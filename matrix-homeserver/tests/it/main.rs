@@ -14,6 +14,7 @@ mod federation;
 mod federation_backfill;
 mod federation_edus;
 mod federation_gaps;
+mod federation_invites;
 mod federation_reads;
 mod push_rules;
 mod rooms;
