@@ -268,7 +268,9 @@ pub(crate) fn is_older_history_of(pdu: &Pdu, room_id: &str, depth: i64) -> bool 
 /// names, and (transitively) the `prev_events` of those kept, within `events`. The spec has a
 /// server answer the history reachable from the events asked for; anything else (signed
 /// events of the room that belong elsewhere in its graph, picked by the peer) is dropped.
-/// Keeps the answer's order.
+/// Keeps the answer's order. From room version 3 an event id is the hash of the event with
+/// its `prev_events` (signatures aside), so a peer cannot forge a link between events; the
+/// checks that follow drop a badly signed event itself.
 pub(crate) fn reachable_from(asked: &[String], events: Vec<Pdu>) -> Vec<Pdu> {
     let by_id: HashMap<&str, &Pdu> = events.iter().map(|p| (p.event_id(), p)).collect();
     let mut reached: BTreeSet<&str> = BTreeSet::new();
