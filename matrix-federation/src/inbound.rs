@@ -67,6 +67,15 @@ pub trait RoomContext: Send + Sync {
     async fn state_after(&self, event_id: &str) -> Result<Option<StateIds>, FederationError>;
     /// The current state of the room (the state resolved across its forward extremities).
     async fn current_state(&self) -> Result<StateIds, FederationError>;
+    /// The entries of the current state at `keys` only (those it has): what the soft-fail
+    /// check reads. The default reads the whole state; a context over storage reads the keys.
+    async fn current_state_at(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<StateIds, FederationError> {
+        let current = self.current_state().await?;
+        Ok(keys.iter().filter_map(|k| current.get(k).map(|id| (k.clone(), id.clone()))).collect())
+    }
     /// The union of the auth chains of `event_ids` (ids only; the events themselves need not
     /// be included), for resolving the states after several prev events.
     async fn auth_chain(&self, event_ids: &[String]) -> Result<Vec<String>, FederationError>;
@@ -317,8 +326,8 @@ pub async fn check_pdu(
         return Ok(PduCheck::Rejected(Rejection::StateBefore { event: Box::new(pdu), reason }));
     }
 
-    // Step 6: the current state.
-    let current = room.current_state().await?;
+    // Step 6: the current state, at the keys the authorization rules read.
+    let current = room.current_state_at(&needed).await?;
     let same = needed.iter().all(|key| before.get(key) == current.get(key));
     if !same {
         let current_events = load_state(&current, &needed, room).await?;

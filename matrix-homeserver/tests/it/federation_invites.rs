@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use matrix_core::{Object, Value as CoreValue};
 use matrix_homeserver::matrix_federation::FederationError;
 use matrix_homeserver::testing::{Intercepted, TestFederation, TestHomeserver};
+use matrix_storage::EventStatus;
 use serde_json::{Value, json};
 
 use crate::Client;
@@ -268,4 +269,67 @@ async fn an_invite_answer_changed_or_badly_signed_is_refused() {
     let (status, answer) = invite(&alice, &room, "@bob:b.test").await;
     assert_eq!(status, 200, "{answer}");
     invite_state(&bob, &room).await;
+}
+
+/// b hands a the event `id` of b's in a transaction of its own; answers how a stored it.
+async fn push_to_a(net: &TestFederation, txn: &str, id: &str) -> Option<EventStatus> {
+    let client = net.server("b.test").federation_client().expect("federation is on");
+    let answer = client.event("b.test", id).await.expect("b reads its own event");
+    let Some(CoreValue::Array(pdus)) = answer.get("pdus") else { panic!("{answer:?}") };
+    client
+        .send_transaction("a.test", txn, pdus.clone(), Vec::new())
+        .await
+        .expect("a answers the transaction");
+    let stored = net.server("a.test").storage().event(id).await.expect("a reads");
+    stored.map(|e| e.status)
+}
+
+/// Received PDUs are checked against the current state at the keys the authorization rules
+/// read (`RoomContext::current_state_at` over storage, the current state being another
+/// snapshot than the one the event builds on): an event the current state allows is
+/// accepted; one allowed by the state before it but not by the current state is soft failed.
+#[tokio::test]
+async fn received_events_are_checked_against_the_current_state_at_the_keys_needed() {
+    let net = TestFederation::start(&["a.test", "b.test"]).await;
+    let (a, b) = (net.server("a.test"), net.server("b.test"));
+    let alice = Client::new(a).with_token(&a.register_user("alice", "pw").await.access_token);
+    let bob = Client::new(b).with_token(&b.register_user("bob", "pw").await.access_token);
+    let (status, created) =
+        alice.post("/_matrix/client/v3/createRoom", &json!({"preset": "public_chat"})).await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().expect("a room id").to_owned();
+    let (status, joined) =
+        bob.post(&format!("/_matrix/client/v3/join/{room}?server_name=a.test"), &json!({})).await;
+    assert_eq!(status, 200, "{joined}");
+    let say = |body: &'static str| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{body}");
+        let bob = &bob;
+        async move {
+            let content = json!({"msgtype": "m.text", "body": body});
+            let (status, sent) = bob.send(reqwest::Method::PUT, &path, Some(&content)).await;
+            assert_eq!(status, 200, "{sent}");
+            sent["event_id"].as_str().expect("an event id").to_owned()
+        }
+    };
+
+    // While the link is cut, alice sets a topic on a and bob speaks on b: allowed.
+    net.cut("a.test", "b.test");
+    let topic = format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/");
+    let (status, set) =
+        alice.send(reqwest::Method::PUT, &topic, Some(&json!({"topic": "t"}))).await;
+    assert_eq!(status, 200, "{set}");
+    let early = say("early").await;
+    net.heal("a.test", "b.test");
+    assert_eq!(push_to_a(&net, "early-1", &early).await, Some(EventStatus::Accepted));
+
+    // While the link is cut, alice bans bob and bob speaks (not knowing the ban).
+    net.cut("a.test", "b.test");
+    let ban = format!("/_matrix/client/v3/rooms/{room}/ban");
+    let (status, banned) = alice.post(&ban, &json!({"user_id": "@bob:b.test"})).await;
+    assert_eq!(status, 200, "{banned}");
+    let late = say("late").await;
+    net.heal("a.test", "b.test");
+    assert_eq!(push_to_a(&net, "late-1", &late).await, Some(EventStatus::SoftFailed));
+    let (status, _) = alice.get(&format!("/_matrix/client/v3/rooms/{room}/event/{late}")).await;
+    assert_eq!(status, 404, "a soft-failed event is not shown");
 }
