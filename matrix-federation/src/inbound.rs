@@ -65,6 +65,19 @@ pub trait RoomContext: Send + Sync {
     /// (or soft-failed) state event; for a rejected event, the state before it. `None` if not
     /// known. Never holds rejected events.
     async fn state_after(&self, event_id: &str) -> Result<Option<StateIds>, FederationError>;
+    /// The state after an event ([`RoomContext::state_after`]) at `keys` only (those it
+    /// has): what the authorization rules read of the state before an event with one prev
+    /// event. The default reads the whole state; a context over storage reads the keys.
+    async fn state_after_at(
+        &self,
+        event_id: &str,
+        keys: &[(String, String)],
+    ) -> Result<Option<StateIds>, FederationError> {
+        let Some(state) = self.state_after(event_id).await? else { return Ok(None) };
+        Ok(Some(
+            keys.iter().filter_map(|k| state.get(k).map(|id| (k.clone(), id.clone()))).collect(),
+        ))
+    }
     /// The current state of the room (the state resolved across its forward extremities).
     async fn current_state(&self) -> Result<StateIds, FederationError>;
     /// The entries of the current state at `keys` only (those it has): what the soft-fail
@@ -318,9 +331,15 @@ pub async fn check_pdu(
         return Ok(PduCheck::Accepted(pdu));
     }
 
-    // Step 5: the state before the event.
-    let before = state_before(&pdu, room).await?;
+    // Step 5: the state before the event (with one prev event, the state after it at the
+    // keys the authorization rules read; with several, resolved).
     let needed = auth_keys(&pdu);
+    let before = match only_prev_event(&pdu) {
+        Some(prev) => {
+            room.state_after_at(&prev, &needed).await?.ok_or(CheckError::MissingState(prev))?
+        }
+        None => state_before(&pdu, room).await?,
+    };
     let before_events = load_state(&before, &needed, room).await?;
     if let Err(reason) = auth::check(rules, &pdu, &before_events) {
         return Ok(PduCheck::Rejected(Rejection::StateBefore { event: Box::new(pdu), reason }));
@@ -336,6 +355,15 @@ pub async fn check_pdu(
         }
     }
     Ok(PduCheck::Accepted(pdu))
+}
+
+/// The event's prev event when it has exactly one.
+fn only_prev_event(pdu: &Pdu) -> Option<String> {
+    let mut prevs = pdu.prev_events();
+    match (prevs.next(), prevs.next()) {
+        (Some(prev), None) => Some(prev.to_owned()),
+        _ => None,
+    }
 }
 
 /// In room version 12, the id of the room's create event (never among the auth events).
