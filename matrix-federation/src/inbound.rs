@@ -13,7 +13,10 @@
 //!    or the states after its prev events resolved with `matrix-stateres`): rejected;
 //! 6. the authorization rules against the room's current state: soft failed.
 //!
-//! The room's data comes from a [`RoomContext`] the homeserver implements.
+//! The room's data comes from a [`RoomContext`] the homeserver implements. Steps 5 (for an
+//! event with one prev event) and 6 read the states only at the keys the authorization rules
+//! look up ([`RoomContext::state_after_at`], [`RoomContext::current_state_at`]), so a context
+//! over storage need not load a large room's whole state for each event.
 
 pub mod transaction;
 
