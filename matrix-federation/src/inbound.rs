@@ -13,7 +13,10 @@
 //!    or the states after its prev events resolved with `matrix-stateres`): rejected;
 //! 6. the authorization rules against the room's current state: soft failed.
 //!
-//! The room's data comes from a [`RoomContext`] the homeserver implements.
+//! The room's data comes from a [`RoomContext`] the homeserver implements. Steps 5 (for an
+//! event with one prev event) and 6 read the states only at the keys the authorization rules
+//! look up ([`RoomContext::state_after_at`], [`RoomContext::current_state_at`]), so a context
+//! over storage need not load a large room's whole state for each event.
 
 pub mod transaction;
 
@@ -65,8 +68,30 @@ pub trait RoomContext: Send + Sync {
     /// (or soft-failed) state event; for a rejected event, the state before it. `None` if not
     /// known. Never holds rejected events.
     async fn state_after(&self, event_id: &str) -> Result<Option<StateIds>, FederationError>;
+    /// The state after an event ([`RoomContext::state_after`]) at `keys` only (those it
+    /// has): what the authorization rules read of the state before an event with one prev
+    /// event. The default reads the whole state; a context over storage reads the keys.
+    async fn state_after_at(
+        &self,
+        event_id: &str,
+        keys: &[(String, String)],
+    ) -> Result<Option<StateIds>, FederationError> {
+        let Some(state) = self.state_after(event_id).await? else { return Ok(None) };
+        Ok(Some(
+            keys.iter().filter_map(|k| state.get(k).map(|id| (k.clone(), id.clone()))).collect(),
+        ))
+    }
     /// The current state of the room (the state resolved across its forward extremities).
     async fn current_state(&self) -> Result<StateIds, FederationError>;
+    /// The entries of the current state at `keys` only (those it has): what the soft-fail
+    /// check reads. The default reads the whole state; a context over storage reads the keys.
+    async fn current_state_at(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<StateIds, FederationError> {
+        let current = self.current_state().await?;
+        Ok(keys.iter().filter_map(|k| current.get(k).map(|id| (k.clone(), id.clone()))).collect())
+    }
     /// The union of the auth chains of `event_ids` (ids only; the events themselves need not
     /// be included), for resolving the states after several prev events.
     async fn auth_chain(&self, event_ids: &[String]) -> Result<Vec<String>, FederationError>;
@@ -309,16 +334,22 @@ pub async fn check_pdu(
         return Ok(PduCheck::Accepted(pdu));
     }
 
-    // Step 5: the state before the event.
-    let before = state_before(&pdu, room).await?;
+    // Step 5: the state before the event (with one prev event, the state after it at the
+    // keys the authorization rules read; with several, resolved).
     let needed = auth_keys(&pdu);
+    let before = match only_prev_event(&pdu) {
+        Some(prev) => {
+            room.state_after_at(&prev, &needed).await?.ok_or(CheckError::MissingState(prev))?
+        }
+        None => state_before(&pdu, room).await?,
+    };
     let before_events = load_state(&before, &needed, room).await?;
     if let Err(reason) = auth::check(rules, &pdu, &before_events) {
         return Ok(PduCheck::Rejected(Rejection::StateBefore { event: Box::new(pdu), reason }));
     }
 
-    // Step 6: the current state.
-    let current = room.current_state().await?;
+    // Step 6: the current state, at the keys the authorization rules read.
+    let current = room.current_state_at(&needed).await?;
     let same = needed.iter().all(|key| before.get(key) == current.get(key));
     if !same {
         let current_events = load_state(&current, &needed, room).await?;
@@ -327,6 +358,15 @@ pub async fn check_pdu(
         }
     }
     Ok(PduCheck::Accepted(pdu))
+}
+
+/// The event's prev event when it has exactly one.
+fn only_prev_event(pdu: &Pdu) -> Option<String> {
+    let mut prevs = pdu.prev_events();
+    match (prevs.next(), prevs.next()) {
+        (Some(prev), None) => Some(prev.to_owned()),
+        _ => None,
+    }
 }
 
 /// In room version 12, the id of the room's create event (never among the auth events).

@@ -96,6 +96,11 @@ impl ApiError {
     pub(crate) fn unknown(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", message)
     }
+    /// 502 `M_UNKNOWN`: another server answered in a way we cannot use (nothing the client
+    /// can change).
+    pub(crate) fn bad_gateway(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", message)
+    }
     pub(crate) fn limit_exceeded(retry_after_ms: u64) -> Self {
         let mut error =
             Self::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", "too many requests");

@@ -239,7 +239,7 @@ impl HomeserverBuilder {
                 .map_err(|e| BuildError::Federation(e.to_string()))?;
             let sender = Arc::new(sender);
             ephemeral.federate(sender.clone(), rooms.server_name().as_str());
-            rooms.federate(sender, federation.client().clone());
+            rooms.federate(sender, federation.client().clone(), federation.key_provider());
         }
         // Other processes on the same (shared) storage: their events wake our syncs too.
         rooms.follow_other_processes();

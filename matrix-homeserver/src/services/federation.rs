@@ -29,7 +29,7 @@ pub(crate) struct Federation {
     /// Other servers' keys: storage first, then the network.
     fetcher: Arc<KeyFetcher>,
     /// Our key first, then the fetcher.
-    keys: Keys,
+    keys: Arc<Keys>,
     /// Signed requests to other servers.
     client: Arc<FederationClient>,
 }
@@ -76,11 +76,11 @@ impl Federation {
         let key = Arc::new(key);
         let fetcher =
             Arc::new(KeyFetcher::new(storage, transport.clone(), KeyFetcherOptions::new(&options)));
-        let keys = Keys {
+        let keys = Arc::new(Keys {
             server_name: server_name.to_owned(),
             ours: (key.key_id().to_owned(), key.public_key()),
             fetcher: fetcher.clone(),
-        };
+        });
         let client = Arc::new(FederationClient::new(
             &options,
             key.clone(),
@@ -107,7 +107,13 @@ impl Federation {
     /// Where signature checks find keys.
     #[allow(dead_code, reason = "for the checks of received PDUs, which come next")]
     pub(crate) fn keys(&self) -> &dyn KeyProvider {
-        &self.keys
+        self.keys.as_ref()
+    }
+
+    /// Where signature checks find keys, for a service to keep (the rooms service checks the
+    /// countersignatures of the invites it sends).
+    pub(crate) fn key_provider(&self) -> Arc<dyn KeyProvider> {
+        self.keys.clone()
     }
 
     /// The server that signed a request, checked (401 `M_UNAUTHORIZED` otherwise).
@@ -117,8 +123,13 @@ impl Federation {
     ) -> Result<ruma::OwnedServerName, ApiError> {
         use matrix_federation::request::Refused;
         let now = matrix_federation::now_ms();
-        match matrix_federation::request::authenticate(request, &self.server_name, &self.keys, now)
-            .await?
+        match matrix_federation::request::authenticate(
+            request,
+            &self.server_name,
+            self.keys.as_ref(),
+            now,
+        )
+        .await?
         {
             Ok(origin) => Ok(origin),
             Err(Refused::NotJson) => Err(ApiError::not_json()),

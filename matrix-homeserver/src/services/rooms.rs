@@ -147,6 +147,8 @@ pub(crate) struct Rooms {
     outbound: std::sync::OnceLock<Arc<matrix_federation::sender::Sender>>,
     /// Signed requests to other servers, when federation is on.
     client: std::sync::OnceLock<Arc<matrix_federation::client::FederationClient>>,
+    /// Where other servers' keys are found, when federation is on.
+    keys: std::sync::OnceLock<Arc<dyn matrix_federation::keys::KeyProvider>>,
     /// The other servers with joined members, by room, with the state snapshot they were
     /// read at.
     remote_servers: quick_cache::sync::Cache<String, (SnapshotId, Arc<Vec<String>>)>,
@@ -222,6 +224,7 @@ impl Rooms {
             echoes: quick_cache::sync::Cache::new(16_384),
             outbound: std::sync::OnceLock::new(),
             client: std::sync::OnceLock::new(),
+            keys: std::sync::OnceLock::new(),
             remote_servers: quick_cache::sync::Cache::new(4_096),
             residency: quick_cache::sync::Cache::new(4_096),
             auth_indexes: matrix_federation::auth_index::AuthIndexes::new(
@@ -249,15 +252,23 @@ impl Rooms {
         &self.key
     }
 
-    /// Sends our events to the other servers in their rooms from now on, and asks other
-    /// servers with `client` where a room needs it (invites, joins).
+    /// Sends our events to the other servers in their rooms from now on, asks other servers
+    /// with `client` where a room needs it (invites, joins), and checks their signatures on
+    /// what they answer with `keys`.
     pub(crate) fn federate(
         &self,
         sender: Arc<matrix_federation::sender::Sender>,
         client: Arc<matrix_federation::client::FederationClient>,
+        keys: Arc<dyn matrix_federation::keys::KeyProvider>,
     ) {
         let _ = self.outbound.set(sender);
         let _ = self.client.set(client);
+        let _ = self.keys.set(keys);
+    }
+
+    /// Where other servers' keys are found, when federation is on.
+    pub(crate) fn key_provider(&self) -> Option<Arc<dyn matrix_federation::keys::KeyProvider>> {
+        self.keys.get().cloned()
     }
 
     /// Signed requests to other servers, when federation is on.

@@ -663,8 +663,9 @@ impl Sync {
             && let Some(matrix_core::Value::Array(state)) =
                 invite.json().get_object("unsigned").and_then(|u| u.get("invite_room_state"))
         {
+            // Kept as it came (full PDUs from v1.16 servers); clients get the stripped form.
             for event in state.iter().filter_map(matrix_core::Value::as_object) {
-                events.push(Value::Object(crate::services::rooms::format::to_serde(event)));
+                events.push(crate::services::rooms::format::strip_object(event));
             }
         }
         for kind in [

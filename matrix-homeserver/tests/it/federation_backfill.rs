@@ -161,3 +161,89 @@ async fn a_local_room_pages_to_its_start_without_asking_anyone() {
     assert_eq!(pages, 1);
     assert_eq!(events.last().expect("events")["type"], "m.room.create");
 }
+
+#[tokio::test]
+async fn a_backfill_answer_keeps_only_the_history_of_the_events_asked_for() {
+    use matrix_core::Value as CoreValue;
+    use matrix_homeserver::testing::Intercepted;
+
+    let net = TestFederation::start(&["a.test", "b.test"]).await;
+    let (a, b) = (net.server("a.test"), net.server("b.test"));
+    let alice = a.register_user("alice", "pw").await;
+    let bob = b.register_user("bob", "pw").await;
+    let (status, created) = call(
+        a,
+        &alice.access_token,
+        reqwest::Method::POST,
+        "/_matrix/client/v3/createRoom",
+        json!({"preset": "public_chat", "room_alias_name": "forged"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().expect("a room id").to_owned();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}");
+        let content = json!({"msgtype": "m.text", "body": format!("m{i}")});
+        let (status, sent) =
+            call(a, &alice.access_token, reqwest::Method::PUT, &path, content).await;
+        assert_eq!(status, 200, "{sent}");
+        ids.push(sent["event_id"].as_str().expect("an event id").to_owned());
+    }
+    let (status, joined) = call(
+        b,
+        &bob.access_token,
+        reqwest::Method::POST,
+        "/_matrix/client/v3/join/%23forged:a.test",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{joined}");
+
+    // a's own, validly signed events of the room: the last message (which b asks about: it is
+    // the prev event of bob's join), and m10..m20, which hang off nothing b asked for (the
+    // events between them and m39 are left out of the answer).
+    let client = a.federation_client().expect("federation is on");
+    let pdus_of = |answer: matrix_core::Object| match answer.get("pdus") {
+        Some(CoreValue::Array(pdus)) => pdus.clone(),
+        _ => panic!("no pdus in {answer:?}"),
+    };
+    let last = client.backfill("a.test", &room, &[ids[39].as_str()], 1).await.expect("a answers");
+    let detached =
+        client.backfill("a.test", &room, &[ids[20].as_str()], 11).await.expect("a answers");
+    let mut pdus = pdus_of(last);
+    let detached = pdus_of(detached);
+    assert_eq!((pdus.len(), detached.len()), (1, 11));
+    pdus.extend(detached);
+    let mut answer = matrix_core::Object::new();
+    answer.insert("origin", "a.test");
+    answer.insert("origin_server_ts", 1_i64);
+    answer.insert("pdus", CoreValue::Array(pdus));
+    let body = matrix_core::json::to_canonical_vec(&CoreValue::Object(answer));
+    net.intercept("a.test", move |from, request| {
+        if from == "b.test" && request.uri().path().starts_with("/_matrix/federation/v1/backfill/")
+        {
+            Intercepted::Answer(200, body.clone())
+        } else {
+            Intercepted::Pass
+        }
+    });
+
+    let (events, _) = page_back(b, &bob.access_token, &room, 4).await;
+    assert_eq!(bodies(&events), ["m39"], "only the event asked for is taken");
+    let stored = |id: &str| {
+        let storage = b.storage().clone();
+        let id = id.to_owned();
+        async move { storage.event(&id).await.expect("b's storage reads").is_some() }
+    };
+    assert!(stored(&ids[39]).await);
+    for id in &ids[10..=20] {
+        assert!(!stored(id).await, "{id} hangs off nothing b asked for, yet b stored it");
+    }
+
+    // An honest answer is taken whole.
+    net.stop_intercepting("a.test");
+    let (events, _) = page_back(b, &bob.access_token, &room, 6).await;
+    let expected: Vec<String> = (0..40).rev().map(|i| format!("m{i}")).collect();
+    assert_eq!(bodies(&events), expected);
+}

@@ -556,3 +556,43 @@ async fn a_deleted_device_is_announced() {
     assert_eq!(status, 200, "{queried}");
     assert!(queried["device_keys"]["@bob:b.test"].get(device).is_none(), "{queried}");
 }
+
+#[tokio::test]
+async fn room_edus_follow_whether_a_user_of_ours_is_in_the_room() {
+    let s = shared_room().await;
+    let (a, b, room) = (s.a(), s.b(), s.room.as_str());
+    let client = b.federation_client().expect("federation is on");
+    let typing = |on: bool| {
+        vec![edu("m.typing", json!({"room_id": room, "user_id": "@bob:b.test", "typing": on}))]
+    };
+    let full_sync = || async {
+        let path = "/_matrix/client/v3/sync";
+        let (status, sync) =
+            call(a, &s.alice.access_token, reqwest::Method::GET, path, json!({})).await;
+        assert_eq!(status, 200, "{sync}");
+        sync
+    };
+    // a is in the room: bob's typing is taken (and a's residency cached), then his stop.
+    client.send_transaction("a.test", "in-1", Vec::new(), typing(true)).await.expect("taken");
+    let sync = full_sync().await;
+    assert_eq!(typing_users(&sync, room), ["@bob:b.test"], "{sync}");
+    client.send_transaction("a.test", "in-2", Vec::new(), typing(false)).await.expect("taken");
+
+    // alice leaves: a has nobody in the room any more, and drops bob's typing.
+    let path = format!("/_matrix/client/v3/rooms/{room}/leave");
+    let (status, left) =
+        call(a, &s.alice.access_token, reqwest::Method::POST, &path, json!({})).await;
+    assert_eq!(status, 200, "{left}");
+    client.send_transaction("a.test", "out-1", Vec::new(), typing(true)).await.expect("answered");
+
+    // alice comes back through b: the typing sent while a was out is not there; new typing is.
+    let path = format!("/_matrix/client/v3/join/{room}?server_name=b.test");
+    let (status, joined) =
+        call(a, &s.alice.access_token, reqwest::Method::POST, &path, json!({})).await;
+    assert_eq!(status, 200, "{joined}");
+    let sync = full_sync().await;
+    assert!(typing_users(&sync, room).is_empty(), "taken while a was out: {sync}");
+    client.send_transaction("a.test", "back-1", Vec::new(), typing(true)).await.expect("taken");
+    let sync = full_sync().await;
+    assert_eq!(typing_users(&sync, room), ["@bob:b.test"], "{sync}");
+}

@@ -16,6 +16,7 @@ mod federation;
 mod federation_backfill;
 mod federation_edus;
 mod federation_gaps;
+mod federation_invites;
 mod federation_reads;
 mod media;
 mod push_rules;

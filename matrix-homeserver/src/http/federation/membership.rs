@@ -183,7 +183,7 @@ pub(super) async fn send_knock(
         .rooms
         .membership_through_us(keys, origin, room.as_str(), &event_id, event, "knock")
         .await?;
-    let knock_state = state.rooms.stripped_state(room.as_str(), stored.sender()).await?;
+    let knock_state = state.rooms.federation_stripped_state(room.as_str(), stored.sender()).await?;
     let mut body = matrix_core::Object::new();
     body.insert("knock_room_state", knock_state);
     Ok(json_response(&body))

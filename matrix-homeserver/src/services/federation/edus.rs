@@ -47,14 +47,10 @@ async fn server_acl_allows(state: &State, origin: &str, room: &str) -> Result<bo
 }
 
 /// Whether `room` has a joined member of ours and its ACL allows `origin`: a room whose
-/// ephemeral news from `origin` concerns us.
+/// ephemeral news from `origin` concerns us. Residency is the rooms service's, cached per
+/// current state (the check PDUs pass too), so an EDU does not read the member list.
 async fn room_shared(state: &State, origin: &str, room: &str) -> Result<bool, ApiError> {
-    let ours = state.rooms.server_name().as_str();
-    let shared =
-        state.rooms.storage().members(room).await?.iter().any(|(member, m)| {
-            m == "join" && member.split_once(':').is_some_and(|(_, s)| s == ours)
-        });
-    Ok(shared && server_acl_allows(state, origin, room).await?)
+    Ok(state.rooms.is_resident(room).await? && server_acl_allows(state, origin, room).await?)
 }
 
 /// Whether `user` is a user of `origin` joined to `room`.

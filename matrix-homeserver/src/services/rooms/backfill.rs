@@ -14,8 +14,10 @@
 //! as the state of a `send_join` answer is (`join_remote.rs`): signatures, content hash
 //! (redacted when it differs), and the authorization rules against its own auth events (in the
 //! batch or stored and not rejected). An event that fails, or whose auth events are neither in
-//! the batch nor stored, is dropped (so is a peer's event of another room, and one that is not
-//! older than the events whose history we asked for).
+//! the batch nor stored, is dropped (so is a peer's event of another room, one that is not
+//! older than the events whose history we asked for, and one not reachable from the events
+//! asked for through `prev_events` within the answer: a peer cannot slip in signed events of
+//! the room that hang off nothing we asked for).
 //!
 //! **Bounds.** At most [`REQUEST_LIMIT`] events per request (more are cut), [`MAX_SERVERS`]
 //! servers tried per request, [`MAX_FRONTIER`] events asked about, and the caller
@@ -83,7 +85,7 @@ impl Rooms {
                     continue;
                 }
             };
-            let candidates = self.candidates(rules, room_id, frontier.depth, &answer).await?;
+            let candidates = self.candidates(rules, room_id, &frontier, &answer).await?;
             let added = self.store_backfilled(federation, rules, room_id, candidates).await?;
             if added > 0 {
                 return Ok(added);
@@ -136,24 +138,29 @@ impl Rooms {
     }
 
     /// The events of a `/backfill` answer worth checking: at most [`REQUEST_LIMIT`], parsed,
-    /// of this room, below `depth`, not in the history here already nor stored as rejected,
-    /// each once.
+    /// of this room, below the frontier's depth, reachable from the events asked for through
+    /// `prev_events` within the answer ([`reachable_from`]), not in the history here already
+    /// nor stored as rejected, each once.
     async fn candidates(
         &self,
         rules: &'static RoomVersionRules,
         room_id: &str,
-        depth: i64,
+        frontier: &Frontier,
         answer: &Object,
     ) -> Result<Vec<Pdu>, ApiError> {
         let Some(Value::Array(pdus)) = answer.get("pdus") else { return Ok(Vec::new()) };
         let mut seen = BTreeSet::new();
-        let mut out = Vec::new();
+        let mut parsed = Vec::new();
         for object in pdus.iter().take(REQUEST_LIMIT).filter_map(Value::as_object) {
             let Ok(pdu) = Pdu::from_object(object.clone(), rules) else { continue };
-            if !is_older_history_of(&pdu, room_id, depth) || !seen.insert(pdu.event_id().to_owned())
+            if is_older_history_of(&pdu, room_id, frontier.depth)
+                && seen.insert(pdu.event_id().to_owned())
             {
-                continue;
+                parsed.push(pdu);
             }
+        }
+        let mut out = Vec::new();
+        for pdu in reachable_from(&frontier.missing, parsed) {
             let rejected = self
                 .storage()
                 .event(pdu.event_id())
@@ -257,6 +264,27 @@ pub(crate) fn is_older_history_of(pdu: &Pdu, room_id: &str, depth: i64) -> bool 
     pdu.room_id() == room_id && pdu.depth() < depth
 }
 
+/// The events of a `/backfill` answer that hang off the events asked for: those `asked`
+/// names, and (transitively) the `prev_events` of those kept, within `events`. The spec has a
+/// server answer the history reachable from the events asked for; anything else (signed
+/// events of the room that belong elsewhere in its graph, picked by the peer) is dropped.
+/// Keeps the answer's order. From room version 3 an event id is the hash of the event with
+/// its `prev_events` (signatures aside), so a peer cannot forge a link between events; the
+/// checks that follow drop a badly signed event itself.
+pub(crate) fn reachable_from(asked: &[String], events: Vec<Pdu>) -> Vec<Pdu> {
+    let by_id: HashMap<&str, &Pdu> = events.iter().map(|p| (p.event_id(), p)).collect();
+    let mut reached: BTreeSet<&str> = BTreeSet::new();
+    let mut queue: Vec<&str> = asked.iter().map(String::as_str).collect();
+    while let Some(id) = queue.pop() {
+        let Some(pdu) = by_id.get(id) else { continue };
+        if reached.insert(pdu.event_id()) {
+            queue.extend(pdu.prev_events());
+        }
+    }
+    let reached: BTreeSet<String> = reached.into_iter().map(str::to_owned).collect();
+    events.into_iter().filter(|p| reached.contains(p.event_id())).collect()
+}
+
 /// The events that pass the authorization rules against their own auth events, each checked
 /// after those of its auth events that are in the batch (`known`: auth events stored here,
 /// trusted as checked; `create`: the room's create event, which room version 12 checks every
@@ -323,6 +351,31 @@ mod tests {
         assert!(!is_older_history_of(&pdu("!r:a.test", 5), "!r:a.test", 5), "not older");
         assert!(!is_older_history_of(&pdu("!r:a.test", 9), "!r:a.test", 5), "newer");
         assert!(!is_older_history_of(&pdu("!other:a.test", 1), "!r:a.test", 5), "another room");
+    }
+
+    /// A message of `!r:a.test` with the given id, depth and prev events.
+    fn linked(id: &str, depth: i64, prev: &[&str]) -> Pdu {
+        let mut json = pdu("!r:a.test", depth).into_json();
+        let prev = prev.iter().map(|p| Value::from(*p)).collect();
+        json.insert("prev_events", Value::Array(prev));
+        let rules = RoomVersionRules::get("10").expect("version 10");
+        Pdu::with_event_id(json, id.to_owned(), rules)
+    }
+
+    #[test]
+    fn only_events_reachable_from_those_asked_for_are_kept() {
+        // $asked <- $p1 <- $p2 (a chain); $lone and $lone_parent hang off nothing asked.
+        let events = vec![
+            linked("$lone", 3, &["$lone_parent"]),
+            linked("$p2", 2, &[]),
+            linked("$asked", 4, &["$p1"]),
+            linked("$lone_parent", 2, &[]),
+            linked("$p1", 3, &["$p2", "$not_in_answer"]),
+        ];
+        let kept = reachable_from(&["$asked".to_owned(), "$absent".to_owned()], events);
+        let ids: Vec<&str> = kept.iter().map(Pdu::event_id).collect();
+        assert_eq!(ids, ["$p2", "$asked", "$p1"]);
+        assert!(reachable_from(&[], vec![linked("$x", 1, &[])]).is_empty());
     }
 
     #[test]

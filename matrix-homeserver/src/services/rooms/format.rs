@@ -62,6 +62,18 @@ pub(crate) fn client_event(pdu: &Pdu, shown: Shown) -> Value {
     Value::Object(event)
 }
 
+/// The stripped form of a state event another server sent (in either form): its `type`,
+/// `state_key`, `sender` and `content`, whichever of them it has.
+pub(crate) fn strip_object(event: &matrix_core::Object) -> Value {
+    let mut stripped = matrix_core::Object::new();
+    for key in ["type", "state_key", "sender", "content"] {
+        if let Some(value) = event.get(key) {
+            stripped.insert(key, value.clone());
+        }
+    }
+    Value::Object(to_serde(&stripped))
+}
+
 /// The stripped form of a state event (what invitees see of a room).
 pub(crate) fn stripped_state(pdu: &Pdu) -> Value {
     serde_json::json!({

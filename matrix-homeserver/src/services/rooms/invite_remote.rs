@@ -2,10 +2,23 @@
 //!
 //! - Our user invites a user of another server: the invite is built and authorized as any
 //!   event of ours, sent to the invitee's server (`/invite` v2) with the room's stripped state
-//!   and stored with that server's signature once it accepted it.
+//!   and stored with that server's signature once it accepted it. The answer must be the same
+//!   event (everything but `signatures` and `unsigned` equal) and the invitee's server's
+//!   signature on it must verify with its key (fetched as for any event); otherwise the invite
+//!   is refused and nothing is stored.
 //! - Another server invites our user (`/invite` v2): we check and countersign the invite; when
 //!   no user of ours is in the room, we keep the invite (with the stripped state it came with)
 //!   in a stub of the room that holds nothing else, so that `/sync` shows it.
+//!
+//! **Stripped state over federation** (spec v1.16, MSC4311). The `invite_room_state` we send
+//! and the `knock_room_state` we answer are full PDUs (without `unsigned`), the room's
+//! `m.room.create` among them; clients still get the stripped form (`/sync` strips them).
+//! What we receive may be either form (older servers, and Synapse up to at least 1.157, send
+//! the stripped form, Synapse the create event of a version 12 room as a PDU): an entry in
+//! PDU form (it has `auth_events`, `prev_events`, `hashes` or `signatures`) must be a valid
+//! event of the invite's room (for version 12 the create event's hash is the room id) with
+//! valid signatures, or the invite is refused with 400 `M_MISSING_PARAM`. A stripped state
+//! without the create event is still taken, as the spec's migration allows.
 //! - Our user rejects such an invite (or leaves a room we hold only a stub of): `make_leave`
 //!   and `send_leave` through the inviting server.
 
@@ -44,18 +57,27 @@ pub(crate) struct ReceivedInvite<'a> {
 }
 
 /// Another server's signature an event needs before it is stored.
-#[derive(Debug)]
 pub(crate) enum Countersign<'a> {
     /// An invite of a user of `server`.
     Invite {
         /// Our federation client.
         client: &'a FederationClient,
+        /// Where the invitee's server's keys are found.
+        keys: &'a dyn KeyProvider,
         /// The invitee's server.
         server: &'a str,
     },
 }
 
-/// The state types a stripped state carries (the spec's recommendation).
+impl std::fmt::Debug for Countersign<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Countersign::Invite { server, .. } = self;
+        f.debug_struct("Countersign::Invite").field("server", server).finish_non_exhaustive()
+    }
+}
+
+/// The state types a stripped state carries (the spec's recommendation; the create event
+/// is required since v1.16).
 const STRIPPED_TYPES: [&str; 7] = [
     "m.room.create",
     "m.room.join_rules",
@@ -66,13 +88,98 @@ const STRIPPED_TYPES: [&str; 7] = [
     "m.room.topic",
 ];
 
-fn stripped(pdu: &Pdu) -> Value {
-    let mut event = Object::new();
-    event.insert("type", pdu.kind());
-    event.insert("state_key", pdu.state_key().unwrap_or_default());
-    event.insert("sender", pdu.sender());
-    event.insert("content", pdu.content().clone());
-    Value::Object(event)
+/// A state event as the stripped state we send over federation carries it: the full PDU,
+/// without `unsigned` (spec v1.16).
+fn as_state_pdu(pdu: &Pdu) -> Value {
+    let mut json = pdu.json().clone();
+    json.remove("unsigned");
+    Value::Object(json)
+}
+
+/// Whether a stripped state entry is in PDU form (what v1.16 servers send) rather than the
+/// stripped form (`type`, `state_key`, `sender`, `content` only).
+fn is_pdu_form(entry: &Object) -> bool {
+    ["auth_events", "prev_events", "hashes", "signatures"].iter().any(|k| entry.contains_key(k))
+}
+
+/// Checks the stripped state of an invite to `room_id`: each entry in PDU form must be a
+/// valid event of that room (a version 12 create event's hash is the room id) whose
+/// signatures verify; stripped entries are taken as they are. Refused with 400
+/// `M_MISSING_PARAM`, as the spec has it.
+async fn check_invite_state(
+    keys: &dyn KeyProvider,
+    rules: &'static RoomVersionRules,
+    room_id: &str,
+    state: &[Value],
+) -> Result<(), ApiError> {
+    let refused = |why: String| ApiError::missing_param(format!("invite_room_state: {why}"));
+    let mut pdus = Vec::new();
+    for entry in state.iter().filter_map(Value::as_object).filter(|e| is_pdu_form(e)) {
+        let pdu = Pdu::from_object(entry.clone(), rules)
+            .map_err(|e| refused(format!("an event is not valid: {e}")))?;
+        if pdu.room_id() != room_id {
+            return Err(refused(format!(
+                "the {} event {} is of another room",
+                pdu.kind(),
+                pdu.event_id()
+            )));
+        }
+        pdus.push(pdu);
+    }
+    let sent: Vec<Object> = pdus.iter().map(|p| p.json().clone()).collect();
+    let verified = super::join_remote::verify_all(keys, rules, pdus).await?;
+    // An event whose content hash is wrong comes back redacted: it was changed, refused too.
+    let all_valid = verified.len() == sent.len()
+        && verified.iter().zip(&sent).all(|(checked, sent)| checked.json() == sent);
+    if !all_valid {
+        return Err(refused("an event fails its signature checks".to_owned()));
+    }
+    Ok(())
+}
+
+/// The most key ids of the invitee's server looked up for its countersignature.
+const MAX_COUNTERSIGN_KEYS: usize = 4;
+
+/// Checks the invitee's server's answer to our invite: `signed` must be our event `sent`
+/// (everything but `signatures` and `unsigned` equal, so the same content hash and redacted
+/// form) and carry a signature of `server` that verifies with its key. A refusal is a 502:
+/// the invitee's server misbehaved, nothing the client can change.
+async fn check_countersigned(
+    keys: &dyn KeyProvider,
+    server: &str,
+    sent: &Pdu,
+    signed: &Object,
+) -> Result<(), ApiError> {
+    let refused =
+        |why: String| ApiError::bad_gateway(format!("{server}'s answer to the invite {why}"));
+    let unsigned_form = |event: &Object| {
+        let mut event = event.clone();
+        event.remove("signatures");
+        event.remove("unsigned");
+        event
+    };
+    if unsigned_form(signed) != unsigned_form(sent.json()) {
+        return Err(refused("is not the event we sent".to_owned()));
+    }
+    let rules = sent.rules();
+    let valid_at = if rules.enforce_key_validity { sent.origin_server_ts() } else { i64::MIN };
+    let mut ring = matrix_core::KeyRing::new();
+    let key_ids: Vec<&str> = signed
+        .get_object("signatures")
+        .and_then(|s| s.get_object(server))
+        .map(|by_server| by_server.keys().take(MAX_COUNTERSIGN_KEYS).collect())
+        .unwrap_or_default();
+    for key_id in key_ids {
+        match keys.public_key(server, key_id, valid_at).await {
+            Ok(Some(key)) => ring.insert(server, key_id, key),
+            Ok(None) => {}
+            Err(matrix_federation::FederationError::Storage(e)) => return Err(e.into()),
+            Err(e) => eprintln!("federation: keys of {server}: {e}"),
+        }
+    }
+    let redacted = matrix_core::redaction::redact(signed, rules);
+    matrix_core::signing::verify_json(&redacted, server, &ring)
+        .map_err(|e| refused(format!("has no valid signature of its server: {e}")))
 }
 
 impl Rooms {
@@ -83,19 +190,9 @@ impl Rooms {
         mut authorized: Authorized,
         info: &matrix_storage::RoomInfo,
     ) -> Result<Authorized, ApiError> {
-        let Countersign::Invite { client, server } = countersign;
+        let Countersign::Invite { client, keys, server } = countersign;
         let pdu = authorized.pdu();
-        let mut state = Vec::new();
-        if let Some(snapshot) = info.current_state {
-            for kind in STRIPPED_TYPES {
-                if let Some(event) = self.state_pdu(snapshot, kind, "").await? {
-                    state.push(stripped(&event));
-                }
-            }
-            if let Some(member) = self.state_pdu(snapshot, "m.room.member", pdu.sender()).await? {
-                state.push(stripped(&member));
-            }
-        }
+        let state = self.state_pdus(info.current_state, pdu.sender()).await?;
         let answer = client
             .invite(
                 server,
@@ -115,6 +212,7 @@ impl Rooms {
         let signed = answer
             .get_object("event")
             .ok_or_else(|| ApiError::unknown(format!("{server} answered no invite event")))?;
+        check_countersigned(*keys, server, authorized.pdu(), signed).await?;
         authorized.add_signatures(server, signed)?;
         Ok(authorized)
     }
@@ -123,12 +221,13 @@ impl Rooms {
     pub(crate) async fn invite_remote(
         &self,
         client: &FederationClient,
+        keys: &dyn KeyProvider,
         room_id: &str,
         sender: &UserId,
         draft: super::Draft,
         target_server: &str,
     ) -> Result<(), ApiError> {
-        let countersign = Countersign::Invite { client, server: target_server };
+        let countersign = Countersign::Invite { client, keys, server: target_server };
         self.append_recording(room_id, sender, draft, None, Some(countersign)).await?;
         Ok(())
     }
@@ -209,6 +308,7 @@ impl Rooms {
                 })
                 .take(MAX_INVITE_STATE)
                 .collect();
+            check_invite_state(keys, rules, room_id, &state).await?;
             self.store_stub(rules, signed, Some(state)).await?;
         }
         Ok(json)
@@ -295,24 +395,33 @@ impl Rooms {
 }
 
 impl Rooms {
-    /// The stripped state of a room's current state (what an invitee or knocker sees of it),
-    /// with `user`'s own member event.
-    pub(crate) async fn stripped_state(
+    /// The stripped state of a room's current state as we send it over federation (what an
+    /// invitee or knocker sees of it): full PDUs, the create event first, with `user`'s own
+    /// member event.
+    pub(crate) async fn federation_stripped_state(
         &self,
         room_id: &str,
         user: &str,
     ) -> Result<Vec<Value>, ApiError> {
         let info = self.storage().room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
+        self.state_pdus(info.current_state, user).await
+    }
+
+    /// The events of [`STRIPPED_TYPES`] in `snapshot`, and `user`'s member event, as PDUs.
+    async fn state_pdus(
+        &self,
+        snapshot: Option<matrix_storage::SnapshotId>,
+        user: &str,
+    ) -> Result<Vec<Value>, ApiError> {
         let mut state = Vec::new();
-        if let Some(snapshot) = info.current_state {
-            for kind in STRIPPED_TYPES {
-                if let Some(event) = self.state_pdu(snapshot, kind, "").await? {
-                    state.push(stripped(&event));
-                }
+        let Some(snapshot) = snapshot else { return Ok(state) };
+        for kind in STRIPPED_TYPES {
+            if let Some(event) = self.state_pdu(snapshot, kind, "").await? {
+                state.push(as_state_pdu(&event));
             }
-            if let Some(member) = self.state_pdu(snapshot, "m.room.member", user).await? {
-                state.push(stripped(&member));
-            }
+        }
+        if let Some(member) = self.state_pdu(snapshot, "m.room.member", user).await? {
+            state.push(as_state_pdu(&member));
         }
         Ok(state)
     }

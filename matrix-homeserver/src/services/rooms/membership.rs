@@ -208,13 +208,15 @@ impl Rooms {
             draft.content.insert("is_direct", Value::Bool(true));
         }
         if remote {
-            let Some(client) = self.federation_client() else {
+            let (Some(client), Some(keys)) = (self.federation_client(), self.key_provider()) else {
                 return Err(ApiError::forbidden(
                     "inviting users of other servers needs federation, which is off here",
                 ));
             };
             let server = target.server_name().as_str();
-            return self.invite_remote(&client, room_id, sender, draft, server).await;
+            return self
+                .invite_remote(&client, keys.as_ref(), room_id, sender, draft, server)
+                .await;
         }
         self.append(room_id, sender, draft).await?;
         Ok(())

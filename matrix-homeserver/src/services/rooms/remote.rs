@@ -7,6 +7,15 @@
 //! A rejected event is stored as rejected (events that cite it are rejected in turn) and never
 //! reaches a client; a soft-failed one is stored but neither shown nor built on.
 //!
+//! **Reads.** The checks read the state before an event with one prev event, and the
+//! current state, at the keys the authorization rules look up only
+//! (`RoomContext::state_after_at`, `current_state_at`: one `state_get` each). An event that
+//! changes no state, after the event the current state is at, is stored with its prev
+//! event's snapshot and reads no whole state; otherwise each whole state it needs (after the
+//! prev events, the one it changes, the current one) is read once ([`StateMemo`]). Before
+//! this, a message read the whole state five times (50 messages into a room of 10,000 state
+//! entries: 8.4 s before, 1.4 s after; debug build, memory storage).
+//!
 //! An event stored as an outlier (fetched to fill a gap, `outliers.rs`, or with a join's
 //! state) that arrives as a PDU is checked like any other and then stored over the outlier,
 //! in the timeline.
@@ -69,18 +78,57 @@ fn storage_failed(error: impl std::fmt::Display) -> FederationError {
 }
 
 /// A room as `check_pdu` reads it: from storage, through the room service's caches.
+#[derive(Clone, Copy)]
 struct Context<'a> {
     rooms: &'a Rooms,
     room_id: &'a str,
     current: Option<SnapshotId>,
     /// The event being stored, which resolving the state after it needs before it is stored.
     pending: Option<&'a Pdu>,
+    /// The whole states read while one event is received ([`StateMemo`]).
+    memo: &'a StateMemo,
 }
 
+/// The whole states (by snapshot) read while one event is checked and stored: its checks
+/// read the state after its prev event, and storing it the same state again, the state the
+/// event changes and (for its extremities) the current state; in a room without forks these
+/// are one snapshot, read from storage once. Lives as long as one `receive` (a few snapshots).
+#[derive(Default)]
+struct StateMemo(std::sync::Mutex<std::collections::HashMap<SnapshotId, Arc<StateIds>>>);
+
 impl Context<'_> {
+    /// The entries of a snapshot at `keys` (those it has): from the memo when the whole
+    /// state was read, else one `state_get` each.
+    async fn state_at(
+        &self,
+        snapshot: SnapshotId,
+        keys: &[(String, String)],
+    ) -> Result<StateIds, FederationError> {
+        let cached = self.memo.0.lock().unwrap_or_else(|e| e.into_inner()).get(&snapshot).cloned();
+        let mut state = StateIds::new();
+        for (kind, state_key) in keys {
+            let id = match &cached {
+                Some(whole) => whole.get(&(kind.clone(), state_key.clone())).cloned(),
+                None => self.rooms.storage().state_get(snapshot, kind, state_key).await?,
+            };
+            if let Some(id) = id {
+                state.insert((kind.clone(), state_key.clone()), id);
+            }
+        }
+        Ok(state)
+    }
+
     async fn state_map(&self, snapshot: SnapshotId) -> Result<StateIds, FederationError> {
+        let cached = self.memo.0.lock().unwrap_or_else(|e| e.into_inner()).get(&snapshot).cloned();
+        if let Some(state) = cached {
+            return Ok((*state).clone());
+        }
         let entries = self.rooms.storage().state_full(snapshot).await?;
-        Ok(entries.into_iter().map(|e| ((e.kind, e.state_key), e.event_id)).collect())
+        let state: StateIds =
+            entries.into_iter().map(|e| ((e.kind, e.state_key), e.event_id)).collect();
+        let mut memo = self.memo.0.lock().unwrap_or_else(|e| e.into_inner());
+        memo.insert(snapshot, Arc::new(state.clone()));
+        Ok(state)
     }
 }
 
@@ -114,9 +162,34 @@ impl RoomContext for Context<'_> {
         }
     }
 
+    async fn state_after_at(
+        &self,
+        event_id: &str,
+        keys: &[(String, String)],
+    ) -> Result<Option<StateIds>, FederationError> {
+        let Some(stored) = self.rooms.storage().event(event_id).await? else { return Ok(None) };
+        if stored.room_id != self.room_id {
+            return Ok(None);
+        }
+        match stored.state_after {
+            Some(snapshot) => Ok(Some(self.state_at(snapshot, keys).await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn current_state(&self) -> Result<StateIds, FederationError> {
         match self.current {
             Some(snapshot) => self.state_map(snapshot).await,
+            None => Ok(StateIds::new()),
+        }
+    }
+
+    async fn current_state_at(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<StateIds, FederationError> {
+        match self.current {
+            Some(snapshot) => self.state_at(snapshot, keys).await,
             None => Ok(StateIds::new()),
         }
     }
@@ -207,6 +280,8 @@ impl Rooms {
         }
         let lock = self.room_lock(&room_id);
         let _guard = lock.lock().await;
+        // Snapshots are never changed once written: what was read stays true across tries.
+        let memo = StateMemo::default();
         for _ in 0..APPEND_TRIES {
             let info = self.storage().room(&room_id).await?.ok_or_else(ApiError::room_not_found)?;
             let context = Context {
@@ -214,6 +289,7 @@ impl Rooms {
                 room_id: &room_id,
                 current: info.current_state,
                 pending: None,
+                memo: &memo,
             };
             let check = match inbound::check_pdu(event.clone(), rules.id, keys, &context).await {
                 Ok(check) => check,
@@ -268,41 +344,43 @@ impl Rooms {
         let room_id = context.room_id;
         let rules = pdu.rules();
 
-        // The state before the event (the states after its prev events, resolved), and after.
         let create = pdu.kind() == "m.room.create";
-        let (base, before) = if create {
-            (None, StateIds::new())
+        let accepted = status == EventStatus::Accepted;
+        // An outlier was fetched because a newer event named it: it is older than the room's
+        // forward extremities, so it becomes none of them and leaves the current state as is.
+        let moves_the_room = accepted && !was_outlier;
+        let first = if create { None } else { pdu.prev_events().next().map(str::to_owned) };
+        let base = match &first {
+            Some(prev) => self.state_after_of(prev).await?,
+            None => None,
+        };
+        // An event that changes no state, with one prev event (the one the current state is
+        // at, when the event moves the room): the state after it is its prev event's and the
+        // current state stays. No whole state is read.
+        let keeps_state = status == EventStatus::Rejected || pdu.state_key().is_none();
+        let unchanged = !create
+            && keeps_state
+            && pdu.prev_events().nth(1).is_none()
+            && base.is_some()
+            && (!moves_the_room || base == info.current_state);
+        // The state after the event (`None`: its prev event's), the changes that make it from
+        // its first prev event's, and the snapshot that will hold it: the new one, or its
+        // first prev event's when it changes nothing.
+        let (after, after_changes, after_ref) = if unchanged {
+            (None, Vec::new(), base.map(SnapshotRef::Existing))
         } else {
-            let first = pdu.prev_events().next().map(str::to_owned);
-            let base = match &first {
-                Some(prev) => self.state_after_of(prev).await?,
-                None => None,
+            let after = self.state_after_received(context, &pdu, status, create).await?;
+            let base_map = match base {
+                Some(snapshot) => context.state_map(snapshot).await.map_err(federation_failed)?,
+                None => StateIds::new(),
             };
-            let before = inbound::state_before(&pdu, context).await.map_err(|e| match e {
-                CheckError::MissingAuthEvent(id) | CheckError::MissingState(id) => {
-                    ReceiveError::Missing(id)
-                }
-                other => ReceiveError::Failed(ApiError::unknown(other.to_string())),
-            })?;
-            (base, before)
-        };
-        let mut after = before.clone();
-        if status != EventStatus::Rejected
-            && let Some(state_key) = pdu.state_key()
-        {
-            after.insert((pdu.kind().to_owned(), state_key.to_owned()), pdu.event_id().to_owned());
-        }
-        let base_map = match base {
-            Some(snapshot) => context.state_map(snapshot).await.map_err(federation_failed)?,
-            None => StateIds::new(),
-        };
-        let after_changes = diff(&base_map, &after);
-        // The snapshot that will hold the state after the event: the new one, or its first
-        // prev event's when it changes nothing.
-        let after_ref = if after_changes.is_empty() {
-            base.map(SnapshotRef::Existing)
-        } else {
-            Some(SnapshotRef::New)
+            let after_changes = diff(&base_map, &after);
+            let after_ref = if after_changes.is_empty() {
+                base.map(SnapshotRef::Existing)
+            } else {
+                Some(SnapshotRef::New)
+            };
+            (Some(after), after_changes, after_ref)
         };
 
         // The room after it: forward extremities, and the current state (resolved with the
@@ -316,10 +394,6 @@ impl Rooms {
             }),
             ..RoomChanges::default()
         };
-        let accepted = status == EventStatus::Accepted;
-        // An outlier was fetched because a newer event named it: it is older than the room's
-        // forward extremities, so it becomes none of them and leaves the current state as is.
-        let moves_the_room = accepted && !was_outlier;
         let mut current_ref = None;
         let mut membership_from = StateIds::new();
         let mut membership_to = StateIds::new();
@@ -333,10 +407,16 @@ impl Rooms {
                 .collect();
             extremities.push(pdu.event_id().to_owned());
             extremities.sort_unstable();
+            room.forward_extremities = Some(extremities);
+        }
+        // The current state, resolved with the state after the event where the room forks
+        // (it stays as it is for an event that changed nothing: `after` is `None`).
+        if moves_the_room && let Some(after) = &after {
+            let forked = room.forward_extremities.as_ref().is_some_and(|e| e.len() > 1);
             let current = context.current_state().await.map_err(federation_failed)?;
-            let new_current = if extremities.len() == 1 || current.is_empty() {
+            let new_current = if !forked || current.is_empty() {
                 after.clone()
-            } else if after == current {
+            } else if *after == current {
                 current.clone()
             } else {
                 let with_pending = Context { pending: Some(&pdu), ..*context };
@@ -345,7 +425,7 @@ impl Rooms {
                     .map_err(|e| ReceiveError::Failed(ApiError::unknown(e.to_string())))?
             };
             if new_current != current {
-                let as_after = after_ref.filter(|_| new_current == after);
+                let as_after = after_ref.filter(|_| new_current == *after);
                 current_ref = Some(if let Some(after_ref) = as_after {
                     after_ref
                 } else {
@@ -364,7 +444,6 @@ impl Rooms {
                 membership_from = current;
                 membership_to = new_current;
             }
-            room.forward_extremities = Some(extremities);
         }
         if create {
             room.create_with_version = Some(rules.id.to_owned());
@@ -433,6 +512,35 @@ fn federation_failed(error: FederationError) -> ReceiveError {
     }
 }
 
+impl Rooms {
+    /// The state after a received event that changes the state (or has several prev
+    /// events): the state before it, resolved from its prev events', with it.
+    async fn state_after_received(
+        &self,
+        context: &Context<'_>,
+        pdu: &Pdu,
+        status: EventStatus,
+        create: bool,
+    ) -> Result<StateIds, ReceiveError> {
+        let mut after = if create {
+            StateIds::new()
+        } else {
+            inbound::state_before(pdu, context).await.map_err(|e| match e {
+                CheckError::MissingAuthEvent(id) | CheckError::MissingState(id) => {
+                    ReceiveError::Missing(id)
+                }
+                other => ReceiveError::Failed(ApiError::unknown(other.to_string())),
+            })?
+        };
+        if status != EventStatus::Rejected
+            && let Some(state_key) = pdu.state_key()
+        {
+            after.insert((pdu.kind().to_owned(), state_key.to_owned()), pdu.event_id().to_owned());
+        }
+        Ok(after)
+    }
+}
+
 /// The id of the event a check decided on.
 fn check_event_id(check: &PduCheck) -> Option<&str> {
     match check {
@@ -448,11 +556,13 @@ impl Rooms {
     pub(crate) async fn state_before_ids(&self, pdu: &Pdu) -> Result<Vec<String>, ApiError> {
         let info =
             self.storage().room(pdu.room_id()).await?.ok_or_else(ApiError::room_not_found)?;
+        let memo = StateMemo::default();
         let context = Context {
             rooms: self,
             room_id: pdu.room_id(),
             current: info.current_state,
             pending: None,
+            memo: &memo,
         };
         let before = inbound::state_before(pdu, &context)
             .await
