@@ -26,7 +26,7 @@ use benches::rooms::{RoomSpec, generate};
 use benches::ruma_stateres::RumaRoom;
 use benches::stored_room::{StoredRoom, rows, state_ids, store_room};
 use criterion::{Criterion, criterion_group, criterion_main};
-use matrix_federation::inbound::{self, RoomContext};
+use matrix_federation::inbound::{self, RoomContext, StateSplit};
 use matrix_storage::Storage;
 use matrix_storage::memory::MemoryStore;
 use matrix_storage::postgres::{PostgresOptions, PostgresStore};
@@ -88,7 +88,7 @@ fn stateres_storage(c: &mut Criterion) {
             // The first resolution indexes the room (every state event read once).
             let start = Instant::now();
             let plan = runtime
-                .block_on(stored.resolution_plan(&states))
+                .block_on(stored.resolution_plan(&StateSplit::new(&states)))
                 .expect("plans")
                 .expect("every event indexed");
             println!(

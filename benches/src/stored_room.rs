@@ -9,7 +9,7 @@ use matrix_core::json::Value;
 use matrix_core::{Pdu, RoomVersionRules};
 use matrix_federation::FederationError;
 use matrix_federation::auth_index::{AuthIndexes, CACHED_ENTRIES};
-use matrix_federation::inbound::{KnownEvent, ResolutionPlan, RoomContext, StateIds};
+use matrix_federation::inbound::{KnownEvent, ResolutionPlan, RoomContext, StateIds, StateSplit};
 use matrix_storage::{ChangeSet, EventStatus, NewEvent, RoomChanges, Storage, StoredEvent};
 
 use crate::rooms::Room;
@@ -76,9 +76,9 @@ impl RoomContext for StoredRoom {
     }
     async fn resolution_plan(
         &self,
-        states: &[StateIds],
+        split: &StateSplit<'_>,
     ) -> Result<Option<ResolutionPlan>, FederationError> {
-        self.indexes.plan(&self.room_id, states, None).await
+        self.indexes.plan(&self.room_id, split, None).await
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use benches::rooms::{RoomSpec, generate};
 use benches::ruma_stateres::RumaRoom;
 use benches::stored_room::{StoredRoom, rows, state_ids, store_room};
-use matrix_federation::inbound::{self, RoomContext};
+use matrix_federation::inbound::{self, RoomContext, StateSplit};
 use matrix_storage::Storage;
 use matrix_storage::memory::MemoryStore;
 use matrix_storage::sled::{SledOptions, SledStore};
@@ -41,7 +41,7 @@ proptest! {
         let ours = runtime().block_on(async {
             store_room(&storage, &room).await;
             let stored = StoredRoom::new(storage.clone(), &room);
-            assert!(stored.resolution_plan(&states).await.expect("plans").is_some());
+            assert!(stored.resolution_plan(&StateSplit::new(&states)).await.expect("plans").is_some());
             inbound::resolve(room.rules, &states, &stored).await.expect("resolves")
         });
         prop_assert_eq!(rows(&ours), theirs(&room));
@@ -75,7 +75,11 @@ fn the_index_is_stored_and_read_back() {
         let storage: Arc<dyn Storage> =
             Arc::new(SledStore::open(dir.path(), &SledOptions::default()).expect("reopens"));
         let stored = StoredRoom::new(storage.clone(), &room);
-        let plan = stored.resolution_plan(&states).await.expect("plans").expect("a plan");
+        let plan = stored
+            .resolution_plan(&StateSplit::new(&states))
+            .await
+            .expect("plans")
+            .expect("a plan");
         assert!(plan.events.len() < 1_000, "{} events to read", plan.events.len());
         let resolved = inbound::resolve(room.rules, &states, &stored).await.expect("resolves");
         assert_eq!(rows(&resolved), expected);
@@ -111,7 +115,10 @@ fn an_event_that_cannot_be_indexed_leaves_no_plan() {
     runtime().block_on(async {
         store_room(&storage, &kept).await;
         let stored = StoredRoom::new(storage.clone(), &kept);
-        assert_eq!(stored.resolution_plan(&states).await.expect("no storage error"), None);
+        assert_eq!(
+            stored.resolution_plan(&StateSplit::new(&states)).await.expect("no storage error"),
+            None
+        );
         let error = inbound::resolve(kept.rules, &states, &stored).await.expect_err("missing");
         assert!(error.to_string().contains(&dropped_id), "{error}");
         let index = storage.auth_chain_index(&stored.room_id, 0, usize::MAX).await.expect("reads");

@@ -21,7 +21,7 @@ use matrix_stateres::chain_cover::{ChainCover, ChainCoverBuilder, ChainLink, Cha
 use matrix_storage::{AuthChainEntry, ChangeSet, ErrorKind, Storage, StorageError};
 
 use crate::FederationError;
-use crate::inbound::{MAX_RESOLUTION_EVENTS, ResolutionPlan, StateIds};
+use crate::inbound::{MAX_RESOLUTION_EVENTS, ResolutionPlan, StateSplit};
 
 /// The default bound of [`AuthIndexes`]: index entries cached over all rooms (about 100 bytes
 /// each).
@@ -217,20 +217,20 @@ impl AuthIndexes {
         self.rooms.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// What resolving `states` of a room reads, from the room's index (grown first with the
-    /// states' events not indexed yet, stored before it answers). `pending` is an event being
-    /// stored, which the states may name before it is stored (it counts through its auth
-    /// events). `None` when an event cannot be indexed (an auth event is not stored).
+    /// What resolving states (given split) of a room reads, from the room's index (grown first
+    /// with the states' events not indexed yet, stored before it answers). `pending` is an
+    /// event being stored, which the states may name before it is stored (it counts through
+    /// its auth events). `None` when an event cannot be indexed (an auth event is not stored).
     pub async fn plan(
         &self,
         room_id: &str,
-        states: &[StateIds],
+        split: &StateSplit<'_>,
         pending: Option<&Pdu>,
     ) -> Result<Option<ResolutionPlan>, FederationError> {
         for attempt in 0..2 {
             let cached = self.cached().get(room_id);
             let mut index = cached.index.lock().await;
-            let outcome = self.plan_with(&mut index, room_id, states, pending).await;
+            let outcome = self.plan_with(&mut index, room_id, split, pending).await;
             let entries = index.ids.len() as u64;
             drop(index);
             match outcome {
@@ -262,7 +262,7 @@ impl AuthIndexes {
         &self,
         index: &mut RoomIndex,
         room_id: &str,
-        states: &[StateIds],
+        split: &StateSplit<'_>,
         pending: Option<&Pdu>,
     ) -> Result<ResolutionPlan, NoPlan> {
         // What other processes (or an earlier run of this one) stored.
@@ -276,58 +276,56 @@ impl AuthIndexes {
             }
         }
         let pending_id = pending.map(Pdu::event_id);
-        let unindexed: Vec<&str> = states
-            .iter()
-            .flat_map(|state| state.values())
-            .map(String::as_str)
-            .filter(|id| Some(*id) != pending_id && !index.by_id.contains_key(*id))
-            .collect();
+        let ids = || {
+            let conflicted = split.conflicted.iter().flatten();
+            split.unconflicted.iter().chain(conflicted).map(|(_, id)| *id)
+        };
+        let unindexed: Vec<&str> =
+            ids().filter(|id| Some(*id) != pending_id && !index.by_id.contains_key(*id)).collect();
         if !unindexed.is_empty() {
             self.index_events(index, room_id, &unindexed).await?;
         }
+        let lookup = |id: &str| index.by_id.get(id).copied().ok_or(NoPlan::Unindexable);
         let pending_auth: Vec<u32> = match pending {
-            Some(pdu) => pdu
-                .auth_events()
-                .map(|id| index.by_id.get(id).copied().ok_or(NoPlan::Unindexable))
-                .collect::<Result<_, _>>()?,
+            Some(pdu) => pdu.auth_events().map(lookup).collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
-        let cover = index.cover();
-
-        let mut sets: Vec<Vec<u32>> = Vec::with_capacity(states.len());
-        let mut outside: Vec<Vec<u32>> = Vec::with_capacity(states.len());
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for state in states {
-            let mut set = Vec::with_capacity(state.len());
+        let unconflicted: Vec<u32> =
+            split.unconflicted.iter().map(|(_, id)| lookup(id)).collect::<Result<_, _>>()?;
+        let mut conflicted: Vec<Vec<u32>> = Vec::with_capacity(split.conflicted.len());
+        let mut outside: Vec<Vec<u32>> = Vec::with_capacity(split.conflicted.len());
+        for entries in &split.conflicted {
+            let mut set = Vec::with_capacity(entries.len());
             let mut out = Vec::new();
-            for id in state.values() {
-                *counts.entry(id.as_str()).or_default() += 1;
-                match index.by_id.get(id.as_str()) {
-                    Some(&ix) => set.push(ix),
-                    None if Some(id.as_str()) == pending_id => out.extend(&pending_auth),
-                    None => return Err(NoPlan::Unindexable),
+            for (_, id) in entries {
+                if Some(*id) == pending_id {
+                    out.extend(&pending_auth);
+                } else {
+                    set.push(lookup(id)?);
                 }
             }
-            sets.push(set);
+            conflicted.push(set);
             outside.push(out);
         }
-        let difference = cover.state_auth_difference(&sets, &outside);
+        let cover = index.cover();
+        let difference = cover.split_auth_difference(&unconflicted, &conflicted, &outside);
 
         // Read: the conflicted events, the difference, and their auth chains.
-        let conflicted = counts
-            .iter()
-            .filter(|&(_, &count)| count < states.len())
-            .filter_map(|(id, _)| index.by_id.get(*id).copied());
         let roots: Vec<u32> = conflicted
-            .chain(difference.iter().copied())
-            .chain(outside.iter().flatten().copied())
+            .iter()
+            .flatten()
+            .chain(&difference)
+            .chain(outside.iter().flatten())
+            .copied()
             .collect();
         let reach = cover.with_auth_chain(roots);
         let mut events: Vec<String> =
             reach.events(&cover).map(|ix| index.ids[ix as usize].to_string()).collect();
         // The create event, which room version 12 events do not name as an auth event.
-        if let Some(create) = states.first().and_then(|s| s.get(&create_key())) {
-            events.push(create.clone());
+        let create =
+            split.unconflicted.iter().find(|(key, _)| key.0 == "m.room.create" && key.1.is_empty());
+        if let Some((_, id)) = create {
+            events.push((*id).to_owned());
         }
         let auth_difference =
             difference.iter().map(|&ix| index.ids[ix as usize].to_string()).collect();
@@ -399,11 +397,6 @@ impl AuthIndexes {
         self.storage.apply(changes).await?;
         Ok(())
     }
-}
-
-/// The key of the create event.
-fn create_key() -> (String, String) {
-    ("m.room.create".to_owned(), String::new())
 }
 
 /// The events of `auth` (event to its auth events) ordered parents first, considering only

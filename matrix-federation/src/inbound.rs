@@ -103,14 +103,60 @@ pub trait RoomContext: Send + Sync {
         }
         Ok(events)
     }
-    /// What resolving `states` reads, from an index of the room's auth chains; `None` for a
-    /// room without one (then resolution loads the states' events and their whole auth
-    /// chains).
+    /// What resolving states (given split) reads, from an index of the room's auth chains;
+    /// `None` for a room without one (then resolution loads the states' events and their
+    /// whole auth chains).
     async fn resolution_plan(
         &self,
-        _states: &[StateIds],
+        _split: &StateSplit<'_>,
     ) -> Result<Option<ResolutionPlan>, FederationError> {
         Ok(None)
+    }
+}
+
+/// States to resolve, split as resolution splits them: the entries every state holds, and
+/// each state's others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateSplit<'s> {
+    /// The entries every state holds alike, by key.
+    pub unconflicted: Vec<(&'s (String, String), &'s str)>,
+    /// Each state's other entries.
+    pub conflicted: Vec<Vec<(&'s (String, String), &'s str)>>,
+}
+
+impl<'s> StateSplit<'s> {
+    /// Splits `states` in one merged walk over their keys (they are sorted maps), without
+    /// hashing an id.
+    pub fn new(states: &'s [StateIds]) -> Self {
+        let mut split =
+            StateSplit { unconflicted: Vec::new(), conflicted: vec![Vec::new(); states.len()] };
+        let mut heads: Vec<_> = states.iter().map(|state| state.iter().peekable()).collect();
+        let mut at: Vec<Option<(&'s (String, String), &'s String)>> =
+            Vec::with_capacity(states.len());
+        loop {
+            at.clear();
+            at.extend(heads.iter_mut().map(|head| head.peek().copied()));
+            let Some(key) = at.iter().flatten().map(|(key, _)| *key).min() else { break };
+            let first = at[0].filter(|(k, _)| *k == key).map(|(_, id)| id);
+            let alike = first.is_some()
+                && at
+                    .iter()
+                    .all(|entry| entry.is_some_and(|(k, id)| k == key && Some(id) == first));
+            for (i, entry) in at.iter().enumerate() {
+                if let Some((k, id)) = entry
+                    && *k == key
+                {
+                    heads[i].next();
+                    if !alike {
+                        split.conflicted[i].push((key, id.as_str()));
+                    }
+                }
+            }
+            if let (true, Some(id)) = (alike, first) {
+                split.unconflicted.push((key, id.as_str()));
+            }
+        }
+        split
     }
 }
 
@@ -433,10 +479,13 @@ pub async fn resolve(
     states: &[StateIds],
     room: &(impl RoomContext + ?Sized),
 ) -> Result<StateIds, CheckError> {
-    if rules.state_res != StateResAlgorithm::V1
-        && let Some(plan) = room.resolution_plan(states).await?
-    {
-        return resolve_planned(rules, states, plan, room).await;
+    if rules.state_res != StateResAlgorithm::V1 {
+        let split = StateSplit::new(states);
+        if let Some(plan) = room.resolution_plan(&split).await?
+            && let Some(resolved) = resolve_planned(rules, &split, plan, room).await?
+        {
+            return Ok(resolved);
+        }
     }
     resolve_loading(rules, states, room).await
 }
@@ -447,38 +496,51 @@ pub async fn resolve(
 const PLAN_MISSES: usize = 32;
 
 /// [`resolve`] from a plan: the planned events, then the unconflicted events the authorization
-/// rules of those events look up, then resolution given the auth difference.
+/// rules of those events look up, then resolution given the auth difference, over the
+/// conflicted entries and only those unconflicted entries (what it reads of the others, it
+/// would only copy to its answer).
 async fn resolve_planned(
     rules: &RoomVersionRules,
-    states: &[StateIds],
+    split: &StateSplit<'_>,
     plan: ResolutionPlan,
     room: &(impl RoomContext + ?Sized),
-) -> Result<StateIds, CheckError> {
+) -> Result<Option<StateIds>, CheckError> {
     if plan.events.len() > MAX_RESOLUTION_EVENTS {
         return Err(CheckError::TooManyEvents);
     }
     let mut events: HashMap<String, Pdu> = HashMap::with_capacity(plan.events.len() * 2);
     load_into(&mut events, &plan.events, room).await?;
-    // The unconflicted state the checks start from (room versions 2-11), at the keys the
-    // planned events' authorization reads, and its power levels and create event.
-    let unconflicted = |key: &(String, String)| {
-        let (first, others) = states.split_first()?;
-        let id = first.get(key)?;
-        others.iter().all(|state| state.get(key) == Some(id)).then_some(id)
-    };
+    // The unconflicted entries the rules read for the planned events (room versions 2-11
+    // start from the unconflicted state), with the power levels and the create event.
     let mut keys: Vec<(String, String)> = events.values().flat_map(auth_keys).collect();
     keys.push(("m.room.power_levels".to_owned(), String::new()));
     keys.sort_unstable();
     keys.dedup();
-    let wanted: Vec<String> = keys
+    let read: Vec<(&(String, String), &str)> = keys
         .iter()
-        .filter_map(unconflicted)
-        .filter(|id| !events.contains_key(*id))
-        .cloned()
+        .filter_map(|key| {
+            let at = split.unconflicted.binary_search_by(|(k, _)| (*k).cmp(key)).ok()?;
+            Some(split.unconflicted[at])
+        })
+        .collect();
+    let wanted: Vec<String> = read
+        .iter()
+        .filter(|(_, id)| !events.contains_key(*id))
+        .map(|(_, id)| (*id).to_owned())
         .collect();
     load_into(&mut events, &wanted, room).await?;
 
-    let maps = state_maps(states);
+    let maps: Vec<matrix_stateres::StateMap<'_>> = split
+        .conflicted
+        .iter()
+        .map(|conflicted| {
+            conflicted
+                .iter()
+                .chain(&read)
+                .map(|((kind, key), id)| ((kind.as_str(), key.as_str()), *id))
+                .collect()
+        })
+        .collect();
     let difference: Vec<&str> = plan.auth_difference.iter().map(String::as_str).collect();
     let options = matrix_stateres::ResolveOptions {
         auth_difference: Some(&difference),
@@ -486,7 +548,16 @@ async fn resolve_planned(
     };
     for _ in 0..PLAN_MISSES {
         let missing = match matrix_stateres::resolve_with(rules, &maps, &events, options) {
-            Ok(resolved) => return Ok(owned(resolved)),
+            Ok(resolved) => {
+                // The unconflicted entries, and what resolution made of the others.
+                let mut state: StateIds = split
+                    .unconflicted
+                    .iter()
+                    .map(|(key, id)| ((*key).clone(), (*id).to_owned()))
+                    .collect();
+                state.extend(owned(resolved));
+                return Ok(Some(state));
+            }
             Err(matrix_stateres::ResolveError::MissingEvent { event_id, .. }) => event_id,
             Err(e) => return Err(e.into()),
         };
@@ -499,7 +570,7 @@ async fn resolve_planned(
         }
     }
     // The plan was not enough: resolve as without one.
-    resolve_loading(rules, states, room).await
+    Ok(None)
 }
 
 /// Adds the room's events among `ids` to `events`.

@@ -578,13 +578,29 @@ impl ChainCover {
             }
         }
         let everywhere = |event: &u32| counts.get(event).is_some_and(|&c| c as usize == sets.len());
-        let unconflicted = sets.first().into_iter().flatten().copied().filter(everywhere);
-        let common = self.auth_chain(unconflicted);
-        let chains: Vec<ChainReach> = sets
+        let unconflicted: Vec<u32> =
+            sets.first().into_iter().flatten().copied().filter(everywhere).collect();
+        let conflicted: Vec<Vec<u32>> = sets
+            .iter()
+            .map(|set| set.iter().copied().filter(|e| !everywhere(e)).collect())
+            .collect();
+        self.split_auth_difference(&unconflicted, &conflicted, outside)
+    }
+
+    /// [`ChainCover::state_auth_difference`] of state sets already split: the events every
+    /// set holds (`unconflicted`), and each set's others (`conflicted[i]`).
+    pub fn split_auth_difference(
+        &self,
+        unconflicted: &[u32],
+        conflicted: &[Vec<u32>],
+        outside: &[Vec<u32>],
+    ) -> Vec<u32> {
+        let common = self.auth_chain(unconflicted.iter().copied());
+        let chains: Vec<ChainReach> = conflicted
             .iter()
             .enumerate()
             .map(|(i, set)| {
-                let mut chain = self.auth_chain(set.iter().copied().filter(|e| !everywhere(e)));
+                let mut chain = self.auth_chain(set.iter().copied());
                 if let Some(outside) = outside.get(i) {
                     chain.union_with(&self.with_auth_chain(outside.iter().copied()));
                 }

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use matrix_core::{Object, Pdu};
 use matrix_federation::FederationError;
 use matrix_federation::inbound::{
-    self, CheckError, KnownEvent, PduCheck, ResolutionPlan, RoomContext, StateIds,
+    self, CheckError, KnownEvent, PduCheck, ResolutionPlan, RoomContext, StateIds, StateSplit,
 };
 use matrix_federation::keys::KeyProvider;
 use matrix_storage::{
@@ -238,9 +238,9 @@ impl RoomContext for Context<'_> {
 
     async fn resolution_plan(
         &self,
-        states: &[StateIds],
+        split: &StateSplit<'_>,
     ) -> Result<Option<ResolutionPlan>, FederationError> {
-        self.rooms.auth_indexes().plan(self.room_id, states, self.pending).await
+        self.rooms.auth_indexes().plan(self.room_id, split, self.pending).await
     }
 }
 
