@@ -161,6 +161,19 @@ impl Inner {
 
     /// Checks everything `changes` refers to, so that applying cannot fail half-way.
     fn validate(&self, changes: &ChangeSet) -> Result<()> {
+        // Numbers taken first, as the other backends check them before anything else: a
+        // change set that is both a conflict and misses a reference is a conflict everywhere.
+        let mut txns = HashSet::new();
+        for t in &changes.transaction_ids {
+            let key = (t.user_id.clone(), t.device_id.clone(), t.scope.clone(), t.txn_id.clone());
+            if self.transaction_ids.contains_key(&key) || !txns.insert(key) {
+                return Err(StorageError::new(
+                    ErrorKind::Conflict,
+                    format!("transaction id {} was used already", t.txn_id),
+                ));
+            }
+        }
+        self.auth_chains.validate(changes)?;
         let missing = |what: String| Err(StorageError::new(ErrorKind::MissingReference, what));
         let snapshot_ok = |r: &SnapshotRef| match r {
             SnapshotRef::New => changes.snapshot.is_some(),
@@ -218,16 +231,6 @@ impl Inner {
                 return missing(format!("user {}", user.user_id));
             }
         }
-        let mut txns = HashSet::new();
-        for t in &changes.transaction_ids {
-            let key = (t.user_id.clone(), t.device_id.clone(), t.scope.clone(), t.txn_id.clone());
-            if self.transaction_ids.contains_key(&key) || !txns.insert(key) {
-                return Err(StorageError::new(
-                    ErrorKind::Conflict,
-                    format!("transaction id {} was used already", t.txn_id),
-                ));
-            }
-        }
         for (room, event_id) in &changes.backfill {
             let stored = self.events.get(event_id).map(|e| &e.room_id);
             let new = changes.events.iter().find(|e| e.event_id == *event_id).map(|e| &e.room_id);
@@ -235,7 +238,6 @@ impl Inner {
                 return missing(format!("event {event_id} in room {room}"));
             }
         }
-        self.auth_chains.validate(changes)?;
         self.user_data.validate(changes)
     }
 
