@@ -76,7 +76,7 @@ async fn a_join_template_is_given_only_to_the_users_own_server() {
 }
 
 /// A client call on a test server.
-async fn call(
+pub(crate) async fn call(
     server: &matrix_homeserver::testing::TestHomeserver,
     token: &str,
     method: reqwest::Method,
@@ -92,6 +92,18 @@ async fn call(
         .expect("the server answers");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Creates a room on `server` with the `createRoom` body given; answers its id.
+pub(crate) async fn create_room(
+    server: &matrix_homeserver::testing::TestHomeserver,
+    token: &str,
+    body: serde_json::Value,
+) -> String {
+    let path = "/_matrix/client/v3/createRoom";
+    let (status, created) = call(server, token, reqwest::Method::POST, path, body).await;
+    assert_eq!(status, 200, "{created}");
+    created["room_id"].as_str().expect("a room id").to_owned()
 }
 
 /// Syncs (bounded) until `room`'s timeline on `server` holds a message with `body`.
@@ -125,16 +137,12 @@ async fn a_user_joins_a_room_of_another_server_and_messages_go_both_ways() {
     let (a, b) = (net.server("a.test"), net.server("b.test"));
     let alice = a.register_user("alice", "pw").await;
     let bob = b.register_user("bob", "pw").await;
-    let (status, created) = call(
+    let room = create_room(
         a,
         &alice.access_token,
-        reqwest::Method::POST,
-        "/_matrix/client/v3/createRoom",
         serde_json::json!({"preset": "public_chat", "room_alias_name": "tea", "name": "Tea"}),
     )
     .await;
-    assert_eq!(status, 200, "{created}");
-    let room = created["room_id"].as_str().expect("a room id").to_owned();
 
     // bob resolves the alias through a and joins through a.
     let (status, resolved) = call(
@@ -494,16 +502,12 @@ async fn a_server_cannot_push_events_of_a_room_we_are_only_invited_to() {
     let (a, b) = (net.server("a.test"), net.server("b.test"));
     let alice = a.register_user("alice", "pw").await;
     let bob = b.register_user("bob", "pw").await;
-    let (status, created) = call(
+    let room = create_room(
         a,
         &alice.access_token,
-        reqwest::Method::POST,
-        "/_matrix/client/v3/createRoom",
         serde_json::json!({"preset": "private_chat", "invite": ["@bob:b.test"]}),
     )
     .await;
-    assert_eq!(status, 200, "{created}");
-    let room = created["room_id"].as_str().expect("a room id").to_owned();
     sync_until(b, &bob.access_token, "bob's invite", |s| s["rooms"]["invite"].get(&room).is_some())
         .await;
     let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/secret");
@@ -545,16 +549,8 @@ async fn membership_endpoints_refuse_what_a_server_may_not_do() {
     let net = TestFederation::start(&["a.test", "b.test", "c.test"]).await;
     let (a, b, c) = (net.server("a.test"), net.server("b.test"), net.server("c.test"));
     let alice = a.register_user("alice", "pw").await;
-    let (status, created) = call(
-        a,
-        &alice.access_token,
-        reqwest::Method::POST,
-        "/_matrix/client/v3/createRoom",
-        serde_json::json!({"preset": "public_chat"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{created}");
-    let room = created["room_id"].as_str().expect("a room id").to_owned();
+    let room =
+        create_room(a, &alice.access_token, serde_json::json!({"preset": "public_chat"})).await;
     let (b_client, c_client) =
         (b.federation_client().expect("on"), c.federation_client().expect("on"));
     let status_of = |result: Result<matrix_core::Object, FederationError>| match result {

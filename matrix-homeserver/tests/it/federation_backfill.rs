@@ -4,24 +4,8 @@
 use matrix_homeserver::testing::{TestFederation, TestHomeserver};
 use serde_json::{Value, json};
 
-/// A client call on a test server.
-async fn call(
-    server: &TestHomeserver,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Value,
-) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .request(method, format!("{}{path}", server.base_url()))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("the server answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+pub(crate) use crate::federation::call;
+use crate::federation::create_room;
 
 /// Pages `/messages` backwards from the end to the start (at most `max_pages` pages); answers
 /// the events, newest first, and how many pages it took.
@@ -61,16 +45,12 @@ async fn messages_backfill_the_history_from_before_a_remote_join() {
     let (a, b) = (net.server("a.test"), net.server("b.test"));
     let alice = a.register_user("alice", "pw").await;
     let bob = b.register_user("bob", "pw").await;
-    let (status, created) = call(
+    let room = create_room(
         a,
         &alice.access_token,
-        reqwest::Method::POST,
-        "/_matrix/client/v3/createRoom",
         json!({"preset": "public_chat", "room_alias_name": "history", "name": "History"}),
     )
     .await;
-    assert_eq!(status, 200, "{created}");
-    let room = created["room_id"].as_str().expect("a room id").to_owned();
     for i in 0..150 {
         let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}");
         let content = json!({"msgtype": "m.text", "body": format!("m{i}")});
@@ -171,16 +151,12 @@ async fn a_backfill_answer_keeps_only_the_history_of_the_events_asked_for() {
     let (a, b) = (net.server("a.test"), net.server("b.test"));
     let alice = a.register_user("alice", "pw").await;
     let bob = b.register_user("bob", "pw").await;
-    let (status, created) = call(
+    let room = create_room(
         a,
         &alice.access_token,
-        reqwest::Method::POST,
-        "/_matrix/client/v3/createRoom",
         json!({"preset": "public_chat", "room_alias_name": "forged"}),
     )
     .await;
-    assert_eq!(status, 200, "{created}");
-    let room = created["room_id"].as_str().expect("a room id").to_owned();
     let mut ids = Vec::new();
     for i in 0..40 {
         let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}");

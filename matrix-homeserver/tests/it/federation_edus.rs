@@ -5,24 +5,8 @@
 use matrix_homeserver::testing::{TestFederation, TestHomeserver};
 use serde_json::{Value, json};
 
-/// A client call on a test server.
-pub(crate) async fn call(
-    server: &TestHomeserver,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Value,
-) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .request(method, format!("{}{path}", server.base_url()))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("the server answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+pub(crate) use crate::federation::call;
+use crate::federation::create_room;
 
 /// Two servers, alice on a.test in a public room of hers, bob of b.test joined to it.
 pub(crate) struct Shared {
@@ -46,16 +30,12 @@ pub(crate) async fn shared_room() -> Shared {
     let (a, b) = (net.server("a.test"), net.server("b.test"));
     let alice = a.register_user("alice", "pw").await;
     let bob = b.register_user("bob", "pw").await;
-    let (status, created) = call(
+    let room = create_room(
         a,
         &alice.access_token,
-        reqwest::Method::POST,
-        "/_matrix/client/v3/createRoom",
         json!({"preset": "public_chat", "room_alias_name": "tea"}),
     )
     .await;
-    assert_eq!(status, 200, "{created}");
-    let room = created["room_id"].as_str().expect("a room id").to_owned();
     let (status, joined) = call(
         b,
         &bob.access_token,
