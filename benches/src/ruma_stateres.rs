@@ -209,6 +209,17 @@ impl RumaRoom {
         )
     }
 
+    /// What ruma-state-res resolves `sets` of `room` to, given the auth chains, as sorted
+    /// rows: the anchor the differential tests compare with.
+    pub fn resolved_rows(
+        room: &crate::rooms::Room,
+        sets: &[Vec<String>],
+    ) -> Vec<(String, String, String)> {
+        let ruma = RumaRoom::new(&room.events, sets);
+        let version = ruma::RoomVersionId::try_from(room.rules.id).expect("known");
+        RumaRoom::rows(&ruma.resolve(&version, ruma.auth_chains()).expect("ruma resolves"))
+    }
+
     /// The resolved state as sorted `(type, state_key, event_id)` rows.
     pub fn rows(state: &StateMap<OwnedEventId>) -> Vec<(String, String, String)> {
         let mut rows: Vec<(String, String, String)> =

@@ -19,9 +19,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn theirs(room: &benches::rooms::Room) -> Vec<(String, String, String)> {
-    let ruma = RumaRoom::new(&room.events, &room.state_sets);
-    let version = ruma::RoomVersionId::try_from(room.rules.id).expect("known");
-    RumaRoom::rows(&ruma.resolve(&version, ruma.auth_chains()).expect("ruma resolves"))
+    RumaRoom::resolved_rows(room, &room.state_sets)
 }
 
 proptest! {

@@ -111,9 +111,7 @@ fn ours_lean(room: &rooms::Room, sets: &[Vec<String>]) -> Vec<(String, String, S
 }
 
 fn theirs(room: &rooms::Room, sets: &[Vec<String>]) -> Vec<(String, String, String)> {
-    let ruma = RumaRoom::new(&room.events, sets);
-    let version = ruma::RoomVersionId::try_from(room.rules.id).expect("known");
-    RumaRoom::rows(&ruma.resolve(&version, ruma.auth_chains()).expect("ruma resolves"))
+    RumaRoom::resolved_rows(room, sets)
 }
 
 proptest! {
