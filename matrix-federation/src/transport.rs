@@ -1,6 +1,7 @@
 //! How requests reach other servers.
 
 pub mod https;
+pub mod service;
 
 use std::fmt::Debug;
 
