@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::client::{federation_client, http_client};
+use crate::link::Link;
 
 /// How long a started binary may take to answer on both listeners.
 const READY_WITHIN: Duration = Duration::from_secs(30);
@@ -20,7 +21,7 @@ pub(crate) struct OurServer {
     child: Child,
     /// Its client API, `http://127.0.0.1:PORT`.
     pub(crate) client_url: String,
-    /// Its server name, `127.0.0.1:FEDPORT`.
+    /// Its server name, `127.0.0.1:FEDPORT` (or the address of the [`Link`] in front of it).
     pub(crate) server_name: String,
     /// Its federation listener, `https://127.0.0.1:FEDPORT`.
     pub(crate) federation_url: String,
@@ -35,21 +36,29 @@ impl OurServer {
     /// registration and waits until both listeners answer. Panics, with the server's log,
     /// when it does not come up.
     pub(crate) async fn start() -> OurServer {
+        let (client_port, fed_port) = two_free_ports();
+        OurServer::start_named(client_port, fed_port, &format!("127.0.0.1:{fed_port}")).await
+    }
+
+    /// [`OurServer::start`] behind a [`Link`] the test can cut: the server's name is the
+    /// link's address, so other servers reach its federation listener only through the link.
+    pub(crate) async fn start_behind_link() -> (OurServer, Link) {
+        let (client_port, fed_port) = two_free_ports();
+        let link = Link::start(([127, 0, 0, 1], fed_port).into()).await;
+        let server = OurServer::start_named(client_port, fed_port, &link.address).await;
+        (server, link)
+    }
+
+    /// Starts the binary on `client_port` and `fed_port` with `server_name`.
+    async fn start_named(client_port: u16, fed_port: u16, server_name: &str) -> OurServer {
         let dir = tempfile::tempdir().expect("a directory");
-        let client_port = free_port();
-        let fed_port = loop {
-            let port = free_port();
-            if port != client_port {
-                break port;
-            }
-        };
         let status = Command::new(TLS_CERT_SCRIPT)
             .arg(dir.path())
             .status()
             .expect("interop/tls-cert runs (it needs openssl)");
         assert!(status.success(), "interop/tls-cert failed: {status}");
         let config = dir.path().join("homeserver.toml");
-        std::fs::write(&config, config_text(dir.path(), client_port, fed_port))
+        std::fs::write(&config, config_text(dir.path(), server_name, client_port, fed_port))
             .expect("writes the config");
         let log = dir.path().join("server.log");
         let child = spawn(&config, &log);
@@ -57,7 +66,7 @@ impl OurServer {
         let mut server = OurServer {
             child,
             client_url: format!("http://127.0.0.1:{client_port}"),
-            server_name: format!("127.0.0.1:{fed_port}"),
+            server_name: server_name.to_owned(),
             federation_url: format!("https://127.0.0.1:{fed_port}"),
             log,
             config,
@@ -139,10 +148,10 @@ fn spawn(config: &Path, log: &Path) -> Child {
 
 /// The config file: open registration, no rate limits (the tests are the only clients),
 /// federation on with the self-signed certificate and no certificate checks.
-fn config_text(dir: &Path, client_port: u16, fed_port: u16) -> String {
+fn config_text(dir: &Path, server_name: &str, client_port: u16, fed_port: u16) -> String {
     let path = |name: &str| dir.join(name).display().to_string();
     format!(
-        "[server]\nname = \"127.0.0.1:{fed_port}\"\nlisten = \"127.0.0.1:{client_port}\"\n\
+        "[server]\nname = {server_name:?}\nlisten = \"127.0.0.1:{client_port}\"\n\
          data_dir = {data:?}\n\
          [registration]\nmode = \"open\"\n\
          [rate_limits]\nenabled = false\n\
@@ -152,6 +161,17 @@ fn config_text(dir: &Path, client_port: u16, fed_port: u16) -> String {
         cert = path("cert.pem"),
         key = path("key.pem"),
     )
+}
+
+/// Two different free ports: the client API's, the federation listener's.
+fn two_free_ports() -> (u16, u16) {
+    let client_port = free_port();
+    loop {
+        let port = free_port();
+        if port != client_port {
+            return (client_port, port);
+        }
+    }
 }
 
 /// A port no one listens on now (bound, read, released).
