@@ -176,8 +176,7 @@ fn signing_key(data_dir: &Path) -> anyhow::Result<(matrix_core::SigningKey, bool
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         return Ok((key, false));
     }
-    let key = matrix_core::SigningKey::generate("a_1")
-        .map_err(|e| anyhow::anyhow!("generating a signing key: {e}"))?;
+    let key = new_signing_key()?;
     let version = key.key_id().trim_start_matches("ed25519:").to_owned();
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -190,6 +189,22 @@ fn signing_key(data_dir: &Path) -> anyhow::Result<(matrix_core::SigningKey, bool
     )?;
     file.sync_all()?;
     Ok((key, true))
+}
+
+/// A new random signing key whose version is its own: `a_` and the first 8 bytes of its public
+/// half in hex. Other servers cache a server's keys by name and key id; a key made again for
+/// the same name (a new data directory) under a fixed version would look like the old one
+/// to them, and each of its signatures would fail there until the old one expired.
+fn new_signing_key() -> anyhow::Result<matrix_core::SigningKey> {
+    let draft = matrix_core::SigningKey::generate("a")
+        .map_err(|e| anyhow::anyhow!("generating a signing key: {e}"))?;
+    let public = draft.public_key().to_bytes();
+    let version = public[..8].iter().fold(String::from("a_"), |mut text, byte| {
+        text.push_str(&format!("{byte:02x}"));
+        text
+    });
+    matrix_core::SigningKey::from_base64_seed(&version, &draft.seed_base64())
+        .map_err(|e| anyhow::anyhow!("generating a signing key: {e}"))
 }
 
 /// The federation listener's certificate and key, when the config names them.
@@ -285,4 +300,36 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two keys made for the same server (a data directory made again) have different ids,
+    /// each `a_` and 16 hex digits naming its own public half.
+    #[test]
+    fn a_new_signing_key_has_an_id_of_its_own() {
+        let (first, second) =
+            (new_signing_key().expect("a key"), new_signing_key().expect("a key"));
+        assert_ne!(first.key_id(), second.key_id());
+        for key in [first, second] {
+            let version = key.key_id().strip_prefix("ed25519:a_").expect("ed25519:a_…");
+            let public = key.public_key().to_bytes();
+            let hex: String = public[..8].iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(version, hex);
+        }
+    }
+
+    /// The key file written for a new key reads back as the same key under the same id.
+    #[test]
+    fn a_generated_signing_key_reads_back_the_same() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let (made, created) = signing_key(dir.path()).expect("made");
+        assert!(created);
+        let (read, created) = signing_key(dir.path()).expect("read");
+        assert!(!created);
+        assert_eq!(read.key_id(), made.key_id());
+        assert_eq!(read.public_key().to_bytes(), made.public_key().to_bytes());
+    }
 }
