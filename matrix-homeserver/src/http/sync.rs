@@ -27,6 +27,8 @@ struct SyncQuery {
     #[serde(default)]
     full_state: Option<String>,
     timeout: Option<u64>,
+    #[serde(default)]
+    use_state_after: Option<String>,
 }
 
 async fn sync(State(state): AppState, auth: Auth, Query(query): Query<SyncQuery>) -> JsonResult {
@@ -57,9 +59,15 @@ async fn sync(State(state): AppState, auth: Auth, Query(query): Query<SyncQuery>
         Some("true") => true,
         Some(_) => return Err(ApiError::invalid_param("full_state must be true or false")),
     };
+    let state_after = match query.use_state_after.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid_param("use_state_after must be true or false")),
+    };
     let request = SyncRequest {
         since,
         full_state,
+        state_after,
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         filter,
     };

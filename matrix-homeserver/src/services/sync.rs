@@ -119,11 +119,23 @@ enum Known {
     Snapshot(SnapshotId),
 }
 
+/// Which state section a room's answer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    /// `state`: up to the start of the timeline.
+    Before,
+    /// `state_after`: up to its end.
+    After,
+}
+
 /// A sync request.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SyncRequest {
     pub(crate) since: Option<Token>,
     pub(crate) full_state: bool,
+    /// `use_state_after`: each room's state up to the end of its timeline in `state_after`
+    /// (which the client takes instead of the timeline's state events), not `state`.
+    pub(crate) state_after: bool,
     pub(crate) timeout: Duration,
     pub(crate) filter: SyncFilter,
 }
@@ -211,7 +223,7 @@ impl Sync {
                             since_counter,
                             now,
                             has_moved,
-                            filter,
+                            request,
                             &account_data_view,
                         )
                         .await?
@@ -230,7 +242,7 @@ impl Sync {
                     if has_moved
                         && !rooms.forgotten(&room_id, user).await?
                         && let Some(room) =
-                            self.left_room(user, device, &room_id, since, now, filter).await?
+                            self.left_room(user, device, &room_id, since, now, request).await?
                     {
                         leave.insert(room_id, room);
                     }
@@ -456,8 +468,22 @@ impl Sync {
         })
     }
 
-    /// The state section: the state at the start of the timeline, less what the client has
-    /// (`known`), filtered, with only the timeline's senders' members when lazy-loading.
+    /// What state the client has of a room when it takes no state from timelines
+    /// (`use_state_after`): the state at the token (after the room's last event before it),
+    /// or nothing (an initial sync, a room joined since the token).
+    async fn known_at(&self, room_id: &str, since: Option<StreamPos>) -> Result<Known, ApiError> {
+        let Some(since) = since else { return Ok(Known::Nothing) };
+        Ok(match self.state_before(room_id, StreamPos(since.0.saturating_add(1))).await? {
+            Some(snapshot) => Known::Snapshot(snapshot),
+            None => Known::Nothing,
+        })
+    }
+
+    /// A state section: the state of `snapshot` less what the client has (`known`),
+    /// filtered, with only the timeline's senders' members when lazy-loading. For `state`
+    /// ([`Section::Before`]: `snapshot` is the state at the start of the timeline) the
+    /// timeline's own events are left out, the client takes them from the timeline; for
+    /// `state_after` ([`Section::After`]: the state at its end) they are not.
     async fn state_section(
         &self,
         user: &UserId,
@@ -465,6 +491,7 @@ impl Sync {
         known: Known,
         timeline: &[Arc<Pdu>],
         filter: &SyncFilter,
+        section: Section,
     ) -> Result<Vec<Value>, ApiError> {
         let Some(snapshot) = snapshot else { return Ok(Vec::new()) };
         if known == Known::UpToTimeline && !filter.lazy_load_members {
@@ -472,7 +499,10 @@ impl Sync {
         }
         let senders: BTreeSet<&str> =
             timeline.iter().map(|p| p.sender()).chain([user.as_str()]).collect();
-        let in_timeline: HashSet<&str> = timeline.iter().map(|p| p.event_id()).collect();
+        let in_timeline: HashSet<&str> = match section {
+            Section::Before => timeline.iter().map(|p| p.event_id()).collect(),
+            Section::After => HashSet::new(),
+        };
         if known == Known::UpToTimeline {
             // Lazy loading with nothing else missing: the senders' member events only, one
             // lookup each rather than a read of the whole state.
@@ -541,9 +571,10 @@ impl Sync {
         since_counter: u64,
         now: Token,
         moved: bool,
-        filter: &SyncFilter,
+        request: &SyncRequest,
         data: &AccountDataView,
     ) -> Result<Option<Value>, ApiError> {
+        let filter = &request.filter;
         let rooms = &self.rooms;
         let info = rooms.storage().room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
         let current =
@@ -574,18 +605,33 @@ impl Sync {
             let (events, limited, first) =
                 self.timeline(&looker, room_id, after, now.stream, filter).await?;
             if !events.is_empty() || since_stream.is_none() || limited {
-                let state_snapshot = if events.is_empty() {
-                    Some(current)
+                let (name, state) = if request.state_after {
+                    // The end of a joined room's timeline is its current state.
+                    let known = self.known_at(room_id, since_stream).await?;
+                    let section = Section::After;
+                    (
+                        "state_after",
+                        self.state_section(user, Some(current), known, &events, filter, section)
+                            .await?,
+                    )
                 } else {
-                    self.state_before(room_id, first).await?
+                    let state_snapshot = if events.is_empty() {
+                        Some(current)
+                    } else {
+                        self.state_before(room_id, first).await?
+                    };
+                    let known = self.known_state(room_id, since_stream, limited).await?;
+                    let section = Section::Before;
+                    (
+                        "state",
+                        self.state_section(user, state_snapshot, known, &events, filter, section)
+                            .await?,
+                    )
                 };
-                let known = self.known_state(room_id, since_stream, limited).await?;
-                let state =
-                    self.state_section(user, state_snapshot, known, &events, filter).await?;
                 let timeline =
                     rooms.show_all(&events, Some(Viewer { user: user.as_str(), device })).await?;
                 room.insert("timeline".to_owned(), json!({"events": timeline, "limited": limited, "prev_batch": room_token(first)}));
-                room.insert("state".to_owned(), json!({"events": state}));
+                room.insert(name.to_owned(), json!({"events": state}));
                 if filter.lazy_load_members || since_stream.is_none() {
                     room.insert("summary".to_owned(), self.summary(user, current).await?);
                 }
@@ -698,8 +744,9 @@ impl Sync {
         room_id: &str,
         since: Option<Token>,
         now: Token,
-        filter: &SyncFilter,
+        request: &SyncRequest,
     ) -> Result<Option<Value>, ApiError> {
+        let filter = &request.filter;
         if since.is_none() && !filter.include_leave {
             return Ok(None);
         }
@@ -724,22 +771,30 @@ impl Sync {
         let (events, limited, first) = self.timeline(&looker, room_id, after, upto, filter).await?;
         // A user who never joined (a rejected or revoked invite, a ban before joining) is
         // shown their own membership events and no state at all.
-        let state = if looker.memberships.ever_joined() {
+        let since_stream = since.map(|t| t.stream);
+        let state = if !looker.memberships.ever_joined() {
+            Vec::new()
+        } else if request.state_after {
+            // The timeline ends with the user's leave.
+            let known = self.known_at(room_id, since_stream).await?;
+            let (snapshot, section) = (stored.state_after, Section::After);
+            self.state_section(user, snapshot, known, &events, filter, section).await?
+        } else {
             let state_snapshot = if events.is_empty() {
                 stored.state_after
             } else {
                 self.state_before(room_id, first).await?
             };
-            let known = self.known_state(room_id, since.map(|t| t.stream), limited).await?;
-            self.state_section(user, state_snapshot, known, &events, filter).await?
-        } else {
-            Vec::new()
+            let known = self.known_state(room_id, since_stream, limited).await?;
+            let section = Section::Before;
+            self.state_section(user, state_snapshot, known, &events, filter, section).await?
         };
         let timeline =
             rooms.show_all(&events, Some(Viewer { user: user.as_str(), device })).await?;
+        let name = if request.state_after { "state_after" } else { "state" };
         Ok(Some(json!({
             "timeline": {"events": timeline, "limited": limited, "prev_batch": room_token(first)},
-            "state": {"events": state},
+            name: {"events": state},
             "account_data": {"events": []},
         })))
     }

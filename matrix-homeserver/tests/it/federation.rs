@@ -473,6 +473,91 @@ async fn a_fork_made_while_the_link_is_cut_is_resolved_the_same_on_both_sides() 
     }
 }
 
+/// After a fork, the timeline's order is not the resolved state's: a client that applies
+/// `state` and the timeline ends at the power levels that arrived last, and only
+/// `use_state_after` tells it the resolved ones.
+#[tokio::test]
+async fn after_a_fork_state_after_tells_a_client_the_resolved_state() {
+    let net = TestFederation::start(&["a.test", "b.test"]).await;
+    let (a, b) = (net.server("a.test"), net.server("b.test"));
+    let alice = a.register_user("alice", "pw").await;
+    let bob = b.register_user("bob", "pw").await;
+    let room = create_room(
+        a,
+        &alice.access_token,
+        serde_json::json!({"preset": "public_chat", "room_version": "11"}),
+    )
+    .await;
+    let join = format!("/_matrix/client/v3/join/{room}?server_name=a.test");
+    let (status, answer) =
+        call(b, &bob.access_token, reqwest::Method::POST, &join, serde_json::json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    // bob as powerful as alice.
+    let levels_path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/");
+    let get = reqwest::Method::GET;
+    let (_, mut levels) =
+        call(a, &alice.access_token, get.clone(), &levels_path, serde_json::json!({})).await;
+    levels["users"]["@bob:b.test"] = serde_json::json!(100);
+    let put = reqwest::Method::PUT;
+    let (status, _) = call(a, &alice.access_token, put.clone(), &levels_path, levels.clone()).await;
+    assert_eq!(status, 200);
+    wait_for_state(b, &bob.access_token, &room, "m.room.power_levels", |c| {
+        c["users"]["@bob:b.test"] == 100
+    })
+    .await;
+    let (_, sync) =
+        call(b, &bob.access_token, get.clone(), "/_matrix/client/v3/sync", serde_json::json!({}))
+            .await;
+    let since = sync["next_batch"].as_str().expect("a token").to_owned();
+
+    // Cut: alice's levels first, then bob's (later, so resolved last: his stand), each on
+    // its side; healed, b gets alice's after its own.
+    net.cut("a.test", "b.test");
+    let mut on_a = levels.clone();
+    on_a["users"]["@carol:a.test"] = serde_json::json!(10);
+    let (status, _) = call(a, &alice.access_token, put.clone(), &levels_path, on_a).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut on_b = levels.clone();
+    on_b["users"]["@dave:b.test"] = serde_json::json!(10);
+    let (status, answer) = call(b, &bob.access_token, put, &levels_path, on_b).await;
+    assert_eq!(status, 200);
+    let bobs = answer["event_id"].as_str().expect("an id").to_owned();
+    net.heal("a.test", "b.test");
+    wait_for_state(a, &alice.access_token, &room, "m.room.power_levels", |c| {
+        c["users"]["@dave:b.test"] == 10
+    })
+    .await;
+    let on_b = sync_from(b, &bob.access_token, Some(&since), "alice's levels", |sync| {
+        sync["rooms"]["join"][&room]["timeline"]["events"].as_array().is_some_and(|events| {
+            events.iter().any(|e| e["content"]["users"]["@carol:a.test"] == 10)
+        })
+    })
+    .await;
+    let resolved = state_ids(b, &bob.access_token, &room).await;
+    let levels_key = ("m.room.power_levels".to_owned(), String::new());
+    assert_eq!(resolved[&levels_key], bobs, "bob's levels, the later, stand");
+    // What `state` and the timeline tell: alice's levels, last in the timeline.
+    let timeline =
+        on_b["rooms"]["join"][&room]["timeline"]["events"].as_array().expect("a timeline");
+    let last_levels = timeline.iter().rev().find(|e| e["type"] == "m.room.power_levels");
+    assert_ne!(last_levels.and_then(|e| e["event_id"].as_str()), Some(bobs.as_str()));
+    // What `state_after` tells, from the same token: bob's.
+    let path = format!("/_matrix/client/v3/sync?since={since}&use_state_after=true");
+    let (status, after) = call(b, &bob.access_token, get, &path, serde_json::json!({})).await;
+    assert_eq!(status, 200, "{after}");
+    let joined = &after["rooms"]["join"][&room];
+    assert!(joined.get("state").is_none(), "{joined}");
+    let told: Vec<&str> = joined["state_after"]["events"]
+        .as_array()
+        .expect("state_after")
+        .iter()
+        .filter(|e| e["type"] == "m.room.power_levels")
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert_eq!(told, vec![bobs.as_str()], "{joined}");
+}
+
 /// Waits until `room`'s current state on `server` has a `kind` event whose content `matches`.
 async fn wait_for_state(
     server: &matrix_homeserver::testing::TestHomeserver,

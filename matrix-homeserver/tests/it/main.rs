@@ -202,6 +202,10 @@ impl Client {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
+    pub(crate) async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
     /// A raw body, for malformed requests.
     pub(crate) async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
         let mut request = self.http.post(format!("{}{path}", self.base)).body(body);

@@ -575,7 +575,99 @@ async fn rate_limits_answer_429_with_retry_after(backend: crate::Backend) {
     assert!(retry.as_u64().is_some_and(|ms| ms > 0 && ms <= 2000), "{retry}");
 }
 
+/// `use_state_after`: `state_after` (never `state`) holds the state at the end of the
+/// timeline less what the client had at its token, the timeline's own state events included;
+/// all of it in an initial sync; in a left room, the state at the leave.
+async fn state_after_is_the_state_at_the_end_of_the_timeline(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, _) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    let room = create(&alice, json!({"preset": "public_chat", "name": "First"})).await;
+    let (status, _) = bob.post(&format!("{V3}/rooms/{room}/join"), &json!({})).await;
+    assert_eq!(status, 200);
+    let state_keys = |section: &Value| -> Vec<(String, String, String)> {
+        let mut keys: Vec<_> = section["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| {
+                let text = |k: &str| e[k].as_str().expect("a string").to_owned();
+                (text("type"), text("state_key"), text("event_id"))
+            })
+            .collect();
+        keys.sort();
+        keys
+    };
+    let (status, current) = alice.get(&format!("{V3}/rooms/{room}/state")).await;
+    assert_eq!(status, 200);
+    let mut whole: Vec<_> = current
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().expect("a string").to_owned();
+            (text("type"), text("state_key"), text("event_id"))
+        })
+        .collect();
+    whole.sort();
+
+    // Initial: the whole current state, and no `state`.
+    let initial = sync(&alice, "use_state_after=true").await;
+    let joined = &initial["rooms"]["join"][&room];
+    assert!(joined.get("state").is_none(), "{joined}");
+    assert_eq!(state_keys(&joined["state_after"]), whole);
+
+    // Incremental: the name set twice and a topic, all in the timeline; `state_after` holds
+    // the last name and the topic (and not the first name), the rest the client had.
+    let since = initial["next_batch"].as_str().expect("a token").to_owned();
+    let mut ids = Vec::new();
+    for (kind, content) in [
+        ("m.room.name", json!({"name": "Second"})),
+        ("m.room.topic", json!({"topic": "Tea"})),
+        ("m.room.name", json!({"name": "Third"})),
+    ] {
+        let (status, body) = alice.put(&format!("{V3}/rooms/{room}/state/{kind}/"), &content).await;
+        assert_eq!(status, 200, "{body}");
+        ids.push(body["event_id"].as_str().expect("an id").to_owned());
+    }
+    send(&alice, &room, "after", "after the changes").await;
+    let next = sync(&alice, &format!("since={since}&use_state_after=true")).await;
+    let joined = &next["rooms"]["join"][&room];
+    assert!(joined.get("state").is_none(), "{joined}");
+    let after = state_keys(&joined["state_after"]);
+    let expected = vec![
+        ("m.room.name".to_owned(), String::new(), ids[2].clone()),
+        ("m.room.topic".to_owned(), String::new(), ids[1].clone()),
+    ];
+    assert_eq!(after, expected, "{joined}");
+    // Without the parameter, `state` as before: the timeline holds the changes.
+    let legacy = sync(&alice, &format!("since={since}")).await;
+    let joined = &legacy["rooms"]["join"][&room];
+    assert!(joined.get("state_after").is_none(), "{joined}");
+    assert_eq!(state_keys(&joined["state"]), Vec::new(), "{joined}");
+    // A bad value is refused.
+    let (status, body) = alice.get(&format!("{V3}/sync?use_state_after=yes")).await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"), "{body}");
+
+    // bob leaves after a change: his left room's `state_after` ends with his leave.
+    let since = sync(&bob, "").await["next_batch"].as_str().expect("a token").to_owned();
+    let (status, body) = alice
+        .put(&format!("{V3}/rooms/{room}/state/m.room.topic/"), &json!({"topic": "Coffee"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let topic = body["event_id"].as_str().expect("an id").to_owned();
+    let (status, _) = bob.post(&format!("{V3}/rooms/{room}/leave"), &json!({})).await;
+    assert_eq!(status, 200);
+    let left = sync(&bob, &format!("since={since}&use_state_after=true")).await;
+    let left = &left["rooms"]["leave"][&room];
+    assert!(left.get("state").is_none(), "{left}");
+    let after = state_keys(&left["state_after"]);
+    assert!(after.iter().any(|(k, _, id)| k == "m.room.topic" && *id == topic), "{left}");
+    assert!(after.iter().any(|(k, key, _)| k == "m.room.member" && *key == bob_id), "{left}");
+}
+
 crate::on_every_backend!(
+    state_after_is_the_state_at_the_end_of_the_timeline,
     initial_and_incremental_sync_with_long_poll,
     filters_lazy_loading_and_ephemeral_events,
     unread_counts_follow_messages_mentions_and_receipts,
