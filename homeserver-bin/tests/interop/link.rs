@@ -52,7 +52,11 @@ impl Drop for Link {
 /// Accepts until aborted; each connection is forwarded by a task of its own.
 async fn accept(listener: TcpListener, upstream: SocketAddr, cut: watch::Receiver<bool>) {
     loop {
-        let Ok((inbound, _)) = listener.accept().await else { continue };
+        let Ok((inbound, _)) = listener.accept().await else {
+            // Out of descriptors, say: wait rather than spin.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
         if *cut.borrow() {
             drop(inbound);
             continue;
