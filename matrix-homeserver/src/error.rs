@@ -228,10 +228,20 @@ impl From<matrix_federation::FederationError> for ApiError {
                 "M_TOO_LARGE",
                 format!("{destination} answered more than {limit} bytes"),
             ),
-            // Another server failed us: the details are for the operator's log.
+            // Another server failed us: the details are for the operator's log; the client
+            // is told which way (its status, where it answered one).
             other => {
                 eprintln!("federation: {other}");
-                Self::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", "another server did not answer")
+                let message = match &other {
+                    matrix_federation::FederationError::Status { status, .. } => {
+                        format!("another server refused the request ({status})")
+                    }
+                    matrix_federation::FederationError::Malformed { .. } => {
+                        "another server answered something malformed".to_owned()
+                    }
+                    _ => "another server did not answer".to_owned(),
+                };
+                Self::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", message)
             }
         }
     }
@@ -242,5 +252,35 @@ impl IntoResponse for ApiError {
         let body =
             self.body.unwrap_or_else(|| json!({"errcode": self.errcode, "error": self.message}));
         (self.status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use matrix_federation::FederationError;
+
+    /// Another server's failure is a 502 that says which kind it was (its status, when it
+    /// answered one), nothing more of what it sent.
+    #[test]
+    fn another_servers_failure_says_which_kind() {
+        let refused = ApiError::from(FederationError::Status {
+            destination: "remote.test".to_owned(),
+            status: 401,
+            body: "a secret of theirs".to_owned(),
+        });
+        assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(refused.message, "another server refused the request (401)");
+        let gone = ApiError::from(FederationError::Unreachable {
+            destination: "remote.test".to_owned(),
+            reason: "connection refused".to_owned(),
+        });
+        assert_eq!(gone.message, "another server did not answer");
+        let odd = ApiError::from(FederationError::Malformed {
+            destination: "remote.test".to_owned(),
+            reason: "not JSON".to_owned(),
+        });
+        assert_eq!((odd.status(), odd.errcode()), (StatusCode::BAD_GATEWAY, "M_UNKNOWN"));
+        assert_eq!(odd.message, "another server answered something malformed");
     }
 }
