@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use matrix_homeserver::{
-    Config, HttpConfig, LimitsConfig, RateLimitsConfig, RegistrationConfig, WellKnownConfig,
+    Config, HttpConfig, LimitsConfig, RateLimitsConfig, RegistrationConfig, UrlPreviewConfig,
+    WellKnownConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,7 @@ pub(crate) struct FileConfig {
     pub(crate) rate_limits: RateLimitsConfig,
     pub(crate) http: HttpConfig,
     pub(crate) federation: FederationSection,
+    pub(crate) url_preview: UrlPreviewConfig,
 }
 
 /// `[federation]`: the library's settings, and where the federation listener listens with
@@ -159,6 +161,7 @@ impl FileConfig {
         config.federation.enabled = self.federation.enabled;
         config.federation.verify_certificates = self.federation.verify_certificates;
         config.federation.trusted_key_servers = self.federation.trusted_key_servers.clone();
+        config.url_preview = self.url_preview.clone();
         config
     }
 }

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 mod network;
+mod url_preview;
 pub use network::{IpNetwork, IpNetworkError};
+pub use url_preview::{DEFAULT_IP_BLOCKLIST, UrlPreviewConfig, default_ip_blocklist};
 
 /// Everything the homeserver can be told. Every field has a default, and the defaults are the
 /// secure ones: registration closed.
@@ -26,6 +28,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Talking to other servers (off by default).
     pub federation: FederationConfig,
+    /// URL previews (off by default).
+    pub url_preview: UrlPreviewConfig,
 }
 
 impl Default for Config {
@@ -38,6 +42,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             http: HttpConfig::default(),
             federation: FederationConfig::default(),
+            url_preview: UrlPreviewConfig::default(),
         }
     }
 }
@@ -258,6 +263,8 @@ pub struct RateLimitsConfig {
     pub key_upload: RateLimit,
     /// Media uploads, per user (`rc_media_create`).
     pub media_upload: RateLimit,
+    /// URL previews, per user (each may fetch a page and an image).
+    pub url_preview: RateLimit,
     /// Lookups that tell whether a user exists (`/register/available`, `/profile`), per
     /// client address.
     pub lookups: RateLimit,
@@ -285,6 +292,7 @@ impl Default for RateLimitsConfig {
             to_device: RateLimit::new(20.0, 100.0),
             key_upload: RateLimit::new(2.0, 50.0),
             media_upload: RateLimit::new(10.0, 50.0),
+            url_preview: RateLimit::new(2.0, 30.0),
             lookups: RateLimit::new(5.0, 50.0),
         }
     }

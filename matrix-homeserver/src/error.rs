@@ -247,6 +247,22 @@ impl From<matrix_federation::FederationError> for ApiError {
     }
 }
 
+impl From<crate::services::url_preview::fetch::FetchError> for ApiError {
+    /// As Synapse answers: a blocked address named in the URL is 403; a name that does not
+    /// resolve, or resolves to a blocked address, is 502 (Synapse cannot tell the two
+    /// apart, and neither does a client); anything the other server did is 502.
+    fn from(error: crate::services::url_preview::fetch::FetchError) -> Self {
+        use crate::services::url_preview::fetch::FetchError;
+        let message = error.to_string();
+        match error {
+            FetchError::InvalidUrl(_) => Self::invalid_param(message),
+            FetchError::BlockedAddress => Self::new(StatusCode::FORBIDDEN, "M_UNKNOWN", message),
+            FetchError::TooLarge(_) => Self::new(StatusCode::BAD_GATEWAY, "M_TOO_LARGE", message),
+            _ => Self::bad_gateway(message),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body =

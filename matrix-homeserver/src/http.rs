@@ -32,6 +32,8 @@ use crate::error::ApiError;
 
 /// The router of every endpoint this server answers.
 pub(crate) fn router(state: Arc<State>) -> Router {
+    // With previews off, their paths are not routes at all (as in Synapse).
+    let previews = state.url_preview.is_some();
     Router::new()
         .route("/_matrix/client/versions", route(get(discovery::versions)))
         .route("/.well-known/matrix/client", route(get(discovery::well_known_client)))
@@ -52,7 +54,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(push_rules::routes())
         .merge(e2ee::routes())
         .merge(key_backup::routes())
-        .merge(media::routes())
+        .merge(media::routes(previews))
         .fallback(|| async { ApiError::unrecognized() })
         .layer(cors())
         .with_state(state)

@@ -15,12 +15,14 @@ use matrix_storage::Storage;
 use ruma::{OwnedServerName, OwnedUserId, ServerName};
 
 pub use config::{
-    Config, FederationConfig, HttpConfig, IpNetwork, IpNetworkError, LimitsConfig, RateLimit,
-    RateLimitsConfig, RegistrationConfig, RegistrationMode, WellKnownConfig,
+    Config, DEFAULT_IP_BLOCKLIST, FederationConfig, HttpConfig, IpNetwork, IpNetworkError,
+    LimitsConfig, RateLimit, RateLimitsConfig, RegistrationConfig, RegistrationMode,
+    UrlPreviewConfig, WellKnownConfig, default_ip_blocklist,
 };
 pub use error::ApiError;
 pub use matrix_federation;
 pub use services::accounts::Session;
+pub use services::url_preview::fetch::{HostResolver, ResolveError};
 
 use services::accounts::{Accounts, DeviceRequest};
 use services::ephemeral::Ephemeral;
@@ -44,6 +46,8 @@ pub(crate) struct State {
     pub(crate) push_rules_lock: tokio::sync::Mutex<()>,
     /// Federation, when it is enabled.
     pub(crate) federation: Option<services::federation::Federation>,
+    /// URL previews, when they are enabled.
+    pub(crate) url_preview: Option<services::url_preview::UrlPreviews>,
 }
 
 impl State {
@@ -131,6 +135,9 @@ pub enum BuildError {
     /// failed).
     #[error("could not upgrade the stored data of an earlier release: {0}")]
     Upgrade(String),
+    /// URL previews are enabled and could not be set up (DNS resolver, TLS roots).
+    #[error("URL previews: {0}")]
+    UrlPreview(String),
 }
 
 /// A second handle on our signing key (the room service signs events, the federation service
@@ -148,6 +155,7 @@ pub struct HomeserverBuilder {
     storage: Option<Arc<dyn Storage>>,
     signing_key: Option<matrix_core::SigningKey>,
     transport: Option<Arc<dyn matrix_federation::transport::Transport>>,
+    preview_resolver: Option<Arc<dyn HostResolver>>,
 }
 
 impl std::fmt::Debug for HomeserverBuilder {
@@ -186,6 +194,13 @@ impl HomeserverBuilder {
         self
     }
 
+    /// How URL previews look host names up (the system's DNS otherwise); tests give fixed
+    /// answers. Every answer is checked against the preview IP blocklist all the same.
+    pub fn url_preview_resolver(mut self, resolver: Arc<dyn HostResolver>) -> Self {
+        self.preview_resolver = Some(resolver);
+        self
+    }
+
     /// Checks the settings and builds the homeserver.
     pub async fn build(self) -> Result<Homeserver, BuildError> {
         let storage = self.storage.ok_or(BuildError::NoStorage)?;
@@ -221,6 +236,21 @@ impl HomeserverBuilder {
                 storage.clone(),
                 transport,
             ))
+        } else {
+            None
+        };
+        let url_preview = if self.config.url_preview.enabled {
+            let resolver: Arc<dyn HostResolver> = match self.preview_resolver {
+                Some(resolver) => resolver,
+                None => Arc::new(
+                    services::url_preview::fetch::SystemResolver::new()
+                        .map_err(|e| BuildError::UrlPreview(e.to_string()))?,
+                ),
+            };
+            let previews =
+                services::url_preview::UrlPreviews::new(&self.config.url_preview, resolver)
+                    .map_err(|e| BuildError::UrlPreview(e.to_string()))?;
+            Some(previews)
         } else {
             None
         };
@@ -264,6 +294,7 @@ impl HomeserverBuilder {
             ),
             push_rules_lock: tokio::sync::Mutex::new(()),
             federation,
+            url_preview,
             rooms,
             ephemeral,
             config: self.config,

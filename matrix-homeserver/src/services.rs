@@ -9,3 +9,4 @@ pub(crate) mod migrate;
 pub(crate) mod rate_limit;
 pub(crate) mod rooms;
 pub(crate) mod sync;
+pub(crate) mod url_preview;

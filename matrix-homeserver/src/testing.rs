@@ -61,6 +61,22 @@ impl TestHomeserver {
         Self::serve(homeserver).await
     }
 
+    /// Starts one with these settings (in memory, on a loopback port) whose URL previews look
+    /// host names up with `resolver` (fixed answers instead of DNS).
+    pub async fn start_with_preview_resolver(
+        config: Config,
+        resolver: Arc<dyn crate::HostResolver>,
+    ) -> Self {
+        let homeserver = Homeserver::builder()
+            .config(config)
+            .storage(Arc::new(MemoryStore::new()))
+            .url_preview_resolver(resolver)
+            .build()
+            .await
+            .expect("the test homeserver builds");
+        Self::serve(homeserver).await
+    }
+
     /// Serves a built homeserver's client API on a loopback port.
     async fn serve(homeserver: Homeserver) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");

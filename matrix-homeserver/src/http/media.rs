@@ -1,6 +1,6 @@
 //! Media: upload (the legacy path clients still use), download and thumbnails (legacy and
-//! authenticated; only the authenticated paths fetch other servers' media), and the upload
-//! limit.
+//! authenticated; only the authenticated paths fetch other servers' media), the upload
+//! limit, and URL previews (routes only when they are enabled).
 
 use std::sync::Arc;
 
@@ -21,8 +21,8 @@ use crate::services::rate_limit::Action;
 
 type AppState = State<Arc<crate::State>>;
 
-pub(super) fn routes() -> Routes {
-    Router::new()
+pub(super) fn routes(previews: bool) -> Routes {
+    let router = Router::new()
         .route("/_matrix/media/v3/upload", route(post(upload)))
         .route("/_matrix/media/v3/config", route(get(config)))
         .route("/_matrix/client/v1/media/config", route(get(config)))
@@ -34,7 +34,13 @@ pub(super) fn routes() -> Routes {
             route(get(download_authed_named)),
         )
         .route("/_matrix/media/v3/thumbnail/{server}/{id}", route(get(thumbnail)))
-        .route("/_matrix/client/v1/media/thumbnail/{server}/{id}", route(get(thumbnail_authed)))
+        .route("/_matrix/client/v1/media/thumbnail/{server}/{id}", route(get(thumbnail_authed)));
+    if !previews {
+        return router;
+    }
+    router
+        .route("/_matrix/client/v1/media/preview_url", route(get(preview_url)))
+        .route("/_matrix/media/v3/preview_url", route(get(preview_url)))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -87,6 +93,33 @@ async fn upload(
     }
     let id = upload.finish(auth.user_id.as_str(), content_type, query.filename).await?;
     Ok(Json(json!({"content_uri": format!("mxc://{}/{id}", state.rooms.server_name())})))
+}
+
+/// The query of `preview_url`.
+#[derive(Debug, Deserialize)]
+struct PreviewQuery {
+    url: Option<String>,
+    /// The time the client would like the preview from; the freshest one kept (or a new
+    /// one) is answered whatever it is.
+    #[serde(default)]
+    #[allow(dead_code)]
+    ts: Option<i64>,
+}
+
+async fn preview_url(
+    State(state): AppState,
+    auth: Auth,
+    Query(query): Query<PreviewQuery>,
+) -> JsonResult {
+    let url = query.url.ok_or_else(|| ApiError::missing_param("the url parameter is missing"))?;
+    let previews = state.url_preview.as_ref().ok_or_else(ApiError::unrecognized)?;
+    state.limiter.check(Action::UrlPreview, auth.user_id.as_str())?;
+    let store = crate::services::url_preview::ImageStore {
+        media: &state.media,
+        server_name: state.rooms.server_name().as_str(),
+        max_media_bytes: state.config.limits.max_media_bytes,
+    };
+    Ok(Json(previews.preview(&url, auth.user_id.as_str(), store).await?))
 }
 
 async fn config(State(state): AppState, _auth: Auth) -> JsonResult {

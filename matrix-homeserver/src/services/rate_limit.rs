@@ -51,6 +51,8 @@ pub(crate) enum Action {
     KeyUpload,
     /// Media uploads, per user.
     MediaUpload,
+    /// URL previews, per user.
+    UrlPreview,
     /// Lookups of whether users exist, per user or address.
     Lookup,
 }
@@ -106,6 +108,7 @@ impl RateLimiter {
             Action::ToDevice => c.to_device,
             Action::KeyUpload => c.key_upload,
             Action::MediaUpload => c.media_upload,
+            Action::UrlPreview => c.url_preview,
             Action::Lookup => c.lookups,
         }
     }

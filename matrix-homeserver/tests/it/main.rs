@@ -24,6 +24,7 @@ mod rooms;
 mod spec;
 mod sync;
 mod trust;
+mod url_preview;
 mod visibility;
 
 use std::sync::Arc;
