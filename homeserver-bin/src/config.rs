@@ -257,6 +257,20 @@ mod tests {
     }
 
     #[test]
+    fn url_previews_are_off_unless_enabled_and_reach_the_library() {
+        let config = FileConfig::parse("", no_env(), "test").expect("parses").homeserver();
+        assert!(!config.url_preview.enabled);
+        assert_eq!(config.url_preview.ip_blocklist, matrix_homeserver::default_ip_blocklist());
+        let text = "[url_preview]\nenabled = true\nip_allowlist = [\"10.1.0.0/16\"]\n";
+        let env = vec![("HOMESERVER__URL_PREVIEW__MAX_REDIRECTS".to_owned(), "2".to_owned())];
+        let config = FileConfig::parse(text, env, "test").expect("parses").homeserver();
+        assert!(config.url_preview.enabled);
+        assert_eq!(config.url_preview.max_redirects, 2);
+        assert!(!config.url_preview.is_blocked("10.1.2.3".parse().expect("an address")));
+        assert!(config.url_preview.is_blocked("10.2.0.1".parse().expect("an address")));
+    }
+
+    #[test]
     fn unknown_keys_are_reported_by_name() {
         let err =
             FileConfig::parse("[server]\nnmae = \"x\"\n", no_env(), "test").expect_err("a typo");

@@ -75,8 +75,8 @@ pub struct UrlPreviewConfig {
     /// Previews fetched at once, server-wide; more answer 429 `M_LIMIT_EXCEEDED` (each
     /// holds up to `max_response_bytes` in memory).
     pub max_concurrent_fetches: usize,
-    /// Previews kept in memory, by URL.
-    pub cache_entries: usize,
+    /// Bytes the previews kept in memory (by URL) may take, about twice their JSON each.
+    pub cache_bytes: u64,
     /// Seconds a preview is kept and answered again without fetching.
     pub cache_secs: u64,
 }
@@ -91,7 +91,7 @@ impl Default for UrlPreviewConfig {
             timeout_secs: 20,
             max_redirects: 5,
             max_concurrent_fetches: 8,
-            cache_entries: 1000,
+            cache_bytes: 4 * 1024 * 1024,
             cache_secs: 3600,
         }
     }

@@ -40,6 +40,19 @@ fn is_image(media_type: &str) -> bool {
 struct Cached {
     at: Instant,
     preview: Arc<Value>,
+    /// Its JSON's length.
+    json_bytes: u64,
+}
+
+/// What a preview costs the cache: its URL, and about twice its JSON (the parsed tree keeps
+/// every key and string apart), so that the cache is bounded in bytes whatever pages say.
+#[derive(Debug, Clone, Copy)]
+struct PreviewWeight;
+
+impl quick_cache::Weighter<String, Cached> for PreviewWeight {
+    fn weight(&self, url: &String, cached: &Cached) -> u64 {
+        (url.len() as u64).saturating_add(cached.json_bytes.saturating_mul(2)).saturating_add(128)
+    }
 }
 
 /// The URL preview service (present only when previews are enabled).
@@ -47,7 +60,7 @@ struct Cached {
 pub(crate) struct UrlPreviews {
     config: Arc<UrlPreviewConfig>,
     fetcher: Fetcher,
-    cache: quick_cache::sync::Cache<String, Cached>,
+    cache: quick_cache::sync::Cache<String, Cached, PreviewWeight>,
     /// Fetches running at once, server-wide.
     gate: tokio::sync::Semaphore,
 }
@@ -70,7 +83,11 @@ impl UrlPreviews {
         let config = Arc::new(config.clone());
         let fetcher = Fetcher::new(config.clone(), resolver)?;
         Ok(UrlPreviews {
-            cache: quick_cache::sync::Cache::new(config.cache_entries.max(1)),
+            cache: quick_cache::sync::Cache::with_weighter(
+                1024,
+                config.cache_bytes.max(1),
+                PreviewWeight,
+            ),
             gate: tokio::sync::Semaphore::new(config.max_concurrent_fetches.max(1)),
             fetcher,
             config,
@@ -106,7 +123,9 @@ impl UrlPreviews {
         let deadline = Instant::now() + Duration::from_secs(self.config.timeout_secs);
         let preview = self.fetch(url, user, store, deadline).await?;
         let preview = Value::Object(preview);
-        self.cache.insert(key, Cached { at: Instant::now(), preview: Arc::new(preview.clone()) });
+        let json_bytes = preview.to_string().len() as u64;
+        let cached = Cached { at: Instant::now(), preview: Arc::new(preview.clone()), json_bytes };
+        self.cache.insert(key, cached);
         Ok(preview)
     }
 

@@ -1,7 +1,8 @@
 //! URL previews: off by default (404 `M_UNRECOGNIZED`, as Synapse); on, a page's OpenGraph
 //! metadata with its image re-hosted as our media; and the refusals: addresses on the
 //! blocklist named directly, reached through a host name or through a redirect (nothing is
-//! ever connected to), answers too large, of the wrong type, too slow, or malformed.
+//! ever connected to), answers too large, of the wrong type, too slow, or malformed, more
+//! fetches at once than allowed, more requests than the rate limit.
 //!
 //! Nothing leaves the machine: pages come from a small HTTP server on 127.0.0.1 (which the
 //! tests' allowlist lets through), host names from a fixed resolver, and the "forbidden"
@@ -399,6 +400,7 @@ async fn large_wrong_slow_and_malformed_answers() {
     let mut config = enabled(true);
     config.url_preview.max_response_bytes = 64 * 1024;
     config.url_preview.timeout_secs = 1;
+    config.url_preview.max_concurrent_fetches = 1;
     let (_server, client) = server(config, FixedResolver::default()).await;
     let url = |path: &str| format!("http://{address}{path}");
 
@@ -430,7 +432,15 @@ async fn large_wrong_slow_and_malformed_answers() {
     assert_eq!(body["error"], "Got error 410");
 
     let started = std::time::Instant::now();
-    let (status, body) = preview(&client, &url("/slow")).await;
+    let slow = {
+        let (client, url) = (client.clone(), url("/slow"));
+        tokio::spawn(async move { preview(&client, &url).await })
+    };
+    // While the slow one holds the only fetch, another is turned away (not queued).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = preview(&client, &url("/other")).await;
+    assert_eq!((status, errcode(&body)), (429, "M_LIMIT_EXCEEDED"), "{body}");
+    let (status, body) = slow.await.expect("the slow preview");
     assert_eq!((status, errcode(&body)), (502, "M_UNKNOWN"), "{body}");
     assert_eq!(body["error"], "Requested file took too long to download");
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
