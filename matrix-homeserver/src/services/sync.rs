@@ -618,7 +618,17 @@ impl Sync {
                     let state_snapshot = if events.is_empty() {
                         Some(current)
                     } else {
-                        self.state_before(room_id, first).await?
+                        // No state known before the timeline's start, in a room that has
+                        // state: the timeline starts with events that came before this server
+                        // held the room (an invite from another server, ahead of the join
+                        // through it). The current state stands in, less what the timeline
+                        // holds (the state section leaves that out), or the client would see
+                        // a room without members.
+                        match self.state_before(room_id, first).await? {
+                            Some(before) => Some(before),
+                            None if since_stream.is_none() => Some(current),
+                            None => None,
+                        }
                     };
                     let known = self.known_state(room_id, since_stream, limited).await?;
                     let section = Section::Before;

@@ -333,3 +333,68 @@ async fn received_events_are_checked_against_the_current_state_at_the_keys_neede
     let (status, _) = alice.get(&format!("/_matrix/client/v3/rooms/{room}/event/{late}")).await;
     assert_eq!(status, 404, "a soft-failed event is not shown");
 }
+
+/// bob, invited to a room of a, joins it through b: the sync that tells him of his join gives
+/// him the room's state (found by matrix-nio against Synapse: the state was empty, since the
+/// invite, the first event of the room on b, came before b held any of its state, and nio saw
+/// an encrypted room with no members to share keys with). The state and the timeline together
+/// hold the room's creation, its encryption, alice's membership and bob's join, each once.
+#[tokio::test]
+async fn a_room_joined_after_a_remote_invite_syncs_with_its_state() {
+    let net = TestFederation::start(&["a.test", "b.test"]).await;
+    let (alice, room, bob, _) = secret_room(&net).await;
+    let encryption = format!("/_matrix/client/v3/rooms/{room}/state/m.room.encryption/");
+    let content = json!({"algorithm": "m.megolm.v1.aes-sha2"});
+    let (status, set) = alice.send(reqwest::Method::PUT, &encryption, Some(&content)).await;
+    assert_eq!(status, 200, "{set}");
+    let (status, first) = bob.get("/_matrix/client/v3/sync").await;
+    assert_eq!(status, 200, "{first}");
+    let mut since = first["next_batch"].as_str().expect("a token").to_owned();
+
+    let (status, answer) = invite(&alice, &room, "@bob:b.test").await;
+    assert_eq!(status, 200, "{answer}");
+    let mut invited = false;
+    for _ in 0..40 {
+        let (status, sync) =
+            bob.get(&format!("/_matrix/client/v3/sync?timeout=200&since={since}")).await;
+        assert_eq!(status, 200, "{sync}");
+        since = sync["next_batch"].as_str().expect("a token").to_owned();
+        if sync["rooms"]["invite"].get(&room).is_some() {
+            invited = true;
+            break;
+        }
+    }
+    assert!(invited, "the invite to {room} never came to bob");
+    let (status, joined) = bob.post(&format!("/_matrix/client/v3/join/{room}"), &json!({})).await;
+    assert_eq!(status, 200, "{joined}");
+
+    let (status, sync) = bob.get(&format!("/_matrix/client/v3/sync?since={since}")).await;
+    assert_eq!(status, 200, "{sync}");
+    let joined_room = &sync["rooms"]["join"][&room];
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for section in ["state", "timeline"] {
+        for event in joined_room[section]["events"].as_array().expect("events") {
+            if let Some(key) = event["state_key"].as_str() {
+                let kind = event["type"].as_str().expect("a type").to_owned();
+                let membership = event["content"]["membership"].as_str().unwrap_or("");
+                seen.push((format!("{kind} {key} {membership}"), section.to_owned()));
+            }
+        }
+    }
+    let has = |what: &str| seen.iter().filter(|(s, _)| s == what).count();
+    for what in [
+        "m.room.create  ",
+        "m.room.encryption  ",
+        "m.room.join_rules  ",
+        "m.room.power_levels  ",
+        "m.room.member @alice:a.test join",
+        "m.room.member @bob:b.test join",
+    ] {
+        assert_eq!(has(what), 1, "{what:?} once in the state and timeline: {seen:?}");
+    }
+    let state = joined_room["state"]["events"].as_array().expect("state events");
+    assert!(
+        !state.iter().any(|e| e["state_key"] == "@bob:b.test"),
+        "bob's membership is in the timeline, not before it: {state:?}"
+    );
+}
