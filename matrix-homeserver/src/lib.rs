@@ -138,6 +138,9 @@ pub enum BuildError {
     /// URL previews are enabled and could not be set up (DNS resolver, TLS roots).
     #[error("URL previews: {0}")]
     UrlPreview(String),
+    /// The storage could not be read at the start.
+    #[error("could not read the storage: {0}")]
+    Storage(String),
 }
 
 /// A second handle on our signing key (the room service signs events, the federation service
@@ -254,7 +257,9 @@ impl HomeserverBuilder {
         } else {
             None
         };
-        let ephemeral = Arc::new(Ephemeral::new(storage.clone(), &self.config.limits));
+        let head =
+            storage.stream_position().await.map_err(|e| BuildError::Storage(e.to_string()))?;
+        let ephemeral = Arc::new(Ephemeral::new(storage.clone(), &self.config.limits, head));
         let rooms = Rooms::new(
             storage.clone(),
             server_name.clone(),

@@ -42,6 +42,11 @@ use wakeups::Wakeups;
 /// longer needs, which costs nothing but traffic).
 const DEPARTURES_KEPT: usize = 4096;
 
+/// How many arrivals (joins) are remembered for `device_lists.changed`; a sync whose token is
+/// older than the oldest one kept, or than this process, is told of every user sharing a
+/// room with its user (its client asks for keys it may have already: traffic, not a gap).
+const ARRIVALS_KEPT: usize = 4096;
+
 /// How many recent notifying events each room keeps for unread counts.
 pub(crate) const NOTICES_PER_ROOM: usize = 1000;
 
@@ -68,6 +73,12 @@ struct Inner {
     /// (stream position of the membership event, room, user) of users who left a room or
     /// were banned from it, for `device_lists.left`.
     departures: VecDeque<(u64, String, String)>,
+    /// (stream position of the membership event, room, user) of users who joined a room (or
+    /// changed their profile in it), for `device_lists.changed`.
+    arrivals: VecDeque<(u64, String, String)>,
+    /// Every arrival at a stream position above this one is in `arrivals`: the position when
+    /// this process started, then that of the last arrival let go.
+    arrivals_after: u64,
 }
 
 /// The bounds, from [`LimitsConfig`].
@@ -108,7 +119,9 @@ enum Audience {
 }
 
 impl Ephemeral {
-    pub(crate) fn new(storage: Arc<dyn Storage>, limits: &LimitsConfig) -> Self {
+    /// The service over `storage`, whose stream is at `head` now (what is appended after it
+    /// is noted here as it comes).
+    pub(crate) fn new(storage: Arc<dyn Storage>, limits: &LimitsConfig, head: StreamPos) -> Self {
         let start = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
@@ -125,7 +138,7 @@ impl Ephemeral {
             mentions: limits.max_mentions_per_event,
         };
         Ephemeral {
-            inner: Mutex::new(Inner { counter: start, ..Inner::default() }),
+            inner: Mutex::new(Inner { counter: start, arrivals_after: head.0, ..Inner::default() }),
             limits: limits_now,
             wakeups: Wakeups::new(limits.max_syncs_per_device),
             storage,
@@ -177,20 +190,32 @@ impl Ephemeral {
     /// Wakes whom a newly appended event concerns: the room's joined and invited members,
     /// its sender, and the user a membership event is about (a kicked or uninvited user).
     /// A departure (leave, kick, ban) at stream position `pos` is also noted for
-    /// `device_lists.left`.
+    /// `device_lists.left`, and a join for `device_lists.changed`.
     pub(crate) async fn event_appended(&self, room: &str, pdu: &Pdu, pos: Option<StreamPos>) {
         let mut extra = vec![pdu.sender()];
         if pdu.kind() == "m.room.member"
             && let Some(target) = pdu.state_key()
         {
             extra.push(target);
-            if let Some(pos) = pos
-                && matches!(pdu.content().get_str("membership"), Some("leave" | "ban"))
-            {
+            if let Some(pos) = pos {
+                let noted = (pos.0, room.to_owned(), target.to_owned());
                 let mut inner = self.lock();
-                inner.departures.push_back((pos.0, room.to_owned(), target.to_owned()));
-                if inner.departures.len() > DEPARTURES_KEPT {
-                    inner.departures.pop_front();
+                match pdu.content().get_str("membership") {
+                    Some("leave" | "ban") => {
+                        inner.departures.push_back(noted);
+                        if inner.departures.len() > DEPARTURES_KEPT {
+                            inner.departures.pop_front();
+                        }
+                    }
+                    Some("join") => {
+                        inner.arrivals.push_back(noted);
+                        if inner.arrivals.len() > ARRIVALS_KEPT
+                            && let Some((gone, ..)) = inner.arrivals.pop_front()
+                        {
+                            inner.arrivals_after = inner.arrivals_after.max(gone);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

@@ -302,6 +302,77 @@ async fn finding_39_device_lists_left_names_users_no_longer_sharing_a_room(
     assert_eq!(left(&got), vec!["@alice:localhost".to_owned(), bob_id.clone()], "{got}");
 }
 
+/// `device_lists.changed` names the users who came to share a room with the syncing user
+/// (the spec's "or who now share an encrypted room with the client"): found by matrix-nio,
+/// whose users never saw a new member named there unless that member had uploaded keys in the
+/// same window. Both sides are told; a stranger is not; the next sync has nothing.
+async fn device_lists_changed_names_users_who_newly_share_a_room(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, alice_id) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    let (carol, _) = user(&server, "carol").await;
+    let room = create(&alice, json!({"invite": [&bob_id]})).await;
+    // Carol shares a room with bob only after this test's window: none now.
+    let since = next_batch(&sync(&alice, "").await);
+    let bob_since = next_batch(&sync(&bob, "").await);
+    let carol_since = next_batch(&sync(&carol, "").await);
+
+    assert_eq!(bob.post(&format!("{V3}/rooms/{room}/join"), &json!({})).await.0, 200);
+    let got = sync(&alice, &format!("since={since}")).await;
+    assert_eq!(changed(&got), vec![bob_id.clone()], "{got}");
+    let got_bob = sync(&bob, &format!("since={bob_since}")).await;
+    assert_eq!(changed(&got_bob), vec![alice_id.clone()], "{got_bob}");
+    let got_carol = sync(&carol, &format!("since={carol_since}&timeout=0")).await;
+    assert!(changed(&got_carol).is_empty(), "{got_carol}");
+    // /keys/changes says the same.
+    let (status, changes) =
+        alice.get(&format!("{V3}/keys/changes?from={since}&to={}", next_batch(&got))).await;
+    assert_eq!(status, 200, "{changes}");
+    assert_eq!(changes["changed"], json!([bob_id.clone()]));
+
+    // Nothing new since: not named again.
+    let (_, sent) = crate::rooms::send(&alice, &room, "m1", "hello").await;
+    assert!(sent["event_id"].is_string(), "{sent}");
+    let again = sync(&alice, &format!("since={}", next_batch(&got))).await;
+    assert!(changed(&again).is_empty(), "{again}");
+
+    // Bob leaves: left, not changed.
+    assert_eq!(bob.post(&format!("{V3}/rooms/{room}/leave"), &json!({})).await.0, 200);
+    let gone = sync(&alice, &format!("since={}", next_batch(&again))).await;
+    assert!(changed(&gone).is_empty(), "{gone}");
+    assert_eq!(left(&gone), vec![bob_id], "{gone}");
+}
+
+/// A sync token older than the server's process (the joins in between are not remembered)
+/// gets every user sharing a room: a client asks for keys it may have, never misses one.
+async fn device_lists_changed_after_a_restart_names_everyone_sharing_a_room(
+    backend: crate::Backend,
+) {
+    use matrix_homeserver::testing::TestHomeserver;
+    let Some((storage, _dir)) = crate::open_storage(backend).await else { return };
+    let first = TestHomeserver::start_on(TestHomeserver::config(), storage.clone()).await;
+    let alice_session = first.register_user("alice", "pw").await;
+    let bob_session = first.register_user("bob", "pw").await;
+    let carol_session = first.register_user("carol", "pw").await;
+    let bob_id = bob_session.user_id.to_string();
+    let alice = Client::new(&first).with_token(&alice_session.access_token);
+    let bob = Client::new(&first).with_token(&bob_session.access_token);
+    let room = create(&alice, json!({"invite": [&bob_id]})).await;
+    let since = next_batch(&sync(&alice, "").await);
+    assert_eq!(bob.post(&format!("{V3}/rooms/{room}/join"), &json!({})).await.0, 200);
+    drop(first);
+
+    let second = TestHomeserver::start_on(TestHomeserver::config(), storage).await;
+    let alice = Client::new(&second).with_token(&alice_session.access_token);
+    let got = sync(&alice, &format!("since={since}")).await;
+    assert_eq!(changed(&got), vec![bob_id], "{got}");
+    // Carol shares no room with alice: never named.
+    assert!(!changed(&got).contains(&carol_session.user_id.to_string()), "{got}");
+    // A token of the new process: nothing.
+    let again = sync(&alice, &format!("since={}&timeout=0", next_batch(&got))).await;
+    assert!(changed(&again).is_empty(), "{again}");
+}
+
 /// Claims, sends and fallback keys are bounded: a stranger cannot drain every device's
 /// one-time keys in one request, name unbounded users in one `sendToDevice`, or grow a
 /// device's fallback keys with made-up algorithms.
@@ -358,6 +429,8 @@ async fn a_main_thread_receipt_clears_unread_counts(backend: crate::Backend) {
 
 crate::on_every_backend!(
     finding_39_device_lists_left_names_users_no_longer_sharing_a_room,
+    device_lists_changed_names_users_who_newly_share_a_room,
+    device_lists_changed_after_a_restart_names_everyone_sharing_a_room,
     finding_17_logout_password_change_and_deactivation_remove_device_keys,
     finding_18_one_time_keys_per_device_are_bounded,
     finding_19_key_queries_read_only_the_users_named_and_are_bounded,
