@@ -63,7 +63,7 @@ macro_rules! storage_conformance {
             deleting_a_device_deletes_what_it_held, device_list_stream, to_device_inbox,
             receipts_replace_and_stream, transaction_ids_commit_once, records_round_trip,
             account_data_changes, one_stream_for_everything, cross_signing_keys, key_signatures,
-            backup_versions, backup_sessions, pushers,
+            backup_versions, backup_sessions, pushers, presence_round_trip,
             a_room_changed_since_it_was_read_is_a_conflict, backfill_goes_before_the_timeline,
             auth_chain_index_round_trips, an_auth_chain_index_taken_is_a_conflict,
             events_in_batch);
@@ -777,7 +777,7 @@ where
     let head = store.stream_position().await.expect("reads");
     assert!(head > applied.stream[1], "{head:?}");
     let before = everything(&store, snapshot).await;
-    assert_eq!(before.8.len(), 14, "{:?}", before.8);
+    assert_eq!(before.8.len(), 15, "{:?}", before.8);
     assert!(before.9[2].starts_with("Some") && before.9[3].contains("s2"), "{:?}", before.9);
     assert_eq!(before.10.len(), 2, "{:?}", before.10);
     drop(store);

@@ -363,6 +363,19 @@ pub trait PusherStore: Send + Sync {
     async fn all_pushers(&self) -> Result<Vec<Pusher>>;
 }
 
+/// Presence: the last saved presence of users, ours and other servers'.
+#[async_trait]
+pub trait PresenceStore: Send + Sync {
+    /// A user's presence.
+    async fn presence(&self, user_id: &str) -> Result<Option<Presence>>;
+    /// The presence of those of `user_ids` that have one, each once, sorted by user: one read
+    /// for many users.
+    async fn presences(&self, user_ids: &[&str]) -> Result<Vec<(String, Presence)>>;
+    /// Every user whose saved presence is not offline, sorted by user: what a server
+    /// starting again must time out (users who do not come back go offline).
+    async fn present_users(&self) -> Result<Vec<(String, Presence)>>;
+}
+
 /// A whole store: every domain, and atomic writes through one change set.
 #[async_trait]
 pub trait Storage:
@@ -381,6 +394,7 @@ pub trait Storage:
     + CrossSigningStore
     + KeyBackupStore
     + PusherStore
+    + PresenceStore
 {
     /// Applies every change of `changes` in one transaction: all or nothing. When it returns
     /// `Ok`, the changes are durable (they survive a crash of the process or the machine, as

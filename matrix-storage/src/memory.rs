@@ -17,10 +17,10 @@ use crate::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied,
     AuthChainEntry, BackfillItem, BackfillPos, ChangeSet, ClaimedKey, Device, Direction,
     DirectoryStore, E2eeStore, ErrorKind, EventStore, FallbackKey, InboxStore, KeyStore, Media,
-    MediaStore, NewSnapshot, OurKey, OutboundItem, Profile, QueueStore, ReceiptKey, ReceiptStore,
-    RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef, StateEntry,
-    StateStore, Storage, StorageError, StoredEvent, StoredReceipt, StreamItem, StreamPos,
-    ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
+    MediaStore, NewSnapshot, OurKey, OutboundItem, Presence, PresenceStore, Profile, QueueStore,
+    ReceiptKey, ReceiptStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId,
+    SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent, StoredReceipt,
+    StreamItem, StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
 };
 
 /// `(user, device)`.
@@ -74,6 +74,7 @@ struct Inner {
     /// (room, user) of forgotten rooms.
     forgotten: HashSet<(String, String)>,
     profiles: HashMap<String, Profile>,
+    presence: BTreeMap<String, Presence>,
     /// (user, device, scope, txn id) -> result.
     transaction_ids: HashMap<TxnKey, String>,
     aliases: BTreeMap<String, Alias>,
@@ -432,6 +433,7 @@ impl Inner {
         }
         self.redactions.extend(changes.redactions);
         self.profiles.extend(changes.profiles);
+        self.presence.extend(changes.presence);
         for (user, room, forgotten) in changes.forgotten {
             if forgotten {
                 self.forgotten.insert((room, user));
@@ -897,6 +899,30 @@ impl ReceiptStore for MemoryStore {
             .values()
             .filter(|r| r.receipt.key.room_id == room_id && r.receipt.key.user_id == user_id)
             .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl PresenceStore for MemoryStore {
+    async fn presence(&self, user_id: &str) -> Result<Option<Presence>> {
+        Ok(self.lock()?.presence.get(user_id).cloned())
+    }
+    async fn presences(&self, user_ids: &[&str]) -> Result<Vec<(String, Presence)>> {
+        let inner = self.lock()?;
+        let wanted: BTreeSet<&str> = user_ids.iter().copied().collect();
+        Ok(wanted
+            .into_iter()
+            .filter_map(|u| inner.presence.get(u).map(|p| (u.to_owned(), p.clone())))
+            .collect())
+    }
+    async fn present_users(&self) -> Result<Vec<(String, Presence)>> {
+        let inner = self.lock()?;
+        Ok(inner
+            .presence
+            .iter()
+            .filter(|(_, p)| p.state != crate::PresenceState::Offline)
+            .map(|(u, p)| (u.clone(), p.clone()))
             .collect())
     }
 }

@@ -422,6 +422,9 @@ pub struct ChangeSet {
     pub redactions: Vec<(String, String)>,
     /// Profiles to set.
     pub profiles: Vec<(String, Profile)>,
+    /// Presence to set `(user, presence)`: each replaces what is stored for the user (who may
+    /// be of another server: no user record is needed).
+    pub presence: Vec<(String, Presence)>,
     /// Rooms a user forgot (`true`) or no longer forgets (`false`) `(user, room, forgotten)`.
     pub forgotten: Vec<(String, String, bool)>,
     /// Cross-signing keys to set `(user, kind, key as JSON)`: each replaces the user's key of

@@ -46,6 +46,7 @@ mod apply_domains;
 mod auth_chain;
 mod backfill;
 mod domains;
+mod presence;
 mod snapshots;
 mod stream;
 mod user_data;
@@ -79,6 +80,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "shared", include_str!("../migrations/0005_shared.sql")),
     (6, "backfill", include_str!("../migrations/0006_backfill.sql")),
     (7, "auth chain", include_str!("../migrations/0007_auth_chain.sql")),
+    (8, "presence", include_str!("../migrations/0008_presence.sql")),
 ];
 
 /// The first key of our migration lock ("MXST"); the second is a hash of the schema.

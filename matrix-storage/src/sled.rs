@@ -39,6 +39,7 @@ mod batch;
 mod domains;
 mod engine;
 mod flusher;
+mod presence;
 mod records;
 mod snapshots;
 mod user_data;
@@ -122,17 +123,20 @@ const BACKFILL_OF: u8 = b'q';
 // Rooms' auth-chain indexes (read and written in `auth_chain`; a store written before has
 // none).
 const AUTH_CHAIN: u8 = b'i';
+// Presence (read and written in `presence`; a store written before has none).
+const PRESENCE: u8 = b's';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 49] = [
+const TABLES: [u8; 50] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
     RECEIPT_LOG, CLIENT_TXN, ALIAS, ROOM_ALIAS, PUBLISHED, REDACTION, PROFILE, FORGOTTEN,
     MEDIA_USAGE, ACCOUNT_DATA_POS, ACCOUNT_DATA_LOG, CROSS_SIGNING_KEY, KEY_SIGNATURE,
     BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF, AUTH_CHAIN,
+    PRESENCE,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -796,6 +800,7 @@ impl SledStore {
         let after_events = *next_stream + applied.stream.len() as u64;
         let next = domains::apply_in(&tx, changes, after_events)?;
         user_data::apply_in(&tx, changes, &mut applied)?;
+        presence::apply_in(&tx, changes)?;
         auth_chain::write(&tx, changes)?;
         if next > after_events {
             tx.insert(meta(STREAM_HEAD), Enc::default().u64(next - 1).done())?;

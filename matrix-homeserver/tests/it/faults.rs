@@ -16,7 +16,7 @@ use matrix_storage::{
 };
 use matrix_storage::{
     BackfillItem, BackfillPos, BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore,
-    KeyBackupStore, KeySignature, Pusher, PusherStore,
+    KeyBackupStore, KeySignature, Presence, PresenceStore, Pusher, PusherStore,
 };
 
 /// A store whose change sets are acknowledged `delay` after they are applied (durable, but
@@ -120,6 +120,11 @@ forward!(KeyBackupStore {
 forward!(PusherStore {
     fn pushers(&self, user_id: &str) -> Result<Vec<Pusher>>;
     fn all_pushers(&self) -> Result<Vec<Pusher>>;
+});
+forward!(PresenceStore {
+    fn presence(&self, user_id: &str) -> Result<Option<Presence>>;
+    fn presences(&self, user_ids: &[&str]) -> Result<Vec<(String, Presence)>>;
+    fn present_users(&self) -> Result<Vec<(String, Presence)>>;
 });
 
 #[async_trait]

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Store, apply, create_room, event};
 use crate::{
     AccountDataChange, Alias, ChangeSet, ClaimedKey, Device, ErrorKind, FallbackKey, NewToDevice,
-    OneTimeKey, Profile, Receipt, ReceiptKey, StreamPos, TokenOwner, TransactionId,
+    OneTimeKey, Presence, PresenceState, Profile, Receipt, ReceiptKey, StreamPos, TokenOwner,
+    TransactionId,
 };
 
 fn s(text: &str) -> String {
@@ -498,6 +499,7 @@ pub(super) fn fill(changes: &mut ChangeSet) {
     changes.forgotten.push((s("@a:x"), s("!old"), true));
     changes.media_usage.push((s("@a:x"), 77));
     changes.to_device.push(to_device("D", "@b:x", "{\"last\":true}"));
+    changes.presence.push((s("@a:x"), presence(PresenceState::Unavailable, Some("away"), 1234)));
 }
 
 /// What [`fill`] wrote, as text (for the reopen test).
@@ -522,7 +524,62 @@ pub(super) async fn everything(store: &Store) -> Vec<String> {
         format!("{:?}", store.forgotten("!old", "@a:x").await.expect("reads")),
         format!("{:?}", store.media_usage("@a:x").await.expect("reads")),
         format!("{inbox:?}"),
+        format!("{:?}", store.presence("@a:x").await.expect("reads")),
     ];
     out.retain(|item| !item.is_empty());
     out
+}
+
+fn presence(state: PresenceState, status_msg: Option<&str>, last_active_ts: u64) -> Presence {
+    Presence {
+        state,
+        status_msg: status_msg.map(str::to_owned),
+        last_active_ts,
+        currently_active: state == PresenceState::Online,
+    }
+}
+
+/// Presence: set for users of this server and of others (no user record needed), replaced
+/// whole (a status message set to none is gone), the last of a change set winning; read one
+/// by one and many at once (each once, sorted, users without presence left out).
+pub async fn presence_round_trip(store: Store) {
+    assert_eq!(store.presence("@a:x").await.expect("reads"), None);
+    assert!(store.presences(&[]).await.expect("reads").is_empty());
+    let mut changes = ChangeSet::new();
+    let away = presence(PresenceState::Unavailable, Some("lunch \u{1f354}"), 1_700_000_000_000);
+    let online = presence(PresenceState::Online, None, u64::from(u32::MAX) * 1000);
+    changes.presence = vec![
+        (s("@a:x"), presence(PresenceState::Online, Some("first"), 1)),
+        (s("@a:x"), away.clone()),
+        (s("@remote:elsewhere.example"), online.clone()),
+    ];
+    apply(&store, changes).await;
+    assert_eq!(store.presence("@a:x").await.expect("reads"), Some(away.clone()));
+    assert_eq!(
+        store.presence("@remote:elsewhere.example").await.expect("reads"),
+        Some(online.clone())
+    );
+    assert_eq!(store.presence("@nobody:x").await.expect("reads"), None);
+    let many = store
+        .presences(&["@remote:elsewhere.example", "@nobody:x", "@a:x", "@a:x"])
+        .await
+        .expect("reads");
+    assert_eq!(
+        many,
+        vec![(s("@a:x"), away.clone()), (s("@remote:elsewhere.example"), online.clone())]
+    );
+    let present = store.present_users().await.expect("reads");
+    assert_eq!(present, vec![(s("@a:x"), away), (s("@remote:elsewhere.example"), online.clone())]);
+
+    let mut changes = ChangeSet::new();
+    let offline = presence(PresenceState::Offline, None, 5);
+    changes.presence = vec![(s("@a:x"), offline.clone())];
+    apply(&store, changes).await;
+    assert_eq!(store.presence("@a:x").await.expect("reads"), Some(offline));
+    let present = store.present_users().await.expect("reads");
+    assert_eq!(
+        present,
+        vec![(s("@remote:elsewhere.example"), online)],
+        "offline users are left out"
+    );
 }

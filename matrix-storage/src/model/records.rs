@@ -1,4 +1,4 @@
-//! Receipts, client transaction ids, aliases, profiles.
+//! Receipts, client transaction ids, aliases, profiles, presence.
 
 use super::StreamPos;
 
@@ -71,6 +71,51 @@ pub struct Profile {
     pub displayname: Option<String>,
     /// The avatar's `mxc://` URL.
     pub avatar_url: Option<String>,
+}
+
+/// A presence state of the spec (`presence` of `m.presence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PresenceState {
+    /// `online`.
+    Online,
+    /// `unavailable` (idle, away).
+    Unavailable,
+    /// `offline`.
+    Offline,
+}
+
+impl PresenceState {
+    /// Every state.
+    pub const ALL: [PresenceState; 3] =
+        [PresenceState::Online, PresenceState::Unavailable, PresenceState::Offline];
+
+    /// The spec's name of the state, which is also how the durable backends store it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresenceState::Online => "online",
+            PresenceState::Unavailable => "unavailable",
+            PresenceState::Offline => "offline",
+        }
+    }
+
+    /// The state whose [`as_str`](Self::as_str) is `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == name)
+    }
+}
+
+/// A user's presence as last saved (of a user of this server, or of another server as its
+/// `m.presence` EDU told). The stores keep it as given; callers bound `status_msg`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The state.
+    pub state: PresenceState,
+    /// The status message, if any.
+    pub status_msg: Option<String>,
+    /// When the user was last active, in milliseconds since the Unix epoch (0: not known).
+    pub last_active_ts: u64,
+    /// Whether the user was active just now when this was saved.
+    pub currently_active: bool,
 }
 
 /// One change of account data, as [`crate::AccountDataStore::account_data_changes`] lists it.
