@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use matrix_homeserver::{
-    Config, HttpConfig, LimitsConfig, RateLimitsConfig, RegistrationConfig, UrlPreviewConfig,
-    WellKnownConfig,
+    Config, HttpConfig, LimitsConfig, PresenceConfig, RateLimitsConfig, RegistrationConfig,
+    UrlPreviewConfig, WellKnownConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,7 @@ pub(crate) struct FileConfig {
     pub(crate) http: HttpConfig,
     pub(crate) federation: FederationSection,
     pub(crate) url_preview: UrlPreviewConfig,
+    pub(crate) presence: PresenceConfig,
 }
 
 /// `[federation]`: the library's settings, and where the federation listener listens with
@@ -162,6 +163,7 @@ impl FileConfig {
         config.federation.verify_certificates = self.federation.verify_certificates;
         config.federation.trusted_key_servers = self.federation.trusted_key_servers.clone();
         config.url_preview = self.url_preview.clone();
+        config.presence = self.presence.clone();
         config
     }
 }

@@ -30,6 +30,8 @@ pub struct Config {
     pub federation: FederationConfig,
     /// URL previews (off by default).
     pub url_preview: UrlPreviewConfig,
+    /// Presence: who is online (on by default).
+    pub presence: PresenceConfig,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             federation: FederationConfig::default(),
             url_preview: UrlPreviewConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -366,6 +369,43 @@ impl Default for FederationConfig {
             enabled: false,
             verify_certificates: true,
             trusted_key_servers: Vec::new(),
+        }
+    }
+}
+
+/// Presence: users' online, idle (`unavailable`) and offline states and status messages,
+/// shown to the users who share a room with them and sent to the servers in those rooms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PresenceConfig {
+    /// Whether presence is tracked, shown and federated (Synapse's `presence.enabled`). Off:
+    /// `GET /presence/{userId}/status` answers `offline`, `PUT` is accepted and does nothing,
+    /// syncs carry no presence, and no `m.presence` EDU is sent or taken.
+    pub enabled: bool,
+    /// Milliseconds without activity (a sync with `set_presence=online`, a sent event, a
+    /// presence set to `online`) after which an online user becomes `unavailable`.
+    pub idle_timeout_ms: u64,
+    /// Milliseconds after the last sync of a device ended (and its last activity) after
+    /// which the device no longer counts; a user with no device left is `offline`.
+    pub offline_timeout_ms: u64,
+    /// Milliseconds after an activity during which an online user is `currently_active`.
+    pub active_window_ms: u64,
+    /// The longest status message accepted, in bytes. Over: 400 `M_TOO_LARGE`; one in an
+    /// `m.presence` EDU drops that user's update.
+    pub max_status_msg_bytes: usize,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        // Synapse's timers: idle after 5 minutes, offline 30 s after the last sync,
+        // currently active for a minute.
+        PresenceConfig {
+            enabled: true,
+            idle_timeout_ms: 5 * 60 * 1000,
+            offline_timeout_ms: 30 * 1000,
+            active_window_ms: 60 * 1000,
+            max_status_msg_bytes: 1024,
         }
     }
 }

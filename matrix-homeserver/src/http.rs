@@ -9,6 +9,7 @@ pub(crate) mod e2ee;
 pub(crate) mod federation;
 mod key_backup;
 pub(crate) mod media;
+mod presence;
 mod push_rules;
 mod rooms;
 mod sync;
@@ -55,6 +56,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(e2ee::routes())
         .merge(key_backup::routes())
         .merge(media::routes(previews))
+        .merge(presence::routes())
         .fallback(|| async { ApiError::unrecognized() })
         .layer(cors())
         .with_state(state)

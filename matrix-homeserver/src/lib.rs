@@ -16,8 +16,8 @@ use ruma::{OwnedServerName, OwnedUserId, ServerName};
 
 pub use config::{
     Config, DEFAULT_IP_BLOCKLIST, FederationConfig, HttpConfig, IpNetwork, IpNetworkError,
-    LimitsConfig, RateLimit, RateLimitsConfig, RegistrationConfig, RegistrationMode,
-    UrlPreviewConfig, WellKnownConfig, default_ip_blocklist,
+    LimitsConfig, PresenceConfig, RateLimit, RateLimitsConfig, RegistrationConfig,
+    RegistrationMode, UrlPreviewConfig, WellKnownConfig, default_ip_blocklist,
 };
 pub use error::ApiError;
 pub use matrix_federation;
@@ -48,6 +48,8 @@ pub(crate) struct State {
     pub(crate) federation: Option<services::federation::Federation>,
     /// URL previews, when they are enabled.
     pub(crate) url_preview: Option<services::url_preview::UrlPreviews>,
+    /// Presence (which answers as Synapse does when it is disabled).
+    pub(crate) presence: Arc<services::presence::PresenceTracker>,
 }
 
 impl State {
@@ -278,6 +280,14 @@ impl HomeserverBuilder {
         }
         // Other processes on the same (shared) storage: their events wake our syncs too.
         rooms.follow_other_processes();
+        let presence = services::presence::PresenceTracker::start(
+            &self.config.presence,
+            storage.clone(),
+            ephemeral.clone(),
+            rooms.clone(),
+        )
+        .await
+        .map_err(|e| BuildError::Storage(e.to_string()))?;
         let state = State {
             accounts: Accounts::new(
                 storage.clone(),
@@ -285,7 +295,8 @@ impl HomeserverBuilder {
                 ephemeral.clone(),
                 self.config.limits.password_hash_queue,
             ),
-            sync: Sync::new(rooms.clone(), ephemeral.clone()),
+            sync: Sync::new(rooms.clone(), ephemeral.clone(), presence.clone()),
+            presence,
             limiter: RateLimiter::new(self.config.rate_limits),
             key_backups: services::key_backup::KeyBackups::new(
                 storage.clone(),

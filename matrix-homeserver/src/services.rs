@@ -6,6 +6,7 @@ pub(crate) mod federation;
 pub(crate) mod key_backup;
 pub(crate) mod media;
 pub(crate) mod migrate;
+pub(crate) mod presence;
 pub(crate) mod rate_limit;
 pub(crate) mod rooms;
 pub(crate) mod sync;

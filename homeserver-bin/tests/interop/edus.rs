@@ -1,5 +1,5 @@
-//! EDUs across our server and Synapse: typing notices and read receipts both ways, in a room
-//! of ours a Synapse user joined.
+//! EDUs across our server and Synapse: typing notices, read receipts and presence both ways,
+//! in a room of ours a Synapse user joined.
 
 use std::time::Duration;
 
@@ -72,6 +72,61 @@ async fn typing_and_receipts_go_both_ways_with_synapse() {
     mine.sync_until(WITHIN, |a| has_receipt(a, &room, &sent, &them).then_some(())).await;
     read(&mine, &room, &answer).await;
     theirs.sync_until(WITHIN, |a| has_receipt(a, &room, &answer, &me).then_some(())).await;
+}
+
+/// The latest presence content of `user` in a sync answer, if it has one.
+fn presence_of(answer: &Value, user: &str) -> Option<Value> {
+    let events = answer["presence"]["events"].as_array()?;
+    let event = events.iter().rev().find(|e| e["type"] == "m.presence" && e["sender"] == user)?;
+    Some(event["content"].clone())
+}
+
+async fn set_presence(session: &Session, presence: &str, status: &str) {
+    let path = format!("/presence/{}/status", encode(&session.user_id));
+    let body = json!({"presence": presence, "status_msg": status});
+    let (status, answer) = session.put(&path, &body).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test]
+async fn presence_goes_both_ways_with_synapse() {
+    let Some(synapse) = Synapse::from_env() else { return };
+    let ours = OurServer::start().await;
+    let theirs = synapse.register(&crate::unique("syn"), PASSWORD, false).await;
+    let mine = Session::register_open(&ours.client_url, &crate::unique("our"), PASSWORD).await;
+    let alias_name = crate::unique("presence");
+    let room =
+        mine.create_room(&json!({"preset": "public_chat", "room_alias_name": alias_name})).await;
+    let alias = format!("#{alias_name}:{}", ours.server_name);
+    assert_eq!(theirs.join(&alias, &[]).await, room, "{}", ours.log_text());
+    let sent = mine.send_text(&room, "hello").await;
+    theirs.wait_for_event(&room, WITHIN, |e| e["event_id"] == sent).await;
+
+    // Ours to Synapse: a status message set on ours reaches the Synapse user's sync.
+    set_presence(&mine, "online", "from ours").await;
+    let me = mine.user_id.clone();
+    let seen = theirs
+        .sync_until(WITHIN, |a| presence_of(a, &me).filter(|c| c["status_msg"] == "from ours"))
+        .await;
+    assert_eq!(seen["presence"], "online", "{seen}");
+    let path = format!("/presence/{}/status", encode(&me));
+    let (status, read) = theirs.get(&path).await;
+    assert_eq!((status, &read["status_msg"]), (200, &json!("from ours")), "{read}");
+
+    // Synapse to ours.
+    set_presence(&theirs, "unavailable", "from synapse").await;
+    let them = theirs.user_id.clone();
+    let seen = mine
+        .sync_until(WITHIN, |a| presence_of(a, &them).filter(|c| c["status_msg"] == "from synapse"))
+        .await;
+    assert_eq!(seen["presence"], "unavailable", "{seen}");
+    let path = format!("/presence/{}/status", encode(&them));
+    let (status, read) = mine.get(&path).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(
+        (&read["presence"], &read["status_msg"]),
+        (&json!("unavailable"), &json!("from synapse"))
+    );
 }
 
 /// Uploads device keys for the session's device; answers them.

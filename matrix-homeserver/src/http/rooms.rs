@@ -469,6 +469,7 @@ async fn send(
             Draft::message(&kind, content),
         )
         .await?;
+    state.presence.active(auth.user_id.as_str(), auth.device_id.as_str()).await?;
     Ok(Json(json!({"event_id": event_id})))
 }
 

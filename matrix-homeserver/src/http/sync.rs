@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::{Auth, JsonResult, Query, Routes, route};
 use crate::error::ApiError;
+use crate::services::presence::SetPresence;
 use crate::services::sync::{SyncRequest, Token, parse_filter};
 
 type AppState = State<Arc<crate::State>>;
@@ -29,6 +30,7 @@ struct SyncQuery {
     timeout: Option<u64>,
     #[serde(default)]
     use_state_after: Option<String>,
+    set_presence: Option<String>,
 }
 
 async fn sync(State(state): AppState, auth: Auth, Query(query): Query<SyncQuery>) -> JsonResult {
@@ -64,7 +66,14 @@ async fn sync(State(state): AppState, auth: Auth, Query(query): Query<SyncQuery>
         Some("true") => true,
         Some(_) => return Err(ApiError::invalid_param("use_state_after must be true or false")),
     };
+    let set_presence = match query.set_presence.as_deref() {
+        None => SetPresence::default(),
+        Some(text) => SetPresence::parse(text).ok_or_else(|| {
+            ApiError::invalid_param("set_presence must be online, unavailable or offline")
+        })?,
+    };
     let request = SyncRequest {
+        set_presence,
         since,
         full_state,
         state_after,

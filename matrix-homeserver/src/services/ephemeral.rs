@@ -19,6 +19,7 @@
 mod cross_signing;
 mod device_lists;
 mod keys;
+mod presence;
 mod receipts;
 mod to_device;
 mod wakeups;
@@ -79,6 +80,12 @@ struct Inner {
     /// Every arrival at a stream position above this one is in `arrivals`: the position when
     /// this process started, then that of the last arrival let go.
     arrivals_after: u64,
+    /// (counter, user) of presence changes, oldest first, at most [`PRESENCE_CHANGES_KEPT`].
+    presence_log: VecDeque<(u64, String)>,
+    /// The counter below which presence changes may be forgotten: the process's start, or
+    /// the last change dropped from the log. A sync token older than it gets the presence of
+    /// everybody it concerns again.
+    presence_floor: u64,
 }
 
 /// The bounds, from [`LimitsConfig`].
@@ -138,7 +145,12 @@ impl Ephemeral {
             mentions: limits.max_mentions_per_event,
         };
         Ephemeral {
-            inner: Mutex::new(Inner { counter: start, arrivals_after: head.0, ..Inner::default() }),
+            inner: Mutex::new(Inner {
+                counter: start,
+                arrivals_after: head.0,
+                presence_floor: start,
+                ..Inner::default()
+            }),
             limits: limits_now,
             wakeups: Wakeups::new(limits.max_syncs_per_device),
             storage,

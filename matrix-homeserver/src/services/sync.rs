@@ -3,7 +3,8 @@
 //!
 //! A sync token is `s{stream}_{counter}`: the stream position the answer covers (timeline
 //! events, receipts, to-device messages, device-list changes and account data, which all take
-//! their positions from the storage's one stream) and the typing counter of [`Ephemeral`].
+//! their positions from the storage's one stream) and the counter of [`Ephemeral`] that
+//! numbers typing and presence changes.
 //! Rooms whose timeline moved are found from one read of the global stream (or, past a bound,
 //! by asking each room).
 
@@ -17,6 +18,7 @@ use ruma::UserId;
 use serde_json::{Map, Value, json};
 
 use super::ephemeral::Ephemeral;
+use super::presence::{PresenceTracker, SetPresence};
 use super::rooms::format::stripped_state;
 use super::rooms::{EventFilter, Looker, Rooms, Viewer};
 use crate::error::ApiError;
@@ -76,6 +78,8 @@ pub(crate) struct SyncFilter {
     pub(crate) account_data: EventFilter,
     /// `room.account_data` (each room's account data).
     pub(crate) room_account_data: EventFilter,
+    /// The top-level `presence` filter.
+    pub(crate) presence: EventFilter,
 }
 
 impl Default for SyncFilter {
@@ -90,6 +94,7 @@ impl Default for SyncFilter {
             not_rooms: Vec::new(),
             account_data: EventFilter::default(),
             room_account_data: EventFilter::default(),
+            presence: EventFilter::default(),
         }
     }
 }
@@ -138,6 +143,8 @@ pub(crate) struct SyncRequest {
     pub(crate) state_after: bool,
     pub(crate) timeout: Duration,
     pub(crate) filter: SyncFilter,
+    /// `set_presence`: how the sync marks the user's presence.
+    pub(crate) set_presence: SetPresence,
 }
 
 /// The sync service.
@@ -145,14 +152,19 @@ pub(crate) struct SyncRequest {
 pub(crate) struct Sync {
     rooms: Arc<Rooms>,
     ephemeral: Arc<Ephemeral>,
+    presence: Arc<PresenceTracker>,
 }
 
 /// The longest a sync waits.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Sync {
-    pub(crate) fn new(rooms: Arc<Rooms>, ephemeral: Arc<Ephemeral>) -> Self {
-        Sync { rooms, ephemeral }
+    pub(crate) fn new(
+        rooms: Arc<Rooms>,
+        ephemeral: Arc<Ephemeral>,
+        presence: Arc<PresenceTracker>,
+    ) -> Self {
+        Sync { rooms, ephemeral, presence }
     }
 
     /// Answers a sync, waiting up to its timeout for something to report.
@@ -165,6 +177,8 @@ impl Sync {
         let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
         // Woken only by changes that concern this user; at most a few per device at once.
         let mut waiter = self.ephemeral.waiter(user.as_str(), device)?;
+        // The device counts for the user's presence while the sync runs.
+        let _presence = self.presence.syncing(user.as_str(), device, request.set_presence).await?;
         loop {
             waiter.mark_seen();
             let (response, empty) = self.answer(user, device, &request).await?;
@@ -274,7 +288,12 @@ impl Sync {
             None => (Vec::new(), Vec::new()),
         };
 
+        let since_presence = request.since.map(|t| t.counter);
+        let presence =
+            self.presence.sync_events(user.as_str(), since_presence, &filter.presence).await?;
+
         let empty = join.is_empty()
+            && presence.is_empty()
             && invite.is_empty()
             && leave.is_empty()
             && account_data.is_empty()
@@ -286,7 +305,7 @@ impl Sync {
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
             "account_data": {"events": account_data},
             "to_device": {"events": to_device},
-            "presence": {"events": []},
+            "presence": {"events": presence},
             "device_lists": {"changed": changed, "left": left},
             "device_one_time_keys_count": self.ephemeral.one_time_key_counts(user.as_str(), device).await?,
             "device_unused_fallback_key_types": self.ephemeral.fallback_key_types(user.as_str(), device).await?,
@@ -833,6 +852,7 @@ pub(crate) fn parse_filter(json: &Value) -> SyncFilter {
         not_rooms: strings(&room["not_rooms"]).unwrap_or_default(),
         account_data: event_filter(&json["account_data"]),
         room_account_data: event_filter(&room["account_data"]),
+        presence: event_filter(&json["presence"]),
         ..SyncFilter::default()
     };
     if let Some(limit) = room["timeline"]["limit"].as_u64() {

@@ -352,8 +352,8 @@ async fn forged_and_oversized_edus_are_dropped() {
             "m.device_list_update",
             json!({"user_id": "@carol:c.test", "device_id": "D", "stream_id": 1}),
         ),
-        // Not an object, unknown kinds, presence: ignored.
-        edu("m.presence", json!({"push": [{"user_id": "@bob:b.test", "presence": "online"}]})),
+        // Presence of a user of a; an unknown kind.
+        edu("m.presence", json!({"push": [{"user_id": "@alice:a.test", "presence": "online"}]})),
         edu("m.unknown", json!({})),
     ];
     let answer = client.send_transaction("a.test", "forged-1", Vec::new(), edus).await;

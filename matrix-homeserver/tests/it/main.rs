@@ -19,6 +19,7 @@ mod federation_gaps;
 mod federation_invites;
 mod federation_reads;
 mod media;
+mod presence;
 mod push_rules;
 mod rooms;
 mod spec;

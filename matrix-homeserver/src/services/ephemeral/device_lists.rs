@@ -34,7 +34,7 @@ impl Ephemeral {
     }
 
     /// Wakes `user` and the users sharing a room with them (their device list changed).
-    pub(super) async fn wake_sharing(&self, user: &str) {
+    pub(crate) async fn wake_sharing(&self, user: &str) {
         match self.sharing(user).await {
             Ok(users) => self.wakeups.wake_all_of(users.iter().map(String::as_str)),
             Err(error) => {
@@ -114,16 +114,26 @@ impl Ephemeral {
         let mut out = self.newly_sharing(user, since, upto).await?;
         let changed: BTreeSet<String> =
             self.storage.device_list_changes(since, upto).await?.into_iter().collect();
-        if changed.is_empty() {
-            return Ok(out.into_iter().collect());
+        out.extend(self.sharing_among(user, changed).await?);
+        Ok(out.into_iter().collect())
+    }
+
+    /// Those of `candidates` who are `user` or share a joined room with them, sorted.
+    pub(crate) async fn sharing_among(
+        &self,
+        user: &str,
+        candidates: BTreeSet<String>,
+    ) -> Result<Vec<String>, ApiError> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
         }
-        if changed.len() > CHECK_EACH_UP_TO {
+        if candidates.len() > CHECK_EACH_UP_TO {
             let sharing = self.sharing(user).await?;
-            out.extend(changed.intersection(&sharing).cloned());
-            return Ok(out.into_iter().collect());
+            return Ok(candidates.intersection(&sharing).cloned().collect());
         }
         let mine = self.joined_rooms(user).await?;
-        for other in changed {
+        let mut out = Vec::new();
+        for other in candidates {
             let shares = other == user
                 || self
                     .storage
@@ -132,10 +142,10 @@ impl Ephemeral {
                     .iter()
                     .any(|(room, m)| m == "join" && mine.contains(room));
             if shares {
-                out.insert(other);
+                out.push(other);
             }
         }
-        Ok(out.into_iter().collect())
+        Ok(out)
     }
 
     /// The users who came to share a joined room with `user` from `since` up to `upto`, whose

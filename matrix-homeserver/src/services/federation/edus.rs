@@ -2,7 +2,8 @@
 //! users of the sending server only; one about anybody else is dropped, as are kinds this
 //! server does not handle (the spec has servers ignore unknown EDUs). Room EDUs (typing,
 //! receipts) are taken only from joined members of rooms this server is in, and only if the
-//! room's server ACL allows the origin ([`server_acl_allows`]).
+//! room's server ACL allows the origin ([`server_acl_allows`]); presence and device-list
+//! updates only about users who have joined such a room ([`shares_a_room`]).
 //!
 //! A malformed or refused EDU is dropped without failing its transaction; only a storage
 //! failure does (the sending server then retries the transaction, which is deduplicated only
@@ -12,10 +13,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use matrix_core::{Object, Value};
-use matrix_storage::{Receipt, ReceiptKey};
+use matrix_storage::{PresenceState, Receipt, ReceiptKey};
 
 use crate::State;
 use crate::error::ApiError;
+use crate::services::presence::{MAX_PUSH, from_edu};
 
 /// How long a remote user's typing notice lasts without a renewal (the sending server sends
 /// `typing: false` when it ends sooner).
@@ -76,6 +78,17 @@ async fn joined_in_shared_room(
         && room_shared(state, origin, room).await?)
 }
 
+/// Whether `user` (of `origin`) has joined a room with a joined member of ours whose ACL
+/// allows `origin`.
+async fn shares_a_room(state: &State, origin: &str, user: &str) -> Result<bool, ApiError> {
+    for (room, membership) in state.rooms.storage().rooms_of_user(user).await? {
+        if membership == "join" && room_shared(state, origin, &room).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Handles one EDU from `origin`.
 pub(crate) async fn received(state: &State, origin: &str, edu: &Object) -> Result<(), ApiError> {
     let Some(content) = edu.get_object("content") else { return Ok(()) };
@@ -86,9 +99,7 @@ pub(crate) async fn received(state: &State, origin: &str, edu: &Object) -> Resul
         Some("m.device_list_update" | "m.signing_key_update") => {
             device_list(state, origin, content).await
         }
-        // Presence is not implemented on this server (our own clients get none either):
-        // accepted and dropped.
-        Some("m.presence") => Ok(()),
+        Some("m.presence") => presence(state, origin, content).await,
         _ => Ok(()),
     }
 }
@@ -104,6 +115,47 @@ async fn typing(state: &State, origin: &str, content: &Object) -> Result<(), Api
     let typing = matches!(content.get("typing"), Some(Value::Bool(true)));
     state.ephemeral.set_typing(room, user, typing.then_some(REMOTE_TYPING)).await;
     Ok(())
+}
+
+/// `m.presence`: the presence of users of `origin` who share a room with ours (see
+/// [`shares_a_room`]). Of its `push`, the first [`MAX_PUSH`] entries are looked at; an entry
+/// that is malformed (an unknown state, a status message that is not a string or is over
+/// the bound, a negative `last_active_ago`) or about anybody else is dropped. Nothing when
+/// presence is off.
+async fn presence(state: &State, origin: &str, content: &Object) -> Result<(), ApiError> {
+    if !state.presence.enabled() {
+        return Ok(());
+    }
+    let Some(Value::Array(push)) = content.get("push") else { return Ok(()) };
+    let max_status = state.presence.max_status_msg_bytes();
+    let mut updates = Vec::new();
+    for entry in push.iter().take(MAX_PUSH).filter_map(Value::as_object) {
+        let Some(user) = entry.get_str("user_id") else { continue };
+        if !of_origin(user, origin) || ruma::UserId::parse(user).is_err() {
+            continue;
+        }
+        let Some(presence) = entry.get_str("presence").and_then(PresenceState::from_name) else {
+            continue;
+        };
+        let status_msg = match entry.get("status_msg") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) if text.len() <= max_status => Some(text.clone()),
+            Some(_) => continue,
+        };
+        let last_active_ago = match entry.get("last_active_ago") {
+            None => None,
+            Some(value) => match value.as_i64().and_then(|n| u64::try_from(n).ok()) {
+                Some(ago) => Some(ago),
+                None => continue,
+            },
+        };
+        let active = matches!(entry.get("currently_active"), Some(Value::Bool(true)));
+        if !shares_a_room(state, origin, user).await? {
+            continue;
+        }
+        updates.push((user.to_owned(), from_edu(presence, status_msg, last_active_ago, active)));
+    }
+    state.presence.received(updates).await
 }
 
 /// Whether a receipt's `thread_id` is one the client API would take too.
@@ -233,14 +285,7 @@ async fn device_list(state: &State, origin: &str, content: &Object) -> Result<()
     if !of_origin(user, origin) || ruma::UserId::parse(user).is_err() {
         return Ok(());
     }
-    let mut shared = false;
-    for (room, membership) in state.rooms.storage().rooms_of_user(user).await? {
-        if membership == "join" && room_shared(state, origin, &room).await? {
-            shared = true;
-            break;
-        }
-    }
-    if !shared {
+    if !shares_a_room(state, origin, user).await? {
         return Ok(());
     }
     state.ephemeral.remote_device_list_changed(user).await
