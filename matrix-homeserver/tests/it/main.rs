@@ -17,6 +17,7 @@ mod federation_backfill;
 mod federation_edus;
 mod federation_gaps;
 mod federation_invites;
+mod federation_joins;
 mod federation_reads;
 mod media;
 mod presence;

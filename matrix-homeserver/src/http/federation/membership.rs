@@ -66,7 +66,8 @@ pub(super) async fn make_join(
 }
 
 /// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`: a user of the requesting server
-/// joins through us. Every member event is sent (`members_omitted` is false).
+/// joins through us. With `omit_members=true` the answer is a partial state: no member events
+/// but the ones a joining server needs first, and the servers in the room.
 pub(super) async fn send_join(
     State(state): AppState,
     Params((room, event_id)): Params<(String, String)>,
@@ -75,16 +76,26 @@ pub(super) async fn send_join(
     let room = room_id(&room)?;
     let federation = super::federation(&state)?;
     let event = object_body(&peer, "the signed join event")?;
+    let omit_members = match query_values(&peer.uri, "omit_members").last().map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid_param("omit_members must be true or false")),
+    };
+    let (origin, keys) = (peer.origin.as_str(), federation.keys());
     let joined = state
         .rooms
-        .join_through_us(federation.keys(), peer.origin.as_str(), room.as_str(), &event_id, event)
+        .join_through_us(keys, origin, room.as_str(), &event_id, event, omit_members)
         .await?;
     let list = |pdus: &[Arc<matrix_core::Pdu>]| -> Vec<matrix_core::Value> {
         pdus.iter().map(|p| matrix_core::Value::Object(p.json().clone())).collect()
     };
     let mut body = matrix_core::Object::new();
     body.insert("origin", state.config.server_name.as_str());
-    body.insert("members_omitted", false);
+    body.insert("members_omitted", joined.members_omitted);
+    if let Some(servers) = &joined.servers_in_room {
+        let servers: Vec<matrix_core::Value> = servers.iter().map(|s| s.as_str().into()).collect();
+        body.insert("servers_in_room", servers);
+    }
     body.insert("state", list(&joined.state));
     body.insert("auth_chain", list(&joined.auth_chain));
     body.insert("event", joined.event.json().clone());

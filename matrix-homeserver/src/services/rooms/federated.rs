@@ -1,9 +1,11 @@
 //! What other servers ask of our rooms: join templates and joins through us (`make_join`,
 //! `send_join`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use matrix_core::json::Object;
+use matrix_federation::inbound::StateIds;
 use ruma::UserId;
 
 use super::Rooms;
@@ -65,17 +67,26 @@ impl Rooms {
 }
 
 /// What `send_join` answers: the join as stored, the state before it and the auth chain of
-/// both.
+/// both. With `omit_members` asked, the state holds no member events but the joining user's
+/// own and (in a room with no name nor canonical alias) the heroes', the auth chain leaves
+/// out the events already in the state, and `servers_in_room` is set.
 #[derive(Debug)]
 pub(crate) struct Joined {
     pub(crate) event: Arc<matrix_core::Pdu>,
     pub(crate) state: Vec<Arc<matrix_core::Pdu>>,
     pub(crate) auth_chain: Vec<Arc<matrix_core::Pdu>>,
+    pub(crate) members_omitted: bool,
+    /// The servers with joined members before the join, when members are omitted.
+    pub(crate) servers_in_room: Option<Vec<String>>,
 }
+
+/// How many heroes a room summary names (the client-server `m.heroes`).
+const HEROES: usize = 5;
 
 impl Rooms {
     /// `send_join`: stores the join of a user of `origin` (built from our template and signed
-    /// by their server) after the checks every received event goes through.
+    /// by their server) after the checks every received event goes through. `omit_members`:
+    /// the joining server accepts a partial state (spec: `send_join` v2, `omit_members`).
     pub(crate) async fn join_through_us(
         &self,
         keys: &dyn matrix_federation::keys::KeyProvider,
@@ -83,18 +94,92 @@ impl Rooms {
         room_id: &str,
         event_id: &str,
         event: Object,
+        omit_members: bool,
     ) -> Result<Joined, ApiError> {
         let stored =
             self.membership_through_us(keys, origin, room_id, event_id, event, "join").await?;
-        let state_ids = self.state_before_ids(&stored).await?;
+        let before = self.state_before_map(&stored).await?;
+        let (state_ids, servers_in_room) = if omit_members {
+            let joining = stored.state_key().unwrap_or_default();
+            let (kept, servers) = self.partial_join_state(&before, joining).await?;
+            (kept, Some(servers))
+        } else {
+            (before.into_values().collect::<Vec<_>>(), None)
+        };
+        // The join's own auth chain starts with its auth events (the authorising user's
+        // membership of a restricted join among them, which a partial state leaves out).
         let mut chain_from: Vec<&str> = state_ids.iter().map(String::as_str).collect();
-        chain_from.extend(stored.auth_events());
-        let chain_ids = self.storage().auth_chain(&chain_from).await?;
+        chain_from.push(stored.event_id());
+        let mut chain_ids = self.storage().auth_chain(&chain_from).await?;
+        if omit_members {
+            // What is in `state` need not be repeated in `auth_chain`.
+            let in_state: BTreeSet<&str> = state_ids.iter().map(String::as_str).collect();
+            chain_ids.retain(|id| !in_state.contains(id.as_str()));
+        }
         Ok(Joined {
             state: self.pdus(&state_ids).await?,
             auth_chain: self.pdus(&chain_ids).await?,
             event: stored,
+            members_omitted: omit_members,
+            servers_in_room,
         })
+    }
+
+    /// The state a partial-state join is answered (`before`: the state before the join): every
+    /// state event but the member events, except the joining user's own membership and, in a
+    /// room with neither a name nor a canonical alias, the heroes' (the first members, joined
+    /// or invited, else left or banned, the joining user aside); and the servers with joined
+    /// members.
+    async fn partial_join_state(
+        &self,
+        before: &StateIds,
+        joining: &str,
+    ) -> Result<(Vec<String>, Vec<String>), ApiError> {
+        let mut kept = Vec::new();
+        let mut servers = BTreeSet::new();
+        let (mut present, mut gone) = (Vec::new(), Vec::new());
+        for ((kind, state_key), id) in before {
+            if kind != "m.room.member" {
+                kept.push(id.clone());
+                continue;
+            }
+            if state_key == joining {
+                kept.push(id.clone());
+            }
+            let Some(pdu) = self.pdu(id).await? else { continue };
+            let membership = pdu.content().get_str("membership");
+            if membership == Some("join")
+                && let Some((_, server)) = state_key.split_once(':')
+            {
+                servers.insert(server.to_owned());
+            }
+            if state_key == joining {
+                continue;
+            }
+            match membership {
+                Some("join" | "invite") if present.len() < HEROES => present.push(id.clone()),
+                Some("leave" | "ban") if gone.len() < HEROES => gone.push(id.clone()),
+                _ => {}
+            }
+        }
+        if !self.has_title(before).await? {
+            kept.extend(if present.is_empty() { gone } else { present });
+        }
+        Ok((kept, servers.into_iter().collect()))
+    }
+
+    /// Whether a state names the room: an `m.room.name` or an `m.room.canonical_alias` that is
+    /// set and not empty (else clients name it after its heroes).
+    async fn has_title(&self, state: &StateIds) -> Result<bool, ApiError> {
+        for (kind, field) in [("m.room.name", "name"), ("m.room.canonical_alias", "alias")] {
+            let Some(id) = state.get(&(kind.to_owned(), String::new())) else { continue };
+            if let Some(pdu) = self.pdu(id).await?
+                && pdu.content().get_str(field).is_some_and(|value| !value.is_empty())
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// `send_join` or `send_leave`: stores the `membership` event of a user of `origin`

@@ -551,9 +551,12 @@ fn check_event_id(check: &PduCheck) -> Option<&str> {
 }
 
 impl Rooms {
-    /// The state before a stored event, as event ids (the states after its prev events,
-    /// resolved).
-    pub(crate) async fn state_before_ids(&self, pdu: &Pdu) -> Result<Vec<String>, ApiError> {
+    /// The state before a stored event, by type and state key (the states after its prev
+    /// events, resolved).
+    pub(crate) async fn state_before_map(
+        &self,
+        pdu: &Pdu,
+    ) -> Result<matrix_federation::inbound::StateIds, ApiError> {
         let info =
             self.storage().room(pdu.room_id()).await?.ok_or_else(ApiError::room_not_found)?;
         let memo = StateMemo::default();
@@ -567,7 +570,7 @@ impl Rooms {
         let before = inbound::state_before(pdu, &context)
             .await
             .map_err(|e| ApiError::unknown(format!("the state before the event: {e}")))?;
-        Ok(before.into_values().collect())
+        Ok(before)
     }
 
     /// Events by id, in the order given (unknown ones left out).

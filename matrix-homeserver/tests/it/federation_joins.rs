@@ -1,0 +1,248 @@
+//! Joins through us as the joining server sees them: `send_join` with and without
+//! `omit_members` (a partial-state join).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use matrix_homeserver::testing::{Intercepted, TestFederation, TestHomeserver};
+use serde_json::json;
+
+use crate::federation::{call, create_room};
+
+/// The body of the last `send_join` request to `destination` (the join, signed by the joining
+/// server), captured on its way.
+type Captured = Arc<Mutex<Option<matrix_core::Object>>>;
+
+fn capture_send_join(net: &TestFederation, destination: &str) -> Captured {
+    let captured: Captured = Arc::default();
+    let slot = captured.clone();
+    net.intercept(destination, move |_, request| {
+        if request.uri().path().starts_with("/_matrix/federation/v2/send_join/")
+            && let Ok(matrix_core::Value::Object(body)) =
+                matrix_core::json::parse_lenient(request.body())
+        {
+            *slot.lock().expect("not poisoned") = Some(body);
+        }
+        Intercepted::Pass
+    });
+    captured
+}
+
+/// An event as `serde_json`.
+fn as_json(pdu: &matrix_core::Pdu) -> Value {
+    serde_json::from_slice(pdu.canonical_bytes()).expect("json")
+}
+
+/// The events of one list of a `send_join` answer, by id.
+fn events(answer: &matrix_core::Object, field: &str, version: &str) -> BTreeMap<String, Value> {
+    let rules = matrix_core::RoomVersionRules::get(version).expect("a known version");
+    let Some(matrix_core::Value::Array(list)) = answer.get(field) else {
+        panic!("the answer has no {field}: {answer:?}")
+    };
+    list.iter()
+        .map(|event| {
+            let matrix_core::Value::Object(object) = event else { panic!("not an event") };
+            let pdu = matrix_core::Pdu::from_object(object.clone(), rules).expect("a pdu");
+            (pdu.event_id().to_owned(), as_json(&pdu))
+        })
+        .collect()
+}
+
+type Value = serde_json::Value;
+
+/// The auth chain (every ancestor through `auth_events`) of `from`, walking `known`.
+fn auth_chain(from: &[&Value], known: &BTreeMap<String, Value>) -> BTreeSet<String> {
+    let mut chain = BTreeSet::new();
+    let mut todo: Vec<String> = from
+        .iter()
+        .flat_map(|e| e["auth_events"].as_array().cloned().unwrap_or_default())
+        .filter_map(|id| id.as_str().map(str::to_owned))
+        .collect();
+    while let Some(id) = todo.pop() {
+        if !chain.insert(id.clone()) {
+            continue;
+        }
+        let event = known.get(&id).unwrap_or_else(|| panic!("{id} is in no answer"));
+        for parent in event["auth_events"].as_array().into_iter().flatten() {
+            todo.push(parent.as_str().expect("an id").to_owned());
+        }
+    }
+    chain
+}
+
+/// The member events of a state list, by state key, with their membership.
+fn members(state: &BTreeMap<String, Value>) -> BTreeMap<String, String> {
+    state
+        .values()
+        .filter(|e| e["type"] == "m.room.member")
+        .map(|e| {
+            let key = e["state_key"].as_str().expect("a state key").to_owned();
+            (key, e["content"]["membership"].as_str().expect("a membership").to_owned())
+        })
+        .collect()
+}
+
+/// `user` (on `server`) joins `room` through a.test.
+async fn join_through_a(server: &TestHomeserver, token: &str, room: &str) {
+    let path = format!("/_matrix/client/v3/join/{room}?server_name=a.test");
+    let (status, joined) = call(server, token, reqwest::Method::POST, &path, json!({})).await;
+    assert_eq!(status, 200, "{joined}");
+}
+
+/// bob of b.test joins `room` of a.test for real (b asks the full state), and the join b sent
+/// is asked again, by b, with and without `omit_members`: the two answers and the room version.
+async fn both_answers(
+    net: &TestFederation,
+    room: &str,
+    bob: &str,
+) -> (matrix_core::Object, matrix_core::Object, String) {
+    let b = net.server("b.test");
+    let captured = capture_send_join(net, "a.test");
+    join_through_a(b, bob, room).await;
+    net.stop_intercepting("a.test");
+    let event = captured.lock().expect("not poisoned").take().expect("b sent a send_join");
+    let version = version_of(net.server("a.test"), room).await;
+    let rules = matrix_core::RoomVersionRules::get(&version).expect("a known version");
+    let event_id =
+        matrix_core::Pdu::from_object(event.clone(), rules).expect("a pdu").event_id().to_owned();
+    let client = b.federation_client().expect("federation on");
+    let full = client.send_join("a.test", room, &event_id, &event, false).await.expect("full");
+    let partial = client.send_join("a.test", room, &event_id, &event, true).await.expect("partial");
+    (full, partial, version)
+}
+
+/// Checks what holds of every partial answer against the full one: the same state but the
+/// member events, no event twice, and an auth chain that is exactly the auth chain of the join
+/// and of the state returned, less that state. Answers the partial state.
+fn check_partial(
+    full: &matrix_core::Object,
+    partial: &matrix_core::Object,
+    version: &str,
+) -> BTreeMap<String, Value> {
+    assert_eq!(full.get("members_omitted"), Some(&matrix_core::Value::Bool(false)));
+    assert_eq!(partial.get("members_omitted"), Some(&matrix_core::Value::Bool(true)));
+    let (full_state, partial_state) =
+        (events(full, "state", version), events(partial, "state", version));
+    let not_members = |state: &BTreeMap<String, Value>| -> BTreeSet<String> {
+        state
+            .iter()
+            .filter(|(_, e)| e["type"] != "m.room.member")
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    assert_eq!(not_members(&full_state), not_members(&partial_state));
+    assert!(partial_state.keys().all(|id| full_state.contains_key(id)));
+
+    let mut known = full_state.clone();
+    known.extend(events(full, "auth_chain", version));
+    let partial_chain = events(partial, "auth_chain", version);
+    known.extend(partial_chain.clone());
+    let rules = matrix_core::RoomVersionRules::get(version).expect("a known version");
+    let join = match partial.get("event") {
+        Some(matrix_core::Value::Object(event)) => {
+            as_json(&matrix_core::Pdu::from_object(event.clone(), rules).expect("a pdu"))
+        }
+        _ => panic!("the answer has no event"),
+    };
+    let mut from: Vec<&Value> = partial_state.values().collect();
+    from.push(&join);
+    let mut expected = auth_chain(&from, &known);
+    expected.retain(|id| !partial_state.contains_key(id));
+    let got: BTreeSet<String> = partial_chain.keys().cloned().collect();
+    assert_eq!(got, expected, "the auth chain of the partial state");
+    // The full answer's auth chain covers its whole state.
+    let full_from: Vec<&Value> = full_state.values().chain([&join]).collect();
+    let full_chain: BTreeSet<String> = events(full, "auth_chain", version).into_keys().collect();
+    assert_eq!(full_chain, auth_chain(&full_from, &known));
+    partial_state
+}
+
+fn servers_in_room(answer: &matrix_core::Object) -> Vec<String> {
+    let Some(matrix_core::Value::Array(list)) = answer.get("servers_in_room") else {
+        panic!("no servers_in_room: {answer:?}")
+    };
+    list.iter().map(|s| s.as_str().expect("a server name").to_owned()).collect()
+}
+
+/// A named room: the partial answer holds the joining user's own membership (an invite) but no
+/// other member event; the servers in the room are a and c (b is not in yet); without the flag
+/// every member is there.
+#[tokio::test]
+async fn send_join_with_omit_members_leaves_out_the_members_of_a_named_room() {
+    let net = TestFederation::start(&["a.test", "b.test", "c.test"]).await;
+    let (a, c) = (net.server("a.test"), net.server("c.test"));
+    let alice = a.register_user("alice", "pw").await;
+    let carol = a.register_user("carol", "pw").await;
+    let dave = c.register_user("dave", "pw").await;
+    let bob = net.server("b.test").register_user("bob", "pw").await;
+    let room =
+        create_room(a, &alice.access_token, json!({"preset": "public_chat", "name": "Tea"})).await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/join");
+    let (status, body) =
+        call(a, &carol.access_token, reqwest::Method::POST, &path, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    join_through_a(c, &dave.access_token, &room).await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/invite");
+    let invite = json!({"user_id": "@bob:b.test"});
+    let (status, body) = call(a, &alice.access_token, reqwest::Method::POST, &path, invite).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (full, partial, version) = both_answers(&net, &room, &bob.access_token).await;
+    let full_members = members(&events(&full, "state", &version));
+    let expected: BTreeMap<String, String> = [
+        ("@alice:a.test", "join"),
+        ("@bob:b.test", "invite"),
+        ("@carol:a.test", "join"),
+        ("@dave:c.test", "join"),
+    ]
+    .into_iter()
+    .map(|(u, m)| (u.to_owned(), m.to_owned()))
+    .collect();
+    assert_eq!(full_members, expected);
+    let partial_state = check_partial(&full, &partial, &version);
+    let only_bob: BTreeMap<String, String> =
+        [("@bob:b.test".to_owned(), "invite".to_owned())].into_iter().collect();
+    assert_eq!(members(&partial_state), only_bob);
+    assert_eq!(servers_in_room(&partial), ["a.test", "c.test"]);
+}
+
+/// A room with neither name nor alias: the partial answer holds the heroes' member events
+/// (five of the members, the joining user aside) and their auth chains.
+#[tokio::test]
+async fn send_join_with_omit_members_keeps_the_heroes_of_an_unnamed_room() {
+    let net = TestFederation::start(&["a.test", "b.test", "c.test"]).await;
+    let (a, c) = (net.server("a.test"), net.server("c.test"));
+    let alice = a.register_user("alice", "pw").await;
+    let room = create_room(a, &alice.access_token, json!({"preset": "public_chat"})).await;
+    let mut everyone = BTreeSet::from(["@alice:a.test".to_owned()]);
+    for name in ["u1", "u2", "u3", "u4", "u5"] {
+        let user = a.register_user(name, "pw").await;
+        let path = format!("/_matrix/client/v3/rooms/{room}/join");
+        let (status, body) =
+            call(a, &user.access_token, reqwest::Method::POST, &path, json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        everyone.insert(format!("@{name}:a.test"));
+    }
+    let dave = c.register_user("dave", "pw").await;
+    let bob = net.server("b.test").register_user("bob", "pw").await;
+    join_through_a(c, &dave.access_token, &room).await;
+    everyone.insert("@dave:c.test".to_owned());
+
+    let (full, partial, version) = both_answers(&net, &room, &bob.access_token).await;
+    let full_members: BTreeSet<String> =
+        members(&events(&full, "state", &version)).into_keys().collect();
+    assert_eq!(full_members, everyone);
+    let partial_state = check_partial(&full, &partial, &version);
+    let heroes = members(&partial_state);
+    assert_eq!(heroes.len(), 5, "{heroes:?}");
+    assert!(heroes.values().all(|m| m == "join"), "{heroes:?}");
+    assert!(heroes.keys().all(|u| everyone.contains(u)), "{heroes:?}");
+    assert_eq!(servers_in_room(&partial), ["a.test", "c.test"]);
+}
+
+/// The room version of `room` on `server`, as it stored it.
+async fn version_of(server: &TestHomeserver, room: &str) -> String {
+    let storage = server.storage();
+    let info = storage.room(room).await.expect("reads").expect("the room");
+    info.version.clone()
+}
