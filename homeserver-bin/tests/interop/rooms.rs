@@ -43,6 +43,10 @@ async fn a_synapse_user_joins_a_room_of_ours() {
             &json!({"preset": "public_chat", "room_alias_name": alias_name, "name": "Tea"}),
         )
         .await;
+    // A second user of ours is in the room too: Synapse joins with `omit_members` (a partial
+    // state, no member events), then fetches the full state from us.
+    let other = Session::register_open(&ours.client_url, &crate::unique("our"), PASSWORD).await;
+    assert_eq!(other.join(&room, &[]).await, room);
     let alias = format!("#{alias_name}:{}", ours.server_name);
     assert_eq!(theirs.join(&alias, &[]).await, room, "{}", ours.log_text());
     // Our side sees the Synapse user joined.
@@ -53,6 +57,22 @@ async fn a_synapse_user_joins_a_room_of_ours() {
         .await;
     assert_eq!(joined["content"]["membership"], "join");
     exchange(&room, &mine, &theirs).await;
+    // The Synapse user sees every member once Synapse has the room's full state.
+    let path = format!("/rooms/{}/joined_members", crate::client::encode(&room));
+    let everyone = [&mine.user_id, &other.user_id, &theirs.user_id];
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let (status, members) = theirs.get(&path).await;
+        if status == 200 && everyone.iter().all(|u| members["joined"].get(u.as_str()).is_some()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Synapse never listed every member: {status} {members}\n{}",
+            ours.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// A public room on Synapse; our user joins it by id, through Synapse.
