@@ -336,8 +336,41 @@ async fn a_state_ids_answer_that_is_garbage_or_too_large_is_refused() {
     refused_then_taken(&room, &last, Some("garbage".to_owned())).await;
 }
 
+/// a answers b's `/event/{id}` for `id` with `event` (a lying peer); every other request goes
+/// through.
+fn answer_event(room: &Room, id: &str, event: Object) {
+    let mut answer = Object::new();
+    answer.insert("origin", "a.test");
+    answer.insert("origin_server_ts", 1_i64);
+    answer.insert("pdus", CoreValue::Array(vec![CoreValue::Object(event)]));
+    let body = matrix_core::json::to_canonical_vec(&CoreValue::Object(answer));
+    let path = format!("/_matrix/federation/v1/event/{}", encode(id));
+    room.net.intercept("a.test", move |_, request| {
+        if request.uri().path() == path {
+            Intercepted::Answer(200, body.clone())
+        } else {
+            Intercepted::Pass
+        }
+    });
+}
+
+/// b's state is a's, but for `topic`'s entry: `None` left out, or another event id.
+async fn same_state_but_the_topic(room: &Room) -> Vec<(String, String, String)> {
+    let ours: Vec<_> = room
+        .state_ids(&room.alice)
+        .await
+        .into_iter()
+        .filter(|(kind, _, _)| kind != "m.room.topic")
+        .collect();
+    let theirs = room.state_ids(&room.bob).await;
+    let rest: Vec<_> =
+        theirs.iter().filter(|(kind, _, _)| kind != "m.room.topic").cloned().collect();
+    assert_eq!(ours, rest, "b has the rest of the state");
+    theirs
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_events_whose_signatures_are_bad_are_refused() {
+async fn a_state_event_whose_signature_is_bad_is_left_out_and_the_rest_is_taken() {
     let (room, last, topic) = room_with_a_gap().await;
     // The topic, signed by a, with its signature changed: the same event id, a bad signature.
     let mut forged = room.pdu(&topic).await;
@@ -347,24 +380,33 @@ async fn state_events_whose_signatures_are_bad_are_refused() {
     for key_id in key_ids {
         signatures.insert(&key_id, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     }
-    let mut answer = Object::new();
-    answer.insert("origin", "a.test");
-    answer.insert("origin_server_ts", 1_i64);
-    answer.insert("pdus", CoreValue::Array(vec![CoreValue::Object(forged)]));
-    let body = matrix_core::json::to_canonical_vec(&CoreValue::Object(answer));
-    let path = format!("/_matrix/federation/v1/event/{}", encode(&topic));
-    room.net.intercept("a.test", move |_, request| {
-        if request.uri().path() == path {
-            Intercepted::Answer(200, body.clone())
-        } else {
-            Intercepted::Pass
-        }
-    });
-    let verdict = room.push("manual-1", &last).await;
-    let reason = verdict.clone().expect("b refuses the event");
-    assert!(reason.contains(&topic) && reason.contains("failed its checks"), "{reason}");
-    assert_eq!(room.b_stored(&topic).await, None, "{reason}");
-    refused_then_taken(&room, &last, verdict).await;
+    answer_event(&room, &topic, forged);
+    // Only the topic is refused: the last event and the state without the topic are taken.
+    assert_eq!(room.push("manual-1", &last).await, None, "b takes the event");
+    assert!(room.b_has(&last).await);
+    assert_eq!(room.b_stored(&topic).await, None, "the forged topic is not stored");
+    assert_eq!(room.state(&room.bob, "m.room.topic").await, None);
+    let state = same_state_but_the_topic(&room).await;
+    assert!(state.iter().all(|(kind, _, _)| kind != "m.room.topic"), "{state:?}");
+    let name = room.state(&room.bob, "m.room.name").await.expect("the name is there");
+    assert_eq!(name["name"], "Gap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_event_whose_content_hash_is_wrong_is_taken_redacted() {
+    let (room, last, topic) = room_with_a_gap().await;
+    // The topic with its content changed: the signature (of the redacted event) and the
+    // event id still hold, the content hash does not.
+    let mut forged = room.pdu(&topic).await;
+    forged.object_entry("content").insert("topic", "a lie");
+    answer_event(&room, &topic, forged);
+    assert_eq!(room.push("manual-1", &last).await, None, "b takes the event");
+    assert!(room.b_has(&last).await);
+    // The topic is in the state, redacted: neither the lie nor the truth.
+    let state = same_state_but_the_topic(&room).await;
+    assert!(state.iter().any(|(kind, _, id)| kind == "m.room.topic" && *id == topic), "{state:?}");
+    let content = room.state(&room.bob, "m.room.topic").await;
+    assert!(content.as_ref().is_none_or(|c| c.get("topic").is_none()), "{content:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,8 +472,9 @@ async fn a_state_of_events_of_another_room_is_refused() {
         }
     });
     let verdict = room.push("manual-third", &last).await;
+    // Every event is left out (of another room): no create event of this room is left.
     let reason = verdict.expect("b refuses a state of another room it lacks");
-    assert!(reason.contains("failed its checks"), "{reason}");
+    assert!(reason.contains("not the room's create event"), "{reason}");
     for id in &lacked {
         assert_eq!(
             room.b_stored(id).await,

@@ -246,3 +246,148 @@ async fn version_of(server: &TestHomeserver, room: &str) -> String {
     let info = storage.room(room).await.expect("reads").expect("the room");
     info.version.clone()
 }
+
+/// The current state of `room` on `server` and its auth chain, as the events a `send_join`
+/// answer would hold (read from its storage), by id.
+async fn state_and_chain(
+    server: &TestHomeserver,
+    room: &str,
+) -> (Vec<(String, matrix_core::Object)>, Vec<matrix_core::Object>) {
+    let storage = server.storage();
+    let info = storage.room(room).await.expect("reads").expect("the room");
+    let entries = storage.state_full(info.current_state.expect("a state")).await.expect("reads");
+    let object = |bytes: &[u8]| match matrix_core::json::parse_lenient(bytes) {
+        Ok(matrix_core::Value::Object(object)) => object,
+        _ => panic!("a stored event is an object"),
+    };
+    let mut state = Vec::new();
+    for entry in &entries {
+        let stored = storage.event(&entry.event_id).await.expect("reads").expect("stored");
+        state.push((entry.event_id.clone(), object(&stored.json)));
+    }
+    let ids: Vec<&str> = entries.iter().map(|e| e.event_id.as_str()).collect();
+    let mut chain = Vec::new();
+    for id in storage.auth_chain(&ids).await.expect("reads") {
+        let stored = storage.event(&id).await.expect("reads").expect("stored");
+        chain.push(object(&stored.json));
+    }
+    (state, chain)
+}
+
+/// a answers every `send_join` with `state` and `chain` (a lying resident: b's join never
+/// reaches a's room).
+fn answer_send_join(
+    net: &TestFederation,
+    state: Vec<matrix_core::Object>,
+    chain: Vec<matrix_core::Object>,
+) {
+    let list = |events: Vec<matrix_core::Object>| {
+        matrix_core::Value::Array(events.into_iter().map(matrix_core::Value::Object).collect())
+    };
+    let mut answer = matrix_core::Object::new();
+    answer.insert("origin", "a.test");
+    answer.insert("members_omitted", false);
+    answer.insert("state", list(state));
+    answer.insert("auth_chain", list(chain));
+    let body = matrix_core::json::to_canonical_vec(&matrix_core::Value::Object(answer));
+    net.intercept("a.test", move |_, request| {
+        if request.uri().path().starts_with("/_matrix/federation/v2/send_join/") {
+            Intercepted::Answer(200, body.clone())
+        } else {
+            Intercepted::Pass
+        }
+    });
+}
+
+/// A bad signature on one event of a `send_join` answer (carol's join) leaves out that event,
+/// a wrong content hash (the topic) redacts it; the join goes on with the rest. A bad
+/// signature on the create event leaves no room to join: the join fails, nothing is stored.
+#[tokio::test]
+async fn a_join_takes_the_state_but_the_events_that_fail_their_checks() {
+    let net = TestFederation::start(&["a.test", "b.test"]).await;
+    let (a, b) = (net.server("a.test"), net.server("b.test"));
+    let alice = a.register_user("alice", "pw").await;
+    let carol = a.register_user("carol", "pw").await;
+    let bob = b.register_user("bob", "pw").await;
+    let body = json!({"preset": "public_chat", "name": "Tea", "topic": "the truth"});
+    let room = create_room(a, &alice.access_token, body).await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/join");
+    let (status, body) =
+        call(a, &carol.access_token, reqwest::Method::POST, &path, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (state, chain) = state_and_chain(a, &room).await;
+    let id_of = |kind: &str, key: &str| -> String {
+        let found = state
+            .iter()
+            .find(|(_, e)| e.get_str("type") == Some(kind) && e.get_str("state_key") == Some(key));
+        found.expect("in the state").0.clone()
+    };
+    let (carol_join, topic, create) = (
+        id_of("m.room.member", "@carol:a.test"),
+        id_of("m.room.topic", ""),
+        id_of("m.room.create", ""),
+    );
+    let bad_signature = |event: &mut matrix_core::Object| {
+        let signatures = event.object_entry("signatures").object_entry("a.test");
+        let key_ids: Vec<String> = signatures.keys().map(str::to_owned).collect();
+        for key_id in key_ids {
+            signatures.insert(&key_id, "A".repeat(86));
+        }
+    };
+    let lie = |bad: &str| -> Vec<matrix_core::Object> {
+        state
+            .iter()
+            .map(|(id, event)| {
+                let mut event = event.clone();
+                if *id == topic {
+                    event.object_entry("content").insert("topic", "a lie");
+                }
+                if id == bad {
+                    bad_signature(&mut event);
+                }
+                event
+            })
+            .collect()
+    };
+
+    // The create event badly signed: no state of the room is left; nothing is stored.
+    let mut forged_chain = chain.clone();
+    for event in &mut forged_chain {
+        if event.get_str("type") == Some("m.room.create") {
+            bad_signature(event);
+        }
+    }
+    answer_send_join(&net, lie(&create), forged_chain);
+    let join = format!("/_matrix/client/v3/join/{room}?server_name=a.test");
+    let (status, body) = call(b, &bob.access_token, reqwest::Method::POST, &join, json!({})).await;
+    assert_ne!(status, 200, "{body}");
+    let stored = b.storage().room(&room).await.expect("reads");
+    assert!(stored.as_ref().is_none_or(|r| r.current_state.is_none()), "{stored:?}");
+
+    // carol's join badly signed, the topic with a wrong hash: the join goes on without them.
+    answer_send_join(&net, lie(&carol_join), chain);
+    let (status, body) = call(b, &bob.access_token, reqwest::Method::POST, &join, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let stored = |id: String| async move { b.storage().event(&id).await.expect("reads") };
+    assert!(stored(carol_join.clone()).await.is_none(), "carol's forged join is not stored");
+    let path = format!("/_matrix/client/v3/rooms/{room}/state");
+    let (status, on_b) = call(b, &bob.access_token, reqwest::Method::GET, &path, json!({})).await;
+    assert_eq!(status, 200, "{on_b}");
+    let on_b = on_b.as_array().expect("a list").clone();
+    let entry = |kind: &str, key: &str| {
+        on_b.iter().find(|e| e["type"] == kind && e["state_key"] == key).cloned()
+    };
+    assert!(entry("m.room.member", "@carol:a.test").is_none(), "{on_b:?}");
+    assert_eq!(
+        entry("m.room.member", "@alice:a.test").expect("alice")["content"]["membership"],
+        "join"
+    );
+    assert_eq!(
+        entry("m.room.member", "@bob:b.test").expect("bob")["content"]["membership"],
+        "join"
+    );
+    assert_eq!(entry("m.room.name", "").expect("the name")["content"]["name"], "Tea");
+    let topic_on_b = entry("m.room.topic", "").expect("the topic, redacted");
+    assert_eq!(topic_on_b["event_id"], topic.as_str());
+    assert!(topic_on_b["content"].get("topic").is_none(), "{topic_on_b}");
+}

@@ -1,7 +1,9 @@
 //! Our users joining rooms of other servers: `make_join` on a resident server, the template
 //! signed by us, `send_join`, and the room's state and auth chain from the answer checked
 //! (signatures in one batch, hashes, the authorization rules of each event against its auth
-//! events, the join against the state) before anything is stored.
+//! events, the join against the state) before anything is stored. An event that fails its
+//! checks is left out, with those that need it as an auth event; the join goes on if the rest
+//! holds the create event and the join's auth events, and allows the join.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,6 +26,9 @@ const MAX_KEYS_PER_SERVER: usize = 16;
 
 /// The most servers whose keys are looked up for one answer (the events of others fail).
 const MAX_SERVERS: usize = 1_000;
+
+/// The most events left out of an answer that are named in the log.
+const MAX_LOGGED_DROPS: usize = 10;
 
 impl Rooms {
     /// Our user's `membership` event from a `make_join`/`make_leave` answer's template, checked
@@ -177,8 +182,28 @@ impl Rooms {
                 events.entry(pdu.event_id().to_owned()).or_insert(pdu);
             }
         }
+        let received: Vec<String> = events.keys().cloned().collect();
         let verified = verify_all(keys, rules, events.into_values().collect()).await?;
         let accepted = authorize_in_order(rules, verified);
+        // Events that fail their checks (or need one that does) are left out, and only they:
+        // the join goes on if what is left is a state of the room that allows it.
+        let dropped: Vec<&str> =
+            received.iter().map(String::as_str).filter(|id| !accepted.contains_key(*id)).collect();
+        if !dropped.is_empty() {
+            let named = dropped.iter().take(MAX_LOGGED_DROPS).copied().collect::<Vec<_>>();
+            eprintln!(
+                "federation: joining {room_id}: {} events of the answer failed their checks and \
+                 are left out: {}{}",
+                dropped.len(),
+                named.join(", "),
+                if dropped.len() > named.len() { " and more" } else { "" }
+            );
+        }
+        if let Some(missing) = join.auth_events().find(|id| !accepted.contains_key(*id)) {
+            return Err(ApiError::unknown(format!(
+                "the join's auth event {missing} is not in the answer or failed its checks"
+            )));
+        }
 
         // The state before our join: the answer's state events that passed.
         let mut state_map: HashMap<(String, String), String> = HashMap::new();
@@ -193,6 +218,12 @@ impl Rooms {
             .iter()
             .filter_map(|(key, id)| accepted.get(id).map(|pdu| (key.clone(), pdu.clone())))
             .collect();
+        let create_key = ("m.room.create".to_owned(), String::new());
+        if !state_events.contains_key(&create_key) {
+            return Err(ApiError::unknown(
+                "the room's create event is not in the answer's state or failed its checks",
+            ));
+        }
         auth::check(rules, &join, &state_events).map_err(|e| {
             ApiError::forbidden(format!("the join is not allowed by the room: {e}"))
         })?;

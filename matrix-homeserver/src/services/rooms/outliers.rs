@@ -6,7 +6,9 @@
 //! event is parsed as the room's version, must be of this room and one of the ids asked for,
 //! its signatures must verify (one batch) and it is redacted where its content hash is wrong;
 //! then the authorization rules against its own auth events, which are in the batch or stored
-//! here (and not rejected). What fails is not stored.
+//! here (and not rejected). What fails is not stored, and only it: the events that pass are
+//! kept (as the spec asks of a server that received events failing their checks, and as
+//! Synapse does), and those that need a failed one as an auth event fail with it.
 //!
 //! **How it is stored.** As outliers ([`EventStatus::Outlier`]): known, in no timeline, not
 //! forward extremities. The prev event whose state was fetched is stored with the state after
@@ -33,8 +35,10 @@ pub(crate) enum Held {
     Unknown,
     /// Stored, of this room, not rejected.
     Usable(Arc<Pdu>),
-    /// Stored, but it may not be used: of another room, or rejected here. Says why.
+    /// Stored, but of another room: naming it is a lie. Says why.
     Refused(String),
+    /// Stored, of this room, but rejected here: it may not be used. Says why.
+    Rejected(String),
 }
 
 /// The state after a prev event, to store with it.
@@ -54,7 +58,7 @@ impl Rooms {
             return Ok(Held::Refused(format!("event {event_id} is of another room")));
         }
         if stored.status == EventStatus::Rejected {
-            return Ok(Held::Refused(format!("event {event_id} was rejected here")));
+            return Ok(Held::Rejected(format!("event {event_id} was rejected here")));
         }
         Ok(match self.pdu(event_id).await? {
             Some(pdu) => Held::Usable(pdu),

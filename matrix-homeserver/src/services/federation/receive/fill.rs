@@ -7,8 +7,9 @@
 //! answer ([`MAX_STATE_IDS`]), the events fetched ([`MAX_FETCHED_EVENTS`]) and their bytes
 //! ([`MAX_FETCHED_BYTES`]), the requests ([`MAX_REQUESTS`]), the states fetched
 //! ([`MAX_STATE_FILLS`]); and the time, per transaction ([`FETCH_TIME`]): every request is
-//! cut at the transaction's deadline. A peer that answers garbage, too much, or events that
-//! fail their checks gets its PDU refused with a reason, and nothing of that state is stored.
+//! cut at the transaction's deadline. A peer that answers garbage or too much gets its PDU
+//! refused with a reason, and nothing of that state is stored; events of an answer that fail
+//! their checks are left out, and only they (`state_at`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -209,10 +210,12 @@ fn state_ids_of(answer: &Object) -> Result<(Vec<String>, Vec<String>), String> {
 
 /// Fetches the state at `prev` (a prev event of a received PDU that we lack, or hold without
 /// its state): the ids with `/state_ids`, the events we lack, each checked; then stores them
-/// as outliers, and `prev` with the state after it. Refused whole if any event of the state or
-/// its auth chain is of another room, rejected here, not sent, or fails its checks; if the
-/// state has no create event or another than the room's, or two events for one key; or if
-/// `prev` is not authorized by it.
+/// as outliers, and `prev` with the state after it. An event of the state or its auth chain
+/// that is not sent, fails its checks (or needs one that does) or was rejected here is left
+/// out of the state, and only it (logged); the rest is taken if it is still a state of this
+/// room. Refused whole if an event named is of another room (a lie about the room); if `prev`
+/// itself fails its checks; if the state has no create event or another than the room's, or
+/// two events for one key; or if `prev` is not authorized by it.
 pub(crate) async fn state_at(gap: &Gap<'_>, prev: &str, budget: &mut Budget) -> Fetched {
     let client = gap.federation.client();
     let answer =
@@ -226,6 +229,7 @@ pub(crate) async fn state_at(gap: &Gap<'_>, prev: &str, budget: &mut Budget) -> 
     };
     let mut held: HashMap<String, Arc<Pdu>> = HashMap::new();
     let mut wanted: BTreeSet<String> = BTreeSet::new();
+    let mut dropped: Vec<(String, String)> = Vec::new();
     let all = state_ids.iter().chain(&chain_ids).map(String::as_str);
     for (n, id) in all.chain(std::iter::once(prev)).enumerate() {
         if n % 1_000 == 999
@@ -244,6 +248,8 @@ pub(crate) async fn state_at(gap: &Gap<'_>, prev: &str, budget: &mut Budget) -> 
                 wanted.insert(id.to_owned());
             }
             Held::Refused(reason) => return Ok(Err(format!("the state at {prev}: {reason}"))),
+            Held::Rejected(reason) if id != prev => dropped.push((id.to_owned(), reason)),
+            Held::Rejected(reason) => return Ok(Err(format!("prev event {prev}: {reason}"))),
         }
     }
     if let Err(reason) = budget.take_events(wanted.len()) {
@@ -259,11 +265,13 @@ pub(crate) async fn state_at(gap: &Gap<'_>, prev: &str, budget: &mut Budget) -> 
     let rooms = &gap.state.rooms;
     let keys = gap.federation.keys();
     let checked = rooms.check_fetched(keys, gap.rules, gap.room_id, &wanted, objects).await?;
-    if let Some(id) = wanted.iter().find(|id| !checked.contains_key(*id)) {
-        return Ok(Err(format!(
-            "event {id} of the state at {prev} was not sent or failed its checks"
-        )));
+    if wanted.contains(prev) && !checked.contains_key(prev) {
+        return Ok(Err(format!("prev event {prev} was not sent or failed its checks")));
     }
+    for id in wanted.iter().filter(|id| !checked.contains_key(*id)) {
+        dropped.push((id.clone(), "not sent, or failed its checks".to_owned()));
+    }
+    log_dropped(gap, prev, &dropped);
     let event = |id: &str| checked.get(id).or_else(|| held.get(id).map(Arc::as_ref));
     let after = match state_after(gap, prev, &state_ids, &event).await? {
         Ok(after) => after,
@@ -272,6 +280,30 @@ pub(crate) async fn state_at(gap: &Gap<'_>, prev: &str, budget: &mut Budget) -> 
     let state_at = StateAt { event_id: prev.to_owned(), state: after };
     rooms.store_outliers(gap.room_id, checked.into_values().collect(), Some(state_at)).await?;
     Ok(Ok(()))
+}
+
+/// The most events left out of a state that are named in the log, one line per state.
+const MAX_LOGGED_DROPS: usize = 10;
+
+/// Says which events of the state at `prev` were left out, and why (the first few).
+fn log_dropped(gap: &Gap<'_>, prev: &str, dropped: &[(String, String)]) {
+    if dropped.is_empty() {
+        return;
+    }
+    let named: Vec<String> = dropped
+        .iter()
+        .take(MAX_LOGGED_DROPS)
+        .map(|(id, reason)| format!("{id} ({reason})"))
+        .collect();
+    let more = dropped.len().saturating_sub(MAX_LOGGED_DROPS);
+    eprintln!(
+        "federation: the state at {prev} in {} from {}: {} events left out: {}{}",
+        gap.room_id,
+        gap.origin,
+        dropped.len(),
+        named.join(", "),
+        if more > 0 { format!(" and {more} more") } else { String::new() }
+    );
 }
 
 /// The events of `wanted`: one by one (`/event`) when they are few, else with one `/state` at
@@ -323,8 +355,9 @@ async fn event(gap: &Gap<'_>, id: &str, budget: &mut Budget) -> Result<Object, S
     }
 }
 
-/// The state after `prev`: the state before it (`state_ids`, each id an event `event` gives),
-/// checked to be a state of this room, then `prev` checked against it and applied.
+/// The state after `prev`: the state before it (`state_ids`, less the ids `event` does not
+/// give: those left out), checked to be a state of this room, then `prev` checked against it
+/// and applied.
 async fn state_after<'e>(
     gap: &Gap<'_>,
     prev: &str,
@@ -333,9 +366,7 @@ async fn state_after<'e>(
 ) -> Result<Result<StateIds, String>, ApiError> {
     let mut before = StateIds::new();
     for id in state_ids {
-        let Some(pdu) = event(id) else {
-            return Ok(Err(format!("event {id} of the state at {prev} is not known")));
-        };
+        let Some(pdu) = event(id) else { continue };
         let Some(state_key) = pdu.state_key() else {
             return Ok(Err(format!("the state at {prev} holds {id}, which is no state event")));
         };
