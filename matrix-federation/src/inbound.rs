@@ -30,7 +30,7 @@ use matrix_core::auth::{self, AuthRejection};
 use matrix_core::json::{Object, Value};
 use matrix_core::pdu::{Pdu, PduError};
 use matrix_core::room_version::StateResAlgorithm;
-use matrix_core::signing::{self, KeyRing, Verified, VerifyError};
+use matrix_core::signing::{self, KeyRing, PublicKey, Verified, VerifyError};
 use matrix_core::{RoomVersionRules, redaction};
 
 pub use transaction::{
@@ -268,6 +268,21 @@ async fn signing_keys(
     rules: &RoomVersionRules,
     keys: &(impl KeyProvider + ?Sized),
 ) -> Result<Result<KeyRing, VerifyError>, FederationError> {
+    Ok(signing_key_list(event, rules, keys).await?.map(|list| {
+        let mut ring = KeyRing::new();
+        for ((server, key_id), key) in list {
+            ring.insert(&server, &key_id, key);
+        }
+        ring
+    }))
+}
+
+/// [`signing_keys`] as a list: `(server, key id)` and the key, for those found.
+async fn signing_key_list(
+    event: &Object,
+    rules: &RoomVersionRules,
+    keys: &(impl KeyProvider + ?Sized),
+) -> Result<Result<Vec<((String, String), PublicKey)>, VerifyError>, FederationError> {
     let servers = match signing::required_signers(event, rules) {
         Ok(servers) => servers,
         Err(e) => return Ok(Err(e)),
@@ -278,18 +293,54 @@ async fn signing_keys(
     } else {
         0
     };
-    let mut ring = KeyRing::new();
+    let mut found = Vec::new();
     let signatures = event.get_object("signatures");
     for server in servers {
         let Some(by_server) = signatures.and_then(|s| s.get_object(server)) else { continue };
         let key_ids = by_server.keys().filter(|id| id.starts_with("ed25519:"));
         for key_id in key_ids.take(MAX_KEYS_PER_SERVER) {
             if let Some(key) = keys.public_key(server, key_id, valid_at).await? {
-                ring.insert(server, key_id, key);
+                found.push(((server.to_owned(), key_id.to_owned()), key));
             }
         }
     }
-    Ok(Ok(ring))
+    Ok(Ok(found))
+}
+
+/// The signing keys an event's checks ([`check_pdu`]) need, looked up ahead of the checks:
+/// a [`KeyProvider`] that answers from them alone, never asking anyone. A receiver fetches
+/// them before it takes a room's lock, so that no lock is held while another server's keys
+/// are fetched over the network.
+#[derive(Debug, Clone, Default)]
+pub struct PrefetchedKeys {
+    keys: HashMap<(String, String), PublicKey>,
+}
+
+/// Looks up, with `keys`, the keys [`check_pdu`] needs to check `event` of `room_version`
+/// (those of its required signers that sign it). An event whose signers cannot be told (or
+/// of an unknown version) needs none: its checks reject it before any key is asked.
+pub async fn prefetch_signing_keys(
+    event: &Object,
+    room_version: &str,
+    keys: &(impl KeyProvider + ?Sized),
+) -> Result<PrefetchedKeys, FederationError> {
+    let Some(rules) = RoomVersionRules::get(room_version) else {
+        return Ok(PrefetchedKeys::default());
+    };
+    let found = signing_key_list(event, rules, keys).await?.unwrap_or_default();
+    Ok(PrefetchedKeys { keys: found.into_iter().collect() })
+}
+
+#[async_trait::async_trait]
+impl KeyProvider for PrefetchedKeys {
+    async fn public_key(
+        &self,
+        server: &str,
+        key_id: &str,
+        _valid_at_ts: i64,
+    ) -> Result<Option<PublicKey>, FederationError> {
+        Ok(self.keys.get(&(server.to_owned(), key_id.to_owned())).copied())
+    }
 }
 
 /// Steps 1 to 3: the event of `room_version` parsed, its signatures checked, redacted if its

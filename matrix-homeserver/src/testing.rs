@@ -163,10 +163,13 @@ pub enum Intercepted {
     Drop,
     /// The destination seems to answer this status and body (a misbehaving server).
     Answer(u16, Vec<u8>),
+    /// The request goes to the destination after this long (a slow server or link).
+    Delay(std::time::Duration),
 }
 
 /// A test's hand on requests to one server: sees the requesting server's name and the request
-/// (method, path and query, body), and says what becomes of it.
+/// (method, path and query, body), and says what becomes of it (passed, dropped, answered, or
+/// delayed).
 pub type Interceptor = Arc<dyn Fn(&str, &http::Request<bytes::Bytes>) -> Intercepted + Send + Sync>;
 
 /// The in-process network: routers by server name, the cut links, and interceptors by
@@ -219,6 +222,7 @@ impl matrix_federation::transport::Transport for InProcess {
             .cloned();
         match interceptor.map(|intercept| intercept(&self.from, &request)) {
             None | Some(Intercepted::Pass) => {}
+            Some(Intercepted::Delay(delay)) => tokio::time::sleep(delay).await,
             Some(Intercepted::Drop) => return Err(unreachable("the request was dropped")),
             Some(Intercepted::Answer(status, body)) => {
                 let mut response = http::Response::new(bytes::Bytes::from(body));

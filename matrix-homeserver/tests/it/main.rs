@@ -19,6 +19,7 @@ mod federation_gaps;
 mod federation_invites;
 mod federation_joins;
 mod federation_reads;
+mod federation_receive;
 mod media;
 mod presence;
 mod push_rules;

@@ -262,7 +262,8 @@ pub(super) fn diff(from: &StateIds, to: &StateIds) -> Vec<(String, String, Optio
 
 impl Rooms {
     /// Checks and stores an event another server sent for a room stored here. Works under
-    /// the room's lock; wakes the syncs of the room's users when the event is accepted.
+    /// the room's lock, once the signing keys are fetched (outside it); wakes the syncs of the
+    /// room's users when the event is accepted.
     pub(crate) async fn receive(
         &self,
         keys: &dyn KeyProvider,
@@ -278,6 +279,13 @@ impl Rooms {
         if !self.is_resident(&room_id).await? {
             return Ok(Received::Rejected("no user of this server is in the room".to_owned()));
         }
+        // The keys its checks need, fetched before the room's lock is taken: no lock is held
+        // while another server is asked for its keys (the checks under the lock ask no one).
+        let keys = match inbound::prefetch_signing_keys(&event, rules.id, keys).await {
+            Ok(keys) => keys,
+            Err(FederationError::Storage(e)) => return Err(e.into()),
+            Err(e) => return Err(ApiError::unknown(e.to_string()).into()),
+        };
         let lock = self.room_lock(&room_id);
         let _guard = lock.lock().await;
         // Snapshots are never changed once written: what was read stays true across tries.
@@ -291,7 +299,7 @@ impl Rooms {
                 pending: None,
                 memo: &memo,
             };
-            let check = match inbound::check_pdu(event.clone(), rules.id, keys, &context).await {
+            let check = match inbound::check_pdu(event.clone(), rules.id, &keys, &context).await {
                 Ok(check) => check,
                 Err(CheckError::MissingAuthEvent(id) | CheckError::MissingState(id)) => {
                     return Err(ReceiveError::Missing(id));
