@@ -83,6 +83,10 @@ impl quick_cache::Weighter<(String, String), (String, Arc<Memberships>)> for His
 /// How many times an event is built when other processes keep appending to its room first.
 const APPEND_TRIES: usize = 16;
 
+/// How many times an event another server countersigns (an invite of its user) is built and
+/// sent to it, when the room keeps changing while that server answers.
+const COUNTERSIGN_TRIES: usize = 3;
+
 /// How many room locks are kept before those nobody holds are dropped.
 const LOCKS_KEPT: usize = 1_024;
 
@@ -440,19 +444,28 @@ impl Rooms {
         // Unknown rooms are refused before a lock is made for them.
         let rules = self.rules(room_id).await?.ok_or_else(ApiError::room_not_found)?;
         let lock = self.room_lock(room_id);
-        let guard = RoomGuard { room_id, _guard: lock.lock().await };
         let mut tries = 0;
-        let (pdu, pos, durable, destinations) = loop {
+        // Each try of a countersigned event asks another server: fewer of them.
+        let max_tries = if countersign.is_some() { COUNTERSIGN_TRIES } else { APPEND_TRIES };
+        let (pdu, pos, durable, destinations, guard) = loop {
             tries += 1;
+            let mut guard = RoomGuard { room_id, _guard: lock.lock().await };
             let info = self.storage.room(room_id).await?.ok_or_else(ApiError::room_not_found)?;
             let mut authorized =
                 self.authorize(&guard, &info, rules, sender, draft.clone()).await?;
             if let Some(countersign) = &countersign {
+                // The other server is asked without the room's lock held (others append
+                // meanwhile); under it again, the event is stored only if the room is still
+                // what it was built on, else built (and countersigned) again.
+                drop(guard);
                 authorized = self.countersign(countersign, authorized, &info).await?;
+                guard = RoomGuard { room_id, _guard: lock.lock().await };
             }
             match self.commit(authorized, txn.clone()).await {
-                Ok(committed) => break committed,
-                Err(Retry::Rebuild) if tries < APPEND_TRIES => {}
+                Ok((pdu, pos, durable, destinations)) => {
+                    break (pdu, pos, durable, destinations, guard);
+                }
+                Err(Retry::Rebuild) if tries < max_tries => {}
                 Err(Retry::Rebuild) => {
                     // Other processes kept appending first: the client retries shortly.
                     return Err(ApiError::limit_exceeded_with(100, "the room is busy"));
