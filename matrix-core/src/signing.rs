@@ -258,6 +258,13 @@ pub fn sign_json(object: &mut Object, server: &str, key: &SigningKey) {
     add_signature(object, server, key.key_id(), &signature);
 }
 
+/// Adds `server`'s signature to an event signed by others already (a countersignature): over
+/// its redacted form, as every signature of an event is; its hashes are left as they are.
+pub fn sign_event(event: &mut Object, server: &str, key: &SigningKey, rules: &RoomVersionRules) {
+    let signature = key.sign(&event_signing_input(event, rules));
+    add_signature(event, server, key.key_id(), &signature);
+}
+
 /// Sets `hashes.sha256` to the content hash, then signs the redacted event as `server`.
 pub fn hash_and_sign_event(
     event: &mut Object,

@@ -116,3 +116,37 @@ fn batch_finds_the_bad_event() {
         }
     }
 }
+
+/// A countersignature (`sign_event`) covers the redacted event, as every event signature does:
+/// it verifies where the event holds what redaction drops (an `origin`, a display name); one
+/// over the whole object (`sign_json`) does not.
+#[test]
+fn a_countersignature_covers_the_redacted_event() {
+    let rules = &RoomVersionRules::V11;
+    let (joiner, resident) =
+        (SigningKey::from_seed("1", &[5; 32]), SigningKey::from_seed("1", &[6; 32]));
+    let mut keys = KeyRing::new();
+    keys.insert("them.org", joiner.key_id(), joiner.public_key());
+    keys.insert("us.org", resident.key_id(), resident.public_key());
+    let mut event = Object::new();
+    event.insert("type", "m.room.member");
+    event.insert("sender", "@a:them.org");
+    event.insert("state_key", "@a:them.org");
+    event.insert("origin", "them.org");
+    event.insert("depth", 3_i64);
+    let content = event.object_entry("content");
+    content.insert("membership", "join");
+    content.insert("displayname", "A");
+    content.insert("join_authorised_via_users_server", "@b:us.org");
+    signing::hash_and_sign_event(&mut event, "them.org", &joiner, rules);
+
+    let mut whole = event.clone();
+    signing::sign_json(&mut whole, "us.org", &resident);
+    assert!(matches!(
+        signing::verify_event(&whole, &keys, rules),
+        Err(signing::VerifyError::BadSignature { .. })
+    ));
+    let mut countersigned = event;
+    signing::sign_event(&mut countersigned, "us.org", &resident, rules);
+    assert_eq!(signing::verify_event(&countersigned, &keys, rules), Ok(signing::Verified::All));
+}

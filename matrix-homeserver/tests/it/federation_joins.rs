@@ -240,6 +240,47 @@ async fn send_join_with_omit_members_keeps_the_heroes_of_an_unnamed_room() {
     assert_eq!(servers_in_room(&partial), ["a.test", "c.test"]);
 }
 
+/// A restricted room joined as a member of its space: the join names alice as the user who
+/// authorised it; her membership (an auth event of the join) is left out of the partial state
+/// but is in its auth chain.
+#[tokio::test]
+async fn send_join_with_omit_members_keeps_the_authorising_membership_in_the_auth_chain() {
+    let net = TestFederation::start(&["a.test", "b.test"]).await;
+    let a = net.server("a.test");
+    let alice = a.register_user("alice", "pw").await;
+    let bob = net.server("b.test").register_user("bob", "pw").await;
+    let space =
+        create_room(a, &alice.access_token, json!({"preset": "public_chat", "name": "Space"}))
+            .await;
+    join_through_a(net.server("b.test"), &bob.access_token, &space).await;
+    let room = create_room(
+        a,
+        &alice.access_token,
+        json!({"name": "Inner", "initial_state": [{"type": "m.room.join_rules", "state_key": "",
+               "content": {"join_rule": "restricted",
+                           "allow": [{"type": "m.room_membership", "room_id": space}]}}]}),
+    )
+    .await;
+
+    let (full, partial, version) = both_answers(&net, &room, &bob.access_token).await;
+    let partial_state = check_partial(&full, &partial, &version);
+    assert!(members(&partial_state).is_empty(), "{partial_state:?}");
+    let Some(matrix_core::Value::Object(join)) = partial.get("event") else {
+        panic!("no event in the answer")
+    };
+    let via =
+        join.get_object("content").and_then(|c| c.get_str("join_authorised_via_users_server"));
+    assert_eq!(via, Some("@alice:a.test"));
+    let full_state = events(&full, "state", &version);
+    let alice_join = full_state
+        .iter()
+        .find(|(_, e)| e["type"] == "m.room.member" && e["state_key"] == "@alice:a.test")
+        .map(|(id, _)| id.clone())
+        .expect("alice's join");
+    assert!(events(&partial, "auth_chain", &version).contains_key(&alice_join));
+    assert_eq!(servers_in_room(&partial), ["a.test"]);
+}
+
 /// The room version of `room` on `server`, as it stored it.
 async fn version_of(server: &TestHomeserver, room: &str) -> String {
     let storage = server.storage();

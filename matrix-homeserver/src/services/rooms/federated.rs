@@ -50,7 +50,20 @@ impl Rooms {
         if json.contains_key("origin") {
             json.insert("origin", user.server_name().as_str());
         }
-        let provisional = matrix_core::Pdu::with_event_id(json.clone(), String::new(), rules);
+        // A restricted join is checked as we will countersign it on `send_join`.
+        let mut checked = json.clone();
+        if checked
+            .get_object("content")
+            .is_some_and(|c| c.contains_key("join_authorised_via_users_server"))
+        {
+            matrix_core::signing::sign_event(
+                &mut checked,
+                self.server_name().as_str(),
+                self.key(),
+                rules,
+            );
+        }
+        let provisional = matrix_core::Pdu::with_event_id(checked, String::new(), rules);
         let auth_refs: Vec<&matrix_core::Pdu> =
             built.auth_pdus.iter().map(|p| p.as_ref()).collect();
         matrix_core::auth::check_with_auth_events(
@@ -223,7 +236,12 @@ impl Rooms {
                 .get_str("join_authorised_via_users_server")
                 .is_some_and(|user| user.ends_with(&ours))
         {
-            matrix_core::signing::sign_json(&mut event, self.server_name().as_str(), self.key());
+            matrix_core::signing::sign_event(
+                &mut event,
+                self.server_name().as_str(),
+                self.key(),
+                rules,
+            );
         }
         let stored = match self.receive(keys, event).await {
             Ok(Received::Accepted(pdu)) => pdu,

@@ -288,7 +288,7 @@ impl Rooms {
             Err(e) => return Err(ApiError::forbidden(format!("the invite's signature: {e}"))),
         }
         let mut json = pdu.json().clone();
-        matrix_core::signing::sign_json(&mut json, self.server_name().as_str(), self.key());
+        matrix_core::signing::sign_event(&mut json, self.server_name().as_str(), self.key(), rules);
         let signed = Pdu::with_event_id(json.clone(), pdu.event_id().to_owned(), rules);
         let known = self.rules(room_id).await?.is_some();
         if !(known && self.is_resident(room_id).await?) {
