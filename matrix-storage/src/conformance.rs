@@ -16,6 +16,7 @@
 mod auth_chain;
 mod backfill;
 mod domains;
+mod media;
 mod state;
 mod user_data;
 
@@ -25,6 +26,7 @@ use std::sync::Arc;
 pub use auth_chain::*;
 pub use backfill::*;
 pub use domains::*;
+pub use media::*;
 pub use state::*;
 pub use user_data::*;
 
@@ -66,7 +68,7 @@ macro_rules! storage_conformance {
             backup_versions, backup_sessions, pushers, presence_round_trip,
             a_room_changed_since_it_was_read_is_a_conflict, backfill_goes_before_the_timeline,
             auth_chain_index_round_trips, an_auth_chain_index_taken_is_a_conflict,
-            events_in_batch);
+            events_in_batch, media_rows_keep_hash_and_mark, pending_media_completes_once);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -514,6 +516,8 @@ pub async fn account_data_and_media(store: Store) {
         upload_name: None,
         uploader: "@a:x".to_owned(),
         created_ts: 7,
+        sha256: None,
+        authenticated: false,
     };
     changes.media = vec![media.clone()];
     apply(&store, changes).await;

@@ -241,6 +241,10 @@ pub trait MediaStore: Send + Sync {
     async fn media(&self, media_id: &str) -> Result<Option<Media>>;
     /// A user's media quota counter (0 when never set).
     async fn media_usage(&self, user_id: &str) -> Result<u64>;
+    /// A media id created and not uploaded yet (expired ones too, until deleted).
+    async fn pending_media(&self, media_id: &str) -> Result<Option<PendingMedia>>;
+    /// The pending media ids a user created, sorted by media id.
+    async fn pending_media_of(&self, user_id: &str) -> Result<Vec<PendingMedia>>;
 }
 
 /// Room aliases and the public room directory of this server.

@@ -17,10 +17,10 @@ use crate::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied,
     AuthChainEntry, BackfillItem, BackfillPos, ChangeSet, ClaimedKey, Device, Direction,
     DirectoryStore, E2eeStore, ErrorKind, EventStore, FallbackKey, InboxStore, KeyStore, Media,
-    MediaStore, NewSnapshot, OurKey, OutboundItem, Presence, PresenceStore, Profile, QueueStore,
-    ReceiptKey, ReceiptStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId,
-    SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent, StoredReceipt,
-    StreamItem, StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
+    MediaStore, NewSnapshot, OurKey, OutboundItem, PendingMedia, Presence, PresenceStore, Profile,
+    QueueStore, ReceiptKey, ReceiptStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore,
+    SnapshotId, SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent,
+    StoredReceipt, StreamItem, StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
 };
 
 /// `(user, device)`.
@@ -68,6 +68,8 @@ struct Inner {
     account_data_log: BTreeMap<(String, u64), (Option<String>, String)>,
     media: HashMap<String, Media>,
     media_usage: HashMap<String, u64>,
+    /// Pending media by id.
+    pending_media: BTreeMap<String, PendingMedia>,
     /// The last stream position handed out.
     stream_head: u64,
     redactions: HashMap<String, String>,
@@ -171,6 +173,15 @@ impl Inner {
                 return Err(StorageError::new(
                     ErrorKind::Conflict,
                     format!("transaction id {} was used already", t.txn_id),
+                ));
+            }
+        }
+        let mut completed = HashSet::new();
+        for media_id in &changes.completed_pending_media {
+            if !self.pending_media.contains_key(media_id) || !completed.insert(media_id) {
+                return Err(StorageError::new(
+                    ErrorKind::Conflict,
+                    format!("media {media_id} is not pending"),
                 ));
             }
         }
@@ -372,6 +383,13 @@ impl Inner {
             self.media.insert(media.media_id.clone(), media);
         }
         self.media_usage.extend(changes.media_usage);
+        for media_id in changes.completed_pending_media.iter().chain(&changes.deleted_pending_media)
+        {
+            self.pending_media.remove(media_id);
+        }
+        for pending in changes.pending_media {
+            self.pending_media.insert(pending.media_id.clone(), pending);
+        }
         for (user, device, keys) in changes.device_keys {
             self.device_keys.insert((user, device), keys);
         }
@@ -758,6 +776,13 @@ impl MediaStore for MemoryStore {
     }
     async fn media_usage(&self, user_id: &str) -> Result<u64> {
         Ok(self.lock()?.media_usage.get(user_id).copied().unwrap_or(0))
+    }
+    async fn pending_media(&self, media_id: &str) -> Result<Option<PendingMedia>> {
+        Ok(self.lock()?.pending_media.get(media_id).cloned())
+    }
+    async fn pending_media_of(&self, user_id: &str) -> Result<Vec<PendingMedia>> {
+        let inner = self.lock()?;
+        Ok(inner.pending_media.values().filter(|p| p.creator == user_id).cloned().collect())
     }
 }
 

@@ -218,6 +218,27 @@ pub struct Media {
     pub uploader: String,
     /// When (ms since the epoch).
     pub created_ts: i64,
+    /// The SHA-256 of the content, lowercase hex: the name its bytes are kept under (content
+    /// addressed). `None` for items stored before content addressing.
+    pub sha256: Option<String>,
+    /// Whether it came while unauthenticated media was frozen (Synapse's
+    /// `enable_authenticated_media`): such an item is served on the authenticated paths
+    /// only. `false` for items stored before the switch existed.
+    pub authenticated: bool,
+}
+
+/// A media id handed out by `POST /_matrix/media/v1/create` whose content has not been
+/// uploaded yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMedia {
+    /// The media id.
+    pub media_id: String,
+    /// Who created it: only they may upload its content.
+    pub creator: String,
+    /// When (ms since the epoch).
+    pub created_ts: i64,
+    /// Until when the content may be uploaded (ms since the epoch).
+    pub expires_ts: i64,
 }
 
 /// A new event.
@@ -385,6 +406,16 @@ pub struct ChangeSet {
     pub media: Vec<Media>,
     /// Users' media quota counters to set `(user, bytes uploaded)`.
     pub media_usage: Vec<(String, u64)>,
+    /// Media ids to record as created and not uploaded yet (each replaces the pending entry
+    /// of its id).
+    pub pending_media: Vec<PendingMedia>,
+    /// Pending media ids whose content is uploaded (by [`ChangeSet::media`] of this change
+    /// set): their pending entries are deleted. One that is not pending (never created,
+    /// uploaded already, or named twice) makes the whole change set a
+    /// [`crate::ErrorKind::Conflict`]: of two uploads to one id, exactly one commits.
+    pub completed_pending_media: Vec<String>,
+    /// Pending media ids to forget (expired); one that is not pending is skipped.
+    pub deleted_pending_media: Vec<String>,
     /// Account data to delete `(user, room, type)`.
     pub deleted_account_data: Vec<(String, Option<String>, String)>,
     /// Device keys to set `(user, device, keys as JSON)`; a deleted device loses them.

@@ -81,6 +81,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "backfill", include_str!("../migrations/0006_backfill.sql")),
     (7, "auth chain", include_str!("../migrations/0007_auth_chain.sql")),
     (8, "presence", include_str!("../migrations/0008_presence.sql")),
+    (9, "media", include_str!("../migrations/0009_media.sql")),
 ];
 
 /// The first key of our migration lock ("MXST"); the second is a hash of the schema.

@@ -39,6 +39,7 @@ mod batch;
 mod domains;
 mod engine;
 mod flusher;
+mod media;
 mod presence;
 mod records;
 mod snapshots;
@@ -56,9 +57,9 @@ use crate::layers::LayerCache;
 use crate::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Applied, AuthChainEntry,
     BackfillItem, BackfillPos, ChangeSet, ClaimedKey, Device, Direction, ErrorKind, EventStore,
-    KeyStore, Media, MediaStore, OurKey, OutboundItem, Profile, QueueStore, RemoteKey, Result,
-    RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef, StateEntry, StateStore, Storage,
-    StorageError, StoredEvent, StreamItem, StreamPos, TokenOwner, User,
+    KeyStore, Media, MediaStore, OurKey, OutboundItem, PendingMedia, Profile, QueueStore,
+    RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef, StateEntry,
+    StateStore, Storage, StorageError, StoredEvent, StreamItem, StreamPos, TokenOwner, User,
 };
 
 /// The schema this code writes and reads. 2 added the tables from [`DEVICE_KEYS`] on and the
@@ -125,18 +126,22 @@ const BACKFILL_OF: u8 = b'q';
 const AUTH_CHAIN: u8 = b'i';
 // Presence (read and written in `presence`; a store written before has none).
 const PRESENCE: u8 = b's';
+// Media ids created and not uploaded yet, by id and by creator (read and written in
+// `media`; a store written before has none).
+const PENDING_MEDIA: u8 = b'l';
+const PENDING_MEDIA_OF: u8 = b'v';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 50] = [
+const TABLES: [u8; 52] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
     RECEIPT_LOG, CLIENT_TXN, ALIAS, ROOM_ALIAS, PUBLISHED, REDACTION, PROFILE, FORGOTTEN,
     MEDIA_USAGE, ACCOUNT_DATA_POS, ACCOUNT_DATA_LOG, CROSS_SIGNING_KEY, KEY_SIGNATURE,
     BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF, AUTH_CHAIN,
-    PRESENCE,
+    PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -696,18 +701,7 @@ fn apply_in(
     }
 
     // Media (account data is written in `domains`, with its stream positions).
-    for media in &changes.media {
-        tx.insert(
-            Enc::table(MEDIA).str(&media.media_id).done(),
-            Enc::default()
-                .opt_str(media.content_type.as_deref())
-                .u64(media.size)
-                .opt_str(media.upload_name.as_deref())
-                .str(&media.uploader)
-                .i64(media.created_ts)
-                .done(),
-        )?;
-    }
+    media::apply_in(tx, changes)?;
     Ok(applied)
 }
 
@@ -794,6 +788,7 @@ impl SledStore {
         }
         let tx = Tx::new(&self.tree);
         domains::check_transaction_ids(&tx, changes)?;
+        media::check(&tx, changes)?;
         auth_chain::check(&tx, changes)?;
         let mut applied = apply_in(&tx, &self.snapshots, changes, *next_stream)?;
         // The other positions follow the change set's events.
@@ -1183,23 +1178,19 @@ impl AccountDataStore for SledStore {
 impl MediaStore for SledStore {
     async fn media(&self, media_id: &str) -> Result<Option<Media>> {
         self.flusher.check()?;
-        self.get(&Enc::table(MEDIA).str(media_id).done())?
-            .map(|v| {
-                let mut dec = Dec::new(&v);
-                Ok(Media {
-                    media_id: media_id.to_owned(),
-                    content_type: dec.opt_str()?,
-                    size: dec.u64()?,
-                    upload_name: dec.opt_str()?,
-                    uploader: dec.str()?,
-                    created_ts: dec.i64()?,
-                })
-            })
-            .transpose()
+        self.media_record(media_id)
     }
     async fn media_usage(&self, user_id: &str) -> Result<u64> {
         self.flusher.check()?;
         self.media_usage_of(user_id)
+    }
+    async fn pending_media(&self, media_id: &str) -> Result<Option<PendingMedia>> {
+        self.flusher.check()?;
+        self.pending_media_record(media_id)
+    }
+    async fn pending_media_of(&self, user_id: &str) -> Result<Vec<PendingMedia>> {
+        self.flusher.check()?;
+        self.pending_media_records_of(user_id)
     }
 }
 

@@ -10,9 +10,9 @@ use matrix_storage::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied,
     AuthChainEntry, ChangeSet, ClaimedKey, Device, Direction, DirectoryStore, E2eeStore,
     EventStore, FallbackKey, InboxStore, KeyStore, Media, MediaStore, OurKey, OutboundItem,
-    Profile, QueueStore, ReceiptStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore,
-    SnapshotId, StateEntry, StateStore, Storage, StoredEvent, StoredReceipt, StreamItem, StreamPos,
-    ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
+    PendingMedia, Profile, QueueStore, ReceiptStore, RemoteKey, Result, RetryState, RoomInfo,
+    RoomStore, SnapshotId, StateEntry, StateStore, Storage, StoredEvent, StoredReceipt, StreamItem,
+    StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
 };
 use matrix_storage::{
     BackfillItem, BackfillPos, BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore,
@@ -85,6 +85,8 @@ forward!(AccountDataStore {
 forward!(MediaStore {
     fn media(&self, media_id: &str) -> Result<Option<Media>>;
     fn media_usage(&self, user_id: &str) -> Result<u64>;
+    fn pending_media(&self, media_id: &str) -> Result<Option<PendingMedia>>;
+    fn pending_media_of(&self, user_id: &str) -> Result<Vec<PendingMedia>>;
 });
 forward!(DirectoryStore {
     fn alias(&self, alias: &str) -> Result<Option<Alias>>;

@@ -77,6 +77,7 @@ async fn write(
     let mut tx = pool.begin().await.doing("starting a transaction")?;
     apply_domains::record_transaction_ids(&mut tx, &changes.transaction_ids).await?;
     super::auth_chain::record(&mut tx, &changes.auth_chain).await?;
+    complete_pending_media(&mut tx, &changes.completed_pending_media).await?;
     check_rooms(&mut tx, &changes.rooms).await?;
     let mut applied = Applied::default();
     if let Some(new) = &changes.snapshot {
@@ -369,15 +370,39 @@ async fn write_keys_and_queues(
     Ok(())
 }
 
+/// Deletes the pending entries of `completed` media ids: one that is not pending (or named
+/// twice) is a conflict. A concurrent transaction deleting the same entry waits for this one
+/// and then finds nothing to delete.
+async fn complete_pending_media(tx: &mut PgConnection, completed: &[String]) -> Result<()> {
+    if completed.is_empty() {
+        return Ok(());
+    }
+    let distinct: BTreeSet<&String> = completed.iter().collect();
+    let deleted: i64 = sqlx::query_scalar(
+        "WITH d AS (DELETE FROM pending_media WHERE media_id = ANY($1) RETURNING 1) \
+         SELECT count(*) FROM d",
+    )
+    .bind(completed)
+    .fetch_one(&mut *tx)
+    .await
+    .doing("completing pending media")?;
+    if distinct.len() != completed.len() || to_u64(deleted)? != completed.len() as u64 {
+        return Err(conflict("an uploaded media id is not pending".to_owned()));
+    }
+    Ok(())
+}
+
 async fn write_media(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()> {
     const DOING: &str = "writing media metadata";
     for media in &changes.media {
         sqlx::query(
-            "INSERT INTO media (media_id, content_type, size, upload_name, uploader, created_ts) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (media_id) DO UPDATE SET \
+            "INSERT INTO media (media_id, content_type, size, upload_name, uploader, created_ts, \
+             sha256, authenticated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (media_id) DO UPDATE SET \
              content_type = excluded.content_type, size = excluded.size, \
              upload_name = excluded.upload_name, uploader = excluded.uploader, \
-             created_ts = excluded.created_ts",
+             created_ts = excluded.created_ts, sha256 = excluded.sha256, \
+             authenticated = excluded.authenticated",
         )
         .bind(&media.media_id)
         .bind(&media.content_type)
@@ -385,9 +410,33 @@ async fn write_media(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()> {
         .bind(&media.upload_name)
         .bind(&media.uploader)
         .bind(media.created_ts)
+        .bind(&media.sha256)
+        .bind(media.authenticated)
         .execute(&mut *tx)
         .await
         .doing(DOING)?;
+    }
+    if !changes.deleted_pending_media.is_empty() {
+        sqlx::query("DELETE FROM pending_media WHERE media_id = ANY($1)")
+            .bind(&changes.deleted_pending_media)
+            .execute(&mut *tx)
+            .await
+            .doing("forgetting pending media")?;
+    }
+    for pending in &changes.pending_media {
+        sqlx::query(
+            "INSERT INTO pending_media (media_id, creator, created_ts, expires_ts) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (media_id) DO UPDATE SET \
+             creator = excluded.creator, created_ts = excluded.created_ts, \
+             expires_ts = excluded.expires_ts",
+        )
+        .bind(&pending.media_id)
+        .bind(&pending.creator)
+        .bind(pending.created_ts)
+        .bind(pending.expires_ts)
+        .execute(&mut *tx)
+        .await
+        .doing("writing pending media")?;
     }
     Ok(())
 }

@@ -14,8 +14,8 @@ use sqlx::postgres::{PgPool, PgRow};
 use super::{Doing, PostgresStore, to_i64, to_u64};
 use crate::{
     AccountDataChange, AccountDataItem, AccountDataStore, Alias, ClaimedKey, DirectoryStore,
-    E2eeStore, FallbackKey, InboxStore, Media, MediaStore, Profile, Receipt, ReceiptKey,
-    ReceiptStore, Result, StoredReceipt, StreamPos, ToDeviceMessage, ToDeviceUsage,
+    E2eeStore, FallbackKey, InboxStore, Media, MediaStore, PendingMedia, Profile, Receipt,
+    ReceiptKey, ReceiptStore, Result, StoredReceipt, StreamPos, ToDeviceMessage, ToDeviceUsage,
 };
 
 /// `''` is "none" in a key column.
@@ -95,13 +95,38 @@ impl AccountDataStore for PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// The pending media rows matching `condition` on `value`, sorted by media id.
+    async fn pending_media_where(&self, condition: &str, value: &str) -> Result<Vec<PendingMedia>> {
+        const DOING: &str = "reading pending media";
+        let rows = sqlx::query(&format!(
+            "SELECT media_id, creator, created_ts, expires_ts FROM pending_media \
+             WHERE {condition} ORDER BY media_id"
+        ))
+        .bind(value)
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(PendingMedia {
+                    media_id: row.try_get(0).doing(DOING)?,
+                    creator: row.try_get(1).doing(DOING)?,
+                    created_ts: row.try_get(2).doing(DOING)?,
+                    expires_ts: row.try_get(3).doing(DOING)?,
+                })
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 impl MediaStore for PostgresStore {
     async fn media(&self, media_id: &str) -> Result<Option<Media>> {
         const DOING: &str = "reading media metadata";
         let row = sqlx::query(
-            "SELECT content_type, size, upload_name, uploader, created_ts FROM media \
-             WHERE media_id = $1",
+            "SELECT content_type, size, upload_name, uploader, created_ts, sha256, \
+             authenticated FROM media WHERE media_id = $1",
         )
         .bind(media_id)
         .fetch_optional(&self.pool)
@@ -115,9 +140,19 @@ impl MediaStore for PostgresStore {
                 upload_name: row.try_get(2).doing(DOING)?,
                 uploader: row.try_get(3).doing(DOING)?,
                 created_ts: row.try_get(4).doing(DOING)?,
+                sha256: row.try_get(5).doing(DOING)?,
+                authenticated: row.try_get(6).doing(DOING)?,
             })
         })
         .transpose()
+    }
+
+    async fn pending_media(&self, media_id: &str) -> Result<Option<PendingMedia>> {
+        Ok(self.pending_media_where("media_id = $1", media_id).await?.pop())
+    }
+
+    async fn pending_media_of(&self, user_id: &str) -> Result<Vec<PendingMedia>> {
+        self.pending_media_where("creator = $1", user_id).await
     }
 
     async fn media_usage(&self, user_id: &str) -> Result<u64> {
