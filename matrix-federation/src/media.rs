@@ -49,21 +49,39 @@ pub enum MediaBody {
 /// Writes a two-part answer with `boundary` (which must not occur in `content.bytes`; see
 /// [`pick_boundary`]): answers the `Content-Type` header value and the body.
 pub fn encode(content: &MediaContent, boundary: &str) -> (String, Vec<u8>) {
-    let mut body = Vec::with_capacity(content.bytes.len() + 256);
-    body.extend_from_slice(
-        format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n").as_bytes(),
+    let (content_type, head, tail) = encode_around(
+        content.content_type.as_deref(),
+        content.content_disposition.as_deref(),
+        boundary,
     );
-    body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-    if let Some(content_type) = &content.content_type {
-        body.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
-    }
-    if let Some(disposition) = &content.content_disposition {
-        body.extend_from_slice(format!("Content-Disposition: {disposition}\r\n").as_bytes());
-    }
-    body.extend_from_slice(b"\r\n");
+    let mut body = head;
+    body.reserve(content.bytes.len() + tail.len());
     body.extend_from_slice(&content.bytes);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/mixed; boundary={boundary}"), body)
+    body.extend_from_slice(&tail);
+    (content_type, body)
+}
+
+/// A two-part answer without its content, for one streamed from elsewhere: answers the
+/// `Content-Type` header value, the bytes that go before the content (the JSON part and the
+/// content's headers) and those after it. `boundary` must not occur in the content: a
+/// streamed content cannot be searched first, so it should be long and random (16 random
+/// bytes in hex make a collision improbable past any concern).
+pub fn encode_around(
+    content_type: Option<&str>,
+    content_disposition: Option<&str>,
+    boundary: &str,
+) -> (String, Vec<u8>, Vec<u8>) {
+    let mut head =
+        format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n");
+    if let Some(content_type) = content_type {
+        head.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    if let Some(disposition) = content_disposition {
+        head.push_str(&format!("Content-Disposition: {disposition}\r\n"));
+    }
+    head.push_str("\r\n");
+    let tail = format!("\r\n--{boundary}--\r\n");
+    (format!("multipart/mixed; boundary={boundary}"), head.into_bytes(), tail.into_bytes())
 }
 
 /// A boundary made of `random` bytes (hex) that does not occur in `content`: the random

@@ -91,11 +91,24 @@ pub struct LimitsConfig {
     pub max_request_bytes: usize,
     /// The largest media upload accepted, in bytes.
     pub max_media_bytes: usize,
-    /// Where uploaded media is kept; unset: in memory (tests, embedding), lost on restart.
+    /// Where uploaded media is kept (content addressed: `content/{sha256}`); unset: a
+    /// temporary directory removed when the server stops (tests, embedding).
     pub media_path: Option<std::path::PathBuf>,
     /// The most media bytes one user may have uploaded in all (over: 403 `M_FORBIDDEN`);
     /// 0: no quota.
     pub media_quota_bytes: u64,
+    /// Freezes unauthenticated media, as Synapse's `enable_authenticated_media` (whose default
+    /// this is): media uploaded or fetched while it is on is served only on the authenticated
+    /// paths (`/_matrix/client/v1/media/...`); the legacy `/_matrix/media/v3/download` and
+    /// `thumbnail` answer 404 `M_NOT_FOUND` for it. Media stored before it was turned on is
+    /// still served there; turned off, the legacy paths serve everything again.
+    pub enable_authenticated_media: bool,
+    /// How many media ids made by `POST /_matrix/media/v1/create` one user may have waiting
+    /// for their content (more: 429 `M_LIMIT_EXCEEDED`); Synapse's default.
+    pub max_pending_media_per_user: usize,
+    /// Seconds a media id made by `create` waits for its content (the spec's recommended 24
+    /// hours); later, uploading to it is 404 `M_NOT_FOUND`.
+    pub pending_media_lifetime_secs: u64,
     /// The most `initial_state` entries a `createRoom` may carry (each is an event, written
     /// and synced to disk in turn). Over: 400 `M_TOO_LARGE`.
     pub max_create_room_initial_state: usize,
@@ -164,6 +177,9 @@ impl Default for LimitsConfig {
             max_media_bytes: 50 * 1024 * 1024,
             media_path: None,
             media_quota_bytes: 1024 * 1024 * 1024,
+            enable_authenticated_media: true,
+            max_pending_media_per_user: 5,
+            pending_media_lifetime_secs: 24 * 60 * 60,
             max_create_room_initial_state: 100,
             max_create_room_invites: 100,
             max_displayname_chars: 256,

@@ -143,6 +143,9 @@ pub enum BuildError {
     /// The storage could not be read at the start.
     #[error("could not read the storage: {0}")]
     Storage(String),
+    /// The media directory could not be made.
+    #[error("the media directory: {0}")]
+    Media(String),
 }
 
 /// A second handle on our signing key (the room service signs events, the federation service
@@ -305,9 +308,9 @@ impl HomeserverBuilder {
             media: services::media::Media::new(
                 storage,
                 &self.config.server_name,
-                self.config.limits.media_path.clone(),
-                self.config.limits.media_quota_bytes,
-            ),
+                &self.config.limits,
+            )
+            .map_err(|e| BuildError::Media(e.to_string()))?,
             push_rules_lock: tokio::sync::Mutex::new(()),
             federation,
             url_preview,

@@ -1,22 +1,24 @@
-//! Media: upload (the legacy path clients still use), download and thumbnails (legacy and
-//! authenticated; only the authenticated paths fetch other servers' media), the upload
-//! limit, and URL previews (routes only when they are enabled).
+//! Media: upload (in one request, or `create` then the content), download and thumbnails
+//! (legacy and authenticated; only the authenticated paths fetch other servers' media, and
+//! the legacy ones serve no media stored while unauthenticated media is frozen), the
+//! upload limit, and URL previews (routes only when they are enabled).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use http_body_util::BodyExt;
+use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Auth, JsonResult, Params, Query, Routes, route};
 use crate::error::ApiError;
 use crate::services::media::thumbnail::{Method, Target};
+use crate::services::media::{Access, DEFAULT_UPLOAD_WAIT};
 use crate::services::rate_limit::Action;
 
 type AppState = State<Arc<crate::State>>;
@@ -24,6 +26,8 @@ type AppState = State<Arc<crate::State>>;
 pub(super) fn routes(previews: bool) -> Routes {
     let router = Router::new()
         .route("/_matrix/media/v3/upload", route(post(upload)))
+        .route("/_matrix/media/v1/create", route(post(create)))
+        .route("/_matrix/media/v3/upload/{server}/{id}", route(put(upload_to)))
         .route("/_matrix/media/v3/config", route(get(config)))
         .route("/_matrix/client/v1/media/config", route(get(config)))
         .route("/_matrix/media/v3/download/{server}/{id}", route(get(download)))
@@ -48,50 +52,29 @@ struct UploadQuery {
     filename: Option<String>,
 }
 
+/// The content type, declared length and body of an upload request.
+fn upload_parts(request: Request) -> (Option<String>, Option<u64>, Body) {
+    let header =
+        |name| request.headers().get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
+    let content_type = header(http::header::CONTENT_TYPE).map(str::to_owned);
+    let declared = header(http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    (content_type, declared, request.into_body())
+}
+
 async fn upload(
     State(state): AppState,
     auth: Auth,
     Query(query): Query<UploadQuery>,
     request: Request,
 ) -> JsonResult {
-    let content_type = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     state.limiter.check(Action::MediaUpload, auth.user_id.as_str())?;
-    let limit = state.config.limits.max_media_bytes;
-    // A declared length over the limit is refused before a byte of the body is read.
-    let declared = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::too_large(limit));
-    }
-    state.media.check_quota(auth.user_id.as_str(), declared.unwrap_or(0)).await?;
-    // Read as it comes and written straight to storage: memory holds one frame at a time,
-    // and the whole body must arrive before the deadline.
-    let timeout = std::time::Duration::from_secs(state.config.http.media_upload_timeout_secs);
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut upload = state.media.begin().await?;
-    let mut body = request.into_body();
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => return Err(ApiError::body_timeout()),
-            Ok(None) => break,
-            Ok(Some(Err(_))) => return Err(ApiError::bad_json("the upload could not be read")),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            if upload.size().saturating_add(data.len() as u64) > limit as u64 {
-                return Err(ApiError::too_large(limit));
-            }
-            upload.write(&data).await?;
-        }
-    }
-    let id = upload.finish(auth.user_id.as_str(), content_type, query.filename).await?;
+    let (content_type, declared, body) = upload_parts(request);
+    let timeout = Duration::from_secs(state.config.http.media_upload_timeout_secs);
+    let user = auth.user_id.as_str();
+    let id = state
+        .media
+        .upload(user, None, content_type, query.filename, declared, body, timeout)
+        .await?;
     Ok(Json(json!({"content_uri": format!("mxc://{}/{id}", state.rooms.server_name())})))
 }
 
@@ -122,21 +105,55 @@ async fn preview_url(
     Ok(Json(previews.preview(&url, auth.user_id.as_str(), store).await?))
 }
 
+/// `POST /_matrix/media/v1/create`.
+async fn create(State(state): AppState, auth: Auth) -> JsonResult {
+    state.limiter.check(Action::MediaUpload, auth.user_id.as_str())?;
+    let (id, expires) = state.media.create(auth.user_id.as_str()).await?;
+    Ok(Json(json!({
+        "content_uri": format!("mxc://{}/{id}", state.rooms.server_name()),
+        "unused_expires_at": expires,
+    })))
+}
+
+/// `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`: the content of a created media id.
+async fn upload_to(
+    State(state): AppState,
+    auth: Auth,
+    Params((server, id)): Params<(String, String)>,
+    Query(query): Query<UploadQuery>,
+    request: Request,
+) -> JsonResult {
+    state.limiter.check(Action::MediaUpload, auth.user_id.as_str())?;
+    if server != state.rooms.server_name().as_str() {
+        return Err(ApiError::not_found("media ids are created on their own server"));
+    }
+    // Checked as a download's would be (a bad id is 404).
+    state.media.locate(&server, &id)?;
+    let (content_type, declared, body) = upload_parts(request);
+    let timeout = Duration::from_secs(state.config.http.media_upload_timeout_secs);
+    let user = auth.user_id.as_str();
+    state
+        .media
+        .upload(user, Some(&id), content_type, query.filename, declared, body, timeout)
+        .await?;
+    Ok(Json(json!({})))
+}
+
 async fn config(State(state): AppState, _auth: Auth) -> JsonResult {
     Ok(Json(json!({"m.upload.size": state.config.limits.max_media_bytes})))
 }
 
-/// `media_id` of `server`: ours, or (when `fetch`) another server's, fetched once over
-/// federation and kept.
-async fn content(
-    state: &crate::State,
-    server: &str,
-    id: &str,
-    fetch: bool,
-) -> Result<crate::services::media::File, ApiError> {
-    let location = state.media.locate(server, id)?;
-    let client = state.federation.as_ref().map(|f| f.client().as_ref());
-    state.media.content(&location, client, fetch, state.config.limits.max_media_bytes).await
+/// The query of the download endpoints.
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct DownloadQuery {
+    /// How long to wait for content not uploaded yet.
+    timeout_ms: Option<u64>,
+}
+
+impl DownloadQuery {
+    pub(crate) fn wait(&self) -> Duration {
+        self.timeout_ms.map_or(DEFAULT_UPLOAD_WAIT, Duration::from_millis)
+    }
 }
 
 async fn serve(
@@ -144,11 +161,15 @@ async fn serve(
     server: &str,
     id: &str,
     name: Option<&str>,
-    fetch: bool,
+    access: Access,
+    wait: Duration,
 ) -> Result<Response, ApiError> {
-    let file = content(state, server, id, fetch).await?;
-    let content_type = file.content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
-    let name = name.map(str::to_owned).or(file.upload_name);
+    let location = state.media.locate(server, id)?;
+    let client = state.federation.as_ref().map(|f| f.client().as_ref());
+    let content = state.media.open(&location, client, access, wait).await?;
+    let content_type =
+        content.content_type.clone().unwrap_or_else(|| "application/octet-stream".to_owned());
+    let name = name.map(str::to_owned).or_else(|| content.upload_name.clone());
     let disposition = match name {
         // Only a plain name goes into the header; anything else is left out.
         Some(name) if name.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') => {
@@ -156,11 +177,12 @@ async fn serve(
         }
         _ => "attachment".to_owned(),
     };
-    Ok(media_response(content_type, disposition, file.bytes))
+    let body = Body::new(content.into_body(bytes::Bytes::new(), bytes::Bytes::new()));
+    Ok(media_response(content_type, disposition, body))
 }
 
 /// A media answer: the content with its type and disposition, sandboxed.
-fn media_response(content_type: String, disposition: String, bytes: bytes::Bytes) -> Response {
+fn media_response(content_type: String, disposition: String, body: Body) -> Response {
     (
         [
             (http::header::CONTENT_TYPE, content_type),
@@ -170,42 +192,43 @@ fn media_response(content_type: String, disposition: String, bytes: bytes::Bytes
                 "sandbox; default-src 'none'".to_owned(),
             ),
         ],
-        Body::from(bytes),
+        body,
     )
         .into_response()
 }
 
-// The legacy paths serve our media and what was fetched before; only the authenticated
-// paths fetch from other servers (as the spec asks since v1.11).
-
 async fn download(
     State(state): AppState,
     Params((server, id)): Params<(String, String)>,
+    Query(query): Query<DownloadQuery>,
 ) -> Result<Response, ApiError> {
-    serve(&state, &server, &id, None, false).await
+    serve(&state, &server, &id, None, Access::Legacy, query.wait()).await
 }
 
 async fn download_named(
     State(state): AppState,
     Params((server, id, name)): Params<(String, String, String)>,
+    Query(query): Query<DownloadQuery>,
 ) -> Result<Response, ApiError> {
-    serve(&state, &server, &id, Some(&name), false).await
+    serve(&state, &server, &id, Some(&name), Access::Legacy, query.wait()).await
 }
 
 async fn download_authed(
     State(state): AppState,
     _auth: Auth,
     Params((server, id)): Params<(String, String)>,
+    Query(query): Query<DownloadQuery>,
 ) -> Result<Response, ApiError> {
-    serve(&state, &server, &id, None, true).await
+    serve(&state, &server, &id, None, Access::Authenticated, query.wait()).await
 }
 
 async fn download_authed_named(
     State(state): AppState,
     _auth: Auth,
     Params((server, id, name)): Params<(String, String, String)>,
+    Query(query): Query<DownloadQuery>,
 ) -> Result<Response, ApiError> {
-    serve(&state, &server, &id, Some(&name), true).await
+    serve(&state, &server, &id, Some(&name), Access::Authenticated, query.wait()).await
 }
 
 /// The query of the thumbnail endpoints (client and federation).
@@ -218,6 +241,8 @@ pub(crate) struct ThumbnailQuery {
     #[serde(default)]
     #[allow(dead_code)]
     animated: Option<bool>,
+    /// How long to wait for content not uploaded yet.
+    timeout_ms: Option<u64>,
 }
 
 impl ThumbnailQuery {
@@ -233,6 +258,10 @@ impl ThumbnailQuery {
         };
         Ok(Target::for_request(self.width, self.height, method))
     }
+
+    pub(crate) fn wait(&self) -> Duration {
+        self.timeout_ms.map_or(DEFAULT_UPLOAD_WAIT, Duration::from_millis)
+    }
 }
 
 /// A thumbnail of `server`'s `id`, as a response.
@@ -241,15 +270,14 @@ async fn serve_thumbnail(
     server: &str,
     id: &str,
     query: &ThumbnailQuery,
-    fetch: bool,
+    access: Access,
 ) -> Result<Response, ApiError> {
     let target = query.target()?;
     let location = state.media.locate(server, id)?;
     let client = state.federation.as_ref().map(|f| f.client().as_ref());
-    let limit = state.config.limits.max_media_bytes;
-    let made = state.media.thumbnail(&location, client, fetch, limit, target).await?;
+    let made = state.media.thumbnail(&location, client, access, query.wait(), target).await?;
     let disposition = format!("inline; filename=\"thumbnail.{}\"", extension(made.content_type));
-    Ok(media_response(made.content_type.to_owned(), disposition, made.bytes.into()))
+    Ok(media_response(made.content_type.to_owned(), disposition, Body::from(made.bytes)))
 }
 
 /// The file extension of a thumbnail's content type.
@@ -262,7 +290,7 @@ async fn thumbnail(
     Params((server, id)): Params<(String, String)>,
     Query(query): Query<ThumbnailQuery>,
 ) -> Result<Response, ApiError> {
-    serve_thumbnail(&state, &server, &id, &query, false).await
+    serve_thumbnail(&state, &server, &id, &query, Access::Legacy).await
 }
 
 async fn thumbnail_authed(
@@ -271,5 +299,5 @@ async fn thumbnail_authed(
     Params((server, id)): Params<(String, String)>,
     Query(query): Query<ThumbnailQuery>,
 ) -> Result<Response, ApiError> {
-    serve_thumbnail(&state, &server, &id, &query, true).await
+    serve_thumbnail(&state, &server, &id, &query, Access::Authenticated).await
 }

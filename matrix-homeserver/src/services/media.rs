@@ -1,61 +1,88 @@
-//! Media: uploads kept as files in a directory (or in memory when none is set), with their
-//! metadata in the storage's media store; thumbnails of them ([`thumbnail`]); and media of
-//! other servers, fetched over federation and kept the same way ([`remote`]).
-//!
-//! Where things are kept, by name in the directory (or the in-memory map):
-//! - our uploads: their media id (ids are `[A-Za-z0-9_-]`, so never a dot);
-//! - other servers' media: the SHA-256 of `{server}/{media_id}` in hex, then `.remote`
-//!   (no name from the network ever becomes a path);
-//! - thumbnails: the content's name, then `.{width}x{height}-{method}`;
-//! - files being written: a name above, then `.{random}.part`.
+//! Media: uploads streamed to files named by their content's SHA-256 ([`files`]), with their
+//! metadata in the storage's media store; asynchronous uploads (`create`, then the content)
+//! ([`pending`]); thumbnails ([`thumbnail`]); and media of other servers, fetched over
+//! federation and kept the same way ([`remote`]). Downloads stream from the file.
 //!
 //! The metadata of another server's media is a storage media row keyed `{server}/{media_id}`
 //! (our ids have no `/`) whose uploader is that server.
 
+mod files;
+mod pending;
 mod remote;
 pub(crate) mod thumbnail;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use matrix_federation::client::FederationClient;
 use matrix_storage::{ChangeSet, Storage};
 use sha2::Digest as _;
 
+pub(crate) use self::files::FileBody;
+use self::files::{Files, Sink};
+use crate::config::LimitsConfig;
 use crate::error::ApiError;
 
-/// Syncs a directory, so that the entries made in it survive a power loss.
-#[cfg(unix)]
-async fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    tokio::fs::File::open(dir).await?.sync_all().await
+/// Which paths a request came by: what it may see, and whether other servers' media is
+/// fetched for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The legacy unauthenticated client paths (`/_matrix/media/v3/...`): our media and what
+    /// was fetched before, except what came while unauthenticated media was frozen.
+    Legacy,
+    /// The authenticated client paths (`/_matrix/client/v1/media/...`): everything, fetching
+    /// other servers' media (as the spec asks since v1.11).
+    Authenticated,
+    /// Another server (`/_matrix/federation/v1/media/...`): our own media only.
+    Federation,
 }
 
-/// Directories cannot be opened (nor synced) this way elsewhere.
-#[cfg(not(unix))]
-async fn sync_dir(_: &std::path::Path) -> std::io::Result<()> {
-    Ok(())
-}
+/// The longest a download waits for content not uploaded yet, whatever `timeout_ms` asks.
+const MAX_UPLOAD_WAIT: Duration = Duration::from_secs(60);
 
-/// An uploaded file.
-#[derive(Debug, Clone)]
-pub(crate) struct File {
+/// What a download waits for content not uploaded yet when `timeout_ms` is not given (the
+/// spec's default).
+pub(crate) const DEFAULT_UPLOAD_WAIT: Duration = Duration::from_secs(20);
+
+/// A media item opened for reading.
+#[derive(Debug)]
+pub(crate) struct Content {
     pub(crate) content_type: Option<String>,
     pub(crate) upload_name: Option<String>,
-    pub(crate) bytes: Bytes,
+    /// Its length in bytes.
+    pub(crate) length: u64,
+    file: tokio::fs::File,
+}
+
+impl Content {
+    /// Its bytes as a streamed body, after `head` and before `tail`.
+    pub(crate) fn into_body(self, head: Bytes, tail: Bytes) -> FileBody {
+        FileBody::new(self.file, self.length, head, tail)
+    }
 }
 
 pub(crate) struct Media {
     storage: Arc<dyn Storage>,
     /// Our server name: media of other servers is fetched.
     server_name: String,
-    path: Option<PathBuf>,
-    memory: Mutex<HashMap<String, Bytes>>,
+    files: Files,
+    /// The most bytes of one upload.
+    max_bytes: u64,
     /// The most bytes one user may have uploaded; 0: no quota.
     quota: u64,
+    /// Whether unauthenticated media is frozen (see [`LimitsConfig::enable_authenticated_media`]).
+    authenticated_only: bool,
+    /// Bounds of the media ids waiting for their content.
+    max_pending_per_user: usize,
+    pending_lifetime_ms: i64,
     /// Serialises the quota's check and its update.
     usage: tokio::sync::Mutex<()>,
+    /// Serialises the count of a user's pending media ids and the creation of another.
+    creating: tokio::sync::Mutex<()>,
     /// Bounds the thumbnails being made at once (each may decode an image of up to
     /// [`thumbnail::MAX_PIXELS`]), so that memory stays bounded under many requests.
     thumbnailing: tokio::sync::Semaphore,
@@ -63,6 +90,9 @@ pub(crate) struct Media {
     /// the same item waits for the first rather than fetching it again. An entry lives while
     /// someone holds or waits for it.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The downloads waiting for the content of a pending media id, by id: woken by its
+    /// upload. An entry lives while someone waits.
+    waiting: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 /// Thumbnails made at once at most.
@@ -70,31 +100,39 @@ const CONCURRENT_THUMBNAILS: usize = 2;
 
 impl std::fmt::Debug for Media {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Media").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Media").field("files", &self.files).finish_non_exhaustive()
     }
 }
 
 impl Media {
+    /// The media service, keeping files where `limits` says (a temporary directory when it
+    /// names none).
     pub(crate) fn new(
         storage: Arc<dyn Storage>,
         server_name: &str,
-        path: Option<PathBuf>,
-        quota: u64,
-    ) -> Self {
-        Media {
+        limits: &LimitsConfig,
+    ) -> std::io::Result<Self> {
+        Ok(Media {
             storage,
             server_name: server_name.to_owned(),
-            path,
-            memory: Mutex::new(HashMap::new()),
-            quota,
+            files: Files::new(limits.media_path.clone())?,
+            max_bytes: limits.max_media_bytes as u64,
+            quota: limits.media_quota_bytes,
+            authenticated_only: limits.enable_authenticated_media,
+            max_pending_per_user: limits.max_pending_media_per_user,
+            pending_lifetime_ms: i64::try_from(limits.pending_media_lifetime_secs)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000),
             usage: tokio::sync::Mutex::new(()),
+            creating: tokio::sync::Mutex::new(()),
             thumbnailing: tokio::sync::Semaphore::new(CONCURRENT_THUMBNAILS),
             fetching: Mutex::new(HashMap::new()),
-        }
+            waiting: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Refuses (403) an upload of `adding` bytes that would take `uploader` over the quota.
-    pub(crate) async fn check_quota(&self, uploader: &str, adding: u64) -> Result<u64, ApiError> {
+    async fn check_quota(&self, uploader: &str, adding: u64) -> Result<u64, ApiError> {
         let used = self.storage.media_usage(uploader).await?;
         if self.quota > 0 && used.saturating_add(adding) > self.quota {
             return Err(ApiError::forbidden(format!(
@@ -105,42 +143,95 @@ impl Media {
         Ok(used)
     }
 
-    /// Starts an upload: its bytes are written as they come ([`Upload::write`]), to a
-    /// temporary file when media is kept in a directory, so that a large upload never sits
-    /// in memory; [`Upload::finish`] records it.
-    pub(crate) async fn begin(&self) -> Result<Upload<'_>, ApiError> {
-        let mut id = [0u8; 18];
-        getrandom::fill(&mut id).map_err(|_| ApiError::unknown("no randomness available"))?;
-        let media_id = matrix_core::b64::encode_url_safe(id);
-        let file = match &self.path {
-            Some(dir) => {
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .map_err(|e| ApiError::unknown(format!("media directory: {e}")))?;
-                // Named so that a download can never find it (ids have no dot).
-                let temp = dir.join(format!("{media_id}.part"));
-                let out = tokio::fs::File::create(&temp)
-                    .await
-                    .map_err(|e| ApiError::unknown(format!("writing media: {e}")))?;
-                Some((out, temp))
-            }
-            None => None,
-        };
-        Ok(Upload { media: self, media_id, file, memory: Vec::new(), size: 0, done: false })
-    }
-
-    /// Removes the bytes of an upload that was not recorded.
-    async fn forget(&self, media_id: &str) {
-        match &self.path {
-            Some(dir) => {
-                let _ = tokio::fs::remove_file(dir.join(media_id)).await;
-            }
-            None => {
-                let mut memory =
-                    self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                memory.remove(media_id);
+    /// Receives an upload of `uploader` from `body` (at most the upload limit, whole before
+    /// `timeout`): streamed to a file while hashed and counted, so that it never sits in
+    /// memory, then kept under its hash and recorded. `media_id`: the content of a media id
+    /// made by [`Media::create`] (only its creator's, once); `None`: a new media id. Answers
+    /// the media id.
+    ///
+    /// Refusals: a `declared_length` or a body over the limit 413 `M_TOO_LARGE` (as soon as
+    /// it passes it), over the quota 403, too slow 408, cut short 400; an uploaded or foreign
+    /// media id as [`Media::check_pending`] says. A refused upload leaves no file behind.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn upload<B>(
+        &self,
+        uploader: &str,
+        media_id: Option<&str>,
+        content_type: Option<String>,
+        upload_name: Option<String>,
+        declared_length: Option<u64>,
+        body: B,
+        timeout: Duration,
+    ) -> Result<String, ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Unpin,
+    {
+        let limit = self.max_bytes;
+        // A declared length over the limit is refused before a byte of the body is read.
+        if declared_length.is_some_and(|n| n > limit) {
+            return Err(ApiError::too_large(self.max_bytes as usize));
+        }
+        if let Some(media_id) = media_id {
+            self.check_pending(uploader, media_id).await?;
+        }
+        self.check_quota(uploader, declared_length.unwrap_or(0)).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut sink = Sink::new(&self.files).await?;
+        let mut body = body;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => return Err(ApiError::body_timeout()),
+                Ok(None) => break,
+                Ok(Some(Err(_))) => {
+                    return Err(ApiError::bad_json("the upload was cut short or unreadable"));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                if sink.size().saturating_add(data.len() as u64) > limit {
+                    return Err(ApiError::too_large(self.max_bytes as usize));
+                }
+                sink.write(&data).await?;
             }
         }
+        let (sha256, size) = sink.finish(&self.files).await?;
+        let was_pending = media_id.is_some();
+        let media_id = match media_id {
+            Some(id) => id.to_owned(),
+            None => new_media_id()?,
+        };
+        let mut changes = ChangeSet::new();
+        changes.media.push(matrix_storage::Media {
+            media_id: media_id.clone(),
+            content_type,
+            size,
+            upload_name,
+            uploader: uploader.to_owned(),
+            created_ts: crate::services::rooms::now_ms(),
+            sha256: Some(sha256),
+            authenticated: self.authenticated_only,
+        });
+        // Checked again, under the lock the usage is written under (concurrent uploads).
+        // The content file stays when the row is refused: another row may name the same
+        // bytes.
+        let usage = self.usage.lock().await;
+        let used = self.check_quota(uploader, size).await?;
+        changes.media_usage.push((uploader.to_owned(), used.saturating_add(size)));
+        if was_pending {
+            changes.completed_pending_media.push(media_id.clone());
+        }
+        match self.storage.apply(changes).await {
+            Ok(_) => {}
+            Err(e) if was_pending && e.kind() == matrix_storage::ErrorKind::Conflict => {
+                return Err(cannot_overwrite());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        drop(usage);
+        if was_pending {
+            self.wake(&media_id);
+        }
+        Ok(media_id)
     }
 
     /// Where `server`'s media item `media_id` is kept (checked: a bad id is 404, a bad
@@ -157,7 +248,7 @@ impl Media {
                 origin: None,
                 media_id: media_id.to_owned(),
                 key: media_id.to_owned(),
-                file: media_id.to_owned(),
+                legacy_file: media_id.to_owned(),
             });
         }
         if <&ruma::ServerName>::try_from(server).is_err() {
@@ -165,67 +256,96 @@ impl Media {
         }
         let key = format!("{server}/{media_id}");
         let hash = sha2::Sha256::digest(key.as_bytes());
-        let file = format!("{}.remote", hex(&hash));
-        Ok(Location { origin: Some(server.to_owned()), media_id: media_id.to_owned(), key, file })
+        let legacy_file = format!("{}.remote", hex(&hash));
+        Ok(Location {
+            origin: Some(server.to_owned()),
+            media_id: media_id.to_owned(),
+            key,
+            legacy_file,
+        })
     }
 
-    /// A stored upload of ours.
-    pub(crate) async fn download(&self, media_id: &str) -> Result<File, ApiError> {
-        let location = self.locate(&self.server_name.clone(), media_id)?;
-        self.stored(&location).await?.ok_or_else(|| ApiError::not_found("no such media"))
-    }
-
-    /// A media item kept here (ours, or another server's fetched before), or `None`.
-    pub(crate) async fn stored(&self, location: &Location) -> Result<Option<File>, ApiError> {
-        let Some(meta) = self.storage.media(&location.key).await? else { return Ok(None) };
-        // The metadata is written after the content: a row without content is a loss.
-        let bytes = self.read_blob(&location.file).await?.ok_or_else(|| {
-            ApiError::unknown(format!("the content of media {} is missing", location.key))
-        })?;
-        Ok(Some(File { content_type: meta.content_type, upload_name: meta.upload_name, bytes }))
-    }
-
-    /// A media item: kept here, or (when `fetch` and it is another server's) fetched from
-    /// its server with `client`, kept, then answered.
-    pub(crate) async fn content(
+    /// The metadata of the media item at `location` as `access` may see it: kept here,
+    /// uploaded within `wait` (a pending media id of ours; still pending then: 504
+    /// `M_NOT_YET_UPLOADED`), or (authenticated, another server's) fetched with `client` and
+    /// kept. Not there: 404.
+    async fn metadata(
         &self,
         location: &Location,
         client: Option<&FederationClient>,
-        fetch: bool,
-        limit: usize,
-    ) -> Result<File, ApiError> {
-        if let Some(file) = self.stored(location).await? {
-            return Ok(file);
-        }
-        let (Some(origin), Some(client), true) = (&location.origin, client, fetch) else {
+        access: Access,
+        wait: Duration,
+    ) -> Result<matrix_storage::Media, ApiError> {
+        if access == Access::Federation && location.origin.is_some() {
             return Err(ApiError::not_found("no such media"));
+        }
+        let meta = match self.storage.media(&location.key).await? {
+            Some(meta) => meta,
+            None => match (&location.origin, client, access) {
+                (None, _, _) => self
+                    .wait_uploaded(&location.media_id, wait.min(MAX_UPLOAD_WAIT))
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("no such media"))?,
+                (Some(origin), Some(client), Access::Authenticated) => {
+                    let gate = FetchGate::enter(self, &location.key);
+                    let _turn = gate.gate.lock().await;
+                    // Fetched by the request this one waited for?
+                    match self.storage.media(&location.key).await? {
+                        Some(meta) => meta,
+                        None => remote::fetch(self, client, origin, location).await?,
+                    }
+                }
+                _ => return Err(ApiError::not_found("no such media")),
+            },
         };
-        let gate = FetchGate::enter(self, &location.key);
-        let _turn = gate.gate.lock().await;
-        // Fetched by the request this one waited for?
-        match self.stored(location).await? {
-            Some(file) => Ok(file),
-            None => remote::fetch(self, client, origin, location, limit).await,
+        if access == Access::Legacy && self.authenticated_only && meta.authenticated {
+            return Err(ApiError::not_found(
+                "this media is served on the authenticated media endpoints only",
+            ));
+        }
+        Ok(meta)
+    }
+
+    /// The file of a media row.
+    fn path_of(&self, location: &Location, meta: &matrix_storage::Media) -> PathBuf {
+        match &meta.sha256 {
+            Some(sha256) => self.files.content(sha256),
+            None => self.files.legacy(&location.legacy_file),
         }
     }
 
-    /// A thumbnail at `target` of the media item at `location` (fetched as
-    /// [`Media::content`] does): the cached one, or one made now (and cached when the size
-    /// is a standard one). Content that is not an image is 400 `M_UNKNOWN`, an image over
-    /// [`thumbnail::MAX_PIXELS`] 413 `M_TOO_LARGE`.
+    /// A media item opened for reading (see [`Media::metadata`] for what is found).
+    pub(crate) async fn open(
+        &self,
+        location: &Location,
+        client: Option<&FederationClient>,
+        access: Access,
+        wait: Duration,
+    ) -> Result<Content, ApiError> {
+        let meta = self.metadata(location, client, access, wait).await?;
+        let path = self.path_of(location, &meta);
+        // The metadata is written after the content: a row without content is a loss.
+        let (file, length) = self.files.open(&path).await?.ok_or_else(|| {
+            ApiError::unknown(format!("the content of media {} is missing", location.key))
+        })?;
+        Ok(Content { content_type: meta.content_type, upload_name: meta.upload_name, length, file })
+    }
+
+    /// A thumbnail at `target` of the media item at `location` (found as [`Media::open`]
+    /// finds it): the cached one, or one made now (and cached when the size is a standard
+    /// one). Content that is not an image is 400 `M_UNKNOWN`; an image over
+    /// [`thumbnail::MAX_PIXELS`], or a file over [`thumbnail::MAX_SOURCE_BYTES`], 413
+    /// `M_TOO_LARGE`.
     pub(crate) async fn thumbnail(
         &self,
         location: &Location,
         client: Option<&FederationClient>,
-        fetch: bool,
-        limit: usize,
+        access: Access,
+        wait: Duration,
         target: thumbnail::Target,
     ) -> Result<thumbnail::Thumbnail, ApiError> {
-        let content_type = match self.storage.media(&location.key).await? {
-            Some(meta) => meta.content_type,
-            None => self.content(location, client, fetch, limit).await?.content_type,
-        };
-        let type_ok = content_type.as_deref().is_none_or(|t| {
+        let meta = self.metadata(location, client, access, wait).await?;
+        let type_ok = meta.content_type.as_deref().is_none_or(|t| {
             let essence = t.split(';').next().unwrap_or_default().trim();
             thumbnail::THUMBNAILED_TYPES.iter().any(|k| essence.eq_ignore_ascii_case(k))
         });
@@ -236,20 +356,26 @@ impl Media {
                 "this server does not make thumbnails of this content type",
             ));
         }
-        let name = format!("{}.{}", location.file, target.name());
+        let path = self.path_of(location, &meta);
+        let mut cached = path.clone().into_os_string();
+        cached.push(format!(".{}", target.name()));
+        let cached = PathBuf::from(cached);
         if target.cached
-            && let Some(bytes) = self.read_blob(&name).await?
+            && let Some(bytes) = self.files.read_whole(&cached, thumbnail::MAX_SOURCE_BYTES).await?
         {
             let content_type = thumbnail::content_type_of(&bytes);
             return Ok(thumbnail::Thumbnail { content_type, bytes: bytes.to_vec() });
         }
-        let file = self.content(location, client, fetch, limit).await?;
+        let bytes =
+            self.files.read_whole(&path, thumbnail::MAX_SOURCE_BYTES).await?.ok_or_else(|| {
+                ApiError::unknown(format!("the content of media {} is missing", location.key))
+            })?;
         let _turn = self
             .thumbnailing
             .acquire()
             .await
             .map_err(|_| ApiError::unknown("thumbnailing has stopped"))?;
-        let made = tokio::task::spawn_blocking(move || thumbnail::make(&file.bytes, target))
+        let made = tokio::task::spawn_blocking(move || thumbnail::make(&bytes, target))
             .await
             .map_err(|_| ApiError::unknown("the thumbnail could not be made"))?;
         let made = match made {
@@ -260,56 +386,25 @@ impl Media {
             Err(e) => return Err(ApiError::with_code(400, "M_UNKNOWN", e.to_string())),
         };
         if target.cached {
-            self.write_blob(&name, Bytes::from(made.bytes.clone())).await?;
+            self.files.write_whole(&cached, &made.bytes).await?;
         }
         Ok(made)
     }
-
-    /// The bytes kept under `name`, or `None`.
-    async fn read_blob(&self, name: &str) -> Result<Option<Bytes>, ApiError> {
-        match &self.path {
-            Some(dir) => match tokio::fs::read(dir.join(name)).await {
-                Ok(bytes) => Ok(Some(Bytes::from(bytes))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(ApiError::unknown(format!("reading media {name}: {e}"))),
-            },
-            None => {
-                let memory = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                Ok(memory.get(name).cloned())
-            }
-        }
-    }
-
-    /// Keeps `bytes` under `name`, durably and whole (a temporary file renamed into place:
-    /// a reader sees all of it or nothing).
-    async fn write_blob(&self, name: &str, bytes: Bytes) -> Result<(), ApiError> {
-        let Some(dir) = &self.path else {
-            let mut memory = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            memory.insert(name.to_owned(), bytes);
-            return Ok(());
-        };
-        let mut random = [0u8; 8];
-        getrandom::fill(&mut random).map_err(|_| ApiError::unknown("no randomness available"))?;
-        let temp = dir.join(format!("{name}.{}.part", hex(&random)));
-        let write = async {
-            use tokio::io::AsyncWriteExt;
-            tokio::fs::create_dir_all(dir).await?;
-            let mut out = tokio::fs::File::create(&temp).await?;
-            out.write_all(&bytes).await?;
-            out.sync_all().await?;
-            drop(out);
-            tokio::fs::rename(&temp, dir.join(name)).await?;
-            sync_dir(dir).await
-        };
-        if let Err(e) = write.await {
-            let _ = tokio::fs::remove_file(&temp).await;
-            return Err(ApiError::unknown(format!("writing media {name}: {e}")));
-        }
-        Ok(())
-    }
 }
 
-/// A hold on the fetch gate of one storage key ([`Media::content`]); dropped (also when the
+/// 409 `M_CANNOT_OVERWRITE_MEDIA`.
+fn cannot_overwrite() -> ApiError {
+    ApiError::with_code(409, "M_CANNOT_OVERWRITE_MEDIA", "this media id has its content already")
+}
+
+/// A new random media id (`[A-Za-z0-9_-]`, 24 characters).
+fn new_media_id() -> Result<String, ApiError> {
+    let mut id = [0u8; 18];
+    getrandom::fill(&mut id).map_err(|_| ApiError::unknown("no randomness available"))?;
+    Ok(matrix_core::b64::encode_url_safe(id))
+}
+
+/// A hold on the fetch gate of one storage key ([`Media::metadata`]); dropped (also when the
 /// request is abandoned), it removes the gate nobody else holds or waits for.
 struct FetchGate<'a> {
     media: &'a Media,
@@ -355,114 +450,6 @@ pub(crate) struct Location {
     media_id: String,
     /// Its metadata's key in storage.
     key: String,
-    /// The name its content is kept under.
-    file: String,
-}
-
-/// An upload being received (see [`Media::begin`]). Dropped unfinished (the client went
-/// away, the body came too slowly or was too large), its temporary file is removed.
-pub(crate) struct Upload<'a> {
-    media: &'a Media,
-    media_id: String,
-    /// The temporary file and its path, when media is kept in a directory.
-    file: Option<(tokio::fs::File, PathBuf)>,
-    /// The bytes, when media is kept in memory.
-    memory: Vec<u8>,
-    size: u64,
-    done: bool,
-}
-
-impl Upload<'_> {
-    /// The bytes received so far.
-    pub(crate) fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Appends bytes of the upload.
-    pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
-        use tokio::io::AsyncWriteExt;
-        match &mut self.file {
-            Some((out, _)) => out
-                .write_all(bytes)
-                .await
-                .map_err(|e| ApiError::unknown(format!("writing media: {e}")))?,
-            None => self.memory.extend_from_slice(bytes),
-        }
-        self.size += bytes.len() as u64;
-        Ok(())
-    }
-
-    /// Makes the upload durable and records it for `uploader` (within the quota); answers
-    /// its media id.
-    pub(crate) async fn finish(
-        mut self,
-        uploader: &str,
-        content_type: Option<String>,
-        upload_name: Option<String>,
-    ) -> Result<String, ApiError> {
-        let media = self.media;
-        let media_id = self.media_id.clone();
-        let size = self.size;
-        media.check_quota(uploader, size).await?;
-        match (self.file.take(), &media.path) {
-            (Some((out, temp)), Some(dir)) => {
-                let write = async {
-                    out.sync_all().await?;
-                    drop(out);
-                    tokio::fs::rename(&temp, dir.join(&media_id)).await?;
-                    // The file's directory entry is durable only once the directory is
-                    // synced: without it, a power loss can leave the metadata pointing at
-                    // no file.
-                    sync_dir(dir).await
-                };
-                if let Err(e) = write.await {
-                    let _ = tokio::fs::remove_file(&temp).await;
-                    return Err(ApiError::unknown(format!("writing media: {e}")));
-                }
-            }
-            _ => {
-                let bytes = Bytes::from(std::mem::take(&mut self.memory));
-                let mut memory =
-                    media.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                memory.insert(media_id.clone(), bytes);
-            }
-        }
-        self.done = true;
-        // Checked again, under the lock the usage is written under (concurrent uploads).
-        let usage = media.usage.lock().await;
-        let used = match media.check_quota(uploader, size).await {
-            Ok(used) => used,
-            Err(e) => {
-                media.forget(&media_id).await;
-                return Err(e);
-            }
-        };
-        let mut changes = ChangeSet::new();
-        changes.media.push(matrix_storage::Media {
-            media_id: media_id.clone(),
-            content_type,
-            size,
-            upload_name,
-            uploader: uploader.to_owned(),
-            created_ts: crate::services::rooms::now_ms(),
-        });
-        changes.media_usage.push((uploader.to_owned(), used.saturating_add(size)));
-        if let Err(e) = media.storage.apply(changes).await {
-            media.forget(&media_id).await;
-            return Err(e.into());
-        }
-        drop(usage);
-        Ok(media_id)
-    }
-}
-
-impl Drop for Upload<'_> {
-    fn drop(&mut self) {
-        if !self.done
-            && let Some((_, temp)) = &self.file
-        {
-            // Synchronous, but only an unlink: an abandoned upload leaves nothing behind.
-            let _ = std::fs::remove_file(temp);
-        }
-    }
+    /// The name its content was kept under before content addressing.
+    legacy_file: String,
 }

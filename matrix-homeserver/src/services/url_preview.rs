@@ -26,6 +26,8 @@ use fetch::{FetchError, Fetcher, HostResolver};
 
 /// Image types re-hosted (the ones media thumbnails read).
 const IMAGE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp"];
+/// How long storing a fetched image (already in memory) may take.
+const IMAGE_STORE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn is_html(media_type: &str) -> bool {
     matches!(media_type, "text/html" | "application/xhtml+xml")
@@ -177,15 +179,26 @@ impl UrlPreviews {
             return None;
         }
         let (width, height) = reader.into_dimensions().ok()?;
-        let mut upload = store.media.begin().await.ok()?;
-        upload.write(&fetched.body).await.ok()?;
-        let id = upload.finish(user, Some(media_type.to_owned()), None).await.ok()?;
+        let size = fetched.body.len();
+        let id = store
+            .media
+            .upload(
+                user,
+                None,
+                Some(media_type.to_owned()),
+                None,
+                Some(size as u64),
+                axum::body::Body::from(fetched.body),
+                IMAGE_STORE_TIMEOUT,
+            )
+            .await
+            .ok()?;
         let described = json!({
             "og:image": format!("mxc://{}/{id}", store.server_name),
             "og:image:type": media_type,
             "og:image:width": width,
             "og:image:height": height,
-            "matrix:image:size": fetched.body.len(),
+            "matrix:image:size": size,
         });
         match described {
             Value::Object(map) => Some(map),

@@ -384,11 +384,15 @@ async fn finding_40_41_uploads_stream_to_a_synced_file_and_leave_nothing_when_re
     assert_eq!(status, 200, "{body}");
     let uri = body["content_uri"].as_str().expect("a uri");
     let id = uri.rsplit('/').next().expect("an id").to_owned();
-    assert!(media.join(&id).is_file());
-    let response =
-        reqwest::get(format!("{}/_matrix/media/v3/download/localhost/{id}", server.base_url()))
-            .await
-            .expect("answers");
+    let sha256 = server.storage().media(&id).await.expect("reads").expect("kept").sha256;
+    let sha256 = sha256.expect("content addressed");
+    assert!(media.join("content").join(&sha256).is_file());
+    let response = reqwest::Client::new()
+        .get(format!("{}/_matrix/client/v1/media/download/localhost/{id}", server.base_url()))
+        .bearer_auth(&alice.access_token)
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(response.bytes().await.expect("a body").as_ref(), b"durable bytes");
 
@@ -401,11 +405,13 @@ async fn finding_40_41_uploads_stream_to_a_synced_file_and_leave_nothing_when_re
     let status = raw_upload(&server, &alice.access_token, &stalled).await;
     assert_eq!(status.as_deref(), Some("HTTP/1.1 408 Request Timeout"));
     let mut names = Vec::new();
-    let mut entries = tokio::fs::read_dir(&media).await.expect("the media directory");
-    while let Some(entry) = entries.next_entry().await.expect("an entry") {
-        names.push(entry.file_name().to_string_lossy().into_owned());
+    for dir in ["content", "tmp"] {
+        let mut entries = tokio::fs::read_dir(media.join(dir)).await.expect("a media directory");
+        while let Some(entry) = entries.next_entry().await.expect("an entry") {
+            names.push(format!("{dir}/{}", entry.file_name().to_string_lossy()));
+        }
     }
-    assert_eq!(names, [id], "only the finished upload is kept");
+    assert_eq!(names, [format!("content/{sha256}")], "only the finished upload is kept");
 }
 
 /// A chunked upload written over raw TCP; answers the status line.

@@ -21,6 +21,7 @@ mod federation_joins;
 mod federation_reads;
 mod federation_receive;
 mod media;
+mod media_upload;
 mod presence;
 mod push_rules;
 mod rooms;
@@ -35,6 +36,9 @@ use std::sync::Arc;
 use matrix_homeserver::Config;
 use matrix_homeserver::testing::TestHomeserver;
 use serde_json::Value;
+
+/// A store shared by the servers of a test (a restart).
+pub(crate) type Storage = Arc<dyn matrix_storage::Storage>;
 
 /// The storage backend a test runs on.
 #[derive(Debug, Clone, Copy)]

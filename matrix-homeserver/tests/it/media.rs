@@ -10,7 +10,7 @@ use serde_json::Value;
 
 /// A `width` × `height` image with a gradient (so that encoders cannot cheat), encoded as
 /// `format`.
-fn image_bytes(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
+pub(crate) fn image_bytes(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
         image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
     });
@@ -55,7 +55,7 @@ fn bomb_png() -> Vec<u8> {
 }
 
 /// Uploads `bytes` as `content_type` for `token`; answers the `server/id` of its mxc URI.
-async fn upload(
+pub(crate) async fn upload(
     server: &TestHomeserver,
     token: &str,
     content_type: &str,
@@ -75,14 +75,14 @@ async fn upload(
 }
 
 /// An answer: status, content type, body.
-struct Answer {
-    status: u16,
-    content_type: String,
-    bytes: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) content_type: String,
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl Answer {
-    fn errcode(&self) -> String {
+    pub(crate) fn errcode(&self) -> String {
         let body: Value = serde_json::from_slice(&self.bytes).unwrap_or(Value::Null);
         body["errcode"].as_str().unwrap_or_default().to_owned()
     }
@@ -95,7 +95,7 @@ impl Answer {
 }
 
 /// GETs `path` (with `token` when given).
-async fn get(server: &TestHomeserver, token: Option<&str>, path: &str) -> Answer {
+pub(crate) async fn get(server: &TestHomeserver, token: Option<&str>, path: &str) -> Answer {
     let mut request = reqwest::Client::new().get(format!("{}{path}", server.base_url()));
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -113,7 +113,7 @@ async fn get(server: &TestHomeserver, token: Option<&str>, path: &str) -> Answer
 }
 
 /// The authenticated thumbnail path of `media` (`server/id`) with `query`.
-fn thumb(media: &str, query: &str) -> String {
+pub(crate) fn thumb(media: &str, query: &str) -> String {
     format!("/_matrix/client/v1/media/thumbnail/{media}?{query}")
 }
 
@@ -154,14 +154,23 @@ async fn thumbnails_crop_and_scale_png_and_jpeg(backend: crate::Backend) {
     let answer = get(&server, Some(token), &thumb(&jpeg, "width=200&height=100&method=crop")).await;
     assert_eq!(answer.dimensions(), (200, 100));
 
-    // The legacy path answers the same, and a second request the cached thumbnail.
-    let legacy = format!("/_matrix/media/v3/thumbnail/{png}?width=96&height=96&method=crop");
-    let first = get(&server, None, &legacy).await;
+    // A second request answers the cached thumbnail, kept next to the content (named by
+    // its hash).
+    let path = thumb(&png, "width=96&height=96&method=crop");
+    let first = get(&server, Some(token), &path).await;
     assert_eq!((first.status, first.dimensions()), (200, (96, 96)));
     let id = png.split('/').nth(1).expect("an id");
-    assert!(media_dir.join(format!("{id}.96x96-crop")).is_file(), "the thumbnail is kept");
-    let second = get(&server, None, &legacy).await;
+    let row = server.storage().media(id).await.expect("reads").expect("stored");
+    let sha256 = row.sha256.expect("content addressed");
+    let content = media_dir.join("content");
+    assert!(content.join(format!("{sha256}.96x96-crop")).is_file(), "the thumbnail is kept");
+    let second = get(&server, Some(token), &path).await;
     assert_eq!(first.bytes, second.bytes);
+    // The legacy path serves no media uploaded while unauthenticated media is frozen (the
+    // default).
+    let legacy = format!("/_matrix/media/v3/thumbnail/{png}?width=96&height=96&method=crop");
+    let answer = get(&server, None, &legacy).await;
+    assert_eq!((answer.status, answer.errcode().as_str()), (404, "M_NOT_FOUND"));
 }
 
 async fn thumbnails_refuse_bombs_corrupt_images_and_text(backend: crate::Backend) {
@@ -241,6 +250,8 @@ async fn remote_media_is_fetched_once_then_served_from_the_cache() {
         let mut config = TestHomeserver::config();
         if name == "b.test" {
             config.limits.media_path = Some(media_dir.join("b"));
+            // Unfrozen: what was fetched is served on the legacy paths too.
+            config.limits.enable_authenticated_media = false;
         }
         config
     })

@@ -1,28 +1,33 @@
 //! Media of other servers: fetched once over federation
-//! (`GET /_matrix/federation/v1/media/download/{mediaId}`), bounded by our upload limit, then
-//! kept and answered like ours. A `Location` answer (content elsewhere) is not followed.
+//! (`GET /_matrix/federation/v1/media/download/{mediaId}`), bounded by our upload limit,
+//! then kept under its content hash and answered like ours.
+//!
+//! The federation transport reads an answer whole (bounded by the upload limit and a little
+//! more), so a fetch holds at most that much in memory once; it is then written to disk
+//! through the same hashing sink as an upload.
 
 use matrix_federation::FederationError;
 use matrix_federation::client::FederationClient;
 use matrix_federation::media::MediaBody;
 use matrix_storage::ChangeSet;
 
-use super::{File, Location, Media};
+use super::files::Sink;
+use super::{Location, Media};
 use crate::error::ApiError;
 
 /// What the answer may carry beyond the content: its headers and JSON part.
 const ANSWER_OVERHEAD: usize = 64 << 10;
 
 /// Fetches the media item at `location` from `origin`, keeps it (content, then metadata),
-/// and answers it. Nothing is kept when the answer is not the spec's, or its content is over
-/// `limit` bytes (502 `M_TOO_LARGE`).
+/// and answers its row. Nothing is kept when the answer is not the spec's, or its content is
+/// over the upload limit (502 `M_TOO_LARGE`).
 pub(super) async fn fetch(
     media: &Media,
     client: &FederationClient,
     origin: &str,
     location: &Location,
-    limit: usize,
-) -> Result<File, ApiError> {
+) -> Result<matrix_storage::Media, ApiError> {
+    let limit = usize::try_from(media.max_bytes).unwrap_or(usize::MAX);
     let answer = client
         .media_download(origin, &location.media_id, limit.saturating_add(ANSWER_OVERHEAD))
         .await
@@ -30,6 +35,11 @@ pub(super) async fn fetch(
             FederationError::Status { status: 404, .. } => {
                 ApiError::not_found(format!("{origin} has no such media"))
             }
+            FederationError::Status { status: 504, .. } => ApiError::with_code(
+                504,
+                "M_NOT_YET_UPLOADED",
+                format!("{origin} has not received the content of this media yet"),
+            ),
             other => other.into(),
         })?;
     let content = match answer.content {
@@ -43,26 +53,35 @@ pub(super) async fn fetch(
         }
     };
     if content.bytes.len() > limit {
-        return Err(ApiError::with_code(
-            502,
-            "M_TOO_LARGE",
-            format!("the media of {origin} is over this server's limit of {limit} bytes"),
-        ));
+        return Err(too_large(origin, limit));
     }
     let content_type = content.content_type.filter(|t| plain_header(t));
     let upload_name = content.content_disposition.as_deref().and_then(filename_of);
-    media.write_blob(&location.file, content.bytes.clone()).await?;
-    let mut changes = ChangeSet::new();
-    changes.media.push(matrix_storage::Media {
+    let mut sink = Sink::new(&media.files).await?;
+    sink.write(&content.bytes).await?;
+    let (sha256, size) = sink.finish(&media.files).await?;
+    let row = matrix_storage::Media {
         media_id: location.key.clone(),
-        content_type: content_type.clone(),
-        size: content.bytes.len() as u64,
-        upload_name: upload_name.clone(),
+        content_type,
+        size,
+        upload_name,
         uploader: origin.to_owned(),
         created_ts: crate::services::rooms::now_ms(),
-    });
+        sha256: Some(sha256),
+        authenticated: media.authenticated_only,
+    };
+    let mut changes = ChangeSet::new();
+    changes.media.push(row.clone());
     media.storage.apply(changes).await?;
-    Ok(File { content_type, upload_name, bytes: content.bytes })
+    Ok(row)
+}
+
+fn too_large(origin: &str, limit: usize) -> ApiError {
+    ApiError::with_code(
+        502,
+        "M_TOO_LARGE",
+        format!("the media of {origin} is over this server's limit of {limit} bytes"),
+    )
 }
 
 /// Whether `value` may be sent on as a header value: short, printable ASCII.

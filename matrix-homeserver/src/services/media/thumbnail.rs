@@ -18,6 +18,10 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 /// The most pixels (width × height) of an image this server thumbnails: 50 megapixels.
 pub(crate) const MAX_PIXELS: u64 = 50_000_000;
 
+/// The largest file thumbnails are made of (read whole to decode): 100 MiB. Larger: 413
+/// `M_TOO_LARGE`.
+pub(crate) const MAX_SOURCE_BYTES: u64 = 100 << 20;
+
 /// The most bytes a decoder may allocate at once (the image itself included).
 const MAX_DECODER_ALLOC: u64 = 512 << 20;
 
