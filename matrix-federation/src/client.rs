@@ -164,6 +164,20 @@ impl FederationClient {
         body: Option<&Object>,
         limit: Option<usize>,
     ) -> Result<http::Response<Bytes>, FederationError> {
+        self.send_signed(destination, method, path_and_query, body, limit, false).await
+    }
+
+    /// [`FederationClient::send`]; with `redirects`, a 3xx answer is returned as it came too.
+    async fn send_signed(
+        &self,
+        destination: &str,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<&Object>,
+        limit: Option<usize>,
+        redirects: bool,
+    ) -> Result<http::Response<Bytes>, FederationError> {
+        let redirects = redirects && method == http::Method::GET;
         let malformed = |reason: String| FederationError::Malformed {
             destination: destination.to_owned(),
             reason,
@@ -202,7 +216,7 @@ impl FederationClient {
         let _permit =
             self.gates.enter(destination, self.options.max_concurrent_per_destination).await;
         let response = self.transport.send(destination, request).await?;
-        if !response.status().is_success() {
+        if !response.status().is_success() && !(redirects && response.status().is_redirection()) {
             let body = response.body();
             let start = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
             return Err(FederationError::Status {
@@ -216,7 +230,8 @@ impl FederationClient {
 
     /// `GET /_matrix/federation/v1/media/download/{mediaId}`: a media item of
     /// `destination`, its answer at most `limit` bytes (a larger one is an error). The
-    /// `multipart/mixed` answer is read by [`crate::media::parse`].
+    /// `multipart/mixed` answer is read by [`crate::media::parse`]; a 307 or 308 redirect is
+    /// answered as a [`crate::media::MediaBody::Location`] (see [`crate::media::location`]).
     pub async fn media_download(
         &self,
         destination: &str,
@@ -224,7 +239,27 @@ impl FederationClient {
         limit: usize,
     ) -> Result<crate::media::MediaAnswer, FederationError> {
         let path = format!("/_matrix/federation/v1/media/download/{}", encode(media_id));
-        let response = self.send(destination, http::Method::GET, &path, None, Some(limit)).await?;
+        let response = self
+            .send_signed(destination, http::Method::GET, &path, None, Some(limit), true)
+            .await?;
+        if response.status().is_redirection() {
+            let location = response
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .filter(|_| matches!(response.status().as_u16(), 307 | 308));
+            let Some(location) = location else {
+                return Err(FederationError::Status {
+                    destination: destination.to_owned(),
+                    status: response.status().as_u16(),
+                    body: "a redirect that is not a 307 or 308 with a Location".to_owned(),
+                });
+            };
+            return Ok(crate::media::MediaAnswer {
+                metadata: Object::new(),
+                content: crate::media::MediaBody::Location(location.to_owned()),
+            });
+        }
         if response.body().len() > limit {
             return Err(FederationError::TooLarge { destination: destination.to_owned(), limit });
         }

@@ -4,6 +4,8 @@
 //! writes one, [`parse`] reads one (both strictly bounded by the bytes given; nothing here
 //! panics on what another server sends).
 
+pub mod location;
+
 use bytes::Bytes;
 use matrix_core::Value;
 use matrix_core::json::{Object, parse_lenient};

@@ -164,6 +164,7 @@ pub struct HomeserverBuilder {
     signing_key: Option<matrix_core::SigningKey>,
     transport: Option<Arc<dyn matrix_federation::transport::Transport>>,
     preview_resolver: Option<Arc<dyn HostResolver>>,
+    url_fetcher: Option<Arc<dyn matrix_federation::media::location::UrlFetcher>>,
 }
 
 impl std::fmt::Debug for HomeserverBuilder {
@@ -209,6 +210,16 @@ impl HomeserverBuilder {
         self
     }
 
+    /// How the `Location` of other servers' media answers is fetched (HTTPS, the local
+    /// network refused, otherwise); tests serve such content on a loopback port.
+    pub fn media_url_fetcher(
+        mut self,
+        fetcher: Arc<dyn matrix_federation::media::location::UrlFetcher>,
+    ) -> Self {
+        self.url_fetcher = Some(fetcher);
+        self
+    }
+
     /// Checks the settings and builds the homeserver.
     pub async fn build(self) -> Result<Homeserver, BuildError> {
         let storage = self.storage.ok_or(BuildError::NoStorage)?;
@@ -221,6 +232,15 @@ impl HomeserverBuilder {
             Some(key) => key,
             None => matrix_core::SigningKey::generate("auto")
                 .map_err(|e| BuildError::SigningKey(e.to_string()))?,
+        };
+        let url_fetcher = match self.url_fetcher {
+            Some(fetcher) => Some(fetcher),
+            None if self.config.federation.enabled => {
+                let https = matrix_federation::media::location::HttpsUrlFetcher::new()
+                    .map_err(|e| BuildError::Federation(e.to_string()))?;
+                Some(Arc::new(https) as Arc<dyn matrix_federation::media::location::UrlFetcher>)
+            }
+            None => None,
         };
         let federation = if self.config.federation.enabled {
             let transport = match self.transport {
@@ -309,6 +329,7 @@ impl HomeserverBuilder {
                 storage,
                 &self.config.server_name,
                 &self.config.limits,
+                url_fetcher,
             )
             .map_err(|e| BuildError::Media(e.to_string()))?,
             push_rules_lock: tokio::sync::Mutex::new(()),

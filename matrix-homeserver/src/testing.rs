@@ -165,6 +165,8 @@ pub enum Intercepted {
     Answer(u16, Vec<u8>),
     /// The request goes to the destination after this long (a slow server or link).
     Delay(std::time::Duration),
+    /// The destination seems to answer this status, these headers and this body.
+    AnswerWith(u16, Vec<(String, String)>, Vec<u8>),
 }
 
 /// A test's hand on requests to one server: sees the requesting server's name and the request
@@ -230,6 +232,19 @@ impl matrix_federation::transport::Transport for InProcess {
                     .map_err(|_| unreachable("an interceptor answered a status that is none"))?;
                 return Ok(response);
             }
+            Some(Intercepted::AnswerWith(status, headers, body)) => {
+                let mut response = http::Response::new(bytes::Bytes::from(body));
+                *response.status_mut() = http::StatusCode::from_u16(status)
+                    .map_err(|_| unreachable("an interceptor answered a status that is none"))?;
+                for (name, value) in headers {
+                    let name = http::header::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| unreachable("an interceptor answered a bad header name"))?;
+                    let value = http::HeaderValue::from_str(&value)
+                        .map_err(|_| unreachable("an interceptor answered a bad header value"))?;
+                    response.headers_mut().append(name, value);
+                }
+                return Ok(response);
+            }
         }
         let router = self
             .net
@@ -249,6 +264,36 @@ impl matrix_federation::transport::Transport for InProcess {
             .map_err(|_| unreachable("the answer is too large"))?;
         Ok(http::Response::from_parts(parts, body))
     }
+}
+
+/// DNS that knows no name: the test network's URLs are loopback addresses.
+#[derive(Debug)]
+struct NoDns;
+
+#[async_trait::async_trait]
+impl matrix_federation::resolve::Dns for NoDns {
+    async fn srv(
+        &self,
+        _: &str,
+    ) -> Result<Vec<matrix_federation::resolve::SrvRecord>, matrix_federation::resolve::DnsError>
+    {
+        Ok(Vec::new())
+    }
+    async fn ips(
+        &self,
+        _: &str,
+    ) -> Result<Vec<std::net::IpAddr>, matrix_federation::resolve::DnsError> {
+        Ok(Vec::new())
+    }
+}
+
+/// The media `Location` fetcher of the test network: plain HTTP to loopback addresses is
+/// allowed (the local networks still are not).
+fn loopback_fetcher() -> Arc<dyn matrix_federation::media::location::UrlFetcher> {
+    let fetcher =
+        matrix_federation::media::location::HttpsUrlFetcher::with_dns(Arc::new(NoDns), true)
+            .expect("the test fetcher builds");
+    Arc::new(fetcher)
 }
 
 impl TestFederation {
@@ -272,6 +317,7 @@ impl TestFederation {
                 .config(config)
                 .storage(Arc::new(MemoryStore::new()))
                 .federation_transport(transport)
+                .media_url_fetcher(loopback_fetcher())
                 .build()
                 .await
                 .expect("the test homeserver builds");

@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use matrix_federation::client::FederationClient;
+use matrix_federation::media::location::UrlFetcher;
 use matrix_storage::{ChangeSet, Storage};
 use sha2::Digest as _;
 
@@ -93,6 +94,9 @@ pub(crate) struct Media {
     /// The downloads waiting for the content of a pending media id, by id: woken by its
     /// upload. An entry lives while someone waits.
     waiting: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// Fetches the `Location` other servers answer media requests with; `None`: such an
+    /// answer is refused (502).
+    url_fetcher: Option<Arc<dyn UrlFetcher>>,
 }
 
 /// Thumbnails made at once at most.
@@ -111,6 +115,7 @@ impl Media {
         storage: Arc<dyn Storage>,
         server_name: &str,
         limits: &LimitsConfig,
+        url_fetcher: Option<Arc<dyn UrlFetcher>>,
     ) -> std::io::Result<Self> {
         Ok(Media {
             storage,
@@ -128,6 +133,7 @@ impl Media {
             thumbnailing: tokio::sync::Semaphore::new(CONCURRENT_THUMBNAILS),
             fetching: Mutex::new(HashMap::new()),
             waiting: Mutex::new(HashMap::new()),
+            url_fetcher,
         })
     }
 

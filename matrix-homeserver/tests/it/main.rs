@@ -21,6 +21,7 @@ mod federation_joins;
 mod federation_reads;
 mod federation_receive;
 mod media;
+mod media_location;
 mod media_upload;
 mod presence;
 mod push_rules;

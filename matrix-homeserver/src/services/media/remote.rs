@@ -1,6 +1,9 @@
 //! Media of other servers: fetched once over federation
 //! (`GET /_matrix/federation/v1/media/download/{mediaId}`), bounded by our upload limit,
-//! then kept under its content hash and answered like ours.
+//! then kept under its content hash and answered like ours. An answer naming where the
+//! content is (a `Location`) is followed with a plain GET, within the same bounds
+//! ([`matrix_federation::media::location`]: a few redirects at most, never to the local
+//! network).
 //!
 //! The federation transport reads an answer whole (bounded by the upload limit and a little
 //! more), so a fetch holds at most that much in memory once; it is then written to disk
@@ -9,6 +12,7 @@
 use matrix_federation::FederationError;
 use matrix_federation::client::FederationClient;
 use matrix_federation::media::MediaBody;
+use matrix_federation::media::location::{self, FollowOptions};
 use matrix_storage::ChangeSet;
 
 use super::files::Sink;
@@ -44,12 +48,20 @@ pub(super) async fn fetch(
         })?;
     let content = match answer.content {
         MediaBody::Content(content) => content,
-        MediaBody::Location(_) => {
-            return Err(ApiError::with_code(
-                502,
-                "M_UNKNOWN",
-                format!("{origin} answered with a redirect, which this server does not follow"),
-            ));
+        MediaBody::Location(url) => {
+            let Some(fetcher) = &media.url_fetcher else {
+                return Err(ApiError::bad_gateway(format!(
+                    "{origin} answered with a redirect, which this server does not follow"
+                )));
+            };
+            let options = FollowOptions::default();
+            location::follow(fetcher.as_ref(), &url, limit, options).await.map_err(|e| match e {
+                FederationError::TooLarge { .. } => too_large(origin, limit),
+                FederationError::Status { status: 404, .. } => {
+                    ApiError::not_found(format!("the media {origin} pointed to is not there"))
+                }
+                other => ApiError::bad_gateway(format!("the media {origin} pointed to: {other}")),
+            })?
         }
     };
     if content.bytes.len() > limit {
