@@ -216,7 +216,9 @@ impl FederationClient {
         let _permit =
             self.gates.enter(destination, self.options.max_concurrent_per_destination).await;
         let response = self.transport.send(destination, request).await?;
-        if !response.status().is_success() && !(redirects && response.status().is_redirection()) {
+        let passed =
+            response.status().is_success() || (redirects && response.status().is_redirection());
+        if !passed {
             let body = response.body();
             let start = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
             return Err(FederationError::Status {
