@@ -66,6 +66,7 @@ macro_rules! storage_conformance {
             receipts_replace_and_stream, transaction_ids_commit_once, records_round_trip,
             account_data_changes, one_stream_for_everything, cross_signing_keys, key_signatures,
             backup_versions, backup_sessions, pushers, presence_round_trip,
+            dehydrated_devices,
             a_room_changed_since_it_was_read_is_a_conflict, backfill_goes_before_the_timeline,
             auth_chain_index_round_trips, an_auth_chain_index_taken_is_a_conflict,
             events_in_batch, media_rows_keep_hash_and_mark, pending_media_completes_once);

@@ -176,6 +176,8 @@ pub trait AccountStore: Send + Sync {
     async fn devices(&self, user_id: &str) -> Result<Vec<Device>>;
     /// Who an access token belongs to.
     async fn token(&self, token: &str) -> Result<Option<TokenOwner>>;
+    /// A user's dehydrated device, if the user has one.
+    async fn dehydrated_device(&self, user_id: &str) -> Result<Option<DehydratedDevice>>;
     /// A user's global profile.
     async fn profile(&self, user_id: &str) -> Result<Option<Profile>>;
     /// What a client transaction id produced, if a request with it committed (a deleted

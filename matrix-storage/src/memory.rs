@@ -15,11 +15,11 @@ use async_trait::async_trait;
 use crate::layers::{self, Layer, StateKey};
 use crate::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied,
-    AuthChainEntry, BackfillItem, BackfillPos, ChangeSet, ClaimedKey, Device, Direction,
-    DirectoryStore, E2eeStore, ErrorKind, EventStore, FallbackKey, InboxStore, KeyStore, Media,
-    MediaStore, NewSnapshot, OurKey, OutboundItem, PendingMedia, Presence, PresenceStore, Profile,
-    QueueStore, ReceiptKey, ReceiptStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore,
-    SnapshotId, SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent,
+    AuthChainEntry, BackfillItem, BackfillPos, ChangeSet, ClaimedKey, DehydratedDevice, Device,
+    Direction, DirectoryStore, E2eeStore, ErrorKind, EventStore, FallbackKey, InboxStore, KeyStore,
+    Media, MediaStore, NewSnapshot, OurKey, OutboundItem, PendingMedia, Presence, PresenceStore,
+    Profile, QueueStore, ReceiptKey, ReceiptStore, RemoteKey, Result, RetryState, RoomInfo,
+    RoomStore, SnapshotId, SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent,
     StoredReceipt, StreamItem, StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
 };
 
@@ -56,6 +56,8 @@ struct Inner {
     users: HashMap<String, User>,
     devices: BTreeMap<(String, String), Device>,
     tokens: HashMap<String, TokenOwner>,
+    /// user -> their dehydrated device.
+    dehydrated: HashMap<String, DehydratedDevice>,
     our_keys: BTreeMap<String, OurKey>,
     remote_keys: HashMap<(String, String), RemoteKey>,
     transactions: HashSet<(String, String)>,
@@ -269,6 +271,9 @@ impl Inner {
         self.inbox.retain(|k, _| k.0 != user || k.1 != device);
         self.transaction_ids.retain(|k, _| k.0 != user || k.1 != device);
         self.user_data.delete_device(user, device);
+        if self.dehydrated.get(user).is_some_and(|d| d.device_id == device) {
+            self.dehydrated.remove(user);
+        }
     }
 
     /// Applies validated `changes`, with the record of their new snapshot.
@@ -334,6 +339,9 @@ impl Inner {
         }
         for (user, device) in changes.deleted_devices {
             self.delete_device(&user, &device);
+        }
+        for dehydrated in changes.dehydrated_devices {
+            self.dehydrated.insert(dehydrated.user_id.clone(), dehydrated);
         }
         for (token, owner) in changes.new_tokens {
             self.tokens.insert(token, owner);
@@ -659,6 +667,9 @@ impl AccountStore for MemoryStore {
     }
     async fn token(&self, token: &str) -> Result<Option<TokenOwner>> {
         Ok(self.lock()?.tokens.get(token).cloned())
+    }
+    async fn dehydrated_device(&self, user_id: &str) -> Result<Option<DehydratedDevice>> {
+        Ok(self.lock()?.dehydrated.get(user_id).cloned())
     }
     async fn profile(&self, user_id: &str) -> Result<Option<Profile>> {
         Ok(self.lock()?.profiles.get(user_id).cloned())

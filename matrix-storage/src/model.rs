@@ -384,6 +384,11 @@ pub struct ChangeSet {
     /// fallback keys, to-device queue, transaction ids and the signatures on their keys (not
     /// the pushers they created: see [`Pusher`]).
     pub deleted_devices: Vec<(String, String)>,
+    /// Dehydrated devices to record, each replacing its user's record, after
+    /// [`ChangeSet::deleted_devices`] (the device, its keys and its display name are written as
+    /// any device's, in [`ChangeSet::devices`] and the key fields). Deleting the device a
+    /// record names deletes the record.
+    pub dehydrated_devices: Vec<DehydratedDevice>,
     /// Access tokens to add.
     pub new_tokens: Vec<(String, TokenOwner)>,
     /// Access tokens to delete.

@@ -65,10 +65,11 @@ use sqlx::{Connection, PgConnection, Row};
 use self::stream::SharedStream;
 use crate::layers::LayerCache;
 use crate::{
-    AccountStore, Applied, AuthChainEntry, ChangeSet, ClaimedKey, Device, Direction, ErrorKind,
-    EventStatus, EventStore, KeyStore, OurKey, OutboundItem, Profile, QueueStore, RemoteKey,
-    Result, RetryState, RoomInfo, RoomStore, SnapshotId, StateEntry, StateStore, Storage,
-    StorageError, StoredEvent, StreamChanges, StreamItem, StreamPos, TokenOwner, User,
+    AccountStore, Applied, AuthChainEntry, ChangeSet, ClaimedKey, DehydratedDevice, Device,
+    Direction, ErrorKind, EventStatus, EventStore, KeyStore, OurKey, OutboundItem, Profile,
+    QueueStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, StateEntry,
+    StateStore, Storage, StorageError, StoredEvent, StreamChanges, StreamItem, StreamPos,
+    TokenOwner, User,
 };
 
 /// The migrations, in order: `(version, description, SQL)`.
@@ -82,6 +83,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "auth chain", include_str!("../migrations/0007_auth_chain.sql")),
     (8, "presence", include_str!("../migrations/0008_presence.sql")),
     (9, "media", include_str!("../migrations/0009_media.sql")),
+    (10, "dehydrated devices", include_str!("../migrations/0010_dehydrated.sql")),
 ];
 
 /// The first key of our migration lock ("MXST"); the second is a hash of the schema.
@@ -707,6 +709,24 @@ impl AccountStore for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn dehydrated_device(&self, user_id: &str) -> Result<Option<DehydratedDevice>> {
+        const DOING: &str = "reading a dehydrated device";
+        let row =
+            sqlx::query("SELECT device_id, device_data FROM dehydrated_devices WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await
+                .doing(DOING)?;
+        row.map(|row| {
+            Ok(DehydratedDevice {
+                user_id: user_id.to_owned(),
+                device_id: row.try_get(0).doing(DOING)?,
+                device_data: row.try_get(1).doing(DOING)?,
+            })
+        })
+        .transpose()
     }
 
     async fn token(&self, token: &str) -> Result<Option<TokenOwner>> {

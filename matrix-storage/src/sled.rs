@@ -56,10 +56,11 @@ use crate::codec::{Dec, Enc};
 use crate::layers::LayerCache;
 use crate::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Applied, AuthChainEntry,
-    BackfillItem, BackfillPos, ChangeSet, ClaimedKey, Device, Direction, ErrorKind, EventStore,
-    KeyStore, Media, MediaStore, OurKey, OutboundItem, PendingMedia, Profile, QueueStore,
-    RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef, StateEntry,
-    StateStore, Storage, StorageError, StoredEvent, StreamItem, StreamPos, TokenOwner, User,
+    BackfillItem, BackfillPos, ChangeSet, ClaimedKey, DehydratedDevice, Device, Direction,
+    ErrorKind, EventStore, KeyStore, Media, MediaStore, OurKey, OutboundItem, PendingMedia,
+    Profile, QueueStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId,
+    SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent, StreamItem, StreamPos,
+    TokenOwner, User,
 };
 
 /// The schema this code writes and reads. 2 added the tables from [`DEVICE_KEYS`] on and the
@@ -130,18 +131,21 @@ const PRESENCE: u8 = b's';
 // `media`; a store written before has none).
 const PENDING_MEDIA: u8 = b'l';
 const PENDING_MEDIA_OF: u8 = b'v';
+// Dehydrated devices (read and written in `domains`; a store written before has none;
+// the letters are all taken).
+const DEHYDRATED: u8 = b'0';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 52] = [
+const TABLES: [u8; 53] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
     RECEIPT_LOG, CLIENT_TXN, ALIAS, ROOM_ALIAS, PUBLISHED, REDACTION, PROFILE, FORGOTTEN,
     MEDIA_USAGE, ACCOUNT_DATA_POS, ACCOUNT_DATA_LOG, CROSS_SIGNING_KEY, KEY_SIGNATURE,
     BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF, AUTH_CHAIN,
-    PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF,
+    PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -1043,6 +1047,12 @@ impl AccountStore for SledStore {
     async fn profile(&self, user_id: &str) -> Result<Option<Profile>> {
         self.flusher.check()?;
         self.profile_of(user_id)
+    }
+    async fn dehydrated_device(&self, user_id: &str) -> Result<Option<DehydratedDevice>> {
+        self.flusher.check()?;
+        self.get(&Enc::table(DEHYDRATED).str(user_id).done())?
+            .map(|v| domains::decode_dehydrated(user_id, &v))
+            .transpose()
     }
     async fn transaction_id(
         &self,

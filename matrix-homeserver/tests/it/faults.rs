@@ -16,7 +16,7 @@ use matrix_storage::{
 };
 use matrix_storage::{
     BackfillItem, BackfillPos, BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore,
-    KeyBackupStore, KeySignature, Presence, PresenceStore, Pusher, PusherStore,
+    DehydratedDevice, KeyBackupStore, KeySignature, Presence, PresenceStore, Pusher, PusherStore,
 };
 
 /// A store whose change sets are acknowledged `delay` after they are applied (durable, but
@@ -64,6 +64,7 @@ forward!(AccountStore {
     fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>>;
     fn devices(&self, user_id: &str) -> Result<Vec<Device>>;
     fn token(&self, token: &str) -> Result<Option<TokenOwner>>;
+    fn dehydrated_device(&self, user_id: &str) -> Result<Option<DehydratedDevice>>;
     fn profile(&self, user_id: &str) -> Result<Option<Profile>>;
     fn transaction_id(&self, user_id: &str, device_id: &str, scope: &str, txn_id: &str) -> Result<Option<String>>;
 });

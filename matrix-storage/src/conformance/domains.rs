@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Store, apply, create_room, event};
 use crate::{
-    AccountDataChange, Alias, ChangeSet, ClaimedKey, Device, ErrorKind, FallbackKey, NewToDevice,
-    OneTimeKey, Presence, PresenceState, Profile, Receipt, ReceiptKey, StreamPos, TokenOwner,
-    TransactionId,
+    AccountDataChange, Alias, ChangeSet, ClaimedKey, DehydratedDevice, Device, ErrorKind,
+    FallbackKey, NewToDevice, OneTimeKey, Presence, PresenceState, Profile, Receipt, ReceiptKey,
+    StreamPos, TokenOwner, TransactionId,
 };
 
 fn s(text: &str) -> String {
@@ -220,6 +220,67 @@ pub async fn deleting_a_device_deletes_what_it_held(store: Store) {
         assert_eq!(id.is_some(), present, "{device}");
     }
     assert_eq!(store.token("tok").await.expect("reads"), None);
+}
+
+fn dehydrated(user: &str, device: &str, data: &str) -> DehydratedDevice {
+    DehydratedDevice { user_id: s(user), device_id: s(device), device_data: data.into() }
+}
+
+/// A user's dehydrated device: one record per user, replaced by the next; deleting the
+/// device it names (with its keys and queue, as any device's) deletes it, deleting another
+/// device does not; in one change set, a deletion comes before a new record.
+pub async fn dehydrated_devices(store: Store) {
+    assert_eq!(store.dehydrated_device("@a:x").await.expect("reads"), None);
+    let mut changes = ChangeSet::new();
+    for device in ["D1", "L"] {
+        changes.devices.push(Device {
+            user_id: s("@a:x"),
+            device_id: s(device),
+            display_name: None,
+        });
+        changes.device_keys.push((s("@a:x"), s(device), b"{}".to_vec()));
+    }
+    changes.to_device.push(to_device("D1", "@b:x", "{}"));
+    changes.dehydrated_devices.push(dehydrated("@a:x", "D1", r#"{"v":1}"#));
+    changes.dehydrated_devices.push(dehydrated("@b:x", "B1", r#"{"v":"b"}"#));
+    apply(&store, changes).await;
+    let held = store.dehydrated_device("@a:x").await.expect("reads");
+    assert_eq!(held, Some(dehydrated("@a:x", "D1", r#"{"v":1}"#)));
+    assert_eq!(store.dehydrated_device("@c:x").await.expect("reads"), None);
+
+    // Another device deleted: the record stays.
+    let mut changes = ChangeSet::new();
+    changes.deleted_devices.push((s("@a:x"), s("L")));
+    apply(&store, changes).await;
+    assert_eq!(store.dehydrated_device("@a:x").await.expect("reads"), held);
+
+    // Replaced: the old device deleted and the new one recorded in one change set.
+    let mut changes = ChangeSet::new();
+    changes.deleted_devices.push((s("@a:x"), s("D1")));
+    changes.devices.push(Device { user_id: s("@a:x"), device_id: s("D2"), display_name: None });
+    changes.dehydrated_devices.push(dehydrated("@a:x", "D2", r#"{"v":2}"#));
+    apply(&store, changes).await;
+    let held = store.dehydrated_device("@a:x").await.expect("reads");
+    assert_eq!(held, Some(dehydrated("@a:x", "D2", r#"{"v":2}"#)));
+    let upto = head(&store).await;
+    let inbox = store.to_device("@a:x", "D1", StreamPos(0), upto, 10).await.expect("reads");
+    assert!(inbox.is_empty(), "the old device's queue went with it");
+
+    // The same device recorded again (a deletion first, in the same change set).
+    let mut changes = ChangeSet::new();
+    changes.deleted_devices.push((s("@a:x"), s("D2")));
+    changes.dehydrated_devices.push(dehydrated("@a:x", "D2", r#"{"v":3}"#));
+    apply(&store, changes).await;
+    let held = store.dehydrated_device("@a:x").await.expect("reads");
+    assert_eq!(held, Some(dehydrated("@a:x", "D2", r#"{"v":3}"#)));
+
+    // Its device deleted: no record; the other user's stays.
+    let mut changes = ChangeSet::new();
+    changes.deleted_devices.push((s("@a:x"), s("D2")));
+    apply(&store, changes).await;
+    assert_eq!(store.dehydrated_device("@a:x").await.expect("reads"), None);
+    let other = store.dehydrated_device("@b:x").await.expect("reads");
+    assert_eq!(other, Some(dehydrated("@b:x", "B1", r#"{"v":"b"}"#)));
 }
 
 /// The device-list stream: each change a position, read by range, each user once.

@@ -112,3 +112,17 @@ impl ToDeviceUsage {
         }
     }
 }
+
+/// A user's dehydrated device (MSC3814): a device without access tokens, whose private keys
+/// the user's clients keep here encrypted (`device_data`), so that it receives to-device
+/// messages while none of them runs. At most one per user. The device itself (its
+/// [`crate::Device`] record, keys, one-time keys and queue) is stored as any device's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DehydratedDevice {
+    /// The owner.
+    pub user_id: String,
+    /// The device.
+    pub device_id: String,
+    /// What the client stored (JSON), opaque to the server.
+    pub device_data: Vec<u8>,
+}

@@ -255,6 +255,19 @@ async fn write_accounts(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()
         .doing(DOING)?;
     }
     apply_domains::delete_devices(tx, &changes.deleted_devices, &changes.transaction_ids).await?;
+    for dehydrated in &changes.dehydrated_devices {
+        sqlx::query(
+            "INSERT INTO dehydrated_devices (user_id, device_id, device_data) \
+             VALUES ($1, $2, $3) ON CONFLICT (user_id) DO UPDATE SET \
+             device_id = excluded.device_id, device_data = excluded.device_data",
+        )
+        .bind(&dehydrated.user_id)
+        .bind(&dehydrated.device_id)
+        .bind(&dehydrated.device_data)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
     for (token, owner) in &changes.new_tokens {
         sqlx::query(
             "INSERT INTO access_tokens (token, user_id, device_id) VALUES ($1, $2, $3) \

@@ -109,7 +109,9 @@ pub(super) async fn delete_devices(
          txns AS (DELETE FROM transaction_ids t USING d \
              WHERE t.user_id = d.user_id AND t.device_id = d.device_id), \
          sigs AS (DELETE FROM key_signatures t USING d \
-             WHERE t.target_user = d.user_id AND t.target_key = d.device_id) \
+             WHERE t.target_user = d.user_id AND t.target_key = d.device_id), \
+         dehydrated AS (DELETE FROM dehydrated_devices t USING d \
+             WHERE t.user_id = d.user_id AND t.device_id = d.device_id) \
          DELETE FROM devices t USING d WHERE t.user_id = d.user_id AND t.device_id = d.device_id",
     )
     .bind(users)

@@ -15,15 +15,15 @@ use tokio::sync::oneshot;
 
 use super::batch::Tx;
 use super::{
-    ACCOUNT_DATA, ACCOUNT_DATA_LOG, ACCOUNT_DATA_POS, ALIAS, CLIENT_TXN, DEVICE_KEYS, DEVICE_LIST,
-    FALLBACK_KEY, FORGOTTEN, INBOX, KEY_SIGNATURE, MEDIA_USAGE, ONE_TIME_KEY, PROFILE, PUBLISHED,
-    RECEIPT, RECEIPT_LOG, REDACTION, ROOM_ALIAS, SledStore, unavailable,
+    ACCOUNT_DATA, ACCOUNT_DATA_LOG, ACCOUNT_DATA_POS, ALIAS, CLIENT_TXN, DEHYDRATED, DEVICE_KEYS,
+    DEVICE_LIST, FALLBACK_KEY, FORGOTTEN, INBOX, KEY_SIGNATURE, MEDIA_USAGE, ONE_TIME_KEY, PROFILE,
+    PUBLISHED, RECEIPT, RECEIPT_LOG, REDACTION, ROOM_ALIAS, SledStore, unavailable,
 };
 use crate::codec::{Dec, Enc};
 use crate::{
-    AccountDataChange, Alias, ChangeSet, ClaimedKey, DirectoryStore, E2eeStore, ErrorKind,
-    FallbackKey, InboxStore, Profile, Receipt, ReceiptKey, ReceiptStore, Result, StorageError,
-    StoredReceipt, StreamPos, ToDeviceMessage, ToDeviceUsage,
+    AccountDataChange, Alias, ChangeSet, ClaimedKey, DehydratedDevice, DirectoryStore, E2eeStore,
+    ErrorKind, FallbackKey, InboxStore, Profile, Receipt, ReceiptKey, ReceiptStore, Result,
+    StorageError, StoredReceipt, StreamPos, ToDeviceMessage, ToDeviceUsage,
 };
 
 /// Names what did not decode: `what` is the kind of record.
@@ -67,6 +67,12 @@ pub(super) fn apply_in(tx: &Tx<'_>, changes: &ChangeSet, mut next: u64) -> Resul
     };
     for (user, device) in &changes.deleted_devices {
         delete_device(tx, user, device)?;
+    }
+    for dehydrated in &changes.dehydrated_devices {
+        tx.insert(
+            Enc::table(DEHYDRATED).str(&dehydrated.user_id).done(),
+            Enc::default().str(&dehydrated.device_id).bytes(&dehydrated.device_data).done(),
+        )?;
     }
 
     // Account data: the value where it always was, its position and a log by position.
@@ -217,16 +223,35 @@ pub(super) fn apply_in(tx: &Tx<'_>, changes: &ChangeSet, mut next: u64) -> Resul
 }
 
 /// Deletes what a device held: its device keys, one-time and fallback keys, to-device queue,
-/// transaction ids and the signatures on its keys (its tokens are deleted with the device
-/// itself).
+/// transaction ids, the signatures on its keys and its dehydrated-device record (its tokens
+/// are deleted with the device itself).
 fn delete_device(tx: &Tx<'_>, user: &str, device: &str) -> Result<()> {
     tx.remove(Enc::table(DEVICE_KEYS).str(user).str(device).done())?;
+    let dehydrated = Enc::table(DEHYDRATED).str(user).done();
+    if let Some(value) = tx.get(&dehydrated)?
+        && decode_dehydrated(user, &value)?.device_id == device
+    {
+        tx.remove(dehydrated)?;
+    }
     for table in [ONE_TIME_KEY, FALLBACK_KEY, INBOX, CLIENT_TXN, KEY_SIGNATURE] {
         for (key, _) in tx.scan_prefix(&Enc::table(table).str(user).str(device).done())? {
             tx.remove(key)?;
         }
     }
     Ok(())
+}
+
+/// A dehydrated-device record of `user`.
+pub(super) fn decode_dehydrated(user: &str, value: &[u8]) -> Result<DehydratedDevice> {
+    let read = || {
+        let mut dec = Dec::new(value);
+        Ok(DehydratedDevice {
+            user_id: user.to_owned(),
+            device_id: dec.str()?,
+            device_data: dec.bytes()?.to_vec(),
+        })
+    };
+    read().map_err(corrupt("dehydrated device"))
 }
 
 /// Removes the position of an item of account data and its log entry, if it has them (items

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use matrix_storage::memory::MemoryStore;
 use matrix_storage::sled::SledStore;
 use matrix_storage::{
-    Alias, AuthChainEntry, BackupScope, ChangeSet, CrossSigningKeyKind, Device, EventStatus,
-    FallbackKey, KeySignature, NewBackupSession, NewBackupVersion, NewEvent, NewSnapshot,
-    NewToDevice, OneTimeKey, Pusher, Receipt, ReceiptKey, RoomChanges, SnapshotId, Storage,
-    StreamPos, TokenOwner, TransactionId, User,
+    Alias, AuthChainEntry, BackupScope, ChangeSet, CrossSigningKeyKind, DehydratedDevice, Device,
+    EventStatus, FallbackKey, KeySignature, NewBackupSession, NewBackupVersion, NewEvent,
+    NewSnapshot, NewToDevice, OneTimeKey, Pusher, Receipt, ReceiptKey, RoomChanges, SnapshotId,
+    Storage, StreamPos, TokenOwner, TransactionId, User,
 };
 use proptest::prelude::*;
 
@@ -54,6 +54,8 @@ enum Op {
     Pusher(u8, u8, u8, u8),
     DeletePusher(u8, u8, u8),
     ExclusivePusher(u8, u8, u8),
+    /// A dehydrated-device record `(user, device, value)`.
+    Dehydrated(u8, u8, u8),
     /// An auth-chain index entry `(room, number, chain, links)`.
     AuthChain(u8, u8, u8, Vec<(u8, u8)>),
     /// Several of the above in one change set.
@@ -86,6 +88,7 @@ fn write_op() -> impl Strategy<Value = Op> {
         (small.clone(), small.clone(), 0u8..3).prop_map(|(u, d, t)| Op::TxnId(u, d, t)),
         (small.clone(), small.clone()).prop_map(|(a, r)| Op::Alias(a, r)),
         small.clone().prop_map(Op::DeleteAlias),
+        (small.clone(), small.clone(), any::<u8>()).prop_map(|(u, d, v)| Op::Dehydrated(u, d, v)),
         (0u8..2, 0u8..6, any::<u8>(), prop::collection::vec(any::<(u8, u8)>(), 0..3))
             .prop_map(|(r, i, c, l)| Op::AuthChain(r, i, c, l)),
         user_data_op(),
@@ -254,6 +257,11 @@ fn changes(op: &Op) -> Option<ChangeSet> {
             creator: "@u0:x".into(),
         }),
         Op::DeleteAlias(a) => c.deleted_aliases.push(format!("#a{a}:x")),
+        Op::Dehydrated(u, d, v) => c.dehydrated_devices.push(DehydratedDevice {
+            user_id: format!("@u{u}:x"),
+            device_id: format!("D{d}"),
+            device_data: vec![*v],
+        }),
         Op::CrossSigning(u, k, v) => c.cross_signing_keys.push((
             format!("@u{u}:x"),
             CrossSigningKeyKind::ALL[usize::from(*k) % 3],
@@ -345,6 +353,7 @@ fn merge(c: &mut ChangeSet, more: ChangeSet) {
     c.updated_users.extend(more.updated_users);
     c.devices.extend(more.devices);
     c.deleted_devices.extend(more.deleted_devices);
+    c.dehydrated_devices.extend(more.dehydrated_devices);
     c.new_tokens.extend(more.new_tokens);
     c.deleted_tokens.extend(more.deleted_tokens);
     c.enqueue.extend(more.enqueue);
@@ -384,6 +393,7 @@ async fn observe(store: &dyn Storage, snapshots: u64) -> String {
         out += &format!("{:?}\n", store.devices(&user).await.expect("reads"));
         out += &format!("{:?}\n", store.all_account_data(&user).await.expect("reads"));
         out += &format!("{:?}\n", store.token(&format!("t{u}")).await.expect("reads"));
+        out += &format!("{:?}\n", store.dehydrated_device(&user).await.expect("reads"));
         out += &format!("{:?}\n", store.outbound(&format!("d{u}"), 100).await.expect("reads"));
     }
     out += &format!("{:?}\n", store.outbound_destinations().await.expect("reads"));
