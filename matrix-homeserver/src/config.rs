@@ -155,6 +155,9 @@ pub struct LimitsConfig {
     pub max_one_time_keys_per_device: usize,
     /// How many users one `/keys/query` may name (more: 400 `M_INVALID_PARAM`).
     pub max_users_per_key_query: usize,
+    /// The largest `device_data` of a dehydrated device (MSC3814), as JSON bytes (more: 400
+    /// `M_TOO_LARGE`); clients store an encrypted key pickle of a few kilobytes.
+    pub max_dehydrated_device_bytes: usize,
     /// How many room keys one server-side key backup version may hold (more: 429
     /// `M_LIMIT_EXCEEDED`); a client backs up one per Megolm session it receives.
     pub max_backup_sessions_per_version: usize,
@@ -196,6 +199,7 @@ impl Default for LimitsConfig {
             max_thread_receipts_per_room: 100,
             max_one_time_keys_per_device: 200,
             max_users_per_key_query: 1000,
+            max_dehydrated_device_bytes: 64 * 1024,
             max_backup_sessions_per_version: 1_000_000,
             max_mentions_per_event: 64,
             max_push_rules: 500,

@@ -3,6 +3,7 @@
 //! authenticates, calls one service method and returns.
 
 mod account;
+mod dehydrated;
 mod directory;
 mod discovery;
 pub(crate) mod e2ee;
@@ -54,6 +55,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(sync::routes())
         .merge(push_rules::routes())
         .merge(e2ee::routes())
+        .merge(dehydrated::routes())
         .merge(key_backup::routes())
         .merge(media::routes(previews))
         .merge(presence::routes())

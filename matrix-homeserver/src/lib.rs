@@ -316,7 +316,7 @@ impl HomeserverBuilder {
                 storage.clone(),
                 server_name,
                 ephemeral.clone(),
-                self.config.limits.password_hash_queue,
+                &self.config.limits,
             ),
             sync: Sync::new(rooms.clone(), ephemeral.clone(), presence.clone()),
             presence,

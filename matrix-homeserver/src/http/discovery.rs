@@ -29,10 +29,14 @@ use crate::error::ApiError;
 /// the server until those versions are really served.
 const VERSIONS: &[&str] = &["v1.1"];
 
-/// The unstable features (MSCs) advertised: none is implemented, so none is claimed. Sent as
-/// an empty object, so that clients read "none" rather than "not said".
+/// The unstable features (MSCs) advertised: only those whose endpoints are all here
+/// (MSC3814, dehydrated devices: `http/dehydrated.rs`).
+const UNSTABLE_FEATURES: &[&str] = &["org.matrix.msc3814"];
+
 pub(super) async fn versions(Ruma(_): Ruma<get_supported_versions::Request>) -> JsonResult {
-    Ok(Json(json!({"versions": VERSIONS, "unstable_features": {}})))
+    let features: serde_json::Map<String, Value> =
+        UNSTABLE_FEATURES.iter().map(|f| ((*f).to_owned(), Value::Bool(true))).collect();
+    Ok(Json(json!({"versions": VERSIONS, "unstable_features": features})))
 }
 
 pub(super) async fn well_known_client(

@@ -241,8 +241,8 @@ async fn claim(
     if body.one_time_keys.values().map(BTreeMap::len).sum::<usize>() > max {
         return Err(ApiError::invalid_param(format!("at most {max} devices per claim")));
     }
-    let mut claimed = serde_json::Map::new();
     let mut remote: BTreeMap<String, Object> = BTreeMap::new();
+    let mut local = BTreeMap::new();
     let ours = state.rooms.server_name().as_str();
     for (user, devices) in body.one_time_keys {
         if let Some((_, server)) = user.split_once(':')
@@ -255,16 +255,9 @@ async fn claim(
             remote.entry(server.to_owned()).or_default().insert(user, by_device);
             continue;
         }
-        let mut by_device = serde_json::Map::new();
-        for (device, algorithm) in devices {
-            if let Some((key_id, key)) =
-                state.ephemeral.claim_key(&user, &device, &algorithm).await?
-            {
-                by_device.insert(device, json!({ key_id: key }));
-            }
-        }
-        claimed.insert(user, Value::Object(by_device));
+        local.insert(user, devices);
     }
+    let mut claimed = state.ephemeral.claim_keys(local).await?;
     let mut failures = serde_json::Map::new();
     if !remote.is_empty() {
         let mut answers = remote_keys::ask(&state, KeysRequest::Claim, remote).await;

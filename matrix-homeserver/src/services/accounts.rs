@@ -1,4 +1,5 @@
-//! Accounts: users, passwords (argon2id), devices and access tokens.
+//! Accounts: users, passwords (argon2id), devices and access tokens, and dehydrated devices
+//! ([`dehydrated`]: devices without tokens, MSC3814).
 //!
 //! Access tokens are stored by their SHA-256, never as given: a stolen database holds no
 //! usable token, and looking one up leaks nothing about a token's bytes through timing.
@@ -13,7 +14,10 @@ use sha2::{Digest, Sha256};
 use super::ephemeral::Ephemeral;
 use crate::error::ApiError;
 
+mod dehydrated;
 mod passwords;
+
+pub(crate) use dehydrated::NewDehydratedDevice;
 
 /// A logged-in device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +50,13 @@ pub(crate) struct Accounts {
     /// Bumped by each deactivation: an authentication that read the user before a
     /// deactivation finished does not put it in `active`.
     deactivations: std::sync::atomic::AtomicU64,
+    /// Serialises the replacement of dehydrated devices (read the user's, delete it, write
+    /// the new one), so that two at once leave one.
+    dehydration: tokio::sync::Mutex<()>,
+    /// The largest `device_data` of a dehydrated device, as JSON bytes.
+    max_dehydrated_device_bytes: usize,
+    /// The longest device display name, in characters.
+    max_display_name_chars: usize,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -98,15 +109,18 @@ impl Accounts {
         storage: Arc<dyn Storage>,
         server_name: OwnedServerName,
         ephemeral: Arc<Ephemeral>,
-        hash_queue: usize,
+        limits: &crate::config::LimitsConfig,
     ) -> Self {
         Accounts {
             storage,
             server_name,
             ephemeral,
-            hash_queue: passwords::Queue::new(hash_queue),
+            hash_queue: passwords::Queue::new(limits.password_hash_queue),
             active: quick_cache::sync::Cache::new(16_384),
             deactivations: std::sync::atomic::AtomicU64::new(0),
+            dehydration: tokio::sync::Mutex::new(()),
+            max_dehydrated_device_bytes: limits.max_dehydrated_device_bytes,
+            max_display_name_chars: limits.max_displayname_chars,
         }
     }
 

@@ -11,6 +11,7 @@ mod account;
 mod discovery;
 mod e2ee_backup;
 mod e2ee_cross_signing;
+mod e2ee_dehydrated;
 mod faults;
 mod federation;
 mod federation_backfill;

@@ -114,20 +114,8 @@ pub(super) async fn user_keys_claim(State(state): AppState, peer: Peer) -> JsonR
         return Err(ApiError::list_too_long("one_time_keys", max));
     }
     state.limiter.check(Action::KeyUpload, peer.origin.as_str())?;
-    let mut claimed = serde_json::Map::new();
-    for (user, devices) in body.one_time_keys {
-        if local_user(&state, &user).is_none() {
-            continue;
-        }
-        let mut by_device = serde_json::Map::new();
-        for (device, algorithm) in devices {
-            if let Some((key_id, key)) =
-                state.ephemeral.claim_key(&user, &device, &algorithm).await?
-            {
-                by_device.insert(device, json!({ key_id: key }));
-            }
-        }
-        claimed.insert(user, Value::Object(by_device));
-    }
+    let mut wanted = body.one_time_keys;
+    wanted.retain(|user, _| local_user(&state, user).is_some());
+    let claimed = state.ephemeral.claim_keys(wanted).await?;
     Ok(Json(json!({ "one_time_keys": claimed })))
 }

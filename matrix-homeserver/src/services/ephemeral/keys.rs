@@ -42,6 +42,9 @@ impl From<UploadRefused> for ApiError {
 /// How many algorithms a device may hold a fallback key for (clients use one).
 pub(crate) const MAX_FALLBACK_ALGORITHMS: usize = 8;
 
+/// How many key claims of one request run at once ([`Ephemeral::claim_keys`]).
+const CLAIMS_AT_ONCE: usize = 32;
+
 fn algorithm(key_id: &str) -> &str {
     key_id.split(':').next().unwrap_or_default()
 }
@@ -149,6 +152,66 @@ impl Ephemeral {
         Ok((storage.one_time_key_counts(user, device).await?, changed))
     }
 
+    /// Adds to a change set that creates `device` of `user` (nothing of it stored yet) its
+    /// keys, bounded as an upload is, with a device-list change and, when federating, its
+    /// `m.device_list_update` (with `display_name`) for the servers sharing a room with the
+    /// user. The caller wakes those users once it applied the change set ([`Self::device_added`]).
+    pub(crate) async fn note_new_device_keys(
+        &self,
+        changes: &mut ChangeSet,
+        user: &str,
+        device: &str,
+        display_name: Option<String>,
+        device_keys: Value,
+        one_time_keys: BTreeMap<String, Value>,
+        fallback_keys: BTreeMap<String, Value>,
+    ) -> Result<(), ApiError> {
+        let max = self.limits.one_time_keys;
+        if one_time_keys.len() > max {
+            return Err(ApiError::list_too_long("one_time_keys", max));
+        }
+        let algorithms: BTreeSet<&str> = fallback_keys.keys().map(|id| algorithm(id)).collect();
+        if algorithms.len() > MAX_FALLBACK_ALGORITHMS {
+            return Err(UploadRefused::TooManyFallbackAlgorithms(MAX_FALLBACK_ALGORITHMS).into());
+        }
+        for (id, key) in one_time_keys {
+            changes.one_time_keys.push(OneTimeKey {
+                user_id: user.to_owned(),
+                device_id: device.to_owned(),
+                key_id: id,
+                key: json_bytes(&key),
+            });
+        }
+        for (id, key) in fallback_keys {
+            changes.fallback_keys.push(FallbackKey {
+                user_id: user.to_owned(),
+                device_id: device.to_owned(),
+                algorithm: algorithm(&id).to_owned(),
+                key_id: id,
+                key: json_bytes(&key),
+                used: false,
+            });
+        }
+        changes.device_keys.push((user.to_owned(), device.to_owned(), json_bytes(&device_keys)));
+        changes.device_list_changes.push(user.to_owned());
+        if let Some((_, ours)) = self.outbound.get() {
+            let change = DeviceChange::Keys {
+                device_id: device.to_owned(),
+                display_name,
+                keys: device_keys,
+            };
+            let storage = self.storage.as_ref();
+            changes.enqueue.extend(device_list_updates(storage, ours, user, &[change]).await?);
+        }
+        Ok(())
+    }
+
+    /// Wakes the users who share a room with `user` after a device with keys was added
+    /// ([`Self::note_new_device_keys`]).
+    pub(crate) async fn device_added(&self, user: &str) {
+        self.wake_sharing(user).await;
+    }
+
     /// The count of one-time keys per algorithm of a device.
     pub(crate) async fn one_time_key_counts(
         &self,
@@ -185,22 +248,65 @@ impl Ephemeral {
         Ok(out)
     }
 
-    /// Takes one one-time key of `algorithm` of a device (or, when none is left, its fallback
-    /// key, which is marked used). Storage hands each key out once, durably.
-    pub(crate) async fn claim_key(
+    /// Takes one one-time key of the algorithm asked for of each device of each user of
+    /// `wanted` (user -> device -> algorithm), or, when a device has none left, its fallback
+    /// key (which is marked used); storage hands each key out once, durably. Answers the
+    /// `one_time_keys` of a claim (user -> device -> key id -> key; every user listed,
+    /// devices without a key left out).
+    pub(crate) async fn claim_keys(
         &self,
-        user: &str,
-        device: &str,
-        algorithm: &str,
-    ) -> Result<Option<(String, Value)>, ApiError> {
-        // An algorithm names the part of a key id before its `:`.
-        if algorithm.is_empty() || algorithm.contains(':') {
-            return Ok(None);
+        wanted: BTreeMap<String, BTreeMap<String, String>>,
+    ) -> Result<serde_json::Map<String, Value>, ApiError> {
+        let mut claimed = serde_json::Map::new();
+        let mut each = Vec::new();
+        for (user, devices) in wanted {
+            claimed.insert(user.clone(), Value::Object(serde_json::Map::new()));
+            for (device, algorithm) in devices {
+                each.push((user.clone(), device, algorithm));
+            }
         }
-        match self.storage.claim_key(user, device, algorithm).await? {
-            Some(claimed) => Ok(Some((claimed.key_id, json_value(&claimed.key)?))),
-            None => Ok(None),
+        let keys = self.claim_each(each.clone()).await?;
+        for ((user, device, _), key) in each.into_iter().zip(keys) {
+            if let Some((key_id, key)) = key
+                && let Some(by_device) = claimed.get_mut(&user).and_then(Value::as_object_mut)
+            {
+                by_device.insert(device, serde_json::json!({ key_id: key }));
+            }
         }
+        Ok(claimed)
+    }
+
+    /// The claim of one key for each `(user, device, algorithm)` of `wanted`, answered in
+    /// that order. The claims run [`CLAIMS_AT_ONCE`] at a time: each is durable on its own,
+    /// and claims in flight together share their syncs to disk (sled's group commit,
+    /// PostgreSQL's concurrent commits), where one after the other each waited for its own.
+    async fn claim_each(
+        &self,
+        wanted: Vec<(String, String, String)>,
+    ) -> Result<Vec<Option<(String, Value)>>, ApiError> {
+        let mut answers: Vec<Option<(String, Value)>> = vec![None; wanted.len()];
+        let mut running = tokio::task::JoinSet::new();
+        let mut wanted = wanted.into_iter().enumerate();
+        loop {
+            while running.len() < CLAIMS_AT_ONCE {
+                let Some((at, (user, device, algorithm))) = wanted.next() else { break };
+                // An algorithm names the part of a key id before its `:`.
+                if algorithm.is_empty() || algorithm.contains(':') {
+                    continue;
+                }
+                let storage = self.storage.clone();
+                running.spawn(
+                    async move { (at, storage.claim_key(&user, &device, &algorithm).await) },
+                );
+            }
+            let Some(done) = running.join_next().await else { break };
+            let (at, claimed) =
+                done.map_err(|_| ApiError::unknown("a key claim stopped unfinished"))?;
+            if let Some(claimed) = claimed? {
+                answers[at] = Some((claimed.key_id, json_value(&claimed.key)?));
+            }
+        }
+        Ok(answers)
     }
 
     /// Adds to a change set that deletes `devices` of `user` a device-list change when one of

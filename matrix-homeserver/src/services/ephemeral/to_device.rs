@@ -2,8 +2,14 @@
 //! total and per sender; a `sendToDevice` transaction id is recorded with the messages it
 //! queued, so a client's retry (even after a restart) is not delivered twice. A device's
 //! messages are deleted once a sync token past them comes back (the client has them).
+//!
+//! A dehydrated device (MSC3814) has no client to empty its queue until one rehydrates it:
+//! messages for it past its queue's bounds are dropped (the rest of the send goes on) rather
+//! than refusing the whole send, which would keep the user's other devices from theirs.
+//! Its messages are read in batches ([`Ephemeral::to_device_batch`]), each batch's token
+//! deleting the messages of the batches before.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use matrix_storage::{
     ChangeSet, ErrorKind, NewToDevice, StreamPos, ToDeviceMessage, TransactionId,
@@ -35,7 +41,8 @@ fn full() -> ApiError {
 
 impl Ephemeral {
     /// Queues to-device messages for `targets` (existing devices, as the caller checked), all
-    /// or none: 429 when a queue would pass its bounds. A transaction id the sending device
+    /// or none: 429 when a queue would pass its bounds (a dehydrated device's full queue
+    /// takes none of them instead). A transaction id the sending device
     /// used before is answered without queueing again. `enqueue` (the EDUs carrying the
     /// send's messages for other servers' users) is queued in the same change set, so it too
     /// goes once.
@@ -75,6 +82,7 @@ impl Ephemeral {
         // Sends are checked and queued one at a time, so that two concurrent sends to one
         // device cannot both pass its bound.
         let sends = self.sends.lock().await;
+        let mut dropped: BTreeSet<(String, String)> = BTreeSet::new();
         for ((user, device), (count, bytes)) in &adding {
             let usage = storage.to_device_usage(user, device, sender.0).await?;
             if over(usage.messages, *count, limits.messages)
@@ -82,6 +90,11 @@ impl Ephemeral {
                 || over(usage.sender_messages, *count, limits.messages_per_sender)
                 || over(usage.sender_bytes, *bytes, limits.bytes_per_sender)
             {
+                let dehydrated = storage.dehydrated_device(user).await?;
+                if dehydrated.is_some_and(|d| d.device_id == *device) {
+                    dropped.insert(((*user).to_owned(), (*device).to_owned()));
+                    continue;
+                }
                 return Err(full());
             }
         }
@@ -89,6 +102,11 @@ impl Ephemeral {
         users.dedup();
         let mut changes = ChangeSet::new();
         changes.to_device = messages;
+        if !dropped.is_empty() {
+            changes.to_device.retain(|m| {
+                !dropped.iter().any(|(user, device)| *user == m.user_id && *device == m.device_id)
+            });
+        }
         changes.enqueue = enqueue;
         changes.transaction_ids.push(TransactionId {
             user_id: sender.0.to_owned(),
@@ -117,6 +135,13 @@ impl Ephemeral {
         since: StreamPos,
         upto: StreamPos,
     ) -> Result<Vec<ToDeviceMessage>, ApiError> {
+        self.delivered(user, device, since).await?;
+        // The queue is bounded, so this is too.
+        Ok(self.storage.to_device(user, device, since, upto, usize::MAX).await?)
+    }
+
+    /// Deletes the messages of a device at or before `since` (delivered), if it has any.
+    async fn delivered(&self, user: &str, device: &str, since: StreamPos) -> Result<(), ApiError> {
         let storage = &self.storage;
         let zero = StreamPos(0);
         if since > zero && !storage.to_device(user, device, zero, since, 1).await?.is_empty() {
@@ -124,7 +149,31 @@ impl Ephemeral {
             changes.to_device_delivered.push((user.to_owned(), device.to_owned(), since));
             storage.apply(changes).await?;
         }
-        // The queue is bounded, so this is too.
-        Ok(storage.to_device(user, device, since, upto, usize::MAX).await?)
+        Ok(())
+    }
+
+    /// A batch of a device's to-device messages after `since` (at most `limit`, up to the
+    /// stream position now), those at or before `since` deleted first (the token of the
+    /// previous batch says the client has them); with the position to read from next: the
+    /// last message's when the batch is full, else now. A `since` past now was never handed
+    /// out: 400.
+    pub(crate) async fn to_device_batch(
+        &self,
+        user: &str,
+        device: &str,
+        since: StreamPos,
+        limit: usize,
+    ) -> Result<(Vec<ToDeviceMessage>, StreamPos), ApiError> {
+        let upto = self.storage.stream_position().await?;
+        if since > upto {
+            return Err(ApiError::invalid_param("next_batch is not a token of this server"));
+        }
+        self.delivered(user, device, since).await?;
+        let messages = self.storage.to_device(user, device, since, upto, limit).await?;
+        let next = match messages.last() {
+            Some(last) if messages.len() >= limit => last.pos,
+            _ => upto,
+        };
+        Ok((messages, next))
     }
 }
