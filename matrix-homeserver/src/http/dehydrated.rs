@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::{Auth, JsonBody, JsonResult, Params, Query, Routes, route};
 use crate::error::ApiError;
 use crate::services::accounts::NewDehydratedDevice;
+use crate::services::ephemeral::NewDeviceKeys;
 use crate::services::rate_limit::Action;
 
 type AppState = State<Arc<crate::State>>;
@@ -61,9 +62,11 @@ async fn put_device(
         device_id: body.device_id,
         device_data: body.device_data,
         display_name: body.initial_device_display_name,
-        device_keys,
-        one_time_keys: body.one_time_keys,
-        fallback_keys: body.fallback_keys,
+        keys: NewDeviceKeys {
+            device_keys,
+            one_time_keys: body.one_time_keys,
+            fallback_keys: body.fallback_keys,
+        },
     };
     let device_id = state.accounts.put_dehydrated_device(&auth.user_id, new).await?;
     Ok(Json(json!({"device_id": device_id})))

@@ -34,6 +34,7 @@ use matrix_storage::{Storage, StreamChanges, StreamPos};
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 pub(crate) use cross_signing::{CrossSigningView, SigningKeysUpload};
+pub(crate) use keys::NewDeviceKeys;
 use to_device::QueueLimits;
 pub(crate) use wakeups::Waiter;
 use wakeups::Wakeups;

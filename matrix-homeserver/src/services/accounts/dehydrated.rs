@@ -9,14 +9,13 @@
 //! and queue first; deleting the device any way (`DELETE /devices/{id}` too) deletes the
 //! record with it.
 
-use std::collections::BTreeMap;
-
 use matrix_storage::{ChangeSet, DehydratedDevice, Device, StreamPos, ToDeviceMessage};
 use ruma::UserId;
 use serde_json::Value;
 
 use super::Accounts;
 use crate::error::ApiError;
+use crate::services::ephemeral::NewDeviceKeys;
 
 /// The longest device id accepted, in bytes (clients use an unpadded base64 Curve25519
 /// key: 43).
@@ -32,10 +31,9 @@ pub(crate) struct NewDehydratedDevice {
     /// An object with an `algorithm` (and whatever else the client keeps).
     pub(crate) device_data: Value,
     pub(crate) display_name: Option<String>,
-    /// The device's keys, as in `/keys/upload`: of this user and this device.
-    pub(crate) device_keys: Value,
-    pub(crate) one_time_keys: BTreeMap<String, Value>,
-    pub(crate) fallback_keys: BTreeMap<String, Value>,
+    /// The device's keys, as in `/keys/upload` (the device keys of this user and this
+    /// device).
+    pub(crate) keys: NewDeviceKeys,
 }
 
 impl Accounts {
@@ -63,7 +61,7 @@ impl Accounts {
                 self.max_display_name_chars,
             ));
         }
-        let keys = &new.device_keys;
+        let keys = &new.keys.device_keys;
         if !keys.is_object() {
             return Err(ApiError::bad_json("device_keys must be an object"));
         }
@@ -111,15 +109,12 @@ impl Accounts {
             device_data,
         });
         let ephemeral = &self.ephemeral;
-        let (keys, one_time, fallback) = (new.device_keys, new.one_time_keys, new.fallback_keys);
         let noted = ephemeral.note_new_device_keys(
             &mut changes,
             user.as_str(),
             &id,
             new.display_name,
-            keys,
-            one_time,
-            fallback,
+            new.keys,
         );
         noted.await?;
         self.apply_deleting(changes).await?;

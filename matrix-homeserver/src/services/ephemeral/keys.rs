@@ -42,6 +42,14 @@ impl From<UploadRefused> for ApiError {
 /// How many algorithms a device may hold a fallback key for (clients use one).
 pub(crate) const MAX_FALLBACK_ALGORITHMS: usize = 8;
 
+/// The keys of a new device ([`Ephemeral::note_new_device_keys`]), as in `/keys/upload`.
+#[derive(Debug)]
+pub(crate) struct NewDeviceKeys {
+    pub(crate) device_keys: Value,
+    pub(crate) one_time_keys: BTreeMap<String, Value>,
+    pub(crate) fallback_keys: BTreeMap<String, Value>,
+}
+
 /// How many key claims of one request run at once ([`Ephemeral::claim_keys`]).
 const CLAIMS_AT_ONCE: usize = 32;
 
@@ -162,10 +170,9 @@ impl Ephemeral {
         user: &str,
         device: &str,
         display_name: Option<String>,
-        device_keys: Value,
-        one_time_keys: BTreeMap<String, Value>,
-        fallback_keys: BTreeMap<String, Value>,
+        keys: NewDeviceKeys,
     ) -> Result<(), ApiError> {
+        let NewDeviceKeys { device_keys, one_time_keys, fallback_keys } = keys;
         let max = self.limits.one_time_keys;
         if one_time_keys.len() > max {
             return Err(ApiError::list_too_long("one_time_keys", max));
