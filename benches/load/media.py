@@ -5,7 +5,10 @@
    peak under 64 MB above idle;
 2. download throughput against reading the same file from disk, in the same run, alternating
    (the same client code reads both: 1 MiB `readinto`s; the page cache is warm for both);
-   the target is at least 80% of the disk's rate.
+   the target is at least 80% of the disk's rate. When curl is installed, the same again with
+   curl as the client of both (`http://` and `file://`, into /dev/null), so that the client's
+   own cost (Python's) can be told from the server's. With `--cold` (root only), the kernel's
+   page cache is dropped before every read, so that both read the disk itself.
 
     python3 benches/load/media.py [--binary target/release/homeserver] [--mib 1024] [--rounds 3]
 
@@ -16,6 +19,7 @@ import http.client
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -117,6 +121,24 @@ def download(port, token, media_id):
     return total, seconds
 
 
+def drop_caches(cold):
+    """Empties the page cache (with `--cold`), so that the next read comes from the disk."""
+    if cold:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+
+
+def curl_seconds(url, token=None):
+    """Seconds curl takes to read `url` into /dev/null (its own measure of the transfer)."""
+    command = ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total} %{size_download}", url]
+    if token:
+        command += ["-H", f"Authorization: Bearer {token}"]
+    seconds, size = subprocess.run(command, check=True, capture_output=True,
+                                   text=True).stdout.split()
+    return int(size), float(seconds)
+
+
 def from_disk(path):
     began = time.perf_counter()
     with open(path, "rb", buffering=0) as f:
@@ -131,6 +153,8 @@ def main():
     parser.add_argument("--binary", default=os.path.join(target, "release", "homeserver"))
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the page cache before every read (needs root)")
     args = parser.parse_args()
     size = args.mib << 20
 
@@ -156,22 +180,39 @@ def main():
         path = os.path.join(content, files[0])
         rounds = []
         for _ in range(args.rounds):
+            drop_caches(args.cold)
             disk_bytes, disk_seconds = from_disk(path)
+            drop_caches(args.cold)
             http_bytes, http_seconds = download(port, token, media_id)
             assert disk_bytes == http_bytes == size, (disk_bytes, http_bytes, size)
-            rounds.append({
+            round_ = {
                 "disk_mib_s": round(size / disk_seconds / (1 << 20)),
                 "download_mib_s": round(size / http_seconds / (1 << 20)),
                 "ratio": round(disk_seconds / http_seconds, 3),
-            })
+            }
+            if shutil.which("curl"):
+                drop_caches(args.cold)
+                disk_bytes, disk_seconds = curl_seconds(f"file://{path}")
+                url = f"http://127.0.0.1:{port}/_matrix/client/v1/media/download/localhost/{media_id}"
+                drop_caches(args.cold)
+                http_bytes, http_seconds = curl_seconds(url, token)
+                assert disk_bytes == http_bytes == size, (disk_bytes, http_bytes, size)
+                round_.update({
+                    "curl_disk_mib_s": round(size / disk_seconds / (1 << 20)),
+                    "curl_download_mib_s": round(size / http_seconds / (1 << 20)),
+                    "curl_ratio": round(disk_seconds / http_seconds, 3),
+                })
+            rounds.append(round_)
         hwm_end = status_kib(process.pid, "VmHWM")
     finally:
         stop(process)
         log.close()
         shutil.rmtree(work, ignore_errors=True)
     ratios = sorted(r["ratio"] for r in rounds)
+    curl_ratios = sorted(r["curl_ratio"] for r in rounds if "curl_ratio" in r)
     print(json.dumps({
         "upload_mib": args.mib,
+        "page_cache": "dropped before every read" if args.cold else "warm",
         "upload_seconds": round(upload_seconds, 2),
         "idle_rss_mib": round(idle / 1024, 1),
         "hwm_before_upload_mib": round(hwm_before / 1024, 1),
@@ -181,6 +222,8 @@ def main():
         "hwm_after_downloads_mib": round(hwm_end / 1024, 1),
         "rounds": rounds,
         "median_download_over_disk": ratios[len(ratios) // 2],
+        "median_download_over_disk_curl": curl_ratios[len(curl_ratios) // 2] if curl_ratios
+        else None,
     }, indent=1))
 
 
