@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::MediaContent;
 use crate::FederationError;
 use crate::resolve::{Dns, HickoryDns};
+use crate::transport::https::{error_text, read_limited};
 
 /// Plain GETs of URLs.
 #[async_trait]
@@ -225,46 +226,27 @@ impl UrlFetcher for HttpsUrlFetcher {
             return Err(failed(text, "an address this server may not reach"));
         }
         let fetch = async {
-            let mut response = self
+            let response = self
                 .client
                 .get(url.clone())
                 .send()
                 .await
                 .map_err(|e| failed(text, error_text(&e)))?;
-            let too_large = || FederationError::TooLarge { destination: text.to_owned(), limit };
-            if response.content_length().is_some_and(|n| n > limit as u64) {
-                return Err(too_large());
-            }
-            let mut body = BytesMut::new();
-            while let Some(chunk) =
-                response.chunk().await.map_err(|e| failed(text, error_text(&e)))?
-            {
-                if body.len() + chunk.len() > limit {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
-            }
-            let mut answer = http::Response::new(body.freeze());
-            *answer.status_mut() = response.status();
-            *answer.headers_mut() = response.headers().clone();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = read_limited(response, limit).await.map_err(|e| match e {
+                Ok(reason) => failed(text, reason),
+                Err(_) => FederationError::TooLarge { destination: text.to_owned(), limit },
+            })?;
+            let mut answer = http::Response::new(body);
+            *answer.status_mut() = status;
+            *answer.headers_mut() = headers;
             Ok(answer)
         };
         tokio::time::timeout(timeout, fetch)
             .await
             .map_err(|_| failed(text, "the media took too long"))?
     }
-}
-
-/// An error with its causes.
-fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

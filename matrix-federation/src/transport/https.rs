@@ -198,7 +198,7 @@ impl HttpsTransport {
 }
 
 /// An error with its causes, which is where reqwest says what went wrong.
-fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -209,8 +209,9 @@ fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Reads a body of at most `limit` bytes.
-async fn read_limited(
+/// Reads a body of at most `limit` bytes. The error: `Ok(reason)` when the body could not be
+/// read, `Err(reason)` when it is over `limit`.
+pub(crate) async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
 ) -> Result<Bytes, Result<String, String>> {
