@@ -125,6 +125,15 @@ async fn set_and_read_by_self_and_room_mates_not_strangers() {
     assert!(own["last_active_ago"].as_u64().is_some_and(|ago| ago < 10_000), "{own}");
     assert!(own.get("status_msg").is_none(), "{own}");
     let _ = bob_id;
+
+    // A departed member is a stranger again.
+    let (status, rooms) = bob.get("/_matrix/client/v3/joined_rooms").await;
+    assert_eq!(status, 200, "{rooms}");
+    let room = rooms["joined_rooms"][0].as_str().expect("the shared room").to_owned();
+    let (status, _) = bob.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), &json!({})).await;
+    assert_eq!(status, 200);
+    let (status, refused) = get_status(&bob, &alice_id).await;
+    assert_eq!((status, errcode(&refused)), (403, "M_FORBIDDEN"), "{refused}");
 }
 
 #[tokio::test]

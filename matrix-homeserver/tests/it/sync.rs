@@ -658,12 +658,20 @@ async fn state_after_is_the_state_at_the_end_of_the_timeline(backend: crate::Bac
     let topic = body["event_id"].as_str().expect("an id").to_owned();
     let (status, _) = bob.post(&format!("{V3}/rooms/{room}/leave"), &json!({})).await;
     assert_eq!(status, 200);
+    // A change after bob left is not his to see, in `state_after` either.
+    let (status, body) = alice
+        .put(&format!("{V3}/rooms/{room}/state/m.room.topic/"), &json!({"topic": "Secret"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let secret = body["event_id"].as_str().expect("an id").to_owned();
     let left = sync(&bob, &format!("since={since}&use_state_after=true")).await;
     let left = &left["rooms"]["leave"][&room];
     assert!(left.get("state").is_none(), "{left}");
     let after = state_keys(&left["state_after"]);
     assert!(after.iter().any(|(k, _, id)| k == "m.room.topic" && *id == topic), "{left}");
     assert!(after.iter().any(|(k, key, _)| k == "m.room.member" && *key == bob_id), "{left}");
+    assert!(!after.iter().any(|(_, _, id)| *id == secret), "{left}");
+    assert!(!left.to_string().contains("Secret"), "{left}");
 }
 
 crate::on_every_backend!(
