@@ -236,29 +236,55 @@ pub(crate) struct FileBody {
 
 impl FileBody {
     /// Streams `length` bytes of `file`, after `head` and before `tail`.
-    pub(super) fn new(mut file: tokio::fs::File, length: u64, head: Bytes, tail: Bytes) -> Self {
+    ///
+    /// Each chunk is one read on the blocking pool straight into a buffer that is reused once
+    /// the connection has sent what it held: no copy through tokio's own file buffer, and no
+    /// allocation per chunk.
+    pub(super) fn new(file: tokio::fs::File, length: u64, head: Bytes, tail: Bytes) -> Self {
         let total = head.len() as u64 + length + tail.len() as u64;
         let (send, chunks) = tokio::sync::mpsc::channel(READ_AHEAD);
         tokio::spawn(async move {
             if !head.is_empty() && send.send(Ok(head)).await.is_err() {
                 return;
             }
+            let file = std::sync::Arc::new(file.into_std().await);
+            let mut buffer = bytes::BytesMut::new();
             let mut left = length;
             while left > 0 {
                 let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
-                let mut buffer = vec![0u8; want];
-                let read = match file.read(&mut buffer).await {
-                    Ok(0) => Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the media file is shorter than its length",
-                    )),
-                    Ok(n) => Ok(n),
-                    Err(e) => Err(e),
+                let reading = file.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    use std::io::Read as _;
+                    // Takes back the space of chunks already sent (it is ours alone again),
+                    // else allocates; the zeroing is the price of no `unsafe`.
+                    buffer.reserve(want);
+                    buffer.resize(want, 0);
+                    let read = (&*reading).read(&mut buffer);
+                    (buffer, read)
+                })
+                .await;
+                let chunk = match read {
+                    Ok((mut read_into, read)) => {
+                        let chunk = match read {
+                            Ok(0) => Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "the media file is shorter than its length",
+                            )),
+                            Ok(n) => {
+                                read_into.truncate(n);
+                                Ok(read_into.split().freeze())
+                            }
+                            Err(e) => Err(e),
+                        };
+                        read_into.clear();
+                        buffer = read_into;
+                        chunk
+                    }
+                    Err(e) => {
+                        buffer = bytes::BytesMut::new();
+                        Err(std::io::Error::other(e))
+                    }
                 };
-                let chunk = read.map(|n| {
-                    buffer.truncate(n);
-                    Bytes::from(buffer)
-                });
                 let failed = chunk.is_err();
                 if let Ok(chunk) = &chunk {
                     left -= chunk.len() as u64;
