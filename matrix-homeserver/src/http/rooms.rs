@@ -26,10 +26,12 @@ pub(super) fn routes() -> Routes {
     Router::new()
         .route("/_matrix/client/v3/createRoom", route(post(create_room)))
         .route("/_matrix/client/v3/join/{room}", route(post(join_by_id_or_alias)))
+        .route("/_matrix/client/v3/knock/{room}", route(post(knock)))
         .route("/_matrix/client/v3/joined_rooms", route(get(joined_rooms)))
         .route(&format!("{R}/join"), route(post(join)))
         .route(&format!("{R}/leave"), route(post(leave)))
         .route(&format!("{R}/forget"), route(post(forget)))
+        .route(&format!("{R}/upgrade"), route(post(upgrade)))
         .route(&format!("{R}/invite"), route(post(invite)))
         .route(&format!("{R}/kick"), route(post(kick)))
         .route(&format!("{R}/ban"), route(post(ban)))
@@ -202,6 +204,30 @@ async fn join_by_id_or_alias(
     Ok(Json(json!({"room_id": room})))
 }
 
+/// `POST /knock/{roomIdOrAlias}`: asks to be let in a room whose join rule is `knock` (or
+/// `knock_restricted`).
+async fn knock(
+    State(state): AppState,
+    auth: Auth,
+    Params(target): Params<String>,
+    uri: http::Uri,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> JsonResult {
+    let mut servers = via_servers(&uri);
+    let room = if target.starts_with('#') {
+        let (room_id, alias_servers) = state.rooms.resolve_any_alias(&state, &target).await?;
+        servers.extend(alias_servers);
+        room_id
+    } else {
+        room_id(&target)?.to_string()
+    };
+    servers.truncate(MAX_VIA);
+    state.limiter.check(Action::Join, auth.user_id.as_str())?;
+    let federation = state.federation.as_ref();
+    state.rooms.knock_anywhere(federation, &room, &auth.user_id, body.reason, &servers).await?;
+    Ok(Json(json!({"room_id": room})))
+}
+
 async fn leave(
     State(state): AppState,
     auth: Auth,
@@ -212,6 +238,33 @@ async fn leave(
     state.limiter.check(Action::Membership, auth.user_id.as_str())?;
     state.rooms.leave(room.as_str(), &auth.user_id, body.reason).await?;
     Ok(Json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+struct UpgradeBody {
+    new_version: String,
+    #[serde(default)]
+    additional_creators: Vec<String>,
+}
+
+/// `POST /rooms/{roomId}/upgrade`: a new room of `new_version` replacing this one.
+async fn upgrade(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+    JsonBody(body): JsonBody<UpgradeBody>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    let max = crate::services::rooms::MAX_ADDITIONAL_CREATORS;
+    if body.additional_creators.len() > max {
+        return Err(ApiError::list_too_long("additional_creators", max));
+    }
+    let creators =
+        body.additional_creators.iter().map(|u| user_id(u)).collect::<Result<Vec<_>, _>>()?;
+    state.limiter.check(Action::CreateRoom, auth.user_id.as_str())?;
+    let replacement =
+        state.rooms.upgrade(room.as_str(), &auth.user_id, &body.new_version, creators).await?;
+    Ok(Json(json!({"replacement_room": replacement})))
 }
 
 async fn forget(State(state): AppState, auth: Auth, Params(room): Params<String>) -> JsonResult {

@@ -22,6 +22,7 @@ mod foreign;
 pub(crate) mod format;
 pub(crate) mod invite_remote;
 mod join_remote;
+mod knock;
 mod membership;
 pub(crate) mod outliers;
 mod peer_reads;
@@ -29,6 +30,7 @@ mod read;
 pub(crate) mod remote;
 mod send;
 mod server_visibility;
+mod upgrade;
 mod visibility;
 
 use std::collections::HashMap;
@@ -47,6 +49,7 @@ use authorize::{Authorized, RoomGuard};
 pub(crate) use create::{CreateRoom, Preset};
 pub(crate) use peer_reads::{MAX_BACKFILL, MAX_MISSING, MAX_START_EVENTS};
 pub(crate) use read::{EventFilter, Page, Viewer};
+pub(crate) use upgrade::MAX_ADDITIONAL_CREATORS;
 pub(crate) use visibility::{Looker, Memberships};
 
 use super::ephemeral::{Ephemeral, NOTICES_PER_ROOM};
@@ -146,6 +149,8 @@ pub(crate) struct Rooms {
     txns: send::Transactions,
     /// Serialises alias changes (check, then write).
     alias_lock: tokio::sync::Mutex<()>,
+    /// Serialises room upgrades (a room is upgraded once).
+    upgrade_lock: tokio::sync::Mutex<()>,
     echoes: send::Echoes,
     /// Where our events go: other servers, when federation is on.
     outbound: std::sync::OnceLock<Arc<matrix_federation::sender::Sender>>,
@@ -225,6 +230,7 @@ impl Rooms {
             directory_entries: quick_cache::sync::Cache::new(4_096),
             txns: quick_cache::sync::Cache::new(16_384),
             alias_lock: tokio::sync::Mutex::new(()),
+            upgrade_lock: tokio::sync::Mutex::new(()),
             echoes: quick_cache::sync::Cache::new(16_384),
             outbound: std::sync::OnceLock::new(),
             client: std::sync::OnceLock::new(),

@@ -220,6 +220,7 @@ impl Sync {
         let account_data_view = self.account_data_view(user, request.since, now.stream).await?;
         let mut join = Map::new();
         let mut invite = Map::new();
+        let mut knock = Map::new();
         let mut leave = Map::new();
         for (room_id, membership) in rooms.storage().rooms_of_user(user.as_str()).await? {
             if !filter.wants_room(&room_id) {
@@ -250,6 +251,13 @@ impl Sync {
                         && let Some(room) = self.invited_room(user, &room_id, since).await?
                     {
                         invite.insert(room_id, room);
+                    }
+                }
+                "knock" => {
+                    if has_moved
+                        && let Some(room) = self.knocked_room(user, &room_id, since).await?
+                    {
+                        knock.insert(room_id, room);
                     }
                 }
                 "leave" | "ban" => {
@@ -295,6 +303,7 @@ impl Sync {
         let empty = join.is_empty()
             && presence.is_empty()
             && invite.is_empty()
+            && knock.is_empty()
             && leave.is_empty()
             && account_data.is_empty()
             && to_device.is_empty()
@@ -302,7 +311,7 @@ impl Sync {
             && left.is_empty();
         let mut response = json!({
             "next_batch": now.to_string(),
-            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": {"events": account_data},
             "to_device": {"events": to_device},
             "presence": {"events": presence},
@@ -743,15 +752,7 @@ impl Sync {
                 events.push(crate::services::rooms::format::strip_object(event));
             }
         }
-        for kind in [
-            "m.room.create",
-            "m.room.join_rules",
-            "m.room.name",
-            "m.room.avatar",
-            "m.room.canonical_alias",
-            "m.room.encryption",
-            "m.room.topic",
-        ] {
+        for kind in STRIPPED_KINDS {
             if let Some(pdu) = rooms.state_pdu(current, kind, "").await? {
                 events.push(stripped_state(&pdu));
             }
@@ -764,6 +765,54 @@ impl Sync {
         own["origin_server_ts"] = json!(invite.origin_server_ts());
         events.push(own);
         Ok(Some(json!({"invite_state": {"events": events}})))
+    }
+
+    /// A room the user knocked on: `knock_state`, the room's stripped state (for a room of
+    /// other servers, what the resident server answered the knock with) and the knock.
+    async fn knocked_room(
+        &self,
+        user: &UserId,
+        room_id: &str,
+        since: Option<Token>,
+    ) -> Result<Option<Value>, ApiError> {
+        let rooms = &self.rooms;
+        let Some(info) = rooms.storage().room(room_id).await? else { return Ok(None) };
+        let Some(current) = info.current_state else { return Ok(None) };
+        let Some(knock) = rooms.state_pdu(current, "m.room.member", user.as_str()).await? else {
+            return Ok(None);
+        };
+        if let Some(since) = since {
+            let pos = rooms.storage().event(knock.event_id()).await?.and_then(|e| e.stream);
+            if pos.is_none_or(|p| p <= since.stream) {
+                return Ok(None);
+            }
+        }
+        let mut events = Vec::new();
+        let stub = rooms.state_pdu(current, "m.room.create", "").await?.is_none();
+        if stub
+            && let Some(matrix_core::Value::Array(state)) =
+                knock.json().get_object("unsigned").and_then(|u| u.get("knock_room_state"))
+        {
+            for event in state.iter().filter_map(matrix_core::Value::as_object) {
+                // The knock itself comes last, from our own copy.
+                if event.get_str("type") == Some("m.room.member")
+                    && event.get_str("state_key") == Some(user.as_str())
+                {
+                    continue;
+                }
+                events.push(crate::services::rooms::format::strip_object(event));
+            }
+        }
+        for kind in STRIPPED_KINDS {
+            if let Some(pdu) = rooms.state_pdu(current, kind, "").await? {
+                events.push(stripped_state(&pdu));
+            }
+        }
+        let mut own = stripped_state(&knock);
+        own["event_id"] = json!(knock.event_id());
+        own["origin_server_ts"] = json!(knock.origin_server_ts());
+        events.push(own);
+        Ok(Some(json!({"knock_state": {"events": events}})))
     }
 
     async fn left_room(
@@ -828,6 +877,17 @@ impl Sync {
         })))
     }
 }
+
+/// The state types a stripped state (of an invite or a knock) shows.
+const STRIPPED_KINDS: [&str; 7] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
 
 /// Parses a sync filter from its JSON (the filter API's `Filter` object).
 pub(crate) fn parse_filter(json: &Value) -> SyncFilter {

@@ -195,7 +195,7 @@ async fn a_user_joins_a_room_of_another_server_and_messages_go_both_ways() {
 }
 
 /// Syncs (bounded) until `pick` finds something in a sync answer.
-async fn sync_until(
+pub(crate) async fn sync_until(
     server: &matrix_homeserver::testing::TestHomeserver,
     token: &str,
     what: &str,
@@ -205,7 +205,7 @@ async fn sync_until(
 }
 
 /// [`sync_until`] from a sync token.
-async fn sync_from(
+pub(crate) async fn sync_from(
     server: &matrix_homeserver::testing::TestHomeserver,
     token: &str,
     from: Option<&str>,
@@ -319,7 +319,7 @@ async fn invites_rejections_and_bans_cross_servers() {
 }
 
 /// Waits until `room`'s timeline on `server` shows `user`'s membership become `membership`.
-async fn wait_for_message_from(
+pub(crate) async fn wait_for_message_from(
     server: &matrix_homeserver::testing::TestHomeserver,
     token: &str,
     room: &str,

@@ -14,13 +14,16 @@ mod e2ee_cross_signing;
 mod e2ee_dehydrated;
 mod faults;
 mod federation;
+
 mod federation_backfill;
 mod federation_edus;
 mod federation_gaps;
 mod federation_invites;
 mod federation_joins;
+mod federation_knock;
 mod federation_reads;
 mod federation_receive;
+mod knock;
 mod media;
 mod media_location;
 mod media_upload;
@@ -30,6 +33,7 @@ mod rooms;
 mod spec;
 mod sync;
 mod trust;
+mod upgrade;
 mod url_preview;
 mod visibility;
 

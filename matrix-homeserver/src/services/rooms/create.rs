@@ -206,6 +206,35 @@ impl Rooms {
             .map_err(|e| ApiError::invalid_param(format!("the alias is not valid: {e}")))
     }
 
+    /// The `m.room.create` event of a new room of `creator` with `content`, before it is
+    /// hashed and signed (a room id made up here for versions before 12).
+    pub(super) fn create_event(
+        &self,
+        creator: &UserId,
+        rules: &'static RoomVersionRules,
+        content: Object,
+    ) -> Result<Object, ApiError> {
+        let mut create = Object::new();
+        create.insert("type", "m.room.create");
+        create.insert("state_key", "");
+        create.insert("sender", creator.as_str());
+        create.insert("origin_server_ts", now_ms());
+        create.insert("content", content);
+        create.insert("depth", 1);
+        create.insert("prev_events", Value::Array(Vec::new()));
+        create.insert("auth_events", Value::Array(Vec::new()));
+        if !rules.room_id_from_create_event {
+            let mut bytes = [0u8; 12];
+            getrandom::fill(&mut bytes).map_err(|_| ApiError::unknown("no randomness"))?;
+            let local: String = bytes.iter().map(|b| char::from(b'a' + b % 26)).collect();
+            create.insert("room_id", format!("!{local}:{}", self.server_name()));
+        }
+        if rules.event_format == matrix_core::room_version::EventFormat::V1 {
+            create.insert("origin", self.server_name().as_str());
+        }
+        Ok(create)
+    }
+
     /// Creates a room as `creator`; returns its id.
     pub(crate) async fn create_room(
         &self,
@@ -254,25 +283,7 @@ impl Rooms {
             more.extend(trusted.iter().map(|u| Value::from(u.as_str())));
             content.insert("additional_creators", Value::Array(more));
         }
-        let mut create = Object::new();
-        create.insert("type", "m.room.create");
-        create.insert("state_key", "");
-        create.insert("sender", creator.as_str());
-        create.insert("origin_server_ts", now_ms());
-        create.insert("content", content);
-        create.insert("depth", 1);
-        create.insert("prev_events", Value::Array(Vec::new()));
-        create.insert("auth_events", Value::Array(Vec::new()));
-        if !rules.room_id_from_create_event {
-            let mut bytes = [0u8; 12];
-            getrandom::fill(&mut bytes).map_err(|_| ApiError::unknown("no randomness"))?;
-            let local: String = bytes.iter().map(|b| char::from(b'a' + b % 26)).collect();
-            create.insert("room_id", format!("!{local}:{}", self.server_name()));
-        }
-        if rules.event_format == matrix_core::room_version::EventFormat::V1 {
-            create.insert("origin", self.server_name().as_str());
-        }
-        let create = self.append_create(create, rules).await?;
+        let create = self.append_create(self.create_event(creator, rules, content)?, rules).await?;
         let room_id = create.room_id().to_owned();
         if let Some(alias) = &alias {
             let mut changes = ChangeSet::new();

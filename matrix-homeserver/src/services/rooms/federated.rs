@@ -73,7 +73,7 @@ impl Rooms {
             built.create.as_deref(),
         )
         .map_err(|rejection| {
-            ApiError::forbidden(format!("the join is not allowed: {rejection}"))
+            ApiError::forbidden(format!("the {membership} is not allowed: {rejection}"))
         })?;
         Ok((json, rules.id))
     }

@@ -96,6 +96,27 @@ fn as_state_pdu(pdu: &Pdu) -> Value {
     Value::Object(json)
 }
 
+/// The entries of a received stripped state (an invite's or a knock's) that are kept: objects
+/// with a type, at most [`MAX_INVITE_STATE`] of them and [`MAX_INVITE_STATE_BYTES`] in all.
+pub(super) fn bounded_stripped_state(state: Vec<Value>) -> Vec<Value> {
+    let mut budget = MAX_INVITE_STATE_BYTES;
+    state
+        .into_iter()
+        .filter(|v| {
+            let Some(event) = v.as_object().filter(|o| o.get_str("type").is_some()) else {
+                return false;
+            };
+            let size = event.canonical_len();
+            let fits = size <= MAX_INVITE_STATE_BYTES / 16 && size <= budget;
+            if fits {
+                budget -= size;
+            }
+            fits
+        })
+        .take(MAX_INVITE_STATE)
+        .collect()
+}
+
 /// Whether a stripped state entry is in PDU form (what v1.16 servers send) rather than the
 /// stripped form (`type`, `state_key`, `sender`, `content` only).
 fn is_pdu_form(entry: &Object) -> bool {
@@ -106,23 +127,37 @@ fn is_pdu_form(entry: &Object) -> bool {
 /// valid event of that room (a version 12 create event's hash is the room id) whose
 /// signatures verify; stripped entries are taken as they are. Refused with 400
 /// `M_MISSING_PARAM`, as the spec has it.
-async fn check_invite_state(
+pub(super) async fn check_invite_state(
     keys: &dyn KeyProvider,
     rules: &'static RoomVersionRules,
     room_id: &str,
     state: &[Value],
 ) -> Result<(), ApiError> {
-    let refused = |why: String| ApiError::missing_param(format!("invite_room_state: {why}"));
+    check_stripped_state(keys, rules, room_id, state)
+        .await?
+        .map_err(|why| ApiError::missing_param(format!("invite_room_state: {why}")))
+}
+
+/// [`check_invite_state`] for any stripped state: `Ok(Err(why))` when it is refused.
+pub(super) async fn check_stripped_state(
+    keys: &dyn KeyProvider,
+    rules: &'static RoomVersionRules,
+    room_id: &str,
+    state: &[Value],
+) -> Result<Result<(), String>, ApiError> {
+    let refused = |why: String| why;
     let mut pdus = Vec::new();
     for entry in state.iter().filter_map(Value::as_object).filter(|e| is_pdu_form(e)) {
-        let pdu = Pdu::from_object(entry.clone(), rules)
-            .map_err(|e| refused(format!("an event is not valid: {e}")))?;
+        let pdu = match Pdu::from_object(entry.clone(), rules) {
+            Ok(pdu) => pdu,
+            Err(e) => return Ok(Err(refused(format!("an event is not valid: {e}")))),
+        };
         if pdu.room_id() != room_id {
-            return Err(refused(format!(
+            return Ok(Err(refused(format!(
                 "the {} event {} is of another room",
                 pdu.kind(),
                 pdu.event_id()
-            )));
+            ))));
         }
         pdus.push(pdu);
     }
@@ -132,9 +167,9 @@ async fn check_invite_state(
     let all_valid = verified.len() == sent.len()
         && verified.iter().zip(&sent).all(|(checked, sent)| checked.json() == sent);
     if !all_valid {
-        return Err(refused("an event fails its signature checks".to_owned()));
+        return Ok(Err(refused("an event fails its signature checks".to_owned())));
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// The most key ids of the invitee's server looked up for its countersignature.
@@ -292,42 +327,28 @@ impl Rooms {
         let signed = Pdu::with_event_id(json.clone(), pdu.event_id().to_owned(), rules);
         let known = self.rules(room_id).await?.is_some();
         if !(known && self.is_resident(room_id).await?) {
-            let mut budget = MAX_INVITE_STATE_BYTES;
-            let state: Vec<Value> = invite_state
-                .into_iter()
-                .filter(|v| {
-                    let Some(event) = v.as_object().filter(|o| o.get_str("type").is_some()) else {
-                        return false;
-                    };
-                    let size = event.canonical_len();
-                    let fits = size <= MAX_INVITE_STATE_BYTES / 16 && size <= budget;
-                    if fits {
-                        budget -= size;
-                    }
-                    fits
-                })
-                .take(MAX_INVITE_STATE)
-                .collect();
+            let state = bounded_stripped_state(invite_state);
             check_invite_state(keys, rules, room_id, &state).await?;
-            self.store_stub(rules, signed, Some(state)).await?;
+            self.store_stub(rules, signed, Some(("invite_room_state", state))).await?;
         }
         Ok(json)
     }
 
-    /// Keeps one membership event of ours (an invite we received, or our leave) as the whole
-    /// state of a room no user of ours is in; an invite keeps its stripped state in
-    /// `unsigned.invite_room_state`.
-    async fn store_stub(
+    /// Keeps one membership event of ours (an invite we received, our knock, or our leave) as
+    /// the whole state of a room no user of ours is in; an invite keeps its stripped state in
+    /// `unsigned.invite_room_state`, a knock in `unsigned.knock_room_state` (`stripped`: the
+    /// field and the state).
+    pub(super) async fn store_stub(
         &self,
         rules: &'static RoomVersionRules,
         pdu: Pdu,
-        invite_state: Option<Vec<Value>>,
+        stripped: Option<(&'static str, Vec<Value>)>,
     ) -> Result<Arc<Pdu>, ApiError> {
         let room_id = pdu.room_id().to_owned();
-        let pdu = match invite_state {
-            Some(state) => {
+        let pdu = match stripped {
+            Some((field, state)) => {
                 let mut json = pdu.json().clone();
-                json.object_entry("unsigned").insert("invite_room_state", state);
+                json.object_entry("unsigned").insert(field, state);
                 Pdu::with_event_id(json, pdu.event_id().to_owned(), rules)
             }
             None => pdu,

@@ -1,4 +1,4 @@
-//! Membership: join, invite, leave, kick, ban, unban, forget. The authorization rules decide
+//! Membership: join, invite, leave, kick, ban, unban, forget (knocks: `knock.rs`). The authorization rules decide
 //! who may do what; these build the `m.room.member` events.
 
 use matrix_core::json::{Object, Value};
@@ -276,9 +276,15 @@ impl Rooms {
         if let Some(client) = self.federation_client()
             && self.rules(room_id).await?.is_some()
             && !self.is_resident(room_id).await?
-            && let Some(server) = self.invited_by(room_id, user).await?
         {
-            return self.leave_remote(&client, room_id, user, &server).await;
+            if let Some(server) = self.invited_by(room_id, user).await? {
+                return self.leave_remote(&client, room_id, user, &server).await;
+            }
+            // A knock on a room of other servers is rescinded through one of them.
+            let servers = self.knocked_through(room_id, user).await?;
+            if !servers.is_empty() {
+                return self.rescind_remote_knock(&client, room_id, user, &servers).await;
+            }
         }
         match self.storage().membership(room_id, user.as_str()).await?.as_deref() {
             Some("join" | "invite" | "knock") => {
