@@ -10,10 +10,10 @@ use crate::federation::create_room;
 
 /// Two servers, alice on a.test in a public room of hers, bob of b.test joined to it.
 pub(crate) struct Shared {
-    net: TestFederation,
+    pub(crate) net: TestFederation,
     pub(crate) alice: matrix_homeserver::Session,
     pub(crate) bob: matrix_homeserver::Session,
-    room: String,
+    pub(crate) room: String,
 }
 
 impl Shared {
@@ -76,7 +76,7 @@ fn ephemeral<'a>(sync: &'a Value, room: &str, kind: &str) -> Vec<&'a Value> {
         .unwrap_or_default()
 }
 
-fn typing_users(sync: &Value, room: &str) -> Vec<String> {
+pub(crate) fn typing_users(sync: &Value, room: &str) -> Vec<String> {
     ephemeral(sync, room, "m.typing")
         .iter()
         .flat_map(|e| e["content"]["user_ids"].as_array().cloned().unwrap_or_default())
@@ -85,14 +85,14 @@ fn typing_users(sync: &Value, room: &str) -> Vec<String> {
 }
 
 /// Whether a sync shows a public read receipt of `user` on `event`.
-fn has_receipt(sync: &Value, room: &str, event: &str, user: &str) -> bool {
+pub(crate) fn has_receipt(sync: &Value, room: &str, event: &str, user: &str) -> bool {
     ephemeral(sync, room, "m.receipt")
         .iter()
         .any(|e| e["content"][event]["m.read"].get(user).is_some())
 }
 
 /// Sends a message; answers its event id.
-async fn send(server: &TestHomeserver, token: &str, room: &str, body: &str) -> String {
+pub(crate) async fn send(server: &TestHomeserver, token: &str, room: &str, body: &str) -> String {
     let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{body}");
     let content = json!({"msgtype": "m.text", "body": body});
     let (status, sent) = call(server, token, reqwest::Method::PUT, &path, content).await;
@@ -100,7 +100,7 @@ async fn send(server: &TestHomeserver, token: &str, room: &str, body: &str) -> S
     sent["event_id"].as_str().expect("an event id").to_owned()
 }
 
-async fn wait_for_event(server: &TestHomeserver, token: &str, room: &str, event: &str) {
+pub(crate) async fn wait_for_event(server: &TestHomeserver, token: &str, room: &str, event: &str) {
     sync_until(server, token, event, |sync| {
         sync["rooms"]["join"][room]["timeline"]["events"]
             .as_array()
@@ -295,7 +295,7 @@ async fn device_list_changes_and_remote_keys() {
     );
 }
 
-fn edu(kind: &str, content: Value) -> matrix_core::Value {
+pub(crate) fn edu(kind: &str, content: Value) -> matrix_core::Value {
     let text = json!({"edu_type": kind, "content": content}).to_string();
     matrix_core::json::parse_lenient(text.as_bytes()).expect("json")
 }

@@ -14,7 +14,7 @@ mod e2ee_cross_signing;
 mod e2ee_dehydrated;
 mod faults;
 mod federation;
-
+mod federation_acl;
 mod federation_backfill;
 mod federation_edus;
 mod federation_gaps;
