@@ -25,6 +25,7 @@ mod driver;
 mod edus;
 mod fork;
 mod keys;
+mod knock;
 mod link;
 mod ours;
 mod restart;

@@ -330,7 +330,8 @@ impl Rooms {
 
     /// The servers an event of ours goes to: those with joined members before it (an invitee's
     /// server gets the invite by `/invite`; a server with no member in the room could not
-    /// check an event of it).
+    /// check an event of it), and the server of a user of another server kicked or banned
+    /// (which takes it as the end of its user's knock or invite).
     async fn destinations(
         &self,
         pdu: &Pdu,
@@ -340,7 +341,19 @@ impl Rooms {
             return Ok(Vec::new());
         }
         let Some(snapshot) = state_before else { return Ok(Vec::new()) };
-        Ok((*self.remote_servers(pdu.room_id(), snapshot).await?).clone())
+        let mut servers = (*self.remote_servers(pdu.room_id(), snapshot).await?).clone();
+        // A kick or ban of another server's user (a denied knock, a revoked invite) reaches
+        // that user's server even when no user of it is joined.
+        if pdu.kind() == "m.room.member"
+            && matches!(pdu.content().get_str("membership"), Some("leave" | "ban"))
+            && let Some(target) = pdu.state_key().filter(|target| *target != pdu.sender())
+            && let Some((_, server)) = target.split_once(':')
+            && server != self.server_name.as_str()
+            && !servers.iter().any(|s| s == server)
+        {
+            servers.push(server.to_owned());
+        }
+        Ok(servers)
     }
 
     /// The lock of a room (callers check that the room exists first). Locks nobody holds are

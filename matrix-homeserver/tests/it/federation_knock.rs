@@ -1,8 +1,8 @@
 //! Knocking on a room of another server: `make_knock` and `send_knock` as the knocking
 //! server, the `knock_room_state` kept and shown in `rooms.knock`, the knock accepted (an
 //! invite over federation, then the join), rescinded (a leave through the resident server),
-//! and refused (a room whose join rule is not knock, a room version before 7, a server the
-//! room's ACL denies, a banned user).
+//! denied (a kick, which reaches the knocker's server), and refused (a room whose join rule
+//! is not knock, a room version before 7, a server the room's ACL denies, a banned user).
 
 use matrix_homeserver::testing::TestFederation;
 use serde_json::{Value, json};
@@ -112,6 +112,24 @@ async fn a_remote_knock_is_rescinded_and_refused_where_it_does_not_belong() {
         call(b, &carol.access_token, reqwest::Method::GET, &format!("{V3}/sync"), json!({})).await;
     assert_eq!(status, 200, "{sync}");
     assert!(sync["rooms"]["knock"].get(&room).is_none(), "{sync}");
+
+    // carol knocks again and alice denies it (a kick): b learns it, carol's knock is gone.
+    let (status, body) =
+        post(b, &carol.access_token, &format!("{V3}/knock/{room}"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_message_from(a, &alice.access_token, &room, "@carol:b.test", "knock").await;
+    let (status, body) = post(
+        a,
+        &alice.access_token,
+        &format!("{V3}/rooms/{room}/kick"),
+        json!({"user_id": "@carol:b.test", "reason": "not now"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    sync_until(b, &carol.access_token, "the denial", |s| s["rooms"]["knock"].get(&room).is_none())
+        .await;
+    let membership = b.storage().membership(&room, "@carol:b.test").await.expect("b reads");
+    assert_eq!(membership.as_deref(), Some("leave"));
 
     // alice bans carol: a's make_knock refuses her next knock.
     let (status, body) = post(

@@ -44,10 +44,15 @@ pub(crate) async fn transaction(
     for pdu in transaction.pdus.iter().cloned() {
         let event_id = event_id_of(&pdu, state).await;
         let room_id = pdu.get_str("room_id").unwrap_or_default().to_owned();
-        let result = if state.rooms.server_allowed(&room_id, origin).await? {
-            receive_pdu(state, federation, origin, pdu, &mut Budget::new(deadline)).await
-        } else {
+        let result = if !state.rooms.server_allowed(&room_id, origin).await? {
             Ok(Received::Rejected("the room's server ACL denies the sending server".to_owned()))
+        } else if let Some(received) =
+            state.rooms.out_of_band_membership(federation.keys(), origin, &pdu).await?
+        {
+            // A denied knock or revoked invite of our user, in a room we are not in.
+            Ok(received)
+        } else {
+            receive_pdu(state, federation, origin, pdu, &mut Budget::new(deadline)).await
         };
         let mut entry = Object::new();
         match result {

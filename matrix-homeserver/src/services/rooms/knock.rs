@@ -279,3 +279,64 @@ fn refusal(server: &str) -> impl Fn(matrix_federation::FederationError) -> ApiEr
         }
     }
 }
+
+impl Rooms {
+    /// A PDU that ends our user's knock (or invite) on a room no user of ours is in: a leave
+    /// (a denied knock, a revoked invite) or a ban by a user of `origin`, signed by it. We
+    /// hold no state of the room to check it against, so it is taken on its signature and
+    /// kept as the stub's one event, as our own leave would be. `None`: the PDU is not one
+    /// (it takes the ordinary path, which refuses events of rooms we are not in).
+    pub(crate) async fn out_of_band_membership(
+        &self,
+        keys: &dyn KeyProvider,
+        origin: &str,
+        event: &matrix_core::Object,
+    ) -> Result<Option<super::remote::Received>, ApiError> {
+        use super::remote::Received;
+        let room_id = event.get_str("room_id").unwrap_or_default();
+        let looks_like = event.get_str("type") == Some("m.room.member")
+            && event
+                .get_object("content")
+                .and_then(|c| c.get_str("membership"))
+                .is_some_and(|m| m == "leave" || m == "ban");
+        if !looks_like {
+            return Ok(None);
+        }
+        let Some(rules) = self.rules(room_id).await? else { return Ok(None) };
+        if self.is_resident(room_id).await? {
+            return Ok(None);
+        }
+        let Ok(pdu) = matrix_core::Pdu::from_object(event.clone(), rules) else {
+            return Ok(None);
+        };
+        let Some(target) = pdu.state_key().and_then(|t| <&UserId>::try_from(t).ok()) else {
+            return Ok(None);
+        };
+        let ours = |user: &str| {
+            user.split_once(':').is_some_and(|(_, server)| server == self.server_name().as_str())
+        };
+        if !ours(target.as_str()) || ours(pdu.sender()) {
+            return Ok(None);
+        }
+        let current = self.storage().membership(room_id, target.as_str()).await?;
+        if !matches!(current.as_deref(), Some("knock" | "invite")) {
+            return Ok(None);
+        }
+        if pdu.sender().split_once(':').map(|(_, s)| s) != Some(origin) {
+            return Ok(Some(Received::Rejected(
+                "a membership of a room we are not in must come from its sender's server"
+                    .to_owned(),
+            )));
+        }
+        let sent = pdu.json().clone();
+        let verified = super::join_remote::verify_all(keys, rules, vec![pdu]).await?;
+        let Some(pdu) = verified.into_iter().next().filter(|p| p.json() == &sent) else {
+            return Ok(Some(Received::Rejected("the event fails its signature checks".to_owned())));
+        };
+        if self.storage().event(pdu.event_id()).await?.is_some() {
+            return Ok(Some(Received::Known));
+        }
+        let stored = self.store_stub(rules, pdu, None).await?;
+        Ok(Some(Received::Accepted(stored)))
+    }
+}
