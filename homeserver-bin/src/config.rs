@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use matrix_homeserver::{
-    Config, HttpConfig, LimitsConfig, PresenceConfig, RateLimitsConfig, RegistrationConfig,
-    UrlPreviewConfig, WellKnownConfig,
+    Config, DelayedEventsConfig, HttpConfig, LimitsConfig, PresenceConfig, RateLimitsConfig,
+    RegistrationConfig, TurnConfig, UrlPreviewConfig, WellKnownConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,8 @@ pub(crate) struct FileConfig {
     pub(crate) federation: FederationSection,
     pub(crate) url_preview: UrlPreviewConfig,
     pub(crate) presence: PresenceConfig,
+    pub(crate) turn: TurnConfig,
+    pub(crate) delayed_events: DelayedEventsConfig,
 }
 
 /// `[federation]`: the library's settings, and where the federation listener listens with
@@ -164,6 +166,8 @@ impl FileConfig {
         config.federation.trusted_key_servers = self.federation.trusted_key_servers.clone();
         config.url_preview = self.url_preview.clone();
         config.presence = self.presence.clone();
+        config.turn = self.turn.clone();
+        config.delayed_events = self.delayed_events.clone();
         config
     }
 }

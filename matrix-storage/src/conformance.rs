@@ -17,6 +17,7 @@ mod auth_chain;
 mod backfill;
 mod domains;
 mod media;
+mod scheduled;
 mod state;
 mod user_data;
 
@@ -27,6 +28,7 @@ pub use auth_chain::*;
 pub use backfill::*;
 pub use domains::*;
 pub use media::*;
+pub use scheduled::*;
 pub use state::*;
 pub use user_data::*;
 
@@ -69,7 +71,8 @@ macro_rules! storage_conformance {
             dehydrated_devices,
             a_room_changed_since_it_was_read_is_a_conflict, backfill_goes_before_the_timeline,
             auth_chain_index_round_trips, an_auth_chain_index_taken_is_a_conflict,
-            events_in_batch, media_rows_keep_hash_and_mark, pending_media_completes_once);
+            events_in_batch, media_rows_keep_hash_and_mark, pending_media_completes_once,
+            openid_tokens_expire, delayed_events_by_owner_and_time);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -722,6 +725,7 @@ type Everything = (
     Vec<String>,
     Vec<String>,
     Vec<crate::AuthChainEntry>,
+    Vec<String>,
 );
 
 async fn everything(store: &Store, snapshot: SnapshotId) -> Everything {
@@ -737,6 +741,7 @@ async fn everything(store: &Store, snapshot: SnapshotId) -> Everything {
         domains::everything(store).await,
         user_data::everything(store).await,
         auth_chain::everything(store).await,
+        scheduled::everything(store).await,
     )
 }
 
@@ -774,6 +779,7 @@ where
     domains::fill(&mut changes);
     user_data::fill(&mut changes);
     auth_chain::fill(&mut changes);
+    scheduled::fill(&mut changes);
     let applied = apply(&store, changes).await;
     apply(&store, user_data::fill_sessions(&applied)).await;
     let snapshot = applied.snapshot.expect("a snapshot");
@@ -785,6 +791,7 @@ where
     assert_eq!(before.8.len(), 15, "{:?}", before.8);
     assert!(before.9[2].starts_with("Some") && before.9[3].contains("s2"), "{:?}", before.9);
     assert_eq!(before.10.len(), 2, "{:?}", before.10);
+    assert!(before.11[0].starts_with("Some") && before.11[1].contains("state"), "{:?}", before.11);
     drop(store);
 
     let store = open().await;

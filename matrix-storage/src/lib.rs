@@ -382,6 +382,28 @@ pub trait PresenceStore: Send + Sync {
     async fn present_users(&self) -> Result<Vec<(String, Presence)>>;
 }
 
+/// OpenID tokens: who a token handed to a third party vouches for, and until when.
+#[async_trait]
+pub trait OpenIdStore: Send + Sync {
+    /// The owner of the token with this hash (also an expired one, until deleted).
+    async fn openid_token(&self, token_hash: &str) -> Result<Option<OpenIdToken>>;
+    /// Hashes of tokens whose `expires_ts` is at or before `now_ts`, at most `limit`, for a
+    /// caller to delete.
+    async fn expired_openid_tokens(&self, now_ts: u64, limit: usize) -> Result<Vec<String>>;
+}
+
+/// Delayed events (MSC4140): scheduled events waiting for their send time.
+#[async_trait]
+pub trait DelayedEventStore: Send + Sync {
+    /// A user's delayed event.
+    async fn delayed_event(&self, user_id: &str, delay_id: &str) -> Result<Option<DelayedEvent>>;
+    /// A user's delayed events, by send time (then `delay_id`).
+    async fn delayed_events_of(&self, user_id: &str) -> Result<Vec<DelayedEvent>>;
+    /// Everybody's delayed events due first, by send time (then user and `delay_id`), at most
+    /// `limit`: what the sender fires next.
+    async fn next_delayed_events(&self, limit: usize) -> Result<Vec<DelayedEvent>>;
+}
+
 /// A whole store: every domain, and atomic writes through one change set.
 #[async_trait]
 pub trait Storage:
@@ -401,6 +423,8 @@ pub trait Storage:
     + KeyBackupStore
     + PusherStore
     + PresenceStore
+    + OpenIdStore
+    + DelayedEventStore
 {
     /// Applies every change of `changes` in one transaction: all or nothing. When it returns
     /// `Ok`, the changes are durable (they survive a crash of the process or the machine, as

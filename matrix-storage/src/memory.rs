@@ -5,6 +5,7 @@
 //! assigned, and no reader can see a later position before an earlier one.
 
 mod auth_chain;
+mod scheduled;
 mod user_data;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -99,6 +100,8 @@ struct Inner {
     user_data: user_data::UserData,
     /// Rooms' auth-chain indexes.
     auth_chains: auth_chain::AuthChains,
+    /// OpenID tokens and delayed events.
+    scheduled: scheduled::Scheduled,
 }
 
 /// The in-memory store.
@@ -280,6 +283,7 @@ impl Inner {
     fn apply(&mut self, mut changes: ChangeSet, snapshot: Option<Layer>) -> Applied {
         let mut applied = Applied::default();
         let user_changes = user_data::UserData::take(&mut changes);
+        self.scheduled.apply(&mut changes);
         let new_snapshot = snapshot.map(|layer| {
             self.snapshots.push(Arc::new(layer));
             SnapshotId(self.snapshots.len() as u64 - 1)

@@ -3,6 +3,7 @@
 mod auth_chain;
 mod e2ee;
 mod records;
+mod scheduled;
 mod user_data;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 pub use auth_chain::*;
 pub use e2ee::*;
 pub use records::*;
+pub use scheduled::*;
 pub use user_data::*;
 
 /// A position in the global stream (starts at 1; 0 is "before anything"): timeline events,
@@ -493,6 +495,15 @@ pub struct ChangeSet {
     /// Pushers to set: each replaces the user's pusher of the same `app_id` and `pushkey`.
     /// Applied after the deletions above.
     pub pushers: Vec<Pusher>,
+    /// OpenID tokens to add `(token hash, owner)`.
+    pub openid_tokens: Vec<(String, OpenIdToken)>,
+    /// OpenID tokens to delete (by hash); one not stored is skipped.
+    pub deleted_openid_tokens: Vec<String>,
+    /// Delayed events to store: each replaces the one of its user with its `delay_id`.
+    pub delayed_events: Vec<DelayedEvent>,
+    /// Delayed events to delete `(user, delay_id)`, after [`ChangeSet::delayed_events`]; one
+    /// not stored is skipped.
+    pub deleted_delayed_events: Vec<(String, String)>,
 }
 
 impl ChangeSet {

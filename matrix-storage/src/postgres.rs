@@ -47,6 +47,7 @@ mod auth_chain;
 mod backfill;
 mod domains;
 mod presence;
+mod scheduled;
 mod snapshots;
 mod stream;
 mod user_data;
@@ -84,6 +85,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "presence", include_str!("../migrations/0008_presence.sql")),
     (9, "media", include_str!("../migrations/0009_media.sql")),
     (10, "dehydrated devices", include_str!("../migrations/0010_dehydrated.sql")),
+    (17, "scheduled", include_str!("../migrations/0017_scheduled.sql")),
 ];
 
 /// The first key of our migration lock ("MXST"); the second is a hash of the schema.

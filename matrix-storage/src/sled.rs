@@ -42,6 +42,7 @@ mod flusher;
 mod media;
 mod presence;
 mod records;
+mod scheduled;
 mod snapshots;
 mod user_data;
 mod wal;
@@ -134,18 +135,23 @@ const PENDING_MEDIA_OF: u8 = b'v';
 // Dehydrated devices (read and written in `domains`; a store written before has none;
 // the letters are all taken).
 const DEHYDRATED: u8 = b'0';
+// OpenID tokens, and delayed events by owner and by send time (read and written in
+// `scheduled`; a store written before has none).
+const OPENID: u8 = b':';
+const DELAYED: u8 = b';';
+const DELAYED_DUE: u8 = b'<';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 53] = [
+const TABLES: [u8; 56] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
     RECEIPT_LOG, CLIENT_TXN, ALIAS, ROOM_ALIAS, PUBLISHED, REDACTION, PROFILE, FORGOTTEN,
     MEDIA_USAGE, ACCOUNT_DATA_POS, ACCOUNT_DATA_LOG, CROSS_SIGNING_KEY, KEY_SIGNATURE,
     BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF, AUTH_CHAIN,
-    PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED,
+    PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED, OPENID, DELAYED, DELAYED_DUE,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -800,6 +806,7 @@ impl SledStore {
         let next = domains::apply_in(&tx, changes, after_events)?;
         user_data::apply_in(&tx, changes, &mut applied)?;
         presence::apply_in(&tx, changes)?;
+        scheduled::apply_in(&tx, changes)?;
         auth_chain::write(&tx, changes)?;
         if next > after_events {
             tx.insert(meta(STREAM_HEAD), Enc::default().u64(next - 1).done())?;

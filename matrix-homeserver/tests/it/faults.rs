@@ -18,6 +18,7 @@ use matrix_storage::{
     BackfillItem, BackfillPos, BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore,
     DehydratedDevice, KeyBackupStore, KeySignature, Presence, PresenceStore, Pusher, PusherStore,
 };
+use matrix_storage::{DelayedEvent, DelayedEventStore, OpenIdStore, OpenIdToken};
 
 /// A store whose change sets are acknowledged `delay` after they are applied (durable, but
 /// the acknowledgement is late: a client may give up in between).
@@ -128,6 +129,15 @@ forward!(PresenceStore {
     fn presence(&self, user_id: &str) -> Result<Option<Presence>>;
     fn presences(&self, user_ids: &[&str]) -> Result<Vec<(String, Presence)>>;
     fn present_users(&self) -> Result<Vec<(String, Presence)>>;
+});
+forward!(OpenIdStore {
+    fn openid_token(&self, token_hash: &str) -> Result<Option<OpenIdToken>>;
+    fn expired_openid_tokens(&self, now_ts: u64, limit: usize) -> Result<Vec<String>>;
+});
+forward!(DelayedEventStore {
+    fn delayed_event(&self, user_id: &str, delay_id: &str) -> Result<Option<DelayedEvent>>;
+    fn delayed_events_of(&self, user_id: &str) -> Result<Vec<DelayedEvent>>;
+    fn next_delayed_events(&self, limit: usize) -> Result<Vec<DelayedEvent>>;
 });
 
 #[async_trait]

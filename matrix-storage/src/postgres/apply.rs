@@ -199,6 +199,7 @@ async fn write(
     apply_domains::write_records(&mut tx, changes).await?;
     user_data::write(&mut tx, changes, &mut applied).await?;
     super::presence::write(&mut tx, changes).await?;
+    super::scheduled::write(&mut tx, changes).await?;
 
     // Readers pass the positions as soon as PostgreSQL counts the transaction as ended.
     tx.commit().await.doing("committing")?;
