@@ -5,8 +5,10 @@ use serde::{Deserialize, Serialize};
 
 mod network;
 mod url_preview;
+mod voip;
 pub use network::{IpNetwork, IpNetworkError};
 pub use url_preview::{DEFAULT_IP_BLOCKLIST, UrlPreviewConfig, default_ip_blocklist};
+pub use voip::{DelayedEventsConfig, TurnConfig};
 
 /// Everything the homeserver can be told. Every field has a default, and the defaults are the
 /// secure ones: registration closed.
@@ -32,6 +34,10 @@ pub struct Config {
     pub url_preview: UrlPreviewConfig,
     /// Presence: who is online (on by default).
     pub presence: PresenceConfig,
+    /// The TURN server handed to clients (none by default).
+    pub turn: TurnConfig,
+    /// Delayed events (MSC4140; on by default, bounded).
+    pub delayed_events: DelayedEventsConfig,
 }
 
 impl Default for Config {
@@ -46,6 +52,8 @@ impl Default for Config {
             federation: FederationConfig::default(),
             url_preview: UrlPreviewConfig::default(),
             presence: PresenceConfig::default(),
+            turn: TurnConfig::default(),
+            delayed_events: DelayedEventsConfig::default(),
         }
     }
 }

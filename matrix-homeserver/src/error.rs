@@ -154,6 +154,19 @@ impl ApiError {
     pub(crate) fn missing_param(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_MISSING_PARAM", message)
     }
+    /// 400 `M_THREEPID_MEDIUM_NOT_SUPPORTED`: no way to validate the medium (no email or SMS
+    /// sender is configured).
+    pub(crate) fn threepid_medium_not_supported(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_THREEPID_MEDIUM_NOT_SUPPORTED", message)
+    }
+    /// 403 `M_THREEPID_DENIED`: the server does not permit the identifier as a contact point.
+    pub(crate) fn threepid_denied(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "M_THREEPID_DENIED", message)
+    }
+    /// 400 `M_THREEPID_AUTH_FAILED`: no validated session for the identifier.
+    pub(crate) fn threepid_auth_failed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_THREEPID_AUTH_FAILED", message)
+    }
     pub(crate) fn bad_alias(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_BAD_ALIAS", message)
     }

@@ -4,17 +4,22 @@
 
 mod account;
 mod dehydrated;
+mod delayed_events;
 mod directory;
 mod discovery;
 pub(crate) mod e2ee;
 pub(crate) mod federation;
 mod key_backup;
 pub(crate) mod media;
+mod openid;
 mod presence;
 mod push_rules;
 mod rooms;
 mod sync;
+mod thirdparty;
+mod threepid;
 pub(crate) mod user;
+mod voip;
 
 use std::sync::Arc;
 
@@ -59,6 +64,11 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(key_backup::routes())
         .merge(media::routes(previews))
         .merge(presence::routes())
+        .merge(openid::routes())
+        .merge(voip::routes())
+        .merge(thirdparty::routes())
+        .merge(threepid::routes())
+        .merge(delayed_events::routes())
         .fallback(|| async { ApiError::unrecognized() })
         .layer(cors())
         .with_state(state)

@@ -15,9 +15,9 @@ use matrix_storage::Storage;
 use ruma::{OwnedServerName, OwnedUserId, ServerName};
 
 pub use config::{
-    Config, DEFAULT_IP_BLOCKLIST, FederationConfig, HttpConfig, IpNetwork, IpNetworkError,
-    LimitsConfig, PresenceConfig, RateLimit, RateLimitsConfig, RegistrationConfig,
-    RegistrationMode, UrlPreviewConfig, WellKnownConfig, default_ip_blocklist,
+    Config, DEFAULT_IP_BLOCKLIST, DelayedEventsConfig, FederationConfig, HttpConfig, IpNetwork,
+    IpNetworkError, LimitsConfig, PresenceConfig, RateLimit, RateLimitsConfig, RegistrationConfig,
+    RegistrationMode, TurnConfig, UrlPreviewConfig, WellKnownConfig, default_ip_blocklist,
 };
 pub use error::ApiError;
 pub use matrix_federation;
@@ -50,6 +50,10 @@ pub(crate) struct State {
     pub(crate) url_preview: Option<services::url_preview::UrlPreviews>,
     /// Presence (which answers as Synapse does when it is disabled).
     pub(crate) presence: Arc<services::presence::PresenceTracker>,
+    /// Delayed events (MSC4140) and their sender.
+    pub(crate) delayed_events: Arc<services::delayed_events::DelayedEvents>,
+    /// Third-party networks (none until application services provide them).
+    pub(crate) thirdparty: services::thirdparty::ThirdParty,
 }
 
 impl State {
@@ -311,7 +315,14 @@ impl HomeserverBuilder {
         )
         .await
         .map_err(|e| BuildError::Storage(e.to_string()))?;
+        let delayed_events = services::delayed_events::DelayedEvents::start(
+            storage.clone(),
+            rooms.clone(),
+            self.config.delayed_events.clone(),
+        );
         let state = State {
+            delayed_events,
+            thirdparty: services::thirdparty::ThirdParty::default(),
             accounts: Accounts::new(
                 storage.clone(),
                 server_name,

@@ -30,8 +30,9 @@ use crate::error::ApiError;
 const VERSIONS: &[&str] = &["v1.1"];
 
 /// The unstable features (MSCs) advertised: only those whose endpoints are all here
-/// (MSC3814, dehydrated devices: `http/dehydrated.rs`).
-const UNSTABLE_FEATURES: &[&str] = &["org.matrix.msc3814"];
+/// (MSC3814, dehydrated devices: `http/dehydrated.rs`; MSC4140, delayed events:
+/// `http/delayed_events.rs`).
+const UNSTABLE_FEATURES: &[&str] = &["org.matrix.msc3814", "org.matrix.msc4140"];
 
 pub(super) async fn versions(Ruma(_): Ruma<get_supported_versions::Request>) -> JsonResult {
     let features: serde_json::Map<String, Value> =
@@ -58,6 +59,7 @@ pub(super) async fn well_known_server(
 }
 
 pub(super) async fn capabilities(
+    State(state): State<Arc<crate::State>>,
     _auth: Auth,
     Ruma(_): Ruma<get_capabilities::v3::Request>,
 ) -> JsonResult {
@@ -75,5 +77,13 @@ pub(super) async fn capabilities(
     // `POST /account/password` is served. Said explicitly (ruma leaves the default out, and
     // some clients read a missing capability as "no").
     capabilities["m.change_password"] = json!({"enabled": true});
+    // Delayed events (MSC4140): their bounds, under the MSC's unstable name.
+    let delayed = state.delayed_events.config();
+    if delayed.enabled() {
+        capabilities["org.matrix.msc4140.delayed_events"] = json!({
+            "max_delay_ms": delayed.max_delay_ms,
+            "max_scheduled": delayed.max_per_user,
+        });
+    }
     Ok(Json(json!({"capabilities": capabilities})))
 }

@@ -13,6 +13,7 @@ mod e2ee;
 mod keys;
 mod media;
 mod membership;
+mod openid;
 mod query;
 mod reads;
 
@@ -82,6 +83,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
             "/_matrix/federation/v1/publicRooms",
             route(get(directory::public_rooms_get).post(directory::public_rooms_post)),
         )
+        .route("/_matrix/federation/v1/openid/userinfo", route(get(openid::userinfo)))
         .route("/_matrix/federation/v1/media/download/{id}", route(get(media::download)))
         .route("/_matrix/federation/v1/media/thumbnail/{id}", route(get(media::thumbnail)))
         .fallback(|| async { ApiError::unrecognized() })

@@ -12,6 +12,7 @@ use matrix_storage::Direction;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::delayed_events::{self, DelayQuery};
 use super::{Auth, JsonBody, JsonResult, Params, Query, RawBody, Routes, room_id, route, user_id};
 use crate::error::ApiError;
 use crate::services::federation::fan_out;
@@ -474,8 +475,13 @@ async fn state_put_empty(
     State(state): AppState,
     auth: Auth,
     Params((room, kind)): Params<(String, String)>,
+    Query(delayed): Query<DelayQuery>,
     RawBody(body): RawBody,
 ) -> JsonResult {
+    if let Some(delay) = delayed.delay {
+        return delayed_events::schedule(&state, &auth, &room, &kind, Some(""), None, delay, &body)
+            .await;
+    }
     put_state(&state, &auth, &room, &kind, "", &body).await
 }
 
@@ -483,8 +489,22 @@ async fn state_put(
     State(state): AppState,
     auth: Auth,
     Params((room, kind, key)): Params<(String, String, String)>,
+    Query(delayed): Query<DelayQuery>,
     RawBody(body): RawBody,
 ) -> JsonResult {
+    if let Some(delay) = delayed.delay {
+        return delayed_events::schedule(
+            &state,
+            &auth,
+            &room,
+            &kind,
+            Some(&key),
+            None,
+            delay,
+            &body,
+        )
+        .await;
+    }
     put_state(&state, &auth, &room, &kind, &key, &body).await
 }
 
@@ -502,8 +522,22 @@ async fn send(
     State(state): AppState,
     auth: Auth,
     Params((room, kind, txn)): Params<(String, String, String)>,
+    Query(delayed): Query<DelayQuery>,
     RawBody(body): RawBody,
 ) -> JsonResult {
+    if let Some(delay) = delayed.delay {
+        return delayed_events::schedule(
+            &state,
+            &auth,
+            &room,
+            &kind,
+            None,
+            Some(&txn),
+            delay,
+            &body,
+        )
+        .await;
+    }
     let room = room_id(&room)?;
     state.limiter.check(Action::Message, auth.user_id.as_str())?;
     let rules = state

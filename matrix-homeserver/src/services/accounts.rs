@@ -72,7 +72,7 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
 }
 
 /// A random string of `len` characters from `alphabet`.
-fn random_string(alphabet: &[u8], len: usize) -> Result<String, ApiError> {
+pub(crate) fn random_string(alphabet: &[u8], len: usize) -> Result<String, ApiError> {
     let bytes = random_bytes::<32>()?;
     Ok(bytes[..len]
         .iter()

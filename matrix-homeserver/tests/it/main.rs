@@ -8,6 +8,8 @@ mod abuse_keys;
 mod abuse_limits;
 mod abuse_logins;
 mod account;
+mod account_extras;
+mod delayed_events;
 mod discovery;
 mod e2ee_backup;
 mod e2ee_cross_signing;
