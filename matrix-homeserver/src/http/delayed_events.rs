@@ -19,7 +19,8 @@ use serde_json::{Map, Value, json};
 
 use super::{Auth, JsonBody, JsonResult, Params, Routes, room_id, route};
 use crate::error::ApiError;
-use crate::services::delayed_events::{Action, Schedule};
+use crate::services::delayed_events::Action;
+pub(super) use crate::services::delayed_events::Schedule;
 use crate::services::rate_limit::Action as Limit;
 
 type AppState = State<Arc<crate::State>>;
@@ -45,25 +46,19 @@ pub(super) struct DelayQuery {
 }
 
 /// Schedules from `/send` (with its transaction id) or `/state` (with its state key); the
-/// membership endpoints own `m.room.member`.
+/// membership endpoints own `m.room.member`. `request.room_id` is checked here.
 pub(super) async fn schedule(
     state: &crate::State,
     auth: &Auth,
-    room: &str,
-    kind: &str,
-    state_key: Option<&str>,
-    txn: Option<&str>,
-    delay_ms: u64,
-    content: &[u8],
+    request: Schedule<'_>,
 ) -> JsonResult {
-    let room = room_id(room)?;
-    let limit = if state_key.is_some() { Limit::State } else { Limit::Message };
+    let room = room_id(request.room_id)?;
+    let limit = if request.state_key.is_some() { Limit::State } else { Limit::Message };
     state.limiter.check(limit, auth.user_id.as_str())?;
-    if state_key.is_some() && kind == "m.room.member" {
+    if request.state_key.is_some() && request.kind == "m.room.member" {
         return Err(ApiError::forbidden("use the membership endpoints to change memberships"));
     }
-    let request =
-        Schedule { room_id: room.as_str(), kind, state_key, content, delay_ms, txn_id: txn };
+    let request = Schedule { room_id: room.as_str(), ..request };
     let delay_id =
         state.delayed_events.schedule(&auth.user_id, auth.device_id.as_str(), request).await?;
     Ok(Json(json!({"delay_id": delay_id})))
@@ -86,8 +81,15 @@ async fn schedule_put(
         serde_json::to_vec(&body.content).map_err(|e| ApiError::bad_json(e.to_string()))?;
     // A state event has no transaction id of its own (as `/state`); a message keeps its.
     let txn = body.state_key.is_none().then_some(txn.as_str());
-    schedule(&state, &auth, &room, &kind, body.state_key.as_deref(), txn, body.delay_ms, &content)
-        .await
+    let request = Schedule {
+        room_id: &room,
+        kind: &kind,
+        state_key: body.state_key.as_deref(),
+        content: &content,
+        delay_ms: body.delay_ms,
+        txn_id: txn,
+    };
+    schedule(&state, &auth, request).await
 }
 
 /// One delayed event as listed: Synapse's fields (`delay`, `running_since`) and the MSC's

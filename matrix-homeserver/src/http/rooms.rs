@@ -12,7 +12,7 @@ use matrix_storage::Direction;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::delayed_events::{self, DelayQuery};
+use super::delayed_events::{self, DelayQuery, Schedule};
 use super::{Auth, JsonBody, JsonResult, Params, Query, RawBody, Routes, room_id, route, user_id};
 use crate::error::ApiError;
 use crate::services::federation::fan_out;
@@ -479,8 +479,15 @@ async fn state_put_empty(
     RawBody(body): RawBody,
 ) -> JsonResult {
     if let Some(delay) = delayed.delay {
-        return delayed_events::schedule(&state, &auth, &room, &kind, Some(""), None, delay, &body)
-            .await;
+        let request = Schedule {
+            room_id: &room,
+            kind: &kind,
+            state_key: Some(""),
+            content: &body,
+            delay_ms: delay,
+            txn_id: None,
+        };
+        return delayed_events::schedule(&state, &auth, request).await;
     }
     put_state(&state, &auth, &room, &kind, "", &body).await
 }
@@ -493,17 +500,15 @@ async fn state_put(
     RawBody(body): RawBody,
 ) -> JsonResult {
     if let Some(delay) = delayed.delay {
-        return delayed_events::schedule(
-            &state,
-            &auth,
-            &room,
-            &kind,
-            Some(&key),
-            None,
-            delay,
-            &body,
-        )
-        .await;
+        let request = Schedule {
+            room_id: &room,
+            kind: &kind,
+            state_key: Some(&key),
+            content: &body,
+            delay_ms: delay,
+            txn_id: None,
+        };
+        return delayed_events::schedule(&state, &auth, request).await;
     }
     put_state(&state, &auth, &room, &kind, &key, &body).await
 }
@@ -526,17 +531,15 @@ async fn send(
     RawBody(body): RawBody,
 ) -> JsonResult {
     if let Some(delay) = delayed.delay {
-        return delayed_events::schedule(
-            &state,
-            &auth,
-            &room,
-            &kind,
-            None,
-            Some(&txn),
-            delay,
-            &body,
-        )
-        .await;
+        let request = Schedule {
+            room_id: &room,
+            kind: &kind,
+            state_key: None,
+            content: &body,
+            delay_ms: delay,
+            txn_id: Some(&txn),
+        };
+        return delayed_events::schedule(&state, &auth, request).await;
     }
     let room = room_id(&room)?;
     state.limiter.check(Action::Message, auth.user_id.as_str())?;

@@ -138,7 +138,11 @@ async fn finding_26_34_35_discovery_is_honest_and_server_data_answers_405() {
     // No version whose endpoints (threads, relations, hierarchy...) are missing here.
     assert_eq!(body["versions"], json!(["v1.1"]), "{body}");
     // Only the MSCs whose endpoints are all here.
-    assert_eq!(body["unstable_features"], json!({"org.matrix.msc3814": true}), "{body}");
+    assert_eq!(
+        body["unstable_features"],
+        json!({"org.matrix.msc3814": true, "org.matrix.msc4140": true}),
+        "{body}"
+    );
 
     let (status, body) = alice.get(&format!("{V3}/capabilities")).await;
     assert_eq!(status, 200);

@@ -227,7 +227,10 @@ async fn bounds_and_bad_input(backend: Backend) {
     let (status, body) = bobs.put(&send("s", "1000"), &message).await;
     assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"), "{body}");
     let (status, body) = bobs
-        .put(&format!("/_matrix/client/v3/rooms/!nowhere:localhost/send/m.room.message/s?org.matrix.msc4140.delay=5"), &message)
+        .put(
+            "/_matrix/client/v3/rooms/!nowhere:localhost/send/m.room.message/s?org.matrix.msc4140.delay=5",
+            &message,
+        )
         .await;
     assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"), "{body}");
     // Memberships go through their own endpoints.
