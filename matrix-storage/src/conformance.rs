@@ -18,6 +18,7 @@ mod backfill;
 mod domains;
 mod media;
 mod scheduled;
+mod relations;
 mod state;
 mod user_data;
 
@@ -29,6 +30,7 @@ pub use backfill::*;
 pub use domains::*;
 pub use media::*;
 pub use scheduled::*;
+pub use relations::*;
 pub use state::*;
 pub use user_data::*;
 
@@ -72,7 +74,8 @@ macro_rules! storage_conformance {
             a_room_changed_since_it_was_read_is_a_conflict, backfill_goes_before_the_timeline,
             auth_chain_index_round_trips, an_auth_chain_index_taken_is_a_conflict,
             events_in_batch, media_rows_keep_hash_and_mark, pending_media_completes_once,
-            openid_tokens_expire, delayed_events_by_owner_and_time);
+            openid_tokens_expire, delayed_events_by_owner_and_time,
+            relations_index_round_trips);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

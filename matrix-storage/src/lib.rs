@@ -402,6 +402,43 @@ pub trait DelayedEventStore: Send + Sync {
     /// Everybody's delayed events due first, by send time (then user and `delay_id`), at most
     /// `limit`: what the sender fires next.
     async fn next_delayed_events(&self, limit: usize) -> Result<Vec<DelayedEvent>>;
+/// The relations index: events that relate to another (`m.relates_to`), by room and the
+/// event they relate to (the parent), in stream order. Written through
+/// [`ChangeSet::relations`]; a redaction ([`ChangeSet::redactions`]) takes its event out.
+#[async_trait]
+pub trait RelationStore: Send + Sync {
+    /// The relations to `parent` in `room_id` (of `rel_type` only, when given) at positions
+    /// before `from` (backwards: newest first) or after it (forwards: oldest first), at most
+    /// `limit`.
+    async fn relations(
+        &self,
+        room_id: &str,
+        parent: &str,
+        rel_type: Option<&str>,
+        from: StreamPos,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Relation>>;
+    /// The relations of `rel_type` to `parent` in `room_id` at positions up to `upto`: how
+    /// many, the latest, and whether `sender` sent one.
+    async fn relation_summary(
+        &self,
+        room_id: &str,
+        parent: &str,
+        rel_type: &str,
+        upto: StreamPos,
+        sender: &str,
+    ) -> Result<RelationSummary>;
+    /// The thread replies (relations of type `m.thread`) of a room at positions before
+    /// `from`, newest first, at most `limit`.
+    async fn thread_replies(
+        &self,
+        room_id: &str,
+        from: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<Relation>>;
+    /// The indexed relation of an event (the event as the child).
+    async fn relation_of(&self, event_id: &str) -> Result<Option<Relation>>;
 }
 
 /// A whole store: every domain, and atomic writes through one change set.
@@ -425,6 +462,7 @@ pub trait Storage:
     + PresenceStore
     + OpenIdStore
     + DelayedEventStore
+    + RelationStore
 {
     /// Applies every change of `changes` in one transaction: all or nothing. When it returns
     /// `Ok`, the changes are durable (they survive a crash of the process or the machine, as

@@ -6,6 +6,7 @@
 
 mod auth_chain;
 mod scheduled;
+mod relations;
 mod user_data;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -102,6 +103,7 @@ struct Inner {
     auth_chains: auth_chain::AuthChains,
     /// OpenID tokens and delayed events.
     scheduled: scheduled::Scheduled,
+    relations: relations::Relations,
 }
 
 /// The in-memory store.
@@ -461,6 +463,12 @@ impl Inner {
                 self.published.remove(&room);
             }
         }
+        self.relations.apply(
+            &changes.relations,
+            &changes.redactions,
+            &self.events,
+            &self.redactions,
+        );
         self.redactions.extend(changes.redactions);
         self.profiles.extend(changes.profiles);
         self.presence.extend(changes.presence);
@@ -940,6 +948,45 @@ impl ReceiptStore for MemoryStore {
             .filter(|r| r.receipt.key.room_id == room_id && r.receipt.key.user_id == user_id)
             .cloned()
             .collect())
+    }
+}
+
+#[async_trait]
+impl crate::RelationStore for MemoryStore {
+    async fn relations(
+        &self,
+        room_id: &str,
+        parent: &str,
+        rel_type: Option<&str>,
+        from: StreamPos,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<crate::Relation>> {
+        Ok(self.lock()?.relations.relations(room_id, parent, rel_type, from, direction, limit))
+    }
+
+    async fn relation_summary(
+        &self,
+        room_id: &str,
+        parent: &str,
+        rel_type: &str,
+        upto: StreamPos,
+        sender: &str,
+    ) -> Result<crate::RelationSummary> {
+        Ok(self.lock()?.relations.summary(room_id, parent, rel_type, upto, sender))
+    }
+
+    async fn thread_replies(
+        &self,
+        room_id: &str,
+        from: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<crate::Relation>> {
+        Ok(self.lock()?.relations.thread_replies(room_id, from, limit))
+    }
+
+    async fn relation_of(&self, event_id: &str) -> Result<Option<crate::Relation>> {
+        Ok(self.lock()?.relations.relation_of(event_id))
     }
 }
 

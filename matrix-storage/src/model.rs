@@ -4,6 +4,7 @@ mod auth_chain;
 mod e2ee;
 mod records;
 mod scheduled;
+mod relations;
 mod user_data;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ pub use auth_chain::*;
 pub use e2ee::*;
 pub use records::*;
 pub use scheduled::*;
+pub use relations::*;
 pub use user_data::*;
 
 /// A position in the global stream (starts at 1; 0 is "before anything"): timeline events,
@@ -456,8 +458,15 @@ pub struct ChangeSet {
     pub deleted_aliases: Vec<String>,
     /// Rooms to publish in (`true`) or take out of (`false`) the public room directory.
     pub directory: Vec<(String, bool)>,
-    /// Redactions `(redacted event, redaction event)`.
+    /// Redactions `(redacted event, redaction event)`. A redacted event's relation leaves
+    /// the relations index (redaction strips `m.relates_to` from its content).
     pub redactions: Vec<(String, String)>,
+    /// Relations to index (see [`crate::RelationStore`]), written after
+    /// [`ChangeSet::events`]: each takes the stream position of its event, whether the event is
+    /// in this change set or stored before. One whose event has no stream position (an
+    /// outlier, backfilled history, an event not stored) is skipped, as is one whose event is
+    /// indexed already, or whose event is redacted (also by this change set).
+    pub relations: Vec<NewRelation>,
     /// Profiles to set.
     pub profiles: Vec<(String, Profile)>,
     /// Presence to set `(user, presence)`: each replaces what is stored for the user (who may

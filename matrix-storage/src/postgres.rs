@@ -48,6 +48,7 @@ mod backfill;
 mod domains;
 mod presence;
 mod scheduled;
+mod relations;
 mod snapshots;
 mod stream;
 mod user_data;
@@ -85,6 +86,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "presence", include_str!("../migrations/0008_presence.sql")),
     (9, "media", include_str!("../migrations/0009_media.sql")),
     (10, "dehydrated devices", include_str!("../migrations/0010_dehydrated.sql")),
+    (12, "relations", include_str!("../migrations/0012_relations.sql")),
     (17, "scheduled", include_str!("../migrations/0017_scheduled.sql")),
 ];
 

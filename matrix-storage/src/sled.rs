@@ -43,6 +43,7 @@ mod media;
 mod presence;
 mod records;
 mod scheduled;
+mod relations;
 mod snapshots;
 mod user_data;
 mod wal;
@@ -140,18 +141,24 @@ const DEHYDRATED: u8 = b'0';
 const OPENID: u8 = b':';
 const DELAYED: u8 = b';';
 const DELAYED_DUE: u8 = b'<';
+// The relations index (read and written in `relations`; a store written before has none: the
+// homeserver indexes the events stored before at start).
+const RELATION: u8 = b'3';
+const THREAD_REPLY: u8 = b'4';
+const RELATION_OF: u8 = b'#';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 56] = [
+const TABLES: [u8; 59] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
     RECEIPT_LOG, CLIENT_TXN, ALIAS, ROOM_ALIAS, PUBLISHED, REDACTION, PROFILE, FORGOTTEN,
     MEDIA_USAGE, ACCOUNT_DATA_POS, ACCOUNT_DATA_LOG, CROSS_SIGNING_KEY, KEY_SIGNATURE,
     BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF, AUTH_CHAIN,
-    PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED, OPENID, DELAYED, DELAYED_DUE,
+    PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED, OPENID, DELAYED, DELAYED_DUE, RELATION,
+    THREAD_REPLY, RELATION_OF,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -808,6 +815,7 @@ impl SledStore {
         presence::apply_in(&tx, changes)?;
         scheduled::apply_in(&tx, changes)?;
         auth_chain::write(&tx, changes)?;
+        relations::write(&tx, changes)?;
         if next > after_events {
             tx.insert(meta(STREAM_HEAD), Enc::default().u64(next - 1).done())?;
         }
@@ -1188,6 +1196,49 @@ impl AccountDataStore for SledStore {
     ) -> Result<Vec<AccountDataChange>> {
         self.flusher.check()?;
         self.account_data_log(user_id, after, upto)
+    }
+}
+
+#[async_trait]
+impl crate::RelationStore for SledStore {
+    async fn relations(
+        &self,
+        room_id: &str,
+        parent: &str,
+        rel_type: Option<&str>,
+        from: StreamPos,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<crate::Relation>> {
+        self.flusher.check()?;
+        self.relations_of(room_id, parent, rel_type, from, direction, limit)
+    }
+
+    async fn relation_summary(
+        &self,
+        room_id: &str,
+        parent: &str,
+        rel_type: &str,
+        upto: StreamPos,
+        sender: &str,
+    ) -> Result<crate::RelationSummary> {
+        self.flusher.check()?;
+        self.summary_of(room_id, parent, rel_type, upto, sender)
+    }
+
+    async fn thread_replies(
+        &self,
+        room_id: &str,
+        from: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<crate::Relation>> {
+        self.flusher.check()?;
+        self.thread_replies_of(room_id, from, limit)
+    }
+
+    async fn relation_of(&self, event_id: &str) -> Result<Option<crate::Relation>> {
+        self.flusher.check()?;
+        self.relation_record(event_id)
     }
 }
 

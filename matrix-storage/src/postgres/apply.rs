@@ -197,6 +197,7 @@ async fn write(
     apply_domains::write_e2ee(&mut tx, changes, &mut positions).await?;
     apply_domains::write_receipts(&mut tx, changes, &mut positions).await?;
     apply_domains::write_records(&mut tx, changes).await?;
+    super::relations::write(&mut tx, changes).await?;
     user_data::write(&mut tx, changes, &mut applied).await?;
     super::presence::write(&mut tx, changes).await?;
     super::scheduled::write(&mut tx, changes).await?;
