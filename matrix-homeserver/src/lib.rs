@@ -230,6 +230,9 @@ impl HomeserverBuilder {
         services::migrate::from_records(&storage)
             .await
             .map_err(|e| BuildError::Upgrade(e.to_string()))?;
+        services::rooms::relations::index_stored(&storage)
+            .await
+            .map_err(|e| BuildError::Upgrade(e.to_string()))?;
         let server_name: OwnedServerName = ServerName::parse(&self.config.server_name)
             .map_err(|e| BuildError::ServerName(self.config.server_name.clone(), e.to_string()))?;
         let key = match self.signing_key {

@@ -17,6 +17,7 @@ use super::{Auth, JsonBody, JsonResult, Params, Query, RawBody, Routes, room_id,
 use crate::error::ApiError;
 use crate::services::federation::fan_out;
 use crate::services::rate_limit::Action;
+use crate::services::rooms::relations::{self, RelationsQuery as RelationsQueryOf};
 use crate::services::rooms::{CreateRoom, Draft, EventFilter, Page, Preset, parse_content};
 use crate::services::sync::{parse_filter, parse_room_token, room_token};
 
@@ -51,6 +52,13 @@ pub(super) fn routes() -> Routes {
         .route(&format!("{R}/typing/{{user}}"), route(put(typing)))
         .route(&format!("{R}/receipt/{{kind}}/{{event}}"), route(post(receipt)))
         .route(&format!("{R}/read_markers"), route(post(read_markers)))
+        .route(&format!("{V1}/relations/{{event}}"), route(get(relations)))
+        .route(&format!("{V1}/relations/{{event}}/{{rel_type}}"), route(get(relations_of_type)))
+        .route(
+            &format!("{V1}/relations/{{event}}/{{rel_type}}/{{kind}}"),
+            route(get(relations_of_type_and_kind)),
+        )
+        .route(&format!("{V1}/threads"), route(get(threads)))
 }
 
 fn object(value: &Value, what: &str) -> Result<matrix_core::Object, ApiError> {
@@ -810,6 +818,11 @@ async fn set_receipt(
 ) -> Result<(), ApiError> {
     require_joined(state, room, &auth.user_id).await?;
     let pos = state.rooms.position_of(room, &auth.user_id, event).await?;
+    if let Some(thread) = &thread
+        && kind != "m.fully_read"
+    {
+        state.rooms.check_receipt_thread(event, thread).await?;
+    }
     match kind {
         "m.fully_read" => {
             let content = serde_json::to_vec(&json!({"event_id": event})).unwrap_or_default();
@@ -869,4 +882,150 @@ async fn read_markers(
         }
     }
     Ok(Json(json!({})))
+}
+
+/// The client API v1 path of a room (relations and threads).
+const V1: &str = "/_matrix/client/v1/rooms/{room}";
+
+#[derive(Debug, Deserialize, Default)]
+struct RelationsQuery {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+    dir: Option<String>,
+    recurse: Option<bool>,
+}
+
+async fn relations(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, event)): Params<(String, String)>,
+    Query(query): Query<RelationsQuery>,
+) -> JsonResult {
+    related(&state, &auth, &room, &event, None, None, query).await
+}
+
+async fn relations_of_type(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, event, rel_type)): Params<(String, String, String)>,
+    Query(query): Query<RelationsQuery>,
+) -> JsonResult {
+    related(&state, &auth, &room, &event, Some(&rel_type), None, query).await
+}
+
+async fn relations_of_type_and_kind(
+    State(state): AppState,
+    auth: Auth,
+    Params((room, event, rel_type, kind)): Params<(String, String, String, String)>,
+    Query(query): Query<RelationsQuery>,
+) -> JsonResult {
+    related(&state, &auth, &room, &event, Some(&rel_type), Some(&kind), query).await
+}
+
+/// A pagination token of `/relations` or `/threads` (a `/messages` or `/sync` token too).
+fn parse_token(
+    token: Option<&str>,
+    name: &str,
+) -> Result<Option<matrix_storage::StreamPos>, ApiError> {
+    token
+        .map(|t| {
+            parse_room_token(t).ok_or_else(|| {
+                ApiError::invalid_param(format!("`{name}` is not a pagination token"))
+            })
+        })
+        .transpose()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn related(
+    state: &crate::State,
+    auth: &Auth,
+    room: &str,
+    event: &str,
+    rel_type: Option<&str>,
+    kind: Option<&str>,
+    query: RelationsQuery,
+) -> JsonResult {
+    let room = room_id(room)?;
+    let direction = match query.dir.as_deref() {
+        Some("b") | None => Direction::Backwards,
+        Some("f") => Direction::Forwards,
+        Some(_) => return Err(ApiError::invalid_param("dir must be b or f")),
+    };
+    let from = parse_token(query.from.as_deref(), "from")?;
+    let to = parse_token(query.to.as_deref(), "to")?;
+    let page = state
+        .rooms
+        .relations(
+            room.as_str(),
+            &auth.user_id,
+            event,
+            RelationsQueryOf {
+                rel_type,
+                kind,
+                from,
+                to,
+                direction,
+                limit: query.limit.unwrap_or(relations::DEFAULT_LIMIT),
+                recurse: query.recurse.unwrap_or(false),
+            },
+        )
+        .await?;
+    let mut response = json!({
+        "chunk": state.rooms.show_all(&page.events, Some(auth.viewer())).await?,
+    });
+    if let Some(next) = page.next {
+        response["next_batch"] = json!(room_token(next));
+    }
+    if let Some(from) = &query.from {
+        response["prev_batch"] = json!(from);
+    }
+    if query.recurse.is_some() {
+        let depth = if query.recurse == Some(true) { relations::RECURSION_DEPTH } else { 1 };
+        response["recursion_depth"] = json!(depth);
+    }
+    Ok(Json(response))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ThreadsQuery {
+    include: Option<String>,
+    from: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn threads(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+    Query(query): Query<ThreadsQuery>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    let participated = match query.include.as_deref() {
+        Some("all") | None => false,
+        Some("participated") => true,
+        Some(_) => return Err(ApiError::invalid_param("include must be all or participated")),
+    };
+    if query.limit == Some(0) {
+        return Err(ApiError::invalid_param("limit must be greater than zero"));
+    }
+    let from = parse_token(query.from.as_deref(), "from")?;
+    let page = state
+        .rooms
+        .threads(
+            room.as_str(),
+            &auth.user_id,
+            participated,
+            from,
+            query.limit.unwrap_or(relations::DEFAULT_LIMIT),
+        )
+        .await?;
+    let mut response = json!({
+        "chunk": state.rooms.show_all(&page.events, Some(auth.viewer())).await?,
+    });
+    if let Some(next) = page.next {
+        response["next_batch"] = json!(room_token(next));
+    }
+    Ok(Json(response))
 }

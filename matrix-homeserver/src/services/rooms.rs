@@ -27,6 +27,7 @@ mod membership;
 pub(crate) mod outliers;
 mod peer_reads;
 mod read;
+pub(crate) mod relations;
 pub(crate) mod remote;
 mod send;
 mod server_visibility;
@@ -572,6 +573,7 @@ impl Rooms {
             in_timeline: true,
             state_after: Some(state_after),
         });
+        relations::index(&mut changes, pdu, EventStatus::Accepted, true);
         changes.rooms.push(room);
         if let Some(redacts) = authorized.redacts() {
             changes.redactions.push((redacts.to_owned(), pdu.event_id().to_owned()));

@@ -17,6 +17,7 @@ use matrix_storage::{
 use matrix_storage::{
     BackfillItem, BackfillPos, BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore,
     DehydratedDevice, KeyBackupStore, KeySignature, Presence, PresenceStore, Pusher, PusherStore,
+    Relation, RelationStore, RelationSummary,
 };
 use matrix_storage::{DelayedEvent, DelayedEventStore, OpenIdStore, OpenIdToken};
 
@@ -124,6 +125,12 @@ forward!(KeyBackupStore {
 forward!(PusherStore {
     fn pushers(&self, user_id: &str) -> Result<Vec<Pusher>>;
     fn all_pushers(&self) -> Result<Vec<Pusher>>;
+});
+forward!(RelationStore {
+    fn relations(&self, room_id: &str, parent: &str, rel_type: Option<&str>, from: StreamPos, direction: Direction, limit: usize) -> Result<Vec<Relation>>;
+    fn relation_summary(&self, room_id: &str, parent: &str, rel_type: &str, upto: StreamPos, sender: &str) -> Result<RelationSummary>;
+    fn thread_replies(&self, room_id: &str, from: StreamPos, limit: usize) -> Result<Vec<Relation>>;
+    fn relation_of(&self, event_id: &str) -> Result<Option<Relation>>;
 });
 forward!(PresenceStore {
     fn presence(&self, user_id: &str) -> Result<Option<Presence>>;

@@ -31,6 +31,7 @@ mod media_location;
 mod media_upload;
 mod presence;
 mod push_rules;
+mod relations;
 mod rooms;
 mod spec;
 mod sync;

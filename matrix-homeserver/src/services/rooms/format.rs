@@ -19,6 +19,8 @@ pub(crate) struct Shown {
     pub(crate) prev_content: Option<Value>,
     /// The id of the state event this one replaced, if any.
     pub(crate) replaces_state: Option<String>,
+    /// The bundled aggregations (`unsigned.m.relations`), if any.
+    pub(crate) relations: Option<Value>,
 }
 
 /// The JSON of an object from matrix-core, as serde_json's.
@@ -55,6 +57,9 @@ pub(crate) fn client_event(pdu: &Pdu, shown: Shown) -> Value {
     }
     if let Some(replaced) = shown.replaces_state {
         unsigned.insert("replaces_state".to_owned(), Value::from(replaced));
+    }
+    if let Some(relations) = shown.relations {
+        unsigned.insert("m.relations".to_owned(), relations);
     }
     let age = super::now_ms().saturating_sub(pdu.origin_server_ts()).max(0);
     unsigned.insert("age".to_owned(), Value::from(age));

@@ -376,6 +376,7 @@ impl Rooms {
             true,
             Some(SnapshotRef::New),
         ));
+        super::relations::index(&mut changes, &pdu, EventStatus::Accepted, true);
         let mut room = RoomChanges {
             room_id: room_id.clone(),
             current_state: Some(SnapshotRef::New),

@@ -253,6 +253,7 @@ impl Rooms {
             true,
             Some(SnapshotRef::New),
         ));
+        super::relations::index(&mut changes, &join, EventStatus::Accepted, true);
         let mut room = RoomChanges {
             room_id: room_id.to_owned(),
             current_state: Some(SnapshotRef::New),

@@ -124,12 +124,42 @@ impl Rooms {
         Ok(events)
     }
 
-    /// The client form of an event, as `viewer` sees it.
+    /// The client form of an event, as `viewer` sees it, with its bundled aggregations.
     pub(crate) async fn show(
         &self,
         pdu: &Pdu,
         viewer: Option<Viewer<'_>>,
     ) -> Result<Value, ApiError> {
+        self.show_with(pdu, viewer, false).await
+    }
+
+    /// [`Rooms::show`]; `edits_only`: of the bundled aggregations only `m.replace` (for an
+    /// event bundled in another's).
+    pub(crate) async fn show_with(
+        &self,
+        pdu: &Pdu,
+        viewer: Option<Viewer<'_>>,
+        edits_only: bool,
+    ) -> Result<Value, ApiError> {
+        let mut shown = self.shown(pdu, viewer).await?;
+        // A redacted event has no aggregations (spec: redactions).
+        if shown.redacted_because.is_none() {
+            shown.relations = self.bundled(pdu, viewer, edits_only).await?;
+        }
+        Ok(client_event(pdu, shown))
+    }
+
+    /// The client form of an event without bundled aggregations.
+    pub(crate) async fn show_plain(
+        &self,
+        pdu: &Pdu,
+        viewer: Option<Viewer<'_>>,
+    ) -> Result<Value, ApiError> {
+        Ok(client_event(pdu, self.shown(pdu, viewer).await?))
+    }
+
+    /// How `viewer` is shown `pdu`, but its aggregations.
+    async fn shown(&self, pdu: &Pdu, viewer: Option<Viewer<'_>>) -> Result<Shown, ApiError> {
         let mut shown = Shown::default();
         if let Some(redaction) = self.storage().redaction_of(pdu.event_id()).await?
             && let Some(redaction) = self.pdu(&redaction).await?
@@ -156,7 +186,7 @@ impl Rooms {
             }
             shown.replaces_state = Some(replaced);
         }
-        Ok(client_event(pdu, shown))
+        Ok(shown)
     }
 
     /// The state event a state event replaced (at its type and state key, in the state

@@ -479,6 +479,7 @@ impl Rooms {
         }
         let state_after = after_ref;
         changes.events.push(super::new_event(&pdu, status, accepted, state_after));
+        super::relations::index(&mut changes, &pdu, status, accepted);
         if accepted
             && let Some(redacts) = pdu.redacts()
             && let Some(target) = self.pdu(redacts).await?

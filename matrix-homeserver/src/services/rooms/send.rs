@@ -54,6 +54,9 @@ impl Rooms {
         if let Some(event_id) = self.recorded(&record).await? {
             return Ok(event_id);
         }
+        if draft.state_key.is_none() && draft.redacts.is_none() {
+            self.check_relation(room_id, &draft.content).await?;
+        }
         // The cell is filled in a task of its own: a request dropped after the event is
         // stored still records its id, so the client's retry gets it instead of a second
         // event.
