@@ -442,3 +442,71 @@ crate::on_every_backend!(
     strangers_and_departed_users,
     thread_receipts_must_fit_the_thread,
 );
+
+/// Another server's thread reply is indexed as it is received: listed by `/relations` and
+/// counted in the root's bundle on our side.
+#[tokio::test]
+async fn relations_received_over_federation_are_indexed() {
+    use crate::federation::{call, create_room};
+    let net = matrix_homeserver::testing::TestFederation::start(&["a.test", "b.test"]).await;
+    let (a, b) = (net.server("a.test"), net.server("b.test"));
+    let alice = a.register_user("alice", "pw").await;
+    let bob = b.register_user("bob", "pw").await;
+    let room = create_room(
+        a,
+        &alice.access_token,
+        json!({"preset": "public_chat", "room_alias_name": "threads"}),
+    )
+    .await;
+    let (status, joined) = call(
+        b,
+        &bob.access_token,
+        reqwest::Method::POST,
+        "/_matrix/client/v3/join/%23threads:a.test",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{joined}");
+    let path = format!("{V3}/rooms/{room}/send/m.room.message/root");
+    let (status, sent) =
+        call(a, &alice.access_token, reqwest::Method::PUT, &path, text("root")).await;
+    assert_eq!(status, 200, "{sent}");
+    let root = sent["event_id"].as_str().expect("an id").to_owned();
+    // bob's server has the root once bob can read it.
+    let mut reply = None;
+    for _ in 0..100 {
+        let path = format!("{V3}/rooms/{room}/send/m.room.message/reply");
+        let (status, sent) = call(
+            b,
+            &bob.access_token,
+            reqwest::Method::PUT,
+            &path,
+            related("m.thread", &root, "from b"),
+        )
+        .await;
+        if status == 200 {
+            reply = sent["event_id"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let reply = reply.expect("bob replied");
+    for _ in 0..100 {
+        let path = format!("{V1}/rooms/{room}/relations/{root}/m.thread");
+        let (status, body) =
+            call(a, &alice.access_token, reqwest::Method::GET, &path, json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        if ids(&body) == [reply.clone()] {
+            let path = format!("{V3}/rooms/{room}/event/{root}");
+            let (_, event) =
+                call(a, &alice.access_token, reqwest::Method::GET, &path, json!({})).await;
+            let thread = &event["unsigned"]["m.relations"]["m.thread"];
+            assert_eq!(thread["count"], 1, "{event}");
+            assert_eq!(thread["latest_event"]["sender"], "@bob:b.test");
+            assert_eq!(thread["current_user_participated"], true, "alice sent the root");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("bob's reply never reached a's relations");
+}
