@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use matrix_homeserver::{
     Config, DelayedEventsConfig, HttpConfig, LimitsConfig, PresenceConfig, RateLimitsConfig,
-    RegistrationConfig, TurnConfig, UrlPreviewConfig, WellKnownConfig,
+    RegistrationConfig, TurnConfig, UrlPreviewConfig, UserDirectoryConfig, WellKnownConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,7 @@ pub(crate) struct FileConfig {
     pub(crate) presence: PresenceConfig,
     pub(crate) turn: TurnConfig,
     pub(crate) delayed_events: DelayedEventsConfig,
+    pub(crate) user_directory: UserDirectoryConfig,
 }
 
 /// `[federation]`: the library's settings, and where the federation listener listens with
@@ -168,6 +169,7 @@ impl FileConfig {
         config.presence = self.presence.clone();
         config.turn = self.turn.clone();
         config.delayed_events = self.delayed_events.clone();
+        config.user_directory = self.user_directory;
         config
     }
 }

@@ -564,6 +564,21 @@ impl FederationClient {
         self.get(destination, &path).await
     }
 
+    /// `GET /_matrix/federation/v1/hierarchy/{roomId}[?suggested_only=true]`: a space and
+    /// its children as `destination` knows them.
+    pub async fn hierarchy(
+        &self,
+        destination: &str,
+        room_id: &str,
+        suggested_only: bool,
+    ) -> Result<Object, FederationError> {
+        let mut path = format!("/_matrix/federation/v1/hierarchy/{}", encode(room_id));
+        if suggested_only {
+            path.push_str("?suggested_only=true");
+        }
+        self.get_large(destination, &path).await
+    }
+
     /// `GET /_matrix/federation/v1/publicRooms[?limit=...][&since=...]`.
     pub async fn public_rooms(
         &self,

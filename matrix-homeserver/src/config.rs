@@ -38,6 +38,8 @@ pub struct Config {
     pub turn: TurnConfig,
     /// Delayed events (MSC4140; on by default, bounded).
     pub delayed_events: DelayedEventsConfig,
+    /// Who the user directory finds.
+    pub user_directory: UserDirectoryConfig,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             turn: TurnConfig::default(),
             delayed_events: DelayedEventsConfig::default(),
+            user_directory: UserDirectoryConfig::default(),
         }
     }
 }
@@ -63,6 +66,17 @@ impl Config {
     pub fn new(server_name: impl Into<String>) -> Self {
         Config { server_name: server_name.into(), ..Config::default() }
     }
+}
+
+/// The user directory (`/user_directory/search`): by default a user finds the users sharing a
+/// room with them and the users in public rooms (as Synapse's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct UserDirectoryConfig {
+    /// Whether every (not deactivated) user of this server is found too, rooms or not
+    /// (Synapse's `user_directory.search_all_users`).
+    pub search_all_local_users: bool,
 }
 
 /// Who may register.

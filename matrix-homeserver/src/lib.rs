@@ -17,7 +17,8 @@ use ruma::{OwnedServerName, OwnedUserId, ServerName};
 pub use config::{
     Config, DEFAULT_IP_BLOCKLIST, DelayedEventsConfig, FederationConfig, HttpConfig, IpNetwork,
     IpNetworkError, LimitsConfig, PresenceConfig, RateLimit, RateLimitsConfig, RegistrationConfig,
-    RegistrationMode, TurnConfig, UrlPreviewConfig, WellKnownConfig, default_ip_blocklist,
+    RegistrationMode, TurnConfig, UrlPreviewConfig, UserDirectoryConfig, WellKnownConfig,
+    default_ip_blocklist,
 };
 pub use error::ApiError;
 pub use matrix_federation;

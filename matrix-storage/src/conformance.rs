@@ -17,8 +17,8 @@ mod auth_chain;
 mod backfill;
 mod domains;
 mod media;
-mod scheduled;
 mod relations;
+mod scheduled;
 mod state;
 mod user_data;
 
@@ -29,8 +29,8 @@ pub use auth_chain::*;
 pub use backfill::*;
 pub use domains::*;
 pub use media::*;
-pub use scheduled::*;
 pub use relations::*;
+pub use scheduled::*;
 pub use state::*;
 pub use user_data::*;
 
@@ -70,6 +70,7 @@ macro_rules! storage_conformance {
             receipts_replace_and_stream, transaction_ids_commit_once, records_round_trip,
             account_data_changes, one_stream_for_everything, cross_signing_keys, key_signatures,
             backup_versions, backup_sessions, pushers, presence_round_trip,
+            user_directory_round_trip,
             dehydrated_devices,
             a_room_changed_since_it_was_read_is_a_conflict, backfill_goes_before_the_timeline,
             auth_chain_index_round_trips, an_auth_chain_index_taken_is_a_conflict,

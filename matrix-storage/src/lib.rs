@@ -402,6 +402,8 @@ pub trait DelayedEventStore: Send + Sync {
     /// Everybody's delayed events due first, by send time (then user and `delay_id`), at most
     /// `limit`: what the sender fires next.
     async fn next_delayed_events(&self, limit: usize) -> Result<Vec<DelayedEvent>>;
+}
+
 /// The relations index: events that relate to another (`m.relates_to`), by room and the
 /// event they relate to (the parent), in stream order. Written through
 /// [`ChangeSet::relations`]; a redaction ([`ChangeSet::redactions`]) takes its event out.
@@ -441,6 +443,17 @@ pub trait RelationStore: Send + Sync {
     async fn relation_of(&self, event_id: &str) -> Result<Option<Relation>>;
 }
 
+/// The user directory: users this server knows (its own, and other servers' it shares rooms
+/// with) by id and display name, and the rooms whose join rule is `public`.
+#[async_trait]
+pub trait UserDirectoryStore: Send + Sync {
+    /// The users whose id or display name contains `term` (lowercased by the caller; see
+    /// [`DirectoryUser::matches`]), sorted by user id, at most `limit`.
+    async fn search_user_directory(&self, term: &str, limit: usize) -> Result<Vec<DirectoryUser>>;
+    /// The rooms whose join rule is `public`, sorted.
+    async fn public_join_rooms(&self) -> Result<Vec<String>>;
+}
+
 /// A whole store: every domain, and atomic writes through one change set.
 #[async_trait]
 pub trait Storage:
@@ -463,6 +476,7 @@ pub trait Storage:
     + OpenIdStore
     + DelayedEventStore
     + RelationStore
+    + UserDirectoryStore
 {
     /// Applies every change of `changes` in one transaction: all or nothing. When it returns
     /// `Ok`, the changes are durable (they survive a crash of the process or the machine, as

@@ -5,8 +5,8 @@
 //! assigned, and no reader can see a later position before an earlier one.
 
 mod auth_chain;
-mod scheduled;
 mod relations;
+mod scheduled;
 mod user_data;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -81,6 +81,8 @@ struct Inner {
     forgotten: HashSet<(String, String)>,
     profiles: HashMap<String, Profile>,
     presence: BTreeMap<String, Presence>,
+    directory_users: BTreeMap<String, crate::DirectoryUser>,
+    public_join_rooms: BTreeSet<String>,
     /// (user, device, scope, txn id) -> result.
     transaction_ids: HashMap<TxnKey, String>,
     aliases: BTreeMap<String, Alias>,
@@ -472,6 +474,19 @@ impl Inner {
         self.redactions.extend(changes.redactions);
         self.profiles.extend(changes.profiles);
         self.presence.extend(changes.presence);
+        for user in changes.directory_users {
+            self.directory_users.insert(user.user_id.clone(), user);
+        }
+        for user in changes.deleted_directory_users {
+            self.directory_users.remove(&user);
+        }
+        for (room, public) in changes.public_join_rules {
+            if public {
+                self.public_join_rooms.insert(room);
+            } else {
+                self.public_join_rooms.remove(&room);
+            }
+        }
         for (user, room, forgotten) in changes.forgotten {
             if forgotten {
                 self.forgotten.insert((room, user));
@@ -987,6 +1002,27 @@ impl crate::RelationStore for MemoryStore {
 
     async fn relation_of(&self, event_id: &str) -> Result<Option<crate::Relation>> {
         Ok(self.lock()?.relations.relation_of(event_id))
+    }
+}
+
+#[async_trait]
+impl crate::UserDirectoryStore for MemoryStore {
+    async fn search_user_directory(
+        &self,
+        term: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::DirectoryUser>> {
+        let inner = self.lock()?;
+        Ok(inner
+            .directory_users
+            .values()
+            .filter(|u| u.matches(term))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    async fn public_join_rooms(&self) -> Result<Vec<String>> {
+        Ok(self.lock()?.public_join_rooms.iter().cloned().collect())
     }
 }
 

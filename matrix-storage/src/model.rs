@@ -3,8 +3,8 @@
 mod auth_chain;
 mod e2ee;
 mod records;
-mod scheduled;
 mod relations;
+mod scheduled;
 mod user_data;
 
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use std::sync::Arc;
 pub use auth_chain::*;
 pub use e2ee::*;
 pub use records::*;
-pub use scheduled::*;
 pub use relations::*;
+pub use scheduled::*;
 pub use user_data::*;
 
 /// A position in the global stream (starts at 1; 0 is "before anything"): timeline events,
@@ -472,6 +472,13 @@ pub struct ChangeSet {
     /// Presence to set `(user, presence)`: each replaces what is stored for the user (who may
     /// be of another server: no user record is needed).
     pub presence: Vec<(String, Presence)>,
+    /// User directory entries to set: each replaces its user's entry.
+    pub directory_users: Vec<DirectoryUser>,
+    /// Users to take out of the user directory (after [`ChangeSet::directory_users`]).
+    pub deleted_directory_users: Vec<String>,
+    /// Rooms whose join rule became (`true`) or is no longer (`false`) `public`, for the
+    /// user directory ("users in public rooms").
+    pub public_join_rules: Vec<(String, bool)>,
     /// Rooms a user forgot (`true`) or no longer forgets (`false`) `(user, room, forgotten)`.
     pub forgotten: Vec<(String, String, bool)>,
     /// Cross-signing keys to set `(user, kind, key as JSON)`: each replaces the user's key of

@@ -47,11 +47,12 @@ mod auth_chain;
 mod backfill;
 mod domains;
 mod presence;
-mod scheduled;
 mod relations;
+mod scheduled;
 mod snapshots;
 mod stream;
 mod user_data;
+mod user_directory;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -87,6 +88,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "media", include_str!("../migrations/0009_media.sql")),
     (10, "dehydrated devices", include_str!("../migrations/0010_dehydrated.sql")),
     (12, "relations", include_str!("../migrations/0012_relations.sql")),
+    (13, "user directory", include_str!("../migrations/0013_user_directory.sql")),
     (17, "scheduled", include_str!("../migrations/0017_scheduled.sql")),
 ];
 
@@ -217,8 +219,8 @@ fn migration_error(error: sqlx::migrate::MigrateError) -> StorageError {
             ErrorKind::Corrupt,
             format!(
                 "the database was written by a newer version (migration {version} is unknown to \
-                 this build, which knows 1 to {})",
-                MIGRATIONS.len()
+                 this build, which knows up to {})",
+                MIGRATIONS.last().map_or(0, |m| m.0)
             ),
         ),
         MigrateError::VersionMismatch(version) => StorageError::new(

@@ -42,10 +42,11 @@ mod flusher;
 mod media;
 mod presence;
 mod records;
-mod scheduled;
 mod relations;
+mod scheduled;
 mod snapshots;
 mod user_data;
+mod user_directory;
 mod wal;
 
 use self::batch::Tx;
@@ -146,11 +147,15 @@ const DELAYED_DUE: u8 = b'<';
 const RELATION: u8 = b'3';
 const THREAD_REPLY: u8 = b'4';
 const RELATION_OF: u8 = b'#';
+// The user directory: entries by user, rooms whose join rule is public (read and written in
+// `user_directory`; a store written before has none).
+const USER_DIRECTORY: u8 = b'5';
+const PUBLIC_JOIN_ROOM: u8 = b'6';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 59] = [
+const TABLES: [u8; 61] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
@@ -158,7 +163,7 @@ const TABLES: [u8; 59] = [
     MEDIA_USAGE, ACCOUNT_DATA_POS, ACCOUNT_DATA_LOG, CROSS_SIGNING_KEY, KEY_SIGNATURE,
     BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF, AUTH_CHAIN,
     PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED, OPENID, DELAYED, DELAYED_DUE, RELATION,
-    THREAD_REPLY, RELATION_OF,
+    THREAD_REPLY, RELATION_OF, USER_DIRECTORY, PUBLIC_JOIN_ROOM,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -814,6 +819,7 @@ impl SledStore {
         user_data::apply_in(&tx, changes, &mut applied)?;
         presence::apply_in(&tx, changes)?;
         scheduled::apply_in(&tx, changes)?;
+        user_directory::apply_in(&tx, changes)?;
         auth_chain::write(&tx, changes)?;
         relations::write(&tx, changes)?;
         if next > after_events {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -26,6 +26,7 @@ pub(super) fn routes() -> Routes {
             "/_matrix/client/v3/directory/list/room/{room}",
             route(get(visibility).put(set_visibility)),
         )
+        .route("/_matrix/client/v3/user_directory/search", route(post(search_users)))
         .route(
             "/_matrix/client/v3/publicRooms",
             route(get(public_rooms_get).post(public_rooms_post)),
@@ -127,9 +128,56 @@ struct PublicRoomsBody {
     filter: Option<PublicRoomsFilter>,
 }
 
+/// The `filter` of a `publicRooms` request (for clients and other servers).
 #[derive(Debug, Deserialize, Default)]
-struct PublicRoomsFilter {
-    generic_search_term: Option<String>,
+pub(crate) struct PublicRoomsFilter {
+    /// Matched, ignoring case, in the name, topic and canonical alias.
+    pub(crate) generic_search_term: Option<String>,
+    /// The room types to list (`null` in the list: rooms without a type); absent: all.
+    pub(crate) room_types: Option<Vec<Option<String>>>,
+}
+
+/// The most rooms one page lists.
+const MAX_PUBLIC_ROOMS_LIMIT: usize = 500;
+/// The most room types a filter names.
+const MAX_ROOM_TYPES: usize = 50;
+
+/// A position in the directory's order (most joined members first, then room id): a token
+/// `n{joined}_{room}` pages on after that room, `b{joined}_{room}` back before it. Tokens
+/// name a room, not an offset, so rooms joining or leaving the list do not shift a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DirectoryToken {
+    forwards: bool,
+    joined: u64,
+    room_id: String,
+}
+
+impl DirectoryToken {
+    fn parse(token: &str) -> Result<Self, ApiError> {
+        let bad = || ApiError::invalid_param("not a directory token of this server");
+        let forwards = match token.as_bytes().first() {
+            Some(b'n') => true,
+            Some(b'b') => false,
+            _ => return Err(bad()),
+        };
+        let (joined, room_id) = token[1..].split_once('_').ok_or_else(bad)?;
+        let joined = joined.parse().map_err(|_| bad())?;
+        ruma::RoomId::parse(room_id).map_err(|_| bad())?;
+        Ok(DirectoryToken { forwards, joined, room_id: room_id.to_owned() })
+    }
+
+    fn of(forwards: bool, entry: &serde_json::Value) -> String {
+        let joined = entry["num_joined_members"].as_u64().unwrap_or(0);
+        let room = entry["room_id"].as_str().unwrap_or_default();
+        format!("{}{joined}_{room}", if forwards { 'n' } else { 'b' })
+    }
+
+    /// Whether `entry` comes after this position in the directory's order.
+    fn before(&self, entry: &serde_json::Value) -> bool {
+        let joined = entry["num_joined_members"].as_u64().unwrap_or(0);
+        let room = entry["room_id"].as_str().unwrap_or_default();
+        joined < self.joined || (joined == self.joined && room > self.room_id.as_str())
+    }
 }
 
 /// One page of our `publicRooms` list (`since` is a token of an earlier page), for the
@@ -138,54 +186,202 @@ pub(crate) async fn list(
     state: &crate::State,
     limit: Option<usize>,
     since: Option<&str>,
-    search: Option<&str>,
+    filter: Option<&PublicRoomsFilter>,
 ) -> JsonResult {
-    let rooms = state.rooms.public_rooms(search).await?;
-    let total = rooms.len();
-    let offset = match since {
-        Some(token) => token
-            .strip_prefix('p')
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| ApiError::invalid_param("not a directory token"))?,
-        None => 0,
-    };
-    let limit = limit.unwrap_or(100).clamp(1, 500);
-    let end = offset.saturating_add(limit).min(total);
-    let chunk = rooms.get(offset.min(total)..end).unwrap_or_default().to_vec();
-    let mut response = json!({"chunk": chunk, "total_room_count_estimate": total});
-    if end < total {
-        response["next_batch"] = json!(format!("p{end}"));
+    let search = filter.and_then(|f| f.generic_search_term.as_deref());
+    let room_types = filter.and_then(|f| f.room_types.as_deref());
+    if room_types.is_some_and(|types| types.len() > MAX_ROOM_TYPES) {
+        return Err(ApiError::invalid_param(format!(
+            "room_types names more than {MAX_ROOM_TYPES} types"
+        )));
     }
-    if offset > 0 {
-        response["prev_batch"] = json!(format!("p{}", offset.saturating_sub(limit)));
+    let token = since.map(DirectoryToken::parse).transpose()?;
+    let mut rooms = state.rooms.public_rooms(search).await?;
+    if let Some(types) = room_types {
+        rooms.retain(|entry| {
+            let kind = entry["room_type"].as_str();
+            types.iter().any(|wanted| wanted.as_deref() == kind)
+        });
+    }
+    let total = rooms.len();
+    let limit = limit.unwrap_or(100).clamp(1, MAX_PUBLIC_ROOMS_LIMIT);
+    let (start, end) = match &token {
+        None => (0, limit.min(total)),
+        Some(token) if token.forwards => {
+            let start = rooms.iter().position(|e| token.before(e)).unwrap_or(total);
+            (start, start.saturating_add(limit).min(total))
+        }
+        Some(token) => {
+            let end = rooms.iter().position(|e| token.before(e)).unwrap_or(total);
+            let end = if rooms
+                .get(end.wrapping_sub(1))
+                .is_some_and(|e| e["room_id"].as_str() == Some(token.room_id.as_str()))
+            {
+                end - 1
+            } else {
+                end
+            };
+            (end.saturating_sub(limit), end)
+        }
+    };
+    let chunk = rooms.get(start..end).unwrap_or_default().to_vec();
+    let mut response = json!({"chunk": chunk, "total_room_count_estimate": total});
+    if end < total
+        && let Some(last) = chunk.last()
+    {
+        response["next_batch"] = json!(DirectoryToken::of(true, last));
+    }
+    if start > 0
+        && let Some(first) = chunk.first()
+    {
+        response["prev_batch"] = json!(DirectoryToken::of(false, first));
     }
     Ok(Json(response))
 }
 
-fn local_only(state: &crate::State, server: Option<&str>) -> Result<(), ApiError> {
-    match server {
-        Some(server) if server != state.rooms.server_name().as_str() => Err(ApiError::not_found(
-            "other servers' room directories are not asked by this server yet",
-        )),
-        _ => Ok(()),
+/// The most entries of another server's directory page passed on.
+const MAX_REMOTE_CHUNK: usize = MAX_PUBLIC_ROOMS_LIMIT;
+
+/// The `publicRooms` of another server, asked over federation and passed on (the entries
+/// that are objects with a room id, the tokens that are strings).
+async fn remote_list(
+    state: &crate::State,
+    server: &str,
+    limit: Option<usize>,
+    since: Option<&str>,
+    filter: Option<&PublicRoomsFilter>,
+) -> JsonResult {
+    ruma::ServerName::parse(server)
+        .map_err(|_| ApiError::invalid_param("server is not a server name"))?;
+    let federation = state
+        .federation
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this server does not talk to other servers"))?;
+    let limit = limit.map(|l| l.clamp(1, MAX_PUBLIC_ROOMS_LIMIT));
+    let answer = if filter.is_some() {
+        let mut body = matrix_core::Object::new();
+        if let Some(limit) = limit {
+            body.insert("limit", matrix_core::Value::from(i64::try_from(limit).unwrap_or(100)));
+        }
+        if let Some(since) = since {
+            body.insert("since", matrix_core::Value::String(since.to_owned()));
+        }
+        let mut remote_filter = matrix_core::Object::new();
+        if let Some(term) = filter.and_then(|f| f.generic_search_term.as_deref()) {
+            remote_filter
+                .insert("generic_search_term", matrix_core::Value::String(term.to_owned()));
+        }
+        if let Some(types) = filter.and_then(|f| f.room_types.as_ref()) {
+            let types = types
+                .iter()
+                .take(MAX_ROOM_TYPES)
+                .map(|t| t.clone().map_or(matrix_core::Value::Null, matrix_core::Value::String))
+                .collect();
+            remote_filter.insert("room_types", matrix_core::Value::Array(types));
+        }
+        body.insert("filter", matrix_core::Value::Object(remote_filter));
+        federation.client().public_rooms_filtered(server, &body).await
+    } else {
+        let limit = limit.and_then(|l| u32::try_from(l).ok());
+        federation.client().public_rooms(server, limit, since).await
     }
+    .map_err(|e| match e {
+        matrix_federation::FederationError::Status { status: 404, .. } => {
+            ApiError::not_found("the server has no room directory")
+        }
+        other => other.into(),
+    })?;
+    let answer = serde_json::Value::Object(crate::services::rooms::format::to_serde(&answer));
+    let chunk: Vec<serde_json::Value> = answer["chunk"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["room_id"].as_str().is_some_and(|id| ruma::RoomId::parse(id).is_ok()))
+        .take(MAX_REMOTE_CHUNK)
+        .cloned()
+        .collect();
+    let mut response = json!({"chunk": chunk});
+    for key in ["next_batch", "prev_batch"] {
+        if let Some(token) = answer[key].as_str() {
+            response[key] = json!(token);
+        }
+    }
+    if let Some(total) = answer["total_room_count_estimate"].as_u64() {
+        response["total_room_count_estimate"] = json!(total);
+    }
+    Ok(Json(response))
 }
 
+/// Whether `server` names another server than ours.
+fn remote<'a>(state: &crate::State, server: Option<&'a str>) -> Option<&'a str> {
+    server.filter(|s| *s != state.rooms.server_name().as_str())
+}
+
+/// `GET /publicRooms`: ours without authentication; another server's (`server=`) only for
+/// a user of ours, so that strangers cannot make us send requests.
 async fn public_rooms_get(
     State(state): AppState,
+    auth: Result<Auth, ApiError>,
     Query(query): Query<PublicRoomsQuery>,
 ) -> JsonResult {
-    local_only(&state, query.server.as_deref())?;
+    if let Some(server) = remote(&state, query.server.as_deref()) {
+        let auth = auth?;
+        state.limiter.check(Action::Lookup, auth.user_id.as_str())?;
+        return remote_list(&state, server, query.limit, query.since.as_deref(), None).await;
+    }
     list(&state, query.limit, query.since.as_deref(), None).await
 }
 
 async fn public_rooms_post(
     State(state): AppState,
-    _auth: Auth,
+    auth: Auth,
     Query(query): Query<PublicRoomsQuery>,
     JsonBody(body): JsonBody<PublicRoomsBody>,
 ) -> JsonResult {
-    local_only(&state, query.server.as_deref())?;
-    let search = body.filter.as_ref().and_then(|f| f.generic_search_term.as_deref());
-    list(&state, body.limit, body.since.as_deref(), search).await
+    if let Some(server) = remote(&state, query.server.as_deref()) {
+        state.limiter.check(Action::Lookup, auth.user_id.as_str())?;
+        let filter = body.filter.as_ref();
+        return remote_list(&state, server, body.limit, body.since.as_deref(), filter).await;
+    }
+    list(&state, body.limit, body.since.as_deref(), body.filter.as_ref()).await
+}
+
+/// The most results one user directory search answers (the spec's default is 10).
+const MAX_USER_SEARCH_LIMIT: u64 = 100;
+
+#[derive(Debug, Deserialize)]
+struct UserSearchBody {
+    search_term: String,
+    limit: Option<u64>,
+}
+
+/// `POST /user_directory/search`: the users the searcher may find (see
+/// `services/rooms/user_directory.rs`), at most `limit` (10 by default, 100 at most).
+async fn search_users(
+    State(state): AppState,
+    auth: Auth,
+    JsonBody(body): JsonBody<UserSearchBody>,
+) -> JsonResult {
+    state.limiter.check(Action::Lookup, auth.user_id.as_str())?;
+    if body.search_term.chars().count() > 256 {
+        return Err(ApiError::invalid_param("search_term is longer than 256 characters"));
+    }
+    let limit = usize::try_from(body.limit.unwrap_or(10).min(MAX_USER_SEARCH_LIMIT)).unwrap_or(10);
+    let all_local = state.config.user_directory.search_all_local_users;
+    let (users, limited) =
+        state.rooms.search_users(&auth.user_id, &body.search_term, limit, all_local).await?;
+    let results: Vec<serde_json::Value> = users
+        .into_iter()
+        .map(|user| {
+            let mut entry = json!({"user_id": user.user_id});
+            if let Some(name) = user.displayname {
+                entry["display_name"] = json!(name);
+            }
+            if let Some(url) = user.avatar_url {
+                entry["avatar_url"] = json!(url);
+            }
+            entry
+        })
+        .collect();
+    Ok(Json(json!({"results": results, "limited": limited})))
 }

@@ -84,6 +84,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
             route(get(directory::public_rooms_get).post(directory::public_rooms_post)),
         )
         .route("/_matrix/federation/v1/openid/userinfo", route(get(openid::userinfo)))
+        .route("/_matrix/federation/v1/hierarchy/{room}", route(get(directory::hierarchy)))
         .route("/_matrix/federation/v1/media/download/{id}", route(get(media::download)))
         .route("/_matrix/federation/v1/media/thumbnail/{id}", route(get(media::thumbnail)))
         .fallback(|| async { ApiError::unrecognized() })

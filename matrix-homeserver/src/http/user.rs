@@ -348,6 +348,11 @@ async fn set_profile_field(
         _ => profile.avatar_url = value,
     }
     let mut changes = matrix_storage::ChangeSet::new();
+    changes.directory_users.push(matrix_storage::DirectoryUser {
+        user_id: auth.user_id.to_string(),
+        displayname: profile.displayname.clone(),
+        avatar_url: profile.avatar_url.clone(),
+    });
     changes.profiles.push((auth.user_id.to_string(), profile));
     state.rooms.storage().apply(changes).await?;
     // The member events of the rooms the user is in carry the profile.

@@ -205,6 +205,10 @@ impl Accounts {
             admin,
             deactivated: false,
         });
+        changes.directory_users.push(matrix_storage::DirectoryUser {
+            user_id: user_id.to_string(),
+            ..matrix_storage::DirectoryUser::default()
+        });
         let session = match device {
             Some(device) => Some(self.new_session(&mut changes, &user_id, device)?),
             None => None,
@@ -364,6 +368,7 @@ impl Accounts {
         user.password_hash = None;
         let mut changes = ChangeSet::new();
         changes.updated_users.push(user);
+        changes.deleted_directory_users.push(user_id.to_string());
         for device in self.storage.devices(user_id.as_str()).await? {
             changes.deleted_devices.push((user_id.to_string(), device.device_id));
         }

@@ -20,6 +20,7 @@ mod directory;
 mod federated;
 mod foreign;
 pub(crate) mod format;
+pub(crate) mod hierarchy;
 pub(crate) mod invite_remote;
 mod join_remote;
 mod knock;
@@ -32,6 +33,7 @@ pub(crate) mod remote;
 mod send;
 mod server_visibility;
 mod upgrade;
+pub(crate) mod user_directory;
 mod visibility;
 
 use std::collections::HashMap;
@@ -588,6 +590,7 @@ impl Rooms {
             changes.enqueue =
                 destinations.iter().map(|server| (server.clone(), payload.clone())).collect();
         }
+        user_directory::index_state(&mut changes, self.server_name().as_str());
         let (applied, durable) = match self.storage.apply_ordered(changes).await {
             Ok(applied) => applied,
             Err(e) if state_before.is_none() && e.kind() == matrix_storage::ErrorKind::Conflict => {

@@ -16,8 +16,8 @@ use matrix_storage::{
 };
 use matrix_storage::{
     BackfillItem, BackfillPos, BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore,
-    DehydratedDevice, KeyBackupStore, KeySignature, Presence, PresenceStore, Pusher, PusherStore,
-    Relation, RelationStore, RelationSummary,
+    DehydratedDevice, DirectoryUser, KeyBackupStore, KeySignature, Presence, PresenceStore, Pusher,
+    PusherStore, Relation, RelationStore, RelationSummary, UserDirectoryStore,
 };
 use matrix_storage::{DelayedEvent, DelayedEventStore, OpenIdStore, OpenIdToken};
 
@@ -145,6 +145,11 @@ forward!(DelayedEventStore {
     fn delayed_event(&self, user_id: &str, delay_id: &str) -> Result<Option<DelayedEvent>>;
     fn delayed_events_of(&self, user_id: &str) -> Result<Vec<DelayedEvent>>;
     fn next_delayed_events(&self, limit: usize) -> Result<Vec<DelayedEvent>>;
+});
+
+forward!(UserDirectoryStore {
+    fn search_user_directory(&self, term: &str, limit: usize) -> Result<Vec<DirectoryUser>>;
+    fn public_join_rooms(&self) -> Result<Vec<String>>;
 });
 
 #[async_trait]

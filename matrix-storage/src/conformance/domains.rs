@@ -561,6 +561,12 @@ pub(super) fn fill(changes: &mut ChangeSet) {
     changes.media_usage.push((s("@a:x"), 77));
     changes.to_device.push(to_device("D", "@b:x", "{\"last\":true}"));
     changes.presence.push((s("@a:x"), presence(PresenceState::Unavailable, Some("away"), 1234)));
+    changes.directory_users.push(crate::DirectoryUser {
+        user_id: s("@a:x"),
+        displayname: Some(s("A")),
+        avatar_url: None,
+    });
+    changes.public_join_rules.push((s("!r"), true));
 }
 
 /// What [`fill`] wrote, as text (for the reopen test).
@@ -586,6 +592,8 @@ pub(super) async fn everything(store: &Store) -> Vec<String> {
         format!("{:?}", store.media_usage("@a:x").await.expect("reads")),
         format!("{inbox:?}"),
         format!("{:?}", store.presence("@a:x").await.expect("reads")),
+        format!("{:?}", store.search_user_directory("", 10).await.expect("reads")),
+        format!("{:?}", store.public_join_rooms().await.expect("reads")),
     ];
     out.retain(|item| !item.is_empty());
     out
@@ -643,4 +651,61 @@ pub async fn presence_round_trip(store: Store) {
         vec![(s("@remote:elsewhere.example"), online)],
         "offline users are left out"
     );
+}
+
+/// The user directory: entries replaced whole and deleted, searched case-insensitively in
+/// user ids and display names (non-ASCII too), sorted by user id and cut at the limit; the
+/// rooms whose join rule is public, added and taken out.
+pub async fn user_directory_round_trip(store: Store) {
+    use crate::DirectoryUser;
+    let user = |id: &str, name: Option<&str>| DirectoryUser {
+        user_id: s(id),
+        displayname: name.map(s),
+        avatar_url: Some(s("mxc://x/a")),
+    };
+    assert!(store.search_user_directory("", 10).await.expect("reads").is_empty());
+    assert!(store.public_join_rooms().await.expect("reads").is_empty());
+    let mut changes = ChangeSet::new();
+    changes.directory_users = vec![
+        user("@zed:x", Some("first")),
+        user("@zed:x", Some("Zed Ärger")),
+        user("@bob:other.example", None),
+        user("@alice:x", Some("Alice")),
+        user("@gone:x", Some("Gone")),
+    ];
+    changes.deleted_directory_users = vec![s("@gone:x")];
+    changes.public_join_rules = vec![(s("!b:x"), true), (s("!a:x"), true), (s("!c:x"), true)];
+    apply(&store, changes).await;
+    let ids = |users: Vec<DirectoryUser>| users.into_iter().map(|u| u.user_id).collect::<Vec<_>>();
+    let all = store.search_user_directory("", 10).await.expect("reads");
+    assert_eq!(all[0], user("@alice:x", Some("Alice")));
+    assert_eq!(ids(all), vec![s("@alice:x"), s("@bob:other.example"), s("@zed:x")]);
+    assert_eq!(ids(store.search_user_directory("", 2).await.expect("reads")).len(), 2);
+    let found = store.search_user_directory("ärg", 10).await.expect("reads");
+    assert_eq!(found, vec![user("@zed:x", Some("Zed Ärger"))], "names, lowercased");
+    assert_eq!(
+        ids(store.search_user_directory("other.ex", 10).await.expect("reads")),
+        vec![s("@bob:other.example")]
+    );
+    assert_eq!(
+        ids(store.search_user_directory("alice", 10).await.expect("reads")),
+        vec![s("@alice:x")]
+    );
+    assert!(store.search_user_directory("first", 10).await.expect("reads").is_empty());
+    assert!(store.search_user_directory("gone", 10).await.expect("reads").is_empty());
+    assert_eq!(
+        store.public_join_rooms().await.expect("reads"),
+        vec![s("!a:x"), s("!b:x"), s("!c:x")]
+    );
+
+    let mut changes = ChangeSet::new();
+    changes.directory_users = vec![user("@alice:x", None)];
+    changes.public_join_rules = vec![(s("!b:x"), false), (s("!nope:x"), false)];
+    apply(&store, changes).await;
+    assert!(store.search_user_directory("alice", 10).await.expect("reads").len() == 1);
+    assert_eq!(
+        store.search_user_directory("@alice", 10).await.expect("reads"),
+        vec![user("@alice:x", None)]
+    );
+    assert_eq!(store.public_join_rooms().await.expect("reads"), vec![s("!a:x"), s("!c:x")]);
 }

@@ -64,6 +64,26 @@ pub struct Alias {
     pub creator: String,
 }
 
+/// A user as the user directory knows them: searched by user id and display name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DirectoryUser {
+    /// The user id (of this server or another).
+    pub user_id: String,
+    /// The display name.
+    pub displayname: Option<String>,
+    /// The avatar's `mxc://` URL.
+    pub avatar_url: Option<String>,
+}
+
+impl DirectoryUser {
+    /// Whether the user id or the display name contains `term`, which is lowercased already
+    /// (both are compared lowercased with [`str::to_lowercase`]; every backend matches so).
+    pub fn matches(&self, term: &str) -> bool {
+        self.user_id.to_lowercase().contains(term)
+            || self.displayname.as_deref().is_some_and(|name| name.to_lowercase().contains(term))
+    }
+}
+
 /// A user's global profile.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Profile {

@@ -201,6 +201,7 @@ async fn write(
     user_data::write(&mut tx, changes, &mut applied).await?;
     super::presence::write(&mut tx, changes).await?;
     super::scheduled::write(&mut tx, changes).await?;
+    super::user_directory::write(&mut tx, changes).await?;
 
     // Readers pass the positions as soon as PostgreSQL counts the transaction as ended.
     tx.commit().await.doing("committing")?;

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::Peer;
 use crate::error::ApiError;
-use crate::http::{JsonResult, Query};
+use crate::http::{JsonResult, Params, Query};
 
 type AppState = State<Arc<crate::State>>;
 
@@ -32,12 +32,7 @@ pub(super) async fn public_rooms_get(
 struct PublicRoomsBody {
     limit: Option<usize>,
     since: Option<String>,
-    filter: Option<PublicRoomsFilter>,
-}
-
-#[derive(Deserialize, Default)]
-struct PublicRoomsFilter {
-    generic_search_term: Option<String>,
+    filter: Option<crate::http::directory::PublicRoomsFilter>,
 }
 
 /// `POST /_matrix/federation/v1/publicRooms`, with a filter.
@@ -48,6 +43,28 @@ pub(super) async fn public_rooms_post(State(state): AppState, peer: Peer) -> Jso
         serde_json::from_slice(&peer.body)
             .map_err(|e| ApiError::bad_json(format!("not a publicRooms body: {e}")))?
     };
-    let search = body.filter.as_ref().and_then(|f| f.generic_search_term.as_deref());
-    crate::http::directory::list(&state, body.limit, body.since.as_deref(), search).await
+    crate::http::directory::list(&state, body.limit, body.since.as_deref(), body.filter.as_ref())
+        .await
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct HierarchyQuery {
+    #[serde(default)]
+    suggested_only: bool,
+}
+
+/// `GET /_matrix/federation/v1/hierarchy/{roomId}`: a space of ours and its children, as
+/// the requesting server may see them (404 for a room it may not see).
+pub(super) async fn hierarchy(
+    State(state): AppState,
+    Params(room): Params<String>,
+    Query(query): Query<HierarchyQuery>,
+    peer: Peer,
+) -> JsonResult {
+    let room = crate::http::room_id(&room)?;
+    let answer = state
+        .rooms
+        .hierarchy_for_server(peer.origin.as_str(), room.as_str(), query.suggested_only)
+        .await?;
+    Ok(axum::Json(answer))
 }

@@ -175,14 +175,7 @@ impl Rooms {
         for room_id in self.storage().published_rooms().await? {
             let Some(info) = self.storage().room(&room_id).await? else { continue };
             let Some(snapshot) = info.current_state else { continue };
-            let entry = match self.directory_entries.get(&room_id) {
-                Some((at, entry)) if at == snapshot => entry,
-                _ => {
-                    let entry = Arc::new(self.directory_entry(&room_id, snapshot).await?);
-                    self.directory_entries.insert(room_id.clone(), (snapshot, entry.clone()));
-                    entry
-                }
-            };
+            let entry = self.cached_directory_entry(&room_id, snapshot).await?;
             if let Some(search) = &search {
                 let hit = ["name", "topic", "canonical_alias"].iter().any(|key| {
                     entry[*key].as_str().is_some_and(|t| t.to_lowercase().contains(search))
@@ -200,6 +193,23 @@ impl Rooms {
                 .then_with(|| a["room_id"].as_str().cmp(&b["room_id"].as_str()))
         });
         Ok(rooms.iter().map(|e| Value::clone(e)).collect())
+    }
+
+    /// A room's `publicRooms` entry at a state snapshot, from the cache when it was made at
+    /// that snapshot.
+    pub(super) async fn cached_directory_entry(
+        &self,
+        room_id: &str,
+        snapshot: SnapshotId,
+    ) -> Result<Arc<Value>, ApiError> {
+        if let Some((at, entry)) = self.directory_entries.get(room_id)
+            && at == snapshot
+        {
+            return Ok(entry);
+        }
+        let entry = Arc::new(self.directory_entry(room_id, snapshot).await?);
+        self.directory_entries.insert(room_id.to_owned(), (snapshot, entry.clone()));
+        Ok(entry)
     }
 
     /// A room's `publicRooms` entry at a state snapshot.

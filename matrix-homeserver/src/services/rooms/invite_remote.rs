@@ -409,7 +409,7 @@ impl Rooms {
     ) -> Result<(), ApiError> {
         let rules = self.rules(room_id).await?.ok_or_else(ApiError::room_not_found)?;
         let template = client.make_leave(server, room_id, user.as_str()).await?;
-        let leave = self.sign_template(&template, rules, room_id, user, "leave")?;
+        let leave = self.sign_template(&template, rules, room_id, user, "leave", None)?;
         client.send_leave(server, room_id, leave.event_id(), leave.json()).await?;
         self.store_stub(rules, leave, None).await?;
         Ok(())

@@ -40,6 +40,7 @@ impl Rooms {
         room_id: &str,
         user: &UserId,
         membership: &str,
+        profile: Option<&matrix_storage::Profile>,
     ) -> Result<Pdu, ApiError> {
         let mut event = template.get_object("event").cloned().ok_or_else(|| {
             ApiError::unknown(format!("the make_{membership} answer has no event"))
@@ -54,6 +55,17 @@ impl Rooms {
             return Err(ApiError::unknown(format!(
                 "the {membership} template is not our user's {membership}"
             )));
+        }
+        if let Some(profile) = profile
+            && let Some(matrix_core::Value::Object(content)) = event.get_mut("content")
+        {
+            for (key, value) in
+                [("displayname", &profile.displayname), ("avatar_url", &profile.avatar_url)]
+            {
+                if let Some(value) = value {
+                    content.insert(key, value.as_str());
+                }
+            }
         }
         event.insert("origin_server_ts", super::now_ms());
         if event.contains_key("origin") {
@@ -123,7 +135,9 @@ impl Rooms {
         let rules = RoomVersionRules::get(version).ok_or_else(|| {
             ApiError::unsupported_room_version(format!("the room is of version {version}"))
         })?;
-        let join = self.sign_template(&template, rules, room_id, user, "join")?;
+        // Our user's display name and avatar go in the join, as in a join of ours.
+        let profile = self.storage().profile(user.as_str()).await?.unwrap_or_default();
+        let join = self.sign_template(&template, rules, room_id, user, "join", Some(&profile))?;
         let started = std::time::Instant::now();
         let answer = client.send_join(server, room_id, join.event_id(), join.json(), false).await?;
         let fetched = started.elapsed();
@@ -272,6 +286,7 @@ impl Rooms {
         }
         room.memberships.push((user, "join".to_owned()));
         changes.rooms.push(room);
+        super::user_directory::index_state(&mut changes, self.server_name().as_str());
         let (applied, durable) = self.storage().apply_ordered(changes).await?;
         durable.await?;
         self.versions.insert(room_id.to_owned(), rules);

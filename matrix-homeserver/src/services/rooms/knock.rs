@@ -167,7 +167,9 @@ impl Rooms {
         {
             event.object_entry("content").insert("reason", reason.as_str());
         }
-        let knock = self.sign_template(&template, rules, room_id, user, "knock")?;
+        // Our user's display name and avatar go in the knock, as in a join.
+        let profile = self.storage().profile(user.as_str()).await?.unwrap_or_default();
+        let knock = self.sign_template(&template, rules, room_id, user, "knock", Some(&profile))?;
         let answer = client
             .send_knock(server, room_id, knock.event_id(), knock.json())
             .await

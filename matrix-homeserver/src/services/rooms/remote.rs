@@ -491,6 +491,7 @@ impl Rooms {
             changes.redactions.push((redacts.to_owned(), pdu.event_id().to_owned()));
         }
         changes.rooms.push(room);
+        super::user_directory::index_state(&mut changes, self.server_name().as_str());
         let (applied, durable) = match self.storage().apply_ordered(changes).await {
             Ok(applied) => applied,
             Err(e) if e.kind() == matrix_storage::ErrorKind::Conflict => return Ok(None),
