@@ -792,7 +792,7 @@ where
     let head = store.stream_position().await.expect("reads");
     assert!(head > applied.stream[1], "{head:?}");
     let before = everything(&store, snapshot).await;
-    assert_eq!(before.8.len(), 15, "{:?}", before.8);
+    assert_eq!(before.8.len(), 17, "{:?}", before.8);
     assert!(before.9[2].starts_with("Some") && before.9[3].contains("s2"), "{:?}", before.9);
     assert_eq!(before.10.len(), 2, "{:?}", before.10);
     assert!(before.11[0].starts_with("Some") && before.11[1].contains("state"), "{:?}", before.11);
