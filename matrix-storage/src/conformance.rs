@@ -19,6 +19,7 @@ mod domains;
 mod media;
 mod relations;
 mod scheduled;
+mod search;
 mod state;
 mod user_data;
 
@@ -31,6 +32,7 @@ pub use domains::*;
 pub use media::*;
 pub use relations::*;
 pub use scheduled::*;
+pub use search::*;
 pub use state::*;
 pub use user_data::*;
 
@@ -76,7 +78,9 @@ macro_rules! storage_conformance {
             auth_chain_index_round_trips, an_auth_chain_index_taken_is_a_conflict,
             events_in_batch, media_rows_keep_hash_and_mark, pending_media_completes_once,
             openid_tokens_expire, delayed_events_by_owner_and_time,
-            relations_index_round_trips);
+            relations_index_round_trips,
+            search_matches_tokens_in_rooms, search_pages_and_ranks,
+            redacted_events_leave_the_index, search_bounds_odd_text, reports_round_trip);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -454,6 +454,21 @@ pub trait UserDirectoryStore: Send + Sync {
     async fn public_join_rooms(&self) -> Result<Vec<String>>;
 }
 
+/// Server-side search of room events: the index of [`ChangeSet::search`].
+#[async_trait]
+pub trait SearchStore: Send + Sync {
+    /// The indexed events matching `query` (see [`SearchQuery`] and the module's rules:
+    /// every token, the rooms up to their bounds, the filters), a page in the query's order.
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage>;
+}
+
+/// Content reports ([`ChangeSet::reports`]), for the server's administrators.
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// The reports with ids above `after`, oldest first, at most `limit`.
+    async fn reports(&self, after: u64, limit: usize) -> Result<Vec<StoredReport>>;
+}
+
 /// A whole store: every domain, and atomic writes through one change set.
 #[async_trait]
 pub trait Storage:
@@ -477,6 +492,8 @@ pub trait Storage:
     + DelayedEventStore
     + RelationStore
     + UserDirectoryStore
+    + SearchStore
+    + ReportStore
 {
     /// Applies every change of `changes` in one transaction: all or nothing. When it returns
     /// `Ok`, the changes are durable (they survive a crash of the process or the machine, as

@@ -7,6 +7,7 @@
 mod auth_chain;
 mod relations;
 mod scheduled;
+mod search;
 mod user_data;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -106,6 +107,8 @@ struct Inner {
     /// OpenID tokens and delayed events.
     scheduled: scheduled::Scheduled,
     relations: relations::Relations,
+    /// The search index and the reports.
+    search: search::SearchIndex,
 }
 
 /// The in-memory store.
@@ -315,6 +318,7 @@ impl Inner {
             }
         }
 
+        let mut indexed = Vec::new();
         for event in changes.events {
             let stream = event.in_timeline.then(|| {
                 let pos = self.next_pos();
@@ -323,6 +327,7 @@ impl Inner {
                     room.timeline.insert(pos, event.event_id.clone());
                 }
                 applied.stream.push(StreamPos(pos));
+                indexed.push((event.event_id.clone(), StreamPos(pos)));
                 StreamPos(pos)
             });
             let state_after = event.state_after.and_then(resolve);
@@ -471,6 +476,18 @@ impl Inner {
             &self.events,
             &self.redactions,
         );
+        for entry in changes.search {
+            let Some((_, pos)) = indexed.iter().find(|(id, _)| *id == entry.event_id) else {
+                continue;
+            };
+            if !self.redactions.contains_key(&entry.event_id) {
+                self.search.add(*pos, entry);
+            }
+        }
+        for (redacted, _) in &changes.redactions {
+            self.search.remove(redacted);
+        }
+        self.search.report(changes.reports);
         self.redactions.extend(changes.redactions);
         self.profiles.extend(changes.profiles);
         self.presence.extend(changes.presence);
@@ -1047,6 +1064,20 @@ impl PresenceStore for MemoryStore {
             .filter(|(_, p)| p.state != crate::PresenceState::Offline)
             .map(|(u, p)| (u.clone(), p.clone()))
             .collect())
+    }
+}
+
+#[async_trait]
+impl crate::SearchStore for MemoryStore {
+    async fn search(&self, query: &crate::SearchQuery) -> Result<crate::SearchPage> {
+        Ok(self.lock()?.search.search(query))
+    }
+}
+
+#[async_trait]
+impl crate::ReportStore for MemoryStore {
+    async fn reports(&self, after: u64, limit: usize) -> Result<Vec<crate::StoredReport>> {
+        Ok(self.lock()?.search.reports(after, limit))
     }
 }
 

@@ -5,6 +5,7 @@ mod e2ee;
 mod records;
 mod relations;
 mod scheduled;
+mod search;
 mod user_data;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ pub use e2ee::*;
 pub use records::*;
 pub use relations::*;
 pub use scheduled::*;
+pub use search::*;
 pub use user_data::*;
 
 /// A position in the global stream (starts at 1; 0 is "before anything"): timeline events,
@@ -520,6 +522,12 @@ pub struct ChangeSet {
     /// Delayed events to delete `(user, delay_id)`, after [`ChangeSet::delayed_events`]; one
     /// not stored is skipped.
     pub deleted_delayed_events: Vec<(String, String)>,
+    /// Texts of this change set's timeline events to add to the search index (an entry whose
+    /// event is not a timeline event of the change set is skipped). An event redacted (by
+    /// [`ChangeSet::redactions`], in this change set or a later one) leaves the index.
+    pub search: Vec<SearchEntry>,
+    /// Content reports to store; each gets the next report id.
+    pub reports: Vec<ContentReport>,
 }
 
 impl ChangeSet {

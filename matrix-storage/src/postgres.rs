@@ -49,6 +49,7 @@ mod domains;
 mod presence;
 mod relations;
 mod scheduled;
+mod search;
 mod snapshots;
 mod stream;
 mod user_data;
@@ -89,6 +90,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "dehydrated devices", include_str!("../migrations/0010_dehydrated.sql")),
     (12, "relations", include_str!("../migrations/0012_relations.sql")),
     (13, "user directory", include_str!("../migrations/0013_user_directory.sql")),
+    (15, "search and reports", include_str!("../migrations/0015_search.sql")),
     (17, "scheduled", include_str!("../migrations/0017_scheduled.sql")),
 ];
 

@@ -44,6 +44,7 @@ mod presence;
 mod records;
 mod relations;
 mod scheduled;
+mod search;
 mod snapshots;
 mod user_data;
 mod user_directory;
@@ -151,11 +152,17 @@ const RELATION_OF: u8 = b'#';
 // `user_directory`; a store written before has none).
 const USER_DIRECTORY: u8 = b'5';
 const PUBLIC_JOIN_ROOM: u8 = b'6';
+/// Search postings `(token, room, position)` -> count, and the indexed events by position
+/// (see `search`).
+const SEARCH: u8 = b'8';
+const SEARCH_DOC: u8 = b'9';
+/// Content reports by id.
+const REPORT: u8 = b'&';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 61] = [
+const TABLES: [u8; 64] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
@@ -163,7 +170,7 @@ const TABLES: [u8; 61] = [
     MEDIA_USAGE, ACCOUNT_DATA_POS, ACCOUNT_DATA_LOG, CROSS_SIGNING_KEY, KEY_SIGNATURE,
     BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF, AUTH_CHAIN,
     PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED, OPENID, DELAYED, DELAYED_DUE, RELATION,
-    THREAD_REPLY, RELATION_OF, USER_DIRECTORY, PUBLIC_JOIN_ROOM,
+    THREAD_REPLY, RELATION_OF, USER_DIRECTORY, PUBLIC_JOIN_ROOM, SEARCH, SEARCH_DOC, REPORT,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -820,6 +827,7 @@ impl SledStore {
         presence::apply_in(&tx, changes)?;
         scheduled::apply_in(&tx, changes)?;
         user_directory::apply_in(&tx, changes)?;
+        search::apply_in(&tx, changes, &applied)?;
         auth_chain::write(&tx, changes)?;
         relations::write(&tx, changes)?;
         if next > after_events {

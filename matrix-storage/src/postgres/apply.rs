@@ -162,8 +162,12 @@ async fn write(
         *reserved = Some(stream.reserve(&mut tx, positioned).await?);
     }
     let mut positions = Positions::new(reserved.map_or(0, |r| r.first));
+    let mut timeline_positions: Vec<(&str, u64)> = Vec::new();
     for event in &changes.events {
         let position = event.in_timeline.then(|| positions.take());
+        if let Some(position) = position {
+            timeline_positions.push((&event.event_id, position));
+        }
         let state_after = event.state_after.map(resolve).transpose()?;
         sqlx::query(
             "INSERT INTO events (event_id, room_id, json, status, stream, state_after, \
@@ -202,6 +206,7 @@ async fn write(
     super::presence::write(&mut tx, changes).await?;
     super::scheduled::write(&mut tx, changes).await?;
     super::user_directory::write(&mut tx, changes).await?;
+    super::search::write(&mut tx, changes, &timeline_positions).await?;
 
     // Readers pass the positions as soon as PostgreSQL counts the transaction as ended.
     tx.commit().await.doing("committing")?;
