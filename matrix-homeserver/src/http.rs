@@ -15,6 +15,7 @@ mod openid;
 mod presence;
 mod push_rules;
 mod rooms;
+mod search;
 mod spaces;
 mod sync;
 mod thirdparty;
@@ -56,6 +57,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/_matrix/client/v3/logout/all", route(post(account::logout_all)))
         .route("/_matrix/client/v3/account/whoami", route(get(account::whoami)))
         .merge(rooms::routes())
+        .merge(search::routes())
         .merge(directory::routes())
         .merge(spaces::routes())
         .merge(user::routes())

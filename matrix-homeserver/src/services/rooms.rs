@@ -30,6 +30,7 @@ mod peer_reads;
 mod read;
 pub(crate) mod relations;
 pub(crate) mod remote;
+pub(crate) mod search;
 mod send;
 mod server_visibility;
 mod upgrade;
@@ -577,6 +578,7 @@ impl Rooms {
         });
         relations::index(&mut changes, pdu, EventStatus::Accepted, true);
         changes.rooms.push(room);
+        changes.search.extend(search::search_entry(pdu));
         if let Some(redacts) = authorized.redacts() {
             changes.redactions.push((redacts.to_owned(), pdu.event_id().to_owned()));
         }

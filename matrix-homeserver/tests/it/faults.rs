@@ -17,7 +17,8 @@ use matrix_storage::{
 use matrix_storage::{
     BackfillItem, BackfillPos, BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore,
     DehydratedDevice, DirectoryUser, KeyBackupStore, KeySignature, Presence, PresenceStore, Pusher,
-    PusherStore, Relation, RelationStore, RelationSummary, UserDirectoryStore,
+    PusherStore, Relation, RelationStore, RelationSummary, ReportStore, SearchStore,
+    UserDirectoryStore,
 };
 use matrix_storage::{DelayedEvent, DelayedEventStore, OpenIdStore, OpenIdToken};
 
@@ -150,6 +151,12 @@ forward!(DelayedEventStore {
 forward!(UserDirectoryStore {
     fn search_user_directory(&self, term: &str, limit: usize) -> Result<Vec<DirectoryUser>>;
     fn public_join_rooms(&self) -> Result<Vec<String>>;
+});
+forward!(SearchStore {
+    fn search(&self, query: &matrix_storage::SearchQuery) -> Result<matrix_storage::SearchPage>;
+});
+forward!(ReportStore {
+    fn reports(&self, after: u64, limit: usize) -> Result<Vec<matrix_storage::StoredReport>>;
 });
 
 #[async_trait]

@@ -35,6 +35,7 @@ mod presence;
 mod push_rules;
 mod relations;
 mod rooms;
+mod search;
 mod spec;
 mod sync;
 mod trust;

@@ -480,6 +480,9 @@ impl Rooms {
         let state_after = after_ref;
         changes.events.push(super::new_event(&pdu, status, accepted, state_after));
         super::relations::index(&mut changes, &pdu, status, accepted);
+        if accepted {
+            changes.search.extend(super::search::search_entry(&pdu));
+        }
         if accepted
             && let Some(redacts) = pdu.redacts()
             && let Some(target) = self.pdu(redacts).await?
