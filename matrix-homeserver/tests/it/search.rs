@@ -230,7 +230,7 @@ async fn history_hidden_before_a_join_is_not_found(backend: crate::Backend) {
     join(&bob, &room).await;
     let seen = sent(&alice, &room, "t2", "visible words").await;
     let (_, body) = search(&bob, "words", json!({})).await;
-    assert_eq!(ids(&body), [seen.clone()]);
+    assert_eq!(ids(&body), std::slice::from_ref(&seen));
     let (_, body) = search(&alice, "words", json!({})).await;
     assert_eq!(ids(&body).len(), 2, "the sender sees both");
 }
@@ -324,9 +324,9 @@ async fn filters_narrow_the_search(backend: crate::Backend) {
     let (_, body) = search(&alice, "scone", recent(json!({"rooms": [one]}))).await;
     assert_eq!(ids(&body), [b1.clone(), a1.clone()]);
     let (_, body) = search(&alice, "scone", recent(json!({"not_rooms": [one]}))).await;
-    assert_eq!(ids(&body), [a2.clone()], "only messages are indexed");
+    assert_eq!(ids(&body), std::slice::from_ref(&a2), "only messages are indexed");
     let (_, body) = search(&alice, "scone", recent(json!({"senders": [bob_id]}))).await;
-    assert_eq!(ids(&body), [b1.clone()]);
+    assert_eq!(ids(&body), std::slice::from_ref(&b1));
     let (_, body) = search(&alice, "scone", recent(json!({"not_senders": [bob_id]}))).await;
     assert_eq!(ids(&body), [a2.clone(), a1.clone()]);
     let (_, body) = search(&alice, "scone", recent(json!({"types": ["m.room.*"]}))).await;
