@@ -6,6 +6,7 @@ pub mod b64;
 pub mod hash;
 pub mod json;
 pub mod pdu;
+pub mod push;
 pub mod redaction;
 pub mod room_version;
 pub mod signing;

@@ -17,6 +17,7 @@ mod auth_chain;
 mod backfill;
 mod domains;
 mod media;
+mod push;
 mod relations;
 mod scheduled;
 mod search;
@@ -30,6 +31,7 @@ pub use auth_chain::*;
 pub use backfill::*;
 pub use domains::*;
 pub use media::*;
+pub use push::*;
 pub use relations::*;
 pub use scheduled::*;
 pub use search::*;
@@ -80,7 +82,8 @@ macro_rules! storage_conformance {
             openid_tokens_expire, delayed_events_by_owner_and_time,
             relations_index_round_trips,
             search_matches_tokens_in_rooms, search_pages_and_ranks,
-            redacted_events_leave_the_index, search_bounds_odd_text, reports_round_trip);
+            redacted_events_leave_the_index, search_bounds_odd_text, reports_round_trip,
+            notifications_round_trip, push_cursors_round_trip);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

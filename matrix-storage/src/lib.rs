@@ -369,6 +369,43 @@ pub trait PusherStore: Send + Sync {
     async fn all_pushers(&self) -> Result<Vec<Pusher>>;
 }
 
+/// Notifications (what the push rules said to notify a user of) and pushers' delivery cursors.
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// A user's notifications at positions below `before` (all when `None`), newest first,
+    /// at most `limit`; only highlights when `highlights_only`.
+    async fn notifications(
+        &self,
+        user_id: &str,
+        before: Option<StreamPos>,
+        limit: usize,
+        highlights_only: bool,
+    ) -> Result<Vec<Notification>>;
+    /// A user's notifications at positions above `after`, oldest first, at most `limit`.
+    async fn notifications_after(
+        &self,
+        user_id: &str,
+        after: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<Notification>>;
+    /// A user's notifications in one room at positions above `after`, oldest first, at most
+    /// `limit` (what unread counts are made from).
+    async fn room_notifications(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        after: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<Notification>>;
+    /// A pusher's delivery cursor.
+    async fn push_cursor(
+        &self,
+        user_id: &str,
+        app_id: &str,
+        pushkey: &str,
+    ) -> Result<Option<PushCursor>>;
+}
+
 /// Presence: the last saved presence of users, ours and other servers'.
 #[async_trait]
 pub trait PresenceStore: Send + Sync {
@@ -487,6 +524,7 @@ pub trait Storage:
     + CrossSigningStore
     + KeyBackupStore
     + PusherStore
+    + NotificationStore
     + PresenceStore
     + OpenIdStore
     + DelayedEventStore

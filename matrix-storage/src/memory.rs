@@ -5,6 +5,7 @@
 //! assigned, and no reader can see a later position before an earlier one.
 
 mod auth_chain;
+mod push;
 mod relations;
 mod scheduled;
 mod search;
@@ -109,6 +110,8 @@ struct Inner {
     relations: relations::Relations,
     /// The search index and the reports.
     search: search::SearchIndex,
+    /// Notifications and pushers' delivery cursors.
+    push: push::Push,
 }
 
 /// The in-memory store.
@@ -291,6 +294,7 @@ impl Inner {
         let mut applied = Applied::default();
         let user_changes = user_data::UserData::take(&mut changes);
         self.scheduled.apply(&mut changes);
+        self.push.apply(&mut changes);
         let new_snapshot = snapshot.map(|layer| {
             self.snapshots.push(Arc::new(layer));
             SnapshotId(self.snapshots.len() as u64 - 1)

@@ -528,6 +528,14 @@ pub struct ChangeSet {
     pub search: Vec<SearchEntry>,
     /// Content reports to store; each gets the next report id.
     pub reports: Vec<ContentReport>,
+    /// Notifications to store: each replaces the user's notification at the same position;
+    /// past [`NOTIFICATIONS_KEPT`] a user's oldest are deleted.
+    pub notifications: Vec<Notification>,
+    /// Pushers' delivery cursors to set (each replaces the one of its pusher).
+    pub push_cursors: Vec<PushCursor>,
+    /// Pushers' delivery cursors to delete `(user, app_id, pushkey)`, before
+    /// [`ChangeSet::push_cursors`] are set.
+    pub deleted_push_cursors: Vec<(String, String, String)>,
 }
 
 impl ChangeSet {

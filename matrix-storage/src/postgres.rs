@@ -47,6 +47,7 @@ mod auth_chain;
 mod backfill;
 mod domains;
 mod presence;
+mod push;
 mod relations;
 mod scheduled;
 mod search;
@@ -88,6 +89,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "presence", include_str!("../migrations/0008_presence.sql")),
     (9, "media", include_str!("../migrations/0009_media.sql")),
     (10, "dehydrated devices", include_str!("../migrations/0010_dehydrated.sql")),
+    (11, "push", include_str!("../migrations/0011_push.sql")),
     (12, "relations", include_str!("../migrations/0012_relations.sql")),
     (13, "user directory", include_str!("../migrations/0013_user_directory.sql")),
     (15, "search and reports", include_str!("../migrations/0015_search.sql")),

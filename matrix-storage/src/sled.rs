@@ -41,6 +41,7 @@ mod engine;
 mod flusher;
 mod media;
 mod presence;
+mod push;
 mod records;
 mod relations;
 mod scheduled;
@@ -158,11 +159,16 @@ const SEARCH: u8 = b'8';
 const SEARCH_DOC: u8 = b'9';
 /// Content reports by id.
 const REPORT: u8 = b'&';
+// Notifications and pushers' delivery cursors (read and written in `push`; a store written
+// before has none).
+const NOTIFICATION: u8 = b'1';
+const NOTIFICATION_ROOM: u8 = b'2';
+const PUSH_STATE: u8 = b'!';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 64] = [
+const TABLES: [u8; 67] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
@@ -171,6 +177,7 @@ const TABLES: [u8; 64] = [
     BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF, AUTH_CHAIN,
     PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED, OPENID, DELAYED, DELAYED_DUE, RELATION,
     THREAD_REPLY, RELATION_OF, USER_DIRECTORY, PUBLIC_JOIN_ROOM, SEARCH, SEARCH_DOC, REPORT,
+    NOTIFICATION, NOTIFICATION_ROOM, PUSH_STATE,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -828,6 +835,7 @@ impl SledStore {
         scheduled::apply_in(&tx, changes)?;
         user_directory::apply_in(&tx, changes)?;
         search::apply_in(&tx, changes, &applied)?;
+        push::apply_in(&tx, changes)?;
         auth_chain::write(&tx, changes)?;
         relations::write(&tx, changes)?;
         if next > after_events {

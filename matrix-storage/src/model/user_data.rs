@@ -1,9 +1,12 @@
 //! Per-user records of the client-server API: cross-signing keys and the signatures uploaded
-//! on keys, server-side key backups, and pushers.
+//! on keys, server-side key backups, pushers, notifications and push cursors.
+
 //!
 //! The stores keep these as given: JSON bytes are neither parsed nor checked, and nothing is
 //! bounded here. Callers check what they store (signatures, `auth_data`, the "better session"
 //! rule of backups) and bound its size.
+
+use super::StreamPos;
 
 /// One of a user's three cross-signing keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -196,4 +199,48 @@ pub(crate) fn backup_version_number(version: &str) -> Option<u64> {
         return None;
     }
     version.parse().ok()
+}
+
+/// How many notifications each user keeps: the newest; storing one more drops the oldest.
+pub const NOTIFICATIONS_KEPT: usize = 1000;
+
+/// A notification: an event whose push rules' actions for a user said `notify`. Keyed by
+/// `(user, pos)`; each user keeps the newest [`NOTIFICATIONS_KEPT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// Whose.
+    pub user_id: String,
+    /// The event's stream position.
+    pub pos: StreamPos,
+    /// The event's room.
+    pub room_id: String,
+    /// The event.
+    pub event_id: String,
+    /// The thread the event is in (its root's id); `None`: the main timeline.
+    pub thread_id: Option<String>,
+    /// Whether the actions set the `highlight` tweak.
+    pub highlight: bool,
+    /// The actions (a JSON array).
+    pub actions: Vec<u8>,
+    /// When it was made, in milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// Where a pusher's delivery stands: the notifications up to `pos` are sent (or given up on),
+/// and after `failures` failed tries the next is not before `retry_at` (ms since the epoch).
+/// Keyed like its pusher, `(user, app_id, pushkey)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushCursor {
+    /// The pusher's owner.
+    pub user_id: String,
+    /// The pusher's `app_id`.
+    pub app_id: String,
+    /// The pusher's `pushkey`.
+    pub pushkey: String,
+    /// The last notification handled.
+    pub pos: StreamPos,
+    /// Failed tries of the next one.
+    pub failures: u32,
+    /// No try before this time.
+    pub retry_at: u64,
 }

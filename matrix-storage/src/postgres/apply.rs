@@ -207,6 +207,7 @@ async fn write(
     super::scheduled::write(&mut tx, changes).await?;
     super::user_directory::write(&mut tx, changes).await?;
     super::search::write(&mut tx, changes, &timeline_positions).await?;
+    super::push::write(&mut tx, changes).await?;
 
     // Readers pass the positions as soon as PostgreSQL counts the transaction as ended.
     tx.commit().await.doing("committing")?;

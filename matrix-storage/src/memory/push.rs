@@ -1,0 +1,101 @@
+//! Notifications and pushers' delivery cursors, in memory.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::MemoryStore;
+use crate::{
+    ChangeSet, NOTIFICATIONS_KEPT, Notification, NotificationStore, PushCursor, Result, StreamPos,
+};
+
+/// `(user, app_id, pushkey)`.
+type PusherKey = (String, String, String);
+
+#[derive(Debug, Default)]
+pub(super) struct Push {
+    /// User -> position -> notification.
+    notifications: BTreeMap<String, BTreeMap<u64, Notification>>,
+    cursors: BTreeMap<PusherKey, PushCursor>,
+}
+
+impl Push {
+    /// This domain's part of a change set.
+    pub(super) fn apply(&mut self, changes: &mut ChangeSet) {
+        for n in changes.notifications.drain(..) {
+            let mine = self.notifications.entry(n.user_id.clone()).or_default();
+            mine.insert(n.pos.0, n);
+            while mine.len() > NOTIFICATIONS_KEPT {
+                mine.pop_first();
+            }
+        }
+        for key in changes.deleted_push_cursors.drain(..) {
+            self.cursors.remove(&key);
+        }
+        for c in changes.push_cursors.drain(..) {
+            self.cursors.insert((c.user_id.clone(), c.app_id.clone(), c.pushkey.clone()), c);
+        }
+    }
+}
+
+#[async_trait]
+impl NotificationStore for MemoryStore {
+    async fn notifications(
+        &self,
+        user_id: &str,
+        before: Option<StreamPos>,
+        limit: usize,
+        highlights_only: bool,
+    ) -> Result<Vec<Notification>> {
+        let inner = self.lock()?;
+        let Some(mine) = inner.push.notifications.get(user_id) else { return Ok(Vec::new()) };
+        let below = before.map_or(u64::MAX, |b| b.0);
+        Ok(mine
+            .range(..below)
+            .rev()
+            .map(|(_, n)| n)
+            .filter(|n| !highlights_only || n.highlight)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn notifications_after(
+        &self,
+        user_id: &str,
+        after: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<Notification>> {
+        let inner = self.lock()?;
+        let Some(mine) = inner.push.notifications.get(user_id) else { return Ok(Vec::new()) };
+        Ok(mine.range(after.0.saturating_add(1)..).take(limit).map(|(_, n)| n.clone()).collect())
+    }
+
+    async fn room_notifications(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        after: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<Notification>> {
+        let inner = self.lock()?;
+        let Some(mine) = inner.push.notifications.get(user_id) else { return Ok(Vec::new()) };
+        Ok(mine
+            .range(after.0.saturating_add(1)..)
+            .map(|(_, n)| n)
+            .filter(|n| n.room_id == room_id)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn push_cursor(
+        &self,
+        user_id: &str,
+        app_id: &str,
+        pushkey: &str,
+    ) -> Result<Option<PushCursor>> {
+        let key = (user_id.to_owned(), app_id.to_owned(), pushkey.to_owned());
+        Ok(self.lock()?.push.cursors.get(&key).cloned())
+    }
+}

@@ -1,0 +1,213 @@
+//! Notifications and pushers' delivery cursors (migration 11): their part of a change set
+//! ([`write`]) and their reads.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use super::{Doing, PostgresStore, to_i64, to_u64};
+use crate::{
+    ChangeSet, NOTIFICATIONS_KEPT, Notification, NotificationStore, PushCursor, Result, StreamPos,
+};
+
+/// Writes the change set's notifications (keeping each user's newest) and cursors.
+pub(super) async fn write(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()> {
+    const DOING: &str = "writing notifications";
+    if !changes.notifications.is_empty() {
+        let latest: BTreeMap<(&str, u64), &Notification> =
+            changes.notifications.iter().map(|n| ((n.user_id.as_str(), n.pos.0), n)).collect();
+        let mut users = Vec::new();
+        let mut positions = Vec::new();
+        let mut rooms = Vec::new();
+        let mut events = Vec::new();
+        let mut threads: Vec<Option<&str>> = Vec::new();
+        let mut highlights = Vec::new();
+        let mut actions: Vec<&[u8]> = Vec::new();
+        let mut times = Vec::new();
+        for n in latest.into_values() {
+            users.push(n.user_id.as_str());
+            positions.push(to_i64(n.pos.0));
+            rooms.push(n.room_id.as_str());
+            events.push(n.event_id.as_str());
+            threads.push(n.thread_id.as_deref());
+            highlights.push(n.highlight);
+            actions.push(&n.actions);
+            times.push(to_i64(n.ts));
+        }
+        let touched: BTreeSet<&str> = users.iter().copied().collect();
+        sqlx::query(
+            "INSERT INTO notifications \
+             (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], \
+             $5::text[], $6::boolean[], $7::bytea[], $8::bigint[]) \
+             ON CONFLICT (user_id, pos) DO UPDATE SET room_id = excluded.room_id, \
+             event_id = excluded.event_id, thread_id = excluded.thread_id, \
+             highlight = excluded.highlight, actions = excluded.actions, ts = excluded.ts",
+        )
+        .bind(&users)
+        .bind(positions)
+        .bind(rooms)
+        .bind(events)
+        .bind(threads)
+        .bind(highlights)
+        .bind(actions)
+        .bind(times)
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+        let touched: Vec<&str> = touched.into_iter().collect();
+        sqlx::query(
+            "DELETE FROM notifications n USING unnest($1::text[]) AS u(user_id) \
+             WHERE n.user_id = u.user_id AND n.pos < ( \
+               SELECT pos FROM notifications k WHERE k.user_id = u.user_id \
+               ORDER BY pos DESC OFFSET $2 LIMIT 1)",
+        )
+        .bind(touched)
+        .bind(to_i64(NOTIFICATIONS_KEPT as u64 - 1))
+        .execute(&mut *tx)
+        .await
+        .doing(DOING)?;
+    }
+    for (user, app_id, pushkey) in &changes.deleted_push_cursors {
+        sqlx::query("DELETE FROM push_cursors WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
+            .bind(user)
+            .bind(app_id)
+            .bind(pushkey)
+            .execute(&mut *tx)
+            .await
+            .doing("deleting push cursors")?;
+    }
+    for c in &changes.push_cursors {
+        sqlx::query(
+            "INSERT INTO push_cursors (user_id, app_id, pushkey, pos, failures, retry_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, app_id, pushkey) \
+             DO UPDATE SET pos = excluded.pos, failures = excluded.failures, \
+             retry_at = excluded.retry_at",
+        )
+        .bind(&c.user_id)
+        .bind(&c.app_id)
+        .bind(&c.pushkey)
+        .bind(to_i64(c.pos.0))
+        .bind(i64::from(c.failures))
+        .bind(to_i64(c.retry_at))
+        .execute(&mut *tx)
+        .await
+        .doing("writing push cursors")?;
+    }
+    Ok(())
+}
+
+const COLUMNS: &str = "user_id, pos, room_id, event_id, thread_id, highlight, actions, ts";
+
+fn notification(row: &PgRow) -> Result<Notification> {
+    const DOING: &str = "reading notifications";
+    Ok(Notification {
+        user_id: row.try_get("user_id").doing(DOING)?,
+        pos: StreamPos(to_u64(row.try_get("pos").doing(DOING)?)?),
+        room_id: row.try_get("room_id").doing(DOING)?,
+        event_id: row.try_get("event_id").doing(DOING)?,
+        thread_id: row.try_get("thread_id").doing(DOING)?,
+        highlight: row.try_get("highlight").doing(DOING)?,
+        actions: row.try_get("actions").doing(DOING)?,
+        ts: to_u64(row.try_get("ts").doing(DOING)?)?,
+    })
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl NotificationStore for PostgresStore {
+    async fn notifications(
+        &self,
+        user_id: &str,
+        before: Option<StreamPos>,
+        limit_to: usize,
+        highlights_only: bool,
+    ) -> Result<Vec<Notification>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND pos < $2 \
+             AND (highlight OR NOT $3) ORDER BY pos DESC LIMIT $4"
+        ))
+        .bind(user_id)
+        .bind(before.map_or(i64::MAX, |b| to_i64(b.0)))
+        .bind(highlights_only)
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading notifications")?;
+        rows.iter().map(notification).collect()
+    }
+
+    async fn notifications_after(
+        &self,
+        user_id: &str,
+        after: StreamPos,
+        limit_to: usize,
+    ) -> Result<Vec<Notification>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND pos > $2 \
+             ORDER BY pos LIMIT $3"
+        ))
+        .bind(user_id)
+        .bind(to_i64(after.0))
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading notifications")?;
+        rows.iter().map(notification).collect()
+    }
+
+    async fn room_notifications(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        after: StreamPos,
+        limit_to: usize,
+    ) -> Result<Vec<Notification>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND room_id = $2 \
+             AND pos > $3 ORDER BY pos LIMIT $4"
+        ))
+        .bind(user_id)
+        .bind(room_id)
+        .bind(to_i64(after.0))
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading notifications")?;
+        rows.iter().map(notification).collect()
+    }
+
+    async fn push_cursor(
+        &self,
+        user_id: &str,
+        app_id: &str,
+        pushkey: &str,
+    ) -> Result<Option<PushCursor>> {
+        const DOING: &str = "reading push cursors";
+        let row = sqlx::query(
+            "SELECT pos, failures, retry_at FROM push_cursors \
+             WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
+        )
+        .bind(user_id)
+        .bind(app_id)
+        .bind(pushkey)
+        .fetch_optional(&self.pool)
+        .await
+        .doing(DOING)?;
+        let Some(row) = row else { return Ok(None) };
+        let failures: i64 = row.try_get("failures").doing(DOING)?;
+        Ok(Some(PushCursor {
+            user_id: user_id.to_owned(),
+            app_id: app_id.to_owned(),
+            pushkey: pushkey.to_owned(),
+            pos: StreamPos(to_u64(row.try_get("pos").doing(DOING)?)?),
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            retry_at: to_u64(row.try_get("retry_at").doing(DOING)?)?,
+        }))
+    }
+}
