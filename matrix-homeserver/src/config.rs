@@ -183,9 +183,14 @@ pub struct LimitsConfig {
     /// How many room keys one server-side key backup version may hold (more: 429
     /// `M_LIMIT_EXCEEDED`); a client backs up one per Megolm session it receives.
     pub max_backup_sessions_per_version: usize,
-    /// How many `m.mentions.user_ids` of a message are kept for highlight counts; the rest
-    /// are ignored (a message does not legitimately mention more).
+    /// No longer read: unread counts follow each user's push rules (kept so that existing
+    /// configuration files still load).
     pub max_mentions_per_event: usize,
+    /// How many pushers one user may have (more: 429 `M_LIMIT_EXCEEDED`).
+    pub max_pushers_per_user: usize,
+    /// Whether push gateways may be on private, loopback or link-local addresses (off: a
+    /// pusher cannot make the server post to its own network).
+    pub allow_private_push_gateways: bool,
     /// How many push rules of their own a user may keep (more: 429 `M_LIMIT_EXCEEDED`).
     pub max_push_rules: usize,
     /// How large a user's whole push rule set may be, as JSON bytes (more: 400
@@ -224,6 +229,8 @@ impl Default for LimitsConfig {
             max_dehydrated_device_bytes: 64 * 1024,
             max_backup_sessions_per_version: 1_000_000,
             max_mentions_per_event: 64,
+            max_pushers_per_user: 10,
+            allow_private_push_gateways: false,
             max_push_rules: 500,
             max_push_rules_bytes: 256 * 1024,
             event_cache_bytes: 4 * 1024 * 1024,

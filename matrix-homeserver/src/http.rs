@@ -13,6 +13,7 @@ mod key_backup;
 pub(crate) mod media;
 mod openid;
 mod presence;
+mod push;
 mod push_rules;
 mod rooms;
 mod search;
@@ -63,6 +64,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(user::routes())
         .merge(sync::routes())
         .merge(push_rules::routes())
+        .merge(push::routes())
         .merge(e2ee::routes())
         .merge(dehydrated::routes())
         .merge(key_backup::routes())

@@ -311,6 +311,7 @@ impl HomeserverBuilder {
         }
         // Other processes on the same (shared) storage: their events wake our syncs too.
         rooms.follow_other_processes();
+        services::push::start(&rooms, self.config.limits.allow_private_push_gateways);
         let presence = services::presence::PresenceTracker::start(
             &self.config.presence,
             storage.clone(),

@@ -9,6 +9,7 @@ pub(crate) mod media;
 pub(crate) mod migrate;
 pub(crate) mod openid;
 pub(crate) mod presence;
+pub(crate) mod push;
 pub(crate) mod rate_limit;
 pub(crate) mod rooms;
 pub(crate) mod sync;

@@ -27,8 +27,7 @@ use crate::services::rate_limit::Action as Limited;
 
 type AppState = State<Arc<crate::State>>;
 
-/// The account data type the rules are kept under.
-const PUSH_RULES: &str = "m.push_rules";
+use crate::services::rooms::notify::PUSH_RULES;
 
 pub(super) fn routes() -> Routes {
     const P: &str = "/_matrix/client/v3/pushrules";
@@ -52,15 +51,7 @@ pub(super) fn routes() -> Routes {
 
 /// The user's rule set: what they saved, else the defaults.
 async fn load(state: &crate::State, user: &ruma::UserId) -> Result<Ruleset, ApiError> {
-    let stored = state.rooms.storage().account_data(user.as_str(), None, PUSH_RULES).await?;
-    let Some(bytes) = stored else { return Ok(Ruleset::server_default(user)) };
-    #[derive(Deserialize)]
-    struct Stored {
-        global: Ruleset,
-    }
-    serde_json::from_slice::<Stored>(&bytes)
-        .map(|s| s.global)
-        .map_err(|_| ApiError::unknown("the stored push rules do not parse"))
+    crate::services::rooms::notify::rules_of(state.rooms.storage().as_ref(), user).await
 }
 
 /// Changes the user's rule set with `change` and saves it, one change at a time per server.
@@ -170,6 +161,9 @@ async fn put_rule(
     let new = match rule_kind(&scope, &kind)? {
         RuleKind::Override | RuleKind::Underride => {
             let conditions = body.conditions.unwrap_or_default();
+            // Bounded work per event: few conditions, short keys and patterns.
+            matrix_core::push::check_conditions(&conditions)
+                .map_err(|e| ApiError::invalid_param(e.to_string()))?;
             let new = NewConditionalPushRule::new(rule.clone(), conditions, body.actions);
             if kind == "override" {
                 NewPushRule::Override(new)
@@ -180,6 +174,8 @@ async fn put_rule(
         RuleKind::Content => {
             let pattern =
                 body.pattern.ok_or_else(|| ApiError::bad_json("a content rule needs a pattern"))?;
+            matrix_core::push::check_pattern(&pattern)
+                .map_err(|e| ApiError::invalid_param(e.to_string()))?;
             NewPushRule::Content(NewPatternedPushRule::new(rule.clone(), pattern, body.actions))
         }
         RuleKind::Room => {

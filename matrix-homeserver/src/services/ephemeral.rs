@@ -49,29 +49,12 @@ const DEPARTURES_KEPT: usize = 4096;
 /// room with its user (its client asks for keys it may have already: traffic, not a gap).
 const ARRIVALS_KEPT: usize = 4096;
 
-/// How many recent notifying events each room keeps for unread counts.
-pub(crate) const NOTICES_PER_ROOM: usize = 1000;
-
-/// A message that counts as a notification for everybody in the room but its sender (the
-/// default push rules' `.m.rule.message` and `.m.rule.encrypted`), and a highlight for the
-/// users it mentions.
-#[derive(Debug, Clone)]
-pub(crate) struct Notice {
-    pub(crate) pos: u64,
-    pub(crate) sender: String,
-    /// The mentioned users, sorted, at most `max_mentions_per_event` of them.
-    pub(crate) mentions: Box<[String]>,
-}
-
 #[derive(Debug, Default)]
 struct Inner {
     counter: u64,
     /// Room -> user -> until when they type.
     typing: HashMap<String, HashMap<String, Instant>>,
     typing_changed: HashMap<String, u64>,
-    /// Room -> its recent notifying events, oldest first; a room is here once its notices
-    /// were loaded from its stored timeline.
-    notices: HashMap<String, VecDeque<Notice>>,
     /// (stream position of the membership event, room, user) of users who left a room or
     /// were banned from it, for `device_lists.left`.
     departures: VecDeque<(u64, String, String)>,
@@ -95,7 +78,6 @@ struct Limits {
     queue: QueueLimits,
     thread_receipts: usize,
     one_time_keys: usize,
-    mentions: usize,
 }
 
 /// Typing, the caches of receipts' and keys' readers, and the wake-ups of waiting syncs.
@@ -143,7 +125,6 @@ impl Ephemeral {
             },
             thread_receipts: limits.max_thread_receipts_per_room,
             one_time_keys: limits.max_one_time_keys_per_device,
-            mentions: limits.max_mentions_per_event,
         };
         Ephemeral {
             inner: Mutex::new(Inner {
@@ -276,65 +257,6 @@ impl Ephemeral {
             .unwrap_or_default();
         users.sort();
         Some(users)
-    }
-
-    /// Notes a notifying event at `pos` (messages: see [`Notice`]) in a room whose notices
-    /// are loaded (the others load theirs from the timeline when first read), in stream
-    /// order, once (an event another process appended may be noted when it is followed, see
-    /// `rooms/foreign.rs`, after later ones of ours). Of the mentions, at most
-    /// `max_mentions_per_event` are kept, sorted, so that [`Ephemeral::unread`] stays cheap.
-    pub(crate) fn notice(&self, room: &str, pos: u64, sender: &str, mentions: Vec<String>) {
-        let notice = self.make_notice(pos, sender, mentions);
-        let mut inner = self.lock();
-        if let Some(notices) = inner.notices.get_mut(room) {
-            // Nearly always at the end.
-            let at = notices.iter().rposition(|n| n.pos <= pos).map_or(0, |i| i + 1);
-            if at > 0 && notices.get(at - 1).is_some_and(|n| n.pos == pos) {
-                return;
-            }
-            notices.insert(at, notice);
-            if notices.len() > NOTICES_PER_ROOM {
-                notices.pop_front();
-            }
-        }
-    }
-
-    /// A notice, its mentions bounded and sorted.
-    pub(crate) fn make_notice(&self, pos: u64, sender: &str, mut mentions: Vec<String>) -> Notice {
-        mentions.truncate(self.limits.mentions);
-        mentions.sort();
-        mentions.dedup();
-        Notice { pos, sender: sender.to_owned(), mentions: mentions.into() }
-    }
-
-    /// Whether a room's notices are loaded.
-    pub(crate) fn notices_loaded(&self, room: &str) -> bool {
-        self.lock().notices.contains_key(room)
-    }
-
-    /// Sets a room's notices, read from its timeline (oldest first).
-    pub(crate) fn load_notices(&self, room: &str, notices: VecDeque<Notice>) {
-        self.lock().notices.entry(room.to_owned()).or_insert(notices);
-    }
-
-    /// The unread notification and highlight counts of `user` in `room`: the notifying events
-    /// of others after the user's latest read receipt, of the room's recent ones (the caller
-    /// loads them first).
-    pub(crate) async fn unread(&self, room: &str, user: &str) -> Result<(u64, u64), ApiError> {
-        let read = receipts::read_up_to(&self.storage.user_receipts(room, user).await?);
-        let inner = self.lock();
-        let mut counts = (0, 0);
-        // Newest first, down to the receipt (notices are kept in stream order).
-        let unread = inner.notices.get(room).into_iter().flatten().rev();
-        for notice in unread.take_while(|n| n.pos > read) {
-            if notice.sender != user {
-                counts.0 += 1;
-                if notice.mentions.binary_search_by(|m| m.as_str().cmp(user)).is_ok() {
-                    counts.1 += 1;
-                }
-            }
-        }
-        Ok(counts)
     }
 
     /// Wakes whom receipts, account data, to-device messages and device-list changes that

@@ -25,6 +25,7 @@ pub(crate) mod invite_remote;
 mod join_remote;
 mod knock;
 mod membership;
+pub(crate) mod notify;
 pub(crate) mod outliers;
 mod peer_reads;
 mod read;
@@ -44,8 +45,8 @@ use matrix_core::json::{Object, Value};
 use matrix_core::{Pdu, RoomVersionRules, SigningKey, auth};
 use matrix_storage::Durable;
 use matrix_storage::{
-    ChangeSet, Direction, EventStatus, NewEvent, NewSnapshot, RoomChanges, SnapshotId, SnapshotRef,
-    Storage, StreamPos, TransactionId,
+    ChangeSet, EventStatus, NewEvent, NewSnapshot, RoomChanges, SnapshotId, SnapshotRef, Storage,
+    StreamPos, TransactionId,
 };
 use ruma::{OwnedServerName, UserId};
 
@@ -56,7 +57,7 @@ pub(crate) use read::{EventFilter, Page, Viewer};
 pub(crate) use upgrade::MAX_ADDITIONAL_CREATORS;
 pub(crate) use visibility::{Looker, Memberships};
 
-use super::ephemeral::{Ephemeral, NOTICES_PER_ROOM};
+use super::ephemeral::Ephemeral;
 use crate::error::ApiError;
 
 /// The most `prev_events` an event names (the forward extremities beyond are left to later
@@ -96,10 +97,6 @@ const COUNTERSIGN_TRIES: usize = 3;
 
 /// How many room locks are kept before those nobody holds are dropped.
 const LOCKS_KEPT: usize = 1_024;
-
-/// The event types the default push rules notify for (`.m.rule.message`,
-/// `.m.rule.encrypted`; stickers are messages to clients).
-const NOTIFYING: &[&str] = &["m.room.message", "m.room.encrypted", "m.sticker"];
 
 /// An event to build: its type, state key, content (and for redactions what it redacts).
 #[derive(Debug, Clone)]
@@ -156,6 +153,8 @@ pub(crate) struct Rooms {
     /// Serialises room upgrades (a room is upgraded once).
     upgrade_lock: tokio::sync::Mutex<()>,
     echoes: send::Echoes,
+    /// Woken when notifications are stored, for the push sender.
+    pub(crate) push_wake: Arc<tokio::sync::Notify>,
     /// Where our events go: other servers, when federation is on.
     outbound: std::sync::OnceLock<Arc<matrix_federation::sender::Sender>>,
     /// Signed requests to other servers, when federation is on.
@@ -236,6 +235,7 @@ impl Rooms {
             alias_lock: tokio::sync::Mutex::new(()),
             upgrade_lock: tokio::sync::Mutex::new(()),
             echoes: quick_cache::sync::Cache::new(16_384),
+            push_wake: Arc::new(tokio::sync::Notify::new()),
             outbound: std::sync::OnceLock::new(),
             client: std::sync::OnceLock::new(),
             keys: std::sync::OnceLock::new(),
@@ -496,12 +496,6 @@ impl Rooms {
                 Err(Retry::Fail(error)) => return Err(error),
             }
         };
-        // Noted under the room's lock, as notices are loaded under it.
-        if let Some(pos) = pos
-            && let Some(mentions) = notifies(&pdu)
-        {
-            self.ephemeral.notice(room_id, pos.0, pdu.sender(), mentions);
-        }
         // The room's next event may be built on this one while it goes to disk; nothing is
         // acknowledged (or woken) before it is there.
         drop(guard);
@@ -511,6 +505,9 @@ impl Rooms {
             for server in &destinations {
                 sender.notify(server);
             }
+        }
+        if let Some(pos) = pos {
+            self.notify(&pdu, pos).await;
         }
         self.ephemeral.event_appended(room_id, &pdu, pos).await;
         Ok(pdu)
@@ -650,46 +647,6 @@ impl Rooms {
     pub(crate) async fn stream_position(&self) -> Result<StreamPos, ApiError> {
         Ok(self.storage.stream_position().await?)
     }
-
-    /// The unread notification and highlight counts of `user` in `room`. The room's recent
-    /// notifying events are loaded from its timeline the first time (under the room's lock,
-    /// as new ones are noted), so counts survive a restart.
-    pub(crate) async fn unread(
-        &self,
-        room_id: &str,
-        user: &UserId,
-    ) -> Result<(u64, u64), ApiError> {
-        if !self.ephemeral.notices_loaded(room_id) {
-            let lock = self.room_lock(room_id);
-            let _guard = lock.lock().await;
-            if !self.ephemeral.notices_loaded(room_id) {
-                let head = self.storage.stream_position().await?;
-                let recent = self
-                    .storage
-                    .timeline(
-                        room_id,
-                        StreamPos(head.0.saturating_add(1)),
-                        Direction::Backwards,
-                        NOTICES_PER_ROOM,
-                    )
-                    .await?;
-                let mut notices = std::collections::VecDeque::new();
-                // Nearest first: the notices are kept oldest first.
-                for item in recent.into_iter().rev() {
-                    let Some(pdu) = self.pdu(&item.event_id).await? else { continue };
-                    if let Some(mentions) = notifies(&pdu) {
-                        notices.push_back(self.ephemeral.make_notice(
-                            item.pos.0,
-                            pdu.sender(),
-                            mentions,
-                        ));
-                    }
-                }
-                self.ephemeral.load_notices(room_id, notices);
-            }
-        }
-        self.ephemeral.unread(room_id, user.as_str()).await
-    }
 }
 
 /// A stored form of `pdu`: its JSON as received, its references, `status`, whether it gets a
@@ -737,19 +694,6 @@ enum Retry {
     Rebuild,
     /// Anything else.
     Fail(ApiError),
-}
-
-/// The users a notifying event mentions, or `None` when it does not notify.
-fn notifies(pdu: &Pdu) -> Option<Vec<String>> {
-    if pdu.state_key().is_some() || !NOTIFYING.contains(&pdu.kind()) {
-        return None;
-    }
-    Some(match pdu.content().get_object("m.mentions").and_then(|m| m.get("user_ids")) {
-        Some(Value::Array(users)) => {
-            users.iter().filter_map(Value::as_str).map(str::to_owned).collect()
-        }
-        _ => Vec::new(),
-    })
 }
 
 /// A power level the room's power levels event sets.

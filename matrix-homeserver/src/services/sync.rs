@@ -71,6 +71,8 @@ pub(crate) struct SyncFilter {
     pub(crate) timeline: EventFilter,
     pub(crate) state: EventFilter,
     pub(crate) lazy_load_members: bool,
+    /// `room.timeline.unread_thread_notifications`: counts per thread apart.
+    pub(crate) unread_thread_notifications: bool,
     pub(crate) include_leave: bool,
     pub(crate) rooms: Option<Vec<String>>,
     pub(crate) not_rooms: Vec<String>,
@@ -89,6 +91,7 @@ impl Default for SyncFilter {
             timeline: EventFilter::default(),
             state: EventFilter::default(),
             lazy_load_members: false,
+            unread_thread_notifications: false,
             include_leave: false,
             rooms: None,
             not_rooms: Vec::new(),
@@ -701,11 +704,21 @@ impl Sync {
         if room.is_empty() {
             return Ok(None);
         }
-        let (notifications, highlights) = self.rooms.unread(room_id, user).await?;
-        room.insert(
-            "unread_notifications".to_owned(),
-            json!({"notification_count": notifications, "highlight_count": highlights}),
-        );
+        let unread = self.rooms.unread(room_id, user).await?;
+        let counts = |(n, h): (u64, u64)| json!({"notification_count": n, "highlight_count": h});
+        if filter.unread_thread_notifications {
+            room.insert("unread_notifications".to_owned(), counts(unread.main));
+            if !unread.threads.is_empty() {
+                let threads: serde_json::Map<String, Value> =
+                    unread.threads.into_iter().map(|(t, c)| (t, counts(c))).collect();
+                room.insert("unread_thread_notifications".to_owned(), Value::Object(threads));
+            }
+        } else {
+            // Without the filter's flag, threads count in the room's totals.
+            let total =
+                unread.threads.values().fold(unread.main, |(n, h), (tn, th)| (n + tn, h + th));
+            room.insert("unread_notifications".to_owned(), counts(total));
+        }
         Ok(Some(Value::Object(room)))
     }
 
@@ -907,6 +920,9 @@ pub(crate) fn parse_filter(json: &Value) -> SyncFilter {
         timeline: event_filter(&room["timeline"]),
         state: event_filter(&room["state"]),
         lazy_load_members: room["state"]["lazy_load_members"].as_bool().unwrap_or(false),
+        unread_thread_notifications: room["timeline"]["unread_thread_notifications"]
+            .as_bool()
+            .unwrap_or(false),
         include_leave: room["include_leave"].as_bool().unwrap_or(false),
         rooms: strings(&room["rooms"]),
         not_rooms: strings(&room["not_rooms"]).unwrap_or_default(),

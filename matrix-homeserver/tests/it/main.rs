@@ -32,6 +32,7 @@ mod media;
 mod media_location;
 mod media_upload;
 mod presence;
+mod push;
 mod push_rules;
 mod relations;
 mod rooms;

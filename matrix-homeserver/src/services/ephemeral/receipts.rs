@@ -27,20 +27,6 @@ fn content(receipts: &[StoredReceipt], viewer: &str) -> Option<Value> {
     (!content.is_empty()).then_some(Value::Object(content))
 }
 
-/// The stream position up to which a user has read the room's main timeline, from their
-/// receipts in it: an unthreaded one, or one for the thread `main` (what thread-aware
-/// clients send).
-pub(super) fn read_up_to(receipts: &[StoredReceipt]) -> u64 {
-    receipts
-        .iter()
-        .map(|r| &r.receipt)
-        .filter(|r| matches!(r.key.kind.as_str(), "m.read" | "m.read.private"))
-        .filter(|r| r.key.thread.as_deref().is_none_or(|t| t == "main"))
-        .map(|r| r.event_pos.0)
-        .max()
-        .unwrap_or(0)
-}
-
 impl Ephemeral {
     /// Sets a read receipt (`thread`: `main` or a thread root's event id, checked by the
     /// caller); past `max_thread_receipts_per_room`, a user's oldest threaded receipts in the
@@ -159,17 +145,6 @@ mod tests {
                 ts: 7,
             },
         }
-    }
-
-    #[test]
-    fn main_and_unthreaded_receipts_mark_the_timeline_read() {
-        let receipts = [
-            stored("@a:x", "m.read", None, 3),
-            stored("@a:x", "m.read", Some("main"), 5),
-            stored("@a:x", "m.read", Some("$root"), 9),
-        ];
-        assert_eq!(read_up_to(&receipts), 5);
-        assert_eq!(read_up_to(&[]), 0);
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //! ([`matrix_storage::Storage::foreign_writes`]):
 //! each time the storage says another process committed, the stream from where this process
 //! had followed up to the readable head is read, and each event in it is handled as our own
-//! appends are (its notice for unread counts, a departure for `device_lists.left`, the syncs
+//! appends are (a departure for `device_lists.left`, the syncs
 //! it concerns woken), then the receipts, account data, to-device messages and device-list
 //! changes of the range wake whom they concern. Events of our own in the range are handled
-//! twice, which wakes their syncs once more and changes no answer (a notice is kept once; a
-//! departure noted twice is read as one).
+//! twice, which wakes their syncs once more and changes no answer (a departure noted twice is
+//! read as one). Their notifications were stored by the process that appended them.
 //!
 //! When the head is still below a position another process committed (a lower one is being
 //! written), the follower looks again shortly after, until it is past it. Storage errors wake
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use matrix_storage::StreamPos;
 
-use super::{Rooms, notifies};
+use super::Rooms;
 use crate::error::ApiError;
 
 /// How many events one read of the stream takes.
@@ -42,9 +42,6 @@ impl Rooms {
             let items = self.storage.stream_range(from, upto, PAGE).await?;
             for item in &items {
                 let Some(pdu) = self.pdu(&item.event_id).await? else { continue };
-                if let Some(mentions) = notifies(&pdu) {
-                    self.ephemeral.notice(&item.room_id, item.pos.0, pdu.sender(), mentions);
-                }
                 self.ephemeral.event_appended(&item.room_id, &pdu, Some(item.pos)).await;
             }
             match items.last() {

@@ -394,6 +394,9 @@ impl Rooms {
         if let Some(snapshot) = applied.snapshot {
             self.snapshots_of.insert(pdu.event_id().to_owned(), snapshot);
         }
+        if let Some(pos) = applied.stream.first().copied() {
+            self.notify(&pdu, pos).await;
+        }
         self.ephemeral.event_appended(&room_id, &pdu, applied.stream.first().copied()).await;
         Ok(pdu)
     }

@@ -512,6 +512,9 @@ impl Rooms {
             self.snapshots_of.insert(pdu.event_id().to_owned(), snapshot);
         }
         if accepted {
+            if let Some(pos) = applied.stream.first().copied() {
+                self.notify(&pdu, pos).await;
+            }
             self.ephemeral.event_appended(room_id, &pdu, applied.stream.first().copied()).await;
         }
         Ok(Some(outcome.unwrap_or(Received::Accepted(pdu))))
