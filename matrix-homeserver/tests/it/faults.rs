@@ -16,9 +16,9 @@ use matrix_storage::{
 };
 use matrix_storage::{
     BackfillItem, BackfillPos, BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore,
-    DehydratedDevice, DirectoryUser, KeyBackupStore, KeySignature, Presence, PresenceStore, Pusher,
-    PusherStore, Relation, RelationStore, RelationSummary, ReportStore, SearchStore,
-    UserDirectoryStore,
+    DehydratedDevice, DirectoryUser, KeyBackupStore, KeySignature, Notification, NotificationStore,
+    Presence, PresenceStore, PushCursor, Pusher, PusherStore, Relation, RelationStore,
+    RelationSummary, ReportStore, SearchStore, UserDirectoryStore,
 };
 use matrix_storage::{DelayedEvent, DelayedEventStore, OpenIdStore, OpenIdToken};
 
@@ -132,6 +132,12 @@ forward!(RelationStore {
     fn relation_summary(&self, room_id: &str, parent: &str, rel_type: &str, upto: StreamPos, sender: &str) -> Result<RelationSummary>;
     fn thread_replies(&self, room_id: &str, from: StreamPos, limit: usize) -> Result<Vec<Relation>>;
     fn relation_of(&self, event_id: &str) -> Result<Option<Relation>>;
+});
+forward!(NotificationStore {
+    fn notifications(&self, user_id: &str, before: Option<StreamPos>, limit: usize, highlights_only: bool) -> Result<Vec<Notification>>;
+    fn notifications_after(&self, user_id: &str, after: StreamPos, limit: usize) -> Result<Vec<Notification>>;
+    fn room_notifications(&self, user_id: &str, room_id: &str, after: StreamPos, limit: usize) -> Result<Vec<Notification>>;
+    fn push_cursor(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<Option<PushCursor>>;
 });
 forward!(PresenceStore {
     fn presence(&self, user_id: &str) -> Result<Option<Presence>>;
