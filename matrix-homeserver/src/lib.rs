@@ -236,6 +236,9 @@ impl HomeserverBuilder {
             .map_err(|e| BuildError::Upgrade(e.to_string()))?;
         let server_name: OwnedServerName = ServerName::parse(&self.config.server_name)
             .map_err(|e| BuildError::ServerName(self.config.server_name.clone(), e.to_string()))?;
+        services::rooms::user_directory::index_stored(&storage, server_name.as_str())
+            .await
+            .map_err(|e| BuildError::Upgrade(e.to_string()))?;
         let key = match self.signing_key {
             Some(key) => key,
             None => matrix_core::SigningKey::generate("auto")
