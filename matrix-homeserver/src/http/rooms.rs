@@ -192,6 +192,26 @@ fn via_servers(uri: &http::Uri) -> Vec<String> {
 /// The most servers a join tries.
 const MAX_VIA: usize = 10;
 
+/// The room a `/join` or `/knock` names (a room id, or an alias resolved here or at its
+/// server), and the servers to go through: the request's `via` (or `server_name`), then
+/// those the alias named, at most [`MAX_VIA`].
+async fn target_room(
+    state: &crate::State,
+    target: &str,
+    uri: &http::Uri,
+) -> Result<(String, Vec<String>), ApiError> {
+    let mut servers = via_servers(uri);
+    let room = if target.starts_with('#') {
+        let (room_id, alias_servers) = state.rooms.resolve_any_alias(state, target).await?;
+        servers.extend(alias_servers);
+        room_id
+    } else {
+        room_id(target)?.to_string()
+    };
+    servers.truncate(MAX_VIA);
+    Ok((room, servers))
+}
+
 async fn join_by_id_or_alias(
     State(state): AppState,
     auth: Auth,
@@ -199,14 +219,7 @@ async fn join_by_id_or_alias(
     uri: http::Uri,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
-    let mut servers = via_servers(&uri);
-    let room = if target.starts_with('#') {
-        let (room_id, alias_servers) = state.rooms.resolve_any_alias(&state, &target).await?;
-        servers.extend(alias_servers);
-        room_id
-    } else {
-        room_id(&target)?.to_string()
-    };
+    let (room, servers) = target_room(&state, &target, &uri).await?;
     state.limiter.check(Action::Join, auth.user_id.as_str())?;
     let federation = state.federation.as_ref();
     state.rooms.join_anywhere(federation, &room, &auth.user_id, body.reason, &servers).await?;
@@ -222,15 +235,7 @@ async fn knock(
     uri: http::Uri,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
-    let mut servers = via_servers(&uri);
-    let room = if target.starts_with('#') {
-        let (room_id, alias_servers) = state.rooms.resolve_any_alias(&state, &target).await?;
-        servers.extend(alias_servers);
-        room_id
-    } else {
-        room_id(&target)?.to_string()
-    };
-    servers.truncate(MAX_VIA);
+    let (room, servers) = target_room(&state, &target, &uri).await?;
     state.limiter.check(Action::Join, auth.user_id.as_str())?;
     let federation = state.federation.as_ref();
     state.rooms.knock_anywhere(federation, &room, &auth.user_id, body.reason, &servers).await?;

@@ -37,11 +37,14 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the push sender task; it ends when the rooms service is gone.
 pub(crate) fn start(rooms: &Arc<Rooms>, allow_private: bool) {
-    let client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default();
+    let mut builder =
+        reqwest::Client::builder().timeout(TIMEOUT).redirect(reqwest::redirect::Policy::none());
+    if !allow_private {
+        // The addresses connected to are the ones checked: a name answering a public address
+        // to the check and a private one to the connection reaches nothing.
+        builder = builder.dns_resolver(Arc::new(PublicOnly));
+    }
+    let client = builder.build().unwrap_or_default();
     tokio::spawn(run(Arc::downgrade(rooms), rooms.push_wake.clone(), client, allow_private));
 }
 
@@ -216,6 +219,30 @@ async fn deliver(
     Delivered::Yes { rejected }
 }
 
+/// The push client's resolver: the system's, refusing a name with any blocked address.
+#[derive(Debug)]
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let blocklist = default_ip_blocklist();
+            // Port 0: the client uses the URL's port.
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if addrs.is_empty()
+                || addrs.iter().any(|a| blocklist.iter().any(|net| net.contains(a.ip())))
+            {
+                return Err(
+                    format!("{host} resolves to an address push gateways may not have").into()
+                );
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// Whether every address the URL's host resolves to is public.
 async fn public_host(url: &url::Url) -> bool {
     let blocklist = default_ip_blocklist();
@@ -262,5 +289,22 @@ pub(crate) fn cursor_at(pusher: &Pusher, head: StreamPos) -> PushCursor {
         pos: head,
         failures: 0,
         retry_at: 0,
+    }
+}
+
+#[cfg(test)]
+mod resolver_tests {
+    use reqwest::dns::Resolve as _;
+
+    use super::PublicOnly;
+
+    /// The push client never connects to a name of this host or the local networks, whatever
+    /// the check before it saw.
+    #[tokio::test]
+    async fn the_push_resolver_refuses_local_names() {
+        for host in ["localhost", "127.0.0.1", "10.0.0.1"] {
+            let name: reqwest::dns::Name = host.parse().expect("a name");
+            assert!(PublicOnly.resolve(name).await.is_err(), "{host}");
+        }
     }
 }

@@ -251,14 +251,16 @@ impl Sync {
                 }
                 "invite" => {
                     if has_moved
-                        && let Some(room) = self.invited_room(user, &room_id, since).await?
+                        && let Some(room) =
+                            self.pending_room(user, &room_id, since, Pending::Invite).await?
                     {
                         invite.insert(room_id, room);
                     }
                 }
                 "knock" => {
                     if has_moved
-                        && let Some(room) = self.knocked_room(user, &room_id, since).await?
+                        && let Some(room) =
+                            self.pending_room(user, &room_id, since, Pending::Knock).await?
                     {
                         knock.insert(room_id, room);
                     }
@@ -734,80 +736,40 @@ impl Sync {
         }))
     }
 
-    async fn invited_room(
+    /// A room the user is invited to or knocked on: its stripped state (`invite_state` or
+    /// `knock_state`): for a room of other servers, what the inviting or resident server sent
+    /// with the membership; the room's own stripped state kinds; for an invite, the inviter's
+    /// membership; and the user's own membership event last.
+    async fn pending_room(
         &self,
         user: &UserId,
         room_id: &str,
         since: Option<Token>,
+        pending: Pending,
     ) -> Result<Option<Value>, ApiError> {
         let rooms = &self.rooms;
         let Some(info) = rooms.storage().room(room_id).await? else { return Ok(None) };
         let Some(current) = info.current_state else { return Ok(None) };
-        let Some(invite) = rooms.state_pdu(current, "m.room.member", user.as_str()).await? else {
+        let Some(own) = rooms.state_pdu(current, "m.room.member", user.as_str()).await? else {
             return Ok(None);
         };
         if let Some(since) = since {
-            let pos = rooms.storage().event(invite.event_id()).await?.and_then(|e| e.stream);
+            let pos = rooms.storage().event(own.event_id()).await?.and_then(|e| e.stream);
             if pos.is_none_or(|p| p <= since.stream) {
                 return Ok(None);
             }
         }
         let mut events = Vec::new();
-        // An invite to a room of other servers that no user of ours is in: the room is a stub
-        // holding the invite, with the stripped state the inviting server sent.
+        // A room of other servers that no user of ours is in: the room is a stub holding the
+        // membership, with the stripped state the other server sent (kept as it came, full
+        // PDUs from v1.16 servers; clients get the stripped form).
         let stub = rooms.state_pdu(current, "m.room.create", "").await?.is_none();
         if stub
             && let Some(matrix_core::Value::Array(state)) =
-                invite.json().get_object("unsigned").and_then(|u| u.get("invite_room_state"))
-        {
-            // Kept as it came (full PDUs from v1.16 servers); clients get the stripped form.
-            for event in state.iter().filter_map(matrix_core::Value::as_object) {
-                events.push(crate::services::rooms::format::strip_object(event));
-            }
-        }
-        for kind in STRIPPED_KINDS {
-            if let Some(pdu) = rooms.state_pdu(current, kind, "").await? {
-                events.push(stripped_state(&pdu));
-            }
-        }
-        if let Some(sender) = rooms.state_pdu(current, "m.room.member", invite.sender()).await? {
-            events.push(stripped_state(&sender));
-        }
-        let mut own = stripped_state(&invite);
-        own["event_id"] = json!(invite.event_id());
-        own["origin_server_ts"] = json!(invite.origin_server_ts());
-        events.push(own);
-        Ok(Some(json!({"invite_state": {"events": events}})))
-    }
-
-    /// A room the user knocked on: `knock_state`, the room's stripped state (for a room of
-    /// other servers, what the resident server answered the knock with) and the knock.
-    async fn knocked_room(
-        &self,
-        user: &UserId,
-        room_id: &str,
-        since: Option<Token>,
-    ) -> Result<Option<Value>, ApiError> {
-        let rooms = &self.rooms;
-        let Some(info) = rooms.storage().room(room_id).await? else { return Ok(None) };
-        let Some(current) = info.current_state else { return Ok(None) };
-        let Some(knock) = rooms.state_pdu(current, "m.room.member", user.as_str()).await? else {
-            return Ok(None);
-        };
-        if let Some(since) = since {
-            let pos = rooms.storage().event(knock.event_id()).await?.and_then(|e| e.stream);
-            if pos.is_none_or(|p| p <= since.stream) {
-                return Ok(None);
-            }
-        }
-        let mut events = Vec::new();
-        let stub = rooms.state_pdu(current, "m.room.create", "").await?.is_none();
-        if stub
-            && let Some(matrix_core::Value::Array(state)) =
-                knock.json().get_object("unsigned").and_then(|u| u.get("knock_room_state"))
+                own.json().get_object("unsigned").and_then(|u| u.get(pending.sent_state()))
         {
             for event in state.iter().filter_map(matrix_core::Value::as_object) {
-                // The knock itself comes last, from our own copy.
+                // The user's own membership comes last, from our own copy.
                 if event.get_str("type") == Some("m.room.member")
                     && event.get_str("state_key") == Some(user.as_str())
                 {
@@ -821,11 +783,18 @@ impl Sync {
                 events.push(stripped_state(&pdu));
             }
         }
-        let mut own = stripped_state(&knock);
-        own["event_id"] = json!(knock.event_id());
-        own["origin_server_ts"] = json!(knock.origin_server_ts());
-        events.push(own);
-        Ok(Some(json!({"knock_state": {"events": events}})))
+        if pending == Pending::Invite
+            && let Some(sender) = rooms.state_pdu(current, "m.room.member", own.sender()).await?
+        {
+            events.push(stripped_state(&sender));
+        }
+        let mut mine = stripped_state(&own);
+        mine["event_id"] = json!(own.event_id());
+        mine["origin_server_ts"] = json!(own.origin_server_ts());
+        events.push(mine);
+        let mut section = serde_json::Map::new();
+        section.insert(pending.section().to_owned(), json!({"events": events}));
+        Ok(Some(Value::Object(section)))
     }
 
     async fn left_room(
@@ -888,6 +857,33 @@ impl Sync {
             name: {"events": state},
             "account_data": {"events": []},
         })))
+    }
+}
+
+/// A membership waiting on others, shown with the room's stripped state in `/sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// `rooms.invite`.
+    Invite,
+    /// `rooms.knock`.
+    Knock,
+}
+
+impl Pending {
+    /// The section of the room in `/sync`.
+    fn section(self) -> &'static str {
+        match self {
+            Pending::Invite => "invite_state",
+            Pending::Knock => "knock_state",
+        }
+    }
+
+    /// Where the membership event keeps the stripped state another server sent with it.
+    fn sent_state(self) -> &'static str {
+        match self {
+            Pending::Invite => "invite_room_state",
+            Pending::Knock => "knock_room_state",
+        }
     }
 }
 

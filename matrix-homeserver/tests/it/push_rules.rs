@@ -141,9 +141,24 @@ async fn finding_27_push_rule_bytes_and_changes_are_bounded() {
     let server = TestHomeserver::start_with(config).await;
     let session = server.register_user("alice", "pw").await;
     let alice = Client::new(&server).with_token(&session.access_token);
+    // One pattern past matrix-core's bound is refused as such.
     let big = json!({"actions": ["notify"], "pattern": "p".repeat(20_000)});
     let (status, body) = put(&alice, "/pushrules/global/content/big", &big).await;
-    assert_eq!((status, errcode(&body)), (400, "M_TOO_LARGE"), "{body}");
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"), "{body}");
+    // Patterns within it fill the rule set up to its bound in bytes, then are refused.
+    let long = json!({"actions": ["notify"], "pattern": "p".repeat(500)});
+    let mut refused = None;
+    for i in 0..64 {
+        let (status, body) =
+            put(&alice, &format!("/pushrules/global/content/long{i}"), &long).await;
+        if status != 200 {
+            refused = Some((i, status, errcode(&body).to_owned()));
+            break;
+        }
+    }
+    let (at, status, code) = refused.expect("the rule set is bounded");
+    assert_eq!((status, code.as_str()), (400, "M_TOO_LARGE"));
+    assert!((20..40).contains(&at), "refused at rule {at} of 500 bytes, the bound is 16 KiB");
 
     let mut config = TestHomeserver::config();
     config.rate_limits = matrix_homeserver::RateLimitsConfig::default();
