@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod appservice;
 mod network;
 mod url_preview;
 mod voip;
@@ -40,6 +41,9 @@ pub struct Config {
     pub delayed_events: DelayedEventsConfig,
     /// Who the user directory finds.
     pub user_directory: UserDirectoryConfig,
+    /// Application services (bridges): none by default. The binary reads them from Synapse's
+    /// YAML registration files.
+    pub appservices: Vec<appservice::AppserviceRegistration>,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             turn: TurnConfig::default(),
             delayed_events: DelayedEventsConfig::default(),
             user_directory: UserDirectoryConfig::default(),
+            appservices: Vec::new(),
         }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use matrix_storage::Storage;
 use ruma::{OwnedServerName, OwnedUserId, ServerName};
 
+pub use config::appservice::{AppserviceRegistration, Namespace, Namespaces};
 pub use config::{
     Config, DEFAULT_IP_BLOCKLIST, DelayedEventsConfig, FederationConfig, HttpConfig, IpNetwork,
     IpNetworkError, LimitsConfig, PresenceConfig, RateLimit, RateLimitsConfig, RegistrationConfig,
@@ -55,6 +56,8 @@ pub(crate) struct State {
     pub(crate) delayed_events: Arc<services::delayed_events::DelayedEvents>,
     /// Third-party networks (none until application services provide them).
     pub(crate) thirdparty: services::thirdparty::ThirdParty,
+    /// Application services (bridges), checked at build.
+    pub(crate) appservices: services::appservice::Appservices,
 }
 
 impl State {
@@ -151,6 +154,9 @@ pub enum BuildError {
     /// The media directory could not be made.
     #[error("the media directory: {0}")]
     Media(String),
+    /// An application service registration is not valid (the message names it by `id`).
+    #[error("{0}")]
+    Appservice(String),
 }
 
 /// A second handle on our signing key (the room service signs events, the federation service
@@ -236,6 +242,9 @@ impl HomeserverBuilder {
             .map_err(|e| BuildError::Upgrade(e.to_string()))?;
         let server_name: OwnedServerName = ServerName::parse(&self.config.server_name)
             .map_err(|e| BuildError::ServerName(self.config.server_name.clone(), e.to_string()))?;
+        let appservices =
+            services::appservice::Appservices::new(&self.config.appservices, server_name.as_str())
+                .map_err(|e| BuildError::Appservice(e.to_string()))?;
         services::rooms::user_directory::index_stored(&storage, server_name.as_str())
             .await
             .map_err(|e| BuildError::Upgrade(e.to_string()))?;
@@ -329,6 +338,7 @@ impl HomeserverBuilder {
             self.config.delayed_events.clone(),
         );
         let state = State {
+            appservices,
             delayed_events,
             thirdparty: services::thirdparty::ThirdParty::default(),
             accounts: Accounts::new(
