@@ -53,7 +53,7 @@ pub(crate) async fn request(
 /// A logged-in device of a user on one homeserver's client API.
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// The homeserver's client API, `http://127.0.0.1:PORT`.
     pub(crate) base: String,
     /// The access token.

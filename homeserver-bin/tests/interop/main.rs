@@ -21,6 +21,7 @@
 
 mod backfill;
 mod client;
+mod directory;
 mod driver;
 mod edus;
 mod fork;

@@ -108,17 +108,24 @@ impl Rooms {
         user: &UserId,
         servers: &[String],
     ) -> Result<Arc<Pdu>, ApiError> {
-        let mut last_error = ApiError::not_found("no server in the room could be asked");
+        let mut last_error: Option<ApiError> = None;
         for server in servers.iter().filter(|s| s.as_str() != self.server_name().as_str()) {
             match self.join_through(client, keys, server, room_id, user).await {
                 Ok(pdu) => return Ok(pdu),
                 Err(e) => {
                     eprintln!("federation: joining {room_id} through {server}: {e}");
-                    last_error = e;
+                    // A refusal of the join says more than a server that was down.
+                    let keep = last_error.as_ref().is_some_and(|last| {
+                        last.status().is_client_error() && !e.status().is_client_error()
+                    });
+                    if !keep {
+                        last_error = Some(e);
+                    }
                 }
             }
         }
-        Err(last_error)
+        Err(last_error
+            .unwrap_or_else(|| ApiError::not_found("no server in the room could be asked")))
     }
 
     async fn join_through(
@@ -130,7 +137,10 @@ impl Rooms {
         user: &UserId,
     ) -> Result<Arc<Pdu>, ApiError> {
         let versions: Vec<&str> = RoomVersionRules::ALL.iter().map(|r| r.id).collect();
-        let template = client.make_join(server, room_id, user.as_str(), &versions).await?;
+        let template = client
+            .make_join(server, room_id, user.as_str(), &versions)
+            .await
+            .map_err(refusal(server, "join"))?;
         let version = template.get_str("room_version").unwrap_or("1");
         let rules = RoomVersionRules::get(version).ok_or_else(|| {
             ApiError::unsupported_room_version(format!("the room is of version {version}"))
@@ -139,7 +149,10 @@ impl Rooms {
         let profile = self.storage().profile(user.as_str()).await?.unwrap_or_default();
         let join = self.sign_template(&template, rules, room_id, user, "join", Some(&profile))?;
         let started = std::time::Instant::now();
-        let answer = client.send_join(server, room_id, join.event_id(), join.json(), false).await?;
+        let answer = client
+            .send_join(server, room_id, join.event_id(), join.json(), false)
+            .await
+            .map_err(refusal(server, "join"))?;
         let fetched = started.elapsed();
         // A restricted join comes back signed by the resident server too: its signature is
         // all that is taken from it (the checks of the state below verify it).
@@ -449,4 +462,41 @@ pub(super) fn authorize_against(
         }
     }
     accepted
+}
+
+/// A refusal by the resident server (a 4xx) as our client's error with its reason; other
+/// failures as they are.
+pub(super) fn refusal<'a>(
+    server: &'a str,
+    action: &'static str,
+) -> impl Fn(matrix_federation::FederationError) -> ApiError + 'a {
+    move |e| {
+        let refused = matches!(
+            &e,
+            matrix_federation::FederationError::Status { status, .. }
+                if (400..500).contains(status) && *status != 429
+        );
+        if !refused {
+            return e.into();
+        }
+        let errcode = e.errcode().unwrap_or_default();
+        let error = match &e {
+            matrix_federation::FederationError::Status { body, .. } => {
+                serde_json::from_str::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|json| json["error"].as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            }
+            _ => String::new(),
+        };
+        let error: String = error.chars().take(300).collect();
+        let message = format!("{server} refused the {action}: {error}");
+        match errcode.as_str() {
+            "M_NOT_FOUND" => ApiError::not_found(message),
+            "M_INCOMPATIBLE_ROOM_VERSION" | "M_UNSUPPORTED_ROOM_VERSION" => {
+                ApiError::unsupported_room_version(message)
+            }
+            _ => ApiError::forbidden(message),
+        }
+    }
 }

@@ -155,7 +155,7 @@ impl Rooms {
         let template = client
             .make_knock(server, room_id, user.as_str(), &versions)
             .await
-            .map_err(refusal(server))?;
+            .map_err(super::join_remote::refusal(server, "knock"))?;
         let version = template.get_str("room_version").unwrap_or("1");
         let rules = RoomVersionRules::get(version).ok_or_else(|| {
             ApiError::unsupported_room_version(format!("the room is of version {version}"))
@@ -173,7 +173,7 @@ impl Rooms {
         let answer = client
             .send_knock(server, room_id, knock.event_id(), knock.json())
             .await
-            .map_err(refusal(server))?;
+            .map_err(super::join_remote::refusal(server, "knock"))?;
         let state = match answer.get("knock_room_state") {
             Some(Value::Array(list)) => bounded_stripped_state(list.clone()),
             _ => Vec::new(),
@@ -245,40 +245,6 @@ impl Rooms {
             }
         }
         Err(last_error)
-    }
-}
-
-/// A refusal by the resident server (a 4xx) as our client's error with its reason; other
-/// failures as they are.
-fn refusal(server: &str) -> impl Fn(matrix_federation::FederationError) -> ApiError + '_ {
-    move |e| {
-        let refused = matches!(
-            &e,
-            matrix_federation::FederationError::Status { status, .. }
-                if (400..500).contains(status) && *status != 429
-        );
-        if !refused {
-            return e.into();
-        }
-        let errcode = e.errcode().unwrap_or_default();
-        let error = match &e {
-            matrix_federation::FederationError::Status { body, .. } => {
-                serde_json::from_str::<serde_json::Value>(body)
-                    .ok()
-                    .and_then(|json| json["error"].as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            }
-            _ => String::new(),
-        };
-        let error: String = error.chars().take(300).collect();
-        let message = format!("{server} refused the knock: {error}");
-        match errcode.as_str() {
-            "M_NOT_FOUND" => ApiError::not_found(message),
-            "M_INCOMPATIBLE_ROOM_VERSION" | "M_UNSUPPORTED_ROOM_VERSION" => {
-                ApiError::unsupported_room_version(message)
-            }
-            _ => ApiError::forbidden(message),
-        }
     }
 }
 
