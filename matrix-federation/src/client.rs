@@ -527,6 +527,23 @@ impl FederationClient {
         self.get(destination, &path).await
     }
 
+    /// `GET /_matrix/federation/v1/timestamp_to_event/{roomId}`: the event nearest `ts`, at
+    /// or after it (`forwards`) or at or before it.
+    pub async fn timestamp_to_event(
+        &self,
+        destination: &str,
+        room_id: &str,
+        ts: u64,
+        forwards: bool,
+    ) -> Result<Object, FederationError> {
+        let dir = if forwards { "f" } else { "b" };
+        let path = format!(
+            "/_matrix/federation/v1/timestamp_to_event/{}?ts={ts}&dir={dir}",
+            encode(room_id)
+        );
+        self.get(destination, &path).await
+    }
+
     /// `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`.
     pub async fn event_auth(
         &self,

@@ -67,6 +67,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/_matrix/federation/v1/event_auth/{room}/{event}", route(get(reads::event_auth)))
         .route("/_matrix/federation/v1/backfill/{room}", route(get(reads::backfill)))
         .route(
+            "/_matrix/federation/v1/timestamp_to_event/{room}",
+            route(get(reads::timestamp_to_event)),
+        )
+        .route(
             "/_matrix/federation/v1/get_missing_events/{room}",
             route(axum::routing::post(reads::get_missing_events)),
         )

@@ -59,6 +59,7 @@ pub(super) fn routes() -> Routes {
             route(get(relations_of_type_and_kind)),
         )
         .route(&format!("{V1}/threads"), route(get(threads)))
+        .route(&format!("{V1}/timestamp_to_event"), route(get(timestamp_to_event)))
 }
 
 fn object(value: &Value, what: &str) -> Result<matrix_core::Object, ApiError> {
@@ -887,6 +888,44 @@ async fn read_markers(
         }
     }
     Ok(Json(json!({})))
+}
+
+/// The `ts` and `dir` of a `timestamp_to_event` request (either API).
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct TimestampQuery {
+    ts: Option<String>,
+    dir: Option<String>,
+}
+
+impl TimestampQuery {
+    /// The time and whether to look forwards (`M_MISSING_PARAM`, `M_INVALID_PARAM` otherwise).
+    pub(crate) fn parse(&self) -> Result<(i64, bool), ApiError> {
+        let ts = self.ts.as_deref().ok_or_else(|| ApiError::missing_param("`ts` is required"))?;
+        let ts: i64 =
+            ts.parse().ok().filter(|ts| *ts >= 0).ok_or_else(|| {
+                ApiError::invalid_param("`ts` must be milliseconds since the epoch")
+            })?;
+        let forwards = match self.dir.as_deref() {
+            Some("f") => true,
+            Some("b") => false,
+            Some(_) => return Err(ApiError::invalid_param("`dir` must be `f` or `b`")),
+            None => return Err(ApiError::missing_param("`dir` is required")),
+        };
+        Ok((ts, forwards))
+    }
+}
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event`.
+async fn timestamp_to_event(
+    State(state): AppState,
+    auth: Auth,
+    Params(room): Params<String>,
+    Query(query): Query<TimestampQuery>,
+) -> JsonResult {
+    let room = room_id(&room)?;
+    let (ts, forwards) = query.parse()?;
+    let found = state.rooms.timestamp_to_event(room.as_str(), &auth.user_id, ts, forwards).await?;
+    Ok(Json(json!({"event_id": found.event_id, "origin_server_ts": found.origin_server_ts})))
 }
 
 /// The client API v1 path of a room (relations and threads).

@@ -34,6 +34,7 @@ pub(crate) mod remote;
 pub(crate) mod search;
 mod send;
 mod server_visibility;
+mod timestamp;
 mod upgrade;
 pub(crate) mod user_directory;
 mod visibility;

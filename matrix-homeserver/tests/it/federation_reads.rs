@@ -148,6 +148,16 @@ async fn a_server_never_in_a_world_readable_room_reads_only_its_world_readable_h
     assert_eq!(status(b_client.state("a.test", &room, &secret).await), 404);
     assert_eq!(status(b_client.event_auth("a.test", &room, &secret).await), 404);
 
+    // /timestamp_to_event: the latest visible event going back from the future; going
+    // forwards from the room's start, the nearest event is hidden from b: not found.
+    let far = u64::MAX / 4;
+    let latest =
+        serde(&b_client.timestamp_to_event("a.test", &room, far, false).await.expect("ok"));
+    check_federation("events.yaml", "/timestamp_to_event/{roomId}", "get", 200, &latest);
+    assert_eq!(latest["event_id"], public.as_str());
+    assert_eq!(status(b_client.timestamp_to_event("a.test", &room, 1, true).await), 404);
+    assert_eq!(status(b_client.timestamp_to_event("a.test", &room, far, true).await), 404);
+
     // /event_auth: the event's auth chain (power levels, alice's join; the create event too
     // in versions before 12, whose events name it).
     let auth = serde(&b_client.event_auth("a.test", &room, &public).await.expect("ok"));

@@ -27,6 +27,7 @@ mod federation_joins;
 mod federation_knock;
 mod federation_reads;
 mod federation_receive;
+mod jump_to_date;
 mod knock;
 mod media;
 mod media_location;

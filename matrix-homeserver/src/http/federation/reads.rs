@@ -80,6 +80,26 @@ pub(super) async fn state_ids(
     Ok(json_response(&body))
 }
 
+/// `GET /_matrix/federation/v1/timestamp_to_event/{roomId}`: the event nearest a time that the
+/// requesting server may have.
+pub(super) async fn timestamp_to_event(
+    State(state): AppState,
+    Params(room): Params<String>,
+    Query(query): Query<crate::http::rooms::TimestampQuery>,
+    peer: Peer,
+) -> Result<Response, ApiError> {
+    let room = room_id(&room)?;
+    let (ts, forwards) = query.parse()?;
+    let found = state
+        .rooms
+        .timestamp_to_event_for_server(room.as_str(), peer.origin.as_str(), ts, forwards)
+        .await?;
+    let mut body = Object::new();
+    body.insert("event_id", found.event_id.as_str());
+    body.insert("origin_server_ts", found.origin_server_ts);
+    Ok(json_response(&body))
+}
+
 /// `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`.
 pub(super) async fn event_auth(
     State(state): AppState,
