@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub mod appservice;
+pub(crate) mod appservice;
 mod network;
 mod url_preview;
 mod voip;
@@ -252,6 +252,68 @@ pub struct WellKnownConfig {
     pub client_base_url: Option<String>,
     /// The federation endpoint (`matrix.example.org:443`); unset: 404.
     pub server: Option<String>,
+    /// Who to contact about this server (`/.well-known/matrix/support`); with no contact
+    /// and no `support_page`: 404.
+    pub support_contacts: Vec<SupportContact>,
+    /// A page with help specific to this server.
+    pub support_page: Option<String>,
+}
+
+/// A way to reach the server's administrators (`/.well-known/matrix/support`): a Matrix user,
+/// an email address, or both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SupportContact {
+    /// `m.role.admin` (any question) or `m.role.security` (sensitive reports), or a
+    /// namespaced role of one's own.
+    pub role: String,
+    /// A Matrix user (on another server too, to be reachable when this one is down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix_id: Option<String>,
+    /// An email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_address: Option<String>,
+}
+
+impl SupportContact {
+    /// A contact for `role`.
+    pub fn new(
+        role: impl Into<String>,
+        matrix_id: Option<String>,
+        email_address: Option<String>,
+    ) -> Self {
+        SupportContact { role: role.into(), matrix_id, email_address }
+    }
+}
+
+impl WellKnownConfig {
+    /// Checks the support contacts: each has a role and a user or an email address, and a
+    /// user id is one.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        for contact in &self.support_contacts {
+            if contact.role.is_empty() {
+                return Err("a support contact has no role".to_owned());
+            }
+            if contact.matrix_id.is_none() && contact.email_address.is_none() {
+                return Err(format!(
+                    "the support contact of role {:?} has neither matrix_id nor email_address",
+                    contact.role
+                ));
+            }
+            if let Some(user) = &contact.matrix_id
+                && ruma::UserId::parse(user.as_str()).is_err()
+            {
+                return Err(format!("the support contact {user:?} is not a user id"));
+            }
+        }
+        if let Some(page) = &self.support_page
+            && !(page.starts_with("https://") || page.starts_with("http://"))
+        {
+            return Err(format!("support_page {page:?} is not an http(s) URL"));
+        }
+        Ok(())
+    }
 }
 
 /// One rate limit: a bucket of `burst_count` actions that refills at `per_second` (Synapse's

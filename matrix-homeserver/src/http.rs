@@ -48,6 +48,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/_matrix/client/versions", route(get(discovery::versions)))
         .route("/.well-known/matrix/client", route(get(discovery::well_known_client)))
         .route("/.well-known/matrix/server", route(get(discovery::well_known_server)))
+        .route("/.well-known/matrix/support", route(get(discovery::well_known_support)))
         .route("/_matrix/client/v3/capabilities", route(get(discovery::capabilities)))
         .route("/_matrix/client/v3/register", route(post(account::register)))
         .route("/_matrix/client/v3/register/available", route(get(account::available)))
@@ -380,6 +381,22 @@ impl FromRequestParts<Arc<State>> for Auth {
         let token = access_token(parts).ok_or_else(ApiError::missing_token)?;
         let (user_id, device_id) = state.accounts.authenticate(&token).await?;
         Ok(Auth { user_id, device_id })
+    }
+}
+
+/// The request's user when it carries an access token (checked as [`Auth`] checks it: a bad
+/// token is refused), nobody when it carries none: for endpoints open to anyone.
+#[derive(Debug, Clone)]
+pub(crate) struct OptionalAuth(pub(crate) Option<Auth>);
+
+impl FromRequestParts<Arc<State>> for OptionalAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        if access_token(parts).is_none() {
+            return Ok(OptionalAuth(None));
+        }
+        Ok(OptionalAuth(Some(Auth::from_request_parts(parts, state).await?)))
     }
 }
 

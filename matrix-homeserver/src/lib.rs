@@ -18,8 +18,8 @@ pub use config::appservice::{AppserviceRegistration, Namespace, Namespaces};
 pub use config::{
     Config, DEFAULT_IP_BLOCKLIST, DelayedEventsConfig, FederationConfig, HttpConfig, IpNetwork,
     IpNetworkError, LimitsConfig, PresenceConfig, RateLimit, RateLimitsConfig, RegistrationConfig,
-    RegistrationMode, TurnConfig, UrlPreviewConfig, UserDirectoryConfig, WellKnownConfig,
-    default_ip_blocklist,
+    RegistrationMode, SupportContact, TurnConfig, UrlPreviewConfig, UserDirectoryConfig,
+    WellKnownConfig, default_ip_blocklist,
 };
 pub use error::ApiError;
 pub use matrix_federation;
@@ -154,6 +154,9 @@ pub enum BuildError {
     /// The media directory could not be made.
     #[error("the media directory: {0}")]
     Media(String),
+    /// A setting is not valid.
+    #[error("the settings: {0}")]
+    Config(String),
     /// An application service registration is not valid (the message names it by `id`).
     #[error("{0}")]
     Appservice(String),
@@ -242,6 +245,7 @@ impl HomeserverBuilder {
             .map_err(|e| BuildError::Upgrade(e.to_string()))?;
         let server_name: OwnedServerName = ServerName::parse(&self.config.server_name)
             .map_err(|e| BuildError::ServerName(self.config.server_name.clone(), e.to_string()))?;
+        self.config.well_known.check().map_err(BuildError::Config)?;
         let appservices =
             services::appservice::Appservices::new(&self.config.appservices, server_name.as_str())
                 .map_err(|e| BuildError::Appservice(e.to_string()))?;

@@ -21,10 +21,10 @@ use crate::error::ApiError;
 /// receipts and unread counts; v1.5 added no endpoint). What these versions define and is not
 /// here is listed, with the reason, in `docs/cs-api-coverage.md`: the deprecated polling
 /// `/events` and `/initialSync`, peeking, `admin/whois`, SSO redirects (no SSO login type is
-/// offered) and invites by third-party identifier (no identity server). v1.6 waits for
+/// offered) and invites by third-party identifier (no identity server). v1.6 added
 /// `timestamp_to_event`. The r0.x versions are not listed: their `/r0/` paths are not routed
 /// (only `/r0/login` is).
-const VERSIONS: &[&str] = &["v1.1", "v1.2", "v1.3", "v1.4", "v1.5"];
+const VERSIONS: &[&str] = &["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"];
 
 /// The unstable features (MSCs) advertised: only those whose endpoints are all here
 /// (MSC3814, dehydrated devices: `http/dehydrated.rs`; MSC4140, delayed events:
@@ -44,6 +44,24 @@ pub(super) async fn well_known_client(
         Some(url) => Ok(Json(json!({"m.homeserver": {"base_url": url}}))),
         None => Err(ApiError::not_found("no client discovery is configured")),
     }
+}
+
+/// `GET /.well-known/matrix/support`: the configured contacts and page (404 when neither).
+pub(super) async fn well_known_support(
+    State(state): State<Arc<crate::State>>,
+) -> Result<Json<Value>, ApiError> {
+    let config = &state.config.well_known;
+    if config.support_contacts.is_empty() && config.support_page.is_none() {
+        return Err(ApiError::not_found("no support contacts are configured"));
+    }
+    let mut body = json!({});
+    if !config.support_contacts.is_empty() {
+        body["contacts"] = json!(config.support_contacts);
+    }
+    if let Some(page) = &config.support_page {
+        body["support_page"] = json!(page);
+    }
+    Ok(Json(body))
 }
 
 pub(super) async fn well_known_server(
@@ -74,6 +92,12 @@ pub(super) async fn capabilities(
     // `POST /account/password` is served. Said explicitly (ruma leaves the default out, and
     // some clients read a missing capability as "no").
     capabilities["m.change_password"] = json!({"enabled": true});
+    // No third-party identifiers can be validated here, no login tokens are handed out, and
+    // of the profile fields only the two every client knows are kept (v1.16).
+    capabilities["m.3pid_changes"] = json!({"enabled": false});
+    capabilities["m.get_login_token"] = json!({"enabled": false});
+    capabilities["m.profile_fields"] =
+        json!({"enabled": true, "allowed": ["displayname", "avatar_url"]});
     // Delayed events (MSC4140): their bounds, under the MSC's unstable name.
     let delayed = state.delayed_events.config();
     if delayed.enabled() {

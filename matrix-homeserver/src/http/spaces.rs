@@ -1,5 +1,6 @@
 //! Spaces: `GET /_matrix/client/v1/rooms/{roomId}/hierarchy` (the walk is
-//! `services/rooms/hierarchy.rs`).
+//! `services/rooms/hierarchy.rs`), and a room's summary (`GET
+//! /_matrix/client/v1/room_summary/{roomIdOrAlias}`, the hierarchy's entry of one room).
 
 use std::sync::Arc;
 
@@ -10,13 +11,55 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Auth, JsonResult, Params, Query, Routes, room_id, route};
+use super::{Auth, ClientAddress, JsonResult, OptionalAuth, Params, Query, Routes, room_id, route};
+use crate::services::rate_limit::Action;
 use crate::services::rooms::hierarchy::HierarchyRequest;
 
 type AppState = State<Arc<crate::State>>;
 
 pub(super) fn routes() -> Routes {
-    Router::new().route("/_matrix/client/v1/rooms/{room}/hierarchy", route(get(hierarchy)))
+    Router::new()
+        .route("/_matrix/client/v1/rooms/{room}/hierarchy", route(get(hierarchy)))
+        .route("/_matrix/client/v1/room_summary/{room}", route(get(room_summary)))
+}
+
+/// The most `via` servers a summary asks.
+const MAX_VIA: usize = 3;
+
+/// `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}`: open to anyone for rooms anyone may
+/// look at (rate limited per address then), with a token for the rest.
+async fn room_summary(
+    State(state): AppState,
+    OptionalAuth(auth): OptionalAuth,
+    ClientAddress(address): ClientAddress,
+    Params(target): Params<String>,
+    uri: http::Uri,
+) -> JsonResult {
+    match &auth {
+        Some(auth) => state.limiter.check(Action::Lookup, auth.user_id.as_str())?,
+        None => state.limiter.check(Action::Lookup, &address)?,
+    }
+    let mut via: Vec<String> = uri
+        .query()
+        .map(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .filter(|(key, _)| key == "via")
+                .map(|(_, value)| value.into_owned())
+                .filter(|server| ruma::ServerName::parse(server).is_ok())
+                .take(MAX_VIA)
+                .collect()
+        })
+        .unwrap_or_default();
+    let room = if target.starts_with('#') {
+        let (room, servers) = state.rooms.resolve_any_alias(&state, &target).await?;
+        via.extend(servers.into_iter().take(MAX_VIA));
+        room
+    } else {
+        room_id(&target)?.to_string()
+    };
+    let user = auth.as_ref().map(|auth| &*auth.user_id);
+    let summary = state.rooms.room_summary(&state, user, &room, &via).await?;
+    Ok(Json(summary))
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,7 +34,7 @@ pub(super) fn routes() -> Routes {
         .route("/_matrix/client/v3/profile/{user}", route(get(profile)))
         .route(
             "/_matrix/client/v3/profile/{user}/{field}",
-            route(get(profile_field).put(set_profile_field)),
+            route(get(profile_field).put(set_profile_field).delete(delete_profile_field)),
         )
         .route("/_matrix/client/v3/devices", route(get(devices)))
         .route(
@@ -323,27 +323,48 @@ async fn set_profile_field(
     Params((user, field)): Params<(String, String)>,
     JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
 ) -> JsonResult {
-    own(&auth, &user)?;
-    let mut profile = stored_profile(&state, &user).await?;
     let value = match body.get(&field) {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Null) | None => None,
         Some(_) => return Err(ApiError::bad_json(format!("{field} must be a string"))),
     };
+    change_profile_field(&state, &auth, &user, &field, value).await
+}
+
+/// `DELETE /profile/{userId}/{keyName}` (v1.16): unsets the field.
+async fn delete_profile_field(
+    State(state): AppState,
+    auth: Auth,
+    Params((user, field)): Params<(String, String)>,
+) -> JsonResult {
+    change_profile_field(&state, &auth, &user, &field, None).await
+}
+
+/// Sets or unsets one of the user's own profile fields: `displayname` and `avatar_url`, the
+/// only ones kept (the `m.profile_fields` capability says so); any other is refused.
+async fn change_profile_field(
+    state: &crate::State,
+    auth: &Auth,
+    user: &str,
+    field: &str,
+    value: Option<String>,
+) -> JsonResult {
+    own(auth, user)?;
     // Bounded as Synapse bounds them: the value is copied into a member event per joined
     // room, and a long one would make every later join of the user too large.
     let limits = &state.config.limits;
-    let max = match field.as_str() {
+    let max = match field {
         "displayname" => limits.max_displayname_chars,
         "avatar_url" => limits.max_avatar_url_chars,
         _ => return Err(ApiError::forbidden("this profile field cannot be set here")),
     };
     if value.as_ref().is_some_and(|v| v.chars().count() > max) {
-        return Err(ApiError::profile_too_large(&field, max));
+        return Err(ApiError::profile_too_large(field, max));
     }
+    let mut profile = stored_profile(state, user).await?;
     // Each change fans out to every joined room.
     state.limiter.check(Action::Profile, auth.user_id.as_str())?;
-    match field.as_str() {
+    match field {
         "displayname" => profile.displayname = value,
         _ => profile.avatar_url = value,
     }

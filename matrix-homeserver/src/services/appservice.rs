@@ -16,7 +16,7 @@ use crate::config::appservice::{AppserviceRegistration, Namespace};
 /// binary adds the file it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("application service {id:?}: {reason}")]
-pub struct RegistrationError {
+pub(crate) struct RegistrationError {
     /// The registration's `id`.
     pub id: String,
     /// What is wrong.

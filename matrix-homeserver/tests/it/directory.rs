@@ -394,4 +394,79 @@ crate::on_every_backend!(
     user_directory_can_search_all_local_users,
     public_rooms_filter_by_type_and_page_with_stable_tokens,
     hierarchy_walks_the_space_as_the_user_may_see_it,
+    room_summaries_show_what_each_asker_may_see,
 );
+
+async fn summary(client: &Client, room: &str) -> (u16, Value) {
+    let path = format!("{V1}/room_summary/{}", crate::rooms::urlencode(room));
+    let (status, body) = client.get(&path).await;
+    if status == 200 {
+        check("room_summary.yaml", "/room_summary/{roomIdOrAlias}", "get", 200, &body);
+    }
+    (status, body)
+}
+
+async fn room_summaries_show_what_each_asker_may_see(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, _) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    let (stranger, _) = user(&server, "stranger").await;
+    let anonymous = Client::new(&server);
+    let t = tree(&alice).await;
+    let (status, body) = alice
+        .put(&format!("{V3}/directory/room/%23public:localhost"), &json!({"room_id": t.public}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A public room: anyone, even without a token, by id or by alias; no membership for
+    // those who have none, and no children.
+    for asker in [&anonymous, &stranger] {
+        for target in [t.public.as_str(), "#public:localhost"] {
+            let (status, body) = summary(asker, target).await;
+            assert_eq!(status, 200, "{target}: {body}");
+            assert_eq!(body["room_id"], t.public.as_str());
+            assert_eq!(body["name"], "Public");
+            assert_eq!(body["join_rule"], "public");
+            assert_eq!(body["num_joined_members"], 1);
+            assert!(body.get("membership").is_none(), "{body}");
+            assert!(body.get("children_state").is_none(), "{body}");
+        }
+    }
+    let (_, body) = summary(&alice, &t.space).await;
+    assert_eq!((&body["room_type"], &body["membership"]), (&json!("m.space"), &json!("join")));
+    assert!(body.get("children_state").is_none(), "{body}");
+
+    // A private room: its members and invitees only; to anyone else it does not exist.
+    for asker in [&anonymous, &stranger, &bob] {
+        let (status, body) = summary(asker, &t.private).await;
+        assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+    }
+    let invite = json!({"user_id": bob_id});
+    let (status, body) = alice.post(&format!("{V3}/rooms/{}/invite", t.private), &invite).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = summary(&bob, &t.private).await;
+    assert_eq!((status, &body["membership"]), (200, &json!("invite")), "{body}");
+    assert_eq!(body["name"], "Private");
+
+    // A restricted room: members of the allowed space, not others, never without a token.
+    let (status, body) = summary(&bob, &t.restricted).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+    join(&bob, &t.space).await;
+    let (status, body) = summary(&bob, &t.restricted).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["allowed_room_ids"], json!([t.space]));
+    assert!(body.get("membership").is_none(), "not a member yet: {body}");
+    let (status, _) = summary(&anonymous, &t.restricted).await;
+    assert_eq!(status, 404);
+
+    // Unknown rooms and aliases, malformed ids, a bad token.
+    for target in ["!nowhere:localhost", "#nothing:localhost"] {
+        let (status, body) = summary(&alice, target).await;
+        assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{target}: {body}");
+    }
+    let (status, body) = summary(&alice, "not-a-room").await;
+    assert_eq!(status, 400, "{body}");
+    let bad = Client::new(&server).with_token("not a token");
+    let (status, body) = summary(&bad, &t.public).await;
+    assert_eq!((status, errcode(&body)), (401, "M_UNKNOWN_TOKEN"), "{body}");
+}

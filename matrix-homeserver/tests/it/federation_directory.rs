@@ -91,6 +91,17 @@ async fn hierarchies_are_served_to_other_servers_and_asked_of_them() {
     let (status, body) = bob.get(&format!("{V1}/rooms/{private}/hierarchy")).await;
     assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"), "{body}");
 
+    // A summary of a.test's public room through b.test (`via`), and of the private one:
+    // not found.
+    let summary = format!("{V1}/room_summary/{}?via=a.test", crate::rooms::urlencode(&public));
+    let (status, body) = bob.get(&summary).await;
+    assert_eq!(status, 200, "{body}");
+    check("room_summary.yaml", "/room_summary/{roomIdOrAlias}", "get", 200, &body);
+    assert_eq!((&body["room_id"], &body["name"]), (&json!(public), &json!("Public")));
+    let summary = format!("{V1}/room_summary/{}?via=a.test", crate::rooms::urlencode(&private));
+    let (status, body) = bob.get(&summary).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+
     // Once bob is in the space, b.test has it, and asks a.test for the children only.
     let (status, body) =
         bob.post(&format!("{V3}/join/{space}?server_name=a.test"), &json!({})).await;

@@ -401,6 +401,51 @@ impl Rooms {
         Ok(room)
     }
 
+    /// `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}`: the room's hierarchy entry
+    /// (without its children), ours or asked of `via` and the room id's server, with the
+    /// user's `membership` when there is one. Without a user, only rooms anyone may look at
+    /// (public, knock, knock_restricted, world-readable); with one, also rooms they are
+    /// joined, invited or knocking to, or may join as members of an allowed room. Any other
+    /// room is not found, as an unknown one.
+    pub(crate) async fn room_summary(
+        &self,
+        state: &crate::State,
+        user: Option<&UserId>,
+        room_id: &str,
+        via: &[String],
+    ) -> Result<Value, ApiError> {
+        let not_found = || ApiError::not_found("no such room, or it is not visible to you");
+        let room = match self.local_space_room(room_id).await? {
+            Some(room) => room,
+            None => {
+                let mut walk =
+                    Walk { state, suggested_only: false, found: HashMap::new(), fetches: 0 };
+                self.remote_space_room(&mut walk, room_id, via).await.ok_or_else(not_found)?
+            }
+        };
+        let membership = match user {
+            Some(user) => self.storage().membership(room_id, user.as_str()).await?,
+            None => None,
+        };
+        let visible = match user {
+            _ if room.open() => true,
+            Some(_) if matches!(membership.as_deref(), Some("knock")) => true,
+            Some(user) => self.user_sees(user, &room).await?,
+            None => false,
+        };
+        if !visible {
+            return Err(not_found());
+        }
+        let mut entry = room.entry;
+        if let Some(object) = entry.as_object_mut() {
+            object.remove("children_state");
+        }
+        if let Some(membership) = membership {
+            entry["membership"] = json!(membership);
+        }
+        Ok(entry)
+    }
+
     /// One page of the hierarchy under `room_id` as `user` may see it: the rooms (depth first,
     /// children in the spec's order) and the token of the next page.
     pub(crate) async fn hierarchy(
