@@ -146,6 +146,8 @@ class TestBridge:
         self.portals: set[RoomID] = set()
         self.echo_from: UserID | None = None  # the puppet that echoes Matrix messages back
         self.echo_errors: list[str] = []
+        self.refuse = 0  # transactions still to answer with 500 (an AS failing for a while)
+        self.refused: list[str] = []  # the ids of those answered 500
         self._in_flight = 0
         self._echoes: asyncio.Queue[tuple[RoomID, str]] = asyncio.Queue()
         self._echo_task: asyncio.Task | None = None
@@ -199,6 +201,12 @@ class TestBridge:
     async def _observe(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if "/transactions/" not in request.path:
             return await handler(request)
+        if self.refuse > 0:
+            self.refuse -= 1
+            self.refused.append(request.match_info.get("transaction_id", ""))
+            return web.json_response(
+                {"errcode": "M_UNKNOWN", "error": "failing (a test)"}, status=500
+            )
         self._in_flight += 1
         in_flight = self._in_flight
         holder: list[Transaction] = []

@@ -30,7 +30,8 @@ WAIT = float(os.environ.get("APPSERVICE_WAIT_SECS", "30"))
 DOWN_SECS = float(os.environ.get("APPSERVICE_DOWN_SECS", "4"))
 MESSAGES = 20
 WHILE_DOWN = 10
-CHECKS = 13  # how many checks there are (those not run count as failed)
+REFUSED = 1  # transactions the bridge answers with 500
+CHECKS = 14  # how many checks there are (those not run count as failed)
 BURST = 40  # messages sent at once to see rate limits (the homeserver's burst is lower)
 
 
@@ -428,19 +429,23 @@ async def checks(
         other = Client(http, base)
         await other.register(f"limited{suffix}", password)
         own = (await other.ok("POST", "/_matrix/client/v3/createRoom", {}))["room_id"]
-        statuses = []
-        for i in range(n):
+
+        async def send(i: int) -> int:
             status, _ = await other.call(
                 "PUT",
                 f"/_matrix/client/v3/rooms/{q(own)}/send/m.room.message/{secrets.token_hex(8)}",
                 {"msgtype": "m.text", "body": f"burst {i}"},
             )
-            statuses.append(status)
+            return status
+
+        statuses = list(await asyncio.gather(*(send(i) for i in range(n))))
         expect(429 in statuses, f"a normal user sent {n} at once and was not limited: {statuses}")
+        expect(
+            statuses.count(200) >= 30, f"a normal user's burst: {statuses.count(200)} of {n} sent"
+        )
         # ...the bridge's puppet is not (mautrix retries nothing here: a 429 raises).
-        for i in range(n):
-            await bridge.inject(room_id, bob_name, f"burst {i}")
-        return f"{n} at once: a normal user got 429 after {statuses.index(429)}, a puppet none"
+        await asyncio.gather(*(bridge.inject(room_id, bob_name, f"burst {i}") for i in range(n)))
+        return f"{n} at once: a normal user got {statuses.count(429)} 429s, a puppet none"
 
     await run.check("puppets are not rate limited (rate_limited: false)", not_rate_limited)
 
@@ -470,6 +475,32 @@ async def checks(
 
     await run.check(
         f"the bridge down, {WHILE_DOWN} sent, back: all {WHILE_DOWN} arrive in order", down_and_back
+    )
+
+    async def refused_then_accepted() -> str:
+        bridge.refuse = REFUSED
+        sent = [f"after-500 {i}" for i in range(5)]
+        for body in sent:
+            await real.ok(
+                "PUT",
+                f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/{secrets.token_hex(8)}",
+                {"msgtype": "m.text", "body": body},
+            )
+        arrived = await bridge.wait_until(lambda: len(from_matrix("after-500 ")) >= 5, WAIT + 60)
+        got = from_matrix("after-500 ")
+        expect(len(bridge.refused) == REFUSED, f"{len(bridge.refused)} transactions refused")
+        expect(arrived, f"{len(got)} of 5 reached the bridge after {REFUSED} answers of 500")
+        expect(got == sent, f"out of order or repeated: {got}")
+        handled = {t.txn_id for t in bridge.transactions}
+        expect(
+            set(bridge.refused) <= handled,
+            f"refused transactions {bridge.refused} never sent again (handled: {sorted(handled)})",
+        )
+        return f"{REFUSED} answered 500, sent again with the same ids, all 5 in order"
+
+    await run.check(
+        "transactions answered 500 are sent again (same id) until accepted, in order",
+        refused_then_accepted,
     )
 
     async def transactions() -> str:
