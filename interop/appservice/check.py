@@ -6,7 +6,8 @@ Usage: python check.py SETTINGS HOMESERVER_URL SERVER_NAME LABEL
   HOMESERVER_URL, SERVER_NAME  the homeserver's client API and its server name
   LABEL     what the lines are prefixed with ("synapse", "ours")
 Prints a line per check and a summary ("N passed, N failed"); exits 1 on any failure. Every
-wait is bounded (APPSERVICE_WAIT_SECS, default 30 s; the bridge being down, 60 s more).
+wait is bounded (APPSERVICE_WAIT_SECS, default 30 s; the bridge being down, 60 s more), and so
+is every check (3 * APPSERVICE_WAIT_SECS + 60 s).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bridge import PREFIX, Settings, TestBridge
 
 WAIT = float(os.environ.get("APPSERVICE_WAIT_SECS", "30"))
 DOWN_SECS = float(os.environ.get("APPSERVICE_DOWN_SECS", "4"))
+CHECK_SECS = 3 * WAIT + 60  # the most one check may take (the bridge down: WAIT + 60 + more)
 MESSAGES = 20
 WHILE_DOWN = 10
 REFUSED = 1  # transactions the bridge answers with 500
@@ -131,11 +133,14 @@ class Run:
     async def check(self, name: str, body: Callable[[], Awaitable[str | None]]) -> bool:
         started = time.monotonic()
         try:
-            detail = await body()
+            # Every check is bounded, whatever a library's own timeouts are.
+            detail = await asyncio.wait_for(body(), CHECK_SECS)
             ok, note = True, detail or ""
         except Failed as e:
             ok, note = False, str(e)
-        except (MatrixRequestError, aiohttp.ClientError, asyncio.TimeoutError, KeyError) as e:
+        except asyncio.TimeoutError:  # a request's (WAIT) or the whole check's (CHECK_SECS)
+            ok, note = False, f"timed out after {time.monotonic() - started:.0f} s"
+        except (MatrixRequestError, aiohttp.ClientError, KeyError) as e:
             ok, note = False, f"{type(e).__name__}: {e}"
         except Exception as e:  # a bug in the check itself still fails it, with its trace
             ok, note = False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
