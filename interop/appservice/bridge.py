@@ -35,7 +35,9 @@ from mautrix.appservice.state_store import ASStateStore
 from mautrix.client.state_store.memory import MemoryStateStore
 from mautrix.types import (
     EventType,
+    Membership,
     MessageType,
+    RoomCreatePreset,
     RoomID,
     TextMessageEventContent,
     UserID,
@@ -148,9 +150,14 @@ class TestBridge:
         self.echo_errors: list[str] = []
         self.refuse = 0  # transactions still to answer with 500 (an AS failing for a while)
         self.refused: list[str] = []  # the ids of those answered 500
+        # What the homeserver asked: ("user", user id), ("alias", alias), ("ping", txn id).
+        self.queries: list[tuple[str, str]] = []
+        self.work_errors: list[str] = []  # puppets' joins that failed
         self._in_flight = 0
         self._echoes: asyncio.Queue[tuple[RoomID, str]] = asyncio.Queue()
         self._echo_task: asyncio.Task | None = None
+        self._joins: asyncio.Queue[tuple[RoomID, UserID]] = asyncio.Queue()
+        self._join_task: asyncio.Task | None = None
         self._changed = asyncio.Condition()
         self.az = AppService(
             server=settings.homeserver_url,
@@ -163,6 +170,8 @@ class TestBridge:
             state_store=StateStore(),
             aiohttp_params={"middlewares": [self._observe]},
             ephemeral_events=True,
+            query_user=self._query_user,
+            query_alias=self._query_alias,
         )
         # Events are handled in the order the transaction holds them, one at a time.
         self.az.synchronous_handlers = True
@@ -174,10 +183,12 @@ class TestBridge:
     async def start(self) -> None:
         await self.az.start(host="127.0.0.1", port=self.settings.port)
         self._echo_task = asyncio.create_task(self._echo_loop())
+        self._join_task = asyncio.create_task(self._join_loop())
 
     async def stop(self) -> None:
-        if self._echo_task:
-            self._echo_task.cancel()
+        for task in (self._echo_task, self._join_task):
+            if task:
+                task.cancel()
         await self.az.stop()
 
     async def stop_listener(self) -> None:
@@ -199,6 +210,10 @@ class TestBridge:
 
     @web.middleware
     async def _observe(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.endswith("/_matrix/app/v1/ping"):
+            body = await request.json()  # aiohttp keeps the body for the handler
+            self.queries.append(("ping", str(body.get("transaction_id"))))
+            return await handler(request)
         if "/transactions/" not in request.path:
             return await handler(request)
         if self.refuse > 0:
@@ -239,7 +254,41 @@ class TestBridge:
             self.az, txn_id, events=events, extra_data=extra_data, ephemeral=ephemeral, **kw
         )
 
+    async def _query_user(self, user_id: UserID) -> dict | None:
+        """The homeserver asks whether a user of the namespace exists: the remote network knows
+        every `@bridgetest_remote...`, whose puppet is registered on the spot."""
+        self.queries.append(("user", user_id))
+        localpart, _, server = user_id[1:].partition(":")
+        if server != self.settings.server_name or not localpart.startswith(PREFIX + "remote"):
+            return None
+        await self.puppet(user_id).ensure_registered()
+        return {"bridged": True}  # {} would do, but mautrix answers 404 to an empty dict
+
+    async def _query_alias(self, alias: str) -> dict | None:
+        """The homeserver asks about an alias of the namespace: `#bridgetest_chan...` is a
+        remote channel, whose portal (a public room with that alias) is made on the spot."""
+        self.queries.append(("alias", alias))
+        localpart, _, server = alias[1:].partition(":")
+        if server != self.settings.server_name or not localpart.startswith(PREFIX + "chan"):
+            return None
+        bot = self.az.intent
+        await bot.ensure_registered()
+        room_id = await bot.create_room(
+            alias_localpart=localpart, preset=RoomCreatePreset.PUBLIC, name=localpart
+        )
+        self.portals.add(room_id)
+        return {"bridged": True}  # {} would do, but mautrix answers 404 to an empty dict
+
     async def _on_event(self, event: Any) -> None:
+        if (
+            event.type == EventType.ROOM_MEMBER
+            and event.state_key.startswith("@" + PREFIX)
+            and event.content.membership == Membership.INVITE
+            and not event.sender.startswith("@" + PREFIX)
+        ):
+            # A Matrix user invited a remote user: its puppet accepts (from its own task).
+            await self._joins.put((event.room_id, UserID(event.state_key)))
+            return
         if event.type != EventType.ROOM_MESSAGE or event.room_id not in self.portals:
             return
         if event.sender.startswith("@" + PREFIX):
@@ -259,6 +308,14 @@ class TestBridge:
                 await self.puppet(self.echo_from).send_text(room_id, f"echo: {body}")
             except Exception as e:  # recorded, and the check reports it
                 self.echo_errors.append(f"{body}: {e}")
+
+    async def _join_loop(self) -> None:
+        while True:
+            room_id, user_id = await self._joins.get()
+            try:
+                await self.puppet(user_id).join_room_by_id(room_id)
+            except Exception as e:  # recorded, and the check reports it
+                self.work_errors.append(f"{user_id} joining {room_id}: {e}")
 
     # The remote network's side.
 

@@ -33,7 +33,7 @@ CHECK_SECS = 3 * WAIT + 60  # the most one check may take (the bridge down: WAIT
 MESSAGES = 20
 WHILE_DOWN = 10
 REFUSED = 1  # transactions the bridge answers with 500
-CHECKS = 14  # how many checks there are (those not run count as failed)
+CHECKS = 17  # how many checks there are (those not run count as failed)
 BURST = 40  # messages sent at once to see rate limits (the homeserver's burst is lower)
 
 
@@ -208,6 +208,27 @@ async def checks(
     if not await run.check("a real user registers (password, m.login.dummy)", real_user):
         run.skip_rest("no real user")
         return
+
+    async def ping() -> str:
+        txn = f"ping{suffix}"
+        duration = await bridge.az.ping_self(txn)
+        expect(("ping", txn) in bridge.queries, f"the bridge was not pinged with {txn}")
+        path = "/_matrix/client/v1/appservice/{}/ping"
+        status, data = await as_client.call("POST", path.format("someone-else"), {})
+        expect(
+            status == 403 and data.get("errcode") == "M_FORBIDDEN",
+            f"pinging another service: {status} {data}",
+        )
+        status, data = await real.call("POST", path.format(q(bridge.az.id)), {})
+        expect(
+            status == 403 and data.get("errcode") == "M_FORBIDDEN",
+            f"a normal user pinging the service: {status} {data}",
+        )
+        return f"{duration} ms; another service's id, or a normal user: 403 M_FORBIDDEN"
+
+    await run.check(
+        "the bridge pings itself through the homeserver at its start (appservice ping)", ping
+    )
 
     async def exclusive_user_namespace() -> str:
         intruder = f"{PREFIX}intruder{suffix}"
@@ -506,6 +527,48 @@ async def checks(
     await run.check(
         "transactions answered 500 are sent again (same id) until accepted, in order",
         refused_then_accepted,
+    )
+
+    async def alias_query() -> str:
+        alias = f"#{PREFIX}chan{suffix}:{server}"
+        joined = (await real.ok("POST", f"/_matrix/client/v3/join/{q(alias)}", {}))["room_id"]
+        expect(("alias", alias) in bridge.queries, f"the bridge was not asked about {alias}")
+        expect(joined in bridge.portals, f"joined {joined}, not the portal the bridge made")
+        unknown = f"#{PREFIX}nothing{suffix}:{server}"
+        status, data = await real.call("GET", f"/_matrix/client/v3/directory/room/{q(unknown)}")
+        expect(
+            status == 404 and data.get("errcode") == "M_NOT_FOUND",
+            f"an alias the bridge does not know: {status} {data}",
+        )
+        expect(("alias", unknown) in bridge.queries, f"the bridge was not asked about {unknown}")
+        return f"{alias}: made by the bridge when asked, joined; {unknown}: 404 M_NOT_FOUND"
+
+    await run.check(
+        "an unknown alias of the namespace is asked of the bridge, which makes the room",
+        alias_query,
+    )
+
+    async def user_query() -> str:
+        ghost = bridge.puppet_id(f"remote{suffix}")
+        dm = (await real.ok("POST", "/_matrix/client/v3/createRoom", {"invite": [ghost]}))[
+            "room_id"
+        ]
+        path = f"/_matrix/client/v3/rooms/{q(dm)}/joined_members"
+
+        async def members() -> set[str]:
+            return set((await real.ok("GET", path)).get("joined", {}))
+
+        deadline = time.monotonic() + WAIT
+        while ghost not in await members() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        expect(not bridge.work_errors, f"the puppet could not join: {bridge.work_errors}")
+        expect(ghost in await members(), f"{ghost} did not join {dm}")
+        expect(("user", ghost) in bridge.queries, f"the bridge was not asked about {ghost}")
+        return f"{ghost} registered by the bridge when asked, invited, joined {dm}"
+
+    await run.check(
+        "an invite to an unknown user of the namespace: the bridge is asked, its puppet joins",
+        user_query,
     )
 
     async def transactions() -> str:
