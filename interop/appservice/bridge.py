@@ -26,6 +26,7 @@ import json
 import logging
 import secrets
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,6 +146,7 @@ class TestBridge:
         self.transactions: list[Transaction] = []
         self.events: list[dict[str, Any]] = []  # room events, in the order pushed
         self.ephemeral: list[dict[str, Any]] = []
+        self.arrived: dict[str, float] = {}  # event id -> when it first came (time.monotonic)
         self.portals: set[RoomID] = set()
         self.echo_from: UserID | None = None  # the puppet that echoes Matrix messages back
         self.echo_errors: list[str] = []
@@ -248,6 +250,9 @@ class TestBridge:
         holder = _CURRENT.get(None)
         if holder is not None:
             holder.append(Transaction(txn_id, False, False, 0, len(events), len(ephemeral or [])))
+        now = time.monotonic()
+        for event in events:
+            self.arrived.setdefault(event.get("event_id", ""), now)
         self.events.extend(events)
         self.ephemeral.extend(ephemeral or [])
         return await AppService.handle_transaction(
