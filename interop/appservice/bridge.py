@@ -4,9 +4,16 @@ The "remote network" is simulated in this process: each remote user has a Matrix
 (`@bridgetest_<name>:<server>`, registered with `m.login.application_service`); a message a
 Matrix user sends into a bridged room is recorded as delivered to the remote network and echoed
 back into the room by a puppet; a message the test injects on the remote side is sent into the
-room by the remote user's puppet. The bridge also keeps what the homeserver pushed to it: every
-transaction (its id, how the `hs_token` came, how many were in flight at once), every room event
-in the order received and every ephemeral event (MSC2409: typing, receipts, presence).
+room by the remote user's puppet. A Matrix user's invite to a remote user is accepted by its
+puppet. When the homeserver asks (`/_matrix/app/v1/users/...`, `/rooms/...`), the remote network
+knows every `@bridgetest_remote...` user (its puppet is registered then) and every
+`#bridgetest_chan...` channel (its portal, a public room with that alias, is made then).
+
+The bridge also keeps what the homeserver pushed to it: every transaction (its id, how the
+`hs_token` came, how many were in flight at once), every room event in the order received and
+when it came, every ephemeral event (MSC2409: typing, receipts, presence), and the queries and
+pings it was sent. It can be made to fail: `stop_listener`/`start_listener` close and reopen its
+port, `refuse` answers the next transactions with 500.
 
 `registration_yaml` writes the registration a homeserver loads (Synapse's format). The bridge's
 own settings (tokens, port) stay in a JSON file beside it, as real bridges keep theirs in their

@@ -158,6 +158,9 @@ class Run:
 
 
 async def main() -> int:
+    if len(sys.argv) != 5:
+        print(__doc__, file=sys.stderr)
+        return 2
     settings_path, homeserver_url, server_name, label = sys.argv[1:5]
     logging.basicConfig(
         level=os.environ.get("APPSERVICE_LOG", "WARNING"),
