@@ -280,7 +280,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body =
             self.body.unwrap_or_else(|| json!({"errcode": self.errcode, "error": self.message}));
-        (self.status, Json(body)).into_response()
+        // A 429 also says when to come back in `Retry-After` (seconds, rounded up; v1.10).
+        let retry_after = (self.status == StatusCode::TOO_MANY_REQUESTS)
+            .then(|| body.get("retry_after_ms").and_then(Value::as_u64))
+            .flatten()
+            .map(|ms| ms.div_ceil(1000).to_string());
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = retry_after
+            && let Ok(value) = http::HeaderValue::from_str(&seconds)
+        {
+            response.headers_mut().insert(http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 
@@ -288,6 +299,15 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
     use matrix_federation::FederationError;
+
+    #[test]
+    fn a_rate_limit_says_when_to_come_back_in_a_header_too() {
+        let response = ApiError::limit_exceeded(1_500).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
+        let other = ApiError::forbidden("no").into_response();
+        assert!(other.headers().get(http::header::RETRY_AFTER).is_none());
+    }
 
     /// Another server's failure is a 502 that says which kind it was (its status, when it
     /// answered one), nothing more of what it sent.

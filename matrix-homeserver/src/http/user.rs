@@ -528,5 +528,9 @@ async fn deactivate(
         }
     }
     state.accounts.deactivate(&auth.user_id).await?;
+    // `erase` (v1.10): the user's events are served redacted from now on.
+    if body.get("erase").and_then(Value::as_bool) == Some(true) {
+        state.rooms.erase(auth.user_id.as_str()).await?;
+    }
     Ok(Json(json!({"id_server_unbind_result": "no-support"})))
 }

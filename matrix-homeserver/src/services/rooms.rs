@@ -17,6 +17,7 @@ mod authorize;
 mod backfill;
 mod create;
 mod directory;
+mod erase;
 mod federated;
 mod foreign;
 pub(crate) mod format;
@@ -148,6 +149,8 @@ pub(crate) struct Rooms {
         quick_cache::sync::Cache<(String, String), (String, Arc<Memberships>), HistoryWeight>,
     /// Room versions by room id (a room's version never changes).
     versions: quick_cache::sync::Cache<String, &'static RoomVersionRules>,
+    /// Whether each of our users asked for their content to be erased (see `erase.rs`).
+    erased: quick_cache::sync::Cache<String, bool>,
     txns: send::Transactions,
     /// Serialises alias changes (check, then write).
     alias_lock: tokio::sync::Mutex<()>,
@@ -226,6 +229,7 @@ impl Rooms {
                 EventWeight,
             ),
             versions: quick_cache::sync::Cache::new(16_384),
+            erased: quick_cache::sync::Cache::new(16_384),
             snapshots_of: quick_cache::sync::Cache::new(16_384),
             visibility_at: quick_cache::sync::Cache::new(4_096),
             memberships: quick_cache::sync::Cache::with_weighter(16_384, 1 << 20, HistoryWeight),

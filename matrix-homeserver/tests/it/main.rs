@@ -15,6 +15,7 @@ mod discovery;
 mod e2ee_backup;
 mod e2ee_cross_signing;
 mod e2ee_dehydrated;
+mod erase;
 mod faults;
 mod federation;
 mod federation_acl;

@@ -21,6 +21,8 @@ pub(crate) struct Shown {
     pub(crate) replaces_state: Option<String>,
     /// The bundled aggregations (`unsigned.m.relations`), if any.
     pub(crate) relations: Option<Value>,
+    /// Whether its sender erased their account: shown redacted, with no redaction event.
+    pub(crate) erased: bool,
 }
 
 /// The JSON of an object from matrix-core, as serde_json's.
@@ -31,9 +33,10 @@ pub(crate) fn to_serde(object: &matrix_core::Object) -> Map<String, Value> {
 
 /// The client format of `pdu`.
 pub(crate) fn client_event(pdu: &Pdu, shown: Shown) -> Value {
-    let mut event = match &shown.redacted_because {
-        Some(_) => to_serde(&matrix_core::redaction::redact(pdu.json(), pdu.rules())),
-        None => serde_json::from_slice(pdu.canonical_bytes()).unwrap_or_default(),
+    let mut event = if shown.redacted_because.is_some() || shown.erased {
+        to_serde(&matrix_core::redaction::redact(pdu.json(), pdu.rules()))
+    } else {
+        serde_json::from_slice(pdu.canonical_bytes()).unwrap_or_default()
     };
     for key in FEDERATION_KEYS {
         event.remove(*key);

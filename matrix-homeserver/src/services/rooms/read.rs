@@ -143,7 +143,7 @@ impl Rooms {
     ) -> Result<Value, ApiError> {
         let mut shown = self.shown(pdu, viewer).await?;
         // A redacted event has no aggregations (spec: redactions).
-        if shown.redacted_because.is_none() {
+        if shown.redacted_because.is_none() && !shown.erased {
             shown.relations = self.bundled(pdu, viewer, edits_only).await?;
         }
         Ok(client_event(pdu, shown))
@@ -166,6 +166,7 @@ impl Rooms {
         {
             shown.redacted_because = Some(client_event(&redaction, Shown::default()));
         }
+        shown.erased = self.is_erased(pdu.sender()).await?;
         if let Some(viewer) = viewer
             && viewer.user == pdu.sender()
         {

@@ -180,6 +180,7 @@ impl Rooms {
                 }
                 let Some(pdu) = self.pdu(&hit.event_id).await? else { continue };
                 if pdu.room_id() != hit.room_id
+                    || self.is_erased(pdu.sender()).await?
                     || !search.filter.keeps(&pdu)
                     || !self.sees(looker, &pdu, hit.pos).await?
                 {

@@ -187,7 +187,12 @@ impl Rooms {
         };
         let after = (pdu.kind() == "m.room.history_visibility" && pdu.state_key() == Some(""))
             .then(|| History::parse(pdu.content().get_str("history_visibility")));
-        Ok(looker.view(pdu, pos, before, after))
+        let view = looker.view(pdu, pos, before, after);
+        // An erased user's events go out redacted (see `erase.rs`).
+        if view == ServerView::Full && self.is_erased(pdu.sender()).await? {
+            return Ok(ServerView::Redacted);
+        }
+        Ok(view)
     }
 
     /// `pdu` as `looker`'s server may have it: whole, redacted, or not at all.
