@@ -216,6 +216,34 @@ impl ApiError {
         }));
         error
     }
+    /// What an application service holds exclusively (a user id, an alias), asked for by
+    /// someone else: 400 `M_EXCLUSIVE`.
+    pub(crate) fn exclusive(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_EXCLUSIVE", message)
+    }
+    /// `m.login.application_service` for a service that manages its devices itself
+    /// (MSC4190): 400 `M_APPSERVICE_LOGIN_UNSUPPORTED`.
+    pub(crate) fn appservice_login_unsupported() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "M_APPSERVICE_LOGIN_UNSUPPORTED",
+            "this application service manages its devices itself (MSC4190): it cannot log in",
+        )
+    }
+    /// An error whose body carries more than `errcode` and `error` (`extra`'s fields).
+    pub(crate) fn with_fields(
+        status: u16,
+        errcode: &'static str,
+        message: impl Into<String>,
+        extra: serde_json::Map<String, Value>,
+    ) -> Self {
+        let mut error = Self::with_code(status, errcode, message);
+        let mut body = extra;
+        body.insert("errcode".to_owned(), json!(errcode));
+        body.insert("error".to_owned(), json!(error.message));
+        error.body = Some(Value::Object(body));
+        error
+    }
     /// The user-interactive authentication's answer: 401 with the flows to follow.
     pub(crate) fn auth_required(body: Value) -> Self {
         let mut error = Self::new(StatusCode::UNAUTHORIZED, "M_FORBIDDEN", "authentication needed");

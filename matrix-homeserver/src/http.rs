@@ -3,6 +3,7 @@
 //! authenticates, calls one service method and returns.
 
 mod account;
+mod appservice;
 mod dehydrated;
 mod delayed_events;
 mod directory;
@@ -76,6 +77,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(thirdparty::routes())
         .merge(threepid::routes())
         .merge(delayed_events::routes())
+        .merge(appservice::routes())
         .fallback(|| async { ApiError::unrecognized() })
         .layer(cors())
         .with_state(state)
@@ -344,20 +346,55 @@ impl<R: OutgoingResponse> IntoResponse for RumaResponse<R> {
 /// The result of a handler.
 pub(crate) type ApiResult<R> = Result<RumaResponse<R>, ApiError>;
 
-/// The user and device of the request's access token (`Authorization: Bearer`, or the
-/// deprecated `access_token` query parameter).
+/// Who a request comes from: the user and device of its access token (`Authorization:
+/// Bearer`, or the deprecated `access_token` query parameter), or, for an application
+/// service's `as_token`, the user it acts as (see [`masquerade`]).
+///
+/// [`masquerade`]: crate::services::appservice::masquerade
 #[derive(Debug, Clone)]
 pub(crate) struct Auth {
     pub(crate) user_id: OwnedUserId,
-    pub(crate) device_id: OwnedDeviceId,
+    /// The device; `None` for an application service that named none (`device_id`, MSC4190).
+    pub(crate) device_id: Option<OwnedDeviceId>,
+    /// The service whose `as_token` authenticated the request.
+    pub(crate) appservice: Option<Arc<crate::services::appservice::Appservice>>,
+    /// What transaction ids, syncs and presence are kept per: the device, or for a service
+    /// acting without one, a name of its own (`!as:{id}`, which no device id a client picks
+    /// can collide with in a way that matters: it is the service's own user's).
+    scope: String,
 }
 
 impl Auth {
     /// The request's user and device, as the viewer of events.
     pub(crate) fn viewer(&self) -> crate::services::rooms::Viewer<'_> {
-        crate::services::rooms::Viewer {
-            user: self.user_id.as_str(),
-            device: self.device_id.as_str(),
+        crate::services::rooms::Viewer { user: self.user_id.as_str(), device: &self.scope }
+    }
+
+    /// The request's device, for what only a device can do (upload its keys, log out): an
+    /// application service acting without a device is refused.
+    pub(crate) fn device(&self) -> Result<&ruma::DeviceId, ApiError> {
+        self.device_id.as_deref().ok_or_else(|| {
+            ApiError::missing_param(
+                "this request needs a device: an application service names one with `device_id`",
+            )
+        })
+    }
+
+    /// The device the request's transaction ids, sync position and presence are kept for.
+    pub(crate) fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// Checks `action`'s rate limit for the request's user, unless an application service
+    /// that is not rate limited made it.
+    pub(crate) fn limit(
+        &self,
+        limiter: &crate::services::rate_limit::RateLimiter,
+        action: crate::services::rate_limit::Action,
+    ) -> Result<(), ApiError> {
+        match &self.appservice {
+            Some(service) if !service.registration.is_rate_limited() => Ok(()),
+            _ => limiter.check(action, self.user_id.as_str()),
         }
     }
 }
@@ -367,11 +404,34 @@ fn access_token(parts: &Parts) -> Option<String> {
         let value = value.to_str().ok()?;
         return value.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
     }
+    query_param(parts, "access_token")
+}
+
+/// The first value of `name` in the query string, percent-decoded.
+pub(crate) fn query_param(parts: &Parts, name: &str) -> Option<String> {
     let query = parts.uri.query()?;
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == "access_token").then(|| value.to_owned())
-    })
+    url::form_urlencoded::parse(query.as_bytes())
+        .find_map(|(key, value)| (key == name).then(|| value.into_owned()))
+}
+
+/// The application service whose `as_token` the request carries (registration and login as
+/// a service), or why not: `M_MISSING_TOKEN`, or `M_UNKNOWN_TOKEN` for a token that is no
+/// service's. It never refuses the request itself (a password login may carry a stale token).
+pub(crate) struct AppserviceToken(
+    pub(crate) Result<Arc<crate::services::appservice::Appservice>, ApiError>,
+);
+
+impl FromRequestParts<Arc<State>> for AppserviceToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        Ok(AppserviceToken(match access_token(parts) {
+            None => Err(ApiError::missing_token()),
+            Some(token) => {
+                state.appservices.by_as_token(&token).cloned().ok_or_else(ApiError::unknown_token)
+            }
+        }))
+    }
 }
 
 impl FromRequestParts<Arc<State>> for Auth {
@@ -379,8 +439,30 @@ impl FromRequestParts<Arc<State>> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
         let token = access_token(parts).ok_or_else(ApiError::missing_token)?;
+        if let Some(service) = state.appservices.by_as_token(&token) {
+            let user = query_param(parts, "user_id");
+            let device = query_param(parts, "device_id")
+                .or_else(|| query_param(parts, "org.matrix.msc3202.device_id"));
+            let (user_id, device_id) = crate::services::appservice::masquerade(
+                service,
+                user.as_deref(),
+                device.as_deref(),
+                &state.accounts,
+            )
+            .await?;
+            let scope = match &device_id {
+                Some(device) => device.to_string(),
+                None => format!("!as:{}", service.id()),
+            };
+            return Ok(Auth { user_id, device_id, appservice: Some(service.clone()), scope });
+        }
         let (user_id, device_id) = state.accounts.authenticate(&token).await?;
-        Ok(Auth { user_id, device_id })
+        Ok(Auth {
+            user_id,
+            scope: device_id.to_string(),
+            device_id: Some(device_id),
+            appservice: None,
+        })
     }
 }
 

@@ -372,6 +372,25 @@ impl HomeserverBuilder {
             ephemeral,
             config: self.config,
         };
+        // Each service's own user exists from the start (it is who the service acts as).
+        for service in state.appservices.all() {
+            let sender = &service.sender;
+            let stored = state
+                .rooms
+                .storage()
+                .user(sender.as_str())
+                .await
+                .map_err(|e| BuildError::Storage(e.to_string()))?;
+            if stored.is_none() {
+                match state.accounts.create_user(Some(sender.localpart()), None, false, None).await
+                {
+                    Ok(_) => {}
+                    // Created meanwhile by another process on the same storage.
+                    Err(e) if e.errcode() == "M_USER_IN_USE" => {}
+                    Err(e) => return Err(BuildError::Appservice(e.to_string())),
+                }
+            }
+        }
         Ok(Homeserver { state: Arc::new(state) })
     }
 }

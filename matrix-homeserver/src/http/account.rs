@@ -9,7 +9,7 @@ use ruma::api::client::session::{get_login_types, login, logout, logout_all};
 use ruma::api::client::uiaa::{AuthData, UserIdentifier};
 use serde_json::json;
 
-use super::{ApiResult, Auth, ClientAddress, Ruma, RumaResponse};
+use super::{ApiResult, AppserviceToken, Auth, ClientAddress, Ruma, RumaResponse};
 use crate::config::RegistrationMode;
 use crate::error::ApiError;
 use crate::services::accounts::DeviceRequest;
@@ -65,13 +65,64 @@ pub(super) fn check_password_length(state: &crate::State, password: &str) -> Res
     Ok(())
 }
 
+/// Refuses a localpart an application service holds exclusively (`except` the one asking).
+fn check_not_exclusive(
+    state: &crate::State,
+    localpart: &str,
+    except: Option<&str>,
+) -> Result<(), ApiError> {
+    let user_id = state.accounts.local_user_id(localpart)?;
+    if state.appservices.user_is_exclusive_to_other(user_id.as_str(), except) {
+        return Err(ApiError::exclusive("This user ID is reserved by an application service."));
+    }
+    Ok(())
+}
+
+/// `m.login.application_service` registration: a user of the service's namespace, with no
+/// password, whatever the registration mode.
+async fn register_for_service(
+    state: &crate::State,
+    service: Result<Arc<crate::services::appservice::Appservice>, ApiError>,
+    request: register::v3::Request,
+) -> ApiResult<register::v3::Response> {
+    let service = service?;
+    let localpart = request
+        .username
+        .as_deref()
+        .ok_or_else(|| ApiError::missing_param("an application service names the username"))?;
+    let user_id = state.accounts.local_user_id(localpart)?;
+    if !service.is_interested_in_user(user_id.as_str()) {
+        return Err(ApiError::exclusive("Invalid user localpart for this application service."));
+    }
+    check_not_exclusive(state, localpart, Some(service.id()))?;
+    let device = (!request.inhibit_login).then(|| DeviceRequest {
+        device_id: request.device_id.clone(),
+        display_name: request.initial_device_display_name.clone(),
+    });
+    let (user_id, session) =
+        state.accounts.create_user(Some(localpart), None, false, device).await?;
+    let mut response = register::v3::Response::new(user_id);
+    if let Some(session) = session {
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+    }
+    Ok(RumaResponse(response))
+}
+
 pub(super) async fn register(
     State(state): AppState,
     ClientAddress(address): ClientAddress,
+    AppserviceToken(service): AppserviceToken,
     Ruma(request): Ruma<register::v3::Request>,
 ) -> ApiResult<register::v3::Response> {
     if request.kind == register::RegistrationKind::Guest {
         return Err(ApiError::guest_access_forbidden());
+    }
+    if request.login_type == Some(register::LoginType::ApplicationService) {
+        return register_for_service(&state, service, request).await;
+    }
+    if let Some(localpart) = request.username.as_deref() {
+        check_not_exclusive(&state, localpart, None)?;
     }
     let registration = &state.config.registration;
     let stage = match registration.mode {
@@ -122,6 +173,7 @@ pub(super) async fn available(
 ) -> ApiResult<get_username_availability::v3::Response> {
     // It tells whether an account exists: enumeration is rate limited.
     state.limiter.check(Action::Lookup, &address)?;
+    check_not_exclusive(&state, &request.username, None)?;
     if state.accounts.available(&request.username).await? {
         Ok(RumaResponse(get_username_availability::v3::Response::new(true)))
     } else {
@@ -130,19 +182,59 @@ pub(super) async fn available(
 }
 
 pub(super) async fn login_types(
+    State(state): AppState,
     Ruma(_): Ruma<get_login_types::v3::Request>,
 ) -> ApiResult<get_login_types::v3::Response> {
-    use get_login_types::v3::{LoginType, PasswordLoginType};
-    Ok(RumaResponse(get_login_types::v3::Response::new(vec![LoginType::Password(
-        PasswordLoginType::new(),
-    )])))
+    use get_login_types::v3::{ApplicationServiceLoginType, LoginType, PasswordLoginType};
+    let mut types = vec![LoginType::Password(PasswordLoginType::new())];
+    if !state.appservices.is_empty() {
+        types.push(LoginType::ApplicationService(ApplicationServiceLoginType::new()));
+    }
+    Ok(RumaResponse(get_login_types::v3::Response::new(types)))
+}
+
+/// `m.login.application_service`: a new device for a user of the service's namespace.
+async fn login_for_service(
+    state: &crate::State,
+    service: Result<Arc<crate::services::appservice::Appservice>, ApiError>,
+    user: Option<&UserIdentifier>,
+    device: DeviceRequest,
+) -> ApiResult<login::v3::Response> {
+    let service = service?;
+    if service.registration.msc4190 {
+        return Err(ApiError::appservice_login_unsupported());
+    }
+    let name = match user {
+        Some(UserIdentifier::Matrix(id)) => id.user.as_str(),
+        Some(_) => return Err(ApiError::unknown_login_type()),
+        None => return Err(ApiError::bad_json("no user was named")),
+    };
+    let user_id =
+        state.accounts.named_user(name).ok_or_else(|| ApiError::forbidden("Invalid username"))?;
+    if !service.owns_user(&user_id) {
+        return Err(ApiError::with_code(403, "M_EXCLUSIVE", "Invalid access_token"));
+    }
+    let session = state.accounts.login_trusted(&user_id, device).await?;
+    Ok(RumaResponse(login::v3::Response::new(
+        session.user_id,
+        session.access_token,
+        session.device_id,
+    )))
 }
 
 pub(super) async fn login(
     State(state): AppState,
     ClientAddress(address): ClientAddress,
+    AppserviceToken(service): AppserviceToken,
     Ruma(request): Ruma<login::v3::Request>,
 ) -> ApiResult<login::v3::Response> {
+    if let login::v3::LoginInfo::ApplicationService(info) = &request.login_info {
+        let device = DeviceRequest {
+            device_id: request.device_id.clone(),
+            display_name: request.initial_device_display_name.clone(),
+        };
+        return login_for_service(&state, service, info.identifier.as_ref(), device).await;
+    }
     state.limiter.check(Action::Login, &address)?;
     let login::v3::LoginInfo::Password(password) = request.login_info else {
         return Err(ApiError::unknown_login_type());
@@ -187,7 +279,7 @@ pub(super) async fn logout(
     auth: Auth,
     Ruma(_): Ruma<logout::v3::Request>,
 ) -> ApiResult<logout::v3::Response> {
-    state.accounts.logout(&auth.user_id, auth.device_id.as_str()).await?;
+    state.accounts.logout(&auth.user_id, auth.device()?.as_str()).await?;
     Ok(RumaResponse(logout::v3::Response::new()))
 }
 
@@ -205,7 +297,7 @@ pub(super) async fn whoami(
     Ruma(_): Ruma<whoami::v3::Request>,
 ) -> ApiResult<whoami::v3::Response> {
     let mut response = whoami::v3::Response::new(auth.user_id, false);
-    response.device_id = Some(auth.device_id);
+    response.device_id = auth.device_id;
     Ok(RumaResponse(response))
 }
 

@@ -54,7 +54,7 @@ async fn put_device(
     auth: Auth,
     JsonBody(body): JsonBody<PutBody>,
 ) -> JsonResult {
-    state.limiter.check(Action::KeyUpload, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::KeyUpload)?;
     let device_keys = body
         .device_keys
         .ok_or_else(|| ApiError::missing_param("a dehydrated device needs its device_keys"))?;

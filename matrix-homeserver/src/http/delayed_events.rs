@@ -54,13 +54,12 @@ pub(super) async fn schedule(
 ) -> JsonResult {
     let room = room_id(request.room_id)?;
     let limit = if request.state_key.is_some() { Limit::State } else { Limit::Message };
-    state.limiter.check(limit, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, limit)?;
     if request.state_key.is_some() && request.kind == "m.room.member" {
         return Err(ApiError::forbidden("use the membership endpoints to change memberships"));
     }
     let request = Schedule { room_id: room.as_str(), ..request };
-    let delay_id =
-        state.delayed_events.schedule(&auth.user_id, auth.device_id.as_str(), request).await?;
+    let delay_id = state.delayed_events.schedule(&auth.user_id, auth.scope(), request).await?;
     Ok(Json(json!({"delay_id": delay_id})))
 }
 
@@ -128,7 +127,7 @@ async fn one(State(state): AppState, auth: Auth, Params(id): Params<String>) -> 
 
 async fn run(state: &crate::State, auth: &Auth, id: &str, action: Action) -> JsonResult {
     if action == Action::Send {
-        state.limiter.check(Limit::Message, auth.user_id.as_str())?;
+        auth.limit(&state.limiter, Limit::Message)?;
     }
     state.delayed_events.act(&auth.user_id, id, action).await?;
     Ok(Json(json!({})))

@@ -50,7 +50,8 @@ async fn create_alias(
     JsonBody(body): JsonBody<AliasBody>,
 ) -> JsonResult {
     let room = room_id(&body.room_id)?;
-    state.limiter.check(Action::State, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::State)?;
+    state.appservices.check_alias_creation(&alias, auth.appservice.as_deref())?;
     state.rooms.create_alias(&alias, room.as_str(), &auth.user_id).await?;
     Ok(Json(json!({})))
 }
@@ -64,7 +65,7 @@ async fn delete_alias(
     auth: Auth,
     Params(alias): Params<String>,
 ) -> JsonResult {
-    state.limiter.check(Action::State, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::State)?;
     let admin = is_admin(&state, &auth.user_id).await?;
     state.rooms.delete_alias(&alias, &auth.user_id, admin).await?;
     Ok(Json(json!({})))
@@ -108,7 +109,7 @@ async fn set_visibility(
         "private" => false,
         _ => return Err(ApiError::invalid_param("visibility must be public or private")),
     };
-    state.limiter.check(Action::State, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::State)?;
     let admin = is_admin(&state, &auth.user_id).await?;
     state.rooms.set_published(room.as_str(), &auth.user_id, admin, public).await?;
     Ok(Json(json!({})))
@@ -326,7 +327,7 @@ async fn public_rooms_get(
 ) -> JsonResult {
     if let Some(server) = remote(&state, query.server.as_deref()) {
         let auth = auth?;
-        state.limiter.check(Action::Lookup, auth.user_id.as_str())?;
+        auth.limit(&state.limiter, Action::Lookup)?;
         return remote_list(&state, server, query.limit, query.since.as_deref(), None).await;
     }
     list(&state, query.limit, query.since.as_deref(), None).await
@@ -339,7 +340,7 @@ async fn public_rooms_post(
     JsonBody(body): JsonBody<PublicRoomsBody>,
 ) -> JsonResult {
     if let Some(server) = remote(&state, query.server.as_deref()) {
-        state.limiter.check(Action::Lookup, auth.user_id.as_str())?;
+        auth.limit(&state.limiter, Action::Lookup)?;
         let filter = body.filter.as_ref();
         return remote_list(&state, server, body.limit, body.since.as_deref(), filter).await;
     }
@@ -362,7 +363,7 @@ async fn search_users(
     auth: Auth,
     JsonBody(body): JsonBody<UserSearchBody>,
 ) -> JsonResult {
-    state.limiter.check(Action::Lookup, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Lookup)?;
     if body.search_term.chars().count() > 256 {
         return Err(ApiError::invalid_param("search_term is longer than 256 characters"));
     }

@@ -48,9 +48,9 @@ async fn upload(
     auth: Auth,
     JsonBody(body): JsonBody<UploadBody>,
 ) -> JsonResult {
+    let device_id = auth.device()?;
     if let Some(keys) = &body.device_keys
-        && (keys["user_id"] != auth.user_id.as_str()
-            || keys["device_id"] != auth.device_id.as_str())
+        && (keys["user_id"] != auth.user_id.as_str() || keys["device_id"] != device_id.as_str())
     {
         return Err(ApiError::invalid_param("the device keys are not of this device"));
     }
@@ -59,14 +59,14 @@ async fn upload(
         || !body.one_time_keys.is_empty()
         || !body.fallback_keys.is_empty()
     {
-        state.limiter.check(Action::KeyUpload, auth.user_id.as_str())?;
+        auth.limit(&state.limiter, Action::KeyUpload)?;
     }
     // The servers sharing a room with the user hear of new device keys, queued with them.
     let announce = match &body.device_keys {
         Some(keys) => {
-            let device = state.accounts.device(&auth.user_id, auth.device_id.as_str()).await?;
+            let device = state.accounts.device(&auth.user_id, device_id.as_str()).await?;
             let change = fan_out::DeviceChange::Keys {
-                device_id: auth.device_id.to_string(),
+                device_id: device_id.to_string(),
                 display_name: device.display_name,
                 keys: keys.clone(),
             };
@@ -79,7 +79,7 @@ async fn upload(
         .ephemeral
         .upload_keys(
             auth.user_id.as_str(),
-            auth.device_id.as_str(),
+            device_id.as_str(),
             body.device_keys,
             body.one_time_keys,
             body.fallback_keys,
@@ -200,7 +200,7 @@ async fn upload_signing_keys(
         self_signing: key("self_signing_key")?,
         user_signing: key("user_signing_key")?,
     };
-    state.limiter.check(Action::KeyUpload, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::KeyUpload)?;
     let user = auth.user_id.as_str();
     let authenticate = state.ephemeral.signing_keys_need_auth(user, &upload).await?;
     if authenticate {
@@ -217,7 +217,7 @@ async fn upload_signatures(
     auth: Auth,
     JsonBody(body): JsonBody<BTreeMap<String, BTreeMap<String, Value>>>,
 ) -> JsonResult {
-    state.limiter.check(Action::KeyUpload, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::KeyUpload)?;
     let ours = state.rooms.server_name().as_str();
     let failures = state.ephemeral.upload_signatures(auth.user_id.as_str(), ours, body).await?;
     Ok(Json(json!({"failures": failures})))
@@ -236,7 +236,7 @@ async fn claim(
 ) -> JsonResult {
     // Claiming uses keys up: limited like uploads, and bounded like queries, so that one
     // client cannot drain every device's one-time keys in a loop.
-    state.limiter.check(Action::KeyUpload, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::KeyUpload)?;
     let max = state.config.limits.max_users_per_key_query;
     if body.one_time_keys.values().map(BTreeMap::len).sum::<usize>() > max {
         return Err(ApiError::invalid_param(format!("at most {max} devices per claim")));
@@ -312,7 +312,7 @@ async fn send_to_device(
     Params((kind, txn)): Params<(String, String)>,
     JsonBody(body): JsonBody<ToDeviceBody>,
 ) -> JsonResult {
-    state.limiter.check(Action::ToDevice, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::ToDevice)?;
     // One device list is read per user named: as many as one key query may name.
     let max = state.config.limits.max_users_per_key_query;
     if body.messages.len() > max {
@@ -339,7 +339,7 @@ async fn send_to_device(
             }
         }
     }
-    let sender = (auth.user_id.as_str(), auth.device_id.as_str());
+    let sender = (auth.user_id.as_str(), auth.scope());
     // Other servers' users get theirs through their server: one EDU per server, queued
     // with the send (and its transaction id).
     let enqueue = fan_out::to_device(&state, sender.0, &kind, remote);

@@ -53,7 +53,7 @@ async fn create_version(
     JsonBody(body): JsonBody<VersionBody>,
 ) -> JsonResult {
     // Each version is kept (with its sessions) until deleted: creating them is limited.
-    state.limiter.check(Action::KeyUpload, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::KeyUpload)?;
     let user = auth.user_id.as_str();
     let version = state.key_backups.create_version(user, body.algorithm, &body.auth_data).await?;
     Ok(Json(json!({"version": version})))
@@ -78,7 +78,7 @@ async fn update_version(
     JsonBody(body): JsonBody<VersionBody>,
 ) -> JsonResult {
     let (user, given) = (auth.user_id.as_str(), body.version.as_deref());
-    state.limiter.check(Action::KeyUpload, user)?;
+    auth.limit(&state.limiter, Action::KeyUpload)?;
     let backups = &state.key_backups;
     backups.update_version(user, &version, &body.algorithm, &body.auth_data, given).await?;
     Ok(Json(json!({})))
@@ -156,7 +156,7 @@ async fn put(
     let version = query.version()?;
     let user = auth.user_id.as_str();
     // Limited like key uploads (a client backs up a few hundred sessions a request).
-    state.limiter.check(Action::KeyUpload, user)?;
+    auth.limit(&state.limiter, Action::KeyUpload)?;
     Ok(Json(state.key_backups.put_sessions(user, &version, rooms).await?))
 }
 

@@ -67,7 +67,7 @@ async fn upload(
     Query(query): Query<UploadQuery>,
     request: Request,
 ) -> JsonResult {
-    state.limiter.check(Action::MediaUpload, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::MediaUpload)?;
     let (content_type, declared, body) = upload_parts(request);
     let timeout = Duration::from_secs(state.config.http.media_upload_timeout_secs);
     let user = auth.user_id.as_str();
@@ -96,7 +96,7 @@ async fn preview_url(
 ) -> JsonResult {
     let url = query.url.ok_or_else(|| ApiError::missing_param("the url parameter is missing"))?;
     let previews = state.url_preview.as_ref().ok_or_else(ApiError::unrecognized)?;
-    state.limiter.check(Action::UrlPreview, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::UrlPreview)?;
     let store = crate::services::url_preview::ImageStore {
         media: &state.media,
         server_name: state.rooms.server_name().as_str(),
@@ -107,7 +107,7 @@ async fn preview_url(
 
 /// `POST /_matrix/media/v1/create`.
 async fn create(State(state): AppState, auth: Auth) -> JsonResult {
-    state.limiter.check(Action::MediaUpload, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::MediaUpload)?;
     let (id, expires) = state.media.create(auth.user_id.as_str()).await?;
     Ok(Json(json!({
         "content_uri": format!("mxc://{}/{id}", state.rooms.server_name()),
@@ -123,7 +123,7 @@ async fn upload_to(
     Query(query): Query<UploadQuery>,
     request: Request,
 ) -> JsonResult {
-    state.limiter.check(Action::MediaUpload, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::MediaUpload)?;
     if server != state.rooms.server_name().as_str() {
         return Err(ApiError::not_found("media ids are created on their own server"));
     }

@@ -29,7 +29,7 @@ async fn request_token(
     if user != auth.user_id {
         return Err(ApiError::forbidden("cannot request tokens for other users"));
     }
-    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::AccountData)?;
     let token = openid::issue(state.rooms.storage(), &auth.user_id).await?;
     Ok(Json(json!({
         "access_token": token,

@@ -63,8 +63,8 @@ async fn set_status(
     if user != auth.user_id {
         return Err(ApiError::forbidden("you can only set your own presence"));
     }
-    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::AccountData)?;
     let (presence, status_msg) = parse_status(&body, state.presence.max_status_msg_bytes())?;
-    state.presence.set(user.as_str(), auth.device_id.as_str(), presence, status_msg).await?;
+    state.presence.set(user.as_str(), auth.scope(), presence, status_msg).await?;
     Ok(Json(json!({})))
 }

@@ -72,7 +72,7 @@ async fn set_pusher(
     auth: Auth,
     JsonBody(body): JsonBody<SetPusher>,
 ) -> JsonResult {
-    state.limiter.check(Limited::AccountData, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Limited::AccountData)?;
     let user = auth.user_id.as_str();
     // The spec's bounds: pushkey 512 bytes, app_id 64 characters.
     if body.pushkey.is_empty() || body.pushkey.len() > 512 {
@@ -141,7 +141,7 @@ async fn set_pusher(
         user_id: user.to_owned(),
         app_id: body.app_id,
         pushkey: body.pushkey,
-        device_id: auth.device_id.to_string(),
+        device_id: auth.scope().to_owned(),
         data,
     };
     let _guard = state.push_rules_lock.lock().await;

@@ -57,11 +57,12 @@ async fn load(state: &crate::State, user: &ruma::UserId) -> Result<Ruleset, ApiE
 /// Changes the user's rule set with `change` and saves it, one change at a time per server.
 async fn update(
     state: &crate::State,
-    user: &ruma::UserId,
+    auth: &Auth,
     change: impl FnOnce(&mut Ruleset) -> Result<(), ApiError>,
 ) -> JsonResult {
+    let user = &auth.user_id;
     // A change of push rules is an account-data write, and limited as one.
-    state.limiter.check(Limited::AccountData, user.as_str())?;
+    auth.limit(&state.limiter, Limited::AccountData)?;
     let _guard = state.push_rules_lock.lock().await;
     let mut rules = load(state, user).await?;
     change(&mut rules)?;
@@ -190,7 +191,7 @@ async fn put_rule(
         }
         _ => return Err(ApiError::invalid_param("not a push rule kind")),
     };
-    update(&state, &auth.user_id, |rules| {
+    update(&state, &auth, |rules| {
         rules.insert(new, position.after.as_deref(), position.before.as_deref()).map_err(
             |e| match e {
                 InsertPushRuleError::UnknownRuleId => {
@@ -209,7 +210,7 @@ async fn delete_rule(
     Params((scope, kind, rule)): Params<(String, String, String)>,
 ) -> JsonResult {
     let kind = rule_kind(&scope, &kind)?;
-    update(&state, &auth.user_id, |rules| {
+    update(&state, &auth, |rules| {
         rules.remove(kind, &rule).map_err(|e| match e {
             RemovePushRuleError::NotFound => no_such_rule(),
             other => ApiError::invalid_param(other.to_string()),
@@ -248,7 +249,7 @@ async fn put_enabled(
     JsonBody(body): JsonBody<Enabled>,
 ) -> JsonResult {
     let kind = rule_kind(&scope, &kind)?;
-    update(&state, &auth.user_id, |rules| {
+    update(&state, &auth, |rules| {
         rules.set_enabled(kind, &rule, body.enabled).map_err(|_| no_such_rule())
     })
     .await
@@ -276,7 +277,7 @@ async fn put_actions(
     JsonBody(body): JsonBody<Actions>,
 ) -> JsonResult {
     let kind = rule_kind(&scope, &kind)?;
-    update(&state, &auth.user_id, |rules| {
+    update(&state, &auth, |rules| {
         rules.set_actions(kind, &rule, body.actions).map_err(|_| no_such_rule())
     })
     .await

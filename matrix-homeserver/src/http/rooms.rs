@@ -104,7 +104,7 @@ async fn create_room(
     auth: Auth,
     JsonBody(body): JsonBody<CreateRoomBody>,
 ) -> JsonResult {
-    state.limiter.check(Action::CreateRoom, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::CreateRoom)?;
     // Each entry is an event appended (and synced to disk) in turn: bounded.
     let limits = &state.config.limits;
     if body.initial_state.len() > limits.max_create_room_initial_state {
@@ -136,6 +136,10 @@ async fn create_room(
         ));
     }
     let invite = body.invite.iter().map(|u| user_id(u)).collect::<Result<Vec<_>, _>>()?;
+    if let Some(localpart) = &body.room_alias_name {
+        let alias = format!("#{localpart}:{}", state.rooms.server_name());
+        state.appservices.check_alias_creation(&alias, auth.appservice.as_deref())?;
+    }
     let request = CreateRoom {
         version: body.room_version,
         preset,
@@ -173,7 +177,7 @@ async fn join(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
-    state.limiter.check(Action::Join, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Join)?;
     let federation = state.federation.as_ref();
     state.rooms.join_anywhere(federation, room.as_str(), &auth.user_id, body.reason, &[]).await?;
     Ok(Json(json!({"room_id": room})))
@@ -221,7 +225,7 @@ async fn join_by_id_or_alias(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
     let (room, servers) = target_room(&state, &target, &uri).await?;
-    state.limiter.check(Action::Join, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Join)?;
     let federation = state.federation.as_ref();
     state.rooms.join_anywhere(federation, &room, &auth.user_id, body.reason, &servers).await?;
     Ok(Json(json!({"room_id": room})))
@@ -237,7 +241,7 @@ async fn knock(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
     let (room, servers) = target_room(&state, &target, &uri).await?;
-    state.limiter.check(Action::Join, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Join)?;
     let federation = state.federation.as_ref();
     state.rooms.knock_anywhere(federation, &room, &auth.user_id, body.reason, &servers).await?;
     Ok(Json(json!({"room_id": room})))
@@ -250,7 +254,7 @@ async fn leave(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
-    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Membership)?;
     state.rooms.leave(room.as_str(), &auth.user_id, body.reason).await?;
     Ok(Json(json!({})))
 }
@@ -276,7 +280,7 @@ async fn upgrade(
     }
     let creators =
         body.additional_creators.iter().map(|u| user_id(u)).collect::<Result<Vec<_>, _>>()?;
-    state.limiter.check(Action::CreateRoom, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::CreateRoom)?;
     let replacement =
         state.rooms.upgrade(room.as_str(), &auth.user_id, &body.new_version, creators).await?;
     Ok(Json(json!({"replacement_room": replacement})))
@@ -285,7 +289,7 @@ async fn upgrade(
 async fn forget(State(state): AppState, auth: Auth, Params(room): Params<String>) -> JsonResult {
     let room = room_id(&room)?;
     // A record of the user's own, like account data.
-    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::AccountData)?;
     state.rooms.forget(room.as_str(), &auth.user_id).await?;
     Ok(Json(json!({})))
 }
@@ -304,7 +308,13 @@ async fn invite(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
-    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Membership)?;
+    // An unknown local user of a service's namespace: the service may create it when asked.
+    if target.server_name() == state.rooms.server_name()
+        && state.rooms.storage().user(target.as_str()).await?.is_none()
+    {
+        state.appservices.query_user(target.as_str()).await;
+    }
     state.rooms.invite(room.as_str(), &auth.user_id, &target, body.reason, false).await?;
     Ok(Json(json!({})))
 }
@@ -317,7 +327,7 @@ async fn kick(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
-    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Membership)?;
     state.rooms.kick(room.as_str(), &auth.user_id, &target, body.reason).await?;
     Ok(Json(json!({})))
 }
@@ -330,7 +340,7 @@ async fn ban(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
-    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Membership)?;
     state.rooms.set_membership(room.as_str(), &auth.user_id, &target, "ban", body.reason).await?;
     Ok(Json(json!({})))
 }
@@ -343,7 +353,7 @@ async fn unban(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
-    state.limiter.check(Action::Membership, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Membership)?;
     state.rooms.unban(room.as_str(), &auth.user_id, &target, body.reason).await?;
     Ok(Json(json!({})))
 }
@@ -470,7 +480,7 @@ async fn put_state(
     body: &[u8],
 ) -> JsonResult {
     let room = room_id(room)?;
-    state.limiter.check(Action::State, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::State)?;
     if kind == "m.room.member" {
         return Err(ApiError::forbidden("use the membership endpoints to change memberships"));
     }
@@ -556,7 +566,7 @@ async fn send(
         return delayed_events::schedule(&state, &auth, request).await;
     }
     let room = room_id(&room)?;
-    state.limiter.check(Action::Message, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Message)?;
     let rules = state
         .rooms
         .rules(room.as_str())
@@ -565,15 +575,9 @@ async fn send(
     let content = parse_content(&body, rules)?;
     let event_id = state
         .rooms
-        .send_once(
-            room.as_str(),
-            &auth.user_id,
-            auth.device_id.as_str(),
-            &txn,
-            Draft::message(&kind, content),
-        )
+        .send_once(room.as_str(), &auth.user_id, auth.scope(), &txn, Draft::message(&kind, content))
         .await?;
-    state.presence.active(auth.user_id.as_str(), auth.device_id.as_str()).await?;
+    state.presence.active(auth.user_id.as_str(), auth.scope()).await?;
     Ok(Json(json!({"event_id": event_id})))
 }
 
@@ -584,10 +588,10 @@ async fn redact(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
-    state.limiter.check(Action::Message, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Message)?;
     let event_id = state
         .rooms
-        .redact(room.as_str(), &auth.user_id, auth.device_id.as_str(), &txn, &event, body.reason)
+        .redact(room.as_str(), &auth.user_id, auth.scope(), &txn, &event, body.reason)
         .await?;
     Ok(Json(json!({"event_id": event_id})))
 }
@@ -794,7 +798,7 @@ async fn typing(
     if user != auth.user_id.as_str() {
         return Err(ApiError::forbidden("you can only set your own typing notice"));
     }
-    state.limiter.check(Action::Typing, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Typing)?;
     require_joined(&state, room.as_str(), &auth.user_id).await?;
     let timeout =
         body.typing.then(|| Duration::from_millis(body.timeout.unwrap_or(30_000).min(120_000)));
@@ -859,7 +863,7 @@ async fn receipt(
     JsonBody(body): JsonBody<ReceiptBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
-    state.limiter.check(Action::Receipt, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Receipt)?;
     // The spec allows `main` (the main timeline) or a thread root's event id; anything else
     // would be a new key in the room's receipts per request.
     if let Some(thread) = &body.thread_id
@@ -881,7 +885,7 @@ async fn read_markers(
     JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
 ) -> JsonResult {
     let room = room_id(&room)?;
-    state.limiter.check(Action::Receipt, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Receipt)?;
     for kind in ["m.fully_read", "m.read", "m.read.private"] {
         if let Some(event) = body.get(kind).and_then(Value::as_str) {
             set_receipt(&state, &auth, room.as_str(), kind, event, None).await?;

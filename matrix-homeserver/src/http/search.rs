@@ -322,7 +322,7 @@ async fn report_event(
     JsonBody(body): JsonBody<EventReportBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
-    state.limiter.check(Action::Message, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Message)?;
     // `score` left the spec in v1.18; a valid one from an older client is kept.
     let score = body.score.and_then(|s| s.as_i64()).filter(|s| (-100..=0).contains(s));
     state.rooms.report_event(&auth.user_id, room.as_str(), &event, body.reason, score).await?;
@@ -336,7 +336,7 @@ async fn report_room(
     JsonBody(body): JsonBody<ReportBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
-    state.limiter.check(Action::Message, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Message)?;
     state.rooms.report_room(&auth.user_id, room.as_str(), Some(body.reason)).await?;
     Ok(Json(json!({})))
 }
@@ -348,7 +348,7 @@ async fn report_user(
     JsonBody(body): JsonBody<ReportBody>,
 ) -> JsonResult {
     let user = user_id(&user)?;
-    state.limiter.check(Action::Message, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Message)?;
     let ours = user.server_name().as_str() == state.rooms.server_name().as_str();
     state.rooms.report_user(&auth.user_id, &user, ours, Some(body.reason)).await?;
     Ok(Json(json!({})))

@@ -80,5 +80,5 @@ async fn sync(State(state): AppState, auth: Auth, Query(query): Query<SyncQuery>
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         filter,
     };
-    Ok(Json(state.sync.sync(&auth.user_id, auth.device_id.as_str(), request).await?))
+    Ok(Json(state.sync.sync(&auth.user_id, auth.scope(), request).await?))
 }

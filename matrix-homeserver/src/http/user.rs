@@ -101,7 +101,7 @@ async fn set_global_data(
     if kind == "m.fully_read" || kind == "m.push_rules" {
         return Err(ApiError::server_managed_data(&kind));
     }
-    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::AccountData)?;
     state.user_data_put(&auth.user_id, None, &kind, json_object(&body)?).await?;
     Ok(Json(json!({})))
 }
@@ -126,7 +126,7 @@ async fn set_room_data(
     if kind == "m.fully_read" || kind == "m.push_rules" {
         return Err(ApiError::server_managed_data(&kind));
     }
-    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::AccountData)?;
     state.user_data_put(&auth.user_id, Some(room.as_str()), &kind, json_object(&body)?).await?;
     Ok(Json(json!({})))
 }
@@ -171,7 +171,7 @@ async fn set_tag(
 ) -> JsonResult {
     own(&auth, &user)?;
     let room = room_id(&room)?;
-    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::AccountData)?;
     let mut tags = current_tags(&state, &auth.user_id, room.as_str()).await?;
     tags.insert(tag, Value::Object(body));
     write_tags(&state, &auth, room.as_str(), tags).await
@@ -184,7 +184,7 @@ async fn delete_tag(
 ) -> JsonResult {
     own(&auth, &user)?;
     let room = room_id(&room)?;
-    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::AccountData)?;
     let mut tags = current_tags(&state, &auth.user_id, room.as_str()).await?;
     tags.remove(&tag);
     write_tags(&state, &auth, room.as_str(), tags).await
@@ -273,8 +273,13 @@ async fn get_filter(auth: Auth, Params((user, id)): Params<(String, String)>) ->
 
 pub(crate) async fn stored_profile(state: &crate::State, user: &str) -> Result<Profile, ApiError> {
     let user = user_id(user)?;
-    if user.server_name().as_str() != state.rooms.server_name().as_str()
-        || state.rooms.storage().user(user.as_str()).await?.is_none()
+    if user.server_name().as_str() != state.rooms.server_name().as_str() {
+        return Err(ApiError::not_found("no such user"));
+    }
+    // An unknown user of a service's namespace: the service may create it when asked.
+    if state.rooms.storage().user(user.as_str()).await?.is_none()
+        && (!state.appservices.query_user(user.as_str()).await
+            || state.rooms.storage().user(user.as_str()).await?.is_none())
     {
         return Err(ApiError::not_found("no such user"));
     }
@@ -363,7 +368,7 @@ async fn change_profile_field(
     }
     let mut profile = stored_profile(state, user).await?;
     // Each change fans out to every joined room.
-    state.limiter.check(Action::Profile, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::Profile)?;
     match field {
         "displayname" => profile.displayname = value,
         _ => profile.avatar_url = value,
@@ -417,7 +422,7 @@ async fn rename_device(
     Params(device): Params<String>,
     JsonBody(body): JsonBody<RenameBody>,
 ) -> JsonResult {
-    state.limiter.check(Action::AccountData, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::AccountData)?;
     state.accounts.rename_device(&auth.user_id, &device, body.display_name).await?;
     Ok(Json(json!({})))
 }
@@ -459,7 +464,7 @@ pub(super) async fn password_stage(
         given["password"].as_str().ok_or_else(|| ApiError::bad_json("no password given"))?;
     super::account::check_password_length(state, password)?;
     // A stolen access token must not become a way to brute-force the password.
-    state.limiter.check(Action::UiaPassword, auth.user_id.as_str())?;
+    auth.limit(&state.limiter, Action::UiaPassword)?;
     if state.accounts.check_password(&auth.user_id, password.to_owned()).await? {
         return Ok(());
     }
@@ -510,7 +515,10 @@ async fn change_password(
     super::account::check_password_length(&state, &new)?;
     password_stage(&state, &auth, &body).await?;
     let logout = body["logout_devices"].as_bool().unwrap_or(true);
-    state.accounts.set_password(&auth.user_id, new, Some(auth.device_id.as_str()), logout).await?;
+    state
+        .accounts
+        .set_password(&auth.user_id, new, auth.device_id.as_deref().map(|d| d.as_str()), logout)
+        .await?;
     Ok(Json(json!({})))
 }
 

@@ -281,6 +281,42 @@ impl Accounts {
         Ok(session)
     }
 
+    /// Logs in an existing account without a password (an application service's
+    /// `m.login.application_service`, already checked to own the user): a new device (or the
+    /// one named) with a new token.
+    pub(crate) async fn login_trusted(
+        &self,
+        user_id: &UserId,
+        device: DeviceRequest,
+    ) -> Result<Session, ApiError> {
+        match self.storage.user(user_id.as_str()).await? {
+            Some(user) if user.deactivated => return Err(ApiError::user_deactivated()),
+            Some(_) => {}
+            None => return Err(ApiError::forbidden("the user does not exist")),
+        }
+        let mut changes = ChangeSet::new();
+        if let Some(existing) = &device.device_id {
+            changes.deleted_devices.push((user_id.to_string(), existing.to_string()));
+            self.storage.apply(std::mem::take(&mut changes)).await?;
+        }
+        let session = self.new_session(&mut changes, user_id, device)?;
+        self.storage.apply(changes).await?;
+        Ok(session)
+    }
+
+    /// Whether `user_id` is an account of this server that is not deactivated.
+    pub(crate) async fn is_active(&self, user_id: &UserId) -> Result<bool, ApiError> {
+        if self.active.get(user_id.as_str()).is_some() {
+            return Ok(true);
+        }
+        Ok(matches!(self.storage.user(user_id.as_str()).await?, Some(user) if !user.deactivated))
+    }
+
+    /// The user id of `localpart` on this server (checked against the grammar).
+    pub(crate) fn local_user_id(&self, localpart: &str) -> Result<OwnedUserId, ApiError> {
+        self.user_id(localpart)
+    }
+
     /// Who an access token belongs to.
     pub(crate) async fn authenticate(
         &self,

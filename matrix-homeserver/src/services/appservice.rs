@@ -3,14 +3,17 @@
 //! this token, this user, this alias; which services are interested in this room).
 
 pub(crate) mod client;
+pub(crate) mod query;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use regex::Regex;
-use ruma::{OwnedUserId, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 
 use crate::config::appservice::{AppserviceRegistration, Namespace};
+use crate::error::ApiError;
+use crate::services::accounts::Accounts;
 
 /// Why the registrations cannot be used. The message names the registration (by `id`); the
 /// binary adds the file it came from.
@@ -114,6 +117,57 @@ impl Appservice {
     pub(crate) fn is_interested_in_room_id(&self, room: &str) -> bool {
         any_match(&self.rooms, room)
     }
+}
+
+/// Who a request made with a service's `as_token` acts as, as Synapse decides: the service's
+/// sender, or the user named by the `user_id` query parameter when the service owns it and it
+/// is an active account here. The device: none, unless the service manages its users' devices
+/// (MSC4190 or MSC3202) and names an existing device of that user in `device_id`.
+pub(crate) async fn masquerade(
+    service: &Appservice,
+    user_id: Option<&str>,
+    device_id: Option<&str>,
+    accounts: &Accounts,
+) -> Result<(OwnedUserId, Option<OwnedDeviceId>), ApiError> {
+    let user = match user_id {
+        None => service.sender.clone(),
+        Some(text) => {
+            let cannot = || {
+                ApiError::forbidden(format!(
+                    "Application service cannot masquerade as this user ({text})"
+                ))
+            };
+            let user = UserId::parse(text).map_err(|_| cannot())?;
+            if user.server_name() != service.sender.server_name() || !service.owns_user(&user) {
+                return Err(cannot());
+            }
+            if user != service.sender && !accounts.is_active(&user).await? {
+                return Err(ApiError::forbidden(format!(
+                    "Application service has not registered this user ({user})"
+                )));
+            }
+            user
+        }
+    };
+    let manages_devices = service.registration.msc4190 || service.registration.msc3202;
+    let device = match device_id {
+        Some(device) if manages_devices => {
+            match accounts.device(&user, device).await {
+                Ok(_) => {}
+                Err(e) if e.errcode() == "M_NOT_FOUND" => {
+                    return Err(ApiError::with_code(
+                        400,
+                        "M_FORBIDDEN",
+                        "Application service trying to use a device that does not exist",
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+            Some(OwnedDeviceId::from(device))
+        }
+        _ => None,
+    };
+    Ok((user, device))
 }
 
 /// Every registration, checked: ids and tokens unique, regexes valid.
@@ -234,6 +288,27 @@ impl Appservices {
         self.list
             .iter()
             .any(|service| Some(service.id()) != except && service.is_exclusive_user(user))
+    }
+
+    /// Refuses the creation of `alias` by `by` (the service whose token made the request,
+    /// if any) when another service holds it exclusively, or when a service asks for an
+    /// alias outside its namespace: 400 `M_EXCLUSIVE`, as Synapse.
+    pub(crate) fn check_alias_creation(
+        &self,
+        alias: &str,
+        by: Option<&Appservice>,
+    ) -> Result<(), ApiError> {
+        if let Some(service) = by
+            && !service.is_interested_in_alias(alias)
+        {
+            return Err(ApiError::exclusive(
+                "This application service has not reserved this kind of alias.",
+            ));
+        }
+        if self.alias_is_exclusive_to_other(alias, by.map(Appservice::id)) {
+            return Err(ApiError::exclusive("This alias is reserved by an application service."));
+        }
+        Ok(())
     }
 
     /// Whether `alias` is held exclusively by a service other than `except`.

@@ -9,6 +9,7 @@ mod abuse_limits;
 mod abuse_logins;
 mod account;
 mod account_extras;
+mod appservice;
 mod delayed_events;
 mod directory;
 mod discovery;
@@ -190,6 +191,11 @@ pub(crate) struct Client {
 impl Client {
     pub(crate) fn new(server: &matrix_homeserver::testing::TestHomeserver) -> Self {
         Client { http: reqwest::Client::new(), base: server.base_url().to_owned(), token: None }
+    }
+
+    /// A client of the server at `base` (its base URL).
+    pub(crate) fn at(base: &str) -> Self {
+        Client { http: reqwest::Client::new(), base: base.to_owned(), token: None }
     }
 
     pub(crate) fn with_token(mut self, token: &str) -> Self {

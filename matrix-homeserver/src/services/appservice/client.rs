@@ -22,6 +22,9 @@ pub(crate) enum AppserviceCallError {
     /// The service could not be reached, or took too long.
     #[error("the application service could not be reached: {0}")]
     Unreachable(String),
+    /// The service did not answer in the time given ([`AppserviceClient::call_within`]).
+    #[error("the application service did not answer in time")]
+    TimedOut,
     /// The service answered with an error status.
     #[error("the application service answered {status}")]
     Status {
@@ -54,6 +57,31 @@ impl AppserviceClient {
     /// `method` `path` (from `/_matrix/app/...`, query included) on `service`, with `body` as
     /// JSON when given; the answer's JSON (`{}` for an empty body).
     pub(crate) async fn call(
+        &self,
+        service: &Appservice,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, AppserviceCallError> {
+        self.call_within(service, method, path_and_query, body, TIMEOUT).await
+    }
+
+    /// [`Self::call`], with the whole exchange bounded by `limit` (a client waits on queries
+    /// and pings); running out of it is [`AppserviceCallError::TimedOut`].
+    pub(crate) async fn call_within(
+        &self,
+        service: &Appservice,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+        limit: Duration,
+    ) -> Result<Value, AppserviceCallError> {
+        tokio::time::timeout(limit, self.exchange(service, method, path_and_query, body))
+            .await
+            .unwrap_or(Err(AppserviceCallError::TimedOut))
+    }
+
+    async fn exchange(
         &self,
         service: &Appservice,
         method: reqwest::Method,

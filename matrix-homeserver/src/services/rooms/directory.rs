@@ -37,8 +37,19 @@ impl Rooms {
         let federation = match &state.federation {
             Some(federation) if server != self.server_name().as_str() => federation,
             _ => {
-                let alias = self.resolve_alias(alias).await?;
-                return Ok((alias.room_id, vec![self.server_name().to_string()]));
+                let found = match self.resolve_alias(alias).await {
+                    // An unknown local alias of a service's namespace: the service may create
+                    // it when asked.
+                    Err(e)
+                        if e.errcode() == "M_NOT_FOUND"
+                            && server == self.server_name().as_str()
+                            && state.appservices.query_alias(parsed.as_str()).await =>
+                    {
+                        self.resolve_alias(alias).await?
+                    }
+                    other => other?,
+                };
+                return Ok((found.room_id, vec![self.server_name().to_string()]));
             }
         };
         let answer =
