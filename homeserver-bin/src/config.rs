@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use matrix_homeserver::{
-    Config, DelayedEventsConfig, HttpConfig, LimitsConfig, PresenceConfig, RateLimitsConfig,
-    RegistrationConfig, TurnConfig, UrlPreviewConfig, UserDirectoryConfig, WellKnownConfig,
+    AppserviceRegistration, Config, DelayedEventsConfig, HttpConfig, LimitsConfig, PresenceConfig,
+    RateLimitsConfig, RegistrationConfig, TurnConfig, UrlPreviewConfig, UserDirectoryConfig,
+    WellKnownConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +69,8 @@ pub(crate) struct ServerSection {
     pub(crate) name: String,
     pub(crate) listen: String,
     pub(crate) data_dir: PathBuf,
+    /// Application service registration files (YAML, as Synapse reads them).
+    pub(crate) app_service_config_files: Vec<PathBuf>,
 }
 
 impl Default for ServerSection {
@@ -76,6 +79,7 @@ impl Default for ServerSection {
             name: "localhost".to_owned(),
             listen: "127.0.0.1:8008".to_owned(),
             data_dir: PathBuf::from("data"),
+            app_service_config_files: Vec::new(),
         }
     }
 }
@@ -172,6 +176,38 @@ impl FileConfig {
         config.user_directory = self.user_directory;
         config
     }
+}
+
+/// The application service registrations of `files`, each read as Synapse's YAML; an error
+/// names the file. The homeserver checks what they say when it is built (see
+/// [`name_registration_file`] for its errors).
+pub(crate) fn read_appservices(files: &[PathBuf]) -> anyhow::Result<Vec<AppserviceRegistration>> {
+    files
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("reading the application service registration {}", path.display())
+            })?;
+            serde_norway::from_str::<AppserviceRegistration>(&text).with_context(|| {
+                format!("the application service registration {} is not valid", path.display())
+            })
+        })
+        .collect()
+}
+
+/// The file a registration came from, for an error the homeserver gave about it (which
+/// names the registration by its `id`).
+pub(crate) fn name_registration_file(
+    message: &str,
+    files: &[PathBuf],
+    registrations: &[AppserviceRegistration],
+) -> Option<PathBuf> {
+    registrations
+        .iter()
+        .zip(files)
+        .rev()
+        .find(|(registration, _)| message.contains(&format!("{:?}", registration.id)))
+        .map(|(_, path)| path.clone())
 }
 
 /// A TOML value as written (`8008`, `true`, `["a"]`), or else the text as a string.
@@ -276,6 +312,39 @@ mod tests {
         assert_eq!(config.url_preview.max_redirects, 2);
         assert!(!config.url_preview.is_blocked("10.1.2.3".parse().expect("an address")));
         assert!(config.url_preview.is_blocked("10.2.0.1".parse().expect("an address")));
+    }
+
+    #[test]
+    fn registration_files_are_read_and_their_errors_name_them() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let good = dir.path().join("discord.yaml");
+        std::fs::write(
+            &good,
+            "id: discord\nurl: http://localhost:29334\nas_token: a\nhs_token: h\n\
+             sender_localpart: discordbot\nrate_limited: false\nnamespaces:\n  users:\n  \
+             - regex: '@discord_.*:example\\.org'\n    exclusive: true\n",
+        )
+        .expect("writes");
+        let read = read_appservices(std::slice::from_ref(&good)).expect("reads");
+        assert_eq!(read[0].id, "discord");
+        assert!(!read[0].is_rate_limited());
+        let bad = dir.path().join("broken.yaml");
+        std::fs::write(&bad, "id: [unclosed\n").expect("writes");
+        let err = read_appservices(&[good.clone(), bad.clone()]).expect_err("not YAML");
+        assert!(format!("{err:#}").contains("broken.yaml"), "{err:#}");
+        let missing = dir.path().join("missing.yaml");
+        let err = read_appservices(&[missing]).expect_err("no file");
+        assert!(format!("{err:#}").contains("missing.yaml"), "{err:#}");
+        let text =
+            format!("[server]\napp_service_config_files = [{:?}]\n", good.display().to_string());
+        let config = FileConfig::parse(&text, no_env(), "test").expect("parses");
+        assert_eq!(config.server.app_service_config_files, [good.clone()]);
+        let named = name_registration_file(
+            "application service \"discord\": the users regex is not valid",
+            &[good.clone()],
+            &read,
+        );
+        assert_eq!(named, Some(good));
     }
 
     #[test]

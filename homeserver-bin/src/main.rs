@@ -154,12 +154,27 @@ async fn build(
     std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
         format!("creating the data directory {}", config.server.data_dir.display())
     })?;
+    let files = &config.server.app_service_config_files;
+    let registrations = config::read_appservices(files)?;
     let storage = open_storage(config).await?;
-    let mut builder = Homeserver::builder().config(config.homeserver()).storage(storage);
+    let mut settings = config.homeserver();
+    settings.appservices = registrations.clone();
+    let mut builder = Homeserver::builder().config(settings).storage(storage);
     if let Some(key) = key {
         builder = builder.signing_key(key);
     }
-    Ok(builder.build().await?)
+    match builder.build().await {
+        Ok(homeserver) => Ok(homeserver),
+        Err(e @ matrix_homeserver::BuildError::Appservice(_)) => {
+            let message = e.to_string();
+            match config::name_registration_file(&message, files, &registrations) {
+                Some(file) => Err(anyhow::Error::new(e)
+                    .context(format!("the application service registration {}", file.display()))),
+                None => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads the signing key in the data directory, or makes one (file mode 0600).

@@ -30,6 +30,30 @@ fn a_bad_config_is_a_clear_error() {
     assert!(stderr.contains("listen_on"), "{stderr}");
 }
 
+#[test]
+fn a_bad_appservice_registration_is_a_clear_error_naming_its_file() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let (config, _) = config_in(dir.path());
+    let registration = dir.path().join("bridge-registration.yaml");
+    std::fs::write(
+        &registration,
+        "id: bridge\nurl: null\nas_token: a\nhs_token: h\nsender_localpart: bridgebot\n\
+         namespaces:\n  users:\n  - regex: '@bridge_(.*'\n    exclusive: true\n",
+    )
+    .expect("writes");
+    let mut text = std::fs::read_to_string(&config).expect("reads");
+    text.push_str(&format!(
+        "app_service_config_files = [{:?}]\n",
+        registration.display().to_string()
+    ));
+    std::fs::write(&config, text).expect("writes");
+    let output = homeserver().args(["serve", "--config"]).arg(&config).output().expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bridge-registration.yaml"), "{stderr}");
+    assert!(stderr.contains("regex"), "{stderr}");
+}
+
 /// Writes a config for a server in `dir` on a free loopback port; returns its path and URL.
 fn config_in(dir: &std::path::Path) -> (std::path::PathBuf, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
