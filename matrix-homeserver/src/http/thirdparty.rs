@@ -1,6 +1,6 @@
 //! Third-party networks: `/thirdparty/protocols`, `/thirdparty/protocol/{protocol}`,
 //! `/thirdparty/location[/{protocol}]`, `/thirdparty/user[/{protocol}]`, answered from
-//! `services::thirdparty` (no protocol until application services provide them).
+//! `services::thirdparty` (the application services that list the protocol).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ fn check_fields(fields: &Fields) -> Result<(), ApiError> {
 }
 
 async fn protocols(State(state): AppState, _auth: Auth) -> JsonResult {
-    Ok(Json(json!(state.thirdparty.providers())))
+    Ok(Json(json!(state.thirdparty.providers(&state.appservices).await)))
 }
 
 async fn protocol(
@@ -51,7 +51,7 @@ async fn protocol(
     _auth: Auth,
     Params(protocol): Params<String>,
 ) -> JsonResult {
-    Ok(Json(state.thirdparty.protocol(&protocol)?))
+    Ok(Json(state.thirdparty.protocol(&state.appservices, &protocol).await?))
 }
 
 async fn locations(
@@ -60,9 +60,11 @@ async fn locations(
     Params(protocol): Params<String>,
     Query(mut fields): Query<Fields>,
 ) -> JsonResult {
-    fields.remove("access_token");
+    for auth_param in ["access_token", "user_id", "device_id"] {
+        fields.remove(auth_param);
+    }
     check_fields(&fields)?;
-    Ok(Json(Value::from(state.thirdparty.locations(&protocol, &fields)?)))
+    Ok(Json(Value::from(state.thirdparty.locations(&state.appservices, &protocol, &fields).await?)))
 }
 
 async fn users(
@@ -71,9 +73,11 @@ async fn users(
     Params(protocol): Params<String>,
     Query(mut fields): Query<Fields>,
 ) -> JsonResult {
-    fields.remove("access_token");
+    for auth_param in ["access_token", "user_id", "device_id"] {
+        fields.remove(auth_param);
+    }
     check_fields(&fields)?;
-    Ok(Json(Value::from(state.thirdparty.users(&protocol, &fields)?)))
+    Ok(Json(Value::from(state.thirdparty.users(&state.appservices, &protocol, &fields).await?)))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -89,7 +93,7 @@ async fn location_of_alias(
     let alias = query.alias.ok_or_else(|| ApiError::missing_param("alias is required"))?;
     ruma::RoomAliasId::parse(&alias)
         .map_err(|e| ApiError::invalid_param(format!("not a room alias: {e}")))?;
-    Ok(Json(Value::from(state.thirdparty.locations_of_alias(&alias))))
+    Ok(Json(Value::from(state.thirdparty.locations_of_alias(&state.appservices, &alias).await)))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -104,5 +108,5 @@ async fn user_of_id(
 ) -> JsonResult {
     let user = query.userid.ok_or_else(|| ApiError::missing_param("userid is required"))?;
     super::user_id(&user)?;
-    Ok(Json(Value::from(state.thirdparty.users_of_id(&user))))
+    Ok(Json(Value::from(state.thirdparty.users_of_id(&state.appservices, &user).await)))
 }

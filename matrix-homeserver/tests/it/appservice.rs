@@ -100,6 +100,58 @@ async fn stub_ping(
     (StatusCode::OK, axum::Json(json!({})))
 }
 
+type Fields = axum::extract::Query<std::collections::HashMap<String, String>>;
+
+async fn stub_protocol(Path(protocol): Path<String>) -> (StatusCode, axum::Json<Value>) {
+    if protocol != "irc" {
+        return (StatusCode::NOT_FOUND, axum::Json(json!({"errcode": "M_NOT_FOUND"})));
+    }
+    let metadata = json!({
+        "user_fields": ["network", "nickname"],
+        "location_fields": ["network", "channel"],
+        "icon": "mxc://example.org/irc",
+        "field_types": {
+            "network": {"regexp": "[a-z]+", "placeholder": "libera"},
+            "nickname": {"regexp": ".+", "placeholder": "alice"},
+            "channel": {"regexp": "#.+", "placeholder": "#matrix"},
+        },
+        "instances": [{"desc": "Libera", "network_id": "libera", "fields": {"network": "libera"}}],
+    });
+    (StatusCode::OK, axum::Json(metadata))
+}
+
+async fn stub_location(Path(protocol): Path<String>, fields: Fields) -> axum::Json<Value> {
+    let channel = fields.get("channel").cloned().unwrap_or_default();
+    if protocol != "irc" || channel.is_empty() {
+        return axum::Json(json!([]));
+    }
+    axum::Json(json!([
+        {"alias": "#bridge_irc_x:localhost", "protocol": "irc", "fields": {"channel": channel}},
+        "not an object",
+    ]))
+}
+
+async fn stub_tp_user(Path(protocol): Path<String>, fields: Fields) -> axum::Json<Value> {
+    let nick = fields.get("nickname").cloned().unwrap_or_default();
+    if protocol != "irc" || nick.is_empty() || fields.contains_key("access_token") {
+        return axum::Json(json!([]));
+    }
+    axum::Json(json!([
+        {"userid": format!("@bridge_{nick}:localhost"), "protocol": "irc",
+         "fields": {"nickname": nick}},
+    ]))
+}
+
+async fn stub_location_of_alias(fields: Fields) -> axum::Json<Value> {
+    let alias = fields.get("alias").cloned().unwrap_or_default();
+    axum::Json(json!([{"alias": alias, "protocol": "irc", "fields": {"channel": "#x"}}]))
+}
+
+async fn stub_user_of_id(fields: Fields) -> axum::Json<Value> {
+    let user = fields.get("userid").cloned().unwrap_or_default();
+    axum::Json(json!([{"userid": user, "protocol": "irc", "fields": {"nickname": "x"}}]))
+}
+
 /// The stub service on a loopback port: its URL and what it saw.
 async fn start_stub() -> (String, Shared) {
     let stub = Shared::default();
@@ -107,6 +159,11 @@ async fn start_stub() -> (String, Shared) {
         .route("/_matrix/app/v1/users/{user}", get(stub_user))
         .route("/_matrix/app/v1/rooms/{alias}", get(stub_room))
         .route("/_matrix/app/v1/ping", post(stub_ping))
+        .route("/_matrix/app/v1/thirdparty/protocol/{protocol}", get(stub_protocol))
+        .route("/_matrix/app/v1/thirdparty/location/{protocol}", get(stub_location))
+        .route("/_matrix/app/v1/thirdparty/user/{protocol}", get(stub_tp_user))
+        .route("/_matrix/app/v1/thirdparty/location", get(stub_location_of_alias))
+        .route("/_matrix/app/v1/thirdparty/user", get(stub_user_of_id))
         .with_state(stub.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let url = format!("http://{}", listener.local_addr().expect("an address"));
@@ -482,7 +539,74 @@ async fn pings_reach_the_service(backend: crate::Backend) {
     assert!(body["body"].as_str().expect("the body").contains("X_BROKEN"), "{body}");
 }
 
+async fn thirdparty_lookups_ask_the_services_of_the_protocol(backend: crate::Backend) {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        format!("http://{}", listener.local_addr().expect("an address"))
+    };
+    let Some((server, _stub)) = start(backend, |config| {
+        config.appservices[0].protocols = vec!["irc".to_owned()];
+        // A second bridge of the same protocol that is down: left out of every answer.
+        let mut down = registration("down", Some(closed), "down-as", "down-hs");
+        down.protocols = vec!["irc".to_owned(), "gitter".to_owned()];
+        config.appservices.push(down);
+    })
+    .await
+    else {
+        return;
+    };
+    let (alice, _) = user(&server, "alice").await;
+    const T: &str = "/_matrix/client/v3/thirdparty";
+    let (status, body) = alice.get(&format!("{T}/protocols")).await;
+    assert_eq!(status, 200, "{body}");
+    crate::spec::check("third_party_lookup.yaml", "/thirdparty/protocols", "get", 200, &body);
+    let irc = &body["irc"];
+    assert_eq!(irc["icon"], "mxc://example.org/irc", "{body}");
+    assert_eq!(irc["instances"][0]["network_id"], "libera", "{body}");
+    assert_eq!(irc["instances"][0]["instance_id"], "bridge|libera", "{body}");
+    assert!(body.get("gitter").is_none(), "nobody answered for it: {body}");
+    let (status, one) = alice.get(&format!("{T}/protocol/irc")).await;
+    assert_eq!((status, &one), (200, irc));
+    let (status, body) = alice.get(&format!("{T}/protocol/gitter")).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+
+    // Lookups pass the fields on (not the access token); what is not an object is dropped.
+    let (status, body) = alice.get(&format!("{T}/location/irc?channel=%23matrix")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!([{"alias": "#bridge_irc_x:localhost", "protocol": "irc",
+                             "fields": {"channel": "#matrix"}}])
+    );
+    let (status, body) = alice.get(&format!("{T}/location/irc?channel=")).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+    let (status, body) = alice
+        .get(&format!(
+            "{T}/user/irc?nickname=bob&access_token={}",
+            alice.token.clone().unwrap_or_default()
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["userid"], "@bridge_bob:localhost", "{body}");
+    let (status, body) = alice.get(&format!("{T}/user/xmpp?nickname=bob")).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+
+    // Reverse lookups go to the services whose namespace holds the id.
+    let (status, body) =
+        alice.get(&format!("{T}/location?alias=%23bridge_irc_x%3Alocalhost")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["alias"], "#bridge_irc_x:localhost", "{body}");
+    let (status, body) = alice.get(&format!("{T}/location?alias=%23elsewhere%3Alocalhost")).await;
+    assert_eq!((status, body), (200, json!([])));
+    let (status, body) = alice.get(&format!("{T}/user?userid=%40bridge_bob%3Alocalhost")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["userid"], "@bridge_bob:localhost", "{body}");
+    let (status, body) = alice.get(&format!("{T}/user?userid=%40alice%3Alocalhost")).await;
+    assert_eq!((status, body), (200, json!([])));
+}
+
 crate::on_every_backend!(
+    thirdparty_lookups_ask_the_services_of_the_protocol,
     as_token_masquerades_only_within_its_namespace,
     services_with_devices_act_as_them,
     rate_limits_spare_unlimited_services,
