@@ -338,10 +338,10 @@ mod tests {
         let text =
             format!("[server]\napp_service_config_files = [{:?}]\n", good.display().to_string());
         let config = FileConfig::parse(&text, no_env(), "test").expect("parses");
-        assert_eq!(config.server.app_service_config_files, [good.clone()]);
+        assert_eq!(config.server.app_service_config_files, std::slice::from_ref(&good));
         let named = name_registration_file(
             "application service \"discord\": the users regex is not valid",
-            &[good.clone()],
+            std::slice::from_ref(&good),
             &read,
         );
         assert_eq!(named, Some(good));
