@@ -421,10 +421,24 @@ async fn rename_device(
     auth: Auth,
     Params(device): Params<String>,
     JsonBody(body): JsonBody<RenameBody>,
-) -> JsonResult {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     auth.limit(&state.limiter, Action::AccountData)?;
+    // A service that manages its users' devices (MSC4190) creates them this way.
+    if manages_devices(&auth) {
+        let created = state.accounts.add_device(&auth.user_id, &device, body.display_name).await?;
+        let status =
+            if created { axum::http::StatusCode::CREATED } else { axum::http::StatusCode::OK };
+        return Ok((status, Json(json!({}))).into_response());
+    }
     state.accounts.rename_device(&auth.user_id, &device, body.display_name).await?;
-    Ok(Json(json!({})))
+    Ok(Json(json!({})).into_response())
+}
+
+/// Whether the request is an application service's that manages its users' devices itself
+/// (MSC4190): it creates and deletes them without user-interactive auth.
+fn manages_devices(auth: &Auth) -> bool {
+    auth.appservice.as_ref().is_some_and(|service| service.registration.msc4190)
 }
 
 /// The user-interactive auth's password stage, for the request's own user.
@@ -482,7 +496,9 @@ async fn delete_device(
     JsonBody(body): JsonBody<Value>,
 ) -> JsonResult {
     state.accounts.device(&auth.user_id, &device).await?;
-    password_stage(&state, &auth, &body).await?;
+    if !manages_devices(&auth) {
+        password_stage(&state, &auth, &body).await?;
+    }
     state.accounts.delete_devices(&auth.user_id, std::slice::from_ref(&device)).await?;
     Ok(Json(json!({})))
 }
@@ -498,7 +514,9 @@ async fn delete_devices(
         .iter()
         .filter_map(|d| d.as_str().map(str::to_owned))
         .collect();
-    password_stage(&state, &auth, &body).await?;
+    if !manages_devices(&auth) {
+        password_stage(&state, &auth, &body).await?;
+    }
     state.accounts.delete_devices(&auth.user_id, &devices).await?;
     Ok(Json(json!({})))
 }

@@ -455,6 +455,36 @@ impl Accounts {
         Ok(())
     }
 
+    /// Creates a device with no access token (an application service managing its users'
+    /// devices, MSC4190): whether it was new (an existing one is renamed instead).
+    pub(crate) async fn add_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<String>,
+    ) -> Result<bool, ApiError> {
+        if device_id.is_empty() || device_id.len() > 255 {
+            return Err(ApiError::invalid_param("a device id is 1 to 255 bytes"));
+        }
+        if let Some(name) = &name
+            && name.chars().count() > self.max_display_name_chars
+        {
+            return Err(ApiError::list_too_long("display_name", self.max_display_name_chars));
+        }
+        if self.storage.device(user_id.as_str(), device_id).await?.is_some() {
+            self.rename_device(user_id, device_id, name).await?;
+            return Ok(false);
+        }
+        let mut changes = ChangeSet::new();
+        changes.devices.push(Device {
+            user_id: user_id.to_string(),
+            device_id: device_id.to_owned(),
+            display_name: name,
+        });
+        self.storage.apply(changes).await?;
+        Ok(true)
+    }
+
     /// Deletes devices (with their tokens); unknown ones are skipped.
     pub(crate) async fn delete_devices(
         &self,

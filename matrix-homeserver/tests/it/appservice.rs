@@ -396,6 +396,69 @@ async fn services_with_devices_act_as_them(backend: crate::Backend) {
     assert_eq!((status, errcode(&body)), (400, "M_FORBIDDEN"), "{body}");
 }
 
+async fn msc4190_services_create_and_delete_their_users_devices(backend: crate::Backend) {
+    let Some((server, _stub)) = start(backend, |config| {
+        config.appservices[0].msc4190 = true;
+        // A second service without MSC4190.
+        config.appservices.push(registration("plain", None, "plain-as", "plain-hs"));
+    })
+    .await
+    else {
+        return;
+    };
+    let service = Client::new(&server).with_token(AS_TOKEN);
+    let (status, body) = register_puppet(&service, "bridge_p").await;
+    assert_eq!(status, 200, "{body}");
+    let puppet = "%40bridge_p%3Alocalhost";
+    // Created (201), then renamed (200); the puppet's requests may name it.
+    let path = format!("{V3}/devices/BRIDGEDEV?user_id={puppet}");
+    let (status, body) = service.put(&path, &json!({"display_name": "Bridge"})).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = service.put(&path, &json!({"display_name": "Bridge 2"})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        service.get(&format!("{V3}/account/whoami?user_id={puppet}&device_id=BRIDGEDEV")).await;
+    assert_eq!((status, &body["device_id"]), (200, &json!("BRIDGEDEV")), "{body}");
+    let (status, body) = service.get(&format!("{V3}/devices?user_id={puppet}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["devices"][0]["display_name"], "Bridge 2", "{body}");
+    // Keys can be uploaded for it now.
+    let (status, body) = service
+        .post(
+            &format!("{V3}/keys/upload?user_id={puppet}&device_id=BRIDGEDEV"),
+            &json!({"one_time_keys": {}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Deleted without user-interactive auth.
+    let (status, body) = service
+        .send(
+            reqwest::Method::DELETE,
+            &format!("{V3}/devices/BRIDGEDEV?user_id={puppet}"),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        service.get(&format!("{V3}/account/whoami?user_id={puppet}&device_id=BRIDGEDEV")).await;
+    assert_eq!((status, errcode(&body)), (400, "M_FORBIDDEN"), "{body}");
+    // A service without MSC4190, and a normal user, only rename existing devices.
+    let (status, body) = Client::new(&server)
+        .with_token("plain-as")
+        .put(&format!("{V3}/devices/X"), &json!({}))
+        .await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+    let (alice, _) = user(&server, "alice").await;
+    let (status, body) = alice.put(&format!("{V3}/devices/NEWDEV"), &json!({})).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+    // Long names are refused.
+    let long = "x".repeat(10_000);
+    let (status, _) = service
+        .put(&format!("{V3}/devices/D2?user_id={puppet}"), &json!({"display_name": long}))
+        .await;
+    assert_eq!(status, 400);
+}
+
 async fn rate_limits_spare_unlimited_services(backend: crate::Backend) {
     let Some((server, _stub)) = start(backend, |config| {
         config.rate_limits = matrix_homeserver::RateLimitsConfig::default();
@@ -609,6 +672,7 @@ crate::on_every_backend!(
     thirdparty_lookups_ask_the_services_of_the_protocol,
     as_token_masquerades_only_within_its_namespace,
     services_with_devices_act_as_them,
+    msc4190_services_create_and_delete_their_users_devices,
     rate_limits_spare_unlimited_services,
     unknown_users_and_aliases_are_asked_of_the_service,
     a_service_that_is_down_means_not_found,
