@@ -25,7 +25,7 @@ const HS_TOKEN: &str = "hs-secret-token";
 struct Stub {
     /// The homeserver's base URL, once it runs.
     homeserver: Mutex<Option<String>>,
-    /// 0: answers; 1: answers pings 500.
+    /// 0: answers; 1: answers pings 500; 2: answers pings after 20 seconds.
     mode: AtomicU8,
     user_queries: AtomicUsize,
     alias_queries: AtomicUsize,
@@ -94,6 +94,9 @@ async fn stub_ping(
         return (StatusCode::FORBIDDEN, axum::Json(json!({"errcode": "M_FORBIDDEN"})));
     }
     stub.pings.lock().expect("the lock").push(body);
+    if stub.mode.load(Ordering::SeqCst) == 2 {
+        tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    }
     if stub.mode.load(Ordering::SeqCst) == 1 {
         return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"errcode": "X_BROKEN"})));
     }
@@ -600,6 +603,12 @@ async fn pings_reach_the_service(backend: crate::Backend) {
     assert_eq!((status, errcode(&body)), (502, "M_BAD_STATUS"), "{body}");
     assert_eq!(body["status"], 500);
     assert!(body["body"].as_str().expect("the body").contains("X_BROKEN"), "{body}");
+    // The service hangs: M_CONNECTION_TIMEOUT after the ping's time limit.
+    stub.mode.store(2, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let (status, body) = service.post(&format!("{V1}/appservice/bridge/ping"), &json!({})).await;
+    assert_eq!((status, errcode(&body)), (504, "M_CONNECTION_TIMEOUT"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(19), "bounded by the limit");
 }
 
 async fn thirdparty_lookups_ask_the_services_of_the_protocol(backend: crate::Backend) {
