@@ -16,15 +16,24 @@ use crate::error::ApiError;
 /// stable threads and the thread list when it sees v1.4, for instance), so a version listed
 /// must have its endpoints here.
 ///
-/// v1.1 to v1.5: what clients switch on from these versions alone is served (v1.2
+/// v1.1 to v1.17: what clients switch on from these versions is served (v1.2
 /// `/hierarchy`, v1.3 `/relations` with bundled aggregations, v1.4 `/threads`, thread-aware
-/// receipts and unread counts; v1.5 added no endpoint). What these versions define and is not
-/// here is listed, with the reason, in `docs/cs-api-coverage.md`: the deprecated polling
-/// `/events` and `/initialSync`, peeking, `admin/whois`, SSO redirects (no SSO login type is
-/// offered) and invites by third-party identifier (no identity server). v1.6 added
-/// `timestamp_to_event`. The r0.x versions are not listed: their `/r0/` paths are not routed
-/// (only `/r0/login` is).
-const VERSIONS: &[&str] = &["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"];
+/// receipts and unread counts, v1.6 `timestamp_to_event`, v1.7 asynchronous uploads and the
+/// application service ping, v1.10 `/.well-known/matrix/support`, `erase` on deactivation and
+/// `Retry-After`, v1.11 authenticated media, v1.13 and v1.14 reports, v1.15 room summaries,
+/// v1.16 `use_state_after`, room version 12 and profile-field deletion, v1.17 application
+/// services managing their users' devices). What these versions define and is not here is
+/// listed, with the reason, in `docs/cs-api-coverage.md`: the deprecated polling `/events` and
+/// `/initialSync`, peeking, `admin/whois`, SSO redirects (no SSO login type is offered),
+/// invites by third-party identifier (no identity server), login tokens and custom profile
+/// fields (refused through their capabilities), OAuth 2.0 (`auth_metadata` answers
+/// `M_UNRECOGNIZED`, the spec's way to say so). v1.18 waits for the account moderation
+/// endpoints and invite blocking, v1.19 for `mutual_rooms`. The r0.x versions are not listed:
+/// their `/r0/` paths are not routed (only `/r0/login` is).
+const VERSIONS: &[&str] = &[
+    "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
+    "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17",
+];
 
 /// The unstable features (MSCs) advertised: only those whose endpoints are all here
 /// (MSC3814, dehydrated devices: `http/dehydrated.rs`; MSC4140, delayed events:

@@ -203,7 +203,8 @@ async fn upload_signing_keys(
     auth.limit(&state.limiter, Action::KeyUpload)?;
     let user = auth.user_id.as_str();
     let authenticate = state.ephemeral.signing_keys_need_auth(user, &upload).await?;
-    if authenticate {
+    // A service managing its users' devices (MSC4190, spec v1.17) is not asked.
+    if authenticate && !super::user::manages_devices(&auth) {
         super::user::password_stage(&state, &auth, &body).await?;
     }
     state.ephemeral.upload_signing_keys(user, &upload, authenticate).await?;

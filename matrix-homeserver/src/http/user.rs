@@ -437,7 +437,7 @@ async fn rename_device(
 
 /// Whether the request is an application service's that manages its users' devices itself
 /// (MSC4190): it creates and deletes them without user-interactive auth.
-fn manages_devices(auth: &Auth) -> bool {
+pub(super) fn manages_devices(auth: &Auth) -> bool {
     auth.appservice.as_ref().is_some_and(|service| service.registration.msc4190)
 }
 

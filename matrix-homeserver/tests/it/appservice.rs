@@ -433,6 +433,14 @@ async fn msc4190_services_create_and_delete_their_users_devices(backend: crate::
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    // Cross-signing keys set, then replaced, without user-interactive auth (v1.17).
+    let keys_path = format!("{V3}/keys/device_signing/upload?user_id={puppet}");
+    for seed in [10, 20] {
+        let identity = crate::e2ee_cross_signing::Identity::new(seed);
+        let (status, body) =
+            service.post(&keys_path, &identity.upload("@bridge_p:localhost")).await;
+        assert_eq!(status, 200, "seed {seed}: {body}");
+    }
     // Deleted without user-interactive auth.
     let (status, body) = service
         .send(
