@@ -216,6 +216,89 @@ pub async fn search_bounds_odd_text(store: Store) {
     assert_eq!(ids(&store, &query("quoted :* <->", &["!a"])).await, ["$odd"]);
 }
 
+/// The candidates are the [`crate::MAX_CANDIDATES`] most recent matches of all the rooms
+/// searched together (not that many per room), whatever the order of the query's tokens
+/// (a rare one last, one given twice); rank pages cover exactly those candidates.
+pub async fn search_candidates_span_rooms(store: Store) {
+    let mut changes = ChangeSet::new();
+    changes.rooms = vec![create_room("!a"), create_room("!b"), create_room("!c")];
+    apply(&store, changes).await;
+    let rooms = ["!a", "!b", "!c"];
+    let total = 3300usize;
+    let mut entries = Vec::with_capacity(total);
+    for i in 0..total {
+        let text = match (i % 2, i % 500) {
+            (_, 7) => format!("tea rare {i}"),
+            (0, _) => format!("tea tea {i}"),
+            _ => format!("tea {i}"),
+        };
+        entries.push(body(&format!("$e{i:04}"), rooms[i % 3], "@x:s", &text));
+    }
+    index(&store, entries).await;
+    let id = |i: usize| format!("$e{i:04}");
+
+    let page = store.search(&query("tea", &rooms)).await.expect("searches");
+    assert_eq!(page.count, crate::MAX_CANDIDATES as u64, "the count is capped");
+    let newest: Vec<String> = (total - 10..total).rev().map(id).collect();
+    assert_eq!(page.hits.iter().map(|h| h.event_id.clone()).collect::<Vec<_>>(), newest);
+
+    // Rooms !a and !b: 2,200 matches, the 2,000 most recent of the two are the candidates.
+    let in_ab: Vec<usize> = (0..total).rev().filter(|i| i % 3 != 2).collect();
+    let expected: std::collections::BTreeSet<String> =
+        in_ab[..crate::MAX_CANDIDATES].iter().map(|i| id(*i)).collect();
+    let mut q = query("tea", &["!a", "!b"]);
+    q.order = SearchOrder::Rank;
+    q.limit = 700;
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let page = store.search(&q).await.expect("searches");
+        assert_eq!(page.count, crate::MAX_CANDIDATES as u64);
+        seen.extend(page.hits.into_iter().map(|h| h.event_id));
+        match page.next {
+            Some(next) => q.from = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), crate::MAX_CANDIDATES, "every candidate once");
+    let got: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(got, expected, "the most recent matches of both rooms");
+    // "tea tea" (even numbers, not the rare ones) ranks above "tea".
+    let doubled = |e: &String| {
+        let i: usize = e[2..].parse().expect("a number");
+        i.is_multiple_of(2) && i % 500 != 7
+    };
+    let twice = seen.iter().filter(|e| doubled(e)).count();
+    assert!(seen[..twice].iter().all(doubled), "more occurrences first");
+    assert!(twice > 900, "about half are doubled: {twice}");
+
+    // Several tokens, the rare one last or given twice: the same matches, most recent first.
+    let rare: Vec<String> = (0..total).rev().filter(|i| i % 500 == 7).map(id).collect();
+    assert_eq!(rare.len(), 7);
+    assert_eq!(ids(&store, &query("tea rare", &rooms)).await, rare);
+    assert_eq!(ids(&store, &query("rare tea", &rooms)).await, rare);
+    let mut twice_given = query("tea rare", &rooms);
+    twice_given.tokens = vec!["tea".into(), "rare".into(), "tea".into()];
+    assert_eq!(ids(&store, &twice_given).await, rare);
+    // With a filter the candidates are read and checked (none of them is a name).
+    let mut named = query("rare tea", &rooms);
+    named.keys = vec!["content.name".to_owned()];
+    assert!(ids(&store, &named).await.is_empty());
+    named.keys = vec!["content.body".to_owned()];
+    named.senders = Some(vec!["@x:s".to_owned()]);
+    assert_eq!(ids(&store, &named).await, rare);
+    // A later page of `recent`, past the bound of one room.
+    let mut bounded = query("rare", &["!a", "!b", "!c"]);
+    let positions = store.search(&query("rare", &rooms)).await.expect("searches").hits;
+    bounded.rooms[1].upto = Some(StreamPos(0));
+    bounded.from = Some(SearchCursor::Before(positions[1].pos));
+    let want: Vec<String> = positions[2..]
+        .iter()
+        .filter(|h| h.room_id != "!b")
+        .map(|h| h.event_id.clone())
+        .collect();
+    assert_eq!(ids(&store, &bounded).await, want);
+}
+
 /// Reports are kept in order with increasing ids, and read a page at a time.
 pub async fn reports_round_trip(store: Store) {
     let reports = vec![

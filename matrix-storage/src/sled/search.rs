@@ -7,9 +7,11 @@
 //!   tokens (so that a redaction finds its postings);
 //! - `REPORT`: `id` -> a report.
 //!
-//! A query walks the postings of its tokens in one room from the top down, all at once (a
+//! A query walks the postings of its tokens in each room from the top down, all at once (a
 //! zig-zag join: each token's next position at or below the highest any other token allows,
-//! one tree descent per step), so a rare token bounds the walk for a common one.
+//! one tree descent per step), so a rare token bounds the walk for a common one; the rooms'
+//! walks are merged by position and stop at the [`MAX_CANDIDATES`] most recent matches of
+//! them all (so a search reads about that many entries, however many rooms it spans).
 
 use async_trait::async_trait;
 
@@ -125,55 +127,46 @@ fn corrupt_posting() -> StorageError {
     StorageError::new(ErrorKind::Corrupt, "a search posting does not decode")
 }
 
-impl SledStore {
-    /// The matches in one room at or below `top`, highest first, at most `cap`, each with
-    /// the sum of its tokens' counts.
-    fn room_matches(
-        &self,
-        query: &SearchQuery,
-        room: &str,
-        top: u64,
-        cap: usize,
-        out: &mut Vec<(SearchHit, u64)>,
-    ) -> Result<()> {
-        let mut target = top;
-        let mut found = 0;
-        'walk: while found < cap {
+/// The walk of one room's matches, from the top down: each token's postings joined zig-zag
+/// (each token's next position at or below the highest any other token allows, one tree
+/// descent per step), so that a rare token bounds the walk for a common one.
+struct RoomWalk<'q> {
+    room: &'q str,
+    /// The next position to look at (at or below); 0: done.
+    target: u64,
+}
+
+impl RoomWalk<'_> {
+    /// The room's next match (highest first) with the sum of its tokens' counts.
+    fn next(&mut self, store: &SledStore, query: &SearchQuery) -> Result<Option<(SearchHit, u64)>> {
+        'walk: while self.target > 0 {
             let mut total = 0u64;
-            let mut agreed = true;
             for token in &query.tokens {
-                match seek(&self.tree, token, room, target)? {
+                match seek(&store.tree, token, self.room, self.target)? {
                     None => break 'walk,
-                    Some((pos, n)) if pos == target => total += n,
+                    Some((pos, n)) if pos == self.target => total += n,
                     Some((pos, _)) => {
-                        target = pos;
-                        agreed = false;
-                        break;
+                        self.target = pos;
+                        continue 'walk;
                     }
                 }
             }
-            if !agreed {
-                continue;
-            }
-            if let Some(bytes) = self.get(&doc_key(target))? {
-                let doc = decode_doc(&bytes)?;
-                if doc.room_id == room && query.admits(&doc.key, &doc.sender, &doc.kind) {
-                    let hit = SearchHit {
-                        event_id: doc.event_id,
-                        room_id: doc.room_id,
-                        pos: StreamPos(target),
-                        rank: 0.0,
-                    };
-                    out.push((hit, total));
-                    found += 1;
-                }
-            }
-            match target.checked_sub(1) {
-                Some(next) if next > 0 => target = next,
-                _ => break,
+            let at = self.target;
+            self.target = at - 1;
+            let Some(bytes) = store.get(&doc_key(at))? else { continue };
+            let doc = decode_doc(&bytes)?;
+            if doc.room_id == self.room && query.admits(&doc.key, &doc.sender, &doc.kind) {
+                let hit = SearchHit {
+                    event_id: doc.event_id,
+                    room_id: doc.room_id,
+                    pos: StreamPos(at),
+                    rank: 0.0,
+                };
+                return Ok(Some((hit, total)));
             }
         }
-        Ok(())
+        self.target = 0;
+        Ok(None)
     }
 }
 
@@ -188,14 +181,34 @@ impl SearchStore for SledStore {
             (SearchOrder::Recent, Some(SearchCursor::Before(pos))) => pos.0,
             _ => u64::MAX,
         };
-        let mut candidates = Vec::new();
-        for room in &query.rooms {
-            let upto = room.upto.map_or(u64::MAX, |p| p.0);
-            let top = upto.min(before.saturating_sub(1));
-            if top == 0 {
+        // The rooms' walks merged, highest position first, until the most recent
+        // MAX_CANDIDATES matches of all the rooms are found (not that many per room).
+        let mut walks: Vec<RoomWalk<'_>> = Vec::with_capacity(query.rooms.len());
+        let mut heads: Vec<Option<(SearchHit, u64)>> = Vec::with_capacity(query.rooms.len());
+        let mut queue = std::collections::BinaryHeap::new();
+        for (n, room) in query.rooms.iter().enumerate() {
+            // A room named twice is walked once, with its first bound (as `room_bound`).
+            if query.rooms[..n].iter().any(|r| r.room_id == room.room_id) {
                 continue;
             }
-            self.room_matches(query, &room.room_id, top, MAX_CANDIDATES, &mut candidates)?;
+            let upto = room.upto.map_or(u64::MAX, |p| p.0);
+            let mut walk = RoomWalk { room: &room.room_id, target: upto.min(before.saturating_sub(1)) };
+            let head = walk.next(self, query)?;
+            if let Some((hit, _)) = &head {
+                queue.push((hit.pos.0, walks.len()));
+            }
+            walks.push(walk);
+            heads.push(head);
+        }
+        let mut candidates = Vec::new();
+        while candidates.len() < MAX_CANDIDATES {
+            let Some((_, i)) = queue.pop() else { break };
+            let Some(found) = heads[i].take() else { continue };
+            candidates.push(found);
+            heads[i] = walks[i].next(self, query)?;
+            if let Some((hit, _)) = &heads[i] {
+                queue.push((hit.pos.0, i));
+            }
         }
         Ok(page_of(query, candidates))
     }
