@@ -25,3 +25,5 @@ DROP INDEX search_index_tokens;
 -- entries of before keep their tsvector.
 ALTER TABLE search_index ALTER COLUMN tokens DROP NOT NULL, ADD COLUMN words text[];
 ALTER TABLE search_index ADD CHECK (tokens IS NOT NULL OR words IS NOT NULL);
+-- Statistics for the planner now (not at autovacuum's next pass).
+ANALYZE search_postings;

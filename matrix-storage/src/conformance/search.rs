@@ -291,11 +291,8 @@ pub async fn search_candidates_span_rooms(store: Store) {
     let positions = store.search(&query("rare", &rooms)).await.expect("searches").hits;
     bounded.rooms[1].upto = Some(StreamPos(0));
     bounded.from = Some(SearchCursor::Before(positions[1].pos));
-    let want: Vec<String> = positions[2..]
-        .iter()
-        .filter(|h| h.room_id != "!b")
-        .map(|h| h.event_id.clone())
-        .collect();
+    let want: Vec<String> =
+        positions[2..].iter().filter(|h| h.room_id != "!b").map(|h| h.event_id.clone()).collect();
     assert_eq!(ids(&store, &bounded).await, want);
 }
 

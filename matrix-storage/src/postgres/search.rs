@@ -14,7 +14,7 @@
 //! filters by key, sender or type, which the candidates are checked against there.
 
 use async_trait::async_trait;
-use sqlx::{PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
 
 use super::{Doing, PostgresStore, to_i64, to_u64};
 use crate::{
@@ -193,7 +193,14 @@ impl SearchStore for PostgresStore {
                 .bind(query.types.as_ref())
                 .bind(&query.not_types);
         }
-        let rows = statement.fetch_all(&mut *conn).await.doing(DOING)?;
+        // The walk is always the driver's postings read backwards from the index, stopping
+        // at the cap: without statistics (a fresh or just-migrated table) the planner would
+        // rather read every posting of a common token and sort them (hundreds of ms).
+        let mut tx = conn.begin().await.doing(DOING)?;
+        sqlx::query("SET LOCAL enable_bitmapscan = off").execute(&mut *tx).await.doing(DOING)?;
+        sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await.doing(DOING)?;
+        let rows = statement.fetch_all(&mut *tx).await.doing(DOING)?;
+        tx.commit().await.doing(DOING)?;
         let mut candidates = Vec::with_capacity(rows.len());
         for row in rows {
             let pos: i64 = row.try_get(0).doing(DOING)?;

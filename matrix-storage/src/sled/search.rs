@@ -138,7 +138,14 @@ struct RoomWalk<'q> {
 
 impl RoomWalk<'_> {
     /// The room's next match (highest first) with the sum of its tokens' counts.
-    fn next(&mut self, store: &SledStore, query: &SearchQuery) -> Result<Option<(SearchHit, u64)>> {
+    /// Without `filtered` (no key, sender or type filter) the entry is not read: the hit has
+    /// no event id yet.
+    fn next(
+        &mut self,
+        store: &SledStore,
+        query: &SearchQuery,
+        filtered: bool,
+    ) -> Result<Option<(SearchHit, u64)>> {
         'walk: while self.target > 0 {
             let mut total = 0u64;
             for token in &query.tokens {
@@ -153,6 +160,16 @@ impl RoomWalk<'_> {
             }
             let at = self.target;
             self.target = at - 1;
+            if !filtered {
+                // The entry is read for the page's hits only (see `search`).
+                let hit = SearchHit {
+                    event_id: String::new(),
+                    room_id: self.room.to_owned(),
+                    pos: StreamPos(at),
+                    rank: 0.0,
+                };
+                return Ok(Some((hit, total)));
+            }
             let Some(bytes) = store.get(&doc_key(at))? else { continue };
             let doc = decode_doc(&bytes)?;
             if doc.room_id == self.room && query.admits(&doc.key, &doc.sender, &doc.kind) {
@@ -183,6 +200,11 @@ impl SearchStore for SledStore {
         };
         // The rooms' walks merged, highest position first, until the most recent
         // MAX_CANDIDATES matches of all the rooms are found (not that many per room).
+        let filtered = !query.keys.is_empty()
+            || query.senders.is_some()
+            || !query.not_senders.is_empty()
+            || query.types.is_some()
+            || !query.not_types.is_empty();
         let mut walks: Vec<RoomWalk<'_>> = Vec::with_capacity(query.rooms.len());
         let mut heads: Vec<Option<(SearchHit, u64)>> = Vec::with_capacity(query.rooms.len());
         let mut queue = std::collections::BinaryHeap::new();
@@ -192,8 +214,9 @@ impl SearchStore for SledStore {
                 continue;
             }
             let upto = room.upto.map_or(u64::MAX, |p| p.0);
-            let mut walk = RoomWalk { room: &room.room_id, target: upto.min(before.saturating_sub(1)) };
-            let head = walk.next(self, query)?;
+            let mut walk =
+                RoomWalk { room: &room.room_id, target: upto.min(before.saturating_sub(1)) };
+            let head = walk.next(self, query, filtered)?;
             if let Some((hit, _)) = &head {
                 queue.push((hit.pos.0, walks.len()));
             }
@@ -205,12 +228,26 @@ impl SearchStore for SledStore {
             let Some((_, i)) = queue.pop() else { break };
             let Some(found) = heads[i].take() else { continue };
             candidates.push(found);
-            heads[i] = walks[i].next(self, query)?;
+            heads[i] = walks[i].next(self, query, filtered)?;
             if let Some((hit, _)) = &heads[i] {
                 queue.push((hit.pos.0, i));
             }
         }
-        Ok(page_of(query, candidates))
+        let mut page = page_of(query, candidates);
+        if !filtered {
+            // The page's entries (their event ids); postings and entry go together.
+            let mut hits = Vec::with_capacity(page.hits.len());
+            for mut hit in std::mem::take(&mut page.hits) {
+                let Some(bytes) = self.get(&doc_key(hit.pos.0))? else { continue };
+                let doc = decode_doc(&bytes)?;
+                if doc.room_id == hit.room_id {
+                    hit.event_id = doc.event_id;
+                    hits.push(hit);
+                }
+            }
+            page.hits = hits;
+        }
+        Ok(page)
     }
 }
 
