@@ -203,6 +203,9 @@ pub struct LimitsConfig {
     pub max_push_rules_bytes: usize,
     /// What the cache of parsed events may hold, in bytes (about three times their JSON).
     pub event_cache_bytes: u64,
+    /// How long one transaction to an application service may take, in milliseconds (then
+    /// it is sent again, with the same id, after a backoff).
+    pub appservice_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -239,6 +242,7 @@ impl Default for LimitsConfig {
             max_push_rules: 500,
             max_push_rules_bytes: 256 * 1024,
             event_cache_bytes: 4 * 1024 * 1024,
+            appservice_timeout_ms: 30_000,
         }
     }
 }

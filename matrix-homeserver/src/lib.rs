@@ -336,6 +336,16 @@ impl HomeserverBuilder {
         )
         .await
         .map_err(|e| BuildError::Storage(e.to_string()))?;
+        if !appservices.is_empty() {
+            let feed = services::appservice::transactions::start(
+                &appservices,
+                &rooms,
+                &ephemeral,
+                &presence,
+                std::time::Duration::from_millis(self.config.limits.appservice_timeout_ms.max(1)),
+            );
+            ephemeral.feed_appservices(feed);
+        }
         let delayed_events = services::delayed_events::DelayedEvents::start(
             storage.clone(),
             rooms.clone(),

@@ -84,7 +84,7 @@ macro_rules! storage_conformance {
             search_matches_tokens_in_rooms, search_pages_and_ranks,
             redacted_events_leave_the_index, search_bounds_odd_text, search_candidates_span_rooms,
             reports_round_trip,
-            notifications_round_trip, push_cursors_round_trip);
+            notifications_round_trip, push_cursors_round_trip, appservice_cursors_round_trip);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -406,6 +406,13 @@ pub trait NotificationStore: Send + Sync {
     ) -> Result<Option<PushCursor>>;
 }
 
+/// Application services' delivery cursors (see [`AppserviceCursor`]).
+#[async_trait]
+pub trait AppserviceStore: Send + Sync {
+    /// The delivery cursor of the application service `appservice_id`.
+    async fn appservice_cursor(&self, appservice_id: &str) -> Result<Option<AppserviceCursor>>;
+}
+
 /// Presence: the last saved presence of users, ours and other servers'.
 #[async_trait]
 pub trait PresenceStore: Send + Sync {
@@ -525,6 +532,7 @@ pub trait Storage:
     + KeyBackupStore
     + PusherStore
     + NotificationStore
+    + AppserviceStore
     + PresenceStore
     + OpenIdStore
     + DelayedEventStore

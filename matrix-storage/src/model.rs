@@ -536,6 +536,8 @@ pub struct ChangeSet {
     /// Pushers' delivery cursors to delete `(user, app_id, pushkey)`, before
     /// [`ChangeSet::push_cursors`] are set.
     pub deleted_push_cursors: Vec<(String, String, String)>,
+    /// Application services' delivery cursors to set (each replaces the one of its service).
+    pub appservice_cursors: Vec<AppserviceCursor>,
 }
 
 impl ChangeSet {

@@ -94,6 +94,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (13, "user directory", include_str!("../migrations/0013_user_directory.sql")),
     (15, "search and reports", include_str!("../migrations/0015_search.sql")),
     (17, "scheduled", include_str!("../migrations/0017_scheduled.sql")),
+    (18, "appservice cursors", include_str!("../migrations/0018_appservice.sql")),
     (20, "search postings", include_str!("../migrations/0020_search_postings.sql")),
 ];
 

@@ -164,11 +164,14 @@ const REPORT: u8 = b'&';
 const NOTIFICATION: u8 = b'1';
 const NOTIFICATION_ROOM: u8 = b'2';
 const PUSH_STATE: u8 = b'!';
+/// Application services' delivery cursors by service id (read and written in `push`; a
+/// store written before has none).
+const APPSERVICE_CURSOR: u8 = b'=';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 67] = [
+const TABLES: [u8; 68] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
@@ -177,7 +180,7 @@ const TABLES: [u8; 67] = [
     BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF, AUTH_CHAIN,
     PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED, OPENID, DELAYED, DELAYED_DUE, RELATION,
     THREAD_REPLY, RELATION_OF, USER_DIRECTORY, PUBLIC_JOIN_ROOM, SEARCH, SEARCH_DOC, REPORT,
-    NOTIFICATION, NOTIFICATION_ROOM, PUSH_STATE,
+    NOTIFICATION, NOTIFICATION_ROOM, PUSH_STATE, APPSERVICE_CURSOR,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a

@@ -3,7 +3,9 @@
 //! this token, this user, this alias; which services are interested in this room).
 
 pub(crate) mod client;
+pub(crate) mod interest;
 pub(crate) mod query;
+pub(crate) mod transactions;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -93,6 +93,9 @@ pub(crate) struct Ephemeral {
     /// The outbound sender and our server name, when federating: device deletions are
     /// announced to other servers from here (every way a device goes passes through).
     outbound: std::sync::OnceLock<(Arc<matrix_federation::sender::Sender>, String)>,
+    /// What application services are told (appended events, ephemeral changes), when some
+    /// are registered.
+    appservices: std::sync::OnceLock<Arc<crate::services::appservice::transactions::Feed>>,
 }
 
 impl std::fmt::Debug for Ephemeral {
@@ -139,12 +142,31 @@ impl Ephemeral {
             uploads: tokio::sync::Mutex::new(()),
             sends: tokio::sync::Mutex::new(()),
             outbound: std::sync::OnceLock::new(),
+            appservices: std::sync::OnceLock::new(),
         }
     }
 
     /// Announces our users' device changes to other servers from now on.
     pub(crate) fn federate(&self, sender: Arc<matrix_federation::sender::Sender>, ours: &str) {
         let _ = self.outbound.set((sender, ours.to_owned()));
+    }
+
+    /// Tells application services of appended events and ephemeral changes from now on.
+    pub(crate) fn feed_appservices(
+        &self,
+        feed: Arc<crate::services::appservice::transactions::Feed>,
+    ) {
+        let _ = self.appservices.set(feed);
+    }
+
+    /// Notes a change for the application services.
+    pub(crate) fn note_for_appservices(
+        &self,
+        note: &crate::services::appservice::transactions::Note,
+    ) {
+        if let Some(feed) = self.appservices.get() {
+            feed.note(note);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -186,6 +208,9 @@ impl Ephemeral {
     /// A departure (leave, kick, ban) at stream position `pos` is also noted for
     /// `device_lists.left`, and a join for `device_lists.changed`.
     pub(crate) async fn event_appended(&self, room: &str, pdu: &Pdu, pos: Option<StreamPos>) {
+        if let Some(feed) = self.appservices.get() {
+            feed.event_appended();
+        }
         let mut extra = vec![pdu.sender()];
         if pdu.kind() == "m.room.member"
             && let Some(target) = pdu.state_key()
@@ -240,6 +265,9 @@ impl Ephemeral {
             let counter = inner.counter;
             inner.typing_changed.insert(room.to_owned(), counter);
         }
+        self.note_for_appservices(&crate::services::appservice::transactions::Note::Typing(
+            room.to_owned(),
+        ));
         self.wake_room(room, Audience::Joined, &[]).await;
     }
 

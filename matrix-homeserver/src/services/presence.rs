@@ -614,6 +614,27 @@ impl PresenceTracker {
         Ok(out)
     }
 
+    /// The `m.presence` events of `users` now (for application services, MSC2409); none
+    /// when presence is off.
+    pub(crate) async fn events_of(&self, users: &[String]) -> Result<Vec<Value>, ApiError> {
+        if !self.config.enabled {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        Ok(self
+            .current_of(users)
+            .await?
+            .into_iter()
+            .map(|(sender, presence)| {
+                json!({
+                    "type": "m.presence",
+                    "sender": sender,
+                    "content": Value::Object(content(&presence, now)),
+                })
+            })
+            .collect())
+    }
+
     /// `GET /presence/{userId}/status` by `viewer`: their own, or that of a user sharing a
     /// joined room with them (403 otherwise, as Synapse); `offline` when presence is off.
     pub(crate) async fn status(&self, viewer: &str, target: &str) -> Result<Value, ApiError> {

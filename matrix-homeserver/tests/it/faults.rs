@@ -14,6 +14,7 @@ use matrix_storage::{
     RoomStore, SnapshotId, StateEntry, StateStore, Storage, StoredEvent, StoredReceipt, StreamItem,
     StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
 };
+use matrix_storage::{AppserviceCursor, AppserviceStore};
 use matrix_storage::{
     BackfillItem, BackfillPos, BackupSession, BackupVersion, CrossSigningKeys, CrossSigningStore,
     DehydratedDevice, DirectoryUser, KeyBackupStore, KeySignature, Notification, NotificationStore,
@@ -138,6 +139,9 @@ forward!(NotificationStore {
     fn notifications_after(&self, user_id: &str, after: StreamPos, limit: usize) -> Result<Vec<Notification>>;
     fn room_notifications(&self, user_id: &str, room_id: &str, after: StreamPos, limit: usize) -> Result<Vec<Notification>>;
     fn push_cursor(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<Option<PushCursor>>;
+});
+forward!(AppserviceStore {
+    fn appservice_cursor(&self, appservice_id: &str) -> Result<Option<AppserviceCursor>>;
 });
 forward!(PresenceStore {
     fn presence(&self, user_id: &str) -> Result<Option<Presence>>;

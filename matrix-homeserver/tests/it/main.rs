@@ -10,6 +10,7 @@ mod abuse_logins;
 mod account;
 mod account_extras;
 mod appservice;
+mod appservice_push;
 mod delayed_events;
 mod directory;
 mod discovery;

@@ -1,7 +1,9 @@
 //! Notifications and pushers' delivery cursors.
 
 use super::{Store, apply};
-use crate::{ChangeSet, NOTIFICATIONS_KEPT, Notification, PushCursor, StreamPos, User};
+use crate::{
+    AppserviceCursor, ChangeSet, NOTIFICATIONS_KEPT, Notification, PushCursor, StreamPos, User,
+};
 
 fn note(user: &str, pos: u64, room: &str, thread: Option<&str>, highlight: bool) -> Notification {
     Notification {
@@ -124,4 +126,48 @@ pub async fn push_cursors_round_trip(store: Store) {
     changes.deleted_push_cursors = vec![("@a:x".to_owned(), "app".to_owned(), "key".to_owned())];
     apply(&store, changes).await;
     assert_eq!(store.push_cursor("@a:x", "app", "key").await.expect("reads"), None);
+}
+
+/// Application services' cursors round-trip and are replaced, each service its own.
+pub async fn appservice_cursors_round_trip(store: Store) {
+    let cursor = |id: &str, pos: u64, in_flight: Option<u64>, failures: u32| AppserviceCursor {
+        appservice_id: id.to_owned(),
+        pos: StreamPos(pos),
+        txn_id: pos * 10,
+        in_flight: in_flight.map(StreamPos),
+        failures,
+        retry_at: 1_700_000_000_000 + u64::from(failures),
+    };
+    assert_eq!(store.appservice_cursor("irc").await.expect("reads"), None);
+    let mut changes = ChangeSet::new();
+    changes.appservice_cursors = vec![cursor("irc", 3, Some(9), 2), cursor("slack", 0, None, 0)];
+    apply(&store, changes).await;
+    assert_eq!(
+        store.appservice_cursor("irc").await.expect("reads"),
+        Some(cursor("irc", 3, Some(9), 2))
+    );
+    assert_eq!(
+        store.appservice_cursor("slack").await.expect("reads"),
+        Some(cursor("slack", 0, None, 0))
+    );
+    let mut changes = ChangeSet::new();
+    changes.appservice_cursors = vec![cursor("irc", 9, None, 0)];
+    apply(&store, changes).await;
+    assert_eq!(
+        store.appservice_cursor("irc").await.expect("reads"),
+        Some(cursor("irc", 9, None, 0))
+    );
+    assert_eq!(
+        store.appservice_cursor("slack").await.expect("reads"),
+        Some(cursor("slack", 0, None, 0))
+    );
+    assert_eq!(store.appservice_cursor("other").await.expect("reads"), None);
+    let mut changes = ChangeSet::new();
+    changes.appservice_cursors =
+        vec![cursor("irc", u64::from(u32::MAX) * 4, Some(u64::MAX / 4), 40)];
+    apply(&store, changes).await;
+    assert_eq!(
+        store.appservice_cursor("irc").await.expect("reads"),
+        Some(cursor("irc", u64::from(u32::MAX) * 4, Some(u64::MAX / 4), 40))
+    );
 }

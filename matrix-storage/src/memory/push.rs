@@ -6,7 +6,8 @@ use async_trait::async_trait;
 
 use super::MemoryStore;
 use crate::{
-    ChangeSet, NOTIFICATIONS_KEPT, Notification, NotificationStore, PushCursor, Result, StreamPos,
+    AppserviceCursor, AppserviceStore, ChangeSet, NOTIFICATIONS_KEPT, Notification,
+    NotificationStore, PushCursor, Result, StreamPos,
 };
 
 /// `(user, app_id, pushkey)`.
@@ -17,6 +18,8 @@ pub(super) struct Push {
     /// User -> position -> notification.
     notifications: BTreeMap<String, BTreeMap<u64, Notification>>,
     cursors: BTreeMap<PusherKey, PushCursor>,
+    /// Application services' cursors by service id.
+    appservices: BTreeMap<String, AppserviceCursor>,
 }
 
 impl Push {
@@ -34,6 +37,9 @@ impl Push {
         }
         for c in changes.push_cursors.drain(..) {
             self.cursors.insert((c.user_id.clone(), c.app_id.clone(), c.pushkey.clone()), c);
+        }
+        for c in changes.appservice_cursors.drain(..) {
+            self.appservices.insert(c.appservice_id.clone(), c);
         }
     }
 }
@@ -97,5 +103,12 @@ impl NotificationStore for MemoryStore {
     ) -> Result<Option<PushCursor>> {
         let key = (user_id.to_owned(), app_id.to_owned(), pushkey.to_owned());
         Ok(self.lock()?.push.cursors.get(&key).cloned())
+    }
+}
+
+#[async_trait]
+impl AppserviceStore for MemoryStore {
+    async fn appservice_cursor(&self, appservice_id: &str) -> Result<Option<AppserviceCursor>> {
+        Ok(self.lock()?.push.appservices.get(appservice_id).cloned())
     }
 }

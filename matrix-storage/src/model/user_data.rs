@@ -244,3 +244,25 @@ pub struct PushCursor {
     /// No try before this time.
     pub retry_at: u64,
 }
+
+/// Where delivery to an application service stands (its transactions,
+/// `PUT /_matrix/app/v1/transactions/{txnId}`): the stream up to `pos` is delivered. When
+/// `in_flight` is set, the transaction `txn_id` covers the stream in `(pos, in_flight]` and is
+/// not acknowledged yet: it is sent again, with the same id, until it is; then `pos` moves to
+/// `in_flight` and `txn_id` to the next id. After `failures` failed tries the next is not
+/// before `retry_at` (ms since the epoch). Keyed by the registration's `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppserviceCursor {
+    /// The registration's `id`.
+    pub appservice_id: String,
+    /// The last stream position delivered.
+    pub pos: StreamPos,
+    /// The id of the transaction in flight, or of the next one.
+    pub txn_id: u64,
+    /// The last stream position the transaction in flight covers, if one is in flight.
+    pub in_flight: Option<StreamPos>,
+    /// Failed tries of the transaction in flight.
+    pub failures: u32,
+    /// No try before this time.
+    pub retry_at: u64,
+}

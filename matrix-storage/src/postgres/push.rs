@@ -9,7 +9,8 @@ use sqlx::{PgConnection, Row};
 
 use super::{Doing, PostgresStore, to_i64, to_u64};
 use crate::{
-    ChangeSet, NOTIFICATIONS_KEPT, Notification, NotificationStore, PushCursor, Result, StreamPos,
+    AppserviceCursor, AppserviceStore, ChangeSet, NOTIFICATIONS_KEPT, Notification,
+    NotificationStore, PushCursor, Result, StreamPos,
 };
 
 /// Writes the change set's notifications (keeping each user's newest) and cursors.
@@ -95,6 +96,25 @@ pub(super) async fn write(tx: &mut PgConnection, changes: &ChangeSet) -> Result<
         .execute(&mut *tx)
         .await
         .doing("writing push cursors")?;
+    }
+    for c in &changes.appservice_cursors {
+        sqlx::query(
+            "INSERT INTO appservice_cursors \
+             (appservice_id, pos, txn_id, in_flight, failures, retry_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (appservice_id) \
+             DO UPDATE SET pos = excluded.pos, txn_id = excluded.txn_id, \
+             in_flight = excluded.in_flight, failures = excluded.failures, \
+             retry_at = excluded.retry_at",
+        )
+        .bind(&c.appservice_id)
+        .bind(to_i64(c.pos.0))
+        .bind(to_i64(c.txn_id))
+        .bind(c.in_flight.map(|p| to_i64(p.0)))
+        .bind(i64::from(c.failures))
+        .bind(to_i64(c.retry_at))
+        .execute(&mut *tx)
+        .await
+        .doing("writing application service cursors")?;
     }
     Ok(())
 }
@@ -206,6 +226,32 @@ impl NotificationStore for PostgresStore {
             app_id: app_id.to_owned(),
             pushkey: pushkey.to_owned(),
             pos: StreamPos(to_u64(row.try_get("pos").doing(DOING)?)?),
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            retry_at: to_u64(row.try_get("retry_at").doing(DOING)?)?,
+        }))
+    }
+}
+
+#[async_trait]
+impl AppserviceStore for PostgresStore {
+    async fn appservice_cursor(&self, appservice_id: &str) -> Result<Option<AppserviceCursor>> {
+        const DOING: &str = "reading application service cursors";
+        let row = sqlx::query(
+            "SELECT pos, txn_id, in_flight, failures, retry_at FROM appservice_cursors \
+             WHERE appservice_id = $1",
+        )
+        .bind(appservice_id)
+        .fetch_optional(&self.pool)
+        .await
+        .doing(DOING)?;
+        let Some(row) = row else { return Ok(None) };
+        let failures: i64 = row.try_get("failures").doing(DOING)?;
+        let in_flight: Option<i64> = row.try_get("in_flight").doing(DOING)?;
+        Ok(Some(AppserviceCursor {
+            appservice_id: appservice_id.to_owned(),
+            pos: StreamPos(to_u64(row.try_get("pos").doing(DOING)?)?),
+            txn_id: to_u64(row.try_get("txn_id").doing(DOING)?)?,
+            in_flight: in_flight.map(to_u64).transpose()?.map(StreamPos),
             failures: u32::try_from(failures).unwrap_or(u32::MAX),
             retry_at: to_u64(row.try_get("retry_at").doing(DOING)?)?,
         }))

@@ -9,11 +9,13 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use super::batch::Tx;
-use super::{NOTIFICATION, NOTIFICATION_ROOM, PUSH_STATE, SledStore, unavailable};
+use super::{
+    APPSERVICE_CURSOR, NOTIFICATION, NOTIFICATION_ROOM, PUSH_STATE, SledStore, unavailable,
+};
 use crate::codec::{Dec, Enc};
 use crate::{
-    ChangeSet, ErrorKind, NOTIFICATIONS_KEPT, Notification, NotificationStore, PushCursor, Result,
-    StorageError, StreamPos,
+    AppserviceCursor, AppserviceStore, ChangeSet, ErrorKind, NOTIFICATIONS_KEPT, Notification,
+    NotificationStore, PushCursor, Result, StorageError, StreamPos,
 };
 
 const COUNT: u8 = 0;
@@ -127,6 +129,20 @@ pub(super) fn apply_in(tx: &Tx<'_>, changes: &ChangeSet) -> Result<()> {
             Enc::default().u64(c.pos.0).u32(c.failures).u64(c.retry_at).done(),
         )?;
     }
+    for c in &changes.appservice_cursors {
+        // `in_flight` as a flag and a position.
+        tx.insert(
+            Enc::table(APPSERVICE_CURSOR).str(&c.appservice_id).done(),
+            Enc::default()
+                .u64(c.pos.0)
+                .u64(c.txn_id)
+                .bool(c.in_flight.is_some())
+                .u64(c.in_flight.map_or(0, |p| p.0))
+                .u32(c.failures)
+                .u64(c.retry_at)
+                .done(),
+        )?;
+    }
     Ok(())
 }
 
@@ -233,5 +249,30 @@ impl NotificationStore for SledStore {
             failures,
             retry_at,
         }))
+    }
+}
+
+#[async_trait]
+impl AppserviceStore for SledStore {
+    async fn appservice_cursor(&self, appservice_id: &str) -> Result<Option<AppserviceCursor>> {
+        self.flusher.check()?;
+        let key = Enc::table(APPSERVICE_CURSOR).str(appservice_id).done();
+        let Some(value) = self.tree.get(key).map_err(unavailable)? else { return Ok(None) };
+        let mut dec = Dec::new(&value);
+        let mut read = || {
+            let pos = dec.u64()?;
+            let txn_id = dec.u64()?;
+            let flying = dec.bool()?;
+            let upto = dec.u64()?;
+            Ok(AppserviceCursor {
+                appservice_id: appservice_id.to_owned(),
+                pos: StreamPos(pos),
+                txn_id,
+                in_flight: flying.then_some(StreamPos(upto)),
+                failures: dec.u32()?,
+                retry_at: dec.u64()?,
+            })
+        };
+        read().map(Some).map_err(corrupt("application service cursor"))
     }
 }

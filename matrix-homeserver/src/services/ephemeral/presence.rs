@@ -23,6 +23,9 @@ impl Ephemeral {
                 }
             }
         }
+        self.note_for_appservices(&crate::services::appservice::transactions::Note::Presence(
+            user.to_owned(),
+        ));
         self.wake_sharing(user).await;
     }
 

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Audience, Ephemeral};
 use crate::error::ApiError;
+use crate::services::appservice::transactions::Note;
 
 /// The `m.receipt` content of `receipts` (private receipts only to their owner), if any.
 fn content(receipts: &[StoredReceipt], viewer: &str) -> Option<Value> {
@@ -53,8 +54,17 @@ impl Ephemeral {
         let mut changes = ChangeSet::new();
         changes.enqueue = enqueue;
         self.bound_threads(&mut changes, &key).await?;
+        let note = Note::Receipt {
+            room: room.to_owned(),
+            event_id: event_id.to_owned(),
+            user: user.to_owned(),
+            kind: kind.to_owned(),
+            thread: key.thread.clone(),
+            ts,
+        };
         changes.receipts.push(Receipt { key, event_id: event_id.to_owned(), event_pos, ts });
         self.storage.apply(changes).await?;
+        self.note_for_appservices(&note);
         if kind == "m.read.private" {
             // Only its owner ever sees it.
             self.wakeups.wake(user);
@@ -72,12 +82,26 @@ impl Ephemeral {
         }
         let mut changes = ChangeSet::new();
         let mut rooms: Vec<String> = Vec::new();
+        let notes: Vec<Note> = receipts
+            .iter()
+            .map(|r| Note::Receipt {
+                room: r.key.room_id.clone(),
+                event_id: r.event_id.clone(),
+                user: r.key.user_id.clone(),
+                kind: r.key.kind.clone(),
+                thread: r.key.thread.clone(),
+                ts: r.ts,
+            })
+            .collect();
         for receipt in receipts {
             self.bound_threads(&mut changes, &receipt.key).await?;
             rooms.push(receipt.key.room_id.clone());
             changes.receipts.push(receipt);
         }
         self.storage.apply(changes).await?;
+        for note in &notes {
+            self.note_for_appservices(note);
+        }
         rooms.sort_unstable();
         rooms.dedup();
         for room in rooms {

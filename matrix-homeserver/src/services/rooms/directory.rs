@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::Rooms;
 use crate::error::ApiError;
+use crate::services::appservice::transactions::Note;
 use matrix_storage::{Alias, ChangeSet};
 
 impl Rooms {
@@ -105,6 +106,7 @@ impl Rooms {
             creator: user.to_string(),
         });
         self.storage().apply(changes).await?;
+        self.ephemeral.note_for_appservices(&Note::Aliases(room_id.to_owned()));
         Ok(())
     }
 
@@ -127,6 +129,7 @@ impl Rooms {
         let mut changes = ChangeSet::new();
         changes.deleted_aliases.push(alias.to_owned());
         self.storage().apply(changes).await?;
+        self.ephemeral.note_for_appservices(&Note::Aliases(record.room_id));
         Ok(())
     }
 
