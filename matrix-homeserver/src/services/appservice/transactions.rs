@@ -499,7 +499,8 @@ mod tests {
         assert_eq!(backoff(1), FIRST_BACKOFF);
         assert_eq!(backoff(2), FIRST_BACKOFF * 2);
         assert_eq!(backoff(5), FIRST_BACKOFF * 16);
-        assert_eq!(backoff(11), MAX_BACKOFF);
+        assert_eq!(backoff(11), FIRST_BACKOFF * 1024);
+        assert_eq!(backoff(12), MAX_BACKOFF);
         assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
 
