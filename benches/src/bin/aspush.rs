@@ -93,11 +93,10 @@ async fn stub(base: Instant, received: Arc<Mutex<Received>>) -> String {
                             continue;
                         };
                         let room = event["room_id"].as_str().unwrap_or_default().to_owned();
-                        let last = r.last.entry(room).or_insert(0);
-                        if seq <= *last {
+                        let previous = r.last.insert(room, seq).unwrap_or(0);
+                        if seq <= previous {
                             r.out_of_order += 1;
                         }
-                        *last = seq;
                         r.delays.push(now.saturating_sub(sent));
                         r.first.get_or_insert_with(Instant::now);
                         r.last_at = Some(Instant::now());
