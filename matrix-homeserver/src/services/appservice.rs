@@ -279,11 +279,6 @@ impl Appservices {
         self.by_as_token.get(token).map(|&index| &self.list[index])
     }
 
-    /// The service with this `id`.
-    pub(crate) fn by_id(&self, id: &str) -> Option<&Arc<Appservice>> {
-        self.list.iter().find(|service| service.id() == id)
-    }
-
     /// Whether `user` is held exclusively by a service other than `except` (a registration by
     /// anyone else must be refused with `M_EXCLUSIVE`).
     pub(crate) fn user_is_exclusive_to_other(&self, user: &str, except: Option<&str>) -> bool {
@@ -411,7 +406,7 @@ io.element.msc4190: true
         assert!(registration.receives_ephemeral());
         assert!(registration.msc4190 && !registration.msc3202);
         let services = Appservices::new(&[registration], "example.org").expect("valid");
-        let discord = services.by_id("discord").expect("found");
+        let discord = services.by_as_token("aaa").expect("found");
         assert!(discord.is_exclusive_user("@discord_123:example.org"));
         let null_url: AppserviceRegistration = serde_norway::from_str(
             "id: x\nurl: null\nas_token: a\nhs_token: h\nsender_localpart: x\n",
