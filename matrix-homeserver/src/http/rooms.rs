@@ -136,6 +136,9 @@ async fn create_room(
         ));
     }
     let invite = body.invite.iter().map(|u| user_id(u)).collect::<Result<Vec<_>, _>>()?;
+    for target in &invite {
+        ask_services_about(&state, target).await?;
+    }
     if let Some(localpart) = &body.room_alias_name {
         let alias = format!("#{localpart}:{}", state.rooms.server_name());
         state.appservices.check_alias_creation(&alias, auth.appservice.as_deref())?;
@@ -309,14 +312,20 @@ async fn invite(
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
     auth.limit(&state.limiter, Action::Membership)?;
-    // An unknown local user of a service's namespace: the service may create it when asked.
+    ask_services_about(&state, &target).await?;
+    state.rooms.invite(room.as_str(), &auth.user_id, &target, body.reason, false).await?;
+    Ok(Json(json!({})))
+}
+
+/// An unknown local user of a service's namespace, about to be invited: the service may
+/// create it when asked (as Synapse asks, on `/invite` and on `createRoom`'s invitees).
+async fn ask_services_about(state: &crate::State, target: &ruma::UserId) -> Result<(), ApiError> {
     if target.server_name() == state.rooms.server_name()
         && state.rooms.storage().user(target.as_str()).await?.is_none()
     {
         state.appservices.query_user(target.as_str()).await;
     }
-    state.rooms.invite(room.as_str(), &auth.user_id, &target, body.reason, false).await?;
-    Ok(Json(json!({})))
+    Ok(())
 }
 
 async fn kick(
