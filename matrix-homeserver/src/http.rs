@@ -53,6 +53,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/_matrix/client/v3/capabilities", route(get(discovery::capabilities)))
         .route("/_matrix/client/v3/register", route(post(account::register)))
         .route("/_matrix/client/v3/register/available", route(get(account::available)))
+        .route(
+            "/_matrix/client/v1/register/m.login.registration_token/validity",
+            route(get(account::registration_token_validity)),
+        )
         .route("/_matrix/client/v3/login", route(get(account::login_types).post(account::login)))
         // Still called by some clients (matrix-commander).
         .route("/_matrix/client/r0/login", route(get(account::login_types).post(account::login)))

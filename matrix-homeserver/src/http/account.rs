@@ -56,6 +56,29 @@ fn token_matches(tokens: &[String], given: &str) -> bool {
     })
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `GET /_matrix/client/v1/register/m.login.registration_token/validity`: whether a token
+/// would be taken now. Each question counts as a try against the same per-address limit as
+/// registering with a token (a guess here costs what a guess there does); 403 when
+/// registration is not by token.
+pub(super) async fn registration_token_validity(
+    State(state): AppState,
+    ClientAddress(address): ClientAddress,
+    super::Query(query): super::Query<TokenQuery>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let token = query.token.ok_or_else(|| ApiError::missing_param("`token` is required"))?;
+    let registration = &state.config.registration;
+    if registration.mode != RegistrationMode::Token {
+        return Err(ApiError::forbidden("registration is not by token on this server"));
+    }
+    state.limiter.check(Action::RegistrationToken, &address)?;
+    Ok(axum::Json(json!({"valid": token_matches(&registration.tokens, &token)})))
+}
+
 /// Refuses a password longer than the server hashes (hashing a long one only costs us).
 pub(super) fn check_password_length(state: &crate::State, password: &str) -> Result<(), ApiError> {
     let max = state.config.limits.max_password_bytes;

@@ -72,6 +72,10 @@ async fn registration_is_closed_by_default(backend: crate::Backend) {
         .await;
     assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
     assert!(server.homeserver().create_user("admin", Some("pw"), true).await.is_ok());
+    // No token is valid where registration is not by token.
+    let validity = "/_matrix/client/v1/register/m.login.registration_token/validity?token=x";
+    let (status, body) = Client::new(&server).get(validity).await;
+    assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"), "{body}");
 }
 
 async fn token_registration_wants_a_known_token(backend: crate::Backend) {
@@ -106,6 +110,32 @@ async fn token_registration_wants_a_known_token(backend: crate::Backend) {
         .post(REGISTER, &json!({"username": "dave", "auth": {"type": "m.login.dummy"}}))
         .await;
     assert_eq!(status, 401);
+
+    // A token can be checked before registering (v1.2), each check a try of the same limit.
+    let validity = "/_matrix/client/v1/register/m.login.registration_token/validity";
+    let (status, body) = client.get(&format!("{validity}?token=let-me-in")).await;
+    assert_eq!((status, &body), (200, &json!({"valid": true})));
+    check(
+        "registration_tokens.yaml",
+        "/register/m.login.registration_token/validity",
+        "get",
+        200,
+        &body,
+    );
+    let (status, body) = client.get(&format!("{validity}?token=let-me")).await;
+    assert_eq!((status, body), (200, json!({"valid": false})), "a prefix is not the token");
+    let (status, body) = client.get(validity).await;
+    assert_eq!((status, errcode(&body)), (400, "M_MISSING_PARAM"), "{body}");
+    let mut limited = false;
+    for _ in 0..20 {
+        let (status, body) = client.get(&format!("{validity}?token=guess")).await;
+        if status == 429 {
+            assert_eq!(errcode(&body), "M_LIMIT_EXCEEDED");
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "guesses are rate limited");
 }
 
 async fn invalid_user_names_and_guests_are_refused(backend: crate::Backend) {
