@@ -63,7 +63,6 @@ NOT_SERVED = {
     ("PUT", "/directory/list/appservice/{networkId}/{roomId}"):
         "application services' network directories: not yet (issue 16)",
     ("POST", "/login/get_token"): "login tokens are not handed out (m.get_login_token: false)",
-    ("GET", "/mutual_rooms"): "v1.19, not advertised: not yet",
     ("GET", "/auth_metadata"): "no OAuth 2.0 here: 404 M_UNRECOGNIZED is the spec's answer",
     ("GET", "/events"): OLD_POLLING,
     ("GET", "/events "): "peeking, with the deprecated polling API: not offered",

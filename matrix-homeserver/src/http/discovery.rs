@@ -28,8 +28,8 @@ use crate::error::ApiError;
 /// invites by third-party identifier (no identity server), login tokens and custom profile
 /// fields (refused through their capabilities), OAuth 2.0 (`auth_metadata` answers
 /// `M_UNRECOGNIZED`, the spec's way to say so). v1.18 waits for the account moderation
-/// endpoints and invite blocking, v1.19 for `mutual_rooms`. The r0.x versions are not listed:
-/// their `/r0/` paths are not routed (only `/r0/login` is).
+/// endpoints and invite blocking (v1.19's `mutual_rooms` is served already). The r0.x
+/// versions are not listed: their `/r0/` paths are not routed (only `/r0/login` is).
 const VERSIONS: &[&str] = &[
     "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
     "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17",

@@ -32,6 +32,7 @@ pub(super) fn routes() -> Routes {
         .route(&format!("{U}/filter"), route(post(create_filter)))
         .route(&format!("{U}/filter/{{id}}"), route(get(get_filter)))
         .route("/_matrix/client/v3/profile/{user}", route(get(profile)))
+        .route("/_matrix/client/v1/mutual_rooms", route(get(mutual_rooms)))
         .route(
             "/_matrix/client/v3/profile/{user}/{field}",
             route(get(profile_field).put(set_profile_field).delete(delete_profile_field)),
@@ -334,6 +335,61 @@ async fn set_profile_field(
         Some(_) => return Err(ApiError::bad_json(format!("{field} must be a string"))),
     };
     change_profile_field(&state, &auth, &user, &field, value).await
+}
+
+#[derive(Debug, Deserialize)]
+struct MutualRoomsQuery {
+    user_id: Option<String>,
+    from: Option<String>,
+}
+
+/// Rooms of one `mutual_rooms` page.
+const MUTUAL_ROOMS_PAGE: usize = 100;
+
+/// `GET /_matrix/client/v1/mutual_rooms` (v1.19): the rooms both the requester and `user_id`
+/// are joined to, by room id, a page at a time (`next_batch`: the last room id of the page).
+/// A user we know nothing of shares no room; the requester's own id, an id that does not
+/// conform, or a token that is no room id are `M_INVALID_PARAM`.
+async fn mutual_rooms(
+    State(state): AppState,
+    auth: Auth,
+    super::Query(query): super::Query<MutualRoomsQuery>,
+) -> JsonResult {
+    let other = query.user_id.ok_or_else(|| ApiError::missing_param("`user_id` is required"))?;
+    let other = ruma::UserId::parse(other.as_str())
+        .ok()
+        .filter(|user| user.validate_strict().is_ok())
+        .ok_or_else(|| ApiError::invalid_param("`user_id` is not a valid user id"))?;
+    if other == auth.user_id {
+        return Err(ApiError::invalid_param("`user_id` is your own"));
+    }
+    if let Some(from) = &query.from
+        && ruma::RoomId::parse(from.as_str()).is_err()
+    {
+        return Err(ApiError::invalid_param("`from` is not a token of this endpoint"));
+    }
+    auth.limit(&state.limiter, Action::Lookup)?;
+    let storage = state.rooms.storage();
+    let joined = |rooms: Vec<(String, String)>| -> std::collections::BTreeSet<String> {
+        rooms.into_iter().filter(|(_, m)| m == "join").map(|(room, _)| room).collect()
+    };
+    let mine = joined(storage.rooms_of_user(auth.user_id.as_str()).await?);
+    let theirs = joined(storage.rooms_of_user(other.as_str()).await?);
+    let shared: Vec<&String> = mine.intersection(&theirs).collect();
+    let after = query.from.as_deref().unwrap_or("");
+    let page: Vec<&String> = shared
+        .iter()
+        .copied()
+        .filter(|room| room.as_str() > after)
+        .take(MUTUAL_ROOMS_PAGE)
+        .collect();
+    let mut body = json!({"joined": page, "count": shared.len()});
+    if let Some(last) = page.last()
+        && shared.last().is_some_and(|end| end != last)
+    {
+        body["next_batch"] = json!(last);
+    }
+    Ok(Json(body))
 }
 
 /// `DELETE /profile/{userId}/{keyName}` (v1.16): unsets the field.

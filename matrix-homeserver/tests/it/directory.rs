@@ -395,6 +395,7 @@ crate::on_every_backend!(
     public_rooms_filter_by_type_and_page_with_stable_tokens,
     hierarchy_walks_the_space_as_the_user_may_see_it,
     room_summaries_show_what_each_asker_may_see,
+    mutual_rooms_are_the_rooms_both_are_joined_to,
 );
 
 async fn summary(client: &Client, room: &str) -> (u16, Value) {
@@ -469,4 +470,57 @@ async fn room_summaries_show_what_each_asker_may_see(backend: crate::Backend) {
     let bad = Client::new(&server).with_token("not a token");
     let (status, body) = summary(&bad, &t.public).await;
     assert_eq!((status, errcode(&body)), (401, "M_UNKNOWN_TOKEN"), "{body}");
+}
+
+async fn mutual(client: &Client, query: &str) -> (u16, Value) {
+    let (status, body) = client.get(&format!("{V1}/mutual_rooms?{query}")).await;
+    if status == 200 {
+        check("mutual_rooms.yaml", "/mutual_rooms", "get", 200, &body);
+    }
+    (status, body)
+}
+
+async fn mutual_rooms_are_the_rooms_both_are_joined_to(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, _) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    let (carol, carol_id) = user(&server, "carol").await;
+    let mut shared = Vec::new();
+    for _ in 0..3 {
+        let room = create(&alice, json!({"preset": "public_chat"})).await;
+        join(&bob, &room).await;
+        shared.push(room);
+    }
+    create(&alice, json!({"preset": "public_chat"})).await;
+    let bobs = create(&bob, json!({"preset": "public_chat"})).await;
+    join(&carol, &bobs).await;
+    // Bob leaves one of the three: it is no longer shared.
+    let left = shared.pop().expect("three");
+    let (status, body) = bob.post(&format!("{V3}/rooms/{left}/leave"), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    shared.sort();
+
+    let (status, body) = mutual(&alice, &format!("user_id={bob_id}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((&body["joined"], &body["count"]), (&json!(shared), &json!(2)), "{body}");
+    assert!(body.get("next_batch").is_none(), "{body}");
+    // After the first: the second.
+    let from = crate::rooms::urlencode(&shared[0]);
+    let (_, body) = mutual(&alice, &format!("user_id={bob_id}&from={from}")).await;
+    assert_eq!(body["joined"], json!([shared[1]]), "{body}");
+    // Carol shares nothing with alice (only a room with bob); nobody shares with a stranger.
+    let (_, body) = mutual(&alice, &format!("user_id={carol_id}")).await;
+    assert_eq!((&body["joined"], &body["count"]), (&json!([]), &json!(0)));
+    let (_, body) = mutual(&alice, "user_id=@nobody:elsewhere.org").await;
+    assert_eq!(body["joined"], json!([]));
+    // Refused: no user, one's own, an id that does not conform, a token of something else.
+    for (query, code) in [
+        ("", "M_MISSING_PARAM"),
+        ("user_id=@alice:localhost", "M_INVALID_PARAM"),
+        ("user_id=@Bad%20Id:localhost", "M_INVALID_PARAM"),
+        ("user_id=@bob:localhost&from=garbage", "M_INVALID_PARAM"),
+    ] {
+        let (status, body) = mutual(&alice, query).await;
+        assert_eq!((status, errcode(&body)), (400, code), "{query}: {body}");
+    }
 }
