@@ -32,14 +32,18 @@ pub(super) fn routes() -> Routes {
 const MAX_FIELDS: usize = 32;
 const MAX_FIELD_BYTES: usize = 1024;
 
-fn check_fields(fields: &Fields) -> Result<(), ApiError> {
+/// The client's lookup fields to pass on: its authentication parameters left out, bounded.
+fn lookup_fields(mut fields: Fields) -> Result<Fields, ApiError> {
+    for auth_param in ["access_token", "user_id", "device_id"] {
+        fields.remove(auth_param);
+    }
     if fields.len() > MAX_FIELDS {
         return Err(ApiError::list_too_long("fields", MAX_FIELDS));
     }
     if fields.iter().any(|(k, v)| k.len() + v.len() > MAX_FIELD_BYTES) {
         return Err(ApiError::invalid_param("a field is too long"));
     }
-    Ok(())
+    Ok(fields)
 }
 
 async fn protocols(State(state): AppState, _auth: Auth) -> JsonResult {
@@ -58,12 +62,9 @@ async fn locations(
     State(state): AppState,
     _auth: Auth,
     Params(protocol): Params<String>,
-    Query(mut fields): Query<Fields>,
+    Query(fields): Query<Fields>,
 ) -> JsonResult {
-    for auth_param in ["access_token", "user_id", "device_id"] {
-        fields.remove(auth_param);
-    }
-    check_fields(&fields)?;
+    let fields = lookup_fields(fields)?;
     Ok(Json(Value::from(state.thirdparty.locations(&state.appservices, &protocol, &fields).await?)))
 }
 
@@ -71,12 +72,9 @@ async fn users(
     State(state): AppState,
     _auth: Auth,
     Params(protocol): Params<String>,
-    Query(mut fields): Query<Fields>,
+    Query(fields): Query<Fields>,
 ) -> JsonResult {
-    for auth_param in ["access_token", "user_id", "device_id"] {
-        fields.remove(auth_param);
-    }
-    check_fields(&fields)?;
+    let fields = lookup_fields(fields)?;
     Ok(Json(Value::from(state.thirdparty.users(&state.appservices, &protocol, &fields).await?)))
 }
 
