@@ -187,7 +187,7 @@ async fn join(
 }
 
 /// The servers a join names (`via`, and the older `server_name`), at most [`MAX_VIA`].
-fn via_servers(uri: &http::Uri) -> Vec<String> {
+pub(super) fn via_servers(uri: &http::Uri) -> Vec<String> {
     let Some(query) = uri.query() else { return Vec::new() };
     form_urlencoded::parse(query.as_bytes())
         .filter(|(key, _)| key == "via" || key == "server_name")

@@ -36,20 +36,11 @@ async fn room_summary(
     uri: http::Uri,
 ) -> JsonResult {
     match &auth {
-        Some(auth) => state.limiter.check(Action::Lookup, auth.user_id.as_str())?,
+        Some(auth) => auth.limit(&state.limiter, Action::Lookup)?,
         None => state.limiter.check(Action::Lookup, &address)?,
     }
-    let mut via: Vec<String> = uri
-        .query()
-        .map(|query| {
-            form_urlencoded::parse(query.as_bytes())
-                .filter(|(key, _)| key == "via")
-                .map(|(_, value)| value.into_owned())
-                .filter(|server| ruma::ServerName::parse(server).is_ok())
-                .take(MAX_VIA)
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut via = super::rooms::via_servers(&uri);
+    via.truncate(MAX_VIA);
     let room = if target.starts_with('#') {
         let (room, servers) = state.rooms.resolve_any_alias(&state, &target).await?;
         via.extend(servers.into_iter().take(MAX_VIA));

@@ -448,6 +448,12 @@ async fn room_summaries_show_what_each_asker_may_see(backend: crate::Backend) {
     let (status, body) = summary(&bob, &t.private).await;
     assert_eq!((status, &body["membership"]), (200, &json!("invite")), "{body}");
     assert_eq!(body["name"], "Private");
+    // The invite revoked (a kick of the invitee): nothing again.
+    let kick = json!({"user_id": bob_id});
+    let (status, body) = alice.post(&format!("{V3}/rooms/{}/kick", t.private), &kick).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = summary(&bob, &t.private).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "revoked: {body}");
 
     // A restricted room: members of the allowed space, not others, never without a token.
     let (status, body) = summary(&bob, &t.restricted).await;
