@@ -206,6 +206,22 @@ pub struct LimitsConfig {
     /// How long one transaction to an application service may take, in milliseconds (then
     /// it is sent again, with the same id, after a backoff).
     pub appservice_timeout_ms: u64,
+    /// The most lists one sliding sync request may hold (MSC4186's bound). Over: 400
+    /// `M_INVALID_PARAM`.
+    pub max_sliding_sync_lists: usize,
+    /// The most room subscriptions one sliding sync request may hold (MSC4186's bound). Over:
+    /// 400 `M_INVALID_PARAM`.
+    pub max_sliding_sync_subscriptions: usize,
+    /// The most `required_state` entries of one list or subscription, and the most ranges of
+    /// one list. Over: 400 `M_INVALID_PARAM`.
+    pub max_sliding_sync_required_state: usize,
+    /// How many sliding sync connections (`conn_id`s) one device keeps; a new one past this
+    /// ends the least recently used (its next request answers `M_UNKNOWN_POS`).
+    pub max_sliding_sync_connections_per_device: usize,
+    /// How many sliding sync connections the server keeps in all (in memory: a restart ends
+    /// them, and clients start again on `M_UNKNOWN_POS`); past this the least recently used
+    /// end.
+    pub max_sliding_sync_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -243,6 +259,11 @@ impl Default for LimitsConfig {
             max_push_rules_bytes: 256 * 1024,
             event_cache_bytes: 4 * 1024 * 1024,
             appservice_timeout_ms: 30_000,
+            max_sliding_sync_lists: 100,
+            max_sliding_sync_subscriptions: 100,
+            max_sliding_sync_required_state: 100,
+            max_sliding_sync_connections_per_device: 10,
+            max_sliding_sync_connections: 10_000,
         }
     }
 }

@@ -62,6 +62,14 @@ impl ApiError {
     pub(crate) fn invalid_param(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", message)
     }
+    /// 400 `M_UNKNOWN_POS`: a sliding sync position this server does not hold (any more).
+    pub(crate) fn unknown_pos() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "M_UNKNOWN_POS",
+            "unknown position: start the sliding sync connection again",
+        )
+    }
     pub(crate) fn unrecognized() -> Self {
         Self::new(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "unrecognized request")
     }

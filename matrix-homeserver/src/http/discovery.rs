@@ -37,8 +37,9 @@ const VERSIONS: &[&str] = &[
 
 /// The unstable features (MSCs) advertised: only those whose endpoints are all here
 /// (MSC3814, dehydrated devices: `http/dehydrated.rs`; MSC4140, delayed events:
-/// `http/delayed_events.rs`).
-const UNSTABLE_FEATURES: &[&str] = &["org.matrix.msc3814", "org.matrix.msc4140"];
+/// `http/delayed_events.rs`; MSC4186, simplified sliding sync: `http/sync.rs`).
+const UNSTABLE_FEATURES: &[&str] =
+    &["org.matrix.msc3814", "org.matrix.msc4140", "org.matrix.simplified_msc3575"];
 
 pub(super) async fn versions(Ruma(_): Ruma<get_supported_versions::Request>) -> JsonResult {
     let features: serde_json::Map<String, Value> =

@@ -6,19 +6,23 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Auth, JsonResult, Query, Routes, route};
+use super::{Auth, JsonBody, JsonResult, Query, Routes, route};
 use crate::error::ApiError;
 use crate::services::presence::SetPresence;
+use crate::services::sync::sliding::{Body, Pos, SlidingRequest};
 use crate::services::sync::{SyncRequest, Token, parse_filter};
 
 type AppState = State<Arc<crate::State>>;
 
 pub(super) fn routes() -> Routes {
-    Router::new().route("/_matrix/client/v3/sync", route(get(sync)))
+    Router::new().route("/_matrix/client/v3/sync", route(get(sync))).route(
+        "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+        route(post(sliding_sync)),
+    )
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -81,4 +85,38 @@ async fn sync(State(state): AppState, auth: Auth, Query(query): Query<SyncQuery>
         filter,
     };
     Ok(Json(state.sync.sync(&auth.user_id, auth.scope(), request).await?))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct SlidingQuery {
+    pos: Option<String>,
+    timeout: Option<u64>,
+    set_presence: Option<String>,
+}
+
+/// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync` (MSC4186).
+async fn sliding_sync(
+    State(state): AppState,
+    auth: Auth,
+    Query(query): Query<SlidingQuery>,
+    JsonBody(body): JsonBody<Body>,
+) -> JsonResult {
+    let pos = match query.pos.as_deref() {
+        Some(text) => Some(Pos::parse(text).ok_or_else(ApiError::unknown_pos)?),
+        None => None,
+    };
+    let set_presence = match query.set_presence.as_deref() {
+        None => SetPresence::default(),
+        Some(text) => SetPresence::parse(text).ok_or_else(|| {
+            ApiError::invalid_param("set_presence must be online, unavailable or offline")
+        })?,
+    };
+    let request = SlidingRequest {
+        pos,
+        timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
+        set_presence,
+        body,
+    };
+    let limits = &state.config.limits;
+    Ok(Json(state.sync.sliding(&auth.user_id, auth.scope(), request, limits).await?))
 }

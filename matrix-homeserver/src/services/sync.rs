@@ -8,6 +8,8 @@
 //! Rooms whose timeline moved are found from one read of the global stream (or, past a bound,
 //! by asking each room).
 
+pub(crate) mod sliding;
+
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,12 +54,14 @@ impl std::fmt::Display for Token {
     }
 }
 
-/// A room pagination token: `t{stream}` (a sync token is accepted too).
+/// A room pagination token: `t{stream}` (a sync token or a sliding sync position is accepted
+/// too).
 pub(crate) fn parse_room_token(text: &str) -> Option<StreamPos> {
     if let Some(pos) = text.strip_prefix('t') {
         return pos.parse().ok().map(StreamPos);
     }
-    Token::parse(text).map(|t| StreamPos(t.stream.0.saturating_add(1)))
+    let token = Token::parse(text).or_else(|| sliding::Pos::parse(text).map(|p| p.token))?;
+    Some(StreamPos(token.stream.0.saturating_add(1)))
 }
 
 pub(crate) fn room_token(pos: StreamPos) -> String {
@@ -156,6 +160,10 @@ pub(crate) struct Sync {
     rooms: Arc<Rooms>,
     ephemeral: Arc<Ephemeral>,
     presence: Arc<PresenceTracker>,
+    /// Sliding sync connections.
+    connections: sliding::Connections,
+    /// What sliding sync's room lists need of each room.
+    metas: sliding::RoomMetas,
 }
 
 /// The longest a sync waits.
@@ -167,7 +175,13 @@ impl Sync {
         ephemeral: Arc<Ephemeral>,
         presence: Arc<PresenceTracker>,
     ) -> Self {
-        Sync { rooms, ephemeral, presence }
+        Sync {
+            rooms,
+            ephemeral,
+            presence,
+            connections: sliding::Connections::default(),
+            metas: sliding::RoomMetas::default(),
+        }
     }
 
     /// Answers a sync, waiting up to its timeout for something to report.
@@ -400,6 +414,20 @@ impl Sync {
         upto: StreamPos,
         filter: &SyncFilter,
     ) -> Result<(Vec<Arc<Pdu>>, bool, StreamPos), ApiError> {
+        let (events, limited, first) =
+            self.timeline_at(looker, room_id, after, upto, filter).await?;
+        Ok((events.into_iter().map(|(_, pdu)| pdu).collect(), limited, first))
+    }
+
+    /// [`Sync::timeline`], each event with its stream position.
+    async fn timeline_at(
+        &self,
+        looker: &Looker<'_>,
+        room_id: &str,
+        after: StreamPos,
+        upto: StreamPos,
+        filter: &SyncFilter,
+    ) -> Result<(Vec<(StreamPos, Arc<Pdu>)>, bool, StreamPos), ApiError> {
         let limit = filter.timeline_limit.clamp(1, 100);
         // An incremental sync usually has a few new events: read forwards from the token, and
         // only when more than a page came read backwards from the end.
@@ -415,7 +443,7 @@ impl Sync {
                 let first = within.first().map_or(upto, |i| i.pos);
                 let mut events = Vec::with_capacity(within.len());
                 for item in within {
-                    events.extend(self.shown(looker, &item, filter).await?);
+                    events.extend(self.shown(looker, &item, filter).await?.map(|p| (item.pos, p)));
                 }
                 return Ok((events, false, first));
             }
@@ -443,7 +471,7 @@ impl Sync {
                 }
                 first = item.pos;
                 cursor = item.pos;
-                events.extend(self.shown(looker, &item, filter).await?);
+                events.extend(self.shown(looker, &item, filter).await?.map(|p| (item.pos, p)));
             }
             if exhausted {
                 done = true;

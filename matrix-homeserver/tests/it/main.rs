@@ -41,6 +41,7 @@ mod push_rules;
 mod relations;
 mod rooms;
 mod search;
+mod sliding_sync;
 mod spec;
 mod sync;
 mod trust;
