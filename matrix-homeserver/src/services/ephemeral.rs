@@ -70,6 +70,8 @@ struct Inner {
     /// the last change dropped from the log. A sync token older than it gets the presence of
     /// everybody it concerns again.
     presence_floor: u64,
+    /// Rooms whose receipts changed: see `ephemeral/receipts.rs`.
+    receipt_log: receipts::ReceiptLog,
 }
 
 /// The bounds, from [`LimitsConfig`].
@@ -134,6 +136,7 @@ impl Ephemeral {
                 counter: start,
                 arrivals_after: head.0,
                 presence_floor: start,
+                receipt_log: receipts::ReceiptLog::starting_at(head),
                 ..Inner::default()
             }),
             limits: limits_now,

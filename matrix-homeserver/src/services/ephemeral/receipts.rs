@@ -2,6 +2,8 @@
 //! stream position of its last change, with a bound on the threaded receipts a user keeps in
 //! a room.
 
+use std::collections::{HashSet, VecDeque};
+
 use matrix_storage::{ChangeSet, Receipt, ReceiptKey, StoredReceipt, StreamPos};
 use serde_json::{Value, json};
 
@@ -28,7 +30,106 @@ fn content(receipts: &[StoredReceipt], viewer: &str) -> Option<Value> {
     (!content.is_empty()).then_some(Value::Object(content))
 }
 
+/// How many receipt changes the log remembers; a position older than the oldest gets every
+/// room looked at instead.
+const RECEIPT_CHANGES_KEPT: usize = 10_000;
+
+/// Which rooms' receipts changed at which stream positions, so that a sliding sync looks at
+/// the receipts of those rooms only, not of every room in its lists. A change is noted as
+/// pending before it is written and given a position (the stream's, read after the write,
+/// at or past the receipt's own) once written: a reader that read the stream position
+/// before scanning the log sees every receipt at or before that position, pending or not.
+#[derive(Debug, Default)]
+pub(super) struct ReceiptLog {
+    /// `(id, position or PENDING, room)`, oldest first.
+    changes: VecDeque<(u64, u64, String)>,
+    next_id: u64,
+    /// Every change at a position above this one is in the log.
+    floor: u64,
+}
+
+const PENDING: u64 = u64::MAX;
+
+impl ReceiptLog {
+    pub(super) fn starting_at(head: StreamPos) -> Self {
+        ReceiptLog { floor: head.0, ..ReceiptLog::default() }
+    }
+
+    fn pending(&mut self, rooms: &[&str]) -> Vec<u64> {
+        let mut ids = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            self.next_id += 1;
+            ids.push(self.next_id);
+            self.changes.push_back((self.next_id, PENDING, (*room).to_owned()));
+        }
+        while self.changes.len() > RECEIPT_CHANGES_KEPT {
+            match self.changes.front() {
+                // A pending change is never dropped: its writer settles it soon.
+                Some((_, PENDING, _)) => break,
+                Some(_) => {
+                    if let Some((_, pos, _)) = self.changes.pop_front() {
+                        self.floor = self.floor.max(pos);
+                    }
+                }
+                None => break,
+            }
+        }
+        ids
+    }
+
+    /// Gives the pending changes `ids` their position (`None`: the write failed).
+    fn settle(&mut self, ids: &[u64], pos: Option<StreamPos>) {
+        for id in ids {
+            if let Some(index) = self.changes.iter().rposition(|(i, ..)| i == id) {
+                match pos {
+                    Some(pos) => self.changes[index].1 = pos.0,
+                    None => {
+                        self.changes.remove(index);
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Ephemeral {
+    /// Notes receipt changes in `rooms` as pending; [`Ephemeral::receipts_written`] settles
+    /// them.
+    fn receipts_pending(&self, rooms: &[&str]) -> Vec<u64> {
+        self.lock().receipt_log.pending(rooms)
+    }
+
+    /// Settles pending receipt changes after their write (`ok`) or its failure.
+    async fn receipts_written(&self, ids: &[u64], ok: bool) {
+        let pos = if ok { self.storage.stream_position().await.ok() } else { None };
+        // A position that could not be read leaves them pending, which only widens readers.
+        if ok && pos.is_none() {
+            return;
+        }
+        self.lock().receipt_log.settle(ids, pos);
+    }
+
+    /// The rooms (of `candidates`) whose receipts may have changed after `since`; `None`
+    /// when the log does not reach back that far, or other processes write receipts too
+    /// (their changes are not in this log): then every room must be looked at.
+    pub(crate) fn receipt_rooms_since(&self, since: StreamPos) -> Option<HashSet<String>> {
+        if self.storage.foreign_writes().is_some() {
+            return None;
+        }
+        let inner = self.lock();
+        let log = &inner.receipt_log;
+        if since.0 < log.floor {
+            return None;
+        }
+        Some(
+            log.changes
+                .iter()
+                .filter(|(_, pos, _)| *pos > since.0)
+                .map(|(.., room)| room.clone())
+                .collect(),
+        )
+    }
+
     /// Sets a read receipt (`thread`: `main` or a thread root's event id, checked by the
     /// caller); past `max_thread_receipts_per_room`, a user's oldest threaded receipts in the
     /// room are deleted in the same change set, and `enqueue` (the receipt's EDUs for other
@@ -63,7 +164,10 @@ impl Ephemeral {
             ts,
         };
         changes.receipts.push(Receipt { key, event_id: event_id.to_owned(), event_pos, ts });
-        self.storage.apply(changes).await?;
+        let noted = self.receipts_pending(&[room]);
+        let applied = self.storage.apply(changes).await;
+        self.receipts_written(&noted, applied.is_ok()).await;
+        applied?;
         self.note_for_appservices(&note);
         if kind == "m.read.private" {
             // Only its owner ever sees it.
@@ -98,7 +202,10 @@ impl Ephemeral {
             rooms.push(receipt.key.room_id.clone());
             changes.receipts.push(receipt);
         }
-        self.storage.apply(changes).await?;
+        let noted = self.receipts_pending(&rooms.iter().map(String::as_str).collect::<Vec<_>>());
+        let applied = self.storage.apply(changes).await;
+        self.receipts_written(&noted, applied.is_ok()).await;
+        applied?;
         for note in &notes {
             self.note_for_appservices(note);
         }
@@ -169,6 +276,35 @@ mod tests {
                 ts: 7,
             },
         }
+    }
+
+    #[test]
+    fn the_receipt_log_shows_pending_changes_and_knows_how_far_back_it_reaches() {
+        let mut log = ReceiptLog::starting_at(StreamPos(10));
+        let ids = log.pending(&["!a", "!b"]);
+        let rooms_after = |log: &ReceiptLog, since: u64| -> Vec<String> {
+            let mut rooms: Vec<String> = log
+                .changes
+                .iter()
+                .filter(|(_, pos, _)| *pos > since)
+                .map(|(.., room)| room.clone())
+                .collect();
+            rooms.sort();
+            rooms
+        };
+        // Pending: seen by any reader.
+        assert_eq!(rooms_after(&log, 1_000), ["!a", "!b"]);
+        log.settle(&ids[..1], Some(StreamPos(12)));
+        log.settle(&ids[1..], None);
+        assert_eq!(rooms_after(&log, 11), ["!a"]);
+        assert!(rooms_after(&log, 12).is_empty());
+        // Past its bound the oldest settled changes go, and the floor rises with them.
+        for i in 0..RECEIPT_CHANGES_KEPT + 5 {
+            let ids = log.pending(&["!c"]);
+            log.settle(&ids, Some(StreamPos(20 + i as u64)));
+        }
+        assert!(log.changes.len() <= RECEIPT_CHANGES_KEPT + 1);
+        assert!(log.floor >= 20, "{}", log.floor);
     }
 
     #[test]

@@ -203,11 +203,32 @@ impl Sync {
         // Rooms sent before that changed and were not sent now: their next answer starts
         // from what the client has, not from this position.
         if let Some(since) = since_stream {
-            for (room_id, sent) in state.rooms.iter_mut() {
-                if sent.status == Status::Live
-                    && !rooms_out.contains_key(room_id)
-                    && by_room.get(room_id.as_str()).is_some_and(|c| c.last > since)
-                {
+            let unsent: Vec<&str> = state
+                .rooms
+                .iter()
+                .filter(|(room_id, sent)| {
+                    sent.status == Status::Live && !rooms_out.contains_key(room_id.as_str())
+                })
+                .map(|(room_id, _)| room_id.as_str())
+                .collect();
+            // Rooms outside the candidates (a subscription dropped, a room left) are looked
+            // up in the cache of last positions.
+            let outside: Vec<&str> =
+                unsent.iter().copied().filter(|r| !by_room.contains_key(r)).collect();
+            let metas = self.metas(&outside, now.stream).await?;
+            let changed: Vec<String> = unsent
+                .iter()
+                .filter(|r| {
+                    let last = match by_room.get(*r) {
+                        Some(candidate) => Some(candidate.last),
+                        None => metas.get(**r).map(|m| m.last),
+                    };
+                    last.is_some_and(|last| last > since)
+                })
+                .map(|r| (*r).to_owned())
+                .collect();
+            for room_id in changed {
+                if let Some(sent) = state.rooms.get_mut(&room_id) {
                     sent.status = Status::Previously(since);
                 }
             }

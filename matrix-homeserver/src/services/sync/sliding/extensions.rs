@@ -97,7 +97,16 @@ impl Sync {
 
         if let Some(extension) = config.receipts.as_ref().filter(|e| e.on()) {
             let mut rooms = Map::new();
+            // Only rooms whose receipts changed need a read (or, the log not reaching back,
+            // every room).
+            let changed = since.and_then(|since| self.ephemeral.receipt_rooms_since(since));
             for room in covered.iter().filter(|r| r.joined && r.taken_by(extension)) {
+                if !room.initial
+                    && let Some(changed) = &changed
+                    && !changed.contains(room.room_id)
+                {
+                    continue;
+                }
                 let from = match since {
                     Some(since) if !room.initial => since,
                     _ => StreamPos(0),
