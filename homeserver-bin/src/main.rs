@@ -75,6 +75,16 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::RegisterUser { config, username, password, admin } => {
             let config = FileConfig::load(config.as_deref())?;
+            // With a shared secret, through the running server (as Synapse's
+            // register_new_matrix_user); no server answering, or no secret: offline, in the
+            // data directory (which a running server holds locked: that error says so).
+            if let Some(secret) = config.registration.shared_secret.as_deref()
+                && let Some(user_id) =
+                    register_online(&config, secret, &username, &password, admin).await?
+            {
+                println!("created {user_id}{}", if admin { " (administrator)" } else { "" });
+                return Ok(());
+            }
             let homeserver = build(&config, None).await?;
             let user_id = homeserver
                 .create_user(&username, Some(&password), admin)
@@ -114,6 +124,60 @@ fn copy_storage(config: &FileConfig, to: &str) -> anyhow::Result<()> {
         target.display()
     );
     Ok(())
+}
+
+/// Registers a user through the server running with `config` (shared-secret registration);
+/// `None` when no server answers there.
+async fn register_online(
+    config: &FileConfig,
+    secret: &str,
+    username: &str,
+    password: &str,
+    admin: bool,
+) -> anyhow::Result<Option<String>> {
+    let listen: std::net::SocketAddr =
+        config.server.listen.parse().context("server.listen is not an address")?;
+    // A server listening on every address answers on loopback.
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let url = format!(
+        "http://{}/_synapse/admin/v1/register",
+        std::net::SocketAddr::new(host, listen.port())
+    );
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("an HTTP client")?;
+    let nonce = match client.get(&url).send().await {
+        Ok(response) => answer(response).await?,
+        Err(e) if e.is_connect() => return Ok(None),
+        Err(e) => return Err(e).context("asking the running server for a registration nonce"),
+    };
+    let nonce = nonce["nonce"].as_str().context("the server's nonce")?;
+    let mac = matrix_homeserver::registration_mac(secret, nonce, username, password, admin, None);
+    let body = serde_json::json!({
+        "nonce": nonce, "username": username, "password": password, "admin": admin, "mac": mac,
+    });
+    let response = client.post(&url).json(&body).send().await.context("registering")?;
+    let created = answer(response).await?;
+    Ok(Some(created["user_id"].as_str().context("the new user's id")?.to_owned()))
+}
+
+/// A JSON answer of the server, or its Matrix error as the error.
+async fn answer(response: reqwest::Response) -> anyhow::Result<serde_json::Value> {
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("the server's answer")?;
+    if !status.is_success() {
+        bail!(
+            "the server refused: {} {}",
+            body["errcode"].as_str().unwrap_or("?"),
+            body["error"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(body)
 }
 
 async fn open_storage(config: &FileConfig) -> anyhow::Result<Arc<dyn Storage>> {

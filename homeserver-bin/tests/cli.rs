@@ -165,3 +165,70 @@ fn copy_storage_moves_a_sled_store_to_fjall() {
     assert!(!twice.status.success(), "the fjall store is not empty any more");
     assert!(String::from_utf8_lossy(&twice.stderr).contains("not empty"));
 }
+
+/// With `registration.shared_secret`, `register-user` registers through the running server
+/// (whose data directory is locked), as Synapse's `register_new_matrix_user` does; without
+/// one, it says in one line that the directory is in use.
+#[test]
+fn register_user_goes_through_a_running_server_with_the_shared_secret() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let (config, address) = config_in(dir.path());
+    let mut text = std::fs::read_to_string(&config).expect("reads");
+    text.push_str("[registration]\nshared_secret = \"correct horse battery staple\"\n");
+    let with_secret = dir.path().join("with-secret.toml");
+    std::fs::write(&with_secret, &text).expect("writes");
+
+    let mut child = homeserver()
+        .args(["serve", "--config"])
+        .arg(&with_secret)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("serving") => break,
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    let register = |config: &std::path::Path, name: &str| {
+        homeserver()
+            .args(["register-user", "--config"])
+            .arg(config)
+            .args([name, "--password", "pw", "--admin"])
+            .output()
+            .expect("runs")
+    };
+    let online = register(&with_secret, "boss");
+    assert!(online.status.success(), "{}", String::from_utf8_lossy(&online.stderr));
+    assert!(String::from_utf8_lossy(&online.stdout).contains("@boss:test.local (administrator)"));
+    let again = register(&with_secret, "boss");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("M_USER_IN_USE"));
+
+    // The new user logs in on the running server.
+    use std::io::{Read, Write};
+    let body = r#"{"type":"m.login.password","identifier":{"type":"m.id.user","user":"boss"},"password":"pw"}"#;
+    let mut stream = std::net::TcpStream::connect(&address).expect("connects");
+    write!(
+        stream,
+        "POST /_matrix/client/v3/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writes");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("reads");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // Without the secret: the locked directory, said in one line.
+    let offline = register(&config, "other");
+    assert!(!offline.status.success());
+    let said = String::from_utf8_lossy(&offline.stderr);
+    assert!(said.contains("in use by another process"), "{said}");
+    child.kill().expect("stops");
+    child.wait().expect("reaped");
+}

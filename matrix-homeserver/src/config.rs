@@ -107,6 +107,10 @@ pub struct RegistrationConfig {
     pub mode: RegistrationMode,
     /// The tokens that allow registration when `mode` is `token`.
     pub tokens: Vec<String>,
+    /// Synapse's `registration_shared_secret`: whoever holds it registers users (and
+    /// administrators) through `/_synapse/admin/v1/register`, whatever `mode` says; unset,
+    /// that endpoint is off. Keep it as secret as the signing key.
+    pub shared_secret: Option<String>,
 }
 
 /// Request limits.

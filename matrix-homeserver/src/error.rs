@@ -59,6 +59,10 @@ impl ApiError {
     pub(crate) fn not_json() -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", "the request body is not JSON")
     }
+    /// 400 `M_UNKNOWN`: a request Synapse refuses without a more specific code.
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", message)
+    }
     pub(crate) fn invalid_param(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", message)
     }

@@ -3,6 +3,7 @@
 //! authenticates, calls one service method and returns.
 
 mod account;
+mod admin;
 mod appservice;
 mod dehydrated;
 mod delayed_events;
@@ -82,6 +83,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(threepid::routes())
         .merge(delayed_events::routes())
         .merge(appservice::routes())
+        .merge(admin::routes())
         .fallback(|| async { ApiError::unrecognized() })
         .layer(cors())
         .with_state(state)

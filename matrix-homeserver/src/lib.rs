@@ -24,6 +24,7 @@ pub use config::{
 pub use error::ApiError;
 pub use matrix_federation;
 pub use services::accounts::Session;
+pub use services::admin::registration_mac;
 pub use services::url_preview::fetch::{HostResolver, ResolveError};
 
 use services::accounts::{Accounts, DeviceRequest};
@@ -58,6 +59,8 @@ pub(crate) struct State {
     pub(crate) thirdparty: services::thirdparty::ThirdParty,
     /// Application services (bridges), checked at build.
     pub(crate) appservices: services::appservice::Appservices,
+    /// The nonces of shared-secret registration.
+    pub(crate) registration_nonces: services::admin::RegistrationNonces,
 }
 
 impl State {
@@ -353,6 +356,7 @@ impl HomeserverBuilder {
         );
         let state = State {
             appservices,
+            registration_nonces: services::admin::RegistrationNonces::default(),
             delayed_events,
             thirdparty: services::thirdparty::ThirdParty::default(),
             accounts: Accounts::new(

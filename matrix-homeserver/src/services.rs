@@ -1,6 +1,7 @@
 //! The services: domain logic over the storage traits, with no HTTP in them.
 
 pub(crate) mod accounts;
+pub(crate) mod admin;
 pub(crate) mod appservice;
 pub(crate) mod delayed_events;
 pub(crate) mod ephemeral;

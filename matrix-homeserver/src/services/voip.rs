@@ -10,7 +10,7 @@ use sha1::{Digest, Sha1};
 use crate::config::TurnConfig;
 
 /// HMAC-SHA1 (RFC 2104).
-fn hmac_sha1(key: &[u8], message: &[u8]) -> [u8; 20] {
+pub(crate) fn hmac_sha1(key: &[u8], message: &[u8]) -> [u8; 20] {
     const BLOCK: usize = 64;
     let mut block = [0u8; BLOCK];
     if key.len() > BLOCK {

@@ -9,6 +9,7 @@ mod abuse_limits;
 mod abuse_logins;
 mod account;
 mod account_extras;
+mod admin;
 mod appservice;
 mod appservice_push;
 mod delayed_events;
