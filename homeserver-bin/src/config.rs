@@ -33,6 +33,32 @@ pub(crate) struct FileConfig {
     pub(crate) turn: TurnConfig,
     pub(crate) delayed_events: DelayedEventsConfig,
     pub(crate) user_directory: UserDirectoryConfig,
+    pub(crate) logging: LoggingSection,
+}
+
+/// `[logging]`: what is logged (on stderr) and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct LoggingSection {
+    /// `RUST_LOG` syntax (`info`, `matrix_homeserver=debug,info`, ...); `RUST_LOG` in the
+    /// environment wins.
+    pub(crate) filter: String,
+    /// `text` (a line each) or `json` (an object a line).
+    pub(crate) format: LogFormat,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection { filter: "info".to_owned(), format: LogFormat::Text }
+    }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `[federation]`: the library's settings, and where the federation listener listens with

@@ -317,24 +317,40 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Logs on stderr as `[logging]` says (`RUST_LOG` wins over its filter).
+fn init_logging(config: &config::LoggingSection) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(text) if !text.is_empty() => EnvFilter::try_new(&text).context("RUST_LOG")?,
+        _ => EnvFilter::try_new(&config.filter).context("logging.filter")?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let installed = match config.format {
+        config::LogFormat::Text => builder.with_ansi(false).try_init(),
+        config::LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("installing the logger: {e}"))
+}
+
 async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let config = FileConfig::load(config_path)?;
+    init_logging(&config.logging)?;
     std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
         format!("creating the data directory {}", config.server.data_dir.display())
     })?;
     let (key, created) = signing_key(&config.server.data_dir)?;
     let key_path = config.server.data_dir.join("signing.key");
     if created {
-        eprintln!("generated the signing key {} in {}", key.key_id(), key_path.display());
+        tracing::info!("generated the signing key {} in {}", key.key_id(), key_path.display());
     } else {
-        eprintln!("signing key {} from {}", key.key_id(), key_path.display());
+        tracing::info!("signing key {} from {}", key.key_id(), key_path.display());
     }
     let homeserver = build(&config, Some(key)).await?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
-    eprintln!(
+    tracing::info!(
         "serving {} on http://{} (storage: {}, registration: {:?}), ready in {:?}",
         config.server.name,
         listener.local_addr()?,
@@ -347,7 +363,7 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.federation.listen)
             .await
             .with_context(|| format!("listening on {}", config.federation.listen))?;
-        eprintln!(
+        tracing::info!(
             "federation on {}://{}",
             if tls.is_some() { "https" } else { "http" },
             listener.local_addr()?
@@ -365,7 +381,7 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     };
     tokio::spawn(async move {
         stop_signal().await;
-        eprintln!("shutting down");
+        tracing::info!("shutting down");
         let _ = stop.send(true);
     });
     let client = homeserver.clone().serve(listener, shutdown());

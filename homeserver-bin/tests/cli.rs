@@ -232,3 +232,64 @@ fn register_user_goes_through_a_running_server_with_the_shared_secret() {
     child.kill().expect("stops");
     child.wait().expect("reaped");
 }
+
+/// `[logging] format = "json"`: a JSON line per request with its method, path, status and
+/// time, and never the access token a query carried.
+#[test]
+fn requests_are_logged_as_json_lines_without_tokens() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let (config, address) = config_in(dir.path());
+    let mut text = std::fs::read_to_string(&config).expect("reads");
+    text.push_str("[logging]\nformat = \"json\"\nfilter = \"info\"\n");
+    std::fs::write(&config, text).expect("writes");
+    let mut child = homeserver()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("serving") => {
+                let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+                assert_eq!(json["level"], "INFO", "{line}");
+                break;
+            }
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(&address).expect("connects");
+    stream
+        .write_all(
+            b"GET /_matrix/client/v3/account/whoami?access_token=sekrit-token HTTP/1.1\r\n\
+              Host: x\r\nConnection: close\r\n\r\n",
+        )
+        .expect("writes");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("reads");
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    let mut found = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        assert!(!line.contains("sekrit"), "a token in the log: {line}");
+        if line.contains("whoami") {
+            found = Some(line);
+            break;
+        }
+    }
+    let line = found.expect("the request's line");
+    let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(json["fields"]["path"], "/_matrix/client/v3/account/whoami", "{line}");
+    assert_eq!(json["fields"]["status"], 401, "{line}");
+    assert_eq!(json["fields"]["method"], "GET", "{line}");
+    assert!(json["fields"]["ms"].as_f64().is_some(), "{line}");
+    child.kill().expect("stops");
+    child.wait().expect("reaped");
+}

@@ -267,7 +267,7 @@ impl ApiError {
 impl From<matrix_storage::StorageError> for ApiError {
     fn from(error: matrix_storage::StorageError) -> Self {
         // The details are the operator's, not the client's.
-        eprintln!("storage error: {error}");
+        tracing::error!("storage error: {error}");
         ApiError::unknown("the server could not reach its storage")
     }
 }
@@ -284,7 +284,7 @@ impl From<matrix_federation::FederationError> for ApiError {
             // Another server failed us: the details are for the operator's log; the client
             // is told which way (its status, where it answered one).
             other => {
-                eprintln!("federation: {other}");
+                tracing::warn!("federation: {other}");
                 let message = match &other {
                     matrix_federation::FederationError::Status { status, .. } => {
                         format!("another server refused the request ({status})")

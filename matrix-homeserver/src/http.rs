@@ -12,6 +12,7 @@ mod discovery;
 pub(crate) mod e2ee;
 pub(crate) mod federation;
 mod key_backup;
+mod log;
 pub(crate) mod media;
 mod openid;
 mod presence;
@@ -86,6 +87,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(admin::routes())
         .fallback(|| async { ApiError::unrecognized() })
         .layer(cors())
+        .layer(axum::middleware::from_fn(log::log_request))
         .with_state(state)
 }
 
@@ -444,6 +446,16 @@ impl FromRequestParts<Arc<State>> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        let auth = Self::authenticate(parts, state).await?;
+        if let Some(requester) = parts.extensions.get::<log::Requester>() {
+            requester.set(auth.user_id.as_str());
+        }
+        Ok(auth)
+    }
+}
+
+impl Auth {
+    async fn authenticate(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
         let token = access_token(parts).ok_or_else(ApiError::missing_token)?;
         if let Some(service) = state.appservices.by_as_token(&token) {
             let user = query_param(parts, "user_id");

@@ -442,7 +442,7 @@ async fn change_profile_field(
         if membership == "join" {
             let draft = state.rooms.member_draft(&auth.user_id, "join", None).await?;
             if let Err(e) = state.rooms.append(&room, &auth.user_id, draft).await {
-                eprintln!("updating the profile in {room}: {e}");
+                tracing::warn!("updating the profile in {room}: {e}");
             }
         }
     }
@@ -606,7 +606,7 @@ async fn deactivate(
         if matches!(membership.as_str(), "join" | "invite" | "knock")
             && let Err(e) = state.rooms.leave(&room, &auth.user_id, None).await
         {
-            eprintln!("leaving {room} on deactivation: {e}");
+            tracing::warn!("leaving {room} on deactivation: {e}");
         }
     }
     state.accounts.deactivate(&auth.user_id).await?;

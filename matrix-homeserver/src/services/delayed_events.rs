@@ -329,9 +329,10 @@ impl DelayedEvents {
                         return Err(error);
                     }
                     // No longer allowed (or no longer valid): dropped quietly.
-                    eprintln!(
+                    tracing::warn!(
                         "delayed event {} of {} not sent: {error}",
-                        current.delay_id, current.user_id
+                        current.delay_id,
+                        current.user_id
                     );
                     let mut changes = ChangeSet::new();
                     changes.deleted_delayed_events.push((current.user_id, current.delay_id));
@@ -349,7 +350,7 @@ async fn sender(service: Weak<DelayedEvents>) {
         let wait = match me.send_due().await {
             Ok(wait) => wait,
             Err(error) => {
-                eprintln!("delayed events: {error}; trying again in a second");
+                tracing::warn!("delayed events: {error}; trying again in a second");
                 Duration::from_secs(1)
             }
         };

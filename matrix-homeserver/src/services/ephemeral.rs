@@ -200,7 +200,7 @@ impl Ephemeral {
                 self.wakeups.wake_all_of(concerned.chain(extra.iter().copied()));
             }
             Err(error) => {
-                eprintln!("could not read the members of {room} to wake their syncs: {error}");
+                tracing::warn!("could not read the members of {room} to wake their syncs: {error}");
                 self.wakeups.wake_everybody();
             }
         }

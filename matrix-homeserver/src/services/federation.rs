@@ -156,7 +156,7 @@ impl Federation {
             match self.fetcher.response_for_notary(server, *minimum).await {
                 Ok(Some(response)) => responses.push(response),
                 Ok(None) => {}
-                Err(e) => eprintln!("federation: keys of {server}: {e}"),
+                Err(e) => tracing::warn!("federation: keys of {server}: {e}"),
             }
         }
         matrix_federation::keys::notary_response(responses, &self.server_name, &[&self.key])

@@ -721,7 +721,7 @@ async fn run_timers(tracker: Weak<PresenceTracker>, tick: Duration) {
         interval.tick().await;
         let Some(tracker) = tracker.upgrade() else { return };
         if let Err(error) = tracker.tick().await {
-            eprintln!("presence timers: {error}");
+            tracing::warn!("presence timers: {error}");
         }
     }
 }

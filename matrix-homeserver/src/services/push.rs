@@ -60,7 +60,7 @@ async fn run(
             match round(&rooms, &client, allow_private).await {
                 Ok(next) => next,
                 Err(error) => {
-                    eprintln!("push sender: {error:?}");
+                    tracing::warn!("push sender: {error:?}");
                     Some(Duration::from_secs(5))
                 }
             }

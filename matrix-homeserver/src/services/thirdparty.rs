@@ -43,7 +43,7 @@ async fn ask(services: &Appservices, service: &Appservice, path: &str) -> Option
     {
         Ok(answer) => Some(answer),
         Err(e) => {
-            eprintln!("application service {:?}: {path}: {e}", service.id());
+            tracing::warn!("application service {:?}: {path}: {e}", service.id());
             None
         }
     }

@@ -38,7 +38,7 @@ impl Ephemeral {
         match self.sharing(user).await {
             Ok(users) => self.wakeups.wake_all_of(users.iter().map(String::as_str)),
             Err(error) => {
-                eprintln!("could not read whom {user}'s key change concerns: {error}");
+                tracing::warn!("could not read whom {user}'s key change concerns: {error}");
                 self.wakeups.wake_everybody();
             }
         }

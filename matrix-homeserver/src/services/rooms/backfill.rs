@@ -81,7 +81,7 @@ impl Rooms {
             {
                 Ok(answer) => answer,
                 Err(e) => {
-                    eprintln!("federation: backfilling {room_id} from {server}: {e}");
+                    tracing::warn!("federation: backfilling {room_id} from {server}: {e}");
                     continue;
                 }
             };

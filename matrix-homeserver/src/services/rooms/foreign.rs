@@ -72,7 +72,7 @@ async fn follow(rooms: Weak<Rooms>, mut moves: tokio::sync::watch::Receiver<Stre
         let head = match rooms.storage.stream_position().await {
             Ok(head) => head,
             Err(error) => {
-                eprintln!("could not read the stream head to follow other processes: {error}");
+                tracing::warn!("could not read the stream head to follow other processes: {error}");
                 rooms.ephemeral.wake_everybody();
                 drop(rooms);
                 tokio::time::sleep(MAX_PAUSE).await;
@@ -84,7 +84,7 @@ async fn follow(rooms: Weak<Rooms>, mut moves: tokio::sync::watch::Receiver<Stre
         if head > from
             && let Err(error) = rooms.catch_up(from, head).await
         {
-            eprintln!("could not read what other processes wrote: {error}");
+            tracing::warn!("could not read what other processes wrote: {error}");
             rooms.ephemeral.wake_everybody();
             drop(rooms);
             tokio::time::sleep(MAX_PAUSE).await;

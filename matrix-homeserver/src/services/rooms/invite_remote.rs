@@ -209,7 +209,7 @@ async fn check_countersigned(
             Ok(Some(key)) => ring.insert(server, key_id, key),
             Ok(None) => {}
             Err(matrix_federation::FederationError::Storage(e)) => return Err(e.into()),
-            Err(e) => eprintln!("federation: keys of {server}: {e}"),
+            Err(e) => tracing::warn!("federation: keys of {server}: {e}"),
         }
     }
     let redacted = matrix_core::redaction::redact(signed, rules);

@@ -113,7 +113,7 @@ impl Rooms {
             match self.join_through(client, keys, server, room_id, user).await {
                 Ok(pdu) => return Ok(pdu),
                 Err(e) => {
-                    eprintln!("federation: joining {room_id} through {server}: {e}");
+                    tracing::warn!("federation: joining {room_id} through {server}: {e}");
                     // A refusal of the join says more than a server that was down.
                     let keep = last_error.as_ref().is_some_and(|last| {
                         last.status().is_client_error() && !e.status().is_client_error()
@@ -175,7 +175,7 @@ impl Rooms {
         }
         let events = state.len() + chain.len();
         let stored = self.store_joined_room(keys, rules, room_id, join, state, chain).await?;
-        eprintln!(
+        tracing::warn!(
             "joined {room_id} through {server}: {events} events of state and auth chain, \
              answered in {fetched:?}, checked and stored in {:?}",
             started.elapsed().saturating_sub(fetched)
@@ -218,7 +218,7 @@ impl Rooms {
             received.iter().map(String::as_str).filter(|id| !accepted.contains_key(*id)).collect();
         if !dropped.is_empty() {
             let named = dropped.iter().take(MAX_LOGGED_DROPS).copied().collect::<Vec<_>>();
-            eprintln!(
+            tracing::warn!(
                 "federation: joining {room_id}: {} events of the answer failed their checks and \
                  are left out: {}{}",
                 dropped.len(),
@@ -362,7 +362,7 @@ pub(super) async fn verify_all(
                     Ok(Some(key)) => ring.insert(server, key_id, key),
                     Ok(None) => {}
                     Err(matrix_federation::FederationError::Storage(e)) => return Err(e.into()),
-                    Err(e) => eprintln!("federation: keys of {server}: {e}"),
+                    Err(e) => tracing::warn!("federation: keys of {server}: {e}"),
                 }
             }
         }

@@ -75,7 +75,7 @@ impl Rooms {
             {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    eprintln!("federation: knocking on {room_id} through {server}: {e}");
+                    tracing::warn!("federation: knocking on {room_id} through {server}: {e}");
                     // A refusal of the room itself says more than a server that was down.
                     let refused = e.status().is_client_error();
                     last_error = e;
@@ -180,7 +180,7 @@ impl Rooms {
         };
         if let Err(why) = check_stripped_state(keys, rules, room_id, &state).await? {
             // The knock is in the room now; its state is what is wrong: keep the knock alone.
-            eprintln!("federation: the knock_room_state of {room_id} from {server}: {why}");
+            tracing::warn!("federation: the knock_room_state of {room_id} from {server}: {why}");
             self.store_stub(rules, knock, Some(("knock_room_state", Vec::new()))).await?;
             return Ok(());
         }
@@ -239,7 +239,9 @@ impl Rooms {
             match self.leave_remote(client, room_id, user, server).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    eprintln!("federation: rescinding a knock on {room_id} through {server}: {e}");
+                    tracing::warn!(
+                        "federation: rescinding a knock on {room_id} through {server}: {e}"
+                    );
                     last_error = e;
                 }
             }

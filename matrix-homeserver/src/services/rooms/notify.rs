@@ -65,7 +65,7 @@ impl Rooms {
     /// notifies them; a failure is logged (the event stands).
     pub(crate) async fn notify(&self, pdu: &Pdu, pos: StreamPos) {
         if let Err(error) = self.notify_members(pdu, pos).await {
-            eprintln!("could not evaluate push rules for {}: {error:?}", pdu.event_id());
+            tracing::warn!("could not evaluate push rules for {}: {error:?}", pdu.event_id());
         }
     }
 

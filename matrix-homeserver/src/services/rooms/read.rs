@@ -388,7 +388,7 @@ impl Rooms {
                 match self.backfill(federation, room_id).await {
                     Ok(0) => {}
                     Ok(_) => continue,
-                    Err(e) => eprintln!("federation: backfilling {room_id}: {e}"),
+                    Err(e) => tracing::warn!("federation: backfilling {room_id}: {e}"),
                 }
             }
             return Ok(Some(page.chunk(None, Page::Backfill(cursor))));

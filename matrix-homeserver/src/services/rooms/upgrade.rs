@@ -225,7 +225,7 @@ impl Rooms {
             let Ok(target) = <&UserId>::try_from(banned.as_str()) else { continue };
             let draft = self.member_draft(target, "ban", reason).await?;
             if let Err(e) = self.append(&new_room, user, draft).await {
-                eprintln!("upgrade of {room_id}: the ban of {banned} not copied: {e}");
+                tracing::warn!("upgrade of {room_id}: the ban of {banned} not copied: {e}");
             }
         }
         if interim != levels {
@@ -241,7 +241,7 @@ impl Rooms {
                 .append(&new_room, user, Draft::state("m.room.canonical_alias", "", content))
                 .await
         {
-            eprintln!("upgrade of {room_id}: the canonical alias not copied: {e}");
+            tracing::warn!("upgrade of {room_id}: the canonical alias not copied: {e}");
         }
         if self.storage().published(room_id).await? {
             let mut changes = ChangeSet::new();
@@ -333,7 +333,7 @@ impl Rooms {
         }
         .await;
         if let Err(e) = result {
-            eprintln!("upgrade of {room_id}: the old room's power levels not changed: {e}");
+            tracing::warn!("upgrade of {room_id}: the old room's power levels not changed: {e}");
         }
     }
 }

@@ -296,7 +296,7 @@ fn log_dropped(gap: &Gap<'_>, prev: &str, dropped: &[(String, String)]) {
         .map(|(id, reason)| format!("{id} ({reason})"))
         .collect();
     let more = dropped.len().saturating_sub(MAX_LOGGED_DROPS);
-    eprintln!(
+    tracing::warn!(
         "federation: the state at {prev} in {} from {}: {} events left out: {}{}",
         gap.room_id,
         gap.origin,
