@@ -1,0 +1,529 @@
+//! Simplified sliding sync (MSC4186) with the real Rust SDK (crates.io `matrix-sdk` and
+//! `matrix-sdk-ui`), as Element X runs it: the client discovers sliding sync from `/versions`
+//! at login, runs a `SyncService` (the room list's connection `room-list` and the encryption
+//! connection `encryption`, each long-polling
+//! `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`), shows the
+//! `RoomListService`'s rooms through the same sorting and filters as the app, and opens a
+//! room's `Timeline`.
+//!
+//! The other user (`bob`) uses the SDK's ordinary `/sync`, so that what the first user sees is
+//! what sliding sync brought.
+//!
+//! `RUST_LOG=matrix_sdk::http_client=debug` shows every request and its status;
+//! `RUST_LOG=matrix_sdk::sliding_sync=trace` adds what the SDK made of each answer.
+
+use std::future::IntoFuture;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use matrix_homeserver::testing::TestHomeserver;
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::encryption::{BackupDownloadStrategy, EncryptionSettings};
+use matrix_sdk::ruma::api::client::room::create_room::v3::{
+    Request as CreateRoomRequest, RoomPreset,
+};
+use matrix_sdk::ruma::events::InitialStateEvent;
+use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
+use matrix_sdk::sliding_sync::{Version, VersionBuilder};
+use matrix_sdk::{Client, Room, RoomState};
+use matrix_sdk_ui::eyeball_im::{Vector, VectorDiff};
+use matrix_sdk_ui::room_list_service::filters::new_filter_non_left;
+use matrix_sdk_ui::room_list_service::{RoomList, RoomListItem};
+use matrix_sdk_ui::sync_service::{self, SyncService};
+use matrix_sdk_ui::timeline::{RoomExt, TimelineItem};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// The longest one step may take; a step that hangs fails the test with its name.
+const STEP: Duration = Duration::from_secs(60);
+
+/// How often a wait looks again at what is not announced by a stream (counts, states).
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
+
+/// The SDK's logs, as `RUST_LOG` asks, printed with the test's output.
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Runs one step, bounded by [`STEP`], and says how long it took.
+async fn step<T>(what: &str, future: impl IntoFuture<Output = T>) -> T {
+    let started = Instant::now();
+    let answer = tokio::time::timeout(STEP, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {} s", STEP.as_secs()));
+    eprintln!("{what}: {} ms", started.elapsed().as_millis());
+    answer
+}
+
+/// Logs `localpart` in as Element X does: the client is built from the homeserver's URL with
+/// sliding sync discovered from `/versions` (Element X refuses a server where it is not found),
+/// cross-signing set up and backups enabled automatically, then a password login.
+async fn element_x_login(server: &TestHomeserver, localpart: &str) -> Client {
+    let client = step(
+        "building the client (discovering sliding sync)",
+        Client::builder()
+            .homeserver_url(server.base_url())
+            .sliding_sync_version_builder(VersionBuilder::DiscoverNative)
+            .with_encryption_settings(EncryptionSettings {
+                auto_enable_cross_signing: true,
+                backup_download_strategy: BackupDownloadStrategy::AfterDecryptionFailure,
+                auto_enable_backups: true,
+            })
+            .build(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the server advertises simplified sliding sync: {e}"));
+    assert!(
+        matches!(client.sliding_sync_version(), Version::Native),
+        "the client uses simplified sliding sync: {:?}",
+        client.sliding_sync_version()
+    );
+    step(
+        "logging in",
+        client
+            .matrix_auth()
+            .login_username(localpart, PASSWORD)
+            .initial_device_display_name("Element X (test)"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{localpart} logs in: {e}"));
+    client
+}
+
+/// A client that syncs with the ordinary `/sync` (the other side of each scenario).
+async fn classic_login(server: &TestHomeserver, localpart: &str) -> Client {
+    let client = Client::builder()
+        .homeserver_url(server.base_url())
+        .build()
+        .await
+        .expect("the SDK client builds");
+    step("logging in", client.matrix_auth().login_username(localpart, PASSWORD))
+        .await
+        .unwrap_or_else(|e| panic!("{localpart} logs in: {e}"));
+    sync(&client).await;
+    client
+}
+
+async fn sync(client: &Client) {
+    step("sync", client.sync_once(SyncSettings::default().timeout(Duration::ZERO)))
+        .await
+        .expect("a sync succeeds");
+}
+
+fn user_id(client: &Client) -> OwnedUserId {
+    client.user_id().expect("logged in").to_owned()
+}
+
+/// Starts the sync service (room list and encryption) as the app does after login.
+async fn start_sync_service(client: &Client) -> SyncService {
+    let service = step("building the sync service", SyncService::builder(client.clone()).build())
+        .await
+        .expect("the sync service builds");
+    step("starting the sync service", service.start()).await;
+    service
+}
+
+/// Fails with the sync service's error if it stopped on one.
+fn check_running(service: &SyncService) {
+    if let sync_service::State::Error(e) = service.state().get() {
+        panic!("the sync service stopped on an error: {e:?}");
+    }
+}
+
+type Entries<'a> = Pin<Box<dyn Stream<Item = Vec<VectorDiff<RoomListItem>>> + Send + 'a>>;
+
+/// The room list as the app shows it: `all_rooms`, non-left rooms, sorted as the SDK sorts
+/// (rooms with unsent events first, then by recency, then by name).
+struct Screen<'a> {
+    entries: Entries<'a>,
+    rooms: Vector<RoomListItem>,
+    _controller: matrix_sdk_ui::room_list_service::RoomListDynamicEntriesController,
+}
+
+impl<'a> Screen<'a> {
+    fn new(list: &'a RoomList) -> Self {
+        let (entries, controller) = list.entries_with_dynamic_adapters(100);
+        assert!(controller.set_filter(Box::new(new_filter_non_left())), "the filter is set");
+        Screen { entries: Box::pin(entries), rooms: Vector::new(), _controller: controller }
+    }
+
+    /// The room ids on screen, top first.
+    fn ids(&self) -> Vec<OwnedRoomId> {
+        self.rooms.iter().map(|r| r.room_id().to_owned()).collect()
+    }
+
+    fn room(&self, id: &RoomId) -> Option<&RoomListItem> {
+        self.rooms.iter().find(|r| r.room_id() == id)
+    }
+
+    /// Applies the list's updates until `done` holds, for at most [`STEP`]; says why not.
+    async fn until(
+        &mut self,
+        service: &SyncService,
+        what: &str,
+        done: impl Fn(&Self) -> Result<(), String>,
+    ) {
+        let started = Instant::now();
+        let deadline = started + STEP;
+        loop {
+            let why_not = match done(self) {
+                Ok(()) => {
+                    eprintln!("{what}: {} ms", started.elapsed().as_millis());
+                    return;
+                }
+                Err(why) => why,
+            };
+            check_running(service);
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {} s: {why_not}; on screen: {:?}",
+                STEP.as_secs(),
+                self.describe()
+            );
+            match tokio::time::timeout(LOOK_AGAIN, self.entries.next()).await {
+                Ok(Some(diffs)) => {
+                    for diff in diffs {
+                        diff.apply(&mut self.rooms);
+                    }
+                }
+                Ok(None) => panic!("{what}: the room list's stream ended"),
+                Err(_) => {} // nothing new: look at the rooms again
+            }
+        }
+    }
+
+    fn describe(&self) -> Vec<String> {
+        self.rooms
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {:?} {:?} notifications {} recency {:?}",
+                    r.room_id(),
+                    r.cached_display_name(),
+                    r.state(),
+                    r.unread_notification_counts().notification_count,
+                    r.recency_stamp(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Where `room` is on screen, or why it is not there.
+fn position(screen: &Screen<'_>, room: &RoomId) -> Result<usize, String> {
+    screen.ids().iter().position(|id| id == room).ok_or_else(|| format!("{room} is not shown"))
+}
+
+/// The rooms are shown in exactly this order.
+fn shown_in_order(screen: &Screen<'_>, expected: &[&OwnedRoomId]) -> Result<(), String> {
+    let ids = screen.ids();
+    let shown: Vec<&OwnedRoomId> = ids.iter().collect();
+    if shown == expected { Ok(()) } else { Err(format!("expected {expected:?}, shown {shown:?}")) }
+}
+
+/// A public room of `client`'s named `name`.
+async fn public_room(client: &Client, name: &str) -> Room {
+    let mut create = CreateRoomRequest::new();
+    create.name = Some(name.to_owned());
+    create.preset = Some(RoomPreset::PublicChat);
+    step("createRoom", client.create_room(create)).await.expect("the room is created")
+}
+
+async fn say(room: &Room, text: &str) {
+    step("sending", room.send(RoomMessageEventContent::text_plain(text)))
+        .await
+        .unwrap_or_else(|e| panic!("{text:?} is sent: {e}"));
+}
+
+/// Two events in a row can carry the same millisecond; the SDK sorts by timestamp, so the
+/// scenario's activities are spaced out.
+async fn tick() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_list_sorts_by_recency_counts_unread_and_accepts_an_invite() {
+    logs();
+    let started = Instant::now();
+    let server = TestHomeserver::start().await;
+    server.register_user("alice", PASSWORD).await;
+    server.register_user("bob", PASSWORD).await;
+
+    // Alice has three rooms before she logs in with Element X; bob is in each. Names sort the
+    // other way from recency, so a name sort cannot pass for a recency sort.
+    let setup = classic_login(&server, "alice").await;
+    let bob = classic_login(&server, "bob").await;
+    let mut rooms = Vec::new();
+    for name in ["c oldest", "b middle", "a newest"] {
+        let room = public_room(&setup, name).await;
+        step("bob joins", bob.join_room_by_id(room.room_id())).await.expect("bob joins");
+        tick().await;
+        say(&room, &format!("welcome to {name}")).await;
+        tick().await;
+        rooms.push(room.room_id().to_owned());
+    }
+    let [oldest, middle, newest] = [&rooms[0], &rooms[1], &rooms[2]];
+
+    let alice = element_x_login(&server, "alice").await;
+    let alice_id = user_id(&alice);
+    let service = start_sync_service(&alice).await;
+    let room_list_service = service.room_list_service();
+    let all_rooms =
+        step("all_rooms", room_list_service.all_rooms()).await.expect("the all_rooms list exists");
+    let mut screen = Screen::new(&all_rooms);
+
+    // The three rooms appear, the most recent first, named.
+    screen
+        .until(&service, "the rooms appear by recency", |s| {
+            shown_in_order(s, &[newest, middle, oldest])
+        })
+        .await;
+    screen
+        .until(&service, "the rooms are named", |s| {
+            let names: Vec<Option<String>> = s
+                .ids()
+                .iter()
+                .map(|id| s.room(id).and_then(|r| r.cached_display_name()).map(|n| n.to_string()))
+                .collect();
+            let expected = ["a newest", "b middle", "c oldest"].map(|n| Some(n.to_owned()));
+            if names == expected { Ok(()) } else { Err(format!("names {names:?}")) }
+        })
+        .await;
+    for id in [oldest, middle, newest] {
+        let room = screen.room(id).expect("shown");
+        assert_eq!(room.state(), RoomState::Joined, "alice is joined to {id}");
+        assert_eq!(
+            room.unread_notification_counts().notification_count,
+            0,
+            "alice wrote last in {id}: nothing unread"
+        );
+    }
+
+    // Bob writes in the oldest room: it moves to the top, with one unread notification.
+    let bob_oldest = bob.get_room(oldest).expect("bob knows the room");
+    say(&bob_oldest, "hello alice").await;
+    screen
+        .until(&service, "a new message moves its room to the top", |s| {
+            shown_in_order(s, &[oldest, newest, middle])
+        })
+        .await;
+    screen
+        .until(&service, "the new message from bob is unread", |s| {
+            let room = s.room(oldest).ok_or("the room is gone")?;
+            let count = room.unread_notification_counts().notification_count;
+            if count == 1 { Ok(()) } else { Err(format!("notification_count {count}")) }
+        })
+        .await;
+    for id in [middle, newest] {
+        let room = screen.room(id).expect("shown");
+        assert_eq!(room.unread_notification_counts().notification_count, 0, "{id} is read");
+    }
+
+    // Bob invites alice to a new room: it appears as an invite, at the top.
+    let mut create = CreateRoomRequest::new();
+    create.name = Some("d invite".to_owned());
+    create.invite = vec![alice_id.clone()];
+    create.preset = Some(RoomPreset::PrivateChat);
+    let invite = step("bob creates a room and invites alice", bob.create_room(create))
+        .await
+        .expect("the room is created")
+        .room_id()
+        .to_owned();
+    screen
+        .until(&service, "the invite appears", |s| {
+            let room = s.room(&invite).ok_or("the invite is not shown")?;
+            match room.state() {
+                RoomState::Invited => Ok(()),
+                other => Err(format!("the room is {other:?}")),
+            }
+        })
+        .await;
+    let invited = alice.get_room(&invite).expect("alice knows the invite");
+    let details = step("the invite's details", invited.invite_details())
+        .await
+        .expect("the invite has details");
+    assert_eq!(
+        details.inviter.as_ref().map(|m| m.user_id().to_owned()),
+        Some(user_id(&bob)),
+        "bob invited alice"
+    );
+    assert_eq!(
+        invited.cached_display_name().map(|n| n.to_string()).as_deref(),
+        Some("d invite"),
+        "the invite's name comes from its stripped state"
+    );
+
+    // Alice accepts: the room becomes joined, and stays on screen.
+    step("alice accepts the invite", invited.join()).await.expect("alice joins");
+    screen
+        .until(&service, "the accepted invite is a joined room", |s| {
+            let room = s.room(&invite).ok_or("the room is not shown")?;
+            match room.state() {
+                RoomState::Joined => Ok(()),
+                other => Err(format!("the room is {other:?}")),
+            }
+        })
+        .await;
+    screen
+        .until(&service, "the joined room's member count", |s| {
+            let room = s.room(&invite).ok_or("the room is not shown")?;
+            let joined = room.joined_members_count();
+            if joined == 2 { Ok(()) } else { Err(format!("joined_members_count {joined}")) }
+        })
+        .await;
+    assert_eq!(screen.ids().len(), 4, "four rooms on screen: {:?}", screen.describe());
+
+    // A message of alice's own in the middle room moves it up too.
+    tick().await;
+    let alice_middle = alice.get_room(middle).expect("alice knows the room");
+    say(&alice_middle, "still here").await;
+    screen
+        .until(&service, "alice's own message moves its room to the top", |s| {
+            position(s, middle)
+                .and_then(|p| if p == 0 { Ok(()) } else { Err(format!("{middle} is at {p}")) })
+        })
+        .await;
+
+    step("stopping the sync service", service.stop()).await;
+    eprintln!("the scenario took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The text of a timeline item's message, if it is one.
+fn message_text(item: &TimelineItem) -> Option<String> {
+    let event = item.as_event()?;
+    Some(event.content().as_message()?.body().to_owned())
+}
+
+fn describe_timeline(items: &Vector<std::sync::Arc<TimelineItem>>) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|item| item.as_event())
+        .map(|event| {
+            let content = event.content();
+            if content.is_unable_to_decrypt() {
+                format!("{}: unable to decrypt", event.sender())
+            } else if let Some(message) = content.as_message() {
+                format!("{}: {:?}", event.sender(), message.body())
+            } else {
+                format!("{}: {:.100}", event.sender(), format!("{content:?}"))
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_message_from_another_user_is_decrypted() {
+    logs();
+    let started = Instant::now();
+    let server = TestHomeserver::start().await;
+    server.register_user("alice", PASSWORD).await;
+    server.register_user("bob", PASSWORD).await;
+
+    let alice = element_x_login(&server, "alice").await;
+    let alice_id = user_id(&alice);
+    let alice_device = alice.device_id().expect("a device").to_owned();
+    let service = start_sync_service(&alice).await;
+    let room_list_service = service.room_list_service();
+    let all_rooms =
+        step("all_rooms", room_list_service.all_rooms()).await.expect("the all_rooms list exists");
+    let mut screen = Screen::new(&all_rooms);
+
+    // Bob makes an encrypted room and invites alice; she accepts from the room list.
+    let bob = classic_login(&server, "bob").await;
+    let mut create = CreateRoomRequest::new();
+    create.name = Some("secrets".to_owned());
+    create.invite = vec![alice_id.clone()];
+    create.initial_state = vec![
+        InitialStateEvent::with_empty_state_key(
+            RoomEncryptionEventContent::with_recommended_defaults(),
+        )
+        .to_raw_any(),
+    ];
+    let room_id = step("bob creates an encrypted room", bob.create_room(create))
+        .await
+        .expect("the room is created")
+        .room_id()
+        .to_owned();
+    screen
+        .until(&service, "the invite appears", |s| {
+            let room = s.room(&room_id).ok_or("the invite is not shown")?;
+            match room.state() {
+                RoomState::Invited => Ok(()),
+                other => Err(format!("the room is {other:?}")),
+            }
+        })
+        .await;
+    let room = alice.get_room(&room_id).expect("alice knows the room");
+    step("alice accepts the invite", room.join()).await.expect("alice joins");
+    screen
+        .until(&service, "the room is joined", |s| {
+            let room = s.room(&room_id).ok_or("the room is not shown")?;
+            match room.state() {
+                RoomState::Joined => Ok(()),
+                other => Err(format!("the room is {other:?}")),
+            }
+        })
+        .await;
+    let encrypted = step("the room's encryption state", room.latest_encryption_state())
+        .await
+        .expect("the encryption state is known");
+    assert!(encrypted.is_encrypted(), "alice sees the room as encrypted");
+
+    // Bob's client learns alice's device (she uploaded its keys through her sync's
+    // outgoing requests), so its room key goes to her in an Olm to-device message.
+    let bob_room = bob.get_room(&room_id).expect("bob knows the room");
+    let deadline = Instant::now() + STEP;
+    loop {
+        sync(&bob).await;
+        let devices = bob.encryption().get_user_devices(&alice_id).await.expect("bob's store");
+        if devices.get(&alice_device).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob does not learn alice's device {alice_device}: {:?}",
+            devices.devices().map(|d| d.device_id().to_owned()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(LOOK_AGAIN).await;
+    }
+    let secret = "the secret is 42";
+    say(&bob_room, secret).await;
+
+    // Alice opens the room as Element X does (a room subscription, then its timeline) and
+    // reads the message: the room key came by to-device through the encryption connection.
+    room_list_service.subscribe_to_rooms(&[&room_id]).await;
+    let timeline = step("the room's timeline", room.timeline()).await.expect("a timeline");
+    let begun = Instant::now();
+    let deadline = begun + STEP;
+    loop {
+        check_running(&service);
+        let items = timeline.items().await;
+        if items.iter().any(|item| message_text(item).as_deref() == Some(secret)) {
+            eprintln!("decrypting bob's message: {} ms", begun.elapsed().as_millis());
+            let event = items
+                .iter()
+                .filter_map(|item| item.as_event())
+                .find(|e| e.content().as_message().is_some_and(|m| m.body() == secret))
+                .expect("found above");
+            assert_eq!(event.sender(), bob.user_id().expect("bob"), "bob sent it");
+            assert!(event.encryption_info().is_some(), "it was encrypted");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alice does not read bob's message within {} s: timeline {:?}",
+            STEP.as_secs(),
+            describe_timeline(&items)
+        );
+        tokio::time::sleep(LOOK_AGAIN).await;
+    }
+
+    step("stopping the sync service", service.stop()).await;
+    eprintln!("the scenario took {:.1} s", started.elapsed().as_secs_f64());
+}
