@@ -31,7 +31,7 @@ use matrix_sdk::sliding_sync::{Version, VersionBuilder};
 use matrix_sdk::{Client, Room, RoomState};
 use matrix_sdk_ui::eyeball_im::{Vector, VectorDiff};
 use matrix_sdk_ui::room_list_service::filters::new_filter_non_left;
-use matrix_sdk_ui::room_list_service::{RoomList, RoomListItem};
+use matrix_sdk_ui::room_list_service::{RoomList, RoomListItem, RoomListLoadingState};
 use matrix_sdk_ui::sync_service::{self, SyncService};
 use matrix_sdk_ui::timeline::{RoomExt, TimelineItem};
 
@@ -220,11 +220,23 @@ fn position(screen: &Screen<'_>, room: &RoomId) -> Result<usize, String> {
     screen.ids().iter().position(|id| id == room).ok_or_else(|| format!("{room} is not shown"))
 }
 
-/// The rooms are shown in exactly this order.
+/// The rooms are shown in exactly this order, and the server's bump stamps (the SDK's
+/// recency stamps) agree with it: the SDK sorts by the latest event's timestamp where it has
+/// one, so the order alone would not show what the server said.
 fn shown_in_order(screen: &Screen<'_>, expected: &[&OwnedRoomId]) -> Result<(), String> {
     let ids = screen.ids();
     let shown: Vec<&OwnedRoomId> = ids.iter().collect();
-    if shown == expected { Ok(()) } else { Err(format!("expected {expected:?}, shown {shown:?}")) }
+    if shown != expected {
+        return Err(format!("expected {expected:?}, shown {shown:?}"));
+    }
+    let stamps: Vec<Option<u64>> =
+        screen.rooms.iter().map(|r| r.recency_stamp().map(u64::from)).collect();
+    let descending = stamps.windows(2).all(|w| matches!(w, [Some(a), Some(b)] if a > b));
+    if stamps.iter().all(Option::is_some) && descending {
+        Ok(())
+    } else {
+        Err(format!("the bump stamps are not descending: {stamps:?}"))
+    }
 }
 
 /// A public room of `client`'s named `name`.
@@ -524,6 +536,44 @@ async fn an_encrypted_message_from_another_user_is_decrypted() {
         tokio::time::sleep(LOOK_AGAIN).await;
     }
 
+    step("stopping the sync service", service.stop()).await;
+    eprintln!("the scenario took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// More rooms than the room list's first range (0..=19): the SDK asks for them in a growing
+/// range once the first answer's `count` says there are more, and shows them all in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_room_list_loads_past_the_first_range() {
+    logs();
+    let started = Instant::now();
+    let server = TestHomeserver::start().await;
+    server.register_user("alice", PASSWORD).await;
+    let setup = classic_login(&server, "alice").await;
+    const ROOMS: usize = 25;
+    let mut rooms = Vec::new();
+    for i in 0..ROOMS {
+        // Names sort the other way from recency.
+        let room = public_room(&setup, &format!("room {:02}", ROOMS - i)).await;
+        tick().await;
+        rooms.push(room.room_id().to_owned());
+    }
+    rooms.reverse(); // the most recent first
+
+    let alice = element_x_login(&server, "alice").await;
+    let service = start_sync_service(&alice).await;
+    let room_list_service = service.room_list_service();
+    let all_rooms =
+        step("all_rooms", room_list_service.all_rooms()).await.expect("the all_rooms list exists");
+    let mut screen = Screen::new(&all_rooms);
+    let expected: Vec<&OwnedRoomId> = rooms.iter().collect();
+    screen
+        .until(&service, "every room appears, by recency", |s| shown_in_order(s, &expected))
+        .await;
+    assert_eq!(
+        all_rooms.loading_state().get(),
+        RoomListLoadingState::Loaded { maximum_number_of_rooms: Some(ROOMS as u32) },
+        "the list's count is the number of rooms"
+    );
     step("stopping the sync service", service.stop()).await;
     eprintln!("the scenario took {:.1} s", started.elapsed().as_secs_f64());
 }
