@@ -23,17 +23,19 @@ use matrix_sdk::encryption::{BackupDownloadStrategy, EncryptionSettings};
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
     Request as CreateRoomRequest, RoomPreset,
 };
+use matrix_sdk::ruma::api::error::ErrorKind;
 use matrix_sdk::ruma::events::InitialStateEvent;
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use matrix_sdk::sliding_sync::{Version, VersionBuilder};
-use matrix_sdk::{Client, Room, RoomState};
+use matrix_sdk::{Client, Room, RoomState, SlidingSyncList, SlidingSyncMode};
+use matrix_sdk_ui::encryption_sync_service;
 use matrix_sdk_ui::eyeball_im::{Vector, VectorDiff};
-use matrix_sdk_ui::room_list_service::filters::new_filter_non_left;
+use matrix_sdk_ui::room_list_service::{self, filters::new_filter_non_left};
 use matrix_sdk_ui::room_list_service::{RoomList, RoomListItem, RoomListLoadingState};
 use matrix_sdk_ui::sync_service::{self, SyncService};
-use matrix_sdk_ui::timeline::{RoomExt, TimelineItem};
+use matrix_sdk_ui::timeline::{LatestEventValue, RoomExt, TimelineItem};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -574,6 +576,113 @@ async fn a_long_room_list_loads_past_the_first_range() {
         RoomListLoadingState::Loaded { maximum_number_of_rooms: Some(ROOMS as u32) },
         "the list's count is the number of rooms"
     );
+    step("stopping the sync service", service.stop()).await;
+    eprintln!("the scenario took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Whether the sync service stopped on the server's `M_UNKNOWN_POS` (either connection's).
+fn unknown_pos(error: &sync_service::Error) -> bool {
+    let sdk_error = match error {
+        sync_service::Error::RoomList(room_list_service::Error::SlidingSync(e)) => e,
+        sync_service::Error::EncryptionSync(encryption_sync_service::Error::SlidingSync(e)) => e,
+        _ => return false,
+    };
+    sdk_error.client_api_error_kind() == Some(&ErrorKind::UnknownPos)
+}
+
+/// The server keeps two connections per device here; while the app is in the background
+/// another two connections of the same device push its two out. Back in the foreground its
+/// next request is answered `M_UNKNOWN_POS`: the SDK forgets its position, and when the app
+/// starts syncing again it starts both connections afresh and shows what happened meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_connection_answers_unknown_pos_and_the_app_starts_again() {
+    logs();
+    let started = Instant::now();
+    let mut config = TestHomeserver::config();
+    config.limits.max_sliding_sync_connections_per_device = 2;
+    let server = TestHomeserver::start_with(config).await;
+    server.register_user("alice", PASSWORD).await;
+    let other_device = classic_login(&server, "alice").await;
+    let general = public_room(&other_device, "general").await;
+    say(&general, "first").await;
+    let general = general.room_id().to_owned();
+
+    let alice = element_x_login(&server, "alice").await;
+    let service = start_sync_service(&alice).await;
+    let room_list_service = service.room_list_service();
+    let all_rooms =
+        step("all_rooms", room_list_service.all_rooms()).await.expect("the all_rooms list exists");
+    let mut screen = Screen::new(&all_rooms);
+    screen.until(&service, "the room appears", |s| shown_in_order(s, &[&general])).await;
+
+    // The app goes to the background; two other connections of the device take the places.
+    step("stopping the sync service", service.stop()).await;
+    for conn_id in ["other-1", "other-2"] {
+        let other = alice
+            .sliding_sync(conn_id)
+            .expect("a sliding sync")
+            .add_list(
+                SlidingSyncList::builder("list")
+                    .sync_mode(SlidingSyncMode::new_selective().add_range(0..=0)),
+            )
+            .build()
+            .await
+            .expect("the other connection builds");
+        let sync = other.sync();
+        let mut sync = std::pin::pin!(sync);
+        step(conn_id, sync.next())
+            .await
+            .expect("an answer")
+            .unwrap_or_else(|e| panic!("{conn_id} syncs: {e}"));
+    }
+
+    // Meanwhile: a message, and a new room.
+    tick().await;
+    let newer = public_room(&other_device, "newer").await;
+    tick().await;
+    say(&other_device.get_room(&general).expect("known"), "while you were away").await;
+    let newer = newer.room_id().to_owned();
+
+    // Back in the foreground: the forgotten position is refused with M_UNKNOWN_POS.
+    step("starting the sync service again", service.start()).await;
+    let mut state = service.state();
+    let error = step("the sync service stops on the forgotten position", async {
+        loop {
+            if let sync_service::State::Error(e) = state.get() {
+                return e;
+            }
+            state.next().await.expect("the sync service's state");
+        }
+    })
+    .await;
+    assert!(unknown_pos(&error), "stopped on M_UNKNOWN_POS, not on {error:?}");
+
+    // The app starts syncing again (as Element X does on an error): both connections start
+    // afresh and the list shows the room with the new message first.
+    step("starting the sync service afresh", service.start()).await;
+    screen
+        .until(&service, "the list is up to date", |s| shown_in_order(s, &[&general, &newer]))
+        .await;
+    let room = alice.get_room(&general).expect("known");
+    let begun = Instant::now();
+    loop {
+        let latest = room.latest_event().await;
+        let text = match &latest {
+            LatestEventValue::Remote { content, .. } => {
+                content.as_message().map(|m| m.body().to_owned())
+            }
+            _ => None,
+        };
+        if text.as_deref() == Some("while you were away") {
+            eprintln!("the room's latest event: {} ms", begun.elapsed().as_millis());
+            break;
+        }
+        assert!(
+            begun.elapsed() < STEP,
+            "the room's latest event is not the message sent meanwhile: {latest:?}"
+        );
+        tokio::time::sleep(LOOK_AGAIN).await;
+    }
     step("stopping the sync service", service.stop()).await;
     eprintln!("the scenario took {:.1} s", started.elapsed().as_secs_f64());
 }
