@@ -405,27 +405,30 @@ async fn room_list_sorts_by_recency_counts_unread_and_accepts_an_invite() {
         .room_id()
         .to_owned();
     screen
-        .until(&service, "the invite appears", |s| {
+        .until(&service, "the invite appears, named from its stripped state", |s| {
             let room = s.room(&invite).ok_or("the invite is not shown")?;
+            let name = room.cached_display_name().map(|n| n.to_string());
             match room.state() {
-                RoomState::Invited => Ok(()),
-                other => Err(format!("the room is {other:?}")),
+                RoomState::Invited if name.as_deref() == Some("d invite") => Ok(()),
+                other => Err(format!("the room is {other:?}, named {name:?}")),
             }
         })
         .await;
+    // The SDK may show the room before it has stored the invite's stripped state: the
+    // details are asked for until they are there.
     let invited = alice.get_room(&invite).expect("alice knows the invite");
-    let details = step("the invite's details", invited.invite_details())
-        .await
-        .expect("the invite has details");
+    let begun = Instant::now();
+    let details = loop {
+        match step("the invite's details", invited.invite_details()).await {
+            Ok(details) => break details,
+            Err(e) => assert!(begun.elapsed() < STEP, "the invite has no details: {e}"),
+        }
+        tokio::time::sleep(LOOK_AGAIN).await;
+    };
     assert_eq!(
         details.inviter.as_ref().map(|m| m.user_id().to_owned()),
         Some(user_id(&bob)),
         "bob invited alice"
-    );
-    assert_eq!(
-        invited.cached_display_name().map(|n| n.to_string()).as_deref(),
-        Some("d invite"),
-        "the invite's name comes from its stripped state"
     );
 
     // Alice accepts: the room becomes joined, and stays on screen.
@@ -540,8 +543,13 @@ async fn an_encrypted_message_from_another_user_is_decrypted() {
         .await
         .expect("the encryption state is known");
     assert!(encrypted.is_encrypted(), "alice sees the room as encrypted");
-    // The name comes from the heroes; the room is a direct chat once the SDK's `m.direct`
-    // (written when alice joined) comes back through the account data extension.
+    // The name comes from the heroes; the room is a direct chat once alice's `m.direct`
+    // comes back through the account data extension. (The SDK writes it when it finishes the
+    // join only if the room is still an invite then: when the sync that shows the join
+    // arrives before the join's answer, it does not; so the test writes it.)
+    step("alice marks the room direct", room.set_is_direct(true))
+        .await
+        .expect("m.direct is written");
     screen
         .until(&service, "the direct chat is named after Bob and is direct", |s| {
             let room = s.room(&room_id).ok_or("the room is not shown")?;
