@@ -205,8 +205,16 @@ impl Accounts {
             admin,
             deactivated: false,
         });
+        // The display name starts as the localpart, as Synapse sets it: clients name direct
+        // chats after their members' display names.
+        let displayname = Some(user_id.localpart().to_owned());
+        changes.profiles.push((
+            user_id.to_string(),
+            matrix_storage::Profile { displayname: displayname.clone(), avatar_url: None },
+        ));
         changes.directory_users.push(matrix_storage::DirectoryUser {
             user_id: user_id.to_string(),
+            displayname,
             ..matrix_storage::DirectoryUser::default()
         });
         let session = match device {

@@ -141,7 +141,8 @@ async fn finding_26_34_35_discovery_is_honest_and_server_data_answers_405() {
     // Only the MSCs whose endpoints are all here.
     assert_eq!(
         body["unstable_features"],
-        json!({"org.matrix.msc3814": true, "org.matrix.msc4140": true}),
+        json!({"org.matrix.msc3814": true, "org.matrix.msc4140": true,
+            "org.matrix.simplified_msc3575": true}),
         "{body}"
     );
 

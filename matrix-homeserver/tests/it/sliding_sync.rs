@@ -418,6 +418,16 @@ async fn extensions_carry_to_device_keys_account_data_receipts_and_typing(backen
     assert!(ext["receipts"]["rooms"][&room]["content"].get(&message).is_none(), "{ext}");
     assert_eq!(ext["account_data"]["global"][0]["content"]["a"], 2, "{ext}");
     assert!(ext["e2ee"]["device_lists"].is_object(), "{ext}");
+    assert_eq!(later["rooms"][&room]["notification_count"], 1, "{later}");
+
+    // Alice reads it (here, or on another device): the room's counts come again, alone.
+    let (status, body) =
+        alice.post(&format!("{V3}/rooms/{room}/receipt/m.read/{second_message}"), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let read = sliding(&alice, Some(&pos(&later)), &request(Some(&next_batch))).await;
+    let counts = &read["rooms"][&room];
+    assert_eq!(counts["notification_count"], 0, "{read}");
+    assert!(counts.get("timeline").is_none(), "{read}");
 }
 
 async fn whoami_device(client: &Client) -> String {

@@ -200,6 +200,32 @@ impl Sync {
             );
             rooms_out.insert(room_id.clone(), result.json);
         }
+        // Rooms the client has, not sent now, where the user's own read receipt moved: their
+        // unread counts changed (read on another device, or marked read here).
+        if let Some(since) = since_stream
+            && let Some(receipt_rooms) = self.ephemeral.receipt_rooms_since(since)
+        {
+            for room_id in receipt_rooms {
+                if rooms_out.contains_key(&room_id)
+                    || !wanted.contains_key(&room_id)
+                    || !by_room.get(room_id.as_str()).is_some_and(|c| c.joined())
+                    || !previous.rooms.contains_key(&room_id)
+                {
+                    continue;
+                }
+                let own = self.rooms.storage().user_receipts(&room_id, user.as_str()).await?;
+                if !own.iter().any(|r| r.pos > since) {
+                    continue;
+                }
+                let (notifications, highlights) =
+                    room::unread_totals(&self.rooms, &room_id, user).await?;
+                rooms_out.insert(
+                    room_id,
+                    json!({"notification_count": notifications, "highlight_count": highlights}),
+                );
+            }
+        }
+
         // Rooms sent before that changed and were not sent now: their next answer starts
         // from what the client has, not from this position.
         if let Some(since) = since_stream {

@@ -76,6 +76,16 @@ pub(super) struct RoomResult {
     pub(super) timeline: HashSet<String>,
 }
 
+/// A user's unread counts in a room, threads included: `(notifications, highlights)`.
+pub(super) async fn unread_totals(
+    rooms: &crate::services::rooms::Rooms,
+    room_id: &str,
+    user: &UserId,
+) -> Result<(u64, u64), ApiError> {
+    let unread = rooms.unread(room_id, user).await?;
+    Ok(unread.threads.values().fold(unread.main, |(n, h), (tn, th)| (n + tn, h + th)))
+}
+
 impl Sync {
     /// A room's answer, as `plan` says.
     pub(super) async fn sliding_room(
@@ -97,9 +107,7 @@ impl Sync {
         if plan.initial {
             out.insert("initial".to_owned(), json!(true));
         }
-        let unread = rooms.unread(room_id, user).await?;
-        let (notifications, highlights) =
-            unread.threads.values().fold(unread.main, |(n, h), (tn, th)| (n + tn, h + th));
+        let (notifications, highlights) = unread_totals(rooms, room_id, user).await?;
         out.insert("notification_count".to_owned(), json!(notifications));
         out.insert("highlight_count".to_owned(), json!(highlights));
         if ctx.dms.contains(room_id) {
