@@ -72,6 +72,7 @@ macro_rules! storage_conformance {
             readers_never_skip_an_event, e2ee_keys, claims_are_exactly_once,
             deleting_a_device_deletes_what_it_held, device_list_stream, to_device_inbox,
             receipts_replace_and_stream, transaction_ids_commit_once, records_round_trip,
+            appservice_room_lists,
             account_data_changes, one_stream_for_everything, cross_signing_keys, key_signatures,
             backup_versions, backup_sessions, pushers, presence_round_trip,
             user_directory_round_trip,
@@ -800,7 +801,7 @@ where
     let head = store.stream_position().await.expect("reads");
     assert!(head > applied.stream[1], "{head:?}");
     let before = everything(&store, snapshot).await;
-    assert_eq!(before.8.len(), 17, "{:?}", before.8);
+    assert_eq!(before.8.len(), 19, "{:?}", before.8);
     assert!(before.9[2].starts_with("Some") && before.9[3].contains("s2"), "{:?}", before.9);
     assert_eq!(before.10.len(), 2, "{:?}", before.10);
     assert!(before.11[0].starts_with("Some") && before.11[1].contains("state"), "{:?}", before.11);

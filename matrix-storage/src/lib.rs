@@ -260,6 +260,9 @@ pub trait DirectoryStore: Send + Sync {
     async fn published(&self, room_id: &str) -> Result<bool>;
     /// The rooms published in the public room directory, sorted.
     async fn published_rooms(&self) -> Result<Vec<String>>;
+    /// The rooms published in application services' room lists, sorted (by service,
+    /// network, room).
+    async fn appservice_listings(&self) -> Result<Vec<AppserviceListing>>;
 }
 
 /// End-to-end encryption keys of devices, and the stream of device-list changes.
@@ -300,6 +303,16 @@ pub trait InboxStore: Send + Sync {
         upto: StreamPos,
         limit: usize,
     ) -> Result<Vec<ToDeviceMessage>>;
+    /// The messages of every device at positions in `(after, upto]`, in stream order, at
+    /// most `limit`, each with the device it waits for (an application service reads its
+    /// users' messages so, MSC4203). Delivered messages are gone from it as from
+    /// [`InboxStore::to_device`].
+    async fn to_device_range(
+        &self,
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<AddressedToDevice>>;
     /// What waits in a device's queue, in all and from `sender`.
     async fn to_device_usage(
         &self,

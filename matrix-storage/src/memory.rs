@@ -18,13 +18,14 @@ use async_trait::async_trait;
 
 use crate::layers::{self, Layer, StateKey};
 use crate::{
-    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied,
-    AuthChainEntry, BackfillItem, BackfillPos, ChangeSet, ClaimedKey, DehydratedDevice, Device,
-    Direction, DirectoryStore, E2eeStore, ErrorKind, EventStore, FallbackKey, InboxStore, KeyStore,
-    Media, MediaStore, NewSnapshot, OurKey, OutboundItem, PendingMedia, Presence, PresenceStore,
-    Profile, QueueStore, ReceiptKey, ReceiptStore, RemoteKey, Result, RetryState, RoomInfo,
-    RoomStore, SnapshotId, SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent,
-    StoredReceipt, StreamItem, StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
+    AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, AddressedToDevice, Alias,
+    Applied, AppserviceListing, AuthChainEntry, BackfillItem, BackfillPos, ChangeSet, ClaimedKey,
+    DehydratedDevice, Device, Direction, DirectoryStore, E2eeStore, ErrorKind, EventStore,
+    FallbackKey, InboxStore, KeyStore, Media, MediaStore, NewSnapshot, OurKey, OutboundItem,
+    PendingMedia, Presence, PresenceStore, Profile, QueueStore, ReceiptKey, ReceiptStore,
+    RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef, StateEntry,
+    StateStore, Storage, StorageError, StoredEvent, StoredReceipt, StreamItem, StreamPos,
+    ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
 };
 
 /// `(user, device)`.
@@ -89,6 +90,7 @@ struct Inner {
     transaction_ids: HashMap<TxnKey, String>,
     aliases: BTreeMap<String, Alias>,
     published: BTreeSet<String>,
+    appservice_listings: BTreeSet<AppserviceListing>,
     device_keys: BTreeMap<DeviceKey, Vec<u8>>,
     /// (user, device, key id) -> key.
     one_time_keys: BTreeMap<(String, String, String), Vec<u8>>,
@@ -466,6 +468,13 @@ impl Inner {
         }
         for alias in changes.deleted_aliases {
             self.aliases.remove(&alias);
+        }
+        for (listing, published) in changes.appservice_directory {
+            if published {
+                self.appservice_listings.insert(listing);
+            } else {
+                self.appservice_listings.remove(&listing);
+            }
         }
         for (room, published) in changes.directory {
             if published {
@@ -859,6 +868,9 @@ impl DirectoryStore for MemoryStore {
     async fn published_rooms(&self) -> Result<Vec<String>> {
         Ok(self.lock()?.published.iter().cloned().collect())
     }
+    async fn appservice_listings(&self) -> Result<Vec<AppserviceListing>> {
+        Ok(self.lock()?.appservice_listings.iter().cloned().collect())
+    }
 }
 
 fn device_range(user: &str, device: &str) -> std::ops::RangeInclusive<(String, String, String)> {
@@ -940,6 +952,29 @@ impl InboxStore for MemoryStore {
         let to = (user_id.to_owned(), device_id.to_owned(), upto.0);
         Ok(inner.inbox.range(from..=to).take(limit).map(|(_, m)| m.clone()).collect())
     }
+    async fn to_device_range(
+        &self,
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<AddressedToDevice>> {
+        let inner = self.lock()?;
+        // The queues are keyed by device: a scan (this backend is for tests and embedding).
+        let mut found: Vec<AddressedToDevice> = inner
+            .inbox
+            .iter()
+            .filter(|(key, _)| key.2 > after.0 && key.2 <= upto.0)
+            .map(|(key, message)| AddressedToDevice {
+                user_id: key.0.clone(),
+                device_id: key.1.clone(),
+                message: message.clone(),
+            })
+            .collect();
+        found.sort_by_key(|m| m.message.pos);
+        found.truncate(limit);
+        Ok(found)
+    }
+
     async fn to_device_usage(
         &self,
         user_id: &str,

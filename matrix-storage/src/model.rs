@@ -364,6 +364,18 @@ pub struct StreamChanges {
     pub users: Vec<String>,
 }
 
+/// A room in an application service's room list of one of its networks (the directory of a
+/// bridged network, `PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppserviceListing {
+    /// The service's registration id.
+    pub appservice_id: String,
+    /// The network, as the service names it.
+    pub network_id: String,
+    /// The room.
+    pub room_id: String,
+}
+
 /// Everything one write changes, applied atomically by [`crate::Storage::apply`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -460,6 +472,9 @@ pub struct ChangeSet {
     pub deleted_aliases: Vec<String>,
     /// Rooms to publish in (`true`) or take out of (`false`) the public room directory.
     pub directory: Vec<(String, bool)>,
+    /// Rooms to publish in (`true`) or take out of (`false`) an application service's room
+    /// list of one of its networks, in order.
+    pub appservice_directory: Vec<(AppserviceListing, bool)>,
     /// Redactions `(redacted event, redaction event)`. A redacted event's relation leaves
     /// the relations index (redaction strips `m.relates_to` from its content).
     pub redactions: Vec<(String, String)>,

@@ -96,6 +96,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (17, "scheduled", include_str!("../migrations/0017_scheduled.sql")),
     (18, "appservice cursors", include_str!("../migrations/0018_appservice.sql")),
     (20, "search postings", include_str!("../migrations/0020_search_postings.sql")),
+    (21, "appservice room lists", include_str!("../migrations/0021_appservice_room_list.sql")),
 ];
 
 /// The first key of our migration lock ("MXST"); the second is a hash of the schema.

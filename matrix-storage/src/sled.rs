@@ -168,10 +168,17 @@ const PUSH_STATE: u8 = b'!';
 /// store written before has none).
 const APPSERVICE_CURSOR: u8 = b'=';
 
+/// Rooms in application services' room lists, `(service, network, room)` (read and written
+/// in `domains`; a store written before has none).
+const APPSERVICE_LIST: u8 = b'>';
+/// The to-device messages by position -> `(user, device)` of their INBOX entry (read and
+/// written in `domains`; a store written before has none for the messages it held).
+const INBOX_LOG: u8 = b'?';
+
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 68] = [
+const TABLES: [u8; 70] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
@@ -180,7 +187,8 @@ const TABLES: [u8; 68] = [
     BACKUP_VERSION, BACKUP_SESSION, PUSHER, PUSHER_KEY, BACKFILL, BACKFILL_OF, AUTH_CHAIN,
     PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED, OPENID, DELAYED, DELAYED_DUE, RELATION,
     THREAD_REPLY, RELATION_OF, USER_DIRECTORY, PUBLIC_JOIN_ROOM, SEARCH, SEARCH_DOC, REPORT,
-    NOTIFICATION, NOTIFICATION_ROOM, PUSH_STATE, APPSERVICE_CURSOR,
+    NOTIFICATION, NOTIFICATION_ROOM, PUSH_STATE, APPSERVICE_CURSOR, INBOX_LOG,
+    APPSERVICE_LIST,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a

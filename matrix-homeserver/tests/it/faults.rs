@@ -98,6 +98,7 @@ forward!(DirectoryStore {
     fn room_aliases(&self, room_id: &str) -> Result<Vec<Alias>>;
     fn published(&self, room_id: &str) -> Result<bool>;
     fn published_rooms(&self) -> Result<Vec<String>>;
+    fn appservice_listings(&self) -> Result<Vec<matrix_storage::AppserviceListing>>;
 });
 forward!(E2eeStore {
     fn device_keys(&self, user_id: &str) -> Result<Vec<(String, Vec<u8>)>>;
@@ -109,6 +110,7 @@ forward!(E2eeStore {
 forward!(InboxStore {
     fn to_device(&self, user_id: &str, device_id: &str, after: StreamPos, upto: StreamPos, limit: usize) -> Result<Vec<ToDeviceMessage>>;
     fn to_device_usage(&self, user_id: &str, device_id: &str, sender: &str) -> Result<ToDeviceUsage>;
+    fn to_device_range(&self, after: StreamPos, upto: StreamPos, limit: usize) -> Result<Vec<matrix_storage::AddressedToDevice>>;
 });
 forward!(ReceiptStore {
     fn receipts(&self, room_id: &str, after: StreamPos, upto: StreamPos) -> Result<Vec<StoredReceipt>>;

@@ -219,6 +219,12 @@ pub async fn deleting_a_device_deletes_what_it_held(store: Store) {
         let id = store.transaction_id("@a:x", device, "send", "t1").await.expect("reads");
         assert_eq!(id.is_some(), present, "{device}");
     }
+    let ranged = store.to_device_range(StreamPos(0), upto, 10).await.expect("reads");
+    assert_eq!(
+        ranged.iter().map(|m| m.device_id.as_str()).collect::<Vec<_>>(),
+        vec!["E"],
+        "a deleted device's messages are gone from the range too"
+    );
     assert_eq!(store.token("tok").await.expect("reads"), None);
 }
 
@@ -330,6 +336,27 @@ pub async fn to_device_inbox(store: Store) {
     let limited = store.to_device("@a:x", "D", StreamPos(0), second, 1).await.expect("reads");
     assert_eq!(limited, all[..1].to_vec());
 
+    // Every device's messages by position, with their devices.
+    let ranged = store.to_device_range(StreamPos(0), second, 10).await.expect("reads");
+    let addressed: Vec<(&str, &[u8])> =
+        ranged.iter().map(|m| (m.device_id.as_str(), m.message.content.as_slice())).collect();
+    assert_eq!(
+        addressed,
+        vec![
+            ("D", &br#"{"n":1}"#[..]),
+            ("E", br#"{"n":2}"#),
+            ("D", br#"{"n":3}"#),
+            ("D", br#"{"n":4}"#)
+        ]
+    );
+    assert!(ranged.iter().all(|m| m.user_id == "@a:x"));
+    assert_eq!(ranged[0].message, all[0]);
+    let after_first = store.to_device_range(ranged[0].message.pos, first, 10).await;
+    assert_eq!(after_first.expect("reads"), ranged[1..3].to_vec());
+    let limited = store.to_device_range(StreamPos(0), second, 2).await.expect("reads");
+    assert_eq!(limited, ranged[..2].to_vec());
+    assert!(store.to_device_range(second, second, 10).await.expect("reads").is_empty());
+
     let usage = store.to_device_usage("@a:x", "D", "@b:x").await.expect("reads");
     let size = to_device("D", "@b:x", r#"{"n":1}"#).size();
     assert_eq!((usage.messages, usage.bytes), (3, 3 * size));
@@ -345,6 +372,10 @@ pub async fn to_device_inbox(store: Store) {
     assert_eq!(other.expect("reads").len(), 1, "other devices keep theirs");
     let usage = store.to_device_usage("@a:x", "D", "@c:x").await.expect("reads");
     assert_eq!((usage.messages, usage.sender_messages), (1, 0));
+    let ranged_left = store.to_device_range(StreamPos(0), head(&store).await, 10).await;
+    let left: Vec<(String, StreamPos)> =
+        ranged_left.expect("reads").into_iter().map(|m| (m.device_id, m.message.pos)).collect();
+    assert_eq!(left, vec![(s("E"), ranged[1].message.pos), (s("D"), all[2].pos)]);
 }
 
 /// Receipts: one per key, replaced by a newer one, listed by the position of their last
@@ -474,6 +505,52 @@ pub async fn records_round_trip(store: Store) {
     assert_eq!(store.media_usage("@a:x").await.expect("reads"), 99);
 }
 
+/// Application services' room lists: per service and network, apart from the directory,
+/// taken out again on request, the last change to one entry in a change set winning.
+pub async fn appservice_room_lists(store: Store) {
+    let listing = |service: &str, network: &str, room: &str| crate::AppserviceListing {
+        appservice_id: s(service),
+        network_id: s(network),
+        room_id: s(room),
+    };
+    assert!(store.appservice_listings().await.expect("reads").is_empty());
+    let mut changes = ChangeSet::new();
+    changes.appservice_directory = vec![
+        (listing("irc", "libera", "!b"), true),
+        (listing("irc", "libera", "!a"), true),
+        (listing("irc", "oftc", "!a"), true),
+        (listing("discord", "guild", "!c"), true),
+        (listing("discord", "guild", "!gone"), true),
+        (listing("discord", "guild", "!gone"), false),
+    ];
+    apply(&store, changes).await;
+    assert_eq!(
+        store.appservice_listings().await.expect("reads"),
+        vec![
+            listing("discord", "guild", "!c"),
+            listing("irc", "libera", "!a"),
+            listing("irc", "libera", "!b"),
+            listing("irc", "oftc", "!a"),
+        ]
+    );
+    assert!(store.published_rooms().await.expect("reads").is_empty(), "not the directory");
+    let mut changes = ChangeSet::new();
+    changes.appservice_directory = vec![
+        (listing("irc", "libera", "!a"), false),
+        (listing("irc", "libera", "!never"), false),
+        (listing("irc", "oftc", "!a"), true),
+    ];
+    apply(&store, changes).await;
+    assert_eq!(
+        store.appservice_listings().await.expect("reads"),
+        vec![
+            listing("discord", "guild", "!c"),
+            listing("irc", "libera", "!b"),
+            listing("irc", "oftc", "!a"),
+        ]
+    );
+}
+
 /// Account-data writes take stream positions: what changed since a position is listed once
 /// per item; deleted items are gone.
 pub async fn account_data_changes(store: Store) {
@@ -555,6 +632,10 @@ pub(super) fn fill(changes: &mut ChangeSet) {
     changes.transaction_ids.push(txn("D", "send", "t1", "$m"));
     changes.aliases.push(Alias { alias: s("#a:x"), room_id: s("!r"), creator: s("@a:x") });
     changes.directory.push((s("!r"), true));
+    changes.appservice_directory.push((
+        crate::AppserviceListing { appservice_id: s("as"), network_id: s("n"), room_id: s("!r") },
+        true,
+    ));
     changes.redactions.push((s("$c"), s("$m")));
     changes.profiles.push((s("@a:x"), Profile { displayname: Some(s("A")), avatar_url: None }));
     changes.forgotten.push((s("@a:x"), s("!old"), true));
@@ -586,11 +667,13 @@ pub(super) async fn everything(store: &Store) -> Vec<String> {
         format!("{:?}", store.transaction_id("@a:x", "D", "send", "t1").await.expect("reads")),
         format!("{:?}", store.room_aliases("!r").await.expect("reads")),
         format!("{:?}", store.published_rooms().await.expect("reads")),
+        format!("{:?}", store.appservice_listings().await.expect("reads")),
         format!("{:?}", store.redaction_of("$c").await.expect("reads")),
         format!("{:?}", store.profile("@a:x").await.expect("reads")),
         format!("{:?}", store.forgotten("!old", "@a:x").await.expect("reads")),
         format!("{:?}", store.media_usage("@a:x").await.expect("reads")),
         format!("{inbox:?}"),
+        format!("{:?}", store.to_device_range(zero, upto, 10).await.expect("reads")),
         format!("{:?}", store.presence("@a:x").await.expect("reads")),
         format!("{:?}", store.search_user_directory("", 10).await.expect("reads")),
         format!("{:?}", store.public_join_rooms().await.expect("reads")),

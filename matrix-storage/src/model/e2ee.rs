@@ -86,6 +86,18 @@ impl ToDeviceMessage {
     }
 }
 
+/// A queued to-device message with the device it waits for (see
+/// [`crate::InboxStore::to_device_range`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressedToDevice {
+    /// The recipient.
+    pub user_id: String,
+    /// The recipient's device.
+    pub device_id: String,
+    /// The message.
+    pub message: ToDeviceMessage,
+}
+
 /// What waits in a device's to-device queue, in all and from one sender (sizes as
 /// [`NewToDevice::size`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -463,6 +463,22 @@ pub(super) async fn write_records(tx: &mut PgConnection, changes: &ChangeSet) ->
         .await
         .doing(DOING)?;
     }
+    for (listing, published) in &changes.appservice_directory {
+        let query = if *published {
+            "INSERT INTO appservice_room_list (appservice_id, network_id, room_id) \
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM appservice_room_list \
+             WHERE appservice_id = $1 AND network_id = $2 AND room_id = $3"
+        };
+        sqlx::query(query)
+            .bind(&listing.appservice_id)
+            .bind(&listing.network_id)
+            .bind(&listing.room_id)
+            .execute(&mut *tx)
+            .await
+            .doing(DOING)?;
+    }
     if !changes.redactions.is_empty() {
         let latest: BTreeMap<&str, &str> =
             changes.redactions.iter().map(|(e, r)| (e.as_str(), r.as_str())).collect();

@@ -13,9 +13,10 @@ use sqlx::postgres::{PgPool, PgRow};
 
 use super::{Doing, PostgresStore, to_i64, to_u64};
 use crate::{
-    AccountDataChange, AccountDataItem, AccountDataStore, Alias, ClaimedKey, DirectoryStore,
-    E2eeStore, FallbackKey, InboxStore, Media, MediaStore, PendingMedia, Profile, Receipt,
-    ReceiptKey, ReceiptStore, Result, StoredReceipt, StreamPos, ToDeviceMessage, ToDeviceUsage,
+    AccountDataChange, AccountDataItem, AccountDataStore, AddressedToDevice, Alias,
+    AppserviceListing, ClaimedKey, DirectoryStore, E2eeStore, FallbackKey, InboxStore, Media,
+    MediaStore, PendingMedia, Profile, Receipt, ReceiptKey, ReceiptStore, Result, StoredReceipt,
+    StreamPos, ToDeviceMessage, ToDeviceUsage,
 };
 
 /// `''` is "none" in a key column.
@@ -219,6 +220,27 @@ impl DirectoryStore for PostgresStore {
             .await
             .doing("reading the room directory")
     }
+
+    async fn appservice_listings(&self) -> Result<Vec<AppserviceListing>> {
+        const DOING: &str = "reading the application services' room lists";
+        let rows = sqlx::query(
+            "SELECT appservice_id, network_id, room_id FROM appservice_room_list \
+             ORDER BY appservice_id COLLATE \"C\", network_id COLLATE \"C\", \
+             room_id COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        rows.iter()
+            .map(|row| {
+                Ok(AppserviceListing {
+                    appservice_id: row.try_get(0).doing(DOING)?,
+                    network_id: row.try_get(1).doing(DOING)?,
+                    room_id: row.try_get(2).doing(DOING)?,
+                })
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -351,6 +373,42 @@ impl InboxStore for PostgresStore {
                     sender: row.try_get(1).doing(DOING)?,
                     kind: row.try_get(2).doing(DOING)?,
                     content: row.try_get(3).doing(DOING)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn to_device_range(
+        &self,
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<AddressedToDevice>> {
+        const DOING: &str = "reading to-device messages by position";
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT user_id, device_id, pos, sender, kind, content FROM to_device \
+             WHERE pos > $1 AND pos <= $2 ORDER BY pos LIMIT $3",
+        )
+        .bind(to_i64(after.0))
+        .bind(to_i64(upto.0))
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        rows.iter()
+            .map(|row| {
+                Ok(AddressedToDevice {
+                    user_id: row.try_get(0).doing(DOING)?,
+                    device_id: row.try_get(1).doing(DOING)?,
+                    message: ToDeviceMessage {
+                        pos: StreamPos(to_u64(row.try_get(2).doing(DOING)?)?),
+                        sender: row.try_get(3).doing(DOING)?,
+                        kind: row.try_get(4).doing(DOING)?,
+                        content: row.try_get(5).doing(DOING)?,
+                    },
                 })
             })
             .collect()

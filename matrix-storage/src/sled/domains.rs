@@ -15,15 +15,17 @@ use tokio::sync::oneshot;
 
 use super::batch::Tx;
 use super::{
-    ACCOUNT_DATA, ACCOUNT_DATA_LOG, ACCOUNT_DATA_POS, ALIAS, CLIENT_TXN, DEHYDRATED, DEVICE_KEYS,
-    DEVICE_LIST, FALLBACK_KEY, FORGOTTEN, INBOX, KEY_SIGNATURE, MEDIA_USAGE, ONE_TIME_KEY, PROFILE,
-    PUBLISHED, RECEIPT, RECEIPT_LOG, REDACTION, ROOM_ALIAS, SledStore, unavailable,
+    ACCOUNT_DATA, ACCOUNT_DATA_LOG, ACCOUNT_DATA_POS, ALIAS, APPSERVICE_LIST, CLIENT_TXN,
+    DEHYDRATED, DEVICE_KEYS, DEVICE_LIST, FALLBACK_KEY, FORGOTTEN, INBOX, INBOX_LOG, KEY_SIGNATURE,
+    MEDIA_USAGE, ONE_TIME_KEY, PROFILE, PUBLISHED, RECEIPT, RECEIPT_LOG, REDACTION, ROOM_ALIAS,
+    SledStore, unavailable,
 };
 use crate::codec::{Dec, Enc};
 use crate::{
-    AccountDataChange, Alias, ChangeSet, ClaimedKey, DehydratedDevice, DirectoryStore, E2eeStore,
-    ErrorKind, FallbackKey, InboxStore, Profile, Receipt, ReceiptKey, ReceiptStore, Result,
-    StorageError, StoredReceipt, StreamPos, ToDeviceMessage, ToDeviceUsage,
+    AccountDataChange, AddressedToDevice, Alias, AppserviceListing, ChangeSet, ClaimedKey,
+    DehydratedDevice, DirectoryStore, E2eeStore, ErrorKind, FallbackKey, InboxStore, Profile,
+    Receipt, ReceiptKey, ReceiptStore, Result, StorageError, StoredReceipt, StreamPos,
+    ToDeviceMessage, ToDeviceUsage,
 };
 
 /// Names what did not decode: `what` is the kind of record.
@@ -129,17 +131,24 @@ pub(super) fn apply_in(tx: &Tx<'_>, changes: &ChangeSet, mut next: u64) -> Resul
 
     // To-device messages.
     for message in &changes.to_device {
+        let pos = take();
         tx.insert(
-            Enc::table(INBOX).str(&message.user_id).str(&message.device_id).u64(take()).done(),
+            Enc::table(INBOX).str(&message.user_id).str(&message.device_id).u64(pos).done(),
             Enc::default().str(&message.sender).str(&message.kind).bytes(&message.content).done(),
+        )?;
+        tx.insert(
+            Enc::table(INBOX_LOG).u64(pos).done(),
+            Enc::default().str(&message.user_id).str(&message.device_id).done(),
         )?;
     }
     for (user, device, upto) in &changes.to_device_delivered {
         for (key, _) in tx.scan_prefix(&Enc::table(INBOX).str(user).str(device).done())? {
-            if inbox_pos(&key)? > upto.0 {
+            let pos = inbox_pos(&key)?;
+            if pos > upto.0 {
                 break;
             }
             tx.remove(key)?;
+            tx.remove(Enc::table(INBOX_LOG).u64(pos).done())?;
         }
     }
 
@@ -189,6 +198,18 @@ pub(super) fn apply_in(tx: &Tx<'_>, changes: &ChangeSet, mut next: u64) -> Resul
     for alias in &changes.deleted_aliases {
         forget_alias(tx, alias)?;
     }
+    for (listing, published) in &changes.appservice_directory {
+        let key = Enc::table(APPSERVICE_LIST)
+            .str(&listing.appservice_id)
+            .str(&listing.network_id)
+            .str(&listing.room_id)
+            .done();
+        if *published {
+            tx.insert(key, vec![])?;
+        } else {
+            tx.remove(key)?;
+        }
+    }
     for (room, published) in &changes.directory {
         let key = Enc::table(PUBLISHED).str(room).done();
         if *published {
@@ -235,6 +256,9 @@ fn delete_device(tx: &Tx<'_>, user: &str, device: &str) -> Result<()> {
     }
     for table in [ONE_TIME_KEY, FALLBACK_KEY, INBOX, CLIENT_TXN, KEY_SIGNATURE] {
         for (key, _) in tx.scan_prefix(&Enc::table(table).str(user).str(device).done())? {
+            if table == INBOX {
+                tx.remove(Enc::table(INBOX_LOG).u64(inbox_pos(&key)?).done())?;
+            }
             tx.remove(key)?;
         }
     }
@@ -512,6 +536,25 @@ impl DirectoryStore for SledStore {
         rooms.sort();
         Ok(rooms)
     }
+
+    async fn appservice_listings(&self) -> Result<Vec<AppserviceListing>> {
+        self.flusher.check()?;
+        let mut listings = Vec::new();
+        for entry in self.scan(Enc::table(APPSERVICE_LIST).done()) {
+            let (key, _) = entry?;
+            let read = || {
+                let mut dec = Dec::new(&key).skip_table()?;
+                Ok(AppserviceListing {
+                    appservice_id: dec.str()?,
+                    network_id: dec.str()?,
+                    room_id: dec.str()?,
+                })
+            };
+            listings.push(read().map_err(corrupt("application service list entry"))?);
+        }
+        listings.sort();
+        Ok(listings)
+    }
 }
 
 #[async_trait]
@@ -605,6 +648,40 @@ impl InboxStore for SledStore {
         for entry in self.tree.range(from..=to).take(limit) {
             let (key, value) = entry.map_err(unavailable)?;
             messages.push(decode_message(&key, &value)?);
+        }
+        Ok(messages)
+    }
+
+    async fn to_device_range(
+        &self,
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> Result<Vec<AddressedToDevice>> {
+        self.flusher.check()?;
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let from = Enc::table(INBOX_LOG).u64(after.0 + 1).done();
+        let to = Enc::table(INBOX_LOG).u64(upto.0).done();
+        let mut messages = Vec::new();
+        for entry in self.tree.range(from..=to) {
+            if messages.len() >= limit {
+                break;
+            }
+            let (key, value) = entry.map_err(unavailable)?;
+            let read = || {
+                let pos = Dec::new(&key).skip_table()?.u64()?;
+                let mut dec = Dec::new(&value);
+                Ok((pos, dec.str()?, dec.str()?))
+            };
+            let (pos, user_id, device_id) = read().map_err(corrupt("to-device log entry"))?;
+            let inbox = Enc::table(INBOX).str(&user_id).str(&device_id).u64(pos).done();
+            // Written and deleted together with its INBOX entry; one missing was delivered
+            // between the two reads.
+            let Some(value) = self.tree.get(&inbox).map_err(unavailable)? else { continue };
+            let message = decode_message(&inbox, &value)?;
+            messages.push(AddressedToDevice { user_id, device_id, message });
         }
         Ok(messages)
     }

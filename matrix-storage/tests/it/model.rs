@@ -399,6 +399,7 @@ async fn observe(store: &dyn Storage, snapshots: u64) -> String {
     out += &format!("{:?}\n", store.outbound_destinations().await.expect("reads"));
     let head = store.stream_position().await.expect("reads");
     let zero = StreamPos(0);
+    out += &format!("{:?}\n", store.to_device_range(zero, head, 1000).await);
     for u in 0..4u8 {
         let user = format!("@u{u}:x");
         out += &format!("{:?}\n", store.device_keys(&user).await.expect("reads"));
