@@ -3,6 +3,7 @@
 //! this token, this user, this alias; which services are interested in this room).
 
 pub(crate) mod client;
+pub(crate) mod devices;
 pub(crate) mod interest;
 pub(crate) mod query;
 pub(crate) mod transactions;

@@ -163,6 +163,14 @@ impl Ephemeral {
     }
 
     /// Notes a change for the application services.
+    /// Tells the application services' tasks that the stream moved (a to-device message, a
+    /// device-list change).
+    pub(crate) fn wake_appservices(&self) {
+        if let Some(feed) = self.appservices.get() {
+            feed.stream_moved();
+        }
+    }
+
     pub(crate) fn note_for_appservices(
         &self,
         note: &crate::services::appservice::transactions::Note,
@@ -212,7 +220,7 @@ impl Ephemeral {
     /// `device_lists.left`, and a join for `device_lists.changed`.
     pub(crate) async fn event_appended(&self, room: &str, pdu: &Pdu, pos: Option<StreamPos>) {
         if let Some(feed) = self.appservices.get() {
-            feed.event_appended();
+            feed.stream_moved();
         }
         let mut extra = vec![pdu.sender()];
         if pdu.kind() == "m.room.member"

@@ -2,7 +2,9 @@
 //! loopback service stub that records every request: the events of interest arrive in
 //! order and the others never do; a service that fails (500, no answer, garbage, down) gets
 //! the same transaction again with the same id until it takes it, nothing lost, across a
-//! restart too; `hs_token` as bearer; ephemeral events for services that ask.
+//! restart too; `hs_token` as bearer; ephemeral events for services that ask; for services
+//! with `org.matrix.msc3202`, device-list changes and one-time key counts, and to-device
+//! messages for their users' devices (MSC4203) exactly once, across a restart too.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -440,7 +442,220 @@ async fn ephemeral_events_go_to_services_that_ask(backend: crate::Backend) {
     }
 }
 
+const CRYPTO_AS_TOKEN: &str = "crypto_as_token";
+
+/// A service with exclusive ghosts `@ghost_*`, MSC3202 and ephemeral events (as a bridge
+/// with end-to-bridge encryption registers).
+fn crypto_config(url: &str) -> Config {
+    let mut config = TestHomeserver::config();
+    let server = regex_escape(&config.server_name);
+    let mut r = AppserviceRegistration::new(
+        "crypto",
+        Some(url.to_owned()),
+        CRYPTO_AS_TOKEN,
+        HS_TOKEN,
+        "cryptobot",
+    );
+    r.namespaces.users.push(Namespace::new(format!("@ghost_.*:{server}"), true));
+    r.receive_ephemeral = true;
+    r.msc3202 = true;
+    config.appservices.push(r);
+    config.limits.appservice_timeout_ms = 300;
+    config
+}
+
+/// Registers the ghost `localpart` through the service, with the device `device`: its
+/// client and user id.
+async fn ghost(server: &TestHomeserver, localpart: &str, device: &str) -> (Client, String) {
+    let service = Client::new(server).with_token(CRYPTO_AS_TOKEN);
+    let body = json!({"type": "m.login.application_service", "username": localpart,
+                      "device_id": device});
+    let (status, body) = service.post(&format!("{V3}/register"), &body).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["device_id"], device);
+    let token = body["access_token"].as_str().expect("a token");
+    (Client::new(server).with_token(token), body["user_id"].as_str().expect("an id").to_owned())
+}
+
+impl Stub {
+    /// Waits until a transaction the service took satisfies `test`; answers its body.
+    async fn wait_body(&self, what: &str, test: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..300 {
+            if let Some(taken) = self.taken().into_iter().find(|t| test(&t.body)) {
+                return taken.body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no transaction with {what}; the stub saw {:#?}", self.seen());
+    }
+
+    /// The to-device messages of the transactions taken, in order.
+    fn to_device(&self) -> Vec<Value> {
+        self.taken()
+            .into_iter()
+            .flat_map(|t| t.body["de.sorunome.msc2409.to_device"].as_array().cloned())
+            .flatten()
+            .collect()
+    }
+}
+
+async fn upload_keys(client: &Client, user: &str, device: &str, extra: Value) {
+    let keys = json!({"user_id": user, "device_id": device,
+                      "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+                      "keys": {format!("curve25519:{device}"): "c", format!("ed25519:{device}"): "e"},
+                      "signatures": {}});
+    let mut body = json!({"device_keys": keys});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let (status, answer) = client.post(&format!("{V3}/keys/upload"), &body).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+async fn device_of(client: &Client) -> String {
+    let (status, me) = client.get(&format!("{V3}/account/whoami")).await;
+    assert_eq!(status, 200, "{me}");
+    me["device_id"].as_str().expect("a device").to_owned()
+}
+
+async fn msc3202_services_see_device_lists_and_key_counts(backend: crate::Backend) {
+    let (stub, url) = Stub::start().await;
+    let Some(server) = crate::start_with(backend, crypto_config(&url)).await else { return };
+    let (alice, alice_id) = user(&server, "alice").await;
+    let (bob, bob_id) = user(&server, "bob").await;
+    let (ghost, ghost_id) = ghost(&server, "ghost_k", "GDEV").await;
+    let room = create(&alice, json!({"invite": [&ghost_id]})).await;
+    join(&ghost, &room).await;
+
+    // The ghost uploads keys: two one-time keys and a fallback key.
+    let otks = json!({
+        "one_time_keys": {"signed_curve25519:AAA": {"key": "k1"}, "signed_curve25519:AAB": {"key": "k2"}},
+        "fallback_keys": {"signed_curve25519:FB": {"key": "f", "fallback": true}},
+    });
+    upload_keys(&ghost, &ghost_id, "GDEV", otks).await;
+    let counted = |n: u64| {
+        let ghost_id = ghost_id.clone();
+        move |body: &Value| {
+            body["org.matrix.msc3202.device_one_time_keys_count"][&ghost_id]["GDEV"]["signed_curve25519"]
+                == n
+        }
+    };
+    let body = stub.wait_body("two one-time keys", counted(2)).await;
+    assert_eq!(
+        body["org.matrix.msc3202.device_one_time_key_counts"],
+        body["org.matrix.msc3202.device_one_time_keys_count"],
+        "both of Synapse's spellings"
+    );
+    assert_eq!(
+        body["org.matrix.msc3202.device_unused_fallback_key_types"][&ghost_id]["GDEV"],
+        json!(["signed_curve25519"])
+    );
+
+    // Alice (who shares the bridged room) and Bob (who shares nothing with the service)
+    // upload device keys: only Alice's change reaches the service, and the ghost's own.
+    upload_keys(&bob, &bob_id, &device_of(&bob).await, json!({})).await;
+    upload_keys(&alice, &alice_id, &device_of(&alice).await, json!({})).await;
+    let changed = |body: &Value, who: &str| {
+        body["org.matrix.msc3202.device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|users| users.iter().any(|u| u == who))
+    };
+    let body = stub.wait_body("Alice's device list", |b| changed(b, &alice_id)).await;
+    assert_eq!(body["org.matrix.msc3202.device_lists"]["left"], json!([]));
+    stub.wait_body("the ghost's device list", |b| changed(b, &ghost_id)).await;
+
+    // Alice claims one of the ghost's keys: the service learns the count went down.
+    let (status, claimed) = alice
+        .post(
+            &format!("{V3}/keys/claim"),
+            &json!({"one_time_keys": {&ghost_id: {"GDEV": "signed_curve25519"}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{claimed}");
+    assert!(claimed["one_time_keys"][&ghost_id]["GDEV"].is_object(), "{claimed}");
+    stub.wait_body("one one-time key left", counted(1)).await;
+    for taken in stub.taken() {
+        assert!(!changed(&taken.body, &bob_id), "Bob shares nothing with the service");
+        if let Some(counts) =
+            taken.body["org.matrix.msc3202.device_one_time_keys_count"].as_object()
+        {
+            assert!(counts.keys().all(|u| u.starts_with("@ghost_") || u.starts_with("@cryptobot")));
+        }
+    }
+}
+
+async fn send_to_device(client: &Client, txn: &str, messages: Value) {
+    let path = format!("{V3}/sendToDevice/m.test/{txn}");
+    let (status, body) = client.put(&path, &json!({ "messages": messages })).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn to_device_reaches_the_service_once_across_a_restart(backend: crate::Backend) {
+    let (stub, url) = Stub::start().await;
+    let Some((storage, _dir)) = crate::open_storage(backend).await else { return };
+    let first = TestHomeserver::start_on(crypto_config(&url), storage.clone()).await;
+    let session = first.register_user("alice", "pw").await;
+    let alice = Client::new(&first).with_token(&session.access_token);
+    let (_, bob_id) = {
+        let s = first.register_user("bob", "pw").await;
+        (Client::new(&first).with_token(&s.access_token), s.user_id.to_string())
+    };
+    let (ghost_client, ghost_id) = ghost(&first, "ghost_t", "GDEV").await;
+    let n = |n: u64| {
+        move |body: &Value| {
+            body["de.sorunome.msc2409.to_device"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["content"]["n"] == n))
+        }
+    };
+    send_to_device(&alice, "t1", json!({&ghost_id: {"GDEV": {"n": 1}}, &bob_id: {"*": {"n": 0}}}))
+        .await;
+    let body = stub.wait_body("the first message", n(1)).await;
+    let message = &body["de.sorunome.msc2409.to_device"][0];
+    assert_eq!(message["to_user_id"], ghost_id.as_str());
+    assert_eq!(message["to_device_id"], "GDEV");
+    assert_eq!(message["sender"], session.user_id.as_str());
+    assert_eq!(message["type"], "m.test");
+
+    // The service fails; the homeserver stops with the transaction in flight.
+    stub.set(Mode::Fail);
+    let before = stub.seen().len();
+    send_to_device(&alice, "t2", json!({&ghost_id: {"GDEV": {"n": 2}}})).await;
+    stub.wait_requests(before + 1).await;
+    let failed = stub.seen()[before].clone();
+    assert!(n(2)(&failed.body), "{:#?}", failed.body);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let second = TestHomeserver::start_on(crypto_config(&url), storage).await;
+    let alice = Client::new(&second).with_token(&session.access_token);
+    stub.set(Mode::Ok);
+    send_to_device(&alice, "t3", json!({&ghost_id: {"GDEV": {"n": 3}}})).await;
+    stub.wait_body("the message after the restart", n(3)).await;
+    let again = stub.taken().into_iter().find(|t| t.txn == failed.txn).expect("sent again");
+    assert_eq!(
+        again.body["de.sorunome.msc2409.to_device"], failed.body["de.sorunome.msc2409.to_device"],
+        "the transaction in flight went again with its messages"
+    );
+    let numbers: Vec<Value> = stub.to_device().iter().map(|m| m["content"]["n"].clone()).collect();
+    assert_eq!(
+        numbers,
+        vec![json!(1), json!(2), json!(3)],
+        "each once, in order, only the ghost's"
+    );
+
+    // Consumed: the ghost's device queue is empty (its own first sync gets nothing).
+    let token = ghost_client.token.as_deref().expect("a token");
+    let ghost_client = Client::new(&second).with_token(token);
+    let (status, body) = ghost_client.get(&format!("{V3}/sync?timeout=0")).await;
+    assert_eq!(status, 200, "{body}");
+    let events = body["to_device"]["events"].as_array().cloned().unwrap_or_default();
+    assert!(events.is_empty(), "delivered messages leave the queue: {events:#?}");
+}
+
 crate::on_every_backend!(
+    msc3202_services_see_device_lists_and_key_counts,
+    to_device_reaches_the_service_once_across_a_restart,
     events_of_interest_arrive_in_order_and_others_do_not,
     failures_are_retried_with_the_same_transaction,
     a_service_down_then_up_gets_everything_in_order,

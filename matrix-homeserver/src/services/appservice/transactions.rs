@@ -33,8 +33,14 @@
 //! `room_id` included, `unsigned` with `age`, `prev_content`, `replaces_state`, and
 //! `redacted_because` for an event already redacted).
 //!
-//! Not yet: MSC3202/MSC4203 (to-device messages, device list changes and one-time key counts
-//! for services with `org.matrix.msc3202`).
+//! **Devices** (MSC4203 to-device messages for services that receive ephemeral events;
+//! MSC3202 device-list changes and one-time key counts for services with
+//! `org.matrix.msc3202`): see [`super::devices`]. To-device messages and device-list changes
+//! are read from the stream range a transaction covers, so they are durable and in order
+//! like its events. Key counts are of the devices of the service's users whose keys were
+//! uploaded or claimed since the last transaction (noted in memory, like the ephemeral
+//! events), of the service's sender and of the recipients of the transaction's to-device
+//! messages; a change of keys alone makes a transaction.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -43,6 +49,7 @@ use std::time::Duration;
 use matrix_storage::{AppserviceCursor, ChangeSet, StreamPos};
 use serde_json::{Value, json};
 
+use super::devices::{self, MAX_TO_DEVICE, ToDevice};
 use super::interest::Interest;
 use super::{Appservice, Appservices, client::AppserviceClient};
 use crate::error::ApiError;
@@ -92,11 +99,18 @@ pub(crate) enum Note {
     Presence(String),
     /// The room's local aliases changed.
     Aliases(String),
+    /// The user's one-time or fallback keys changed (an upload, a claim).
+    Keys(String),
 }
 
 impl Note {
-    fn is_ephemeral(&self) -> bool {
-        !matches!(self, Note::Aliases(_))
+    /// Whether the service of `slot` takes the note.
+    fn wanted_by(&self, slot: &Slot) -> bool {
+        match self {
+            Note::Aliases(_) => true,
+            Note::Keys(_) => slot.msc3202,
+            Note::Typing(_) | Note::Receipt { .. } | Note::Presence(_) => slot.ephemeral,
+        }
     }
 }
 
@@ -105,6 +119,7 @@ impl Note {
 struct Slot {
     wake: tokio::sync::Notify,
     ephemeral: bool,
+    msc3202: bool,
     notes: Mutex<VecDeque<Note>>,
 }
 
@@ -121,8 +136,9 @@ pub(crate) struct Feed {
 }
 
 impl Feed {
-    /// An event was appended (it is durable): the tasks look at the stream.
-    pub(crate) fn event_appended(&self) {
+    /// Something was written to the stream (an event, a to-device message, a device-list
+    /// change; durable): the tasks look at it.
+    pub(crate) fn stream_moved(&self) {
         for slot in &self.slots {
             slot.wake.notify_one();
         }
@@ -131,7 +147,7 @@ impl Feed {
     /// Notes a change for the services that take it.
     pub(crate) fn note(&self, note: &Note) {
         for slot in &self.slots {
-            if note.is_ephemeral() && !slot.ephemeral {
+            if !note.wanted_by(slot) {
                 continue;
             }
             {
@@ -162,6 +178,7 @@ pub(crate) fn start(
         let slot = Arc::new(Slot {
             wake: tokio::sync::Notify::new(),
             ephemeral: service.registration.receives_ephemeral(),
+            msc3202: service.registration.msc3202,
             notes: Mutex::new(VecDeque::new()),
         });
         feed.slots.push(slot.clone());
@@ -181,12 +198,42 @@ pub(crate) fn start(
     Arc::new(feed)
 }
 
-/// A transaction: its events and ephemeral events.
-#[derive(Debug, Clone)]
+/// A transaction: its events, ephemeral events and device parts.
+#[derive(Debug, Clone, Default)]
 struct Batch {
     txn_id: u64,
     events: Vec<Value>,
     ephemeral: Vec<Value>,
+    to_device: ToDevice,
+    /// The users whose device lists changed (MSC3202).
+    changed: Vec<String>,
+    /// One-time key counts (MSC3202), user -> device -> algorithm -> count.
+    key_counts: serde_json::Map<String, Value>,
+    /// Unused fallback key types (MSC3202), user -> device -> algorithms.
+    fallback_types: serde_json::Map<String, Value>,
+}
+
+impl Batch {
+    /// Whether there is any news: events, ephemeral events, to-device messages, device
+    /// list changes (key counts are added to news, or sent when keys changed).
+    fn has_news(&self) -> bool {
+        !(self.events.is_empty()
+            && self.ephemeral.is_empty()
+            && self.to_device.messages.is_empty()
+            && self.changed.is_empty())
+    }
+
+    /// Whether there is nothing to send.
+    fn is_empty(&self) -> bool {
+        !self.has_news() && self.key_counts.is_empty() && self.fallback_types.is_empty()
+    }
+}
+
+/// What a look at the notes found: ephemeral events, and the users whose keys changed.
+#[derive(Debug, Default)]
+struct Noted {
+    ephemeral: Vec<Value>,
+    keys: BTreeSet<String>,
 }
 
 /// What to do next.
@@ -198,7 +245,7 @@ enum Next {
     /// In backoff.
     Wait(Duration),
     /// Send this.
-    Send(AppserviceCursor, Batch),
+    Send(AppserviceCursor, Box<Batch>),
 }
 
 /// One service's delivery task.
@@ -244,7 +291,7 @@ impl Delivery {
                 Ok(Next::Send(cursor, batch)) => {
                     let delivered = self.send(&batch).await;
                     let Some(rooms) = self.rooms.upgrade() else { return };
-                    if let Err(error) = self.record(&rooms, cursor, batch, delivered).await {
+                    if let Err(error) = self.record(&rooms, cursor, *batch, delivered).await {
                         eprintln!("application service {:?}: {error:?}", self.service.id());
                         drop(rooms);
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -263,6 +310,71 @@ impl Delivery {
         changes.appservice_cursors.push(cursor.clone());
         rooms.storage().apply(changes).await?;
         Ok(())
+    }
+
+    /// Whether the service takes to-device messages (as Synapse: the services that take
+    /// ephemeral events).
+    fn takes_to_device(&self) -> bool {
+        self.service.registration.receives_ephemeral()
+    }
+
+    /// The transaction covering `(after, upto]` of the stream: its events (at most `limit`)
+    /// and device parts, with the ephemeral events and key changes `noted`; the position
+    /// it covers up to (below `upto` when a limit cut it short).
+    async fn build(
+        &mut self,
+        rooms: &Rooms,
+        txn_id: u64,
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+        noted: Noted,
+    ) -> Result<(Batch, StreamPos), ApiError> {
+        let storage = rooms.storage();
+        let (mut events, mut upto) = self.events(rooms, after, upto, limit).await?;
+        let mut to_device = ToDevice::default();
+        if self.takes_to_device() {
+            let read_limit = if limit == usize::MAX { usize::MAX } else { MAX_TO_DEVICE };
+            let (part, reached) =
+                devices::to_device(storage.as_ref(), &self.service, after, upto, read_limit)
+                    .await?;
+            if reached < upto {
+                upto = reached;
+                events.retain(|(pos, _)| *pos <= reached);
+            }
+            to_device = part;
+        }
+        let mut batch = Batch {
+            txn_id,
+            events: events.into_iter().map(|(_, event)| event).collect(),
+            ephemeral: noted.ephemeral,
+            to_device,
+            ..Batch::default()
+        };
+        if self.service.registration.msc3202 {
+            for user in storage.device_list_changes(after, upto).await? {
+                if self.user_interests(rooms, &user).await? {
+                    batch.changed.push(user);
+                }
+            }
+            if batch.has_news() || !noted.keys.is_empty() {
+                let mut users: BTreeSet<String> = noted
+                    .keys
+                    .into_iter()
+                    .filter(|user| self.service.is_interested_in_user(user))
+                    .collect();
+                users.insert(self.service.sender.to_string());
+                for message in &batch.to_device.messages {
+                    if let Some(user) = message["to_user_id"].as_str() {
+                        users.insert(user.to_owned());
+                    }
+                }
+                let (counts, fallback) = devices::key_counts(storage.as_ref(), &users).await?;
+                batch.key_counts = counts;
+                batch.fallback_types = fallback;
+            }
+        }
+        Ok((batch, upto))
     }
 
     /// Reads the cursor and decides.
@@ -290,13 +402,15 @@ impl Delivery {
         if let Some(upto) = cursor.in_flight {
             let batch = match self.pending.take() {
                 Some(batch) if batch.txn_id == cursor.txn_id => batch,
-                // After a restart: the same events again (not the ephemeral ones).
+                // After a restart: the same events, to-device messages and device-list
+                // changes again (not the ephemeral events, nor the noted key changes).
                 _ => {
-                    let (events, _) = self.events(rooms, cursor.pos, upto, usize::MAX).await?;
-                    Batch { txn_id: cursor.txn_id, events, ephemeral: Vec::new() }
+                    let noted = Noted::default();
+                    let (txn, from) = (cursor.txn_id, cursor.pos);
+                    self.build(rooms, txn, from, upto, usize::MAX, noted).await?.0
                 }
             };
-            if batch.events.is_empty() && batch.ephemeral.is_empty() {
+            if batch.is_empty() {
                 cursor.pos = upto;
                 cursor.in_flight = None;
                 cursor.txn_id += 1;
@@ -304,12 +418,13 @@ impl Delivery {
                 self.save(rooms, &cursor).await?;
                 return Ok(Next::Again);
             }
-            return Ok(Next::Send(cursor, batch));
+            return Ok(Next::Send(cursor, Box::new(batch)));
         }
-        let ephemeral = self.ephemeral_events(rooms).await?;
+        let noted = self.noted(rooms).await?;
         let head = storage.stream_position().await?;
-        let (events, upto) = self.events(rooms, cursor.pos, head, MAX_EVENTS).await?;
-        if events.is_empty() && ephemeral.is_empty() {
+        let (txn_id, from) = (cursor.txn_id, cursor.pos);
+        let (batch, upto) = self.build(rooms, txn_id, from, head, MAX_EVENTS, noted).await?;
+        if batch.is_empty() {
             if upto > cursor.pos {
                 cursor.pos = upto;
                 self.save(rooms, &cursor).await?;
@@ -319,19 +434,18 @@ impl Delivery {
         }
         cursor.in_flight = Some(upto);
         self.save(rooms, &cursor).await?;
-        let txn_id = cursor.txn_id;
-        Ok(Next::Send(cursor, Batch { txn_id, events, ephemeral }))
+        Ok(Next::Send(cursor, Box::new(batch)))
     }
 
-    /// The events of interest in `(after, upto]`, at most `limit`, with the last position
-    /// looked at (`upto` when all of it was).
+    /// The events of interest in `(after, upto]` with their positions, at most `limit`,
+    /// with the last position looked at (`upto` when all of it was).
     async fn events(
         &mut self,
         rooms: &Rooms,
         after: StreamPos,
         upto: StreamPos,
         limit: usize,
-    ) -> Result<(Vec<Value>, StreamPos), ApiError> {
+    ) -> Result<(Vec<(StreamPos, Value)>, StreamPos), ApiError> {
         let storage = rooms.storage();
         let mut events = Vec::new();
         let mut from = after;
@@ -344,7 +458,7 @@ impl Delivery {
                 scanned += 1;
                 let Some(pdu) = rooms.pdu(&item.event_id).await? else { continue };
                 if self.interest.event(rooms, &self.service, &item.room_id, &pdu).await? {
-                    events.push(rooms.show_plain(&pdu, None).await?);
+                    events.push((item.pos, rooms.show_plain(&pdu, None).await?));
                     if events.len() >= limit {
                         return Ok((events, from));
                     }
@@ -357,9 +471,9 @@ impl Delivery {
         Ok((events, from))
     }
 
-    /// The ephemeral events noted since the last transaction, of interest, at most
-    /// [`MAX_EPHEMERAL`] changes taken.
-    async fn ephemeral_events(&mut self, rooms: &Rooms) -> Result<Vec<Value>, ApiError> {
+    /// The ephemeral events noted since the last transaction, of interest, and the users
+    /// whose keys changed, at most [`MAX_EPHEMERAL`] notes taken.
+    async fn noted(&mut self, rooms: &Rooms) -> Result<Noted, ApiError> {
         let notes: Vec<Note> = {
             let mut notes = self.slot.notes();
             let take = notes.len().min(MAX_EPHEMERAL);
@@ -368,9 +482,13 @@ impl Delivery {
         let mut typing = BTreeSet::new();
         let mut receipts: BTreeMap<String, Value> = BTreeMap::new();
         let mut presence = BTreeSet::new();
+        let mut keys = BTreeSet::new();
         for note in notes {
             match note {
                 Note::Aliases(room) => self.interest.forget(&room),
+                Note::Keys(user) => {
+                    keys.insert(user);
+                }
                 Note::Typing(room) => {
                     typing.insert(room);
                 }
@@ -410,7 +528,7 @@ impl Delivery {
         }
         let mut wanted = Vec::new();
         for user in presence {
-            if self.presence_interests(rooms, &user).await? {
+            if self.user_interests(rooms, &user).await? {
                 wanted.push(user);
             }
         }
@@ -419,12 +537,12 @@ impl Delivery {
         {
             out.extend(tracker.events_of(&wanted).await?);
         }
-        Ok(out)
+        Ok(Noted { ephemeral: out, keys })
     }
 
-    /// Whether the presence of `user` interests the service: a namespace user, or a member
-    /// of an interesting room.
-    async fn presence_interests(&mut self, rooms: &Rooms, user: &str) -> Result<bool, ApiError> {
+    /// Whether the presence or the device list of `user` interests the service: a namespace
+    /// user, or a member of an interesting room (as Synapse decides both).
+    async fn user_interests(&mut self, rooms: &Rooms, user: &str) -> Result<bool, ApiError> {
         if self.service.is_interested_in_user(user) {
             return Ok(true);
         }
@@ -440,9 +558,29 @@ impl Delivery {
     /// `PUT`s the transaction: whether the service took it.
     async fn send(&self, batch: &Batch) -> bool {
         let mut body = json!({"events": batch.events});
-        if self.service.registration.receives_ephemeral() {
+        let registration = &self.service.registration;
+        if registration.receives_ephemeral() {
             body["ephemeral"] = json!(batch.ephemeral);
             body["de.sorunome.msc2409.ephemeral"] = json!(batch.ephemeral);
+        }
+        if self.takes_to_device() {
+            body["de.sorunome.msc2409.to_device"] = json!(batch.to_device.messages);
+        }
+        if registration.msc3202 {
+            if !batch.key_counts.is_empty() {
+                let counts = Value::Object(batch.key_counts.clone());
+                body["org.matrix.msc3202.device_one_time_keys_count"] = counts.clone();
+                body["org.matrix.msc3202.device_one_time_key_counts"] = counts;
+            }
+            if !batch.fallback_types.is_empty() {
+                body["org.matrix.msc3202.device_unused_fallback_key_types"] =
+                    Value::Object(batch.fallback_types.clone());
+            }
+            if !batch.changed.is_empty() {
+                // Synapse does not work out `left` either.
+                body["org.matrix.msc3202.device_lists"] =
+                    json!({"changed": batch.changed, "left": []});
+            }
         }
         let path = format!("/_matrix/app/v1/transactions/{}", batch.txn_id);
         let call = self.client.call(&self.service, reqwest::Method::PUT, &path, Some(&body));
@@ -467,7 +605,8 @@ impl Delivery {
         }
     }
 
-    /// Moves the cursor past a delivered transaction, or sets the backoff.
+    /// Moves the cursor past a delivered transaction (and deletes the to-device messages
+    /// the service consumed, in the same change set), or sets the backoff.
     async fn record(
         &mut self,
         rooms: &Rooms,
@@ -475,18 +614,24 @@ impl Delivery {
         batch: Batch,
         delivered: bool,
     ) -> Result<(), ApiError> {
+        let mut changes = ChangeSet::new();
         if delivered {
             cursor.pos = cursor.in_flight.take().unwrap_or(cursor.pos);
             cursor.txn_id += 1;
             cursor.failures = 0;
             cursor.retry_at = 0;
+            for (user, device) in batch.to_device.consumed {
+                changes.to_device_delivered.push((user, device, cursor.pos));
+            }
         } else {
             cursor.failures = cursor.failures.saturating_add(1);
             let wait = u64::try_from(backoff(cursor.failures).as_millis()).unwrap_or(u64::MAX);
             cursor.retry_at = now_ms().saturating_add(wait);
             self.pending = Some(batch);
         }
-        self.save(rooms, &cursor).await
+        changes.appservice_cursors.push(cursor);
+        rooms.storage().apply(changes).await?;
+        Ok(())
     }
 }
 
@@ -506,18 +651,27 @@ mod tests {
 
     #[test]
     fn ephemeral_notes_go_only_where_wanted_and_are_bounded() {
-        let slot = |ephemeral| {
+        let slot = |ephemeral, msc3202| {
             Arc::new(Slot {
                 wake: tokio::sync::Notify::new(),
                 ephemeral,
+                msc3202,
                 notes: Mutex::new(VecDeque::new()),
             })
         };
-        let feed = Feed { slots: vec![slot(true), slot(false)] };
+        let feed = Feed { slots: vec![slot(true, false), slot(false, false), slot(false, true)] };
+        feed.note(&Note::Keys("@ghost:x".to_owned()));
         for i in 0..MAX_NOTES + 5 {
             feed.note(&Note::Presence(format!("@u{i}:x")));
         }
         feed.note(&Note::Aliases("!r:x".to_owned()));
+        // Key changes go to MSC3202 services only.
+        let keys = feed.slots[2].notes();
+        assert_eq!(
+            keys.iter().cloned().collect::<Vec<_>>(),
+            vec![Note::Keys("@ghost:x".to_owned()), Note::Aliases("!r:x".to_owned())]
+        );
+        drop(keys);
         let wanting = feed.slots[0].notes();
         assert_eq!(wanting.len(), MAX_NOTES);
         assert_eq!(wanting.back(), Some(&Note::Aliases("!r:x".to_owned())));

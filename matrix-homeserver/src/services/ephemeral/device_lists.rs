@@ -35,6 +35,7 @@ impl Ephemeral {
 
     /// Wakes `user` and the users sharing a room with them (their device list changed).
     pub(crate) async fn wake_sharing(&self, user: &str) {
+        self.wake_appservices();
         match self.sharing(user).await {
             Ok(users) => self.wakeups.wake_all_of(users.iter().map(String::as_str)),
             Err(error) => {

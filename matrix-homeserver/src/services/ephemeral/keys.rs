@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::Ephemeral;
 use crate::error::ApiError;
+use crate::services::appservice::transactions::Note;
 use crate::services::federation::fan_out::{DeviceChange, device_list_updates};
 
 /// Why an upload was refused (nothing of it was stored).
@@ -147,11 +148,12 @@ impl Ephemeral {
                 changes.enqueue = announce;
             }
         }
-        if !changes.one_time_keys.is_empty()
-            || !changes.fallback_keys.is_empty()
-            || !changes.device_keys.is_empty()
-        {
+        let keys_changed = !changes.one_time_keys.is_empty() || !changes.fallback_keys.is_empty();
+        if keys_changed || !changes.device_keys.is_empty() {
             storage.apply(changes).await?;
+        }
+        if keys_changed {
+            self.note_for_appservices(&Note::Keys(user.to_owned()));
         }
         drop(uploads);
         if changed {
@@ -273,11 +275,15 @@ impl Ephemeral {
             }
         }
         let keys = self.claim_each(each.clone()).await?;
+        let mut noted = BTreeSet::new();
         for ((user, device, _), key) in each.into_iter().zip(keys) {
             if let Some((key_id, key)) = key
                 && let Some(by_device) = claimed.get_mut(&user).and_then(Value::as_object_mut)
             {
                 by_device.insert(device, serde_json::json!({ key_id: key }));
+                if noted.insert(user.clone()) {
+                    self.note_for_appservices(&Note::Keys(user));
+                }
             }
         }
         Ok(claimed)

@@ -123,6 +123,7 @@ impl Ephemeral {
         }
         drop(sends);
         self.wakeups.wake_all_of(users.iter().map(String::as_str));
+        self.wake_appservices();
         Ok(())
     }
 
