@@ -206,7 +206,7 @@ impl FileConfig {
 
 /// The application service registrations of `files`, each read as Synapse's YAML; an error
 /// names the file. The homeserver checks what they say when it is built (see
-/// [`name_registration_file`] for its errors).
+/// [`name_registration_files`] for its errors).
 pub(crate) fn read_appservices(files: &[PathBuf]) -> anyhow::Result<Vec<AppserviceRegistration>> {
     files
         .iter()
@@ -221,19 +221,19 @@ pub(crate) fn read_appservices(files: &[PathBuf]) -> anyhow::Result<Vec<Appservi
         .collect()
 }
 
-/// The file a registration came from, for an error the homeserver gave about it (which
-/// names the registration by its `id`).
-pub(crate) fn name_registration_file(
+/// The files of the registrations an error the homeserver gave names (by their `id`s, one,
+/// or two for a conflict between registrations), in the order they are listed.
+pub(crate) fn name_registration_files(
     message: &str,
     files: &[PathBuf],
     registrations: &[AppserviceRegistration],
-) -> Option<PathBuf> {
+) -> Vec<PathBuf> {
     registrations
         .iter()
         .zip(files)
-        .rev()
-        .find(|(registration, _)| message.contains(&format!("{:?}", registration.id)))
+        .filter(|(registration, _)| message.contains(&format!("{:?}", registration.id)))
         .map(|(_, path)| path.clone())
+        .collect()
 }
 
 /// A TOML value as written (`8008`, `true`, `["a"]`), or else the text as a string.
@@ -365,12 +365,22 @@ mod tests {
             format!("[server]\napp_service_config_files = [{:?}]\n", good.display().to_string());
         let config = FileConfig::parse(&text, no_env(), "test").expect("parses");
         assert_eq!(config.server.app_service_config_files, std::slice::from_ref(&good));
-        let named = name_registration_file(
+        let named = name_registration_files(
             "application service \"discord\": the users regex is not valid",
             std::slice::from_ref(&good),
             &read,
         );
-        assert_eq!(named, Some(good));
+        assert_eq!(named, vec![good.clone()]);
+        let mut other = read[0].clone();
+        other.id = "telegram".to_owned();
+        let second = dir.path().join("telegram.yaml");
+        let both = name_registration_files(
+            "application service \"telegram\": its exclusive users namespace \"x\" is also \
+             a namespace of \"discord\"",
+            &[good.clone(), second.clone()],
+            &[read[0].clone(), other],
+        );
+        assert_eq!(both, vec![good, second]);
     }
 
     #[test]

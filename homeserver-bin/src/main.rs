@@ -231,11 +231,14 @@ async fn build(
         Ok(homeserver) => Ok(homeserver),
         Err(e @ matrix_homeserver::BuildError::Appservice(_)) => {
             let message = e.to_string();
-            match config::name_registration_file(&message, files, &registrations) {
-                Some(file) => Err(anyhow::Error::new(e)
-                    .context(format!("the application service registration {}", file.display()))),
-                None => Err(e.into()),
+            let named = config::name_registration_files(&message, files, &registrations);
+            if named.is_empty() {
+                return Err(e.into());
             }
+            let names: Vec<String> = named.iter().map(|f| f.display().to_string()).collect();
+            let what = if names.len() == 1 { "registration" } else { "registrations" };
+            Err(anyhow::Error::new(e)
+                .context(format!("the application service {what} {}", names.join(" and "))))
         }
         Err(e) => Err(e.into()),
     }

@@ -122,6 +122,54 @@ impl Appservice {
     }
 }
 
+/// Refuses exclusive namespaces that two registrations both claim: the same regex (users or
+/// aliases, exclusive in one of them at least), or one's exclusive user namespace holding the
+/// other's sender. The error names the later registration, and the earlier in its reason.
+fn overlaps(list: &[Arc<Appservice>]) -> Result<(), RegistrationError> {
+    for (at, later) in list.iter().enumerate() {
+        for earlier in &list[..at] {
+            let fail = |reason: String| RegistrationError { id: later.id().to_owned(), reason };
+            let pairs = [
+                (
+                    "users",
+                    &earlier.registration.namespaces.users,
+                    &later.registration.namespaces.users,
+                ),
+                (
+                    "aliases",
+                    &earlier.registration.namespaces.aliases,
+                    &later.registration.namespaces.aliases,
+                ),
+            ];
+            for (kind, theirs, ours) in pairs {
+                for namespace in ours {
+                    let shared = theirs.iter().find(|other| {
+                        other.regex == namespace.regex && (other.exclusive || namespace.exclusive)
+                    });
+                    if shared.is_some() {
+                        return Err(fail(format!(
+                            "its exclusive {kind} namespace {:?} is also a namespace of {:?}",
+                            namespace.regex,
+                            earlier.id()
+                        )));
+                    }
+                }
+            }
+            for (one, other) in [(earlier, later), (later, earlier)] {
+                if exclusive_match(&one.users, other.sender.as_str()) {
+                    return Err(fail(format!(
+                        "the sender {} of {:?} is in an exclusive user namespace of {:?}",
+                        other.sender,
+                        other.id(),
+                        one.id()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Who a request made with a service's `as_token` acts as, as Synapse decides: the service's
 /// sender, or the user named by the `user_id` query parameter when the service owns it and it
 /// is an active account here. The device: none, unless the service manages its users' devices
@@ -255,6 +303,7 @@ impl Appservices {
                 });
             }
         }
+        overlaps(&list)?;
         let client = client::AppserviceClient::new()
             .map_err(|reason| RegistrationError { id: String::new(), reason })?;
         Ok(Appservices { list, by_as_token, client })
@@ -381,6 +430,34 @@ mod tests {
         let mut url = registration("e", "t5", "h5");
         url.url = Some("ftp://x".to_owned());
         Appservices::new(&[url], "example.org").expect_err("bad url");
+    }
+
+    #[test]
+    fn overlapping_exclusive_namespaces_are_refused_naming_both() {
+        // Two bridges with different namespaces: fine, and so is a shared non-exclusive one.
+        let mut a = registration("a", "t1", "h1");
+        let mut b = registration("b", "t2", "h2");
+        a.namespaces.users.push(Namespace::new("@shared_.*:example\\.org", false));
+        b.namespaces.users.push(Namespace::new("@shared_.*:example\\.org", false));
+        Appservices::new(&[a.clone(), b.clone()], "example.org").expect("no overlap");
+        // The same regex, exclusive in one of them.
+        let mut same = registration("c", "t3", "h3");
+        same.namespaces.users.push(Namespace::new("@a_.*:example\\.org", false));
+        let error = Appservices::new(&[a.clone(), same], "example.org").expect_err("overlap");
+        assert_eq!(error.id, "c");
+        assert!(error.reason.contains("\"a\""), "{error}");
+        let mut alias = registration("d", "t4", "h4");
+        alias.namespaces.aliases.push(Namespace::new("#a_.*:example\\.org", true));
+        let error = Appservices::new(&[a.clone(), alias], "example.org").expect_err("aliases");
+        assert!(error.to_string().contains("\"d\"") && error.reason.contains("\"a\""));
+        // One's sender in the other's exclusive user namespace, either way round.
+        let mut inside = registration("e", "t5", "h5");
+        inside.sender_localpart = "a_bot".to_owned();
+        let error = Appservices::new(&[a.clone(), inside.clone()], "example.org")
+            .expect_err("the sender of e is a's");
+        assert!(error.to_string().contains("\"e\"") && error.reason.contains("\"a\""));
+        let error = Appservices::new(&[inside, a], "example.org").expect_err("either order");
+        assert!(error.to_string().contains("\"a\"") && error.reason.contains("\"e\""));
     }
 
     #[test]
