@@ -5,13 +5,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Auth, JsonBody, JsonResult, Params, Query, Routes, room_id, route};
 use crate::error::ApiError;
 use crate::services::rate_limit::Action;
+use crate::services::rooms::directory::Network;
 
 type AppState = State<Arc<crate::State>>;
 
@@ -25,6 +26,10 @@ pub(super) fn routes() -> Routes {
         .route(
             "/_matrix/client/v3/directory/list/room/{room}",
             route(get(visibility).put(set_visibility)),
+        )
+        .route(
+            "/_matrix/client/v3/directory/list/appservice/{network}/{room}",
+            route(put(set_appservice_listed).delete(unset_appservice_listed)),
         )
         .route("/_matrix/client/v3/user_directory/search", route(post(search_users)))
         .route(
@@ -115,6 +120,62 @@ async fn set_visibility(
     Ok(Json(json!({})))
 }
 
+#[derive(Debug, Deserialize)]
+struct AppserviceVisibilityBody {
+    /// Synapse's default: public.
+    #[serde(default = "public")]
+    visibility: String,
+}
+
+fn public() -> String {
+    "public".to_owned()
+}
+
+/// `PUT /directory/list/appservice/{networkId}/{roomId}`: an application service publishes
+/// a room in (or takes it out of) the room list of one of its networks. Only a service may.
+async fn set_appservice_listed(
+    State(state): AppState,
+    auth: Auth,
+    Params((network, room)): Params<(String, String)>,
+    JsonBody(body): JsonBody<AppserviceVisibilityBody>,
+) -> JsonResult {
+    let public = match body.visibility.as_str() {
+        "public" => true,
+        "private" => false,
+        _ => return Err(ApiError::invalid_param("visibility must be public or private")),
+    };
+    edit_appservice_list(&state, &auth, &network, &room, public).await
+}
+
+/// `DELETE` of the same (Synapse's): takes the room out.
+async fn unset_appservice_listed(
+    State(state): AppState,
+    auth: Auth,
+    Params((network, room)): Params<(String, String)>,
+) -> JsonResult {
+    edit_appservice_list(&state, &auth, &network, &room, false).await
+}
+
+async fn edit_appservice_list(
+    state: &crate::State,
+    auth: &Auth,
+    network: &str,
+    room: &str,
+    public: bool,
+) -> JsonResult {
+    let Some(service) = auth.appservice.as_deref() else {
+        return Err(ApiError::forbidden(
+            "Only application services can edit the room lists of their networks",
+        ));
+    };
+    let room = room_id(room)?;
+    if network.is_empty() || network.len() > 255 {
+        return Err(ApiError::invalid_param("the network id must be 1 to 255 bytes"));
+    }
+    state.rooms.set_appservice_listed(service.id(), network, room.as_str(), public).await?;
+    Ok(Json(json!({})))
+}
+
 #[derive(Debug, Deserialize, Default)]
 struct PublicRoomsQuery {
     limit: Option<usize>,
@@ -127,6 +188,9 @@ struct PublicRoomsBody {
     limit: Option<usize>,
     since: Option<String>,
     filter: Option<PublicRoomsFilter>,
+    #[serde(default)]
+    include_all_networks: bool,
+    third_party_instance_id: Option<String>,
 }
 
 /// The `filter` of a `publicRooms` request (for clients and other servers).
@@ -181,13 +245,14 @@ impl DirectoryToken {
     }
 }
 
-/// One page of our `publicRooms` list (`since` is a token of an earlier page), for the
-/// client API and for other servers.
+/// One page of our `publicRooms` list `network` (`since` is a token of an earlier page), for
+/// the client API and for other servers.
 pub(crate) async fn list(
     state: &crate::State,
     limit: Option<usize>,
     since: Option<&str>,
     filter: Option<&PublicRoomsFilter>,
+    network: &Network,
 ) -> JsonResult {
     let search = filter.and_then(|f| f.generic_search_term.as_deref());
     let room_types = filter.and_then(|f| f.room_types.as_deref());
@@ -197,7 +262,7 @@ pub(crate) async fn list(
         )));
     }
     let token = since.map(DirectoryToken::parse).transpose()?;
-    let mut rooms = state.rooms.public_rooms(search).await?;
+    let mut rooms = state.rooms.public_rooms(search, network).await?;
     if let Some(types) = room_types {
         rooms.retain(|entry| {
             let kind = entry["room_type"].as_str();
@@ -330,7 +395,7 @@ async fn public_rooms_get(
         auth.limit(&state.limiter, Action::Lookup)?;
         return remote_list(&state, server, query.limit, query.since.as_deref(), None).await;
     }
-    list(&state, query.limit, query.since.as_deref(), None).await
+    list(&state, query.limit, query.since.as_deref(), None, &Network::Main).await
 }
 
 async fn public_rooms_post(
@@ -344,7 +409,8 @@ async fn public_rooms_post(
         let filter = body.filter.as_ref();
         return remote_list(&state, server, body.limit, body.since.as_deref(), filter).await;
     }
-    list(&state, body.limit, body.since.as_deref(), body.filter.as_ref()).await
+    let network = Network::of(body.include_all_networks, body.third_party_instance_id.as_deref())?;
+    list(&state, body.limit, body.since.as_deref(), body.filter.as_ref(), &network).await
 }
 
 /// The most results one user directory search answers (the spec's default is 10).

@@ -16,7 +16,7 @@
 mod authorize;
 mod backfill;
 mod create;
-mod directory;
+pub(crate) mod directory;
 mod erase;
 mod federated;
 mod foreign;

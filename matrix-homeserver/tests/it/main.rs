@@ -11,6 +11,7 @@ mod account;
 mod account_extras;
 mod admin;
 mod appservice;
+mod appservice_directory;
 mod appservice_push;
 mod delayed_events;
 mod directory;

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::Peer;
 use crate::error::ApiError;
 use crate::http::{JsonResult, Params, Query};
+use crate::services::rooms::directory::Network;
 
 type AppState = State<Arc<crate::State>>;
 
@@ -16,16 +17,21 @@ type AppState = State<Arc<crate::State>>;
 pub(super) struct PublicRoomsQuery {
     limit: Option<usize>,
     since: Option<String>,
+    #[serde(default)]
+    include_all_networks: bool,
+    third_party_instance_id: Option<String>,
 }
 
 /// `GET /_matrix/federation/v1/publicRooms` (`include_all_networks` and
-/// `third_party_instance_id` name networks we do not bridge: our list is the same).
+/// `third_party_instance_id` name the application services' network lists, as for clients).
 pub(super) async fn public_rooms_get(
     State(state): AppState,
     Query(query): Query<PublicRoomsQuery>,
     _peer: Peer,
 ) -> JsonResult {
-    crate::http::directory::list(&state, query.limit, query.since.as_deref(), None).await
+    let network =
+        Network::of(query.include_all_networks, query.third_party_instance_id.as_deref())?;
+    crate::http::directory::list(&state, query.limit, query.since.as_deref(), None, &network).await
 }
 
 #[derive(Deserialize, Default)]
@@ -33,6 +39,9 @@ struct PublicRoomsBody {
     limit: Option<usize>,
     since: Option<String>,
     filter: Option<crate::http::directory::PublicRoomsFilter>,
+    #[serde(default)]
+    include_all_networks: bool,
+    third_party_instance_id: Option<String>,
 }
 
 /// `POST /_matrix/federation/v1/publicRooms`, with a filter.
@@ -43,8 +52,9 @@ pub(super) async fn public_rooms_post(State(state): AppState, peer: Peer) -> Jso
         serde_json::from_slice(&peer.body)
             .map_err(|e| ApiError::bad_json(format!("not a publicRooms body: {e}")))?
     };
-    crate::http::directory::list(&state, body.limit, body.since.as_deref(), body.filter.as_ref())
-        .await
+    let network = Network::of(body.include_all_networks, body.third_party_instance_id.as_deref())?;
+    let filter = body.filter.as_ref();
+    crate::http::directory::list(&state, body.limit, body.since.as_deref(), filter, &network).await
 }
 
 #[derive(Deserialize, Default)]

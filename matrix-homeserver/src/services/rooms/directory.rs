@@ -1,8 +1,9 @@
 //! Room aliases and the local room directory.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use matrix_storage::SnapshotId;
+use matrix_storage::{AppserviceListing, SnapshotId};
 use ruma::UserId;
 use serde_json::{Value, json};
 
@@ -10,6 +11,49 @@ use super::Rooms;
 use crate::error::ApiError;
 use crate::services::appservice::transactions::Note;
 use matrix_storage::{Alias, ChangeSet};
+
+/// Which room list `publicRooms` answers with (its `include_all_networks` and
+/// `third_party_instance_id`, as Synapse reads them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Network {
+    /// The server's own directory (the default).
+    Main,
+    /// The directory and every application service's network lists.
+    All,
+    /// One network of one application service (`{appservice id}|{network id}`).
+    Instance {
+        /// The service's registration id.
+        appservice_id: String,
+        /// The network.
+        network_id: String,
+    },
+}
+
+impl Network {
+    /// The list a request names: `include_all_networks` and a `third_party_instance_id`
+    /// together are refused (the spec: the one only without the other).
+    pub(crate) fn of(
+        include_all_networks: bool,
+        third_party_instance_id: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        match (include_all_networks, third_party_instance_id) {
+            (true, Some(_)) => Err(ApiError::invalid_param(
+                "include_all_networks cannot be used with a third_party_instance_id",
+            )),
+            (true, None) => Ok(Network::All),
+            (false, None) => Ok(Network::Main),
+            (false, Some(instance)) => match instance.split_once('|') {
+                Some((service, network)) if !network.contains('|') => Ok(Network::Instance {
+                    appservice_id: service.to_owned(),
+                    network_id: network.to_owned(),
+                }),
+                _ => Err(ApiError::invalid_param(
+                    "third_party_instance_id is not of the form {appservice}|{network}",
+                )),
+            },
+        }
+    }
+}
 
 impl Rooms {
     /// Where an alias of this server points (others' are asked by `resolve_any_alias`).
@@ -180,13 +224,63 @@ impl Rooms {
         Ok(())
     }
 
-    /// The published rooms, as `publicRooms` lists them (by member count, then id). Each
-    /// room's entry is computed once per state snapshot and cached (the endpoint needs no
-    /// authentication, so a loop of requests must not redo each room's state reads).
-    pub(crate) async fn public_rooms(&self, search: Option<&str>) -> Result<Vec<Value>, ApiError> {
+    /// Publishes `room_id` in (or takes it out of) the room list of the network `network_id`
+    /// of the application service `appservice_id`.
+    pub(crate) async fn set_appservice_listed(
+        &self,
+        appservice_id: &str,
+        network_id: &str,
+        room_id: &str,
+        public: bool,
+    ) -> Result<(), ApiError> {
+        if self.rules(room_id).await?.is_none() {
+            return Err(ApiError::room_not_found());
+        }
+        let listing = AppserviceListing {
+            appservice_id: appservice_id.to_owned(),
+            network_id: network_id.to_owned(),
+            room_id: room_id.to_owned(),
+        };
+        let mut changes = ChangeSet::new();
+        changes.appservice_directory.push((listing, public));
+        self.storage().apply(changes).await?;
+        Ok(())
+    }
+
+    /// The rooms of the list `network`, sorted, each once.
+    async fn listed_rooms(&self, network: &Network) -> Result<Vec<String>, ApiError> {
+        let storage = self.storage();
+        let rooms: BTreeSet<String> = match network {
+            Network::Main => return Ok(storage.published_rooms().await?),
+            Network::All => {
+                let mut rooms: BTreeSet<String> =
+                    storage.published_rooms().await?.into_iter().collect();
+                rooms.extend(storage.appservice_listings().await?.into_iter().map(|l| l.room_id));
+                rooms
+            }
+            Network::Instance { appservice_id, network_id } => storage
+                .appservice_listings()
+                .await?
+                .into_iter()
+                .filter(|l| l.appservice_id == *appservice_id && l.network_id == *network_id)
+                .map(|l| l.room_id)
+                .collect(),
+        };
+        Ok(rooms.into_iter().collect())
+    }
+
+    /// The published rooms of the list `network`, as `publicRooms` lists them (by member
+    /// count, then id). Each room's entry is computed once per state snapshot and cached (the
+    /// endpoint needs no authentication, so a loop of requests must not redo each room's
+    /// state reads).
+    pub(crate) async fn public_rooms(
+        &self,
+        search: Option<&str>,
+        network: &Network,
+    ) -> Result<Vec<Value>, ApiError> {
         let search = search.map(str::to_lowercase).filter(|s| !s.is_empty());
         let mut rooms = Vec::new();
-        for room_id in self.storage().published_rooms().await? {
+        for room_id in self.listed_rooms(network).await? {
             let Some(info) = self.storage().room(&room_id).await? else { continue };
             let Some(snapshot) = info.current_state else { continue };
             let entry = self.cached_directory_entry(&room_id, snapshot).await?;
