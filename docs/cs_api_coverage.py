@@ -60,8 +60,6 @@ NOT_SERVED = {
     ("PUT", "/v1/admin/suspend/{userId}"): "v1.18 account moderation, not offered (not advertised)",
     ("GET", "/v1/admin/lock/{userId}"): "v1.18 account moderation, not offered (not advertised)",
     ("PUT", "/v1/admin/lock/{userId}"): "v1.18 account moderation, not offered (not advertised)",
-    ("PUT", "/directory/list/appservice/{networkId}/{roomId}"):
-        "application services' network directories: not yet (issue 16)",
     ("POST", "/login/get_token"): "login tokens are not handed out (m.get_login_token: false)",
     ("GET", "/auth_metadata"): "no OAuth 2.0 here: 404 M_UNRECOGNIZED is the spec's answer",
     ("GET", "/events"): OLD_POLLING,
