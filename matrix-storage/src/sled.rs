@@ -172,7 +172,8 @@ const APPSERVICE_CURSOR: u8 = b'=';
 /// in `domains`; a store written before has none).
 const APPSERVICE_LIST: u8 = b'>';
 /// The to-device messages by position -> `(user, device)` of their INBOX entry (read and
-/// written in `domains`; a store written before has none for the messages it held).
+/// written in `domains`; filled from INBOX once when a store written before is opened, see
+/// [`index_inbox`]).
 const INBOX_LOG: u8 = b'?';
 
 /// Every table, to check that no two share a byte.
@@ -376,6 +377,28 @@ fn check_schema(tree: &Tree, flush: impl FnOnce() -> Result<()>) -> Result<()> {
     }
 }
 
+/// The META entry saying that [`INBOX_LOG`] indexes every INBOX entry.
+const INBOX_LOG_BUILT: &str = "inbox_log";
+
+/// Fills [`INBOX_LOG`] from the INBOX entries of a store written before it existed, once
+/// (marked in META); `flush` makes it durable.
+fn index_inbox(tree: &Tree, flush: impl FnOnce() -> Result<()>) -> Result<()> {
+    if tree.get(meta(INBOX_LOG_BUILT)).map_err(unavailable)?.is_some() {
+        return Ok(());
+    }
+    let mut ops: Vec<(Vec<u8>, Option<::sled::IVec>)> = Vec::new();
+    for entry in tree.scan_prefix([INBOX]) {
+        let (key, _) = entry.map_err(unavailable)?;
+        let mut dec = Dec::new(&key).skip_table()?;
+        let (user, device, pos) = (dec.str()?, dec.str()?, dec.u64()?);
+        let value = Enc::default().str(&user).str(&device).done();
+        ops.push((Enc::table(INBOX_LOG).u64(pos).done(), Some(::sled::IVec::from(value))));
+    }
+    ops.push((meta(INBOX_LOG_BUILT), Some(::sled::IVec::from(&b""[..]))));
+    tree.apply(ops).map_err(unavailable)?;
+    flush()
+}
+
 pub(super) fn meta(name: &str) -> Vec<u8> {
     Enc::table(META).str(name).done()
 }
@@ -423,6 +446,7 @@ impl SledStore {
         };
         check_schema(&tree, || engine.flush())?;
         let (wal, seq) = recover(&engine, &tree, &path.join("wal"))?;
+        index_inbox(&tree, || engine.flush())?;
         let journal = Journal { engine: engine.clone(), wal };
         // The head is the last position in the stream table, or the counter of the other
         // positions if that is higher (kept in memory from here on, so that an append writes
@@ -452,7 +476,12 @@ impl SledStore {
     /// store wait until the copy is done, so that it is one consistent state.
     pub fn copy_to(&self, path: impl AsRef<Path>, options: &impl EngineOptions) -> Result<u64> {
         let target = SledStore::open(path, options)?;
-        if target.tree.range(..).any(|entry| entry.is_ok_and(|(key, _)| key != meta("schema"))) {
+        let marks = [meta("schema"), meta(INBOX_LOG_BUILT)];
+        if target
+            .tree
+            .range(..)
+            .any(|entry| entry.is_ok_and(|(key, _)| !marks.contains(&key.to_vec())))
+        {
             return Err(StorageError::new(
                 ErrorKind::Conflict,
                 "the store to copy into is not empty; copy into a new directory",

@@ -61,7 +61,52 @@ macro_rules! on_each_engine {
     };
 }
 
-on_each_engine!(a_failed_flush_stops_claims, a_failed_flush_stops_the_store);
+on_each_engine!(
+    a_failed_flush_stops_claims,
+    a_failed_flush_stops_the_store,
+    an_older_store_gets_its_inbox_indexed
+);
+
+/// A store written before [`INBOX_LOG`] existed: its queued to-device messages are indexed
+/// by position once, when it is opened.
+async fn an_older_store_gets_its_inbox_indexed(engine: Engine) {
+    let dir = tempfile::tempdir().expect("a directory");
+    let store = engine.open(dir.path()).expect("opens");
+    let mut changes = ChangeSet::new();
+    for (device, n) in [("D", 1), ("E", 2), ("D", 3)] {
+        changes.to_device.push(crate::NewToDevice {
+            user_id: "@a:x".to_owned(),
+            device_id: device.to_owned(),
+            sender: "@b:x".to_owned(),
+            kind: "m.test".to_owned(),
+            content: format!("{{\"n\":{n}}}").into_bytes(),
+        });
+    }
+    store.apply(changes).await.expect("acknowledged");
+    let head = crate::RoomStore::stream_position(&store).await.expect("reads");
+    let indexed =
+        crate::InboxStore::to_device_range(&store, StreamPos(0), head, 10).await.expect("reads");
+    assert_eq!(indexed.len(), 3);
+    // As an older version left it: no log entries, no mark.
+    let mut forget: Vec<(Vec<u8>, Option<::sled::IVec>)> = Vec::new();
+    for entry in store.tree.scan_prefix([INBOX_LOG]) {
+        forget.push((entry.expect("reads").0.to_vec(), None));
+    }
+    forget.push((meta(INBOX_LOG_BUILT), None));
+    store.tree.apply(forget).expect("writes");
+    assert!(
+        crate::InboxStore::to_device_range(&store, StreamPos(0), head, 10)
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+    index_inbox(&store.tree, || Ok(())).expect("indexes");
+    assert_eq!(
+        crate::InboxStore::to_device_range(&store, StreamPos(0), head, 10).await.expect("reads"),
+        indexed
+    );
+    assert!(store.tree.get(meta(INBOX_LOG_BUILT)).expect("reads").is_some(), "once");
+}
 
 /// After a failed flush, a claim is refused like any write.
 async fn a_failed_flush_stops_claims(engine: Engine) {
