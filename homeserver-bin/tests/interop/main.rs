@@ -31,6 +31,7 @@ mod link;
 mod ours;
 mod restart;
 mod rooms;
+mod sliding_sync;
 mod synapse;
 
 use std::sync::atomic::{AtomicU32, Ordering};
