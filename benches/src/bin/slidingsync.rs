@@ -89,10 +89,20 @@ fn args() -> Args {
 
 /// Element X's `required_state` for its room list.
 fn element_x_required_state() -> Value {
-    json!([["m.room.encryption", ""], ["m.room.member", "$LAZY"], ["m.room.member", "$ME"],
-           ["m.room.name", ""], ["m.room.canonical_alias", ""], ["m.room.power_levels", ""],
-           ["m.room.create", ""], ["m.room.join_rules", ""], ["m.room.avatar", ""],
-           ["m.room.topic", ""], ["m.room.tombstone", ""], ["m.room.history_visibility", ""]])
+    json!([
+        ["m.room.encryption", ""],
+        ["m.room.member", "$LAZY"],
+        ["m.room.member", "$ME"],
+        ["m.room.name", ""],
+        ["m.room.canonical_alias", ""],
+        ["m.room.power_levels", ""],
+        ["m.room.create", ""],
+        ["m.room.join_rules", ""],
+        ["m.room.avatar", ""],
+        ["m.room.topic", ""],
+        ["m.room.tombstone", ""],
+        ["m.room.history_visibility", ""]
+    ])
 }
 
 #[derive(Clone)]
@@ -190,15 +200,22 @@ async fn fill(client: &Client, rooms: usize, messages: usize, concurrency: usize
                 if i >= rooms {
                     return made;
                 }
-                let body = json!({"preset": "private_chat", "name": format!("room {i}")});
-                let answer = client.call(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &body).await;
+                // Room version 12's ids are the create event's hash: two rooms of one user
+                // created in the same millisecond would be the same room (our server refuses
+                // the second), so each create event carries its number.
+                let body = json!({"preset": "private_chat", "name": format!("room {i}"),
+                                  "creation_content": {"org.example.bench.room": i}});
+                let answer = client
+                    .call(reqwest::Method::POST, "/_matrix/client/v3/createRoom", &body)
+                    .await;
                 let room = answer["room_id"].as_str().expect("a room id").to_owned();
                 for n in 0..messages {
                     let path = format!(
                         "/_matrix/client/v3/rooms/{}/send/m.room.message/fill{i}_{n}",
                         encode(&room)
                     );
-                    let body = json!({"msgtype": "m.text", "body": format!("message {n} of room {i}")});
+                    let body =
+                        json!({"msgtype": "m.text", "body": format!("message {n} of room {i}")});
                     client.call(reqwest::Method::PUT, &path, &body).await;
                 }
                 made.push((i, room));
@@ -278,7 +295,8 @@ async fn filled(
 ) -> Filled {
     if let Some(saved) = keep.and_then(|path| std::fs::read(path).ok()) {
         let saved: Value = serde_json::from_slice(&saved).expect("a kept account");
-        let same = saved["base"] == base && saved["rooms"] == rooms && saved["messages"] == messages;
+        let same =
+            saved["base"] == base && saved["rooms"] == rooms && saved["messages"] == messages;
         if same {
             let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
@@ -293,7 +311,11 @@ async fn filled(
                 .collect();
             let fill = Duration::from_secs_f64(saved["fill_s"].as_f64().unwrap_or(0.0));
             eprintln!("{target}: the account filled before ({rooms} rooms x {messages} messages)");
-            return Filled { client: Client { http, base: base.to_owned(), token }, room_ids, fill };
+            return Filled {
+                client: Client { http, base: base.to_owned(), token },
+                room_ids,
+                fill,
+            };
         }
     }
     let tag = std::time::SystemTime::now()
@@ -365,7 +387,9 @@ async fn measure(
 async fn ours(kind: &str, args: &Args) -> Measured {
     let dir = tempfile::tempdir().expect("a directory");
     let storage: Arc<dyn Storage> = match kind {
-        "sled" => Arc::new(SledStore::open(dir.path(), &SledOptions::default()).expect("sled opens")),
+        "sled" => {
+            Arc::new(SledStore::open(dir.path(), &SledOptions::default()).expect("sled opens"))
+        }
         "postgres" => {
             let url = std::env::var("DATABASE_URL").expect("DATABASE_URL for postgres");
             let nanos = std::time::SystemTime::now()

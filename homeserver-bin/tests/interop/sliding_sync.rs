@@ -44,13 +44,61 @@ fn main_required_state() -> Value {
     ])
 }
 
-/// Differences kept on purpose: a path pattern (the step, then the answer's keys; `*` is
-/// any one segment, `**` any run of them) and why we answer differently from Synapse there.
-const KEPT: &[(&[&str], &str)] = &[(
-    &["spaces_filter", "**"],
-    "Synapse 1.163 does not implement the `spaces` filter (NotImplementedError: a 500 \
-     M_UNKNOWN); we answer the space's children (checked on its own in the test)",
-)];
+/// A difference kept on purpose: where (the step, then the answer's keys; `*` is any one
+/// segment, `**` any run of them), when (what each side holds there), and why we answer
+/// differently from Synapse there.
+struct Kept {
+    pattern: &'static [&'static str],
+    when: fn(&Difference) -> bool,
+    why: &'static str,
+}
+
+fn always(_: &Difference) -> bool {
+    true
+}
+
+fn only_theirs_empty(difference: &Difference) -> bool {
+    difference.ours.is_none() && difference.theirs == Some(json!([]))
+}
+
+fn only_ours(difference: &Difference) -> bool {
+    difference.ours.is_some() && difference.theirs.is_none()
+}
+
+const KEPT: &[Kept] = &[
+    Kept {
+        pattern: &["spaces_filter", "**"],
+        when: always,
+        why: "Synapse 1.163 does not implement the `spaces` filter (NotImplementedError: a 500 \
+              M_UNKNOWN); we answer the space's children (checked on its own in the test)",
+    },
+    Kept {
+        pattern: &["*", "rooms", "*", "notification_count"],
+        when: always,
+        why: "Synapse's sliding sync answers notification_count 0 always (a constant in \
+              synapse/handlers/sliding_sync); we answer the stored unread notifications, as \
+              /sync does",
+    },
+    Kept {
+        pattern: &["*", "rooms", "*", "highlight_count"],
+        when: always,
+        why: "Synapse's sliding sync answers highlight_count 0 always; we answer the stored \
+              highlights, as /sync does",
+    },
+    Kept {
+        pattern: &["*", "extensions", "account_data", "rooms", "*"],
+        when: only_theirs_empty,
+        why: "Synapse lists every room of the request with no account data as []; we leave \
+              such rooms out: nothing either way",
+    },
+    Kept {
+        pattern: &["*", "rooms", "!kicked", "timeline", "*"],
+        when: only_ours,
+        why: "history visibility `shared` for a user who is no longer in the room: the spec's \
+              algorithm (step 3: the user joined after the event) shows the events before her \
+              join; Synapse shows them only while she is joined",
+    },
+];
 
 /// One server's side of the comparison: its users and rooms after the scenario, and the
 /// names that replace their ids.
@@ -104,6 +152,12 @@ async fn user(base: &str, role: &str, names: &mut Names, server_name: &str) -> S
     names.add(&session.user_id, format!("@{role}"));
     names.add(&localpart, role.to_owned());
     names.add(&session.device_id, format!("{role}_DEVICE"));
+    // Synapse gives every new account its localpart as display name, we give none (both
+    // allowed): the scenario sets one on both, before any room, so that member events and
+    // heroes carry it the same way.
+    let path = format!("/profile/{}/displayname", encode(&session.user_id));
+    let name = format!("{role} {}", role.to_uppercase());
+    ok("a display name", session.put(&path, &json!({"displayname": name})).await).await;
     session
 }
 
@@ -657,15 +711,67 @@ fn diff(
                 path.pop();
             }
         }
-        (Some(Value::Array(a)), Some(Value::Array(b))) => {
-            for i in 0..a.len().max(b.len()) {
-                path.push(i.to_string());
-                diff(a.get(i), b.get(i), path, out);
-                path.pop();
+        (Some(Value::Array(a)), Some(Value::Array(b))) => match event_keys(a, b) {
+            // Events: matched by id (or type and state key), so that one event more on one
+            // side shows as that event, not as every later index differing.
+            Some((keys_a, keys_b)) => {
+                let mut keys: Vec<&String> = keys_a.iter().collect();
+                keys.extend(keys_b.iter().filter(|k| !keys_a.contains(k)));
+                for key in keys {
+                    let find = |keys: &[String], items: &[Value]| {
+                        keys.iter().position(|k| k == key).map(|i| items[i].clone())
+                    };
+                    path.push(key.clone());
+                    diff(find(&keys_a, a).as_ref(), find(&keys_b, b).as_ref(), path, out);
+                    path.pop();
+                }
+                let common_a: Vec<&String> = keys_a.iter().filter(|k| keys_b.contains(k)).collect();
+                let common_b: Vec<&String> = keys_b.iter().filter(|k| keys_a.contains(k)).collect();
+                if common_a != common_b {
+                    path.push("(order)".to_owned());
+                    out.push(Difference {
+                        path: path.clone(),
+                        ours: Some(json!(common_a)),
+                        theirs: Some(json!(common_b)),
+                    });
+                    path.pop();
+                }
             }
-        }
+            _ => {
+                for i in 0..a.len().max(b.len()) {
+                    path.push(i.to_string());
+                    diff(a.get(i), b.get(i), path, out);
+                    path.pop();
+                }
+            }
+        },
         (a, b) if a == b => {}
         (a, b) => out.push(Difference { path: path.clone(), ours: a.cloned(), theirs: b.cloned() }),
+    }
+}
+
+/// The keys of two arrays of events: each event's id when every one on both sides has an
+/// id, else each one's type and state key (stripped state) when every one has a type;
+/// `None` for other arrays (or an empty one).
+fn event_keys(a: &[Value], b: &[Value]) -> Option<(Vec<String>, Vec<String>)> {
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let ids = |items: &[Value]| -> Option<Vec<String>> {
+        items.iter().map(|item| item["event_id"].as_str().map(str::to_owned)).collect()
+    };
+    let types = |items: &[Value]| -> Option<Vec<String>> {
+        items
+            .iter()
+            .map(|item| {
+                let kind = item["type"].as_str()?;
+                Some(format!("{kind}|{}", item["state_key"].as_str().unwrap_or("-")))
+            })
+            .collect()
+    };
+    match (ids(a), ids(b)) {
+        (Some(a), Some(b)) => Some((a, b)),
+        _ => Some((types(a)?, types(b)?)),
     }
 }
 
@@ -683,7 +789,9 @@ fn matches(pattern: &[&str], path: &[String]) -> bool {
 
 /// Why a difference is kept, if it is.
 fn kept(difference: &Difference) -> Option<&'static str> {
-    KEPT.iter().find(|(pattern, _)| matches(pattern, &difference.path)).map(|(_, why)| *why)
+    KEPT.iter()
+        .find(|kept| matches(kept.pattern, &difference.path) && (kept.when)(difference))
+        .map(|kept| kept.why)
 }
 
 /// Compares two runs step by step; answers the report of every difference not kept (empty
@@ -695,8 +803,8 @@ fn compare(
 ) -> String {
     let dir = std::env::temp_dir().join("sliding-sync-diff").join(test);
     let _ = std::fs::create_dir_all(&dir);
-    let mut report = String::new();
     let mut kept_count = BTreeMap::<&str, usize>::new();
+    let mut left = Vec::new();
     for ((step, a), (step_b, b)) in ours.iter().zip(theirs) {
         assert_eq!(step, step_b);
         for (side, value) in [(ours_name, a), (theirs_name, b)] {
@@ -708,18 +816,57 @@ fn compare(
         for difference in differences {
             match kept(&difference) {
                 Some(why) => *kept_count.entry(why).or_default() += 1,
-                None => {
-                    let _ = writeln!(report, "{}", difference.show(ours_name, theirs_name));
-                }
+                None => left.push(difference),
             }
         }
     }
     for (why, count) in kept_count {
         eprintln!("kept on purpose ({count} places): {why}");
     }
-    if !report.is_empty() {
-        let _ = write!(report, "(both sides' answers: {})", dir.display());
+    if left.is_empty() {
+        return String::new();
     }
+    let mut all = String::new();
+    for difference in &left {
+        let _ = writeln!(all, "{}", difference.show(ours_name, theirs_name));
+    }
+    let _ = std::fs::write(dir.join("differences.txt"), &all);
+    // The report: the differences grouped by where they are (rooms, events and indexes left
+    // out), each group with its steps and its first place.
+    let mut groups: BTreeMap<String, (BTreeSet<&str>, Vec<&Difference>)> = BTreeMap::new();
+    for difference in &left {
+        let (step, rest) = difference.path.split_first().expect("a step");
+        let shape: Vec<&str> = rest
+            .iter()
+            .map(|segment| {
+                let varying = segment.starts_with(['!', '$'])
+                    || segment.contains('|')
+                    || segment.parse::<usize>().is_ok();
+                if varying { "*" } else { segment.as_str() }
+            })
+            .collect();
+        let group = groups.entry(shape.join(".")).or_default();
+        group.0.insert(step);
+        group.1.push(difference);
+    }
+    let mut report = String::new();
+    for (shape, (steps, differences)) in &groups {
+        let steps: Vec<&str> = steps.iter().copied().collect();
+        let _ = writeln!(
+            report,
+            "{} place(s) at {shape} (steps: {}); the first:\n  {}",
+            differences.len(),
+            steps.join(", "),
+            differences[0].show(ours_name, theirs_name).replace('\n', "\n  ")
+        );
+    }
+    let _ = write!(
+        report,
+        "{} differences in {} groups; each one in {}, both sides' answers beside it",
+        left.len(),
+        groups.len(),
+        dir.join("differences.txt").display()
+    );
     report
 }
 
@@ -801,4 +948,57 @@ fn normalise_names_ids_ranks_stamps_and_sorts_state() {
                 {"type": "m.room.name", "state_key": "", "origin_server_ts": "<time>"}]},
             "!other": {"bump_stamp": "<bump rank 0>", "name": "a room of SERVER"}}})
     );
+}
+
+#[test]
+fn events_are_matched_by_id_and_their_order_compared() {
+    let event = |id: &str| json!({"event_id": id, "type": "m.room.message"});
+    let a = json!([event("$1"), event("$2"), event("$3")]);
+    let b = json!([event("$1"), event("$3")]);
+    let mut out = Vec::new();
+    diff(Some(&a), Some(&b), &mut Vec::new(), &mut out);
+    assert_eq!(
+        out,
+        [Difference { path: vec!["$2".to_owned()], ours: Some(event("$2")), theirs: None }]
+    );
+
+    let b = json!([event("$3"), event("$1"), event("$2")]);
+    let mut out = Vec::new();
+    diff(Some(&a), Some(&b), &mut Vec::new(), &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].path, ["(order)"]);
+    assert_eq!(out[0].ours, Some(json!(["$1", "$2", "$3"])));
+
+    // Stripped state (no ids on one side) is matched by type and state key.
+    let a = json!([{"type": "m.room.name", "state_key": "", "event_id": "$n", "content": {}}]);
+    let b = json!([{"type": "m.room.name", "state_key": "", "content": {}}]);
+    let mut out = Vec::new();
+    diff(Some(&a), Some(&b), &mut Vec::new(), &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].path, ["m.room.name|", "event_id"]);
+}
+
+#[test]
+fn kept_differences_need_their_place_and_their_condition() {
+    let place = |path: &[&str]| path.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let counts = Difference {
+        path: place(&["initial", "rooms", "!dm", "notification_count"]),
+        ours: Some(json!(1)),
+        theirs: Some(json!(0)),
+    };
+    assert!(kept(&counts).is_some());
+    let empty = Difference {
+        path: place(&["extensions", "extensions", "account_data", "rooms", "!dm"]),
+        ours: None,
+        theirs: Some(json!([])),
+    };
+    assert!(kept(&empty).is_some());
+    let not_empty = Difference { theirs: Some(json!([{"type": "x"}])), ..empty };
+    assert!(kept(&not_empty).is_none(), "account data Synapse has and we do not is not kept");
+    let name = Difference {
+        path: place(&["initial", "rooms", "!dm", "name"]),
+        ours: None,
+        theirs: Some(json!("x")),
+    };
+    assert!(kept(&name).is_none());
 }
