@@ -14,6 +14,9 @@
 //! test. The same scenario run twice on Synapse must agree with itself (the normalisation
 //! removes everything that differs between two runs and nothing else).
 //!
+//! Synapse 1.163 serves the endpoint without a setting (`experimental_features:
+//! msc3575_enabled` defaults to true), so `interop/synapse/start` needs nothing for it.
+//!
 //! The normalised answers of the last run are written to
 //! `$TMPDIR/sliding-sync-diff/<test>/<step>.<server>.json` to read beside the diff.
 
