@@ -68,6 +68,24 @@ fn only_ours(difference: &Difference) -> bool {
     difference.ours.is_some() && difference.theirs.is_none()
 }
 
+fn ours_is_guest_access(difference: &Difference) -> bool {
+    difference.theirs.is_none()
+        && difference.ours.as_ref().is_some_and(|e| e["type"] == "m.room.guest_access")
+}
+
+/// An event of createRoom's first ones only Synapse shows: the timeline's window holds our
+/// extra `m.room.guest_access` event instead.
+fn theirs_is_pushed_out_by_guest_access(difference: &Difference) -> bool {
+    const FIRST: [&str; 4] =
+        ["m.room.member", "m.room.power_levels", "m.room.join_rules", "m.room.history_visibility"];
+    difference.ours.is_none()
+        && difference.theirs.as_ref().is_some_and(|e| FIRST.iter().any(|kind| e["type"] == *kind))
+}
+
+fn only_theirs(difference: &Difference) -> bool {
+    difference.ours.is_none() && difference.theirs.is_some()
+}
+
 const KEPT: &[Kept] = &[
     Kept {
         pattern: &["spaces_filter", "**"],
@@ -100,6 +118,91 @@ const KEPT: &[Kept] = &[
         why: "history visibility `shared` for a user who is no longer in the room: the spec's \
               algorithm (step 3: the user joined after the event) shows the events before her \
               join; Synapse shows them only while she is joined",
+    },
+    Kept {
+        pattern: &["*", "rooms", "*", "timeline", "*", "unsigned", "membership"],
+        when: only_theirs,
+        why: "unsigned.membership (MSC4115) is optional in the spec (v1.11: servers MAY send \
+              it); /sync does not send it either",
+    },
+    Kept {
+        pattern: &["*", "rooms", "*", "*", "*", "unsigned", "prev_sender"],
+        when: only_theirs,
+        why: "unsigned.prev_sender is Synapse's own, not in the spec's UnsignedData; we send \
+              prev_content and replaces_state",
+    },
+    Kept {
+        pattern: &["*", "rooms", "*", "invite_state", "*", "event_id"],
+        when: only_ours,
+        why: "the invitee's own membership event in invite_state carries its event_id and \
+              origin_server_ts, as in our /sync (clients show when and by which event they \
+              were invited); the rest is stripped as Synapse strips it",
+    },
+    Kept {
+        pattern: &["*", "rooms", "*", "invite_state", "*", "origin_server_ts"],
+        when: only_ours,
+        why: "as above: the invitee's own membership event keeps its origin_server_ts",
+    },
+    Kept {
+        pattern: &["*", "rooms", "*", "**", "content", "events", "m.room.tombstone"],
+        when: always,
+        why: "createRoom's power levels: Synapse gives m.room.tombstone 150 in room version 12 \
+              (only creators may upgrade); we use the spec's default levels (100 for state \
+              events of that kind, like every other admin event)",
+    },
+    Kept {
+        pattern: &["*", "rooms", "*", "**", "content", "events", "m.call.invite"],
+        when: only_theirs,
+        why: "createRoom's power levels: m.call.invite 50 is Synapse's own default, not the \
+              spec's",
+    },
+    Kept {
+        pattern: &["*", "rooms", "*", "timeline", "*"],
+        when: ours_is_guest_access,
+        why: "createRoom's public_chat preset: the spec's table sets guest_access \"forbidden\" \
+              and we send that event; Synapse leaves it out (forbidden is the default anyway)",
+    },
+    Kept {
+        pattern: &["*", "rooms", "*", "timeline", "*"],
+        when: theirs_is_pushed_out_by_guest_access,
+        why: "a limited timeline's window holds that m.room.guest_access event of ours, so the \
+              oldest of createRoom's first state events falls out of it (it is in the state)",
+    },
+    Kept {
+        pattern: &["*", "rooms", "*", "required_state", "*"],
+        when: ours_is_guest_access,
+        why: "the same m.room.guest_access event, in the state",
+    },
+    Kept {
+        pattern: &["*", "extensions", "account_data", "global", "*", "content", "**"],
+        when: always,
+        why: "the default push rules of a user who never changed them: ours are the spec's \
+              (ruma's Ruleset::server_default, the rules our push evaluator runs), Synapse's \
+              its own list (another order, legacy rules such as .m.rule.contains_user_name, \
+              empty kinds as [])",
+    },
+    Kept {
+        pattern: &["timeline_expanded", "rooms", "*", "joined_count"],
+        when: only_ours,
+        why: "a grown timeline limit: with the older events come their member changes, so we \
+              send the counts (and heroes) again; Synapse sends only the timeline. Values the \
+              client has, sent again, change nothing",
+    },
+    Kept {
+        pattern: &["timeline_expanded", "rooms", "*", "invited_count"],
+        when: only_ours,
+        why: "as for joined_count: sent again with the grown timeline",
+    },
+    Kept {
+        pattern: &["timeline_expanded", "rooms", "*", "heroes"],
+        when: only_ours,
+        why: "as for joined_count: sent again with the grown timeline",
+    },
+    Kept {
+        pattern: &["timeline_expanded", "rooms", "*", "required_state", "**"],
+        when: always,
+        why: "lazy members for a grown timeline: the member events of the senders of the older \
+              events now shown (the client renders them by these); Synapse sends none",
     },
 ];
 

@@ -292,8 +292,16 @@ impl Sync {
             }
         }
 
-        let account_data =
+        let mut account_data =
             self.account_data(user, None, &account_data_view, &filter.account_data).await?;
+        if matches!(account_data_view, AccountDataView::All(_))
+            && filter.account_data.keeps_type(super::rooms::notify::PUSH_RULES)
+            && let Some(rules) =
+                super::rooms::notify::default_push_rules_event(rooms.storage().as_ref(), user)
+                    .await?
+        {
+            account_data.push(rules);
+        }
         let since_stream = request.since.map_or(StreamPos(0), |t| t.stream);
         let mut to_device = Vec::new();
         for m in

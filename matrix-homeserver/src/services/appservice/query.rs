@@ -49,7 +49,9 @@ impl Appservices {
                 Ok(_) => return true,
                 // 404 is the service's "no"; anything else is for the operator's log.
                 Err(AppserviceCallError::Status { status: 404, .. }) => {}
-                Err(e) => eprintln!("application service {:?}: query {path}: {e}", service.id()),
+                Err(e) => {
+                    tracing::warn!("application service {:?}: query {path}: {e}", service.id())
+                }
             }
         }
         false

@@ -292,13 +292,13 @@ impl Delivery {
                     let delivered = self.send(&batch).await;
                     let Some(rooms) = self.rooms.upgrade() else { return };
                     if let Err(error) = self.record(&rooms, cursor, *batch, delivered).await {
-                        eprintln!("application service {:?}: {error:?}", self.service.id());
+                        tracing::warn!("application service {:?}: {error:?}", self.service.id());
                         drop(rooms);
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
                 Err(error) => {
-                    eprintln!("application service {:?}: {error:?}", self.service.id());
+                    tracing::warn!("application service {:?}: {error:?}", self.service.id());
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -587,7 +587,7 @@ impl Delivery {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(_)) => true,
             Ok(Err(error)) => {
-                eprintln!(
+                tracing::warn!(
                     "application service {:?}: transaction {} not taken: {error}",
                     self.service.id(),
                     batch.txn_id
@@ -595,7 +595,7 @@ impl Delivery {
                 false
             }
             Err(_) => {
-                eprintln!(
+                tracing::warn!(
                     "application service {:?}: transaction {} timed out",
                     self.service.id(),
                     batch.txn_id

@@ -337,14 +337,11 @@ impl Rooms {
             self.append(&room_id, creator, Draft::state("m.room.name", "", content)).await?;
         }
         if let Some(topic) = request.topic {
-            let text = object(&[
-                ("body", Value::from(topic.as_str())),
-                ("mimetype", Value::from("text/plain")),
-            ]);
-            let content = object(&[
-                ("topic", Value::from(topic)),
-                ("m.topic", Value::Array(vec![Value::Object(text)])),
-            ]);
+            // The spec's (v1.15) m.topic: a content block with its plain-text form.
+            let text = object(&[("body", Value::from(topic.as_str()))]);
+            let block = object(&[("m.text", Value::Array(vec![Value::Object(text)]))]);
+            let content =
+                object(&[("topic", Value::from(topic)), ("m.topic", Value::Object(block))]);
             self.append(&room_id, creator, Draft::state("m.room.topic", "", content)).await?;
         }
         for invitee in &request.invite {

@@ -42,6 +42,21 @@ pub(crate) async fn rules_of(
         .map_err(|_| ApiError::unknown("the stored push rules do not parse"))
 }
 
+/// The `m.push_rules` account data event of a user who never changed their rules (the
+/// spec's defaults), which every initial sync carries as Synapse's does: clients read their
+/// push rules from it. `None` when the user saved rules (those are ordinary account data).
+pub(crate) async fn default_push_rules_event(
+    storage: &dyn Storage,
+    user: &ruma::UserId,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    if storage.account_data(user.as_str(), None, PUSH_RULES).await?.is_some() {
+        return Ok(None);
+    }
+    let rules = serde_json::to_value(Ruleset::server_default(user))
+        .map_err(|e| ApiError::unknown(e.to_string()))?;
+    Ok(Some(serde_json::json!({"type": PUSH_RULES, "content": {"global": rules}})))
+}
+
 /// The thread an event is in: the root named by an `m.thread` relation.
 fn thread_of(pdu: &Pdu) -> Option<String> {
     let relation = pdu.content().get_object("m.relates_to")?;

@@ -133,25 +133,31 @@ impl Sync {
         for (name, list) in &body.lists {
             let matching = self.filter_list(user, &candidates, list.filters.as_ref()).await?;
             let mut ops = Vec::new();
-            for &(start, end) in list.ranges() {
+            let config = list.config();
+            for &(start, asked_end) in list.ranges() {
                 let mut room_ids = Vec::new();
-                let end = end.min(matching.len().saturating_sub(1) as u64);
+                let end = asked_end.min(matching.len().saturating_sub(1) as u64);
                 if (start as usize) < matching.len() {
                     for candidate in &matching[start as usize..=end as usize] {
                         room_ids.push(candidate.room_id.clone());
-                        let config = list.config();
                         let entry = wanted
                             .entry(candidate.room_id.clone())
                             .or_insert_with(|| (config.clone(), Vec::new()));
-                        entry.0 = entry.0.combine(&config);
+                        if entry.0 != config {
+                            entry.0 = entry.0.combine(&config);
+                        }
                         if !entry.1.contains(name) {
                             entry.1.push(name.clone());
                         }
                     }
                 }
-                ops.push(
-                    json!({"op": "SYNC", "range": [start, end.max(start)], "room_ids": room_ids}),
-                );
+                // The range as asked (as Synapse echoes it), the rooms as found; a list
+                // without ranges has no operations.
+                if list.ranges.is_some() {
+                    let op =
+                        json!({"op": "SYNC", "range": [start, asked_end], "room_ids": room_ids});
+                    ops.push(op);
+                }
             }
             lists_out.insert(name.clone(), json!({"count": matching.len(), "ops": ops}));
         }

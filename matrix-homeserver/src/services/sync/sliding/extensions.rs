@@ -199,6 +199,11 @@ impl Sync {
                     .filter(|i| i.room_id.is_none())
                     .filter_map(|i| event(&i.kind, &i.content)),
             );
+            let rules = crate::services::rooms::notify::default_push_rules_event(
+                storage.as_ref(),
+                ctx.user,
+            );
+            global.extend(rules.await?);
         } else {
             global.extend(
                 changed

@@ -76,6 +76,22 @@ pub(super) struct RoomResult {
     pub(super) timeline: HashSet<String>,
 }
 
+/// An event as a room's answer carries it: without `room_id` (the room's key says it), as
+/// `/sync` and Synapse's sliding sync.
+/// Synapse keeps it on `m.room.create` events, whose room version 12 form has none.
+fn without_room_id(event: &mut Value) {
+    if let Some(object) = event.as_object_mut()
+        && object.get("type").and_then(Value::as_str) != Some("m.room.create")
+    {
+        object.remove("room_id");
+    }
+}
+
+fn without_room_id_owned(mut event: Value) -> Value {
+    without_room_id(&mut event);
+    event
+}
+
 /// A user's unread counts in a room, threads included: `(notifications, highlights)`.
 pub(super) async fn unread_totals(
     rooms: &crate::services::rooms::Rooms,
@@ -135,6 +151,9 @@ impl Sync {
             if let Some(pos) = candidate.member_pos {
                 out.insert("bump_stamp".to_owned(), json!(pos.0));
             }
+            if plan.expanded {
+                out.insert("unstable_expanded_timeline".to_owned(), json!(true));
+            }
             let timeline = HashSet::new();
             return Ok(RoomResult {
                 json: Value::Object(out),
@@ -174,9 +193,9 @@ impl Sync {
             let (found, was_limited, first) =
                 self.timeline_at(&looker, room_id, after, upto, &filter).await?;
             let pdus: Vec<Arc<Pdu>> = found.iter().map(|(_, p)| p.clone()).collect();
-            let shown = rooms
-                .show_all(&pdus, Some(Viewer { user: user.as_str(), device: ctx.device }))
-                .await?;
+            let viewer = Some(Viewer { user: user.as_str(), device: ctx.device });
+            let mut shown = rooms.show_all(&pdus, viewer).await?;
+            shown.iter_mut().for_each(without_room_id);
             let num_live = match ctx.since {
                 Some(since) => {
                     found.iter().rev().take_while(|(pos, _)| *pos > since.stream).count()
@@ -214,7 +233,7 @@ impl Sync {
                 continue;
             }
             if let Some(pdu) = rooms.pdu(event_id).await? {
-                required.push(rooms.show_plain(&pdu, None).await?);
+                required.push(without_room_id_owned(rooms.show_plain(&pdu, None).await?));
             }
         }
         for (kind, key) in had_map.keys() {
@@ -255,7 +274,7 @@ impl Sync {
                     continue;
                 }
                 if let Some(pdu) = rooms.pdu(&event_id).await? {
-                    required.push(rooms.show_plain(&pdu, None).await?);
+                    required.push(without_room_id_owned(rooms.show_plain(&pdu, None).await?));
                 }
                 if lazy.len() >= LAZY_KEPT {
                     lazy.clear();
