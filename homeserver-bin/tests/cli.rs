@@ -69,22 +69,15 @@ fn config_in(dir: &std::path::Path) -> (std::path::PathBuf, String) {
     (path, format!("127.0.0.1:{port}"))
 }
 
-#[test]
-fn serve_starts_with_a_signing_key_and_answers() {
-    let dir = tempfile::tempdir().expect("a directory");
-    let (config, address) = config_in(dir.path());
-    let created = homeserver()
-        .args(["register-user", "--config"])
-        .arg(&config)
-        .args(["admin", "--password", "pw", "--admin"])
-        .output()
-        .expect("runs");
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    assert!(String::from_utf8_lossy(&created.stdout).contains("@admin:test.local"));
-
+/// A server started with `config` (RUST_LOG unset): the child, the lines of its stderr, and
+/// the lines it said up to "serving" (it is ready then).
+fn serve(
+    config: &std::path::Path,
+) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStderr>>, Vec<String>) {
     let mut child = homeserver()
         .args(["serve", "--config"])
-        .arg(&config)
+        .arg(config)
+        .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
@@ -100,6 +93,23 @@ fn serve_starts_with_a_signing_key_and_answers() {
             break;
         }
     }
+    (child, lines, said)
+}
+
+#[test]
+fn serve_starts_with_a_signing_key_and_answers() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let (config, address) = config_in(dir.path());
+    let created = homeserver()
+        .args(["register-user", "--config"])
+        .arg(&config)
+        .args(["admin", "--password", "pw", "--admin"])
+        .output()
+        .expect("runs");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(String::from_utf8_lossy(&created.stdout).contains("@admin:test.local"));
+
+    let (mut child, _lines, said) = serve(&config);
     assert!(said.iter().any(|l| l.contains("generated the signing key")), "{said:?}");
     let key = dir.path().join("data/signing.key");
     #[cfg(unix)]
@@ -178,22 +188,8 @@ fn register_user_goes_through_a_running_server_with_the_shared_secret() {
     let with_secret = dir.path().join("with-secret.toml");
     std::fs::write(&with_secret, &text).expect("writes");
 
-    let mut child = homeserver()
-        .args(["serve", "--config"])
-        .arg(&with_secret)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("serving") => break,
-            Some(Ok(_)) => {}
-            _ => break,
-        }
-    }
+    let (mut child, _lines, said) = serve(&with_secret);
+    assert!(said.iter().any(|l| l.contains("serving")), "{said:?}");
     let register = |config: &std::path::Path, name: &str| {
         homeserver()
             .args(["register-user", "--config"])
@@ -242,27 +238,11 @@ fn requests_are_logged_as_json_lines_without_tokens() {
     let mut text = std::fs::read_to_string(&config).expect("reads");
     text.push_str("[logging]\nformat = \"json\"\nfilter = \"info\"\n");
     std::fs::write(&config, text).expect("writes");
-    let mut child = homeserver()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("serving") => {
-                let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
-                assert_eq!(json["level"], "INFO", "{line}");
-                break;
-            }
-            Some(Ok(_)) => {}
-            _ => break,
-        }
-    }
+    let (mut child, mut lines, said) = serve(&config);
+    let serving = said.last().expect("the server said something");
+    let json: serde_json::Value = serde_json::from_str(serving).expect("a JSON line");
+    assert_eq!(json["level"], "INFO", "{serving}");
+    assert!(serving.contains("serving"), "{serving}");
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(&address).expect("connects");
     stream
