@@ -70,12 +70,7 @@ async fn sync(State(state): AppState, auth: Auth, Query(query): Query<SyncQuery>
         Some("true") => true,
         Some(_) => return Err(ApiError::invalid_param("use_state_after must be true or false")),
     };
-    let set_presence = match query.set_presence.as_deref() {
-        None => SetPresence::default(),
-        Some(text) => SetPresence::parse(text).ok_or_else(|| {
-            ApiError::invalid_param("set_presence must be online, unavailable or offline")
-        })?,
-    };
+    let set_presence = set_presence(query.set_presence.as_deref())?;
     let request = SyncRequest {
         set_presence,
         since,
@@ -105,12 +100,7 @@ async fn sliding_sync(
         Some(text) => Some(Pos::parse(text).ok_or_else(ApiError::unknown_pos)?),
         None => None,
     };
-    let set_presence = match query.set_presence.as_deref() {
-        None => SetPresence::default(),
-        Some(text) => SetPresence::parse(text).ok_or_else(|| {
-            ApiError::invalid_param("set_presence must be online, unavailable or offline")
-        })?,
-    };
+    let set_presence = set_presence(query.set_presence.as_deref())?;
     let request = SlidingRequest {
         pos,
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
@@ -119,4 +109,14 @@ async fn sliding_sync(
     };
     let limits = &state.config.limits;
     Ok(Json(state.sync.sliding(&auth.user_id, auth.scope(), request, limits).await?))
+}
+
+/// `set_presence` of a sync (absent: online).
+fn set_presence(text: Option<&str>) -> Result<SetPresence, ApiError> {
+    match text {
+        None => Ok(SetPresence::default()),
+        Some(text) => SetPresence::parse(text).ok_or_else(|| {
+            ApiError::invalid_param("set_presence must be online, unavailable or offline")
+        }),
+    }
 }
