@@ -109,12 +109,18 @@ impl Ephemeral {
         self.lock().receipt_log.settle(ids, pos);
     }
 
-    /// The rooms (of `candidates`) whose receipts may have changed after `since`; `None`
-    /// when the log does not reach back that far, or other processes write receipts too
-    /// (their changes are not in this log): then every room must be looked at.
-    pub(crate) fn receipt_rooms_since(&self, since: StreamPos) -> Option<HashSet<String>> {
+    /// The rooms whose receipts may have changed in `(since, upto]`: from this log, or, when
+    /// other processes write receipts too (their changes are not in it), from the storage's
+    /// list of stream changes; `None` when neither reaches back that far: then every room
+    /// must be looked at.
+    pub(crate) async fn receipt_rooms_since(
+        &self,
+        since: StreamPos,
+        upto: StreamPos,
+    ) -> Option<HashSet<String>> {
         if self.storage.foreign_writes().is_some() {
-            return None;
+            let changes = self.storage.stream_changes(since, upto).await.ok()?;
+            return Some(changes.receipt_rooms.into_iter().collect());
         }
         let inner = self.lock();
         let log = &inner.receipt_log;

@@ -208,9 +208,11 @@ impl Sync {
         }
         // Rooms the client has, not sent now, where the user's own read receipt moved: their
         // unread counts changed (read on another device, or marked read here).
-        if let Some(since) = since_stream
-            && let Some(receipt_rooms) = self.ephemeral.receipt_rooms_since(since)
-        {
+        let receipt_rooms = match since_stream {
+            Some(since) => self.ephemeral.receipt_rooms_since(since, now.stream).await,
+            None => None,
+        };
+        if let (Some(since), Some(receipt_rooms)) = (since_stream, receipt_rooms) {
             for room_id in receipt_rooms {
                 if rooms_out.contains_key(&room_id)
                     || !wanted.contains_key(&room_id)

@@ -37,6 +37,9 @@ const BUMP_SCAN: usize = 200;
 /// How many rooms the cache holds before it starts over.
 const METAS_KEPT: usize = 200_000;
 
+/// How many users' room lists the cache holds before it starts over.
+const MEMBERSHIPS_KEPT: usize = 10_000;
+
 /// What ordering and filtering need of a room, as of the cache's position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RoomMeta {
@@ -55,6 +58,9 @@ struct Metas {
     /// The stream position the entries are up to date with.
     upto: StreamPos,
     rooms: HashMap<String, Arc<RoomMeta>>,
+    /// Users' rooms and memberships ([`matrix_storage::RoomStore::rooms_of_user`]), dropped
+    /// when a membership event of theirs comes in the stream.
+    memberships: HashMap<String, Arc<Vec<(String, String)>>>,
 }
 
 /// The cache of [`RoomMeta`]s.
@@ -104,11 +110,11 @@ impl Sync {
         since: Option<StreamPos>,
         now: StreamPos,
     ) -> Result<Vec<Candidate>, ApiError> {
-        let memberships = self.rooms.storage().rooms_of_user(user.as_str()).await?;
+        let memberships = self.memberships(user, now).await?;
         let room_ids: Vec<&str> = memberships.iter().map(|(r, _)| r.as_str()).collect();
         let metas = self.metas(&room_ids, now).await?;
         let mut out = Vec::with_capacity(memberships.len());
-        for (room_id, membership) in memberships {
+        for (room_id, membership) in memberships.iter().cloned() {
             let Some(meta) = metas.get(room_id.as_str()).cloned() else { continue };
             if membership == "join" {
                 out.push(Candidate {
@@ -206,6 +212,27 @@ impl Sync {
         }))
     }
 
+    /// The rooms of `user` with their membership, as of `now` (or a little later): cached
+    /// until a membership event of theirs comes in the stream.
+    async fn memberships(
+        &self,
+        user: &UserId,
+        now: StreamPos,
+    ) -> Result<Arc<Vec<(String, String)>>, ApiError> {
+        // Brings the cache up to `now` (dropping what changed).
+        self.metas(&[], now).await?;
+        let mut metas = self.metas.inner.lock().await;
+        if let Some(memberships) = metas.memberships.get(user.as_str()) {
+            return Ok(memberships.clone());
+        }
+        let memberships = Arc::new(self.rooms.storage().rooms_of_user(user.as_str()).await?);
+        if metas.memberships.len() >= MEMBERSHIPS_KEPT {
+            metas.memberships.clear();
+        }
+        metas.memberships.insert(user.as_str().to_owned(), memberships.clone());
+        Ok(memberships)
+    }
+
     /// The [`RoomMeta`]s of rooms, as of `now` (or a little later).
     pub(super) async fn metas(
         &self,
@@ -217,12 +244,24 @@ impl Sync {
             let items = self.rooms.storage().stream_range(metas.upto, now, REFRESH_SCAN).await?;
             if items.len() >= REFRESH_SCAN || metas.rooms.len() > METAS_KEPT {
                 metas.rooms.clear();
+                metas.memberships.clear();
             } else {
                 for item in items {
-                    let Some(meta) = metas.rooms.get(&item.room_id) else { continue };
-                    let mut meta = RoomMeta::clone(meta);
+                    let cached = metas.rooms.get(&item.room_id).cloned();
+                    if cached.is_none() && metas.memberships.is_empty() {
+                        continue;
+                    }
+                    let pdu = self.rooms.pdu(&item.event_id).await?;
+                    if let Some(pdu) = &pdu
+                        && pdu.kind() == "m.room.member"
+                        && let Some(target) = pdu.state_key()
+                    {
+                        metas.memberships.remove(target);
+                    }
+                    let Some(meta) = cached else { continue };
+                    let mut meta = RoomMeta::clone(&meta);
                     meta.last = meta.last.max(item.pos);
-                    if let Some(pdu) = self.rooms.pdu(&item.event_id).await? {
+                    if let Some(pdu) = &pdu {
                         if BUMP_TYPES.contains(&pdu.kind()) {
                             meta.bump = meta.bump.max(item.pos);
                         }
