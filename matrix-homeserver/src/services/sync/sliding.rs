@@ -54,6 +54,8 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 /// What one answer was computed from and leads to.
 struct Answer {
     response: Value,
+    /// The stream token it covers.
+    now: Token,
     state: ConnState,
     /// Nothing in it for the client (it may wait).
     empty: bool,
@@ -74,7 +76,9 @@ impl Sync {
         let key = (user.as_str().to_owned(), device.to_owned(), conn_id);
         // The state the client's position names (a new connection: none).
         let previous = match request.pos {
-            Some(pos) => Some(self.connections.take(&key, pos.seq).ok_or_else(unknown_pos)?),
+            Some(pos) => {
+                Some(self.connections.take(&key, pos.seq).ok_or_else(ApiError::unknown_pos)?)
+            }
             None => None,
         };
         let since = request.pos.map(|p| p.token);
@@ -90,9 +94,7 @@ impl Sync {
                 break answer;
             }
         };
-        let Answer { mut response, state, .. } = answer;
-        let now = Token::parse(response["pos"].as_str().unwrap_or_default())
-            .ok_or_else(|| ApiError::unknown("an answer without its position"))?;
+        let Answer { mut response, now, state, .. } = answer;
         let seq = match (&previous, request.pos) {
             // Nothing changed in the connection's state: the same state goes on.
             (Some(previous), Some(pos)) if **previous == state => {
@@ -179,7 +181,13 @@ impl Sync {
 
         // The rooms to send: new to the connection, or changed since it was last sent.
         let dms = self.dm_rooms(user).await?;
-        let ctx = room::Context { user, device, since, now, dms: &dms };
+        // Rooms whose receipts changed since the position (one read for the counts below and
+        // the receipts extension).
+        let receipt_rooms = match since_stream {
+            Some(since) => self.ephemeral.receipt_rooms_since(since, now.stream).await,
+            None => None,
+        };
+        let ctx = room::Context { user, device, since, now, dms: &dms, receipt_rooms };
         let mut state = previous.clone();
         let mut rooms_out = Map::new();
         let mut shown: HashMap<&str, (bool, HashSet<String>)> = HashMap::new();
@@ -208,27 +216,23 @@ impl Sync {
         }
         // Rooms the client has, not sent now, where the user's own read receipt moved: their
         // unread counts changed (read on another device, or marked read here).
-        let receipt_rooms = match since_stream {
-            Some(since) => self.ephemeral.receipt_rooms_since(since, now.stream).await,
-            None => None,
-        };
-        if let (Some(since), Some(receipt_rooms)) = (since_stream, receipt_rooms) {
+        if let (Some(since), Some(receipt_rooms)) = (since_stream, &ctx.receipt_rooms) {
             for room_id in receipt_rooms {
-                if rooms_out.contains_key(&room_id)
-                    || !wanted.contains_key(&room_id)
+                if rooms_out.contains_key(room_id)
+                    || !wanted.contains_key(room_id)
                     || !by_room.get(room_id.as_str()).is_some_and(|c| c.joined())
-                    || !previous.rooms.contains_key(&room_id)
+                    || !previous.rooms.contains_key(room_id)
                 {
                     continue;
                 }
-                let own = self.rooms.storage().user_receipts(&room_id, user.as_str()).await?;
+                let own = self.rooms.storage().user_receipts(room_id, user.as_str()).await?;
                 if !own.iter().any(|r| r.pos > since) {
                     continue;
                 }
                 let (notifications, highlights) =
-                    room::unread_totals(&self.rooms, &room_id, user).await?;
+                    room::unread_totals(&self.rooms, room_id, user).await?;
                 rooms_out.insert(
-                    room_id,
+                    room_id.clone(),
                     json!({"notification_count": notifications, "highlight_count": highlights}),
                 );
             }
@@ -292,11 +296,6 @@ impl Sync {
         if !lists_out.is_empty() {
             response["lists"] = Value::Object(lists_out);
         }
-        Ok(Answer { response, state, empty })
+        Ok(Answer { response, now, state, empty })
     }
-}
-
-/// 400 `M_UNKNOWN_POS`: the connection or position is not (or no longer) known here.
-fn unknown_pos() -> ApiError {
-    ApiError::unknown_pos()
 }

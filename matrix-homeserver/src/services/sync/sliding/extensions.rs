@@ -99,13 +99,10 @@ impl Sync {
             let mut rooms = Map::new();
             // Only rooms whose receipts changed need a read (or, the log not reaching back,
             // every room).
-            let changed = match since {
-                Some(since) => self.ephemeral.receipt_rooms_since(since, now).await,
-                None => None,
-            };
+            let changed = &ctx.receipt_rooms;
             for room in covered.iter().filter(|r| r.joined && r.taken_by(extension)) {
                 if !room.initial
-                    && let Some(changed) = &changed
+                    && let Some(changed) = changed
                     && !changed.contains(room.room_id)
                 {
                     continue;

@@ -65,6 +65,9 @@ pub(super) struct Context<'a> {
     pub(super) now: Token,
     /// The user's direct-message rooms.
     pub(super) dms: &'a HashSet<String>,
+    /// The rooms whose receipts changed since the position (`None`: not known, or a new
+    /// connection).
+    pub(super) receipt_rooms: Option<HashSet<String>>,
 }
 
 /// A room's answer, and what the connection keeps of it.
