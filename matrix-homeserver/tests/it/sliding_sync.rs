@@ -473,6 +473,31 @@ async fn kicked_and_departed_users_see_nothing_after_they_went(backend: crate::B
     let fresh = sliding(&bob, None, &list_request([0, 10], 5)).await;
     assert_eq!(room_ids_of(&fresh["lists"]["all"]), [kicked_from.as_str()]);
     assert!(!fresh.to_string().contains("said after"), "{fresh}");
+
+    // A revoked invitee (invited, then kicked before joining) sees their own membership
+    // events and nothing of the room, even through a subscription asking for everything.
+    let (carol, carol_id) = user(&server, "carol").await;
+    let secret = create(&alice, json!({"name": "Secret plans", "invite": [carol_id]})).await;
+    send(&alice, &secret, "s1", "the secret plan").await;
+    let (status, body) =
+        alice.post(&format!("{V3}/rooms/{secret}/kick"), &json!({"user_id": carol_id})).await;
+    assert_eq!(status, 200, "{body}");
+    let body = sliding(
+        &carol,
+        None,
+        &json!({"lists": {"all": {"ranges": [[0, 10]], "timeline_limit": 10,
+            "required_state": [["*", "*"]]}},
+            "room_subscriptions": {secret.clone(): {"timeline_limit": 10,
+                "required_state": [["*", "*"]]}}}),
+    )
+    .await;
+    let text = body.to_string();
+    assert!(!text.contains("the secret plan"), "{body}");
+    for event in body["rooms"][&secret]["timeline"].as_array().into_iter().flatten() {
+        assert_eq!(event["type"], "m.room.member", "{body}");
+        assert_eq!(event["state_key"], carol_id.as_str(), "{body}");
+    }
+    assert!(body["rooms"][&secret].get("required_state").is_none(), "{body}");
 }
 
 async fn bad_requests_get_clear_errors(backend: crate::Backend) {

@@ -180,6 +180,9 @@ impl Sync {
             }
         };
         let looker = rooms.looker_at(room_id, user, current).await?;
+        // A user who never joined (a revoked invite, a ban before joining) is shown their own
+        // membership events and nothing of the room's state, as in /sync.
+        let never_joined = !candidate.joined() && !looker.memberships.ever_joined();
 
         // The timeline.
         let mut events: Vec<(StreamPos, Arc<Pdu>)> = Vec::new();
@@ -285,11 +288,26 @@ impl Sync {
                 lazy.insert(member.to_owned(), event_id);
             }
         }
+        if never_joined {
+            required.clear();
+        }
         if !required.is_empty() {
             out.insert("required_state".to_owned(), Value::Array(required));
         }
 
         // Name, avatar, heroes and counts: on the first answer, or when they changed.
+        if never_joined {
+            if let Some(pos) = candidate.member_pos {
+                out.insert("bump_stamp".to_owned(), json!(pos.0));
+            }
+            let timeline = events.iter().map(|(_, p)| p.event_id().to_owned()).collect();
+            return Ok(RoomResult {
+                json: Value::Object(out),
+                config: config.clone(),
+                lazy,
+                timeline,
+            });
+        }
         self.name_and_avatar(shown_state, previous_state.filter(|_| !plan.initial), &mut out)
             .await?;
         let members_changed =
