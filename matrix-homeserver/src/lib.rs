@@ -7,6 +7,7 @@ mod server;
 mod services;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use matrix_federation;
 pub use services::accounts::Session;
 pub use services::admin::registration_mac;
 pub use services::url_preview::fetch::{HostResolver, ResolveError};
+pub use tls::{ServerTls, TlsError};
 
 use services::accounts::{Accounts, DeviceRequest};
 use services::ephemeral::Ephemeral;
@@ -85,48 +87,9 @@ impl State {
     }
 }
 
-/// The TLS certificate and key the federation listener presents.
-#[derive(Clone)]
-pub struct FederationTls(Arc<rustls::ServerConfig>);
-
-impl std::fmt::Debug for FederationTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FederationTls").finish_non_exhaustive()
-    }
-}
-
-/// Why a TLS certificate or key could not be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TlsError(String);
-
-impl FederationTls {
-    /// From PEM text: the certificate chain (leaf first) and its private key (PKCS#8, PKCS#1
-    /// or SEC1).
-    pub fn from_pem(certificates: &[u8], private_key: &[u8]) -> Result<Self, TlsError> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let chain = CertificateDer::pem_slice_iter(certificates)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError(format!("the certificate is not PEM: {e}")))?;
-        if chain.is_empty() {
-            return Err(TlsError("the certificate file holds no certificate".to_owned()));
-        }
-        let key = PrivateKeyDer::from_pem_slice(private_key)
-            .map_err(|e| TlsError(format!("the private key is not PEM: {e}")))?;
-        // ring rather than aws-lc-rs: no C toolchain beyond a compiler, and what federation
-        // needs (TLS 1.2 and 1.3 with the usual suites) it has.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(|e| TlsError(format!("the certificate and key do not go together: {e}")))?;
-        Ok(FederationTls(Arc::new(config)))
-    }
-}
+/// The old name of [`ServerTls`], from when only the federation listener spoke TLS.
+#[deprecated(note = "use ServerTls, which serves the client listener too")]
+pub type FederationTls = ServerTls;
 
 /// Why a homeserver could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -433,8 +396,21 @@ impl Homeserver {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_tls(listener, None, shutdown).await
+    }
+
+    /// Answers the client-server API on `listener` as [`Homeserver::serve`] does: over TLS
+    /// with `tls` (whose pair may be replaced while it runs, see [`ServerTls::reload_pem`]),
+    /// or plain HTTP without.
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<ServerTls>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let config = self.state.config.http.clone();
-        server::serve(http::router(self.state), listener, &config, None, shutdown).await
+        let acceptor = tls.map(|tls| tls.acceptor());
+        server::serve(http::router(self.state), listener, &config, acceptor, shutdown).await
     }
 
     /// Answers the server-server API on `listener` until `shutdown` completes: over TLS with
@@ -443,11 +419,11 @@ impl Homeserver {
     pub async fn serve_federation(
         self,
         listener: tokio::net::TcpListener,
-        tls: Option<FederationTls>,
+        tls: Option<ServerTls>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let config = self.state.config.http.clone();
-        let acceptor = tls.map(|tls| tokio_rustls::TlsAcceptor::from(tls.0));
+        let acceptor = tls.map(|tls| tls.acceptor());
         server::serve(http::federation::router(self.state), listener, &config, acceptor, shutdown)
             .await
     }

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use matrix_homeserver::matrix_federation::transport::Transport;
 use matrix_homeserver::matrix_federation::transport::https::{HttpsOptions, HttpsTransport};
 use matrix_homeserver::matrix_federation::{FederationError, FederationOptions};
-use matrix_homeserver::{Config, FederationTls, Homeserver, RateLimitsConfig};
+use matrix_homeserver::{Config, Homeserver, RateLimitsConfig, ServerTls};
 use matrix_storage::Storage;
 use matrix_storage::memory::MemoryStore;
 use matrix_storage::sled::{SledOptions, SledStore};
@@ -157,7 +157,7 @@ struct Node {
 /// Starts a homeserver with federation on, listening on two fresh loopback ports.
 async fn start_node(
     storage_kind: &str,
-    tls: &FederationTls,
+    tls: &ServerTls,
     stop: &watch::Receiver<bool>,
     log: Option<TxnLog>,
 ) -> Node {
@@ -538,7 +538,7 @@ fn answers(syncers: &[Arc<Mutex<Arrivals>>]) -> (usize, usize) {
 async fn run(args: Args) -> Vec<tempfile::TempDir> {
     let certified =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a certificate");
-    let tls = FederationTls::from_pem(
+    let tls = ServerTls::from_pem(
         certified.cert.pem().as_bytes(),
         certified.signing_key.serialize_pem().as_bytes(),
     )
