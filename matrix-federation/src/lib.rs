@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod auth_index;
+pub mod check;
 pub mod client;
 pub mod error;
 mod flight;

@@ -20,6 +20,7 @@ mod push;
 mod push_rules;
 mod rooms;
 mod search;
+mod self_check;
 mod spaces;
 mod sync;
 mod thirdparty;
@@ -85,6 +86,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(delayed_events::routes())
         .merge(appservice::routes())
         .merge(admin::routes())
+        .merge(self_check::routes())
         .fallback(|| async { ApiError::unrecognized() })
         .layer(cors())
         .layer(axum::middleware::from_fn(log::log_request))
