@@ -80,7 +80,7 @@ def ours(work, seconds):
     config = os.path.join(data, "homeserver.toml")
     with open(config, "w") as f:
         f.write(f'[server]\nlisten = "127.0.0.1:{port}"\ndata_dir = "{data}/data"\n'
-                '[registration]\nmode = "open"\n[rate_limits]\nenabled = false\n'
+                '[registration]\nmode = "open"\nenable_registration_without_verification = true\n[rate_limits]\nenabled = false\n'
                 f'[storage]\nbackend = "{SHAPE["storage"]}"\n')
     url = f"http://127.0.0.1:{port}"
     binary = os.path.join(TARGET, "release", "homeserver")

@@ -163,7 +163,7 @@ def main():
     config = os.path.join(work, "homeserver.toml")
     with open(config, "w") as f:
         f.write(f'[server]\nlisten = "127.0.0.1:{port}"\ndata_dir = "{work}/data"\n'
-                '[registration]\nmode = "open"\n[rate_limits]\nenabled = false\n'
+                '[registration]\nmode = "open"\nenable_registration_without_verification = true\n[rate_limits]\nenabled = false\n'
                 f'[limits]\nmax_media_bytes = {size}\nmedia_quota_bytes = 0\n')
     log = open(os.path.join(work, "log"), "w")
     process, _ = start([args.binary, "serve", "--config", config], f"http://127.0.0.1:{port}",

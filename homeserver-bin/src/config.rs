@@ -97,6 +97,10 @@ pub(crate) struct ServerSection {
     pub(crate) data_dir: PathBuf,
     /// Application service registration files (YAML, as Synapse reads them).
     pub(crate) app_service_config_files: Vec<PathBuf>,
+    /// PEM certificate chain of the client listener; unset with `tls_key` unset: plain HTTP
+    /// (behind a reverse proxy). Re-read on SIGHUP.
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerSection {
@@ -106,6 +110,8 @@ impl Default for ServerSection {
             listen: "127.0.0.1:8008".to_owned(),
             data_dir: PathBuf::from("data"),
             app_service_config_files: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -1,7 +1,10 @@
 //! `homeserver`: the reference binary. Reads a TOML config file (every key optional), opens the
 //! storage (sled in a data directory by default), and serves the client-server API.
 
+mod checks;
 mod config;
+mod federation_check;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +51,22 @@ enum Command {
         #[arg(long)]
         admin: bool,
     },
+    /// Checks that other servers can federate with SERVER_NAME, as Matrix's federation
+    /// tester does: .well-known and SRV resolution, the TLS certificate, the signing keys,
+    /// the version endpoint. Prints a line per check; exits non-zero when one fails.
+    CheckFederation {
+        /// The server name to check (`example.org`, `matrix.example.org:8448`).
+        server_name: String,
+        /// Go on past a certificate that does not verify (self-signed test servers).
+        #[arg(long)]
+        insecure: bool,
+        /// A PEM file of more trusted CA certificates (a test network's own CA).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Prints the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Copies the embedded store into the other embedded engine (sled into fjall, or back),
     /// with the server stopped; then set `storage.backend` to it. The copy goes into its own
     /// subdirectory of the data directory; the original is left as it is.
@@ -68,6 +87,9 @@ async fn main() -> anyhow::Result<()> {
         Command::GenerateConfig => {
             print!("{}", config::EXAMPLE);
             Ok(())
+        }
+        Command::CheckFederation { server_name, insecure, ca_file, json } => {
+            federation_check::run(&server_name, insecure, ca_file.as_deref(), json).await
         }
         Command::CopyStorage { config, to } => {
             let config = FileConfig::load(config.as_deref())?;
@@ -289,21 +311,6 @@ fn new_signing_key() -> anyhow::Result<matrix_core::SigningKey> {
         .map_err(|e| anyhow::anyhow!("generating a signing key: {e}"))
 }
 
-/// The federation listener's certificate and key, when the config names them.
-fn federation_tls(config: &FileConfig) -> anyhow::Result<Option<matrix_homeserver::FederationTls>> {
-    let section = &config.federation;
-    let (cert, key) = match (&section.tls_cert, &section.tls_key) {
-        (None, None) => return Ok(None),
-        (Some(cert), Some(key)) => (cert, key),
-        _ => bail!("[federation] needs both tls_cert and tls_key, or neither (plain HTTP)"),
-    };
-    let read =
-        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    let tls = matrix_homeserver::FederationTls::from_pem(&read(cert)?, &read(key)?)
-        .with_context(|| format!("the certificate {} and key {}", cert.display(), key.display()))?;
-    Ok(Some(tls))
-}
-
 /// Ctrl-C, or SIGTERM (what service managers send).
 async fn stop_signal() {
     #[cfg(unix)]
@@ -339,6 +346,16 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let config = FileConfig::load(config_path)?;
     init_logging(&config.logging)?;
+    for warning in checks::check(&config, config_path)? {
+        tracing::warn!("{warning}");
+    }
+    let server = &config.server;
+    let client_tls = tls::load("server", server.tls_cert.as_deref(), server.tls_key.as_deref())?;
+    let section = &config.federation;
+    let federation_tls = match section.enabled {
+        true => tls::load("federation", section.tls_cert.as_deref(), section.tls_key.as_deref())?,
+        false => None,
+    };
     std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
         format!("creating the data directory {}", config.server.data_dir.display())
     })?;
@@ -354,15 +371,16 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
     tracing::info!(
-        "serving {} on http://{} (storage: {}, registration: {:?}), ready in {:?}",
+        "serving {} on {}://{} (storage: {}, registration: {:?}), ready in {:?}",
         config.server.name,
+        if client_tls.is_some() { "https" } else { "http" },
         listener.local_addr()?,
         config.storage.backend.name(),
         config.registration.mode,
         started.elapsed()
     );
     let federation = if config.federation.enabled {
-        let tls = federation_tls(&config)?;
+        let tls = federation_tls;
         let listener = tokio::net::TcpListener::bind(&config.federation.listen)
             .await
             .with_context(|| format!("listening on {}", config.federation.listen))?;
@@ -387,10 +405,14 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
-    let client = homeserver.clone().serve(listener, shutdown());
+    let reloaded = client_tls.iter().chain(federation.iter().filter_map(|(_, tls)| tls.as_ref()));
+    tls::reload_on_hangup(reloaded.cloned().collect());
+    let client_tls = client_tls.map(|listener| listener.tls);
+    let client = homeserver.clone().serve_tls(listener, client_tls, shutdown());
     match federation {
         None => client.await.context("serving")?,
         Some((listener, tls)) => {
+            let tls = tls.map(|listener| listener.tls);
             let federation = homeserver.serve_federation(listener, tls, shutdown());
             let (client, federation) = tokio::join!(client, federation);
             client.context("serving")?;

@@ -273,3 +273,6 @@ fn requests_are_logged_as_json_lines_without_tokens() {
     child.kill().expect("stops");
     child.wait().expect("reaped");
 }
+
+#[path = "cli/secure.rs"]
+mod secure;

@@ -111,6 +111,10 @@ pub struct RegistrationConfig {
     /// administrators) through `/_synapse/admin/v1/register`, whatever `mode` says; unset,
     /// that endpoint is off. Keep it as secret as the signing key.
     pub shared_secret: Option<String>,
+    /// Synapse's `enable_registration_without_verification`: the reference binary refuses to
+    /// start with `mode = "open"` (anyone may make accounts, spammers included) unless this
+    /// says the operator means it. The library itself does not read it.
+    pub enable_registration_without_verification: bool,
 }
 
 /// Request limits.

@@ -92,7 +92,7 @@ impl Server {
         let config = dir.join("homeserver.toml");
         let text = format!(
             "[server]\nname = \"localhost\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\
-             [registration]\nmode = \"open\"\n[rate_limits]\nenabled = false\n\
+             [registration]\nmode = \"open\"\nenable_registration_without_verification = true\n[rate_limits]\nenabled = false\n\
              [storage]\nbackend = \"postgres\"\npostgres_url = {database_url:?}\n",
             dir.join("data").display().to_string()
         );

@@ -166,7 +166,7 @@ impl Server {
         // drains them around a kill, so that no refusal hides a loss.
         let text = format!(
             "[server]\nname = \"localhost\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\
-             [registration]\nmode = \"open\"\n[rate_limits]\nenabled = false\n\
+             [registration]\nmode = \"open\"\nenable_registration_without_verification = true\n[rate_limits]\nenabled = false\n\
              [limits]\nmax_one_time_keys_per_device = 1000\nmax_to_device_per_sender = 1000\n{}",
             dir.join("data").display().to_string(),
             backend.config()

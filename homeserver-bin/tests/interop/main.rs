@@ -24,6 +24,7 @@ mod client;
 mod directory;
 mod driver;
 mod edus;
+mod federation_check;
 mod fork;
 mod keys;
 mod knock;

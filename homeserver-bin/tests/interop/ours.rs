@@ -153,7 +153,7 @@ fn config_text(dir: &Path, server_name: &str, client_port: u16, fed_port: u16) -
     format!(
         "[server]\nname = {server_name:?}\nlisten = \"127.0.0.1:{client_port}\"\n\
          data_dir = {data:?}\n\
-         [registration]\nmode = \"open\"\n\
+         [registration]\nmode = \"open\"\nenable_registration_without_verification = true\n\
          [rate_limits]\nenabled = false\n\
          [federation]\nenabled = true\nlisten = \"127.0.0.1:{fed_port}\"\n\
          tls_cert = {cert:?}\ntls_key = {key:?}\nverify_certificates = false\n",
