@@ -407,3 +407,69 @@ impl Client {
         serde_json::from_slice(&body).map_err(|e| format!("{path} is not JSON: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::FederationError;
+
+    /// Resolves every name to one address (or to nothing).
+    #[derive(Debug)]
+    struct Fixed(Option<SocketAddr>);
+
+    #[async_trait]
+    impl ServerResolver for Fixed {
+        async fn resolve(&self, server_name: &str) -> Result<Resolved, FederationError> {
+            let Some(address) = self.0 else {
+                return Err(FederationError::Unreachable {
+                    destination: server_name.to_owned(),
+                    reason: "no address".to_owned(),
+                });
+            };
+            Ok(Resolved {
+                addresses: vec![address],
+                host_header: server_name.to_owned(),
+                tls_name: "example.org".to_owned(),
+                explicit_port: None,
+            })
+        }
+    }
+
+    fn options(resolver: Fixed) -> CheckOptions {
+        CheckOptions {
+            resolver: Some(Arc::new(resolver)),
+            timeout: Duration::from_secs(2),
+            ..CheckOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_name_and_a_failed_resolution_fail_with_their_reason() {
+        let report = check_federation("bad name", &options(Fixed(None))).await;
+        assert!(!report.ok);
+        assert_eq!(report.checks[0].name, "server name");
+        let report = check_federation("example.org", &options(Fixed(None))).await;
+        assert!(!report.ok);
+        let last = report.checks.last().expect("a check");
+        assert_eq!((last.name, last.outcome), ("resolution", Outcome::Fail));
+        assert!(last.detail.contains("no address"), "{}", last.detail);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_failed_connection() {
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let address = unused.local_addr().expect("an address");
+        drop(unused);
+        let mut options = options(Fixed(Some(address)));
+        options.insecure = true;
+        let report = check_federation("example.org", &options).await;
+        assert!(!report.ok);
+        let last = report.checks.last().expect("a check");
+        assert_eq!((last.name, last.outcome), ("tls", Outcome::Fail));
+        assert!(last.detail.starts_with("cannot connect"), "{}", last.detail);
+        let json = serde_json::to_value(&report).expect("serialises");
+        assert_eq!(json["checks"][1]["outcome"], "fail");
+    }
+}
