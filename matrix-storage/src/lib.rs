@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod backup;
 #[cfg(feature = "sled")]
 mod codec;
 #[cfg(feature = "fjall")]
@@ -17,6 +18,7 @@ pub mod conformance;
 
 use async_trait::async_trait;
 
+pub use backup::{StoreSummary, state_hash};
 pub use model::*;
 
 /// What went wrong in a backend. Opaque: engine errors never appear in signatures; the
@@ -49,6 +51,13 @@ pub enum ErrorKind {
     /// The options a store was opened with are not usable (a URL that does not parse...).
     #[error("invalid options")]
     InvalidOptions,
+    /// The store is in use by another process (its directory is locked: a homeserver runs on
+    /// it); stop that process first.
+    #[error("store locked")]
+    Locked,
+    /// The backend does not do this (an online backup of the in-memory store...).
+    #[error("not supported by this backend")]
+    Unsupported,
 }
 
 impl StorageError {
@@ -587,6 +596,28 @@ pub trait Storage:
     /// backends, one process each).
     fn foreign_writes(&self) -> Option<tokio::sync::watch::Receiver<StreamPos>> {
         None
+    }
+
+    /// Writes a consistent copy of the whole store into the directory `dir` (new, or empty)
+    /// while the store goes on serving reads and writes, and answers the copy's summary
+    /// (computed on the copy). The copy is the store as it stood at one moment between two
+    /// change sets (the embedded store: a new store of its engine in `dir`; PostgreSQL: a
+    /// dump of its tables).
+    ///
+    /// The default: an error of kind [`ErrorKind::Unsupported`]. The in-memory store has
+    /// nothing worth a backup: it is gone with its process.
+    async fn backup(&self, dir: &std::path::Path) -> Result<StoreSummary> {
+        Err(StorageError::new(
+            ErrorKind::Unsupported,
+            format!("this storage backend makes no backups (asked for one in {})", dir.display()),
+        ))
+    }
+
+    /// What a backup records of the store (see [`StoreSummary`]), for a restore to compare
+    /// with what the backup recorded. Reads every room's current state. The default: an
+    /// error of kind [`ErrorKind::Unsupported`].
+    async fn summary(&self) -> Result<StoreSummary> {
+        Err(StorageError::new(ErrorKind::Unsupported, "this storage backend makes no summary"))
     }
 
     /// Whose receipts, account data and to-device messages were written at positions in

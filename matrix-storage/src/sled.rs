@@ -35,6 +35,7 @@ use async_trait::async_trait;
 
 mod auth_chain;
 mod backfill;
+mod backup;
 mod batch;
 mod domains;
 mod engine;
@@ -310,7 +311,7 @@ fn opening(path: &Path, error: ::sled::Error) -> StorageError {
     match &error {
         ::sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
             StorageError::with_source(
-                ErrorKind::Unavailable,
+                ErrorKind::Locked,
                 format!(
                     "the sled store in {} is in use by another process (a homeserver already \
                      running on this data directory?); stop it first",
@@ -411,7 +412,7 @@ impl SledStore {
     /// Opens (or creates) the store in `path`, on the engine `options` are for. A store
     /// written by a newer schema, or files the engine cannot read, are an error of kind
     /// [`ErrorKind::Corrupt`]; a directory another process has open, one of kind
-    /// [`ErrorKind::Unavailable`] that says so.
+    /// [`ErrorKind::Locked`] that says so.
     pub fn open(path: impl AsRef<Path>, options: &impl EngineOptions) -> Result<Self> {
         let path = path.as_ref();
         let (tree, engine, cache_entries, lock) = match options.engine() {
@@ -451,15 +452,7 @@ impl SledStore {
         // The head is the last position in the stream table, or the counter of the other
         // positions if that is higher (kept in memory from here on, so that an append writes
         // no counter).
-        let timeline_head = match tree.scan_prefix([STREAM]).next_back() {
-            Some(entry) => Dec::new(&entry.map_err(unavailable)?.0).skip_table()?.u64()?,
-            None => 0,
-        };
-        let other_head = match tree.get(meta(STREAM_HEAD)).map_err(unavailable)? {
-            Some(value) => u64_of(&value)?,
-            None => 0,
-        };
-        let stream_head = timeline_head.max(other_head);
+        let stream_head = backup::stream_head(&tree)?;
         Ok(SledStore {
             tree,
             writer: Arc::new(std::sync::Mutex::new(stream_head + 1)),
@@ -805,6 +798,39 @@ impl Storage for SledStore {
         self.flusher.check()?;
         let (applied, durable) = self.commit(&changes)?;
         Ok((applied, Box::pin(on_disk(durable))))
+    }
+
+    /// On a thread of its own (it reads the whole store): see `SledStore::backup_to`.
+    async fn backup(&self, dir: &Path) -> Result<crate::StoreSummary> {
+        let (send, receive) = tokio::sync::oneshot::channel();
+        let (store, dir) = (self.clone(), dir.to_owned());
+        std::thread::Builder::new()
+            .name("sled-backup".into())
+            .spawn(move || {
+                let _ = send.send(store.backup_to(&dir));
+            })
+            .map_err(|e| {
+                StorageError::with_source(ErrorKind::Unavailable, "cannot start the backup", e)
+            })?;
+        receive
+            .await
+            .map_err(|_| StorageError::new(ErrorKind::Unavailable, "the backup thread panicked"))?
+    }
+
+    async fn summary(&self) -> Result<crate::StoreSummary> {
+        let (send, receive) = tokio::sync::oneshot::channel();
+        let store = self.clone();
+        std::thread::Builder::new()
+            .name("sled-summary".into())
+            .spawn(move || {
+                let _ = send.send(store.summarize());
+            })
+            .map_err(|e| {
+                StorageError::with_source(ErrorKind::Unavailable, "cannot start the summary", e)
+            })?;
+        receive
+            .await
+            .map_err(|_| StorageError::new(ErrorKind::Unavailable, "the summary thread panicked"))?
     }
 
     async fn claim_key(

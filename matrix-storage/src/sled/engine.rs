@@ -219,7 +219,7 @@ pub(super) fn lock_dir(dir: &Path) -> Result<std::fs::File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::new(
-            ErrorKind::Unavailable,
+            ErrorKind::Locked,
             format!(
                 "the store in {} is in use by another process (a homeserver already running on \
                  this data directory?); stop it first",

@@ -37,6 +37,9 @@ struct State {
     waiters: Vec<(u64, oneshot::Sender<Result<()>>)>,
     /// Set when the store closes: the flusher flushes what is pending and stops.
     closing: bool,
+    /// While an online backup copies the tree: the log records of every transaction
+    /// committed since it began, for it to apply again to its copy (`backup.rs`).
+    tap: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Default)]
@@ -136,12 +139,42 @@ impl Flusher {
         self.check()?;
         state.committed += 1;
         state.records.extend_from_slice(record);
+        if let Some(tap) = &mut state.tap {
+            tap.extend_from_slice(record);
+        }
         state.stream_head = stream_head;
         let number = state.committed;
         state.waiters.push((number, send));
         drop(state);
         self.shared.wake.notify_one();
         Ok(receive)
+    }
+}
+
+impl Flusher {
+    /// Starts keeping a copy of the log record of every transaction committed from now on
+    /// (for an online backup); an error if a backup already does.
+    pub(super) fn start_tap(&self) -> Result<()> {
+        let mut state = self.lock()?;
+        if state.tap.is_some() {
+            return Err(StorageError::new(
+                ErrorKind::Conflict,
+                "a backup of this store is already being made",
+            ));
+        }
+        state.tap = Some(Vec::new());
+        Ok(())
+    }
+
+    /// The records kept since the last call (the tap goes on), or, with `stop`, the last of
+    /// them (the tap ends).
+    pub(super) fn drain_tap(&self, stop: bool) -> Result<Vec<u8>> {
+        let mut state = self.lock()?;
+        Ok(if stop {
+            state.tap.take().unwrap_or_default()
+        } else {
+            state.tap.as_mut().map(std::mem::take).unwrap_or_default()
+        })
     }
 }
 

@@ -101,7 +101,7 @@ pub(super) fn encode_record(seq: u64, ops: &[u8], out: &mut Vec<u8>) {
 
 /// The valid records of one segment's bytes, in order, up to the first one cut short or
 /// failing its CRC.
-fn records(bytes: &[u8]) -> Vec<(u64, &[u8])> {
+pub(super) fn records(bytes: &[u8]) -> Vec<(u64, &[u8])> {
     let mut out = Vec::new();
     let mut rest = bytes;
     while rest.len() >= 16 {

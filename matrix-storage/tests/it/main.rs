@@ -83,7 +83,7 @@ mod fjall_reopen {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let _first = FjallStore::open(dir.path(), &FjallOptions::default()).expect("opens");
         let error = FjallStore::open(dir.path(), &FjallOptions::default()).expect_err("locked");
-        assert_eq!(error.kind(), ErrorKind::Unavailable);
+        assert_eq!(error.kind(), ErrorKind::Locked);
         assert!(error.to_string().contains("in use by another process"), "{error}");
     }
 
@@ -179,7 +179,7 @@ mod sled_reopen {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let _first = SledStore::open(dir.path(), &SledOptions::default()).expect("opens");
         let error = SledStore::open(dir.path(), &SledOptions::default()).expect_err("locked");
-        assert_eq!(error.kind(), ErrorKind::Unavailable);
+        assert_eq!(error.kind(), ErrorKind::Locked);
         assert!(error.to_string().contains("in use by another process"), "{error}");
     }
 

@@ -1,0 +1,189 @@
+//! Online backup of the embedded store: a consistent copy while writes go on.
+//!
+//! Neither sled nor our use of fjall offers a snapshot to copy from, and holding the writer
+//! lock for the whole copy would stall every write for its length. So: **tap, copy, replay.**
+//! (1) The flusher starts keeping a copy of the write-ahead log record of every change set
+//! committed from then on (each record is that change set's writes to the tree, in full).
+//! (2) The tree is copied entry by entry into a new store, without any lock; writes go on,
+//! so the copy may see a key before or after a change, or not see a key made meanwhile.
+//! Every such key is written by a recorded change set. The recorded records are moved to a
+//! file now and then, so memory stays bounded. (3) Under the writer lock (a few microseconds:
+//! no commit runs), the tap ends and the stream head is read. (4) The recorded change sets
+//! are applied again to the copy, in commit order. Writes are puts and removals of whole
+//! values, so each key ends as its last recorded write left it, or, if no recorded change
+//! set wrote it, as it was all along, which is what the copy read: the copy is the store as
+//! it stood at (3), between two change sets. A store on sled is copied to sled, on fjall to
+//! fjall; [`SledStore::copy_to`] moves a copy to the other engine.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use super::engine::Tree;
+use super::{EVENT, ROOM, STREAM, STREAM_HEAD, SledOptions, SledStore, meta, unavailable, wal};
+use crate::codec::Dec;
+use crate::{ErrorKind, Result, StorageError, StoreSummary, state_hash};
+
+/// The file the recorded change sets wait in, inside the copy's directory, until the copy
+/// is done.
+const TAIL: &str = "backup-tail.log";
+
+/// Entries per batch written to the copy.
+const BATCH: usize = 4096;
+
+fn io(what: &str, error: std::io::Error) -> StorageError {
+    StorageError::with_source(ErrorKind::Unavailable, format!("backup: {what}"), error)
+}
+
+/// Refuses a `dir` that holds anything: a backup never writes over another.
+fn check_empty(dir: &Path) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(StorageError::new(
+                    ErrorKind::Conflict,
+                    format!("{} is not empty; back up into a new directory", dir.display()),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("cannot read the target directory", e)),
+    }
+}
+
+impl SledStore {
+    /// The engine's name: `sled` or `fjall`.
+    pub fn engine_name(&self) -> &'static str {
+        match self.tree {
+            Tree::Sled(_) => "sled",
+            #[cfg(feature = "fjall")]
+            Tree::Fjall { .. } => "fjall",
+        }
+    }
+
+    /// Opens a new store in `dir` on this store's engine (default options).
+    fn open_like(&self, dir: &Path) -> Result<SledStore> {
+        match self.tree {
+            Tree::Sled(_) => SledStore::open(dir, &SledOptions::default()),
+            #[cfg(feature = "fjall")]
+            Tree::Fjall { .. } => SledStore::open(dir, &super::FjallOptions::default()),
+        }
+    }
+
+    /// Makes a consistent copy of this store in `dir` (new, or an empty directory) while it
+    /// serves reads and writes (see the module's docs), blocking; answers the summary of the
+    /// copy. Writes are stalled only for the moment the tap ends.
+    pub fn backup_to(&self, dir: impl AsRef<Path>) -> Result<StoreSummary> {
+        let dir = dir.as_ref();
+        check_empty(dir)?;
+        self.flusher.check()?;
+        let target = self.open_like(dir)?;
+        let tail_path = dir.join(TAIL);
+        let result = self.copy_with_tail(&target, &tail_path);
+        // Whatever happened, the tap ends (a failed copy must not keep it running).
+        let ended = self.flusher.drain_tap(true);
+        let last = result?;
+        ended?;
+        let mut recorded = Vec::new();
+        std::fs::File::open(&tail_path)
+            .and_then(|mut f| f.read_to_end(&mut recorded))
+            .map_err(|e| io("cannot read back the recorded writes", e))?;
+        recorded.extend_from_slice(&last);
+        replay(&target, &recorded)?;
+        std::fs::remove_file(&tail_path).map_err(|e| io("cannot remove the recorded writes", e))?;
+        target.engine.flush()?;
+        target.summarize()
+    }
+
+    /// Steps (1) to (3): starts the tap, copies the tree into `target`, spilling the
+    /// recorded change sets to `tail_path`, and ends the tap under the writer lock; answers
+    /// the records taken at the end (not yet in the file).
+    fn copy_with_tail(&self, target: &SledStore, tail_path: &Path) -> Result<Vec<u8>> {
+        let mut tail = std::fs::File::create(tail_path)
+            .map_err(|e| io("cannot make the file of recorded writes", e))?;
+        self.flusher.start_tap()?;
+        let own_log = meta(wal::SEQ_KEY);
+        let mut batch = Vec::with_capacity(BATCH);
+        for entry in self.tree.range(..) {
+            let (key, value) = entry.map_err(unavailable)?;
+            if key == own_log {
+                continue;
+            }
+            batch.push((key.to_vec(), Some(value)));
+            if batch.len() == BATCH {
+                target.tree.apply(std::mem::take(&mut batch)).map_err(unavailable)?;
+                let records = self.flusher.drain_tap(false)?;
+                tail.write_all(&records).map_err(|e| io("cannot record writes", e))?;
+            }
+        }
+        target.tree.apply(batch).map_err(unavailable)?;
+        let _writer = self
+            .writer
+            .lock()
+            .map_err(|_| StorageError::new(ErrorKind::Unavailable, "a writer panicked"))?;
+        let last = self.flusher.drain_tap(true)?;
+        tail.flush().map_err(|e| io("cannot record writes", e))?;
+        Ok(last)
+    }
+
+    /// What a backup records of this store: its stream head, its events, and each room's
+    /// current state hashed (blocking; reads every room's state).
+    pub fn summarize(&self) -> Result<StoreSummary> {
+        self.flusher.check()?;
+        let mut summary = StoreSummary::new(self.engine_name());
+        summary.stream_position = stream_head(&self.tree)?;
+        for entry in self.tree.scan_prefix([EVENT]) {
+            entry.map_err(unavailable)?;
+            summary.events += 1;
+        }
+        for entry in self.tree.scan_prefix([ROOM]) {
+            let (key, value) = entry.map_err(unavailable)?;
+            let room_id = Dec::new(&key).skip_table()?.str()?;
+            let info = super::decode_room(&value)?;
+            let state = match info.current_state {
+                Some(snapshot) => self.full_state(snapshot.0)?,
+                None => Vec::new(),
+            };
+            summary.rooms.insert(room_id, state_hash(&state));
+        }
+        Ok(summary)
+    }
+}
+
+/// The stream head a store's tree holds: the last timeline position, or the counter of the
+/// other positions if that is higher.
+pub(super) fn stream_head(tree: &Tree) -> Result<u64> {
+    let timeline_head = match tree.scan_prefix([STREAM]).next_back() {
+        Some(entry) => Dec::new(&entry.map_err(unavailable)?.0).skip_table()?.u64()?,
+        None => 0,
+    };
+    let other_head = match tree.get(meta(STREAM_HEAD)).map_err(unavailable)? {
+        Some(value) => Dec::new(&value).u64()?,
+        None => 0,
+    };
+    Ok(timeline_head.max(other_head))
+}
+
+/// Step (4): the recorded change sets applied to the copy in commit order (each one batch,
+/// as it was applied to the store), without the store's own log sequence.
+fn replay(target: &SledStore, recorded: &[u8]) -> Result<()> {
+    let records = wal::records(recorded);
+    let whole: usize = records.iter().map(|(_, ops)| ops.len() + 16).sum();
+    if whole != recorded.len() {
+        return Err(StorageError::new(
+            ErrorKind::Corrupt,
+            "backup: the recorded writes read back cut short",
+        ));
+    }
+    let own_log = meta(wal::SEQ_KEY);
+    for (_, ops) in records {
+        let ops: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            wal::decode_ops(ops)?.into_iter().filter(|(key, _)| *key != own_log).collect();
+        target
+            .tree
+            .apply(ops.into_iter().map(|(key, value)| (key, value.map(::sled::IVec::from))))
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
