@@ -1,6 +1,7 @@
 //! `homeserver`: the reference binary. Reads a TOML config file (every key optional), opens the
 //! storage (sled in a data directory by default), and serves the client-server API.
 
+mod backup;
 mod checks;
 mod config;
 mod federation_check;
@@ -78,11 +79,61 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Backs up the store (consistent, while the server runs: the running server makes the
+    /// copy when `registration.shared_secret` is set; else, the server stopped, this command),
+    /// the signing key, the media files and the config file into a new directory.
+    Backup {
+        /// The config file of the server to back up.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The directory to write the backup into (new, or empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restores a backup into the (new, or empty) data directory of the config, then checks
+    /// that the restored store holds what the backup recorded (events, rooms' state).
+    Restore {
+        /// The config file of the server to restore (its data directory, storage backend).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The backup's directory.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    match run(Cli::parse().command).await {
+        // A store held by a running server: one line saying so, not an error chain.
+        Err(error) if locked(&error).is_some() => {
+            if let Some(message) = locked(&error) {
+                eprintln!("Error: {message}");
+            }
+            std::process::exit(1)
+        }
+        other => other,
+    }
+}
+
+/// The message of a storage error in `error`'s chain saying the store is locked.
+fn locked(error: &anyhow::Error) -> Option<String> {
+    error.chain().find_map(|cause| {
+        let storage = cause.downcast_ref::<matrix_storage::StorageError>()?;
+        (storage.kind() == matrix_storage::ErrorKind::Locked).then(|| storage.to_string())
+    })
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Backup { config: path, to } => {
+            let config = FileConfig::load(path.as_deref())?;
+            backup::backup(&config, path.as_deref(), &to).await
+        }
+        Command::Restore { config, from } => {
+            let config = FileConfig::load(config.as_deref())?;
+            backup::restore(&config, &from).await
+        }
         Command::Serve { config } => serve(config.as_deref()).await,
         Command::GenerateConfig => {
             print!("{}", config::EXAMPLE);
@@ -157,18 +208,7 @@ async fn register_online(
     password: &str,
     admin: bool,
 ) -> anyhow::Result<Option<String>> {
-    let listen: std::net::SocketAddr =
-        config.server.listen.parse().context("server.listen is not an address")?;
-    // A server listening on every address answers on loopback.
-    let host = match listen.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
-        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
-        ip => ip,
-    };
-    let url = format!(
-        "http://{}/_synapse/admin/v1/register",
-        std::net::SocketAddr::new(host, listen.port())
-    );
+    let url = format!("{}/_synapse/admin/v1/register", loopback_base(config)?);
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
@@ -186,6 +226,19 @@ async fn register_online(
     let response = client.post(&url).json(&body).send().await.context("registering")?;
     let created = answer(response).await?;
     Ok(Some(created["user_id"].as_str().context("the new user's id")?.to_owned()))
+}
+
+/// `http://ADDRESS` of the server running with `config`, on this machine.
+fn loopback_base(config: &FileConfig) -> anyhow::Result<String> {
+    let listen: std::net::SocketAddr =
+        config.server.listen.parse().context("server.listen is not an address")?;
+    // A server listening on every address answers on loopback.
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Ok(format!("http://{}", std::net::SocketAddr::new(host, listen.port())))
 }
 
 /// A JSON answer of the server, or its Matrix error as the error.

@@ -5,6 +5,7 @@
 mod account;
 mod admin;
 mod appservice;
+mod backup;
 mod dehydrated;
 mod delayed_events;
 mod directory;
@@ -87,6 +88,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(appservice::routes())
         .merge(admin::routes())
         .merge(self_check::routes())
+        .merge(backup::routes())
         .fallback(|| async { ApiError::unrecognized() })
         .layer(cors())
         .layer(axum::middleware::from_fn(log::log_request))

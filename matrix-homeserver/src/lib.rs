@@ -26,6 +26,7 @@ pub use error::ApiError;
 pub use matrix_federation;
 pub use services::accounts::Session;
 pub use services::admin::registration_mac;
+pub use services::backup::backup_mac;
 pub use services::url_preview::fetch::{HostResolver, ResolveError};
 pub use tls::{ServerTls, TlsError};
 

@@ -3,6 +3,7 @@
 pub(crate) mod accounts;
 pub(crate) mod admin;
 pub(crate) mod appservice;
+pub(crate) mod backup;
 pub(crate) mod delayed_events;
 pub(crate) mod ephemeral;
 pub(crate) mod federation;
