@@ -1,6 +1,7 @@
 //! The one integration-test binary of matrix-storage: the conformance suite on every backend,
 //! reopening, the crash test and the model-based test.
 
+mod backup;
 mod crash;
 mod model;
 mod old_snapshots;
