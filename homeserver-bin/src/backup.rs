@@ -6,8 +6,7 @@
 //! authenticated with the registration shared secret, as `register-user` is; see
 //! matrix-homeserver's `services/backup.rs`), on the address of `server.listen`, and the server
 //! writes the copy into `DIR/store` on this machine. With no server answering there, the
-//! command opens the store itself (offline). PostgreSQL is shared by processes, so the command
-//! dumps it itself.
+//! command opens the store itself (offline).
 //!
 //! **What else.** The command then copies what it reads itself: the signing key (it cannot be
 //! made again: other servers know its public half), the media files (content addressed, never
@@ -16,6 +15,10 @@
 //! server name, the backend, the store's stream position, event count and each room's state
 //! hash (from the copy), and the size and SHA-256 of every file. A backup without its manifest
 //! is not finished.
+//!
+//! **PostgreSQL** is not backed up by this command (it says so): `pg_dump` makes a
+//! consistent dump of a running database, and the data directory's key and media are
+//! copied beside it (docs/backup.md). The in-memory store has nothing to back up.
 //!
 //! **Restore** refuses a data directory that holds anything, checks every file against the
 //! manifest before it writes anything, puts the store, the key and the media in place, then
@@ -51,6 +54,12 @@ pub(crate) async fn backup(
     target: &Path,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    if config.storage.backend == StorageBackend::Postgres {
+        bail!(
+            "backup copies an embedded store (sled, fjall); back a PostgreSQL database up with \
+             pg_dump, and the data directory's signing.key and media with it (docs/backup.md)"
+        );
+    }
     let target = absolute(target)?;
     if std::fs::read_dir(&target).is_ok_and(|mut entries| entries.next().is_some()) {
         bail!("{} is not empty; back up into a new directory", target.display());
@@ -113,9 +122,6 @@ async fn online(config: &FileConfig, store_dir: &Path) -> anyhow::Result<Option<
     else {
         return Ok(None);
     };
-    if config.storage.backend == StorageBackend::Postgres {
-        return Ok(None);
-    }
     let url = format!("{}/_homeserver/admin/v1/backup", crate::loopback_base(config)?);
     let client = reqwest::Client::builder()
         // The backup of a big store takes a while; the server answers when it is done.
@@ -136,7 +142,8 @@ async fn online(config: &FileConfig, store_dir: &Path) -> anyhow::Result<Option<
     Ok(Some(summary_of(&answer).context("the server's answer")?))
 }
 
-/// The store's backup made by this process (no server running on it).
+/// The store's backup made by this process (no server running on it: else the store is
+/// locked, and the error says so).
 async fn offline(config: &FileConfig, store_dir: &Path) -> anyhow::Result<StoreSummary> {
     let storage = crate::open_storage(config).await?;
     storage.backup(store_dir).await.context("backing up the store")

@@ -308,6 +308,16 @@ fn restore_refuses_a_non_empty_directory_and_a_damaged_backup() {
     assert!(said.contains("checked"), "{said}");
     let again = failed(&run(&["register-user", "alice", "--password", "pw"], &fresh));
     assert!(again.contains("M_USER_IN_USE"), "alice was restored: {again}");
+
+    // A PostgreSQL server: the command says to use pg_dump, and writes nothing.
+    let text = std::fs::read_to_string(&config).expect("reads");
+    let postgres = dir.path().join("postgres.toml");
+    std::fs::write(&postgres, format!("{text}[storage]\nbackend = \"postgres\"\n"))
+        .expect("writes");
+    let elsewhere = dir.path().join("pg-backup");
+    let said = failed(&run(&["backup", "--to", elsewhere.to_str().expect("UTF-8")], &postgres));
+    assert!(said.contains("pg_dump"), "{said}");
+    assert!(!elsewhere.exists());
 }
 
 /// The backup endpoint: only with the shared secret's MAC over a fresh nonce and the
