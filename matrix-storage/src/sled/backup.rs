@@ -78,13 +78,14 @@ impl SledStore {
         let dir = dir.as_ref();
         check_empty(dir)?;
         self.flusher.check()?;
-        let target = self.open_like(dir)?;
-        let tail_path = dir.join(TAIL);
-        let result = self.copy_with_tail(&target, &tail_path);
-        // Whatever happened, the tap ends (a failed copy must not keep it running).
+        // One backup at a time (a second one is refused here, and leaves the first's tap
+        // alone); from here on the tap is this backup's, ended whatever happens.
+        self.flusher.start_tap()?;
+        let copied = self.copy_with_tail(dir);
         let ended = self.flusher.drain_tap(true);
-        let last = result?;
+        let (target, last) = copied?;
         ended?;
+        let tail_path = dir.join(TAIL);
         let mut recorded = Vec::new();
         std::fs::File::open(&tail_path)
             .and_then(|mut f| f.read_to_end(&mut recorded))
@@ -96,13 +97,13 @@ impl SledStore {
         target.summarize()
     }
 
-    /// Steps (1) to (3): starts the tap, copies the tree into `target`, spilling the
-    /// recorded change sets to `tail_path`, and ends the tap under the writer lock; answers
-    /// the records taken at the end (not yet in the file).
-    fn copy_with_tail(&self, target: &SledStore, tail_path: &Path) -> Result<Vec<u8>> {
-        let mut tail = std::fs::File::create(tail_path)
+    /// Steps (2) and (3), the tap running: copies the tree into a new store in `dir`,
+    /// spilling the recorded change sets to a file there, and ends the tap under the writer
+    /// lock; answers the copy and the records taken at the end (not in the file).
+    fn copy_with_tail(&self, dir: &Path) -> Result<(SledStore, Vec<u8>)> {
+        let target = self.open_like(dir)?;
+        let mut tail = std::fs::File::create(dir.join(TAIL))
             .map_err(|e| io("cannot make the file of recorded writes", e))?;
-        self.flusher.start_tap()?;
         let own_log = meta(wal::SEQ_KEY);
         let mut batch = Vec::with_capacity(BATCH);
         for entry in self.tree.range(..) {
@@ -118,13 +119,13 @@ impl SledStore {
             }
         }
         target.tree.apply(batch).map_err(unavailable)?;
+        tail.flush().map_err(|e| io("cannot record writes", e))?;
         let _writer = self
             .writer
             .lock()
             .map_err(|_| StorageError::new(ErrorKind::Unavailable, "a writer panicked"))?;
         let last = self.flusher.drain_tap(true)?;
-        tail.flush().map_err(|e| io("cannot record writes", e))?;
-        Ok(last)
+        Ok((target, last))
     }
 
     /// What a backup records of this store: its stream head, its events, and each room's
@@ -186,4 +187,29 @@ fn replay(target: &SledStore, recorded: &[u8]) -> Result<()> {
             .map_err(unavailable)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backup asked for while another runs is refused, writes nothing, and leaves the
+    /// running one's tap alone; once that one ends, a backup is made.
+    #[test]
+    fn a_second_backup_at_once_is_refused_and_leaves_the_first_alone() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let store =
+            SledStore::open(dir.path().join("live"), &SledOptions::default()).expect("opens");
+        store.flusher.start_tap().expect("the first backup's tap");
+        let second = dir.path().join("second");
+        let error = store.backup_to(&second).expect_err("refused");
+        assert_eq!(error.kind(), ErrorKind::Conflict, "{error}");
+        assert!(!second.exists(), "nothing written");
+        let again = store.flusher.start_tap().expect_err("the first tap still runs");
+        assert_eq!(again.kind(), ErrorKind::Conflict);
+        store.flusher.drain_tap(true).expect("the first backup ends");
+        let summary = store.backup_to(&second).expect("backs up");
+        assert_eq!(summary.backend, "sled");
+        assert!(!second.join(TAIL).exists(), "the recorded writes are gone once replayed");
+    }
 }

@@ -52,11 +52,15 @@ async fn backup_while_writing(open: impl Fn(&Path) -> SledStore) {
         let (store, acknowledged, stop) = (store.clone(), acknowledged.clone(), stop.clone());
         async move {
             let mut i = acknowledged.load(Ordering::SeqCst);
+            let mut slowest = std::time::Duration::ZERO;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
+                let started = std::time::Instant::now();
                 store.apply(write(i)).await.expect("applies");
+                slowest = slowest.max(started.elapsed());
                 acknowledged.store(i, Ordering::SeqCst);
             }
+            slowest
         }
     });
     // Some writes first, so that the writer runs when the backup begins.
@@ -65,10 +69,12 @@ async fn backup_while_writing(open: impl Fn(&Path) -> SledStore) {
     }
     let before = acknowledged.load(Ordering::SeqCst);
     let target = dir.path().join("copy");
+    let started = std::time::Instant::now();
     let summary = store.backup(&target).await.expect("backs up");
+    let took = started.elapsed();
     let after = acknowledged.load(Ordering::SeqCst);
     stop.store(true, Ordering::SeqCst);
-    writer.await.expect("the writer ended");
+    let slowest = writer.await.expect("the writer ended");
 
     let copy = open(&target);
     let (numbers, last) = written(&copy).await;
@@ -82,7 +88,11 @@ async fn backup_while_writing(open: impl Fn(&Path) -> SledStore) {
     assert_eq!(last, Some(m), "the overwritten item agrees with the prefix: one commit boundary");
     assert_eq!(copy.summary().await.expect("a summary"), summary);
     assert_eq!(summary.backend, copy.engine_name());
-    eprintln!("{}: {before} before, {after} after, the copy at {m}", summary.backend);
+    eprintln!(
+        "{}: {before} before, {after} after, the copy at {m}; the backup took {took:?}, the \
+         slowest write meanwhile {slowest:?}",
+        summary.backend
+    );
 
     // A directory holding anything is refused; nothing in it changes.
     let error = store.backup(&target).await.expect_err("not empty");
