@@ -317,6 +317,14 @@ fn check_files(source: &Path, manifest: &Value) -> anyhow::Result<()> {
     if !files.keys().any(|name| name.starts_with("store/")) {
         bail!("the backup is damaged: its manifest lists no store files");
     }
+    // Nothing the manifest does not vouch for goes into the data directory.
+    for name in checksums(source)?.keys() {
+        let restored =
+            ["store/", "media/"].iter().any(|p| name.starts_with(p)) || name == "signing.key";
+        if restored && !files.contains_key(name) {
+            bail!("the backup is damaged: {name} is not in its manifest");
+        }
+    }
     Ok(())
 }
 

@@ -299,6 +299,11 @@ fn restore_refuses_a_non_empty_directory_and_a_damaged_backup() {
     std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("writes");
     let said = failed(&run(&["restore", "--from", truncated.to_str().expect("UTF-8")], &fresh));
     assert!(said.contains("damaged") && said.contains(name.as_str()), "{said}");
+    // A file the manifest does not list.
+    let added = copy("added");
+    std::fs::write(added.join("store/extra"), b"not from the backup").expect("writes");
+    let said = failed(&run(&["restore", "--from", added.to_str().expect("UTF-8")], &fresh));
+    assert!(said.contains("store/extra is not in its manifest"), "{said}");
     assert!(!data.exists(), "nothing was restored");
 
     // The backup as it was restores, onto fjall too.
