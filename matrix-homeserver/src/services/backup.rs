@@ -22,11 +22,12 @@ use matrix_storage::{ErrorKind, StoreSummary};
 use crate::error::ApiError;
 
 /// The MAC a backup request carries: HMAC-SHA1 under the shared secret of
-/// `nonce NUL "backup" NUL directory`, in lowercase hex.
+/// `nonce NUL "backup" NUL directory`, in lowercase hex (in Python:
+/// `hmac.new(secret, nonce + b"\x00backup\x00" + directory, hashlib.sha1).hexdigest()`).
 ///
 /// ```
 /// let mac = matrix_homeserver::backup_mac("secret", "abc", "/var/backups/hs");
-/// assert_eq!(mac.len(), 40);
+/// assert_eq!(mac, "f041d8ee8443fc7a8262eec58a79a1bef10f2201");
 /// ```
 pub fn backup_mac(secret: &str, nonce: &str, directory: &str) -> String {
     let message = [nonce, "backup", directory].join("\0");
