@@ -86,12 +86,10 @@ impl SledStore {
         let (target, last) = copied?;
         ended?;
         let tail_path = dir.join(TAIL);
-        let mut recorded = Vec::new();
-        std::fs::File::open(&tail_path)
-            .and_then(|mut f| f.read_to_end(&mut recorded))
+        let file = std::fs::File::open(&tail_path)
             .map_err(|e| io("cannot read back the recorded writes", e))?;
-        recorded.extend_from_slice(&last);
-        replay(&target, &recorded)?;
+        replay_file(&target, std::io::BufReader::new(file))?;
+        replay(&target, &last)?;
         std::fs::remove_file(&tail_path).map_err(|e| io("cannot remove the recorded writes", e))?;
         target.engine.flush()?;
         target.summarize()
@@ -164,6 +162,26 @@ pub(super) fn stream_head(tree: &Tree) -> Result<u64> {
         None => 0,
     };
     Ok(timeline_head.max(other_head))
+}
+
+/// [`replay`] of the records in a file, one record in memory at a time.
+fn replay_file(target: &SledStore, mut file: impl Read) -> Result<()> {
+    let cut =
+        || StorageError::new(ErrorKind::Corrupt, "backup: the recorded writes read back cut short");
+    let mut header = [0u8; 8];
+    loop {
+        match file.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(io("cannot read back the recorded writes", e)),
+        }
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let mut record = header.to_vec();
+        let body = usize::try_from(length).map_err(|_| cut())?;
+        record.resize(8 + body, 0);
+        file.read_exact(&mut record[8..]).map_err(|_| cut())?;
+        replay(target, &record)?;
+    }
 }
 
 /// Step (4): the recorded change sets applied to the copy in commit order (each one batch,
