@@ -34,7 +34,7 @@ mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -130,6 +130,8 @@ struct Signal {
     wake: Notify,
     /// Ephemeral EDUs, oldest first.
     ephemeral: Mutex<VecDeque<Object>>,
+    /// Consecutive failed attempts (0 while sends succeed), for [`Sender::destinations`].
+    failures: AtomicU32,
 }
 
 struct Shared {
@@ -245,6 +247,15 @@ impl Sender {
         }
     }
 
+    /// The destinations with something to send (a worker), each with its consecutive failed
+    /// attempts: what a metrics scrape reports of the queue.
+    pub fn destinations(&self) -> Vec<(String, u32)> {
+        lock(&self.shared.workers)
+            .iter()
+            .map(|(name, signal)| (name.clone(), signal.failures.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// Stops every worker and waits until they are gone (an attempt in progress is abandoned:
     /// its items stay queued).
     pub async fn stop(self) {
@@ -305,6 +316,7 @@ struct Unsent {
 async fn run(shared: Arc<Shared>, destination: String, signal: Arc<Signal>) {
     let stored = shared.storage.retry(&destination).await.ok().flatten();
     let mut failures = stored.map_or(0, |r| r.failures);
+    signal.failures.store(failures, Ordering::Relaxed);
     let mut delay = stored.and_then(|r| until(r.retry_after_ts));
     let mut unsent: Option<Unsent> = None;
     loop {
@@ -387,9 +399,11 @@ async fn run(shared: Arc<Shared>, destination: String, signal: Arc<Signal>) {
         };
         if delivered {
             failures = 0;
+            signal.failures.store(0, Ordering::Relaxed);
         } else {
             shared.counters.failures.fetch_add(1, Ordering::Relaxed);
             failures = failures.saturating_add(1);
+            signal.failures.store(failures, Ordering::Relaxed);
             let wait_for = shared.options.backoff(failures);
             let retry_after_ts = crate::now_ms()
                 .saturating_add(i64::try_from(wait_for.as_millis()).unwrap_or(i64::MAX));

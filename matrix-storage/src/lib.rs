@@ -583,6 +583,11 @@ pub trait Storage:
         Ok((applied, Box::pin(std::future::ready(Ok(())))))
     }
 
+    /// The backend's name (`memory`, `sled`, `fjall`, `postgres`), for metrics and logs.
+    fn backend(&self) -> &'static str {
+        "other"
+    }
+
     /// Moves of the stream head made by *other processes* writing the same store, for a
     /// backend that several processes share (PostgreSQL): the receiver's value is the
     /// highest position another process is known to have committed (it may be above

@@ -1122,6 +1122,10 @@ impl crate::ReportStore for MemoryStore {
 
 #[async_trait]
 impl Storage for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
     async fn apply(&self, changes: ChangeSet) -> Result<Applied> {
         let mut inner = self.lock()?;
         inner.validate(&changes)?;

@@ -420,6 +420,10 @@ fn pairs(rows: Vec<PgRow>, doing: &str) -> Result<Vec<(String, String)>> {
 
 #[async_trait]
 impl Storage for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn apply(&self, changes: ChangeSet) -> Result<Applied> {
         // In a task of its own: a caller that stops waiting cannot cut the transaction short
         // between its commit and the release of its stream positions.

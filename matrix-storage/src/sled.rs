@@ -785,6 +785,10 @@ fn delete_token(tx: &Tx<'_>, token: &str) -> Result<()> {
 
 #[async_trait]
 impl Storage for SledStore {
+    fn backend(&self) -> &'static str {
+        self.engine.name()
+    }
+
     async fn apply(&self, changes: ChangeSet) -> Result<Applied> {
         self.flusher.check()?;
         let (applied, durable) = self.commit(&changes)?;

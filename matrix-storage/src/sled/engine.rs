@@ -164,6 +164,15 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
+    /// The engine's name, which is the backend's.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Engine::Sled(_) => "sled",
+            #[cfg(feature = "fjall")]
+            Engine::Fjall(_) => "fjall",
+        }
+    }
+
     /// Writes everything applied so far to disk.
     pub(super) fn flush(&self) -> Result<()> {
         match self {
