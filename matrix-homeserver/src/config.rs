@@ -4,9 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 pub(crate) mod appservice;
+mod metrics;
 mod network;
 mod url_preview;
 mod voip;
+pub use metrics::MetricsConfig;
 pub use network::{IpNetwork, IpNetworkError};
 pub use url_preview::{DEFAULT_IP_BLOCKLIST, UrlPreviewConfig, default_ip_blocklist};
 pub use voip::{DelayedEventsConfig, TurnConfig};
@@ -44,6 +46,8 @@ pub struct Config {
     /// Application services (bridges): none by default. The binary reads them from Synapse's
     /// YAML registration files.
     pub appservices: Vec<appservice::AppserviceRegistration>,
+    /// Prometheus metrics (off by default).
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -62,6 +66,7 @@ impl Default for Config {
             delayed_events: DelayedEventsConfig::default(),
             user_directory: UserDirectoryConfig::default(),
             appservices: Vec::new(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

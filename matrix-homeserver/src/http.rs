@@ -15,6 +15,7 @@ pub(crate) mod federation;
 mod key_backup;
 mod log;
 pub(crate) mod media;
+pub(crate) mod metrics;
 mod openid;
 mod presence;
 mod push;
@@ -91,7 +92,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .merge(backup::routes())
         .fallback(|| async { ApiError::unrecognized() })
         .layer(cors())
-        .layer(axum::middleware::from_fn(log::log_request))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), log::log_request))
         .with_state(state)
 }
 

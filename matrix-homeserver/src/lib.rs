@@ -3,6 +3,7 @@
 mod config;
 mod error;
 mod http;
+mod metrics;
 mod server;
 mod services;
 #[cfg(feature = "testing")]
@@ -18,9 +19,9 @@ use ruma::{OwnedServerName, OwnedUserId, ServerName};
 pub use config::appservice::{AppserviceRegistration, Namespace, Namespaces};
 pub use config::{
     Config, DEFAULT_IP_BLOCKLIST, DelayedEventsConfig, FederationConfig, HttpConfig, IpNetwork,
-    IpNetworkError, LimitsConfig, PresenceConfig, RateLimit, RateLimitsConfig, RegistrationConfig,
-    RegistrationMode, SupportContact, TurnConfig, UrlPreviewConfig, UserDirectoryConfig,
-    WellKnownConfig, default_ip_blocklist,
+    IpNetworkError, LimitsConfig, MetricsConfig, PresenceConfig, RateLimit, RateLimitsConfig,
+    RegistrationConfig, RegistrationMode, SupportContact, TurnConfig, UrlPreviewConfig,
+    UserDirectoryConfig, WellKnownConfig, default_ip_blocklist,
 };
 pub use error::ApiError;
 pub use matrix_federation;
@@ -64,6 +65,8 @@ pub(crate) struct State {
     pub(crate) appservices: services::appservice::Appservices,
     /// The nonces of shared-secret registration.
     pub(crate) registration_nonces: services::admin::RegistrationNonces,
+    /// Prometheus metrics, when they are enabled.
+    pub(crate) metrics: metrics::Shared,
 }
 
 impl State {
@@ -283,12 +286,14 @@ impl HomeserverBuilder {
             ephemeral.clone(),
             self.config.limits.event_cache_bytes,
         );
+        let mut collectors: Vec<Box<dyn prometheus_client::collector::Collector>> = Vec::new();
         if let Some(federation) = &federation {
             let sender = federation
                 .start_sender(storage.clone())
                 .await
                 .map_err(|e| BuildError::Federation(e.to_string()))?;
             let sender = Arc::new(sender);
+            collectors.push(Box::new(metrics::FederationQueue(sender.clone())));
             ephemeral.federate(sender.clone(), rooms.server_name().as_str());
             rooms.federate(sender, federation.client().clone(), federation.key_provider());
         }
@@ -318,7 +323,13 @@ impl HomeserverBuilder {
             rooms.clone(),
             self.config.delayed_events.clone(),
         );
+        let metrics = self.config.metrics.enabled.then(|| {
+            let caches = rooms.clone();
+            collectors.push(Box::new(metrics::Caches(Box::new(move || caches.cache_stats()))));
+            Arc::new(metrics::Metrics::new(collectors))
+        });
         let state = State {
+            metrics,
             appservices,
             registration_nonces: services::admin::RegistrationNonces::default(),
             delayed_events,
@@ -427,6 +438,21 @@ impl Homeserver {
         let acceptor = tls.map(|tls| tls.acceptor());
         server::serve(http::federation::router(self.state), listener, &config, acceptor, shutdown)
             .await
+    }
+
+    /// Answers `GET /metrics` (Prometheus text format 0.0.4) on `listener` until `shutdown`
+    /// completes. Metrics must be enabled in the config (`[metrics] enabled`); if they are not,
+    /// this returns an error at once and nothing is served.
+    pub async fn serve_metrics(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Some(metrics) = self.state.metrics.clone() else {
+            return Err(std::io::Error::other("metrics are not enabled in the config"));
+        };
+        let config = self.state.config.http.clone();
+        server::serve(http::metrics::router(metrics), listener, &config, None, shutdown).await
     }
 
     /// Creates an account as an administrator would (registration settings do not apply):

@@ -92,7 +92,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/_matrix/federation/v1/media/download/{id}", route(get(media::download)))
         .route("/_matrix/federation/v1/media/thumbnail/{id}", route(get(media::thumbnail)))
         .fallback(|| async { ApiError::unrecognized() })
-        .layer(axum::middleware::from_fn(super::log::log_request))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), super::log::log_request))
         .with_state(state)
 }
 

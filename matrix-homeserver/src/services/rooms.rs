@@ -15,6 +15,7 @@
 
 mod authorize;
 mod backfill;
+mod caches;
 mod create;
 pub(crate) mod directory;
 mod erase;
@@ -595,7 +596,10 @@ impl Rooms {
                 destinations.iter().map(|server| (server.clone(), payload.clone())).collect();
         }
         user_directory::index_state(&mut changes, self.server_name().as_str());
-        let (applied, durable) = match self.storage.apply_ordered(changes).await {
+        let (applied, durable) = match crate::metrics::service()
+            .apply_ordered(self.storage.as_ref(), changes)
+            .await
+        {
             Ok(applied) => applied,
             Err(e) if state_before.is_none() && e.kind() == matrix_storage::ErrorKind::Conflict => {
                 return Err(Retry::Fail(ApiError::room_in_use()));
@@ -615,6 +619,7 @@ impl Rooms {
             Err(e) => return Err(Retry::Fail(e.into())),
         };
         let pdu = Arc::new(authorized.into_pdu());
+        crate::metrics::service().events_persisted.inc();
         self.events.insert(pdu.event_id().to_owned(), pdu.clone());
         let state_after = match state_after {
             SnapshotRef::New => applied.snapshot,

@@ -191,6 +191,7 @@ impl Sync {
         device: &str,
         request: SyncRequest,
     ) -> Result<Value, ApiError> {
+        let _in_flight = crate::metrics::service().sync_started();
         let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
         // Woken only by changes that concern this user; at most a few per device at once.
         let mut waiter = self.ephemeral.waiter(user.as_str(), device)?;

@@ -37,6 +37,7 @@ mod knock;
 mod media;
 mod media_location;
 mod media_upload;
+mod metrics;
 mod presence;
 mod push;
 mod push_rules;

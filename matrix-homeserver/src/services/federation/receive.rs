@@ -29,6 +29,7 @@ pub(crate) async fn transaction(
     txn_id: &str,
     body: &[u8],
 ) -> Result<Object, ApiError> {
+    let _timer = crate::metrics::service().inbound_transaction.start_timer();
     let federation = crate::http::federation::federation(state)?;
     let incoming = receive_transaction(state.rooms.storage().as_ref(), origin, txn_id, body)
         .await?
@@ -39,6 +40,7 @@ pub(crate) async fn transaction(
         Incoming::Duplicate => return Ok(answer(Object::new())),
         _ => return Err(ApiError::unknown("a transaction state this server does not know")),
     };
+    crate::metrics::service().transaction_received(transaction.pdus.len(), transaction.edus.len());
     let mut results = Object::new();
     let deadline = std::time::Instant::now() + fill::FETCH_TIME;
     for pdu in transaction.pdus.iter().cloned() {

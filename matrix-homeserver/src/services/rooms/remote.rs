@@ -428,6 +428,7 @@ impl Rooms {
                 current.clone()
             } else {
                 let with_pending = Context { pending: Some(&pdu), ..*context };
+                let _timer = crate::metrics::service().state_resolution.start_timer();
                 inbound::resolve(rules, &[current.clone(), after.clone()], &with_pending)
                     .await
                     .map_err(|e| ReceiveError::Failed(ApiError::unknown(e.to_string())))?
@@ -495,12 +496,14 @@ impl Rooms {
         }
         changes.rooms.push(room);
         super::user_directory::index_state(&mut changes, self.server_name().as_str());
-        let (applied, durable) = match self.storage().apply_ordered(changes).await {
-            Ok(applied) => applied,
-            Err(e) if e.kind() == matrix_storage::ErrorKind::Conflict => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
+        let (applied, durable) =
+            match crate::metrics::service().apply_ordered(self.storage().as_ref(), changes).await {
+                Ok(applied) => applied,
+                Err(e) if e.kind() == matrix_storage::ErrorKind::Conflict => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
         durable.await.map_err(ApiError::from)?;
+        crate::metrics::service().events_persisted.inc();
         let pdu = Arc::new(pdu);
         self.events.insert(pdu.event_id().to_owned(), pdu.clone());
         let snapshot = match state_after {

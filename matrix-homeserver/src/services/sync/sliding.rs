@@ -72,6 +72,7 @@ impl Sync {
         limits: &LimitsConfig,
     ) -> Result<Value, ApiError> {
         request.body.check(limits)?;
+        let _in_flight = crate::metrics::service().sync_started();
         let conn_id = request.body.conn_id.clone().unwrap_or_default();
         let key = (user.as_str().to_owned(), device.to_owned(), conn_id);
         // The state the client's position names (a new connection: none).
