@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use matrix_homeserver::{
-    AppserviceRegistration, Config, DelayedEventsConfig, HttpConfig, LimitsConfig, PresenceConfig,
-    RateLimitsConfig, RegistrationConfig, TurnConfig, UrlPreviewConfig, UserDirectoryConfig,
-    WellKnownConfig,
+    AppserviceRegistration, Config, DelayedEventsConfig, HttpConfig, LimitsConfig, MetricsConfig,
+    PresenceConfig, RateLimitsConfig, RegistrationConfig, TurnConfig, UrlPreviewConfig,
+    UserDirectoryConfig, WellKnownConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,7 @@ pub(crate) struct FileConfig {
     pub(crate) delayed_events: DelayedEventsConfig,
     pub(crate) user_directory: UserDirectoryConfig,
     pub(crate) logging: LoggingSection,
+    pub(crate) metrics: MetricsConfig,
 }
 
 /// `[logging]`: what is logged (on stderr) and how.
@@ -206,6 +207,7 @@ impl FileConfig {
         config.turn = self.turn.clone();
         config.delayed_events = self.delayed_events.clone();
         config.user_directory = self.user_directory;
+        config.metrics = self.metrics.clone();
         config
     }
 }

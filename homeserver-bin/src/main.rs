@@ -458,6 +458,18 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
+    if config.metrics.enabled {
+        let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
+            .await
+            .with_context(|| format!("listening on {} for metrics", config.metrics.listen))?;
+        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+        let served = homeserver.clone().serve_metrics(listener, shutdown());
+        tokio::spawn(async move {
+            if let Err(e) = served.await {
+                tracing::error!("the metrics listener stopped: {e}");
+            }
+        });
+    }
     let reloaded = client_tls.iter().chain(federation.iter().filter_map(|(_, tls)| tls.as_ref()));
     tls::reload_on_hangup(reloaded.cloned().collect());
     let client_tls = client_tls.map(|listener| listener.tls);
