@@ -256,3 +256,62 @@ async fn the_metrics_listener_serves_metrics_only() {
         assert!(number.parse::<f64>().is_ok() || number == "+Inf", "{line}");
     }
 }
+
+/// Every metric `docs/grafana-dashboard.json` queries is in a scrape of a server with
+/// federation on (and the dashboard is valid JSON).
+#[tokio::test]
+async fn the_dashboard_queries_only_metrics_that_exist() {
+    let net = matrix_homeserver::testing::TestFederation::start_with(&["a.test"], |_| {
+        let mut config = TestHomeserver::config();
+        config.metrics.enabled = true;
+        config
+    })
+    .await;
+    let server = net.server("a.test");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let metrics = format!("http://{}", listener.local_addr().expect("its address"));
+    let homeserver = server.homeserver().clone();
+    tokio::spawn(async move {
+        let _ = homeserver.serve_metrics(listener, std::future::pending()).await;
+    });
+    let (status, _) = Client::new(server).get("/_matrix/client/versions").await;
+    assert_eq!(status, 200);
+    // A room: events stored (the storage histograms have samples from the first write on).
+    let alice = server.register_user("alice", "a long secret").await;
+    server.create_room(&alice, None).await;
+    let text = scrape_text(&metrics).await;
+    let families: HashMap<&str, &str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-dashboard.json"
+    )))
+    .expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().expect("an expression").to_owned());
+        }
+    }
+    assert!(exprs.len() >= 15, "{} queries", exprs.len());
+    let mut checked = 0;
+    for expr in &exprs {
+        let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        for word in words.filter(|w| {
+            ["synapse_", "matrix_homeserver_", "process_"].iter().any(|p| w.starts_with(p))
+        }) {
+            let family = word.strip_suffix("_bucket").unwrap_or(word);
+            let kind = families.get(family);
+            assert!(kind.is_some(), "{word} (in {expr}) is not in the scrape");
+            if family != word {
+                assert_eq!(kind, Some(&"histogram"), "{word}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= exprs.len(), "every query names a metric");
+}
