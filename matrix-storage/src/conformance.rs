@@ -16,6 +16,7 @@
 mod auth_chain;
 mod backfill;
 mod domains;
+mod listing;
 mod media;
 mod push;
 mod relations;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 pub use auth_chain::*;
 pub use backfill::*;
 pub use domains::*;
+pub use listing::*;
 pub use media::*;
 pub use push::*;
 pub use relations::*;
@@ -84,7 +86,7 @@ macro_rules! storage_conformance {
             relations_index_round_trips,
             search_matches_tokens_in_rooms, search_pages_and_ranks,
             redacted_events_leave_the_index, search_bounds_odd_text, search_candidates_span_rooms,
-            reports_round_trip,
+            reports_round_trip, users_and_rooms_in_pages,
             notifications_round_trip, push_cursors_round_trip, appservice_cursors_round_trip);
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -172,6 +172,10 @@ pub trait RoomStore: Send + Sync {
     ) -> Result<Vec<BackfillItem>>;
     /// The backfill position of an event, if it has one.
     async fn backfill_position(&self, event_id: &str) -> Result<Option<BackfillPos>>;
+    /// The ids of the rooms this server holds (the ones [`RoomStore::room`] answers), above
+    /// `after` in byte order, sorted, at most `limit`: the server administrators' room list,
+    /// a page at a time.
+    async fn room_ids(&self, after: &str, limit: usize) -> Result<Vec<String>>;
 }
 
 /// Accounts: users, devices and access tokens.
@@ -179,6 +183,9 @@ pub trait RoomStore: Send + Sync {
 pub trait AccountStore: Send + Sync {
     /// A user.
     async fn user(&self, user_id: &str) -> Result<Option<User>>;
+    /// The users (deactivated ones too) whose ids are above `after` in byte order, sorted by
+    /// id, at most `limit`: the server administrators' user list, a page at a time.
+    async fn users(&self, after: &str, limit: usize) -> Result<Vec<User>>;
     /// A device of a user.
     async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>>;
     /// A user's devices, sorted by device id.

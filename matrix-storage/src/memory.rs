@@ -702,10 +702,27 @@ impl RoomStore for MemoryStore {
     async fn backfill_position(&self, event_id: &str) -> Result<Option<BackfillPos>> {
         Ok(self.lock()?.backfill_of.get(event_id).copied().map(BackfillPos))
     }
+
+    async fn room_ids(&self, after: &str, limit: usize) -> Result<Vec<String>> {
+        let inner = self.lock()?;
+        let mut ids: Vec<String> =
+            inner.rooms.keys().filter(|id| id.as_str() > after).cloned().collect();
+        ids.sort_unstable();
+        ids.truncate(limit);
+        Ok(ids)
+    }
 }
 
 #[async_trait]
 impl AccountStore for MemoryStore {
+    async fn users(&self, after: &str, limit: usize) -> Result<Vec<User>> {
+        let inner = self.lock()?;
+        let mut users: Vec<User> =
+            inner.users.values().filter(|u| u.user_id.as_str() > after).cloned().collect();
+        users.sort_unstable_by(|a, b| a.user_id.cmp(&b.user_id));
+        users.truncate(limit);
+        Ok(users)
+    }
     async fn user(&self, user_id: &str) -> Result<Option<User>> {
         Ok(self.lock()?.users.get(user_id).cloned())
     }

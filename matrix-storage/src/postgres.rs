@@ -668,10 +668,47 @@ impl RoomStore for PostgresStore {
     async fn backfill_position(&self, event_id: &str) -> Result<Option<crate::BackfillPos>> {
         backfill::position(&self.pool, event_id).await
     }
+
+    async fn room_ids(&self, after: &str, limit: usize) -> Result<Vec<String>> {
+        const DOING: &str = "listing rooms";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        sqlx::query_scalar(
+            "SELECT room_id FROM rooms WHERE room_id COLLATE \"C\" > $1 \
+             ORDER BY room_id COLLATE \"C\" LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)
+    }
 }
 
 #[async_trait]
 impl AccountStore for PostgresStore {
+    async fn users(&self, after: &str, limit: usize) -> Result<Vec<User>> {
+        const DOING: &str = "listing users";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT user_id, password_hash, admin, deactivated FROM users \
+             WHERE user_id COLLATE \"C\" > $1 ORDER BY user_id COLLATE \"C\" LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        rows.iter()
+            .map(|row| {
+                Ok(User {
+                    user_id: row.try_get(0).doing(DOING)?,
+                    password_hash: row.try_get(1).doing(DOING)?,
+                    admin: row.try_get(2).doing(DOING)?,
+                    deactivated: row.try_get(3).doing(DOING)?,
+                })
+            })
+            .collect()
+    }
     async fn user(&self, user_id: &str) -> Result<Option<User>> {
         const DOING: &str = "reading a user";
         let row =

@@ -40,6 +40,7 @@ mod batch;
 mod domains;
 mod engine;
 mod flusher;
+mod listing;
 mod media;
 mod presence;
 mod push;
@@ -1104,10 +1105,19 @@ impl RoomStore for SledStore {
         self.flusher.check()?;
         self.backfill_pos(event_id)
     }
+
+    async fn room_ids(&self, after: &str, limit: usize) -> Result<Vec<String>> {
+        self.flusher.check()?;
+        listing::room_ids(self, after, limit)
+    }
 }
 
 #[async_trait]
 impl AccountStore for SledStore {
+    async fn users(&self, after: &str, limit: usize) -> Result<Vec<User>> {
+        self.flusher.check()?;
+        listing::users(self, after, limit)
+    }
     async fn user(&self, user_id: &str) -> Result<Option<User>> {
         self.flusher.check()?;
         self.get(&Enc::table(USER).str(user_id).done())?

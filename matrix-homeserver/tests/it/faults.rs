@@ -62,9 +62,11 @@ forward!(RoomStore {
     fn forgotten(&self, room_id: &str, user_id: &str) -> Result<bool>;
     fn backfilled(&self, room_id: &str, from: BackfillPos, direction: Direction, limit: usize) -> Result<Vec<BackfillItem>>;
     fn backfill_position(&self, event_id: &str) -> Result<Option<BackfillPos>>;
+    fn room_ids(&self, after: &str, limit: usize) -> Result<Vec<String>>;
 });
 forward!(AccountStore {
     fn user(&self, user_id: &str) -> Result<Option<User>>;
+    fn users(&self, after: &str, limit: usize) -> Result<Vec<User>>;
     fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>>;
     fn devices(&self, user_id: &str) -> Result<Vec<Device>>;
     fn token(&self, token: &str) -> Result<Option<TokenOwner>>;
