@@ -3,6 +3,8 @@
 //! gets 403 `M_FORBIDDEN`), one file per group. `docs/admin-api.md` lists what is covered.
 
 mod register;
+mod reports;
+mod rooms;
 mod users;
 
 use std::sync::Arc;
@@ -24,6 +26,15 @@ pub(super) fn routes() -> Routes {
         .route("/_synapse/admin/v1/server_version", route(get(server_version)))
         .merge(register::routes())
         .merge(users::routes())
+        .merge(rooms::routes())
+        .merge(reports::routes())
+}
+
+/// A service's answer as JSON.
+fn to_json(value: impl serde::Serialize) -> JsonResult {
+    serde_json::to_value(value)
+        .map(Json)
+        .map_err(|e| ApiError::unknown(format!("the answer does not serialise: {e}")))
 }
 
 /// The request's user, a server administrator: 401 without a valid token, 403

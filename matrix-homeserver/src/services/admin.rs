@@ -4,6 +4,9 @@
 
 pub(crate) mod devices;
 mod register;
+pub(crate) mod reports;
+pub(crate) mod room_admin;
+pub(crate) mod rooms;
 pub(crate) mod users;
 
 pub use register::registration_mac;

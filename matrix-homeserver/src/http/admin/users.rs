@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Admin, AppState, JsonBody, JsonResult, Params, Query, Routes, route};
+use super::{Admin, AppState, JsonBody, JsonResult, Params, Query, Routes, route, to_json};
 use crate::error::ApiError;
 use crate::services::admin::users::{ListUsersParams, ListVersion, UserChange};
 use crate::services::admin::{devices, parse_user, users};
@@ -35,12 +35,6 @@ pub(super) fn routes() -> Routes {
             route(get(device).put(rename_device).delete(delete_device)),
         )
         .route(&format!("{V2}/users/{{user}}/delete_devices"), route(post(delete_devices)))
-}
-
-fn to_json(value: impl serde::Serialize) -> JsonResult {
-    serde_json::to_value(value)
-        .map(Json)
-        .map_err(|e| ApiError::unknown(format!("the answer does not serialise: {e}")))
 }
 
 async fn list_v2(

@@ -172,7 +172,8 @@ pub(crate) async fn list_users(
             let mut row = Row { user, profile: None };
             if let Some(name) = &name {
                 row.profile = storage.profile(&row.user.user_id).await?;
-                let localpart = row.user.user_id.split(':').next().unwrap_or_default();
+                let id = row.user.user_id.trim_start_matches('@');
+                let localpart = id.split(':').next().unwrap_or_default();
                 let found = localpart.to_lowercase().contains(name.as_str())
                     || row.displayname().is_some_and(|d| d.to_lowercase().contains(name.as_str()));
                 if !found {

@@ -44,6 +44,7 @@ impl Rooms {
         reason: Option<String>,
         servers: &[String],
     ) -> Result<(), ApiError> {
+        refuse_blocked(self, room_id).await?;
         let known = self.rules(room_id).await?.is_some();
         let resident = known && self.is_resident(room_id).await?;
         match federation {
@@ -83,6 +84,7 @@ impl Rooms {
         let Some(rules) = self.rules(room_id).await? else {
             return Err(ApiError::room_not_found());
         };
+        refuse_blocked(self, room_id).await?;
         let mut draft = self.member_draft(user, "join", reason).await?;
         if let Some(via) = self.restricted_join_authoriser(rules, room_id, user).await? {
             draft.content.insert("join_authorised_via_users_server", via);
@@ -329,4 +331,12 @@ impl Rooms {
         }
         Ok(())
     }
+}
+
+/// Refuses a join to a room the server's administrators blocked (Synapse's room block).
+async fn refuse_blocked(rooms: &Rooms, room_id: &str) -> Result<(), ApiError> {
+    if crate::services::admin::rooms::is_blocked(rooms.storage(), room_id).await? {
+        return Err(ApiError::forbidden("This room has been blocked on this server"));
+    }
+    Ok(())
 }
