@@ -57,6 +57,8 @@ async fn only_administrators(backend: crate::Backend) {
         (Method::GET, format!("/_synapse/admin/v1/whois/{bob}"), None),
         (Method::GET, format!("/_synapse/admin/v1/users/{bob}/joined_rooms"), None),
         (Method::GET, format!("/_synapse/admin/v1/users/{bob}/memberships"), None),
+        (Method::GET, format!("/_synapse/admin/v1/users/{bob}/accountdata"), None),
+        (Method::GET, format!("/_synapse/admin/v1/users/{bob}/pushers"), None),
         (Method::GET, format!("/_synapse/admin/v2/users/{bob}/devices"), None),
         (
             Method::POST,
@@ -354,7 +356,51 @@ async fn devices(backend: crate::Backend) {
     assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
 }
 
+/// A user's account data and pushers, as the administrators see them.
+async fn account_data_and_pushers(backend: crate::Backend) {
+    let Some((server, admin, alice)) = with_admin(backend).await else { return };
+    let alice_id = id(&server, "alice");
+    let (status, body) = alice
+        .put(
+            &format!("/_matrix/client/v3/user/{alice_id}/account_data/org.example.setting"),
+            &json!({"colour": "blue"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let pusher = json!({
+        "pushkey": "alice-key", "kind": "http", "app_id": "org.example.app",
+        "app_display_name": "App", "device_display_name": "Phone", "lang": "en",
+        "data": {"url": "https://push.example.org/_matrix/push/v1/notify"},
+    });
+    let (status, body) = alice.post("/_matrix/client/v3/pushers/set", &pusher).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, body) =
+        admin.get(&format!("/_synapse/admin/v1/users/{alice_id}/accountdata")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["account_data"]["global"]["org.example.setting"], json!({"colour": "blue"}));
+    assert!(body["account_data"]["rooms"].is_object(), "{body}");
+    let (status, body) = admin.get(&format!("/_synapse/admin/v1/users/{alice_id}/pushers")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 1);
+    let shown = &body["pushers"][0];
+    assert_eq!(
+        (shown["pushkey"].as_str(), shown["app_id"].as_str()),
+        (Some("alice-key"), Some("org.example.app"))
+    );
+    assert_eq!(shown["data"]["url"], "https://push.example.org/_matrix/push/v1/notify");
+    for what in ["accountdata", "pushers"] {
+        let (status, body) =
+            admin.get(&format!("/_synapse/admin/v1/users/{}/{what}", id(&server, "nobody"))).await;
+        assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{what}: {body}");
+        let (status, body) =
+            admin.get(&format!("/_synapse/admin/v1/users/@x:elsewhere.example/{what}")).await;
+        assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"), "{what}: {body}");
+    }
+}
+
 crate::on_every_backend!(
+    account_data_and_pushers,
     only_administrators,
     list_users,
     create_and_modify,

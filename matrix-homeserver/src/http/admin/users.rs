@@ -29,6 +29,8 @@ pub(super) fn routes() -> Routes {
         .route(&format!("{V1}/whois/{{user}}"), route(get(whois)))
         .route(&format!("{V1}/users/{{user}}/joined_rooms"), route(get(joined_rooms)))
         .route(&format!("{V1}/users/{{user}}/memberships"), route(get(memberships)))
+        .route(&format!("{V1}/users/{{user}}/accountdata"), route(get(account_data)))
+        .route(&format!("{V1}/users/{{user}}/pushers"), route(get(pushers)))
         .route(&format!("{V2}/users/{{user}}/devices"), route(get(list_devices).post(add_device)))
         .route(
             &format!("{V2}/users/{{user}}/devices/{{device}}"),
@@ -159,6 +161,19 @@ async fn joined_rooms(
 async fn memberships(State(state): AppState, _: Admin, Params(user): Params<String>) -> JsonResult {
     let memberships = devices::memberships(&state, &parse_user(&user)?).await?;
     Ok(Json(json!({"memberships": memberships})))
+}
+
+async fn account_data(
+    State(state): AppState,
+    _: Admin,
+    Params(user): Params<String>,
+) -> JsonResult {
+    Ok(Json(devices::account_data(&state, &parse_user(&user)?).await?))
+}
+
+async fn pushers(State(state): AppState, _: Admin, Params(user): Params<String>) -> JsonResult {
+    let pushers = devices::pushers(&state, &parse_user(&user)?).await?;
+    Ok(Json(json!({"total": pushers.len(), "pushers": pushers})))
 }
 
 async fn list_devices(

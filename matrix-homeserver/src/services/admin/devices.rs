@@ -1,5 +1,6 @@
-//! A user's devices and rooms, as Synapse's admin API shows and changes them: devices
-//! (`/v2/users/{userId}/devices...`), `whois`, joined rooms and memberships.
+//! A user's devices, rooms and data, as Synapse's admin API shows and changes them: devices
+//! (`/v2/users/{userId}/devices...`), `whois`, joined rooms, memberships, account data and
+//! pushers.
 //!
 //! This server keeps no last-seen address, agent or time of a device: those read `null`.
 
@@ -153,5 +154,55 @@ pub(crate) async fn joined_rooms(state: &State, user_id: &UserId) -> Result<Vec<
         .into_iter()
         .filter(|(_, membership)| membership == "join")
         .map(|(room, _)| room)
+        .collect())
+}
+
+/// A JSON value stored as bytes (written by this server, so it parses; `{}` if not).
+fn stored_json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|_| serde_json::json!({}))
+}
+
+/// `GET /_synapse/admin/v1/users/{userId}/accountdata`: the user's global and per-room
+/// account data, by type.
+pub(crate) async fn account_data(
+    state: &State,
+    user_id: &UserId,
+) -> Result<serde_json::Value, ApiError> {
+    local_user(state, user_id).await?;
+    let mut global = serde_json::Map::new();
+    let mut rooms: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
+    for item in state.rooms.storage().all_account_data(user_id.as_str()).await? {
+        let content = stored_json(&item.content);
+        match item.room_id {
+            Some(room) => {
+                rooms.entry(room).or_default().insert(item.kind, content);
+            }
+            None => {
+                global.insert(item.kind, content);
+            }
+        }
+    }
+    Ok(serde_json::json!({"account_data": {"global": global, "rooms": rooms}}))
+}
+
+/// `GET /_synapse/admin/v1/users/{userId}/pushers`: the user's pushers as the client API
+/// lists them.
+pub(crate) async fn pushers(
+    state: &State,
+    user_id: &UserId,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    local_user(state, user_id).await?;
+    let pushers = state.rooms.storage().pushers(user_id.as_str()).await?;
+    Ok(pushers
+        .into_iter()
+        .map(|pusher| {
+            let mut shown = match stored_json(&pusher.data) {
+                serde_json::Value::Object(rest) => rest,
+                _ => serde_json::Map::new(),
+            };
+            shown.insert("app_id".to_owned(), pusher.app_id.into());
+            shown.insert("pushkey".to_owned(), pusher.pushkey.into());
+            serde_json::Value::Object(shown)
+        })
         .collect())
 }
