@@ -19,6 +19,7 @@ mod domains;
 mod listing;
 mod media;
 mod push;
+mod registration_tokens;
 mod relations;
 mod scheduled;
 mod search;
@@ -34,6 +35,7 @@ pub use domains::*;
 pub use listing::*;
 pub use media::*;
 pub use push::*;
+pub use registration_tokens::*;
 pub use relations::*;
 pub use scheduled::*;
 pub use search::*;
@@ -86,7 +88,7 @@ macro_rules! storage_conformance {
             relations_index_round_trips,
             search_matches_tokens_in_rooms, search_pages_and_ranks,
             redacted_events_leave_the_index, search_bounds_odd_text, search_candidates_span_rooms,
-            reports_round_trip, users_and_rooms_in_pages,
+            reports_round_trip, users_and_rooms_in_pages, registration_tokens_round_trip,
             notifications_round_trip, push_cursors_round_trip, appservice_cursors_round_trip);
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -465,6 +465,15 @@ pub trait OpenIdStore: Send + Sync {
     async fn expired_openid_tokens(&self, now_ts: u64, limit: usize) -> Result<Vec<String>>;
 }
 
+/// Registration tokens made by the server's administrators.
+#[async_trait]
+pub trait RegistrationTokenStore: Send + Sync {
+    /// One token.
+    async fn registration_token(&self, token: &str) -> Result<Option<RegistrationToken>>;
+    /// Every token, sorted by token (byte order).
+    async fn registration_tokens(&self) -> Result<Vec<RegistrationToken>>;
+}
+
 /// Delayed events (MSC4140): scheduled events waiting for their send time.
 #[async_trait]
 pub trait DelayedEventStore: Send + Sync {
@@ -564,6 +573,7 @@ pub trait Storage:
     + AppserviceStore
     + PresenceStore
     + OpenIdStore
+    + RegistrationTokenStore
     + DelayedEventStore
     + RelationStore
     + UserDirectoryStore

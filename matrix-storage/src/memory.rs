@@ -6,6 +6,7 @@
 
 mod auth_chain;
 mod push;
+mod registration_tokens;
 mod relations;
 mod scheduled;
 mod search;
@@ -109,6 +110,8 @@ struct Inner {
     auth_chains: auth_chain::AuthChains,
     /// OpenID tokens and delayed events.
     scheduled: scheduled::Scheduled,
+    /// Registration tokens.
+    registration_tokens: registration_tokens::RegistrationTokens,
     relations: relations::Relations,
     /// The search index and the reports.
     search: search::SearchIndex,
@@ -296,6 +299,7 @@ impl Inner {
         let mut applied = Applied::default();
         let user_changes = user_data::UserData::take(&mut changes);
         self.scheduled.apply(&mut changes);
+        self.registration_tokens.apply(&mut changes);
         self.push.apply(&mut changes);
         let new_snapshot = snapshot.map(|layer| {
             self.snapshots.push(Arc::new(layer));

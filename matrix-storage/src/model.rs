@@ -532,6 +532,11 @@ pub struct ChangeSet {
     pub openid_tokens: Vec<(String, OpenIdToken)>,
     /// OpenID tokens to delete (by hash); one not stored is skipped.
     pub deleted_openid_tokens: Vec<String>,
+    /// Registration tokens to store: each replaces the one with the same token.
+    pub registration_tokens: Vec<RegistrationToken>,
+    /// Registration tokens to delete, after [`ChangeSet::registration_tokens`]; one not
+    /// stored is skipped.
+    pub deleted_registration_tokens: Vec<String>,
     /// Delayed events to store: each replaces the one of its user with its `delay_id`.
     pub delayed_events: Vec<DelayedEvent>,
     /// Delayed events to delete `(user, delay_id)`, after [`ChangeSet::delayed_events`]; one

@@ -48,6 +48,7 @@ mod backfill;
 mod domains;
 mod presence;
 mod push;
+mod registration_tokens;
 mod relations;
 mod scheduled;
 mod search;
@@ -97,6 +98,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (18, "appservice cursors", include_str!("../migrations/0018_appservice.sql")),
     (20, "search postings", include_str!("../migrations/0020_search_postings.sql")),
     (21, "appservice room lists", include_str!("../migrations/0021_appservice_room_list.sql")),
+    (22, "registration tokens", include_str!("../migrations/0022_registration_tokens.sql")),
 ];
 
 /// The first key of our migration lock ("MXST"); the second is a hash of the schema.

@@ -45,6 +45,7 @@ mod media;
 mod presence;
 mod push;
 mod records;
+mod registration_tokens;
 mod relations;
 mod scheduled;
 mod search;
@@ -177,11 +178,14 @@ const APPSERVICE_LIST: u8 = b'>';
 /// written in `domains`; filled from INBOX once when a store written before is opened, see
 /// [`index_inbox`]).
 const INBOX_LOG: u8 = b'?';
+/// Registration tokens by token (read and written in `registration_tokens`; a store written
+/// before has none).
+const REGISTRATION_TOKEN: u8 = b'@';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 70] = [
+const TABLES: [u8; 71] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
@@ -191,7 +195,7 @@ const TABLES: [u8; 70] = [
     PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED, OPENID, DELAYED, DELAYED_DUE, RELATION,
     THREAD_REPLY, RELATION_OF, USER_DIRECTORY, PUBLIC_JOIN_ROOM, SEARCH, SEARCH_DOC, REPORT,
     NOTIFICATION, NOTIFICATION_ROOM, PUSH_STATE, APPSERVICE_CURSOR, INBOX_LOG,
-    APPSERVICE_LIST,
+    APPSERVICE_LIST, REGISTRATION_TOKEN,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -904,6 +908,7 @@ impl SledStore {
         user_data::apply_in(&tx, changes, &mut applied)?;
         presence::apply_in(&tx, changes)?;
         scheduled::apply_in(&tx, changes)?;
+        registration_tokens::apply_in(&tx, changes)?;
         user_directory::apply_in(&tx, changes)?;
         search::apply_in(&tx, changes, &applied)?;
         push::apply_in(&tx, changes)?;

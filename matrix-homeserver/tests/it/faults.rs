@@ -22,6 +22,7 @@ use matrix_storage::{
     RelationSummary, ReportStore, SearchStore, UserDirectoryStore,
 };
 use matrix_storage::{DelayedEvent, DelayedEventStore, OpenIdStore, OpenIdToken};
+use matrix_storage::{RegistrationToken, RegistrationTokenStore};
 
 /// A store whose change sets are acknowledged `delay` after they are applied (durable, but
 /// the acknowledgement is late: a client may give up in between).
@@ -40,6 +41,10 @@ macro_rules! forward {
     };
 }
 
+forward!(RegistrationTokenStore {
+    fn registration_token(&self, token: &str) -> Result<Option<RegistrationToken>>;
+    fn registration_tokens(&self) -> Result<Vec<RegistrationToken>>;
+});
 forward!(EventStore {
     fn event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
     fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>>;

@@ -10,6 +10,32 @@ pub struct OpenIdToken {
     pub expires_ts: u64,
 }
 
+/// A registration token an administrator made (Synapse's admin API), which lets a client
+/// register through `m.login.registration_token` while it is valid: before its expiry and
+/// while fewer than `uses_allowed` registrations (pending and completed) used it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationToken {
+    /// The token.
+    pub token: String,
+    /// How many registrations may use it; `None`: any number.
+    pub uses_allowed: Option<u64>,
+    /// Registrations that passed the token stage and did not finish yet.
+    pub pending: u64,
+    /// Registrations that finished with it.
+    pub completed: u64,
+    /// When it stops being valid, in milliseconds since the Unix epoch; `None`: never.
+    pub expiry_time: Option<u64>,
+}
+
+impl RegistrationToken {
+    /// Whether a registration may use it at `now_ms`.
+    pub fn valid_at(&self, now_ms: u64) -> bool {
+        let uses = self.pending.saturating_add(self.completed);
+        self.uses_allowed.is_none_or(|allowed| uses < allowed)
+            && self.expiry_time.is_none_or(|expiry| now_ms < expiry)
+    }
+}
+
 /// An event a user scheduled to be sent later (MSC4140), kept until it is sent or cancelled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DelayedEvent {

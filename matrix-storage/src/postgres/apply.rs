@@ -205,6 +205,7 @@ async fn write(
     user_data::write(&mut tx, changes, &mut applied).await?;
     super::presence::write(&mut tx, changes).await?;
     super::scheduled::write(&mut tx, changes).await?;
+    super::registration_tokens::write(&mut tx, changes).await?;
     super::user_directory::write(&mut tx, changes).await?;
     super::search::write(&mut tx, changes, &timeline_positions).await?;
     super::push::write(&mut tx, changes).await?;
