@@ -76,7 +76,9 @@ pub(super) async fn registration_token_validity(
         return Err(ApiError::forbidden("registration is not by token on this server"));
     }
     state.limiter.check(Action::RegistrationToken, &address)?;
-    Ok(axum::Json(json!({"valid": token_matches(&registration.tokens, &token)})))
+    let valid = token_matches(&registration.tokens, &token)
+        || crate::services::admin::tokens::is_valid(&state, &token).await?;
+    Ok(axum::Json(json!({"valid": valid})))
 }
 
 /// Refuses a password longer than the server hashes (hashing a long one only costs us).
@@ -153,13 +155,19 @@ pub(super) async fn register(
         RegistrationMode::Token => "m.login.registration_token",
         _ => return Err(ApiError::forbidden("registration is closed on this server")),
     };
+    // A token the administrators made (not one of the config's), whose use is reserved
+    // before the account is made and counted after.
+    let mut stored_token = None;
     match (&request.auth, registration.mode) {
         (None, _) => return Err(registration_flows(stage)?),
         (Some(AuthData::Dummy(_)), RegistrationMode::Open) => {}
         (Some(AuthData::RegistrationToken(given)), RegistrationMode::Token) => {
             // Counted before the token is looked at: every guess costs a try.
             state.limiter.check(Action::RegistrationToken, &address)?;
-            if !token_matches(&registration.tokens, &given.token) {
+            let listed = token_matches(&registration.tokens, &given.token);
+            if !listed && crate::services::admin::tokens::is_valid(&state, &given.token).await? {
+                stored_token = Some((given.token.clone(), given.session.clone()));
+            } else if !listed {
                 return Err(stage_failed(
                     stage,
                     given.session.as_deref(),
@@ -177,10 +185,19 @@ pub(super) async fn register(
         device_id: request.device_id.clone(),
         display_name: request.initial_device_display_name.clone(),
     });
-    let (user_id, session) = state
+    if let Some((token, session)) = &stored_token
+        && !crate::services::admin::tokens::reserve(&state, token).await?
+    {
+        return Err(stage_failed(stage, session.as_deref(), "the registration token is not valid"));
+    }
+    let created = state
         .accounts
         .create_user(request.username.as_deref(), request.password.clone(), false, device)
-        .await?;
+        .await;
+    if let Some((token, _)) = &stored_token {
+        crate::services::admin::tokens::finish(&state, token, created.is_ok()).await?;
+    }
+    let (user_id, session) = created?;
     let mut response = register::v3::Response::new(user_id);
     if let Some(session) = session {
         response.access_token = Some(session.access_token);

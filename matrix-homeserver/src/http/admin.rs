@@ -5,6 +5,7 @@
 mod register;
 mod reports;
 mod rooms;
+mod tokens;
 mod users;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub(super) fn routes() -> Routes {
         .merge(users::routes())
         .merge(rooms::routes())
         .merge(reports::routes())
+        .merge(tokens::routes())
 }
 
 /// A service's answer as JSON.

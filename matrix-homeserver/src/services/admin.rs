@@ -7,6 +7,7 @@ mod register;
 pub(crate) mod reports;
 pub(crate) mod room_admin;
 pub(crate) mod rooms;
+pub(crate) mod tokens;
 pub(crate) mod users;
 
 pub use register::registration_mac;

@@ -11,6 +11,7 @@ mod account;
 mod account_extras;
 mod admin;
 mod admin_rooms;
+mod admin_tokens;
 mod admin_users;
 mod appservice;
 mod appservice_directory;
