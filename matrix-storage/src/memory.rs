@@ -504,7 +504,7 @@ impl Inner {
         for (redacted, _) in &changes.redactions {
             self.search.remove(redacted);
         }
-        self.search.report(changes.reports);
+        self.search.report(changes.reports, &changes.deleted_reports);
         self.redactions.extend(changes.redactions);
         self.profiles.extend(changes.profiles);
         self.presence.extend(changes.presence);

@@ -548,6 +548,9 @@ pub struct ChangeSet {
     pub search: Vec<SearchEntry>,
     /// Content reports to store; each gets the next report id.
     pub reports: Vec<ContentReport>,
+    /// Content reports to delete (by id), after [`ChangeSet::reports`]; an id not stored is
+    /// skipped. Ids are never handed out again.
+    pub deleted_reports: Vec<u64>,
     /// Notifications to store: each replaces the user's notification at the same position;
     /// past [`NOTIFICATIONS_KEPT`] a user's oldest are deleted.
     pub notifications: Vec<Notification>,

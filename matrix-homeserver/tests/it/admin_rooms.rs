@@ -91,6 +91,7 @@ async fn only_administrators(backend: crate::Backend) {
         (Method::POST, format!("/_synapse/admin/v1/rooms/{room}/make_room_admin"), Some(json!({}))),
         (Method::GET, "/_synapse/admin/v1/event_reports".into(), None),
         (Method::GET, "/_synapse/admin/v1/event_reports/1".into(), None),
+        (Method::DELETE, "/_synapse/admin/v1/event_reports/1".into(), None),
     ];
     for (method, path, body) in &calls {
         let (status, answer) = anonymous.send(method.clone(), path, body.as_ref()).await;
@@ -283,6 +284,16 @@ async fn event_reports(backend: crate::Backend) {
     assert_eq!(body["event_json"]["content"]["body"], "message 2");
     let (status, body) = s.admin.get(&format!("{path}/999")).await;
     assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+
+    // Deleted: gone from the list and from its own path; deleting again is 404.
+    let (status, body) = s.admin.send(Method::DELETE, &format!("{path}/{id}"), None).await;
+    assert_eq!((status, body), (200, json!({})));
+    let (status, body) = s.admin.get(&format!("{path}/{id}")).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+    let (status, body) = s.admin.send(Method::DELETE, &format!("{path}/{id}"), None).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+    let (_, body) = s.admin.get(path).await;
+    assert_eq!(body["total"], 2);
     let (status, body) = s.admin.get(&format!("{path}/abc")).await;
     assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"), "{body}");
     let (status, body) = s.admin.get(&format!("{path}?dir=x")).await;

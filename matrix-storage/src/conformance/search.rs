@@ -335,4 +335,16 @@ pub async fn reports_round_trip(store: Store) {
     let page = store.reports(all[0].id, 1).await.expect("reads");
     assert_eq!(page, all[1..2].to_vec());
     assert!(store.reports(all[2].id, 10).await.expect("reads").is_empty());
+
+    // Deleted (the last one, and an id never handed out): gone, and its id is not reused.
+    let mut changes = ChangeSet::new();
+    changes.deleted_reports = vec![all[2].id, all[2].id + 100];
+    apply(&store, changes).await;
+    assert_eq!(store.reports(0, 10).await.expect("reads"), all[..2].to_vec());
+    let mut changes = ChangeSet::new();
+    changes.reports = vec![all[2].report.clone()];
+    apply(&store, changes).await;
+    let after = store.reports(0, 10).await.expect("reads");
+    assert_eq!(after.len(), 3);
+    assert!(after[2].id > all[2].id, "a deleted report's id is not handed out again");
 }

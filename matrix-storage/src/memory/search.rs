@@ -21,6 +21,8 @@ pub(super) struct SearchIndex {
     /// event -> its position.
     positions: HashMap<String, u64>,
     reports: Vec<StoredReport>,
+    /// The id of the last report stored (ids are not reused when reports are deleted).
+    last_report: u64,
 }
 
 impl SearchIndex {
@@ -74,11 +76,12 @@ impl SearchIndex {
         page_of(query, candidates)
     }
 
-    pub(super) fn report(&mut self, reports: Vec<ContentReport>) {
+    pub(super) fn report(&mut self, reports: Vec<ContentReport>, deleted: &[u64]) {
         for report in reports {
-            let id = self.reports.last().map_or(1, |r| r.id + 1);
-            self.reports.push(StoredReport { id, report });
+            self.last_report += 1;
+            self.reports.push(StoredReport { id: self.last_report, report });
         }
+        self.reports.retain(|r| !deleted.contains(&r.id));
     }
 
     pub(super) fn reports(&self, after: u64, limit: usize) -> Vec<StoredReport> {

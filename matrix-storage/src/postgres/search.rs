@@ -108,6 +108,14 @@ pub(super) async fn write(
         .await
         .doing("writing a report")?;
     }
+    if !changes.deleted_reports.is_empty() {
+        let ids: Vec<i64> = changes.deleted_reports.iter().map(|id| to_i64(*id)).collect();
+        sqlx::query("DELETE FROM content_reports WHERE id = ANY($1::bigint[])")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .doing("deleting reports")?;
+    }
     Ok(())
 }
 

@@ -105,6 +105,9 @@ pub(super) fn apply_in(tx: &Tx<'_>, changes: &ChangeSet, applied: &Applied) -> R
         let id = bump(tx, "next_report", 1, 1)?;
         tx.insert(Enc::table(REPORT).u64(id).done(), encode_report(report))?;
     }
+    for id in &changes.deleted_reports {
+        tx.remove(Enc::table(REPORT).u64(*id).done())?;
+    }
     Ok(())
 }
 

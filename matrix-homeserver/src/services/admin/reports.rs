@@ -147,17 +147,35 @@ pub(crate) async fn list_reports(
     Ok(ReportPage { event_reports, next_token: (next < total).then_some(next), total })
 }
 
-/// `GET /_synapse/admin/v1/event_reports/{reportId}`: one event report, with the event.
-pub(crate) async fn report(state: &State, id: &str) -> Result<EventReport, ApiError> {
+/// The stored event report with the id of a path: 400 for an id that is not a positive
+/// integer, 404 for no such event report.
+async fn stored_report(state: &State, id: &str) -> Result<matrix_storage::StoredReport, ApiError> {
     let id: u64 = id
         .parse()
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| ApiError::invalid_param("the report id must be a positive integer"))?;
     let found = state.rooms.storage().reports(id - 1, 1).await?.into_iter().next();
-    let Some(stored) = found.filter(|r| r.id == id) else {
-        return Err(ApiError::not_found("Event report not found"));
-    };
+    found
+        .filter(|r| {
+            r.id == id && matches!(r.report.target, matrix_storage::ReportTarget::Event { .. })
+        })
+        .ok_or_else(|| ApiError::not_found("Event report not found"))
+}
+
+/// `DELETE /_synapse/admin/v1/event_reports/{reportId}`.
+pub(crate) async fn delete_report(state: &State, id: &str) -> Result<(), ApiError> {
+    let stored = stored_report(state, id).await?;
+    let mut changes = matrix_storage::ChangeSet::new();
+    changes.deleted_reports.push(stored.id);
+    state.rooms.storage().apply(changes).await?;
+    Ok(())
+}
+
+/// `GET /_synapse/admin/v1/event_reports/{reportId}`: one event report, with the event.
+pub(crate) async fn report(state: &State, id: &str) -> Result<EventReport, ApiError> {
+    let stored = stored_report(state, id).await?;
+    let id = stored.id;
     let matrix_storage::ReportTarget::Event { room_id, event_id } = stored.report.target.clone()
     else {
         return Err(ApiError::not_found("Event report not found"));
