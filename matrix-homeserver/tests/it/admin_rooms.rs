@@ -89,6 +89,11 @@ async fn only_administrators(backend: crate::Backend) {
         ),
         (Method::DELETE, format!("/_synapse/admin/v1/rooms/{room}"), Some(json!({}))),
         (Method::POST, format!("/_synapse/admin/v1/rooms/{room}/make_room_admin"), Some(json!({}))),
+        (
+            Method::POST,
+            format!("/_synapse/admin/v1/join/{room}"),
+            Some(json!({"user_id": "@boss:x"})),
+        ),
         (Method::GET, "/_synapse/admin/v1/event_reports".into(), None),
         (Method::GET, "/_synapse/admin/v1/event_reports/1".into(), None),
         (Method::DELETE, "/_synapse/admin/v1/event_reports/1".into(), None),
@@ -353,7 +358,59 @@ async fn make_room_admin(backend: crate::Backend) {
     }
 }
 
+async fn force_join(backend: crate::Backend) {
+    let Some(s) = setup(backend).await else { return };
+    let server_name = s.server.server_name().to_owned();
+    s.server.homeserver().create_user("carol", Some("pw-carol"), false).await.expect("created");
+    let carol = format!("@carol:{server_name}");
+    let membership = |room: String| {
+        let storage = s.server.storage().clone();
+        let carol = carol.clone();
+        async move { storage.membership(&room, &carol).await.expect("reads") }
+    };
+    // A public room, by alias: joined.
+    let (status, body) = s
+        .admin
+        .post(
+            &format!("/_synapse/admin/v1/join/%23alpha:{server_name}"),
+            &json!({"user_id": carol}),
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({"room_id": s.alpha})));
+    assert_eq!(membership(s.alpha.clone()).await.as_deref(), Some("join"));
+    // An invite-only room the administrator is not in: refused, nothing changes.
+    let path = format!("/_synapse/admin/v1/join/{}", s.beta);
+    let (status, body) = s.admin.post(&path, &json!({"user_id": carol})).await;
+    assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"), "{body}");
+    assert_eq!(membership(s.beta.clone()).await, None);
+    // Once the administrator is in it (made room admin, invited, joined), they invite and the
+    // user joins.
+    let (status, _) = s
+        .admin
+        .post(&format!("/_synapse/admin/v1/rooms/{}/make_room_admin", s.beta), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) =
+        s.admin.post(&format!("/_matrix/client/v3/rooms/{}/join", s.beta), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.admin.post(&path, &json!({"user_id": carol})).await;
+    assert_eq!((status, body), (200, json!({"room_id": s.beta})));
+    assert_eq!(membership(s.beta.clone()).await.as_deref(), Some("join"));
+
+    let cases = [
+        (format!("/_synapse/admin/v1/join/!nothere:{server_name}"), json!({"user_id": carol}), 404),
+        (path.clone(), json!({"user_id": "@someone:elsewhere.example"}), 400),
+        (path.clone(), json!({"user_id": format!("@nobody:{server_name}")}), 404),
+        (path.clone(), json!({}), 400),
+    ];
+    for (path, body, expected) in cases {
+        let (status, answer) = s.admin.post(&path, &body).await;
+        assert_eq!(status, expected, "{path} {body}: {answer}");
+    }
+}
+
 crate::on_every_backend!(
+    force_join,
     only_administrators,
     list_and_read,
     block_and_delete,

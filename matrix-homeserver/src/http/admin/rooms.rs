@@ -23,6 +23,7 @@ pub(super) fn routes() -> Routes {
         .route(&format!("{V1}/rooms/{{room}}/state"), route(get(room_state)))
         .route(&format!("{V1}/rooms/{{room}}/block"), route(get(block_status).put(set_block)))
         .route(&format!("{V1}/rooms/{{room}}/make_room_admin"), route(post(make_room_admin)))
+        .route(&format!("{V1}/join/{{room}}"), route(post(force_join)))
 }
 
 async fn list(
@@ -112,4 +113,20 @@ async fn make_room_admin(
     };
     room_admin::make_room_admin(&state, &room, &target).await?;
     Ok(Json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+struct ForceJoin {
+    user_id: Option<String>,
+}
+
+async fn force_join(
+    State(state): AppState,
+    Admin(auth): Admin,
+    Params(room): Params<String>,
+    JsonBody(body): JsonBody<ForceJoin>,
+) -> JsonResult {
+    let user = body.user_id.ok_or_else(|| ApiError::missing_param("`user_id` is required"))?;
+    let room_id = room_admin::force_join(&state, &auth.user_id, &room, &parse_user(&user)?).await?;
+    Ok(Json(json!({"room_id": room_id})))
 }

@@ -1,7 +1,10 @@
-//! `POST /_synapse/admin/v1/rooms/{roomIdOrAlias}/make_room_admin`: grants a user of ours the
-//! highest power a user of ours in the room has, by a power levels event that user sends
-//! (through the rooms' authorization, as any power levels change); a user who is not in a
-//! room that is not public is invited by that user too.
+//! Room membership by the administrators, each change an event of a user sent through the
+//! rooms' authorization:
+//! - `POST /_synapse/admin/v1/rooms/{roomIdOrAlias}/make_room_admin`: grants a user of ours
+//!   the highest power a user of ours in the room has, by a power levels event that user
+//!   sends; a user who is not in a room that is not public is invited by that user too.
+//! - `POST /_synapse/admin/v1/join/{roomIdOrAlias}`: joins a user of ours to a room; one
+//!   that is not public needs the administrator in it, who invites the user first.
 
 use matrix_core::json::Value;
 use ruma::{OwnedRoomId, UserId};
@@ -20,6 +23,39 @@ async fn resolve(state: &State, room: &str) -> Result<OwnedRoomId, ApiError> {
     let alias = state.rooms.storage().alias(room).await?;
     let alias = alias.ok_or_else(|| ApiError::not_found("Room alias not found"))?;
     parse_room(&alias.room_id)
+}
+
+/// Joins `target` to a room (see the module's doc): the room's id.
+pub(crate) async fn force_join(
+    state: &State,
+    admin: &UserId,
+    room: &str,
+    target: &UserId,
+) -> Result<OwnedRoomId, ApiError> {
+    let room_id = resolve(state, room).await?;
+    local_user(state, target).await?;
+    let storage = state.rooms.storage();
+    let snapshot = storage
+        .room(room_id.as_str())
+        .await?
+        .and_then(|info| info.current_state)
+        .ok_or_else(|| ApiError::not_found("Room not found"))?;
+    let membership = storage.membership(room_id.as_str(), target.as_str()).await?;
+    if membership.as_deref() == Some("join") {
+        return Ok(room_id);
+    }
+    let join_rules = state.rooms.state_pdu(snapshot, "m.room.join_rules", "").await?;
+    let public = join_rules.is_some_and(|j| j.content().get_str("join_rule") == Some("public"));
+    if !public && membership.as_deref() != Some("invite") {
+        let admin_in = storage.membership(room_id.as_str(), admin.as_str()).await?;
+        if admin_in.as_deref() != Some("join") {
+            return Err(ApiError::forbidden("the server administrator is not in the room"));
+        }
+        state.rooms.invite(room_id.as_str(), admin, target, None, false).await?;
+    }
+    let federation = state.federation.as_ref();
+    state.rooms.join_anywhere(federation, room_id.as_str(), target, None, &[]).await?;
+    Ok(room_id)
 }
 
 /// Makes `target` a room administrator (see the module's doc).
