@@ -94,6 +94,8 @@ async fn only_administrators(backend: crate::Backend) {
             format!("/_synapse/admin/v1/join/{room}"),
             Some(json!({"user_id": "@boss:x"})),
         ),
+        (Method::GET, format!("/_synapse/admin/v1/rooms/{room}/forward_extremities"), None),
+        (Method::GET, "/_synapse/admin/v1/fetch_event/$x".into(), None),
         (Method::GET, "/_synapse/admin/v1/event_reports".into(), None),
         (Method::GET, "/_synapse/admin/v1/event_reports/1".into(), None),
         (Method::DELETE, "/_synapse/admin/v1/event_reports/1".into(), None),
@@ -283,6 +285,25 @@ async fn event_reports(backend: crate::Backend) {
     assert_eq!(body["next_token"], 2);
     let (_, body) = s.admin.get(&format!("{path}?user_id=@nobody:x")).await;
     assert_eq!(body["total"], 0);
+    // The event itself, to an administrator who is in no room, and the room's extremities.
+    let (status, body) =
+        s.admin.get(&format!("/_synapse/admin/v1/fetch_event/{}", events[2])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["event"]["event_id"].as_str(), body["event"]["content"]["body"].as_str()),
+        (Some(events[2].as_str()), Some("message 2"))
+    );
+    let (status, body) = s.admin.get("/_synapse/admin/v1/fetch_event/$nothere").await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+    let (status, body) =
+        s.admin.get(&format!("/_synapse/admin/v1/rooms/{}/forward_extremities", s.alpha)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 1);
+    assert_eq!(body["results"][0]["event_id"], events[2].as_str());
+    assert!(body["results"][0]["depth"].as_u64().is_some(), "{body}");
+    let (status, body) =
+        s.admin.get("/_synapse/admin/v1/rooms/!nothere:x/forward_extremities").await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
     let id = newest["id"].as_u64().expect("an id");
     let (status, body) = s.admin.get(&format!("{path}/{id}")).await;
     assert_eq!(status, 200, "{body}");

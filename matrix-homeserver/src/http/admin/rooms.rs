@@ -24,6 +24,8 @@ pub(super) fn routes() -> Routes {
         .route(&format!("{V1}/rooms/{{room}}/block"), route(get(block_status).put(set_block)))
         .route(&format!("{V1}/rooms/{{room}}/make_room_admin"), route(post(make_room_admin)))
         .route(&format!("{V1}/join/{{room}}"), route(post(force_join)))
+        .route(&format!("{V1}/rooms/{{room}}/forward_extremities"), route(get(extremities)))
+        .route(&format!("{V1}/fetch_event/{{event}}"), route(get(fetch_event)))
 }
 
 async fn list(
@@ -129,4 +131,18 @@ async fn force_join(
     let user = body.user_id.ok_or_else(|| ApiError::missing_param("`user_id` is required"))?;
     let room_id = room_admin::force_join(&state, &auth.user_id, &room, &parse_user(&user)?).await?;
     Ok(Json(json!({"room_id": room_id})))
+}
+
+async fn extremities(State(state): AppState, _: Admin, Params(room): Params<String>) -> JsonResult {
+    let room_id = room_admin::resolve(&state, &room).await?;
+    let results = rooms::forward_extremities(&state, &room_id).await?;
+    Ok(Json(json!({"count": results.len(), "results": results})))
+}
+
+async fn fetch_event(
+    State(state): AppState,
+    _: Admin,
+    Params(event): Params<String>,
+) -> JsonResult {
+    Ok(Json(json!({"event": rooms::fetch_event(&state, &event).await?})))
 }

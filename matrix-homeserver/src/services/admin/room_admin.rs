@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::services::rooms::{Draft, Level};
 
 /// A room id, or an alias this server resolves to one (404 when it does not).
-async fn resolve(state: &State, room: &str) -> Result<OwnedRoomId, ApiError> {
+pub(crate) async fn resolve(state: &State, room: &str) -> Result<OwnedRoomId, ApiError> {
     if !room.starts_with('#') {
         return parse_room(room);
     }

@@ -465,3 +465,32 @@ pub(super) async fn name_and_alias(
         None => (None, None),
     })
 }
+
+/// `GET /_synapse/admin/v1/rooms/{roomIdOrAlias}/forward_extremities`: the room's forward
+/// extremities with their depths (no state groups or receipt times are kept here: `null`).
+pub(crate) async fn forward_extremities(
+    state: &State,
+    room_id: &RoomId,
+) -> Result<Vec<Value>, ApiError> {
+    let info = state.rooms.storage().room(room_id.as_str()).await?;
+    let info = info.ok_or_else(|| ApiError::not_found("Room not found"))?;
+    let mut results = Vec::new();
+    for event_id in info.forward_extremities {
+        let depth = state.rooms.pdu(&event_id).await?.map(|pdu| pdu.depth());
+        results.push(serde_json::json!({
+            "event_id": event_id, "state_group": null, "depth": depth, "received_ts": null,
+        }));
+    }
+    Ok(results)
+}
+
+/// `GET /_synapse/admin/v1/fetch_event/{eventId}`: an event this server holds, as stored
+/// (whatever room it is in and whoever asks).
+pub(crate) async fn fetch_event(state: &State, event_id: &str) -> Result<Value, ApiError> {
+    let pdu =
+        state.rooms.pdu(event_id).await?.ok_or_else(|| ApiError::not_found("Event not found"))?;
+    let mut event: Value = serde_json::from_slice(pdu.canonical_bytes())
+        .map_err(|_| ApiError::unknown("a stored event does not parse"))?;
+    event["event_id"] = Value::from(pdu.event_id());
+    Ok(event)
+}
