@@ -9,11 +9,17 @@
 //! in order per room), the rate pushed, transactions and events per transaction, and the
 //! delays' percentiles.
 //!
+//! With `--down S`, the service is down (it answers 503) for the first S seconds of the
+//! sending, and the run waits for it to get everything after it is back (up to the push's
+//! longest backoff and a minute more): printed is when the last event arrived, counted from
+//! the service's return, and that every event came once and in order.
+//!
 //! ```text
-//! aspush [--rate 2000] [--seconds 10] [--rooms 32] [--storage sled|memory]
+//! aspush [--rate 2000] [--seconds 10] [--rooms 32] [--storage sled|memory] [--down 0]
 //! ```
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,10 +39,12 @@ struct Args {
     seconds: u64,
     rooms: usize,
     storage: String,
+    /// Seconds the service is down at the start of the sending.
+    down: u64,
 }
 
 fn args() -> Args {
-    let mut args = Args { rate: 2000, seconds: 10, rooms: 32, storage: "sled".into() };
+    let mut args = Args { rate: 2000, seconds: 10, rooms: 32, storage: "sled".into(), down: 0 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -45,6 +53,7 @@ fn args() -> Args {
             "--seconds" => args.seconds = value.parse().expect("--seconds: a number"),
             "--rooms" => args.rooms = value.parse().expect("--rooms: a number"),
             "--storage" => args.storage = value,
+            "--down" => args.down = value.parse().expect("--down: a number of seconds"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -64,25 +73,34 @@ struct Received {
     duplicates: u64,
     first: Option<Instant>,
     last_at: Option<Instant>,
+    /// Transactions answered 503 while the service was down.
+    refused: u64,
 }
 
 fn micros_since(base: Instant) -> u64 {
     u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-async fn stub(base: Instant, received: Arc<Mutex<Received>>) -> String {
+/// The stub: down (503) until `down_until` microseconds after `base`.
+async fn stub(base: Instant, received: Arc<Mutex<Received>>, down_until: Arc<AtomicU64>) -> String {
+    use axum::http::StatusCode;
     let app = axum::Router::new().route(
         "/_matrix/app/v1/transactions/{txn}",
         axum::routing::put(
             move |axum::extract::Path(txn): axum::extract::Path<String>,
                   axum::Json(body): axum::Json<Value>| {
                 let received = received.clone();
+                let down_until = down_until.clone();
                 async move {
                     let now = micros_since(base);
                     let mut r = received.lock().expect("a lock");
+                    if now < down_until.load(Ordering::Relaxed) {
+                        r.refused += 1;
+                        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({})));
+                    }
                     if !r.txn_ids.insert(txn) {
                         r.duplicates += 1;
-                        return axum::Json(json!({}));
+                        return (StatusCode::OK, axum::Json(json!({})));
                     }
                     r.transactions += 1;
                     for event in body["events"].as_array().into_iter().flatten() {
@@ -101,7 +119,7 @@ async fn stub(base: Instant, received: Arc<Mutex<Received>>) -> String {
                         r.first.get_or_insert_with(Instant::now);
                         r.last_at = Some(Instant::now());
                     }
-                    axum::Json(json!({}))
+                    (StatusCode::OK, axum::Json(json!({})))
                 }
             },
         ),
@@ -138,7 +156,8 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 async fn run(args: Args) -> Option<tempfile::TempDir> {
     let base = Instant::now();
     let received = Arc::new(Mutex::new(Received::default()));
-    let url = stub(base, received.clone()).await;
+    let down_until = Arc::new(AtomicU64::new(0));
+    let url = stub(base, received.clone(), down_until.clone()).await;
     let (storage, dir): (Arc<dyn Storage>, _) = match args.storage.as_str() {
         "memory" => (Arc::new(MemoryStore::new()), None),
         _ => {
@@ -188,6 +207,10 @@ async fn run(args: Args) -> Option<tempfile::TempDir> {
     let interval = Duration::from_secs_f64(1.0 / per_room);
     let total_per_room = (per_room * args.seconds as f64).round() as u64;
     let started = Instant::now();
+    let back = started + Duration::from_secs(args.down);
+    if args.down > 0 {
+        down_until.store(micros_since(base) + args.down * 1_000_000, Ordering::Relaxed);
+    }
     let mut tasks = Vec::new();
     for (room, token) in rooms {
         let http = http.clone();
@@ -215,8 +238,13 @@ async fn run(args: Args) -> Option<tempfile::TempDir> {
     }
     let send_secs = started.elapsed().as_secs_f64();
     let sent = total_per_room * args.rooms as u64;
-    // Wait for the stub to have everything (or 30 s more).
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Wait for the stub to have everything (or 30 s more; after an outage, the push's longest
+    // backoff (5 minutes) and a minute more from the service's return).
+    let deadline = if args.down > 0 {
+        back.max(Instant::now()) + Duration::from_secs(360)
+    } else {
+        Instant::now() + Duration::from_secs(30)
+    };
     while (received.lock().expect("a lock").delays.len() as u64) < sent && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -252,6 +280,17 @@ async fn run(args: Args) -> Option<tempfile::TempDir> {
         percentile(&delays, 99.0),
         percentile(&delays, 100.0)
     );
+    if args.down > 0 {
+        let last = r.last_at.map(|t| t.saturating_duration_since(back).as_secs_f64());
+        println!(
+            "down for the first {} s ({} transactions refused): {} of {sent} events received, \
+             the last {:.1} s after the service came back",
+            args.down,
+            r.refused,
+            delays.len(),
+            last.unwrap_or(f64::NAN)
+        );
+    }
     drop(r);
     drop(server);
     dir
