@@ -15,7 +15,7 @@ async fn reopen(path: &std::path::Path) -> matrix_storage::sled::SledStore {
     for _ in 0..200 {
         match matrix_storage::sled::SledStore::open(path, &options) {
             Ok(store) => return store,
-            Err(e) if e.kind() == matrix_storage::ErrorKind::Unavailable => {
+            Err(e) if e.kind() == matrix_storage::ErrorKind::Locked => {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             Err(e) => panic!("reopening failed: {e}"),
@@ -30,7 +30,7 @@ fn reopen_blocking(path: &std::path::Path) -> matrix_storage::sled::SledStore {
     for _ in 0..200 {
         match matrix_storage::sled::SledStore::open(path, &options) {
             Ok(store) => return store,
-            Err(e) if e.kind() == matrix_storage::ErrorKind::Unavailable => {
+            Err(e) if e.kind() == matrix_storage::ErrorKind::Locked => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Err(e) => panic!("reopening failed: {e}"),
@@ -202,7 +202,7 @@ mod sled_reopen {
     fn open_when_unlocked(path: &std::path::Path) -> matrix_storage::Result<SledStore> {
         for _ in 0..200 {
             match SledStore::open(path, &SledOptions::default()) {
-                Err(e) if e.kind() == ErrorKind::Unavailable => {
+                Err(e) if e.kind() == ErrorKind::Locked => {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
                 other => return other,
