@@ -162,7 +162,6 @@ impl Ephemeral {
         let _ = self.appservices.set(feed);
     }
 
-    /// Notes a change for the application services.
     /// Tells the application services' tasks that the stream moved (a to-device message, a
     /// device-list change).
     pub(crate) fn wake_appservices(&self) {
@@ -171,6 +170,7 @@ impl Ephemeral {
         }
     }
 
+    /// Notes a change for the application services.
     pub(crate) fn note_for_appservices(
         &self,
         note: &crate::services::appservice::transactions::Note,
