@@ -46,5 +46,7 @@ async fn ping(
         )));
     }
     let duration = state.appservices.ping(&service, body.transaction_id.as_deref()).await?;
+    // It answers: what waits for it goes now, not after the rest of a backoff.
+    state.ephemeral.appservice_answered(service.id());
     Ok(Json(json!({"duration_ms": duration})))
 }

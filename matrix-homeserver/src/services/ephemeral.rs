@@ -170,6 +170,14 @@ impl Ephemeral {
         }
     }
 
+    /// The application service `id` answered a ping: its delivery stops waiting out a
+    /// backoff.
+    pub(crate) fn appservice_answered(&self, id: &str) {
+        if let Some(feed) = self.appservices.get() {
+            feed.answered(id);
+        }
+    }
+
     /// Notes a change for the application services.
     pub(crate) fn note_for_appservices(
         &self,

@@ -51,42 +51,44 @@ impl Stub {
     /// Serves on `listener`.
     fn serve(&self, listener: tokio::net::TcpListener) {
         let stub = self.clone();
-        let app = axum::Router::new().route(
-            "/_matrix/app/v1/transactions/{txn}",
-            axum::routing::put(
-                move |axum::extract::Path(txn): axum::extract::Path<String>,
-                      headers: axum::http::HeaderMap,
-                      body: axum::body::Bytes| {
-                    let stub = stub.clone();
-                    async move {
-                        let mode = *stub.mode.lock().expect("a lock");
-                        stub.seen.lock().expect("a lock").push(Seen {
-                            txn,
-                            auth: headers
-                                .get("authorization")
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned),
-                            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                            mode,
-                        });
-                        match mode {
-                            Mode::Ok => (axum::http::StatusCode::OK, "{}".to_owned()),
-                            Mode::Fail => (
-                                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                                "{\"errcode\":\"M_UNKNOWN\"}".to_owned(),
-                            ),
-                            Mode::Hang => {
-                                tokio::time::sleep(Duration::from_secs(3600)).await;
-                                (axum::http::StatusCode::OK, "{}".to_owned())
-                            }
-                            Mode::Garbage => {
-                                (axum::http::StatusCode::OK, "<html>not json".to_owned())
+        let app = axum::Router::new()
+            .route("/_matrix/app/v1/ping", axum::routing::post(|| async { "{}" }))
+            .route(
+                "/_matrix/app/v1/transactions/{txn}",
+                axum::routing::put(
+                    move |axum::extract::Path(txn): axum::extract::Path<String>,
+                          headers: axum::http::HeaderMap,
+                          body: axum::body::Bytes| {
+                        let stub = stub.clone();
+                        async move {
+                            let mode = *stub.mode.lock().expect("a lock");
+                            stub.seen.lock().expect("a lock").push(Seen {
+                                txn,
+                                auth: headers
+                                    .get("authorization")
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_owned),
+                                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                                mode,
+                            });
+                            match mode {
+                                Mode::Ok => (axum::http::StatusCode::OK, "{}".to_owned()),
+                                Mode::Fail => (
+                                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                                    "{\"errcode\":\"M_UNKNOWN\"}".to_owned(),
+                                ),
+                                Mode::Hang => {
+                                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                                    (axum::http::StatusCode::OK, "{}".to_owned())
+                                }
+                                Mode::Garbage => {
+                                    (axum::http::StatusCode::OK, "<html>not json".to_owned())
+                                }
                             }
                         }
-                    }
-                },
-            ),
-        );
+                    },
+                ),
+            );
         tokio::spawn(async move { axum::serve(listener, app).await });
     }
 
@@ -336,6 +338,38 @@ async fn a_service_down_then_up_gets_everything_in_order(backend: crate::Backend
     assert!(
         stub.taken().iter().all(|t| t.body["events"].as_array().is_some_and(|e| e.len() <= 100))
     );
+}
+
+/// A service that answers a ping (as a bridge does when it starts) gets what waited for it
+/// at once, not when the backoff in progress ends.
+async fn a_ping_answered_ends_the_backoff(backend: crate::Backend) {
+    let (stub, url) = Stub::start().await;
+    let Some(server) = crate::start_with(backend, config(&url, false)).await else { return };
+    let (alice, _) = user(&server, "alice").await;
+    let (ghost, ghost_id) = user(&server, "ghost_4").await;
+    let room = create(&alice, json!({"invite": [&ghost_id]})).await;
+    join(&ghost, &room).await;
+    let warm = send(&alice, &room, "w", "warm up").await;
+    stub.wait_for(&warm).await;
+
+    // Six failures: the next try is 8 s away (250 ms doubling).
+    stub.set(Mode::Fail);
+    let before = stub.seen().len();
+    let waiting = send(&alice, &room, "p1", "waits for the service").await;
+    stub.wait_requests(before + 6).await;
+    stub.set(Mode::Ok);
+    let service = Client::new(&server).with_token("as_secret_token");
+    let pinged = std::time::Instant::now();
+    let (status, body) =
+        service.post("/_matrix/client/v1/appservice/bridge/ping", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    stub.wait_for(&waiting).await;
+    assert!(
+        pinged.elapsed() < Duration::from_secs(4),
+        "sent {:?} after the ping, not when the backoff ended",
+        pinged.elapsed()
+    );
+    assert_eq!(stub.event_ids().iter().filter(|e| **e == waiting).count(), 1);
 }
 
 async fn a_restart_resumes_the_transaction_in_flight(backend: crate::Backend) {
@@ -658,6 +692,7 @@ crate::on_every_backend!(
     to_device_reaches_the_service_once_across_a_restart,
     events_of_interest_arrive_in_order_and_others_do_not,
     failures_are_retried_with_the_same_transaction,
+    a_ping_answered_ends_the_backoff,
     a_service_down_then_up_gets_everything_in_order,
     a_restart_resumes_the_transaction_in_flight,
     ephemeral_events_go_to_services_that_ask,

@@ -117,7 +117,12 @@ impl Note {
 /// One service's inbox.
 #[derive(Debug)]
 struct Slot {
+    /// The service's id.
+    id: String,
     wake: tokio::sync::Notify,
+    /// The service answered a ping: a backoff in progress ends now ([`Feed::answered`]).
+    answered: tokio::sync::Notify,
+    retry_now: std::sync::atomic::AtomicBool,
     ephemeral: bool,
     msc3202: bool,
     notes: Mutex<VecDeque<Note>>,
@@ -141,6 +146,16 @@ impl Feed {
     pub(crate) fn stream_moved(&self) {
         for slot in &self.slots {
             slot.wake.notify_one();
+        }
+    }
+
+    /// The service `id` answered a ping (`/appservice/{id}/ping`, which a bridge calls when
+    /// it starts): it is up again, so a transaction waiting out a backoff is sent now rather
+    /// than up to [`MAX_BACKOFF`] later.
+    pub(crate) fn answered(&self, id: &str) {
+        for slot in self.slots.iter().filter(|slot| slot.id == id) {
+            slot.retry_now.store(true, std::sync::atomic::Ordering::Relaxed);
+            slot.answered.notify_one();
         }
     }
 
@@ -176,7 +191,10 @@ pub(crate) fn start(
             continue;
         }
         let slot = Arc::new(Slot {
+            id: service.id().to_owned(),
             wake: tokio::sync::Notify::new(),
+            answered: tokio::sync::Notify::new(),
+            retry_now: std::sync::atomic::AtomicBool::new(false),
             ephemeral: service.registration.receives_ephemeral(),
             msc3202: service.registration.msc3202,
             notes: Mutex::new(VecDeque::new()),
@@ -287,7 +305,12 @@ impl Delivery {
                         () = tokio::time::sleep(Duration::from_secs(60)) => {}
                     }
                 }
-                Ok(Next::Wait(wait)) => tokio::time::sleep(wait).await,
+                Ok(Next::Wait(wait)) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.slot.answered.notified() => {}
+                    }
+                }
                 Ok(Next::Send(cursor, batch)) => {
                     let delivered = self.send(&batch).await;
                     let Some(rooms) = self.rooms.upgrade() else { return };
@@ -396,7 +419,9 @@ impl Delivery {
             }
         };
         let now = now_ms();
-        if cursor.retry_at > now {
+        if cursor.retry_at > now
+            && !self.slot.retry_now.swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
             return Ok(Next::Wait(Duration::from_millis(cursor.retry_at - now)));
         }
         if let Some(upto) = cursor.in_flight {
@@ -620,6 +645,8 @@ impl Delivery {
             cursor.txn_id += 1;
             cursor.failures = 0;
             cursor.retry_at = 0;
+            // A ping answered while nothing waited must not cut a later backoff short.
+            self.slot.retry_now.store(false, std::sync::atomic::Ordering::Relaxed);
             for (user, device) in batch.to_device.consumed {
                 changes.to_device_delivered.push((user, device, cursor.pos));
             }
@@ -653,7 +680,10 @@ mod tests {
     fn ephemeral_notes_go_only_where_wanted_and_are_bounded() {
         let slot = |ephemeral, msc3202| {
             Arc::new(Slot {
+                id: "bridge".to_owned(),
                 wake: tokio::sync::Notify::new(),
+                answered: tokio::sync::Notify::new(),
+                retry_now: std::sync::atomic::AtomicBool::new(false),
                 ephemeral,
                 msc3202,
                 notes: Mutex::new(VecDeque::new()),
