@@ -16,13 +16,17 @@
 //! hash (from the copy), and the size and SHA-256 of every file. A backup without its manifest
 //! is not finished.
 //!
-//! **PostgreSQL** is not backed up by this command (it says so): `pg_dump` makes a
-//! consistent dump of a running database, and the data directory's key and media are
-//! copied beside it (docs/backup.md). The in-memory store has nothing to back up.
+//! **PostgreSQL** is backed up the same way (by the running server if one answers, else by
+//! this process, as the database is not locked): one snapshot of the database, copied table
+//! by table while writers go on (matrix-storage's `postgres/backup.rs`). The in-memory store
+//! has nothing to back up.
 //!
 //! **Restore** refuses a data directory that holds anything, checks every file against the
 //! manifest before it writes anything, puts the store, the key and the media in place, then
-//! opens the restored store and compares its summary with the manifest's.
+//! opens the restored store and compares its summary with the manifest's. A PostgreSQL
+//! backup goes into the database of `storage.postgres_url`, which must hold no data (a new
+//! database, or one a server opened but never wrote to); the load is one transaction, so a
+//! restore that fails leaves it empty.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -32,7 +36,7 @@ use anyhow::{Context, bail};
 use matrix_storage::StoreSummary;
 use serde_json::{Value, json};
 
-use crate::config::{FileConfig, StorageBackend};
+use crate::config::FileConfig;
 
 /// The manifest's format; restore refuses others.
 const FORMAT: u64 = 1;
@@ -54,12 +58,6 @@ pub(crate) async fn backup(
     target: &Path,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    if config.storage.backend == StorageBackend::Postgres {
-        bail!(
-            "backup copies an embedded store (sled, fjall); back a PostgreSQL database up with \
-             pg_dump, and the data directory's signing.key and media with it (docs/backup.md)"
-        );
-    }
     let target = absolute(target)?;
     if std::fs::read_dir(&target).is_ok_and(|mut entries| entries.next().is_some()) {
         bail!("{} is not empty; back up into a new directory", target.display());
@@ -173,7 +171,11 @@ pub(crate) async fn restore(config: &FileConfig, source: &Path) -> anyhow::Resul
     }
     std::fs::create_dir_all(data)
         .with_context(|| format!("creating the data directory {}", data.display()))?;
-    restore_embedded(config, source, &expected.backend)?;
+    if engine == "postgres" {
+        restore_postgres(config, source).await?;
+    } else {
+        restore_embedded(config, source, &expected.backend)?;
+    }
     if source.join("signing.key").exists() {
         copy_file(&source.join("signing.key"), &data.join("signing.key"))?;
     }
@@ -233,6 +235,14 @@ fn restore_embedded(config: &FileConfig, source: &Path, backed_up: &str) -> anyh
     drop(from);
     std::fs::remove_dir_all(&scratch).context("removing the scratch copy")?;
     Ok(())
+}
+
+/// The PostgreSQL store of the backup into the (empty) database of `config`.
+async fn restore_postgres(config: &FileConfig, source: &Path) -> anyhow::Result<()> {
+    let options = crate::postgres_options(config)?;
+    matrix_storage::postgres::PostgresStore::restore(&options, &source.join(STORE))
+        .await
+        .context("restoring the PostgreSQL database")
 }
 
 /// What differs between the manifest's summary and the restored store's.

@@ -255,6 +255,16 @@ async fn answer(response: reqwest::Response) -> anyhow::Result<serde_json::Value
     Ok(body)
 }
 
+/// The PostgreSQL store's options from the config.
+fn postgres_options(
+    config: &FileConfig,
+) -> anyhow::Result<matrix_storage::postgres::PostgresOptions> {
+    let Some(url) = &config.storage.postgres_url else {
+        bail!("storage.backend is \"postgres\" but storage.postgres_url is not set");
+    };
+    Ok(matrix_storage::postgres::PostgresOptions::new(url))
+}
+
 async fn open_storage(config: &FileConfig) -> anyhow::Result<Arc<dyn Storage>> {
     match config.storage.backend {
         StorageBackend::Sled => {
@@ -274,10 +284,7 @@ async fn open_storage(config: &FileConfig) -> anyhow::Result<Arc<dyn Storage>> {
             Ok(Arc::new(store))
         }
         StorageBackend::Postgres => {
-            let Some(url) = &config.storage.postgres_url else {
-                bail!("storage.backend is \"postgres\" but storage.postgres_url is not set");
-            };
-            let options = matrix_storage::postgres::PostgresOptions::new(url);
+            let options = postgres_options(config)?;
             let store = matrix_storage::postgres::PostgresStore::open(&options)
                 .await
                 .context("opening the PostgreSQL store")?;

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::StateEntry;
+use std::path::Path;
+
+use crate::{ErrorKind, Result, StateEntry, StorageError};
 
 /// A summary of a store's content, computed on a backup's copy and again on what a restore
 /// made of it; the two must be equal.
@@ -25,6 +27,28 @@ impl StoreSummary {
     /// A summary of `backend` with nothing in it yet.
     pub fn new(backend: impl Into<String>) -> Self {
         StoreSummary { backend: backend.into(), ..StoreSummary::default() }
+    }
+}
+
+/// Refuses a `dir` that holds anything: a backup never writes over another.
+#[cfg_attr(not(any(feature = "sled", feature = "postgres")), allow(dead_code))]
+pub(crate) fn check_empty(dir: &Path) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(StorageError::new(
+                    ErrorKind::Conflict,
+                    format!("{} is not empty; back up into a new directory", dir.display()),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::with_source(
+            ErrorKind::Unavailable,
+            "backup: cannot read the target directory",
+            e,
+        )),
     }
 }
 

@@ -45,6 +45,7 @@ mod apply;
 mod apply_domains;
 mod auth_chain;
 mod backfill;
+mod backup;
 mod domains;
 mod presence;
 mod push;
@@ -192,8 +193,16 @@ impl<T> Doing<T> for std::result::Result<T, sqlx::Error> {
     }
 }
 
+/// The migrations built in, up to `upto` (a restore first makes the schema of its backup).
 #[derive(Debug)]
-struct Embedded;
+struct Embedded {
+    upto: i64,
+}
+
+/// The newest schema version this build knows.
+fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
 
 impl MigrationSource<'static> for Embedded {
     fn resolve(
@@ -204,9 +213,11 @@ impl MigrationSource<'static> for Embedded {
                 + Send,
         >,
     > {
-        Box::pin(async {
+        let upto = self.upto;
+        Box::pin(async move {
             Ok(MIGRATIONS
                 .iter()
+                .filter(|m| m.0 <= upto)
                 .map(|&(version, description, sql)| {
                     Migration::new(
                         version,
@@ -229,7 +240,7 @@ fn migration_error(error: sqlx::migrate::MigrateError) -> StorageError {
             format!(
                 "the database was written by a newer version (migration {version} is unknown to \
                  this build, which knows up to {})",
-                MIGRATIONS.last().map_or(0, |m| m.0)
+                latest_version()
             ),
         ),
         MigrateError::VersionMismatch(version) => StorageError::new(
@@ -249,39 +260,48 @@ fn invalid(message: String) -> StorageError {
     StorageError::new(ErrorKind::InvalidOptions, message)
 }
 
+/// How the store's connections connect: `options`' URL, with commits on disk and the tables
+/// in `options.schema` (checked) if set.
+fn connect_options(options: &PostgresOptions) -> Result<PgConnectOptions> {
+    let connect: PgConnectOptions = options
+        .url
+        .parse()
+        .map_err(|e| invalid(format!("the PostgreSQL URL does not parse: {e}")))?;
+    // Acknowledged means on disk, whatever the server's default.
+    let mut settings = vec![("synchronous_commit", "on".to_owned())];
+    if let Some(schema) = &options.schema {
+        if schema.is_empty() || !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(invalid(format!(
+                "the schema name {schema:?} is not made of ASCII letters, digits and _"
+            )));
+        }
+        settings.push(("search_path", schema.clone()));
+    }
+    Ok(connect
+        .options(settings.iter().map(|(k, v)| (*k, v.as_str())))
+        .application_name(&options.application_name))
+}
+
+/// The schema the store's tables are in: `options.schema`, or the connection's current one.
+async fn schema_name(connection: &mut PgConnection, options: &PostgresOptions) -> Result<String> {
+    match &options.schema {
+        Some(schema) => Ok(schema.clone()),
+        None => sqlx::query_scalar("SELECT COALESCE(current_schema(), 'public')")
+            .fetch_one(connection)
+            .await
+            .doing("reading the schema"),
+    }
+}
+
 impl PostgresStore {
     /// Connects, creates the schema if asked and runs the migrations (under a lock, so that
     /// processes starting together migrate once). An unreachable server is
     /// [`ErrorKind::Unavailable`]; a database written by a newer version is
     /// [`ErrorKind::Corrupt`]; bad options are [`ErrorKind::InvalidOptions`].
     pub async fn open(options: &PostgresOptions) -> Result<Self> {
-        let mut connect: PgConnectOptions = options
-            .url
-            .parse()
-            .map_err(|e| invalid(format!("the PostgreSQL URL does not parse: {e}")))?;
-        // Acknowledged means on disk, whatever the server's default.
-        let mut settings = vec![("synchronous_commit", "on".to_owned())];
-        if let Some(schema) = &options.schema {
-            if schema.is_empty() || !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
-                return Err(invalid(format!(
-                    "the schema name {schema:?} is not made of ASCII letters, digits and _"
-                )));
-            }
-            settings.push(("search_path", schema.clone()));
-        }
-        connect = connect
-            .options(settings.iter().map(|(k, v)| (*k, v.as_str())))
-            .application_name(&options.application_name);
-
+        let connect = connect_options(options)?;
         let mut admin = PgConnection::connect_with(&connect).await.doing("connecting")?;
-        let schema = match &options.schema {
-            Some(schema) => schema.clone(),
-            None => sqlx::query_scalar("SELECT COALESCE(current_schema(), 'public')")
-                .fetch_one(&mut admin)
-                .await
-                .doing("reading the schema")?,
-        };
+        let schema = schema_name(&mut admin, options).await?;
         take_lock(&mut admin, &schema, options.lock_timeout).await?;
         let prepared = prepare(&mut admin, options).await;
         // Released whatever happened (closing the session would release it too).
@@ -335,16 +355,7 @@ impl PostgresStore {
 /// transactions that ended (another process's crash leaves some), and returns this store's
 /// instance id and the stream head.
 async fn prepare(admin: &mut PgConnection, options: &PostgresOptions) -> Result<(i64, u64)> {
-    if let Some(schema) = &options.schema {
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-            .execute(&mut *admin)
-            .await
-            .doing("creating the schema")?;
-    }
-    let mut migrator = Migrator::new(Embedded).await.map_err(migration_error)?;
-    // Our own lock keeps other stores of this schema out while it migrates.
-    migrator.set_locking(false);
-    migrator.run(&mut *admin).await.map_err(migration_error)?;
+    migrate(admin, options, latest_version()).await?;
     stream::forget_finished(admin).await?;
     let instance: i64 = sqlx::query_scalar("SELECT nextval('store_instances')")
         .fetch_one(&mut *admin)
@@ -352,6 +363,20 @@ async fn prepare(admin: &mut PgConnection, options: &PostgresOptions) -> Result<
         .doing("numbering the store")?;
     let head = stream::head(&mut *admin).await?;
     Ok((instance, head))
+}
+
+/// Creates the schema if asked and runs the migrations up to `upto` (under the caller's lock).
+async fn migrate(admin: &mut PgConnection, options: &PostgresOptions, upto: i64) -> Result<()> {
+    if let Some(schema) = &options.schema {
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .execute(&mut *admin)
+            .await
+            .doing("creating the schema")?;
+    }
+    let mut migrator = Migrator::new(Embedded { upto }).await.map_err(migration_error)?;
+    // Our own lock keeps other stores of this schema out while it migrates.
+    migrator.set_locking(false);
+    migrator.run(&mut *admin).await.map_err(migration_error)
 }
 
 /// Takes the session's advisory lock on `schema`, waiting up to `timeout`.
@@ -424,6 +449,16 @@ fn pairs(rows: Vec<PgRow>, doing: &str) -> Result<Vec<(String, String)>> {
 impl Storage for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    /// One snapshot of the database copied table by table, writers going on (see
+    /// `postgres/backup.rs`).
+    async fn backup(&self, dir: &std::path::Path) -> Result<crate::StoreSummary> {
+        self.backup_to(dir).await
+    }
+
+    async fn summary(&self) -> Result<crate::StoreSummary> {
+        self.summarize().await
     }
 
     async fn apply(&self, changes: ChangeSet) -> Result<Applied> {

@@ -35,23 +35,6 @@ fn io(what: &str, error: std::io::Error) -> StorageError {
     StorageError::with_source(ErrorKind::Unavailable, format!("backup: {what}"), error)
 }
 
-/// Refuses a `dir` that holds anything: a backup never writes over another.
-fn check_empty(dir: &Path) -> Result<()> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(StorageError::new(
-                    ErrorKind::Conflict,
-                    format!("{} is not empty; back up into a new directory", dir.display()),
-                ));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io("cannot read the target directory", e)),
-    }
-}
-
 impl SledStore {
     /// The engine's name: `sled` or `fjall`.
     pub fn engine_name(&self) -> &'static str {
@@ -76,7 +59,7 @@ impl SledStore {
     /// copy. Writes are stalled only for the moment the tap ends.
     pub fn backup_to(&self, dir: impl AsRef<Path>) -> Result<StoreSummary> {
         let dir = dir.as_ref();
-        check_empty(dir)?;
+        crate::backup::check_empty(dir)?;
         self.flusher.check()?;
         // One backup at a time (a second one is refused here, and leaves the first's tap
         // alone); from here on the tap is this backup's, ended whatever happens.

@@ -1,12 +1,16 @@
-//! Online backups of the embedded store (sled and fjall) while a writer goes on: the copy is
-//! the store at one commit boundary, holding every change set acknowledged before the backup
-//! began; its summary is the copy's; a directory holding anything is refused. The in-memory
-//! store makes none (it says so).
+//! Online backups of the embedded store (sled and fjall) and of PostgreSQL while a writer
+//! goes on: the copy is the store at one commit boundary, holding every change set
+//! acknowledged before the backup began; its summary is the copy's; a directory holding
+//! anything is refused. A PostgreSQL backup restores into a new schema with everything in it
+//! (the reopen test of the conformance suite, the reopened store being the restored copy),
+//! and a restore into a schema holding data, or from a damaged backup, is refused without a
+//! trace. The in-memory store makes none (it says so).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use matrix_storage::postgres::{PostgresOptions, PostgresStore};
 use matrix_storage::sled::SledStore;
 use matrix_storage::{ChangeSet, ErrorKind, Storage};
 
@@ -35,9 +39,12 @@ async fn written(store: &dyn Storage) -> (Vec<u64>, Option<u64>) {
     (numbers, last)
 }
 
-async fn backup_while_writing(open: impl Fn(&Path) -> SledStore) {
+/// The backup of `store` while a writer goes on, its copy opened by `copy_of`.
+async fn backup_while_writing(
+    store: Arc<dyn Storage>,
+    copy_of: impl AsyncFn(&Path) -> Arc<dyn Storage>,
+) {
     let dir = tempfile::tempdir().expect("a directory");
-    let store = Arc::new(open(&dir.path().join("live")));
     // Enough to copy that the copy takes a while.
     for first in (1..=4000u64).step_by(100) {
         let mut changes = ChangeSet::new();
@@ -76,8 +83,8 @@ async fn backup_while_writing(open: impl Fn(&Path) -> SledStore) {
     stop.store(true, Ordering::SeqCst);
     let slowest = writer.await.expect("the writer ended");
 
-    let copy = open(&target);
-    let (numbers, last) = written(&copy).await;
+    let copy = copy_of(&target).await;
+    let (numbers, last) = written(copy.as_ref()).await;
     let m = *numbers.last().expect("items");
     assert!(
         m >= before,
@@ -87,7 +94,7 @@ async fn backup_while_writing(open: impl Fn(&Path) -> SledStore) {
     assert_eq!(numbers, (1..=m).collect::<Vec<_>>(), "a prefix of the change sets, no gaps");
     assert_eq!(last, Some(m), "the overwritten item agrees with the prefix: one commit boundary");
     assert_eq!(copy.summary().await.expect("a summary"), summary);
-    assert_eq!(summary.backend, copy.engine_name());
+    assert_eq!(summary.backend, copy.backend());
     eprintln!(
         "{}: {before} before, {after} after, the copy at {m}; the backup took {took:?}, the \
          slowest write meanwhile {slowest:?}",
@@ -102,24 +109,146 @@ async fn backup_while_writing(open: impl Fn(&Path) -> SledStore) {
     assert!(live.len() as u64 >= m);
 }
 
+fn sled(path: &Path) -> Arc<dyn Storage> {
+    Arc::new(SledStore::open(path, &matrix_storage::sled::SledOptions::default()).expect("opens"))
+}
+
+fn fjall(path: &Path) -> Arc<dyn Storage> {
+    let options = matrix_storage::fjall::FjallOptions::default();
+    Arc::new(matrix_storage::fjall::FjallStore::open(path, &options).expect("opens"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sled_backup_while_writing_is_one_commit_boundary() {
-    backup_while_writing(|path| {
-        SledStore::open(path, &matrix_storage::sled::SledOptions::default()).expect("opens")
-    })
-    .await;
+    let dir = tempfile::tempdir().expect("a directory");
+    backup_while_writing(sled(&dir.path().join("live")), async |path| sled(path)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fjall_backup_while_writing_is_one_commit_boundary() {
-    backup_while_writing(|path| {
-        matrix_storage::fjall::FjallStore::open(
-            path,
-            &matrix_storage::fjall::FjallOptions::default(),
-        )
-        .expect("opens")
+    let dir = tempfile::tempdir().expect("a directory");
+    backup_while_writing(fjall(&dir.path().join("live")), async |path| fjall(path)).await;
+}
+
+/// The PostgreSQL store in `schema`, made if new.
+fn postgres_options(url: &str, schema: &str) -> PostgresOptions {
+    PostgresOptions::new(url).with_schema(schema)
+}
+
+/// The backup in `dir` restored into a new schema, opened.
+async fn postgres_restored(url: &str, dir: &Path) -> Arc<dyn Storage> {
+    let options = postgres_options(url, &crate::postgres::fresh_schema());
+    PostgresStore::restore(&options, dir).await.expect("restores");
+    Arc::new(PostgresStore::open(&options).await.expect("the restored store opens"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_backup_while_writing_is_one_snapshot() {
+    let Some(url) = crate::postgres::database_url() else { return };
+    let live = crate::postgres::open(&url, &crate::postgres::fresh_schema()).await;
+    backup_while_writing(Arc::new(live), async |path| postgres_restored(&url, path).await).await;
+}
+
+/// The conformance suite's reopen test, where the store reopened is a backup of the first,
+/// restored into a schema of its own: every kind of data, the stream position, and the
+/// sequences (queue ids, snapshot ids) going on after the copy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_postgres_backup_keeps_everything() {
+    let Some(url) = crate::postgres::database_url() else { return };
+    let schema = crate::postgres::fresh_schema();
+    let opened = std::sync::atomic::AtomicUsize::new(0);
+    let backups = tempfile::tempdir().expect("a directory");
+    matrix_storage::conformance::reopen_keeps_everything(|| {
+        let (url, schema, first) =
+            (url.clone(), schema.clone(), opened.fetch_add(1, Ordering::SeqCst) == 0);
+        let dir = backups.path().join("copy");
+        async move {
+            let live = crate::postgres::open(&url, &schema).await;
+            if first {
+                return Arc::new(live) as Arc<dyn Storage>;
+            }
+            let summary = live.backup(&dir).await.expect("backs up");
+            live.close().await;
+            let copy = postgres_restored(&url, &dir).await;
+            assert_eq!(copy.summary().await.expect("a summary"), summary);
+            copy
+        }
     })
     .await;
+}
+
+/// A restore refuses a schema that holds data, and a damaged backup (a table file cut
+/// short, a list missing or edited); what it refuses leaves the target as it was, and a good
+/// backup restores into it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restore_refuses_data_and_damage_and_leaves_no_trace() {
+    let Some(url) = crate::postgres::database_url() else { return };
+    let live = crate::postgres::open(&url, &crate::postgres::fresh_schema()).await;
+    for i in 1..=50 {
+        live.apply(write(i)).await.expect("applies");
+    }
+    let dir = tempfile::tempdir().expect("a directory");
+    let good = dir.path().join("good");
+    let summary = live.backup(&good).await.expect("backs up");
+
+    // Into a schema holding data.
+    let error =
+        PostgresStore::restore(&postgres_options(&url, &crate::postgres::fresh_schema()), &good)
+            .await;
+    assert!(error.is_ok(), "a new schema takes it: {error:?}");
+    let busy = crate::postgres::fresh_schema();
+    let other = crate::postgres::open(&url, &busy).await;
+    other.apply(write(1)).await.expect("applies");
+    let error = PostgresStore::restore(&postgres_options(&url, &busy), &good)
+        .await
+        .expect_err("the schema holds data");
+    assert_eq!(error.kind(), ErrorKind::Conflict, "{error}");
+    assert_eq!(written(&other).await, (vec![1], Some(1)), "nothing of it changed");
+
+    // Damaged copies of the good backup.
+    let damaged = |name: &str, damage: &dyn Fn(&Path)| {
+        let copy = dir.path().join(name);
+        copy_dir(&good, &copy);
+        damage(&copy);
+        copy
+    };
+    let cut = damaged("cut", &|copy| {
+        let file = copy.join("tables/account_data.copy");
+        let bytes = std::fs::read(&file).expect("the table's file");
+        std::fs::write(&file, &bytes[..bytes.len() / 2]).expect("cut");
+    });
+    let unlisted = damaged("unlisted", &|copy| {
+        std::fs::remove_file(copy.join("postgres-backup.txt")).expect("removed")
+    });
+    let edited = damaged("edited", &|copy| {
+        let list = copy.join("postgres-backup.txt");
+        let text = std::fs::read_to_string(&list).expect("the list");
+        std::fs::write(&list, text.replace("table account_data ", "table account_data 7"))
+            .expect("edited");
+    });
+    let target = postgres_options(&url, &crate::postgres::fresh_schema());
+    for bad in [&cut, &unlisted, &edited] {
+        let error = PostgresStore::restore(&target, bad).await.expect_err("damaged");
+        assert_eq!(error.kind(), ErrorKind::Corrupt, "{}: {error}", bad.display());
+    }
+    // Nothing of the failed attempts stayed: the good backup goes into the same schema.
+    PostgresStore::restore(&target, &good).await.expect("restores after the failures");
+    let copy = PostgresStore::open(&target).await.expect("opens");
+    assert_eq!(copy.summary().await.expect("a summary"), summary);
+    assert_eq!(written(&copy).await, ((1..=50).collect(), Some(50)));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("a directory");
+    for entry in std::fs::read_dir(from).expect("lists") {
+        let entry = entry.expect("an entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copies");
+        }
+    }
 }
 
 #[tokio::test]
