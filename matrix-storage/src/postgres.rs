@@ -129,6 +129,9 @@ pub struct PostgresOptions {
     /// How many decoded state entries the snapshot cache keeps (about 50 bytes each, plus the
     /// names they share), and how many key and event names.
     pub snapshot_cache_entries: u64,
+    /// The schema version to migrate to, for tests of older schemas (see
+    /// [`PostgresOptions::at_schema_version`]); `None`: the newest.
+    schema_version: Option<i64>,
 }
 
 impl PostgresOptions {
@@ -143,7 +146,18 @@ impl PostgresOptions {
             lock_timeout: Duration::from_secs(10),
             application_name: "matrix-storage".to_owned(),
             snapshot_cache_entries: 1 << 20,
+            schema_version: None,
         }
+    }
+
+    /// The same options migrating only up to schema version `version` (a migration's
+    /// number): a store as an older release left it, for tests of what a newer release does
+    /// with it (a restore of an older backup). Not for use in a server: this build's code
+    /// expects its newest schema.
+    #[doc(hidden)]
+    pub fn at_schema_version(mut self, version: i64) -> Self {
+        self.schema_version = Some(version);
+        self
     }
 
     /// The same options with the tables in `schema`.
@@ -355,7 +369,7 @@ impl PostgresStore {
 /// transactions that ended (another process's crash leaves some), and returns this store's
 /// instance id and the stream head.
 async fn prepare(admin: &mut PgConnection, options: &PostgresOptions) -> Result<(i64, u64)> {
-    migrate(admin, options, latest_version()).await?;
+    migrate(admin, options, options.schema_version.unwrap_or_else(latest_version)).await?;
     stream::forget_finished(admin).await?;
     let instance: i64 = sqlx::query_scalar("SELECT nextval('store_instances')")
         .fetch_one(&mut *admin)

@@ -238,6 +238,40 @@ async fn a_postgres_restore_refuses_data_and_damage_and_leaves_no_trace() {
     assert_eq!(written(&copy).await, ((1..=50).collect(), Some(50)));
 }
 
+/// A backup of a store at an older schema version (as an older release made it) restores
+/// with this one: the restore makes that version's tables, loads them, and opening the
+/// store migrates them to the newest schema, with the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_postgres_backup_restores_and_is_migrated() {
+    let Some(url) = crate::postgres::database_url() else { return };
+    // Version 21: before the registration tokens' table (22) and what came after.
+    let old = postgres_options(&url, &crate::postgres::fresh_schema()).at_schema_version(21);
+    let live = PostgresStore::open(&old).await.expect("opens at version 21");
+    for i in 1..=20 {
+        live.apply(write(i)).await.expect("applies");
+    }
+    let dir = tempfile::tempdir().expect("a directory");
+    let summary = live.backup(&dir.path().join("old")).await.expect("backs up");
+    let list = std::fs::read_to_string(dir.path().join("old/postgres-backup.txt")).expect("a list");
+    assert!(list.contains("\nschema 21\n") && !list.contains("registration_tokens"), "{list}");
+
+    let target = postgres_options(&url, &crate::postgres::fresh_schema());
+    PostgresStore::restore(&target, &dir.path().join("old")).await.expect("restores");
+    let copy = PostgresStore::open(&target).await.expect("opens, migrating");
+    assert_eq!(copy.summary().await.expect("a summary"), summary);
+    assert_eq!(written(&copy).await, ((1..=20).collect(), Some(20)));
+    // The newest schema's tables are there: a registration token is kept.
+    let mut changes = ChangeSet::new();
+    changes.registration_tokens.push(matrix_storage::RegistrationToken {
+        token: "t".into(),
+        uses_allowed: None,
+        pending: 0,
+        completed: 0,
+        expiry_time: None,
+    });
+    copy.apply(changes).await.expect("the newest schema takes a registration token");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("a directory");
     for entry in std::fs::read_dir(from).expect("lists") {
