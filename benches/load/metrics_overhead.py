@@ -50,7 +50,7 @@ def run(binary, metrics, work, seconds, name):
     config = os.path.join(data, "homeserver.toml")
     with open(config, "w") as f:
         f.write(f'[server]\nlisten = "127.0.0.1:{port}"\ndata_dir = "{data}/data"\n'
-                '[registration]\nmode = "open"\n[rate_limits]\nenabled = false\n'
+                '[registration]\nmode = "open"\nenable_registration_without_verification = true\n[rate_limits]\nenabled = false\n'
                 f'[metrics]\nenabled = {"true" if metrics else "false"}\n'
                 f'listen = "127.0.0.1:{metrics_port}"\n')
     url = f"http://127.0.0.1:{port}"

@@ -111,6 +111,25 @@ async fn create_room_sets_up_the_state_the_spec_orders(backend: crate::Backend) 
     assert_eq!((status, errcode(&body)), (400, "M_ROOM_IN_USE"));
 }
 
+/// Rooms one user creates at once (room version 12: the room id is the create event's
+/// hash) are as many rooms, not one room asked for several times.
+async fn rooms_created_at_once_are_distinct(backend: crate::Backend) {
+    let Some(server) = crate::start(backend).await else { return };
+    let (alice, _) = user(&server, "alice").await;
+    let body = json!({"preset": "private_chat"});
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (alice, body) = (alice.clone(), body.clone());
+        tasks.spawn(async move { create(&alice, body).await });
+    }
+    let created = tasks.join_all().await;
+    let distinct: std::collections::BTreeSet<&String> = created.iter().collect();
+    assert_eq!(distinct.len(), created.len(), "{created:?}");
+    let (status, joined) = alice.get(&format!("{V3}/joined_rooms")).await;
+    assert_eq!(status, 200);
+    assert_eq!(joined["joined_rooms"].as_array().map(Vec::len), Some(created.len()));
+}
+
 async fn create_room_refuses_bad_requests(backend: crate::Backend) {
     let server = match crate::start(backend).await {
         Some(s) => s,
@@ -598,6 +617,7 @@ crate::on_every_backend!(
     garbage_never_gets_a_server_error,
     create_room_sets_up_the_state_the_spec_orders,
     create_room_refuses_bad_requests,
+    rooms_created_at_once_are_distinct,
     membership_follows_the_authorization_rules,
     sending_is_idempotent_per_transaction_and_checked,
     state_events_redactions_and_events_by_id,

@@ -6,6 +6,18 @@ use matrix_core::json::{Object, Value};
 use ruma::{OwnedRoomAliasId, OwnedUserId, RoomAliasId, UserId};
 
 use super::{Draft, Rooms, now_ms};
+
+/// A timestamp for a create event: now, or one past the last one handed out if that is
+/// later (so every create event of the process has its own).
+fn create_ts() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_ms();
+    let previous = LAST
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last + 1)))
+        .unwrap_or(now);
+    now.max(previous + 1)
+}
 use crate::error::ApiError;
 use matrix_storage::{Alias, ChangeSet};
 
@@ -206,7 +218,10 @@ impl Rooms {
             .map_err(|e| ApiError::invalid_param(format!("the alias is not valid: {e}")))
     }
 
-    /// The `m.room.create` event of a new room of `creator` with `content`, before it is
+    /// The `m.room.create` event of a new room of `creator` with `content` (at a time no
+    /// other create event of this process has: in room version 12 the room id is the
+    /// event's hash, so two rooms one user asks for in the same millisecond would otherwise
+    /// be one), before it is
     /// hashed and signed (a room id made up here for versions before 12).
     pub(super) fn create_event(
         &self,
@@ -218,7 +233,7 @@ impl Rooms {
         create.insert("type", "m.room.create");
         create.insert("state_key", "");
         create.insert("sender", creator.as_str());
-        create.insert("origin_server_ts", now_ms());
+        create.insert("origin_server_ts", create_ts());
         create.insert("content", content);
         create.insert("depth", 1);
         create.insert("prev_events", Value::Array(Vec::new()));
