@@ -4,9 +4,8 @@
 //! backup endpoint's authentication; and the one line an offline command prints when a
 //! running server holds the data directory.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,9 +13,9 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "correct horse battery staple";
 
-fn homeserver() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_homeserver"))
-}
+mod common;
+
+use common::homeserver;
 
 /// A config for a server with its data in `dir/data`, on a free loopback port, with the
 /// shared secret when `secret`; returns its path and base URL.
@@ -50,22 +49,7 @@ impl Drop for Server {
 }
 
 fn serve(config: &Path) -> Server {
-    let mut child = homeserver()
-        .args(["serve", "--config"])
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if line.contains("serving") {
-            break;
-        }
-    }
+    let (child, lines, _) = common::start(config);
     // Keep reading, so that the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Server(child)

@@ -1,13 +1,12 @@
 //! The binary as a user runs it: `generate-config`, `register-user`, and `serve` with zero
 //! set-up (a data directory, a signing key with mode 0600, an answering API).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::io::BufReader;
 use std::time::{Duration, Instant};
 
-fn homeserver() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_homeserver"))
-}
+mod common;
+
+use common::homeserver;
 
 #[test]
 fn generate_config_prints_the_example() {
@@ -69,31 +68,11 @@ fn config_in(dir: &std::path::Path) -> (std::path::PathBuf, String) {
     (path, format!("127.0.0.1:{port}"))
 }
 
-/// A server started with `config` (RUST_LOG unset): the child, the lines of its stderr, and
-/// the lines it said up to "serving" (it is ready then).
+/// A server started with `config` (see [`common::start`]).
 fn serve(
     config: &std::path::Path,
 ) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStderr>>, Vec<String>) {
-    let mut child = homeserver()
-        .args(["serve", "--config"])
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut said = Vec::new();
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        let ready = line.contains("serving");
-        said.push(line);
-        if ready {
-            break;
-        }
-    }
-    (child, lines, said)
+    common::start(config)
 }
 
 #[test]
