@@ -123,24 +123,11 @@ fn with_storage(path: &Path, storage: &str) {
     std::fs::write(path, format!("{text}[storage]\n{storage}")).expect("writes");
 }
 
-/// The `[storage]` lines of a PostgreSQL store in a new schema of `DATABASE_URL`'s database
-/// (made by opening a store there once, which writes no data), or `None` when it is unset.
+/// The `[storage]` lines of a PostgreSQL store in a new schema of `DATABASE_URL`'s database,
+/// or `None` when it is unset.
 async fn postgres_storage(prefix: &str) -> Option<String> {
-    let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty())?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let schema = format!("{prefix}_{}_{nanos}", std::process::id());
-    let options = matrix_storage::postgres::PostgresOptions::new(url.clone()).with_schema(&schema);
-    matrix_storage::postgres::PostgresStore::open(&options)
-        .await
-        .expect("PostgreSQL at DATABASE_URL opens (to make the schema)")
-        .close()
-        .await;
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Some(format!(
-        "backend = \"postgres\"\npostgres_url = \"{url}{separator}options[search_path]={schema}\"\n"
-    ))
+    let url = common::postgres_schema_url(prefix).await?;
+    Some(format!("backend = \"postgres\"\npostgres_url = \"{url}\"\n"))
 }
 
 /// A backup made by the running server while a client sends messages, restored into a new

@@ -23,6 +23,8 @@
 //! cache (a power cut) is not what this test makes.
 
 mod check;
+#[path = "../common/mod.rs"]
+mod common;
 mod load;
 mod multi;
 
@@ -441,23 +443,10 @@ async fn fjall_keeps_what_it_acknowledged_across_sigkill() {
     crash_and_check(Backend::Fjall).await;
 }
 
-/// A PostgreSQL backend in a schema of this run's own (made, with the tables, by opening the
-/// store once; the binary's connections then use it through the URL's search_path option),
+/// A PostgreSQL backend in a schema of this run's own (see [`common::postgres_schema_url`]),
 /// or `None` when `DATABASE_URL` is not set.
 async fn postgres_backend(prefix: &str) -> Option<Backend> {
-    let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty())?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let schema = format!("{prefix}_{}_{nanos}", std::process::id());
-    let options = matrix_storage::postgres::PostgresOptions::new(url.clone()).with_schema(&schema);
-    let store = matrix_storage::postgres::PostgresStore::open(&options)
-        .await
-        .expect("PostgreSQL at DATABASE_URL opens (to make the run's schema)");
-    store.close().await;
-    let separator = if url.contains('?') { '&' } else { '?' };
-    eprintln!("{prefix} (postgres): schema {schema}");
-    Some(Backend::Postgres(format!("{url}{separator}options[search_path]={schema}")))
+    common::postgres_schema_url(prefix).await.map(Backend::Postgres)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
