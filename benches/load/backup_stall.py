@@ -4,11 +4,13 @@ p99 and max before the backup and during it, in the same run), then how long `re
 
     python3 benches/load/backup_stall.py [--events 1000000] [--storage sled|postgres]
                                          [--database-url URL] [--work DIR]
+                                         [--phase all|fill|measure]
 
 The store is filled first by the load generator (messages in 4 rooms, until the server holds
 `--events` events); then one client sends messages one after another (the latency probe) for
 10 s, the backup runs, and the probe goes on until it ends. Needs target/release/homeserver and
-target/release/loadgen (`cargo build --release -p homeserver-bin -p benches --bin loadgen`).
+target/release/loadgen (`cargo build --release -p homeserver-bin` and
+`cargo build --release -p benches --bin loadgen`).
 For PostgreSQL, `--database-url` names a database the script may fill (a new schema in it)."""
 
 import argparse
@@ -54,17 +56,26 @@ def main():
     parser.add_argument("--storage", default="sled")
     parser.add_argument("--database-url")
     parser.add_argument("--work", default="/tmp/backup-bench")
+    parser.add_argument("--phase", choices=["all", "fill", "measure"], default="all",
+                        help="fill: only fill the store (kept in --work); measure: only the "
+                             "backup and restore of a store filled before (on a quiet machine)")
     args = parser.parse_args()
 
-    shutil.rmtree(args.work, ignore_errors=True)
-    os.makedirs(args.work)
+    if args.phase != "measure":
+        shutil.rmtree(args.work, ignore_errors=True)
+        os.makedirs(args.work)
+    for stale in ["backup", "restored-data"]:
+        shutil.rmtree(os.path.join(args.work, stale), ignore_errors=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     config = os.path.join(args.work, "homeserver.toml")
     storage = f'[storage]\nbackend = "{args.storage}"\n'
     if args.storage == "postgres":
-        schema = f"backup_bench_{os.getpid()}"
-        subprocess.run(["psql", args.database_url, "-qc", f"CREATE SCHEMA {schema}"], check=True)
+        schema = "backup_bench"
+        if args.phase != "measure":
+            subprocess.run(["psql", args.database_url, "-qc",
+                            f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"],
+                           check=True)
         sep = "&" if "?" in args.database_url else "?"
         storage += f'postgres_url = "{args.database_url}{sep}options[search_path]={schema}"\n'
     with open(config, "w") as f:
@@ -79,23 +90,26 @@ def main():
         # Fill: the load generator, 20 s at a time, until the store holds enough events.
         fill_started = time.perf_counter()
         loadgen = os.path.join(TARGET, "release", "loadgen")
-        sent = 0
+        sent = 0 if args.phase != "measure" else args.events
         rounds = 0
         while sent < args.events:
             rounds += 1
             out = subprocess.run(
                 [loadgen, "--url", url, "--seconds", "20", "--prefix", f"fill{rounds}",
-                 "--rooms", "4", "--senders", "32", "--syncers", "1"],
+                 "--rooms", "4", "--senders", "16", "--syncers", "1"],
                 check=True, capture_output=True, text=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             sent += int(result["messages_per_second"] * 20)
             print(f"fill round {rounds}: about {sent} messages so far "
                   f"({result['messages_per_second']:.0f}/s)", flush=True)
         fill_seconds = time.perf_counter() - fill_started
+        if args.phase == "fill":
+            print(json.dumps({"filled_messages": sent, "fill_seconds": round(fill_seconds)}))
+            return
 
         # The probe: one user sending into a room of its own, one message after another.
         user = request("POST", f"{url}/_matrix/client/v3/register",
-                       {"username": "probe", "password": "probe-password-1",
+                       {"username": f"probe{os.getpid()}", "password": "probe-password-1",
                         "auth": {"type": "m.login.dummy"}})
         token = user["access_token"]
         room = request("POST", f"{url}/_matrix/client/v3/createRoom", {}, token)["room_id"]
@@ -138,8 +152,10 @@ def main():
     restored = os.path.join(args.work, "restored.toml")
     text = open(config).read().replace(f'{args.work}/data', f'{args.work}/restored-data')
     if args.storage == "postgres":
-        other = f"backup_bench_restored_{os.getpid()}"
-        subprocess.run(["psql", args.database_url, "-qc", f"CREATE SCHEMA {other}"], check=True)
+        other = "backup_bench_restored"
+        subprocess.run(["psql", args.database_url, "-qc",
+                        f"DROP SCHEMA IF EXISTS {other} CASCADE; CREATE SCHEMA {other}"],
+                       check=True)
         text = text.replace(f"search_path]={schema}", f"search_path]={other}")
     open(restored, "w").write(text)
     began = time.perf_counter()
