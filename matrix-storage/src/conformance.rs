@@ -18,6 +18,7 @@ mod backfill;
 mod domains;
 mod listing;
 mod media;
+mod moderation;
 mod push;
 mod registration_tokens;
 mod relations;
@@ -34,6 +35,7 @@ pub use backfill::*;
 pub use domains::*;
 pub use listing::*;
 pub use media::*;
+pub use moderation::*;
 pub use push::*;
 pub use registration_tokens::*;
 pub use relations::*;
@@ -89,6 +91,7 @@ macro_rules! storage_conformance {
             search_matches_tokens_in_rooms, search_pages_and_ranks,
             redacted_events_leave_the_index, search_bounds_odd_text, search_candidates_span_rooms,
             reports_round_trip, users_and_rooms_in_pages, registration_tokens_round_trip,
+            user_moderation_round_trip,
             notifications_round_trip, push_cursors_round_trip, appservice_cursors_round_trip);
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -474,6 +474,16 @@ pub trait RegistrationTokenStore: Send + Sync {
     async fn registration_tokens(&self) -> Result<Vec<RegistrationToken>>;
 }
 
+/// Administrators' decisions about users (shadow bans, suspensions, rate-limit overrides)
+/// and the tokens they had made to act as users.
+#[async_trait]
+pub trait ModerationStore: Send + Sync {
+    /// A user's record; `None` when no decision about them is kept.
+    async fn user_moderation(&self, user_id: &str) -> Result<Option<UserModeration>>;
+    /// An administrator's token acting as a user, by its hash.
+    async fn puppet_token(&self, token_hash: &str) -> Result<Option<PuppetToken>>;
+}
+
 /// Delayed events (MSC4140): scheduled events waiting for their send time.
 #[async_trait]
 pub trait DelayedEventStore: Send + Sync {
@@ -574,6 +584,7 @@ pub trait Storage:
     + PresenceStore
     + OpenIdStore
     + RegistrationTokenStore
+    + ModerationStore
     + DelayedEventStore
     + RelationStore
     + UserDirectoryStore

@@ -5,6 +5,7 @@
 //! assigned, and no reader can see a later position before an earlier one.
 
 mod auth_chain;
+mod moderation;
 mod push;
 mod registration_tokens;
 mod relations;
@@ -112,6 +113,8 @@ struct Inner {
     scheduled: scheduled::Scheduled,
     /// Registration tokens.
     registration_tokens: registration_tokens::RegistrationTokens,
+    /// Administrators' decisions about users and their tokens acting as users.
+    moderation: moderation::Moderation,
     relations: relations::Relations,
     /// The search index and the reports.
     search: search::SearchIndex,
@@ -300,6 +303,7 @@ impl Inner {
         let user_changes = user_data::UserData::take(&mut changes);
         self.scheduled.apply(&mut changes);
         self.registration_tokens.apply(&mut changes);
+        self.moderation.apply(&mut changes);
         self.push.apply(&mut changes);
         let new_snapshot = snapshot.map(|layer| {
             self.snapshots.push(Arc::new(layer));

@@ -2,6 +2,7 @@
 
 mod auth_chain;
 mod e2ee;
+mod moderation;
 mod records;
 mod relations;
 mod scheduled;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 pub use auth_chain::*;
 pub use e2ee::*;
+pub use moderation::*;
 pub use records::*;
 pub use relations::*;
 pub use scheduled::*;
@@ -537,6 +539,15 @@ pub struct ChangeSet {
     /// Registration tokens to delete, after [`ChangeSet::registration_tokens`]; one not
     /// stored is skipped.
     pub deleted_registration_tokens: Vec<String>,
+    /// Administrators' decisions about users: each replaces the user's record (an empty one
+    /// deletes it).
+    pub user_moderation: Vec<UserModeration>,
+    /// Administrators' tokens acting as users to store: each replaces the one with the same
+    /// hash.
+    pub puppet_tokens: Vec<PuppetToken>,
+    /// Administrators' tokens to delete (by hash), after [`ChangeSet::puppet_tokens`]; one
+    /// not stored is skipped.
+    pub deleted_puppet_tokens: Vec<String>,
     /// Delayed events to store: each replaces the one of its user with its `delay_id`.
     pub delayed_events: Vec<DelayedEvent>,
     /// Delayed events to delete `(user, delay_id)`, after [`ChangeSet::delayed_events`]; one

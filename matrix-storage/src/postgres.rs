@@ -47,6 +47,7 @@ mod auth_chain;
 mod backfill;
 mod backup;
 mod domains;
+mod moderation;
 mod presence;
 mod push;
 mod registration_tokens;
@@ -100,6 +101,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (20, "search postings", include_str!("../migrations/0020_search_postings.sql")),
     (21, "appservice room lists", include_str!("../migrations/0021_appservice_room_list.sql")),
     (22, "registration tokens", include_str!("../migrations/0022_registration_tokens.sql")),
+    (24, "user moderation", include_str!("../migrations/0024_moderation.sql")),
 ];
 
 /// The first key of our migration lock ("MXST"); the second is a hash of the schema.

@@ -42,6 +42,7 @@ mod engine;
 mod flusher;
 mod listing;
 mod media;
+mod moderation;
 mod presence;
 mod push;
 mod records;
@@ -181,11 +182,14 @@ const INBOX_LOG: u8 = b'?';
 /// Registration tokens by token (read and written in `registration_tokens`; a store written
 /// before has none).
 const REGISTRATION_TOKEN: u8 = b'@';
+/// Administrators' decisions about users (`u` user) and their tokens acting as users (`t`
+/// token hash) (read and written in `moderation`; a store written before has none).
+const MODERATION: u8 = b'~';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 71] = [
+const TABLES: [u8; 72] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
@@ -195,7 +199,7 @@ const TABLES: [u8; 71] = [
     PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED, OPENID, DELAYED, DELAYED_DUE, RELATION,
     THREAD_REPLY, RELATION_OF, USER_DIRECTORY, PUBLIC_JOIN_ROOM, SEARCH, SEARCH_DOC, REPORT,
     NOTIFICATION, NOTIFICATION_ROOM, PUSH_STATE, APPSERVICE_CURSOR, INBOX_LOG,
-    APPSERVICE_LIST, REGISTRATION_TOKEN,
+    APPSERVICE_LIST, REGISTRATION_TOKEN, MODERATION,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -909,6 +913,7 @@ impl SledStore {
         presence::apply_in(&tx, changes)?;
         scheduled::apply_in(&tx, changes)?;
         registration_tokens::apply_in(&tx, changes)?;
+        moderation::apply_in(&tx, changes)?;
         user_directory::apply_in(&tx, changes)?;
         search::apply_in(&tx, changes, &applied)?;
         push::apply_in(&tx, changes)?;

@@ -22,6 +22,7 @@ use matrix_storage::{
     RelationSummary, ReportStore, SearchStore, UserDirectoryStore,
 };
 use matrix_storage::{DelayedEvent, DelayedEventStore, OpenIdStore, OpenIdToken};
+use matrix_storage::{ModerationStore, PuppetToken, UserModeration};
 use matrix_storage::{RegistrationToken, RegistrationTokenStore};
 
 /// A store whose change sets are acknowledged `delay` after they are applied (durable, but
@@ -41,6 +42,10 @@ macro_rules! forward {
     };
 }
 
+forward!(ModerationStore {
+    fn user_moderation(&self, user_id: &str) -> Result<Option<UserModeration>>;
+    fn puppet_token(&self, token_hash: &str) -> Result<Option<PuppetToken>>;
+});
 forward!(RegistrationTokenStore {
     fn registration_token(&self, token: &str) -> Result<Option<RegistrationToken>>;
     fn registration_tokens(&self) -> Result<Vec<RegistrationToken>>;

@@ -206,6 +206,7 @@ async fn write(
     super::presence::write(&mut tx, changes).await?;
     super::scheduled::write(&mut tx, changes).await?;
     super::registration_tokens::write(&mut tx, changes).await?;
+    super::moderation::write(&mut tx, changes).await?;
     super::user_directory::write(&mut tx, changes).await?;
     super::search::write(&mut tx, changes, &timeline_positions).await?;
     super::push::write(&mut tx, changes).await?;
