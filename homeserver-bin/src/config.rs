@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use matrix_homeserver::{
     AppserviceRegistration, Config, DelayedEventsConfig, HttpConfig, LimitsConfig, MetricsConfig,
-    PresenceConfig, RateLimitsConfig, RegistrationConfig, TurnConfig, UrlPreviewConfig,
-    UserDirectoryConfig, WellKnownConfig,
+    PresenceConfig, RateLimitsConfig, RegistrationConfig, ServerNoticesConfig, TurnConfig,
+    UrlPreviewConfig, UserDirectoryConfig, WellKnownConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,7 @@ pub(crate) struct FileConfig {
     pub(crate) turn: TurnConfig,
     pub(crate) delayed_events: DelayedEventsConfig,
     pub(crate) user_directory: UserDirectoryConfig,
+    pub(crate) server_notices: ServerNoticesConfig,
     pub(crate) logging: LoggingSection,
     pub(crate) metrics: MetricsConfig,
 }
@@ -208,6 +209,7 @@ impl FileConfig {
         config.delayed_events = self.delayed_events.clone();
         config.user_directory = self.user_directory;
         config.metrics = self.metrics.clone();
+        config.server_notices = self.server_notices.clone();
         config
     }
 }

@@ -6,10 +6,12 @@ use serde::{Deserialize, Serialize};
 pub(crate) mod appservice;
 mod metrics;
 mod network;
+mod server_notices;
 mod url_preview;
 mod voip;
 pub use metrics::MetricsConfig;
 pub use network::{IpNetwork, IpNetworkError};
+pub use server_notices::ServerNoticesConfig;
 pub use url_preview::{DEFAULT_IP_BLOCKLIST, UrlPreviewConfig, default_ip_blocklist};
 pub use voip::{DelayedEventsConfig, TurnConfig};
 
@@ -48,6 +50,8 @@ pub struct Config {
     pub appservices: Vec<appservice::AppserviceRegistration>,
     /// Prometheus metrics (off by default).
     pub metrics: MetricsConfig,
+    /// Server notices (off by default).
+    pub server_notices: ServerNoticesConfig,
 }
 
 impl Default for Config {
@@ -67,6 +71,7 @@ impl Default for Config {
             user_directory: UserDirectoryConfig::default(),
             appservices: Vec::new(),
             metrics: MetricsConfig::default(),
+            server_notices: ServerNoticesConfig::default(),
         }
     }
 }

@@ -99,6 +99,10 @@ impl ApiError {
     pub(crate) fn user_deactivated() -> Self {
         Self::new(StatusCode::FORBIDDEN, "M_USER_DEACTIVATED", "the account is deactivated")
     }
+    /// An administrator suspended the account (MSC3823): it may read, not act.
+    pub(crate) fn user_suspended() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "M_USER_SUSPENDED", "the account is suspended")
+    }
     pub(crate) fn guest_access_forbidden() -> Self {
         Self::new(StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN", "guests may not register here")
     }

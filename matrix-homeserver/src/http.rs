@@ -373,8 +373,15 @@ pub(crate) struct Auth {
     pub(crate) appservice: Option<Arc<crate::services::appservice::Appservice>>,
     /// What transaction ids, syncs and presence are kept per: the device, or for a service
     /// acting without one, a name of its own (`!as:{id}`, which no device id a client picks
-    /// can collide with in a way that matters: it is the service's own user's).
+    /// can collide with in a way that matters: it is the service's own user's), or for an
+    /// administrator's token acting as the user, `!admin:` and the start of its hash.
     scope: String,
+    /// What the server's administrators decided about the user (shadow ban, suspension,
+    /// rate limit).
+    pub(crate) restrictions: crate::services::accounts::Restrictions,
+    /// The hash of the token, when it is one an administrator had made to act as the user
+    /// (it has no device; `/logout` revokes it).
+    pub(crate) puppet_token: Option<String>,
 }
 
 impl Auth {
@@ -407,8 +414,18 @@ impl Auth {
     ) -> Result<(), ApiError> {
         match &self.appservice {
             Some(service) if !service.registration.is_rate_limited() => Ok(()),
-            _ => limiter.check(action, self.user_id.as_str()),
+            _ => limiter.check_user(action, self.user_id.as_str(), self.restrictions.ratelimit),
         }
+    }
+
+    /// Whether the user is shadow-banned: their request is to succeed without effect.
+    pub(crate) fn shadow_banned(&self) -> bool {
+        self.restrictions.shadow_banned
+    }
+
+    /// 403 `M_USER_SUSPENDED` when an administrator suspended the user.
+    pub(crate) fn not_suspended(&self) -> Result<(), ApiError> {
+        self.restrictions.not_suspended()
     }
 }
 
@@ -477,15 +494,26 @@ impl Auth {
                 Some(device) => device.to_string(),
                 None => format!("!as:{}", service.id()),
             };
-            return Ok(Auth { user_id, device_id, appservice: Some(service.clone()), scope });
+            let restrictions = state.accounts.restrictions(user_id.as_str()).await?;
+            return Ok(Auth {
+                user_id,
+                device_id,
+                appservice: Some(service.clone()),
+                scope,
+                restrictions,
+                puppet_token: None,
+            });
         }
         let (user_id, device_id) = state.accounts.authenticate(&token).await?;
-        Ok(Auth {
-            user_id,
-            scope: device_id.to_string(),
-            device_id: Some(device_id),
-            appservice: None,
-        })
+        let (scope, puppet_token) = match &device_id {
+            Some(device) => (device.to_string(), None),
+            None => {
+                let hash = crate::services::accounts::token_key(&token);
+                (format!("!admin:{}", hash.get(..16).unwrap_or_default()), Some(hash))
+            }
+        };
+        let restrictions = state.accounts.restrictions(user_id.as_str()).await?;
+        Ok(Auth { user_id, scope, device_id, appservice: None, restrictions, puppet_token })
     }
 }
 

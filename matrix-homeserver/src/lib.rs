@@ -20,8 +20,8 @@ pub use config::appservice::{AppserviceRegistration, Namespace, Namespaces};
 pub use config::{
     Config, DEFAULT_IP_BLOCKLIST, DelayedEventsConfig, FederationConfig, HttpConfig, IpNetwork,
     IpNetworkError, LimitsConfig, MetricsConfig, PresenceConfig, RateLimit, RateLimitsConfig,
-    RegistrationConfig, RegistrationMode, SupportContact, TurnConfig, UrlPreviewConfig,
-    UserDirectoryConfig, WellKnownConfig, default_ip_blocklist,
+    RegistrationConfig, RegistrationMode, ServerNoticesConfig, SupportContact, TurnConfig,
+    UrlPreviewConfig, UserDirectoryConfig, WellKnownConfig, default_ip_blocklist,
 };
 pub use error::ApiError;
 pub use matrix_federation;

@@ -319,7 +319,10 @@ pub(super) async fn logout(
     auth: Auth,
     Ruma(_): Ruma<logout::v3::Request>,
 ) -> ApiResult<logout::v3::Response> {
-    state.accounts.logout(&auth.user_id, auth.device()?.as_str()).await?;
+    match &auth.puppet_token {
+        Some(hash) => state.accounts.revoke_puppet_token(hash).await?,
+        None => state.accounts.logout(&auth.user_id, auth.device()?.as_str()).await?,
+    }
     Ok(RumaResponse(logout::v3::Response::new()))
 }
 

@@ -2,6 +2,7 @@
 //! endpoints of the server's administrators (users whose `admin` flag is set; anybody else
 //! gets 403 `M_FORBIDDEN`), one file per group. `docs/admin-api.md` lists what is covered.
 
+mod moderation;
 mod register;
 mod reports;
 mod rooms;
@@ -27,6 +28,7 @@ pub(super) fn routes() -> Routes {
         .route("/_synapse/admin/v1/server_version", route(get(server_version)))
         .merge(register::routes())
         .merge(users::routes())
+        .merge(moderation::routes())
         .merge(rooms::routes())
         .merge(reports::routes())
         .merge(tokens::routes())

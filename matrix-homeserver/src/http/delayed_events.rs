@@ -53,10 +53,16 @@ pub(super) async fn schedule(
     request: Schedule<'_>,
 ) -> JsonResult {
     let room = room_id(request.room_id)?;
+    auth.not_suspended()?;
     let limit = if request.state_key.is_some() { Limit::State } else { Limit::Message };
     auth.limit(&state.limiter, limit)?;
     if request.state_key.is_some() && request.kind == "m.room.member" {
         return Err(ApiError::forbidden("use the membership endpoints to change memberships"));
+    }
+    if auth.shadow_banned() {
+        // Nothing is scheduled: the event would reach the room when it is due.
+        let made_up = crate::services::accounts::made_up_id('s', 24)?;
+        return Ok(Json(json!({"delay_id": made_up})));
     }
     let request = Schedule { room_id: room.as_str(), ..request };
     let delay_id = state.delayed_events.schedule(&auth.user_id, auth.scope(), request).await?;

@@ -67,6 +67,7 @@ async fn upload(
     Query(query): Query<UploadQuery>,
     request: Request,
 ) -> JsonResult {
+    auth.not_suspended()?;
     auth.limit(&state.limiter, Action::MediaUpload)?;
     let (content_type, declared, body) = upload_parts(request);
     let timeout = Duration::from_secs(state.config.http.media_upload_timeout_secs);
@@ -107,6 +108,7 @@ async fn preview_url(
 
 /// `POST /_matrix/media/v1/create`.
 async fn create(State(state): AppState, auth: Auth) -> JsonResult {
+    auth.not_suspended()?;
     auth.limit(&state.limiter, Action::MediaUpload)?;
     let (id, expires) = state.media.create(auth.user_id.as_str()).await?;
     Ok(Json(json!({
@@ -123,6 +125,7 @@ async fn upload_to(
     Query(query): Query<UploadQuery>,
     request: Request,
 ) -> JsonResult {
+    auth.not_suspended()?;
     auth.limit(&state.limiter, Action::MediaUpload)?;
     if server != state.rooms.server_name().as_str() {
         return Err(ApiError::not_found("media ids are created on their own server"));

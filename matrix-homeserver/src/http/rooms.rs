@@ -62,6 +62,12 @@ pub(super) fn routes() -> Routes {
         .route(&format!("{V1}/timestamp_to_event"), route(get(timestamp_to_event)))
 }
 
+/// What a shadow-banned user's event-sending request answers: success, with an event id
+/// nothing has (nothing is stored or sent).
+fn made_up_event() -> JsonResult {
+    Ok(Json(json!({"event_id": crate::services::accounts::made_up_id('$', 43)?})))
+}
+
 fn object(value: &Value, what: &str) -> Result<matrix_core::Object, ApiError> {
     let bytes = serde_json::to_vec(value).map_err(|e| ApiError::bad_json(e.to_string()))?;
     let rules =
@@ -104,6 +110,7 @@ async fn create_room(
     auth: Auth,
     JsonBody(body): JsonBody<CreateRoomBody>,
 ) -> JsonResult {
+    auth.not_suspended()?;
     auth.limit(&state.limiter, Action::CreateRoom)?;
     // Each entry is an event appended (and synced to disk) in turn: bounded.
     let limits = &state.config.limits;
@@ -135,7 +142,11 @@ async fn create_room(
             object(&event.content, "initial_state content")?,
         ));
     }
-    let invite = body.invite.iter().map(|u| user_id(u)).collect::<Result<Vec<_>, _>>()?;
+    let mut invite = body.invite.iter().map(|u| user_id(u)).collect::<Result<Vec<_>, _>>()?;
+    if auth.shadow_banned() {
+        // As Synapse: the room is made, the invites are dropped.
+        invite.clear();
+    }
     for target in &invite {
         ask_services_about(&state, target).await?;
     }
@@ -180,6 +191,7 @@ async fn join(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    auth.not_suspended()?;
     auth.limit(&state.limiter, Action::Join)?;
     let federation = state.federation.as_ref();
     state.rooms.join_anywhere(federation, room.as_str(), &auth.user_id, body.reason, &[]).await?;
@@ -227,6 +239,7 @@ async fn join_by_id_or_alias(
     uri: http::Uri,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
+    auth.not_suspended()?;
     let (room, servers) = target_room(&state, &target, &uri).await?;
     auth.limit(&state.limiter, Action::Join)?;
     let federation = state.federation.as_ref();
@@ -243,6 +256,7 @@ async fn knock(
     uri: http::Uri,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
+    auth.not_suspended()?;
     let (room, servers) = target_room(&state, &target, &uri).await?;
     auth.limit(&state.limiter, Action::Join)?;
     let federation = state.federation.as_ref();
@@ -283,7 +297,14 @@ async fn upgrade(
     }
     let creators =
         body.additional_creators.iter().map(|u| user_id(u)).collect::<Result<Vec<_>, _>>()?;
+    auth.not_suspended()?;
     auth.limit(&state.limiter, Action::CreateRoom)?;
+    if auth.shadow_banned() {
+        let made_up = crate::services::accounts::made_up_id('!', 18)?;
+        return Ok(Json(
+            json!({"replacement_room": format!("{made_up}:{}", state.rooms.server_name())}),
+        ));
+    }
     let replacement =
         state.rooms.upgrade(room.as_str(), &auth.user_id, &body.new_version, creators).await?;
     Ok(Json(json!({"replacement_room": replacement})))
@@ -311,7 +332,11 @@ async fn invite(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
+    auth.not_suspended()?;
     auth.limit(&state.limiter, Action::Membership)?;
+    if auth.shadow_banned() {
+        return Ok(Json(json!({})));
+    }
     ask_services_about(&state, &target).await?;
     state.rooms.invite(room.as_str(), &auth.user_id, &target, body.reason, false).await?;
     Ok(Json(json!({})))
@@ -336,6 +361,7 @@ async fn kick(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
+    auth.not_suspended()?;
     auth.limit(&state.limiter, Action::Membership)?;
     state.rooms.kick(room.as_str(), &auth.user_id, &target, body.reason).await?;
     Ok(Json(json!({})))
@@ -349,6 +375,7 @@ async fn ban(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
+    auth.not_suspended()?;
     auth.limit(&state.limiter, Action::Membership)?;
     state.rooms.set_membership(room.as_str(), &auth.user_id, &target, "ban", body.reason).await?;
     Ok(Json(json!({})))
@@ -362,6 +389,7 @@ async fn unban(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let target = user_id(&body.user_id)?;
+    auth.not_suspended()?;
     auth.limit(&state.limiter, Action::Membership)?;
     state.rooms.unban(room.as_str(), &auth.user_id, &target, body.reason).await?;
     Ok(Json(json!({})))
@@ -489,9 +517,13 @@ async fn put_state(
     body: &[u8],
 ) -> JsonResult {
     let room = room_id(room)?;
+    auth.not_suspended()?;
     auth.limit(&state.limiter, Action::State)?;
     if kind == "m.room.member" {
         return Err(ApiError::forbidden("use the membership endpoints to change memberships"));
+    }
+    if auth.shadow_banned() {
+        return made_up_event();
     }
     let rules = state
         .rooms
@@ -575,7 +607,11 @@ async fn send(
         return delayed_events::schedule(&state, &auth, request).await;
     }
     let room = room_id(&room)?;
+    auth.not_suspended()?;
     auth.limit(&state.limiter, Action::Message)?;
+    if auth.shadow_banned() {
+        return made_up_event();
+    }
     let rules = state
         .rooms
         .rules(room.as_str())
@@ -597,7 +633,17 @@ async fn redact(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    if auth.restrictions.suspended {
+        // A suspended user may still take back what they said (as Synapse allows).
+        let target = state.rooms.event_for(room.as_str(), &auth.user_id, &event).await?;
+        if target.sender() != auth.user_id.as_str() {
+            return Err(ApiError::user_suspended());
+        }
+    }
     auth.limit(&state.limiter, Action::Message)?;
+    if auth.shadow_banned() {
+        return made_up_event();
+    }
     let event_id = state
         .rooms
         .redact(room.as_str(), &auth.user_id, auth.scope(), &txn, &event, body.reason)
@@ -809,6 +855,9 @@ async fn typing(
     }
     auth.limit(&state.limiter, Action::Typing)?;
     require_joined(&state, room.as_str(), &auth.user_id).await?;
+    if auth.shadow_banned() {
+        return Ok(Json(json!({})));
+    }
     let timeout =
         body.typing.then(|| Duration::from_millis(body.timeout.unwrap_or(30_000).min(120_000)));
     state.ephemeral.set_typing(room.as_str(), auth.user_id.as_str(), timeout).await;

@@ -411,6 +411,7 @@ async fn change_profile_field(
     value: Option<String>,
 ) -> JsonResult {
     own(auth, user)?;
+    auth.not_suspended()?;
     // Bounded as Synapse bounds them: the value is copied into a member event per joined
     // room, and a long one would make every later join of the user too large.
     let limits = &state.config.limits;
@@ -437,6 +438,10 @@ async fn change_profile_field(
     });
     changes.profiles.push((auth.user_id.to_string(), profile));
     state.rooms.storage().apply(changes).await?;
+    if auth.shadow_banned() {
+        // As Synapse: the profile changes, the rooms are not told.
+        return Ok(Json(json!({})));
+    }
     // The member events of the rooms the user is in carry the profile.
     for (room, membership) in state.rooms.storage().rooms_of_user(auth.user_id.as_str()).await? {
         if membership == "join" {

@@ -15,9 +15,11 @@ use super::ephemeral::Ephemeral;
 use crate::error::ApiError;
 
 mod dehydrated;
+mod moderation;
 mod passwords;
 
 pub(crate) use dehydrated::NewDehydratedDevice;
+pub(crate) use moderation::{Restrictions, made_up_id};
 
 /// A logged-in device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,11 @@ pub(crate) struct Accounts {
     /// Bumped by each deactivation: an authentication that read the user before a
     /// deactivation finished does not put it in `active`.
     deactivations: std::sync::atomic::AtomicU64,
+    /// What the administrators decided about users (a cache of storage, so that checking
+    /// each request's user costs no read; see [`moderation`]).
+    restrictions: quick_cache::sync::Cache<String, Restrictions>,
+    /// Serialises the administrators' changes to those decisions (read, change, write).
+    moderation_writes: tokio::sync::Mutex<()>,
     /// Serialises the replacement of dehydrated devices (read the user's, delete it, write
     /// the new one), so that two at once leave one.
     dehydration: tokio::sync::Mutex<()>,
@@ -118,6 +125,8 @@ impl Accounts {
             hash_queue: passwords::Queue::new(limits.password_hash_queue),
             active: quick_cache::sync::Cache::new(16_384),
             deactivations: std::sync::atomic::AtomicU64::new(0),
+            restrictions: quick_cache::sync::Cache::new(16_384),
+            moderation_writes: tokio::sync::Mutex::new(()),
             dehydration: tokio::sync::Mutex::new(()),
             max_dehydrated_device_bytes: limits.max_dehydrated_device_bytes,
             max_display_name_chars: limits.max_displayname_chars,
@@ -325,14 +334,18 @@ impl Accounts {
         self.user_id(localpart)
     }
 
-    /// Who an access token belongs to.
+    /// Who an access token belongs to, and their device: none for a token an administrator
+    /// had made to act as the user ([`Accounts::puppet_token`]).
     pub(crate) async fn authenticate(
         &self,
         token: &str,
-    ) -> Result<(OwnedUserId, OwnedDeviceId), ApiError> {
-        let owner =
-            self.storage.token(&token_key(token)).await?.ok_or_else(ApiError::unknown_token)?;
-        let user_id = UserId::parse(&owner.user_id).map_err(|_| ApiError::unknown_token())?;
+    ) -> Result<(OwnedUserId, Option<OwnedDeviceId>), ApiError> {
+        let hash = token_key(token);
+        let (owner, device) = match self.storage.token(&hash).await? {
+            Some(owner) => (owner.user_id, Some(OwnedDeviceId::from(owner.device_id))),
+            None => (self.puppet_owner(&hash).await?.ok_or_else(ApiError::unknown_token)?, None),
+        };
+        let user_id = UserId::parse(&owner).map_err(|_| ApiError::unknown_token())?;
         // A token that outlived its account (a login that raced a deactivation, whose device
         // list was read before the login's session was written) opens nothing.
         if self.active.get(user_id.as_str()).is_none() {
@@ -349,7 +362,7 @@ impl Accounts {
                 self.active.remove(user_id.as_str());
             }
         }
-        Ok((user_id, OwnedDeviceId::from(owner.device_id)))
+        Ok((user_id, device))
     }
 
     /// Deletes a device and its tokens.

@@ -3,10 +3,12 @@
 //! One submodule per group of endpoints; the HTTP side is `http/admin`.
 
 pub(crate) mod devices;
+pub(crate) mod moderation;
 mod register;
 pub(crate) mod reports;
 pub(crate) mod room_admin;
 pub(crate) mod rooms;
+pub(crate) mod server_notices;
 pub(crate) mod tokens;
 pub(crate) mod users;
 

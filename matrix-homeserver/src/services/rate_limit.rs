@@ -61,6 +61,8 @@ pub(crate) enum Action {
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// The limit it fills by (the configured one, or the user's own).
+    limit: RateLimit,
 }
 
 /// The table is never pruned below this size (pruning a small table is not worth it).
@@ -118,6 +120,25 @@ impl RateLimiter {
         self.bucket(action, key, true)
     }
 
+    /// Takes one token of `action` for the user `user_id`, under the user's own limit when an
+    /// administrator set one (Synapse's `override_ratelimit`; 0 and 0: not limited).
+    pub(crate) fn check_user(
+        &self,
+        action: Action,
+        user_id: &str,
+        limit: Option<matrix_storage::RatelimitOverride>,
+    ) -> Result<(), ApiError> {
+        match limit {
+            None => self.bucket(action, user_id, true),
+            Some(limit) if limit.messages_per_second == 0 && limit.burst_count == 0 => Ok(()),
+            Some(limit) => {
+                let own =
+                    RateLimit::new(limit.messages_per_second as f64, limit.burst_count as f64);
+                self.bucket_with(action, user_id, true, own)
+            }
+        }
+    }
+
     /// Answers 429 when `action`'s bucket for `key` is empty, without taking a token (for
     /// limits that count failures only: see [`RateLimiter::spend`]).
     pub(crate) fn ready(&self, action: Action, key: &str) -> Result<(), ApiError> {
@@ -130,16 +151,25 @@ impl RateLimiter {
     }
 
     fn bucket(&self, action: Action, key: &str, take: bool) -> Result<(), ApiError> {
+        self.bucket_with(action, key, take, self.limit(action))
+    }
+
+    fn bucket_with(
+        &self,
+        action: Action,
+        key: &str,
+        take: bool,
+        limit: RateLimit,
+    ) -> Result<(), ApiError> {
         if !self.config.enabled {
             return Ok(());
         }
-        let limit = self.limit(action);
         let burst = limit.burst_count.max(1.0);
         let now = Instant::now();
         let mut table = self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if table.buckets.len() >= table.prune_at {
-            table.buckets.retain(|(action, _), bucket| {
-                let limit = self.limit(*action);
+            table.buckets.retain(|_, bucket| {
+                let limit = bucket.limit;
                 bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * limit.per_second
                     < limit.burst_count.max(1.0)
             });
@@ -149,11 +179,16 @@ impl RateLimiter {
             Some(bucket) => bucket,
             // A key never seen has a full bucket: nothing to store unless a token is taken.
             None if !take => return Ok(()),
-            None => table
-                .buckets
-                .entry((action, key.to_owned()))
-                .or_insert(Bucket { tokens: burst, at: now }),
+            None => table.buckets.entry((action, key.to_owned())).or_insert(Bucket {
+                tokens: burst,
+                at: now,
+                limit,
+            }),
         };
+        if bucket.limit != limit {
+            // An administrator changed the user's own limit: a bucket of the new one starts.
+            *bucket = Bucket { tokens: burst, at: now, limit };
+        }
         let refilled =
             bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * limit.per_second;
         bucket.tokens = refilled.min(burst);

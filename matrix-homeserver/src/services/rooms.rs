@@ -54,7 +54,7 @@ use matrix_storage::{
 use ruma::{OwnedServerName, UserId};
 
 use authorize::{Authorized, RoomGuard};
-pub(crate) use create::{CreateRoom, Preset};
+pub(crate) use create::{CreateRoom, DEFAULT_ROOM_VERSION, Preset};
 pub(crate) use peer_reads::{MAX_BACKFILL, MAX_MISSING, MAX_START_EVENTS};
 pub(crate) use read::{EventFilter, Page, Viewer};
 pub(crate) use upgrade::MAX_ADDITIONAL_CREATORS;

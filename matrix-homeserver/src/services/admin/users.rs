@@ -2,9 +2,10 @@
 //! one user (`/v2/users/{userId}`, get and create-or-modify), deactivation (with erasure),
 //! password resets and the administrator flag.
 //!
-//! What this server does not keep reads as Synapse's defaults: no guests, user types,
-//! shadow bans, locks, third-party ids or external ids; no creation or last-seen times
-//! (`null`). Ordering by one of those is accepted and orders by name.
+//! Shadow bans and suspensions are the administrators' decisions of [`super::moderation`].
+//! What this server does not keep reads as Synapse's defaults: no guests, user types, locks,
+//! third-party ids or external ids; no creation or last-seen times (`null`). Ordering by one
+//! of those (or by `shadow_banned`) is accepted and orders by name.
 
 use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
@@ -225,6 +226,7 @@ async fn summary(
     profile: Option<matrix_storage::Profile>,
 ) -> Result<UserSummary, ApiError> {
     let profile = profile.unwrap_or_default();
+    let restrictions = state.accounts.restrictions(&user.user_id).await?;
     Ok(UserSummary {
         erased: state.rooms.is_erased(&user.user_id).await?,
         name: user.user_id,
@@ -232,7 +234,7 @@ async fn summary(
         admin: user.admin,
         user_type: None,
         deactivated: user.deactivated,
-        shadow_banned: false,
+        shadow_banned: restrictions.shadow_banned,
         displayname: profile.displayname,
         avatar_url: profile.avatar_url,
         creation_ts: None,
@@ -261,6 +263,7 @@ pub(crate) async fn local_user(
 pub(crate) async fn user_details(state: &State, user_id: &UserId) -> Result<UserDetails, ApiError> {
     let user = local_user(state, user_id).await?;
     let profile = state.rooms.storage().profile(user_id.as_str()).await?;
+    let suspended = state.accounts.restrictions(user_id.as_str()).await?.suspended;
     Ok(UserDetails {
         summary: summary(state, user, profile).await?,
         threepids: Vec::new(),
@@ -269,7 +272,7 @@ pub(crate) async fn user_details(state: &State, user_id: &UserId) -> Result<User
         consent_server_notice_sent: None,
         consent_version: None,
         consent_ts: None,
-        suspended: false,
+        suspended,
     })
 }
 
