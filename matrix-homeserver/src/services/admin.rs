@@ -4,6 +4,7 @@
 
 pub(crate) mod devices;
 pub(crate) mod moderation;
+pub(crate) mod redact;
 mod register;
 pub(crate) mod reports;
 pub(crate) mod room_admin;

@@ -81,6 +81,9 @@ async fn only_administrators(backend: Backend) {
             Some(json!({"user_id": bob, "content": {"msgtype": "m.text", "body": "x"}})),
         ),
         (Method::GET, format!("{V3}/admin/whois/{bob}"), None),
+        (Method::GET, format!("{V1}/users/{bob}/cumulative_joined_room_count"), None),
+        (Method::POST, format!("{V1}/user/{bob}/redact"), Some(json!({"rooms": []}))),
+        (Method::GET, format!("{V1}/user/redact_status/abc"), None),
     ];
     for (method, path, body) in &calls {
         let (status, answer) = anonymous.send(method.clone(), path, body.as_ref()).await;
@@ -512,8 +515,97 @@ async fn client_whois(backend: Backend) {
     assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"));
 }
 
+/// The rooms a user was ever joined to: those they are in and those they left, not those
+/// they were only invited to.
+async fn cumulative_joined_room_count(backend: Backend) {
+    let Some((server, admin, alice, bob)) = setup(backend).await else { return };
+    let alice_id = id(&server, "alice");
+    let path = format!("{V1}/users/{alice_id}/cumulative_joined_room_count");
+    assert_eq!(admin.get(&path).await, (200, json!({"cumulative_joined_room_count": 0})));
+    shared_room(&bob, &alice).await;
+    let left = shared_room(&bob, &alice).await;
+    let (status, _) = alice.post(&format!("{V3}/rooms/{left}/leave"), &json!({})).await;
+    assert_eq!(status, 200);
+    let (_, body) = bob.post(&format!("{V3}/createRoom"), &json!({"invite": [alice_id]})).await;
+    assert!(body["room_id"].is_string(), "{body}");
+    assert_eq!(admin.get(&path).await, (200, json!({"cumulative_joined_room_count": 2})));
+    let (status, _) = admin
+        .get(&format!("{V1}/users/@nobody:{}/cumulative_joined_room_count", server.server_name()))
+        .await;
+    assert_eq!(status, 404);
+}
+
+/// Waits for a redaction task to finish; answers its status.
+async fn finished(admin: &Client, id: &str) -> Value {
+    for _ in 0..200 {
+        let (status, body) = admin.get(&format!("{V1}/user/redact_status/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        if body["status"] == "completed" || body["status"] == "failed" {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the redaction task {id} did not finish");
+}
+
+/// The user's messages in their rooms are redacted by a task in the background (by the
+/// user, as Synapse puppets them); others' stay; with `use_admin`, by the administrator,
+/// which fails where the administrator may not, and says so.
+async fn redact_user_events(backend: Backend) {
+    let Some((server, admin, alice, bob)) = setup(backend).await else { return };
+    let alice_id = id(&server, "alice");
+    let room = shared_room(&bob, &alice).await;
+    let mut spam = Vec::new();
+    for i in 0..3 {
+        let (_, body) = send(&alice, &room, &format!("s{i}"), "spam").await;
+        spam.push(body["event_id"].as_str().expect("an event").to_owned());
+    }
+    let (_, body) = send(&bob, &room, "b", "keep").await;
+    let kept = body["event_id"].as_str().expect("an event").to_owned();
+
+    let (status, body) = admin
+        .post(&format!("{V1}/user/{alice_id}/redact"), &json!({"rooms": [], "reason": "spam"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let task = body["redact_id"].as_str().expect("an id").to_owned();
+    let done = finished(&admin, &task).await;
+    assert_eq!(done, json!({"status": "completed", "failed_redactions": {}}));
+    for event in &spam {
+        let (_, shown) = bob.get(&format!("{V3}/rooms/{room}/event/{event}")).await;
+        assert_eq!(shown["content"], json!({}), "{shown}");
+        assert_eq!(shown["unsigned"]["redacted_because"]["sender"], json!(alice_id), "{shown}");
+    }
+    let (_, shown) = bob.get(&format!("{V3}/rooms/{room}/event/{kept}")).await;
+    assert_eq!(shown["content"]["body"], "keep");
+
+    // By the administrator, who is not in the room: each redaction fails, and says why.
+    let (_, body) = send(&alice, &room, "s9", "more").await;
+    let more = body["event_id"].as_str().expect("an event").to_owned();
+    let (status, body) = admin
+        .post(
+            &format!("{V1}/user/{alice_id}/redact"),
+            &json!({"rooms": [room], "use_admin": true, "limit": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = finished(&admin, body["redact_id"].as_str().expect("an id")).await;
+    assert_eq!(done["status"], "completed");
+    let failed = done["failed_redactions"].as_object().expect("an object");
+    assert_eq!(failed.keys().collect::<Vec<_>>(), [&more], "{done}");
+
+    // Refused: no `rooms`, a bad room id, a bad limit; an unknown task.
+    for bad in [json!({}), json!({"rooms": ["nope"]}), json!({"rooms": [], "limit": 0})] {
+        let (status, body) = admin.post(&format!("{V1}/user/{alice_id}/redact"), &bad).await;
+        assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"), "{bad}: {body}");
+    }
+    let (status, body) = admin.get(&format!("{V1}/user/redact_status/unknown")).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"));
+}
+
 crate::on_every_backend!(
     only_administrators,
+    redact_user_events,
+    cumulative_joined_room_count,
     shadow_ban,
     suspension,
     login_as_user,

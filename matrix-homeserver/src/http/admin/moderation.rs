@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::{Admin, AppState, Auth, JsonBody, JsonResult, Params, Routes, route};
 use crate::error::ApiError;
+use crate::services::admin::redact::{self, RedactRequest};
 use crate::services::admin::server_notices::{self, Notice};
 use crate::services::admin::{devices, moderation, parse_user, users};
 
@@ -27,9 +28,15 @@ pub(super) fn routes() -> Routes {
             route(post(set_ratelimit).get(ratelimit).delete(delete_ratelimit)),
         )
         .route(&format!("{V1}/suspend/{{user}}"), route(put(suspend)))
+        .route(
+            &format!("{V1}/users/{{user}}/cumulative_joined_room_count"),
+            route(get(cumulative_joined_room_count)),
+        )
         .route(&format!("{V1}/send_server_notice"), route(post(send_notice)))
         .route(&format!("{V1}/send_server_notice/{{txn}}"), route(put(send_notice_once)))
         .route("/_matrix/client/v3/admin/whois/{user}", route(get(client_whois)))
+        .route(&format!("{V1}/user/{{user}}/redact"), route(post(redact)))
+        .route(&format!("{V1}/user/redact_status/{{id}}"), route(get(redact_status)))
 }
 
 /// A field of a JSON object body that must be a non-negative integer when present (Synapse's
@@ -201,4 +208,76 @@ async fn client_whois(
     let devices = serde_json::to_value(devices)
         .map_err(|e| ApiError::unknown(format!("the answer does not serialise: {e}")))?;
     Ok(Json(json!({"user_id": user, "devices": devices})))
+}
+
+/// `GET .../cumulative_joined_room_count`: `{"cumulative_joined_room_count": n}`.
+async fn cumulative_joined_room_count(
+    State(state): AppState,
+    _: Admin,
+    Params(user): Params<String>,
+) -> JsonResult {
+    let count = moderation::cumulative_joined_rooms(&state, &parse_user(&user)?).await?;
+    Ok(Json(json!({"cumulative_joined_room_count": count})))
+}
+
+/// `POST /_synapse/admin/v1/user/{userId}/redact`: `rooms` (required; empty: every room the
+/// user has a membership in), `reason`, `limit` (per room, default 1000), `use_admin`;
+/// answers `{"redact_id": ...}` and redacts in the background.
+async fn redact(
+    State(state): AppState,
+    Admin(auth): Admin,
+    Params(user): Params<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> JsonResult {
+    object(&body)?;
+    let user_id = parse_user(&user)?;
+    let rooms = body
+        .get("rooms")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::invalid_param("`rooms` must be a list of room ids"))?;
+    if rooms.len() > redact::MAX_ROOMS {
+        return Err(ApiError::list_too_long("rooms", redact::MAX_ROOMS));
+    }
+    let rooms = rooms
+        .iter()
+        .map(|room| {
+            let room = room
+                .as_str()
+                .ok_or_else(|| ApiError::invalid_param("`rooms` must hold room ids"))?;
+            Ok(crate::http::room_id(room)?.to_string())
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let reason = match body.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(reason) => Some(
+            reason
+                .as_str()
+                .ok_or_else(|| ApiError::invalid_param("`reason` must be a string"))?
+                .to_owned(),
+        ),
+    };
+    let limit = match count(&body, "limit")? {
+        None => 1_000,
+        Some(0) => return Err(ApiError::invalid_param("`limit` must be a positive integer")),
+        Some(limit) => usize::try_from(limit).unwrap_or(usize::MAX).min(redact::MAX_LIMIT),
+    };
+    let use_admin = match body.get("use_admin") {
+        None | Some(Value::Null) => false,
+        Some(flag) => flag
+            .as_bool()
+            .ok_or_else(|| ApiError::invalid_param("`use_admin` must be a boolean"))?,
+    };
+    let request = RedactRequest { user_id, rooms, reason, limit, use_admin };
+    let id = redact::start(&state, &auth.user_id, request).await?;
+    Ok(Json(json!({"redact_id": id})))
+}
+
+/// `GET /_synapse/admin/v1/user/redact_status/{redactId}`: `status` (`scheduled`, `active`,
+/// `completed`, `failed`) and `failed_redactions` (event id -> why).
+async fn redact_status(State(state): AppState, _: Admin, Params(id): Params<String>) -> JsonResult {
+    let status =
+        state.redactions.status(&id).ok_or_else(|| ApiError::not_found("redact id not found"))?;
+    serde_json::to_value(status)
+        .map(Json)
+        .map_err(|e| ApiError::unknown(format!("the answer does not serialise: {e}")))
 }

@@ -73,3 +73,31 @@ pub(crate) async fn login_as(
     }
     state.accounts.puppet_token(user_id, admin, valid_until_ms).await
 }
+
+/// `GET /_synapse/admin/v1/users/{userId}/cumulative_joined_room_count`: the rooms this
+/// server holds that the user was ever joined to (their membership history in each room they
+/// have a membership in, as the history visibility reads it).
+pub(crate) async fn cumulative_joined_rooms(
+    state: &State,
+    user_id: &UserId,
+) -> Result<usize, ApiError> {
+    local_user(state, user_id).await?;
+    let storage = state.rooms.storage();
+    let mut count = 0;
+    for (room, membership) in storage.rooms_of_user(user_id.as_str()).await? {
+        let joined = if membership == "join" {
+            true
+        } else {
+            match storage.room(&room).await?.and_then(|info| info.current_state) {
+                Some(current) => {
+                    state.rooms.memberships_at(&room, user_id, current).await?.ever_joined()
+                }
+                None => false,
+            }
+        };
+        if joined {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
