@@ -305,10 +305,22 @@ async fn login_as_user(backend: Backend) {
         admin.post(&format!("{V1}/users/@x:elsewhere.example/login"), &json!({})).await;
     assert_eq!(status, 400);
 
-    // Deactivating the user ends it.
+    // Deactivating the user ends it; so does deactivating the administrator who had it made.
     let (status, _) = admin.post(&format!("{V1}/deactivate/{alice_id}"), &json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(lasting.get(&format!("{V3}/account/whoami")).await.0, 401);
+    let hs = server.homeserver();
+    hs.create_user("boss2", Some("pw-boss2"), true).await.expect("boss2 is created");
+    let boss2 = hs.login("boss2", "pw-boss2").await.expect("boss2 logs in");
+    let admin2 = Client::new(&server).with_token(&boss2.access_token);
+    let bob_id = id(&server, "bob");
+    let (_, body) = admin2.post(&format!("{V1}/users/{bob_id}/login"), &json!({})).await;
+    let as_bob = Client::new(&server).with_token(body["access_token"].as_str().expect("a token"));
+    assert_eq!(as_bob.get(&format!("{V3}/account/whoami")).await.0, 200);
+    let (status, _) =
+        admin.post(&format!("{V1}/deactivate/{}", id(&server, "boss2")), &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(as_bob.get(&format!("{V3}/account/whoami")).await.0, 401);
 }
 
 /// A user's own rate limit replaces the configured one: 0 and 0 exempt them, another limit

@@ -113,13 +113,17 @@ impl Accounts {
     }
 
     /// The user an administrator's token acts as, by the token's hash: `None` when it is no
-    /// such token or it has expired.
+    /// such token, it has expired, or the administrator who had it made was deactivated
+    /// since (it is theirs, as Synapse's is).
     pub(super) async fn puppet_owner(&self, hash: &str) -> Result<Option<String>, ApiError> {
         let Some(token) = self.storage.puppet_token(hash).await? else { return Ok(None) };
         if token.valid_until_ms.is_some_and(|until| now_ms() >= until) {
             return Ok(None);
         }
-        Ok(Some(token.user_id))
+        match self.storage.user(&token.issued_by).await? {
+            Some(issuer) if !issuer.deactivated => Ok(Some(token.user_id)),
+            _ => Ok(None),
+        }
     }
 
     /// Revokes an administrator's token, by its hash (the `/logout` of a request made with
