@@ -107,6 +107,10 @@ async fn shadow_ban(backend: Backend) {
     assert_eq!(details["shadow_banned"], true, "{details}");
     let (_, list) = admin.get("/_synapse/admin/v2/users?user_id=alice").await;
     assert_eq!(list["users"][0]["shadow_banned"], true, "{list}");
+    let (_, list) = admin.get("/_synapse/admin/v2/users?order_by=shadow_banned&dir=b").await;
+    assert_eq!(list["users"][0]["name"], json!(alice_id), "the shadow-banned first: {list}");
+    let (_, list) = admin.get("/_synapse/admin/v2/users?order_by=shadow_banned").await;
+    assert_eq!(list["users"][2]["name"], json!(alice_id), "the shadow-banned last: {list}");
 
     // A message: an event id, but no event.
     let (status, body) = send(&alice, &room, "t1", "spam").await;

@@ -5,7 +5,7 @@
 //! Shadow bans and suspensions are the administrators' decisions of [`super::moderation`].
 //! What this server does not keep reads as Synapse's defaults: no guests, user types, locks,
 //! third-party ids or external ids; no creation or last-seen times (`null`). Ordering by one
-//! of those (or by `shadow_banned`) is accepted and orders by name.
+//! of those is accepted and orders by name.
 
 use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
@@ -51,7 +51,8 @@ enum OrderBy {
     Deactivated,
     Displayname,
     AvatarUrl,
-    /// `is_guest`, `user_type`, `shadow_banned`, `creation_ts`, `last_seen_ts`, `locked`.
+    ShadowBanned,
+    /// `is_guest`, `user_type`, `creation_ts`, `last_seen_ts`, `locked`.
     Unkept,
 }
 
@@ -63,10 +64,10 @@ impl OrderBy {
             Some("deactivated") => OrderBy::Deactivated,
             Some("displayname") => OrderBy::Displayname,
             Some("avatar_url") => OrderBy::AvatarUrl,
-            Some(
-                "is_guest" | "user_type" | "shadow_banned" | "creation_ts" | "last_seen_ts"
-                | "locked",
-            ) => OrderBy::Unkept,
+            Some("shadow_banned") => OrderBy::ShadowBanned,
+            Some("is_guest" | "user_type" | "creation_ts" | "last_seen_ts" | "locked") => {
+                OrderBy::Unkept
+            }
             Some(_) => return Err(ApiError::invalid_param("unknown `order_by`")),
         })
     }
@@ -202,6 +203,15 @@ pub(crate) async fn list_users(
         OrderBy::Deactivated => rows.sort_by_key(|r| r.user.deactivated),
         OrderBy::Displayname => rows.sort_by(|a, b| a.displayname().cmp(&b.displayname())),
         OrderBy::AvatarUrl => rows.sort_by(|a, b| a.avatar_url().cmp(&b.avatar_url())),
+        OrderBy::ShadowBanned => {
+            let mut banned = Vec::with_capacity(rows.len());
+            for row in &rows {
+                banned.push(state.accounts.restrictions(&row.user.user_id).await?.shadow_banned);
+            }
+            let mut keyed: Vec<(bool, Row)> = banned.into_iter().zip(rows).collect();
+            keyed.sort_by_key(|(banned, _)| *banned);
+            rows = keyed.into_iter().map(|(_, row)| row).collect();
+        }
     }
     if backwards {
         rows.reverse();
