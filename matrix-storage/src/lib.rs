@@ -263,6 +263,20 @@ pub trait MediaStore: Send + Sync {
     async fn pending_media(&self, media_id: &str) -> Result<Option<PendingMedia>>;
     /// The pending media ids a user created, sorted by media id.
     async fn pending_media_of(&self, user_id: &str) -> Result<Vec<PendingMedia>>;
+    /// The media rows (ours and other servers') whose keys are above `after` in byte order,
+    /// sorted by key, at most `limit`: every row, a page at a time.
+    async fn media_rows(&self, after: &str, limit: usize) -> Result<Vec<Media>>;
+    /// The media rows of one uploader (a user; for other servers' media, the server) whose
+    /// keys are above `after` in byte order, sorted by key, at most `limit`.
+    async fn media_of(&self, uploader: &str, after: &str, limit: usize) -> Result<Vec<Media>>;
+    /// The media rows whose content has the SHA-256 `sha256` (lowercase hex) and whose keys
+    /// are above `after` in byte order, sorted by key, at most `limit`.
+    async fn media_with_content(
+        &self,
+        sha256: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Media>>;
 }
 
 /// Room aliases and the public room directory of this server.

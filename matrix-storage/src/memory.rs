@@ -75,7 +75,7 @@ struct Inner {
     account_data: BTreeMap<DataKey, (Vec<u8>, u64)>,
     /// (user, position) -> (room, type): the latest write of each item.
     account_data_log: BTreeMap<(String, u64), (Option<String>, String)>,
-    media: HashMap<String, Media>,
+    media: BTreeMap<String, Media>,
     media_usage: HashMap<String, u64>,
     /// Pending media by id.
     pending_media: BTreeMap<String, PendingMedia>,
@@ -413,6 +413,9 @@ impl Inner {
             if let Some((_, old)) = self.account_data.remove(&key) {
                 self.account_data_log.remove(&(key.0, old));
             }
+        }
+        for key in &changes.deleted_media {
+            self.media.remove(key);
         }
         for media in changes.media {
             self.media.insert(media.media_id.clone(), media);
@@ -876,6 +879,41 @@ impl MediaStore for MemoryStore {
     async fn pending_media_of(&self, user_id: &str) -> Result<Vec<PendingMedia>> {
         let inner = self.lock()?;
         Ok(inner.pending_media.values().filter(|p| p.creator == user_id).cloned().collect())
+    }
+    async fn media_rows(&self, after: &str, limit: usize) -> Result<Vec<Media>> {
+        self.media_where(after, limit, |_| true)
+    }
+    async fn media_of(&self, uploader: &str, after: &str, limit: usize) -> Result<Vec<Media>> {
+        self.media_where(after, limit, |m| m.uploader == uploader)
+    }
+    async fn media_with_content(
+        &self,
+        sha256: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Media>> {
+        self.media_where(after, limit, |m| m.sha256.as_deref() == Some(sha256))
+    }
+}
+
+impl MemoryStore {
+    /// The media rows `pass` keeps whose keys are above `after`, sorted, at most `limit`.
+    fn media_where(
+        &self,
+        after: &str,
+        limit: usize,
+        pass: impl Fn(&Media) -> bool,
+    ) -> Result<Vec<Media>> {
+        let inner = self.lock()?;
+        let above = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
+        Ok(inner
+            .media
+            .range::<str, _>(above)
+            .map(|(_, m)| m)
+            .filter(|m| pass(m))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }
 

@@ -233,6 +233,12 @@ pub struct Media {
     /// `enable_authenticated_media`): such an item is served on the authenticated paths
     /// only. `false` for items stored before the switch existed.
     pub authenticated: bool,
+    /// The administrator who quarantined it (Synapse's `quarantined_by`): quarantined media
+    /// is not served. `None`: not quarantined.
+    pub quarantined_by: Option<String>,
+    /// Whether it is protected from quarantine by room or by user (Synapse's
+    /// `safe_from_quarantine`).
+    pub safe_from_quarantine: bool,
 }
 
 /// A media id handed out by `POST /_matrix/media/v1/create` whose content has not been
@@ -441,6 +447,9 @@ pub struct ChangeSet {
     pub completed_pending_media: Vec<String>,
     /// Pending media ids to forget (expired); one that is not pending is skipped.
     pub deleted_pending_media: Vec<String>,
+    /// Media rows to delete, by key (written before [`ChangeSet::media`]); a missing one is
+    /// skipped.
+    pub deleted_media: Vec<String>,
     /// Account data to delete `(user, room, type)`.
     pub deleted_account_data: Vec<(String, Option<String>, String)>,
     /// Device keys to set `(user, device, keys as JSON)`; a deleted device loses them.

@@ -101,6 +101,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (20, "search postings", include_str!("../migrations/0020_search_postings.sql")),
     (21, "appservice room lists", include_str!("../migrations/0021_appservice_room_list.sql")),
     (22, "registration tokens", include_str!("../migrations/0022_registration_tokens.sql")),
+    (23, "media administration", include_str!("../migrations/0023_media_admin.sql")),
     (24, "user moderation", include_str!("../migrations/0024_moderation.sql")),
 ];
 

@@ -185,11 +185,14 @@ const REGISTRATION_TOKEN: u8 = b'@';
 /// Administrators' decisions about users (`u` user) and their tokens acting as users (`t`
 /// token hash) (read and written in `moderation`; a store written before has none).
 const MODERATION: u8 = b'~';
+/// Media records by uploader and by content hash (read and written in `media`; built from
+/// the records when a store written before is opened, see `media::index_media`).
+const MEDIA_INDEX: u8 = b'^';
 
 /// Every table, to check that no two share a byte.
 #[cfg(test)]
 #[rustfmt::skip]
-const TABLES: [u8; 72] = [
+const TABLES: [u8; 73] = [
     META, EVENT, SNAPSHOT, KEY_ID, KEY_OF, EVENT_NID, EVENT_OF, ROOM, MEMBER, USER_ROOM, STREAM,
     TIMELINE, USER, DEVICE, TOKEN, DEVICE_TOKEN, OUR_KEY, REMOTE_KEY, TXN, QUEUE, RETRY,
     ACCOUNT_DATA, MEDIA, DEVICE_KEYS, ONE_TIME_KEY, FALLBACK_KEY, DEVICE_LIST, INBOX, RECEIPT,
@@ -199,7 +202,7 @@ const TABLES: [u8; 72] = [
     PRESENCE, PENDING_MEDIA, PENDING_MEDIA_OF, DEHYDRATED, OPENID, DELAYED, DELAYED_DUE, RELATION,
     THREAD_REPLY, RELATION_OF, USER_DIRECTORY, PUBLIC_JOIN_ROOM, SEARCH, SEARCH_DOC, REPORT,
     NOTIFICATION, NOTIFICATION_ROOM, PUSH_STATE, APPSERVICE_CURSOR, INBOX_LOG,
-    APPSERVICE_LIST, REGISTRATION_TOKEN, MODERATION,
+    APPSERVICE_LIST, REGISTRATION_TOKEN, MODERATION, MEDIA_INDEX,
 ];
 
 /// The META entry holding the last stream position handed out to something other than a
@@ -457,6 +460,7 @@ impl SledStore {
         check_schema(&tree, || engine.flush())?;
         let (wal, seq) = recover(&engine, &tree, &path.join("wal"))?;
         index_inbox(&tree, || engine.flush())?;
+        media::index_media(&tree, || engine.flush())?;
         let journal = Journal { engine: engine.clone(), wal };
         // The head is the last position in the stream table, or the counter of the other
         // positions if that is higher (kept in memory from here on, so that an append writes
@@ -1371,6 +1375,23 @@ impl MediaStore for SledStore {
     async fn pending_media_of(&self, user_id: &str) -> Result<Vec<PendingMedia>> {
         self.flusher.check()?;
         self.pending_media_records_of(user_id)
+    }
+    async fn media_rows(&self, after: &str, limit: usize) -> Result<Vec<Media>> {
+        self.flusher.check()?;
+        self.media_records(after, limit)
+    }
+    async fn media_of(&self, uploader: &str, after: &str, limit: usize) -> Result<Vec<Media>> {
+        self.flusher.check()?;
+        self.media_records_of(uploader, after, limit)
+    }
+    async fn media_with_content(
+        &self,
+        sha256: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Media>> {
+        self.flusher.check()?;
+        self.media_records_with(sha256, after, limit)
     }
 }
 

@@ -2,6 +2,7 @@
 //! endpoints of the server's administrators (users whose `admin` flag is set; anybody else
 //! gets 403 `M_FORBIDDEN`), one file per group. `docs/admin-api.md` lists what is covered.
 
+mod media;
 mod moderation;
 mod register;
 mod reports;
@@ -32,6 +33,7 @@ pub(super) fn routes() -> Routes {
         .merge(rooms::routes())
         .merge(reports::routes())
         .merge(tokens::routes())
+        .merge(media::routes())
 }
 
 /// A service's answer as JSON.

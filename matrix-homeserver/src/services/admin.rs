@@ -3,6 +3,7 @@
 //! One submodule per group of endpoints; the HTTP side is `http/admin`.
 
 pub(crate) mod devices;
+pub(crate) mod media;
 pub(crate) mod moderation;
 pub(crate) mod redact;
 mod register;

@@ -5,8 +5,12 @@
 //!
 //! The metadata of another server's media is a storage media row keyed `{server}/{media_id}`
 //! (our ids have no `/`) whose uploader is that server.
+//!
+//! Quarantined media (see [`manage`]) is not served on any path: 404 `M_NOT_FOUND`, as
+//! Synapse answers.
 
 mod files;
+pub(crate) mod manage;
 mod pending;
 mod remote;
 pub(crate) mod thumbnail;
@@ -80,7 +84,9 @@ pub(crate) struct Media {
     /// Bounds of the media ids waiting for their content.
     max_pending_per_user: usize,
     pending_lifetime_ms: i64,
-    /// Serialises the quota's check and its update.
+    /// Serialises the quota's check and its update, and the writing of a row naming a
+    /// content file with the administrators' quarantines and deletions (which remove the
+    /// files no row names).
     usage: tokio::sync::Mutex<()>,
     /// Serialises the count of a user's pending media ids and the creation of another.
     creating: tokio::sync::Mutex<()>,
@@ -206,8 +212,7 @@ impl Media {
             Some(id) => id.to_owned(),
             None => new_media_id()?,
         };
-        let mut changes = ChangeSet::new();
-        changes.media.push(matrix_storage::Media {
+        let mut row = matrix_storage::Media {
             media_id: media_id.clone(),
             content_type,
             size,
@@ -216,12 +221,17 @@ impl Media {
             created_ts: crate::services::rooms::now_ms(),
             sha256: Some(sha256),
             authenticated: self.authenticated_only,
-        });
+            quarantined_by: None,
+            safe_from_quarantine: false,
+        };
         // Checked again, under the lock the usage is written under (concurrent uploads).
         // The content file stays when the row is refused: another row may name the same
         // bytes.
         let usage = self.usage.lock().await;
         let used = self.check_quota(uploader, size).await?;
+        self.adopt_content(&mut row).await?;
+        let mut changes = ChangeSet::new();
+        changes.media.push(row);
         changes.media_usage.push((uploader.to_owned(), used.saturating_add(size)));
         if was_pending {
             changes.completed_pending_media.push(media_id.clone());
@@ -304,6 +314,9 @@ impl Media {
                 _ => return Err(ApiError::not_found("no such media")),
             },
         };
+        if meta.quarantined_by.is_some() {
+            return Err(ApiError::not_found("this media is quarantined"));
+        }
         if access == Access::Legacy && self.authenticated_only && meta.authenticated {
             return Err(ApiError::not_found(
                 "this media is served on the authenticated media endpoints only",
@@ -318,6 +331,20 @@ impl Media {
             Some(sha256) => self.files.content(sha256),
             None => self.files.legacy(&location.legacy_file),
         }
+    }
+
+    /// Readies a new row under the [`Media::usage`] lock: its content file is still there (a
+    /// deletion removing the last row of the same bytes may have removed it after it was
+    /// written: 500, try again), and it is quarantined when other rows of the same bytes are.
+    async fn adopt_content(&self, row: &mut matrix_storage::Media) -> Result<(), ApiError> {
+        let Some(sha256) = &row.sha256 else { return Ok(()) };
+        if !self.files.exists(&self.files.content(sha256)).await? {
+            return Err(ApiError::unknown(
+                "the content was removed by a deletion while it was stored; try again",
+            ));
+        }
+        row.quarantined_by = self.quarantine_of_content(sha256).await?;
+        Ok(())
     }
 
     /// A media item opened for reading (see [`Media::metadata`] for what is found).

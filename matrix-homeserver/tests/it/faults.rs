@@ -104,6 +104,9 @@ forward!(MediaStore {
     fn media_usage(&self, user_id: &str) -> Result<u64>;
     fn pending_media(&self, media_id: &str) -> Result<Option<PendingMedia>>;
     fn pending_media_of(&self, user_id: &str) -> Result<Vec<PendingMedia>>;
+    fn media_rows(&self, after: &str, limit: usize) -> Result<Vec<Media>>;
+    fn media_of(&self, uploader: &str, after: &str, limit: usize) -> Result<Vec<Media>>;
+    fn media_with_content(&self, sha256: &str, after: &str, limit: usize) -> Result<Vec<Media>>;
 });
 forward!(DirectoryStore {
     fn alias(&self, alias: &str) -> Result<Option<Alias>>;

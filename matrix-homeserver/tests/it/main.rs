@@ -10,6 +10,7 @@ mod abuse_logins;
 mod account;
 mod account_extras;
 mod admin;
+mod admin_media;
 mod admin_moderation;
 mod admin_rooms;
 mod admin_tokens;

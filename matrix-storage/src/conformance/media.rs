@@ -23,6 +23,8 @@ fn uploaded(media_id: &str, sha256: &str) -> Media {
         created_ts: 9,
         sha256: Some(sha256.to_owned()),
         authenticated: true,
+        quarantined_by: None,
+        safe_from_quarantine: false,
     }
 }
 
@@ -36,6 +38,8 @@ pub async fn media_rows_keep_hash_and_mark(store: Store) {
     assert_eq!(store.media("m1").await.expect("reads"), Some(row.clone()));
     row.sha256 = None;
     row.authenticated = false;
+    row.quarantined_by = Some("@admin:x".to_owned());
+    row.safe_from_quarantine = true;
     let mut changes = ChangeSet::new();
     changes.media.push(row.clone());
     apply(&store, changes).await;
@@ -90,4 +94,83 @@ pub async fn pending_media_completes_once(store: Store) {
         store.pending_media_of("@b:x").await.expect("reads"),
         vec![pending("p3", "@b:x", 300)]
     );
+}
+
+fn keys(rows: &[Media]) -> Vec<&str> {
+    rows.iter().map(|m| m.media_id.as_str()).collect()
+}
+
+/// Media rows listed a page at a time in byte order of their keys: all of them, one
+/// uploader's, those of one content hash; a row replaced is listed as it is now, a row
+/// deleted nowhere (deleting one that is missing is skipped).
+pub async fn media_listed_by_uploader_and_content(store: Store) {
+    let mut rows = Vec::new();
+    for (key, uploader, sha256) in [
+        ("b", "@a:x", "h1"),
+        ("a", "@a:x", "h2"),
+        ("ZZ", "@b:x", "h1"),
+        ("other.org/m1", "other.org", "h1"),
+        ("c", "@a:x", "h3"),
+    ] {
+        let mut row = uploaded(key, sha256);
+        row.uploader = uploader.to_owned();
+        rows.push(row);
+    }
+    let mut changes = ChangeSet::new();
+    changes.media = rows;
+    apply(&store, changes).await;
+
+    let all = store.media_rows("", 10).await.expect("reads");
+    assert_eq!(keys(&all), vec!["ZZ", "a", "b", "c", "other.org/m1"]);
+    let page = store.media_rows("a", 2).await.expect("reads");
+    assert_eq!(keys(&page), vec!["b", "c"]);
+    assert_eq!(store.media_rows("other.org/m1", 2).await.expect("reads"), vec![]);
+    assert_eq!(store.media_rows("", 0).await.expect("reads"), vec![]);
+
+    let of_a = store.media_of("@a:x", "", 10).await.expect("reads");
+    assert_eq!(keys(&of_a), vec!["a", "b", "c"]);
+    assert_eq!(of_a[1].uploader, "@a:x");
+    assert_eq!(keys(&store.media_of("@a:x", "a", 1).await.expect("reads")), vec!["b"]);
+    assert_eq!(
+        keys(&store.media_of("other.org", "", 10).await.expect("reads")),
+        vec!["other.org/m1"]
+    );
+    assert_eq!(store.media_of("@nobody:x", "", 10).await.expect("reads"), vec![]);
+
+    let h1 = store.media_with_content("h1", "", 10).await.expect("reads");
+    assert_eq!(keys(&h1), vec!["ZZ", "b", "other.org/m1"]);
+    assert_eq!(keys(&store.media_with_content("h1", "ZZ", 1).await.expect("reads")), vec!["b"]);
+
+    // Replaced: another uploader and hash, quarantined; listed under the new ones only.
+    let mut moved = uploaded("b", "h3");
+    moved.uploader = "@b:x".to_owned();
+    moved.quarantined_by = Some("@admin:x".to_owned());
+    let mut changes = ChangeSet::new();
+    changes.media.push(moved.clone());
+    apply(&store, changes).await;
+    assert_eq!(keys(&store.media_of("@a:x", "", 10).await.expect("reads")), vec!["a", "c"]);
+    assert_eq!(
+        store.media_of("@b:x", "", 10).await.expect("reads"),
+        vec![uploaded_by("ZZ", "@b:x", "h1"), moved.clone()]
+    );
+    assert_eq!(
+        keys(&store.media_with_content("h1", "", 10).await.expect("reads")),
+        vec!["ZZ", "other.org/m1"]
+    );
+    assert_eq!(keys(&store.media_with_content("h3", "", 10).await.expect("reads")), vec!["b", "c"]);
+
+    // Deleted (a missing key is skipped).
+    let mut changes = ChangeSet::new();
+    changes.deleted_media = vec!["b".to_owned(), "other.org/m1".to_owned(), "never".to_owned()];
+    apply(&store, changes).await;
+    assert_eq!(store.media("b").await.expect("reads"), None);
+    assert_eq!(keys(&store.media_rows("", 10).await.expect("reads")), vec!["ZZ", "a", "c"]);
+    assert_eq!(keys(&store.media_of("@b:x", "", 10).await.expect("reads")), vec!["ZZ"]);
+    assert_eq!(store.media_of("other.org", "", 10).await.expect("reads"), vec![]);
+    assert_eq!(keys(&store.media_with_content("h1", "", 10).await.expect("reads")), vec!["ZZ"]);
+    assert_eq!(keys(&store.media_with_content("h3", "", 10).await.expect("reads")), vec!["c"]);
+}
+
+fn uploaded_by(media_id: &str, uploader: &str, sha256: &str) -> Media {
+    Media { uploader: uploader.to_owned(), ..uploaded(media_id, sha256) }
 }

@@ -418,15 +418,24 @@ async fn complete_pending_media(tx: &mut PgConnection, completed: &[String]) -> 
 
 async fn write_media(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()> {
     const DOING: &str = "writing media metadata";
+    if !changes.deleted_media.is_empty() {
+        sqlx::query("DELETE FROM media WHERE media_id = ANY($1)")
+            .bind(&changes.deleted_media)
+            .execute(&mut *tx)
+            .await
+            .doing("deleting media metadata")?;
+    }
     for media in &changes.media {
         sqlx::query(
             "INSERT INTO media (media_id, content_type, size, upload_name, uploader, created_ts, \
-             sha256, authenticated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             sha256, authenticated, quarantined_by, safe_from_quarantine) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (media_id) DO UPDATE SET \
              content_type = excluded.content_type, size = excluded.size, \
              upload_name = excluded.upload_name, uploader = excluded.uploader, \
              created_ts = excluded.created_ts, sha256 = excluded.sha256, \
-             authenticated = excluded.authenticated",
+             authenticated = excluded.authenticated, quarantined_by = excluded.quarantined_by, \
+             safe_from_quarantine = excluded.safe_from_quarantine",
         )
         .bind(&media.media_id)
         .bind(&media.content_type)
@@ -436,6 +445,8 @@ async fn write_media(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()> {
         .bind(media.created_ts)
         .bind(&media.sha256)
         .bind(media.authenticated)
+        .bind(&media.quarantined_by)
+        .bind(media.safe_from_quarantine)
         .execute(&mut *tx)
         .await
         .doing(DOING)?;

@@ -97,6 +97,47 @@ impl AccountDataStore for PostgresStore {
 }
 
 impl PostgresStore {
+    /// The media rows matching `condition` on `value` (`$1`, which a condition may leave
+    /// unused) whose keys are above `after`, sorted by key in byte order, at most `limit`.
+    async fn media_where(
+        &self,
+        condition: &str,
+        value: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Media>> {
+        const DOING: &str = "reading media metadata";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query(&format!(
+            "SELECT media_id, content_type, size, upload_name, uploader, created_ts, sha256, \
+             authenticated, quarantined_by, safe_from_quarantine FROM media \
+             WHERE {condition} AND ($1 = $1) AND media_id COLLATE \"C\" > $2 \
+             ORDER BY media_id COLLATE \"C\" LIMIT $3"
+        ))
+        .bind(value)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Media {
+                    media_id: row.try_get(0).doing(DOING)?,
+                    content_type: row.try_get(1).doing(DOING)?,
+                    size: to_u64(row.try_get(2).doing(DOING)?)?,
+                    upload_name: row.try_get(3).doing(DOING)?,
+                    uploader: row.try_get(4).doing(DOING)?,
+                    created_ts: row.try_get(5).doing(DOING)?,
+                    sha256: row.try_get(6).doing(DOING)?,
+                    authenticated: row.try_get(7).doing(DOING)?,
+                    quarantined_by: row.try_get(8).doing(DOING)?,
+                    safe_from_quarantine: row.try_get(9).doing(DOING)?,
+                })
+            })
+            .collect()
+    }
+
     /// The pending media rows matching `condition` on `value`, sorted by media id.
     async fn pending_media_where(&self, condition: &str, value: &str) -> Result<Vec<PendingMedia>> {
         const DOING: &str = "reading pending media";
@@ -124,28 +165,24 @@ impl PostgresStore {
 #[async_trait]
 impl MediaStore for PostgresStore {
     async fn media(&self, media_id: &str) -> Result<Option<Media>> {
-        const DOING: &str = "reading media metadata";
-        let row = sqlx::query(
-            "SELECT content_type, size, upload_name, uploader, created_ts, sha256, \
-             authenticated FROM media WHERE media_id = $1",
-        )
-        .bind(media_id)
-        .fetch_optional(&self.pool)
-        .await
-        .doing(DOING)?;
-        row.map(|row| {
-            Ok(Media {
-                media_id: media_id.to_owned(),
-                content_type: row.try_get(0).doing(DOING)?,
-                size: to_u64(row.try_get(1).doing(DOING)?)?,
-                upload_name: row.try_get(2).doing(DOING)?,
-                uploader: row.try_get(3).doing(DOING)?,
-                created_ts: row.try_get(4).doing(DOING)?,
-                sha256: row.try_get(5).doing(DOING)?,
-                authenticated: row.try_get(6).doing(DOING)?,
-            })
-        })
-        .transpose()
+        Ok(self.media_where("media_id = $1", media_id, "", usize::MAX).await?.pop())
+    }
+
+    async fn media_rows(&self, after: &str, limit: usize) -> Result<Vec<Media>> {
+        self.media_where("TRUE", "", after, limit).await
+    }
+
+    async fn media_of(&self, uploader: &str, after: &str, limit: usize) -> Result<Vec<Media>> {
+        self.media_where("uploader = $1", uploader, after, limit).await
+    }
+
+    async fn media_with_content(
+        &self,
+        sha256: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Media>> {
+        self.media_where("sha256 = $1", sha256, after, limit).await
     }
 
     async fn pending_media(&self, media_id: &str) -> Result<Option<PendingMedia>> {

@@ -12,7 +12,12 @@ use crate::codec::{Dec, Enc};
 use crate::{Result, User};
 
 /// The ids of `table` (keyed by one string) above `after`, sorted, at most `limit`.
-fn page(store: &SledStore, table: u8, after: &str, limit: usize) -> Result<BTreeSet<String>> {
+pub(super) fn page(
+    store: &SledStore,
+    table: u8,
+    after: &str,
+    limit: usize,
+) -> Result<BTreeSet<String>> {
     let mut page = BTreeSet::new();
     if limit == 0 {
         return Ok(page);

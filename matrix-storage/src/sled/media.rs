@@ -1,11 +1,18 @@
 //! Media metadata: the media records (content hash and the authenticated mark appended to the
 //! first schema's record, which a record written before simply lacks) and the pending media
-//! ids of `POST /_matrix/media/v1/create`, by id and by creator.
+//! ids of `POST /_matrix/media/v1/create`, by id and by creator. The quarantine and the
+//! protection follow the authenticated mark (a record written before lacks them too).
+//!
+//! `MEDIA_INDEX` lists the records by uploader (`'u'`, uploader, key) and by content hash
+//! (`'h'`, hash, key), keys as tails so that they sort byte-wise; written with the records,
+//! and built once from them when a store written before is opened ([`index_media`]).
 
 use std::collections::HashSet;
 
 use super::batch::Tx;
-use super::{MEDIA, PENDING_MEDIA, PENDING_MEDIA_OF, SledStore};
+use super::{
+    MEDIA, MEDIA_INDEX, PENDING_MEDIA, PENDING_MEDIA_OF, SledStore, Tree, meta, unavailable,
+};
 use crate::codec::{Dec, Enc};
 use crate::{ChangeSet, ErrorKind, Media, PendingMedia, Result, StorageError};
 
@@ -28,8 +35,18 @@ pub(super) fn check(tx: &Tx<'_>, changes: &ChangeSet) -> Result<()> {
 
 /// This module's part of a change set.
 pub(super) fn apply_in(tx: &Tx<'_>, changes: &ChangeSet) -> Result<()> {
+    for key in changes.deleted_media.iter().chain(changes.media.iter().map(|m| &m.media_id)) {
+        if let Some(old) = tx.remove(Enc::table(MEDIA).str(key).done())? {
+            for index in index_keys(&decode(key, &old)?) {
+                tx.remove(index)?;
+            }
+        }
+    }
     for media in &changes.media {
         tx.insert(Enc::table(MEDIA).str(&media.media_id).done(), encode(media))?;
+        for index in index_keys(media) {
+            tx.insert(index, Vec::new())?;
+        }
     }
     for media_id in changes.completed_pending_media.iter().chain(&changes.deleted_pending_media) {
         if let Some(old) = tx.remove(Enc::table(PENDING_MEDIA).str(media_id).done())? {
@@ -68,7 +85,47 @@ fn encode(media: &Media) -> Vec<u8> {
         .i64(media.created_ts)
         .opt_str(media.sha256.as_deref())
         .bool(media.authenticated)
+        .opt_str(media.quarantined_by.as_deref())
+        .bool(media.safe_from_quarantine)
         .done()
+}
+
+/// The index entries of a record: by uploader, and by content hash when it has one.
+fn index_keys(media: &Media) -> Vec<Vec<u8>> {
+    let mut keys = vec![by_uploader(&media.uploader).tail(&media.media_id).done()];
+    if let Some(sha256) = &media.sha256 {
+        keys.push(by_content(sha256).tail(&media.media_id).done());
+    }
+    keys
+}
+
+fn by_uploader(uploader: &str) -> Enc {
+    Enc::table(MEDIA_INDEX).raw(b"u").str(uploader)
+}
+
+fn by_content(sha256: &str) -> Enc {
+    Enc::table(MEDIA_INDEX).raw(b"h").str(sha256)
+}
+
+/// The `meta` entry saying that `MEDIA_INDEX` is built.
+const MEDIA_INDEX_BUILT: &str = "media_index";
+
+/// Builds `MEDIA_INDEX` from the media records once, for a store written before it existed.
+pub(super) fn index_media(tree: &Tree, flush: impl FnOnce() -> Result<()>) -> Result<()> {
+    if tree.get(meta(MEDIA_INDEX_BUILT)).map_err(unavailable)?.is_some() {
+        return Ok(());
+    }
+    let mut ops: Vec<(Vec<u8>, Option<::sled::IVec>)> = Vec::new();
+    for entry in tree.scan_prefix([MEDIA]) {
+        let (key, value) = entry.map_err(unavailable)?;
+        let media_id = Dec::new(&key).skip_table()?.str()?;
+        for index in index_keys(&decode(&media_id, &value)?) {
+            ops.push((index, Some(::sled::IVec::from(&b""[..]))));
+        }
+    }
+    ops.push((meta(MEDIA_INDEX_BUILT), Some(::sled::IVec::from(&b""[..]))));
+    tree.apply(ops).map_err(unavailable)?;
+    flush()
 }
 
 fn decode(media_id: &str, value: &[u8]) -> Result<Media> {
@@ -82,11 +139,18 @@ fn decode(media_id: &str, value: &[u8]) -> Result<Media> {
         created_ts: dec.i64()?,
         sha256: None,
         authenticated: false,
+        quarantined_by: None,
+        safe_from_quarantine: false,
     };
     // Records written before content addressing end here.
     if !dec.rest().is_empty() {
         media.sha256 = dec.opt_str()?;
         media.authenticated = dec.bool()?;
+    }
+    // Records written before the quarantine end here.
+    if !dec.rest().is_empty() {
+        media.quarantined_by = dec.opt_str()?;
+        media.safe_from_quarantine = dec.bool()?;
     }
     Ok(media)
 }
@@ -102,6 +166,58 @@ fn decode_pending(media_id: &str, value: &[u8]) -> Result<PendingMedia> {
 }
 
 impl SledStore {
+    /// The records whose index entries are under `prefix`, keys above `after`, sorted, at
+    /// most `limit`.
+    fn media_indexed(&self, prefix: Enc, after: &str, limit: usize) -> Result<Vec<Media>> {
+        let prefix = prefix.done();
+        let mut found = Vec::new();
+        for entry in self.scan(prefix.clone()) {
+            if found.len() >= limit {
+                break;
+            }
+            let (key, _) = entry?;
+            let media_id = std::str::from_utf8(&key[prefix.len()..])
+                .map_err(|_| StorageError::new(ErrorKind::Corrupt, "a media index entry"))?;
+            if media_id <= after {
+                continue;
+            }
+            // Written in one batch with the record; one without would be corruption, and
+            // is skipped rather than failing the read.
+            if let Some(media) = self.media_record(media_id)? {
+                found.push(media);
+            }
+        }
+        Ok(found)
+    }
+
+    pub(super) fn media_records_of(
+        &self,
+        uploader: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Media>> {
+        self.media_indexed(by_uploader(uploader), after, limit)
+    }
+
+    pub(super) fn media_records_with(
+        &self,
+        sha256: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Media>> {
+        self.media_indexed(by_content(sha256), after, limit)
+    }
+
+    pub(super) fn media_records(&self, after: &str, limit: usize) -> Result<Vec<Media>> {
+        let mut found = Vec::new();
+        for media_id in super::listing::page(self, MEDIA, after, limit)? {
+            if let Some(media) = self.media_record(&media_id)? {
+                found.push(media);
+            }
+        }
+        Ok(found)
+    }
+
     pub(super) fn media_record(&self, media_id: &str) -> Result<Option<Media>> {
         self.get(&Enc::table(MEDIA).str(media_id).done())?.map(|v| decode(media_id, &v)).transpose()
     }

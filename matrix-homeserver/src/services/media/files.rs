@@ -78,6 +78,30 @@ impl Files {
         self.dir.join(name)
     }
 
+    /// Removes the file at `path` and its cached thumbnails (`{path}.{name}`); one that is
+    /// not there is skipped.
+    pub(super) async fn remove_with_thumbnails(&self, path: &Path) -> Result<(), ApiError> {
+        let mut paths = vec![path.to_owned()];
+        for name in super::thumbnail::cached_names() {
+            let mut thumbnail = path.to_owned().into_os_string();
+            thumbnail.push(format!(".{name}"));
+            paths.push(PathBuf::from(thumbnail));
+        }
+        for path in paths {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ApiError::unknown(format!("removing media: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a file is at `path`.
+    pub(super) async fn exists(&self, path: &Path) -> Result<bool, ApiError> {
+        tokio::fs::try_exists(path).await.map_err(io_error("the media directory"))
+    }
+
     /// A new temporary file, and its path.
     pub(super) async fn temporary(&self) -> Result<(tokio::fs::File, PathBuf), ApiError> {
         let dir = self.dir.join("tmp");

@@ -72,7 +72,7 @@ pub(super) async fn fetch(
     let mut sink = Sink::new(&media.files).await?;
     sink.write(&content.bytes).await?;
     let (sha256, size) = sink.finish(&media.files).await?;
-    let row = matrix_storage::Media {
+    let mut row = matrix_storage::Media {
         media_id: location.key.clone(),
         content_type,
         size,
@@ -81,7 +81,11 @@ pub(super) async fn fetch(
         created_ts: crate::services::rooms::now_ms(),
         sha256: Some(sha256),
         authenticated: media.authenticated_only,
+        quarantined_by: None,
+        safe_from_quarantine: false,
     };
+    let _turn = media.usage.lock().await;
+    media.adopt_content(&mut row).await?;
     let mut changes = ChangeSet::new();
     changes.media.push(row.clone());
     media.storage.apply(changes).await?;

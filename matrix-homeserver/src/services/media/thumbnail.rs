@@ -65,6 +65,13 @@ const STANDARD: [(u32, u32, Method); 5] = [
     (800, 600, Method::Scale),
 ];
 
+/// The names of the thumbnails that may be cached of one item (see [`Target::name`]).
+pub(crate) fn cached_names() -> impl Iterator<Item = String> {
+    STANDARD
+        .iter()
+        .map(|&(width, height, method)| Target { width, height, method, cached: true }.name())
+}
+
 /// The largest box a thumbnail is made in.
 const LARGEST: (u32, u32) = (800, 600);
 
