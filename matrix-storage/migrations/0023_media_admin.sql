@@ -8,3 +8,12 @@ ALTER TABLE media
 
 CREATE INDEX media_uploader ON media (uploader, media_id COLLATE "C");
 CREATE INDEX media_sha256 ON media (sha256, media_id COLLATE "C") WHERE sha256 IS NOT NULL;
+
+-- The log of quarantine changes (GET /_synapse/admin/v1/media/quarantine_changes), by id.
+-- Best effort, as Synapse's: with several writing processes an id can commit after a higher
+-- one was read.
+CREATE TABLE quarantine_changes (
+    id bigserial PRIMARY KEY,
+    media_key text NOT NULL,
+    quarantined boolean NOT NULL
+);

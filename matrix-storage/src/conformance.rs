@@ -86,7 +86,7 @@ macro_rules! storage_conformance {
             a_room_changed_since_it_was_read_is_a_conflict, backfill_goes_before_the_timeline,
             auth_chain_index_round_trips, an_auth_chain_index_taken_is_a_conflict,
             events_in_batch, media_rows_keep_hash_and_mark, pending_media_completes_once,
-            media_listed_by_uploader_and_content,
+            media_listed_by_uploader_and_content, quarantine_changes_are_logged,
             openid_tokens_expire, delayed_events_by_owner_and_time,
             relations_index_round_trips,
             search_matches_tokens_in_rooms, search_pages_and_ranks,

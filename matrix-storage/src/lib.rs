@@ -277,6 +277,10 @@ pub trait MediaStore: Send + Sync {
         after: &str,
         limit: usize,
     ) -> Result<Vec<Media>>;
+    /// The logged quarantine changes with ids above `after`, by id, at most `limit`.
+    async fn quarantine_changes(&self, after: u64, limit: usize) -> Result<Vec<QuarantineChange>>;
+    /// The highest id a quarantine change was given (0 before the first).
+    async fn last_quarantine_change(&self) -> Result<u64>;
 }
 
 /// Room aliases and the public room directory of this server.

@@ -24,10 +24,10 @@ use crate::{
     Applied, AppserviceListing, AuthChainEntry, BackfillItem, BackfillPos, ChangeSet, ClaimedKey,
     DehydratedDevice, Device, Direction, DirectoryStore, E2eeStore, ErrorKind, EventStore,
     FallbackKey, InboxStore, KeyStore, Media, MediaStore, NewSnapshot, OurKey, OutboundItem,
-    PendingMedia, Presence, PresenceStore, Profile, QueueStore, ReceiptKey, ReceiptStore,
-    RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef, StateEntry,
-    StateStore, Storage, StorageError, StoredEvent, StoredReceipt, StreamItem, StreamPos,
-    ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
+    PendingMedia, Presence, PresenceStore, Profile, QuarantineChange, QueueStore, ReceiptKey,
+    ReceiptStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId, SnapshotRef,
+    StateEntry, StateStore, Storage, StorageError, StoredEvent, StoredReceipt, StreamItem,
+    StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
 };
 
 /// `(user, device)`.
@@ -76,6 +76,8 @@ struct Inner {
     /// (user, position) -> (room, type): the latest write of each item.
     account_data_log: BTreeMap<(String, u64), (Option<String>, String)>,
     media: BTreeMap<String, Media>,
+    /// The quarantine changes by id.
+    quarantine_changes: BTreeMap<u64, (String, bool)>,
     media_usage: HashMap<String, u64>,
     /// Pending media by id.
     pending_media: BTreeMap<String, PendingMedia>,
@@ -416,6 +418,10 @@ impl Inner {
         }
         for key in &changes.deleted_media {
             self.media.remove(key);
+        }
+        for (key, quarantined) in changes.quarantine_changes {
+            let id = self.quarantine_changes.last_key_value().map_or(1, |(id, _)| id + 1);
+            self.quarantine_changes.insert(id, (key, quarantined));
         }
         for media in changes.media {
             self.media.insert(media.media_id.clone(), media);
@@ -893,6 +899,23 @@ impl MediaStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Media>> {
         self.media_where(after, limit, |m| m.sha256.as_deref() == Some(sha256))
+    }
+    async fn quarantine_changes(&self, after: u64, limit: usize) -> Result<Vec<QuarantineChange>> {
+        let inner = self.lock()?;
+        let above = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
+        Ok(inner
+            .quarantine_changes
+            .range(above)
+            .take(limit)
+            .map(|(&id, (key, quarantined))| QuarantineChange {
+                id,
+                key: key.clone(),
+                quarantined: *quarantined,
+            })
+            .collect())
+    }
+    async fn last_quarantine_change(&self) -> Result<u64> {
+        Ok(self.lock()?.quarantine_changes.last_key_value().map_or(0, |(id, _)| *id))
     }
 }
 

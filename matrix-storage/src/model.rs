@@ -241,6 +241,18 @@ pub struct Media {
     pub safe_from_quarantine: bool,
 }
 
+/// A change of a media item's quarantine, with the id the store gave it (increasing in the
+/// order they were stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineChange {
+    /// Its id.
+    pub id: u64,
+    /// The media row's key (`{media_id}` for ours, `{server}/{media_id}` for others').
+    pub key: String,
+    /// Whether it was quarantined (or freed).
+    pub quarantined: bool,
+}
+
 /// A media id handed out by `POST /_matrix/media/v1/create` whose content has not been
 /// uploaded yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -450,6 +462,8 @@ pub struct ChangeSet {
     /// Media rows to delete, by key (written before [`ChangeSet::media`]); a missing one is
     /// skipped.
     pub deleted_media: Vec<String>,
+    /// Changes of media quarantines to log `(key, quarantined)`; each gets the next id.
+    pub quarantine_changes: Vec<(String, bool)>,
     /// Account data to delete `(user, room, type)`.
     pub deleted_account_data: Vec<(String, Option<String>, String)>,
     /// Device keys to set `(user, device, keys as JSON)`; a deleted device loses them.

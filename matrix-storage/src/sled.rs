@@ -67,9 +67,9 @@ use crate::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Applied, AuthChainEntry,
     BackfillItem, BackfillPos, ChangeSet, ClaimedKey, DehydratedDevice, Device, Direction,
     ErrorKind, EventStore, KeyStore, Media, MediaStore, OurKey, OutboundItem, PendingMedia,
-    Profile, QueueStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore, SnapshotId,
-    SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent, StreamItem, StreamPos,
-    TokenOwner, User,
+    Profile, QuarantineChange, QueueStore, RemoteKey, Result, RetryState, RoomInfo, RoomStore,
+    SnapshotId, SnapshotRef, StateEntry, StateStore, Storage, StorageError, StoredEvent,
+    StreamItem, StreamPos, TokenOwner, User,
 };
 
 /// The schema this code writes and reads. 2 added the tables from [`DEVICE_KEYS`] on and the
@@ -1392,6 +1392,14 @@ impl MediaStore for SledStore {
     ) -> Result<Vec<Media>> {
         self.flusher.check()?;
         self.media_records_with(sha256, after, limit)
+    }
+    async fn quarantine_changes(&self, after: u64, limit: usize) -> Result<Vec<QuarantineChange>> {
+        self.flusher.check()?;
+        self.quarantine_change_records(after, limit)
+    }
+    async fn last_quarantine_change(&self) -> Result<u64> {
+        self.flusher.check()?;
+        self.last_quarantine_change_id()
     }
 }
 

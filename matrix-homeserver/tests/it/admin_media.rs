@@ -110,6 +110,7 @@ async fn only_administrators(backend: crate::Backend) {
         (Method::POST, format!("{V1}/user/{alice_id}/media/quarantine")),
         (Method::POST, format!("{V1}/media/quarantine/{media}")),
         (Method::POST, format!("{V1}/media/unquarantine/{media}")),
+        (Method::GET, format!("{V1}/media/quarantine_changes")),
         (Method::POST, format!("{V1}/media/protect/{id}")),
         (Method::POST, format!("{V1}/media/unprotect/{id}")),
         (Method::GET, format!("{V1}/media/{media}")),
@@ -185,6 +186,30 @@ async fn quarantine_and_protection(backend: crate::Backend) {
     let (status, _) = s.admin.post(&format!("{V1}/media/quarantine/{other}"), &json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(s.served(&other).await, all_not_found());
+
+    // The log of changes: 2 rows quarantined, 3 freed, 3 quarantined (by user), 1 (other).
+    let changes = format!("{V1}/media/quarantine_changes");
+    let (status, body) = s.admin.get(&changes).await;
+    assert_eq!(status, 200, "{body}");
+    let logged = body["changes"].as_array().expect("a list").clone();
+    let flags: Vec<bool> =
+        logged.iter().map(|c| c["quarantined"].as_bool().expect("a flag")).collect();
+    assert_eq!(flags, [true, true, false, false, false, true, true, true, true]);
+    assert!(logged.iter().all(|c| c["origin"] == json!("localhost")), "{body}");
+    assert_eq!(
+        logged.last(),
+        Some(&json!({"origin": "localhost", "media_id": id, "quarantined": true}))
+    );
+    let next = body["next_batch"].as_u64().expect("a position");
+    let (_, body) = s.admin.get(&format!("{changes}?from=2")).await;
+    assert_eq!(body["changes"].as_array().map(Vec::len), Some(7));
+    assert_eq!(body["changes"][0], logged[2]);
+    let (_, body) = s.admin.get(&format!("{changes}?from={next}")).await;
+    assert_eq!(body, json!({"next_batch": next, "changes": []}));
+    for from in [format!("{}", next + 1), "x".to_owned(), "-1".to_owned()] {
+        let (status, body) = s.admin.get(&format!("{changes}?from={from}")).await;
+        assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"), "{from}: {body}");
+    }
 
     // Unknown media, bad ids, other servers' users.
     for path in [

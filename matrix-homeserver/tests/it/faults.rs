@@ -10,9 +10,9 @@ use matrix_storage::{
     AccountDataChange, AccountDataItem, AccountDataStore, AccountStore, Alias, Applied,
     AuthChainEntry, ChangeSet, ClaimedKey, Device, Direction, DirectoryStore, E2eeStore,
     EventStore, FallbackKey, InboxStore, KeyStore, Media, MediaStore, OurKey, OutboundItem,
-    PendingMedia, Profile, QueueStore, ReceiptStore, RemoteKey, Result, RetryState, RoomInfo,
-    RoomStore, SnapshotId, StateEntry, StateStore, Storage, StoredEvent, StoredReceipt, StreamItem,
-    StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
+    PendingMedia, Profile, QuarantineChange, QueueStore, ReceiptStore, RemoteKey, Result,
+    RetryState, RoomInfo, RoomStore, SnapshotId, StateEntry, StateStore, Storage, StoredEvent,
+    StoredReceipt, StreamItem, StreamPos, ToDeviceMessage, ToDeviceUsage, TokenOwner, User,
 };
 use matrix_storage::{AppserviceCursor, AppserviceStore};
 use matrix_storage::{
@@ -107,6 +107,8 @@ forward!(MediaStore {
     fn media_rows(&self, after: &str, limit: usize) -> Result<Vec<Media>>;
     fn media_of(&self, uploader: &str, after: &str, limit: usize) -> Result<Vec<Media>>;
     fn media_with_content(&self, sha256: &str, after: &str, limit: usize) -> Result<Vec<Media>>;
+    fn quarantine_changes(&self, after: u64, limit: usize) -> Result<Vec<QuarantineChange>>;
+    fn last_quarantine_change(&self) -> Result<u64>;
 });
 forward!(DirectoryStore {
     fn alias(&self, alias: &str) -> Result<Option<Alias>>;

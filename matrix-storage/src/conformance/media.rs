@@ -2,7 +2,7 @@
 //! the pending media ids of asynchronous uploads (completed exactly once, kept per creator).
 
 use super::{Store, apply};
-use crate::{ChangeSet, ErrorKind, Media, PendingMedia};
+use crate::{ChangeSet, ErrorKind, Media, PendingMedia, QuarantineChange};
 
 fn pending(media_id: &str, creator: &str, expires_ts: i64) -> PendingMedia {
     PendingMedia {
@@ -173,4 +173,29 @@ pub async fn media_listed_by_uploader_and_content(store: Store) {
 
 fn uploaded_by(media_id: &str, uploader: &str, sha256: &str) -> Media {
     Media { uploader: uploader.to_owned(), ..uploaded(media_id, sha256) }
+}
+
+/// Quarantine changes are logged with increasing ids, in the order given, and read a page at
+/// a time after an id.
+pub async fn quarantine_changes_are_logged(store: Store) {
+    assert_eq!(store.last_quarantine_change().await.expect("reads"), 0);
+    assert_eq!(store.quarantine_changes(0, 10).await.expect("reads"), vec![]);
+    let mut changes = ChangeSet::new();
+    changes.quarantine_changes = vec![("b".to_owned(), true), ("other.org/a".to_owned(), true)];
+    apply(&store, changes).await;
+    let mut changes = ChangeSet::new();
+    changes.quarantine_changes = vec![("b".to_owned(), false)];
+    apply(&store, changes).await;
+    let all = store.quarantine_changes(0, 10).await.expect("reads");
+    let seen: Vec<(&str, bool)> = all.iter().map(|c| (c.key.as_str(), c.quarantined)).collect();
+    assert_eq!(seen, vec![("b", true), ("other.org/a", true), ("b", false)]);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "{all:?}");
+    let last = store.last_quarantine_change().await.expect("reads");
+    assert_eq!(last, all[2].id);
+    let page = store.quarantine_changes(all[0].id, 1).await.expect("reads");
+    assert_eq!(
+        page,
+        vec![QuarantineChange { id: all[1].id, key: "other.org/a".to_owned(), quarantined: true }]
+    );
+    assert_eq!(store.quarantine_changes(last, 10).await.expect("reads"), vec![]);
 }

@@ -425,6 +425,20 @@ async fn write_media(tx: &mut PgConnection, changes: &ChangeSet) -> Result<()> {
             .await
             .doing("deleting media metadata")?;
     }
+    if !changes.quarantine_changes.is_empty() {
+        let (keys, quarantined): (Vec<&str>, Vec<bool>) =
+            changes.quarantine_changes.iter().map(|(k, q)| (k.as_str(), *q)).unzip();
+        sqlx::query(
+            "INSERT INTO quarantine_changes (media_key, quarantined) \
+             SELECT k, q FROM unnest($1::text[], $2::bool[]) WITH ORDINALITY AS c(k, q, n) \
+             ORDER BY n",
+        )
+        .bind(&keys)
+        .bind(&quarantined)
+        .execute(&mut *tx)
+        .await
+        .doing("logging quarantine changes")?;
+    }
     for media in &changes.media {
         sqlx::query(
             "INSERT INTO media (media_id, content_type, size, upload_name, uploader, created_ts, \

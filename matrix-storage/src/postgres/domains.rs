@@ -15,8 +15,8 @@ use super::{Doing, PostgresStore, to_i64, to_u64};
 use crate::{
     AccountDataChange, AccountDataItem, AccountDataStore, AddressedToDevice, Alias,
     AppserviceListing, ClaimedKey, DirectoryStore, E2eeStore, FallbackKey, InboxStore, Media,
-    MediaStore, PendingMedia, Profile, Receipt, ReceiptKey, ReceiptStore, Result, StoredReceipt,
-    StreamPos, ToDeviceMessage, ToDeviceUsage,
+    MediaStore, PendingMedia, Profile, QuarantineChange, Receipt, ReceiptKey, ReceiptStore, Result,
+    StoredReceipt, StreamPos, ToDeviceMessage, ToDeviceUsage,
 };
 
 /// `''` is "none" in a key column.
@@ -183,6 +183,36 @@ impl MediaStore for PostgresStore {
         limit: usize,
     ) -> Result<Vec<Media>> {
         self.media_where("sha256 = $1", sha256, after, limit).await
+    }
+
+    async fn quarantine_changes(&self, after: u64, limit: usize) -> Result<Vec<QuarantineChange>> {
+        const DOING: &str = "reading quarantine changes";
+        let rows = sqlx::query(
+            "SELECT id, media_key, quarantined FROM quarantine_changes WHERE id > $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(to_i64(after))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .doing(DOING)?;
+        rows.iter()
+            .map(|row| {
+                Ok(QuarantineChange {
+                    id: to_u64(row.try_get(0).doing(DOING)?)?,
+                    key: row.try_get(1).doing(DOING)?,
+                    quarantined: row.try_get(2).doing(DOING)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_quarantine_change(&self) -> Result<u64> {
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM quarantine_changes")
+            .fetch_one(&self.pool)
+            .await
+            .doing("reading the last quarantine change")?;
+        to_u64(last)
     }
 
     async fn pending_media(&self, media_id: &str) -> Result<Option<PendingMedia>> {

@@ -5,7 +5,8 @@
 //!
 //! `MEDIA_INDEX` lists the records by uploader (`'u'`, uploader, key) and by content hash
 //! (`'h'`, hash, key), keys as tails so that they sort byte-wise; written with the records,
-//! and built once from them when a store written before is opened ([`index_media`]).
+//! and built once from them when a store written before is opened ([`index_media`]). It
+//! also holds the log of quarantine changes (`'q'`, id -> key, quarantined).
 
 use std::collections::HashSet;
 
@@ -14,7 +15,7 @@ use super::{
     MEDIA, MEDIA_INDEX, PENDING_MEDIA, PENDING_MEDIA_OF, SledStore, Tree, meta, unavailable,
 };
 use crate::codec::{Dec, Enc};
-use crate::{ChangeSet, ErrorKind, Media, PendingMedia, Result, StorageError};
+use crate::{ChangeSet, ErrorKind, Media, PendingMedia, QuarantineChange, Result, StorageError};
 
 /// Refuses a change set that completes a media id that is not pending (or one twice): called
 /// under the writer lock before anything of the change set is written.
@@ -41,6 +42,10 @@ pub(super) fn apply_in(tx: &Tx<'_>, changes: &ChangeSet) -> Result<()> {
                 tx.remove(index)?;
             }
         }
+    }
+    for (key, quarantined) in &changes.quarantine_changes {
+        let id = super::bump(tx, NEXT_QUARANTINE_CHANGE, 1, 1)?;
+        tx.insert(change_key(id), Enc::default().str(key).bool(*quarantined).done())?;
     }
     for media in &changes.media {
         tx.insert(Enc::table(MEDIA).str(&media.media_id).done(), encode(media))?;
@@ -107,8 +112,15 @@ fn by_content(sha256: &str) -> Enc {
     Enc::table(MEDIA_INDEX).raw(b"h").str(sha256)
 }
 
+/// The `meta` counter of quarantine change ids (the next one).
+const NEXT_QUARANTINE_CHANGE: &str = "next_quarantine_change";
+
+fn change_key(id: u64) -> Vec<u8> {
+    Enc::table(MEDIA_INDEX).raw(b"q").u64(id).done()
+}
+
 /// The `meta` entry saying that `MEDIA_INDEX` is built.
-const MEDIA_INDEX_BUILT: &str = "media_index";
+pub(super) const MEDIA_INDEX_BUILT: &str = "media_index";
 
 /// Builds `MEDIA_INDEX` from the media records once, for a store written before it existed.
 pub(super) fn index_media(tree: &Tree, flush: impl FnOnce() -> Result<()>) -> Result<()> {
@@ -206,6 +218,32 @@ impl SledStore {
         limit: usize,
     ) -> Result<Vec<Media>> {
         self.media_indexed(by_content(sha256), after, limit)
+    }
+
+    pub(super) fn quarantine_change_records(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<QuarantineChange>> {
+        let start = change_key(after.saturating_add(1));
+        let end = change_key(u64::MAX);
+        let mut out = Vec::new();
+        for entry in self.tree.range(start..=end).take(limit) {
+            let (key, value) = entry.map_err(unavailable)?;
+            let mut id = Dec::new(&key).skip_table()?;
+            id.raw(1)?;
+            let id = id.u64()?;
+            let mut dec = Dec::new(&value);
+            out.push(QuarantineChange { id, key: dec.str()?, quarantined: dec.bool()? });
+        }
+        Ok(out)
+    }
+
+    pub(super) fn last_quarantine_change_id(&self) -> Result<u64> {
+        match self.get(&meta(NEXT_QUARANTINE_CHANGE))? {
+            Some(next) => Ok(Dec::new(&next).u64()?.saturating_sub(1)),
+            None => Ok(0),
+        }
     }
 
     pub(super) fn media_records(&self, after: &str, limit: usize) -> Result<Vec<Media>> {

@@ -64,8 +64,54 @@ macro_rules! on_each_engine {
 on_each_engine!(
     a_failed_flush_stops_claims,
     a_failed_flush_stops_the_store,
-    an_older_store_gets_its_inbox_indexed
+    an_older_store_gets_its_inbox_indexed,
+    an_older_store_gets_its_media_indexed
 );
+
+/// A store written before `MEDIA_INDEX` existed: its media records (some of the first
+/// schema's, without hash, mark, quarantine or protection) are indexed by uploader and by
+/// content once, when it is opened.
+async fn an_older_store_gets_its_media_indexed(engine: Engine) {
+    let dir = tempfile::tempdir().expect("a directory");
+    let store = engine.open(dir.path()).expect("opens");
+    let media = |key: &str, uploader: &str, sha256: Option<&str>| crate::Media {
+        media_id: key.to_owned(),
+        content_type: None,
+        size: 3,
+        upload_name: None,
+        uploader: uploader.to_owned(),
+        created_ts: 1,
+        sha256: sha256.map(str::to_owned),
+        authenticated: false,
+        quarantined_by: None,
+        safe_from_quarantine: false,
+    };
+    let mut changes = ChangeSet::new();
+    changes.media = vec![media("m1", "@a:x", Some("h")), media("o.org/m2", "o.org", Some("h"))];
+    store.apply(changes).await.expect("acknowledged");
+    // As an older version left it: no index entries, no mark, and a record of the first
+    // schema.
+    let mut forget: Vec<(Vec<u8>, Option<::sled::IVec>)> = Vec::new();
+    for entry in store.tree.scan_prefix([MEDIA_INDEX]) {
+        forget.push((entry.expect("reads").0.to_vec(), None));
+    }
+    forget.push((meta(media::MEDIA_INDEX_BUILT), None));
+    let first_schema =
+        crate::codec::Enc::default().opt_str(None).u64(3).opt_str(None).str("@a:x").i64(1).done();
+    forget.push((
+        crate::codec::Enc::table(MEDIA).str("m0").done(),
+        Some(::sled::IVec::from(first_schema)),
+    ));
+    store.tree.apply(forget).expect("writes");
+    assert!(crate::MediaStore::media_of(&store, "@a:x", "", 10).await.expect("reads").is_empty());
+    media::index_media(&store.tree, || Ok(())).expect("indexes");
+    let of_a = crate::MediaStore::media_of(&store, "@a:x", "", 10).await.expect("reads");
+    assert_eq!(of_a, vec![media("m0", "@a:x", None), media("m1", "@a:x", Some("h"))]);
+    let of_h = crate::MediaStore::media_with_content(&store, "h", "", 10).await.expect("reads");
+    let keys: Vec<&str> = of_h.iter().map(|m| m.media_id.as_str()).collect();
+    assert_eq!(keys, vec!["m1", "o.org/m2"]);
+    assert!(store.tree.get(meta(media::MEDIA_INDEX_BUILT)).expect("reads").is_some(), "once");
+}
 
 /// A store written before [`INBOX_LOG`] existed: its queued to-device messages are indexed
 /// by position once, when it is opened.

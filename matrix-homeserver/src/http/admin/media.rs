@@ -31,6 +31,7 @@ pub(super) fn routes() -> Routes {
         .route(&format!("{V1}/media/protect/{{media}}"), route(post(protect)))
         .route(&format!("{V1}/media/unprotect/{{media}}"), route(post(unprotect)))
         .route(&format!("{V1}/media/delete"), route(post(delete_old)))
+        .route(&format!("{V1}/media/quarantine_changes"), route(get(quarantine_changes)))
         .route(&format!("{V1}/media/{{server}}/{{media}}"), route(get(info).delete(delete_one)))
         .route(&format!("{V1}/purge_media_cache"), route(post(purge_media_cache)))
         .route(&format!("{V1}/statistics/users/media"), route(get(statistics)))
@@ -130,6 +131,19 @@ async fn delete_old(
     Query(params): Query<DeleteOldParams>,
 ) -> JsonResult {
     to_json(media::delete_old(&state, &params).await?)
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangesQuery {
+    from: Option<String>,
+}
+
+async fn quarantine_changes(
+    State(state): AppState,
+    _: Admin,
+    Query(query): Query<ChangesQuery>,
+) -> JsonResult {
+    to_json(media::quarantine_changes(&state, query.from.as_deref()).await?)
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{backwards, flag, page, users};
 use crate::State;
 use crate::error::ApiError;
+use crate::services::media::manage::origin_of;
 
 /// Timeline events read at once while a room's media is listed.
 const SCAN_BATCH: usize = 200;
@@ -296,6 +297,52 @@ pub(crate) async fn protect(
 ) -> Result<(), ApiError> {
     let location = state.media.locate(state.media.server_name(), media_id)?;
     state.media.set_protected(&location, protected).await
+}
+
+/// Quarantine changes one page of `quarantine_changes` holds (Synapse's).
+const CHANGES_PAGE: usize = 100;
+
+/// A quarantine change as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct ShownChange {
+    origin: String,
+    media_id: String,
+    quarantined: bool,
+}
+
+/// One page of quarantine changes.
+#[derive(Debug, Serialize)]
+pub(crate) struct QuarantineChanges {
+    next_batch: u64,
+    changes: Vec<ShownChange>,
+}
+
+/// `GET /_synapse/admin/v1/media/quarantine_changes`: the changes after `from` (default 0),
+/// oldest first, 100 at most.
+pub(crate) async fn quarantine_changes(
+    state: &State,
+    from: Option<&str>,
+) -> Result<QuarantineChanges, ApiError> {
+    let from = match from {
+        None => 0,
+        Some(from) => from
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid_param("`from` must be a non-negative integer"))?,
+    };
+    let (changes, next_batch) = state.media.quarantine_changes(from, CHANGES_PAGE).await?;
+    let ours = state.media.server_name();
+    let changes = changes
+        .into_iter()
+        .map(|change| {
+            let (origin, media_id) = origin_of(ours, &change.key);
+            ShownChange {
+                origin: origin.to_owned(),
+                media_id: media_id.to_owned(),
+                quarantined: change.quarantined,
+            }
+        })
+        .collect();
+    Ok(QuarantineChanges { next_batch, changes })
 }
 
 /// A media item as `GET /_synapse/admin/v1/media/{origin}/{mediaId}` shows it.

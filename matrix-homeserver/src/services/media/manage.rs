@@ -6,6 +6,9 @@
 //!   upload, a fetch from another server) is quarantined as it is written. Lifting it lifts it
 //!   from all of them.
 //! - A protected row (`safe_from_quarantine`) is never quarantined.
+//! - Each row a quarantine or its lifting changes is logged (the admin API's
+//!   `quarantine_changes`); the quarantine a new row inherits is not (as in Synapse, whose log
+//!   says it holds only what the admin API changed).
 //! - Deleting rows removes their metadata, gives their bytes back to their uploaders' quota,
 //!   and removes a content file (with its cached thumbnails) once no row names it.
 //!
@@ -145,10 +148,31 @@ impl Media {
         }
         for chunk in changed.chunks(WRITE_BATCH) {
             let mut changes = ChangeSet::new();
+            changes.quarantine_changes =
+                chunk.iter().map(|row| (row.media_id.clone(), by.is_some())).collect();
             changes.media = chunk.to_vec();
             self.storage.apply(changes).await?;
         }
         Ok(covered)
+    }
+
+    /// The logged quarantine changes after `from` (at most `limit`), and the id to read on
+    /// from: the last one's, or the last logged when there are none. `from` past the last
+    /// logged is 400 `M_INVALID_PARAM`, as Synapse answers a token it never gave.
+    pub(crate) async fn quarantine_changes(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<(Vec<matrix_storage::QuarantineChange>, u64), ApiError> {
+        let last = self.storage.last_quarantine_change().await?;
+        if from > last {
+            return Err(ApiError::invalid_param(
+                "The `from` token is past the last quarantine change",
+            ));
+        }
+        let changes = self.storage.quarantine_changes(from, limit).await?;
+        let next = changes.last().map_or(last, |change| change.id);
+        Ok((changes, next))
     }
 
     /// Protects the row at `location` from quarantine, or lifts that; no such row: 404.
