@@ -482,7 +482,7 @@ impl SledStore {
     /// store wait until the copy is done, so that it is one consistent state.
     pub fn copy_to(&self, path: impl AsRef<Path>, options: &impl EngineOptions) -> Result<u64> {
         let target = SledStore::open(path, options)?;
-        let marks = [meta("schema"), meta(INBOX_LOG_BUILT)];
+        let marks = [meta("schema"), meta(INBOX_LOG_BUILT), meta(media::MEDIA_INDEX_BUILT)];
         if target
             .tree
             .range(..)
