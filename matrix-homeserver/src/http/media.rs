@@ -151,11 +151,35 @@ async fn config(State(state): AppState, _auth: Auth) -> JsonResult {
 pub(crate) struct DownloadQuery {
     /// How long to wait for content not uploaded yet.
     timeout_ms: Option<u64>,
+    /// `true`: a server administrator downloads quarantined media (Synapse's; authenticated
+    /// downloads only).
+    admin_unsafely_bypass_quarantine: Option<String>,
 }
 
 impl DownloadQuery {
     pub(crate) fn wait(&self) -> Duration {
         self.timeout_ms.map_or(DEFAULT_UPLOAD_WAIT, Duration::from_millis)
+    }
+
+    /// The access of an authenticated download by `auth`: [`Access::Administrator`] when it
+    /// asks to bypass the quarantine and may (anybody else asking: 400, as Synapse answers).
+    async fn authenticated_access(
+        &self,
+        state: &crate::State,
+        auth: &Auth,
+    ) -> Result<Access, ApiError> {
+        if self.admin_unsafely_bypass_quarantine.as_deref() != Some("true") {
+            return Ok(Access::Authenticated);
+        }
+        if !crate::services::admin::users::requester_is_admin(state, &auth.user_id).await? {
+            return Err(ApiError::with_code(
+                400,
+                "M_UNKNOWN",
+                "Must be a server admin to bypass quarantine",
+            ));
+        }
+        tracing::info!(user = %auth.user_id, "an administrator bypasses the media quarantine");
+        Ok(Access::Administrator)
     }
 }
 
@@ -218,20 +242,22 @@ async fn download_named(
 
 async fn download_authed(
     State(state): AppState,
-    _auth: Auth,
+    auth: Auth,
     Params((server, id)): Params<(String, String)>,
     Query(query): Query<DownloadQuery>,
 ) -> Result<Response, ApiError> {
-    serve(&state, &server, &id, None, Access::Authenticated, query.wait()).await
+    let access = query.authenticated_access(&state, &auth).await?;
+    serve(&state, &server, &id, None, access, query.wait()).await
 }
 
 async fn download_authed_named(
     State(state): AppState,
-    _auth: Auth,
+    auth: Auth,
     Params((server, id, name)): Params<(String, String, String)>,
     Query(query): Query<DownloadQuery>,
 ) -> Result<Response, ApiError> {
-    serve(&state, &server, &id, Some(&name), Access::Authenticated, query.wait()).await
+    let access = query.authenticated_access(&state, &auth).await?;
+    serve(&state, &server, &id, Some(&name), access, query.wait()).await
 }
 
 /// The query of the thumbnail endpoints (client and federation).

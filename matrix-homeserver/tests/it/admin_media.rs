@@ -151,6 +151,25 @@ async fn quarantine_and_protection(backend: crate::Backend) {
     // The bytes are kept (quarantine is not deletion).
     let sha256 = info["sha256"].as_str().expect("a hash").to_owned();
     assert!(s.file(&sha256).exists());
+    // An administrator may still download it on the authenticated path, when asking to;
+    // anybody else asking is refused.
+    let bypass =
+        format!("/_matrix/client/v1/media/download/{first}?admin_unsafely_bypass_quarantine=true");
+    let answer = get(&s.server, s.admin.token.as_deref(), &bypass).await;
+    assert_eq!((answer.status, answer.bytes == bytes), (200, true));
+    let answer = get(&s.server, Some(&s.bob.access_token), &bypass).await;
+    assert_eq!((answer.status, answer.errcode().as_str()), (400, "M_UNKNOWN"));
+    let named = format!(
+        "/_matrix/client/v1/media/download/{first}/x.png?admin_unsafely_bypass_quarantine=true"
+    );
+    assert_eq!(get(&s.server, s.admin.token.as_deref(), &named).await.status, 200);
+    let answer = get(
+        &s.server,
+        s.admin.token.as_deref(),
+        &format!("/_matrix/client/v1/media/download/{first}"),
+    )
+    .await;
+    assert_eq!((answer.status, answer.errcode().as_str()), (404, "M_NOT_FOUND"), "not asked");
     // A later upload of the same bytes is quarantined as it is stored.
     let later = upload(&s.server, &s.alice.access_token, "image/png", bytes.clone()).await;
     assert_eq!(s.served(&later).await, all_not_found());
