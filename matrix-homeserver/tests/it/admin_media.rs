@@ -400,7 +400,7 @@ async fn user_media(backend: crate::Backend) {
     assert!(s.file(shared_sha.as_str().expect("a hash")).exists(), "bob's row names it");
     let storage = s.server.storage();
     assert_eq!(storage.media_usage(&alice).await.expect("reads"), 0, "the quota is given back");
-    assert!(storage.media_usage(&s.bob.user_id.to_string()).await.expect("reads") > 0);
+    assert!(storage.media_usage(s.bob.user_id.as_str()).await.expect("reads") > 0);
     assert_eq!(s.served(&shared).await, all_ok());
 }
 
