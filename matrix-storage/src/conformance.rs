@@ -19,6 +19,7 @@ mod domains;
 mod listing;
 mod media;
 mod moderation;
+mod purge;
 mod push;
 mod registration_tokens;
 mod relations;
@@ -36,6 +37,7 @@ pub use domains::*;
 pub use listing::*;
 pub use media::*;
 pub use moderation::*;
+pub use purge::*;
 pub use push::*;
 pub use registration_tokens::*;
 pub use relations::*;
@@ -93,7 +95,8 @@ macro_rules! storage_conformance {
             redacted_events_leave_the_index, search_bounds_odd_text, search_candidates_span_rooms,
             reports_round_trip, users_and_rooms_in_pages, registration_tokens_round_trip,
             user_moderation_round_trip,
-            notifications_round_trip, push_cursors_round_trip, appservice_cursors_round_trip);
+            notifications_round_trip, push_cursors_round_trip, appservice_cursors_round_trip,
+            purging_a_room_deletes_it_whole, purging_events_deletes_them_alone);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

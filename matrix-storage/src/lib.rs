@@ -683,6 +683,26 @@ pub trait Storage:
         ))
     }
 
+    /// Deletes everything stored for a room (the server administrators' purge): the room,
+    /// all its events whatever their status (timeline, backfilled, outliers, rejected), their
+    /// stream positions, redaction marks, relations and search entries, the memberships (both
+    /// ways), forgotten marks, receipts, aliases, its places in the room directory and in
+    /// application services' lists, the public-join mark of the user directory and its
+    /// auth-chain index; atomically and durably when it returns, like [`Storage::apply`].
+    /// Other rooms are untouched. Kept: state snapshot records (they carry no room and are
+    /// named by nothing once the room and its events are gone), users' own data that names the
+    /// room (room account data, key backups, notifications, delayed events) and content
+    /// reports. Answers the ids of the events deleted (none for a room not stored).
+    async fn purge_room(&self, room_id: &str) -> Result<Vec<String>>;
+
+    /// Deletes some events of a room (the server administrators' history purge): each of
+    /// `event_ids` stored in `room_id` goes with its stream or backfill position, its
+    /// redaction mark, its relation and its search entry; ids not stored in that room are
+    /// skipped. Whatever else names them stays (a state snapshot, a receipt, another event's
+    /// edges): the caller chooses events nothing it keeps needs. Atomic and durable when it
+    /// returns; answers how many were deleted.
+    async fn purge_events(&self, room_id: &str, event_ids: &[String]) -> Result<usize>;
+
     /// Hands out one unclaimed one-time key of `algorithm` of a device and deletes it, or,
     /// when none is left, the device's fallback key of that algorithm, which is marked used
     /// and kept. Durable like [`Storage::apply`] when it returns; under concurrency (and

@@ -6,6 +6,7 @@
 
 mod auth_chain;
 mod moderation;
+mod purge;
 mod push;
 mod registration_tokens;
 mod relations;
@@ -1217,6 +1218,14 @@ impl Storage for MemoryStore {
         inner.validate(&changes)?;
         let snapshot = changes.snapshot.as_ref().map(|new| inner.new_snapshot(new)).transpose()?;
         Ok(inner.apply(changes, snapshot))
+    }
+
+    async fn purge_room(&self, room_id: &str) -> Result<Vec<String>> {
+        Ok(self.lock()?.purge_room(room_id))
+    }
+
+    async fn purge_events(&self, room_id: &str, event_ids: &[String]) -> Result<usize> {
+        Ok(self.lock()?.purge_events(room_id, event_ids))
     }
 
     async fn claim_key(

@@ -49,6 +49,7 @@ mod backup;
 mod domains;
 mod moderation;
 mod presence;
+mod purge;
 mod push;
 mod registration_tokens;
 mod relations;
@@ -487,6 +488,14 @@ impl Storage for PostgresStore {
             .map_err(|e| {
             StorageError::with_source(ErrorKind::Unavailable, "the writing task failed", e)
         })?
+    }
+
+    async fn purge_room(&self, room_id: &str) -> Result<Vec<String>> {
+        self.purge(room_id).await
+    }
+
+    async fn purge_events(&self, room_id: &str, event_ids: &[String]) -> Result<usize> {
+        self.purge_some(room_id, event_ids).await
     }
 
     async fn claim_key(

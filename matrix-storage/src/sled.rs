@@ -44,6 +44,7 @@ mod listing;
 mod media;
 mod moderation;
 mod presence;
+mod purge;
 mod push;
 mod records;
 mod registration_tokens;
@@ -848,6 +849,18 @@ impl Storage for SledStore {
         receive
             .await
             .map_err(|_| StorageError::new(ErrorKind::Unavailable, "the summary thread panicked"))?
+    }
+
+    async fn purge_room(&self, room_id: &str) -> Result<Vec<String>> {
+        self.flusher.check()?;
+        let (purged, durable) = self.purge(room_id)?;
+        on_disk(durable).await.map(|()| purged)
+    }
+
+    async fn purge_events(&self, room_id: &str, event_ids: &[String]) -> Result<usize> {
+        self.flusher.check()?;
+        let (purged, durable) = self.purge_some(room_id, event_ids)?;
+        on_disk(durable).await.map(|()| purged)
     }
 
     async fn claim_key(

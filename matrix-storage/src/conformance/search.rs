@@ -17,11 +17,11 @@ fn entry(id: &str, room: &str, sender: &str, kind: &str, key: &str, text: &str) 
     }
 }
 
-fn body(id: &str, room: &str, sender: &str, text: &str) -> SearchEntry {
+pub(super) fn body(id: &str, room: &str, sender: &str, text: &str) -> SearchEntry {
     entry(id, room, sender, "m.room.message", "content.body", text)
 }
 
-fn query(text: &str, rooms: &[&str]) -> SearchQuery {
+pub(super) fn query(text: &str, rooms: &[&str]) -> SearchQuery {
     SearchQuery {
         tokens: query_tokens(text),
         rooms: rooms.iter().map(|r| SearchRoom { room_id: (*r).to_owned(), upto: None }).collect(),
@@ -36,7 +36,7 @@ fn query(text: &str, rooms: &[&str]) -> SearchQuery {
     }
 }
 
-async fn ids(store: &Store, query: &SearchQuery) -> Vec<String> {
+pub(super) async fn ids(store: &Store, query: &SearchQuery) -> Vec<String> {
     let page = store.search(query).await.expect("searches");
     page.hits.into_iter().map(|h| h.event_id).collect()
 }

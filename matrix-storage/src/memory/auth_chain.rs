@@ -34,6 +34,11 @@ impl AuthChains {
     }
 
     /// [`crate::EventStore::auth_chain_index`].
+    /// Forgets a room's index (the room is purged).
+    pub(super) fn purge_room(&mut self, room_id: &str) {
+        self.rooms.remove(room_id);
+    }
+
     pub(super) fn range(&self, room_id: &str, from: u32, limit: usize) -> Vec<AuthChainEntry> {
         let Some(room) = self.rooms.get(room_id) else { return Vec::new() };
         room.range(from..).take(limit).map(|(_, entry)| entry.clone()).collect()

@@ -51,7 +51,7 @@ impl Relations {
         self.by_parent.insert((new.room_id.clone(), new.parent.clone(), pos.0), relation);
     }
 
-    fn remove(&mut self, event_id: &str) {
+    pub(super) fn remove(&mut self, event_id: &str) {
         if let Some((room, parent, pos)) = self.of.remove(event_id) {
             self.threads.remove(&(room.clone(), pos));
             self.by_parent.remove(&(room, parent, pos));

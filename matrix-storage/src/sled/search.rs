@@ -34,6 +34,17 @@ fn doc_key(pos: u64) -> Vec<u8> {
     Enc::table(SEARCH_DOC).u64(pos).done()
 }
 
+/// Takes the entry at `pos` out of the index, if one is there (its room is purged).
+pub(super) fn unindex(tx: &Tx<'_>, pos: u64) -> Result<()> {
+    if let Some(doc) = tx.remove(doc_key(pos))? {
+        let doc = decode_doc(&doc)?;
+        for token in &doc.tokens {
+            tx.remove(posting(token, &doc.room_id, pos))?;
+        }
+    }
+    Ok(())
+}
+
 struct Doc {
     event_id: String,
     room_id: String,
