@@ -217,6 +217,12 @@ impl AuthIndexes {
         self.rooms.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Forgets what is cached of a room's index (the room was purged from storage): it is
+    /// read from storage again when next asked for.
+    pub fn forget(&self, room_id: &str) {
+        self.cached().remove(room_id);
+    }
+
     /// What resolving states (given split) of a room reads, from the room's index (grown first
     /// with the states' events not indexed yet, stored before it answers). `pending` is an
     /// event being stored, which the states may name before it is stored (it counts through

@@ -236,6 +236,11 @@ impl Sender {
         });
     }
 
+    /// The options it runs with (its backoff, for a reader of stored retry states).
+    pub fn options(&self) -> &SenderOptions {
+        &self.shared.options
+    }
+
     /// What the sender did so far.
     pub fn counts(&self) -> SenderCounts {
         let c = &self.shared.counters;

@@ -383,7 +383,10 @@ impl HomeserverBuilder {
                 }
             }
         }
-        Ok(Homeserver { state: Arc::new(state) })
+        let state = Arc::new(state);
+        // Room deletions and history purges a stop interrupted.
+        services::admin::tasks::resume(&state);
+        Ok(Homeserver { state })
     }
 }
 

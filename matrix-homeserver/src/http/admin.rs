@@ -2,11 +2,13 @@
 //! endpoints of the server's administrators (users whose `admin` flag is set; anybody else
 //! gets 403 `M_FORBIDDEN`), one file per group. `docs/admin-api.md` lists what is covered.
 
+mod destinations;
 mod media;
 mod moderation;
 mod register;
 mod reports;
 mod rooms;
+mod tasks;
 mod tokens;
 mod users;
 
@@ -34,6 +36,8 @@ pub(super) fn routes() -> Routes {
         .merge(reports::routes())
         .merge(tokens::routes())
         .merge(media::routes())
+        .merge(tasks::routes())
+        .merge(destinations::routes())
 }
 
 /// A service's answer as JSON.

@@ -2,15 +2,18 @@
 //! administrators (users whose `admin` flag is set) and for shared-secret registration.
 //! One submodule per group of endpoints; the HTTP side is `http/admin`.
 
+pub(crate) mod destinations;
 pub(crate) mod devices;
 pub(crate) mod media;
 pub(crate) mod moderation;
 pub(crate) mod redact;
+pub(crate) mod purge_history;
 mod register;
 pub(crate) mod reports;
 pub(crate) mod room_admin;
 pub(crate) mod rooms;
 pub(crate) mod server_notices;
+pub(crate) mod tasks;
 pub(crate) mod tokens;
 pub(crate) mod users;
 

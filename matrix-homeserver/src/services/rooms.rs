@@ -30,6 +30,7 @@ mod membership;
 pub(crate) mod notify;
 pub(crate) mod outliers;
 mod peer_reads;
+mod purge;
 mod read;
 pub(crate) mod relations;
 pub(crate) mod remote;

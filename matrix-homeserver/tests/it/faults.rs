@@ -204,4 +204,12 @@ impl Storage for SlowAcks {
     ) -> Result<Option<ClaimedKey>> {
         self.inner.claim_key(user_id, device_id, algorithm).await
     }
+
+    async fn purge_room(&self, room_id: &str) -> Result<Vec<String>> {
+        self.inner.purge_room(room_id).await
+    }
+
+    async fn purge_events(&self, room_id: &str, event_ids: &[String]) -> Result<usize> {
+        self.inner.purge_events(room_id, event_ids).await
+    }
 }

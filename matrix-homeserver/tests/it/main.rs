@@ -10,6 +10,8 @@ mod abuse_logins;
 mod account;
 mod account_extras;
 mod admin;
+mod admin_destinations;
+mod admin_purge;
 mod admin_media;
 mod admin_moderation;
 mod admin_rooms;

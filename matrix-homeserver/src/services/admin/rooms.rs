@@ -1,5 +1,6 @@
 //! Rooms, as Synapse's room admin API shows and changes them: the list
-//! (`/v1/rooms`), one room, its members and state, blocking, and deleting (v1, synchronous).
+//! (`/v1/rooms`), one room, its members and state, blocking, and deleting (shutting down,
+//! then purging: v1 here, synchronous; v2 in `tasks.rs`, in the background).
 //!
 //! A blocked room is marked in storage as account data of the pseudo-owner
 //! [`BLOCKED_OWNER`] (the room id as the type, `{"block": bool, "user_id": admin}` as the
@@ -383,16 +384,43 @@ pub(crate) async fn set_block(
     Ok(())
 }
 
-/// The body of `DELETE /_synapse/admin/v1/rooms/{roomId}`.
-#[derive(Debug, Default, Deserialize)]
+/// The body of `DELETE /_synapse/admin/v1/rooms/{roomId}` and of its asynchronous v2.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub(crate) struct DeleteRoom {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     new_room_user_id: Option<String>,
+    /// The name and first message of a replacement room (taken, unused: no replacement room
+    /// is made here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    room_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
     #[serde(default)]
     block: bool,
+    #[serde(default = "purge_by_default")]
+    pub(crate) purge: bool,
+    #[serde(default)]
+    pub(crate) force_purge: bool,
 }
 
-/// What `DELETE /_synapse/admin/v1/rooms/{roomId}` did.
-#[derive(Debug, Default, Serialize)]
+fn purge_by_default() -> bool {
+    true
+}
+
+impl DeleteRoom {
+    /// 400 for what this server does not do: a replacement room (`new_room_user_id`).
+    pub(crate) fn check(&self) -> Result<(), ApiError> {
+        if self.new_room_user_id.is_some() {
+            return Err(ApiError::invalid_param(
+                "moving users to a new room (`new_room_user_id`) is not supported by this server",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What shutting a room down did (Synapse's `shutdown_room` object).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct DeletedRoom {
     kicked_users: Vec<String>,
     failed_to_kick_users: Vec<String>,
@@ -400,32 +428,44 @@ pub(crate) struct DeletedRoom {
     new_room_id: Option<String>,
 }
 
-/// `DELETE /_synapse/admin/v1/rooms/{roomId}` (synchronous): blocks the room when asked,
-/// makes every user of ours leave it (each leave sent as the user's own, through the rooms'
-/// authorization; an invite or a knock is withdrawn), takes its local aliases away and it
-/// out of the room directory. The room's history is kept: `purge` is accepted and not done
-/// (nothing deletes events here yet). A replacement room (`new_room_user_id`) is refused.
+/// `DELETE /_synapse/admin/v1/rooms/{roomId}` (synchronous): [`shutdown_room`], then, when
+/// `purge` (the default), [`purge_room`]. A room this server does not hold is blocked when
+/// `block` asks for it (and nothing else is done), else 404.
 pub(crate) async fn delete_room(
     state: &State,
     admin: &UserId,
     room_id: &RoomId,
     body: DeleteRoom,
 ) -> Result<DeletedRoom, ApiError> {
-    if body.new_room_user_id.is_some() {
-        return Err(ApiError::invalid_param(
-            "moving users to a new room (`new_room_user_id`) is not supported by this server",
-        ));
-    }
-    let storage = state.rooms.storage();
-    let known = storage.room(room_id.as_str()).await?.is_some();
-    if body.block {
-        set_block(state, admin, room_id, true).await?;
-    }
+    body.check()?;
+    let known = state.rooms.storage().room(room_id.as_str()).await?.is_some();
     if !known {
         if body.block {
+            set_block(state, admin, room_id, true).await?;
             return Ok(DeletedRoom::default());
         }
         return Err(ApiError::not_found("Room not found"));
+    }
+    let deleted = shutdown_room(state, admin, room_id, &body).await?;
+    if body.purge {
+        purge_room(state, room_id, body.force_purge).await?;
+    }
+    Ok(deleted)
+}
+
+/// Shuts a room down: blocks it when asked, makes every user of ours leave it (each leave
+/// sent as the user's own, through the rooms' authorization; an invite or a knock is
+/// withdrawn), takes its local aliases away and it out of the room directory. Done again on
+/// a room shut down already, it finds nobody to kick and nothing to take away.
+pub(crate) async fn shutdown_room(
+    state: &State,
+    admin: &UserId,
+    room_id: &RoomId,
+    body: &DeleteRoom,
+) -> Result<DeletedRoom, ApiError> {
+    let storage = state.rooms.storage();
+    if body.block {
+        set_block(state, admin, room_id, true).await?;
     }
     let local = format!(":{}", state.config.server_name);
     let mut deleted = DeletedRoom::default();
@@ -453,6 +493,24 @@ pub(crate) async fn delete_room(
     changes.directory.push((room_id.to_string(), false));
     storage.apply(changes).await?;
     Ok(deleted)
+}
+
+/// Deletes everything this server stores of a room ([`crate::services::rooms::Rooms::purge`];
+/// a block mark stays). Refused (400) while a user of ours is still joined, unless `force`
+/// (Synapse's `force_purge`). Answers how many events were deleted.
+pub(crate) async fn purge_room(
+    state: &State,
+    room_id: &RoomId,
+    force: bool,
+) -> Result<usize, ApiError> {
+    if !force {
+        let local = format!(":{}", state.config.server_name);
+        let members = state.rooms.storage().members(room_id.as_str()).await?;
+        if members.iter().any(|(user, m)| m == "join" && user.ends_with(&local)) {
+            return Err(ApiError::bad_request("Users are still joined to this room"));
+        }
+    }
+    state.rooms.purge(room_id.as_str()).await
 }
 
 /// A room's name and canonical alias (both `None` for a room this server does not hold).
