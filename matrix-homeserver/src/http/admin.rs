@@ -7,6 +7,7 @@ mod media;
 mod moderation;
 mod register;
 mod reports;
+mod room_reads;
 mod rooms;
 mod tasks;
 mod tokens;
@@ -38,6 +39,7 @@ pub(super) fn routes() -> Routes {
         .merge(media::routes())
         .merge(tasks::routes())
         .merge(destinations::routes())
+        .merge(room_reads::routes())
 }
 
 /// A service's answer as JSON.

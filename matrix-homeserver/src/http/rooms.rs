@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::services::federation::fan_out;
 use crate::services::rate_limit::Action;
 use crate::services::rooms::relations::{self, RelationsQuery as RelationsQueryOf};
-use crate::services::rooms::{CreateRoom, Draft, EventFilter, Page, Preset, parse_content};
+use crate::services::rooms::{CreateRoom, Draft, EventFilter, Page, Preset, Reader, parse_content};
 use crate::services::sync::{parse_filter, parse_room_token, room_token};
 
 type AppState = State<Arc<crate::State>>;
@@ -652,9 +652,9 @@ async fn redact(
 }
 
 #[derive(Debug, Deserialize, Default)]
-struct MessagesQuery {
+pub(super) struct MessagesQuery {
     from: Option<String>,
-    dir: Option<String>,
+    pub(super) dir: Option<String>,
     limit: Option<usize>,
     filter: Option<String>,
     to: Option<String>,
@@ -703,6 +703,19 @@ async fn messages(
         Some(_) => return Err(ApiError::invalid_param("dir must be b or f")),
         None => return Err(ApiError::missing_param("dir is required")),
     };
+    let reader = Reader::User(&auth.user_id);
+    messages_page(&state, reader, auth.viewer(), room.as_str(), direction, &query).await
+}
+
+/// A page of `/messages` for `reader` (a user, or an administrator through the admin API).
+pub(super) async fn messages_page(
+    state: &crate::State,
+    reader: Reader<'_>,
+    viewer: crate::services::rooms::Viewer<'_>,
+    room: &str,
+    direction: Direction,
+    query: &MessagesQuery,
+) -> JsonResult {
     let from = match query.from.as_deref() {
         Some(token) => Some(
             parse_page_token(token)
@@ -722,8 +735,8 @@ async fn messages(
         .rooms
         .messages(
             state.federation.as_ref(),
-            room.as_str(),
-            &auth.user_id,
+            room,
+            reader,
             from,
             to,
             direction,
@@ -733,13 +746,13 @@ async fn messages(
         .await?;
     let mut response = json!({
         "start": page_token(start),
-        "chunk": state.rooms.show_all(&chunk.events, Some(auth.viewer())).await?,
+        "chunk": state.rooms.show_all(&chunk.events, Some(viewer)).await?,
     });
     if let Some(next) = chunk.next {
         response["end"] = json!(page_token(next));
     }
     if lazy {
-        response["state"] = json!(lazy_members(&state, &auth, room.as_str(), &chunk.events).await?);
+        response["state"] = json!(lazy_members(state, reader, room, &chunk.events).await?);
     }
     Ok(Json(response))
 }
@@ -747,11 +760,11 @@ async fn messages(
 /// The member events of the senders of `events` (lazy-loading members).
 async fn lazy_members(
     state: &crate::State,
-    auth: &Auth,
+    reader: Reader<'_>,
     room: &str,
     events: &[Arc<matrix_core::Pdu>],
 ) -> Result<Vec<Value>, ApiError> {
-    let snapshot = state.rooms.visibility(room, &auth.user_id).await?.snapshot();
+    let snapshot = state.rooms.visibility(room, reader).await?.snapshot();
     let mut senders: Vec<&str> = events.iter().map(|e| e.sender()).collect();
     senders.sort_unstable();
     senders.dedup();
@@ -765,7 +778,7 @@ async fn lazy_members(
 }
 
 #[derive(Debug, Deserialize, Default)]
-struct ContextQuery {
+pub(super) struct ContextQuery {
     limit: Option<usize>,
     filter: Option<String>,
 }
@@ -777,14 +790,27 @@ async fn context(
     Query(query): Query<ContextQuery>,
 ) -> JsonResult {
     let room = room_id(&room)?;
+    let reader = Reader::User(&auth.user_id);
+    context_of(&state, reader, auth.viewer(), room.as_str(), &event, &query).await
+}
+
+/// `/context` for `reader` (a user, or an administrator through the admin API).
+pub(super) async fn context_of(
+    state: &crate::State,
+    reader: Reader<'_>,
+    viewer: crate::services::rooms::Viewer<'_>,
+    room: &str,
+    event: &str,
+    query: &ContextQuery,
+) -> JsonResult {
     let (filter, _) = room_event_filter(&state.config.limits, query.filter.as_deref())?;
     let rooms = &state.rooms;
-    let pdu = rooms.event_for(room.as_str(), &auth.user_id, &event).await?;
-    let pos = rooms.position_of(room.as_str(), &auth.user_id, &event).await?;
+    let pdu = rooms.event_for(room, reader, event).await?;
+    let pos = rooms.position_of(room, reader, event).await?;
     let limit = query.limit.unwrap_or(10).min(100);
     let before_limit = limit / 2;
     let after_limit = limit - before_limit;
-    let device = Some(auth.viewer());
+    let device = Some(viewer);
     let mut response = json!({"event": rooms.show(&pdu, device).await?});
     let mut ends = [Page::Stream(pos), Page::Stream(pos)];
     for (i, (key, direction, limit)) in [
@@ -799,8 +825,8 @@ async fn context(
             let (_, chunk) = rooms
                 .messages(
                     None,
-                    room.as_str(),
-                    &auth.user_id,
+                    room,
+                    reader,
                     Some(Page::Stream(pos)),
                     None,
                     direction,
@@ -960,6 +986,12 @@ pub(crate) struct TimestampQuery {
 }
 
 impl TimestampQuery {
+    /// `dir` as `f` when it is not given (the admin API's default).
+    pub(crate) fn forwards_by_default(mut self) -> Self {
+        self.dir.get_or_insert_with(|| "f".to_owned());
+        self
+    }
+
     /// The time and whether to look forwards (`M_MISSING_PARAM`, `M_INVALID_PARAM` otherwise).
     pub(crate) fn parse(&self) -> Result<(i64, bool), ApiError> {
         let ts = self.ts.as_deref().ok_or_else(|| ApiError::missing_param("`ts` is required"))?;
@@ -986,7 +1018,8 @@ async fn timestamp_to_event(
 ) -> JsonResult {
     let room = room_id(&room)?;
     let (ts, forwards) = query.parse()?;
-    let found = state.rooms.timestamp_to_event(room.as_str(), &auth.user_id, ts, forwards).await?;
+    let reader = Reader::User(&auth.user_id);
+    let found = state.rooms.timestamp_to_event(room.as_str(), reader, ts, forwards).await?;
     Ok(Json(json!({"event_id": found.event_id, "origin_server_ts": found.origin_server_ts})))
 }
 

@@ -59,7 +59,7 @@ pub(crate) use create::{CreateRoom, DEFAULT_ROOM_VERSION, Preset};
 pub(crate) use peer_reads::{MAX_BACKFILL, MAX_MISSING, MAX_START_EVENTS};
 pub(crate) use read::{EventFilter, Page, Viewer};
 pub(crate) use upgrade::MAX_ADDITIONAL_CREATORS;
-pub(crate) use visibility::{Looker, Memberships};
+pub(crate) use visibility::{Looker, Memberships, Reader};
 
 use super::ephemeral::Ephemeral;
 use crate::error::ApiError;

@@ -378,6 +378,73 @@ async fn purge_history(backend: crate::Backend) {
     assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
 }
 
+/// An administrator who is not in a room reads its messages, an event's context and the
+/// event nearest a time; as a client, the same user may not; nobody else may ask.
+async fn reads_without_membership(backend: crate::Backend) {
+    let Some(s) = setup(backend).await else { return };
+    let room = &s.alpha;
+    let base = format!("/_synapse/admin/v1/rooms/{room}");
+    let anonymous = Client::new(&s.server);
+    for path in [
+        format!("{base}/messages"),
+        format!("{base}/context/{}", s.messages[1]),
+        format!("{base}/timestamp_to_event?ts=0"),
+    ] {
+        let (status, answer) = anonymous.get(&path).await;
+        assert_eq!((status, errcode(&answer)), (401, "M_MISSING_TOKEN"), "{path}");
+        let (status, answer) = s.alice.get(&path).await;
+        assert_eq!((status, errcode(&answer)), (403, "M_FORBIDDEN"), "{path}: {answer}");
+    }
+    let (status, body) =
+        s.admin.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b")).await;
+    assert_eq!(status, 403, "as a client, boss is not in the room: {body}");
+
+    let bodies = |page: &Value| -> Vec<String> {
+        page["chunk"]
+            .as_array()
+            .expect("a chunk")
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (status, page) = s.admin.get(&format!("{base}/messages?dir=b&limit=2")).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(bodies(&page), ["alpha 2", "alpha 1"]);
+    let end = page["end"].as_str().expect("more").to_owned();
+    let (_, page) = s.admin.get(&format!("{base}/messages?dir=b&limit=100&from={end}")).await;
+    assert_eq!(bodies(&page), ["alpha 0"]);
+    assert!(
+        page["chunk"].as_array().is_some_and(|c| c.iter().any(|e| e["type"] == "m.room.create"))
+    );
+    let (_, page) = s.admin.get(&format!("{base}/messages?limit=1")).await;
+    assert_eq!(page["chunk"][0]["type"], "m.room.create", "dir defaults to f: {page}");
+    let (status, body) = s.admin.get(&format!("{base}/messages?dir=x")).await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"), "{body}");
+
+    let (status, context) = s.admin.get(&format!("{base}/context/{}?limit=2", s.messages[1])).await;
+    assert_eq!(status, 200, "{context}");
+    assert_eq!(context["event"]["event_id"], s.messages[1].as_str());
+    assert_eq!(context["events_before"][0]["event_id"], s.messages[0].as_str());
+    assert_eq!(context["events_after"][0]["event_id"], s.messages[2].as_str());
+    assert!(context["state"].as_array().is_some_and(|st| !st.is_empty()));
+    let (status, body) = s.admin.get(&format!("{base}/context/{}", s.other_message)).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "another room's event: {body}");
+
+    let (status, found) = s.admin.get(&format!("{base}/timestamp_to_event?ts=0")).await;
+    assert_eq!(status, 200, "{found}");
+    let (_, first) = s.admin.get(&format!("{base}/messages?limit=1")).await;
+    assert_eq!(found["event_id"], first["chunk"][0]["event_id"], "the first event, forwards");
+    let (status, found) =
+        s.admin.get(&format!("{base}/timestamp_to_event?ts=99999999999999&dir=b")).await;
+    assert_eq!((status, found["event_id"].clone()), (200, json!(s.messages[2])), "{found}");
+    let (status, body) = s.admin.get(&format!("{base}/timestamp_to_event")).await;
+    assert_eq!((status, errcode(&body)), (400, "M_MISSING_PARAM"), "{body}");
+
+    let unknown = format!("/_synapse/admin/v1/rooms/!nothere:{}/messages", s.server.server_name());
+    let (status, body) = s.admin.get(&unknown).await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+}
+
 async fn background_updates(backend: crate::Backend) {
     let Some(s) = setup(backend).await else { return };
     let (status, body) = s.admin.get("/_synapse/admin/v1/background_updates/status").await;
@@ -390,5 +457,6 @@ crate::on_every_backend!(
     delete_v2_in_the_background,
     an_interrupted_delete_resumes,
     purge_history,
+    reads_without_membership,
     background_updates
 );

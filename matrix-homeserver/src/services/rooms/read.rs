@@ -8,7 +8,7 @@ use matrix_storage::{BackfillPos, Direction, SnapshotId, StreamPos};
 
 use super::backfill;
 pub(crate) use super::visibility::Visibility;
-use super::visibility::{History, Looker};
+use super::visibility::{History, Looker, Reader};
 use crate::services::federation::Federation;
 use ruma::UserId;
 use serde_json::Value;
@@ -104,7 +104,8 @@ impl EventFilter {
 /// to which `history` applies: as an event before every membership change we know of (the
 /// user's own member events are always visible).
 fn sees_history(looker: &Looker<'_>, history: History, pdu: &Pdu) -> bool {
-    (pdu.kind() == "m.room.member" && pdu.state_key() == Some(looker.user.as_str()))
+    looker.administrator
+        || (pdu.kind() == "m.room.member" && pdu.state_key() == Some(looker.user.as_str()))
         || history.allows(&looker.memberships, StreamPos(0))
 }
 
@@ -223,13 +224,13 @@ impl Rooms {
     }
 
     /// An event of a room the user may see.
-    pub(crate) async fn event_for(
+    pub(crate) async fn event_for<'a>(
         &self,
         room_id: &str,
-        user: &UserId,
+        reader: impl Into<Reader<'a>>,
         event_id: &str,
     ) -> Result<Arc<Pdu>, ApiError> {
-        let (visibility, looker) = self.access(room_id, user).await?;
+        let (visibility, looker) = self.access(room_id, reader).await?;
         let stored = self.storage().event(event_id).await?;
         let Some(stored) = stored.filter(|e| e.room_id == room_id) else {
             return Err(ApiError::not_found("no such event in this room"));
@@ -257,18 +258,18 @@ impl Rooms {
     /// `federation` is given, more is fetched from the servers in the room
     /// ([`Rooms::backfill`], at most [`backfill::MAX_REQUESTS_PER_PAGE`] requests).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn messages(
+    pub(crate) async fn messages<'a>(
         &self,
         federation: Option<&Federation>,
         room_id: &str,
-        user: &UserId,
+        reader: impl Into<Reader<'a>>,
         from: Option<Page>,
         to: Option<StreamPos>,
         direction: Direction,
         limit: usize,
         filter: &EventFilter,
     ) -> Result<(Page, Chunk), ApiError> {
-        let (visibility, looker) = self.access(room_id, user).await?;
+        let (visibility, looker) = self.access(room_id, reader).await?;
         let mut ceiling = match visibility {
             Visibility::Now(_) => StreamPos(self.stream_position().await?.0.saturating_add(1)),
             Visibility::Until(until, _) => StreamPos(until.0.saturating_add(1)),
@@ -413,13 +414,13 @@ impl Rooms {
     }
 
     /// The position of an event in the timeline, if the user may see it.
-    pub(crate) async fn position_of(
+    pub(crate) async fn position_of<'a>(
         &self,
         room_id: &str,
-        user: &UserId,
+        reader: impl Into<Reader<'a>>,
         event_id: &str,
     ) -> Result<StreamPos, ApiError> {
-        let visibility = self.visibility(room_id, user).await?;
+        let visibility = self.visibility(room_id, reader).await?;
         let stored = self.storage().event(event_id).await?.filter(|e| e.room_id == room_id);
         match stored.and_then(|e| e.stream) {
             Some(pos) if visibility.allows(Some(pos)) => Ok(pos),

@@ -107,21 +107,22 @@ impl Rooms {
 
     /// `GET /timestamp_to_event` of the client API: the nearest event `user` may see (404 when
     /// there is none, or the nearest is hidden from them).
-    pub(crate) async fn timestamp_to_event(
+    pub(crate) async fn timestamp_to_event<'a>(
         &self,
         room_id: &str,
-        user: &ruma::UserId,
+        reader: impl Into<super::Reader<'a>>,
         ts: i64,
         forwards: bool,
     ) -> Result<Nearest, ApiError> {
+        let reader = reader.into();
         // Who may read the room at all (403 otherwise), before anything of it is looked at.
-        self.access(room_id, user).await?;
+        self.access(room_id, reader).await?;
         let not_found = || {
             let direction = if forwards { "forward" } else { "backward" };
             ApiError::not_found(format!("no event from {ts} in the {direction} direction"))
         };
         let nearest = self.nearest_event(room_id, ts, forwards).await?.ok_or_else(not_found)?;
-        self.event_for(room_id, user, &nearest.event_id).await.map_err(|_| not_found())?;
+        self.event_for(room_id, reader, &nearest.event_id).await.map_err(|_| not_found())?;
         Ok(nearest)
     }
 

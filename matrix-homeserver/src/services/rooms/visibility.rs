@@ -16,6 +16,9 @@
 //! still reaches the client that must drop the room): that is all a user who never joined
 //! sees of a room that is not world-readable.
 //!
+//! A server administrator reading through the admin API ([`Reader::Administrator`]) sees
+//! every event: the same readers, asked with that reader, skip the rules.
+//!
 //! The membership history of a user in a room (each change with its stream position) is
 //! walked once from their current member event back through the state before each change,
 //! and cached until their membership changes again.
@@ -160,6 +163,31 @@ impl History {
 pub(crate) struct Looker<'a> {
     pub(crate) user: &'a UserId,
     pub(crate) memberships: Arc<Memberships>,
+    /// A server administrator reading through the admin API: sees every event.
+    pub(crate) administrator: bool,
+}
+
+/// Who reads a room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reader<'a> {
+    /// A user: the history visibility rules apply.
+    User(&'a UserId),
+    /// A server administrator reading through the admin API (Synapse's `/rooms/{roomId}/
+    /// messages`, `/context`): every event this server holds of the room, whatever their
+    /// membership, with the current state, as a user joined since the room began would.
+    Administrator(&'a UserId),
+}
+
+impl<'a> From<&'a UserId> for Reader<'a> {
+    fn from(user: &'a UserId) -> Self {
+        Reader::User(user)
+    }
+}
+
+impl<'a> From<&'a ruma::OwnedUserId> for Reader<'a> {
+    fn from(user: &'a ruma::OwnedUserId) -> Self {
+        Reader::User(user)
+    }
 }
 
 impl Rooms {
@@ -226,25 +254,41 @@ impl Rooms {
         user: &'a UserId,
         current: SnapshotId,
     ) -> Result<Looker<'a>, ApiError> {
-        Ok(Looker { user, memberships: self.memberships_at(room_id, user, current).await? })
+        let memberships = self.memberships_at(room_id, user, current).await?;
+        Ok(Looker { user, memberships, administrator: false })
     }
 
     /// What `user` may see of a room at all; `M_FORBIDDEN` if nothing but their own
     /// membership events.
-    pub(crate) async fn visibility(
+    pub(crate) async fn visibility<'a>(
         &self,
         room_id: &str,
-        user: &UserId,
+        reader: impl Into<Reader<'a>>,
     ) -> Result<Visibility, ApiError> {
-        Ok(self.access(room_id, user).await?.0)
+        Ok(self.access(room_id, reader).await?.0)
     }
 
     /// [`Rooms::visibility`], with the looker to check each event with (one read of the room).
+    /// An administrator ([`Reader::Administrator`]) sees all of a room this server holds (404
+    /// for one it does not).
     pub(crate) async fn access<'a>(
         &self,
         room_id: &str,
-        user: &'a UserId,
+        reader: impl Into<Reader<'a>>,
     ) -> Result<(Visibility, Looker<'a>), ApiError> {
+        let user = match reader.into() {
+            Reader::User(user) => user,
+            Reader::Administrator(user) => {
+                let not_found = || ApiError::not_found("Room not found");
+                let info = self.storage().room(room_id).await?.ok_or_else(not_found)?;
+                let current = info.current_state.ok_or_else(not_found)?;
+                let memberships = Arc::new(Memberships::default());
+                return Ok((
+                    Visibility::Now(current),
+                    Looker { user, memberships, administrator: true },
+                ));
+            }
+        };
         let not_allowed = || ApiError::forbidden("you are not in this room");
         let info = self.storage().room(room_id).await?.ok_or_else(not_allowed)?;
         let current = info.current_state.ok_or_else(not_allowed)?;
@@ -278,7 +322,9 @@ impl Rooms {
         pos: StreamPos,
     ) -> Result<bool, ApiError> {
         let memberships = &looker.memberships;
-        if pdu.kind() == "m.room.member" && pdu.state_key() == Some(looker.user.as_str()) {
+        if looker.administrator
+            || pdu.kind() == "m.room.member" && pdu.state_key() == Some(looker.user.as_str())
+        {
             return Ok(true);
         }
         // The usual case (a member reading what was sent while joined) needs no state.
