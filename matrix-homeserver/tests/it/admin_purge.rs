@@ -136,11 +136,22 @@ async fn delete_v1_purges(backend: crate::Backend) {
     assert_eq!(status, 200, "not purged: the room is still held");
     assert!(stored(&s, &s.other_message).await);
 
+    let (status, before) = s.alice.get("/_matrix/client/v3/sync?timeout=0").await;
+    assert_eq!(status, 200, "{before}");
+    let since = before["next_batch"].as_str().expect("a token").to_owned();
     let path = format!("/_synapse/admin/v1/rooms/{}", s.alpha);
     let (status, body) = s.admin.send(Method::DELETE, &path, Some(&json!({}))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["kicked_users"].as_array().map(Vec::len), Some(2), "{body}");
     assert_eq!(body["local_aliases"], json!([format!("#alpha:{server_name}")]));
+    // Syncs go on, from before the purge and from nothing; the room is not in a new one.
+    let (status, body) =
+        s.alice.get(&format!("/_matrix/client/v3/sync?timeout=0&since={since}")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.alice.get("/_matrix/client/v3/sync?timeout=0").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["rooms"]["join"].get(s.alpha.as_str()).is_none(), "{body}");
+    assert!(body["rooms"]["join"].get(s.other.as_str()).is_none(), "left, not purged");
     let (status, body) = s.admin.get(&path).await;
     assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "purged: {body}");
     for event in &s.messages {

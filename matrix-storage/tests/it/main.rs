@@ -6,6 +6,7 @@ mod crash;
 mod model;
 mod old_snapshots;
 mod postgres;
+mod purge;
 mod shared;
 
 /// Reopens a sled store just closed in this process: sled releases its file lock when its
