@@ -4,13 +4,15 @@
 //! Most tables are keyed by room first, so a room's part is one prefix scan each. Events are
 //! keyed by id alone (outliers have no other index), so the event table is scanned whole,
 //! reading each record's room (its first field): a purge costs a pass over every event.
+//! The stream head is recorded in its counter, so that positions removed are never handed
+//! out again after a reopen.
 
 use super::batch::Tx;
 use super::records::decode_event;
 use super::{
     APPSERVICE_LIST, AUTH_CHAIN, BACKFILL, BACKFILL_OF, EVENT, FORGOTTEN, MEMBER, PUBLIC_JOIN_ROOM,
     PUBLISHED, RECEIPT, RECEIPT_LOG, REDACTION, RELATION, RELATION_OF, ROOM, ROOM_ALIAS, STREAM,
-    SledStore, THREAD_REPLY, TIMELINE, USER_ROOM, search,
+    STREAM_HEAD, SledStore, THREAD_REPLY, TIMELINE, USER_ROOM, meta, search,
 };
 use crate::codec::{Dec, Enc};
 use crate::{ErrorKind, Result, StorageError, StoredEvent};
@@ -39,6 +41,14 @@ fn forget_event(tx: &Tx<'_>, event: &StoredEvent) -> Result<()> {
     Ok(())
 }
 
+/// Records the stream head (`next_stream - 1`) in its counter: the head read at open is the
+/// last timeline position or that counter, and the timeline positions removed may have been
+/// the last ones, which must not be handed out again.
+fn keep_head(tx: &Tx<'_>, next_stream: u64) -> Result<()> {
+    let head = next_stream.saturating_sub(1);
+    tx.insert(meta(STREAM_HEAD), Enc::default().u64(head).done())
+}
+
 impl SledStore {
     /// Removes the events of `event_ids` stored in `room_id` in one committed batch; how many,
     /// and when the batch is on disk.
@@ -62,6 +72,7 @@ impl SledStore {
             forget_event(&tx, &event)?;
             purged += 1;
         }
+        keep_head(&tx, *next_stream)?;
         let record = tx.commit(self.flusher.next_seq()?)?;
         let durable = self.flusher.committed(*next_stream - 1, &record)?;
         Ok((purged, durable))
@@ -104,16 +115,16 @@ impl SledStore {
             tx.remove(Enc::table(super::ALIAS).str(&alias).done())?;
             tx.remove(&key)?;
         }
-        for table in [
-            TIMELINE,
-            BACKFILL,
-            FORGOTTEN,
-            RECEIPT,
-            RECEIPT_LOG,
-            AUTH_CHAIN,
-            RELATION,
-            THREAD_REPLY,
-        ] {
+        // The room's timeline positions, also one whose event record says otherwise.
+        for entry in self.scan(Enc::table(TIMELINE).str(room_id).done()) {
+            let (key, _) = entry?;
+            let mut dec = Dec::new(&key).skip_table()?;
+            let (_, pos) = (dec.str()?, dec.u64()?);
+            tx.remove(Enc::table(STREAM).u64(pos).done())?;
+            tx.remove(&key)?;
+        }
+        for table in [BACKFILL, FORGOTTEN, RECEIPT, RECEIPT_LOG, AUTH_CHAIN, RELATION, THREAD_REPLY]
+        {
             for entry in self.scan(Enc::table(table).str(room_id).done()) {
                 let (key, _) = entry?;
                 tx.remove(&key)?;
@@ -131,6 +142,7 @@ impl SledStore {
         tx.remove(Enc::table(PUBLISHED).str(room_id).done())?;
         tx.remove(Enc::table(PUBLIC_JOIN_ROOM).tail(room_id).done())?;
         tx.remove(Enc::table(ROOM).str(room_id).done())?;
+        keep_head(&tx, *next_stream)?;
         let record = tx.commit(self.flusher.next_seq()?)?;
         let durable = self.flusher.committed(*next_stream - 1, &record)?;
         purged.sort();

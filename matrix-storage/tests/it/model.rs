@@ -61,6 +61,10 @@ enum Op {
     /// Several of the above in one change set.
     Many(Vec<Op>),
     Claim(u8, u8),
+    /// Purges some events of the room (`$e{n}`).
+    PurgeEvents(Vec<u16>),
+    /// Purges the room, then makes it again (empty).
+    PurgeRoom,
     Reopen,
 }
 
@@ -148,6 +152,8 @@ fn op() -> impl Strategy<Value = Op> {
         user_data_op(),
         user_data_op(),
         (small.clone(), small.clone()).prop_map(|(u, d)| Op::Claim(u, d)),
+        prop::collection::vec(0u16..50, 0..6).prop_map(Op::PurgeEvents),
+        Just(Op::PurgeRoom),
         Just(Op::Reopen),
     ]
 }
@@ -329,7 +335,7 @@ fn changes(op: &Op) -> Option<ChangeSet> {
                 merge(&mut c, more);
             }
         }
-        Op::Claim(..) | Op::Reopen => return None,
+        Op::Claim(..) | Op::PurgeEvents(_) | Op::PurgeRoom | Op::Reopen => return None,
     }
     Some(c)
 }
@@ -482,7 +488,7 @@ where
             ..RoomChanges::default()
         });
         model.apply(room.clone()).await.expect("room");
-        store.apply(room).await.expect("room");
+        store.apply(room.clone()).await.expect("room");
         let mut snapshots = 0;
         for op in ops {
             if let Op::Claim(u, d) = op {
@@ -490,6 +496,21 @@ where
                 let expected = model.claim_key(&user, &device, "alg").await.expect("claims");
                 let got = store.claim_key(&user, &device, "alg").await.expect("claims");
                 prop_assert_eq!(expected, got, "{:?}", op);
+                continue;
+            }
+            if let Op::PurgeEvents(events) = op {
+                let ids: Vec<String> = events.iter().map(|e| format!("$e{e}")).collect();
+                let expected = model.purge_events("!r", &ids).await.expect("purges");
+                let got = store.purge_events("!r", &ids).await.expect("purges");
+                prop_assert_eq!(expected, got, "{:?}", op);
+                continue;
+            }
+            if let Op::PurgeRoom = op {
+                let expected = model.purge_room("!r").await.expect("purges");
+                let got = store.purge_room("!r").await.expect("purges");
+                prop_assert_eq!(expected, got, "{:?}", op);
+                model.apply(room.clone()).await.expect("room");
+                store.apply(room.clone()).await.expect("room");
                 continue;
             }
             let Some(changes) = changes(op) else {
