@@ -471,3 +471,65 @@ crate::on_every_backend!(
     reads_without_membership,
     background_updates
 );
+
+/// Without `delete_local_events`, a history purge deletes other servers' messages and keeps
+/// ours (two federating servers).
+#[tokio::test]
+async fn a_purge_deletes_remote_messages_and_keeps_ours() {
+    use matrix_homeserver::testing::TestFederation;
+
+    use crate::federation::{call, create_room};
+
+    let net = TestFederation::start(&["a.test", "b.test"]).await;
+    let (a, b) = (net.server("a.test"), net.server("b.test"));
+    a.homeserver().create_user("boss", Some("pw"), true).await.expect("boss is created");
+    let boss = a.homeserver().login("boss", "pw").await.expect("boss logs in");
+    let admin = Client::new(a).with_token(&boss.access_token);
+    let alice = a.register_user("alice", "pw").await;
+    let bob = b.register_user("bob", "pw").await;
+    let room = create_room(a, &alice.access_token, json!({"preset": "public_chat"})).await;
+    let join = format!("/_matrix/client/v3/join/{room}?server_name=a.test");
+    let (status, body) = call(b, &bob.access_token, Method::POST, &join, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let send = |server, token: String, txn: &'static str, text: &'static str| {
+        let room = room.clone();
+        async move {
+            let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+            let body = json!({"msgtype": "m.text", "body": text});
+            let (status, sent) = call(server, &token, Method::PUT, &path, body).await;
+            assert_eq!(status, 200, "{sent}");
+            sent["event_id"].as_str().expect("an event id").to_owned()
+        }
+    };
+    let theirs = send(b, bob.access_token.clone(), "b1", "from b").await;
+    // a holds b's message before anything else is sent.
+    let fetch = format!("/_synapse/admin/v1/fetch_event/{theirs}");
+    let mut arrived = false;
+    for _ in 0..100 {
+        if admin.get(&fetch).await.0 == 200 {
+            arrived = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(arrived, "b's message reached a");
+    let ours = send(a, alice.access_token.clone(), "a1", "from a").await;
+    let point = send(a, alice.access_token.clone(), "a2", "the point").await;
+
+    let path = format!("/_synapse/admin/v1/purge_history/{room}/{point}");
+    let (status, body) = admin.post(&path, &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["purge_id"].as_str().expect("a purge id").to_owned();
+    let done = wait_for(
+        &admin,
+        &format!("/_synapse/admin/v1/purge_history_status/{id}"),
+        &["complete", "failed"],
+    )
+    .await;
+    assert_eq!(done, json!({"status": "complete"}));
+    assert_eq!(admin.get(&fetch).await.0, 404, "b's message is purged");
+    let (status, _) = admin.get(&format!("/_synapse/admin/v1/fetch_event/{ours}")).await;
+    assert_eq!(status, 200, "ours is kept");
+    let (status, _) = admin.get(&format!("/_synapse/admin/v1/fetch_event/{point}")).await;
+    assert_eq!(status, 200);
+}
