@@ -184,6 +184,11 @@ impl Sync {
         }
     }
 
+    /// Forgets what the sync caches hold of a room purged from storage.
+    pub(crate) async fn forget_room(&self, room_id: &str) {
+        self.metas.forget_room(room_id).await;
+    }
+
     /// Answers a sync, waiting up to its timeout for something to report.
     pub(crate) async fn sync(
         &self,

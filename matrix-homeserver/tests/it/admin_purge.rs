@@ -139,6 +139,11 @@ async fn delete_v1_purges(backend: crate::Backend) {
     let (status, before) = s.alice.get("/_matrix/client/v3/sync?timeout=0").await;
     assert_eq!(status, 200, "{before}");
     let since = before["next_batch"].as_str().expect("a token").to_owned();
+    let sliding = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout=0";
+    let lists = json!({"lists": {"all": {"ranges": [[0, 10]], "timeline_limit": 5}}});
+    let (status, first) = s.alice.post(sliding, &lists).await;
+    assert_eq!(status, 200, "{first}");
+    let pos = first["pos"].as_str().expect("a position").to_owned();
     let path = format!("/_synapse/admin/v1/rooms/{}", s.alpha);
     let (status, body) = s.admin.send(Method::DELETE, &path, Some(&json!({}))).await;
     assert_eq!(status, 200, "{body}");
@@ -152,6 +157,12 @@ async fn delete_v1_purges(backend: crate::Backend) {
     assert_eq!(status, 200, "{body}");
     assert!(body["rooms"]["join"].get(s.alpha.as_str()).is_none(), "{body}");
     assert!(body["rooms"]["join"].get(s.other.as_str()).is_none(), "left, not purged");
+    // Sliding sync too, on its connection from before and on a new one.
+    let (status, body) = s.alice.post(&format!("{sliding}&pos={pos}"), &lists).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.alice.post(sliding, &lists).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["rooms"].get(s.alpha.as_str()).is_none(), "{body}");
     let (status, body) = s.admin.get(&path).await;
     assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "purged: {body}");
     for event in &s.messages {

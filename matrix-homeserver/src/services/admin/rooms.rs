@@ -510,7 +510,9 @@ pub(crate) async fn purge_room(
             return Err(ApiError::bad_request("Users are still joined to this room"));
         }
     }
-    state.rooms.purge(room_id.as_str()).await
+    let purged = state.rooms.purge(room_id.as_str()).await?;
+    state.sync.forget_room(room_id.as_str()).await;
+    Ok(purged)
 }
 
 /// A room's name and canonical alias (both `None` for a room this server does not hold).

@@ -69,6 +69,17 @@ pub(crate) struct RoomMetas {
     inner: tokio::sync::Mutex<Metas>,
 }
 
+impl RoomMetas {
+    /// Forgets a room that was purged from storage, and every user's cached memberships
+    /// (which may name it: the purge took its membership events out of the stream, which
+    /// would otherwise have dropped them).
+    pub(crate) async fn forget_room(&self, room_id: &str) {
+        let mut metas = self.inner.lock().await;
+        metas.rooms.remove(room_id);
+        metas.memberships.clear();
+    }
+}
+
 /// A room a sliding sync may show.
 #[derive(Debug, Clone)]
 pub(crate) struct Candidate {
