@@ -65,11 +65,14 @@ impl Media {
         if self.storage.media(media_id).await?.is_some() {
             return Err(cannot_overwrite());
         }
-        let pending = self
-            .storage
-            .pending_media(media_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("this media id was not created with /create"))?;
+        let Some(pending) = self.storage.pending_media(media_id).await? else {
+            // Another upload of it may have committed between the two reads (its content
+            // stored, its pending record gone): that is a 409 too.
+            if self.storage.media(media_id).await?.is_some() {
+                return Err(cannot_overwrite());
+            }
+            return Err(ApiError::not_found("this media id was not created with /create"));
+        };
         if pending.expires_ts <= now_ms() {
             return Err(ApiError::not_found("this media id expired before its upload"));
         }
