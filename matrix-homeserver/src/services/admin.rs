@@ -4,6 +4,7 @@
 
 pub(crate) mod destinations;
 pub(crate) mod devices;
+mod history;
 pub(crate) mod media;
 pub(crate) mod moderation;
 pub(crate) mod purge_history;

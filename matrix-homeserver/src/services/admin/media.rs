@@ -8,10 +8,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use matrix_storage::{BackfillPos, Direction, StreamPos};
+use matrix_storage::StreamPos;
 use ruma::{RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
+use super::history::HistoryPages;
 use super::{backwards, flag, page, users};
 use crate::State;
 use crate::error::ApiError;
@@ -169,29 +170,10 @@ async fn media_in_room(
         return Err(ApiError::not_found("Room not found"));
     }
     let mut found = BTreeSet::new();
-    let mut from = StreamPos(0);
-    loop {
-        let items =
-            storage.timeline(room_id.as_str(), from, Direction::Forwards, SCAN_BATCH).await?;
-        let Some(last) = items.last() else { break };
-        from = last.pos;
-        let ids: Vec<&str> = items.iter().map(|item| item.event_id.as_str()).collect();
+    let mut pages = HistoryPages::before(room_id.as_str(), StreamPos(u64::MAX), SCAN_BATCH);
+    while let Some(ids) = pages.next(storage.as_ref()).await? {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         collect_mxcs(state, &ids, &mut found).await?;
-        if items.len() < SCAN_BATCH {
-            break;
-        }
-    }
-    let mut from = BackfillPos(0);
-    loop {
-        let items =
-            storage.backfilled(room_id.as_str(), from, Direction::Backwards, SCAN_BATCH).await?;
-        let Some(last) = items.last() else { break };
-        from = last.pos;
-        let ids: Vec<&str> = items.iter().map(|item| item.event_id.as_str()).collect();
-        collect_mxcs(state, &ids, &mut found).await?;
-        if items.len() < SCAN_BATCH {
-            break;
-        }
     }
     Ok(found)
 }

@@ -15,11 +15,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use matrix_storage::{BackfillPos, Direction, StoredEvent, StreamPos};
+use matrix_storage::{Direction, StoredEvent, StreamPos};
 use ruma::{OwnedRoomId, RoomId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::history::HistoryPages;
 use super::tasks::{self, Task};
 use crate::State;
 use crate::error::ApiError;
@@ -140,11 +141,10 @@ pub(crate) async fn run(state: &State, task: &Task) -> Result<Option<Value>, Api
     };
     let mut purged = 0;
 
-    // The timeline before the point, newest first.
-    let mut from = StreamPos(params.up_to);
-    loop {
-        let items = storage.timeline(&room_id, from, Direction::Backwards, BATCH).await?;
-        let ids: Vec<&str> = items.iter().map(|i| i.event_id.as_str()).collect();
+    // The timeline before the point, newest first, then the backfilled history.
+    let mut pages = HistoryPages::before(&room_id, StreamPos(params.up_to), BATCH);
+    while let Some(ids) = pages.next(storage.as_ref()).await? {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let doomed: Vec<String> = storage
             .events(&ids)
             .await?
@@ -153,28 +153,6 @@ pub(crate) async fn run(state: &State, task: &Task) -> Result<Option<Value>, Api
             .map(|e| e.event_id.clone())
             .collect();
         purged += state.rooms.purge_events(&room_id, &doomed).await?;
-        match items.last() {
-            Some(last) if items.len() == BATCH => from = last.pos,
-            _ => break,
-        }
-    }
-    // The backfilled history, all older than the timeline.
-    let mut from = BackfillPos(0);
-    loop {
-        let items = storage.backfilled(&room_id, from, Direction::Backwards, BATCH).await?;
-        let ids: Vec<&str> = items.iter().map(|i| i.event_id.as_str()).collect();
-        let doomed: Vec<String> = storage
-            .events(&ids)
-            .await?
-            .iter()
-            .filter(|e| purgeable(e))
-            .map(|e| e.event_id.clone())
-            .collect();
-        purged += state.rooms.purge_events(&room_id, &doomed).await?;
-        match items.last() {
-            Some(last) if items.len() == BATCH => from = last.pos,
-            _ => break,
-        }
     }
     Ok(Some(serde_json::json!({"purged_events": purged})))
 }
