@@ -65,8 +65,6 @@ pub(crate) struct State {
     pub(crate) appservices: services::appservice::Appservices,
     /// The nonces of shared-secret registration.
     pub(crate) registration_nonces: services::admin::RegistrationNonces,
-    /// The statuses of the admin API's redactions of users' events.
-    pub(crate) redactions: services::admin::redact::RedactTasks,
     /// Prometheus metrics, when they are enabled.
     pub(crate) metrics: metrics::Shared,
 }
@@ -334,7 +332,6 @@ impl HomeserverBuilder {
             metrics,
             appservices,
             registration_nonces: services::admin::RegistrationNonces::default(),
-            redactions: services::admin::redact::RedactTasks::default(),
             delayed_events,
             thirdparty: services::thirdparty::ThirdParty::default(),
             accounts: Accounts::new(

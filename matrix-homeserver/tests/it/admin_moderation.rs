@@ -586,6 +586,12 @@ async fn redact_user_events(backend: Backend) {
     let task = body["redact_id"].as_str().expect("an id").to_owned();
     let done = finished(&admin, &task).await;
     assert_eq!(done, json!({"status": "completed", "failed_redactions": {}}));
+    // The task is stored (it would run again after a stop), as Synapse's scheduled tasks.
+    let (_, listed) =
+        admin.get(&format!("{V1}/scheduled_tasks?action_name=redact_all_events")).await;
+    let listed = listed["scheduled_tasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((&listed[0]["id"], &listed[0]["resource_id"]), (&json!(task), &json!(alice_id)));
     for event in &spam {
         let (_, shown) = bob.get(&format!("{V3}/rooms/{room}/event/{event}")).await;
         assert_eq!(shown["content"], json!({}), "{shown}");

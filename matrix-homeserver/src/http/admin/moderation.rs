@@ -275,9 +275,22 @@ async fn redact(
 /// `GET /_synapse/admin/v1/user/redact_status/{redactId}`: `status` (`scheduled`, `active`,
 /// `completed`, `failed`) and `failed_redactions` (event id -> why).
 async fn redact_status(State(state): AppState, _: Admin, Params(id): Params<String>) -> JsonResult {
-    let status =
-        state.redactions.status(&id).ok_or_else(|| ApiError::not_found("redact id not found"))?;
-    serde_json::to_value(status)
-        .map(Json)
-        .map_err(|e| ApiError::unknown(format!("the answer does not serialise: {e}")))
+    use crate::services::admin::tasks::{self, Status};
+    let task = tasks::task(&state, &id)
+        .await?
+        .filter(|t| t.action == tasks::REDACT_ALL_EVENTS)
+        .ok_or_else(|| ApiError::not_found("redact id not found"))?;
+    let status = match task.status {
+        Status::Scheduled => "scheduled",
+        Status::Active => "active",
+        Status::Complete => "completed",
+        Status::Failed => "failed",
+    };
+    let failed = task
+        .result
+        .as_ref()
+        .and_then(|r| r.get("failed_redactions"))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    Ok(Json(json!({"status": status, "failed_redactions": failed})))
 }

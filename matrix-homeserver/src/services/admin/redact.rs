@@ -4,20 +4,21 @@
 //! messages and member events, each by the user themself (a user of ours, as Synapse puppets
 //! them) or by the administrator (`use_admin`, or a user of another server).
 //!
-//! The tasks' statuses are kept in memory (bounded, the oldest finished ones dropped first),
-//! so they do not survive a restart, nor does a task in progress: Synapse keeps them in its
-//! scheduled tasks table for a week.
+//! The task is one of the stored scheduled tasks (`tasks.rs`, action `redact_all_events`,
+//! as Synapse's): stored before its id is answered, run again after a stop, listed by
+//! `scheduled_tasks`, kept a week once finished.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use matrix_storage::{Direction, StreamPos};
 use ruma::{OwnedUserId, UserId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use super::tasks::{self, Task};
 use crate::State;
 use crate::error::ApiError;
-use crate::services::accounts::random_string;
 
 /// The event types redacted (Synapse's).
 const TYPES: [&str; 3] = ["m.room.message", "m.room.encrypted", "m.room.member"];
@@ -35,67 +36,11 @@ pub(crate) const MAX_ROOMS: usize = 1_000;
 /// The largest `limit` (the user's events redacted per room).
 pub(crate) const MAX_LIMIT: usize = 100_000;
 
-/// The most statuses kept.
-const KEPT: usize = 1_000;
-
-/// Where a task is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Status {
-    Scheduled,
-    Active,
-    Completed,
-    Failed,
-}
-
-/// A task's status, as `redact_status` answers it.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct TaskStatus {
-    pub(crate) status: Status,
-    /// Event id -> why its redaction failed.
-    pub(crate) failed_redactions: BTreeMap<String, String>,
-}
-
-/// The statuses of the redaction tasks, by id.
-#[derive(Debug, Default)]
-pub(crate) struct RedactTasks {
-    tasks: Mutex<(BTreeMap<String, TaskStatus>, VecDeque<String>)>,
-}
-
-impl RedactTasks {
-    fn update(&self, id: &str, change: impl FnOnce(&mut TaskStatus)) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(task) = tasks.0.get_mut(id) {
-            change(task);
-        }
-    }
-
-    fn insert(&self, id: String) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (map, order) = &mut *tasks;
-        while order.len() >= KEPT {
-            // The oldest finished task goes; with none finished, the oldest.
-            let finished = order.iter().position(|id| {
-                map.get(id).is_some_and(|t| matches!(t.status, Status::Completed | Status::Failed))
-            });
-            let Some(old) = order.remove(finished.unwrap_or(0)) else { break };
-            map.remove(&old);
-        }
-        map.insert(
-            id.clone(),
-            TaskStatus { status: Status::Scheduled, failed_redactions: BTreeMap::new() },
-        );
-        order.push_back(id);
-    }
-
-    /// A task's status.
-    pub(crate) fn status(&self, id: &str) -> Option<TaskStatus> {
-        let tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        tasks.0.get(id).cloned()
-    }
-}
+/// The most failed redactions a task's result lists.
+const MAX_FAILED: usize = 1_000;
 
 /// What a redaction task is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RedactRequest {
     pub(crate) user_id: OwnedUserId,
     /// The rooms; none: every room the user has a membership in.
@@ -105,6 +50,13 @@ pub(crate) struct RedactRequest {
     pub(crate) limit: usize,
     /// The administrator redacts (rather than the user).
     pub(crate) use_admin: bool,
+}
+
+/// A stored redaction task's parameters: the request, and who redacts.
+#[derive(Debug, Serialize, Deserialize)]
+struct Params {
+    request: RedactRequest,
+    redactor: OwnedUserId,
 }
 
 /// Starts a task redacting `request.user_id`'s events for the administrator `admin`;
@@ -123,31 +75,31 @@ pub(crate) async fn start(
             .map(|(r, _)| r)
             .collect();
     }
-    let id = random_string(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", 16)?;
-    state.redactions.insert(id.clone());
     let ours = request.user_id.server_name().as_str() == state.config.server_name;
     let redactor =
         if request.use_admin || !ours { admin.to_owned() } else { request.user_id.clone() };
-    let (state, task) = (state.clone(), id.clone());
-    tokio::spawn(async move {
-        state.redactions.update(&task, |t| t.status = Status::Active);
-        let status = match run(&state, &task, &redactor, &request).await {
-            Ok(()) => Status::Completed,
-            Err(e) => {
-                tracing::warn!("redacting the events of {}: {e}", request.user_id);
-                Status::Failed
-            }
-        };
-        state.redactions.update(&task, |t| t.status = status);
-    });
-    Ok(id)
+    let user_id = request.user_id.to_string();
+    let params = serde_json::to_value(Params { request, redactor })
+        .map_err(|e| ApiError::unknown(format!("a task does not serialise: {e}")))?;
+    tasks::schedule_redact(state, &user_id, params).await
 }
 
-async fn run(
+/// Runs a stored redaction task: answers `{"failed_redactions": {event id: why}}` (at most
+/// [`MAX_FAILED`] of them).
+pub(crate) async fn run(state: &State, task: &Task) -> Result<Option<Value>, ApiError> {
+    let Params { request, redactor } = serde_json::from_value(task.params.clone())
+        .map_err(|e| ApiError::unknown(format!("a stored task does not parse: {e}")))?;
+    let mut failed = BTreeMap::new();
+    redact_all(state, &task.id, &redactor, &request, &mut failed).await?;
+    Ok(Some(serde_json::json!({ "failed_redactions": failed })))
+}
+
+async fn redact_all(
     state: &State,
     task: &str,
     redactor: &UserId,
     request: &RedactRequest,
+    failed: &mut BTreeMap<String, String>,
 ) -> Result<(), ApiError> {
     let storage = state.rooms.storage();
     // Transaction ids are kept per sender and device: the task's id stands for the device.
@@ -180,11 +132,10 @@ async fn run(
                         request.reason.clone(),
                     )
                     .await;
-                if let Err(e) = redacted {
-                    let why = e.to_string();
-                    state.redactions.update(task, |t| {
-                        t.failed_redactions.insert(item.event_id.clone(), why);
-                    });
+                if let Err(e) = redacted
+                    && failed.len() < MAX_FAILED
+                {
+                    failed.insert(item.event_id.clone(), e.to_string());
                 }
                 if found >= request.limit {
                     break 'room;

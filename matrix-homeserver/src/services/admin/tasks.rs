@@ -33,6 +33,9 @@ pub(crate) const SHUTDOWN_AND_PURGE_ROOM: &str = "shutdown_and_purge_room";
 /// The action of a history purge (Synapse's name).
 pub(crate) const PURGE_HISTORY: &str = "purge_history";
 
+/// The action of a redaction of a user's events (Synapse's name).
+pub(crate) const REDACT_ALL_EVENTS: &str = "redact_all_events";
+
 /// Where a task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -74,7 +77,7 @@ pub(crate) struct Task {
     pub(crate) status: Status,
     /// When it was scheduled or last changed status (ms since the epoch).
     pub(crate) timestamp_ms: i64,
-    /// The room it works on.
+    /// The room it works on (a redaction's: the user whose events it redacts).
     pub(crate) resource_id: Option<String>,
     /// What it was asked to do.
     pub(crate) params: Value,
@@ -188,6 +191,7 @@ async fn run(state: Arc<State>, mut task: Task) {
     let outcome = match task.action.as_str() {
         SHUTDOWN_AND_PURGE_ROOM => delete(&state, &mut task).await,
         PURGE_HISTORY => super::purge_history::run(&state, &task).await,
+        REDACT_ALL_EVENTS => super::redact::run(&state, &task).await,
         other => Err(ApiError::unknown(format!("unknown task action {other}"))),
     };
     match outcome {
@@ -242,6 +246,15 @@ pub(crate) async fn schedule_purge_history(
     params: Value,
 ) -> Result<String, ApiError> {
     schedule(state, PURGE_HISTORY, room_id.as_str(), params).await
+}
+
+/// Schedules a redaction of `user_id`'s events (see `redact.rs`); answers its id.
+pub(crate) async fn schedule_redact(
+    state: &Arc<State>,
+    user_id: &str,
+    params: Value,
+) -> Result<String, ApiError> {
+    schedule(state, REDACT_ALL_EVENTS, user_id, params).await
 }
 
 /// A room deletion: shuts the room down (the result stored at once, while the purge runs),
