@@ -95,7 +95,8 @@ macro_rules! storage_conformance {
             redacted_events_leave_the_index, search_bounds_odd_text, search_candidates_span_rooms,
             reports_round_trip, users_and_rooms_in_pages, registration_tokens_round_trip,
             user_moderation_round_trip,
-            notifications_round_trip, push_cursors_round_trip, appservice_cursors_round_trip,
+            notifications_round_trip, unread_counts_follow_changes, push_cursors_round_trip,
+            appservice_cursors_round_trip,
             purging_a_room_deletes_it_whole, purging_events_deletes_them_alone);
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -435,15 +435,15 @@ pub trait NotificationStore: Send + Sync {
         after: StreamPos,
         limit: usize,
     ) -> Result<Vec<Notification>>;
-    /// A user's notifications in one room at positions above `after`, oldest first, at most
-    /// `limit` (what unread counts are made from).
-    async fn room_notifications(
+    /// A user's unread counts in one room: their kept notifications there that `read` does
+    /// not cover, counted by thread. Answered without reading each notification (what every
+    /// `/sync` asks, for every room).
+    async fn unread_counts(
         &self,
         user_id: &str,
         room_id: &str,
-        after: StreamPos,
-        limit: usize,
-    ) -> Result<Vec<Notification>>;
+        read: &ReadUpTo,
+    ) -> Result<UnreadCounts>;
     /// A pusher's delivery cursor.
     async fn push_cursor(
         &self,

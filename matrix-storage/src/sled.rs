@@ -462,6 +462,7 @@ impl SledStore {
         let (wal, seq) = recover(&engine, &tree, &path.join("wal"))?;
         index_inbox(&tree, || engine.flush())?;
         media::index_media(&tree, || engine.flush())?;
+        push::index_counts(&tree, || engine.flush())?;
         let journal = Journal { engine: engine.clone(), wal };
         // The head is the last position in the stream table, or the counter of the other
         // positions if that is higher (kept in memory from here on, so that an append writes
@@ -483,7 +484,12 @@ impl SledStore {
     /// store wait until the copy is done, so that it is one consistent state.
     pub fn copy_to(&self, path: impl AsRef<Path>, options: &impl EngineOptions) -> Result<u64> {
         let target = SledStore::open(path, options)?;
-        let marks = [meta("schema"), meta(INBOX_LOG_BUILT), meta(media::MEDIA_INDEX_BUILT)];
+        let marks = [
+            meta("schema"),
+            meta(INBOX_LOG_BUILT),
+            meta(media::MEDIA_INDEX_BUILT),
+            meta(push::COUNTS_INDEXED),
+        ];
         if target
             .tree
             .range(..)

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::services::push::{check_url, cursor_at};
 use crate::services::rate_limit::Action as Limited;
 use crate::services::rooms::format::{Shown, client_event};
-use crate::services::rooms::notify::ReadUpTo;
+use crate::services::rooms::notify::read_up_to;
 
 type AppState = State<Arc<crate::State>>;
 
@@ -207,11 +207,7 @@ async fn notifications(
             let stored = storage.user_receipts(&n.room_id, user.as_str()).await?;
             receipts.insert(n.room_id.clone(), stored);
         }
-        let read = ReadUpTo::of(&receipts[&n.room_id]);
-        let upto = match &n.thread_id {
-            None => read.main,
-            Some(t) => read.threads.get(t.as_str()).copied().unwrap_or(0).max(read.unthreaded),
-        };
+        let upto = read_up_to(&receipts[&n.room_id]).of(n.thread_id.as_deref());
         // Only what the user may still see (the one visibility function decides).
         let Ok(pdu) = state.rooms.event_for(&n.room_id, user, &n.event_id).await else {
             continue;
@@ -220,7 +216,7 @@ async fn notifications(
         out.push(json!({
             "actions": actions,
             "event": client_event(&pdu, Shown::default()),
-            "read": n.pos.0 <= upto,
+            "read": n.pos <= upto,
             "room_id": n.room_id,
             "ts": n.ts,
         }));

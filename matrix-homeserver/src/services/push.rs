@@ -261,8 +261,7 @@ async fn unread_total(rooms: &Rooms, user: &str) -> Result<u64, ApiError> {
     let distinct: BTreeSet<&str> = recent.iter().map(|n| n.room_id.as_str()).collect();
     let mut total = 0;
     for room in distinct {
-        let unread = rooms.unread(room, &user_id).await?;
-        total += unread.main.0 + unread.threads.values().map(|c| c.0).sum::<u64>();
+        total += rooms.unread(room, &user_id).await?.total().notifications;
     }
     Ok(total)
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use matrix_core::Pdu;
-use matrix_storage::{Direction, SnapshotId, StreamPos};
+use matrix_storage::{Direction, NotificationCounts, SnapshotId, StreamPos};
 use ruma::UserId;
 use serde_json::{Map, Value, json};
 
@@ -749,7 +749,7 @@ impl Sync {
             return Ok(None);
         }
         let unread = self.rooms.unread(room_id, user).await?;
-        let counts = |(n, h): (u64, u64)| json!({"notification_count": n, "highlight_count": h});
+        let counts = |c: NotificationCounts| json!({"notification_count": c.notifications, "highlight_count": c.highlights});
         if filter.unread_thread_notifications {
             room.insert("unread_notifications".to_owned(), counts(unread.main));
             if !unread.threads.is_empty() {
@@ -759,9 +759,7 @@ impl Sync {
             }
         } else {
             // Without the filter's flag, threads count in the room's totals.
-            let total =
-                unread.threads.values().fold(unread.main, |(n, h), (tn, th)| (n + tn, h + th));
-            room.insert("unread_notifications".to_owned(), counts(total));
+            room.insert("unread_notifications".to_owned(), counts(unread.total()));
         }
         Ok(Some(Value::Object(room)))
     }

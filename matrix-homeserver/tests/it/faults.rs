@@ -23,7 +23,7 @@ use matrix_storage::{
 };
 use matrix_storage::{DelayedEvent, DelayedEventStore, OpenIdStore, OpenIdToken};
 use matrix_storage::{ModerationStore, PuppetToken, UserModeration};
-use matrix_storage::{RegistrationToken, RegistrationTokenStore};
+use matrix_storage::{ReadUpTo, RegistrationToken, RegistrationTokenStore, UnreadCounts};
 
 /// A store whose change sets are acknowledged `delay` after they are applied (durable, but
 /// the acknowledgement is late: a client may give up in between).
@@ -156,7 +156,7 @@ forward!(RelationStore {
 forward!(NotificationStore {
     fn notifications(&self, user_id: &str, before: Option<StreamPos>, limit: usize, highlights_only: bool) -> Result<Vec<Notification>>;
     fn notifications_after(&self, user_id: &str, after: StreamPos, limit: usize) -> Result<Vec<Notification>>;
-    fn room_notifications(&self, user_id: &str, room_id: &str, after: StreamPos, limit: usize) -> Result<Vec<Notification>>;
+    fn unread_counts(&self, user_id: &str, room_id: &str, read: &ReadUpTo) -> Result<UnreadCounts>;
     fn push_cursor(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<Option<PushCursor>>;
 });
 forward!(AppserviceStore {

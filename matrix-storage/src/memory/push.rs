@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::MemoryStore;
 use crate::{
     AppserviceCursor, AppserviceStore, ChangeSet, NOTIFICATIONS_KEPT, Notification,
-    NotificationStore, PushCursor, Result, StreamPos,
+    NotificationStore, PushCursor, ReadUpTo, Result, StreamPos, UnreadCounts,
 };
 
 /// `(user, app_id, pushkey)`.
@@ -77,22 +77,21 @@ impl NotificationStore for MemoryStore {
         Ok(mine.range(after.0.saturating_add(1)..).take(limit).map(|(_, n)| n.clone()).collect())
     }
 
-    async fn room_notifications(
+    async fn unread_counts(
         &self,
         user_id: &str,
         room_id: &str,
-        after: StreamPos,
-        limit: usize,
-    ) -> Result<Vec<Notification>> {
+        read: &ReadUpTo,
+    ) -> Result<UnreadCounts> {
         let inner = self.lock()?;
-        let Some(mine) = inner.push.notifications.get(user_id) else { return Ok(Vec::new()) };
-        Ok(mine
-            .range(after.0.saturating_add(1)..)
-            .map(|(_, n)| n)
-            .filter(|n| n.room_id == room_id)
-            .take(limit)
-            .cloned()
-            .collect())
+        let mut unread = UnreadCounts::default();
+        let Some(mine) = inner.push.notifications.get(user_id) else { return Ok(unread) };
+        for n in mine.range(read.lowest().0.saturating_add(1)..).map(|(_, n)| n) {
+            if n.room_id == room_id {
+                unread.count(read, n.pos, n.thread_id.as_deref(), n.highlight);
+            }
+        }
+        Ok(unread)
     }
 
     async fn push_cursor(

@@ -6,6 +6,8 @@
 //! bounded here. Callers check what they store (signatures, `auth_data`, the "better session"
 //! rule of backups) and bound its size.
 
+use std::collections::BTreeMap;
+
 use super::StreamPos;
 
 /// One of a user's three cross-signing keys.
@@ -224,6 +226,81 @@ pub struct Notification {
     pub actions: Vec<u8>,
     /// When it was made, in milliseconds since the Unix epoch.
     pub ts: u64,
+}
+
+/// Where a user has read a room up to, for its unread counts: a notification in the main
+/// timeline is unread when its position is above `main`; one in a thread, when it is above
+/// that thread's entry in `threads`, else above `other_threads`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadUpTo {
+    /// The main timeline's read position.
+    pub main: StreamPos,
+    /// Threads' read positions, by thread root.
+    pub threads: BTreeMap<String, StreamPos>,
+    /// The read position of the threads not in `threads`.
+    pub other_threads: StreamPos,
+}
+
+impl ReadUpTo {
+    /// The read position of the main timeline (`None`) or of a thread.
+    pub fn of(&self, thread: Option<&str>) -> StreamPos {
+        match thread {
+            None => self.main,
+            Some(root) => self.threads.get(root).copied().unwrap_or(self.other_threads),
+        }
+    }
+
+    /// The lowest of the read positions: no notification at or below it is unread.
+    pub fn lowest(&self) -> StreamPos {
+        self.threads.values().fold(self.main.min(self.other_threads), |low, p| low.min(*p))
+    }
+}
+
+/// Unread notifications and, among them, highlights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NotificationCounts {
+    /// Notifications.
+    pub notifications: u64,
+    /// Of those, highlights.
+    pub highlights: u64,
+}
+
+/// A user's unread counts in a room (of the notifications kept, see [`NOTIFICATIONS_KEPT`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnreadCounts {
+    /// The main timeline's.
+    pub main: NotificationCounts,
+    /// Each thread's with unread notifications, by thread root.
+    pub threads: BTreeMap<String, NotificationCounts>,
+}
+
+impl UnreadCounts {
+    /// The main timeline's and every thread's together.
+    pub fn total(&self) -> NotificationCounts {
+        self.threads.values().fold(self.main, |sum, c| NotificationCounts {
+            notifications: sum.notifications + c.notifications,
+            highlights: sum.highlights + c.highlights,
+        })
+    }
+
+    /// Counts one notification, if `read` does not cover it.
+    pub fn count(
+        &mut self,
+        read: &ReadUpTo,
+        pos: StreamPos,
+        thread: Option<&str>,
+        highlight: bool,
+    ) {
+        if pos <= read.of(thread) {
+            return;
+        }
+        let counts = match thread {
+            None => &mut self.main,
+            Some(root) => self.threads.entry(root.to_owned()).or_default(),
+        };
+        counts.notifications += 1;
+        counts.highlights += u64::from(highlight);
+    }
 }
 
 /// Where a pusher's delivery stands: the notifications up to `pos` are sent (or given up on),

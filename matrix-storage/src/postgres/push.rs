@@ -10,7 +10,7 @@ use sqlx::{PgConnection, Row};
 use super::{Doing, PostgresStore, to_i64, to_u64};
 use crate::{
     AppserviceCursor, AppserviceStore, ChangeSet, NOTIFICATIONS_KEPT, Notification,
-    NotificationStore, PushCursor, Result, StreamPos,
+    NotificationCounts, NotificationStore, PushCursor, ReadUpTo, Result, StreamPos, UnreadCounts,
 };
 
 /// Writes the change set's notifications (keeping each user's newest) and cursors.
@@ -181,25 +181,47 @@ impl NotificationStore for PostgresStore {
         rows.iter().map(notification).collect()
     }
 
-    async fn room_notifications(
+    async fn unread_counts(
         &self,
         user_id: &str,
         room_id: &str,
-        after: StreamPos,
-        limit_to: usize,
-    ) -> Result<Vec<Notification>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND room_id = $2 \
-             AND pos > $3 ORDER BY pos LIMIT $4"
-        ))
+        read: &ReadUpTo,
+    ) -> Result<UnreadCounts> {
+        let (roots, positions): (Vec<&str>, Vec<i64>) =
+            read.threads.iter().map(|(root, pos)| (root.as_str(), to_i64(pos.0))).unzip();
+        let rows = sqlx::query(
+            "SELECT n.thread_id, count(*), count(*) FILTER (WHERE n.highlight) \
+             FROM notifications n \
+             LEFT JOIN unnest($4::text[], $5::bigint[]) AS r (root, pos) ON r.root = n.thread_id \
+             WHERE n.user_id = $1 AND n.room_id = $2 AND n.pos > $3 \
+             AND n.pos > CASE WHEN n.thread_id IS NULL THEN $6 ELSE coalesce(r.pos, $7) END \
+             GROUP BY n.thread_id",
+        )
         .bind(user_id)
         .bind(room_id)
-        .bind(to_i64(after.0))
-        .bind(limit(limit_to))
+        .bind(to_i64(read.lowest().0))
+        .bind(roots)
+        .bind(positions)
+        .bind(to_i64(read.main.0))
+        .bind(to_i64(read.other_threads.0))
         .fetch_all(&self.pool)
         .await
-        .doing("reading notifications")?;
-        rows.iter().map(notification).collect()
+        .doing("counting unread notifications")?;
+        let mut unread = UnreadCounts::default();
+        for row in rows {
+            let thread: Option<String> = row.try_get(0).doing("counting unread notifications")?;
+            let count = |i: usize| -> Result<u64> {
+                to_u64(row.try_get::<i64, _>(i).doing("counting unread notifications")?)
+            };
+            let counts = NotificationCounts { notifications: count(1)?, highlights: count(2)? };
+            match thread {
+                None => unread.main = counts,
+                Some(root) => {
+                    unread.threads.insert(root, counts);
+                }
+            }
+        }
+        Ok(unread)
     }
 
     async fn push_cursor(

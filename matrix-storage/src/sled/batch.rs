@@ -88,6 +88,35 @@ impl<'a> Tx<'a> {
         })
     }
 
+    /// The first entry (or the last, when `last`) with a key in `from..below`, as this
+    /// change set left it so far.
+    pub(super) fn first_between(
+        &self,
+        from: Vec<u8>,
+        below: Vec<u8>,
+        last: bool,
+    ) -> Result<Option<(Vec<u8>, IVec)>> {
+        let pending = self.pending.borrow();
+        let mut from_tree = None;
+        let entries = self.tree.range(from.clone()..below.clone());
+        let entries: super::engine::Entries = if last { Box::new(entries.rev()) } else { entries };
+        for entry in entries {
+            let (key, value) = entry.map_err(unavailable)?;
+            // Keys this change set wrote are read from `pending` below.
+            if !pending.contains_key(&key[..]) {
+                from_tree = Some((key.to_vec(), value));
+                break;
+            }
+        }
+        let mut written = pending.range(from..below).filter_map(|(k, v)| Some((k, v.as_ref()?)));
+        let from_pending = if last { written.next_back() } else { written.next() }
+            .map(|(k, v)| (k.clone(), v.clone()));
+        Ok(match (from_tree, from_pending) {
+            (Some(a), Some(b)) => Some(if (a.0 <= b.0) != last { a } else { b }),
+            (a, b) => a.or(b),
+        })
+    }
+
     /// Applies every buffered write at once, as write-ahead log record `seq` (whose number
     /// it writes to the tree too); answers the record, for the flusher to make durable.
     pub(super) fn commit(self, seq: u64) -> Result<Vec<u8>> {

@@ -1,25 +1,43 @@
 //! Notifications and pushers' delivery cursors: their part of a change set and their reads.
 //! Tables of their own (a store written before them has none): [`NOTIFICATION`] by
-//! `(user, position)`, [`NOTIFICATION_ROOM`] by `(user, room, position)` for unread counts, and
-//! [`PUSH_STATE`]: each user's notification count (kind 0, so that keeping the newest
-//! [`NOTIFICATIONS_KEPT`] reads one entry) and each pusher's cursor (kind 1).
+//! `(user, position)`, [`NOTIFICATION_ROOM`] for unread counts, and [`PUSH_STATE`]: each
+//! user's notification count (kind 0, so that keeping the newest [`NOTIFICATIONS_KEPT`] reads
+//! one entry) and each pusher's cursor (kind 1).
+//!
+//! **Unread counts** are asked by every `/sync` for every room, so they are not counted one
+//! notification at a time. [`NOTIFICATION_ROOM`] keys each notification by `(user, room,
+//! thread, position)` (the thread `""` for the main timeline) and its value holds running
+//! totals: the notifications and highlights of that `(user, room, thread)` up to and with it
+//! (and whether it is a highlight itself). The notifications after a read position are then
+//! the last entry's totals less the totals before the first entry after that position: two
+//! seeks per thread, whatever the count. Dropping a user's oldest notifications takes entries
+//! from the front of their `(user, room, thread)` runs, which leaves the later totals right
+//! (counts are differences); storing one anywhere but at the end renumbers the entries after
+//! it. Stores written before the totals are indexed again once, at open ([`index_counts`]).
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use std::ops::Bound;
+
 use super::batch::Tx;
+use super::engine::Tree;
 use super::{
-    APPSERVICE_CURSOR, NOTIFICATION, NOTIFICATION_ROOM, PUSH_STATE, SledStore, unavailable,
+    APPSERVICE_CURSOR, NOTIFICATION, NOTIFICATION_ROOM, PUSH_STATE, SledStore, meta, unavailable,
 };
 use crate::codec::{Dec, Enc};
 use crate::{
     AppserviceCursor, AppserviceStore, ChangeSet, ErrorKind, NOTIFICATIONS_KEPT, Notification,
-    NotificationStore, PushCursor, Result, StorageError, StreamPos,
+    NotificationCounts, NotificationStore, PushCursor, ReadUpTo, Result, StorageError, StreamPos,
+    UnreadCounts,
 };
 
 const COUNT: u8 = 0;
 const CURSOR: u8 = 1;
+
+/// The META entry saying [`NOTIFICATION_ROOM`] holds running totals ([`index_counts`]).
+pub(super) const COUNTS_INDEXED: &str = "notification_counts_indexed";
 
 fn corrupt(what: &str) -> impl FnOnce(StorageError) -> StorageError + '_ {
     move |error| {
@@ -35,8 +53,96 @@ fn by_pos(user: &str, pos: u64) -> Vec<u8> {
     Enc::table(NOTIFICATION).str(user).u64(pos).done()
 }
 
-fn by_room(user: &str, room: &str, pos: u64) -> Vec<u8> {
-    Enc::table(NOTIFICATION_ROOM).str(user).str(room).u64(pos).done()
+/// The [`NOTIFICATION_ROOM`] keys of a `(user, room, thread)`: this, then a position.
+fn run_prefix(user: &str, room: &str, thread: Option<&str>) -> Vec<u8> {
+    Enc::table(NOTIFICATION_ROOM).str(user).str(room).str(thread.unwrap_or("")).done()
+}
+
+fn at(prefix: &[u8], pos: u64) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&pos.to_be_bytes());
+    key
+}
+
+/// A [`NOTIFICATION_ROOM`] value: whether the notification is a highlight, and the running
+/// totals of notifications and highlights of its run up to and with it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    highlight: bool,
+    notifications: u64,
+    highlights: u64,
+}
+
+impl Totals {
+    fn encode(self) -> Vec<u8> {
+        Enc::default().bool(self.highlight).u64(self.notifications).u64(self.highlights).done()
+    }
+
+    fn decode(value: &[u8]) -> Result<Totals> {
+        let mut dec = Dec::new(value);
+        let mut read = || {
+            Ok(Totals { highlight: dec.bool()?, notifications: dec.u64()?, highlights: dec.u64()? })
+        };
+        read().map_err(corrupt("notification count"))
+    }
+
+    /// The totals of the entry after this one, a notification that highlights or not.
+    fn then(self, highlight: bool) -> Totals {
+        Totals {
+            highlight,
+            notifications: self.notifications + 1,
+            highlights: self.highlights + u64::from(highlight),
+        }
+    }
+
+    /// The notifications from `first` to `self` (both in one run, `first` not after `self`).
+    fn since(self, first: Totals) -> NotificationCounts {
+        NotificationCounts {
+            notifications: (self.notifications + 1).saturating_sub(first.notifications),
+            highlights: (self.highlights + u64::from(first.highlight))
+                .saturating_sub(first.highlights),
+        }
+    }
+}
+
+/// Indexes `n` in its run, and gives the entries after it (if any: it is usually the last)
+/// their new totals.
+fn index_in(tx: &Tx<'_>, n: &Notification) -> Result<()> {
+    let prefix = run_prefix(&n.user_id, &n.room_id, n.thread_id.as_deref());
+    let before = tx.first_between(prefix.clone(), at(&prefix, n.pos.0), true)?;
+    let base = match before {
+        Some((_, value)) => Totals::decode(&value)?,
+        None => Totals::default(),
+    };
+    let totals = base.then(n.highlight);
+    tx.insert(at(&prefix, n.pos.0), totals.encode())?;
+    renumber(tx, &prefix, n.pos.0, totals)
+}
+
+/// Removes the entry at `pos` of a run, and gives the entries after it their new totals.
+fn unindex_in(tx: &Tx<'_>, user: &str, old: &Notification) -> Result<()> {
+    let prefix = run_prefix(user, &old.room_id, old.thread_id.as_deref());
+    tx.remove(at(&prefix, old.pos.0))?;
+    let before = tx.first_between(prefix.clone(), at(&prefix, old.pos.0), true)?;
+    let base = match before {
+        Some((_, value)) => Totals::decode(&value)?,
+        None => Totals::default(),
+    };
+    renumber(tx, &prefix, old.pos.0, base)
+}
+
+/// Gives the entries of a run after `pos` totals following on from `totals`.
+fn renumber(tx: &Tx<'_>, prefix: &[u8], pos: u64, mut totals: Totals) -> Result<()> {
+    let end = at(prefix, u64::MAX);
+    let mut from = at(prefix, pos.saturating_add(1));
+    while let Some((key, value)) = tx.first_between(from, end.clone(), false)? {
+        let own = Totals::decode(&value)?;
+        totals = totals.then(own.highlight);
+        tx.insert(key.clone(), totals.encode())?;
+        from = key;
+        from.push(0);
+    }
+    Ok(())
 }
 
 fn count_key(user: &str) -> Vec<u8> {
@@ -99,20 +205,21 @@ pub(super) fn apply_in(tx: &Tx<'_>, changes: &ChangeSet) -> Result<()> {
         let key = by_pos(&n.user_id, n.pos.0);
         let mut count = count;
         if let Some(old) = tx.get(&key)? {
-            let old = decode(&n.user_id, n.pos.0, &old)?;
-            tx.remove(by_room(&n.user_id, &old.room_id, n.pos.0))?;
+            unindex_in(tx, &n.user_id, &decode(&n.user_id, n.pos.0, &old)?)?;
         } else {
             count += 1;
         }
         tx.insert(key, encode(n))?;
-        tx.insert(by_room(&n.user_id, &n.room_id, n.pos.0), vec![])?;
+        index_in(tx, n)?;
         while count > NOTIFICATIONS_KEPT as u64 {
             let prefix = Enc::table(NOTIFICATION).str(&n.user_id).done();
             let Some((oldest, value)) = tx.first_with_prefix(&prefix)? else { break };
             let pos = key_pos(&oldest)?;
             let old = decode(&n.user_id, pos, &value)?;
             tx.remove(&oldest)?;
-            tx.remove(by_room(&n.user_id, &old.room_id, pos))?;
+            // The user's oldest is the first of its run: the totals after it stay right.
+            let run = run_prefix(&n.user_id, &old.room_id, old.thread_id.as_deref());
+            tx.remove(at(&run, pos))?;
             count -= 1;
         }
         counts.insert(&n.user_id, count);
@@ -147,12 +254,48 @@ pub(super) fn apply_in(tx: &Tx<'_>, changes: &ChangeSet) -> Result<()> {
 }
 
 impl SledStore {
-    fn notification_at(&self, user: &str, pos: u64) -> Result<Option<Notification>> {
-        match self.tree.get(by_pos(user, pos)).map_err(unavailable)? {
-            Some(value) => Ok(Some(decode(user, pos, &value)?)),
-            None => Ok(None),
-        }
+    /// The unread counts of one run (`prefix`) after `read`, if any are unread.
+    fn run_counts(&self, prefix: &[u8], read: StreamPos) -> Result<Option<NotificationCounts>> {
+        let mut unread =
+            self.tree.range(at(prefix, read.0.saturating_add(1))..=at(prefix, u64::MAX));
+        let Some(first) = unread.next() else { return Ok(None) };
+        let first = Totals::decode(&first.map_err(unavailable)?.1)?;
+        let last = match unread.next_back() {
+            Some(last) => Totals::decode(&last.map_err(unavailable)?.1)?,
+            None => first,
+        };
+        Ok(Some(last.since(first)))
     }
+}
+
+/// Builds [`NOTIFICATION_ROOM`] from the notifications, once, for a store written before it
+/// held running totals (its entries then were keyed by `(user, room, position)`).
+pub(super) fn index_counts(tree: &Tree, flush: impl FnOnce() -> Result<()>) -> Result<()> {
+    if tree.get(meta(COUNTS_INDEXED)).map_err(unavailable)?.is_some() {
+        return Ok(());
+    }
+    let mut ops: Vec<(Vec<u8>, Option<::sled::IVec>)> = Vec::new();
+    for entry in tree.scan_prefix([NOTIFICATION_ROOM]) {
+        ops.push((entry.map_err(unavailable)?.0.to_vec(), None));
+    }
+    // Notifications are keyed by user then position: each run's in order.
+    let mut runs: BTreeMap<Vec<u8>, Totals> = BTreeMap::new();
+    for entry in tree.scan_prefix([NOTIFICATION]) {
+        let (key, value) = entry.map_err(unavailable)?;
+        let read = || {
+            let mut dec = Dec::new(&key).skip_table()?;
+            Ok((dec.str()?, dec.u64()?))
+        };
+        let (user, pos) = read().map_err(corrupt("notification key"))?;
+        let n = decode(&user, pos, &value)?;
+        let prefix = run_prefix(&user, &n.room_id, n.thread_id.as_deref());
+        let totals = runs.get(&prefix).copied().unwrap_or_default().then(n.highlight);
+        ops.push((at(&prefix, pos), Some(totals.encode().into())));
+        runs.insert(prefix, totals);
+    }
+    ops.push((meta(COUNTS_INDEXED), Some(::sled::IVec::from(&b""[..]))));
+    tree.apply(ops).map_err(unavailable)?;
+    flush()
 }
 
 #[async_trait]
@@ -198,32 +341,38 @@ impl NotificationStore for SledStore {
         Ok(found)
     }
 
-    async fn room_notifications(
+    async fn unread_counts(
         &self,
         user_id: &str,
         room_id: &str,
-        after: StreamPos,
-        limit: usize,
-    ) -> Result<Vec<Notification>> {
+        read: &ReadUpTo,
+    ) -> Result<UnreadCounts> {
         self.flusher.check()?;
-        let mut found = Vec::new();
-        let start = by_room(user_id, room_id, after.0.saturating_add(1));
-        let end = by_room(user_id, room_id, u64::MAX);
-        for entry in self.tree.range(start..=end).take(limit) {
-            let (key, _) = entry.map_err(unavailable)?;
-            let read = || {
-                let mut dec = Dec::new(&key).skip_table()?;
-                dec.str()?;
-                dec.str()?;
-                dec.u64()
-            };
-            let pos = read().map_err(corrupt("notification key"))?;
-            // Both entries are written in one batch: the record is there.
-            if let Some(n) = self.notification_at(user_id, pos)? {
-                found.push(n);
-            }
+        let mut unread = UnreadCounts::default();
+        let main = run_prefix(user_id, room_id, None);
+        if let Some(counts) = self.run_counts(&main, read.main)? {
+            unread.main = counts;
         }
-        Ok(found)
+        // The threads' runs follow the main timeline's (an empty root sorts first): one seek
+        // to find each, two to count it.
+        let room = Enc::table(NOTIFICATION_ROOM).str(user_id).str(room_id).done();
+        let mut after = at(&main, u64::MAX);
+        loop {
+            let next = self.tree.range((Bound::Excluded(after), Bound::Unbounded)).next();
+            let Some(entry) = next else { break };
+            let key = entry.map_err(unavailable)?.0;
+            if !key.starts_with(&room) {
+                break;
+            }
+            let read_root = || Dec::new(&key[room.len()..]).str();
+            let root = read_root().map_err(corrupt("notification key"))?;
+            let prefix = run_prefix(user_id, room_id, Some(&root));
+            if let Some(counts) = self.run_counts(&prefix, read.of(Some(&root)))? {
+                unread.threads.insert(root, counts);
+            }
+            after = at(&prefix, u64::MAX);
+        }
+        Ok(unread)
     }
 
     async fn push_cursor(

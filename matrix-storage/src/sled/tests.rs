@@ -65,8 +65,58 @@ on_each_engine!(
     a_failed_flush_stops_claims,
     a_failed_flush_stops_the_store,
     an_older_store_gets_its_inbox_indexed,
-    an_older_store_gets_its_media_indexed
+    an_older_store_gets_its_media_indexed,
+    an_older_store_gets_its_unread_counts_indexed
 );
+
+/// A store written before the unread counts' running totals: its `(user, room, position)`
+/// entries are replaced by the totals once, when it is opened, and count as before.
+async fn an_older_store_gets_its_unread_counts_indexed(engine: Engine) {
+    use crate::{NotificationStore, ReadUpTo};
+    let dir = tempfile::tempdir().expect("a directory");
+    let store = engine.open(dir.path()).expect("opens");
+    let mut changes = ChangeSet::new();
+    for (pos, room, thread, highlight) in [
+        (3, "!a:x", None, true),
+        (4, "!b:x", None, false),
+        (5, "!a:x", Some("$t"), false),
+        (6, "!a:x", None, false),
+        (8, "!a:x", Some("$t"), true),
+    ] {
+        changes.notifications.push(crate::Notification {
+            user_id: "@u:x".to_owned(),
+            pos: StreamPos(pos),
+            room_id: room.to_owned(),
+            event_id: format!("$e{pos}"),
+            thread_id: thread.map(str::to_owned),
+            highlight,
+            actions: b"[]".to_vec(),
+            ts: 1,
+        });
+    }
+    store.apply(changes).await.expect("acknowledged");
+    let read = ReadUpTo { main: StreamPos(3), ..ReadUpTo::default() };
+    let before = store.unread_counts("@u:x", "!a:x", &read).await.expect("counts");
+    assert_eq!((before.main.notifications, before.threads["$t"].highlights), (1, 1));
+    // As an older version left it: entries keyed `(user, room, position)` with no value, and
+    // no mark.
+    let mut older: Vec<(Vec<u8>, Option<::sled::IVec>)> = Vec::new();
+    for entry in store.tree.scan_prefix([NOTIFICATION_ROOM]) {
+        older.push((entry.expect("reads").0.to_vec(), None));
+    }
+    for (room, pos) in [("!a:x", 3u64), ("!b:x", 4), ("!a:x", 5), ("!a:x", 6), ("!a:x", 8)] {
+        let key = crate::codec::Enc::table(NOTIFICATION_ROOM).str("@u:x").str(room).u64(pos);
+        older.push((key.done(), Some(::sled::IVec::from(&b""[..]))));
+    }
+    older.push((meta(push::COUNTS_INDEXED), None));
+    store.tree.apply(older).expect("writes");
+    push::index_counts(&store.tree, || Ok(())).expect("indexes");
+    assert_eq!(store.unread_counts("@u:x", "!a:x", &read).await.expect("counts"), before);
+    let other = store.unread_counts("@u:x", "!b:x", &read).await.expect("counts");
+    assert_eq!(other.main.notifications, 1);
+    assert_eq!(store.tree.scan_prefix([NOTIFICATION_ROOM]).count(), 5, "the older entries gone");
+    assert!(store.tree.get(meta(push::COUNTS_INDEXED)).expect("reads").is_some(), "once");
+}
 
 /// A store written before `MEDIA_INDEX` existed: its media records (some of the first
 /// schema's, without hash, mark, quarantine or protection) are indexed by uploader and by

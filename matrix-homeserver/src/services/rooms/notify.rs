@@ -11,12 +11,10 @@
 //! event is durable and before anyone is woken for it (a crash between the two loses the
 //! notifications of that one event, not the event).
 
-use std::collections::BTreeMap;
-
 use matrix_core::Pdu;
 use matrix_core::push::{PushContext, evaluate};
 use matrix_storage::{
-    ChangeSet, NOTIFICATIONS_KEPT, Notification, Storage, StoredReceipt, StreamPos,
+    ChangeSet, Notification, ReadUpTo, Storage, StoredReceipt, StreamPos, UnreadCounts,
 };
 use ruma::push::Ruleset;
 
@@ -63,16 +61,6 @@ fn thread_of(pdu: &Pdu) -> Option<String> {
     (relation.get_str("rel_type") == Some("m.thread"))
         .then(|| relation.get_str("event_id").map(str::to_owned))
         .flatten()
-}
-
-/// Unread counts `(notifications, highlights)`.
-pub(crate) type Counts = (u64, u64);
-
-/// A user's unread counts in a room: the main timeline's, and each thread's.
-#[derive(Debug, Default)]
-pub(crate) struct Unread {
-    pub(crate) main: Counts,
-    pub(crate) threads: BTreeMap<String, Counts>,
 }
 
 impl Rooms {
@@ -155,72 +143,42 @@ impl Rooms {
     }
 
     /// A user's unread counts in a room: their notifications after their read receipts
-    /// (`m.read` or `m.read.private`; an unthreaded receipt reads every thread, a `main` one
-    /// the main timeline, a threaded one its thread).
+    /// (see [`read_up_to`]).
     pub(crate) async fn unread(
         &self,
         room_id: &str,
         user: &ruma::UserId,
-    ) -> Result<Unread, ApiError> {
+    ) -> Result<UnreadCounts, ApiError> {
         let receipts = self.storage.user_receipts(room_id, user.as_str()).await?;
-        let read = ReadUpTo::of(&receipts);
-        let found = self
-            .storage
-            .room_notifications(
-                user.as_str(),
-                room_id,
-                StreamPos(read.unthreaded),
-                NOTIFICATIONS_KEPT,
-            )
-            .await?;
-        let mut unread = Unread::default();
-        for n in found {
-            let (upto, counts) = match &n.thread_id {
-                None => (read.main, &mut unread.main),
-                Some(thread) => (
-                    read.threads.get(thread.as_str()).copied().unwrap_or(0).max(read.unthreaded),
-                    unread.threads.entry(thread.clone()).or_default(),
-                ),
-            };
-            if n.pos.0 > upto {
-                counts.0 += 1;
-                counts.1 += u64::from(n.highlight);
-            }
-        }
-        unread.threads.retain(|_, c| c.0 > 0);
-        Ok(unread)
+        let read = read_up_to(&receipts);
+        Ok(self.storage.unread_counts(user.as_str(), room_id, &read).await?)
     }
 }
 
-/// The positions a user's receipts in a room read up to.
-#[derive(Debug, Default)]
-pub(crate) struct ReadUpTo<'r> {
-    /// Unthreaded receipts.
-    pub(crate) unthreaded: u64,
-    /// Unthreaded and `main` receipts.
-    pub(crate) main: u64,
-    /// Threaded receipts, by thread root.
-    pub(crate) threads: BTreeMap<&'r str, u64>,
-}
-
-impl<'r> ReadUpTo<'r> {
-    pub(crate) fn of(receipts: &'r [StoredReceipt]) -> Self {
-        let mut read = ReadUpTo::default();
-        for r in receipts.iter().map(|r| &r.receipt) {
-            if !matches!(r.key.kind.as_str(), "m.read" | "m.read.private") {
-                continue;
-            }
-            let at = r.event_pos.0;
-            match r.key.thread.as_deref() {
-                None => read.unthreaded = read.unthreaded.max(at),
-                Some("main") => read.main = read.main.max(at),
-                Some(thread) => {
-                    let entry = read.threads.entry(thread).or_default();
-                    *entry = (*entry).max(at);
-                }
+/// Where a user's receipts in a room read up to: `m.read` and `m.read.private` receipts; an
+/// unthreaded receipt reads every thread, a `main` one the main timeline, a threaded one its
+/// thread.
+pub(crate) fn read_up_to(receipts: &[StoredReceipt]) -> ReadUpTo {
+    let mut unthreaded = StreamPos(0);
+    let mut read = ReadUpTo::default();
+    for r in receipts.iter().map(|r| &r.receipt) {
+        if !matches!(r.key.kind.as_str(), "m.read" | "m.read.private") {
+            continue;
+        }
+        let at = r.event_pos;
+        match r.key.thread.as_deref() {
+            None => unthreaded = unthreaded.max(at),
+            Some("main") => read.main = read.main.max(at),
+            Some(thread) => {
+                let entry = read.threads.entry(thread.to_owned()).or_default();
+                *entry = (*entry).max(at);
             }
         }
-        read.main = read.main.max(read.unthreaded);
-        read
     }
+    read.main = read.main.max(unthreaded);
+    read.other_threads = unthreaded;
+    for pos in read.threads.values_mut() {
+        *pos = (*pos).max(unthreaded);
+    }
+    read
 }

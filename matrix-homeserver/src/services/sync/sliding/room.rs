@@ -101,8 +101,8 @@ pub(super) async fn unread_totals(
     room_id: &str,
     user: &UserId,
 ) -> Result<(u64, u64), ApiError> {
-    let unread = rooms.unread(room_id, user).await?;
-    Ok(unread.threads.values().fold(unread.main, |(n, h), (tn, th)| (n + tn, h + th)))
+    let total = rooms.unread(room_id, user).await?.total();
+    Ok((total.notifications, total.highlights))
 }
 
 impl Sync {
