@@ -99,7 +99,7 @@ pub(crate) async fn backup(
         .with_context(|| format!("writing {}", temporary.display()))?;
     std::fs::rename(&temporary, target.join(MANIFEST)).context("finishing the manifest")?;
     println!(
-        "backed up {} ({}, {how}) into {}: {} events, {} rooms, stream position {}, {} files, in {:.1?}",
+        "backed up {} (as a {} store, {how}) into {}: {} events, {} rooms, stream position {}, {} files, in {:.1?}",
         config.server.name,
         summary.backend,
         target.display(),

@@ -4,7 +4,7 @@
 //! lock for the whole copy would stall every write for its length. So: **tap, copy, replay.**
 //! (1) The flusher starts keeping a copy of the write-ahead log record of every change set
 //! committed from then on (each record is that change set's writes to the tree, in full).
-//! (2) The tree is copied entry by entry into a new store, without any lock; writes go on,
+//! (2) The tree is copied, in key order, into a new store, without any lock; writes go on,
 //! so the copy may see a key before or after a change, or not see a key made meanwhile.
 //! Every such key is written by a recorded change set. The recorded records are moved to a
 //! file now and then, so memory stays bounded. (3) Under the writer lock (a few microseconds:
@@ -12,15 +12,20 @@
 //! are applied again to the copy, in commit order. Writes are puts and removals of whole
 //! values, so each key ends as its last recorded write left it, or, if no recorded change
 //! set wrote it, as it was all along, which is what the copy read: the copy is the store as
-//! it stood at (3), between two change sets. A store on sled is copied to sled, on fjall to
-//! fjall; [`SledStore::copy_to`] moves a copy to the other engine.
+//! it stood at (3), between two change sets.
+//!
+//! **The copy is a fjall store**, whatever this store's engine (when the `fjall` feature is
+//! on, as in the reference binary): fjall's bulk load writes sorted entries straight into its
+//! table files, several times faster than inserting them, and the copy's time is the
+//! backup's. A restore onto sled moves it there ([`SledStore::copy_to`]). Without the
+//! feature, the copy is a sled store, filled by batches of inserts.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 
 use super::engine::Tree;
-use super::{EVENT, ROOM, STREAM, STREAM_HEAD, SledOptions, SledStore, meta, unavailable, wal};
+use super::{EVENT, ROOM, STREAM, STREAM_HEAD, SledStore, meta, unavailable, wal};
 use crate::codec::Dec;
 use crate::{ErrorKind, Result, StorageError, StoreSummary, state_hash};
 
@@ -42,15 +47,6 @@ impl SledStore {
             Tree::Sled(_) => "sled",
             #[cfg(feature = "fjall")]
             Tree::Fjall { .. } => "fjall",
-        }
-    }
-
-    /// Opens a new store in `dir` on this store's engine (default options).
-    fn open_like(&self, dir: &Path) -> Result<SledStore> {
-        match self.tree {
-            Tree::Sled(_) => SledStore::open(dir, &SledOptions::default()),
-            #[cfg(feature = "fjall")]
-            Tree::Fjall { .. } => SledStore::open(dir, &super::FjallOptions::default()),
         }
     }
 
@@ -82,9 +78,81 @@ impl SledStore {
     /// spilling the recorded change sets to a file there, and ends the tap under the writer
     /// lock; answers the copy and the records taken at the end (not in the file).
     fn copy_with_tail(&self, dir: &Path) -> Result<(SledStore, Vec<u8>)> {
-        let target = self.open_like(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| io("cannot make the copy's directory", e))?;
         let mut tail = std::fs::File::create(dir.join(TAIL))
             .map_err(|e| io("cannot make the file of recorded writes", e))?;
+        let target = self.copy_tree(dir, &mut tail)?;
+        tail.flush().map_err(|e| io("cannot record writes", e))?;
+        let _writer = self
+            .writer
+            .lock()
+            .map_err(|_| StorageError::new(ErrorKind::Unavailable, "a writer panicked"))?;
+        let last = self.flusher.drain_tap(true)?;
+        Ok((target, last))
+    }
+
+    /// Step (2): every entry of the tree but the store's own log sequence, in key order, into
+    /// a new fjall store in `dir` (whatever this store's engine) by fjall's bulk load, which
+    /// writes sorted entries straight into its table files: several times faster than
+    /// inserting them one by one, into sled or fjall. Every [`BATCH`] entries, the change sets
+    /// recorded meanwhile are moved to `tail`. Answers the copy, opened.
+    #[cfg(feature = "fjall")]
+    fn copy_tree(&self, dir: &Path, tail: &mut std::fs::File) -> Result<SledStore> {
+        {
+            let keyspace = ::fjall::Config::new(dir.join("fjall"))
+                .manual_journal_persist(true)
+                .open()
+                .map_err(unavailable)?;
+            let partition = keyspace
+                .open_partition("matrix", ::fjall::PartitionCreateOptions::default())
+                .map_err(unavailable)?;
+            let own_log = meta(wal::SEQ_KEY);
+            let mut source = self.tree.range(..);
+            let mut failed = None;
+            let mut copied = 0usize;
+            // Ends early, keeping the error, if a read or a spill fails.
+            let entries = std::iter::from_fn(|| {
+                loop {
+                    let (key, value) = match source.next()? {
+                        Ok(entry) => entry,
+                        Err(error) => {
+                            failed = Some(unavailable(error));
+                            return None;
+                        }
+                    };
+                    if key == own_log {
+                        continue;
+                    }
+                    copied += 1;
+                    if copied % BATCH == 0 {
+                        let spilled = self.flusher.drain_tap(false).and_then(|records| {
+                            tail.write_all(&records).map_err(|e| io("cannot record writes", e))
+                        });
+                        if let Err(error) = spilled {
+                            failed = Some(error);
+                            return None;
+                        }
+                    }
+                    return Some((key.to_vec(), value.to_vec()));
+                }
+            });
+            // The source is a sorted map (strictly increasing keys) and the partition is new,
+            // as the bulk load requires.
+            partition.ingest(entries).map_err(unavailable)?;
+            if let Some(error) = failed {
+                return Err(error);
+            }
+            keyspace.persist(::fjall::PersistMode::SyncAll).map_err(unavailable)?;
+        }
+        SledStore::open(dir, &super::FjallOptions::default())
+    }
+
+    /// Step (2) without fjall: every entry of the tree but the store's own log sequence into
+    /// a new sled store in `dir`, [`BATCH`] at a time, moving the change sets recorded
+    /// meanwhile to `tail` after each batch. Answers the copy.
+    #[cfg(not(feature = "fjall"))]
+    fn copy_tree(&self, dir: &Path, tail: &mut std::fs::File) -> Result<SledStore> {
+        let target = SledStore::open(dir, &super::SledOptions::default())?;
         let own_log = meta(wal::SEQ_KEY);
         let mut batch = Vec::with_capacity(BATCH);
         for entry in self.tree.range(..) {
@@ -100,13 +168,7 @@ impl SledStore {
             }
         }
         target.tree.apply(batch).map_err(unavailable)?;
-        tail.flush().map_err(|e| io("cannot record writes", e))?;
-        let _writer = self
-            .writer
-            .lock()
-            .map_err(|_| StorageError::new(ErrorKind::Unavailable, "a writer panicked"))?;
-        let last = self.flusher.drain_tap(true)?;
-        Ok((target, last))
+        Ok(target)
     }
 
     /// What a backup records of this store: its stream head, its events, and each room's
@@ -193,6 +255,7 @@ fn replay(target: &SledStore, recorded: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sled::SledOptions;
 
     /// A backup asked for while another runs is refused, writes nothing, and leaves the
     /// running one's tap alone; once that one ends, a backup is made.
@@ -210,7 +273,8 @@ mod tests {
         assert_eq!(again.kind(), ErrorKind::Conflict);
         store.flusher.drain_tap(true).expect("the first backup ends");
         let summary = store.backup_to(&second).expect("backs up");
-        assert_eq!(summary.backend, "sled");
+        let copied_into = if cfg!(feature = "fjall") { "fjall" } else { "sled" };
+        assert_eq!(summary.backend, copied_into, "a sled store is copied into fjall");
         assert!(!second.join(TAIL).exists(), "the recorded writes are gone once replayed");
     }
 }
