@@ -6,7 +6,7 @@
 //!
 //! **Unread counts** are asked by every `/sync` for every room, so they are not counted one
 //! notification at a time. [`NOTIFICATION_ROOM`] keys each notification by `(user, room,
-//! thread, position)` (the thread `""` for the main timeline) and its value holds running
+//! thread, position)` (no thread: the main timeline) and its value holds running
 //! totals: the notifications and highlights of that `(user, room, thread)` up to and with it
 //! (and whether it is a highlight itself). The notifications after a read position are then
 //! the last entry's totals less the totals before the first entry after that position: two
@@ -16,10 +16,9 @@
 //! it. Stores written before the totals are indexed again once, at open ([`index_counts`]).
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use async_trait::async_trait;
-
-use std::ops::Bound;
 
 use super::batch::Tx;
 use super::engine::Tree;
@@ -53,9 +52,14 @@ fn by_pos(user: &str, pos: u64) -> Vec<u8> {
     Enc::table(NOTIFICATION).str(user).u64(pos).done()
 }
 
-/// The [`NOTIFICATION_ROOM`] keys of a `(user, room, thread)`: this, then a position.
+/// The [`NOTIFICATION_ROOM`] keys of a `(user, room, thread)`: this, then a position. The
+/// main timeline's run (kind 0) sorts before the threads' (kind 1, then the root).
 fn run_prefix(user: &str, room: &str, thread: Option<&str>) -> Vec<u8> {
-    Enc::table(NOTIFICATION_ROOM).str(user).str(room).str(thread.unwrap_or("")).done()
+    let room = Enc::table(NOTIFICATION_ROOM).str(user).str(room);
+    match thread {
+        None => room.raw(&[0]).done(),
+        Some(root) => room.raw(&[1]).str(root).done(),
+    }
 }
 
 fn at(prefix: &[u8], pos: u64) -> Vec<u8> {
@@ -353,8 +357,8 @@ impl NotificationStore for SledStore {
         if let Some(counts) = self.run_counts(&main, read.main)? {
             unread.main = counts;
         }
-        // The threads' runs follow the main timeline's (an empty root sorts first): one seek
-        // to find each, two to count it.
+        // The threads' runs follow the main timeline's: one seek to find each, two to count
+        // it.
         let room = Enc::table(NOTIFICATION_ROOM).str(user_id).str(room_id).done();
         let mut after = at(&main, u64::MAX);
         loop {
@@ -364,7 +368,11 @@ impl NotificationStore for SledStore {
             if !key.starts_with(&room) {
                 break;
             }
-            let read_root = || Dec::new(&key[room.len()..]).str();
+            let read_root = || {
+                let mut dec = Dec::new(&key[room.len()..]);
+                dec.raw(1)?;
+                dec.str()
+            };
             let root = read_root().map_err(corrupt("notification key"))?;
             let prefix = run_prefix(user_id, room_id, Some(&root));
             if let Some(counts) = self.run_counts(&prefix, read.of(Some(&root)))? {
