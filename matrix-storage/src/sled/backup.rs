@@ -124,7 +124,7 @@ impl SledStore {
                         continue;
                     }
                     copied += 1;
-                    if copied % BATCH == 0 {
+                    if copied.is_multiple_of(BATCH) {
                         let spilled = self.flusher.drain_tap(false).and_then(|records| {
                             tail.write_all(&records).map_err(|e| io("cannot record writes", e))
                         });
