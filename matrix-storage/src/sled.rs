@@ -206,6 +206,24 @@ const TABLES: [u8; 73] = [
     APPSERVICE_LIST, REGISTRATION_TOKEN, MODERATION, MEDIA_INDEX,
 ];
 
+/// The fjall keyspace of a store in `path` and its one partition (block cache of
+/// `cache_bytes`, else fjall's default); the journal is synced only when asked.
+#[cfg(feature = "fjall")]
+fn open_fjall(
+    path: &Path,
+    cache_bytes: Option<u64>,
+) -> Result<(::fjall::Keyspace, ::fjall::PartitionHandle)> {
+    let mut config = ::fjall::Config::new(path.join("fjall")).manual_journal_persist(true);
+    if let Some(bytes) = cache_bytes {
+        config = config.cache_size(bytes);
+    }
+    let keyspace = config.open().map_err(unavailable)?;
+    let partition = keyspace
+        .open_partition("matrix", ::fjall::PartitionCreateOptions::default())
+        .map_err(unavailable)?;
+    Ok((keyspace, partition))
+}
+
 /// The META entry holding the last stream position handed out to something other than a
 /// timeline event (whose entries can be deleted, unlike the STREAM table's).
 const STREAM_HEAD: &str = "stream_head";
@@ -445,14 +463,7 @@ impl SledStore {
                 let lock = engine::lock_dir(path)?;
                 // Durability comes from the write-ahead log; fjall's journal is synced at
                 // checkpoints.
-                let keyspace = ::fjall::Config::new(path.join("fjall"))
-                    .cache_size(options.cache_capacity)
-                    .manual_journal_persist(true)
-                    .open()
-                    .map_err(unavailable)?;
-                let partition = keyspace
-                    .open_partition("matrix", ::fjall::PartitionCreateOptions::default())
-                    .map_err(unavailable)?;
+                let (keyspace, partition) = open_fjall(path, Some(options.cache_capacity))?;
                 let tree = Tree::Fjall { keyspace: keyspace.clone(), partition };
                 let engine = Engine::Fjall(keyspace);
                 (tree, engine, options.snapshot_cache_entries, Some(Arc::new(lock)))

@@ -113,13 +113,7 @@ impl SledStore {
     #[cfg(feature = "fjall")]
     fn copy_tree(&self, dir: &Path, tail: &mut std::fs::File) -> Result<SledStore> {
         {
-            let keyspace = ::fjall::Config::new(dir.join("fjall"))
-                .manual_journal_persist(true)
-                .open()
-                .map_err(unavailable)?;
-            let partition = keyspace
-                .open_partition("matrix", ::fjall::PartitionCreateOptions::default())
-                .map_err(unavailable)?;
+            let (keyspace, partition) = super::open_fjall(dir, None)?;
             let own_log = meta(wal::SEQ_KEY);
             let mut source = self.tree.range(..);
             let mut failed = None;
