@@ -113,7 +113,18 @@ impl Totals {
 /// their new totals.
 fn index_in(tx: &Tx<'_>, n: &Notification) -> Result<()> {
     let prefix = run_prefix(&n.user_id, &n.room_id, n.thread_id.as_deref());
-    let before = tx.first_between(prefix.clone(), at(&prefix, n.pos.0), true)?;
+    let here = at(&prefix, n.pos.0);
+    // Usually the newest of its run: one seek, to the run's last entry, and nothing to
+    // renumber.
+    let last = tx.first_between(prefix.clone(), at(&prefix, u64::MAX), true)?;
+    if last.as_ref().is_none_or(|(key, _)| *key < here) {
+        let base = match last {
+            Some((_, value)) => Totals::decode(&value)?,
+            None => Totals::default(),
+        };
+        return tx.insert(here, base.then(n.highlight).encode());
+    }
+    let before = tx.first_between(prefix.clone(), here, true)?;
     let base = match before {
         Some((_, value)) => Totals::decode(&value)?,
         None => Totals::default(),
