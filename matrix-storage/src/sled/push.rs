@@ -82,6 +82,11 @@ impl Totals {
         Enc::default().bool(self.highlight).u64(self.notifications).u64(self.highlights).done()
     }
 
+    /// The totals of an entry, or none before the first.
+    fn of(entry: Option<(Vec<u8>, ::sled::IVec)>) -> Result<Totals> {
+        entry.map_or(Ok(Totals::default()), |(_, value)| Totals::decode(&value))
+    }
+
     fn decode(value: &[u8]) -> Result<Totals> {
         let mut dec = Dec::new(value);
         let mut read = || {
@@ -118,17 +123,11 @@ fn index_in(tx: &Tx<'_>, n: &Notification) -> Result<()> {
     // renumber.
     let last = tx.first_between(prefix.clone(), at(&prefix, u64::MAX), true)?;
     if last.as_ref().is_none_or(|(key, _)| *key < here) {
-        let base = match last {
-            Some((_, value)) => Totals::decode(&value)?,
-            None => Totals::default(),
-        };
+        let base = Totals::of(last)?;
         return tx.insert(here, base.then(n.highlight).encode());
     }
     let before = tx.first_between(prefix.clone(), here, true)?;
-    let base = match before {
-        Some((_, value)) => Totals::decode(&value)?,
-        None => Totals::default(),
-    };
+    let base = Totals::of(before)?;
     let totals = base.then(n.highlight);
     tx.insert(at(&prefix, n.pos.0), totals.encode())?;
     renumber(tx, &prefix, n.pos.0, totals)
@@ -139,10 +138,7 @@ fn unindex_in(tx: &Tx<'_>, user: &str, old: &Notification) -> Result<()> {
     let prefix = run_prefix(user, &old.room_id, old.thread_id.as_deref());
     tx.remove(at(&prefix, old.pos.0))?;
     let before = tx.first_between(prefix.clone(), at(&prefix, old.pos.0), true)?;
-    let base = match before {
-        Some((_, value)) => Totals::decode(&value)?,
-        None => Totals::default(),
-    };
+    let base = Totals::of(before)?;
     renumber(tx, &prefix, old.pos.0, base)
 }
 
